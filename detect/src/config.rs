@@ -1,0 +1,129 @@
+//! What a user writes to tune a detector for one signal.
+//!
+//! These types are embedded in runbook files (`signals[].detector`), in the
+//! parameter files `heal tune` writes, and in replay and watch; their `///`
+//! docs are the user documentation and end up in `heal runbooks schema`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Which side of the baseline counts as anomalous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Only values above the baseline (latency, error rate, memory).
+    Up,
+    /// Only values below the baseline (throughput, success rate).
+    Down,
+    /// Either side.
+    #[default]
+    Both,
+}
+
+impl Direction {
+    /// Whether an excursion of the given sign (`true` = above) is watched.
+    pub fn watches(self, above: bool) -> bool {
+        match self {
+            Direction::Up => above,
+            Direction::Down => !above,
+            Direction::Both => true,
+        }
+    }
+
+    /// The lowercase name used in configuration and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Up => "up",
+            Direction::Down => "down",
+            Direction::Both => "both",
+        }
+    }
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Settings of the adaptive-threshold detector for one signal.
+///
+/// Every field has a default, so `detector: {}` (or leaving it out) is a
+/// sensible start; `heal tune` writes files of this shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectorConfig {
+    /// Which side of the baseline is anomalous: `up`, `down` or `both`.
+    pub direction: Direction,
+    /// Samples seen before any score above 0 is given, while the baseline
+    /// estimates settle.
+    pub warmup: u32,
+    /// Half-life, in samples, of the running level (the baseline).
+    pub level_half_life: f64,
+    /// Half-life, in samples, of the running spread estimate.
+    pub spread_half_life: f64,
+    /// Score in [0, 1] at or above which an excursion fires. The score is one
+    /// minus the tail probability of the deviation, so 0.9999 is about 3.9
+    /// standard deviations for a two-sided signal.
+    pub threshold: f64,
+    /// Hysteresis: an excursion ends only after the score stays below this for
+    /// `reset_samples` samples in a row, so one excursion fires once.
+    pub reset_threshold: f64,
+    /// Samples in a row below `reset_threshold` that end an excursion.
+    pub reset_samples: u32,
+    /// Absolute floor for the spread, in the signal's unit; keeps a flat line
+    /// from turning every tiny wiggle into an anomaly.
+    pub min_spread: f64,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig {
+            direction: Direction::Both,
+            warmup: 30,
+            level_half_life: 30.0,
+            spread_half_life: 200.0,
+            threshold: 0.9999,
+            reset_threshold: 0.99,
+            reset_samples: 10,
+            min_spread: 0.0,
+        }
+    }
+}
+
+impl DetectorConfig {
+    /// Every problem with these settings, each as `field: what is wrong`.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let unit = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
+        if !unit(self.threshold) {
+            out.push(("threshold", format!("must be within [0, 1], got {}", self.threshold)));
+        }
+        if !unit(self.reset_threshold) {
+            out.push((
+                "reset_threshold",
+                format!("must be within [0, 1], got {}", self.reset_threshold),
+            ));
+        } else if unit(self.threshold) && self.reset_threshold > self.threshold {
+            out.push((
+                "reset_threshold",
+                format!(
+                    "must not exceed threshold ({}), got {}",
+                    self.threshold, self.reset_threshold
+                ),
+            ));
+        }
+        for (name, v) in [
+            ("level_half_life", self.level_half_life),
+            ("spread_half_life", self.spread_half_life),
+        ] {
+            if !(v.is_finite() && v >= 1.0) {
+                out.push((name, format!("must be a number of samples >= 1, got {v}")));
+            }
+        }
+        if !(self.min_spread.is_finite() && self.min_spread >= 0.0) {
+            out.push(("min_spread", format!("must be >= 0, got {}", self.min_spread)));
+        }
+        out
+    }
+}

@@ -6,5 +6,7 @@
 //! same code.
 
 mod config;
+mod score;
 
 pub use config::{DetectorConfig, Direction};
+pub use score::{Excursion, Scored};

@@ -1,0 +1,34 @@
+//! What a detector says about one sample.
+
+use serde::{Deserialize, Serialize};
+
+/// The verdict on one sample: a score in [0, 1] and, while the series is in
+/// an anomalous excursion, that excursion.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Scored {
+    /// Anomaly score in [0, 1]: one minus the tail probability of the
+    /// sample's deviation from the baseline. 0 during warm-up.
+    pub score: f64,
+    /// The excursion this sample belongs to, if any. An excursion starts
+    /// when the score reaches the threshold and ends (hysteresis) only after
+    /// the score stayed below the reset threshold for a while.
+    pub excursion: Option<Excursion>,
+}
+
+/// One anomalous excursion of a series: it fires once, at `onset_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Excursion {
+    /// Timestamp (ms) of the sample that fired.
+    pub onset_ms: i64,
+    /// Whether the excursion is above (`true`) or below the baseline.
+    pub above: bool,
+    /// Highest score seen in this excursion so far.
+    pub peak_score: f64,
+    /// True on the one sample that fired, false on the rest of the excursion.
+    pub first: bool,
+}
+
+impl Scored {
+    /// A score of 0 outside any excursion.
+    pub const QUIET: Scored = Scored { score: 0.0, excursion: None };
+}

@@ -83,8 +83,8 @@ impl Default for DetectorConfig {
             warmup: 30,
             level_half_life: 30.0,
             spread_half_life: 200.0,
-            threshold: 0.9999,
-            reset_threshold: 0.99,
+            threshold: 0.5,
+            reset_threshold: 0.25,
             reset_samples: 10,
             min_spread: 0.0,
         }
@@ -97,7 +97,10 @@ impl DetectorConfig {
         let mut out = Vec::new();
         let unit = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
         if !unit(self.threshold) {
-            out.push(("threshold", format!("must be within [0, 1], got {}", self.threshold)));
+            out.push((
+                "threshold",
+                format!("must be within [0, 1], got {}", self.threshold),
+            ));
         }
         if !unit(self.reset_threshold) {
             out.push((
@@ -122,7 +125,10 @@ impl DetectorConfig {
             }
         }
         if !(self.min_spread.is_finite() && self.min_spread >= 0.0) {
-            out.push(("min_spread", format!("must be >= 0, got {}", self.min_spread)));
+            out.push((
+                "min_spread",
+                format!("must be >= 0, got {}", self.min_spread),
+            ));
         }
         out
     }

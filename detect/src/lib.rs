@@ -4,9 +4,18 @@
 //! reads the clock. Time arrives as a parameter (milliseconds since the Unix
 //! epoch), which is what lets live watching and offline replay run the very
 //! same code.
+//!
+//! # Layout
+//! - [`DetectorConfig`]: what a user tunes per signal.
+//! - [`AdaptiveDetector`]: the online adaptive-threshold detector.
+//! - [`Scored`], [`Excursion`]: a detector's verdict on one sample.
+//! - [`nab`]: the NAB benchmark's scoring rules.
 
 mod config;
+mod detectors;
+pub mod nab;
 mod score;
 
 pub use config::{DetectorConfig, Direction};
+pub use detectors::adaptive::{score_from_p, AdaptiveDetector};
 pub use score::{Excursion, Scored};

@@ -30,5 +30,8 @@ pub struct Excursion {
 
 impl Scored {
     /// A score of 0 outside any excursion.
-    pub const QUIET: Scored = Scored { score: 0.0, excursion: None };
+    pub const QUIET: Scored = Scored {
+        score: 0.0,
+        excursion: None,
+    };
 }

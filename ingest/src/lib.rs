@@ -12,4 +12,6 @@ pub use series::{Labels, Sample, SeriesId, METRIC_NAME_LABEL};
 pub use window::Window;
 mod nab;
 mod time;
-pub use nab::{read_nab_csv, read_nab_windows, NabCorpus, NabEntry, NabFile, NabRow, NabWindows, NAB_HEADER};
+pub use nab::{
+    read_nab_csv, read_nab_windows, NabCorpus, NabEntry, NabFile, NabRow, NabWindows, NAB_HEADER,
+};

@@ -2,6 +2,8 @@
 //! codes. Everything else lives in the library crates and `cli/`.
 
 mod cli;
+mod evaluate;
+mod pipeline;
 
 use std::process::ExitCode;
 

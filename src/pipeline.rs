@@ -1,0 +1,120 @@
+//! The decision loop that replay and live watching share: one sample of one
+//! series in, what the engine did out.
+//!
+//! Both paths feed samples in event-time order through the same three steps
+//! per series: the sample policy (`ingest::Sanitizer`), the series' detector
+//! (`detect`), and the rule engine (`remediate::Engine`). Nothing here reads
+//! the clock: the sample's timestamp is the time.
+
+use std::collections::{BTreeMap, HashMap};
+
+use detect::{AdaptiveDetector, Scored};
+use ingest::{Admit, DropReason, Labels, Sanitizer};
+use remediate::engine::EngineEvent;
+use remediate::{Engine, EngineOptions, Incident, Observation, RunbookSet};
+
+/// A registered series, as returned by [`Pipeline::register`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SeriesHandle(usize);
+
+#[derive(Debug)]
+struct SeriesState {
+    signal: String,
+    labels: BTreeMap<String, String>,
+    sanitizer: Sanitizer,
+    detector: AdaptiveDetector,
+}
+
+/// Counters over everything the pipeline saw.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineStats {
+    /// Samples pushed.
+    pub samples: u64,
+    /// Samples the sample policy dropped, by reason.
+    pub dropped: BTreeMap<&'static str, u64>,
+    /// Excursions that fired (anomalies), over all series.
+    pub anomalies: u64,
+    /// Series registered that no signal watches.
+    pub unwatched_series: u64,
+}
+
+/// Sample policy, detectors and rule engine for a set of series.
+#[derive(Debug)]
+pub struct Pipeline {
+    runbooks: RunbookSet,
+    series: Vec<SeriesState>,
+    engine: Engine,
+    stats: PipelineStats,
+}
+
+/// What one sample led to.
+#[derive(Debug, Clone, Default)]
+pub struct Pushed {
+    /// The detector's verdict, when the sample was accepted.
+    pub scored: Option<Scored>,
+    /// Why the sample was dropped, when it was.
+    pub dropped: Option<DropReason>,
+    /// What the engine did because of it.
+    pub events: Vec<EngineEvent>,
+}
+
+impl Pipeline {
+    /// A pipeline for the signals and rules of `runbooks`.
+    pub fn new(runbooks: RunbookSet, options: EngineOptions) -> Self {
+        let engine = Engine::new(&runbooks, options);
+        Pipeline { runbooks, series: Vec::new(), engine, stats: PipelineStats::default() }
+    }
+
+    /// Registers a series. A series is watched by the signal whose name is
+    /// its metric name (`__name__`); `None` when no signal watches it.
+    pub fn register(&mut self, labels: &Labels) -> Option<SeriesHandle> {
+        let signal = labels.name().and_then(|n| self.runbooks.signal(n));
+        let Some(signal) = signal else {
+            self.stats.unwatched_series += 1;
+            return None;
+        };
+        let state = SeriesState {
+            signal: signal.name.clone(),
+            labels: labels.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+            sanitizer: Sanitizer::default(),
+            detector: AdaptiveDetector::new(signal.detector()),
+        };
+        self.series.push(state);
+        Some(SeriesHandle(self.series.len() - 1))
+    }
+
+    /// Feeds one raw sample of a registered series.
+    pub fn push(&mut self, series: SeriesHandle, ts_ms: i64, value: f64) -> Pushed {
+        self.stats.samples += 1;
+        let state = &mut self.series[series.0];
+        let sample = match state.sanitizer.admit(ts_ms, value) {
+            Admit::Accept { sample, .. } => sample,
+            Admit::Drop(reason) => {
+                *self.stats.dropped.entry(reason.as_str()).or_default() += 1;
+                return Pushed { dropped: Some(reason), ..Pushed::default() };
+            }
+        };
+        let scored = state.detector.update(sample.ts_ms, sample.value);
+        if scored.excursion.is_some_and(|e| e.first) {
+            self.stats.anomalies += 1;
+        }
+        let events = self.engine.observe(&Observation {
+            signal: &state.signal,
+            labels: &state.labels,
+            ts_ms: sample.ts_ms,
+            value: sample.value,
+            scored,
+        });
+        Pushed { scored: Some(scored), dropped: None, events }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &PipelineStats {
+        &self.stats
+    }
+
+    /// Every incident, open ones marked unresolved at `end_ms`.
+    pub fn finish(&self, end_ms: i64) -> Vec<Incident> {
+        self.engine.finish(end_ms)
+    }
+}

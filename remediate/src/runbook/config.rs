@@ -161,95 +161,132 @@ impl std::fmt::Display for Severity {
 /// One remediation step, chosen by `action:`. Every step may set `timeout`
 /// and `dry_run`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "action", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "action", rename_all = "lowercase")]
 pub enum Action {
     /// Restart a workload (rolling restart of a deployment, service restart).
-    Restart {
-        /// What to restart, e.g. `deployment/{{service}}`.
-        target: Template,
-        /// Give up on the step after this long.
-        #[serde(default)]
-        timeout: Option<Duration>,
-        /// Only plan and record this step, never perform it.
-        #[serde(default)]
-        dry_run: bool,
-    },
+    Restart(Restart),
     /// Set the replica count of a workload.
-    Scale {
-        /// What to scale, e.g. `deployment/{{service}}`.
-        target: Template,
-        /// Desired number of replicas, at least 1.
-        replicas: u32,
-        /// Give up on the step after this long.
-        #[serde(default)]
-        timeout: Option<Duration>,
-        /// Only plan and record this step, never perform it.
-        #[serde(default)]
-        dry_run: bool,
-    },
+    Scale(Scale),
     /// Roll a workload back to a previous release.
-    Rollback {
-        /// What to roll back, e.g. `deployment/{{service}}`.
-        target: Template,
-        /// Release to go back to; leave out for the previous one.
-        #[serde(default)]
-        to: Option<Template>,
-        /// Give up on the step after this long.
-        #[serde(default)]
-        timeout: Option<Duration>,
-        /// Only plan and record this step, never perform it.
-        #[serde(default)]
-        dry_run: bool,
-    },
+    Rollback(Rollback),
     /// Change the state of a server in an HAProxy backend (take an instance
     /// out of rotation or put it back).
-    Reroute {
-        /// The server in the backend, e.g. `{{instance}}`.
-        target: Template,
-        /// The HAProxy backend name, e.g. `be_{{service}}`.
-        backend: Template,
-        /// New state of the server: `drain`, `maint` or `ready`.
-        state: ServerState,
-        /// Give up on the step after this long.
-        #[serde(default)]
-        timeout: Option<Duration>,
-        /// Only plan and record this step, never perform it.
-        #[serde(default)]
-        dry_run: bool,
-    },
+    Reroute(Reroute),
     /// Run a program directly (no shell): `argv[0]` is the program, the rest
-    /// are its arguments, each one template.
-    Exec {
-        /// Program and arguments, e.g. `["/usr/local/bin/heap-dump",
-        /// "--pod", "{{instance}}"]`. Never a shell command line.
-        argv: Vec<Template>,
-        /// Kill the program after this long.
-        #[serde(default)]
-        timeout: Option<Duration>,
-        /// Only plan and record this step, never perform it.
-        #[serde(default)]
-        dry_run: bool,
-    },
+    /// are its arguments, each one a template.
+    Exec(Exec),
     /// Send an HTTP request, e.g. to page someone or post to a chat.
-    Webhook {
-        /// URL to call (`http://` or `https://`).
-        url: Template,
-        /// HTTP method.
-        #[serde(default)]
-        method: HttpMethod,
-        /// Request headers.
-        #[serde(default)]
-        headers: BTreeMap<String, Template>,
-        /// JSON request body; every string in it is a template.
-        #[serde(default)]
-        body: Option<serde_json::Value>,
-        /// Give up on the request after this long.
-        #[serde(default)]
-        timeout: Option<Duration>,
-        /// Only plan and record this step, never perform it.
-        #[serde(default)]
-        dry_run: bool,
-    },
+    Webhook(Webhook),
+}
+
+// Why newtype variants around named structs rather than struct variants:
+// serde buffers an internally tagged enum before picking the variant, which
+// hides where inside the step a problem is. With named structs the loader can
+// deserialize a failing step again as its own type and report the exact
+// field (`rules[0].then[1].replicas`), see `load::refine_action`.
+
+/// `action: restart`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Restart {
+    /// What to restart, e.g. `deployment/{{service}}`.
+    pub target: Template,
+    /// Give up on the step after this long.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Only plan and record this step, never perform it.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `action: scale`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scale {
+    /// What to scale, e.g. `deployment/{{service}}`.
+    pub target: Template,
+    /// Desired number of replicas, at least 1.
+    pub replicas: u32,
+    /// Give up on the step after this long.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Only plan and record this step, never perform it.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `action: rollback`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    /// What to roll back, e.g. `deployment/{{service}}`.
+    pub target: Template,
+    /// Release to go back to; leave out for the previous one.
+    #[serde(default)]
+    pub to: Option<Template>,
+    /// Give up on the step after this long.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Only plan and record this step, never perform it.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `action: reroute`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reroute {
+    /// The server in the backend, e.g. `{{instance}}`.
+    pub target: Template,
+    /// The HAProxy backend name, e.g. `be_{{service}}`.
+    pub backend: Template,
+    /// New state of the server: `drain`, `maint` or `ready`.
+    pub state: ServerState,
+    /// Give up on the step after this long.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Only plan and record this step, never perform it.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `action: exec`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Exec {
+    /// Program and arguments, e.g. `["/usr/local/bin/heap-dump", "--pod",
+    /// "{{instance}}"]`. Never a shell command line: the program is run
+    /// directly and must be fixed text.
+    pub argv: Vec<Template>,
+    /// Kill the program after this long.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Only plan and record this step, never perform it.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `action: webhook`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// URL to call (`http://` or `https://`).
+    pub url: Template,
+    /// HTTP method.
+    #[serde(default)]
+    pub method: HttpMethod,
+    /// Request headers; values are templates.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Template>,
+    /// JSON request body; every string in it is a template.
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+    /// Give up on the request after this long.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Only plan and record this step, never perform it.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// Which kind of action a step is.
@@ -294,36 +331,36 @@ impl Action {
     /// Which kind of action this is.
     pub fn kind(&self) -> ActionKind {
         match self {
-            Action::Restart { .. } => ActionKind::Restart,
-            Action::Scale { .. } => ActionKind::Scale,
-            Action::Rollback { .. } => ActionKind::Rollback,
-            Action::Reroute { .. } => ActionKind::Reroute,
-            Action::Exec { .. } => ActionKind::Exec,
-            Action::Webhook { .. } => ActionKind::Webhook,
+            Action::Restart(_) => ActionKind::Restart,
+            Action::Scale(_) => ActionKind::Scale,
+            Action::Rollback(_) => ActionKind::Rollback,
+            Action::Reroute(_) => ActionKind::Reroute,
+            Action::Exec(_) => ActionKind::Exec,
+            Action::Webhook(_) => ActionKind::Webhook,
         }
     }
 
     /// The step's own timeout, if set.
     pub fn timeout(&self) -> Option<Duration> {
         match self {
-            Action::Restart { timeout, .. }
-            | Action::Scale { timeout, .. }
-            | Action::Rollback { timeout, .. }
-            | Action::Reroute { timeout, .. }
-            | Action::Exec { timeout, .. }
-            | Action::Webhook { timeout, .. } => *timeout,
+            Action::Restart(a) => a.timeout,
+            Action::Scale(a) => a.timeout,
+            Action::Rollback(a) => a.timeout,
+            Action::Reroute(a) => a.timeout,
+            Action::Exec(a) => a.timeout,
+            Action::Webhook(a) => a.timeout,
         }
     }
 
     /// Whether the step itself is marked dry-run.
     pub fn dry_run(&self) -> bool {
         match self {
-            Action::Restart { dry_run, .. }
-            | Action::Scale { dry_run, .. }
-            | Action::Rollback { dry_run, .. }
-            | Action::Reroute { dry_run, .. }
-            | Action::Exec { dry_run, .. }
-            | Action::Webhook { dry_run, .. } => *dry_run,
+            Action::Restart(a) => a.dry_run,
+            Action::Scale(a) => a.dry_run,
+            Action::Rollback(a) => a.dry_run,
+            Action::Reroute(a) => a.dry_run,
+            Action::Exec(a) => a.dry_run,
+            Action::Webhook(a) => a.dry_run,
         }
     }
 
@@ -332,29 +369,31 @@ impl Action {
     pub(crate) fn templates(&self) -> Vec<(String, Template)> {
         let one = |name: &str, t: &Template| vec![(name.to_owned(), t.clone())];
         match self {
-            Action::Restart { target, .. } | Action::Scale { target, .. } => one("target", target),
-            Action::Rollback { target, to, .. } => {
+            Action::Restart(Restart { target, .. }) | Action::Scale(Scale { target, .. }) => {
+                one("target", target)
+            }
+            Action::Rollback(Rollback { target, to, .. }) => {
                 let mut out = one("target", target);
                 if let Some(to) = to {
                     out.push(("to".to_owned(), to.clone()));
                 }
                 out
             }
-            Action::Reroute {
+            Action::Reroute(Reroute {
                 target, backend, ..
-            } => {
+            }) => {
                 let mut out = one("target", target);
                 out.push(("backend".to_owned(), backend.clone()));
                 out
             }
-            Action::Exec { argv, .. } => argv
+            Action::Exec(Exec { argv, .. }) => argv
                 .iter()
                 .enumerate()
                 .map(|(i, t)| (format!("argv[{i}]"), t.clone()))
                 .collect(),
-            Action::Webhook {
+            Action::Webhook(Webhook {
                 url, headers, body, ..
-            } => {
+            }) => {
                 let mut out = one("url", url);
                 for (name, value) in headers {
                     out.push((format!("headers.{name}"), value.clone()));

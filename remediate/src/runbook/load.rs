@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::config::{Rule, Signal};
+use super::config::{Exec, Reroute, Restart, Rollback, Rule, Scale, Signal, Webhook};
 use super::validate;
 use super::yaml::{self, join, Positions};
 use crate::error::{RunbookError, RunbookErrors};
@@ -317,18 +317,10 @@ fn deserialize_each<T: DeserializeOwned>(
         match serde_path_to_error::deserialize::<_, T>(&item) {
             Ok(t) => ok.push((i, t)),
             Err(e) => {
-                let mut field = base.clone();
-                for segment in e.path() {
-                    use serde_path_to_error::Segment;
-                    match segment {
-                        Segment::Seq { index } => field.push_str(&format!("[{index}]")),
-                        Segment::Map { key } | Segment::Enum { variant: key } => {
-                            field = join(&field, key)
-                        }
-                        Segment::Unknown => field = join(&field, "?"),
-                    }
+                let (mut field, mut message) = path_and_message(&base, e);
+                if let Some((sub, better)) = refine_action(&item, &base, &field) {
+                    (field, message) = (sub, better);
                 }
-                let message = e.into_inner().to_string();
                 // serde reports an unknown field at the struct holding it;
                 // point at the field itself, which is what needs fixing.
                 if let Some(name) = message
@@ -348,6 +340,52 @@ fn deserialize_each<T: DeserializeOwned>(
         }
     }
     (ok, broken)
+}
+
+/// The full JSON path and the message of a deserialization error.
+fn path_and_message(
+    base: &str,
+    e: serde_path_to_error::Error<serde_json::Error>,
+) -> (String, String) {
+    use serde_path_to_error::Segment;
+    let mut field = base.to_owned();
+    for segment in e.path() {
+        match segment {
+            Segment::Seq { index } => field.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => field = join(&field, key),
+            Segment::Unknown => field = join(&field, "?"),
+        }
+    }
+    (field, e.into_inner().to_string())
+}
+
+/// When an error points at a whole step (`rules[0].then[1]`), deserializes
+/// that step again as the struct its `action:` names, whose error has the
+/// exact field. See the comment on `Action`.
+fn refine_action(rule: &Value, base: &str, field: &str) -> Option<(String, String)> {
+    fn again<T: DeserializeOwned>(base: &str, step: Value) -> Option<(String, String)> {
+        serde_path_to_error::deserialize::<_, T>(&step)
+            .err()
+            .map(|e| path_and_message(base, e))
+    }
+    let j: usize = field
+        .strip_prefix(base)?
+        .strip_prefix(".then[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()?;
+    let mut step = rule.get("then")?.get(j)?.as_object()?.clone();
+    let action = step.remove("action")?;
+    let step = Value::Object(step);
+    match action.as_str()? {
+        "restart" => again::<Restart>(field, step),
+        "scale" => again::<Scale>(field, step),
+        "rollback" => again::<Rollback>(field, step),
+        "reroute" => again::<Reroute>(field, step),
+        "exec" => again::<Exec>(field, step),
+        "webhook" => again::<Webhook>(field, step),
+        _ => None,
+    }
 }
 
 /// How a JSON value's type is named in messages (serde's wording).

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use detect::Direction;
 
-use super::config::{Action, Rule, Signal};
+use super::config::{Action, Exec, Rule, Scale, Signal, Webhook};
 use super::load::{Found, ParsedFile};
 use crate::template::{is_label_name, is_safe_label_value};
 
@@ -211,10 +211,10 @@ fn check_action(action: &Action, at: &str, report: &mut impl FnMut(String, Strin
         report(format!("{at}.timeout"), "must be longer than 0s".into());
     }
     match action {
-        Action::Scale { replicas: 0, .. } => {
+        Action::Scale(Scale { replicas: 0, .. }) => {
             report(format!("{at}.replicas"), "must be at least 1, got 0".into());
         }
-        Action::Exec { argv, .. } => {
+        Action::Exec(Exec { argv, .. }) => {
             if argv.is_empty() {
                 report(
                     format!("{at}.argv"),
@@ -242,7 +242,7 @@ fn check_action(action: &Action, at: &str, report: &mut impl FnMut(String, Strin
                 }
             }
         }
-        Action::Webhook { url, headers, .. } => {
+        Action::Webhook(Webhook { url, headers, .. }) => {
             if !(url.0.starts_with("http://") || url.0.starts_with("https://"))
                 && !url.0.trim().is_empty()
             {

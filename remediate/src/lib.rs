@@ -30,8 +30,10 @@ mod error;
 pub mod report;
 pub mod runbook;
 mod template;
+mod time;
 
 pub use duration::{Duration, ParseDurationError};
+pub use engine::{Engine, EngineOptions, Incident, Observation};
 pub use error::{Error, RunbookError, RunbookErrors};
 pub use runbook::{json_schema, RunbookSet};
 pub use template::{is_safe_label_value, Template};

@@ -48,8 +48,9 @@ pub struct Incident {
     pub unresolved_at_ms: Option<i64>,
 }
 
-/// One step of a chain as the engine planned it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One step of a chain as the engine planned it. Serializes with
+/// timestamps both as RFC 3339 and as milliseconds (see [`crate::report`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct PlannedAction {
     /// 1-based position in the rule's chain.
     pub step: usize,
@@ -281,8 +282,9 @@ impl Outcome {
     }
 }
 
-/// The verdict on a step at the end of its verification wait.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The verdict on a step at the end of its verification wait. Serializes
+/// with `decided` (RFC 3339) and `decided_ms`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Verification {
     /// The verdict.
     pub outcome: Outcome,

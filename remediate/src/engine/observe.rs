@@ -197,7 +197,7 @@ impl Engine {
                 .unwrap_or_default(),
             signal: signal.name.clone(),
             rule: rule.name.clone(),
-            description: rule.description.clone(),
+            description: rule.description.as_deref().map(str::trim).map(str::to_owned),
             severity: severity_of(ex.peak_score, signal),
             above: ex.above,
             onset_ms: ex.onset_ms,
@@ -267,7 +267,7 @@ impl Engine {
                     None => (true, "anomaly cleared".to_owned()),
                     Some(_) => (
                         false,
-                        format!("still anomalous (score {:.6})", obs.scored.score),
+                        format!("still anomalous (score {})", obs.scored.score),
                     ),
                 },
                 RecoveredWhen::ValueBelow(x) => (
@@ -297,7 +297,7 @@ impl Engine {
             let mut detail = format!("{why} after the {wait} wait");
             if outcome == Outcome::Worse {
                 detail.push_str(&format!(
-                    "; peak score rose from {:.6} to {:.6}",
+                    "; peak score rose from {} to {}",
                     p.peak_at_plan, p.peak_since
                 ));
             }

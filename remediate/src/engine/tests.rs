@@ -221,7 +221,7 @@ fn chain_advances_on_not_recovered_then_resolves_when_the_anomaly_ends() {
     );
     assert_eq!(
         inc.actions[0].verification.as_ref().unwrap().detail,
-        "still anomalous (score 0.999900) after the 5m wait"
+        "still anomalous (score 0.9999) after the 5m wait"
     );
     assert_eq!(inc.resolved_ms, Some(T0 + 30 * MIN));
     assert_eq!(inc.unresolved_at_ms, None);
@@ -281,7 +281,10 @@ fn rising_peak_during_the_wait_is_worse() {
     let inc = &engine.finish(T0 + 8 * MIN)[0];
     let v = inc.actions[0].verification.as_ref().unwrap();
     assert_eq!(v.outcome, Outcome::Worse);
-    assert_eq!(v.detail, "still anomalous (score 0.999990) after the 5m wait; peak score rose from 0.999900 to 0.999990");
+    assert_eq!(
+        v.detail,
+        "still anomalous (score 0.99999) after the 5m wait; peak score rose from 0.9999 to 0.99999"
+    );
     assert_eq!(inc.actions.len(), 2, "worse escalates like not_recovered");
     assert_eq!(
         inc.severity,

@@ -21,7 +21,9 @@ fn unknown_field_is_named_at_its_own_line() {
     assert_eq!(
         errors_of("unknown_field.yaml"),
         "tests/fixtures/bad/unknown_field.yaml:10:7: rules[0].when.sevrity: unknown field `sevrity`, \
-         expected one of `signal`, `direction`, `for`, `severity`, `match`"
+         expected one of `signal`, `direction`, `for`, `severity`, `match`\n\
+         tests/fixtures/bad/unknown_field.yaml:20:9: rules[1].then[0].replica: unknown field `replica`, \
+         expected one of `target`, `replicas`, `timeout`, `dry_run`"
     );
 }
 
@@ -147,8 +149,7 @@ fn example_runbooks_load_and_validate() {
     ] {
         assert!(signals.contains(&name), "{name} missing from {signals:?}");
     }
-    // Each example file also loads on its own terms (no duplicate across files).
-    assert!(set.rules().len() >= 4, "{}", set.summary());
+    assert_eq!(set.summary(), "3 files, 4 signals, 6 rules");
 }
 
 #[test]
@@ -167,6 +168,10 @@ fn schema_describes_the_file_format() {
         "^([0-9]+(ms|s|m|h|d))+$",
     ] {
         assert!(text.contains(needle), "schema lacks {needle}");
+    }
+    // Steps reject unknown fields in the schema as the loader does.
+    for variant in schema["definitions"]["Action"]["oneOf"].as_array().unwrap() {
+        assert_eq!(variant["additionalProperties"], false, "{variant}");
     }
     // Field docs flow into the schema.
     assert!(text.contains("How long an excursion must have lasted before the rule acts"));

@@ -36,7 +36,12 @@ pub struct CheckFailed {
 impl fmt::Display for CheckFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = if self.problems == 1 { "" } else { "s" };
-        write!(f, "checking runbooks in {}: {} problem{s}", self.dir.display(), self.problems)
+        write!(
+            f,
+            "checking runbooks in {}: {} problem{s}",
+            self.dir.display(),
+            self.problems
+        )
     }
 }
 
@@ -59,11 +64,18 @@ pub fn run(cmd: RunbooksCmd) -> anyhow::Result<()> {
                 for error in errors.errors() {
                     eprintln!("{error}");
                 }
-                Err(CheckFailed { dir, problems: errors.errors().len() }.into())
+                Err(CheckFailed {
+                    dir,
+                    problems: errors.errors().len(),
+                }
+                .into())
             }
         },
         RunbooksCmd::Schema => {
-            println!("{}", serde_json::to_string_pretty(&remediate::json_schema())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&remediate::json_schema())?
+            );
             Ok(())
         }
     }

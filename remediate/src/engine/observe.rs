@@ -197,7 +197,11 @@ impl Engine {
                 .unwrap_or_default(),
             signal: signal.name.clone(),
             rule: rule.name.clone(),
-            description: rule.description.as_deref().map(str::trim).map(str::to_owned),
+            description: rule
+                .description
+                .as_deref()
+                .map(str::trim)
+                .map(str::to_owned),
             severity: severity_of(ex.peak_score, signal),
             above: ex.above,
             onset_ms: ex.onset_ms,

@@ -161,7 +161,7 @@ impl std::fmt::Display for Severity {
 /// One remediation step, chosen by `action:`. Every step may set `timeout`
 /// and `dry_run`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "action", rename_all = "lowercase")]
+#[serde(tag = "action", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Action {
     /// Restart a workload (rolling restart of a deployment, service restart).
     Restart(Restart),

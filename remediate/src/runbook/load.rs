@@ -399,3 +399,60 @@ fn kind(value: &Value) -> &'static str {
         Value::Object(_) => "map",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> String {
+        match RunbookSet::from_sources(&[("r.yaml".into(), text.to_owned())]) {
+            Ok(set) => panic!("loaded: {}", set.summary()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn file_shape_problems() {
+        assert_eq!(
+            errors(""),
+            "r.yaml: empty runbook file: expected `signals:`, `rules:` or both"
+        );
+        assert_eq!(
+            errors("- a\n- b\n"),
+            "r.yaml:1:1: invalid type: sequence, expected a mapping with `signals` and `rules`"
+        );
+        assert_eq!(
+            errors("signals: []\nrunbooks: []\nrules: 5\n"),
+            "r.yaml:2:1: runbooks: unknown field `runbooks`, expected `signals` or `rules`\n\
+             r.yaml:3:1: rules: invalid type: number, expected a list"
+        );
+    }
+
+    #[test]
+    fn a_broken_signal_does_not_cause_undefined_signal_noise() {
+        let text = "signals:\n  - name: s\n    query: q\n    critical_score: high\nrules:\n  - name: r\n    when: {signal: s}\n    then:\n      - {action: restart, target: x}\n";
+        assert_eq!(
+            errors(text),
+            "r.yaml:4:5: signals[0].critical_score: invalid type: string \"high\", expected f64"
+        );
+    }
+
+    #[test]
+    fn missing_fields_and_positions_in_flow_style() {
+        let text = "signals: [{name: s, query: q}]\nrules:\n  - {name: r, when: {signal: s}, then: [{action: scale, target: x}]}\n";
+        assert_eq!(
+            errors(text),
+            "r.yaml:3:42: rules[0].then[0]: missing field `replicas`"
+        );
+    }
+
+    #[test]
+    fn loads_a_valid_set() {
+        let text = "signals: [{name: s, query: q}]\nrules:\n  - {name: r, when: {signal: s, for: 1m30s}, then: [{action: restart, target: 'deployment/{{service}}'}]}\n";
+        let set = RunbookSet::from_sources(&[("r.yaml".into(), text.to_owned())]).unwrap();
+        assert_eq!(set.summary(), "1 file, 1 signal, 1 rule");
+        assert_eq!(set.rules()[0].when.for_.as_millis(), 90_000);
+        assert_eq!(set.signal("s").unwrap().service_label, "service");
+        assert_eq!(set.signal("s").unwrap().critical_score, 0.999999);
+    }
+}

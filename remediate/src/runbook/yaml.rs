@@ -92,11 +92,27 @@ pub(crate) struct YamlProblem {
 pub(crate) fn parse(text: &str) -> Result<(Value, Positions, Vec<YamlProblem>), YamlProblem> {
     let mut events = Events(Vec::new());
     let mut parser = Parser::new_from_str(text);
-    parser.load(&mut events, false).map_err(|e| YamlProblem {
+    parser.load(&mut events, true).map_err(|e| YamlProblem {
         pos: Pos::from(*e.marker()),
         path: String::new(),
         message: format!("parsing yaml: {}", e.info()),
     })?;
+    // One file, one document: a second `---` would otherwise be dropped
+    // silently (or merged, depending on the tool), and half a runbook is
+    // worse than an error.
+    if let Some((_, mark)) = events
+        .0
+        .iter()
+        .filter(|(e, _)| matches!(e, Event::DocumentStart))
+        .nth(1)
+    {
+        return Err(YamlProblem {
+            pos: Pos::from(*mark),
+            path: String::new(),
+            message: "parsing yaml: more than one document in the file: use one file per document"
+                .to_owned(),
+        });
+    }
     let mut builder = Builder {
         events: events.0,
         next: 0,
@@ -338,6 +354,18 @@ mod tests {
     fn anchors_and_aliases_are_copied() {
         let (value, _, _) = parse("a: &x {k: 1}\nb: *x\n").unwrap();
         assert_eq!(value, serde_json::json!({"a": {"k": 1}, "b": {"k": 1}}));
+    }
+
+    #[test]
+    fn a_second_document_is_an_error() {
+        let err = parse("a: 1\n---\nb: 2\n").unwrap_err();
+        assert_eq!(
+            (err.pos.line, err.message.as_str()),
+            (
+                2,
+                "parsing yaml: more than one document in the file: use one file per document"
+            )
+        );
     }
 
     #[test]

@@ -267,3 +267,58 @@ fn check_action(action: &Action, at: &str, report: &mut impl FnMut(String, Strin
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::RunbookSet;
+
+    #[test]
+    fn every_semantic_check_reports_with_its_field() {
+        let text = r#"signals:
+  - name: 5xx-ratio
+    query: " "
+    service_label: app-name
+    critical_score: 2
+  - name: mem
+    query: q
+    detector: {direction: down}
+rules:
+  - name: "bad name!"
+    when:
+      signal: mem
+      direction: up
+      match: {"bad-label": x}
+    then: []
+    guards: {max_attempts: 0, window: 0s}
+    verify: {wait: 0s}
+  - name: ok-name
+    when: {signal: mem}
+    then:
+      - {action: restart, target: "", timeout: 0s}
+      - action: webhook
+        url: ftp://example.com/{{rule}}
+        headers: {"Bad Header": x}
+        body: {text: "{{nope}}"}
+"#;
+        let err = RunbookSet::from_sources(&[("v.yaml".into(), text.into())]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"v.yaml:2:5: signals[0].name: invalid signal name "5xx-ratio": must be a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)
+v.yaml:3:5: signals[0].query: empty query: give the PromQL that yields this signal
+v.yaml:4:5: signals[0].service_label: invalid label name "app-name": must match [a-zA-Z_][a-zA-Z0-9_]*
+v.yaml:5:5: signals[0].critical_score: must be within [0, 1], got 2
+v.yaml:10:5: rules[0].name: invalid rule name "bad name!": use letters, digits, `_`, `.` and `-`, starting with a letter or digit
+v.yaml:13:7: rules[0].when.direction: rule watches "up" excursions but the detector of signal "mem" only reports "down" ones
+v.yaml:14:15: rules[0].when.match.bad-label: invalid label name "bad-label": must match [a-zA-Z_][a-zA-Z0-9_]*
+v.yaml:15:5: rules[0].then: empty action chain: give at least one step
+v.yaml:16:14: rules[0].guards.max_attempts: must be at least 1 (to keep a rule from acting, set `guards.dry_run: true`)
+v.yaml:16:31: rules[0].guards.window: must be longer than 0s
+v.yaml:17:14: rules[0].verify.wait: must be longer than 0s: a step needs time to take effect
+v.yaml:21:27: rules[1].then[0].target: must not be empty
+v.yaml:21:39: rules[1].then[0].timeout: must be longer than 0s
+v.yaml:23:9: rules[1].then[1].url: must start with http:// or https://, got "ftp://example.com/{{rule}}"
+v.yaml:24:19: rules[1].then[1].headers.Bad Header: invalid header name "Bad Header"
+v.yaml:25:16: rules[1].then[1].body.text: unknown template variable "nope" (known: service, instance, signal, rule, label.NAME)"#
+        );
+    }
+}

@@ -83,47 +83,78 @@ fn replay(
 
 /// Checkout p99 latency shifts up at minute 10 and stays up: restart, then
 /// rollback, then a page, and the incident is still open when data ends.
-fn checkout_latency() -> Incident {
-    let set = examples();
-    let mut engine = Engine::new(&set, EngineOptions { dry_run: true });
-    let l = labels("http_latency_p99_seconds", "checkout", "checkout-0");
-    replay(&mut engine, "http_latency_p99_seconds", &l, 60, |m| {
-        if m < 10 {
-            (0.25, None)
-        } else {
-            (1.4, Some((10, if m < 20 { 0.99995 } else { 0.9999995 })))
-        }
-    });
-    engine.finish(T0 + 60 * MIN).remove(0)
+fn checkout_at(m: i64) -> (f64, Option<(i64, f64)>) {
+    if m < 10 {
+        (0.25, None)
+    } else {
+        (1.4, Some((10, if m < 20 { 0.99995 } else { 0.9999995 })))
+    }
 }
 
 /// Payments error ratio spikes for 4 minutes; draining the instance is
 /// verified by the error ratio being under 1%.
-fn payments_errors() -> Incident {
-    let set = examples();
-    let mut engine = Engine::new(&set, EngineOptions { dry_run: true });
-    let l = labels("http_error_ratio", "payments", "payments-0");
-    replay(&mut engine, "http_error_ratio", &l, 30, |m| match m {
+fn payments_at(m: i64) -> (f64, Option<(i64, f64)>) {
+    match m {
         0..=4 => (0.002, None),
         5..=8 => (0.08, Some((5, 0.9999999))),
         9..=12 => (0.004, Some((5, 0.9999999))),
         _ => (0.002, None),
-    });
-    engine.finish(T0 + 30 * MIN).remove(0)
+    }
 }
 
-/// Same as the payments spike, but the instance label carries a shell
-/// injection: the drain is refused, the rollback (service only) goes on.
-fn payments_hostile_label() -> Incident {
-    let set = examples();
-    let mut engine = Engine::new(&set, EngineOptions { dry_run: true });
-    let l = labels("http_error_ratio", "payments", "payments-0; rm -rf /");
-    replay(&mut engine, "http_error_ratio", &l, 30, |m| match m {
+/// Same spike, errors staying high longer, and the instance label carries a
+/// shell injection: the drain is refused, the rollback (service only) goes on.
+fn hostile_at(m: i64) -> (f64, Option<(i64, f64)>) {
+    match m {
         0..=4 => (0.002, None),
         5..=12 => (0.08, Some((5, 0.9999999))),
         _ => (0.002, None),
-    });
-    engine.finish(T0 + 30 * MIN).remove(0)
+    }
+}
+
+/// The first incident of one scenario run alone through the example runbooks.
+fn first_incident(
+    signal: &str,
+    service: &str,
+    instance: &str,
+    minutes: i64,
+    at: fn(i64) -> (f64, Option<(i64, f64)>),
+) -> Incident {
+    let set = examples();
+    let mut engine = Engine::new(&set, EngineOptions { dry_run: true });
+    let l = labels(signal, service, instance);
+    replay(&mut engine, signal, &l, minutes, at);
+    engine.finish(T0 + minutes * MIN).remove(0)
+}
+
+fn checkout_latency() -> Incident {
+    first_incident(
+        "http_latency_p99_seconds",
+        "checkout",
+        "checkout-0",
+        60,
+        checkout_at,
+    )
+}
+
+fn payments_errors() -> Incident {
+    first_incident(
+        "http_error_ratio",
+        "payments",
+        "payments-0",
+        30,
+        payments_at,
+    )
+}
+
+fn payments_hostile_label() -> Incident {
+    first_incident(
+        "http_error_ratio",
+        "payments",
+        "payments-0; rm -rf /",
+        30,
+        hostile_at,
+    )
 }
 
 #[test]
@@ -152,22 +183,75 @@ fn hostile_label_report() {
 
 #[test]
 fn incidents_as_json_lines() {
-    let lines = report::json_lines(&[payments_errors(), checkout_latency()]);
-    check(&lines, "tests/golden/incidents.jsonl");
-    for line in lines.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert_eq!(v["onset_ms"].as_i64().map(|_| ()), Some(()));
-        assert!(v["onset"].as_str().unwrap().ends_with('Z'));
-        assert!(v["actions"][0]["planned"]
-            .as_str()
-            .unwrap()
-            .starts_with("2026-03-01T"));
+    // Both faults through one engine, samples interleaved in event time, as
+    // a replay of the dataset would feed them: every rule that matches opens
+    // its own incident, ids in order of opening.
+    let set = examples();
+    let mut engine = Engine::new(&set, EngineOptions { dry_run: true });
+    let checkout = labels("http_latency_p99_seconds", "checkout", "checkout-0");
+    let payments = labels("http_error_ratio", "payments", "payments-0");
+    for m in 0..60 {
+        for (signal, l, at) in [
+            (
+                "http_latency_p99_seconds",
+                &checkout,
+                checkout_at as fn(i64) -> _,
+            ),
+            ("http_error_ratio", &payments, payments_at),
+        ] {
+            let (value, ex) = at(m);
+            let excursion = ex.map(|(onset, peak_score)| Excursion {
+                onset_ms: T0 + onset * MIN,
+                above: true,
+                peak_score,
+                first: onset == m,
+            });
+            let scored = Scored {
+                score: excursion.map_or(0.3, |e| e.peak_score),
+                excursion,
+            };
+            engine.observe(&Observation {
+                signal,
+                labels: l,
+                ts_ms: T0 + m * MIN,
+                value,
+                scored,
+            });
+        }
     }
-    let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
-    assert_eq!(first["id"], "inc-000001");
+    let incidents = engine.finish(T0 + 60 * MIN);
+    let lines = report::json_lines(&incidents);
+    check(&lines, "tests/golden/incidents.jsonl");
+
+    let parsed: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<(&str, &str)> = parsed
+        .iter()
+        .map(|v| (v["id"].as_str().unwrap(), v["rule"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("inc-000001", "error-ratio-spike"),
+            ("inc-000002", "error-ratio-notify"),
+            ("inc-000003", "latency-p99-high"),
+        ]
+    );
+    let first = &parsed[0];
     assert_eq!(first["onset"], "2026-03-01T00:05:00Z");
     assert_eq!(first["onset_ms"], T0 + 5 * MIN);
     assert_eq!(first["resolved"], "2026-03-01T00:13:00Z");
+    assert_eq!(first["resolved_ms"], T0 + 13 * MIN);
+    assert_eq!(first["actions"][0]["planned"], "2026-03-01T00:06:00Z");
+    assert_eq!(first["actions"][0]["planned_ms"], T0 + 6 * MIN);
     assert_eq!(first["actions"][0]["decision"]["reason"], "dry_run");
     assert_eq!(first["actions"][0]["verification"]["outcome"], "recovered");
+    assert_eq!(
+        first["actions"][0]["verification"]["decided"],
+        "2026-03-01T00:09:00Z"
+    );
+    assert_eq!(parsed[2]["status"], "open");
+    assert_eq!(parsed[2]["unresolved_at"], "2026-03-01T01:00:00Z");
 }

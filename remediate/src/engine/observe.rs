@@ -20,6 +20,13 @@ pub struct EngineOptions {
     pub dry_run: bool,
 }
 
+impl Default for EngineOptions {
+    /// Dry-run: acting on production must be asked for explicitly.
+    fn default() -> Self {
+        EngineOptions { dry_run: true }
+    }
+}
+
 /// One sample of one series with the detector's verdict on it.
 #[derive(Debug, Clone, Copy)]
 pub struct Observation<'a> {

@@ -1,0 +1,349 @@
+//! What the engine records: incidents, the steps it planned, the guard
+//! decision on each, and how each step was verified.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::runbook::{ActionKind, HttpMethod, ServerState, Severity};
+
+/// One anomaly of one series handled by one rule, from the moment the rule
+/// matched until the anomaly ended.
+///
+/// Serializes (see [`crate::report`]) to one JSON object with every
+/// timestamp both as RFC 3339 and as milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incident {
+    /// `inc-000001`, `inc-000002`, ... in order of opening: the same input
+    /// always gives the same ids.
+    pub id: String,
+    /// Labels of the series, `__name__` included.
+    pub series: BTreeMap<String, String>,
+    /// Value of the signal's service label (empty when the series has none).
+    pub service: String,
+    /// Signal name.
+    pub signal: String,
+    /// Rule name.
+    pub rule: String,
+    /// Rule description, for the report.
+    pub description: Option<String>,
+    /// Highest severity reached.
+    pub severity: Severity,
+    /// Whether the anomaly is above the baseline.
+    pub above: bool,
+    /// When the excursion fired (event time, ms).
+    pub onset_ms: i64,
+    /// When the rule matched (its `for` had elapsed).
+    pub opened_ms: i64,
+    /// Highest anomaly score seen while the incident was open.
+    pub peak_score: f64,
+    /// Number of steps in the rule's chain.
+    pub chain_len: usize,
+    /// Every step planned, in order, suppressed ones included.
+    pub actions: Vec<PlannedAction>,
+    /// When the anomaly ended (the first sample out of the excursion); `None`
+    /// while open.
+    pub resolved_ms: Option<i64>,
+    /// For an incident still open when the input ended: that end.
+    pub unresolved_at_ms: Option<i64>,
+}
+
+/// One step of a chain as the engine planned it. Serializes with
+/// timestamps both as RFC 3339 and as milliseconds (see [`crate::report`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedAction {
+    /// 1-based position in the rule's chain.
+    pub step: usize,
+    /// Which kind of action.
+    pub kind: ActionKind,
+    /// The action with every template filled in; `None` when a label value
+    /// was refused (see the decision).
+    pub rendered: Option<RenderedAction>,
+    /// One line for humans: `restart deployment/checkout`.
+    pub summary: String,
+    /// What the guards said.
+    pub decision: Decision,
+    /// When it was planned (event time, ms).
+    pub planned_ms: i64,
+    /// How it turned out; `None` for a suppressed step (nothing to verify)
+    /// or while the verification wait is running.
+    pub verification: Option<Verification>,
+}
+
+/// An action with every template filled in: what an executor would get.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum RenderedAction {
+    /// Restart `target`.
+    Restart {
+        /// What to restart.
+        target: String,
+    },
+    /// Scale `target` to `replicas`.
+    Scale {
+        /// What to scale.
+        target: String,
+        /// Desired replicas.
+        replicas: u32,
+    },
+    /// Roll `target` back.
+    Rollback {
+        /// What to roll back.
+        target: String,
+        /// Release to go back to; the previous one when `None`.
+        to: Option<String>,
+    },
+    /// Set server `target` of HAProxy backend `backend` to `state`.
+    Reroute {
+        /// The server.
+        target: String,
+        /// The backend.
+        backend: String,
+        /// The new state.
+        state: ServerState,
+    },
+    /// Run `argv` directly.
+    Exec {
+        /// Program and arguments.
+        argv: Vec<String>,
+    },
+    /// Send an HTTP request.
+    Webhook {
+        /// URL.
+        url: String,
+        /// Method.
+        method: HttpMethod,
+        /// Headers.
+        headers: BTreeMap<String, String>,
+        /// JSON body.
+        body: Option<serde_json::Value>,
+    },
+}
+
+impl RenderedAction {
+    /// What the guards key on, with the rule: the object acted upon.
+    pub fn target(&self) -> String {
+        match self {
+            RenderedAction::Restart { target }
+            | RenderedAction::Scale { target, .. }
+            | RenderedAction::Rollback { target, .. } => target.clone(),
+            RenderedAction::Reroute {
+                target, backend, ..
+            } => format!("{backend}/{target}"),
+            RenderedAction::Exec { argv } => argv.join(" "),
+            RenderedAction::Webhook { url, .. } => url.clone(),
+        }
+    }
+
+    /// One line for humans.
+    pub fn summary(&self) -> String {
+        match self {
+            RenderedAction::Restart { target } => format!("restart {target}"),
+            RenderedAction::Scale { target, replicas } => {
+                format!("scale {target} to {replicas} replicas")
+            }
+            RenderedAction::Rollback { target, to: None } => {
+                format!("roll back {target} to the previous release")
+            }
+            RenderedAction::Rollback {
+                target,
+                to: Some(to),
+            } => format!("roll back {target} to {to}"),
+            RenderedAction::Reroute {
+                target,
+                backend,
+                state,
+            } => {
+                format!(
+                    "set server {target} of backend {backend} to {}",
+                    state.as_str()
+                )
+            }
+            RenderedAction::Exec { argv } => format!("exec {}", shell_words(argv)),
+            RenderedAction::Webhook { url, method, .. } => {
+                format!("webhook {} {url}", method.as_str())
+            }
+        }
+    }
+}
+
+/// argv for display, quoting items a reader could misjoin. Display only:
+/// argv is never given to a shell.
+fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+".contains(&b))
+            {
+                a.clone()
+            } else {
+                format!("{a:?}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Why a step was not performed. One list for every mechanism that holds an
+/// action back, so reports and counters name them the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuppressReason {
+    /// The rule acted on the same target in another incident too recently.
+    Cooldown,
+    /// The rule already acted on the target `max_attempts` times in `window`.
+    MaxAttempts,
+    /// Dry-run (engine option, rule or step): planned and recorded only.
+    DryRun,
+    /// A label value substituted into the action is missing or unsafe.
+    InvalidLabelValue,
+}
+
+impl SuppressReason {
+    /// The snake_case name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuppressReason::Cooldown => "cooldown",
+            SuppressReason::MaxAttempts => "max_attempts",
+            SuppressReason::DryRun => "dry_run",
+            SuppressReason::InvalidLabelValue => "invalid_label_value",
+        }
+    }
+}
+
+/// The guards' verdict on one step; every step gets one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// Whether the step may be performed.
+    pub allowed: bool,
+    /// Why not, when not.
+    pub reason: Option<SuppressReason>,
+    /// The facts behind the verdict, for humans.
+    pub detail: String,
+}
+
+impl Decision {
+    /// The step may run.
+    pub fn allowed(detail: String) -> Decision {
+        Decision {
+            allowed: true,
+            reason: None,
+            detail,
+        }
+    }
+
+    /// The step is held back.
+    pub fn suppressed(reason: SuppressReason, detail: String) -> Decision {
+        Decision {
+            allowed: false,
+            reason: Some(reason),
+            detail,
+        }
+    }
+
+    /// Whether the engine goes on as if the step ran (allowed, or dry-run:
+    /// a dry run is verified like a real step so a replay tells the same
+    /// story live mode would).
+    pub fn counts_as_performed(&self) -> bool {
+        self.allowed || self.reason == Some(SuppressReason::DryRun)
+    }
+
+    /// `allowed` or the reason, for reports.
+    pub fn label(&self) -> &'static str {
+        match self.reason {
+            None => "allowed",
+            Some(reason) => reason.as_str(),
+        }
+    }
+}
+
+/// How a step turned out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The rule's `recovered_when` held at the end of the wait.
+    Recovered,
+    /// It did not; the next step is planned.
+    NotRecovered,
+    /// It did not, and the anomaly's peak score rose during the wait: the
+    /// step may have hurt. The next step is planned, as for `not_recovered`.
+    Worse,
+}
+
+impl Outcome {
+    /// The snake_case name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Recovered => "recovered",
+            Outcome::NotRecovered => "not_recovered",
+            Outcome::Worse => "worse",
+        }
+    }
+}
+
+/// The verdict on a step at the end of its verification wait. Serializes
+/// with `decided` (RFC 3339) and `decided_ms`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verification {
+    /// The verdict.
+    pub outcome: Outcome,
+    /// When it was decided (event time of the first sample at or after the
+    /// end of the wait).
+    pub decided_ms: i64,
+    /// The facts behind it, for humans.
+    pub detail: String,
+}
+
+/// Prometheus-style name of a series: `metric{a="1", b="2"}`.
+pub fn series_selector(labels: &BTreeMap<String, String>) -> String {
+    let name = labels.get("__name__").map(String::as_str).unwrap_or("");
+    let rest: Vec<String> = labels
+        .iter()
+        .filter(|(k, _)| k.as_str() != "__name__")
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect();
+    format!("{name}{{{}}}", rest.join(", "))
+}
+
+/// Something the engine did while observing, in order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EngineEvent {
+    /// A rule matched a series: a new incident.
+    Opened {
+        /// Incident id.
+        incident: String,
+        /// Rule name.
+        rule: String,
+        /// Series selector.
+        series: String,
+        /// Severity at opening.
+        severity: Severity,
+        /// Event time.
+        ts_ms: i64,
+    },
+    /// A step was planned (and its guard decision made).
+    Planned {
+        /// Incident id.
+        incident: String,
+        /// The step.
+        action: PlannedAction,
+    },
+    /// A step's verification wait ended.
+    Verified {
+        /// Incident id.
+        incident: String,
+        /// 1-based step.
+        step: usize,
+        /// The verdict.
+        verification: Verification,
+    },
+    /// The anomaly ended and nothing is pending: the incident is closed.
+    Resolved {
+        /// Incident id.
+        incident: String,
+        /// When the anomaly ended.
+        ts_ms: i64,
+    },
+}

@@ -1,0 +1,515 @@
+//! Engine behaviour under controlled event time.
+
+use std::collections::BTreeMap;
+
+use detect::{Excursion, Scored};
+
+use super::*;
+use crate::RunbookSet;
+
+const MIN: i64 = 60_000;
+/// 2026-03-01T00:00:00Z: a start that makes report timestamps readable.
+const T0: i64 = 1_772_323_200_000;
+
+fn set(yaml: &str) -> RunbookSet {
+    let signals =
+        "signals:\n  - name: http_latency_p99_seconds\n    query: q\n    critical_score: 0.99999\n";
+    match RunbookSet::from_sources(&[
+        ("signals.yaml".into(), signals.into()),
+        ("rules.yaml".into(), yaml.into()),
+    ]) {
+        Ok(set) => set,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn labels(service: &str, instance: &str) -> BTreeMap<String, String> {
+    [
+        ("__name__", "http_latency_p99_seconds"),
+        ("service", service),
+        ("instance", instance),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// A scripted series: one sample a minute from `T0`; `excursion(t)` says
+/// whether minute `t` is in an excursion (onset, above, peak score).
+struct Series {
+    labels: BTreeMap<String, String>,
+}
+
+impl Series {
+    fn new(service: &str, instance: &str) -> Series {
+        Series {
+            labels: labels(service, instance),
+        }
+    }
+
+    fn at(&self, minute: i64, value: f64, ex: Option<(i64, bool, f64)>) -> Observation<'_> {
+        let ts_ms = T0 + minute * MIN;
+        let excursion = ex.map(|(onset_minute, above, peak_score)| Excursion {
+            onset_ms: T0 + onset_minute * MIN,
+            above,
+            peak_score,
+            first: onset_minute == minute,
+        });
+        let score = excursion.map_or(0.2, |e| e.peak_score);
+        Observation {
+            signal: "http_latency_p99_seconds",
+            labels: &self.labels,
+            ts_ms,
+            value,
+            scored: Scored { score, excursion },
+        }
+    }
+}
+
+/// Runs minutes `0..end` where minutes in `anomalous` are in one excursion
+/// (above, with `peak(minute)`), returns all events and the incidents.
+fn run(
+    engine: &mut Engine,
+    series: &Series,
+    end: i64,
+    anomalous: impl Fn(i64) -> Option<(i64, f64)>,
+) -> Vec<EngineEvent> {
+    let mut events = Vec::new();
+    for m in 0..end {
+        let ex = anomalous(m).map(|(onset, peak)| (onset, true, peak));
+        events.extend(engine.observe(&series.at(m, 1.0, ex)));
+    }
+    events
+}
+
+const DRY: EngineOptions = EngineOptions { dry_run: true };
+
+fn chain_rule(extra: &str) -> String {
+    format!(
+        "rules:
+  - name: latency-high
+    when:
+      signal: http_latency_p99_seconds
+      direction: up
+      for: 2m
+    then:
+      - action: restart
+        target: deployment/{{{{service}}}}
+      - action: rollback
+        target: deployment/{{{{service}}}}
+      - action: webhook
+        url: https://pager.example.com/{{{{rule}}}}
+    verify:
+      wait: 5m
+{extra}"
+    )
+}
+
+fn steps(incident: &Incident) -> Vec<(usize, String, &'static str, i64, Option<&'static str>)> {
+    incident
+        .actions
+        .iter()
+        .map(|a| {
+            (
+                a.step,
+                a.summary.clone(),
+                a.decision.label(),
+                (a.planned_ms - T0) / MIN,
+                a.verification.as_ref().map(|v| v.outcome.as_str()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn rule_waits_for_its_for_duration() {
+    let set = set(&chain_rule(""));
+    let mut engine = Engine::new(&set, DRY);
+    let s = Series::new("checkout", "checkout-0");
+    // Excursion from minute 10 on; `for: 2m` => opens at minute 12 exactly.
+    let events = run(&mut engine, &s, 12, |m| (m >= 10).then_some((10, 0.9999)));
+    assert!(events.is_empty(), "{events:?}");
+    let events = engine.observe(&s.at(12, 1.0, Some((10, true, 0.9999))));
+    assert!(
+        matches!(&events[0], EngineEvent::Opened { incident, ts_ms, .. } if incident == "inc-000001" && *ts_ms == T0 + 12 * MIN)
+    );
+    let incidents = engine.finish(T0 + 13 * MIN);
+    assert_eq!(incidents[0].onset_ms, T0 + 10 * MIN);
+    assert_eq!(incidents[0].opened_ms, T0 + 12 * MIN);
+    assert_eq!(incidents[0].unresolved_at_ms, Some(T0 + 13 * MIN));
+}
+
+#[test]
+fn for_zero_acts_on_the_firing_sample_and_direction_is_respected() {
+    let set = set(&chain_rule("").replace("for: 2m", "for: 0s"));
+    let mut engine = Engine::new(&set, DRY);
+    let s = Series::new("checkout", "checkout-0");
+    // A below-baseline excursion is ignored by an `up` rule.
+    assert!(engine
+        .observe(&s.at(1, 1.0, Some((1, false, 0.99999))))
+        .is_empty());
+    assert!(engine.observe(&s.at(2, 1.0, None)).is_empty());
+    let events = engine.observe(&s.at(3, 1.0, Some((3, true, 0.9999))));
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(matches!(&events[1], EngineEvent::Planned { action, .. } if action.step == 1));
+}
+
+#[test]
+fn minimum_severity_and_label_matchers() {
+    let rule = chain_rule("").replace(
+        "for: 2m",
+        "for: 0s\n      severity: critical\n      match:\n        service: checkout",
+    );
+    let set = set(&rule);
+    let mut engine = Engine::new(&set, DRY);
+    let other = Series::new("search", "search-0");
+    assert!(run(&mut engine, &other, 5, |_| Some((0, 0.999999))).is_empty());
+    let s = Series::new("checkout", "checkout-0");
+    // Warning-level peak (below critical_score 0.99999): no incident yet.
+    assert!(engine
+        .observe(&s.at(0, 1.0, Some((0, true, 0.9999))))
+        .is_empty());
+    let events = engine.observe(&s.at(1, 1.0, Some((0, true, 0.999995))));
+    assert!(matches!(
+        &events[0],
+        EngineEvent::Opened {
+            severity: crate::runbook::Severity::Critical,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn chain_advances_on_not_recovered_then_resolves_when_the_anomaly_ends() {
+    let set = set(&chain_rule(""));
+    let mut engine = Engine::new(&set, DRY);
+    let s = Series::new("checkout", "checkout-0");
+    // Anomalous from minute 0 to 29; opens at 2, steps at 2, 7, 12.
+    run(&mut engine, &s, 40, |m| (m < 30).then_some((0, 0.9999)));
+    let incidents = engine.finish(T0 + 40 * MIN);
+    assert_eq!(incidents.len(), 1);
+    let inc = &incidents[0];
+    assert_eq!(
+        steps(inc),
+        vec![
+            (
+                1,
+                "restart deployment/checkout".to_owned(),
+                "dry_run",
+                2,
+                Some("not_recovered")
+            ),
+            (
+                2,
+                "roll back deployment/checkout to the previous release".to_owned(),
+                "dry_run",
+                7,
+                Some("not_recovered")
+            ),
+            (
+                3,
+                "webhook POST https://pager.example.com/latency-high".to_owned(),
+                "dry_run",
+                12,
+                Some("not_recovered")
+            ),
+        ]
+    );
+    assert_eq!(
+        inc.actions[0].verification.as_ref().unwrap().decided_ms,
+        T0 + 7 * MIN
+    );
+    assert_eq!(
+        inc.actions[0].verification.as_ref().unwrap().detail,
+        "still anomalous (score 0.9999) after the 5m wait"
+    );
+    assert_eq!(inc.resolved_ms, Some(T0 + 30 * MIN));
+    assert_eq!(inc.unresolved_at_ms, None);
+    assert_eq!(
+        inc.actions[0].decision.detail,
+        "engine in dry-run mode: planned, not performed; attempt 1 of 3 in 1h on \"deployment/checkout\""
+    );
+    assert_eq!(
+        inc.actions[1].decision.detail,
+        "engine in dry-run mode: planned, not performed; attempt 2 of 3 in 1h on \"deployment/checkout\""
+    );
+}
+
+#[test]
+fn recovered_stops_the_chain_and_resolved_is_when_the_anomaly_ended() {
+    let set = set(&chain_rule(""));
+    let mut engine = Engine::new(&set, DRY);
+    let s = Series::new("checkout", "checkout-0");
+    // Anomalous 0..=4; step 1 at 2, anomaly ends at 5, verified at 7.
+    let events = run(&mut engine, &s, 20, |m| (m < 5).then_some((0, 0.9999)));
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| match e {
+            EngineEvent::Opened { .. } => "opened",
+            EngineEvent::Planned { .. } => "planned",
+            EngineEvent::Verified { .. } => "verified",
+            EngineEvent::Resolved { .. } => "resolved",
+        })
+        .collect();
+    assert_eq!(kinds, ["opened", "planned", "verified", "resolved"]);
+    let inc = &engine.finish(T0 + 20 * MIN)[0];
+    assert_eq!(
+        steps(inc),
+        vec![(
+            1,
+            "restart deployment/checkout".to_owned(),
+            "dry_run",
+            2,
+            Some("recovered")
+        )]
+    );
+    assert_eq!(
+        inc.actions[0].verification.as_ref().unwrap().detail,
+        "anomaly cleared after the 5m wait"
+    );
+    assert_eq!(inc.resolved_ms, Some(T0 + 5 * MIN));
+}
+
+#[test]
+fn rising_peak_during_the_wait_is_worse() {
+    let set = set(&chain_rule(""));
+    let mut engine = Engine::new(&set, DRY);
+    let s = Series::new("checkout", "checkout-0");
+    run(&mut engine, &s, 8, |m| {
+        Some((0, if m < 4 { 0.9999 } else { 0.99999 }))
+    });
+    let inc = &engine.finish(T0 + 8 * MIN)[0];
+    let v = inc.actions[0].verification.as_ref().unwrap();
+    assert_eq!(v.outcome, Outcome::Worse);
+    assert_eq!(
+        v.detail,
+        "still anomalous (score 0.99999) after the 5m wait; peak score rose from 0.9999 to 0.99999"
+    );
+    assert_eq!(inc.actions.len(), 2, "worse escalates like not_recovered");
+    assert_eq!(
+        inc.severity,
+        crate::runbook::Severity::Critical,
+        "severity follows the peak"
+    );
+}
+
+#[test]
+fn value_based_recovery() {
+    let set = set(&chain_rule(
+        "      recovered_when:\n        value_below: 0.5\n",
+    ));
+    let mut engine = Engine::new(&set, DRY);
+    let s = Series::new("checkout", "checkout-0");
+    let mut events = Vec::new();
+    for m in 0..10 {
+        let value = if m >= 6 { 0.3 } else { 2.0 };
+        events.extend(engine.observe(&s.at(m, value, Some((0, true, 0.9999)))));
+    }
+    let inc = &engine.finish(T0 + 10 * MIN)[0];
+    let v = inc.actions[0].verification.as_ref().unwrap();
+    assert_eq!(
+        (v.outcome, v.detail.as_str()),
+        (Outcome::Recovered, "value 0.3 below 0.5 after the 5m wait")
+    );
+    assert_eq!(inc.actions.len(), 1);
+    // Recovered by value, but the detector still sees the excursion: open.
+    assert_eq!(inc.resolved_ms, None);
+}
+
+#[test]
+fn cooldown_suppresses_a_new_incident_on_the_same_target() {
+    let set = set(&chain_rule(
+        "    guards:\n      cooldown: 30m\n      max_attempts: 10\n      window: 1h\n",
+    ));
+    let mut engine = Engine::new(&set, DRY);
+    let s = Series::new("checkout", "checkout-0");
+    // First excursion 0..=4 (restart at 2, recovered at 7); second from 10.
+    run(&mut engine, &s, 20, |m| match m {
+        0..=4 => Some((0, 0.9999)),
+        10.. => Some((10, 0.9999)),
+        _ => None,
+    });
+    let incidents = engine.finish(T0 + 20 * MIN);
+    assert_eq!(incidents.len(), 2);
+    assert_eq!(incidents[1].id, "inc-000002");
+    // Restart and rollback of the same deployment are in cooldown; the page
+    // (another target) goes out: a suppressed step does not block the chain.
+    assert_eq!(
+        steps(&incidents[1]),
+        vec![
+            (
+                1,
+                "restart deployment/checkout".to_owned(),
+                "cooldown",
+                12,
+                None
+            ),
+            (
+                2,
+                "roll back deployment/checkout to the previous release".to_owned(),
+                "cooldown",
+                12,
+                None
+            ),
+            (
+                3,
+                "webhook POST https://pager.example.com/latency-high".to_owned(),
+                "dry_run",
+                12,
+                Some("not_recovered")
+            ),
+        ]
+    );
+    assert_eq!(
+        incidents[1].actions[0].decision.detail,
+        "this rule acted on \"deployment/checkout\" at 2026-03-01T00:02:00Z (inc-000001); cooldown 30m lasts until 2026-03-01T00:32:00Z"
+    );
+}
+
+#[test]
+fn max_attempts_caps_a_chain() {
+    let set = set(&chain_rule(
+        "    guards:\n      max_attempts: 1\n      window: 1h\n",
+    ));
+    let mut engine = Engine::new(&set, DRY);
+    let s = Series::new("checkout", "checkout-0");
+    run(&mut engine, &s, 20, |_| Some((0, 0.9999)));
+    let inc = &engine.finish(T0 + 20 * MIN)[0];
+    assert_eq!(
+        steps(inc),
+        vec![
+            (
+                1,
+                "restart deployment/checkout".to_owned(),
+                "dry_run",
+                2,
+                Some("not_recovered")
+            ),
+            (
+                2,
+                "roll back deployment/checkout to the previous release".to_owned(),
+                "max_attempts",
+                7,
+                None
+            ),
+            (
+                3,
+                "webhook POST https://pager.example.com/latency-high".to_owned(),
+                "dry_run",
+                7,
+                Some("not_recovered")
+            ),
+        ]
+    );
+    assert_eq!(
+        inc.actions[1].decision.detail,
+        "1 attempt on \"deployment/checkout\" in the last 1h (max 1); next allowed at 2026-03-01T01:02:00Z"
+    );
+}
+
+#[test]
+fn unsafe_label_values_are_refused_before_any_executor() {
+    let rule = chain_rule("").replace(
+        "deployment/{{service}}\n      - action: rollback",
+        "pod/{{instance}}\n      - action: rollback",
+    );
+    let set = set(&rule);
+    for bad in ["; rm -rf /", "$(id)", "`id`", "a\nb", "../../etc"] {
+        let mut engine = Engine::new(&set, DRY);
+        let s = Series::new("checkout", bad);
+        run(&mut engine, &s, 4, |_| Some((0, 0.9999)));
+        let inc = &engine.finish(T0 + 4 * MIN)[0];
+        let first = &inc.actions[0];
+        assert_eq!(
+            first.decision.reason,
+            Some(SuppressReason::InvalidLabelValue),
+            "{bad:?}"
+        );
+        assert_eq!(first.rendered, None);
+        assert_eq!(first.summary, "restart (not rendered)");
+        assert_eq!(
+            first.decision.detail,
+            format!(
+                "label \"instance\" has unsafe value {bad:?} (allowed: ^[A-Za-z0-9][A-Za-z0-9._:@/-]{{0,252}}$ without \"..\")"
+            )
+        );
+        // The next step does not use the bad label and is planned at once.
+        assert_eq!(inc.actions[1].decision.reason, Some(SuppressReason::DryRun));
+        assert_eq!(inc.actions[1].planned_ms, first.planned_ms);
+    }
+}
+
+#[test]
+fn dry_run_sources_and_live_allow() {
+    let live = EngineOptions { dry_run: false };
+    let s = Series::new("checkout", "checkout-0");
+    let cases = [
+        ("", "allowed", "attempt 1 of 3 in 1h on \"deployment/checkout\"; last acted never in the window"),
+        (
+            "    guards:\n      dry_run: true\n",
+            "dry_run",
+            "rule has guards.dry_run: planned, not performed; attempt 1 of 3 in 1h on \"deployment/checkout\"",
+        ),
+    ];
+    for (extra, label, detail) in cases {
+        let set = set(&chain_rule(extra));
+        let mut engine = Engine::new(&set, live);
+        run(&mut engine, &s, 3, |_| Some((0, 0.9999)));
+        let inc = &engine.finish(T0 + 3 * MIN)[0];
+        assert_eq!(
+            (
+                inc.actions[0].decision.label(),
+                inc.actions[0].decision.detail.as_str()
+            ),
+            (label, detail)
+        );
+    }
+    let step_dry = chain_rule("").replacen(
+        "target: deployment/{{service}}\n",
+        "target: deployment/{{service}}\n        dry_run: true\n",
+        1,
+    );
+    let set = set(&step_dry);
+    let mut engine = Engine::new(&set, live);
+    run(&mut engine, &s, 3, |_| Some((0, 0.9999)));
+    assert!(engine.finish(0)[0].actions[0]
+        .decision
+        .detail
+        .starts_with("step has dry_run: "));
+}
+
+#[test]
+fn incident_ids_follow_opening_order_and_runs_are_deterministic() {
+    let set = set(&chain_rule("").replace("for: 2m", "for: 0s"));
+    let once = || {
+        let mut engine = Engine::new(&set, DRY);
+        let a = Series::new("checkout", "checkout-0");
+        let b = Series::new("payments", "payments-0");
+        for m in 0..30 {
+            // b fires first (minute 3), a at minute 5, b again at 20.
+            let ea = (5..15).contains(&m).then_some((5, true, 0.9999));
+            let eb = match m {
+                3..=8 => Some((3, true, 0.9999)),
+                20.. => Some((20, true, 0.9999)),
+                _ => None,
+            };
+            engine.observe(&a.at(m, 1.0, ea));
+            engine.observe(&b.at(m, 1.0, eb));
+        }
+        engine.finish(T0 + 30 * MIN)
+    };
+    let first = once();
+    let summary: Vec<(String, String, i64)> = first
+        .iter()
+        .map(|i| (i.id.clone(), i.service.clone(), (i.opened_ms - T0) / MIN))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("inc-000001".to_owned(), "payments".to_owned(), 3),
+            ("inc-000002".to_owned(), "checkout".to_owned(), 5),
+            ("inc-000003".to_owned(), "payments".to_owned(), 20),
+        ]
+    );
+    assert_eq!(first, once());
+}

@@ -1,0 +1,310 @@
+//! Incidents for machines (JSON Lines) and for people (Markdown
+//! post-incident reports).
+//!
+//! Every timestamp is written twice in JSON: RFC 3339 UTC for people and
+//! `jq`, milliseconds since the epoch for arithmetic.
+
+use std::fmt::Write as _;
+
+use serde::ser::{Serialize, SerializeStruct, Serializer};
+
+use crate::engine::{series_selector, Incident, Outcome, PlannedAction, Verification};
+use crate::time::{human, rfc3339};
+
+/// An optional timestamp as RFC 3339.
+fn opt_time(ms: Option<i64>) -> Option<String> {
+    ms.map(rfc3339)
+}
+
+impl Serialize for Incident {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Incident", 24)?;
+        s.serialize_field("id", &self.id)?;
+        s.serialize_field(
+            "status",
+            if self.resolved_ms.is_some() {
+                "resolved"
+            } else {
+                "open"
+            },
+        )?;
+        s.serialize_field("service", &self.service)?;
+        s.serialize_field("signal", &self.signal)?;
+        s.serialize_field("rule", &self.rule)?;
+        s.serialize_field("severity", &self.severity)?;
+        s.serialize_field("direction", if self.above { "up" } else { "down" })?;
+        s.serialize_field("series", &self.series)?;
+        s.serialize_field("selector", &series_selector(&self.series))?;
+        s.serialize_field("onset", &rfc3339(self.onset_ms))?;
+        s.serialize_field("onset_ms", &self.onset_ms)?;
+        s.serialize_field("opened", &rfc3339(self.opened_ms))?;
+        s.serialize_field("opened_ms", &self.opened_ms)?;
+        s.serialize_field("resolved", &opt_time(self.resolved_ms))?;
+        s.serialize_field("resolved_ms", &self.resolved_ms)?;
+        s.serialize_field("unresolved_at", &opt_time(self.unresolved_at_ms))?;
+        s.serialize_field("unresolved_at_ms", &self.unresolved_at_ms)?;
+        s.serialize_field(
+            "duration_ms",
+            &self
+                .resolved_ms
+                .or(self.unresolved_at_ms)
+                .map(|end| end - self.onset_ms),
+        )?;
+        s.serialize_field("peak_score", &self.peak_score)?;
+        s.serialize_field("chain_len", &self.chain_len)?;
+        s.serialize_field("description", &self.description)?;
+        s.serialize_field("actions", &self.actions)?;
+        s.end()
+    }
+}
+
+impl Serialize for PlannedAction {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("PlannedAction", 8)?;
+        s.serialize_field("step", &self.step)?;
+        s.serialize_field("kind", &self.kind)?;
+        s.serialize_field("summary", &self.summary)?;
+        s.serialize_field("rendered", &self.rendered)?;
+        s.serialize_field("decision", &self.decision)?;
+        s.serialize_field("planned", &rfc3339(self.planned_ms))?;
+        s.serialize_field("planned_ms", &self.planned_ms)?;
+        s.serialize_field("verification", &self.verification)?;
+        s.end()
+    }
+}
+
+impl Serialize for Verification {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Verification", 4)?;
+        s.serialize_field("outcome", &self.outcome)?;
+        s.serialize_field("decided", &rfc3339(self.decided_ms))?;
+        s.serialize_field("decided_ms", &self.decided_ms)?;
+        s.serialize_field("detail", &self.detail)?;
+        s.end()
+    }
+}
+
+/// One incident as one line of JSON (no trailing newline).
+pub fn json_line(incident: &Incident) -> String {
+    // Only strings, numbers and maps with string keys: cannot fail.
+    serde_json::to_string(incident).expect("an incident serializes to JSON")
+}
+
+/// Incidents as JSON Lines: one object per line, each line ended.
+pub fn json_lines(incidents: &[Incident]) -> String {
+    incidents.iter().map(|i| json_line(i) + "\n").collect()
+}
+
+/// Escapes a table cell.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+/// `+2m` relative to the onset.
+fn offset(incident: &Incident, ms: i64) -> String {
+    format!("+{}", human(ms - incident.onset_ms))
+}
+
+/// A post-incident report for the person on call: what happened, what heal
+/// did or would have done and why, and what is left for a human.
+pub fn markdown(incident: &Incident) -> String {
+    let mut out = String::new();
+    let inc = incident;
+    let selector = series_selector(&inc.series);
+    let service = if inc.service.is_empty() {
+        "(no service label)"
+    } else {
+        inc.service.as_str()
+    };
+    let side = if inc.above { "above" } else { "below" };
+    let _ = writeln!(
+        out,
+        "# {}: {} {} {side} baseline ({})",
+        inc.id, service, inc.signal, inc.severity
+    );
+    out.push('\n');
+
+    // Status line first: the one thing to know at 3 a.m.
+    let performed = inc.actions.iter().filter(|a| a.decision.allowed).count();
+    let dry = inc
+        .actions
+        .iter()
+        .filter(|a| a.decision.label() == "dry_run")
+        .count();
+    let suppressed = inc.actions.len() - performed - dry;
+    let recovered_by = inc.actions.iter().find(|a| {
+        a.verification
+            .as_ref()
+            .is_some_and(|v| v.outcome == Outcome::Recovered)
+    });
+    let exhausted = inc.actions.last().is_some_and(|a| a.step == inc.chain_len);
+    let status = match (inc.resolved_ms, inc.unresolved_at_ms) {
+        (Some(end), _) => format!(
+            "**Resolved** at {} after {}{}.",
+            rfc3339(end),
+            human(end - inc.onset_ms),
+            match recovered_by {
+                Some(a) => format!(", following step {} ({})", a.step, a.summary),
+                None => " (the anomaly ended without a step verified as recovering it)".to_owned(),
+            }
+        ),
+        (None, end) => {
+            let end = end.map_or_else(|| "now".to_owned(), rfc3339);
+            let next = if recovered_by.is_some() {
+                "a step met the recovery condition but the detector still sees the anomaly; watch it"
+            } else if exhausted {
+                "every step of the chain has been planned and none recovered the signal: a human must take over"
+            } else {
+                "a step is still being verified"
+            };
+            format!("**STILL OPEN** at {end}: {next}.")
+        }
+    };
+    let _ = writeln!(out, "{status}");
+    if let Some(description) = &inc.description {
+        let _ = writeln!(out, "\n> {}", description.trim().replace('\n', "\n> "));
+    }
+
+    let _ = writeln!(out, "\n## Summary\n");
+    let _ = writeln!(out, "| Field | Value |\n|---|---|");
+    let mut row = |k: &str, v: String| {
+        let _ = writeln!(out, "| {k} | {} |", cell(&v));
+    };
+    row("Service", service.to_owned());
+    row("Series", format!("`{selector}`"));
+    row("Signal", format!("{} ({side} baseline)", inc.signal));
+    row("Rule", inc.rule.clone());
+    row("Severity", inc.severity.to_string());
+    row("Onset", rfc3339(inc.onset_ms));
+    row(
+        "Opened",
+        format!(
+            "{} ({} after onset)",
+            rfc3339(inc.opened_ms),
+            human(inc.opened_ms - inc.onset_ms)
+        ),
+    );
+    row(
+        "Resolved",
+        match (inc.resolved_ms, inc.unresolved_at_ms) {
+            (Some(t), _) => rfc3339(t),
+            (None, Some(t)) => format!("not resolved (still open at {})", rfc3339(t)),
+            (None, None) => "not resolved".to_owned(),
+        },
+    );
+    row(
+        "Duration",
+        match (inc.resolved_ms, inc.unresolved_at_ms) {
+            (Some(t), _) => human(t - inc.onset_ms),
+            (None, Some(t)) => format!("at least {}", human(t - inc.onset_ms)),
+            (None, None) => "unknown".to_owned(),
+        },
+    );
+    row("Peak score", inc.peak_score.to_string());
+    row(
+        "Steps",
+        format!(
+            "{} of {} planned: {performed} performed, {dry} dry-run, {suppressed} suppressed",
+            inc.actions.len(),
+            inc.chain_len
+        ),
+    );
+
+    let _ = writeln!(out, "\n## Timeline\n");
+    let _ = writeln!(out, "| Time (UTC) | Since onset | Event |\n|---|---|---|");
+    let mut timeline: Vec<(i64, String)> = vec![
+        (
+            inc.onset_ms,
+            format!("anomaly onset: {} {side} baseline", inc.signal),
+        ),
+        (
+            inc.opened_ms,
+            format!("incident opened by rule {}", inc.rule),
+        ),
+    ];
+    for a in &inc.actions {
+        timeline.push((
+            a.planned_ms,
+            format!("step {} {}: {}", a.step, a.decision.label(), a.summary),
+        ));
+        if let Some(v) = &a.verification {
+            timeline.push((
+                v.decided_ms,
+                format!(
+                    "step {} verified: {} ({})",
+                    a.step,
+                    v.outcome.as_str(),
+                    v.detail
+                ),
+            ));
+        }
+    }
+    if let Some(t) = inc.resolved_ms {
+        timeline.push((t, "anomaly ended: incident resolved".to_owned()));
+    } else if let Some(t) = inc.unresolved_at_ms {
+        timeline.push((t, "end of data: incident still open".to_owned()));
+    }
+    // Stable: same-time events keep their causal order.
+    timeline.sort_by_key(|(t, _)| *t);
+    for (t, what) in timeline {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            rfc3339(t),
+            offset(inc, t),
+            cell(&what)
+        );
+    }
+
+    let _ = writeln!(out, "\n## Actions");
+    if inc.actions.is_empty() {
+        let _ = writeln!(out, "\nNo step was planned.");
+    }
+    for a in &inc.actions {
+        let _ = writeln!(
+            out,
+            "\n### Step {} of {}: {}\n",
+            a.step, inc.chain_len, a.summary
+        );
+        let _ = writeln!(
+            out,
+            "- Decision: **{}**: {}",
+            a.decision.label(),
+            a.decision.detail
+        );
+        let _ = writeln!(
+            out,
+            "- Planned: {} ({})",
+            rfc3339(a.planned_ms),
+            offset(inc, a.planned_ms)
+        );
+        match &a.verification {
+            Some(v) => {
+                let _ = writeln!(
+                    out,
+                    "- Verification: **{}** at {} ({}): {}",
+                    v.outcome.as_str(),
+                    rfc3339(v.decided_ms),
+                    offset(inc, v.decided_ms),
+                    v.detail
+                );
+            }
+            None if a.decision.counts_as_performed() => {
+                let _ = writeln!(out, "- Verification: pending when the data ended");
+            }
+            None => {
+                let _ = writeln!(out, "- Verification: none (the step did not run)");
+            }
+        }
+        if let Some(rendered) = &a.rendered {
+            let json = serde_json::to_string_pretty(rendered)
+                .expect("a rendered action serializes to JSON");
+            let _ = writeln!(
+                out,
+                "- Rendered:\n\n  ```json\n  {}\n  ```",
+                json.replace('\n', "\n  ")
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,552 @@
+//! What a user writes in a runbook file.
+//!
+//! Every `///` doc here is user documentation: it ends up in the JSON Schema
+//! (`heal runbooks schema`), which editors show on hover.
+
+use std::collections::BTreeMap;
+
+use detect::{DetectorConfig, Direction};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Duration;
+use crate::template::Template;
+
+/// One runbook file: the signals it watches and the rules that act on them.
+/// Signals are shared by every file of the directory, so rules may refer to a
+/// signal declared in another file.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunbookFile {
+    /// Metric series to watch, each with its anomaly detector.
+    #[serde(default)]
+    pub signals: Vec<Signal>,
+    /// What to do when a signal misbehaves.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+/// A metric watched for anomalies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Signal {
+    /// Name of the signal, unique across the directory. It is also the
+    /// `__name__` of matching series in recorded datasets, so it must be a
+    /// valid Prometheus metric name.
+    pub name: String,
+    /// PromQL query that yields the signal's series when watching live, one
+    /// series per service instance.
+    pub query: String,
+    /// Label whose value names the service (`{{service}}` in templates).
+    #[serde(default = "default_service_label")]
+    pub service_label: String,
+    /// Label whose value names the instance (`{{instance}}` in templates).
+    #[serde(default = "default_instance_label")]
+    pub instance_label: String,
+    /// Detector settings; leave out for the defaults.
+    #[serde(default)]
+    pub detector: Option<DetectorConfig>,
+    /// Anomaly score at or above which an anomaly is `critical` rather than
+    /// `warning`; in [0, 1].
+    #[serde(default = "default_critical_score")]
+    pub critical_score: f64,
+}
+
+fn default_service_label() -> String {
+    "service".to_owned()
+}
+
+fn default_instance_label() -> String {
+    "instance".to_owned()
+}
+
+fn default_critical_score() -> f64 {
+    0.999999
+}
+
+impl Signal {
+    /// The detector settings in effect (the defaults when none are given).
+    pub fn detector(&self) -> DetectorConfig {
+        self.detector.clone().unwrap_or_default()
+    }
+}
+
+/// When a signal misbehaves in a given way, run a chain of actions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Name of the rule, unique across the directory; shows in incident
+    /// reports and as `{{rule}}` in templates.
+    pub name: String,
+    /// What the rule is for, for the humans reading incident reports (a
+    /// sentence, a dashboard or a wiki link).
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Which anomalies this rule handles.
+    pub when: When,
+    /// Actions to try in order: the first when the rule matches, each next
+    /// one only if verification of the previous one says the signal did not
+    /// recover.
+    pub then: Vec<Action>,
+    /// Limits on how often the rule acts.
+    #[serde(default)]
+    pub guards: Guards,
+    /// How to tell whether an action helped.
+    #[serde(default)]
+    pub verify: Verify,
+}
+
+/// Which anomalies a rule handles; all conditions must hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct When {
+    /// Name of the signal, declared in any file of the directory.
+    pub signal: String,
+    /// Which excursions count: `up` (above the baseline), `down` or `both`.
+    #[serde(default)]
+    pub direction: Direction,
+    /// How long an excursion must have lasted before the rule acts; `0s`
+    /// acts on the sample that fired.
+    #[serde(rename = "for", default)]
+    pub for_: Duration,
+    /// Minimum severity: `warning` (any anomaly) or `critical` (peak score at
+    /// or above the signal's `critical_score`).
+    #[serde(default)]
+    pub severity: Severity,
+    /// Labels the series must have, with exactly these values.
+    #[serde(rename = "match", default)]
+    pub matchers: BTreeMap<String, String>,
+}
+
+/// How bad an anomaly is.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Any anomaly.
+    #[default]
+    Warning,
+    /// Peak score at or above the signal's `critical_score`.
+    Critical,
+}
+
+impl Severity {
+    /// The lowercase name used in configuration and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One remediation step, chosen by `action:`. Every step may set `timeout`
+/// and `dry_run`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "action", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Action {
+    /// Restart a workload (rolling restart of a deployment, service restart).
+    Restart(Restart),
+    /// Set the replica count of a workload.
+    Scale(Scale),
+    /// Roll a workload back to a previous release.
+    Rollback(Rollback),
+    /// Change the state of a server in an HAProxy backend (take an instance
+    /// out of rotation or put it back).
+    Reroute(Reroute),
+    /// Run a program directly (no shell): `argv[0]` is the program, the rest
+    /// are its arguments, each one a template.
+    Exec(Exec),
+    /// Send an HTTP request, e.g. to page someone or post to a chat.
+    Webhook(Webhook),
+}
+
+// Why newtype variants around named structs rather than struct variants:
+// serde buffers an internally tagged enum before picking the variant, which
+// hides where inside the step a problem is. With named structs the loader can
+// deserialize a failing step again as its own type and report the exact
+// field (`rules[0].then[1].replicas`), see `load::refine_action`.
+
+/// `action: restart`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Restart {
+    /// What to restart, e.g. `deployment/{{service}}`.
+    pub target: Template,
+    /// Give up on the step after this long.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Only plan and record this step, never perform it.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `action: scale`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scale {
+    /// What to scale, e.g. `deployment/{{service}}`.
+    pub target: Template,
+    /// Desired number of replicas, at least 1.
+    pub replicas: u32,
+    /// Give up on the step after this long.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Only plan and record this step, never perform it.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `action: rollback`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    /// What to roll back, e.g. `deployment/{{service}}`.
+    pub target: Template,
+    /// Release to go back to; leave out for the previous one.
+    #[serde(default)]
+    pub to: Option<Template>,
+    /// Give up on the step after this long.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Only plan and record this step, never perform it.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `action: reroute`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reroute {
+    /// The server in the backend, e.g. `{{instance}}`.
+    pub target: Template,
+    /// The HAProxy backend name, e.g. `be_{{service}}`.
+    pub backend: Template,
+    /// New state of the server: `drain`, `maint` or `ready`.
+    pub state: ServerState,
+    /// Give up on the step after this long.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Only plan and record this step, never perform it.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `action: exec`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Exec {
+    /// Program and arguments, e.g. `["/usr/local/bin/heap-dump", "--pod",
+    /// "{{instance}}"]`. Never a shell command line: the program is run
+    /// directly and must be fixed text.
+    pub argv: Vec<Template>,
+    /// Kill the program after this long.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Only plan and record this step, never perform it.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `action: webhook`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// URL to call (`http://` or `https://`).
+    pub url: Template,
+    /// HTTP method.
+    #[serde(default)]
+    pub method: HttpMethod,
+    /// Request headers; values are templates.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Template>,
+    /// JSON request body; every string in it is a template.
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+    /// Give up on the request after this long.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Only plan and record this step, never perform it.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Which kind of action a step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    /// `restart`
+    Restart,
+    /// `scale`
+    Scale,
+    /// `rollback`
+    Rollback,
+    /// `reroute`
+    Reroute,
+    /// `exec`
+    Exec,
+    /// `webhook`
+    Webhook,
+}
+
+impl ActionKind {
+    /// The lowercase name used in configuration and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Restart => "restart",
+            ActionKind::Scale => "scale",
+            ActionKind::Rollback => "rollback",
+            ActionKind::Reroute => "reroute",
+            ActionKind::Exec => "exec",
+            ActionKind::Webhook => "webhook",
+        }
+    }
+}
+
+impl std::fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Action {
+    /// Which kind of action this is.
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Action::Restart(_) => ActionKind::Restart,
+            Action::Scale(_) => ActionKind::Scale,
+            Action::Rollback(_) => ActionKind::Rollback,
+            Action::Reroute(_) => ActionKind::Reroute,
+            Action::Exec(_) => ActionKind::Exec,
+            Action::Webhook(_) => ActionKind::Webhook,
+        }
+    }
+
+    /// The step's own timeout, if set.
+    pub fn timeout(&self) -> Option<Duration> {
+        match self {
+            Action::Restart(a) => a.timeout,
+            Action::Scale(a) => a.timeout,
+            Action::Rollback(a) => a.timeout,
+            Action::Reroute(a) => a.timeout,
+            Action::Exec(a) => a.timeout,
+            Action::Webhook(a) => a.timeout,
+        }
+    }
+
+    /// Whether the step itself is marked dry-run.
+    pub fn dry_run(&self) -> bool {
+        match self {
+            Action::Restart(a) => a.dry_run,
+            Action::Scale(a) => a.dry_run,
+            Action::Rollback(a) => a.dry_run,
+            Action::Reroute(a) => a.dry_run,
+            Action::Exec(a) => a.dry_run,
+            Action::Webhook(a) => a.dry_run,
+        }
+    }
+
+    /// Every template of the step with its field path relative to the step
+    /// (`target`, `argv[1]`, `body.text`).
+    pub(crate) fn templates(&self) -> Vec<(String, Template)> {
+        let one = |name: &str, t: &Template| vec![(name.to_owned(), t.clone())];
+        match self {
+            Action::Restart(Restart { target, .. }) | Action::Scale(Scale { target, .. }) => {
+                one("target", target)
+            }
+            Action::Rollback(Rollback { target, to, .. }) => {
+                let mut out = one("target", target);
+                if let Some(to) = to {
+                    out.push(("to".to_owned(), to.clone()));
+                }
+                out
+            }
+            Action::Reroute(Reroute {
+                target, backend, ..
+            }) => {
+                let mut out = one("target", target);
+                out.push(("backend".to_owned(), backend.clone()));
+                out
+            }
+            Action::Exec(Exec { argv, .. }) => argv
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (format!("argv[{i}]"), t.clone()))
+                .collect(),
+            Action::Webhook(Webhook {
+                url, headers, body, ..
+            }) => {
+                let mut out = one("url", url);
+                for (name, value) in headers {
+                    out.push((format!("headers.{name}"), value.clone()));
+                }
+                if let Some(body) = body {
+                    json_strings(body, "body".to_owned(), &mut out);
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Every string inside a JSON value, as a template with its path.
+fn json_strings(value: &serde_json::Value, path: String, out: &mut Vec<(String, Template)>) {
+    match value {
+        serde_json::Value::String(s) => out.push((path, Template(s.clone()))),
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                json_strings(item, format!("{path}[{i}]"), out);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (key, item) in map {
+                json_strings(item, format!("{path}.{key}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// State of a server in an HAProxy backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerState {
+    /// Finish current connections, take no new ones.
+    Drain,
+    /// Out of rotation at once (maintenance).
+    Maint,
+    /// Back in rotation.
+    Ready,
+}
+
+impl ServerState {
+    /// The lowercase name used in configuration and HAProxy's runtime API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerState::Drain => "drain",
+            ServerState::Maint => "maint",
+            ServerState::Ready => "ready",
+        }
+    }
+}
+
+/// HTTP method of a webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    /// `GET`
+    Get,
+    /// `POST`
+    #[default]
+    Post,
+    /// `PUT`
+    Put,
+    /// `PATCH`
+    Patch,
+    /// `DELETE`
+    Delete,
+}
+
+impl HttpMethod {
+    /// The uppercase method name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Post => "POST",
+            HttpMethod::Put => "PUT",
+            HttpMethod::Patch => "PATCH",
+            HttpMethod::Delete => "DELETE",
+        }
+    }
+}
+
+/// Limits on how often a rule acts. Every planned step passes these checks
+/// first; a step that fails one is recorded as suppressed with the reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Guards {
+    /// After this rule acted on a target, a new incident of the same rule
+    /// takes no action on that target for this long. Escalation within one
+    /// incident is paced by `verify.wait` instead.
+    pub cooldown: Duration,
+    /// At most this many steps of this rule on one target per `window`,
+    /// counting every incident.
+    pub max_attempts: u32,
+    /// The sliding window of `max_attempts`.
+    pub window: Duration,
+    /// Only plan and record this rule's steps, never perform them.
+    pub dry_run: bool,
+}
+
+impl Default for Guards {
+    fn default() -> Self {
+        Guards {
+            cooldown: Duration::from_secs(30 * 60),
+            max_attempts: 3,
+            window: Duration::from_secs(60 * 60),
+            dry_run: false,
+        }
+    }
+}
+
+/// How to tell whether a step helped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Verify {
+    /// How long to watch the series after a step before judging it.
+    pub wait: Duration,
+    /// What counts as recovered at the end of `wait`: `cleared` (the
+    /// anomaly is over), `{value_below: X}` or `{value_above: X}` (the last
+    /// sample's value).
+    pub recovered_when: RecoveredWhen,
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        Verify {
+            wait: Duration::from_secs(5 * 60),
+            recovered_when: RecoveredWhen::Cleared,
+        }
+    }
+}
+
+/// What counts as recovered at the end of a verification wait.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RecoveredWhen {
+    /// The series is no longer in an anomalous excursion.
+    #[default]
+    Cleared,
+    /// The last sample's value is below this.
+    ValueBelow(f64),
+    /// The last sample's value is above this.
+    ValueAbove(f64),
+}
+
+impl std::fmt::Display for RecoveredWhen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecoveredWhen::Cleared => f.write_str("anomaly cleared"),
+            RecoveredWhen::ValueBelow(x) => write!(f, "value below {x}"),
+            RecoveredWhen::ValueAbove(x) => write!(f, "value above {x}"),
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! Reading a runbook directory: files to YAML trees to typed runbooks, with
+//! every problem collected and placed at its file, line and field.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::config::{Exec, Reroute, Restart, Rollback, Rule, Scale, Signal, Webhook};
+use super::validate;
+use super::yaml::{self, join, Positions};
+use crate::error::{RunbookError, RunbookErrors};
+
+/// Every runbook of a directory, parsed and validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunbookSet {
+    files: Vec<PathBuf>,
+    signals: Vec<Signal>,
+    rules: Vec<Rule>,
+}
+
+/// A problem tagged with the index of its file, for sorting.
+pub(crate) type Found = (usize, RunbookError);
+
+/// One file after parsing, before cross-file validation.
+#[derive(Debug)]
+pub(crate) struct ParsedFile {
+    /// Path for messages.
+    pub path: PathBuf,
+    /// Where every node is.
+    pub positions: Positions,
+    /// Signals that deserialized, with their index in `signals:`.
+    pub signals: Vec<(usize, Signal)>,
+    /// Rules that deserialized, with their index in `rules:`.
+    pub rules: Vec<(usize, Rule)>,
+    /// Names of signals that failed to deserialize, so rules referring to
+    /// them are not also reported as referring to an undefined signal.
+    pub broken_signal_names: Vec<String>,
+    /// Names of rules that failed to deserialize, likewise for duplicates.
+    pub broken_rule_names: Vec<String>,
+}
+
+impl ParsedFile {
+    /// A problem at `field` (a JSON path) of this file.
+    pub(crate) fn error(
+        &self,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> RunbookError {
+        let field = field.into();
+        let pos = self.positions.find(&field);
+        RunbookError {
+            file: self.path.clone(),
+            line: pos.map(|p| p.line),
+            column: pos.map(|p| p.column),
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl RunbookSet {
+    /// Loads every `*.yaml` and `*.yml` file of `dir` (not recursing), in
+    /// file-name order, and validates them together.
+    ///
+    /// # Errors
+    ///
+    /// Every problem found, each with file, line and field.
+    pub fn load_dir(dir: impl AsRef<Path>) -> Result<RunbookSet, RunbookErrors> {
+        let dir = dir.as_ref();
+        let fail = |message: String| {
+            RunbookErrors(vec![RunbookError {
+                file: dir.to_path_buf(),
+                line: None,
+                column: None,
+                field: String::new(),
+                message,
+            }])
+        };
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| fail(format!("reading runbook directory: {e}")))?;
+        let mut paths = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| fail(format!("reading runbook directory: {e}")))?;
+            let path = entry.path();
+            let is_yaml = matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            );
+            if is_yaml && path.is_file() {
+                paths.push(path);
+            }
+        }
+        if paths.is_empty() {
+            return Err(fail(
+                "reading runbook directory: no *.yaml or *.yml files".to_owned(),
+            ));
+        }
+        paths.sort();
+        RunbookSet::load_files(&paths)
+    }
+
+    /// Loads the given files, in this order, and validates them together.
+    ///
+    /// # Errors
+    ///
+    /// Every problem found, each with file, line and field.
+    pub fn load_files(paths: &[impl AsRef<Path>]) -> Result<RunbookSet, RunbookErrors> {
+        let mut sources = Vec::new();
+        let mut errors = Vec::new();
+        for path in paths {
+            let path = path.as_ref();
+            match std::fs::read_to_string(path) {
+                Ok(text) => sources.push((path.to_path_buf(), text)),
+                Err(e) => errors.push(RunbookError {
+                    file: path.to_path_buf(),
+                    line: None,
+                    column: None,
+                    field: String::new(),
+                    message: format!("reading runbook file: {e}"),
+                }),
+            }
+        }
+        let result = RunbookSet::from_sources(&sources);
+        match (errors.is_empty(), result) {
+            (true, result) => result,
+            (false, Ok(_)) => Err(RunbookErrors(errors)),
+            (false, Err(RunbookErrors(more))) => {
+                errors.extend(more);
+                Err(RunbookErrors(errors))
+            }
+        }
+    }
+
+    /// Parses and validates runbook texts; each path is only used in
+    /// messages. This is what [`RunbookSet::load_dir`] does after reading.
+    ///
+    /// # Errors
+    ///
+    /// Every problem found, each with file, line and field.
+    pub fn from_sources(sources: &[(PathBuf, String)]) -> Result<RunbookSet, RunbookErrors> {
+        let mut found: Vec<Found> = Vec::new();
+        let mut files = Vec::new();
+        for (index, (path, text)) in sources.iter().enumerate() {
+            if let Some(file) = parse_file(index, path, text, &mut found) {
+                files.push((index, file));
+            }
+        }
+        validate::validate(&files, &mut found);
+        if !found.is_empty() {
+            found.sort_by_key(|(file, e)| (*file, e.line, e.column));
+            return Err(RunbookErrors(found.into_iter().map(|(_, e)| e).collect()));
+        }
+        let mut set = RunbookSet {
+            files: Vec::new(),
+            signals: Vec::new(),
+            rules: Vec::new(),
+        };
+        for (_, file) in files {
+            set.files.push(file.path);
+            set.signals.extend(file.signals.into_iter().map(|(_, s)| s));
+            set.rules.extend(file.rules.into_iter().map(|(_, r)| r));
+        }
+        Ok(set)
+    }
+
+    /// The files loaded, in load order.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Every signal, in file order.
+    pub fn signals(&self) -> &[Signal] {
+        &self.signals
+    }
+
+    /// Every rule, in file order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The signal with this name.
+    pub fn signal(&self, name: &str) -> Option<&Signal> {
+        self.signals.iter().find(|s| s.name == name)
+    }
+
+    /// A one-line count for humans: `3 files, 4 signals, 6 rules`.
+    pub fn summary(&self) -> String {
+        let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        format!(
+            "{}, {}, {}",
+            count(self.files.len(), "file"),
+            count(self.signals.len(), "signal"),
+            count(self.rules.len(), "rule")
+        )
+    }
+}
+
+/// Parses one file; problems go to `found`. Returns `None` when nothing in
+/// the file can be trusted (YAML syntax error, not a mapping).
+fn parse_file(index: usize, path: &Path, text: &str, found: &mut Vec<Found>) -> Option<ParsedFile> {
+    let error_at = |line: Option<usize>, column: Option<usize>, field: &str, message: String| {
+        (
+            index,
+            RunbookError {
+                file: path.to_path_buf(),
+                line,
+                column,
+                field: field.to_owned(),
+                message,
+            },
+        )
+    };
+    let (value, positions, problems) = match yaml::parse(text) {
+        Ok(parsed) => parsed,
+        Err(p) => {
+            found.push(error_at(
+                Some(p.pos.line),
+                Some(p.pos.column),
+                "",
+                p.message,
+            ));
+            return None;
+        }
+    };
+    for p in problems {
+        found.push(error_at(
+            Some(p.pos.line),
+            Some(p.pos.column),
+            &p.path,
+            p.message,
+        ));
+    }
+    let mut file = ParsedFile {
+        path: path.to_path_buf(),
+        positions,
+        signals: Vec::new(),
+        rules: Vec::new(),
+        broken_signal_names: Vec::new(),
+        broken_rule_names: Vec::new(),
+    };
+    let top = match value {
+        Value::Object(map) => map,
+        Value::Null => {
+            found.push(error_at(
+                None,
+                None,
+                "",
+                "empty runbook file: expected `signals:`, `rules:` or both".to_owned(),
+            ));
+            return None;
+        }
+        other => {
+            let e = file.error(
+                "",
+                format!(
+                    "invalid type: {}, expected a mapping with `signals` and `rules`",
+                    kind(&other)
+                ),
+            );
+            found.push((index, e));
+            return None;
+        }
+    };
+    for (key, value) in top {
+        match key.as_str() {
+            "signals" => {
+                let (ok, broken) =
+                    deserialize_each::<Signal>(index, &file, "signals", value, found);
+                file.signals = ok;
+                file.broken_signal_names = broken;
+            }
+            "rules" => {
+                let (ok, broken) = deserialize_each::<Rule>(index, &file, "rules", value, found);
+                file.rules = ok;
+                file.broken_rule_names = broken;
+            }
+            other => {
+                let e = file.error(
+                    other,
+                    format!("unknown field `{other}`, expected `signals` or `rules`"),
+                );
+                found.push((index, e));
+            }
+        }
+    }
+    Some(file)
+}
+
+/// Deserializes each element of the list under `key` on its own, so one
+/// broken element does not hide problems in the others. Returns the elements
+/// that deserialized (with their index) and the `name` of those that did not.
+fn deserialize_each<T: DeserializeOwned>(
+    index: usize,
+    file: &ParsedFile,
+    key: &str,
+    value: Value,
+    found: &mut Vec<Found>,
+) -> (Vec<(usize, T)>, Vec<String>) {
+    let mut ok = Vec::new();
+    let mut broken = Vec::new();
+    let items = match value {
+        Value::Array(items) => items,
+        // `rules:` with nothing after it: nothing to do, not worth an error.
+        Value::Null => return (ok, broken),
+        other => {
+            let e = file.error(
+                key,
+                format!("invalid type: {}, expected a list", kind(&other)),
+            );
+            found.push((index, e));
+            return (ok, broken);
+        }
+    };
+    for (i, item) in items.into_iter().enumerate() {
+        let base = format!("{key}[{i}]");
+        match serde_path_to_error::deserialize::<_, T>(&item) {
+            Ok(t) => ok.push((i, t)),
+            Err(e) => {
+                let (mut field, mut message) = path_and_message(&base, e);
+                if let Some((sub, better)) = refine_action(&item, &base, &field) {
+                    (field, message) = (sub, better);
+                }
+                // serde reports an unknown field at the struct holding it;
+                // point at the field itself, which is what needs fixing.
+                if let Some(name) = message
+                    .strip_prefix("unknown field `")
+                    .and_then(|m| m.split('`').next())
+                {
+                    let candidate = join(&field, name);
+                    if file.positions.contains(&candidate) {
+                        field = candidate;
+                    }
+                }
+                found.push((index, file.error(field, message)));
+                if let Some(name) = item.get("name").and_then(Value::as_str) {
+                    broken.push(name.to_owned());
+                }
+            }
+        }
+    }
+    (ok, broken)
+}
+
+/// The full JSON path and the message of a deserialization error.
+fn path_and_message(
+    base: &str,
+    e: serde_path_to_error::Error<serde_json::Error>,
+) -> (String, String) {
+    use serde_path_to_error::Segment;
+    let mut field = base.to_owned();
+    for segment in e.path() {
+        match segment {
+            Segment::Seq { index } => field.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => field = join(&field, key),
+            Segment::Unknown => field = join(&field, "?"),
+        }
+    }
+    (field, e.into_inner().to_string())
+}
+
+/// When an error points at a whole step (`rules[0].then[1]`), deserializes
+/// that step again as the struct its `action:` names, whose error has the
+/// exact field. See the comment on `Action`.
+fn refine_action(rule: &Value, base: &str, field: &str) -> Option<(String, String)> {
+    fn again<T: DeserializeOwned>(base: &str, step: Value) -> Option<(String, String)> {
+        serde_path_to_error::deserialize::<_, T>(&step)
+            .err()
+            .map(|e| path_and_message(base, e))
+    }
+    let j: usize = field
+        .strip_prefix(base)?
+        .strip_prefix(".then[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()?;
+    let mut step = rule.get("then")?.get(j)?.as_object()?.clone();
+    let action = step.remove("action")?;
+    let step = Value::Object(step);
+    match action.as_str()? {
+        "restart" => again::<Restart>(field, step),
+        "scale" => again::<Scale>(field, step),
+        "rollback" => again::<Rollback>(field, step),
+        "reroute" => again::<Reroute>(field, step),
+        "exec" => again::<Exec>(field, step),
+        "webhook" => again::<Webhook>(field, step),
+        _ => None,
+    }
+}
+
+/// How a JSON value's type is named in messages (serde's wording).
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "sequence",
+        Value::Object(_) => "map",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> String {
+        match RunbookSet::from_sources(&[("r.yaml".into(), text.to_owned())]) {
+            Ok(set) => panic!("loaded: {}", set.summary()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn file_shape_problems() {
+        assert_eq!(
+            errors(""),
+            "r.yaml: empty runbook file: expected `signals:`, `rules:` or both"
+        );
+        assert_eq!(
+            errors("- a\n- b\n"),
+            "r.yaml:1:1: invalid type: sequence, expected a mapping with `signals` and `rules`"
+        );
+        assert_eq!(
+            errors("signals: []\nrunbooks: []\nrules: 5\n"),
+            "r.yaml:2:1: runbooks: unknown field `runbooks`, expected `signals` or `rules`\n\
+             r.yaml:3:1: rules: invalid type: number, expected a list"
+        );
+    }
+
+    #[test]
+    fn a_broken_signal_does_not_cause_undefined_signal_noise() {
+        let text = "signals:\n  - name: s\n    query: q\n    critical_score: high\nrules:\n  - name: r\n    when: {signal: s}\n    then:\n      - {action: restart, target: x}\n";
+        assert_eq!(
+            errors(text),
+            "r.yaml:4:5: signals[0].critical_score: invalid type: string \"high\", expected f64"
+        );
+    }
+
+    #[test]
+    fn missing_fields_and_positions_in_flow_style() {
+        let text = "signals: [{name: s, query: q}]\nrules:\n  - {name: r, when: {signal: s}, then: [{action: scale, target: x}]}\n";
+        assert_eq!(
+            errors(text),
+            "r.yaml:3:42: rules[0].then[0]: missing field `replicas`"
+        );
+    }
+
+    #[test]
+    fn loads_a_valid_set() {
+        let text = "signals: [{name: s, query: q}]\nrules:\n  - {name: r, when: {signal: s, for: 1m30s}, then: [{action: restart, target: 'deployment/{{service}}'}]}\n";
+        let set = RunbookSet::from_sources(&[("r.yaml".into(), text.to_owned())]).unwrap();
+        assert_eq!(set.summary(), "1 file, 1 signal, 1 rule");
+        assert_eq!(set.rules()[0].when.for_.as_millis(), 90_000);
+        assert_eq!(set.signal("s").unwrap().service_label, "service");
+        assert_eq!(set.signal("s").unwrap().critical_score, 0.999999);
+    }
+}

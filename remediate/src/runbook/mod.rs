@@ -1,0 +1,20 @@
+//! Runbooks: the YAML files users write, loaded and validated as one set.
+
+mod config;
+mod load;
+mod validate;
+mod yaml;
+
+pub use config::{
+    Action, ActionKind, Guards, HttpMethod, RecoveredWhen, Rule, RunbookFile, ServerState,
+    Severity, Signal, Verify, When,
+};
+pub use load::RunbookSet;
+
+/// The JSON Schema of one runbook file, generated from the same types the
+/// loader deserializes into, so it cannot drift from what is accepted.
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(RunbookFile);
+    // A schema built by schemars is plain data; serializing it cannot fail.
+    serde_json::to_value(schema).expect("a JSON Schema serializes to JSON")
+}

@@ -1,0 +1,324 @@
+//! Checks that need more than one field, or more than one file: references,
+//! uniqueness, templates, bounds. Every problem is reported; none stops the
+//! others from being looked for.
+
+use std::collections::{BTreeSet, HashMap};
+
+use detect::Direction;
+
+use super::config::{Action, Exec, Rule, Scale, Signal, Webhook};
+use super::load::{Found, ParsedFile};
+use crate::template::{is_label_name, is_safe_label_value};
+
+/// Programs that turn an argument into a command line.
+const SHELLS: [&str; 7] = ["sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"];
+
+/// Adds every semantic problem of `files` (validated together) to `found`.
+pub(crate) fn validate(files: &[(usize, ParsedFile)], found: &mut Vec<Found>) {
+    // Signals first: rules refer to them.
+    let mut signals: HashMap<&str, (&Signal, String)> = HashMap::new();
+    let mut defined: BTreeSet<&str> = BTreeSet::new();
+    for (index, file) in files {
+        defined.extend(file.broken_signal_names.iter().map(String::as_str));
+        for (i, signal) in &file.signals {
+            let at = format!("signals[{i}]");
+            let mut report = |field: String, message: String| {
+                found.push((*index, file.error(format!("{at}.{field}"), message)));
+            };
+            check_signal(signal, &mut report);
+            let here = location(file, &format!("{at}.name"));
+            if let Some((_, first)) = signals.get(signal.name.as_str()) {
+                report(
+                    "name".into(),
+                    format!(
+                        "duplicate signal name {:?} (first defined at {first})",
+                        signal.name
+                    ),
+                );
+            } else {
+                signals.insert(&signal.name, (signal, here));
+            }
+            defined.insert(&signal.name);
+        }
+    }
+
+    let mut rule_names: HashMap<&str, String> = HashMap::new();
+    for (index, file) in files {
+        for (i, rule) in &file.rules {
+            let at = format!("rules[{i}]");
+            let mut report = |field: String, message: String| {
+                found.push((*index, file.error(format!("{at}.{field}"), message)));
+            };
+            if let Some(first) = rule_names.get(rule.name.as_str()) {
+                report(
+                    "name".into(),
+                    format!(
+                        "duplicate rule name {:?} (first defined at {first})",
+                        rule.name
+                    ),
+                );
+            } else if !file.broken_rule_names.contains(&rule.name) {
+                rule_names.insert(&rule.name, location(file, &format!("{at}.name")));
+            }
+            let signal = signals.get(rule.when.signal.as_str()).map(|(s, _)| *s);
+            if !defined.contains(rule.when.signal.as_str()) {
+                let list = if defined.is_empty() {
+                    "no signals are defined".to_owned()
+                } else {
+                    format!(
+                        "defined: {}",
+                        defined.iter().copied().collect::<Vec<_>>().join(", ")
+                    )
+                };
+                report(
+                    "when.signal".into(),
+                    format!("undefined signal {:?} ({list})", rule.when.signal),
+                );
+            }
+            check_rule(rule, signal, &mut report);
+        }
+    }
+}
+
+/// `file:line` of a field, for "first defined at" messages.
+fn location(file: &ParsedFile, field: &str) -> String {
+    match file.positions.find(field) {
+        Some(pos) => format!("{}:{}", file.path.display(), pos.line),
+        None => file.path.display().to_string(),
+    }
+}
+
+fn is_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+fn check_signal(signal: &Signal, report: &mut impl FnMut(String, String)) {
+    if !is_metric_name(&signal.name) {
+        report(
+            "name".into(),
+            format!(
+                "invalid signal name {:?}: must be a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)",
+                signal.name
+            ),
+        );
+    }
+    if signal.query.trim().is_empty() {
+        report(
+            "query".into(),
+            "empty query: give the PromQL that yields this signal".into(),
+        );
+    }
+    for (field, name) in [
+        ("service_label", &signal.service_label),
+        ("instance_label", &signal.instance_label),
+    ] {
+        if !is_label_name(name) {
+            report(
+                field.into(),
+                format!("invalid label name {name:?}: must match [a-zA-Z_][a-zA-Z0-9_]*"),
+            );
+        }
+    }
+    if !(0.0..=1.0).contains(&signal.critical_score) {
+        report(
+            "critical_score".into(),
+            format!("must be within [0, 1], got {}", signal.critical_score),
+        );
+    }
+    if let Some(detector) = &signal.detector {
+        for (field, problem) in detector.problems() {
+            report(format!("detector.{field}"), problem);
+        }
+    }
+}
+
+fn check_rule(rule: &Rule, signal: Option<&Signal>, report: &mut impl FnMut(String, String)) {
+    if !is_safe_label_value(&rule.name) || rule.name.contains(['@', '/', ':']) {
+        report(
+            "name".into(),
+            format!(
+                "invalid rule name {:?}: use letters, digits, `_`, `.` and `-`, starting with a letter or digit",
+                rule.name
+            ),
+        );
+    }
+    if let Some(signal) = signal {
+        let reports = signal.detector().direction;
+        if reports != Direction::Both
+            && rule.when.direction != Direction::Both
+            && reports != rule.when.direction
+        {
+            report(
+                "when.direction".into(),
+                format!(
+                    "rule watches {:?} excursions but the detector of signal {:?} only reports {:?} ones",
+                    rule.when.direction.as_str(),
+                    signal.name,
+                    reports.as_str()
+                ),
+            );
+        }
+    }
+    for name in rule.when.matchers.keys() {
+        if !is_label_name(name) {
+            report(
+                format!("when.match.{name}"),
+                format!("invalid label name {name:?}: must match [a-zA-Z_][a-zA-Z0-9_]*"),
+            );
+        }
+    }
+    if rule.then.is_empty() {
+        report(
+            "then".into(),
+            "empty action chain: give at least one step".into(),
+        );
+    }
+    for (j, action) in rule.then.iter().enumerate() {
+        check_action(action, &format!("then[{j}]"), report);
+    }
+    if rule.guards.max_attempts == 0 {
+        report(
+            "guards.max_attempts".into(),
+            "must be at least 1 (to keep a rule from acting, set `guards.dry_run: true`)".into(),
+        );
+    }
+    if rule.guards.window.is_zero() {
+        report("guards.window".into(), "must be longer than 0s".into());
+    }
+    if rule.verify.wait.is_zero() {
+        report(
+            "verify.wait".into(),
+            "must be longer than 0s: a step needs time to take effect".into(),
+        );
+    }
+}
+
+fn check_action(action: &Action, at: &str, report: &mut impl FnMut(String, String)) {
+    for (field, template) in action.templates() {
+        if let Err(errors) = template.parse() {
+            for e in errors {
+                report(format!("{at}.{field}"), e.to_string());
+            }
+        }
+        let required = !field.starts_with("body") && !field.starts_with("headers") && field != "to";
+        if required && template.0.trim().is_empty() {
+            report(format!("{at}.{field}"), "must not be empty".into());
+        }
+    }
+    if action.timeout().is_some_and(|t| t.is_zero()) {
+        report(format!("{at}.timeout"), "must be longer than 0s".into());
+    }
+    match action {
+        Action::Scale(Scale { replicas: 0, .. }) => {
+            report(format!("{at}.replicas"), "must be at least 1, got 0".into());
+        }
+        Action::Exec(Exec { argv, .. }) => {
+            if argv.is_empty() {
+                report(
+                    format!("{at}.argv"),
+                    "empty argv: give the program and its arguments".into(),
+                );
+            } else {
+                if argv[0].has_variables() {
+                    report(
+                        format!("{at}.argv[0]"),
+                        "the program must be fixed text, not a template".into(),
+                    );
+                }
+                let program = argv[0].0.rsplit('/').next().unwrap_or_default();
+                if SHELLS.contains(&program)
+                    && argv
+                        .iter()
+                        .skip(1)
+                        .any(|a| a.0.starts_with('-') && a.0.contains('c'))
+                {
+                    report(
+                        format!("{at}.argv"),
+                        "shell command lines are not allowed: exec runs argv directly, write the program and each argument as its own item"
+                            .into(),
+                    );
+                }
+            }
+        }
+        Action::Webhook(Webhook { url, headers, .. }) => {
+            if !(url.0.starts_with("http://") || url.0.starts_with("https://"))
+                && !url.0.trim().is_empty()
+            {
+                report(
+                    format!("{at}.url"),
+                    format!("must start with http:// or https://, got {:?}", url.0),
+                );
+            }
+            for name in headers.keys() {
+                let token = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                if !token {
+                    report(
+                        format!("{at}.headers.{name}"),
+                        format!("invalid header name {name:?}"),
+                    );
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::RunbookSet;
+
+    #[test]
+    fn every_semantic_check_reports_with_its_field() {
+        let text = r#"signals:
+  - name: 5xx-ratio
+    query: " "
+    service_label: app-name
+    critical_score: 2
+  - name: mem
+    query: q
+    detector: {direction: down}
+rules:
+  - name: "bad name!"
+    when:
+      signal: mem
+      direction: up
+      match: {"bad-label": x}
+    then: []
+    guards: {max_attempts: 0, window: 0s}
+    verify: {wait: 0s}
+  - name: ok-name
+    when: {signal: mem}
+    then:
+      - {action: restart, target: "", timeout: 0s}
+      - action: webhook
+        url: ftp://example.com/{{rule}}
+        headers: {"Bad Header": x}
+        body: {text: "{{nope}}"}
+"#;
+        let err = RunbookSet::from_sources(&[("v.yaml".into(), text.into())]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"v.yaml:2:5: signals[0].name: invalid signal name "5xx-ratio": must be a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)
+v.yaml:3:5: signals[0].query: empty query: give the PromQL that yields this signal
+v.yaml:4:5: signals[0].service_label: invalid label name "app-name": must match [a-zA-Z_][a-zA-Z0-9_]*
+v.yaml:5:5: signals[0].critical_score: must be within [0, 1], got 2
+v.yaml:10:5: rules[0].name: invalid rule name "bad name!": use letters, digits, `_`, `.` and `-`, starting with a letter or digit
+v.yaml:13:7: rules[0].when.direction: rule watches "up" excursions but the detector of signal "mem" only reports "down" ones
+v.yaml:14:15: rules[0].when.match.bad-label: invalid label name "bad-label": must match [a-zA-Z_][a-zA-Z0-9_]*
+v.yaml:15:5: rules[0].then: empty action chain: give at least one step
+v.yaml:16:14: rules[0].guards.max_attempts: must be at least 1 (to keep a rule from acting, set `guards.dry_run: true`)
+v.yaml:16:31: rules[0].guards.window: must be longer than 0s
+v.yaml:17:14: rules[0].verify.wait: must be longer than 0s: a step needs time to take effect
+v.yaml:21:27: rules[1].then[0].target: must not be empty
+v.yaml:21:39: rules[1].then[0].timeout: must be longer than 0s
+v.yaml:23:9: rules[1].then[1].url: must start with http:// or https://, got "ftp://example.com/{{rule}}"
+v.yaml:24:19: rules[1].then[1].headers.Bad Header: invalid header name "Bad Header"
+v.yaml:25:16: rules[1].then[1].body.text: unknown template variable "nope" (known: service, instance, signal, rule, label.NAME)"#
+        );
+    }
+}

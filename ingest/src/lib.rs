@@ -13,3 +13,8 @@ pub use window::Window;
 mod nab;
 mod time;
 pub use nab::{read_nab_csv, read_nab_windows, NabCorpus, NabEntry, NabFile, NabRow, NabWindows, NAB_HEADER};
+mod dataset;
+pub use dataset::{
+    import_long_csv, import_nab_csv, nab_key, truth_path, Dataset, DatasetInfo, NabTruth,
+    SeriesData, SeriesInfo, TruthWindow,
+};

@@ -18,3 +18,5 @@ pub use dataset::{
     import_long_csv, import_nab_csv, nab_key, truth_path, Dataset, DatasetInfo, NabTruth,
     SeriesData, SeriesInfo, TruthWindow,
 };
+mod synth;
+pub use synth::{synth, SYNTH_SERVICES, SYNTH_SIGNALS, SYNTH_START_MS, SYNTH_STEPS, SYNTH_STEP_MS};

@@ -101,8 +101,12 @@ pub(crate) fn parse_nab_csv(path: &Path, bytes: Vec<u8>) -> Result<NabFile> {
     if u32::try_from(bytes.len()).is_err() {
         return Err(Error::bad_file(path, "file is larger than 4 GiB"));
     }
-    let text = String::from_utf8(bytes)
-        .map_err(|e| Error::bad_file(path, format!("not UTF-8 at byte {}", e.utf8_error().valid_up_to())))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::bad_file(
+            path,
+            format!("not UTF-8 at byte {}", e.utf8_error().valid_up_to()),
+        )
+    })?;
     let b = text.as_bytes();
     if b.is_empty() {
         return Err(Error::bad_file(path, "file is empty"));
@@ -129,7 +133,12 @@ pub(crate) fn parse_nab_csv(path: &Path, bytes: Vec<u8>) -> Result<NabFile> {
         }
         let end = start + content.len();
         let Some(comma) = content.iter().position(|&c| c == b',') else {
-            return Err(Error::bad_row(path, line.into(), "value", "missing (no ',' in row)"));
+            return Err(Error::bad_row(
+                path,
+                line.into(),
+                "value",
+                "missing (no ',' in row)",
+            ));
         };
         let ts_text = &text[start..start + comma];
         let value_text = &text[start + comma + 1..end];
@@ -197,7 +206,10 @@ pub fn read_nab_windows(path: impl AsRef<Path>) -> Result<NabWindows> {
                         parse_timestamp(s).ok_or_else(|| {
                             Error::bad_file(
                                 path,
-                                format!("window {} of {key:?}: cannot parse {s:?} as a timestamp", i + 1),
+                                format!(
+                                    "window {} of {key:?}: cannot parse {s:?} as a timestamp",
+                                    i + 1
+                                ),
                             )
                         })
                     };
@@ -295,7 +307,11 @@ fn file_name(p: &Path) -> String {
 
 fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut paths = fs::read_dir(dir)
-        .and_then(|entries| entries.map(|e| e.map(|e| e.path())).collect::<std::io::Result<Vec<_>>>())
+        .and_then(|entries| {
+            entries
+                .map(|e| e.map(|e| e.path()))
+                .collect::<std::io::Result<Vec<_>>>()
+        })
         .map_err(|e| Error::io("listing", dir, e))?;
     paths.sort();
     Ok(paths)
@@ -333,7 +349,11 @@ mod tests {
         let ts: Vec<_> = f.rows().iter().map(|r| format_rfc3339(r.ts_ms)).collect();
         assert_eq!(
             ts,
-            ["2014-07-01T00:30:00Z", "2014-07-01T00:00:00Z", "2014-07-01T00:00:00Z"]
+            [
+                "2014-07-01T00:30:00Z",
+                "2014-07-01T00:00:00Z",
+                "2014-07-01T00:00:00Z"
+            ]
         );
         let values: Vec<_> = f.rows().iter().map(|r| r.value).collect();
         assert_eq!(values, [1.5, 10844.0, -2000.0]);
@@ -380,7 +400,9 @@ mod tests {
             r#"reading data/x.csv: row 3, column "timestamp": cannot parse "2014-02-30 00:00:00" as a timestamp"#
         );
         assert_eq!(
-            parse_nab_csv(Path::new("data/x.csv"), vec![b't', 0xff]).unwrap_err().to_string(),
+            parse_nab_csv(Path::new("data/x.csv"), vec![b't', 0xff])
+                .unwrap_err()
+                .to_string(),
             "reading data/x.csv: not UTF-8 at byte 1"
         );
     }
@@ -405,7 +427,10 @@ mod tests {
         let (s, e) = w["a/x.csv"][0];
         assert_eq!(
             (format_rfc3339(s), format_rfc3339(e)),
-            ("2014-04-10T07:15:00Z".to_string(), "2014-04-11T16:45:00Z".to_string())
+            (
+                "2014-04-10T07:15:00Z".to_string(),
+                "2014-04-11T16:45:00Z".to_string()
+            )
         );
 
         fs::write(&p, r#"{"a/x.csv": [["2014-04-10 07:15:00", "soon"]]}"#).unwrap();
@@ -416,10 +441,17 @@ mod tests {
                 p.display()
             )
         );
-        fs::write(&p, r#"{"a/x.csv": [["2014-04-10 07:15:00", "2014-04-09 07:15:00"]]}"#).unwrap();
+        fs::write(
+            &p,
+            r#"{"a/x.csv": [["2014-04-10 07:15:00", "2014-04-09 07:15:00"]]}"#,
+        )
+        .unwrap();
         assert_eq!(
             read_nab_windows(&p).unwrap_err().to_string(),
-            format!(r#"reading {}: window 1 of "a/x.csv": ends before it starts"#, p.display())
+            format!(
+                r#"reading {}: window 1 of "a/x.csv": ends before it starts"#,
+                p.display()
+            )
         );
         fs::write(&p, r#"{"a/x.csv": [["2014-04-10 07:15:00"]]}"#).unwrap();
         let e = read_nab_windows(&p).unwrap_err().to_string();
@@ -432,7 +464,12 @@ mod tests {
     #[test]
     fn corpus_lists_sorted_files() {
         let dir = tempfile::tempdir().unwrap();
-        for f in ["data/b/z.csv", "data/b/a.csv", "data/a/m.csv", "data/a/notes.txt"] {
+        for f in [
+            "data/b/z.csv",
+            "data/b/a.csv",
+            "data/a/m.csv",
+            "data/a/notes.txt",
+        ] {
             let p = dir.path().join(f);
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             fs::write(p, "timestamp,value\n2014-07-01 00:00:00,1\n").unwrap();

@@ -261,7 +261,9 @@ impl Sanitizer {
         }
         let delta = ts_ms - last;
         match self.step_ms {
-            Some(step) => Ok((delta as f64 > self.config.gap_factor * step as f64).then_some(delta)),
+            Some(step) => {
+                Ok((delta as f64 > self.config.gap_factor * step as f64).then_some(delta))
+            }
             None => {
                 self.learn(delta);
                 Ok(None)
@@ -327,7 +329,10 @@ mod tests {
         let mut s = Sanitizer::with_step(STEP);
         assert_eq!(s.admit(0, f64::NAN), Admit::Drop(DropReason::Nan));
         assert_eq!(s.admit(0, f64::INFINITY), Admit::Drop(DropReason::Infinite));
-        assert_eq!(s.admit(0, f64::NEG_INFINITY), Admit::Drop(DropReason::Infinite));
+        assert_eq!(
+            s.admit(0, f64::NEG_INFINITY),
+            Admit::Drop(DropReason::Infinite)
+        );
         // Drops do not move the last timestamp: t=0 is still accepted.
         assert!(s.admit(0, 1.0).accepted().is_some());
         let c = s.drop_counts();
@@ -343,7 +348,10 @@ mod tests {
 
         let mut s = Sanitizer::with_step(STEP);
         s.admit(10 * STEP, 1.0);
-        assert_eq!(s.admit(11 * STEP, stale), Admit::Drop(DropReason::StaleMarker));
+        assert_eq!(
+            s.admit(11 * STEP, stale),
+            Admit::Drop(DropReason::StaleMarker)
+        );
         assert_eq!(s.last_ts_ms(), None);
         // After the reset an older sample is a fresh start, not out of order, and no gap.
         assert_eq!(accepted(s.admit(2 * STEP, 5.0)).1, None);
@@ -379,7 +387,10 @@ mod tests {
         let mut s = Sanitizer::with_step(STEP);
         s.admit(STEP, 1.0);
         assert_eq!(s.admit(0, f64::NAN), Admit::Drop(DropReason::Nan));
-        assert_eq!(s.admit(STEP, f64::INFINITY), Admit::Drop(DropReason::Infinite));
+        assert_eq!(
+            s.admit(STEP, f64::INFINITY),
+            Admit::Drop(DropReason::Infinite)
+        );
     }
 
     #[test]
@@ -388,8 +399,14 @@ mod tests {
         s.admit(0, 1.0);
         // Exactly 2 steps (one missed scrape) is not a gap with the default factor 2.
         assert_eq!(accepted(s.admit(2 * STEP, 1.0)).1, None);
-        assert_eq!(accepted(s.admit(2 * STEP + 2 * STEP + 1, 1.0)).1, Some(2 * STEP + 1));
-        assert_eq!(accepted(s.admit(10 * STEP, 1.0)).1, Some(10 * STEP - (4 * STEP + 1)));
+        assert_eq!(
+            accepted(s.admit(2 * STEP + 2 * STEP + 1, 1.0)).1,
+            Some(2 * STEP + 1)
+        );
+        assert_eq!(
+            accepted(s.admit(10 * STEP, 1.0)).1,
+            Some(10 * STEP - (4 * STEP + 1))
+        );
     }
 
     #[test]
@@ -424,7 +441,13 @@ mod tests {
         let names: Vec<_> = DropReason::ALL.iter().map(|r| r.to_string()).collect();
         assert_eq!(
             names,
-            ["stale_marker", "nan", "infinite", "duplicate", "out_of_order"]
+            [
+                "stale_marker",
+                "nan",
+                "infinite",
+                "duplicate",
+                "out_of_order"
+            ]
         );
     }
 }

@@ -156,7 +156,11 @@ impl fmt::Display for Labels {
         // An unquotable name goes first inside the braces, where a reader looks for it.
         let name_inside = self.name().filter(|_| bare_name.is_none());
         let rest = self.iter().filter(|(k, _)| *k != METRIC_NAME_LABEL);
-        for (k, v) in name_inside.map(|n| (METRIC_NAME_LABEL, n)).into_iter().chain(rest) {
+        for (k, v) in name_inside
+            .map(|n| (METRIC_NAME_LABEL, n))
+            .into_iter()
+            .chain(rest)
+        {
             if !first {
                 f.write_str(",")?;
             }
@@ -207,7 +211,11 @@ impl Parser<'_> {
     }
 
     fn expected(&self, what: &str) -> String {
-        format!("expected {what} at offset {}, found {}", self.pos, self.describe())
+        format!(
+            "expected {what} at offset {}, found {}",
+            self.pos,
+            self.describe()
+        )
     }
 
     fn ident(&mut self, metric: bool) -> String {
@@ -283,7 +291,11 @@ impl Parser<'_> {
             };
         }
         if self.peek() != Some(b'{') {
-            return Err(self.expected(if map.is_empty() { "a metric name or '{'" } else { "'{'" }));
+            return Err(self.expected(if map.is_empty() {
+                "a metric name or '{'"
+            } else {
+                "'{'"
+            }));
         }
         self.pos += 1;
         loop {

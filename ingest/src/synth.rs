@@ -193,7 +193,9 @@ pub fn synth(seed: u64) -> Dataset {
     for service in SYNTH_SERVICES {
         for signal in SYNTH_SIGNALS {
             let labels = labels(service, signal);
-            let fault = FAULTS.iter().find(|f| f.service == service && f.signal == signal);
+            let fault = FAULTS
+                .iter()
+                .find(|f| f.service == service && f.signal == signal);
             if let Some(f) = fault {
                 truth.push(TruthWindow {
                     series: labels.clone(),
@@ -228,9 +230,9 @@ fn remove_samples(seed: u64, series: &mut [SeriesData], truth: &[TruthWindow]) {
             let SeriesData { labels, samples } = &mut series[s];
             let first = rng.gen_range(1..samples.len() - run - 1);
             let (from, to) = (samples[first].ts_ms, samples[first + run - 1].ts_ms);
-            let near_fault = truth.iter().any(|w| {
-                w.series == *labels && from <= w.end_ms + HOUR && to >= w.start_ms - HOUR
-            });
+            let near_fault = truth
+                .iter()
+                .any(|w| w.series == *labels && from <= w.end_ms + HOUR && to >= w.start_ms - HOUR);
             // Runs must not touch an earlier removal, or two runs could merge into one.
             let contiguous = samples[first - 1..=first + run]
                 .windows(2)
@@ -254,7 +256,10 @@ mod tests {
             .map(|s| {
                 (
                     s.labels.to_string(),
-                    s.samples.iter().map(|x| (x.ts_ms, x.value.to_bits())).collect(),
+                    s.samples
+                        .iter()
+                        .map(|x| (x.ts_ms, x.value.to_bits()))
+                        .collect(),
                 )
             })
             .collect()
@@ -286,15 +291,27 @@ mod tests {
         assert_eq!(d.series.len(), 16);
         assert_eq!(d.num_samples(), 16 * 10_080 - (2 + 3 + 5 + 1));
         let first = d.series.iter().map(|s| s.samples[0].ts_ms).min().unwrap();
-        let last = d.series.iter().map(|s| s.samples.last().unwrap().ts_ms).max().unwrap();
+        let last = d
+            .series
+            .iter()
+            .map(|s| s.samples.last().unwrap().ts_ms)
+            .max()
+            .unwrap();
         assert_eq!(format_rfc3339(first), "2026-01-05T00:00:00Z");
         assert_eq!(format_rfc3339(last), "2026-01-11T23:59:00Z");
         let l = &d.series[0].labels;
-        assert_eq!(l.get("instance"), Some(format!("{}-0", l.get("service").unwrap()).as_str()));
+        assert_eq!(
+            l.get("instance"),
+            Some(format!("{}-0", l.get("service").unwrap()).as_str())
+        );
         let info = d.info();
         assert_eq!(info.gaps, 3);
         assert_eq!(info.nan, 0);
-        assert!(d.series.iter().flat_map(|s| &s.samples).all(|s| s.value.is_finite()));
+        assert!(d
+            .series
+            .iter()
+            .flat_map(|s| &s.samples)
+            .all(|s| s.value.is_finite()));
     }
 
     #[test]
@@ -327,7 +344,10 @@ mod tests {
     fn faults_are_visible() {
         let d = synth(42);
         let lat = labels("checkout", "http_latency_p99_seconds");
-        assert!(mean(&d, &lat, at(1, 14, 0), at(1, 20, 0)) > 2.0 * mean(&d, &lat, at(0, 14, 0), at(0, 20, 0)));
+        assert!(
+            mean(&d, &lat, at(1, 14, 0), at(1, 20, 0))
+                > 2.0 * mean(&d, &lat, at(0, 14, 0), at(0, 20, 0))
+        );
         let err = labels("payments", "http_error_ratio");
         assert!(mean(&d, &err, at(2, 9, 30), at(2, 9, 34)) > 0.15);
         assert!(mean(&d, &err, at(2, 8, 0), at(2, 9, 0)) < 0.01);

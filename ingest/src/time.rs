@@ -165,7 +165,10 @@ mod tests {
         let mut d = chrono::NaiveDate::from_ymd_opt(1896, 1, 1).unwrap();
         while d.year() < 2104 {
             let expected = (d - epoch).num_days();
-            assert_eq!(days_from_civil(d.year().into(), d.month(), d.day()), expected);
+            assert_eq!(
+                days_from_civil(d.year().into(), d.month(), d.day()),
+                expected
+            );
             d = d.succ_opt().unwrap();
         }
     }
@@ -196,7 +199,10 @@ mod tests {
         let base = chrono_ms("2014-04-10 07:15:00");
         assert_eq!(parse_timestamp("2014-04-10 07:15:00.000000"), Some(base));
         assert_eq!(parse_timestamp("2014-04-10 07:15:00.5"), Some(base + 500));
-        assert_eq!(parse_timestamp("2014-04-10 07:15:00.1239"), Some(base + 123));
+        assert_eq!(
+            parse_timestamp("2014-04-10 07:15:00.1239"),
+            Some(base + 123)
+        );
     }
 
     #[test]
@@ -204,7 +210,10 @@ mod tests {
         let base = chrono_ms("2026-01-05 00:00:00");
         assert_eq!(parse_timestamp("2026-01-05T00:00:00Z"), Some(base));
         assert_eq!(parse_timestamp("2026-01-05T01:00:00+01:00"), Some(base));
-        assert_eq!(parse_timestamp("2026-01-05T00:00:00.250Z"), Some(base + 250));
+        assert_eq!(
+            parse_timestamp("2026-01-05T00:00:00.250Z"),
+            Some(base + 250)
+        );
         assert_eq!(parse_timestamp(&(base / 1000).to_string()), Some(base));
         assert_eq!(parse_timestamp(&base.to_string()), Some(base));
         assert_eq!(parse_timestamp("0"), Some(0));

@@ -198,7 +198,10 @@ mod tests {
         w.push(Sample::new(1, 1.0));
         w.clear();
         assert!(w.is_empty());
-        assert!(w.push(Sample::new(0, 1.0)), "a cleared window accepts any time");
+        assert!(
+            w.push(Sample::new(0, 1.0)),
+            "a cleared window accepts any time"
+        );
         assert_eq!((w.capacity(), w.max_age_ms()), (2, 10));
     }
 }

@@ -48,7 +48,11 @@ pub fn nab_key(path: &Path) -> String {
 ///
 /// The series gets `labels`, plus `__name__` = the file stem when `labels` has no name. With
 /// `truth`, each of the file's NAB windows becomes a [`TruthWindow`] over that series.
-pub fn import_nab_csv(path: impl AsRef<Path>, labels: Labels, truth: Option<&NabTruth>) -> Result<Dataset> {
+pub fn import_nab_csv(
+    path: impl AsRef<Path>,
+    labels: Labels,
+    truth: Option<&NabTruth>,
+) -> Result<Dataset> {
     let path = path.as_ref();
     let file = read_nab_csv(path)?;
     if file.is_empty() {
@@ -58,10 +62,16 @@ pub fn import_nab_csv(path: impl AsRef<Path>, labels: Labels, truth: Option<&Nab
         Some(_) => labels,
         None => labels.with(
             METRIC_NAME_LABEL,
-            path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default(),
+            path.file_stem()
+                .map(|s| s.to_string_lossy())
+                .unwrap_or_default(),
         ),
     };
-    let mut samples: Vec<Sample> = file.rows().iter().map(|r| Sample::new(r.ts_ms, r.value)).collect();
+    let mut samples: Vec<Sample> = file
+        .rows()
+        .iter()
+        .map(|r| Sample::new(r.ts_ms, r.value))
+        .collect();
     // Stable, so repeated timestamps keep their file order.
     samples.sort_by_key(|s| s.ts_ms);
 
@@ -70,9 +80,9 @@ pub fn import_nab_csv(path: impl AsRef<Path>, labels: Labels, truth: Option<&Nab
         Some(t) => {
             let key = t.key.clone().unwrap_or_else(|| nab_key(path));
             let mut all = read_nab_windows(&t.windows_file)?;
-            let windows = all
-                .remove(&key)
-                .ok_or_else(|| Error::bad_file(&t.windows_file, format!("no entry for key {key:?}")))?;
+            let windows = all.remove(&key).ok_or_else(|| {
+                Error::bad_file(&t.windows_file, format!("no entry for key {key:?}"))
+            })?;
             windows
                 .into_iter()
                 .map(|(start_ms, end_ms)| TruthWindow {
@@ -122,26 +132,48 @@ pub fn import_long_csv(path: impl AsRef<Path>) -> Result<Dataset> {
     let mut record = csv::StringRecord::new();
     // The previous row's label cells and set: consecutive rows of one series share the set.
     let mut prev: Option<(Vec<String>, Labels)> = None;
-    while reader.read_record(&mut record).map_err(|e| csv_error(path, e))? {
+    while reader
+        .read_record(&mut record)
+        .map_err(|e| csv_error(path, e))?
+    {
         let row = record.position().map_or(0, |p| p.line());
         let ts_text = &record[ts_i];
         let ts_ms = parse_timestamp(ts_text).ok_or_else(|| {
-            Error::bad_row(path, row, "timestamp", format!("cannot parse {ts_text:?} as a timestamp"))
+            Error::bad_row(
+                path,
+                row,
+                "timestamp",
+                format!("cannot parse {ts_text:?} as a timestamp"),
+            )
         })?;
         let value_text = &record[value_i];
         let value: f64 = value_text.parse().map_err(|_| {
-            Error::bad_row(path, row, "value", format!("cannot parse {value_text:?} as a number"))
+            Error::bad_row(
+                path,
+                row,
+                "value",
+                format!("cannot parse {value_text:?} as a number"),
+            )
         })?;
-        let same = prev
-            .as_ref()
-            .is_some_and(|(cells, _)| label_cols.iter().zip(cells).all(|(&(i, _), c)| &record[i] == c));
+        let same = prev.as_ref().is_some_and(|(cells, _)| {
+            label_cols
+                .iter()
+                .zip(cells)
+                .all(|(&(i, _), c)| &record[i] == c)
+        });
         if !same {
-            let cells = label_cols.iter().map(|&(i, _)| record[i].to_string()).collect();
+            let cells = label_cols
+                .iter()
+                .map(|&(i, _)| record[i].to_string())
+                .collect();
             let labels = Labels::from_pairs(label_cols.iter().map(|&(i, name)| (name, &record[i])));
             prev = Some((cells, labels));
         }
         if let Some((_, labels)) = &prev {
-            series.entry(labels.clone()).or_default().push(Sample::new(ts_ms, value));
+            series
+                .entry(labels.clone())
+                .or_default()
+                .push(Sample::new(ts_ms, value));
         }
     }
     if series.is_empty() {
@@ -169,7 +201,10 @@ fn csv_error(path: &Path, e: csv::Error) -> Error {
             len,
         } => Error::bad_file(
             path,
-            format!("row {}: expected {expected_len} fields, found {len}", line(pos)),
+            format!(
+                "row {}: expected {expected_len} fields, found {len}",
+                line(pos)
+            ),
         ),
         csv::ErrorKind::Utf8 { pos, err } => Error::bad_file(
             path,
@@ -219,11 +254,18 @@ mod tests {
         };
         let d = import_nab_csv(&p, Labels::new().with("source", "nab"), Some(&truth)).unwrap();
         let s = &d.series[0];
-        assert_eq!(s.labels.to_string(), r#"{__name__="exchange-2_cpc",source="nab"}"#);
+        assert_eq!(
+            s.labels.to_string(),
+            r#"{__name__="exchange-2_cpc",source="nab"}"#
+        );
         let ts: Vec<_> = s.samples.iter().map(|x| format_rfc3339(x.ts_ms)).collect();
         assert_eq!(
             ts,
-            ["2014-07-01T00:00:00Z", "2014-07-01T00:05:00Z", "2014-07-01T00:10:00Z"]
+            [
+                "2014-07-01T00:00:00Z",
+                "2014-07-01T00:05:00Z",
+                "2014-07-01T00:10:00Z"
+            ]
         );
         assert!(s.samples[2].value.is_nan());
         assert_eq!(d.truth.len(), 1);
@@ -239,8 +281,13 @@ mod tests {
             key: Some("cat/other.csv".into()),
         };
         assert_eq!(
-            import_nab_csv(&p, Labels::new(), Some(&wrong_key)).unwrap_err().to_string(),
-            format!(r#"reading {}: no entry for key "cat/other.csv""#, w.display())
+            import_nab_csv(&p, Labels::new(), Some(&wrong_key))
+                .unwrap_err()
+                .to_string(),
+            format!(
+                r#"reading {}: no entry for key "cat/other.csv""#,
+                w.display()
+            )
         );
     }
 
@@ -249,7 +296,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = |text: &str| {
             let p = write(dir.path(), "x.csv", text);
-            let e = import_nab_csv(&p, Labels::new(), None).unwrap_err().to_string();
+            let e = import_nab_csv(&p, Labels::new(), None)
+                .unwrap_err()
+                .to_string();
             e.replace(&p.display().to_string(), "x.csv")
         };
         assert_eq!(err(""), "reading x.csv: file is empty");
@@ -278,7 +327,10 @@ mod tests {
         );
         let d = import_long_csv(&p).unwrap();
         let names: Vec<_> = d.series.iter().map(|s| s.labels.to_string()).collect();
-        assert_eq!(names, [r#"cpu{host="a"}"#, r#"cpu{name="x"}"#, r#"mem{host="b"}"#]);
+        assert_eq!(
+            names,
+            [r#"cpu{host="a"}"#, r#"cpu{name="x"}"#, r#"mem{host="b"}"#]
+        );
         let s = &d.series[0].samples;
         assert_eq!(s[0].value, 0.5);
         assert_eq!(s[1].ts_ms - s[0].ts_ms, 60_000);
@@ -296,8 +348,14 @@ mod tests {
         };
         assert_eq!(err(""), "reading x.csv: file is empty");
         assert_eq!(err("timestamp,value\n"), "reading x.csv: no data rows");
-        assert_eq!(err("time,value\n"), r#"reading x.csv: missing column "timestamp""#);
-        assert_eq!(err("timestamp,val\n"), r#"reading x.csv: missing column "value""#);
+        assert_eq!(
+            err("time,value\n"),
+            r#"reading x.csv: missing column "timestamp""#
+        );
+        assert_eq!(
+            err("timestamp,val\n"),
+            r#"reading x.csv: missing column "value""#
+        );
         assert_eq!(
             err("timestamp,value,a,a\n"),
             r#"reading x.csv: duplicate column "a""#
@@ -315,7 +373,9 @@ mod tests {
             "reading x.csv: row 2: expected 3 fields, found 2"
         );
         assert_eq!(
-            import_long_csv("/nonexistent/x.csv").unwrap_err().to_string(),
+            import_long_csv("/nonexistent/x.csv")
+                .unwrap_err()
+                .to_string(),
             "reading /nonexistent/x.csv: No such file or directory (os error 2)"
         );
     }

@@ -80,7 +80,11 @@ impl SeriesInfo {
             gaps,
             gap_ms,
             nan: s.samples.iter().filter(|x| x.value.is_nan()).count(),
-            windows: dataset.truth.iter().filter(|w| w.series == s.labels).count(),
+            windows: dataset
+                .truth
+                .iter()
+                .filter(|w| w.series == s.labels)
+                .count(),
         }
     }
 }
@@ -119,9 +123,14 @@ impl fmt::Display for DatasetInfo {
                     s.samples.to_string(),
                     time(s.first_ms),
                     time(s.last_ms),
-                    s.median_step_ms.map_or_else(|| "-".to_string(), format_duration),
+                    s.median_step_ms
+                        .map_or_else(|| "-".to_string(), format_duration),
                     s.gaps.to_string(),
-                    if s.gap_ms == 0 { "-".to_string() } else { format_duration(s.gap_ms) },
+                    if s.gap_ms == 0 {
+                        "-".to_string()
+                    } else {
+                        format_duration(s.gap_ms)
+                    },
                     s.nan.to_string(),
                     s.windows.to_string(),
                 ]
@@ -207,7 +216,10 @@ mod tests {
         assert_eq!((s.nan, s.windows), (1, 1));
         assert_eq!((s.first_ms, s.last_ms), (Some(0), Some(660_000)));
         assert_eq!(info.series[1].median_step_ms, None);
-        assert_eq!((info.samples, info.nan, info.gaps, info.windows), (8, 1, 1, 1));
+        assert_eq!(
+            (info.samples, info.nan, info.gaps, info.windows),
+            (8, 1, 1, 1)
+        );
     }
 
     #[test]

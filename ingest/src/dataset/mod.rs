@@ -116,8 +116,9 @@ impl Dataset {
                 s.samples.sort_by_key(|x| x.ts_ms);
             }
         }
-        self.truth
-            .sort_by(|a, b| (&a.series, a.start_ms, a.end_ms).cmp(&(&b.series, b.start_ms, b.end_ms)));
+        self.truth.sort_by(|a, b| {
+            (&a.series, a.start_ms, a.end_ms).cmp(&(&b.series, b.start_ms, b.end_ms))
+        });
     }
 
     /// The series with these labels.
@@ -147,7 +148,12 @@ impl Dataset {
             }
         }
         for s in &self.series {
-            if let Some(k) = s.labels.get("timestamp").map(|_| "timestamp").or(s.labels.get("value").map(|_| "value")) {
+            if let Some(k) = s
+                .labels
+                .get("timestamp")
+                .map(|_| "timestamp")
+                .or(s.labels.get("value").map(|_| "value"))
+            {
                 return Err(invalid(format!(
                     "series {}: label {k:?} clashes with a data column",
                     s.labels
@@ -156,7 +162,10 @@ impl Dataset {
         }
         for w in &self.truth {
             if w.end_ms < w.start_ms {
-                return Err(invalid(format!("truth window for {}: end is before start", w.series)));
+                return Err(invalid(format!(
+                    "truth window for {}: end is before start",
+                    w.series
+                )));
             }
         }
         Ok(())
@@ -271,13 +280,26 @@ mod tests {
     }
 
     #[test]
+    fn synth_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("synth.parquet");
+        let d = crate::synth(1);
+        d.write(&path).unwrap();
+        assert_eq!(Dataset::read(&path).unwrap(), d);
+    }
+
+    #[test]
     fn write_sorts_samples() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.parquet");
         let d = Dataset {
             series: vec![SeriesData {
                 labels: Labels::metric("m"),
-                samples: vec![Sample::new(2, 2.0), Sample::new(1, 1.0), Sample::new(2, 3.0)],
+                samples: vec![
+                    Sample::new(2, 2.0),
+                    Sample::new(1, 1.0),
+                    Sample::new(2, 3.0),
+                ],
             }],
             truth: vec![],
         };
@@ -285,7 +307,11 @@ mod tests {
         let back = Dataset::read(&path).unwrap();
         assert_eq!(
             back.series[0].samples,
-            [Sample::new(1, 1.0), Sample::new(2, 2.0), Sample::new(2, 3.0)]
+            [
+                Sample::new(1, 1.0),
+                Sample::new(2, 2.0),
+                Sample::new(2, 3.0)
+            ]
         );
     }
 
@@ -303,7 +329,11 @@ mod tests {
         };
         d.write(&path).unwrap();
         let back = Dataset::read(&path).unwrap();
-        let bits: Vec<_> = back.series[0].samples.iter().map(|s| s.value.to_bits()).collect();
+        let bits: Vec<_> = back.series[0]
+            .samples
+            .iter()
+            .map(|s| s.value.to_bits())
+            .collect();
         assert_eq!(bits, [f64::NAN.to_bits(), crate::STALE_MARKER_BITS]);
     }
 
@@ -336,7 +366,10 @@ mod tests {
         d.series[1].labels = d.series[0].labels.clone();
         assert_eq!(
             d.write(&path).unwrap_err().to_string(),
-            format!(r#"writing {}: series cpu{{host="a"}} appears twice"#, path.display())
+            format!(
+                r#"writing {}: series cpu{{host="a"}} appears twice"#,
+                path.display()
+            )
         );
         let mut d = sample_dataset();
         d.truth[0].end_ms = 0;
@@ -356,7 +389,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("no/such/x.parquet");
         let e = sample_dataset().write(&path).unwrap_err().to_string();
-        assert!(e.starts_with(&format!("creating {}/no/such/.x.parquet.tmp-", dir.path().display())), "{e}");
+        assert!(
+            e.starts_with(&format!(
+                "creating {}/no/such/.x.parquet.tmp-",
+                dir.path().display()
+            )),
+            "{e}"
+        );
         assert!(e.ends_with("No such file or directory (os error 2)"), "{e}");
     }
 }

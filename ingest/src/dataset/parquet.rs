@@ -57,11 +57,13 @@ pub(crate) fn write(file: &mut File, series: &[SeriesData], path: &Path) -> Resu
 /// Reads a long-form table back into series, sorted by labels, samples sorted by time.
 pub(crate) fn read(path: &Path) -> Result<Vec<SeriesData>> {
     let file = File::open(path).map_err(|e| Error::io("reading", path, e))?;
-    let df = ParquetReader::new(file).finish().map_err(|source| Error::Parquet {
-        action: "reading",
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let df = ParquetReader::new(file)
+        .finish()
+        .map_err(|source| Error::Parquet {
+            action: "reading",
+            path: path.to_path_buf(),
+            source,
+        })?;
     let bad = |reason: String| Error::bad_file(path, reason);
     let column = |name: &str| {
         df.column(name)
@@ -73,7 +75,11 @@ pub(crate) fn read(path: &Path) -> Result<Vec<SeriesData>> {
         DataType::Datetime(TimeUnit::Milliseconds, _) => 1,
         DataType::Datetime(TimeUnit::Microseconds, _) => 1_000,
         DataType::Datetime(TimeUnit::Nanoseconds, _) => 1_000_000,
-        other => return Err(bad(format!("column \"timestamp\" has type {other}, expected datetime[ms]"))),
+        other => {
+            return Err(bad(format!(
+                "column \"timestamp\" has type {other}, expected datetime[ms]"
+            )))
+        }
     };
     let value_col = column(VALUE)?;
     if value_col.dtype() != &DataType::Float64 {
@@ -89,7 +95,11 @@ pub(crate) fn read(path: &Path) -> Result<Vec<SeriesData>> {
         .physical()
         .iter()
         .collect();
-    let values: Vec<Option<f64>> = value_col.f64().map_err(|e| bad(e.to_string()))?.iter().collect();
+    let values: Vec<Option<f64>> = value_col
+        .f64()
+        .map_err(|e| bad(e.to_string()))?
+        .iter()
+        .collect();
 
     let mut labels: Vec<(&str, Vec<Option<&str>>)> = Vec::new();
     for col in df.columns() {
@@ -99,7 +109,12 @@ pub(crate) fn read(path: &Path) -> Result<Vec<SeriesData>> {
         }
         let cells = col
             .str()
-            .map_err(|_| bad(format!("column {name:?} has type {}, expected str (a label)", col.dtype())))?
+            .map_err(|_| {
+                bad(format!(
+                    "column {name:?} has type {}, expected str (a label)",
+                    col.dtype()
+                ))
+            })?
             .iter()
             .collect();
         labels.push((name, cells));
@@ -112,9 +127,9 @@ pub(crate) fn read(path: &Path) -> Result<Vec<SeriesData>> {
         let ts_ms = ts[row].ok_or_else(|| null(TIMESTAMP))?.div_euclid(per_ms);
         let value = values[row].ok_or_else(|| null(VALUE))?;
         // Rows come grouped by series; build a label set only when the cells change, not per row.
-        let same = current.as_ref().is_some_and(|(prev, _)| {
-            labels.iter().all(|(_, cells)| cells[*prev] == cells[row])
-        });
+        let same = current
+            .as_ref()
+            .is_some_and(|(prev, _)| labels.iter().all(|(_, cells)| cells[*prev] == cells[row]));
         let key = match (same, current.take()) {
             (true, Some((_, l))) => l,
             _ => Labels::from_pairs(
@@ -123,7 +138,9 @@ pub(crate) fn read(path: &Path) -> Result<Vec<SeriesData>> {
                     .filter_map(|(name, cells)| cells[row].map(|v| (*name, v))),
             ),
         };
-        out.entry(key.clone()).or_default().push(Sample::new(ts_ms, value));
+        out.entry(key.clone())
+            .or_default()
+            .push(Sample::new(ts_ms, value));
         current = Some((row, key));
     }
     Ok(out
@@ -159,7 +176,10 @@ mod tests {
         let df = DataFrame::new(
             3,
             vec![
-                ts_column(vec![2_000_000, 1_000_000, 5_000_000], TimeUnit::Microseconds),
+                ts_column(
+                    vec![2_000_000, 1_000_000, 5_000_000],
+                    TimeUnit::Microseconds,
+                ),
                 Column::new(VALUE.into(), [2.0, 1.0, 5.0]),
                 Column::new("__name__".into(), [Some("b"), Some("b"), Some("a")]),
                 Column::new("host".into(), [None::<&str>, None, Some("")]),
@@ -171,7 +191,10 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].labels, Labels::metric("a"));
         assert_eq!(s[0].samples, [Sample::new(5_000, 5.0)]);
-        assert_eq!(s[1].samples, [Sample::new(1_000, 1.0), Sample::new(2_000, 2.0)]);
+        assert_eq!(
+            s[1].samples,
+            [Sample::new(1_000, 1.0), Sample::new(2_000, 2.0)]
+        );
     }
 
     #[test]
@@ -207,10 +230,13 @@ mod tests {
             format!(r#"{prefix}column "host" has type i64, expected str (a label)"#)
         );
         assert_eq!(
-            err(DataFrame::new(2, vec![
-                ts_column(vec![1, 2], TimeUnit::Milliseconds),
-                Column::new(VALUE.into(), [Some(1.0), None])
-            ])
+            err(DataFrame::new(
+                2,
+                vec![
+                    ts_column(vec![1, 2], TimeUnit::Milliseconds),
+                    Column::new(VALUE.into(), [Some(1.0), None])
+                ]
+            )
             .unwrap()),
             format!(r#"{prefix}row 2: column "value" is null"#)
         );

@@ -61,8 +61,8 @@ pub(crate) fn read(path: &Path) -> Result<Vec<TruthWindow>> {
 }
 
 fn parse(path: &Path, text: &str) -> Result<Vec<TruthWindow>> {
-    let file: TruthFile =
-        serde_json::from_str(text).map_err(|e| Error::bad_file(path, format!("invalid truth file: {e}")))?;
+    let file: TruthFile = serde_json::from_str(text)
+        .map_err(|e| Error::bad_file(path, format!("invalid truth file: {e}")))?;
     file.windows
         .into_iter()
         .enumerate()
@@ -70,9 +70,13 @@ fn parse(path: &Path, text: &str) -> Result<Vec<TruthWindow>> {
             let bad = |field: &str, reason: String| {
                 Error::bad_file(path, format!("window {}, field {field:?}: {reason}", i + 1))
             };
-            let series: Labels = w.series.parse().map_err(|e: Error| bad("series", e.to_string()))?;
+            let series: Labels = w
+                .series
+                .parse()
+                .map_err(|e: Error| bad("series", e.to_string()))?;
             let ts = |field: &str, s: &str| {
-                parse_timestamp(s).ok_or_else(|| bad(field, format!("cannot parse {s:?} as a timestamp")))
+                parse_timestamp(s)
+                    .ok_or_else(|| bad(field, format!("cannot parse {s:?} as a timestamp")))
             };
             let (start_ms, end_ms) = (ts("start", &w.start)?, ts("end", &w.end)?);
             if end_ms < start_ms {
@@ -110,12 +114,17 @@ mod tests {
     use super::*;
 
     fn err(text: &str) -> String {
-        parse(Path::new("d/x.truth.json"), text).unwrap_err().to_string()
+        parse(Path::new("d/x.truth.json"), text)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
     fn sidecar_path() {
-        assert_eq!(truth_path(Path::new("d/x.parquet")), Path::new("d/x.truth.json"));
+        assert_eq!(
+            truth_path(Path::new("d/x.parquet")),
+            Path::new("d/x.truth.json")
+        );
         assert_eq!(truth_path(Path::new("x")), Path::new("x.truth.json"));
     }
 
@@ -128,8 +137,14 @@ mod tests {
         }];
         let json = to_json(&w);
         assert!(json.contains(r#""series": "m{a=\"b\"}""#), "{json}");
-        assert!(json.contains(r#""start": "2026-01-05T00:00:00Z""#), "{json}");
-        assert!(json.contains(r#""end": "2026-01-05T00:00:00.500Z""#), "{json}");
+        assert!(
+            json.contains(r#""start": "2026-01-05T00:00:00Z""#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""end": "2026-01-05T00:00:00.500Z""#),
+            "{json}"
+        );
         assert_eq!(parse(Path::new("t"), &json).unwrap(), w);
         assert!(w[0].contains(1_767_571_200_500) && !w[0].contains(1_767_571_200_501));
     }
@@ -137,15 +152,21 @@ mod tests {
     #[test]
     fn bad_sidecars() {
         assert_eq!(
-            err(r#"{"windows":[{"series":"m{","start":"2026-01-05T00:00:00Z","end":"2026-01-05T00:00:00Z"}]}"#),
+            err(
+                r#"{"windows":[{"series":"m{","start":"2026-01-05T00:00:00Z","end":"2026-01-05T00:00:00Z"}]}"#
+            ),
             r#"reading d/x.truth.json: window 1, field "series": parsing labels "m{": expected a label name at offset 2, found end of input"#
         );
         assert_eq!(
-            err(r#"{"windows":[{"series":"m","start":"2026-01-05T00:00:00Z","end":"2026-01-05T00:00:00Z"},{"series":"m","start":"noon","end":"2026-01-05T00:00:00Z"}]}"#),
+            err(
+                r#"{"windows":[{"series":"m","start":"2026-01-05T00:00:00Z","end":"2026-01-05T00:00:00Z"},{"series":"m","start":"noon","end":"2026-01-05T00:00:00Z"}]}"#
+            ),
             r#"reading d/x.truth.json: window 2, field "start": cannot parse "noon" as a timestamp"#
         );
         assert_eq!(
-            err(r#"{"windows":[{"series":"m","start":"2026-01-05T00:00:01Z","end":"2026-01-05T00:00:00Z"}]}"#),
+            err(
+                r#"{"windows":[{"series":"m","start":"2026-01-05T00:00:01Z","end":"2026-01-05T00:00:00Z"}]}"#
+            ),
             r#"reading d/x.truth.json: window 1, field "end": is before start"#
         );
         assert_eq!(

@@ -1,0 +1,248 @@
+//! The Parquet side of a dataset: long-form rows to and from series (format in the parent
+//! module's docs).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::Path;
+
+use polars::prelude::*;
+
+use super::SeriesData;
+use crate::error::{Error, Result};
+use crate::series::{Labels, Sample};
+
+pub(crate) const TIMESTAMP: &str = "timestamp";
+pub(crate) const VALUE: &str = "value";
+
+/// Writes sorted, validated series as one long-form table.
+pub(crate) fn write(file: &mut File, series: &[SeriesData], path: &Path) -> Result<()> {
+    let rows: usize = series.iter().map(|s| s.samples.len()).sum();
+    let label_names: BTreeSet<&str> = series
+        .iter()
+        .flat_map(|s| s.labels.iter().map(|(k, _)| k))
+        .collect();
+
+    let mut ts = Vec::with_capacity(rows);
+    let mut values = Vec::with_capacity(rows);
+    for s in series {
+        ts.extend(s.samples.iter().map(|x| x.ts_ms));
+        values.extend(s.samples.iter().map(|x| x.value));
+    }
+    let mut columns = vec![
+        Int64Chunked::from_vec(TIMESTAMP.into(), ts)
+            .into_datetime(TimeUnit::Milliseconds, None)
+            .into_column(),
+        Column::new(VALUE.into(), values),
+    ];
+    for name in label_names {
+        let mut cells: Vec<Option<&str>> = Vec::with_capacity(rows);
+        for s in series {
+            let v = s.labels.get(name);
+            cells.extend(std::iter::repeat_n(v, s.samples.len()));
+        }
+        columns.push(Column::new(name.into(), cells));
+    }
+    let parquet_err = |source| Error::Parquet {
+        action: "writing",
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut df = DataFrame::new(rows, columns).map_err(parquet_err)?;
+    ParquetWriter::new(file)
+        .finish(&mut df)
+        .map_err(parquet_err)?;
+    Ok(())
+}
+
+/// Reads a long-form table back into series, sorted by labels, samples sorted by time.
+pub(crate) fn read(path: &Path) -> Result<Vec<SeriesData>> {
+    let file = File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let df = ParquetReader::new(file)
+        .finish()
+        .map_err(|source| Error::Parquet {
+            action: "reading",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let bad = |reason: String| Error::bad_file(path, reason);
+    let column = |name: &str| {
+        df.column(name)
+            .map_err(|_| bad(format!("missing column {name:?}")))
+    };
+
+    let ts_col = column(TIMESTAMP)?;
+    let per_ms = match ts_col.dtype() {
+        DataType::Datetime(TimeUnit::Milliseconds, _) => 1,
+        DataType::Datetime(TimeUnit::Microseconds, _) => 1_000,
+        DataType::Datetime(TimeUnit::Nanoseconds, _) => 1_000_000,
+        other => {
+            return Err(bad(format!(
+                "column \"timestamp\" has type {other}, expected datetime[ms]"
+            )))
+        }
+    };
+    let value_col = column(VALUE)?;
+    if value_col.dtype() != &DataType::Float64 {
+        return Err(bad(format!(
+            "column \"value\" has type {}, expected f64",
+            value_col.dtype()
+        )));
+    }
+    // The dtype checks above make these casts infallible.
+    let ts: Vec<Option<i64>> = ts_col
+        .datetime()
+        .map_err(|e| bad(e.to_string()))?
+        .physical()
+        .iter()
+        .collect();
+    let values: Vec<Option<f64>> = value_col
+        .f64()
+        .map_err(|e| bad(e.to_string()))?
+        .iter()
+        .collect();
+
+    let mut labels: Vec<(&str, Vec<Option<&str>>)> = Vec::new();
+    for col in df.columns() {
+        let name = col.name().as_str();
+        if name == TIMESTAMP || name == VALUE {
+            continue;
+        }
+        let cells = col
+            .str()
+            .map_err(|_| {
+                bad(format!(
+                    "column {name:?} has type {}, expected str (a label)",
+                    col.dtype()
+                ))
+            })?
+            .iter()
+            .collect();
+        labels.push((name, cells));
+    }
+
+    let mut out: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+    let mut current: Option<(usize, Labels)> = None;
+    for row in 0..df.height() {
+        let null = |column: &str| bad(format!("row {}: column {column:?} is null", row + 1));
+        let ts_ms = ts[row].ok_or_else(|| null(TIMESTAMP))?.div_euclid(per_ms);
+        let value = values[row].ok_or_else(|| null(VALUE))?;
+        // Rows come grouped by series; build a label set only when the cells change, not per row.
+        let same = current
+            .as_ref()
+            .is_some_and(|(prev, _)| labels.iter().all(|(_, cells)| cells[*prev] == cells[row]));
+        let key = match (same, current.take()) {
+            (true, Some((_, l))) => l,
+            _ => Labels::from_pairs(
+                labels
+                    .iter()
+                    .filter_map(|(name, cells)| cells[row].map(|v| (*name, v))),
+            ),
+        };
+        out.entry(key.clone())
+            .or_default()
+            .push(Sample::new(ts_ms, value));
+        current = Some((row, key));
+    }
+    Ok(out
+        .into_iter()
+        .map(|(labels, mut samples)| {
+            if !samples.is_sorted_by_key(|s| s.ts_ms) {
+                samples.sort_by_key(|s| s.ts_ms);
+            }
+            SeriesData { labels, samples }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_df(path: &Path, mut df: DataFrame) {
+        let f = File::create(path).unwrap();
+        ParquetWriter::new(f).finish(&mut df).unwrap();
+    }
+
+    fn ts_column(v: Vec<i64>, unit: TimeUnit) -> Column {
+        Int64Chunked::from_vec(TIMESTAMP.into(), v)
+            .into_datetime(unit, None)
+            .into_column()
+    }
+
+    #[test]
+    fn reads_unsorted_rows_and_other_time_units() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.parquet");
+        let df = DataFrame::new(
+            3,
+            vec![
+                ts_column(
+                    vec![2_000_000, 1_000_000, 5_000_000],
+                    TimeUnit::Microseconds,
+                ),
+                Column::new(VALUE.into(), [2.0, 1.0, 5.0]),
+                Column::new("__name__".into(), [Some("b"), Some("b"), Some("a")]),
+                Column::new("host".into(), [None::<&str>, None, Some("")]),
+            ],
+        )
+        .unwrap();
+        write_df(&p, df);
+        let s = read(&p).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].labels, Labels::metric("a"));
+        assert_eq!(s[0].samples, [Sample::new(5_000, 5.0)]);
+        assert_eq!(
+            s[1].samples,
+            [Sample::new(1_000, 1.0), Sample::new(2_000, 2.0)]
+        );
+    }
+
+    #[test]
+    fn bad_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.parquet");
+        let err = |df: DataFrame| {
+            write_df(&p, df);
+            read(&p).unwrap_err().to_string()
+        };
+        let prefix = format!("reading {}: ", p.display());
+        let v = || Column::new(VALUE.into(), [1.0]);
+        let t = || ts_column(vec![1], TimeUnit::Milliseconds);
+
+        assert_eq!(
+            err(DataFrame::new(1, vec![v()]).unwrap()),
+            format!(r#"{prefix}missing column "timestamp""#)
+        );
+        assert_eq!(
+            err(DataFrame::new(1, vec![t()]).unwrap()),
+            format!(r#"{prefix}missing column "value""#)
+        );
+        assert_eq!(
+            err(DataFrame::new(1, vec![Column::new(TIMESTAMP.into(), [1i64]), v()]).unwrap()),
+            format!(r#"{prefix}column "timestamp" has type i64, expected datetime[ms]"#)
+        );
+        assert_eq!(
+            err(DataFrame::new(1, vec![t(), Column::new(VALUE.into(), [1i64])]).unwrap()),
+            format!(r#"{prefix}column "value" has type i64, expected f64"#)
+        );
+        assert_eq!(
+            err(DataFrame::new(1, vec![t(), v(), Column::new("host".into(), [1i64])]).unwrap()),
+            format!(r#"{prefix}column "host" has type i64, expected str (a label)"#)
+        );
+        assert_eq!(
+            err(DataFrame::new(
+                2,
+                vec![
+                    ts_column(vec![1, 2], TimeUnit::Milliseconds),
+                    Column::new(VALUE.into(), [Some(1.0), None])
+                ]
+            )
+            .unwrap()),
+            format!(r#"{prefix}row 2: column "value" is null"#)
+        );
+
+        std::fs::write(&p, "not parquet").unwrap();
+        let e = read(&p).unwrap_err().to_string();
+        assert!(e.starts_with(&prefix), "{e}");
+    }
+}

@@ -38,15 +38,35 @@ pub fn evaluate(incidents: &[Incident], windows: &[TruthWindow]) -> Evaluation {
     let inside = |inc: &Incident, w: &TruthWindow| {
         inc.series == w.0 && inc.onset_ms >= w.1 && inc.onset_ms <= w.2
     };
-    let true_incidents = incidents.iter().filter(|i| windows.iter().any(|w| inside(i, w))).count();
+    let true_incidents = incidents
+        .iter()
+        .filter(|i| windows.iter().any(|w| inside(i, w)))
+        .count();
     let delays: Vec<i64> = windows
         .iter()
-        .filter_map(|w| incidents.iter().filter(|i| inside(i, w)).map(|i| i.onset_ms - w.1).min())
+        .filter_map(|w| {
+            incidents
+                .iter()
+                .filter(|i| inside(i, w))
+                .map(|i| i.onset_ms - w.1)
+                .min()
+        })
         .collect();
-    let precision =
-        if incidents.is_empty() { 1.0 } else { true_incidents as f64 / incidents.len() as f64 };
-    let recall = if windows.is_empty() { 1.0 } else { delays.len() as f64 / windows.len() as f64 };
-    let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+    let precision = if incidents.is_empty() {
+        1.0
+    } else {
+        true_incidents as f64 / incidents.len() as f64
+    };
+    let recall = if windows.is_empty() {
+        1.0
+    } else {
+        delays.len() as f64 / windows.len() as f64
+    };
+    let f1 = if precision + recall > 0.0 {
+        2.0 * precision * recall / (precision + recall)
+    } else {
+        0.0
+    };
     Evaluation {
         windows: windows.len(),
         detected_windows: delays.len(),
@@ -55,7 +75,8 @@ pub fn evaluate(incidents: &[Incident], windows: &[TruthWindow]) -> Evaluation {
         precision,
         recall,
         f1,
-        mean_delay_ms: (!delays.is_empty()).then(|| delays.iter().sum::<i64>() / delays.len() as i64),
+        mean_delay_ms: (!delays.is_empty())
+            .then(|| delays.iter().sum::<i64>() / delays.len() as i64),
         max_delay_ms: delays.iter().copied().max(),
     }
 }

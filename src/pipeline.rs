@@ -6,7 +6,7 @@
 //! (`detect`), and the rule engine (`remediate::Engine`). Nothing here reads
 //! the clock: the sample's timestamp is the time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use detect::{AdaptiveDetector, Scored};
 use ingest::{Admit, DropReason, Labels, Sanitizer};
@@ -62,7 +62,12 @@ impl Pipeline {
     /// A pipeline for the signals and rules of `runbooks`.
     pub fn new(runbooks: RunbookSet, options: EngineOptions) -> Self {
         let engine = Engine::new(&runbooks, options);
-        Pipeline { runbooks, series: Vec::new(), engine, stats: PipelineStats::default() }
+        Pipeline {
+            runbooks,
+            series: Vec::new(),
+            engine,
+            stats: PipelineStats::default(),
+        }
     }
 
     /// Registers a series. A series is watched by the signal whose name is
@@ -75,7 +80,10 @@ impl Pipeline {
         };
         let state = SeriesState {
             signal: signal.name.clone(),
-            labels: labels.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
             sanitizer: Sanitizer::default(),
             detector: AdaptiveDetector::new(signal.detector()),
         };
@@ -91,7 +99,10 @@ impl Pipeline {
             Admit::Accept { sample, .. } => sample,
             Admit::Drop(reason) => {
                 *self.stats.dropped.entry(reason.as_str()).or_default() += 1;
-                return Pushed { dropped: Some(reason), ..Pushed::default() };
+                return Pushed {
+                    dropped: Some(reason),
+                    ..Pushed::default()
+                };
             }
         };
         let scored = state.detector.update(sample.ts_ms, sample.value);
@@ -105,7 +116,11 @@ impl Pipeline {
             value: sample.value,
             scored,
         });
-        Pushed { scored: Some(scored), dropped: None, events }
+        Pushed {
+            scored: Some(scored),
+            dropped: None,
+            events,
+        }
     }
 
     /// Counters so far.

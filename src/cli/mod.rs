@@ -50,7 +50,9 @@ impl std::error::Error for UsageError {}
 
 /// Exit code for an error: 64 for bad usage or configuration, 1 otherwise.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.chain().any(|c| c.is::<UsageError>()) {
+    if e.chain()
+        .any(|c| c.is::<UsageError>() || c.is::<runbooks::CheckFailed>())
+    {
         64
     } else {
         1

@@ -54,17 +54,37 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         let truth: Vec<_> = dataset
             .truth
             .iter()
-            .map(|w| (w.series.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(), w.start_ms, w.end_ms))
+            .map(|w| {
+                (
+                    w.series
+                        .iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect(),
+                    w.start_ms,
+                    w.end_ms,
+                )
+            })
             .collect();
         print_evaluation(&evaluate(&outcome.incidents, &truth));
     }
     if let Some(dir) = &args.report {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        write_atomically(&dir.join("incidents.jsonl"), remediate::report::json_lines(&outcome.incidents).as_bytes())?;
+        write_atomically(
+            &dir.join("incidents.jsonl"),
+            remediate::report::json_lines(&outcome.incidents).as_bytes(),
+        )?;
         for inc in &outcome.incidents {
-            write_atomically(&dir.join(format!("{}.md", inc.id)), remediate::report::markdown(inc).as_bytes())?;
+            write_atomically(
+                &dir.join(format!("{}.md", inc.id)),
+                remediate::report::markdown(inc).as_bytes(),
+            )?;
         }
-        println!("wrote {} and {} reports to {}", "incidents.jsonl", outcome.incidents.len(), dir.display());
+        println!(
+            "wrote {} and {} reports to {}",
+            "incidents.jsonl",
+            outcome.incidents.len(),
+            dir.display()
+        );
     }
     Ok(())
 }
@@ -82,7 +102,11 @@ pub struct ReplayOutcome {
 /// (ties broken by series order, so the result is deterministic).
 pub fn replay(dataset: &Dataset, runbooks: RunbookSet, progress: bool) -> ReplayOutcome {
     let mut pipeline = Pipeline::new(runbooks, EngineOptions { dry_run: true });
-    let handles: Vec<_> = dataset.series.iter().map(|s| pipeline.register(&s.labels)).collect();
+    let handles: Vec<_> = dataset
+        .series
+        .iter()
+        .map(|s| pipeline.register(&s.labels))
+        .collect();
     // A k-way merge of the per-series sample lists (each in time order)
     // keeps memory at one cursor per series instead of one sorted copy of
     // every sample.
@@ -100,11 +124,17 @@ pub fn replay(dataset: &Dataset, runbooks: RunbookSet, progress: bool) -> Replay
         .filter(|(i, _)| handles[*i].is_some())
         .map(|(_, s)| s.samples.len())
         .sum();
-    let bar = if progress { indicatif::ProgressBar::new(total as u64) } else { indicatif::ProgressBar::hidden() };
+    let bar = if progress {
+        indicatif::ProgressBar::new(total as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} replay [{bar:40}] {pos}/{len} samples ({per_sec}, eta {eta})")
-            .expect("static template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} replay [{bar:40}] {pos}/{len} samples ({per_sec}, eta {eta})",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
     );
     let mut end_ms = i64::MIN;
     let mut done = 0u64;
@@ -123,7 +153,10 @@ pub fn replay(dataset: &Dataset, runbooks: RunbookSet, progress: bool) -> Replay
     }
     bar.finish_and_clear();
     let incidents = pipeline.finish(end_ms.max(0));
-    ReplayOutcome { incidents, stats: pipeline.stats().clone() }
+    ReplayOutcome {
+        incidents,
+        stats: pipeline.stats().clone(),
+    }
 }
 
 fn fmt_ms(ms: i64) -> String {
@@ -151,7 +184,10 @@ fn print_summary(incidents: &[Incident]) {
         "incident", "service", "signal", "rule", "severity", "onset", "duration", "peak"
     );
     for inc in incidents {
-        let end = inc.resolved_ms.or(inc.unresolved_at_ms).unwrap_or(inc.onset_ms);
+        let end = inc
+            .resolved_ms
+            .or(inc.unresolved_at_ms)
+            .unwrap_or(inc.onset_ms);
         let duration = if inc.resolved_ms.is_some() {
             fmt_duration(end - inc.onset_ms)
         } else {
@@ -161,7 +197,11 @@ fn print_summary(incidents: &[Incident]) {
             .actions
             .iter()
             .map(|a| {
-                let outcome = a.verification.as_ref().map(|v| v.outcome.as_str()).unwrap_or("-");
+                let outcome = a
+                    .verification
+                    .as_ref()
+                    .map(|v| v.outcome.as_str())
+                    .unwrap_or("-");
                 format!("{}:{}:{}", a.kind.as_str(), a.decision.label(), outcome)
             })
             .collect();
@@ -187,7 +227,10 @@ fn print_evaluation(e: &Evaluation) {
         "  incidents: {} matching a window, {} not; windows detected: {} of {}",
         e.true_incidents, e.false_incidents, e.detected_windows, e.windows
     );
-    println!("  precision {:.3}  recall {:.3}  F1 {:.3}", e.precision, e.recall, e.f1);
+    println!(
+        "  precision {:.3}  recall {:.3}  F1 {:.3}",
+        e.precision, e.recall, e.f1
+    );
     if let (Some(mean), Some(max)) = (e.mean_delay_ms, e.max_delay_ms) {
         println!(
             "  detection delay (window start to incident onset): mean {}, max {}",

@@ -165,12 +165,8 @@ impl Dataset {
             }
         }
         for s in &self.series {
-            if let Some(k) = s
-                .labels
-                .get("timestamp")
-                .map(|_| "timestamp")
-                .or(s.labels.get("value").map(|_| "value"))
-            {
+            let data_columns = [parquet::TIMESTAMP, parquet::VALUE];
+            if let Some(k) = data_columns.iter().find(|k| s.labels.get(k).is_some()) {
                 return Err(invalid(format!(
                     "series {}: label {k:?} clashes with a data column",
                     s.labels

@@ -8,7 +8,7 @@
 //! write results next to the untouched input.
 //!
 //! Speed: the whole file is read into one `String` and rows are spans into it, so there is no
-//! allocation per row; timestamps are parsed by hand ([`crate::time`]) and values with std's
+//! allocation per row; timestamps are parsed by hand (see `time.rs`) and values with std's
 //! `f64::from_str` (Eisel-Lemire). That runs well above a million rows per second in an optimised
 //! build. The csv crate is not used here because NAB files never quote fields, and its per-record
 //! machinery is the largest cost on 2-column files.

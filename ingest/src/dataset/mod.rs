@@ -14,7 +14,8 @@
 //! Rows are sorted by series (label sets in [`Labels`] order) then by time. Raw data is stored
 //! as recorded: NaN, duplicates of a timestamp and the like are kept, and it is the
 //! [`crate::Sanitizer`] that decides what reaches a detector; a dataset is evidence, not an
-//! opinion about it. A label cannot be called `timestamp` or `value`.
+//! opinion about it. A label cannot be called `timestamp` or `value`. A series without samples
+//! has no row, so it is not stored.
 //!
 //! Ground truth, when there is any, is a sidecar JSON file next to it, `<stem>.truth.json`
 //! (`x.parquet` has `x.truth.json`); see [`TruthWindow`].
@@ -75,7 +76,15 @@ impl Dataset {
         } else {
             Vec::new()
         };
-        Ok(Dataset { series, truth })
+        let dataset = Dataset { series, truth };
+        tracing::debug!(
+            path = %path.display(),
+            series = dataset.series.len(),
+            samples = dataset.num_samples(),
+            windows = dataset.truth.len(),
+            "read dataset"
+        );
+        Ok(dataset)
     }
 
     /// Writes the dataset (sorted) and its truth sidecar atomically; see the [module docs](self).
@@ -104,7 +113,15 @@ impl Dataset {
                 Err(e) => return Err(Error::io("removing stale", &sidecar_path, e)),
             },
         }
-        data.commit()
+        data.commit()?;
+        tracing::debug!(
+            path = %path.display(),
+            series = sorted.series.len(),
+            samples = sorted.num_samples(),
+            windows = sorted.truth.len(),
+            "wrote dataset"
+        );
+        Ok(())
     }
 
     /// Sorts series by labels, each series' samples by time (stably, so duplicates keep their
@@ -148,12 +165,8 @@ impl Dataset {
             }
         }
         for s in &self.series {
-            if let Some(k) = s
-                .labels
-                .get("timestamp")
-                .map(|_| "timestamp")
-                .or(s.labels.get("value").map(|_| "value"))
-            {
+            let data_columns = [parquet::TIMESTAMP, parquet::VALUE];
+            if let Some(k) = data_columns.iter().find(|k| s.labels.get(k).is_some()) {
                 return Err(invalid(format!(
                     "series {}: label {k:?} clashes with a data column",
                     s.labels
@@ -286,6 +299,14 @@ mod tests {
         let d = crate::synth(1);
         d.write(&path).unwrap();
         assert_eq!(Dataset::read(&path).unwrap(), d);
+    }
+
+    #[test]
+    fn empty_dataset_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.parquet");
+        Dataset::default().write(&path).unwrap();
+        assert_eq!(Dataset::read(&path).unwrap(), Dataset::default());
     }
 
     #[test]

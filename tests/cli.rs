@@ -1,0 +1,317 @@
+//! Integration tests of the `heal` binary: each runs the real command line
+//! on files in a temporary directory and checks what it printed and wrote.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn heal(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_heal"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("running heal")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Compares `actual` with the golden file, or rewrites the golden file when
+/// `UPDATE_GOLDEN=1`.
+fn check_golden(actual: &str, golden: &Path) {
+    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
+        std::fs::write(golden, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(golden).unwrap_or_else(|e| {
+        panic!(
+            "reading {}: {e} (UPDATE_GOLDEN=1 creates it)",
+            golden.display()
+        )
+    });
+    if actual != expected {
+        let first = actual
+            .lines()
+            .zip(expected.lines())
+            .position(|(a, b)| a != b);
+        panic!(
+            "{} differs from the output (first differing line: {:?}); run with UPDATE_GOLDEN=1 to accept\n--- actual ---\n{actual}",
+            golden.display(),
+            first.map(|i| i + 1)
+        );
+    }
+}
+
+#[test]
+fn every_bundled_runbook_is_valid() {
+    let o = heal(&["runbooks", "check", "runbooks"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "ok: 3 files, 4 signals, 6 rules\n");
+}
+
+#[test]
+fn a_bad_runbook_exits_64_and_names_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "signals:\n  - name: up\n    query: up\nrules:\n  - name: r\n    when:\n      signal: down\n    then:\n      - action: restart\n        target: \"{{service}}\"\n",
+    )
+    .unwrap();
+    let o = heal(&["runbooks", "check", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64));
+    let err = stderr(&o);
+    let file = dir.path().join("bad.yaml");
+    assert!(
+        err.contains(&format!(
+            "{}:7:7: rules[0].when.signal: undefined signal \"down\" (defined: up)",
+            file.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn runbook_schema_is_json_with_the_rule_fields() {
+    let o = heal(&["runbooks", "schema"]);
+    assert!(o.status.success());
+    let schema: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let text = schema.to_string();
+    for field in [
+        "signals",
+        "rules",
+        "cooldown",
+        "max_attempts",
+        "recovered_when",
+        "argv",
+    ] {
+        assert!(text.contains(field), "schema lacks {field}");
+    }
+}
+
+#[test]
+fn score_writes_one_row_per_input_row_in_input_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    let mut csv = String::from("timestamp,value\n");
+    for i in 0..400 {
+        // A flat-ish series with one big spike, a repeated and a backwards timestamp.
+        let (h, m) = (i / 60, i % 60);
+        let v = if i == 300 {
+            500.0
+        } else {
+            10.0 + (i % 7) as f64 * 0.1
+        };
+        csv.push_str(&format!("2024-01-01 {h:02}:{m:02}:00,{v}\n"));
+        if i == 100 {
+            csv.push_str(&format!("2024-01-01 {h:02}:{m:02}:00,{v}\n"));
+        }
+        if i == 200 {
+            csv.push_str("2024-01-01 00:00:00,10\n");
+        }
+    }
+    std::fs::write(&input, &csv).unwrap();
+    let out = dir.path().join("out.csv");
+    let o = heal(&[
+        "score",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2 rows not scored (duplicate: 1, out_of_order: 1)"),
+        "{}",
+        stderr(&o)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "timestamp,value,anomaly_score");
+    let inputs: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(lines.len() - 1, inputs.len());
+    let mut spike_score = 0.0;
+    for (row, input) in lines[1..].iter().zip(&inputs) {
+        let (prefix, score) = row.rsplit_once(',').unwrap();
+        assert_eq!(prefix, *input);
+        let s: f64 = score.parse().unwrap();
+        assert!((0.0..=1.0).contains(&s));
+        if input.starts_with("2024-01-01 05:00:00,500") {
+            spike_score = s;
+        }
+    }
+    assert!(spike_score > 0.9, "the spike scored {spike_score}");
+}
+
+#[test]
+fn score_rejects_a_bad_csv_naming_row_and_column_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bad.csv");
+    std::fs::write(
+        &input,
+        "timestamp,value\n2024-01-01 00:00:00,1\n2024-01-01 00:01:00,abc\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out.csv");
+    let o = heal(&[
+        "score",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(64));
+    assert_eq!(
+        stderr(&o).trim(),
+        format!(
+            "error: reading {}: row 3, column \"value\": cannot parse \"abc\" as a number",
+            input.display()
+        )
+    );
+    assert!(!out.exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no partial or temporary file"
+    );
+}
+
+#[test]
+fn bench_nab_scores_a_small_corpus() {
+    // A two-file corpus in NAB layout: one series with a labelled spike, one
+    // clean series; the detector should find the spike early in its window.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data/cat");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(dir.path().join("labels")).unwrap();
+    let mut a = String::from("timestamp,value\n");
+    let mut b = String::from("timestamp,value\n");
+    for i in 0..2000u32 {
+        let t = format!(
+            "2024-01-{:02} {:02}:{:02}:00",
+            1 + i / 1440,
+            i / 60 % 24,
+            i % 60
+        );
+        let noise = ((i * 7919) % 13) as f64 / 13.0;
+        let va = if i == 1500 { 100.0 } else { 10.0 + noise };
+        a.push_str(&format!("{t},{va}\n"));
+        b.push_str(&format!("{t},{}\n", 10.0 + noise));
+    }
+    std::fs::write(data.join("a.csv"), a).unwrap();
+    std::fs::write(data.join("b.csv"), b).unwrap();
+    std::fs::write(
+        dir.path().join("labels/combined_windows.json"),
+        r#"{"cat/a.csv": [["2024-01-02 00:50:00.000000", "2024-01-02 01:30:00.000000"]], "cat/b.csv": []}"#,
+    )
+    .unwrap();
+    let o = heal(&["bench", "nab", dir.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("2 files, 4000 points, 1 windows"), "{out}");
+    let standard = out.lines().find(|l| l.starts_with("standard")).unwrap();
+    let cols: Vec<&str> = standard.split_whitespace().collect();
+    // profile, best threshold, best score, counts, default threshold, score, counts
+    let best: f64 = cols[2].parse().unwrap();
+    assert!(best > 50.0, "{standard}");
+    assert_eq!(cols[3], "1/0/0", "{standard}");
+    assert!(out.contains("points/s"), "{out}");
+}
+
+#[test]
+fn bundled_dataset_is_what_the_documented_command_makes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("synth.parquet");
+    let o = heal(&[
+        "dataset",
+        "synth",
+        "--seed",
+        "42",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let made = std::fs::read(&out).unwrap();
+    let bundled = std::fs::read(root().join("datasets/synth-42.parquet")).unwrap();
+    assert!(made == bundled, "datasets/synth-42.parquet is stale: regenerate it with `heal dataset synth --seed 42 -o datasets/synth-42.parquet`");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("synth.truth.json")).unwrap(),
+        std::fs::read_to_string(root().join("datasets/synth-42.truth.json")).unwrap()
+    );
+}
+
+#[test]
+fn replay_of_the_bundled_dataset_matches_the_golden_incidents() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report");
+    let o = heal(&[
+        "replay",
+        "datasets/synth-42.parquet",
+        "--runbooks",
+        "runbooks",
+        "--report",
+        report.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let incidents = std::fs::read_to_string(report.join("incidents.jsonl")).unwrap();
+    check_golden(
+        &incidents,
+        &root().join("tests/golden/replay-synth-42.jsonl"),
+    );
+    // The printed summary (incident table, counters, evaluation) is golden too,
+    // less the last line, which names the temporary report directory.
+    let summary = stdout(&o);
+    let summary: Vec<&str> = summary
+        .lines()
+        .filter(|l| !l.starts_with("wrote "))
+        .collect();
+    check_golden(
+        &(summary.join("\n") + "\n"),
+        &root().join("tests/golden/replay-synth-42.txt"),
+    );
+    // One Markdown report per incident, named by id.
+    let n = incidents.lines().count();
+    let reports = std::fs::read_dir(&report).unwrap().filter(|e| {
+        e.as_ref()
+            .unwrap()
+            .path()
+            .extension()
+            .is_some_and(|x| x == "md")
+    });
+    assert_eq!(reports.count(), n);
+}
+
+#[test]
+fn replay_finds_the_injected_faults() {
+    // Independent of the golden file: the bundled runbooks catch at least the
+    // spike and the level shift of the bundled dataset.
+    let o = heal(&[
+        "replay",
+        "datasets/synth-42.parquet",
+        "--runbooks",
+        "runbooks",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let line = out
+        .lines()
+        .find(|l| l.contains("windows detected"))
+        .unwrap();
+    let detected: usize = line
+        .split("windows detected: ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(detected >= 3, "{line}");
+}

@@ -5,6 +5,7 @@ mod cli;
 mod evaluate;
 mod pipeline;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;

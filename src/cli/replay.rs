@@ -101,6 +101,7 @@ pub struct ReplayOutcome {
 /// Feeds every sample of `dataset` through one pipeline in event-time order
 /// (ties broken by series order, so the result is deterministic).
 pub fn replay(dataset: &Dataset, runbooks: RunbookSet, progress: bool) -> ReplayOutcome {
+    let _span = tracing::info_span!("replay", series = dataset.series.len()).entered();
     let mut pipeline = Pipeline::new(runbooks, EngineOptions { dry_run: true });
     let handles: Vec<_> = dataset
         .series
@@ -141,7 +142,31 @@ pub fn replay(dataset: &Dataset, runbooks: RunbookSet, progress: bool) -> Replay
     while let Some(Reverse((ts, i, k))) = heap.pop() {
         let sample = dataset.series[i].samples[k];
         let handle = handles[i].expect("only watched series are queued");
-        pipeline.push(handle, sample.ts_ms, sample.value);
+        let pushed = pipeline.push(handle, sample.ts_ms, sample.value);
+        for event in &pushed.events {
+            tracing::debug!(stage = "remediate", ?event, "engine event");
+        }
+        if let Some(reason) = pushed.dropped {
+            tracing::trace!(
+                stage = "ingest",
+                series = i,
+                ts_ms = sample.ts_ms,
+                reason = reason.as_str(),
+                "sample dropped"
+            );
+        }
+        if let Some(scored) = pushed
+            .scored
+            .filter(|s| s.excursion.is_some_and(|e| e.first))
+        {
+            tracing::debug!(
+                stage = "detect",
+                series = i,
+                ts_ms = sample.ts_ms,
+                score = scored.score,
+                "anomaly fired"
+            );
+        }
         end_ms = end_ms.max(ts);
         if let Some(next) = dataset.series[i].samples.get(k + 1) {
             heap.push(Reverse((next.ts_ms, i, k + 1)));

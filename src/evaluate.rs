@@ -80,3 +80,70 @@ pub fn evaluate(incidents: &[Incident], windows: &[TruthWindow]) -> Evaluation {
         max_delay_ms: delays.iter().copied().max(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use remediate::runbook::Severity;
+
+    fn labels(svc: &str) -> BTreeMap<String, String> {
+        [("__name__", "m"), ("service", svc)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn incident(svc: &str, onset_ms: i64) -> Incident {
+        Incident {
+            id: format!("inc-{onset_ms}"),
+            series: labels(svc),
+            service: svc.into(),
+            signal: "m".into(),
+            rule: "r".into(),
+            description: None,
+            severity: Severity::Warning,
+            above: true,
+            onset_ms,
+            opened_ms: onset_ms,
+            peak_score: 1.0,
+            chain_len: 0,
+            actions: vec![],
+            resolved_ms: None,
+            unresolved_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn matches_by_series_and_onset_inside_the_window() {
+        let windows = vec![
+            (labels("a"), 100, 200),
+            (labels("b"), 100, 200),
+            (labels("c"), 500, 600),
+        ];
+        let incidents = vec![
+            incident("a", 150), // true, delay 50
+            incident("a", 170), // true, same window
+            incident("b", 250), // after b's window: false
+            incident("c", 500), // true, delay 0
+            incident("d", 150), // no window for d: false
+        ];
+        let e = evaluate(&incidents, &windows);
+        assert_eq!(
+            (e.true_incidents, e.false_incidents, e.detected_windows),
+            (3, 2, 2)
+        );
+        assert!((e.precision - 0.6).abs() < 1e-12);
+        assert!((e.recall - 2.0 / 3.0).abs() < 1e-12);
+        assert!((e.f1 - 2.0 * 0.6 * (2.0 / 3.0) / (0.6 + 2.0 / 3.0)).abs() < 1e-12);
+        assert_eq!((e.mean_delay_ms, e.max_delay_ms), (Some(25), Some(50)));
+    }
+
+    #[test]
+    fn nothing_found_and_nothing_labelled() {
+        let e = evaluate(&[], &[(labels("a"), 0, 10)]);
+        assert_eq!((e.precision, e.recall, e.f1), (1.0, 0.0, 0.0));
+        assert_eq!(e.mean_delay_ms, None);
+        let e = evaluate(&[incident("a", 5)], &[]);
+        assert_eq!((e.precision, e.recall), (0.0, 1.0));
+    }
+}

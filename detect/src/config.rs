@@ -74,6 +74,24 @@ pub struct DetectorConfig {
     /// Absolute floor for the spread, in the signal's unit; keeps a flat line
     /// from turning every tiny wiggle into an anomaly.
     pub min_spread: f64,
+    /// Half-life of slow spread (floor).
+    pub floor_half_life: f64,
+    /// Ratio of slow spread used as floor.
+    pub floor_ratio: f64,
+    /// Tail quantile.
+    pub tail_quantile: f64,
+    /// Tail memory.
+    pub tail_half_life: f64,
+    /// Shift half-life (0 disables).
+    pub shift_half_life: f64,
+    /// Experimental knobs.
+    pub x1: f64,
+    /// Experimental knobs.
+    pub x2: f64,
+    /// Experimental knobs.
+    pub x3: f64,
+    /// Experimental knobs.
+    pub x4: f64,
 }
 
 impl Default for DetectorConfig {
@@ -87,6 +105,15 @@ impl Default for DetectorConfig {
             reset_threshold: 0.25,
             reset_samples: 10,
             min_spread: 0.0,
+            floor_half_life: 2000.0,
+            floor_ratio: 0.25,
+            tail_quantile: 2.0,
+            tail_half_life: 1000.0,
+            shift_half_life: 0.0,
+            x1: 0.0,
+            x2: 0.0,
+            x3: 0.0,
+            x4: 0.0,
         }
     }
 }

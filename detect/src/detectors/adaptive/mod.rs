@@ -1,32 +1,14 @@
-//! The adaptive-threshold detector.
-//!
-//! For every sample it keeps robust running estimates of the series' level
-//! and spread, turns the sample's deviation into a tail probability, and
-//! reports `1 - p` as the score. See [`AdaptiveDetector`].
+//! The adaptive-threshold detector (experimental rewrite in progress).
 
-use statrs::function::erf::erfc;
+use statrs::distribution::{ContinuousCDF, Exp};
 
-use crate::{DetectorConfig, Excursion, Scored};
+use crate::{DetectorConfig, Direction, Excursion, Scored};
 
-/// `sqrt(pi/2)`: the ratio of the standard deviation to the mean absolute
-/// deviation of a normal distribution, so `1.2533 * MAD` estimates sigma.
 const MAD_TO_SIGMA: f64 = 1.253_314_137_315_500_3;
-
-/// Samples further than this many spreads from the level are clipped to it
-/// before they update the estimates (Huber-style winsorising), so a spike
-/// moves the baseline only a little while a lasting shift still gets learnt.
 const CLIP_SIGMAS: f64 = 3.0;
-
-/// Tail probability that maps to a score of 1: deviations at least this
-/// unlikely (about 7.1 sigma two-sided) all count as certain anomalies.
 const P_FLOOR: f64 = 1e-12;
 
-/// Map a tail probability to a score in [0, 1] on a log scale:
-/// `log(p) / log(P_FLOOR)`. `1 - p` would crowd every interesting deviation
-/// into the last few ulps below 1.0 (4 sigma and 8 sigma both round to
-/// 0.9999...), leaving a threshold nothing to separate; the log scale keeps
-/// them apart and stays monotone in `p`. This is the transform Numenta's
-/// anomaly likelihood uses for the same reason.
+/// Map a tail probability to a score in [0, 1] on a log scale.
 pub fn score_from_p(p: f64) -> f64 {
     if p >= 1.0 {
         0.0
@@ -37,55 +19,110 @@ pub fn score_from_p(p: f64) -> f64 {
     }
 }
 
+fn factor(half_life: f64) -> f64 {
+    1.0 - 0.5f64.powf(1.0 / half_life.max(1.0))
+}
+
+/// Online peaks-over-threshold tail fit of a surprise statistic.
+#[derive(Debug, Clone, Copy)]
+struct TailFit {
+    mean: f64,
+    var: f64,
+    beta: f64,
+    rate: f64,
+    n: u64,
+    exceed: u64,
+}
+
+impl TailFit {
+    const fn new() -> Self {
+        TailFit {
+            mean: 0.0,
+            var: 0.0,
+            beta: 0.0,
+            rate: 0.0,
+            n: 0,
+            exceed: 0,
+        }
+    }
+
+    fn u(&self, k: f64) -> f64 {
+        self.mean + k * self.var.sqrt()
+    }
+
+    fn p(&self, s: f64, k: f64, beta_floor: f64) -> f64 {
+        let u = self.u(k);
+        if s <= u || self.n == 0 {
+            return 1.0;
+        }
+        let beta = self.beta.max(beta_floor);
+        let sf = match Exp::new(1.0 / beta) {
+            Ok(e) => e.sf(s - u),
+            Err(_) => 0.0,
+        };
+        self.rate * sf
+    }
+
+    fn learn(&mut self, s: f64, k: f64, half_life: f64, beta_floor: f64) {
+        let u = self.u(k);
+        self.n += 1;
+        let a = (1.0 / self.n as f64).max(factor(half_life));
+        if self.n > 1 {
+            let over = s > u;
+            self.rate += a * (f64::from(u8::from(over)) - self.rate);
+            if over {
+                self.exceed += 1;
+                let w = (1.0 / self.exceed as f64).max(a / self.rate.max(1e-3)).min(1.0);
+                self.beta += w * ((s - u) - self.beta);
+            }
+        } else {
+            self.beta = beta_floor;
+        }
+        let d = s - self.mean;
+        self.mean += a * d;
+        self.var += a * (d * (s - self.mean) - self.var);
+    }
+}
+
 /// Online adaptive-threshold detector for one series.
-///
-/// # Model
-///
-/// The level `m` is an exponentially weighted mean and the spread `s` an
-/// exponentially weighted mean absolute deviation, both fed winsorised
-/// samples. The deviation `z = (x - m) / (1.2533 s)` of a new sample is
-/// scored *before* the sample updates the estimates, so the score of sample
-/// `i` depends on samples `0..=i` only. Its score is `1 - P(|Z| >= |z|)` for a
-/// standard normal `Z` (one-sided for `up`/`down`), so the score is a
-/// calibrated tail probability rather than an arbitrary scale.
-///
-/// # Excursions and hysteresis
-///
-/// An excursion starts when the score reaches `threshold` and ends only
-/// after `reset_samples` samples in a row scored below `reset_threshold`.
-/// Inside an excursion the detector keeps reporting it (with `first` set only
-/// on the firing sample), so one excursion fires once.
 #[derive(Debug, Clone)]
 pub struct AdaptiveDetector {
     cfg: DetectorConfig,
     alpha: f64,
     beta: f64,
+    gamma: f64,
+    fast_a: f64,
     seen: u64,
     level: f64,
     spread: f64,
+    slow_spread: f64,
+    fast: f64,
+    tails: [TailFit; 2],
     excursion: Option<Excursion>,
     quiet_run: u32,
     /// |z| of the last sample (tuning aid).
     pub last_z: f64,
 }
 
-/// Smoothing factor of an exponentially weighted average with the given
-/// half-life in samples.
-fn factor(half_life: f64) -> f64 {
-    1.0 - 0.5f64.powf(1.0 / half_life.max(1.0))
-}
-
 impl AdaptiveDetector {
-    /// A detector with the given settings. Settings are assumed valid
-    /// ([`DetectorConfig::problems`] is empty).
+    /// A detector with the given settings.
     pub fn new(cfg: DetectorConfig) -> Self {
         AdaptiveDetector {
             alpha: factor(cfg.level_half_life),
             beta: factor(cfg.spread_half_life),
+            gamma: factor(cfg.floor_half_life),
+            fast_a: if cfg.shift_half_life > 0.0 {
+                factor(cfg.shift_half_life)
+            } else {
+                0.0
+            },
             cfg,
             seen: 0,
             level: 0.0,
             spread: 0.0,
+            slow_spread: 0.0,
+            fast: 0.0,
+            tails: [TailFit::new(); 2],
             excursion: None,
             quiet_run: 0,
             last_z: 0.0,
@@ -104,12 +141,20 @@ impl AdaptiveDetector {
 
     /// Current spread as a standard deviation estimate.
     pub fn sigma(&self) -> f64 {
-        (MAD_TO_SIGMA * self.spread).max(self.cfg.min_spread)
+        (MAD_TO_SIGMA * self.spread)
+            .max(self.cfg.floor_ratio * MAD_TO_SIGMA * self.slow_spread)
+            .max(self.cfg.min_spread)
     }
 
-    /// Score one sample taken at `ts_ms`. Non-finite values are not samples:
-    /// callers drop them first (ingest's sample policy); here they score 0
-    /// and leave the state untouched.
+    fn surprise(&self, dev: f64, sigma: f64) -> f64 {
+        if !self.cfg.direction.watches(dev > 0.0) || dev == 0.0 {
+            return 0.0;
+        }
+        let z = if sigma > 0.0 { dev.abs() / sigma } else { 1e6 };
+        z.ln_1p()
+    }
+
+    /// Score one sample taken at `ts_ms`.
     pub fn update(&mut self, ts_ms: i64, x: f64) -> Scored {
         if !x.is_finite() {
             return Scored {
@@ -120,42 +165,39 @@ impl AdaptiveDetector {
         self.seen += 1;
         if self.seen == 1 {
             self.level = x;
-            self.spread = 0.0;
+            self.fast = x;
             return Scored::QUIET;
         }
         let sigma = self.sigma();
         let dev = x - self.level;
+        let q = self.cfg.tail_quantile; let learn_tails = sigma > 0.0;
+        let bf = 0.05;
+        let s0 = self.surprise(dev, sigma);
+        self.last_z = if sigma > 0.0 { dev.abs() / sigma } else { 0.0 };
+        let fast = self.fast + self.fast_a * (x - self.fast);
+        let s1 = if self.fast_a > 0.0 {
+            self.surprise(fast - self.level, sigma)
+        } else {
+            0.0
+        };
+        let mut p = self.tails[0].p(s0, q, bf);
+        if self.fast_a > 0.0 {
+            p = (2.0 * p.min(self.tails[1].p(s1, q, bf))).min(1.0);
+        }
         let score = if self.seen <= u64::from(self.cfg.warmup) {
             0.0
         } else {
-            self.tail_score(dev, sigma)
+            score_from_p(p)
         };
+        if learn_tails {
+        self.tails[0].learn(s0, q, self.cfg.tail_half_life, bf);
+        }
+        if learn_tails && self.fast_a > 0.0 {
+            self.tails[1].learn(s1, q, self.cfg.tail_half_life, bf);
+        }
+        self.fast = fast;
         self.learn(x, dev, sigma);
         self.step_excursion(ts_ms, score, dev > 0.0)
-    }
-
-    /// `1 - p` for the deviation `dev` in units of `sigma`.
-    fn tail_score(&mut self, dev: f64, sigma: f64) -> f64 {
-        if !self.cfg.direction.watches(dev > 0.0) {
-            return 0.0;
-        }
-        // A flat series has no spread: any change is infinitely surprising
-        // unless min_spread says how large a change matters.
-        let z = if sigma > 0.0 {
-            dev.abs() / sigma
-        } else if dev == 0.0 {
-            0.0
-        } else {
-            1e6
-        };
-        self.last_z = z;
-        // P(Z >= z) = erfc(z / sqrt 2) / 2 for a standard normal.
-        let one_sided = 0.5 * erfc(z * std::f64::consts::FRAC_1_SQRT_2);
-        let p = match self.cfg.direction {
-            crate::Direction::Both => 2.0 * one_sided,
-            _ => one_sided,
-        };
-        score_from_p(p)
     }
 
     fn learn(&mut self, x: f64, dev: f64, sigma: f64) {
@@ -167,9 +209,14 @@ impl AdaptiveDetector {
         };
         let abs_dev = (clipped - self.level).abs();
         self.level += self.alpha * (clipped - self.level);
-        // Until the spread is known at all, learn it from the raw deviation
-        // (clipping against a zero spread would keep it zero forever).
         self.spread += self.beta * (abs_dev - self.spread);
+        let raw = if self.cfg.x1 > 0.0 {
+            dev.abs().min(self.cfg.x1 * sigma.max(f64::MIN_POSITIVE))
+        } else {
+            dev.abs()
+        };
+        let g = self.gamma.max(1.0 / self.seen as f64);
+        self.slow_spread += g * (raw - self.slow_spread);
     }
 
     fn step_excursion(&mut self, ts_ms: i64, score: f64, above: bool) -> Scored {
@@ -203,19 +250,23 @@ impl AdaptiveDetector {
                     self.quiet_run = 0;
                 }
                 let current = *ex;
+                let out = if self.cfg.x2 > 0.0 { 0.0 } else { score };
                 if self.quiet_run >= self.cfg.reset_samples {
                     self.excursion = None;
                     self.quiet_run = 0;
                     return Scored {
-                        score,
+                        score: out,
                         excursion: None,
                     };
                 }
                 Scored {
-                    score,
+                    score: out,
                     excursion: Some(current),
                 }
             }
         }
     }
 }
+
+#[allow(dead_code)]
+fn _unused(_: Direction) {}

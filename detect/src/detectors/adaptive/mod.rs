@@ -7,6 +7,9 @@ use crate::{DetectorConfig, Direction, Excursion, Scored};
 const MAD_TO_SIGMA: f64 = 1.253_314_137_315_500_3;
 const CLIP_SIGMAS: f64 = 3.0;
 const P_FLOOR: f64 = 1e-12;
+const MAX_BUCKETS: usize = 96;
+const SEASON_HL: f64 = 10.0;
+const DAY_MS: i64 = 86_400_000;
 
 /// Map a tail probability to a score in [0, 1] on a log scale.
 pub fn score_from_p(p: f64) -> f64 {
@@ -97,7 +100,9 @@ pub struct AdaptiveDetector {
     spread: f64,
     slow_spread: f64,
     fast: f64,
-    tails: [TailFit; 2],
+    tails: [TailFit; 3],
+    /// Time-of-day profile: per bucket (EW mean, EW mean abs dev, samples).
+    prof: [(f32, f32, u32); MAX_BUCKETS],
     excursion: Option<Excursion>,
     quiet_run: u32,
     /// |z| of the last sample (tuning aid).
@@ -122,7 +127,8 @@ impl AdaptiveDetector {
             spread: 0.0,
             slow_spread: 0.0,
             fast: 0.0,
-            tails: [TailFit::new(); 2],
+            tails: [TailFit::new(); 3],
+            prof: [(0.0, 0.0, 0); MAX_BUCKETS],
             excursion: None,
             quiet_run: 0,
             last_z: 0.0,
@@ -184,6 +190,21 @@ impl AdaptiveDetector {
         if self.fast_a > 0.0 {
             p = (2.0 * p.min(self.tails[1].p(s1, q, bf))).min(1.0);
         }
+        // Seasonal (time-of-day) feature.
+        let nb = (self.cfg.x3 as usize).min(MAX_BUCKETS);
+        let mut s2 = 0.0;
+        let mut b = 0;
+        let mut season_ready = false;
+        if nb > 0 {
+            b = (ts_ms.rem_euclid(DAY_MS) * nb as i64 / DAY_MS) as usize;
+            let (m, d, c) = self.prof[b];
+            let ds = (MAD_TO_SIGMA * f64::from(d)).max(self.cfg.x4 * sigma);
+            if c >= 3 {
+                season_ready = true;
+                s2 = self.surprise(x - f64::from(m), ds);
+                p = (p * 1.5).min(3.0 * self.tails[2].p(s2, q, bf)).min(1.0);
+            }
+        }
         let score = if self.seen <= u64::from(self.cfg.warmup) {
             0.0
         } else {
@@ -194,6 +215,21 @@ impl AdaptiveDetector {
         }
         if learn_tails && self.fast_a > 0.0 {
             self.tails[1].learn(s1, q, self.cfg.tail_half_life, bf);
+        }
+        if season_ready && learn_tails {
+            self.tails[2].learn(s2, q, self.cfg.tail_half_life, bf);
+        }
+        if nb > 0 {
+            let (m, d, c) = &mut self.prof[b];
+            *c += 1;
+            if *c == 1 {
+                *m = x as f32;
+            } else {
+                let a = (1.0 / f64::from(*c)).max(factor(self.cfg.x2.max(1.0) * 0.0 + SEASON_HL)) as f32;
+                let dev = x as f32 - *m;
+                *d += a * (dev.abs() - *d);
+                *m += a * dev;
+            }
         }
         self.fast = fast;
         self.learn(x, dev, sigma);

@@ -56,15 +56,28 @@ pub struct DetectorConfig {
     /// Which side of the baseline is anomalous: `up`, `down` or `both`.
     pub direction: Direction,
     /// Samples seen before any score above 0 is given, while the baseline
-    /// estimates settle.
+    /// and the calibration of the score settle.
     pub warmup: u32,
     /// Half-life, in samples, of the running level (the baseline).
     pub level_half_life: f64,
-    /// Half-life, in samples, of the running spread estimate.
+    /// Half-life, in samples, of the running spread estimate. A slower copy
+    /// (ten times this half-life) keeps the spread from collapsing to zero on
+    /// a signal that is flat most of the time.
     pub spread_half_life: f64,
-    /// Score in [0, 1] at or above which an excursion fires. The score is one
-    /// minus the tail probability of the deviation, so 0.9999 is about 3.9
-    /// standard deviations for a two-sided signal.
+    /// Half-life, in samples, of the score's calibration: how long the
+    /// detector remembers how surprising this signal usually is. Longer means
+    /// recurring spikes stay familiar for longer.
+    pub calibration_half_life: f64,
+    /// Hour-of-day buckets of the daily profile (the level and spread the
+    /// signal usually has at this time of day, UTC). Values far from the
+    /// profile are scored too, which catches a missing or unusual daily
+    /// peak. 0 turns the daily profile off; at most 48.
+    pub daily_buckets: u32,
+    /// Half-life, in days, of the daily profile.
+    pub daily_half_life_days: f64,
+    /// Score in [0, 1] at or above which an excursion fires. The score is
+    /// `log(p) / log(1e-12)` for the calibrated tail probability `p` of the
+    /// sample's surprise, so 0.2 is `p` of about 0.004 and 0.5 is `p` of 1e-6.
     pub threshold: f64,
     /// Hysteresis: an excursion ends only after the score stays below this for
     /// `reset_samples` samples in a row, so one excursion fires once.
@@ -74,24 +87,6 @@ pub struct DetectorConfig {
     /// Absolute floor for the spread, in the signal's unit; keeps a flat line
     /// from turning every tiny wiggle into an anomaly.
     pub min_spread: f64,
-    /// Half-life of slow spread (floor).
-    pub floor_half_life: f64,
-    /// Ratio of slow spread used as floor.
-    pub floor_ratio: f64,
-    /// Tail quantile.
-    pub tail_quantile: f64,
-    /// Tail memory.
-    pub tail_half_life: f64,
-    /// Shift half-life (0 disables).
-    pub shift_half_life: f64,
-    /// Experimental knobs.
-    pub x1: f64,
-    /// Experimental knobs.
-    pub x2: f64,
-    /// Experimental knobs.
-    pub x3: f64,
-    /// Experimental knobs.
-    pub x4: f64,
 }
 
 impl Default for DetectorConfig {
@@ -101,24 +96,21 @@ impl Default for DetectorConfig {
             warmup: 30,
             level_half_life: 30.0,
             spread_half_life: 200.0,
-            threshold: 0.5,
-            reset_threshold: 0.25,
-            reset_samples: 10,
+            calibration_half_life: 2000.0,
+            daily_buckets: 24,
+            daily_half_life_days: 3.0,
+            threshold: 0.2,
+            reset_threshold: 0.1,
+            reset_samples: 30,
             min_spread: 0.0,
-            floor_half_life: 2000.0,
-            floor_ratio: 0.25,
-            tail_quantile: 2.0,
-            tail_half_life: 1000.0,
-            shift_half_life: 0.0,
-            x1: 0.0,
-            x2: 0.0,
-            x3: 0.0,
-            x4: 0.0,
         }
     }
 }
 
 impl DetectorConfig {
+    /// Largest accepted `daily_buckets`.
+    pub const MAX_DAILY_BUCKETS: u32 = 48;
+
     /// Every problem with these settings, each as `field: what is wrong`.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
@@ -143,13 +135,33 @@ impl DetectorConfig {
                 ),
             ));
         }
+        if self.reset_samples == 0 {
+            out.push(("reset_samples", "must be at least 1, got 0".to_string()));
+        }
         for (name, v) in [
             ("level_half_life", self.level_half_life),
             ("spread_half_life", self.spread_half_life),
+            ("calibration_half_life", self.calibration_half_life),
         ] {
             if !(v.is_finite() && v >= 1.0) {
                 out.push((name, format!("must be a number of samples >= 1, got {v}")));
             }
+        }
+        if self.daily_buckets > Self::MAX_DAILY_BUCKETS {
+            out.push((
+                "daily_buckets",
+                format!(
+                    "must be at most {}, got {}",
+                    Self::MAX_DAILY_BUCKETS,
+                    self.daily_buckets
+                ),
+            ));
+        }
+        if !(self.daily_half_life_days.is_finite() && self.daily_half_life_days > 0.0) {
+            out.push((
+                "daily_half_life_days",
+                format!("must be a number of days > 0, got {}", self.daily_half_life_days),
+            ));
         }
         if !(self.min_spread.is_finite() && self.min_spread >= 0.0) {
             out.push((

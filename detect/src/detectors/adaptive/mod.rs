@@ -1,17 +1,53 @@
-//! The adaptive-threshold detector (experimental rewrite in progress).
+//! The adaptive-threshold detector.
+//!
+//! For every sample it measures how far the sample lies from two baselines
+//! (the recent level, and what the signal usually does at this time of day),
+//! turns each distance into a surprise, calibrates each surprise against its
+//! own history with a peaks-over-threshold tail fit, and reports the combined
+//! tail probability on a log scale. See [`AdaptiveDetector`].
 
-use statrs::distribution::{ContinuousCDF, Exp};
+mod tail;
 
-use crate::{DetectorConfig, Direction, Excursion, Scored};
+use crate::{DetectorConfig, Excursion, Scored};
+use tail::TailFit;
 
+/// `sqrt(pi/2)`: the ratio of the standard deviation to the mean absolute
+/// deviation of a normal distribution, so `1.2533 * MAD` estimates sigma.
 const MAD_TO_SIGMA: f64 = 1.253_314_137_315_500_3;
-const CLIP_SIGMAS: f64 = 3.0;
-const P_FLOOR: f64 = 1e-12;
-const MAX_BUCKETS: usize = 96;
-const SEASON_HL: f64 = 10.0;
-const DAY_MS: i64 = 86_400_000;
 
-/// Map a tail probability to a score in [0, 1] on a log scale.
+/// Samples further than this many spreads from the level are clipped to it
+/// before they update the level and the fast spread (Huber-style
+/// winsorising), so a spike moves the baseline only a little while a lasting
+/// shift still gets learnt.
+const CLIP_SIGMAS: f64 = 3.0;
+
+/// The slow spread (unclipped, ten times slower than the fast one) times this
+/// is the floor of the spread: on a signal that is flat between spikes the
+/// fast, winsorised spread shrinks towards zero and would make every wiggle
+/// look like a 1e5-sigma event; the slow spread remembers the spikes.
+const FLOOR_RATIO: f64 = 0.25;
+
+/// How much slower the floor spread is than the fast spread.
+const FLOOR_SLOWDOWN: f64 = 10.0;
+
+/// A sample of a bucket of the daily profile is scored against it only once
+/// the bucket has seen this many samples.
+const BUCKET_READY: u32 = 3;
+
+/// Number of features whose tail probabilities are combined (Bonferroni).
+const FEATURES: f64 = 2.0;
+
+/// Tail probability that maps to a score of 1.
+const P_FLOOR: f64 = 1e-12;
+
+const DAY_MS: i64 = 86_400_000;
+const MAX_BUCKETS: usize = DetectorConfig::MAX_DAILY_BUCKETS as usize;
+
+/// Map a tail probability to a score in [0, 1] on a log scale:
+/// `log(p) / log(P_FLOOR)`. `1 - p` would crowd every interesting deviation
+/// into the last few ulps below 1.0, leaving a threshold nothing to
+/// separate; the log scale keeps them apart and stays monotone in `p`. This
+/// is the transform Numenta's anomaly likelihood uses for the same reason.
 pub fn score_from_p(p: f64) -> f64 {
     if p >= 1.0 {
         0.0
@@ -22,116 +58,126 @@ pub fn score_from_p(p: f64) -> f64 {
     }
 }
 
+/// Smoothing factor of an exponentially weighted average with the given
+/// half-life in samples.
 fn factor(half_life: f64) -> f64 {
     1.0 - 0.5f64.powf(1.0 / half_life.max(1.0))
 }
 
-/// Online peaks-over-threshold tail fit of a surprise statistic.
-#[derive(Debug, Clone, Copy)]
-struct TailFit {
-    mean: f64,
-    var: f64,
-    beta: f64,
-    rate: f64,
-    n: u64,
-    exceed: u64,
+/// Surprise of a deviation of `dev` with spread `sigma`: `ln(1 + |z|)`.
+///
+/// The logarithm turns a Pareto-like (heavy) tail of `|z|` into an
+/// exponential one, which is what the tail fit models, so an exponential
+/// fit of the log-excesses is a Hill-type estimate of a heavy tail.
+fn surprise(dev: f64, sigma: f64) -> f64 {
+    if dev == 0.0 {
+        0.0
+    } else if sigma > 0.0 {
+        (dev.abs() / sigma).ln_1p()
+    } else {
+        // No spread at all: any change is as surprising as it gets.
+        1e6f64.ln_1p()
+    }
 }
 
-impl TailFit {
-    const fn new() -> Self {
-        TailFit {
-            mean: 0.0,
-            var: 0.0,
-            beta: 0.0,
-            rate: 0.0,
-            n: 0,
-            exceed: 0,
-        }
-    }
-
-    fn u(&self, k: f64) -> f64 {
-        self.mean + k * self.var.sqrt()
-    }
-
-    fn p(&self, s: f64, k: f64, beta_floor: f64) -> f64 {
-        let u = self.u(k);
-        if s <= u || self.n == 0 {
-            return 1.0;
-        }
-        let beta = self.beta.max(beta_floor);
-        let sf = match Exp::new(1.0 / beta) {
-            Ok(e) => e.sf(s - u),
-            Err(_) => 0.0,
-        };
-        self.rate * sf
-    }
-
-    fn learn(&mut self, s: f64, k: f64, half_life: f64, beta_floor: f64) {
-        let u = self.u(k);
-        self.n += 1;
-        let a = (1.0 / self.n as f64).max(factor(half_life));
-        if self.n > 1 {
-            let over = s > u;
-            self.rate += a * (f64::from(u8::from(over)) - self.rate);
-            if over {
-                self.exceed += 1;
-                let w = (1.0 / self.exceed as f64).max(a / self.rate.max(1e-3)).min(1.0);
-                self.beta += w * ((s - u) - self.beta);
-            }
-        } else {
-            self.beta = beta_floor;
-        }
-        let d = s - self.mean;
-        self.mean += a * d;
-        self.var += a * (d * (s - self.mean) - self.var);
-    }
+/// One bucket of the daily profile.
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    /// Exponentially weighted mean of the bucket's samples.
+    mean: f32,
+    /// Exponentially weighted mean absolute deviation from `mean`.
+    mad: f32,
+    /// Samples seen (saturating).
+    n: u32,
 }
 
 /// Online adaptive-threshold detector for one series.
+///
+/// # Model
+///
+/// Two features, both scored *before* the sample updates any estimate, so
+/// the score of sample `i` depends on samples `0..=i` only:
+///
+/// 1. **Level**: `z = (x - m) / s`, where `m` is an exponentially weighted
+///    mean and `s` an exponentially weighted mean absolute deviation (times
+///    `sqrt(pi/2)`), both fed winsorised samples, floored by a quarter of a
+///    ten-times-slower unclipped spread and by `min_spread`.
+/// 2. **Daily profile**: `z = (x - m_h) / s_h` against the mean and spread
+///    the signal had in the same hour-of-day bucket on previous days
+///    (`daily_buckets`; timestamps taken as UTC). This catches a daily peak
+///    that is missing, too low or too high, which no level-based feature can.
+///
+/// Each feature's surprise `ln(1 + |z|)` (0 on an unwatched side, see
+/// `direction`) is calibrated against its own recent history with a
+/// peaks-over-threshold fit (Pickands–Balkema–de Haan; the online use
+/// follows Siffer et al., "Anomaly Detection in Streams with Extreme Value
+/// Theory", KDD 2017): over the threshold `u = mean + 2 sd` of the past
+/// surprises, excesses are modelled as exponential (the GPD with shape 0)
+/// with an exponentially weighted mean `beta`, and the tail probability is
+/// `P(S > s) = P(S > u) * exp(-(s - u) / beta)`, computed with `statrs`'
+/// exponential distribution. A series whose spikes are routine thus learns
+/// that spikes are routine, while a spike on a quiet series is rare. The
+/// two features' probabilities are combined as `min(2 min(p1, p2), 1)`
+/// (Bonferroni) and reported as [`score_from_p`].
+///
+/// # Excursions and hysteresis
+///
+/// An excursion starts when the score reaches `threshold` and ends only
+/// after `reset_samples` samples in a row scored below `reset_threshold`.
+/// The excursion fires once: its first sample carries the full score (and
+/// `first = true`); the rest of the excursion reports a score of 0, while
+/// [`Excursion::peak_score`] keeps the highest score seen so far. A consumer
+/// that thresholds the per-sample score therefore sees one alarm per
+/// excursion.
+///
+/// # Cost
+///
+/// A few hundred bytes of state (the daily profile is a fixed array of `f32`
+/// triples), no allocation, and a handful of floating-point operations per
+/// sample.
 #[derive(Debug, Clone)]
 pub struct AdaptiveDetector {
     cfg: DetectorConfig,
-    alpha: f64,
-    beta: f64,
-    gamma: f64,
-    fast_a: f64,
+    /// Smoothing factors of the level, fast spread and floor spread.
+    level_a: f64,
+    spread_a: f64,
+    floor_a: f64,
     seen: u64,
+    first_ts: i64,
     level: f64,
     spread: f64,
-    slow_spread: f64,
-    fast: f64,
-    tails: [TailFit; 3],
-    /// Time-of-day profile: per bucket (EW mean, EW mean abs dev, samples).
-    prof: [(f32, f32, u32); MAX_BUCKETS],
+    floor_spread: f64,
+    /// Tail fits of the level and daily-profile surprises.
+    tails: [TailFit; 2],
+    profile: [Bucket; MAX_BUCKETS],
+    /// Cached smoothing factor of the daily profile and the sample count it
+    /// was computed at.
+    profile_a: f32,
+    profile_a_at: u64,
     excursion: Option<Excursion>,
     quiet_run: u32,
-    /// |z| of the last sample (tuning aid).
-    pub last_z: f64,
 }
 
 impl AdaptiveDetector {
-    /// A detector with the given settings.
+    /// A detector with the given settings. Settings are assumed valid
+    /// ([`DetectorConfig::problems`] is empty).
     pub fn new(cfg: DetectorConfig) -> Self {
         AdaptiveDetector {
-            alpha: factor(cfg.level_half_life),
-            beta: factor(cfg.spread_half_life),
-            gamma: factor(cfg.floor_half_life),
-            fast_a: if cfg.shift_half_life > 0.0 {
-                factor(cfg.shift_half_life)
-            } else {
-                0.0
-            },
+            level_a: factor(cfg.level_half_life),
+            spread_a: factor(cfg.spread_half_life),
+            floor_a: factor(FLOOR_SLOWDOWN * cfg.spread_half_life),
             cfg,
             seen: 0,
+            first_ts: 0,
             level: 0.0,
             spread: 0.0,
-            slow_spread: 0.0,
-            fast: 0.0,
-            tails: [TailFit::new(); 3],
-            prof: [(0.0, 0.0, 0); MAX_BUCKETS],
+            floor_spread: 0.0,
+            tails: [TailFit::new(); 2],
+            profile: [Bucket::default(); MAX_BUCKETS],
+            profile_a: 0.0,
+            profile_a_at: 0,
             excursion: None,
             quiet_run: 0,
-            last_z: 0.0,
         }
     }
 
@@ -148,19 +194,21 @@ impl AdaptiveDetector {
     /// Current spread as a standard deviation estimate.
     pub fn sigma(&self) -> f64 {
         (MAD_TO_SIGMA * self.spread)
-            .max(self.cfg.floor_ratio * MAD_TO_SIGMA * self.slow_spread)
+            .max(FLOOR_RATIO * MAD_TO_SIGMA * self.floor_spread)
             .max(self.cfg.min_spread)
     }
 
-    fn surprise(&self, dev: f64, sigma: f64) -> f64 {
-        if !self.cfg.direction.watches(dev > 0.0) || dev == 0.0 {
-            return 0.0;
+    fn watched_surprise(&self, dev: f64, sigma: f64) -> f64 {
+        if self.cfg.direction.watches(dev > 0.0) {
+            surprise(dev, sigma)
+        } else {
+            0.0
         }
-        let z = if sigma > 0.0 { dev.abs() / sigma } else { 1e6 };
-        z.ln_1p()
     }
 
-    /// Score one sample taken at `ts_ms`.
+    /// Score one sample taken at `ts_ms`. Non-finite values are not samples:
+    /// callers drop them first (ingest's sample policy); here they score 0
+    /// and leave the state untouched.
     pub fn update(&mut self, ts_ms: i64, x: f64) -> Scored {
         if !x.is_finite() {
             return Scored {
@@ -171,72 +219,56 @@ impl AdaptiveDetector {
         self.seen += 1;
         if self.seen == 1 {
             self.level = x;
-            self.fast = x;
+            self.first_ts = ts_ms;
+            self.learn_profile(ts_ms, x);
             return Scored::QUIET;
         }
         let sigma = self.sigma();
+
+        // Feature 1: distance from the running level.
         let dev = x - self.level;
-        let q = self.cfg.tail_quantile; let learn_tails = sigma > 0.0;
-        let bf = 0.05;
-        let s0 = self.surprise(dev, sigma);
-        self.last_z = if sigma > 0.0 { dev.abs() / sigma } else { 0.0 };
-        let fast = self.fast + self.fast_a * (x - self.fast);
-        let s1 = if self.fast_a > 0.0 {
-            self.surprise(fast - self.level, sigma)
-        } else {
-            0.0
-        };
-        let mut p = self.tails[0].p(s0, q, bf);
-        if self.fast_a > 0.0 {
-            p = (2.0 * p.min(self.tails[1].p(s1, q, bf))).min(1.0);
-        }
-        // Seasonal (time-of-day) feature.
-        let nb = (self.cfg.x3 as usize).min(MAX_BUCKETS);
-        let mut s2 = 0.0;
-        let mut b = 0;
-        let mut season_ready = false;
+        let s_level = self.watched_surprise(dev, sigma);
+        let p_level = self.tails[0].p(s_level);
+
+        // Feature 2: distance from the daily profile.
+        let nb = self.cfg.daily_buckets.min(DetectorConfig::MAX_DAILY_BUCKETS) as usize;
+        let mut season = None;
         if nb > 0 {
-            b = (ts_ms.rem_euclid(DAY_MS) * nb as i64 / DAY_MS) as usize;
-            let (m, d, c) = self.prof[b];
-            let ds = (MAD_TO_SIGMA * f64::from(d)).max(self.cfg.x4 * sigma);
-            if c >= 3 {
-                season_ready = true;
-                s2 = self.surprise(x - f64::from(m), ds);
-                p = (p * 1.5).min(3.0 * self.tails[2].p(s2, q, bf)).min(1.0);
+            let b = bucket_of(ts_ms, nb);
+            let bk = self.profile[b];
+            if bk.n >= BUCKET_READY {
+                let d = x - f64::from(bk.mean);
+                let s = (MAD_TO_SIGMA * f64::from(bk.mad)).max(self.cfg.min_spread);
+                season = Some((d, self.watched_surprise(d, s)));
             }
         }
+        let p_season = season.map_or(1.0, |(_, s)| self.tails[1].p(s));
+
+        let (p, above) = if p_season < p_level {
+            (p_season, season.map_or(dev > 0.0, |(d, _)| d > 0.0))
+        } else {
+            (p_level, dev > 0.0)
+        };
+        let p = (FEATURES * p).min(1.0);
         let score = if self.seen <= u64::from(self.cfg.warmup) {
             0.0
         } else {
             score_from_p(p)
         };
-        if learn_tails {
-        self.tails[0].learn(s0, q, self.cfg.tail_half_life, bf);
+
+        // Learn, after scoring.
+        if sigma > 0.0 {
+            self.tails[0].learn(s_level, self.cfg.calibration_half_life);
         }
-        if learn_tails && self.fast_a > 0.0 {
-            self.tails[1].learn(s1, q, self.cfg.tail_half_life, bf);
+        if let Some((_, s)) = season {
+            self.tails[1].learn(s, self.cfg.calibration_half_life);
         }
-        if season_ready && learn_tails {
-            self.tails[2].learn(s2, q, self.cfg.tail_half_life, bf);
-        }
-        if nb > 0 {
-            let (m, d, c) = &mut self.prof[b];
-            *c += 1;
-            if *c == 1 {
-                *m = x as f32;
-            } else {
-                let a = (1.0 / f64::from(*c)).max(factor(self.cfg.x2.max(1.0) * 0.0 + SEASON_HL)) as f32;
-                let dev = x as f32 - *m;
-                *d += a * (dev.abs() - *d);
-                *m += a * dev;
-            }
-        }
-        self.fast = fast;
-        self.learn(x, dev, sigma);
-        self.step_excursion(ts_ms, score, dev > 0.0)
+        self.learn_level(x, dev, sigma);
+        self.learn_profile(ts_ms, x);
+        self.step_excursion(ts_ms, score, above)
     }
 
-    fn learn(&mut self, x: f64, dev: f64, sigma: f64) {
+    fn learn_level(&mut self, x: f64, dev: f64, sigma: f64) {
         let bound = CLIP_SIGMAS * sigma;
         let clipped = if sigma > 0.0 {
             self.level + dev.clamp(-bound, bound)
@@ -244,15 +276,50 @@ impl AdaptiveDetector {
             x
         };
         let abs_dev = (clipped - self.level).abs();
-        self.level += self.alpha * (clipped - self.level);
-        self.spread += self.beta * (abs_dev - self.spread);
-        let raw = if self.cfg.x1 > 0.0 {
-            dev.abs().min(self.cfg.x1 * sigma.max(f64::MIN_POSITIVE))
-        } else {
-            dev.abs()
-        };
-        let g = self.gamma.max(1.0 / self.seen as f64);
-        self.slow_spread += g * (raw - self.slow_spread);
+        self.level += self.level_a * (clipped - self.level);
+        self.spread += self.spread_a * (abs_dev - self.spread);
+        // The floor spread is a plain running mean over the first samples,
+        // then exponentially weighted.
+        let a = self.floor_a.max(1.0 / self.seen as f64);
+        self.floor_spread += a * (dev.abs() - self.floor_spread);
+    }
+
+    /// Smoothing factor of a profile bucket: a half-life of
+    /// `daily_half_life_days` days, in updates of one bucket (the series'
+    /// samples per day, measured from its timestamps, over the bucket
+    /// count). Recomputed every 256 samples.
+    fn profile_factor(&mut self, ts_ms: i64, nb: usize) -> f32 {
+        if self.profile_a_at == 0 || self.seen - self.profile_a_at >= 256 {
+            let span = ts_ms.saturating_sub(self.first_ts);
+            let per_day = if span > 0 {
+                (self.seen - 1) as f64 * DAY_MS as f64 / span as f64
+            } else {
+                1.0
+            };
+            let per_bucket = (per_day / nb as f64).max(1.0);
+            self.profile_a = factor(self.cfg.daily_half_life_days * per_bucket) as f32;
+            self.profile_a_at = self.seen;
+        }
+        self.profile_a
+    }
+
+    fn learn_profile(&mut self, ts_ms: i64, x: f64) {
+        let nb = self.cfg.daily_buckets.min(DetectorConfig::MAX_DAILY_BUCKETS) as usize;
+        if nb == 0 {
+            return;
+        }
+        let a = self.profile_factor(ts_ms, nb);
+        let bk = &mut self.profile[bucket_of(ts_ms, nb)];
+        bk.n = bk.n.saturating_add(1);
+        let x = x as f32;
+        if bk.n == 1 {
+            bk.mean = x;
+            return;
+        }
+        let a = a.max(1.0 / bk.n as f32);
+        let d = x - bk.mean;
+        bk.mad += a * (d.abs() - bk.mad);
+        bk.mean += a * d;
     }
 
     fn step_excursion(&mut self, ts_ms: i64, score: f64, above: bool) -> Scored {
@@ -286,17 +353,17 @@ impl AdaptiveDetector {
                     self.quiet_run = 0;
                 }
                 let current = *ex;
-                let out = if self.cfg.x2 > 0.0 { 0.0 } else { score };
                 if self.quiet_run >= self.cfg.reset_samples {
                     self.excursion = None;
                     self.quiet_run = 0;
                     return Scored {
-                        score: out,
+                        score: 0.0,
                         excursion: None,
                     };
                 }
+                // Fired already: the rest of the excursion scores 0.
                 Scored {
-                    score: out,
+                    score: 0.0,
                     excursion: Some(current),
                 }
             }
@@ -304,5 +371,10 @@ impl AdaptiveDetector {
     }
 }
 
-#[allow(dead_code)]
-fn _unused(_: Direction) {}
+/// Hour-of-day bucket (of `nb` per day, UTC) of a timestamp.
+fn bucket_of(ts_ms: i64, nb: usize) -> usize {
+    (ts_ms.rem_euclid(DAY_MS) * nb as i64 / DAY_MS) as usize
+}
+
+#[cfg(test)]
+mod tests;

@@ -34,6 +34,10 @@ const FLOOR_SLOWDOWN: f64 = 10.0;
 /// the bucket has seen this many samples.
 const BUCKET_READY: u32 = 3;
 
+/// The daily profile is used only once the series spans two days, so that
+/// every bucket describes earlier days, not the last few minutes.
+const PROFILE_READY_MS: i64 = 2 * DAY_MS;
+
 /// Number of features whose tail probabilities are combined (Bonferroni).
 const FEATURES: f64 = 2.0;
 
@@ -236,7 +240,7 @@ impl AdaptiveDetector {
         if nb > 0 {
             let b = bucket_of(ts_ms, nb);
             let bk = self.profile[b];
-            if bk.n >= BUCKET_READY {
+            if bk.n >= BUCKET_READY && ts_ms.saturating_sub(self.first_ts) >= PROFILE_READY_MS {
                 let d = x - f64::from(bk.mean);
                 let s = (MAD_TO_SIGMA * f64::from(bk.mad)).max(self.cfg.min_spread);
                 season = Some((d, self.watched_surprise(d, s)));

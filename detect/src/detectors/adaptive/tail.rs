@@ -18,6 +18,12 @@ pub(super) const START_SDS: f64 = 2.0;
 
 /// Smallest tail scale (in units of the log-surprise): keeps a signal whose
 /// surprise never varied from calling the smallest excess impossible.
+const XI_MIN: f64 = 0.0;
+const XI_MAX: f64 = 0.5;
+
+/// Surprises learnt before the fit gives any tail probability below 1.
+const MIN_FIT: u32 = 100;
+
 const BETA_FLOOR: f64 = 0.05;
 
 /// Running tail fit of one surprise statistic (40 bytes).
@@ -26,6 +32,8 @@ pub(super) struct TailFit {
     mean: f64,
     var: f64,
     beta: f64,
+    /// Running mean of the squared excesses.
+    m2: f64,
     rate: f64,
     n: u32,
     exceed: u32,
@@ -37,6 +45,7 @@ impl TailFit {
             mean: 0.0,
             var: 0.0,
             beta: BETA_FLOOR,
+            m2: 2.0 * BETA_FLOOR * BETA_FLOOR,
             rate: 0.0,
             n: 0,
             exceed: 0,
@@ -47,15 +56,37 @@ impl TailFit {
         self.mean + START_SDS * self.var.sqrt()
     }
 
+    /// Shape and scale of the excess distribution by the method of
+    /// moments (Hosking & Wallis 1987): `xi = (1 - m^2 / v) / 2`, with the
+    /// scale set so that the mean excess stays `m`.
+    fn shape_scale(&self) -> (f64, f64) {
+        let m = self.beta.max(BETA_FLOOR);
+        let v = self.m2 - self.beta * self.beta;
+        let xi = if v > 0.0 { 0.5 * (1.0 - m * m / v) } else { XI_MIN };
+        let xi = xi.clamp(XI_MIN, XI_MAX);
+        (xi, m * (1.0 - xi))
+    }
+
     /// Tail probability `P(S > s)` of a new surprise `s` under the fit; 1 at
     /// or below the tail threshold, and before anything was learnt.
     pub(super) fn p(&self, s: f64) -> f64 {
         let u = self.threshold();
-        if self.n < 2 || s <= u {
+        if self.n < MIN_FIT || s <= u {
             return 1.0;
         }
-        let beta = self.beta.max(BETA_FLOOR);
-        let sf = Exp::new(1.0 / beta).map_or(0.0, |e| e.sf(s - u));
+        let (xi, sigma) = self.shape_scale();
+        let y = s.exp() - u.exp();
+        // GPD(xi, sigma) excess Y: ln(1 + xi Y / sigma) / xi is Exp(1).
+        let h = if xi.abs() < 1e-9 {
+            y / sigma
+        } else {
+            let t = xi * y / sigma;
+            if t <= -1.0 {
+                return 0.0;
+            }
+            t.ln_1p() / xi
+        };
+        let sf = Exp::new(1.0).map_or(0.0, |e| e.sf(h));
         (self.rate * sf).min(1.0)
     }
 
@@ -63,19 +94,35 @@ impl TailFit {
     pub(super) fn learn(&mut self, s: f64, half_life: f64) {
         let u = self.threshold();
         self.n = self.n.saturating_add(1);
-        // A plain running mean until the half-life's weight takes over.
-        let a = (1.0 / f64::from(self.n)).max(super::factor(half_life));
+        let n = f64::from(self.n);
+        // Plain running means until the half-life's weight takes over.
+        let a = (1.0 / n).max(super::factor(half_life));
         if self.n > 1 {
             let over = s > u;
-            self.rate += a * (f64::from(u8::from(over)) - self.rate);
+            // The exceedance rate starts from a prior of 1/2 worth one
+            // sample, so it is never 0 (which would call every excess
+            // impossible) before the first excess.
+            if self.n == 2 {
+                self.rate = 0.5;
+            }
+            let ar = (1.0 / n).max(a);
+            self.rate += ar * (f64::from(u8::from(over)) - self.rate);
             if over {
+                // The scale starts from a prior worth one excess: one
+                // standard deviation of the surprise.
+                if self.exceed == 0 {
+                    self.beta = self.var.sqrt().max(BETA_FLOOR);
+                    self.m2 = 2.0 * self.beta * self.beta;
+                }
                 self.exceed = self.exceed.saturating_add(1);
                 // Excesses arrive at `rate` per sample: weigh each one so
                 // that the scale has the same memory in samples.
-                let w = (1.0 / f64::from(self.exceed))
+                let w = (1.0 / f64::from(self.exceed + 1))
                     .max(a / self.rate.max(1e-3))
                     .min(1.0);
-                self.beta += w * ((s - u) - self.beta);
+                let y = s.exp() - u.exp();
+                self.beta += w * (y - self.beta);
+                self.m2 += w * (y * y - self.m2);
             }
         }
         let d = s - self.mean;

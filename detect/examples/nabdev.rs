@@ -148,15 +148,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for seed in 0..5u64 {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let normal = rand_distr::Normal::new(100.0, 5.0)?;
-            let mut det = AdaptiveDetector::new(DetectorConfig {
-                threshold: 1.0,
-                reset_threshold: 1.0,
-                ..cfg.clone()
-            });
-            let m = (0..100_000)
-                .map(|i| det.update(i * 60_000, normal.sample(&mut rng)).score)
-                .fold(0.0, f64::max);
-            print!("gauss{seed} {m:.3} ");
+            let mut det = AdaptiveDetector::new(cfg.clone());
+            let (mut m, mut fires) = (0.0f64, 0);
+            for i in 0..100_000 {
+                let s = det.update(i * 60_000, normal.sample(&mut rng));
+                m = m.max(s.score);
+                fires += usize::from(s.excursion.is_some_and(|e| e.first));
+            }
+            print!("gauss{seed} max {m:.3} fires {fires}; ");
             gmax = gmax.max(m);
         }
         println!("gaussmax {gmax:.3}");

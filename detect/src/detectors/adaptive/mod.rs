@@ -39,7 +39,10 @@ const BUCKET_READY: u32 = 3;
 const PROFILE_READY_MS: i64 = 2 * DAY_MS;
 
 /// Number of features whose tail probabilities are combined (Bonferroni).
-const FEATURES: f64 = 2.0;
+const FEATURES: f64 = 4.0;
+const REC_DECAY: f64 = 1.0;
+const REC_DELTA: f64 = -1.0;
+const BURST_HL: f64 = 10.0;
 
 /// Tail probability that maps to a score of 1.
 const P_FLOOR: f64 = 1e-12;
@@ -152,7 +155,11 @@ pub struct AdaptiveDetector {
     spread: f64,
     floor_spread: f64,
     /// Tail fits of the level and daily-profile surprises.
-    tails: [TailFit; 2],
+    tails: [TailFit; 4],
+    /// Running means of the two surprises (bursts).
+    burst: [f64; 2],
+    burst_a: f64,
+    record: f64,
     profile: [Bucket; MAX_BUCKETS],
     /// Cached smoothing factor of the daily profile and the sample count it
     /// was computed at.
@@ -176,7 +183,10 @@ impl AdaptiveDetector {
             level: 0.0,
             spread: 0.0,
             floor_spread: 0.0,
-            tails: [TailFit::new(); 2],
+            tails: [TailFit::new(); 4],
+            burst: [0.0; 2],
+            burst_a: factor(BURST_HL),
+            record: 0.0,
             profile: [Bucket::default(); MAX_BUCKETS],
             profile_a: 0.0,
             profile_a_at: 0,
@@ -248,16 +258,24 @@ impl AdaptiveDetector {
         }
         let p_season = season.map_or(1.0, |(_, s)| self.tails[1].p(s));
 
+        let b0 = self.burst[0] + self.burst_a * (s_level - self.burst[0]);
+        let b1 = season.map(|(_, s)| self.burst[1] + self.burst_a * (s - self.burst[1]));
+        let pb0 = self.tails[2].p(b0);
+        let pb1 = b1.map_or(1.0, |b| self.tails[3].p(b));
         let (p, above) = if p_season < p_level {
             (p_season, season.map_or(dev > 0.0, |(d, _)| d > 0.0))
         } else {
             (p_level, dev > 0.0)
         };
+        let p = p.min(pb0).min(pb1);
         let p = (FEATURES * p).min(1.0);
-        let score = if self.seen <= u64::from(self.cfg.warmup) {
+        let raw = score_from_p(p);
+        let rec = self.record;
+        self.record = (self.record - REC_DECAY).max(raw);
+        let score = if self.seen <= u64::from(self.cfg.warmup) || raw < rec + REC_DELTA {
             0.0
         } else {
-            score_from_p(p)
+            raw
         };
 
         // Learn, after scoring.
@@ -266,6 +284,14 @@ impl AdaptiveDetector {
         }
         if let Some((_, s)) = season {
             self.tails[1].learn(s, self.cfg.calibration_half_life);
+        }
+        if sigma > 0.0 {
+            self.burst[0] = b0;
+            self.tails[2].learn(b0, self.cfg.calibration_half_life);
+        }
+        if let Some(b1) = b1 {
+            self.burst[1] = b1;
+            self.tails[3].learn(b1, self.cfg.calibration_half_life);
         }
         self.learn_level(x, dev, sigma);
         self.learn_profile(ts_ms, x);

@@ -75,7 +75,7 @@ impl TailFit {
             return 1.0;
         }
         let (xi, sigma) = self.shape_scale();
-        let y = s.exp() - u.exp();
+        let y = s - u;
         // GPD(xi, sigma) excess Y: ln(1 + xi Y / sigma) / xi is Exp(1).
         let h = if xi.abs() < 1e-9 {
             y / sigma
@@ -120,7 +120,7 @@ impl TailFit {
                 let w = (1.0 / f64::from(self.exceed + 1))
                     .max(a / self.rate.max(1e-3))
                     .min(1.0);
-                let y = s.exp() - u.exp();
+                let y = s - u;
                 self.beta += w * (y - self.beta);
                 self.m2 += w * (y * y - self.m2);
             }

@@ -40,8 +40,6 @@ const PROFILE_READY_MS: i64 = 2 * DAY_MS;
 
 /// Number of features whose tail probabilities are combined (Bonferroni).
 const FEATURES: f64 = 4.0;
-const REC_DECAY: f64 = 1.0;
-const REC_DELTA: f64 = -1.0;
 const BURST_HL: f64 = 10.0;
 
 /// Tail probability that maps to a score of 1.
@@ -156,10 +154,10 @@ pub struct AdaptiveDetector {
     floor_spread: f64,
     /// Tail fits of the level and daily-profile surprises.
     tails: [TailFit; 4],
+
     /// Running means of the two surprises (bursts).
     burst: [f64; 2],
     burst_a: f64,
-    record: f64,
     profile: [Bucket; MAX_BUCKETS],
     /// Cached smoothing factor of the daily profile and the sample count it
     /// was computed at.
@@ -184,9 +182,9 @@ impl AdaptiveDetector {
             spread: 0.0,
             floor_spread: 0.0,
             tails: [TailFit::new(); 4],
+
             burst: [0.0; 2],
             burst_a: factor(BURST_HL),
-            record: 0.0,
             profile: [Bucket::default(); MAX_BUCKETS],
             profile_a: 0.0,
             profile_a_at: 0,
@@ -269,13 +267,10 @@ impl AdaptiveDetector {
         };
         let p = p.min(pb0).min(pb1);
         let p = (FEATURES * p).min(1.0);
-        let raw = score_from_p(p);
-        let rec = self.record;
-        self.record = (self.record - REC_DECAY).max(raw);
-        let score = if self.seen <= u64::from(self.cfg.warmup) || raw < rec + REC_DELTA {
+        let score = if self.seen <= u64::from(self.cfg.warmup) {
             0.0
         } else {
-            raw
+            score_from_p(p)
         };
 
         // Learn, after scoring.

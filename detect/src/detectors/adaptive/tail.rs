@@ -52,7 +52,7 @@ impl TailFit {
         }
     }
 
-    fn threshold(&self) -> f64 {
+    pub(super) fn threshold(&self) -> f64 {
         self.mean + START_SDS * self.var.sqrt()
     }
 

@@ -254,3 +254,16 @@ fn print_debug() {
         if (2240..2250).contains(&i) { println!("{i} x {x:.2} lv {lv:.2} sg {sg:.3} score {:.3} tail {:?} prof {:?}", s.score, t0, d.profile[bucket_of(i as i64*MINUTE, 24)]); }
     }
 }
+
+#[test]
+#[ignore]
+fn print_fires() {
+    let xs = gaussian(0, 30000);
+    let mut d = AdaptiveDetector::new(DetectorConfig { daily_buckets: 0, ..DetectorConfig::default() });
+    let mut k = 0;
+    for (i, &x) in xs.iter().enumerate() {
+        let lv = d.level; let sg = d.sigma(); let t0 = d.tails[0];
+        let s = d.update(i as i64 * MINUTE, x);
+        if s.excursion.is_some_and(|e| e.first) && k < 6 { k += 1; println!("{i} x {x:.2} lv {lv:.2} sg {sg:.3} z {:.2} score {:.3} tail {:?} t2 {:?} u {:.3} p {:e}", (x-lv)/sg, s.score, t0, d.tails[2], t0.threshold(), t0.p(((x-lv).abs()/sg).ln_1p())); }
+    }
+}

@@ -40,6 +40,14 @@ const PROFILE_READY_MS: i64 = 2 * DAY_MS;
 
 /// Number of features whose tail probabilities are combined (Bonferroni).
 const FEATURES: f64 = 4.0;
+/// A single sample's deviation is in the tail only beyond two spreads
+/// (`ln(1 + 2)`), however quiet the signal has been.
+const POINT_U_MIN: f64 = 1.098_612_288_668_109_8;
+
+/// A burst (running mean of the surprise) is in the tail only beyond an
+/// average deviation of one spread (`ln(1 + 1)`).
+const BURST_U_MIN: f64 = std::f64::consts::LN_2;
+
 const BURST_HL: f64 = 10.0;
 
 /// Tail probability that maps to a score of 1.
@@ -181,7 +189,12 @@ impl AdaptiveDetector {
             level: 0.0,
             spread: 0.0,
             floor_spread: 0.0,
-            tails: [TailFit::new(); 4],
+            tails: [
+                TailFit::new(POINT_U_MIN),
+                TailFit::new(POINT_U_MIN),
+                TailFit::new(BURST_U_MIN),
+                TailFit::new(BURST_U_MIN),
+            ],
 
             burst: [0.0; 2],
             burst_a: factor(BURST_HL),
@@ -274,13 +287,16 @@ impl AdaptiveDetector {
         };
 
         // Learn, after scoring.
-        if sigma > 0.0 {
+        // A change after a perfectly flat stretch (no spread at all) is as
+        // surprising as it gets, but it is no sample of the usual surprise.
+        let defined = sigma > 0.0 || dev == 0.0;
+        if defined {
             self.tails[0].learn(s_level, self.cfg.calibration_half_life);
         }
         if let Some((_, s)) = season {
             self.tails[1].learn(s, self.cfg.calibration_half_life);
         }
-        if sigma > 0.0 {
+        if defined {
             self.burst[0] = b0;
             self.tails[2].learn(b0, self.cfg.calibration_half_life);
         }
@@ -301,12 +317,13 @@ impl AdaptiveDetector {
             x
         };
         let abs_dev = (clipped - self.level).abs();
-        self.level += self.level_a * (clipped - self.level);
-        self.spread += self.spread_a * (abs_dev - self.spread);
-        // The floor spread is a plain running mean over the first samples,
-        // then exponentially weighted.
-        let a = self.floor_a.max(1.0 / self.seen as f64);
-        self.floor_spread += a * (dev.abs() - self.floor_spread);
+        // Every average is a plain running mean over its first samples, then
+        // exponentially weighted, so none starts biased towards 0.
+        let n = self.seen as f64;
+        self.level += self.level_a.max(1.0 / n) * (clipped - self.level);
+        let n_dev = (n - 1.0).max(1.0);
+        self.spread += self.spread_a.max(1.0 / n_dev) * (abs_dev - self.spread);
+        self.floor_spread += self.floor_a.max(1.0 / n_dev) * (dev.abs() - self.floor_spread);
     }
 
     /// Smoothing factor of a profile bucket: a half-life of

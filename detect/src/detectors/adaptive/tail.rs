@@ -37,10 +37,14 @@ pub(super) struct TailFit {
     rate: f64,
     n: u32,
     exceed: u32,
+    /// Lowest tail threshold.
+    u_min: f64,
 }
 
 impl TailFit {
-    pub(super) const fn new() -> Self {
+    /// A fit whose tail never starts below `u_min`: surprises at or below
+    /// it are never rare, however quiet the signal was.
+    pub(super) const fn new(u_min: f64) -> Self {
         TailFit {
             mean: 0.0,
             var: 0.0,
@@ -49,11 +53,12 @@ impl TailFit {
             rate: 0.0,
             n: 0,
             exceed: 0,
+            u_min,
         }
     }
 
     pub(super) fn threshold(&self) -> f64 {
-        self.mean + START_SDS * self.var.sqrt()
+        (self.mean + START_SDS * self.var.sqrt()).max(self.u_min)
     }
 
     /// Shape and scale of the excess distribution by the method of

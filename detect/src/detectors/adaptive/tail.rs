@@ -125,6 +125,8 @@ impl TailFit {
                 let w = (1.0 / f64::from(self.exceed + 1))
                     .max(a / self.rate.max(1e-3))
                     .min(1.0);
+                // Anomalies are learnt too (unlike SPOT, which skips them):
+                // a signal whose spikes recur learns that they are usual.
                 let y = s - u;
                 self.beta += w * (y - self.beta);
                 self.m2 += w * (y * y - self.m2);

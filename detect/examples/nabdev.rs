@@ -105,7 +105,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     if std::env::var_os("PERFILE").is_some() {
-        println!("{:58} {:>7} {:>3} {:>3} {:>3}", "file", "score", "tp", "fn", "fp");
+        println!(
+            "{:58} {:>7} {:>3} {:>3} {:>3}",
+            "file", "score", "tp", "fn", "fp"
+        );
         for f in &files {
             let s = f.score(cfg.threshold, Profile::STANDARD);
             println!(
@@ -132,7 +135,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let (i, m) = (w.start..=w.end)
                         .map(|i| (i, f.scores[i]))
                         .fold((w.start, 0.0), |a, b| if b.1 > a.1 { b } else { a });
-                    format!("{m:.3}@{:.2}", (i - w.start) as f64 / (w.end - w.start + 1) as f64)
+                    format!(
+                        "{m:.3}@{:.2}",
+                        (i - w.start) as f64 / (w.end - w.start + 1) as f64
+                    )
                 })
                 .collect();
             let out: Vec<String> = out.iter().map(|x| format!("{x:.3}")).collect();

@@ -1,40 +1,58 @@
 //! Online peaks-over-threshold calibration of a surprise statistic.
 //!
 //! Extreme value theory (Pickands–Balkema–de Haan) says the excesses of a
-//! statistic over a high threshold follow a generalised Pareto distribution;
-//! SPOT (Siffer et al., "Anomaly Detection in Streams with Extreme Value
-//! Theory", KDD 2017) fits that tail online to turn any surprise into a
-//! calibrated tail probability. This is the streaming, O(1)-memory variant
-//! with shape 0 (an exponential tail): the threshold `u` is the running mean
-//! plus [`START_SDS`] running standard deviations of the surprise, the scale
-//! `beta` is the running mean of the excesses over `u`, and `P(S > u)` is the
-//! running exceedance rate. All three are exponentially weighted, so the fit
-//! follows a signal whose noise changes.
+//! statistic over a high threshold follow a generalised Pareto distribution
+//! (GPD); SPOT (Siffer et al., "Anomaly Detection in Streams with Extreme
+//! Value Theory", KDD 2017) fits that tail online to turn any surprise into a
+//! calibrated tail probability. This is a streaming, O(1)-memory variant:
+//!
+//! - the threshold `u` is the running mean plus [`START_SDS`] running
+//!   standard deviations of the statistic (never below a floor the caller
+//!   sets);
+//! - `P(S > u)` is the running exceedance rate;
+//! - the GPD's shape `xi` and scale come from the running first two moments
+//!   of the excesses by the method of moments (Hosking & Wallis,
+//!   Technometrics 1987), the shape clamped to `[0, 0.5]` (0 is the
+//!   exponential tail; a negative shape would put a hard end point on the
+//!   tail, which a noisy estimate must not do);
+//! - `P(S > s) = P(S > u) * P(Y > s - u)` for the GPD excess `Y`, computed
+//!   with `statrs`' exponential distribution, since
+//!   `ln(1 + xi Y / scale) / xi` is standard exponential.
+//!
+//! All running averages are exponentially weighted (after a plain running
+//! mean over the first samples), so the fit follows a signal whose noise
+//! changes. Unlike SPOT, samples that alarm are learnt too: a signal whose
+//! spikes recur learns that they are usual.
 
 use statrs::distribution::{ContinuousCDF, Exp};
 
 /// The tail starts this many standard deviations above the mean surprise.
 pub(super) const START_SDS: f64 = 2.0;
 
-/// Smallest tail scale (in units of the log-surprise): keeps a signal whose
-/// surprise never varied from calling the smallest excess impossible.
+/// Bounds of the GPD shape (see the module docs).
 const XI_MIN: f64 = 0.0;
 const XI_MAX: f64 = 0.5;
 
 /// Surprises learnt before the fit gives any tail probability below 1.
 const MIN_FIT: u32 = 100;
 
+/// Smallest mean excess (in units of the log-surprise): keeps a signal whose
+/// surprise never varied from calling the smallest excess impossible.
 const BETA_FLOOR: f64 = 0.05;
 
-/// Running tail fit of one surprise statistic (40 bytes).
+/// Running tail fit of one surprise statistic (56 bytes).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct TailFit {
+    /// Running mean and variance of the statistic.
     mean: f64,
     var: f64,
+    /// Running mean of the excesses over the threshold.
     beta: f64,
     /// Running mean of the squared excesses.
     m2: f64,
+    /// Running rate of excesses per sample.
     rate: f64,
+    /// Samples and excesses learnt (saturating).
     n: u32,
     exceed: u32,
     /// Lowest tail threshold.
@@ -57,7 +75,8 @@ impl TailFit {
         }
     }
 
-    pub(super) fn threshold(&self) -> f64 {
+    /// Where the tail starts.
+    fn threshold(&self) -> f64 {
         (self.mean + START_SDS * self.var.sqrt()).max(self.u_min)
     }
 
@@ -67,7 +86,11 @@ impl TailFit {
     fn shape_scale(&self) -> (f64, f64) {
         let m = self.beta.max(BETA_FLOOR);
         let v = self.m2 - self.beta * self.beta;
-        let xi = if v > 0.0 { 0.5 * (1.0 - m * m / v) } else { XI_MIN };
+        let xi = if v > 0.0 {
+            0.5 * (1.0 - m * m / v)
+        } else {
+            XI_MIN
+        };
         let xi = xi.clamp(XI_MIN, XI_MAX);
         (xi, m * (1.0 - xi))
     }
@@ -110,8 +133,7 @@ impl TailFit {
             if self.n == 2 {
                 self.rate = 0.5;
             }
-            let ar = (1.0 / n).max(a);
-            self.rate += ar * (f64::from(u8::from(over)) - self.rate);
+            self.rate += a * (f64::from(u8::from(over)) - self.rate);
             if over {
                 // The scale starts from a prior worth one excess: one
                 // standard deviation of the surprise.

@@ -69,7 +69,12 @@ fn stationary_gaussian_noise_raises_no_alarm_when_quiet() {
         let xs = gaussian(seed, 100_000);
         let out = run(&DetectorConfig::quiet(), &xs);
         let f = fired(&out);
-        assert!(f.is_empty(), "seed {seed}: {} alarms, first at {:?}", f.len(), &f[..f.len().min(5)]);
+        assert!(
+            f.is_empty(),
+            "seed {seed}: {} alarms, first at {:?}",
+            f.len(),
+            &f[..f.len().min(5)]
+        );
         assert!(out.iter().all(|s| (0.0..=1.0).contains(&s.score)));
     }
 }
@@ -93,18 +98,17 @@ fn stationary_gaussian_noise_alarm_rate_at_defaults_is_bounded() {
 
 #[test]
 fn six_sigma_spike_fires_on_that_sample() {
-    for cfg in [DetectorConfig::default()] {
-        let mut xs = gaussian(11, 3000);
-        xs[2500] = 100.0 + 6.0 * 5.0;
-        let out = run(&cfg, &xs);
-        let f = fired(&out);
-        assert!(f.contains(&2500), "{f:?}");
-        let s = out[2500];
-        assert!(s.score >= cfg.threshold);
-        let ex = s.excursion.unwrap();
-        assert!(ex.above && ex.first);
-        assert_eq!(ex.onset_ms, 2500 * MINUTE);
-    }
+    let cfg = DetectorConfig::default();
+    let mut xs = gaussian(11, 3000);
+    xs[2500] = 100.0 + 6.0 * 5.0;
+    let out = run(&cfg, &xs);
+    let f = fired(&out);
+    assert!(f.contains(&2500), "{f:?}");
+    let s = out[2500];
+    assert!(s.score >= cfg.threshold);
+    let ex = s.excursion.unwrap();
+    assert!(ex.above && ex.first);
+    assert_eq!(ex.onset_ms, 2500 * MINUTE);
     // The quiet preset needs a larger spike but then fires on nothing else.
     let mut xs = gaussian(11, 3000);
     xs[2500] = 100.0 + 10.0 * 5.0;
@@ -114,13 +118,20 @@ fn six_sigma_spike_fires_on_that_sample() {
 #[test]
 fn level_shift_fires() {
     let xs = gaussian(13, 4000);
-    for (cfg, shift) in [(DetectorConfig::default(), 6.0), (DetectorConfig::quiet(), 10.0)] {
+    for (cfg, shift) in [
+        (DetectorConfig::default(), 6.0),
+        (DetectorConfig::quiet(), 10.0),
+    ] {
         let mut xs = xs.clone();
         for x in &mut xs[3000..] {
             *x += shift * 5.0;
         }
         let f = fired(&run(&cfg, &xs));
-        let near: Vec<usize> = f.iter().copied().filter(|i| (3000..3300).contains(i)).collect();
+        let near: Vec<usize> = f
+            .iter()
+            .copied()
+            .filter(|i| (3000..3300).contains(i))
+            .collect();
         // The shift is one excursion: it fires once, at once, then the
         // level adapts.
         assert!(near.len() == 1 && near[0] < 3005, "{f:?}");
@@ -149,11 +160,17 @@ fn missing_daily_peak_fires() {
         let first: Vec<usize> = xs
             .iter()
             .enumerate()
-            .filter(|&(i, &x)| d.update(i as i64 * step, x).excursion.is_some_and(|e| e.first))
+            .filter(|&(i, &x)| {
+                d.update(i as i64 * step, x)
+                    .excursion
+                    .is_some_and(|e| e.first)
+            })
             .map(|(i, _)| i)
             .collect();
         assert!(
-            first.iter().any(|&i| (8 * day + 96..8 * day + 100).contains(&i)),
+            first
+                .iter()
+                .any(|&i| (8 * day + 96..8 * day + 100).contains(&i)),
             "{first:?}"
         );
         if cfg.threshold >= DetectorConfig::quiet().threshold {
@@ -185,7 +202,9 @@ fn warmup_scores_zero() {
     let xs = gaussian(23, 200);
     let cfg = DetectorConfig::default();
     let out = run(&cfg, &xs);
-    assert!(out[..cfg.warmup as usize].iter().all(|s| *s == Scored::QUIET));
+    assert!(out[..cfg.warmup as usize]
+        .iter()
+        .all(|s| *s == Scored::QUIET));
 }
 
 #[test]
@@ -238,7 +257,9 @@ fn hysteresis_fires_once_per_excursion() {
         .filter(|&i| out[i].score >= cfg.threshold)
         .collect();
     assert_eq!(hits, vec![2000, 3500]);
-    assert!(out[2002].excursion.is_some_and(|e| !e.first && e.onset_ms == 2000 * MINUTE));
+    assert!(out[2002]
+        .excursion
+        .is_some_and(|e| !e.first && e.onset_ms == 2000 * MINUTE));
     assert!(out[2002].score == 0.0);
     assert!(out[2002].excursion.unwrap().peak_score >= out[2000].score);
     // The excursion ended: reset_samples quiet samples after the burst.
@@ -282,5 +303,8 @@ fn score_from_p_is_monotone_on_a_log_scale() {
     assert!(score_from_p(1e-3) < score_from_p(1e-4));
 }
 
-
-
+#[test]
+fn state_is_small() {
+    let size = std::mem::size_of::<AdaptiveDetector>();
+    assert!(size <= 2048, "{size} bytes");
+}

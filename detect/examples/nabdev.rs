@@ -10,9 +10,16 @@
 //! same names as in a runbook), e.g. `threshold=0.4 direction=up`. One
 //! configuration runs on every file. The example prints, for NAB's three
 //! cost profiles, the normalised score at the best corpus-wide threshold and
-//! at the configuration's own `threshold`; with `PERFILE=1` in the
-//! environment it also prints each file's standard-profile result at the
-//! configuration's threshold.
+//! at the configuration's own `threshold`. Environment switches:
+//! - `PERFILE=1`: each file's standard-profile result at that threshold;
+//! - `DIAG=1`: per file, the top five scores outside windows and the best
+//!   score in each window (with its relative position in the window);
+//! - `GAUSS=1`: the highest score and the number of alarms the
+//!   configuration gives 100,000 one-minute samples of stationary Gaussian
+//!   noise (five seeds), a check on its false-alarm rate.
+//!
+//! The detector runs online, one row at a time, exactly as in production;
+//! the example only reads files and scores the result.
 
 use detect::nab::{
     best_threshold, candidate_thresholds, corpus_score, windows_to_rows, NabFile, Profile,

@@ -306,5 +306,6 @@ fn score_from_p_is_monotone_on_a_log_scale() {
 #[test]
 fn state_is_small() {
     let size = std::mem::size_of::<AdaptiveDetector>();
+    println!("AdaptiveDetector: {size} bytes");
     assert!(size <= 2048, "{size} bytes");
 }

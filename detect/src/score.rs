@@ -6,8 +6,12 @@ use serde::{Deserialize, Serialize};
 /// an anomalous excursion, that excursion.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Scored {
-    /// Anomaly score in [0, 1]: one minus the tail probability of the
-    /// sample's deviation from the baseline. 0 during warm-up.
+    /// Anomaly score in [0, 1]: the calibrated tail probability `p` of the
+    /// sample on a log scale (`log(p) / log(1e-12)`, see
+    /// [`score_from_p`](crate::score_from_p)). 0 during warm-up, and 0 on
+    /// the samples of an excursion after the one that fired it (an
+    /// excursion fires once; its [`Excursion::peak_score`] keeps the
+    /// highest score).
     pub score: f64,
     /// The excursion this sample belongs to, if any. An excursion starts
     /// when the score reaches the threshold and ends (hysteresis) only after

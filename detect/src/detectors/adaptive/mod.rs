@@ -1,32 +1,71 @@
 //! The adaptive-threshold detector.
 //!
-//! For every sample it keeps robust running estimates of the series' level
-//! and spread, turns the sample's deviation into a tail probability, and
-//! reports `1 - p` as the score. See [`AdaptiveDetector`].
+//! For every sample it measures how far the sample lies from two baselines
+//! (the recent level, and what the signal usually does at this time of day),
+//! turns each distance into a surprise, keeps a short running mean of each
+//! surprise (bursts), calibrates all four statistics against their own
+//! history with a peaks-over-threshold tail fit, and reports the combined
+//! tail probability on a log scale. See [`AdaptiveDetector`].
 
-use statrs::function::erf::erfc;
+mod tail;
 
 use crate::{DetectorConfig, Excursion, Scored};
+use tail::TailFit;
 
 /// `sqrt(pi/2)`: the ratio of the standard deviation to the mean absolute
 /// deviation of a normal distribution, so `1.2533 * MAD` estimates sigma.
 const MAD_TO_SIGMA: f64 = 1.253_314_137_315_500_3;
 
 /// Samples further than this many spreads from the level are clipped to it
-/// before they update the estimates (Huber-style winsorising), so a spike
-/// moves the baseline only a little while a lasting shift still gets learnt.
+/// before they update the level and the fast spread (Huber-style
+/// winsorising), so a spike moves the baseline only a little while a lasting
+/// shift still gets learnt.
 const CLIP_SIGMAS: f64 = 3.0;
 
-/// Tail probability that maps to a score of 1: deviations at least this
-/// unlikely (about 7.1 sigma two-sided) all count as certain anomalies.
+/// The slow spread (unclipped, ten times slower than the fast one) times this
+/// is the floor of the spread: on a signal that is flat between spikes the
+/// fast, winsorised spread shrinks towards zero and would make every wiggle
+/// look like a 1e5-sigma event; the slow spread remembers the spikes.
+const FLOOR_RATIO: f64 = 0.25;
+
+/// How much slower the floor spread is than the fast spread.
+const FLOOR_SLOWDOWN: f64 = 10.0;
+
+/// A sample of a bucket of the daily profile is scored against it only once
+/// the bucket has seen this many samples.
+const BUCKET_READY: u32 = 3;
+
+/// The daily profile is used only once the series spans two days, so that
+/// every bucket describes earlier days, not the last few minutes.
+const PROFILE_READY_MS: i64 = 2 * DAY_MS;
+
+/// Number of statistics whose tail probabilities are combined (Bonferroni).
+const FEATURES: f64 = 4.0;
+
+/// A single sample's deviation is in the tail only beyond two spreads
+/// (`ln(1 + 2)`), however quiet the signal has been.
+const POINT_U_MIN: f64 = 1.098_612_288_668_109_8;
+
+/// A burst (running mean of the surprise) is in the tail only beyond an
+/// average deviation of one spread (`ln(1 + 1)`).
+const BURST_U_MIN: f64 = std::f64::consts::LN_2;
+
+/// Half-life, in samples, of the running mean of a surprise (the burst
+/// statistics): a run of moderately surprising samples, or a deviation that
+/// persists, adds up to more than any single one of them.
+const BURST_HL: f64 = 10.0;
+
+/// Tail probability that maps to a score of 1.
 const P_FLOOR: f64 = 1e-12;
+
+const DAY_MS: i64 = 86_400_000;
+const MAX_BUCKETS: usize = DetectorConfig::MAX_DAILY_BUCKETS as usize;
 
 /// Map a tail probability to a score in [0, 1] on a log scale:
 /// `log(p) / log(P_FLOOR)`. `1 - p` would crowd every interesting deviation
-/// into the last few ulps below 1.0 (4 sigma and 8 sigma both round to
-/// 0.9999...), leaving a threshold nothing to separate; the log scale keeps
-/// them apart and stays monotone in `p`. This is the transform Numenta's
-/// anomaly likelihood uses for the same reason.
+/// into the last few ulps below 1.0, leaving a threshold nothing to
+/// separate; the log scale keeps them apart and stays monotone in `p`. This
+/// is the transform Numenta's anomaly likelihood uses for the same reason.
 pub fn score_from_p(p: f64) -> f64 {
     if p >= 1.0 {
         0.0
@@ -37,42 +76,122 @@ pub fn score_from_p(p: f64) -> f64 {
     }
 }
 
+/// Smoothing factor of an exponentially weighted average with the given
+/// half-life in samples.
+fn factor(half_life: f64) -> f64 {
+    1.0 - 0.5f64.powf(1.0 / half_life.max(1.0))
+}
+
+/// Surprise of a deviation of `dev` with spread `sigma`: `ln(1 + |z|)`.
+///
+/// The logarithm turns a Pareto-like (heavy) tail of `|z|` into an
+/// exponential one, which is what the tail fit models, so an exponential
+/// fit of the log-excesses is a Hill-type estimate of a heavy tail.
+fn surprise(dev: f64, sigma: f64) -> f64 {
+    if dev == 0.0 {
+        0.0
+    } else if sigma > 0.0 {
+        (dev.abs() / sigma).ln_1p()
+    } else {
+        // No spread at all: any change is as surprising as it gets.
+        1e6f64.ln_1p()
+    }
+}
+
+/// One bucket of the daily profile.
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    /// Exponentially weighted mean of the bucket's samples.
+    mean: f32,
+    /// Exponentially weighted mean absolute deviation from `mean`.
+    mad: f32,
+    /// Samples seen (saturating).
+    n: u32,
+}
+
 /// Online adaptive-threshold detector for one series.
 ///
 /// # Model
 ///
-/// The level `m` is an exponentially weighted mean and the spread `s` an
-/// exponentially weighted mean absolute deviation, both fed winsorised
-/// samples. The deviation `z = (x - m) / (1.2533 s)` of a new sample is
-/// scored *before* the sample updates the estimates, so the score of sample
-/// `i` depends on samples `0..=i` only. Its score is `1 - P(|Z| >= |z|)` for a
-/// standard normal `Z` (one-sided for `up`/`down`), so the score is a
-/// calibrated tail probability rather than an arbitrary scale.
+/// Every statistic is scored *before* the sample updates any estimate, so
+/// the score of sample `i` depends on samples `0..=i` only.
+///
+/// 1. **Level**: `z = (x - m) / s`, where `m` is an exponentially weighted
+///    mean and `s` an exponentially weighted mean absolute deviation (times
+///    `sqrt(pi/2)`), both fed winsorised samples (3 spreads). The spread is
+///    floored by a quarter of a ten-times-slower, unclipped spread (so it
+///    cannot collapse on a signal that is flat between spikes) and by
+///    `min_spread`.
+/// 2. **Daily profile**: `z = (x - m_h) / s_h` against the mean and spread
+///    the signal had in the same hour-of-day bucket on previous days
+///    (`daily_buckets`; timestamps taken as UTC; used once the series spans
+///    two days). This catches a daily peak that is missing, too low or too
+///    high, which no level-based statistic can.
+/// 3. and 4. **Bursts**: a running mean (half-life 10 samples) of each of
+///    the two surprises below, so that a run of moderately surprising samples
+///    or a persisting deviation stands out even when no single sample does.
+///
+/// A deviation's surprise is `ln(1 + |z|)` (0 on a side `direction` does
+/// not watch). Each of the four statistics is calibrated against its own
+/// recent history (`calibration_half_life`) with a peaks-over-threshold fit
+/// (Pickands–Balkema–de Haan; the online use follows SPOT, Siffer et al.,
+/// "Anomaly Detection in Streams with Extreme Value Theory", KDD 2017): over
+/// the threshold `u = mean + 2 sd` of its past values, excesses follow a
+/// generalised Pareto distribution whose shape (clamped to [0, 0.5]) and
+/// scale come from the method of moments, so `P(S > s) = P(S > u) *
+/// GPD_sf(s - u)`; see the `tail` module. Because the surprise is a
+/// logarithm, an exponential tail in `S` is a power-law (Pareto) tail in
+/// `|z|`: a series whose spikes are routine learns that they are routine,
+/// while a spike on a quiet series is rare. The four probabilities are
+/// combined as `min(4 min(p1..p4), 1)` (Bonferroni) and reported as
+/// [`score_from_p`].
+///
+/// Every running average starts as a plain running mean of its first
+/// samples, so nothing is biased towards 0 early on; scores are 0 for the
+/// first `warmup` samples and each tail fit gives probabilities only after
+/// 100 samples.
 ///
 /// # Excursions and hysteresis
 ///
 /// An excursion starts when the score reaches `threshold` and ends only
 /// after `reset_samples` samples in a row scored below `reset_threshold`.
-/// Inside an excursion the detector keeps reporting it (with `first` set only
-/// on the firing sample), so one excursion fires once.
+/// The excursion fires once: its first sample carries the full score (and
+/// `first = true`); the rest of the excursion reports a score of 0, while
+/// [`Excursion::peak_score`] keeps the highest score seen so far. A consumer
+/// that thresholds the per-sample score therefore sees one alarm per
+/// excursion.
+///
+/// # Cost
+///
+/// About a kilobyte of state (the daily profile is a fixed array of 48
+/// `f32` pairs and a count; four tail fits of 56 bytes), no allocation, and
+/// a few dozen floating-point operations per sample (over 10 million
+/// samples per second on one core).
 #[derive(Debug, Clone)]
 pub struct AdaptiveDetector {
     cfg: DetectorConfig,
-    alpha: f64,
-    beta: f64,
+    /// Smoothing factors of the level, fast spread and floor spread.
+    level_a: f64,
+    spread_a: f64,
+    floor_a: f64,
     seen: u64,
+    first_ts: i64,
     level: f64,
     spread: f64,
+    floor_spread: f64,
+    /// Tail fits of the level and daily-profile surprises.
+    tails: [TailFit; 4],
+
+    /// Running means of the two surprises (bursts).
+    burst: [f64; 2],
+    burst_a: f64,
+    profile: [Bucket; MAX_BUCKETS],
+    /// Cached smoothing factor of the daily profile and the sample count it
+    /// was computed at.
+    profile_a: f32,
+    profile_a_at: u64,
     excursion: Option<Excursion>,
     quiet_run: u32,
-    /// |z| of the last sample (tuning aid).
-    pub last_z: f64,
-}
-
-/// Smoothing factor of an exponentially weighted average with the given
-/// half-life in samples.
-fn factor(half_life: f64) -> f64 {
-    1.0 - 0.5f64.powf(1.0 / half_life.max(1.0))
 }
 
 impl AdaptiveDetector {
@@ -80,15 +199,29 @@ impl AdaptiveDetector {
     /// ([`DetectorConfig::problems`] is empty).
     pub fn new(cfg: DetectorConfig) -> Self {
         AdaptiveDetector {
-            alpha: factor(cfg.level_half_life),
-            beta: factor(cfg.spread_half_life),
+            level_a: factor(cfg.level_half_life),
+            spread_a: factor(cfg.spread_half_life),
+            floor_a: factor(FLOOR_SLOWDOWN * cfg.spread_half_life),
             cfg,
             seen: 0,
+            first_ts: 0,
             level: 0.0,
             spread: 0.0,
+            floor_spread: 0.0,
+            tails: [
+                TailFit::new(POINT_U_MIN),
+                TailFit::new(POINT_U_MIN),
+                TailFit::new(BURST_U_MIN),
+                TailFit::new(BURST_U_MIN),
+            ],
+
+            burst: [0.0; 2],
+            burst_a: factor(BURST_HL),
+            profile: [Bucket::default(); MAX_BUCKETS],
+            profile_a: 0.0,
+            profile_a_at: 0,
             excursion: None,
             quiet_run: 0,
-            last_z: 0.0,
         }
     }
 
@@ -104,7 +237,17 @@ impl AdaptiveDetector {
 
     /// Current spread as a standard deviation estimate.
     pub fn sigma(&self) -> f64 {
-        (MAD_TO_SIGMA * self.spread).max(self.cfg.min_spread)
+        (MAD_TO_SIGMA * self.spread)
+            .max(FLOOR_RATIO * MAD_TO_SIGMA * self.floor_spread)
+            .max(self.cfg.min_spread)
+    }
+
+    fn watched_surprise(&self, dev: f64, sigma: f64) -> f64 {
+        if self.cfg.direction.watches(dev > 0.0) {
+            surprise(dev, sigma)
+        } else {
+            0.0
+        }
     }
 
     /// Score one sample taken at `ts_ms`. Non-finite values are not samples:
@@ -120,45 +263,75 @@ impl AdaptiveDetector {
         self.seen += 1;
         if self.seen == 1 {
             self.level = x;
-            self.spread = 0.0;
+            self.first_ts = ts_ms;
+            self.learn_profile(ts_ms, x);
             return Scored::QUIET;
         }
         let sigma = self.sigma();
+
+        // Feature 1: distance from the running level.
         let dev = x - self.level;
+        let s_level = self.watched_surprise(dev, sigma);
+        let p_level = self.tails[0].p(s_level);
+
+        // Feature 2: distance from the daily profile.
+        let nb = self
+            .cfg
+            .daily_buckets
+            .min(DetectorConfig::MAX_DAILY_BUCKETS) as usize;
+        let mut season = None;
+        if nb > 0 {
+            let b = bucket_of(ts_ms, nb);
+            let bk = self.profile[b];
+            if bk.n >= BUCKET_READY && ts_ms.saturating_sub(self.first_ts) >= PROFILE_READY_MS {
+                let d = x - f64::from(bk.mean);
+                let s = (MAD_TO_SIGMA * f64::from(bk.mad)).max(self.cfg.min_spread);
+                season = Some((d, self.watched_surprise(d, s)));
+            }
+        }
+        let p_season = season.map_or(1.0, |(_, s)| self.tails[1].p(s));
+
+        let b0 = self.burst[0] + self.burst_a * (s_level - self.burst[0]);
+        let b1 = season.map(|(_, s)| self.burst[1] + self.burst_a * (s - self.burst[1]));
+        let pb0 = self.tails[2].p(b0);
+        let pb1 = b1.map_or(1.0, |b| self.tails[3].p(b));
+        let (p, above) = if p_season < p_level {
+            (p_season, season.map_or(dev > 0.0, |(d, _)| d > 0.0))
+        } else {
+            (p_level, dev > 0.0)
+        };
+        let p = p.min(pb0).min(pb1);
+        let p = (FEATURES * p).min(1.0);
         let score = if self.seen <= u64::from(self.cfg.warmup) {
             0.0
         } else {
-            self.tail_score(dev, sigma)
+            score_from_p(p)
         };
-        self.learn(x, dev, sigma);
-        self.step_excursion(ts_ms, score, dev > 0.0)
-    }
 
-    /// `1 - p` for the deviation `dev` in units of `sigma`.
-    fn tail_score(&mut self, dev: f64, sigma: f64) -> f64 {
-        if !self.cfg.direction.watches(dev > 0.0) {
-            return 0.0;
+        // Learn, after scoring.
+        // A change after a perfectly flat stretch (no spread at all) is as
+        // surprising as it gets, but it is no sample of the usual surprise.
+        let defined = sigma > 0.0 || dev == 0.0;
+        if defined {
+            self.tails[0].learn(s_level, self.cfg.calibration_half_life);
         }
-        // A flat series has no spread: any change is infinitely surprising
-        // unless min_spread says how large a change matters.
-        let z = if sigma > 0.0 {
-            dev.abs() / sigma
-        } else if dev == 0.0 {
-            0.0
-        } else {
-            1e6
-        };
-        self.last_z = z;
-        // P(Z >= z) = erfc(z / sqrt 2) / 2 for a standard normal.
-        let one_sided = 0.5 * erfc(z * std::f64::consts::FRAC_1_SQRT_2);
-        let p = match self.cfg.direction {
-            crate::Direction::Both => 2.0 * one_sided,
-            _ => one_sided,
-        };
-        score_from_p(p)
+        if let Some((_, s)) = season {
+            self.tails[1].learn(s, self.cfg.calibration_half_life);
+        }
+        if defined {
+            self.burst[0] = b0;
+            self.tails[2].learn(b0, self.cfg.calibration_half_life);
+        }
+        if let Some(b1) = b1 {
+            self.burst[1] = b1;
+            self.tails[3].learn(b1, self.cfg.calibration_half_life);
+        }
+        self.learn_level(x, dev, sigma);
+        self.learn_profile(ts_ms, x);
+        self.step_excursion(ts_ms, score, above)
     }
 
-    fn learn(&mut self, x: f64, dev: f64, sigma: f64) {
+    fn learn_level(&mut self, x: f64, dev: f64, sigma: f64) {
         let bound = CLIP_SIGMAS * sigma;
         let clipped = if sigma > 0.0 {
             self.level + dev.clamp(-bound, bound)
@@ -166,10 +339,54 @@ impl AdaptiveDetector {
             x
         };
         let abs_dev = (clipped - self.level).abs();
-        self.level += self.alpha * (clipped - self.level);
-        // Until the spread is known at all, learn it from the raw deviation
-        // (clipping against a zero spread would keep it zero forever).
-        self.spread += self.beta * (abs_dev - self.spread);
+        // Every average is a plain running mean over its first samples, then
+        // exponentially weighted, so none starts biased towards 0.
+        let n = self.seen as f64;
+        self.level += self.level_a.max(1.0 / n) * (clipped - self.level);
+        let n_dev = (n - 1.0).max(1.0);
+        self.spread += self.spread_a.max(1.0 / n_dev) * (abs_dev - self.spread);
+        self.floor_spread += self.floor_a.max(1.0 / n_dev) * (dev.abs() - self.floor_spread);
+    }
+
+    /// Smoothing factor of a profile bucket: a half-life of
+    /// `daily_half_life_days` days, in updates of one bucket (the series'
+    /// samples per day, measured from its timestamps, over the bucket
+    /// count). Recomputed every 256 samples.
+    fn profile_factor(&mut self, ts_ms: i64, nb: usize) -> f32 {
+        if self.profile_a_at == 0 || self.seen - self.profile_a_at >= 256 {
+            let span = ts_ms.saturating_sub(self.first_ts);
+            let per_day = if span > 0 {
+                (self.seen - 1) as f64 * DAY_MS as f64 / span as f64
+            } else {
+                1.0
+            };
+            let per_bucket = (per_day / nb as f64).max(1.0);
+            self.profile_a = factor(self.cfg.daily_half_life_days * per_bucket) as f32;
+            self.profile_a_at = self.seen;
+        }
+        self.profile_a
+    }
+
+    fn learn_profile(&mut self, ts_ms: i64, x: f64) {
+        let nb = self
+            .cfg
+            .daily_buckets
+            .min(DetectorConfig::MAX_DAILY_BUCKETS) as usize;
+        if nb == 0 {
+            return;
+        }
+        let a = self.profile_factor(ts_ms, nb);
+        let bk = &mut self.profile[bucket_of(ts_ms, nb)];
+        bk.n = bk.n.saturating_add(1);
+        let x = x as f32;
+        if bk.n == 1 {
+            bk.mean = x;
+            return;
+        }
+        let a = a.max(1.0 / bk.n as f32);
+        let d = x - bk.mean;
+        bk.mad += a * (d.abs() - bk.mad);
+        bk.mean += a * d;
     }
 
     fn step_excursion(&mut self, ts_ms: i64, score: f64, above: bool) -> Scored {
@@ -207,15 +424,24 @@ impl AdaptiveDetector {
                     self.excursion = None;
                     self.quiet_run = 0;
                     return Scored {
-                        score,
+                        score: 0.0,
                         excursion: None,
                     };
                 }
+                // Fired already: the rest of the excursion scores 0.
                 Scored {
-                    score,
+                    score: 0.0,
                     excursion: Some(current),
                 }
             }
         }
     }
 }
+
+/// Hour-of-day bucket (of `nb` per day, UTC) of a timestamp.
+fn bucket_of(ts_ms: i64, nb: usize) -> usize {
+    (ts_ms.rem_euclid(DAY_MS) * nb as i64 / DAY_MS) as usize
+}
+
+#[cfg(test)]
+mod tests;

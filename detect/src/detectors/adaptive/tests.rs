@@ -1,0 +1,311 @@
+use super::*;
+use crate::Direction;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+
+const MINUTE: i64 = 60_000;
+
+fn gaussian(seed: u64, n: usize) -> Vec<f64> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let normal = Normal::new(100.0, 5.0).unwrap();
+    (0..n).map(|_| normal.sample(&mut rng)).collect()
+}
+
+fn run(cfg: &DetectorConfig, xs: &[f64]) -> Vec<Scored> {
+    let mut d = AdaptiveDetector::new(cfg.clone());
+    xs.iter()
+        .enumerate()
+        .map(|(i, &x)| d.update(i as i64 * MINUTE, x))
+        .collect()
+}
+
+fn fired(out: &[Scored]) -> Vec<usize> {
+    out.iter()
+        .enumerate()
+        .filter(|(_, s)| s.excursion.is_some_and(|e| e.first))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[test]
+fn default_config_is_valid() {
+    assert!(DetectorConfig::default().problems().is_empty());
+}
+
+#[test]
+fn problems_name_every_bad_field() {
+    let cfg = DetectorConfig {
+        threshold: 1.5,
+        reset_threshold: -1.0,
+        reset_samples: 0,
+        level_half_life: 0.5,
+        spread_half_life: f64::NAN,
+        calibration_half_life: 0.0,
+        daily_buckets: 49,
+        daily_half_life_days: 0.0,
+        min_spread: -1.0,
+        ..DetectorConfig::default()
+    };
+    let fields: Vec<&str> = cfg.problems().iter().map(|(f, _)| *f).collect();
+    for f in [
+        "threshold",
+        "reset_threshold",
+        "reset_samples",
+        "level_half_life",
+        "spread_half_life",
+        "calibration_half_life",
+        "daily_buckets",
+        "daily_half_life_days",
+        "min_spread",
+    ] {
+        assert!(fields.contains(&f), "{f} not reported in {fields:?}");
+    }
+}
+
+#[test]
+fn stationary_gaussian_noise_raises_no_alarm_when_quiet() {
+    for seed in [7, 8] {
+        let xs = gaussian(seed, 100_000);
+        let out = run(&DetectorConfig::quiet(), &xs);
+        let f = fired(&out);
+        assert!(
+            f.is_empty(),
+            "seed {seed}: {} alarms, first at {:?}",
+            f.len(),
+            &f[..f.len().min(5)]
+        );
+        assert!(out.iter().all(|s| (0.0..=1.0).contains(&s.score)));
+    }
+}
+
+#[test]
+fn stationary_gaussian_noise_alarm_rate_at_defaults_is_bounded() {
+    // The default threshold is tuned for NAB, which tolerates roughly one
+    // false alarm per few hundred samples; on pure Gaussian noise it fires
+    // on about one sample in 600 (3.5-sigma-like deviations), never more
+    // than one per excursion.
+    let xs = gaussian(7, 100_000);
+    let out = run(&DetectorConfig::default(), &xs);
+    let f = fired(&out);
+    assert!(f.len() < 300, "{} alarms", f.len());
+    let hits = out
+        .iter()
+        .filter(|s| s.score >= DetectorConfig::default().threshold)
+        .count();
+    assert_eq!(hits, f.len(), "one scored sample per excursion");
+}
+
+#[test]
+fn six_sigma_spike_fires_on_that_sample() {
+    let cfg = DetectorConfig::default();
+    let mut xs = gaussian(11, 3000);
+    xs[2500] = 100.0 + 6.0 * 5.0;
+    let out = run(&cfg, &xs);
+    let f = fired(&out);
+    assert!(f.contains(&2500), "{f:?}");
+    let s = out[2500];
+    assert!(s.score >= cfg.threshold);
+    let ex = s.excursion.unwrap();
+    assert!(ex.above && ex.first);
+    assert_eq!(ex.onset_ms, 2500 * MINUTE);
+    // The quiet preset needs a larger spike but then fires on nothing else.
+    let mut xs = gaussian(11, 3000);
+    xs[2500] = 100.0 + 10.0 * 5.0;
+    assert_eq!(fired(&run(&DetectorConfig::quiet(), &xs)), vec![2500]);
+}
+
+#[test]
+fn level_shift_fires() {
+    let xs = gaussian(13, 4000);
+    for (cfg, shift) in [
+        (DetectorConfig::default(), 6.0),
+        (DetectorConfig::quiet(), 10.0),
+    ] {
+        let mut xs = xs.clone();
+        for x in &mut xs[3000..] {
+            *x += shift * 5.0;
+        }
+        let f = fired(&run(&cfg, &xs));
+        let near: Vec<usize> = f
+            .iter()
+            .copied()
+            .filter(|i| (3000..3300).contains(i))
+            .collect();
+        // The shift is one excursion: it fires once, at once, then the
+        // level adapts.
+        assert!(near.len() == 1 && near[0] < 3005, "{f:?}");
+    }
+}
+
+#[test]
+fn missing_daily_peak_fires() {
+    // A daily pattern (5-minute samples): high from 08:00 to 18:00. On day 8
+    // the peak does not come; the level feature alone cannot tell that from
+    // an ordinary night.
+    let mut rng = StdRng::seed_from_u64(17);
+    let noise = Normal::new(0.0, 1.0).unwrap();
+    let step = 5 * MINUTE;
+    let day = 288;
+    let xs: Vec<f64> = (0..10 * day)
+        .map(|i| {
+            let tod = i % day;
+            let peak = (96..216).contains(&tod) && i / day != 8;
+            let base: f64 = if peak { 80.0 } else { 20.0 };
+            base + noise.sample(&mut rng)
+        })
+        .collect();
+    for cfg in [DetectorConfig::default(), DetectorConfig::quiet()] {
+        let mut d = AdaptiveDetector::new(cfg.clone());
+        let first: Vec<usize> = xs
+            .iter()
+            .enumerate()
+            .filter(|&(i, &x)| {
+                d.update(i as i64 * step, x)
+                    .excursion
+                    .is_some_and(|e| e.first)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        assert!(
+            first
+                .iter()
+                .any(|&i| (8 * day + 96..8 * day + 100).contains(&i)),
+            "{first:?}"
+        );
+        if cfg.threshold >= DetectorConfig::quiet().threshold {
+            // The regular daily transitions are not anomalies.
+            assert!(
+                first.iter().all(|&i| i < 3 * day || i / day == 8),
+                "{first:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn no_look_ahead() {
+    let mut xs = gaussian(19, 5000);
+    xs[1200] += 60.0;
+    for x in &mut xs[3000..] {
+        *x -= 25.0;
+    }
+    let full = run(&DetectorConfig::default(), &xs);
+    for cut in [1, 31, 1200, 1201, 2999, 3000, 4321] {
+        let part = run(&DetectorConfig::default(), &xs[..cut]);
+        assert_eq!(part, full[..cut], "prefix of {cut} rows differs");
+    }
+}
+
+#[test]
+fn warmup_scores_zero() {
+    let xs = gaussian(23, 200);
+    let cfg = DetectorConfig::default();
+    let out = run(&cfg, &xs);
+    assert!(out[..cfg.warmup as usize]
+        .iter()
+        .all(|s| *s == Scored::QUIET));
+}
+
+#[test]
+fn direction_filters_the_side() {
+    let base = gaussian(29, 3000);
+    let mut down = base.clone();
+    down[2000] = 100.0 - 12.0 * 5.0;
+    let mut up = base.clone();
+    up[2000] = 100.0 + 12.0 * 5.0;
+    let at = |direction, xs: &[f64]| {
+        let cfg = DetectorConfig {
+            direction,
+            ..DetectorConfig::quiet()
+        };
+        fired(&run(&cfg, xs))
+    };
+    assert_eq!(at(Direction::Both, &down), vec![2000]);
+    assert_eq!(at(Direction::Both, &up), vec![2000]);
+    assert_eq!(at(Direction::Up, &up), vec![2000]);
+    assert_eq!(at(Direction::Up, &down), Vec::<usize>::new());
+    assert_eq!(at(Direction::Down, &down), vec![2000]);
+    assert_eq!(at(Direction::Down, &up), Vec::<usize>::new());
+    let out = run(&DetectorConfig::quiet(), &down);
+    assert!(!out[2000].excursion.unwrap().above);
+    let out = run(&DetectorConfig::quiet(), &up);
+    assert!(out[2000].excursion.unwrap().above);
+    // An unwatched side scores 0.
+    let cfg = DetectorConfig {
+        direction: Direction::Up,
+        ..DetectorConfig::quiet()
+    };
+    assert_eq!(run(&cfg, &down)[2000].score, 0.0);
+}
+
+#[test]
+fn hysteresis_fires_once_per_excursion() {
+    let cfg = DetectorConfig::quiet();
+    let mut xs = gaussian(31, 4000);
+    // A burst of alternating spikes: one excursion, one alarm.
+    for i in 0..10 {
+        xs[2000 + 2 * i] += 60.0;
+    }
+    // Well after the burst has reset, another spike fires again.
+    xs[3500] += 60.0;
+    let out = run(&cfg, &xs);
+    assert_eq!(fired(&out), vec![2000, 3500]);
+    // Inside the excursion the per-sample score is 0, so thresholding the
+    // score also gives one alarm; the excursion keeps the peak score.
+    let hits: Vec<usize> = (0..xs.len())
+        .filter(|&i| out[i].score >= cfg.threshold)
+        .collect();
+    assert_eq!(hits, vec![2000, 3500]);
+    assert!(out[2002]
+        .excursion
+        .is_some_and(|e| !e.first && e.onset_ms == 2000 * MINUTE));
+    assert!(out[2002].score == 0.0);
+    assert!(out[2002].excursion.unwrap().peak_score >= out[2000].score);
+    // The excursion ended: reset_samples quiet samples after the burst.
+    let end = 2018 + cfg.reset_samples as usize + 2;
+    assert!(out[end].excursion.is_none(), "still in excursion at {end}");
+}
+
+#[test]
+fn flat_signal_then_change() {
+    let mut xs = vec![5.0; 2000];
+    xs[1500] = 6.0;
+    let out = run(&DetectorConfig::default(), &xs);
+    assert_eq!(fired(&out), vec![1500]);
+    // With min_spread the same wiggle is not an anomaly.
+    let cfg = DetectorConfig {
+        min_spread: 2.0,
+        ..DetectorConfig::default()
+    };
+    assert!(fired(&run(&cfg, &xs)).is_empty());
+}
+
+#[test]
+fn non_finite_values_are_ignored() {
+    let xs = gaussian(37, 500);
+    let mut d = AdaptiveDetector::new(DetectorConfig::default());
+    let mut e = AdaptiveDetector::new(DetectorConfig::default());
+    for (i, &x) in xs.iter().enumerate() {
+        let t = i as i64 * MINUTE;
+        let a = d.update(t, x);
+        assert_eq!(e.update(t, f64::NAN).score, 0.0);
+        let b = e.update(t, x);
+        assert_eq!(a, b);
+    }
+}
+
+#[test]
+fn score_from_p_is_monotone_on_a_log_scale() {
+    assert_eq!(score_from_p(1.0), 0.0);
+    assert_eq!(score_from_p(1e-13), 1.0);
+    assert!((score_from_p(1e-6) - 0.5).abs() < 1e-12);
+    assert!(score_from_p(1e-3) < score_from_p(1e-4));
+}
+
+#[test]
+fn state_is_small() {
+    let size = std::mem::size_of::<AdaptiveDetector>();
+    println!("AdaptiveDetector: {size} bytes");
+    assert!(size <= 2048, "{size} bytes");
+}

@@ -158,7 +158,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         use rand::SeedableRng;
         use rand_distr::Distribution;
         let mut gmax: f64 = 0.0;
-        for seed in 0..5u64 {
+        for seed in 0..20u64 {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let normal = rand_distr::Normal::new(100.0, 5.0)?;
             let mut det = AdaptiveDetector::new(cfg.clone());
@@ -172,6 +172,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             gmax = gmax.max(m);
         }
         println!("gaussmax {gmax:.3}");
+        // Score of a 6-sigma spike after 5000 samples of the same noise.
+        let mut smin: f64 = 1.0;
+        for seed in 0..20u64 {
+            for k in [6.0, 7.0] {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed + 100);
+                let normal = rand_distr::Normal::new(100.0, 5.0)?;
+                let mut det = AdaptiveDetector::new(cfg.clone());
+                for i in 0..5000 {
+                    det.update(i * 60_000, normal.sample(&mut rng));
+                }
+                let s = det.update(5000 * 60_000, 100.0 + k * 5.0);
+                print!("spike{k}σ {:.3}; ", s.score);
+                if k == 6.0 {
+                    smin = smin.min(s.score);
+                }
+            }
+        }
+        println!("spike6 min {smin:.3}");
     }
     eprintln!(
         "{points} points, detector time {elapsed:?} ({:.1} M points/s)",

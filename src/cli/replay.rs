@@ -205,7 +205,7 @@ fn print_summary(incidents: &[Incident]) {
         return;
     }
     println!(
-        "{:<11} {:<10} {:<26} {:<22} {:<8} {:<16} {:>8} {:>6}  steps",
+        "{:<11} {:<10} {:<26} {:<26} {:<8} {:<16} {:>8} {:>6}  steps",
         "incident", "service", "signal", "rule", "severity", "onset", "duration", "peak"
     );
     for inc in incidents {
@@ -231,7 +231,7 @@ fn print_summary(incidents: &[Incident]) {
             })
             .collect();
         println!(
-            "{:<11} {:<10} {:<26} {:<22} {:<8} {:<16} {:>8} {:>6.3}  {}",
+            "{:<11} {:<10} {:<26} {:<26} {:<8} {:<16} {:>8} {:>6.3}  {}",
             inc.id,
             inc.service,
             inc.signal,

@@ -47,7 +47,8 @@ pub struct Signal {
     #[serde(default)]
     pub detector: Option<DetectorConfig>,
     /// Anomaly score at or above which an anomaly is `critical` rather than
-    /// `warning`; in [0, 1].
+    /// `warning`; in [0, 1]. The default 0.8 is a calibrated tail
+    /// probability of about 2.5e-10 (the score is `log(p) / log(1e-12)`).
     #[serde(default = "default_critical_score")]
     pub critical_score: f64,
 }
@@ -61,7 +62,7 @@ fn default_instance_label() -> String {
 }
 
 fn default_critical_score() -> f64 {
-    0.999999
+    0.8
 }
 
 impl Signal {

@@ -453,6 +453,6 @@ mod tests {
         assert_eq!(set.summary(), "1 file, 1 signal, 1 rule");
         assert_eq!(set.rules()[0].when.for_.as_millis(), 90_000);
         assert_eq!(set.signal("s").unwrap().service_label, "service");
-        assert_eq!(set.signal("s").unwrap().critical_score, 0.999999);
+        assert_eq!(set.signal("s").unwrap().critical_score, 0.8);
     }
 }

@@ -46,6 +46,17 @@ const FEATURES: f64 = 4.0;
 /// (`ln(1 + 2)`), however quiet the signal has been.
 const POINT_U_MIN: f64 = 1.098_612_288_668_109_8;
 
+/// The unlogged level deviation is in the tail only beyond two spreads.
+const LIN_U_MIN: f64 = 2.0;
+
+/// Excesses fed to the unlogged tail fits are capped at this many mean
+/// excesses.
+const LIN_CAP: f64 = 4.0;
+
+/// The running mean of the unlogged level deviation is in the tail only
+/// beyond one spread.
+const LIN_BURST_U_MIN: f64 = 1.0;
+
 /// A burst (running mean of the surprise) is in the tail only beyond an
 /// average deviation of one spread (`ln(1 + 1)`).
 const BURST_U_MIN: f64 = std::f64::consts::LN_2;
@@ -146,6 +157,14 @@ struct Bucket {
 /// combined as `min(4 min(p1..p4), 1)` (Bonferroni) and reported as
 /// [`score_from_p`].
 ///
+/// For the level statistic and its burst, a second pair of tail fits works
+/// on the unlogged `|z|` (excesses capped at four mean excesses). While that
+/// fit finds a light tail (method-of-moments shape below 0, after 1000
+/// samples), its probability replaces the log fit's: on Gaussian-like noise
+/// the power-law view would give a 6-sigma spike hardly less probability
+/// than the largest of 100,000 ordinary samples, while the light-tail fit
+/// separates them. Spiky, heavy-tailed series keep the log fit.
+///
 /// Every running average starts as a plain running mean of its first
 /// samples, so nothing is biased towards 0 early on; scores are 0 for the
 /// first `warmup` samples and each tail fit gives probabilities only after
@@ -181,6 +200,11 @@ pub struct AdaptiveDetector {
     floor_spread: f64,
     /// Tail fits of the level and daily-profile surprises.
     tails: [TailFit; 4],
+    /// Tail fits of the unlogged level deviation `|z|` and of its running
+    /// mean, used instead of the log fits while they find a light tail.
+    lin_tail: TailFit,
+    lin_burst_tail: TailFit,
+    lin_burst: f64,
 
     /// Running means of the two surprises (bursts).
     burst: [f64; 2],
@@ -215,6 +239,9 @@ impl AdaptiveDetector {
                 TailFit::new(BURST_U_MIN),
             ],
 
+            lin_tail: TailFit::new(LIN_U_MIN),
+            lin_burst_tail: TailFit::new(LIN_BURST_U_MIN),
+            lin_burst: 0.0,
             burst: [0.0; 2],
             burst_a: factor(BURST_HL),
             profile: [Bucket::default(); MAX_BUCKETS],
@@ -272,7 +299,22 @@ impl AdaptiveDetector {
         // Feature 1: distance from the running level.
         let dev = x - self.level;
         let s_level = self.watched_surprise(dev, sigma);
-        let p_level = self.tails[0].p(s_level);
+        // The same deviation, unlogged, with its own tail fit. When that fit
+        // says the tail of |z| is light (shape below 0: Gaussian-like
+        // noise), it is the sharper model: the log fit treats every tail as
+        // a power law and so gives a 6-sigma spike on Gaussian noise hardly
+        // less probability than the largest of 100,000 noise samples. On
+        // heavy-tailed (spiky) series the log fit stays in charge.
+        let z_level = if sigma > 0.0 && self.cfg.direction.watches(dev > 0.0) {
+            dev.abs() / sigma
+        } else {
+            0.0
+        };
+        let p_level = if self.lin_tail.is_light() {
+            self.lin_tail.p(z_level)
+        } else {
+            self.tails[0].p(s_level)
+        };
 
         // Feature 2: distance from the daily profile.
         let nb = self
@@ -293,7 +335,12 @@ impl AdaptiveDetector {
 
         let b0 = self.burst[0] + self.burst_a * (s_level - self.burst[0]);
         let b1 = season.map(|(_, s)| self.burst[1] + self.burst_a * (s - self.burst[1]));
-        let pb0 = self.tails[2].p(b0);
+        let lb = self.lin_burst + self.burst_a * (z_level - self.lin_burst);
+        let pb0 = if self.lin_burst_tail.is_light() {
+            self.lin_burst_tail.p(lb)
+        } else {
+            self.tails[2].p(b0)
+        };
         let pb1 = b1.map_or(1.0, |b| self.tails[3].p(b));
         let (p, above) = if p_season < p_level {
             (p_season, season.map_or(dev > 0.0, |(d, _)| d > 0.0))
@@ -319,6 +366,17 @@ impl AdaptiveDetector {
             self.tails[1].learn(s, self.cfg.calibration_half_life);
         }
         if defined {
+            // The unlogged fits learn excesses capped at LIN_CAP mean
+            // excesses: they exist to model a light tail, and one outlier
+            // (or the first samples of a level shift) must not flip a
+            // Gaussian series to "heavy" for thousands of samples. A truly
+            // heavy tail still shows: its capped excesses pile up at the
+            // cap, their spread stays large and the shape stays above 0.
+            self.lin_tail
+                .learn_capped(z_level, self.cfg.calibration_half_life, LIN_CAP);
+            self.lin_burst = lb;
+            self.lin_burst_tail
+                .learn_capped(lb, self.cfg.calibration_half_life, LIN_CAP);
             self.burst[0] = b0;
             self.tails[2].learn(b0, self.cfg.calibration_half_life);
         }

@@ -36,6 +36,9 @@ const XI_MAX: f64 = 0.5;
 /// Surprises learnt before the fit gives any tail probability below 1.
 const MIN_FIT: u32 = 100;
 
+/// Samples a fit must have seen before it may call its tail light.
+const LIGHT_AFTER: u32 = 1000;
+
 /// Smallest mean excess (in units of the log-surprise): keeps a signal whose
 /// surprise never varied from calling the smallest excess impossible.
 const BETA_FLOOR: f64 = 0.05;
@@ -97,6 +100,20 @@ impl TailFit {
 
     /// Tail probability `P(S > s)` of a new surprise `s` under the fit; 1 at
     /// or below the tail threshold, and before anything was learnt.
+    /// Whether the excesses look light-tailed: the method-of-moments shape,
+    /// before clamping, is below 0 (the excesses vary less than an
+    /// exponential's would), judged only once the fit has seen
+    /// `LIGHT_AFTER` samples so that a handful of early excesses cannot
+    /// decide it.
+    pub(super) fn is_light(&self) -> bool {
+        if self.n < LIGHT_AFTER || self.exceed < MIN_FIT / 10 {
+            return false;
+        }
+        let v = self.m2 - self.beta * self.beta;
+        let m = self.beta.max(BETA_FLOOR);
+        v > 0.0 && 0.5 * (1.0 - m * m / v) < 0.0
+    }
+
     pub(super) fn p(&self, s: f64) -> f64 {
         let u = self.threshold();
         if self.n < MIN_FIT || s <= u {
@@ -120,7 +137,14 @@ impl TailFit {
 
     /// Learn surprise `s`; `half_life` (samples) sets the memory.
     pub(super) fn learn(&mut self, s: f64, half_life: f64) {
+        self.learn_capped(s, half_life, f64::INFINITY);
+    }
+
+    /// Learns `s` with its excess over the tail threshold capped at `cap`
+    /// times the current mean excess.
+    pub(super) fn learn_capped(&mut self, s: f64, half_life: f64, cap: f64) {
         let u = self.threshold();
+        let s = s.min(u + cap * self.beta.max(BETA_FLOOR));
         self.n = self.n.saturating_add(1);
         let n = f64::from(self.n);
         // Plain running means until the half-life's weight takes over.

@@ -112,13 +112,17 @@ fn hostile_at(m: i64) -> (f64, Option<(i64, f64)>) {
     }
 }
 
+/// A scenario: the value and the excursion `(onset minute, peak score)` at
+/// each minute.
+type Scenario = fn(i64) -> (f64, Option<(i64, f64)>);
+
 /// The first incident of one scenario run alone through the example runbooks.
 fn first_incident(
     signal: &str,
     service: &str,
     instance: &str,
     minutes: i64,
-    at: fn(i64) -> (f64, Option<(i64, f64)>),
+    at: Scenario,
 ) -> Incident {
     let set = examples();
     let mut engine = Engine::new(&set, EngineOptions { dry_run: true });

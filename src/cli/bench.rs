@@ -67,26 +67,8 @@ fn nab_bench(args: NabArgs) -> anyhow::Result<()> {
         let windows = nab::windows_to_rows(&ts, corpus.windows(&entry.key));
         series.push((entry.key.clone(), file, windows));
     }
-    // Score the corpus with one threshold setting; time the scoring alone.
-    let mut scoring = Duration::ZERO;
-    let mut points = 0usize;
-    let mut run = |cfg: &DetectorConfig| -> Vec<NabFile> {
-        series
-            .iter()
-            .map(|(name, file, windows)| {
-                let t0 = Instant::now();
-                let (scores, _) = score_rows(file.rows(), cfg);
-                scoring += t0.elapsed();
-                points += scores.len();
-                NabFile {
-                    name: name.clone(),
-                    scores,
-                    windows: windows.clone(),
-                }
-            })
-            .collect()
-    };
-    let at_default = run(&cfg);
+    let mut timing = Timing::default();
+    let at_default = run_corpus(&series, &cfg, &mut timing);
     let corpus_points: usize = at_default.iter().map(|f| f.scores.len()).sum();
     let windows: usize = at_default.iter().map(|f| f.windows.len()).sum();
     println!(
@@ -110,7 +92,7 @@ fn nab_bench(args: NabArgs) -> anyhow::Result<()> {
             reset_threshold: cfg.reset_threshold * t / cfg.threshold,
             ..cfg.clone()
         };
-        let files = run(&swept);
+        let files = run_corpus(&series, &swept, &mut timing);
         for (k, profile) in Profile::ALL.iter().enumerate() {
             let s = nab::corpus_score(&files, t, *profile);
             if best[k].is_none_or(|b| s.normalized > b.normalized) {
@@ -155,13 +137,42 @@ fn nab_bench(args: NabArgs) -> anyhow::Result<()> {
             }
         }
     }
-    drop(run);
     println!();
-    let secs = scoring.as_secs_f64().max(1e-9);
+    let (points, secs) = (timing.points, timing.elapsed.as_secs_f64().max(1e-9));
     println!(
         "scoring: {:.0} points/s ({:.1} ns/point, sample policy + detector, one core)",
         points as f64 / secs,
         secs * 1e9 / points.max(1) as f64
     );
     Ok(())
+}
+
+/// Time spent scoring and points scored, over every run.
+#[derive(Debug, Default)]
+struct Timing {
+    elapsed: Duration,
+    points: usize,
+}
+
+/// Scores every file of the corpus online with one configuration; times
+/// the scoring alone.
+fn run_corpus(
+    series: &[(String, ingest::NabFile, Vec<nab::RowWindow>)],
+    cfg: &DetectorConfig,
+    timing: &mut Timing,
+) -> Vec<NabFile> {
+    series
+        .iter()
+        .map(|(name, file, windows)| {
+            let t0 = Instant::now();
+            let (scores, _) = score_rows(file.rows(), cfg);
+            timing.elapsed += t0.elapsed();
+            timing.points += scores.len();
+            NabFile {
+                name: name.clone(),
+                scores,
+                windows: windows.clone(),
+            }
+        })
+        .collect()
 }

@@ -80,8 +80,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             )?;
         }
         println!(
-            "wrote {} and {} reports to {}",
-            "incidents.jsonl",
+            "wrote incidents.jsonl and {} reports to {}",
             outcome.incidents.len(),
             dir.display()
         );

@@ -243,8 +243,9 @@ fn check_action(action: &Action, at: &str, report: &mut impl FnMut(String, Strin
             }
         }
         Action::Webhook(Webhook { url, headers, .. }) => {
-            if !(url.0.starts_with("http://") || url.0.starts_with("https://"))
-                && !url.0.trim().is_empty()
+            if !(url.0.starts_with("http://")
+                || url.0.starts_with("https://")
+                || url.0.trim().is_empty())
             {
                 report(
                     format!("{at}.url"),

@@ -24,6 +24,7 @@
 //! assert_eq!(set.summary(), "1 file, 1 signal, 0 rules");
 //! ```
 
+pub mod actions;
 mod duration;
 pub mod engine;
 mod error;

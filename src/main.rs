@@ -4,6 +4,7 @@
 mod cli;
 mod evaluate;
 mod pipeline;
+mod telemetry;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -123,6 +123,22 @@ impl Pipeline {
         }
     }
 
+    /// Feeds one historical sample (a back-fill) to the series' sample
+    /// policy and detector only: detection is warm from the first live
+    /// sample, and nothing in the past opens an incident or plans an action.
+    pub fn warm(&mut self, series: SeriesHandle, ts_ms: i64, value: f64) -> Option<Scored> {
+        let state = &mut self.series[series.0];
+        match state.sanitizer.admit(ts_ms, value) {
+            Admit::Accept { sample, .. } => Some(state.detector.update(sample.ts_ms, sample.value)),
+            Admit::Drop(_) => None,
+        }
+    }
+
+    /// The signal a registered series belongs to.
+    pub fn signal_of(&self, series: SeriesHandle) -> &str {
+        &self.series[series.0].signal
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> &PipelineStats {
         &self.stats

@@ -121,6 +121,18 @@ pub enum RenderedAction {
 }
 
 impl RenderedAction {
+    /// The action kind as runbooks spell it (`restart`, `exec`, ...).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            RenderedAction::Restart { .. } => "restart",
+            RenderedAction::Scale { .. } => "scale",
+            RenderedAction::Rollback { .. } => "rollback",
+            RenderedAction::Reroute { .. } => "reroute",
+            RenderedAction::Exec { .. } => "exec",
+            RenderedAction::Webhook { .. } => "webhook",
+        }
+    }
+
     /// What the guards key on, with the rule: the object acted upon.
     pub fn target(&self) -> String {
         match self {

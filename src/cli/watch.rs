@@ -1,0 +1,378 @@
+//! `heal watch --prometheus URL --runbooks DIR`: heal's main job.
+//!
+//! Three stages over bounded channels, so a slow stage slows the one before
+//! it instead of growing a queue without bound:
+//!
+//! ```text
+//! source (ingest) ──evaluations──► decide (detect + remediate) ──actions──► act (executors)
+//! ```
+//!
+//! `decide` runs the very [`Pipeline`] replay uses. A failed evaluation is
+//! "no data": it reaches no detector, so it can never look like an anomaly
+//! or fire an action. Shutdown (SIGINT, SIGTERM) cancels one token: the
+//! source stops, `decide` drains what was already evaluated, and `act`
+//! finishes the action in flight (each has a timeout) before heal exits.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ingest::sources::prometheus::{
+    run_source, Auth, PrometheusClient, PrometheusConfig, SignalQuery, SourceEvent,
+};
+use ingest::Labels;
+use remediate::actions::exec::{self, ExecRequest};
+use remediate::engine::{EngineEvent, RenderedAction};
+use remediate::{EngineOptions, RunbookSet};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::UsageError;
+use crate::pipeline::{Pipeline, SeriesHandle};
+use crate::telemetry::Telemetry;
+
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// Prometheus base URL, such as `http://127.0.0.1:9090`.
+    #[arg(long)]
+    prometheus: String,
+    /// Directory of YAML runbooks: their signals are evaluated, their rules act.
+    #[arg(long)]
+    runbooks: PathBuf,
+    /// Evaluation interval (`1s`, `15s`, `1m`); evaluations happen at
+    /// multiples of it.
+    #[arg(long, default_value = "15s")]
+    interval: String,
+    /// How far back to back-fill the detectors at start (`0s` for none).
+    #[arg(long, default_value = "1h")]
+    backfill: String,
+    /// Timeout of one Prometheus query.
+    #[arg(long, default_value = "5s")]
+    query_timeout: String,
+    /// Address of heal's own `/metrics` and `/healthz`.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    listen: SocketAddr,
+    /// Perform the actions the guards allow. Without it every action is
+    /// planned and recorded in dry-run.
+    #[arg(long)]
+    execute: bool,
+    /// Name of an environment variable holding a bearer token for Prometheus.
+    #[arg(long)]
+    bearer_token_env: Option<String>,
+    /// Basic auth for Prometheus: the user name; the password is read from
+    /// the environment variable `HEAL_PROMETHEUS_PASSWORD`.
+    #[arg(long)]
+    basic_auth_user: Option<String>,
+    /// Stop after this long (for demos and tests); runs until a signal otherwise.
+    #[arg(long)]
+    run_for: Option<String>,
+}
+
+fn duration_arg(name: &str, v: &str) -> anyhow::Result<Duration> {
+    remediate::Duration::from_str(v)
+        .map(|d| Duration::from_millis(d.as_millis_i64().max(0) as u64))
+        .map_err(|e| UsageError(format!("--{name} {v:?}: {e}")).into())
+}
+
+/// What `decide` sends `act`.
+#[derive(Debug)]
+struct ActionJob {
+    incident: String,
+    step: usize,
+    action: RenderedAction,
+    timeout: Duration,
+}
+
+pub fn run(args: WatchArgs) -> anyhow::Result<()> {
+    let runbooks = RunbookSet::load_dir(&args.runbooks).map_err(|e| UsageError(e.to_string()))?;
+    let interval = duration_arg("interval", &args.interval)?;
+    let backfill = duration_arg("backfill", &args.backfill)?;
+    let timeout = duration_arg("query-timeout", &args.query_timeout)?;
+    let run_for = args.run_for.as_deref().map(|v| duration_arg("run-for", v)).transpose()?;
+    if interval.is_zero() {
+        return Err(UsageError("--interval must be more than 0s".into()).into());
+    }
+    let auth = match (&args.bearer_token_env, &args.basic_auth_user) {
+        (Some(var), None) => Some(Auth::Bearer {
+            token: std::env::var(var).map_err(|_| UsageError(format!("--bearer-token-env: {var} is not set")))?,
+        }),
+        (None, Some(user)) => Some(Auth::Basic {
+            username: user.clone(),
+            password: std::env::var("HEAL_PROMETHEUS_PASSWORD").unwrap_or_default(),
+        }),
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err(UsageError("use either --bearer-token-env or --basic-auth-user".into()).into())
+        }
+    };
+    let config = PrometheusConfig {
+        url: args.prometheus.clone(),
+        timeout_ms: timeout.as_millis() as u64,
+        auth,
+        ..PrometheusConfig::default()
+    };
+    let problems = config.problems();
+    if !problems.is_empty() {
+        return Err(UsageError(format!("prometheus configuration: {}", problems.join("; "))).into());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(watch(args, runbooks, config, interval, backfill, run_for))
+}
+
+async fn watch(
+    args: WatchArgs,
+    runbooks: RunbookSet,
+    config: PrometheusConfig,
+    interval: Duration,
+    backfill: Duration,
+    run_for: Option<Duration>,
+) -> anyhow::Result<()> {
+    let telemetry = Arc::new(Telemetry::default());
+    let last_processed = Arc::new(AtomicI64::new(0));
+    let shutdown = CancellationToken::new();
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| UsageError(format!("listening on {}: {e}", args.listen)))?;
+    eprintln!(
+        "heal watching {} ({} signals, {} rules) every {:?}; metrics on http://{}/metrics; actions {}",
+        args.prometheus,
+        runbooks.signals().len(),
+        runbooks.rules().len(),
+        interval,
+        listener.local_addr()?,
+        if args.execute { "performed" } else { "in dry-run" }
+    );
+    let server = tokio::spawn(serve(
+        listener,
+        telemetry.clone(),
+        last_processed.clone(),
+        interval,
+        shutdown.clone(),
+    ));
+
+    let signals: Vec<SignalQuery> = runbooks
+        .signals()
+        .iter()
+        .map(|s| SignalQuery { name: s.name.clone(), query: s.query.clone() })
+        .collect();
+    let client = PrometheusClient::new(config).map_err(|e| UsageError(e.to_string()))?;
+    let (eval_tx, eval_rx) = mpsc::channel::<SourceEvent>(64);
+    let (act_tx, act_rx) = mpsc::channel::<ActionJob>(64);
+    let source = tokio::spawn(run_source(
+        client,
+        signals,
+        interval.as_millis() as i64,
+        (!backfill.is_zero()).then(|| backfill.as_millis() as i64),
+        eval_tx,
+        shutdown.clone(),
+    ));
+    let pipeline = Pipeline::new(runbooks, EngineOptions { dry_run: !args.execute });
+    let decide = tokio::spawn(decide(pipeline, eval_rx, act_tx, telemetry.clone(), last_processed));
+    let act = tokio::spawn(act(act_rx, telemetry.clone()));
+
+    let stop = async {
+        match run_for {
+            Some(d) => tokio::time::sleep(d).await,
+            None => shutdown_signal().await,
+        }
+    };
+    stop.await;
+    eprintln!("heal: shutting down");
+    shutdown.cancel();
+    // The source returns on cancellation and drops its sender; `decide`
+    // drains the channel and drops the action sender; `act` finishes the
+    // action in flight and returns.
+    let _ = source.await;
+    let _ = decide.await;
+    let _ = act.await;
+    let _ = server.await;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// The decide stage: samples through sample policy, detector and engine.
+async fn decide(
+    mut pipeline: Pipeline,
+    mut rx: mpsc::Receiver<SourceEvent>,
+    act: mpsc::Sender<ActionJob>,
+    telemetry: Arc<Telemetry>,
+    last_processed: Arc<AtomicI64>,
+) {
+    let mut handles: HashMap<Labels, Option<SeriesHandle>> = HashMap::new();
+    let mut register = |pipeline: &mut Pipeline, labels: &Labels| -> Option<SeriesHandle> {
+        *handles.entry(labels.clone()).or_insert_with(|| pipeline.register(labels))
+    };
+    while let Some(event) = rx.recv().await {
+        match event {
+            SourceEvent::Backfill { signal, series } => {
+                let mut n = 0;
+                for (labels, samples) in &series {
+                    if let Some(h) = register(&mut pipeline, labels) {
+                        for s in samples {
+                            pipeline.warm(h, s.ts_ms, s.value);
+                            n += 1;
+                        }
+                    }
+                }
+                tracing::info!(stage = "detect", %signal, series = series.len(), samples = n, "back-filled");
+            }
+            SourceEvent::Evaluation(ev) => {
+                let _span = tracing::info_span!("evaluation", signal = %ev.signal, ts_ms = ev.ts_ms).entered();
+                telemetry.add("heal_evaluations_total", &[("signal", &ev.signal)], 1.0);
+                let results = match ev.outcome {
+                    Ok(results) => results,
+                    Err(e) => {
+                        // No data: nothing reaches a detector or the engine.
+                        telemetry.add(
+                            "heal_evaluation_failures_total",
+                            &[("signal", &ev.signal), ("reason", e.kind())],
+                            1.0,
+                        );
+                        tracing::warn!(stage = "ingest", error = %e, "evaluation failed: no data");
+                        continue;
+                    }
+                };
+                telemetry.add("heal_samples_total", &[("signal", &ev.signal)], results.len() as f64);
+                telemetry.set("heal_series", &[("signal", &ev.signal)], results.len() as f64);
+                for (labels, value) in &results {
+                    let Some(h) = register(&mut pipeline, labels) else { continue };
+                    let pushed = pipeline.push(h, ev.ts_ms, *value);
+                    if let Some(reason) = pushed.dropped {
+                        telemetry.add("heal_samples_dropped_total", &[("reason", reason.as_str())], 1.0);
+                    }
+                    if pushed.scored.is_some_and(|s| s.excursion.is_some_and(|e| e.first)) {
+                        telemetry.add("heal_anomalies_total", &[("signal", &ev.signal)], 1.0);
+                        tracing::info!(stage = "detect", series = %labels, "anomaly fired");
+                    }
+                    for event in pushed.events {
+                        handle_event(event, &act, &telemetry).await;
+                    }
+                }
+                let now = now_ms();
+                last_processed.store(now, Ordering::Relaxed);
+                telemetry.set("heal_loop_lag_seconds", &[], (now - ev.ts_ms) as f64 / 1000.0);
+            }
+        }
+    }
+}
+
+async fn handle_event(event: EngineEvent, act: &mpsc::Sender<ActionJob>, telemetry: &Telemetry) {
+    match event {
+        EngineEvent::Opened { incident, rule, series, severity, .. } => {
+            telemetry.add("heal_incidents_total", &[("rule", &rule)], 1.0);
+            tracing::warn!(stage = "remediate", %incident, %rule, %series, severity = severity.as_str(), "incident opened");
+        }
+        EngineEvent::Planned { incident, action } => {
+            if !action.decision.allowed {
+                let reason = action.decision.label();
+                telemetry.add("heal_actions_suppressed_total", &[("reason", reason)], 1.0);
+                tracing::info!(stage = "remediate", %incident, step = action.step, %reason, detail = %action.decision.detail, "action not performed");
+                return;
+            }
+            let Some(rendered) = action.rendered else { return };
+            let job = ActionJob {
+                incident,
+                step: action.step,
+                action: rendered,
+                timeout: Duration::from_secs(30),
+            };
+            // Backpressure: if actions pile up, evaluation waits.
+            let _ = act.send(job).await;
+        }
+        EngineEvent::Verified { incident, step, verification } => {
+            tracing::info!(stage = "remediate", %incident, step, outcome = verification.outcome.as_str(), "verified");
+        }
+        EngineEvent::Resolved { .. } => {
+            tracing::info!(stage = "remediate", ?event, "incident resolved");
+        }
+    }
+}
+
+/// The act stage: performs allowed actions one at a time.
+async fn act(mut rx: mpsc::Receiver<ActionJob>, telemetry: Arc<Telemetry>) {
+    while let Some(job) = rx.recv().await {
+        let _span = tracing::info_span!("action", incident = %job.incident, step = job.step).entered();
+        let (kind, result) = match &job.action {
+            RenderedAction::Exec { argv } => {
+                let req = ExecRequest {
+                    argv: argv.clone(),
+                    env: [("PATH".to_owned(), std::env::var("PATH").unwrap_or_default())].into(),
+                    timeout: job.timeout,
+                    dry_run: false,
+                };
+                ("exec", exec::run(&req).await)
+            }
+            other => {
+                tracing::error!(stage = "remediate", action = ?other, "no executor for this action kind yet");
+                telemetry.add("heal_actions_total", &[("kind", other.kind_name()), ("outcome", "no_executor")], 1.0);
+                continue;
+            }
+        };
+        let outcome = if result.ok { "ok" } else { "failed" };
+        telemetry.add("heal_actions_total", &[("kind", kind), ("outcome", outcome)], 1.0);
+        tracing::warn!(stage = "remediate", kind, outcome, summary = %result.summary, duration_ms = result.duration.as_millis() as u64, "action performed");
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `/metrics` and `/healthz`.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    telemetry: Arc<Telemetry>,
+    last_processed: Arc<AtomicI64>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    use axum::http::{header, StatusCode};
+    use axum::routing::get;
+    let metrics = {
+        let t = telemetry.clone();
+        move || {
+            let body = t.render();
+            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+        }
+    };
+    let healthz = move || {
+        let last = last_processed.load(Ordering::Relaxed);
+        async move {
+            // Healthy once the loop has processed an evaluation recently
+            // (three intervals, at least 10 s).
+            let limit = (3 * interval.as_millis() as i64).max(10_000);
+            let age = now_ms() - last;
+            if last > 0 && age <= limit {
+                (StatusCode::OK, format!("ok: last evaluation processed {age} ms ago\n"))
+            } else if last == 0 {
+                (StatusCode::SERVICE_UNAVAILABLE, "starting: no evaluation processed yet\n".to_owned())
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, format!("stalled: last evaluation processed {age} ms ago\n"))
+            }
+        }
+    };
+    let app = axum::Router::new().route("/metrics", get(metrics)).route("/healthz", get(healthz));
+    let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+}

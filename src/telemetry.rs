@@ -1,0 +1,153 @@
+//! heal's own metrics, exported in the Prometheus text format on `/metrics`.
+//!
+//! A small registry rather than a metrics crate: heal has a dozen series
+//! whose label values are all bounded (signal and rule names from the
+//! runbooks, reasons and kinds from enums), updated at most once per
+//! evaluation per signal, so a mutex-guarded map is cheap and keeps the
+//! exposition format under our control.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+#[derive(Debug)]
+struct Family {
+    help: &'static str,
+    kind: Kind,
+    values: BTreeMap<Vec<(&'static str, String)>, f64>,
+}
+
+/// The registry. Every family is declared up front so `/metrics` shows it
+/// (with no samples) before the first event.
+#[derive(Debug)]
+pub struct Telemetry {
+    families: Mutex<BTreeMap<&'static str, Family>>,
+}
+
+const FAMILIES: &[(&str, Kind, &str)] = &[
+    ("heal_evaluations_total", Kind::Counter, "Signal evaluations attempted, by signal."),
+    (
+        "heal_evaluation_failures_total",
+        Kind::Counter,
+        "Evaluations that returned no data because the query failed, by signal and reason.",
+    ),
+    ("heal_samples_total", Kind::Counter, "Samples received from sources, by signal."),
+    (
+        "heal_samples_dropped_total",
+        Kind::Counter,
+        "Samples dropped by the sample policy, by reason.",
+    ),
+    ("heal_anomalies_total", Kind::Counter, "Anomalous excursions that fired, by signal."),
+    ("heal_incidents_total", Kind::Counter, "Incidents opened, by rule."),
+    ("heal_actions_total", Kind::Counter, "Actions performed, by kind and outcome."),
+    (
+        "heal_actions_suppressed_total",
+        Kind::Counter,
+        "Actions held back by a guard, by reason.",
+    ),
+    (
+        "heal_loop_lag_seconds",
+        Kind::Gauge,
+        "Time from an evaluation's timestamp to the end of its processing.",
+    ),
+    ("heal_series", Kind::Gauge, "Series currently watched, by signal."),
+];
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        let families = FAMILIES
+            .iter()
+            .map(|&(name, kind, help)| (name, Family { help, kind, values: BTreeMap::new() }))
+            .collect();
+        Telemetry { families: Mutex::new(families) }
+    }
+}
+
+impl Telemetry {
+    fn update(&self, name: &'static str, labels: &[(&'static str, &str)], f: impl FnOnce(&mut f64)) {
+        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(family) = families.get_mut(name) else {
+            debug_assert!(false, "undeclared metric {name}");
+            return;
+        };
+        let key = labels.iter().map(|&(k, v)| (k, v.to_owned())).collect();
+        f(family.values.entry(key).or_insert(0.0));
+    }
+
+    /// Adds `by` to a counter.
+    pub fn add(&self, name: &'static str, labels: &[(&'static str, &str)], by: f64) {
+        self.update(name, labels, |v| *v += by);
+    }
+
+    /// Sets a gauge.
+    pub fn set(&self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
+        self.update(name, labels, |v| *v = value);
+    }
+
+    /// Current value of one series, for tests and `/healthz`.
+    pub fn get(&self, name: &'static str, labels: &[(&'static str, &str)]) -> f64 {
+        let families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        let key: Vec<(&'static str, String)> = labels.iter().map(|&(k, v)| (k, v.to_owned())).collect();
+        families.get(name).and_then(|f| f.values.get(&key)).copied().unwrap_or(0.0)
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(&self) -> String {
+        let families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::new();
+        for (name, f) in families.iter() {
+            let kind = match f.kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+            };
+            let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} {kind}", f.help);
+            for (labels, v) in &f.values {
+                out.push_str(name);
+                if !labels.is_empty() {
+                    out.push('{');
+                    for (i, (k, val)) in labels.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        let _ = write!(out, "{k}=\"{}\"", escape(val));
+                    }
+                    out.push('}');
+                }
+                let _ = writeln!(out, " {v}");
+            }
+        }
+        out
+    }
+}
+
+/// Label value escaping of the text format: backslash, quote, newline.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_declared_families_and_values() {
+        let t = Telemetry::default();
+        t.add("heal_evaluations_total", &[("signal", "up")], 1.0);
+        t.add("heal_evaluations_total", &[("signal", "up")], 2.0);
+        t.set("heal_loop_lag_seconds", &[], 0.25);
+        t.add("heal_samples_dropped_total", &[("reason", "a\"b\\c\nd")], 1.0);
+        let text = t.render();
+        assert!(text.contains("# TYPE heal_evaluations_total counter\nheal_evaluations_total{signal=\"up\"} 3\n"), "{text}");
+        assert!(text.contains("# TYPE heal_loop_lag_seconds gauge\nheal_loop_lag_seconds 0.25\n"), "{text}");
+        assert!(text.contains("heal_samples_dropped_total{reason=\"a\\\"b\\\\c\\nd\"} 1\n"), "{text}");
+        // Families with no value yet are still announced.
+        assert!(text.contains("# TYPE heal_actions_total counter\n"));
+        assert_eq!(t.get("heal_evaluations_total", &[("signal", "up")]), 3.0);
+    }
+}

@@ -53,7 +53,8 @@ struct SlotState {
     pid: Option<u32>,
     /// Times the service was started.
     starts: u64,
-    /// How the last child ended, if it did.
+    /// How the most recent child that ended ended (kept across a restart:
+    /// it tells why the service was restarted).
     last_exit: Option<String>,
 }
 
@@ -87,8 +88,9 @@ pub struct Status {
     pub alive: bool,
     /// Starts after the first one.
     pub restarts: u64,
-    /// How the last child ended (`exit status: 1`, `signal: 9 (SIGKILL)`,
-    /// `stopped`), if it did.
+    /// How the most recent child that ended ended (`exit status: 1`,
+    /// `signal: 9 (SIGKILL)`, `stopped`), if one did; a running service
+    /// keeps its predecessor's.
     pub last_exit: Option<String>,
 }
 
@@ -265,7 +267,6 @@ impl Supervisor {
         state.child = Some(child);
         state.pid = Some(pid);
         state.starts += 1;
-        state.last_exit = None;
         Ok(Started { name: slot.name.clone(), pid, port: addr.port(), took, restarts: state.starts - 1, already_running: false })
     }
 }

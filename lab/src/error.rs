@@ -27,17 +27,26 @@ pub struct Error {
 impl Error {
     /// A usage or configuration error (exit code 64).
     pub fn usage(message: impl Into<String>) -> Self {
-        Error { kind: ErrorKind::Usage, message: message.into() }
+        Error {
+            kind: ErrorKind::Usage,
+            message: message.into(),
+        }
     }
 
     /// The other side could not be reached (exit code 69).
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Error { kind: ErrorKind::Unavailable, message: message.into() }
+        Error {
+            kind: ErrorKind::Unavailable,
+            message: message.into(),
+        }
     }
 
     /// Any other failure (exit code 1).
     pub fn failed(message: impl Into<String>) -> Self {
-        Error { kind: ErrorKind::Failed, message: message.into() }
+        Error {
+            kind: ErrorKind::Failed,
+            message: message.into(),
+        }
     }
 
     /// An I/O error while doing `what`.
@@ -80,6 +89,9 @@ mod tests {
         assert_eq!(Error::usage("x").exit_code(), 64);
         assert_eq!(Error::unavailable("x").exit_code(), 69);
         assert_eq!(Error::failed("x").exit_code(), 1);
-        assert_eq!(Error::failed("reading x: gone").to_string(), "reading x: gone");
+        assert_eq!(
+            Error::failed("reading x: gone").to_string(),
+            "reading x: gone"
+        );
     }
 }

@@ -43,13 +43,17 @@ impl Target {
     /// send the lab's load anywhere.
     pub fn parse(url: &str) -> Result<Target> {
         let refuse = |why: &str| Error::usage(format!("load target {url:?}: {why}"));
-        let rest = url.strip_prefix("http://").ok_or_else(|| refuse("only plain http:// URLs are supported"))?;
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| refuse("only plain http:// URLs are supported"))?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6.split_once(']').ok_or_else(|| refuse("unterminated [IPv6] address"))?;
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| refuse("unterminated [IPv6] address"))?;
             (host, after.strip_prefix(':'))
         } else {
             match authority.rsplit_once(':') {
@@ -64,12 +68,19 @@ impl Target {
         let ip: IpAddr = if host.eq_ignore_ascii_case("localhost") {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         } else {
-            host.parse().map_err(|_| refuse("the host must be localhost or a loopback IP address"))?
+            host.parse()
+                .map_err(|_| refuse("the host must be localhost or a loopback IP address"))?
         };
         if !ip.is_loopback() {
-            return Err(refuse("only loopback targets (127.0.0.0/8, ::1) are allowed"));
+            return Err(refuse(
+                "only loopback targets (127.0.0.0/8, ::1) are allowed",
+            ));
         }
-        Ok(Target { url: url.to_string(), addr: SocketAddr::new(ip, port), path: path.to_string() })
+        Ok(Target {
+            url: url.to_string(),
+            addr: SocketAddr::new(ip, port),
+            path: path.to_string(),
+        })
     }
 }
 
@@ -128,7 +139,10 @@ impl Stats {
 
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = |q| self.quantile(q).map_or_else(|| "-".to_string(), |s| format!("{:.3}", s * 1000.0));
+        let ms = |q| {
+            self.quantile(q)
+                .map_or_else(|| "-".to_string(), |s| format!("{:.3}", s * 1000.0))
+        };
         write!(
             f,
             "sent={} ok={} errors={} timeouts={} dropped={} p50_ms={} p99_ms={}",
@@ -168,10 +182,14 @@ pub fn validate(config: &LoadConfig) -> Result<()> {
         return Err(Error::usage("load: give at least one --target"));
     }
     if config.rps == 0 || config.rps > MAX_RPS {
-        return Err(Error::usage(format!("load: --rps must be in 1..={MAX_RPS}")));
+        return Err(Error::usage(format!(
+            "load: --rps must be in 1..={MAX_RPS}"
+        )));
     }
     if config.duration.is_zero() || config.duration > Duration::from_secs(MAX_DURATION_S) {
-        return Err(Error::usage(format!("load: --duration-s must be in (0, {MAX_DURATION_S}]")));
+        return Err(Error::usage(format!(
+            "load: --duration-s must be in (0, {MAX_DURATION_S}]"
+        )));
     }
     if config.timeout.is_zero() || config.timeout > Duration::from_secs(60) {
         return Err(Error::usage("load: --timeout-ms must be in 1..=60000"));
@@ -182,11 +200,13 @@ pub fn validate(config: &LoadConfig) -> Result<()> {
 /// Runs the load and returns what happened.
 pub fn run(config: &LoadConfig) -> Result<Summary> {
     validate(config)?;
-    let total_requests = (u64::from(config.rps) as f64 * config.duration.as_secs_f64()).round() as u64;
+    let total_requests =
+        (u64::from(config.rps) as f64 * config.duration.as_secs_f64()).round() as u64;
     let interval = Duration::from_secs_f64(1.0 / f64::from(config.rps));
     // Enough workers for every request that can be in flight at the full
     // rate when each one runs into its timeout.
-    let workers = ((f64::from(config.rps) * config.timeout.as_secs_f64()).ceil() as usize + 2).clamp(2, MAX_WORKERS);
+    let workers = ((f64::from(config.rps) * config.timeout.as_secs_f64()).ceil() as usize + 2)
+        .clamp(2, MAX_WORKERS);
     let (tx, rx) = mpsc::channel::<(usize, Instant)>();
     let rx = Arc::new(Mutex::new(rx));
     let targets = Arc::new(config.targets.clone());
@@ -209,7 +229,9 @@ pub fn run(config: &LoadConfig) -> Result<Summary> {
     drop(tx);
     let mut per_target: Vec<Stats> = vec![Stats::default(); targets.len()];
     for handle in handles {
-        let stats = handle.join().map_err(|_| Error::failed("load: a worker thread panicked"))?;
+        let stats = handle
+            .join()
+            .map_err(|_| Error::failed("load: a worker thread panicked"))?;
         for (mine, theirs) in per_target.iter_mut().zip(&stats) {
             mine.merge(theirs);
         }
@@ -218,10 +240,21 @@ pub fn run(config: &LoadConfig) -> Result<Summary> {
     for stats in &per_target {
         total.merge(stats);
     }
-    Ok(Summary { targets: targets.iter().map(|t| t.url.clone()).zip(per_target).collect(), total })
+    Ok(Summary {
+        targets: targets
+            .iter()
+            .map(|t| t.url.clone())
+            .zip(per_target)
+            .collect(),
+        total,
+    })
 }
 
-fn worker(rx: &Mutex<mpsc::Receiver<(usize, Instant)>>, targets: &[Target], timeout: Duration) -> Vec<Stats> {
+fn worker(
+    rx: &Mutex<mpsc::Receiver<(usize, Instant)>>,
+    targets: &[Target],
+    timeout: Duration,
+) -> Vec<Stats> {
     let mut stats = vec![Stats::default(); targets.len()];
     loop {
         // The guard is a temporary of this statement: released before sending.
@@ -260,9 +293,18 @@ mod tests {
         let t = Target::parse("http://127.0.0.1:8080/x?y=1").unwrap();
         assert_eq!(t.addr, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(t.path, "/x?y=1");
-        assert_eq!(Target::parse("http://localhost:81").unwrap().addr, "127.0.0.1:81".parse().unwrap());
-        assert_eq!(Target::parse("http://127.3.4.5").unwrap().addr, "127.3.4.5:80".parse().unwrap());
-        assert_eq!(Target::parse("http://[::1]:9/").unwrap().addr, "[::1]:9".parse().unwrap());
+        assert_eq!(
+            Target::parse("http://localhost:81").unwrap().addr,
+            "127.0.0.1:81".parse().unwrap()
+        );
+        assert_eq!(
+            Target::parse("http://127.3.4.5").unwrap().addr,
+            "127.3.4.5:80".parse().unwrap()
+        );
+        assert_eq!(
+            Target::parse("http://[::1]:9/").unwrap().addr,
+            "[::1]:9".parse().unwrap()
+        );
     }
 
     #[test]
@@ -270,19 +312,31 @@ mod tests {
         let msg = |u: &str| Target::parse(u).unwrap_err().to_string();
         assert_eq!(msg("http://10.0.0.1:80/"), "load target \"http://10.0.0.1:80/\": only loopback targets (127.0.0.0/8, ::1) are allowed");
         assert_eq!(msg("http://example.com/"), "load target \"http://example.com/\": the host must be localhost or a loopback IP address");
-        assert_eq!(msg("https://127.0.0.1/"), "load target \"https://127.0.0.1/\": only plain http:// URLs are supported");
+        assert_eq!(
+            msg("https://127.0.0.1/"),
+            "load target \"https://127.0.0.1/\": only plain http:// URLs are supported"
+        );
         assert_eq!(msg("http://[2001:db8::1]:80/"), "load target \"http://[2001:db8::1]:80/\": only loopback targets (127.0.0.0/8, ::1) are allowed");
-        assert_eq!(msg("http://127.0.0.1:99999/"), "load target \"http://127.0.0.1:99999/\": bad port");
+        assert_eq!(
+            msg("http://127.0.0.1:99999/"),
+            "load target \"http://127.0.0.1:99999/\": bad port"
+        );
     }
 
     #[test]
     fn quantiles_use_the_nearest_rank() {
-        let s = Stats { latencies: (1..=100).map(f64::from).collect(), ..Stats::default() };
+        let s = Stats {
+            latencies: (1..=100).map(f64::from).collect(),
+            ..Stats::default()
+        };
         assert_eq!(s.quantile(0.5), Some(50.0));
         assert_eq!(s.quantile(0.99), Some(99.0));
         assert_eq!(s.quantile(1.0), Some(100.0));
         assert_eq!(Stats::default().quantile(0.5), None);
-        assert_eq!(Stats::default().to_string(), "sent=0 ok=0 errors=0 timeouts=0 dropped=0 p50_ms=- p99_ms=-");
+        assert_eq!(
+            Stats::default().to_string(),
+            "sent=0 ok=0 errors=0 timeouts=0 dropped=0 p50_ms=- p99_ms=-"
+        );
     }
 
     #[test]
@@ -294,7 +348,13 @@ mod tests {
             timeout: Duration::from_secs(1),
         };
         assert!(validate(&config(10, 1)).is_ok());
-        assert_eq!(validate(&config(0, 1)).unwrap_err().to_string(), "load: --rps must be in 1..=5000");
-        assert_eq!(validate(&config(10, 0)).unwrap_err().to_string(), "load: --duration-s must be in (0, 3600]");
+        assert_eq!(
+            validate(&config(0, 1)).unwrap_err().to_string(),
+            "load: --rps must be in 1..=5000"
+        );
+        assert_eq!(
+            validate(&config(10, 0)).unwrap_err().to_string(),
+            "load: --duration-s must be in (0, 3600]"
+        );
     }
 }

@@ -138,7 +138,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(64) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(64)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     match run(cli.command) {
@@ -152,13 +156,39 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<()> {
     match command {
-        Command::Service { name, port, addr, mem_limit_mb, fault, exit_on_stdin_eof } => {
-            service::run(service::ServiceConfig { name, addr, port, mem_limit_mb, fault, exit_on_stdin_eof })
-        }
-        Command::Load { targets, rps, duration_s, timeout_ms } => {
-            let targets = targets.iter().map(|t| load::Target::parse(t)).collect::<Result<Vec<_>>>()?;
-            if !(duration_s.is_finite() && duration_s > 0.0 && duration_s <= load::MAX_DURATION_S as f64) {
-                return Err(Error::usage(format!("load: --duration-s must be in (0, {}]", load::MAX_DURATION_S)));
+        Command::Service {
+            name,
+            port,
+            addr,
+            mem_limit_mb,
+            fault,
+            exit_on_stdin_eof,
+        } => service::run(service::ServiceConfig {
+            name,
+            addr,
+            port,
+            mem_limit_mb,
+            fault,
+            exit_on_stdin_eof,
+        }),
+        Command::Load {
+            targets,
+            rps,
+            duration_s,
+            timeout_ms,
+        } => {
+            let targets = targets
+                .iter()
+                .map(|t| load::Target::parse(t))
+                .collect::<Result<Vec<_>>>()?;
+            if !(duration_s.is_finite()
+                && duration_s > 0.0
+                && duration_s <= load::MAX_DURATION_S as f64)
+            {
+                return Err(Error::usage(format!(
+                    "load: --duration-s must be in (0, {}]",
+                    load::MAX_DURATION_S
+                )));
             }
             let config = load::LoadConfig {
                 targets,
@@ -170,17 +200,36 @@ fn run(command: Command) -> Result<()> {
             println!("{summary}");
             Ok(())
         }
-        Command::Up { config, run_dir, control, addr, exit_on_stdin_eof } => {
-            manager::run(&manager::UpConfig { config, run_dir, control, addr, exit_on_stdin_eof })
-        }
+        Command::Up {
+            config,
+            run_dir,
+            control,
+            addr,
+            exit_on_stdin_eof,
+        } => manager::run(&manager::UpConfig {
+            config,
+            run_dir,
+            control,
+            addr,
+            exit_on_stdin_eof,
+        }),
         Command::Restart(a) => control_call(a.control, "restart", Some(&a.name)),
         Command::Start(a) => control_call(a.control, "start", Some(&a.name)),
         Command::Stop(a) => control_call(a.control, "stop", Some(&a.name)),
         Command::Status { control } => control_call(control, "status", None),
         Command::Shutdown { control } => control_call(control, "shutdown", None),
-        Command::PrometheusConfig { targets, scrape_interval, evaluation_interval, output } => {
-            let targets = targets.iter().map(|t| promconfig::ScrapeTarget::parse(t)).collect::<Result<Vec<_>>>()?;
-            let evaluation_interval = evaluation_interval.unwrap_or_else(|| scrape_interval.clone());
+        Command::PrometheusConfig {
+            targets,
+            scrape_interval,
+            evaluation_interval,
+            output,
+        } => {
+            let targets = targets
+                .iter()
+                .map(|t| promconfig::ScrapeTarget::parse(t))
+                .collect::<Result<Vec<_>>>()?;
+            let evaluation_interval =
+                evaluation_interval.unwrap_or_else(|| scrape_interval.clone());
             let yml = promconfig::render(&targets, &scrape_interval, &evaluation_interval)?;
             if output.as_os_str() == "-" {
                 print!("{yml}");

@@ -13,14 +13,25 @@ const AT_CLKTCK: u64 = 17;
 /// 100, Linux's value on every common platform, if that cannot be read.
 pub fn clock_ticks_per_second() -> u64 {
     static TICKS: OnceLock<u64> = OnceLock::new();
-    *TICKS.get_or_init(|| std::fs::read("/proc/self/auxv").ok().and_then(|auxv| auxv_value(&auxv, AT_CLKTCK)).filter(|&t| t > 0).unwrap_or(100))
+    *TICKS.get_or_init(|| {
+        std::fs::read("/proc/self/auxv")
+            .ok()
+            .and_then(|auxv| auxv_value(&auxv, AT_CLKTCK))
+            .filter(|&t| t > 0)
+            .unwrap_or(100)
+    })
 }
 
 /// The system page size in bytes, read once from `/proc/self/auxv` (where
 /// the kernel hands it to every process); 4096 if that cannot be read.
 pub fn page_size() -> u64 {
     static PAGE_SIZE: OnceLock<u64> = OnceLock::new();
-    *PAGE_SIZE.get_or_init(|| std::fs::read("/proc/self/auxv").ok().and_then(|auxv| auxv_value(&auxv, AT_PAGESZ)).unwrap_or(4096))
+    *PAGE_SIZE.get_or_init(|| {
+        std::fs::read("/proc/self/auxv")
+            .ok()
+            .and_then(|auxv| auxv_value(&auxv, AT_PAGESZ))
+            .unwrap_or(4096)
+    })
 }
 
 /// Looks up `key` in a native-endian auxiliary vector of word-sized pairs.
@@ -33,7 +44,10 @@ fn auxv_value(auxv: &[u8], key: u64) -> Option<u64> {
             u64::from(u32::from_ne_bytes(b.try_into().unwrap_or_default()))
         }
     };
-    auxv.chunks_exact(2 * word).map(|pair| (read(&pair[..word]), read(&pair[word..]))).find(|&(k, _)| k == key).map(|(_, v)| v)
+    auxv.chunks_exact(2 * word)
+        .map(|pair| (read(&pair[..word]), read(&pair[word..])))
+        .find(|&(k, _)| k == key)
+        .map(|(_, v)| v)
 }
 
 /// This process's resident set size in bytes: `/proc/self/statm`'s second
@@ -41,7 +55,11 @@ fn auxv_value(auxv: &[u8], key: u64) -> Option<u64> {
 pub fn resident_memory_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .map_or(0, |pages| pages * page_size())
 }
 
@@ -64,27 +82,34 @@ pub fn user_cpu_ticks(pid: u32) -> Option<u64> {
 
 /// This process's user and system CPU time in seconds (`utime + stime`).
 pub fn cpu_seconds() -> f64 {
-    let ticks = std::fs::read_to_string("/proc/self/stat").ok().and_then(|stat| {
-        let after_comm = stat[stat.rfind(')')? + 1..].to_string();
-        let mut fields = after_comm.split_whitespace().skip(14 - 3);
-        let utime: u64 = fields.next()?.parse().ok()?;
-        let stime: u64 = fields.next()?.parse().ok()?;
-        Some(utime + stime)
-    });
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let after_comm = stat[stat.rfind(')')? + 1..].to_string();
+            let mut fields = after_comm.split_whitespace().skip(14 - 3);
+            let utime: u64 = fields.next()?.parse().ok()?;
+            let stime: u64 = fields.next()?.parse().ok()?;
+            Some(utime + stime)
+        });
     ticks.map_or(0.0, |t| t as f64 / clock_ticks_per_second() as f64)
 }
 
 /// Whether process `pid` exists and is not a zombie.
 pub fn is_running(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).is_some_and(|state| state != "Z" && state != "X"),
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
     }
 }
 
 /// Seconds since the Unix epoch, with sub-second precision.
 pub fn unix_time_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]
@@ -117,7 +142,7 @@ mod tests {
     fn own_process_figures_are_plausible() {
         let rss = resident_memory_bytes();
         assert!(rss > 100 * 1024, "{rss}");
-        assert_eq!(resident_memory_bytes_of(std::process::id()).is_some(), true);
+        assert!(resident_memory_bytes_of(std::process::id()).is_some());
         assert!(user_cpu_ticks(std::process::id()).is_some());
         assert!(is_running(std::process::id()));
         assert!(clock_ticks_per_second() >= 100);

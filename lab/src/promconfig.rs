@@ -26,23 +26,37 @@ impl ScrapeTarget {
     /// Parses `NAME=HOST:PORT`.
     pub fn parse(spec: &str) -> Result<ScrapeTarget> {
         let bad = |why: &str| Error::usage(format!("scrape target {spec:?}: {why}"));
-        let (name, addr) = spec.split_once('=').ok_or_else(|| bad("expected NAME=HOST:PORT"))?;
+        let (name, addr) = spec
+            .split_once('=')
+            .ok_or_else(|| bad("expected NAME=HOST:PORT"))?;
         if !valid_name(name) {
-            return Err(bad("the name must be 1 to 64 letters, digits, '_', '-' or '.'"));
+            return Err(bad(
+                "the name must be 1 to 64 letters, digits, '_', '-' or '.'",
+            ));
         }
-        let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("expected NAME=HOST:PORT"))?;
-        let host_ok = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b));
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| bad("expected NAME=HOST:PORT"))?;
+        let host_ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b));
         if !host_ok || port.parse::<u16>().map_or(true, |p| p == 0) {
             return Err(bad("expected NAME=HOST:PORT with a port in 1..=65535"));
         }
-        Ok(ScrapeTarget { name: name.to_string(), addr: addr.to_string() })
+        Ok(ScrapeTarget {
+            name: name.to_string(),
+            addr: addr.to_string(),
+        })
     }
 }
 
 /// Parses a Prometheus duration made of one number and a unit among `ms`,
 /// `s`, `m`, `h`, e.g. `1s`, `500ms`, into milliseconds.
 pub fn parse_duration_ms(text: &str) -> Result<u64> {
-    let bad = || Error::usage(format!("duration {text:?}: expected a whole number and a unit among ms, s, m, h (e.g. 1s, 500ms)"));
+    let bad = || {
+        Error::usage(format!("duration {text:?}: expected a whole number and a unit among ms, s, m, h (e.g. 1s, 500ms)"))
+    };
     let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (number, unit) = text.split_at(split);
     let n: u64 = number.parse().map_err(|_| bad())?;
@@ -62,17 +76,33 @@ pub fn parse_duration_ms(text: &str) -> Result<u64> {
 /// Renders `prometheus.yml`. `scrape_timeout` is the scrape interval capped
 /// at Prometheus' default of 10s, since Prometheus refuses a timeout longer
 /// than the interval.
-pub fn render(targets: &[ScrapeTarget], scrape_interval: &str, evaluation_interval: &str) -> Result<String> {
+pub fn render(
+    targets: &[ScrapeTarget],
+    scrape_interval: &str,
+    evaluation_interval: &str,
+) -> Result<String> {
     if targets.is_empty() {
-        return Err(Error::usage("prometheus-config: give at least one --target"));
+        return Err(Error::usage(
+            "prometheus-config: give at least one --target",
+        ));
     }
     let interval_ms = parse_duration_ms(scrape_interval)?;
     parse_duration_ms(evaluation_interval)?;
-    let timeout = if interval_ms > 10_000 { "10s" } else { scrape_interval };
+    let timeout = if interval_ms > 10_000 {
+        "10s"
+    } else {
+        scrape_interval
+    };
     let mut out = String::new();
-    let _ = writeln!(out, "# Written by heal-lab prometheus-config: one static target per lab service.");
+    let _ = writeln!(
+        out,
+        "# Written by heal-lab prometheus-config: one static target per lab service."
+    );
     let _ = writeln!(out, "# `service` and `instance` are target labels, so");
-    let _ = writeln!(out, "#   sum by (service, instance) (rate(http_requests_total[1m]))");
+    let _ = writeln!(
+        out,
+        "#   sum by (service, instance) (rate(http_requests_total[1m]))"
+    );
     let _ = writeln!(out, "# has one series per service instance.");
     let _ = writeln!(out, "global:");
     let _ = writeln!(out, "  scrape_interval: {scrape_interval}");
@@ -80,8 +110,14 @@ pub fn render(targets: &[ScrapeTarget], scrape_interval: &str, evaluation_interv
     let _ = writeln!(out, "  evaluation_interval: {evaluation_interval}");
     let _ = writeln!(out, "scrape_configs:");
     let _ = writeln!(out, "  - job_name: services");
-    let _ = writeln!(out, "    # The services export `service` on their request metrics themselves;");
-    let _ = writeln!(out, "    # honouring it keeps one `service` label instead of `exported_service`.");
+    let _ = writeln!(
+        out,
+        "    # The services export `service` on their request metrics themselves;"
+    );
+    let _ = writeln!(
+        out,
+        "    # honouring it keeps one `service` label instead of `exported_service`."
+    );
     let _ = writeln!(out, "    honor_labels: true");
     let _ = writeln!(out, "    metrics_path: /metrics");
     let _ = writeln!(out, "    static_configs:");
@@ -107,12 +143,22 @@ pub fn render(targets: &[ScrapeTarget], scrape_interval: &str, evaluation_interv
 
 /// Writes `contents` to `path` atomically: a temporary sibling, then a rename.
 pub fn write_atomically(path: &std::path::Path, contents: &str) -> Result<()> {
-    let file_name = path.file_name().ok_or_else(|| Error::usage(format!("output {}: not a file path", path.display())))?;
-    let tmp = path.with_file_name(format!(".{}.tmp{}", file_name.to_string_lossy(), std::process::id()));
-    std::fs::write(&tmp, contents).map_err(|e| Error::io(format_args!("writing {}", tmp.display()), e))?;
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::usage(format!("output {}: not a file path", path.display())))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, contents)
+        .map_err(|e| Error::io(format_args!("writing {}", tmp.display()), e))?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        Error::io(format_args!("renaming {} to {}", tmp.display(), path.display()), e)
+        Error::io(
+            format_args!("renaming {} to {}", tmp.display(), path.display()),
+            e,
+        )
     })
 }
 
@@ -122,7 +168,14 @@ mod tests {
 
     #[test]
     fn renders_the_expected_file() {
-        let targets: Vec<_> = ["web=127.0.0.1:8001", "api=127.0.0.1:8002", "web=127.0.0.1:8003"].iter().map(|s| ScrapeTarget::parse(s).unwrap()).collect();
+        let targets: Vec<_> = [
+            "web=127.0.0.1:8001",
+            "api=127.0.0.1:8002",
+            "web=127.0.0.1:8003",
+        ]
+        .iter()
+        .map(|s| ScrapeTarget::parse(s).unwrap())
+        .collect();
         let yml = render(&targets, "1s", "1s").unwrap();
         let expected = r#"# Written by heal-lab prometheus-config: one static target per lab service.
 # `service` and `instance` are target labels, so
@@ -158,7 +211,9 @@ scrape_configs:
     #[test]
     fn long_intervals_keep_the_default_timeout() {
         let t = [ScrapeTarget::parse("a=localhost:1").unwrap()];
-        assert!(render(&t, "1m", "15s").unwrap().contains("  scrape_timeout: 10s\n"));
+        assert!(render(&t, "1m", "15s")
+            .unwrap()
+            .contains("  scrape_timeout: 10s\n"));
     }
 
     #[test]
@@ -179,7 +234,13 @@ scrape_configs:
         let msg = |s: &str| ScrapeTarget::parse(s).unwrap_err().to_string();
         assert_eq!(msg("web"), "scrape target \"web\": expected NAME=HOST:PORT");
         assert_eq!(msg("w b=127.0.0.1:1"), "scrape target \"w b=127.0.0.1:1\": the name must be 1 to 64 letters, digits, '_', '-' or '.'");
-        assert_eq!(msg("web=127.0.0.1:0"), "scrape target \"web=127.0.0.1:0\": expected NAME=HOST:PORT with a port in 1..=65535");
-        assert_eq!(msg("web=a b:1"), "scrape target \"web=a b:1\": expected NAME=HOST:PORT with a port in 1..=65535");
+        assert_eq!(
+            msg("web=127.0.0.1:0"),
+            "scrape target \"web=127.0.0.1:0\": expected NAME=HOST:PORT with a port in 1..=65535"
+        );
+        assert_eq!(
+            msg("web=a b:1"),
+            "scrape target \"web=a b:1\": expected NAME=HOST:PORT with a port in 1..=65535"
+        );
     }
 }

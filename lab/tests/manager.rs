@@ -45,10 +45,22 @@ impl Lab {
             }
             // NAME pid PID listening on ADDR
             let w: Vec<&str> = line.split_whitespace().collect();
-            assert_eq!((w.len(), w[1], w[3], w[4]), (6, "pid", "listening", "on"), "{line}");
-            started.insert(w[0].to_string(), (w[2].parse().unwrap(), w[5].parse().unwrap()));
+            assert_eq!(
+                (w.len(), w[1], w[3], w[4]),
+                (6, "pid", "listening", "on"),
+                "{line}"
+            );
+            started.insert(
+                w[0].to_string(),
+                (w[2].parse().unwrap(), w[5].parse().unwrap()),
+            );
         };
-        Lab { manager, control, started, dir }
+        Lab {
+            manager,
+            control,
+            started,
+            dir,
+        }
     }
 
     fn pidfile(&self, name: &str) -> PathBuf {
@@ -56,7 +68,9 @@ impl Lab {
     }
 
     fn pidfile_pid(&self, name: &str) -> Option<u32> {
-        std::fs::read_to_string(self.pidfile(name)).ok().map(|s| s.trim().parse().unwrap())
+        std::fs::read_to_string(self.pidfile(name))
+            .ok()
+            .map(|s| s.trim().parse().unwrap())
     }
 
     /// Runs `heal-lab VERB --control C [NAME]`: (exit code, stdout, stderr).
@@ -65,7 +79,11 @@ impl Lab {
         let mut args = vec![verb, "--control", &control];
         args.extend(name);
         let out = run(&args, Duration::from_secs(40));
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     fn status(&self) -> String {
@@ -75,22 +93,33 @@ impl Lab {
 
 /// The raw JSON value of `"key":` in a flat object (numbers, booleans, null, strings).
 fn field<'a>(json: &'a str, key: &str) -> &'a str {
-    let start = json.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("no {key} in {json}")) + key.len() + 3;
+    let start = json
+        .find(&format!("\"{key}\":"))
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
+        + key.len()
+        + 3;
     let rest = &json[start..];
-    let end = if rest.starts_with('"') { rest[1..].find('"').unwrap() + 2 } else { rest.find([',', '}']).unwrap() };
+    let end = match rest.strip_prefix('"') {
+        Some(string) => string.find('"').unwrap() + 2,
+        None => rest.find([',', '}']).unwrap(),
+    };
     &rest[..end]
 }
 
 /// The status object of service `name`.
 fn service_status<'a>(status: &'a str, name: &str) -> &'a str {
-    let start = status.find(&format!("{{\"name\":\"{name}\"")).unwrap_or_else(|| panic!("no {name} in {status}"));
+    let start = status
+        .find(&format!("{{\"name\":\"{name}\""))
+        .unwrap_or_else(|| panic!("no {name} in {status}"));
     &status[start..start + status[start..].find('}').unwrap() + 1]
 }
 
 #[test]
 fn starts_every_service_with_a_pidfile() {
     let port = free_port();
-    let lab = Lab::up(&format!("# two services\nweb 0\napi {port} --fault latency:1\n"));
+    let lab = Lab::up(&format!(
+        "# two services\nweb 0\napi {port} --fault latency:1\n"
+    ));
     assert_eq!(lab.started.len(), 2);
     assert_eq!(lab.started["api"].1.port(), port);
     for (name, (pid, addr)) in &lab.started {
@@ -101,7 +130,14 @@ fn starts_every_service_with_a_pidfile() {
     }
     let status = lab.status();
     let api = service_status(&status, "api");
-    assert_eq!((field(api, "alive"), field(api, "restarts"), field(api, "port")), ("true", "0", port.to_string().as_str()));
+    assert_eq!(
+        (
+            field(api, "alive"),
+            field(api, "restarts"),
+            field(api, "port")
+        ),
+        ("true", "0", port.to_string().as_str())
+    );
     assert_eq!(field(api, "pid"), lab.started["api"].0.to_string());
     assert_eq!(field(api, "last_exit"), "null");
 }
@@ -117,12 +153,18 @@ fn restart_gives_a_new_pid_on_the_same_port() {
     assert_eq!(field(&out, "port"), addr.port().to_string());
     assert_eq!(field(&out, "restarts"), "1");
     assert!(field(&out, "took_ms").parse::<f64>().unwrap() > 0.0);
-    assert!(eventually(T, || (!procfs::is_running(old_pid)).then_some(())).is_some(), "old pid still there");
+    assert!(
+        eventually(T, || (!procfs::is_running(old_pid)).then_some(())).is_some(),
+        "old pid still there"
+    );
     assert_eq!(lab.pidfile_pid("web"), Some(new_pid));
     assert_eq!(client::get(addr, "/healthz", T).unwrap().status, 200);
     let status = lab.status();
     assert_eq!(field(service_status(&status, "web"), "restarts"), "1");
-    assert_eq!(field(service_status(&status, "web"), "last_exit"), "\"signal: 9 (SIGKILL)\"");
+    assert_eq!(
+        field(service_status(&status, "web"), "last_exit"),
+        "\"signal: 9 (SIGKILL)\""
+    );
 }
 
 #[test]
@@ -135,7 +177,10 @@ fn a_crashed_child_is_reaped_and_left_down() {
         (field(service_status(&status, "web"), "alive") == "false").then_some(status)
     })
     .expect("the crash is seen");
-    assert_eq!(field(service_status(&reaped, "web"), "last_exit"), "\"exit status: 1\"");
+    assert_eq!(
+        field(service_status(&reaped, "web"), "last_exit"),
+        "\"exit status: 1\""
+    );
     // Reaped (no zombie), not restarted, the pidfile left stale as a crashed daemon's.
     assert!(!procfs::is_running(pid));
     std::thread::sleep(Duration::from_millis(300));
@@ -148,7 +193,10 @@ fn a_crashed_child_is_reaped_and_left_down() {
     let new_pid = field(&out, "pid").to_string();
     assert_eq!(client::get(addr, "/", T).unwrap().status, 200);
     let (code, out, _) = lab.cli("start", Some("web"));
-    assert_eq!((code, field(&out, "already_running"), field(&out, "pid")), (0, "true", new_pid.as_str()));
+    assert_eq!(
+        (code, field(&out, "already_running"), field(&out, "pid")),
+        (0, "true", new_pid.as_str())
+    );
 }
 
 #[test]
@@ -156,11 +204,20 @@ fn stop_kills_and_removes_the_pidfile() {
     let lab = Lab::up("web 0\nother 0\n");
     let (pid, _) = lab.started["web"];
     let (code, out, _) = lab.cli("stop", Some("web"));
-    assert_eq!((code, out.trim()), (0, format!(r#"{{"name":"web","stopped_pid":{pid}}}"#).as_str()));
+    assert_eq!(
+        (code, out.trim()),
+        (
+            0,
+            format!(r#"{{"name":"web","stopped_pid":{pid}}}"#).as_str()
+        )
+    );
     assert!(!procfs::is_running(pid));
     assert!(!lab.pidfile("web").exists());
     let status = lab.status();
-    assert_eq!(field(service_status(&status, "web"), "last_exit"), "\"stopped\"");
+    assert_eq!(
+        field(service_status(&status, "web"), "last_exit"),
+        "\"stopped\""
+    );
     assert_eq!(field(service_status(&status, "other"), "alive"), "true");
     let (code, out, _) = lab.cli("stop", Some("web"));
     assert_eq!((code, field(&out, "stopped_pid")), (0, "null"));
@@ -170,7 +227,13 @@ fn stop_kills_and_removes_the_pidfile() {
 fn the_control_cli_exit_codes() {
     let lab = Lab::up("web 0\n");
     let (code, _, err) = lab.cli("restart", Some("nope"));
-    assert_eq!((code, err.trim()), (1, "heal-lab: restart nope: unknown service \"nope\" (HTTP 404)"));
+    assert_eq!(
+        (code, err.trim()),
+        (
+            1,
+            "heal-lab: restart nope: unknown service \"nope\" (HTTP 404)"
+        )
+    );
     let (code, _, err) = lab.cli("stop", Some("../x"));
     assert_eq!(code, 64, "{err}");
     let (code, out, _) = lab.cli("status", None);
@@ -180,7 +243,9 @@ fn the_control_cli_exit_codes() {
     let closed = format!("127.0.0.1:{}", free_port());
     let out = run(&["restart", "--control", &closed, "web"], T);
     assert_eq!(out.status.code(), Some(69));
-    assert!(String::from_utf8_lossy(&out.stderr).starts_with(&format!("heal-lab: restart web: control API at {closed} unreachable: ")));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with(&format!(
+        "heal-lab: restart web: control API at {closed} unreachable: "
+    )));
     let out = run(&["restart", "web"], T);
     assert_eq!(out.status.code(), Some(64));
 }
@@ -190,7 +255,10 @@ fn shutdown_stops_every_child_and_the_manager() {
     let mut lab = Lab::up("a 0\nb 0\n");
     let (code, out, _) = lab.cli("shutdown", None);
     assert_eq!((code, out.trim()), (0, r#"{"shutdown":true}"#));
-    assert_eq!(lab.manager.wait_exit(T).expect("the manager exits").code(), Some(0));
+    assert_eq!(
+        lab.manager.wait_exit(T).expect("the manager exits").code(),
+        Some(0)
+    );
     for (name, (pid, _)) in &lab.started {
         assert!(!procfs::is_running(*pid), "{name}");
         assert!(!lab.pidfile(name).exists(), "{name}");
@@ -203,7 +271,10 @@ fn children_die_with_a_killed_manager() {
     lab.manager.child.kill().unwrap();
     lab.manager.wait_exit(T).unwrap();
     for (name, (pid, _)) in &lab.started {
-        assert!(eventually(T, || (!procfs::is_running(*pid)).then_some(())).is_some(), "{name} survived its manager");
+        assert!(
+            eventually(T, || (!procfs::is_running(*pid)).then_some(())).is_some(),
+            "{name} survived its manager"
+        );
     }
 }
 
@@ -211,7 +282,10 @@ fn children_die_with_a_killed_manager() {
 fn stdin_eof_stops_the_lab_when_asked() {
     let mut lab = Lab::up("a 0\n");
     lab.manager.close_stdin();
-    assert_eq!(lab.manager.wait_exit(T).expect("the manager exits").code(), Some(0));
+    assert_eq!(
+        lab.manager.wait_exit(T).expect("the manager exits").code(),
+        Some(0)
+    );
     assert!(!procfs::is_running(lab.started["a"].0));
     assert!(!lab.pidfile("a").exists());
 }
@@ -222,7 +296,18 @@ fn a_bad_lab_file_or_control_address_is_refused() {
     let config = dir.path().join("lab.conf");
     std::fs::write(&config, "web 1\nweb 2 --port 3\n").unwrap();
     let (config, run_dir) = (config.to_str().unwrap(), dir.path().join("run"));
-    let out = run(&["up", "--config", config, "--run-dir", run_dir.to_str().unwrap(), "--control", "127.0.0.1:0"], T);
+    let out = run(
+        &[
+            "up",
+            "--config",
+            config,
+            "--run-dir",
+            run_dir.to_str().unwrap(),
+            "--control",
+            "127.0.0.1:0",
+        ],
+        T,
+    );
     assert_eq!(out.status.code(), Some(64));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
@@ -230,7 +315,18 @@ fn a_bad_lab_file_or_control_address_is_refused() {
     );
     std::fs::write(dir.path().join("ok.conf"), "web 0\n").unwrap();
     let ok = dir.path().join("ok.conf");
-    let out = run(&["up", "--config", ok.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap(), "--control", "0.0.0.0:0"], T);
+    let out = run(
+        &[
+            "up",
+            "--config",
+            ok.to_str().unwrap(),
+            "--run-dir",
+            run_dir.to_str().unwrap(),
+            "--control",
+            "0.0.0.0:0",
+        ],
+        T,
+    );
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback only"));
 }

@@ -16,10 +16,24 @@ fn writes_the_file_and_prints_with_dash() {
     let dir = TempDir::new("prom");
     let out_file = dir.path().join("prometheus.yml");
     let out = run(
-        &["prometheus-config", "--target", "web=127.0.0.1:18001", "--target", "api=127.0.0.1:18002", "--scrape-interval", "2s", "-o", out_file.to_str().unwrap()],
+        &[
+            "prometheus-config",
+            "--target",
+            "web=127.0.0.1:18001",
+            "--target",
+            "api=127.0.0.1:18002",
+            "--scrape-interval",
+            "2s",
+            "-o",
+            out_file.to_str().unwrap(),
+        ],
         T,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let yml = std::fs::read_to_string(&out_file).unwrap();
     for line in [
         "  scrape_interval: 2s",
@@ -33,12 +47,33 @@ fn writes_the_file_and_prints_with_dash() {
     ] {
         assert!(yml.lines().any(|l| l == line), "missing {line:?} in\n{yml}");
     }
-    let stdout = run(&["prometheus-config", "--target", "web=127.0.0.1:18001", "--evaluation-interval", "5s"], T);
+    let stdout = run(
+        &[
+            "prometheus-config",
+            "--target",
+            "web=127.0.0.1:18001",
+            "--evaluation-interval",
+            "5s",
+        ],
+        T,
+    );
     let printed = String::from_utf8_lossy(&stdout.stdout);
-    assert!(printed.contains("  scrape_interval: 1s\n") && printed.contains("  evaluation_interval: 5s\n"), "{printed}");
+    assert!(
+        printed.contains("  scrape_interval: 1s\n")
+            && printed.contains("  evaluation_interval: 5s\n"),
+        "{printed}"
+    );
     if let Some(promtool) = common::promtool() {
-        let check = Command::new(promtool).args(["check", "config", out_file.to_str().unwrap()]).output().unwrap();
-        assert!(check.status.success(), "{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+        let check = Command::new(promtool)
+            .args(["check", "config", out_file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
     }
 }
 
@@ -46,18 +81,40 @@ fn writes_the_file_and_prints_with_dash() {
 fn bad_arguments_exit_64() {
     let out = run(&["prometheus-config", "--target", "web"], T);
     assert_eq!(out.status.code(), Some(64));
-    assert_eq!(String::from_utf8_lossy(&out.stderr), "heal-lab: scrape target \"web\": expected NAME=HOST:PORT\n");
-    let out = run(&["prometheus-config", "--target", "web=127.0.0.1:1", "--scrape-interval", "fast"], T);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "heal-lab: scrape target \"web\": expected NAME=HOST:PORT\n"
+    );
+    let out = run(
+        &[
+            "prometheus-config",
+            "--target",
+            "web=127.0.0.1:1",
+            "--scrape-interval",
+            "fast",
+        ],
+        T,
+    );
     assert_eq!(out.status.code(), Some(64));
 }
 
 fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
 }
 
 fn percent_encode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -75,7 +132,18 @@ fn a_real_prometheus_scrapes_the_lab_with_it() {
     let dir = TempDir::new("prom-real");
     let config = dir.path().join("prometheus.yml");
     let target = format!("web={}", svc.addr);
-    let out = run(&["prometheus-config", "--target", &target, "--scrape-interval", "1s", "-o", config.to_str().unwrap()], T);
+    let out = run(
+        &[
+            "prometheus-config",
+            "--target",
+            &target,
+            "--scrape-interval",
+            "1s",
+            "-o",
+            config.to_str().unwrap(),
+        ],
+        T,
+    );
     assert!(out.status.success());
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -89,15 +157,25 @@ fn a_real_prometheus_scrapes_the_lab_with_it() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let query = percent_encode(r#"http_requests_total{service="web",instance="web-0",job="services",code="200"}"#);
+    let query = percent_encode(
+        r#"http_requests_total{service="web",instance="web-0",job="services",code="200"}"#,
+    );
     let addr = listen.parse().unwrap();
     let answer = eventually(Duration::from_secs(20), || {
-        let r = client::get(addr, &format!("/api/v1/query?query={query}"), Duration::from_secs(2)).ok()?;
+        let r = client::get(
+            addr,
+            &format!("/api/v1/query?query={query}"),
+            Duration::from_secs(2),
+        )
+        .ok()?;
         let body = r.body_text();
         body.contains("\"value\":[").then_some(body)
     });
     let _ = prom.kill();
     let _ = prom.wait();
     let body = answer.expect("Prometheus never had the sample");
-    assert!(body.contains(r#""service":"web""#) && !body.contains("exported_service"), "{body}");
+    assert!(
+        body.contains(r#""service":"web""#) && !body.contains("exported_service"),
+        "{body}"
+    );
 }

@@ -28,13 +28,19 @@ impl Response {
 
     /// The first value of header `name` (lowercase).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
 /// Whether an error from [`request`] means the deadline passed.
 pub fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
 }
 
 /// `GET path` on `addr` within `timeout`.
@@ -49,7 +55,13 @@ pub fn post(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Respo
 
 /// Sends one request and reads the whole response before `timeout` has
 /// passed. A deadline miss is an error of kind `TimedOut`.
-pub fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8], timeout: Duration) -> io::Result<Response> {
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<Response> {
     let deadline = Instant::now() + timeout;
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     let _ = stream.set_nodelay(true);
@@ -69,7 +81,10 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8], timeout:
             Ok(n) => {
                 raw.extend_from_slice(&buf[..n]);
                 if raw.len() > MAX_RESPONSE_BYTES {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "response too large"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "response too large",
+                    ));
                 }
                 // Stop as soon as the announced body is complete, without
                 // waiting for the server's close.
@@ -81,7 +96,9 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8], timeout:
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_timeout(&e) => return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed")),
+            Err(e) if is_timeout(&e) => {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"))
+            }
             Err(e) => return Err(e),
         }
     }
@@ -128,7 +145,11 @@ fn parse_response(raw: &[u8]) -> io::Result<Response> {
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    Ok(Response { status, headers, body: raw[end..].to_vec() })
+    Ok(Response {
+        status,
+        headers,
+        body: raw[end..].to_vec(),
+    })
 }
 
 #[cfg(test)]
@@ -137,7 +158,10 @@ mod tests {
 
     #[test]
     fn parses_a_response() {
-        let r = parse_response(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 3\r\nX-A: b\r\n\r\nno\n").unwrap();
+        let r = parse_response(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 3\r\nX-A: b\r\n\r\nno\n",
+        )
+        .unwrap();
         assert_eq!(r.status, 503);
         assert_eq!(r.header("x-a"), Some("b"));
         assert_eq!(r.body_text(), "no\n");
@@ -145,8 +169,14 @@ mod tests {
 
     #[test]
     fn knows_when_the_body_is_complete() {
-        assert_eq!(complete_length(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"), Some(40));
-        assert_eq!(complete_length(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"), None);
+        assert_eq!(
+            complete_length(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"),
+            Some(40)
+        );
+        assert_eq!(
+            complete_length(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"),
+            None
+        );
     }
 
     #[test]

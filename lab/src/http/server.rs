@@ -85,14 +85,24 @@ impl Response {
         if !body.ends_with('\n') {
             body.push('\n');
         }
-        Response { status, content_type: "text/plain; charset=utf-8", body: body.into_bytes(), after: None }
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into_bytes(),
+            after: None,
+        }
     }
 
     /// An `application/json` response from already serialised JSON.
     pub fn json(status: u16, body: impl Into<String>) -> Self {
         let mut body = body.into();
         body.push('\n');
-        Response { status, content_type: "application/json", body: body.into_bytes(), after: None }
+        Response {
+            status,
+            content_type: "application/json",
+            body: body.into_bytes(),
+            after: None,
+        }
     }
 
     /// Runs `f` once this response has been sent.
@@ -114,7 +124,11 @@ impl Peer<'_> {
     /// Waits up to `wait` for news. Clients send nothing after their request,
     /// so any readable data is ignored and an end of stream means it left.
     pub fn gone(&self, wait: Duration) -> bool {
-        if self.stream.set_read_timeout(Some(wait.max(Duration::from_millis(1)))).is_err() {
+        if self
+            .stream
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+            .is_err()
+        {
             return true;
         }
         let mut byte = [0u8; 1];
@@ -126,7 +140,10 @@ impl Peer<'_> {
                 let _ = (&*self.stream).read(&mut sink);
                 false
             }
-            Err(e) => !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut),
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
         }
     }
 }
@@ -166,10 +183,12 @@ pub fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>, max_connections
         }
         let handler = Arc::clone(&handler);
         let slot = ActiveGuard(Arc::clone(&active));
-        let spawned = std::thread::Builder::new().name("http-conn".into()).spawn(move || {
-            let _slot = slot;
-            handle_connection(stream, &*handler);
-        });
+        let spawned = std::thread::Builder::new()
+            .name("http-conn".into())
+            .spawn(move || {
+                let _slot = slot;
+                handle_connection(stream, &*handler);
+            });
         if spawned.is_err() {
             // The guard moved into the closure was dropped with it.
             std::thread::sleep(Duration::from_millis(10));
@@ -238,10 +257,15 @@ fn read_request(stream: &TcpStream) -> io::Result<Request> {
     let mut line = String::new();
     let mut read_line = |line: &mut String| -> io::Result<()> {
         line.clear();
-        let n = (&mut reader).take((MAX_HEAD_BYTES - head_bytes) as u64 + 1).read_line(line)?;
+        let n = (&mut reader)
+            .take((MAX_HEAD_BYTES - head_bytes) as u64 + 1)
+            .read_line(line)?;
         head_bytes += n;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
         }
         if head_bytes > MAX_HEAD_BYTES {
             return Err(invalid("request head too large"));
@@ -250,7 +274,8 @@ fn read_request(stream: &TcpStream) -> io::Result<Request> {
     };
     read_line(&mut line)?;
     let mut parts = line.split_whitespace();
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
         return Err(invalid("malformed request line"));
     };
     if !version.starts_with("HTTP/1.") {
@@ -272,10 +297,14 @@ fn read_request(stream: &TcpStream) -> io::Result<Request> {
         let Some((name, value)) = header.split_once(':') else {
             return Err(invalid("malformed header"));
         };
-        request.headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        request
+            .headers
+            .push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
     }
     let length = match request.headers.iter().find(|(n, _)| n == "content-length") {
-        Some((_, v)) => v.parse::<usize>().map_err(|_| invalid("bad content-length"))?,
+        Some((_, v)) => v
+            .parse::<usize>()
+            .map_err(|_| invalid("bad content-length"))?,
         None => 0,
     };
     if length > MAX_BODY_BYTES {
@@ -316,13 +345,24 @@ mod tests {
         let tx = std::sync::Mutex::new(tx);
         let handler = move |req: &Request, _: &Peer<'_>| {
             let tx = tx.lock().unwrap().clone();
-            let seen = format!("{} {} {} {}", req.method, req.path, req.query, String::from_utf8_lossy(&req.body));
+            let seen = format!(
+                "{} {} {} {}",
+                req.method,
+                req.path,
+                req.query,
+                String::from_utf8_lossy(&req.body)
+            );
             Response::text(200, "hello").then(move || tx.send(seen).unwrap())
         };
         std::thread::spawn(move || serve(listener, Arc::new(handler), 4));
-        let response = crate::http::client::request(addr, "POST", "/x?y=1", b"body", Duration::from_secs(5)).unwrap();
+        let response =
+            crate::http::client::request(addr, "POST", "/x?y=1", b"body", Duration::from_secs(5))
+                .unwrap();
         assert_eq!(response.status, 200);
         assert_eq!(response.body_text(), "hello\n");
-        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "POST /x y=1 body");
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+            "POST /x y=1 body"
+        );
     }
 }

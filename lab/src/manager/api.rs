@@ -44,19 +44,33 @@ pub fn handle(sup: &Arc<Supervisor>, req: &Request, _peer: &Peer<'_>) -> Respons
             let result = match verb {
                 "restart" => sup.restart(name).map(|s| started_json(&s)),
                 "start" => sup.start(name).map(|s| started_json(&s)),
-                _ => sup.stop(name).map(|pid| format!(r#"{{"name":{},"stopped_pid":{}}}"#, json_str(name), json_opt(pid))),
+                _ => sup.stop(name).map(|pid| {
+                    format!(
+                        r#"{{"name":{},"stopped_pid":{}}}"#,
+                        json_str(name),
+                        json_opt(pid)
+                    )
+                }),
             };
             match result {
                 Ok(body) => Response::json(200, body),
                 Err(e) => {
-                    let status = if e.kind() == ErrorKind::Usage { 404 } else { 500 };
-                    Response::json(status, format!(r#"{{"error":{}}}"#, json_str(&e.to_string())))
+                    let status = if e.kind() == ErrorKind::Usage {
+                        404
+                    } else {
+                        500
+                    };
+                    Response::json(
+                        status,
+                        format!(r#"{{"error":{}}}"#, json_str(&e.to_string())),
+                    )
                 }
             }
         }
-        ("status" | "shutdown" | "restart" | "start" | "stop", _) => {
-            Response::json(405, r#"{"error":"method not allowed: GET /status, POST /restart|start|stop/NAME, POST /shutdown"}"#)
-        }
+        ("status" | "shutdown" | "restart" | "start" | "stop", _) => Response::json(
+            405,
+            r#"{"error":"method not allowed: GET /status, POST /restart|start|stop/NAME, POST /shutdown"}"#,
+        ),
         _ => Response::json(404, r#"{"error":"not found"}"#),
     }
 }
@@ -87,7 +101,9 @@ fn status_json(rows: &[Status]) -> String {
             r.port,
             r.alive,
             r.restarts,
-            r.last_exit.as_deref().map_or_else(|| "null".to_string(), json_str)
+            r.last_exit
+                .as_deref()
+                .map_or_else(|| "null".to_string(), json_str)
         );
     }
     out.push_str("]}");
@@ -129,26 +145,45 @@ pub fn call(control: SocketAddr, verb: &str, name: Option<&str>) -> Result<Strin
     };
     if let Some(name) = name {
         if !crate::service::valid_name(name) {
-            return Err(Error::usage(format!("{verb}: service name {name:?}: use letters, digits, '_', '-' or '.'")));
+            return Err(Error::usage(format!(
+                "{verb}: service name {name:?}: use letters, digits, '_', '-' or '.'"
+            )));
         }
     }
     // A restart waits for the child's `listening` line (10 s at most).
-    let response = client::request(control, method, &path, b"", Duration::from_secs(30)).map_err(|e| {
-        Error::unavailable(format!("{verb}{}: control API at {control} unreachable: {e}", name.map_or_else(String::new, |n| format!(" {n}"))))
-    })?;
+    let response =
+        client::request(control, method, &path, b"", Duration::from_secs(30)).map_err(|e| {
+            Error::unavailable(format!(
+                "{verb}{}: control API at {control} unreachable: {e}",
+                name.map_or_else(String::new, |n| format!(" {n}"))
+            ))
+        })?;
     let body = response.body_text();
     if response.status == 200 {
         return Ok(body);
     }
     let message = extract_error(&body).unwrap_or_else(|| body.trim().to_string());
-    let what = format!("{verb}{}", name.map_or_else(String::new, |n| format!(" {n}")));
-    Err(Error::failed(format!("{what}: {message} (HTTP {})", response.status)))
+    let what = format!(
+        "{verb}{}",
+        name.map_or_else(String::new, |n| format!(" {n}"))
+    );
+    Err(Error::failed(format!(
+        "{what}: {message} (HTTP {})",
+        response.status
+    )))
 }
 
 /// The message of an `{"error":"..."}` body (our own, simply escaped).
 fn extract_error(body: &str) -> Option<String> {
-    let rest = body.trim().strip_prefix(r#"{"error":""#)?.strip_suffix(r#""}"#)?;
-    Some(rest.replace("\\\"", "\"").replace("\\n", "\n").replace("\\\\", "\\"))
+    let rest = body
+        .trim()
+        .strip_prefix(r#"{"error":""#)?
+        .strip_suffix(r#""}"#)?;
+    Some(
+        rest.replace("\\\"", "\"")
+            .replace("\\n", "\n")
+            .replace("\\\\", "\\"),
+    )
 }
 
 #[cfg(test)]
@@ -163,12 +198,22 @@ mod tests {
     #[test]
     fn error_bodies_round_trip() {
         let body = format!(r#"{{"error":{}}}"#, json_str("unknown service \"x\""));
-        assert_eq!(extract_error(&body).as_deref(), Some("unknown service \"x\""));
+        assert_eq!(
+            extract_error(&body).as_deref(),
+            Some("unknown service \"x\"")
+        );
     }
 
     #[test]
     fn status_rows_render() {
-        let rows = [Status { name: "web".into(), pid: Some(7), port: 80, alive: false, restarts: 2, last_exit: Some("exit status: 1".into()) }];
+        let rows = [Status {
+            name: "web".into(),
+            pid: Some(7),
+            port: 80,
+            alive: false,
+            restarts: 2,
+            last_exit: Some("exit status: 1".into()),
+        }];
         assert_eq!(
             status_json(&rows),
             r#"{"services":[{"name":"web","pid":7,"port":80,"alive":false,"restarts":2,"last_exit":"exit status: 1"}]}"#

@@ -47,7 +47,9 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<ServiceSpec>> {
         };
         let args: Vec<String> = words.map(str::to_string).collect();
         if !valid_name(name) {
-            problem(format!("service name {name:?}: use 1 to 64 letters, digits, '_', '-' or '.'"));
+            problem(format!(
+                "service name {name:?}: use 1 to 64 letters, digits, '_', '-' or '.'"
+            ));
         }
         let port = match port.parse::<u16>() {
             Ok(p) => p,
@@ -68,7 +70,11 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<ServiceSpec>> {
                 problem(format!("argument {flag} is set by the manager"));
             }
         }
-        specs.push(ServiceSpec { name: name.to_string(), port, args });
+        specs.push(ServiceSpec {
+            name: name.to_string(),
+            port,
+            args,
+        });
     }
     if specs.is_empty() && problems.is_empty() {
         problems.push(format!("{file}: no service listed"));
@@ -86,12 +92,29 @@ mod tests {
 
     #[test]
     fn parses_services_with_arguments() {
-        let specs = parse("lab.conf", "# the lab\nweb 18001\n\napi 0 --mem-limit-mb 64 --fault latency:5  # slow\n").unwrap();
+        let specs = parse(
+            "lab.conf",
+            "# the lab\nweb 18001\n\napi 0 --mem-limit-mb 64 --fault latency:5  # slow\n",
+        )
+        .unwrap();
         assert_eq!(
             specs,
             vec![
-                ServiceSpec { name: "web".into(), port: 18001, args: vec![] },
-                ServiceSpec { name: "api".into(), port: 0, args: vec!["--mem-limit-mb".into(), "64".into(), "--fault".into(), "latency:5".into()] },
+                ServiceSpec {
+                    name: "web".into(),
+                    port: 18001,
+                    args: vec![]
+                },
+                ServiceSpec {
+                    name: "api".into(),
+                    port: 0,
+                    args: vec![
+                        "--mem-limit-mb".into(),
+                        "64".into(),
+                        "--fault".into(),
+                        "latency:5".into()
+                    ]
+                },
             ]
         );
     }
@@ -108,6 +131,9 @@ mod tests {
              lab.conf:4: expected NAME PORT [ARGS...], got \"solo\"\n\
              lab.conf:5: argument --port is set by the manager"
         );
-        assert_eq!(parse("e", "# nothing\n").unwrap_err().to_string(), "e: no service listed");
+        assert_eq!(
+            parse("e", "# nothing\n").unwrap_err().to_string(),
+            "e: no service listed"
+        );
     }
 }

@@ -56,19 +56,32 @@ pub struct UpConfig {
 /// `NAME pid PID listening on ADDR`, then `control listening on ADDR`.
 pub fn run(up: &UpConfig) -> Result<()> {
     if !up.control.ip().is_loopback() {
-        return Err(Error::usage(format!("--control {}: the control API kills processes, so it listens on loopback only", up.control)));
+        return Err(Error::usage(format!(
+            "--control {}: the control API kills processes, so it listens on loopback only",
+            up.control
+        )));
     }
     let file = up.config.display().to_string();
-    let text = std::fs::read_to_string(&up.config).map_err(|e| Error::io(format_args!("reading lab file {file}"), e))?;
+    let text = std::fs::read_to_string(&up.config)
+        .map_err(|e| Error::io(format_args!("reading lab file {file}"), e))?;
     let specs = config::parse(&file, &text)?;
     // Bind the control port first: a clash then fails before any child runs.
-    let listener = TcpListener::bind(up.control).map_err(|e| Error::io(format_args!("listening on {}", up.control), e))?;
-    let control = listener.local_addr().map_err(|e| Error::io("reading the control address", e))?;
-    let exe = std::env::current_exe().map_err(|e| Error::io("finding the heal-lab executable", e))?;
+    let listener = TcpListener::bind(up.control)
+        .map_err(|e| Error::io(format_args!("listening on {}", up.control), e))?;
+    let control = listener
+        .local_addr()
+        .map_err(|e| Error::io("reading the control address", e))?;
+    let exe =
+        std::env::current_exe().map_err(|e| Error::io("finding the heal-lab executable", e))?;
     let sup = Arc::new(Supervisor::new(exe, up.run_dir.clone(), up.addr, &specs)?);
     for name in sup.names() {
         match sup.start(name) {
-            Ok(s) => println!("{} pid {} listening on {}", s.name, s.pid, SocketAddr::new(up.addr, s.port)),
+            Ok(s) => println!(
+                "{} pid {} listening on {}",
+                s.name,
+                s.pid,
+                SocketAddr::new(up.addr, s.port)
+            ),
             Err(e) => {
                 sup.stop_all();
                 return Err(e);

@@ -97,18 +97,36 @@ pub struct Status {
 impl Supervisor {
     /// A supervisor for `specs`, running `exe service ...` on `addr` and
     /// writing pidfiles to `run_dir` (created if missing). Starts nothing.
-    pub fn new(exe: PathBuf, run_dir: PathBuf, addr: IpAddr, specs: &[ServiceSpec]) -> Result<Supervisor> {
-        std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(format_args!("creating run directory {}", run_dir.display()), e))?;
+    pub fn new(
+        exe: PathBuf,
+        run_dir: PathBuf,
+        addr: IpAddr,
+        specs: &[ServiceSpec],
+    ) -> Result<Supervisor> {
+        std::fs::create_dir_all(&run_dir).map_err(|e| {
+            Error::io(
+                format_args!("creating run directory {}", run_dir.display()),
+                e,
+            )
+        })?;
         let slots = specs
             .iter()
             .map(|s| Slot {
                 name: s.name.clone(),
                 args: s.args.clone(),
                 op: Mutex::new(()),
-                state: Mutex::new(SlotState { port: s.port, ..SlotState::default() }),
+                state: Mutex::new(SlotState {
+                    port: s.port,
+                    ..SlotState::default()
+                }),
             })
             .collect();
-        Ok(Supervisor { exe, run_dir, addr, slots })
+        Ok(Supervisor {
+            exe,
+            run_dir,
+            addr,
+            slots,
+        })
     }
 
     /// The names of the services, in file order.
@@ -122,7 +140,10 @@ impl Supervisor {
     }
 
     fn slot(&self, name: &str) -> Result<&Slot> {
-        self.slots.iter().find(|s| s.name == name).ok_or_else(|| Error::usage(format!("unknown service {name:?}")))
+        self.slots
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| Error::usage(format!("unknown service {name:?}")))
     }
 
     /// Starts `name` unless it is running.
@@ -217,13 +238,30 @@ impl Supervisor {
         let port = lock(&slot.state).port;
         let mut child = Command::new(&self.exe)
             .arg("service")
-            .args(["--name", &slot.name, "--port", &port.to_string(), "--addr", &self.addr.to_string(), "--exit-on-stdin-eof"])
+            .args([
+                "--name",
+                &slot.name,
+                "--port",
+                &port.to_string(),
+                "--addr",
+                &self.addr.to_string(),
+                "--exit-on-stdin-eof",
+            ])
             .args(&slot.args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| Error::io(format_args!("starting service {}: running {}", slot.name, self.exe.display()), e))?;
+            .map_err(|e| {
+                Error::io(
+                    format_args!(
+                        "starting service {}: running {}",
+                        slot.name,
+                        self.exe.display()
+                    ),
+                    e,
+                )
+            })?;
         let pid = child.id();
         let prefix = format!("[{} pid {pid}] ", slot.name);
         let (ready_tx, ready_rx) = mpsc::channel::<String>();
@@ -242,23 +280,36 @@ impl Supervisor {
         }
         if let Some(stderr) = child.stderr.take() {
             std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(std::result::Result::ok) {
+                for line in BufReader::new(stderr)
+                    .lines()
+                    .map_while(std::result::Result::ok)
+                {
                     let _ = writeln!(std::io::stderr(), "{prefix}{line}");
                 }
             });
         }
         let ready = ready_rx.recv_timeout(READY_TIMEOUT);
-        let listening: Option<SocketAddr> =
-            ready.as_ref().ok().and_then(|line| line.strip_prefix("listening on ")).and_then(|a| a.trim().parse().ok());
+        let listening: Option<SocketAddr> = ready
+            .as_ref()
+            .ok()
+            .and_then(|line| line.strip_prefix("listening on "))
+            .and_then(|a| a.trim().parse().ok());
         let Some(addr) = listening else {
             let how = kill(child);
             lock(&slot.state).last_exit = Some(how.clone());
             let why = match ready {
                 Ok(line) => format!("it printed {line:?} instead of \"listening on ADDR\""),
-                Err(mpsc::RecvTimeoutError::Timeout) => format!("it did not listen within {}s", READY_TIMEOUT.as_secs()),
-                Err(mpsc::RecvTimeoutError::Disconnected) => format!("it ended before listening ({how})"),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    format!("it did not listen within {}s", READY_TIMEOUT.as_secs())
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    format!("it ended before listening ({how})")
+                }
             };
-            return Err(Error::failed(format!("starting service {}: {why}", slot.name)));
+            return Err(Error::failed(format!(
+                "starting service {}: {why}",
+                slot.name
+            )));
         };
         let took = began.elapsed();
         write_atomically(&self.pidfile(&slot.name), &format!("{pid}\n"))?;
@@ -267,17 +318,29 @@ impl Supervisor {
         state.child = Some(child);
         state.pid = Some(pid);
         state.starts += 1;
-        Ok(Started { name: slot.name.clone(), pid, port: addr.port(), took, restarts: state.starts - 1, already_running: false })
+        Ok(Started {
+            name: slot.name.clone(),
+            pid,
+            port: addr.port(),
+            took,
+            restarts: state.starts - 1,
+            already_running: false,
+        })
     }
 }
 
 /// Reaps the slot's child if it exited; the pidfile stays, stale, as a
 /// crashed daemon's would (monit sees no such process and acts).
 fn reap(name: &str, state: &mut SlotState) {
-    let Some(child) = state.child.as_mut() else { return };
+    let Some(child) = state.child.as_mut() else {
+        return;
+    };
     if let Ok(Some(status)) = child.try_wait() {
         let how = describe(status);
-        eprintln!("heal-lab up: service {name} (pid {}) ended: {how}", child.id());
+        eprintln!(
+            "heal-lab up: service {name} (pid {}) ended: {how}",
+            child.id()
+        );
         state.last_exit = Some(how);
         state.child = None;
     }
@@ -286,14 +349,19 @@ fn reap(name: &str, state: &mut SlotState) {
 /// SIGKILLs and reaps `child`, returning how it ended.
 fn kill(mut child: Child) -> String {
     let _ = child.kill();
-    child.wait().map_or_else(|e| format!("unknown ({e})"), describe)
+    child
+        .wait()
+        .map_or_else(|e| format!("unknown ({e})"), describe)
 }
 
 /// `exit status: N` or `signal: N (SIGNAME)`.
 fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit status: {code}"),
-        (None, Some(sig)) => format!("signal: {sig}{}", signal_name(sig).map_or_else(String::new, |n| format!(" ({n})"))),
+        (None, Some(sig)) => format!(
+            "signal: {sig}{}",
+            signal_name(sig).map_or_else(String::new, |n| format!(" ({n})"))
+        ),
         _ => status.to_string(),
     }
 }
@@ -334,18 +402,40 @@ mod tests {
     #[test]
     fn unknown_services_are_refused() {
         let dir = std::env::temp_dir().join(format!("heal-lab-sup-{}", std::process::id()));
-        let sup = Supervisor::new("/bin/false".into(), dir.clone(), "127.0.0.1".parse().unwrap(), &[]).unwrap();
-        assert_eq!(sup.restart("nope").unwrap_err().to_string(), "unknown service \"nope\"");
+        let sup = Supervisor::new(
+            "/bin/false".into(),
+            dir.clone(),
+            "127.0.0.1".parse().unwrap(),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            sup.restart("nope").unwrap_err().to_string(),
+            "unknown service \"nope\""
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn a_child_that_never_listens_is_reported() {
         let dir = std::env::temp_dir().join(format!("heal-lab-sup-false-{}", std::process::id()));
-        let spec = ServiceSpec { name: "f".into(), port: 0, args: vec![] };
-        let sup = Supervisor::new("/bin/false".into(), dir.clone(), "127.0.0.1".parse().unwrap(), &[spec]).unwrap();
+        let spec = ServiceSpec {
+            name: "f".into(),
+            port: 0,
+            args: vec![],
+        };
+        let sup = Supervisor::new(
+            "/bin/false".into(),
+            dir.clone(),
+            "127.0.0.1".parse().unwrap(),
+            &[spec],
+        )
+        .unwrap();
         let err = sup.start("f").unwrap_err().to_string();
-        assert_eq!(err, "starting service f: it ended before listening (exit status: 1)");
+        assert_eq!(
+            err,
+            "starting service f: it ended before listening (exit status: 1)"
+        );
         assert!(!sup.status()[0].alive);
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -58,15 +58,27 @@ impl Fault {
     pub fn new(kind: &str, param: Option<&str>) -> Result<Fault> {
         let name = Fault::param_name(kind);
         let parse = |default: f64, min: f64, max: f64| -> Result<f64> {
-            let Some(text) = param.filter(|p| !p.is_empty()) else { return Ok(default) };
-            let value: f64 = text.parse().map_err(|_| Error::usage(format!("fault {kind}: {} must be a number, got {text:?}", name.unwrap_or("parameter"))))?;
+            let Some(text) = param.filter(|p| !p.is_empty()) else {
+                return Ok(default);
+            };
+            let value: f64 = text.parse().map_err(|_| {
+                Error::usage(format!(
+                    "fault {kind}: {} must be a number, got {text:?}",
+                    name.unwrap_or("parameter")
+                ))
+            })?;
             if !(min..=max).contains(&value) {
-                return Err(Error::usage(format!("fault {kind}: {} must be in [{min}, {max}], got {value}", name.unwrap_or("parameter"))));
+                return Err(Error::usage(format!(
+                    "fault {kind}: {} must be in [{min}, {max}], got {value}",
+                    name.unwrap_or("parameter")
+                )));
             }
             Ok(value)
         };
         Ok(match kind {
-            "crash" => Fault::Crash { after_ms: parse(0.0, 0.0, 3_600_000.0)? as u64 },
+            "crash" => Fault::Crash {
+                after_ms: parse(0.0, 0.0, 3_600_000.0)? as u64,
+            },
             "hang" if param.is_none_or(str::is_empty) => Fault::Hang,
             "hang" => return Err(Error::usage("fault hang takes no parameter")),
             "leak" => {
@@ -76,10 +88,21 @@ impl Fault {
                 }
                 Fault::Leak { mb_per_s }
             }
-            "latency" => Fault::Latency { ms: parse(500.0, 0.0, 600_000.0)? as u64 },
-            "errors" => Fault::Errors { rate: parse(0.5, 0.0, 1.0)? },
-            "cpu" => Fault::Cpu { threads: parse(1.0, 1.0, 16.0)? as u32 },
-            other => return Err(Error::usage(format!("unknown fault {other:?}: expected one of {}", KINDS.join(", ")))),
+            "latency" => Fault::Latency {
+                ms: parse(500.0, 0.0, 600_000.0)? as u64,
+            },
+            "errors" => Fault::Errors {
+                rate: parse(0.5, 0.0, 1.0)?,
+            },
+            "cpu" => Fault::Cpu {
+                threads: parse(1.0, 1.0, 16.0)? as u32,
+            },
+            other => {
+                return Err(Error::usage(format!(
+                    "unknown fault {other:?}: expected one of {}",
+                    KINDS.join(", ")
+                )))
+            }
         })
     }
 
@@ -119,30 +142,72 @@ mod tests {
     #[test]
     fn specs_parse_with_defaults() {
         assert_eq!(Fault::parse_spec("hang").unwrap(), Fault::Hang);
-        assert_eq!(Fault::parse_spec("leak").unwrap(), Fault::Leak { mb_per_s: 10.0 });
-        assert_eq!(Fault::parse_spec("leak:2.5").unwrap(), Fault::Leak { mb_per_s: 2.5 });
-        assert_eq!(Fault::parse_spec("latency:250").unwrap(), Fault::Latency { ms: 250 });
-        assert_eq!(Fault::parse_spec("errors:0.25").unwrap(), Fault::Errors { rate: 0.25 });
-        assert_eq!(Fault::parse_spec("cpu:2").unwrap(), Fault::Cpu { threads: 2 });
-        assert_eq!(Fault::parse_spec("crash").unwrap(), Fault::Crash { after_ms: 0 });
-        assert_eq!(Fault::parse_spec("crash:1500").unwrap(), Fault::Crash { after_ms: 1500 });
+        assert_eq!(
+            Fault::parse_spec("leak").unwrap(),
+            Fault::Leak { mb_per_s: 10.0 }
+        );
+        assert_eq!(
+            Fault::parse_spec("leak:2.5").unwrap(),
+            Fault::Leak { mb_per_s: 2.5 }
+        );
+        assert_eq!(
+            Fault::parse_spec("latency:250").unwrap(),
+            Fault::Latency { ms: 250 }
+        );
+        assert_eq!(
+            Fault::parse_spec("errors:0.25").unwrap(),
+            Fault::Errors { rate: 0.25 }
+        );
+        assert_eq!(
+            Fault::parse_spec("cpu:2").unwrap(),
+            Fault::Cpu { threads: 2 }
+        );
+        assert_eq!(
+            Fault::parse_spec("crash").unwrap(),
+            Fault::Crash { after_ms: 0 }
+        );
+        assert_eq!(
+            Fault::parse_spec("crash:1500").unwrap(),
+            Fault::Crash { after_ms: 1500 }
+        );
     }
 
     #[test]
     fn queries_name_their_parameter() {
-        assert_eq!(Fault::from_query("leak", "mb_per_s=30").unwrap(), Fault::Leak { mb_per_s: 30.0 });
-        assert_eq!(Fault::from_query("errors", "x=1&rate=1").unwrap(), Fault::Errors { rate: 1.0 });
-        assert_eq!(Fault::from_query("cpu", "").unwrap(), Fault::Cpu { threads: 1 });
+        assert_eq!(
+            Fault::from_query("leak", "mb_per_s=30").unwrap(),
+            Fault::Leak { mb_per_s: 30.0 }
+        );
+        assert_eq!(
+            Fault::from_query("errors", "x=1&rate=1").unwrap(),
+            Fault::Errors { rate: 1.0 }
+        );
+        assert_eq!(
+            Fault::from_query("cpu", "").unwrap(),
+            Fault::Cpu { threads: 1 }
+        );
     }
 
     #[test]
     fn bad_parameters_are_refused_with_a_reason() {
         let msg = |s: &str| Fault::parse_spec(s).unwrap_err().to_string();
-        assert_eq!(msg("errors:1.5"), "fault errors: rate must be in [0, 1], got 1.5");
-        assert_eq!(msg("latency:abc"), "fault latency: ms must be a number, got \"abc\"");
+        assert_eq!(
+            msg("errors:1.5"),
+            "fault errors: rate must be in [0, 1], got 1.5"
+        );
+        assert_eq!(
+            msg("latency:abc"),
+            "fault latency: ms must be a number, got \"abc\""
+        );
         assert_eq!(msg("leak:0"), "fault leak: mb_per_s must be above 0");
-        assert_eq!(msg("cpu:99"), "fault cpu: threads must be in [1, 16], got 99");
+        assert_eq!(
+            msg("cpu:99"),
+            "fault cpu: threads must be in [1, 16], got 99"
+        );
         assert_eq!(msg("hang:3"), "fault hang takes no parameter");
-        assert_eq!(msg("melt"), "unknown fault \"melt\": expected one of crash, hang, leak, latency, errors, cpu");
+        assert_eq!(
+            msg("melt"),
+            "unknown fault \"melt\": expected one of crash, hang, leak, latency, errors, cpu"
+        );
     }
 }

@@ -14,7 +14,9 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Upper bounds of the latency histogram, 5 ms to 10 s: client_golang's
 /// default buckets, whose range covers both a healthy service (a few ms) and
 /// the latency fault's seconds.
-pub const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// Counters and the histogram of the work endpoint `/`.
 ///
@@ -59,7 +61,9 @@ impl Default for Metrics {
         let mut inner = Inner::default();
         inner.requests.insert(200, 0);
         inner.requests.insert(500, 0);
-        Metrics { inner: Mutex::new(inner) }
+        Metrics {
+            inner: Mutex::new(inner),
+        }
     }
 }
 
@@ -69,7 +73,10 @@ impl Metrics {
         let seconds = took.as_secs_f64();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         *inner.requests.entry(code).or_default() += 1;
-        let bucket = BUCKETS.iter().position(|&le| seconds <= le).unwrap_or(BUCKETS.len());
+        let bucket = BUCKETS
+            .iter()
+            .position(|&le| seconds <= le)
+            .unwrap_or(BUCKETS.len());
         inner.buckets[bucket] += 1;
         inner.sum += seconds;
         inner.count += 1;
@@ -83,31 +90,95 @@ impl Metrics {
         let family = |out: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        family(&mut out, "http_requests_total", "counter", "Answers of the work endpoint / by status code.");
+        family(
+            &mut out,
+            "http_requests_total",
+            "counter",
+            "Answers of the work endpoint / by status code.",
+        );
         for (code, n) in &inner.requests {
-            let _ = writeln!(out, "http_requests_total{{service=\"{service}\",code=\"{code}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "http_requests_total{{service=\"{service}\",code=\"{code}\"}} {n}"
+            );
         }
-        family(&mut out, "http_request_duration_seconds", "histogram", "Time to answer the work endpoint /.");
+        family(
+            &mut out,
+            "http_request_duration_seconds",
+            "histogram",
+            "Time to answer the work endpoint /.",
+        );
         let mut cumulative = 0;
         for (i, n) in inner.buckets.iter().enumerate() {
             cumulative += n;
-            let le = BUCKETS.get(i).map_or_else(|| "+Inf".to_string(), |b| format_float(*b));
+            let le = BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| format_float(*b));
             let _ = writeln!(out, "http_request_duration_seconds_bucket{{service=\"{service}\",le=\"{le}\"}} {cumulative}");
         }
-        let _ = writeln!(out, "http_request_duration_seconds_sum{{service=\"{service}\"}} {}", format_float(inner.sum));
-        let _ = writeln!(out, "http_request_duration_seconds_count{{service=\"{service}\"}} {}", inner.count);
+        let _ = writeln!(
+            out,
+            "http_request_duration_seconds_sum{{service=\"{service}\"}} {}",
+            format_float(inner.sum)
+        );
+        let _ = writeln!(
+            out,
+            "http_request_duration_seconds_count{{service=\"{service}\"}} {}",
+            inner.count
+        );
         drop(inner);
-        family(&mut out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
-        let _ = writeln!(out, "process_resident_memory_bytes {}", p.resident_memory_bytes);
-        family(&mut out, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
-        let _ = writeln!(out, "process_start_time_seconds {}", format_float(p.start_time_seconds));
-        family(&mut out, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
-        let _ = writeln!(out, "process_cpu_seconds_total {}", format_float(p.cpu_seconds));
-        family(&mut out, "lab_fault", "gauge", "1 for the fault kind the lab service is running with, 0 for the others.");
+        family(
+            &mut out,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+        );
+        let _ = writeln!(
+            out,
+            "process_resident_memory_bytes {}",
+            p.resident_memory_bytes
+        );
+        family(
+            &mut out,
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+        );
+        let _ = writeln!(
+            out,
+            "process_start_time_seconds {}",
+            format_float(p.start_time_seconds)
+        );
+        family(
+            &mut out,
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+        );
+        let _ = writeln!(
+            out,
+            "process_cpu_seconds_total {}",
+            format_float(p.cpu_seconds)
+        );
+        family(
+            &mut out,
+            "lab_fault",
+            "gauge",
+            "1 for the fault kind the lab service is running with, 0 for the others.",
+        );
         for kind in KINDS {
-            let _ = writeln!(out, "lab_fault{{kind=\"{kind}\"}} {}", u8::from(p.fault == Some(kind)));
+            let _ = writeln!(
+                out,
+                "lab_fault{{kind=\"{kind}\"}} {}",
+                u8::from(p.fault == Some(kind))
+            );
         }
-        family(&mut out, "lab_leaked_bytes", "gauge", "Bytes allocated and held by the leak fault.");
+        family(
+            &mut out,
+            "lab_leaked_bytes",
+            "gauge",
+            "Bytes allocated and held by the leak fault.",
+        );
         let _ = writeln!(out, "lab_leaked_bytes {}", p.leaked_bytes);
         out
     }
@@ -119,7 +190,11 @@ fn format_float(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
     } else {
         format!("{v}")
     }
@@ -127,7 +202,9 @@ fn format_float(v: f64) -> String {
 
 /// Escapes a label value: backslash, double quote and newline.
 fn escape_label(v: &str) -> String {
-    v.replace('\\', r"\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', r"\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -171,7 +248,10 @@ mod tests {
             "lab_fault{kind=\"hang\"} 0",
             "lab_leaked_bytes 0",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
         }
     }
 

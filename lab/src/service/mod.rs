@@ -64,19 +64,34 @@ pub struct ServiceConfig {
 /// Whether `name` is usable as a service name (and so as a label value, a
 /// file name and a URL path segment without escaping).
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)) && name != "." && name != ".."
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        && name != "."
+        && name != ".."
 }
 
 /// Binds, prints `listening on ADDR` on stdout, and serves until the process
 /// exits (by a fault, a signal or the end of stdin).
 pub fn run(config: ServiceConfig) -> Result<()> {
     if !valid_name(&config.name) {
-        return Err(Error::usage(format!("service name {:?}: use 1 to 64 letters, digits, '_', '-' or '.'", config.name)));
+        return Err(Error::usage(format!(
+            "service name {:?}: use 1 to 64 letters, digits, '_', '-' or '.'",
+            config.name
+        )));
     }
     let start_time_seconds = procfs::unix_time_secs();
-    let listener = TcpListener::bind(SocketAddr::new(config.addr, config.port))
-        .map_err(|e| Error::io(format_args!("listening on {}:{}", config.addr, config.port), e))?;
-    let local = listener.local_addr().map_err(|e| Error::io("reading the bound address", e))?;
+    let listener = TcpListener::bind(SocketAddr::new(config.addr, config.port)).map_err(|e| {
+        Error::io(
+            format_args!("listening on {}:{}", config.addr, config.port),
+            e,
+        )
+    })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("reading the bound address", e))?;
     let service = Arc::new(Service {
         name: config.name.clone(),
         mem_limit_bytes: config.mem_limit_mb.saturating_mul(1024 * 1024),
@@ -103,7 +118,9 @@ pub fn run(config: ServiceConfig) -> Result<()> {
     }
     // The one line supervisors and tests wait for; everything else goes to stderr.
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening on {local}").and_then(|()| stdout.flush()).map_err(|e| Error::io("writing to stdout", e))?;
+    writeln!(stdout, "listening on {local}")
+        .and_then(|()| stdout.flush())
+        .map_err(|e| Error::io("writing to stdout", e))?;
     drop(stdout);
     let handler = {
         let service = Arc::clone(&service);
@@ -138,14 +155,22 @@ impl Service {
 
     fn handle(self: &Arc<Self>, req: &Request, peer: &Peer<'_>) -> Response {
         match (req.method.as_str(), req.path.as_str()) {
-            ("GET", "/") => self.work(peer).unwrap_or_else(|| Response::text(503, "client gone")),
-            ("GET", "/healthz") => self.healthz(peer).unwrap_or_else(|| Response::text(503, "client gone")),
+            ("GET", "/") => self
+                .work(peer)
+                .unwrap_or_else(|| Response::text(503, "client gone")),
+            ("GET", "/healthz") => self
+                .healthz(peer)
+                .unwrap_or_else(|| Response::text(503, "client gone")),
             ("GET", "/metrics") => {
                 let mut r = Response::text(200, self.render_metrics());
                 r.content_type = metrics::CONTENT_TYPE;
                 r
             }
-            ("GET", "/fault") => Response::text(200, self.fault().map_or_else(|| "none".to_string(), |f| f.to_string())),
+            ("GET", "/fault") => Response::text(
+                200,
+                self.fault()
+                    .map_or_else(|| "none".to_string(), |f| f.to_string()),
+            ),
             ("POST", "/fault/clear") => {
                 self.set_fault(None);
                 Response::text(200, "fault cleared")
@@ -165,8 +190,12 @@ impl Service {
                     Err(e) => Response::text(400, e.to_string()),
                 }
             }
-            (_, "/" | "/healthz" | "/metrics" | "/fault") => Response::text(405, "method not allowed"),
-            (_, path) if path.starts_with("/fault/") => Response::text(405, "method not allowed: use POST"),
+            (_, "/" | "/healthz" | "/metrics" | "/fault") => {
+                Response::text(405, "method not allowed")
+            }
+            (_, path) if path.starts_with("/fault/") => {
+                Response::text(405, "method not allowed: use POST")
+            }
             _ => Response::text(404, "not found"),
         }
     }
@@ -200,7 +229,9 @@ impl Service {
                 self.wait_while_hung(peer)?;
                 Response::text(200, "ok")
             }
-            Some(Fault::Errors { rate }) if self.draw() < rate => Response::text(500, "unhealthy (fault errors)"),
+            Some(Fault::Errors { rate }) if self.draw() < rate => {
+                Response::text(500, "unhealthy (fault errors)")
+            }
             _ => Response::text(200, "ok"),
         })
     }
@@ -282,8 +313,12 @@ impl Service {
             // A non-zero fill: zeroed allocations can be lazily mapped pages
             // that never become resident.
             let chunk = vec![0xA5u8; per_tick];
-            self.leaked.lock().unwrap_or_else(|e| e.into_inner()).push(chunk);
-            self.leaked_bytes.fetch_add(per_tick as u64, Ordering::Relaxed);
+            self.leaked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(chunk);
+            self.leaked_bytes
+                .fetch_add(per_tick as u64, Ordering::Relaxed);
             let rss = procfs::resident_memory_bytes();
             if rss >= self.mem_limit_bytes {
                 oom_kill(&self.name, rss, self.mem_limit_bytes);
@@ -326,7 +361,9 @@ fn crash(name: &str) -> ! {
 fn oom_kill(name: &str, rss: u64, limit: u64) -> ! {
     eprintln!("{name}: fault leak: resident memory {rss} bytes reached the limit of {limit} bytes; killed like the OOM killer (SIGKILL)");
     let pid = std::process::id().to_string();
-    let _ = std::process::Command::new("kill").args(["-KILL", &pid]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status();
     std::thread::sleep(Duration::from_secs(1));
     std::process::exit(137)
 }
@@ -347,7 +384,9 @@ mod tests {
 
     #[test]
     fn draws_are_uniform_enough() {
-        let below = (0..10_000u64).filter(|&n| ((splitmix64(n) >> 11) as f64 / (1u64 << 53) as f64) < 0.3).count();
+        let below = (0..10_000u64)
+            .filter(|&n| ((splitmix64(n) >> 11) as f64 / (1u64 << 53) as f64) < 0.3)
+            .count();
         assert!((2_800..3_200).contains(&below), "{below}");
     }
 }

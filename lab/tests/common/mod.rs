@@ -58,12 +58,22 @@ impl Proc {
             }
         });
         let stdin = child.stdin.take();
-        Proc { child, lines, stderr, stdin }
+        Proc {
+            child,
+            lines,
+            stderr,
+            stdin,
+        }
     }
 
     /// The next stdout line, within `timeout`.
     pub fn line(&self, timeout: Duration) -> String {
-        self.lines.recv_timeout(timeout).unwrap_or_else(|e| panic!("no stdout line within {timeout:?} ({e}); stderr:\n{}", self.stderr()))
+        self.lines.recv_timeout(timeout).unwrap_or_else(|e| {
+            panic!(
+                "no stdout line within {timeout:?} ({e}); stderr:\n{}",
+                self.stderr()
+            )
+        })
     }
 
     /// Reads stdout lines until one starts with `prefix`; returns the rest of it.
@@ -125,16 +135,21 @@ impl Service {
         let mut args = vec!["service", "--name", name, "--port", "0"];
         args.extend_from_slice(extra);
         let proc = Proc::spawn(&args);
-        let addr = proc.wait_for_line("listening on ", Duration::from_secs(10)).parse().expect("listening address");
+        let addr = proc
+            .wait_for_line("listening on ", Duration::from_secs(10))
+            .parse()
+            .expect("listening address");
         Service { proc, addr }
     }
 
     pub fn get(&self, path: &str) -> client::Response {
-        client::get(self.addr, path, Duration::from_secs(5)).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        client::get(self.addr, path, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     pub fn post(&self, path: &str) -> client::Response {
-        client::post(self.addr, path, Duration::from_secs(5)).unwrap_or_else(|e| panic!("POST {path}: {e}"))
+        client::post(self.addr, path, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
 
     /// The parsed `/metrics`.
@@ -161,13 +176,21 @@ pub struct Sample {
 pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
-        .find(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
         .map(|s| s.value)
 }
 
 fn valid_metric_name(n: &str) -> bool {
     let mut chars = n.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
 /// A strict reader of the text format 0.0.4 as the lab writes it: every
@@ -183,7 +206,11 @@ pub fn parse_exposition(text: &str) -> Result<Vec<Sample>, String> {
         let at = |m: &str| format!("line {}: {m}: {line:?}", i + 1);
         if let Some(rest) = line.strip_prefix("# ") {
             let mut parts = rest.splitn(3, ' ');
-            let (kw, name, tail) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let (kw, name, tail) = (
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+            );
             if !valid_metric_name(name) {
                 return Err(at("bad metric name in comment"));
             }
@@ -221,22 +248,40 @@ pub fn parse_exposition(text: &str) -> Result<Vec<Sample>, String> {
             v => v.parse().map_err(|_| at("bad value"))?,
         };
         let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}').ok_or_else(|| at("unterminated labels"))?).map_err(|e| at(&e))?),
+            Some((name, rest)) => (
+                name,
+                parse_labels(
+                    rest.strip_suffix('}')
+                        .ok_or_else(|| at("unterminated labels"))?,
+                )
+                .map_err(|e| at(&e))?,
+            ),
             None => (series, BTreeMap::new()),
         };
         if !valid_metric_name(name) {
             return Err(at("bad metric name"));
         }
-        let family = current.as_deref().ok_or_else(|| at("sample before any HELP/TYPE"))?;
+        let family = current
+            .as_deref()
+            .ok_or_else(|| at("sample before any HELP/TYPE"))?;
         let kind = types.get(family).ok_or_else(|| at("sample before TYPE"))?;
         let belongs = match kind.as_str() {
-            "histogram" => [family.to_string() + "_bucket", family.to_string() + "_sum", family.to_string() + "_count"].contains(&name.to_string()),
+            "histogram" => [
+                family.to_string() + "_bucket",
+                family.to_string() + "_sum",
+                family.to_string() + "_count",
+            ]
+            .contains(&name.to_string()),
             _ => name == family,
         };
         if !belongs {
             return Err(at(&format!("sample outside its family {family}")));
         }
-        samples.push(Sample { name: name.to_string(), labels, value });
+        samples.push(Sample {
+            name: name.to_string(),
+            labels,
+            value,
+        });
     }
     check_histograms(&samples, &types)?;
     Ok(samples)
@@ -275,7 +320,10 @@ fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
 
 fn check_histograms(samples: &[Sample], types: &BTreeMap<String, String>) -> Result<(), String> {
     for (family, _) in types.iter().filter(|(_, t)| *t == "histogram") {
-        let buckets: Vec<&Sample> = samples.iter().filter(|s| s.name == format!("{family}_bucket")).collect();
+        let buckets: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.name == format!("{family}_bucket"))
+            .collect();
         let mut previous = (f64::NEG_INFINITY, 0.0);
         for b in &buckets {
             let le: f64 = match b.labels.get("le").map(String::as_str) {
@@ -288,9 +336,13 @@ fn check_histograms(samples: &[Sample], types: &BTreeMap<String, String>) -> Res
             }
             previous = (le, b.value);
         }
-        let count = value(samples, &format!("{family}_count"), &[]).ok_or(format!("{family}: no _count"))?;
+        let count = value(samples, &format!("{family}_count"), &[])
+            .ok_or(format!("{family}: no _count"))?;
         if previous.0 != f64::INFINITY || previous.1 != count {
-            return Err(format!("{family}: +Inf bucket {} differs from _count {count}", previous.1));
+            return Err(format!(
+                "{family}: +Inf bucket {} differs from _count {count}",
+                previous.1
+            ));
         }
         value(samples, &format!("{family}_sum"), &[]).ok_or(format!("{family}: no _sum"))?;
     }
@@ -299,7 +351,13 @@ fn check_histograms(samples: &[Sample], types: &BTreeMap<String, String>) -> Res
 
 /// Runs `heal-lab ARGS` to the end (bounded by `timeout`, then killed).
 pub fn run(args: &[&str], timeout: Duration) -> Output {
-    let mut child = Command::new(BIN).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + timeout;
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
@@ -313,7 +371,11 @@ pub fn run(args: &[&str], timeout: Duration) -> Output {
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -324,7 +386,8 @@ impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("heal-lab-test-{tag}-{}-{n}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("heal-lab-test-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -358,5 +421,9 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
 /// The `promtool` binary, if installed: used for an extra, independent
 /// check of the lab's outputs. The tests above it stand on their own.
 pub fn promtool() -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join("promtool")).find(|p| p.is_file())
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join("promtool"))
+        .find(|p| p.is_file())
 }

@@ -330,3 +330,20 @@ fn a_bad_lab_file_or_control_address_is_refused() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback only"));
 }
+
+#[test]
+fn a_service_that_cannot_start_is_an_error() {
+    let port = free_port();
+    let lab = Lab::up(&format!("web {port}\n"));
+    assert_eq!(lab.cli("stop", Some("web")).0, 0);
+    // Someone else takes the port while the service is down.
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let (code, _, err) = lab.cli("start", Some("web"));
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.trim(), "heal-lab: start web: starting service web: it ended before listening (exit status: 1) (HTTP 500)");
+    let status = lab.status();
+    assert_eq!(field(service_status(&status, "web"), "alive"), "false");
+    // The service's own reason reached the manager's stderr.
+    let stderr = eventually(T, || Some(lab.manager.stderr()).filter(|s| s.contains("Address already in use")));
+    assert!(stderr.is_some(), "{}", lab.manager.stderr());
+}

@@ -16,6 +16,24 @@
 //! - [`http`]: the hand-written HTTP/1.1 server and client under all of them.
 //! - [`procfs`]: resident memory, CPU time, process liveness from `/proc`.
 
+/// Writes a line to stderr and ignores failure: a lab process must not die
+/// (as `eprintln!` would, by panicking) because its stderr reader went away.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// Writes a line to stdout and flushes it, ignoring failure, like `note!`.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, $($arg)*).and_then(|()| out.flush());
+    }};
+}
+
 mod error;
 pub mod http;
 pub mod load;

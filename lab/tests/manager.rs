@@ -344,6 +344,8 @@ fn a_service_that_cannot_start_is_an_error() {
     let status = lab.status();
     assert_eq!(field(service_status(&status, "web"), "alive"), "false");
     // The service's own reason reached the manager's stderr.
-    let stderr = eventually(T, || Some(lab.manager.stderr()).filter(|s| s.contains("Address already in use")));
+    let stderr = eventually(T, || {
+        Some(lab.manager.stderr()).filter(|s| s.contains("Address already in use"))
+    });
     assert!(stderr.is_some(), "{}", lab.manager.stderr());
 }

@@ -36,7 +36,7 @@ pub fn handle(sup: &Arc<Supervisor>, req: &Request, _peer: &Peer<'_>) -> Respons
             let sup = Arc::clone(sup);
             Response::json(200, r#"{"shutdown":true}"#).then(move || {
                 sup.stop_all();
-                eprintln!("heal-lab up: shut down by the control API");
+                note!("heal-lab up: shut down by the control API");
                 std::process::exit(0)
             })
         }

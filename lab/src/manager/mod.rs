@@ -76,7 +76,7 @@ pub fn run(up: &UpConfig) -> Result<()> {
     let sup = Arc::new(Supervisor::new(exe, up.run_dir.clone(), up.addr, &specs)?);
     for name in sup.names() {
         match sup.start(name) {
-            Ok(s) => println!(
+            Ok(s) => say!(
                 "{} pid {} listening on {}",
                 s.name,
                 s.pid,
@@ -102,11 +102,11 @@ pub fn run(up: &UpConfig) -> Result<()> {
             let mut stdin = std::io::stdin();
             while stdin.read(&mut sink).is_ok_and(|n| n > 0) {}
             sup.stop_all();
-            eprintln!("heal-lab up: stdin closed, shut down");
+            note!("heal-lab up: stdin closed, shut down");
             std::process::exit(0);
         });
     }
-    println!("control listening on {control}");
+    say!("control listening on {control}");
     let handler = move |req: &Request, peer: &Peer<'_>| api::handle(&sup, req, peer);
     http::serve(listener, Arc::new(handler), MAX_CONTROL_CONNECTIONS);
     Ok(())

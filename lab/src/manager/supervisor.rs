@@ -274,7 +274,7 @@ impl Supervisor {
                 }
                 // Keep draining so the child never blocks on a full pipe.
                 for line in lines.map_while(std::result::Result::ok) {
-                    println!("{prefix}{line}");
+                    say!("{prefix}{line}");
                 }
             });
         }
@@ -337,7 +337,7 @@ fn reap(name: &str, state: &mut SlotState) {
     };
     if let Ok(Some(status)) = child.try_wait() {
         let how = describe(status);
-        eprintln!(
+        note!(
             "heal-lab up: service {name} (pid {}) ended: {how}",
             child.id()
         );

@@ -275,9 +275,9 @@ impl Service {
             self.generation.fetch_add(1, Ordering::SeqCst) + 1
         };
         if let Some(f) = fault {
-            eprintln!("{}: fault {f}", self.name);
+            note!("{}: fault {f}", self.name);
         } else {
-            eprintln!("{}: fault cleared", self.name);
+            note!("{}: fault cleared", self.name);
         }
         match fault {
             Some(Fault::Crash { after_ms }) if after_ms > 0 => {
@@ -350,7 +350,7 @@ fn splitmix64(n: u64) -> u64 {
 
 /// The crash fault: exit status 1, as an unhandled error would.
 fn crash(name: &str) -> ! {
-    eprintln!("{name}: fault crash: exiting with status 1");
+    note!("{name}: fault crash: exiting with status 1");
     std::process::exit(1)
 }
 
@@ -359,7 +359,7 @@ fn crash(name: &str) -> ! {
 /// `unsafe` forbidden) the signal is sent by `kill(1)`, argv only; should
 /// that fail, exit status 137 is what a shell reports for SIGKILL.
 fn oom_kill(name: &str, rss: u64, limit: u64) -> ! {
-    eprintln!("{name}: fault leak: resident memory {rss} bytes reached the limit of {limit} bytes; killed like the OOM killer (SIGKILL)");
+    note!("{name}: fault leak: resident memory {rss} bytes reached the limit of {limit} bytes; killed like the OOM killer (SIGKILL)");
     let pid = std::process::id().to_string();
     let _ = std::process::Command::new("kill")
         .args(["-KILL", &pid])

@@ -17,9 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ingest::{
-    record, run_source_with_clock, Clock, Dataset, Evaluation, Labels, PromError,
-    PrometheusClient, PrometheusConfig, RecordQuery, RetryConfig, Sample, SignalQuery,
-    SourceEvent, SourceStats,
+    record, run_source_with_clock, Clock, Dataset, Evaluation, Labels, PromError, PrometheusClient,
+    PrometheusConfig, RecordQuery, RetryConfig, Sample, SignalQuery, SourceEvent, SourceStats,
 };
 use support::prometheus::{free_port, Prometheus};
 use tokio::sync::mpsc;
@@ -68,7 +67,10 @@ async fn instant_queries_of_up_and_build_info() {
     assert_eq!(info.len(), 1, "{info:?}");
     assert_eq!(info[0].0.name(), Some("prometheus_build_info"));
     assert!(
-        info[0].0.get("version").is_some_and(|v| v.starts_with("2.")),
+        info[0]
+            .0
+            .get("version")
+            .is_some_and(|v| v.starts_with("2.")),
         "{info:?}"
     );
     assert_eq!(info[0].1, 1.0);
@@ -172,8 +174,12 @@ async fn range_queries_are_chunked_and_merged() {
         "up and on() (vector(time()) % 2 < 1)",
         "label_replace(up, \"half\", \"x\", \"\", \"\") and on() (vector(time()) % 2 >= 1)",
     ] {
-        let one = whole.query_range_attempted(expr, start, end, step, None).await;
-        let many = chunked.query_range_attempted(expr, start, end, step, None).await;
+        let one = whole
+            .query_range_attempted(expr, start, end, step, None)
+            .await;
+        let many = chunked
+            .query_range_attempted(expr, start, end, step, None)
+            .await;
         assert_eq!(one.attempts, 1);
         assert_eq!(many.attempts, 3, "three chunks, one attempt each");
         let (one, many) = (one.result.unwrap(), many.result.unwrap());
@@ -189,7 +195,10 @@ async fn range_queries_are_chunked_and_merged() {
                 .all(|s| (s.ts_ms - start) % step == 0 && s.ts_ms <= end));
         }
     }
-    let clock = chunked.query_range("time()", start, end, step).await.unwrap();
+    let clock = chunked
+        .query_range("time()", start, end, step)
+        .await
+        .unwrap();
     assert_eq!(clock.len(), 1);
     let expected: Vec<Sample> = (0..17)
         .map(|i| start + i * step)
@@ -198,10 +207,19 @@ async fn range_queries_are_chunked_and_merged() {
     assert_eq!(clock[0].1, expected);
     // The series that comes and goes has gaps of a second, and spans several chunks.
     let gappy = chunked
-        .query_range("vector(time()) and on() (vector(time()) % 2 < 1)", start, end, step)
+        .query_range(
+            "vector(time()) and on() (vector(time()) % 2 < 1)",
+            start,
+            end,
+            step,
+        )
         .await
         .unwrap();
-    let ts: Vec<i64> = gappy[0].1.iter().map(|s| (s.ts_ms - start) / step).collect();
+    let ts: Vec<i64> = gappy[0]
+        .1
+        .iter()
+        .map(|s| (s.ts_ms - start) / step)
+        .collect();
     assert!(ts.len() < 17 && ts.len() >= 8, "{ts:?}");
 }
 
@@ -331,8 +349,9 @@ async fn prometheus_down_is_connect_retried_max_attempts() {
     assert!(matches!(e, PromError::Connect { .. }), "{e:?}");
     assert!(e.retryable());
     assert!(
-        e.to_string()
-            .starts_with(&format!("connecting to http://127.0.0.1:{port}/api/v1/query: ")),
+        e.to_string().starts_with(&format!(
+            "connecting to http://127.0.0.1:{port}/api/v1/query: "
+        )),
         "{e}"
     );
     let r = c.query_range_attempted("up", 0, 10_000, 1_000, None).await;
@@ -433,12 +452,23 @@ async fn requests_carry_auth_and_form() {
     assert_eq!(requests.len(), 2);
     for r in &requests {
         assert!(r.starts_with("POST /api/v1/query HTTP/1.1\r\n"), "{r}");
-        assert!(r.ends_with("\r\n\r\nquery=up&time=1.500&timeout=5.000"), "{r}");
+        assert!(
+            r.ends_with("\r\n\r\nquery=up&time=1.500&timeout=5.000"),
+            "{r}"
+        );
     }
     let lower: Vec<String> = requests.iter().map(|r| r.to_lowercase()).collect();
-    assert!(lower[0].contains("\r\nauthorization: bearer t0k\r\n"), "{}", requests[0]);
+    assert!(
+        lower[0].contains("\r\nauthorization: bearer t0k\r\n"),
+        "{}",
+        requests[0]
+    );
     // base64("u:p")
-    assert!(lower[1].contains("\r\nauthorization: basic dtpw\r\n"), "{}", requests[1]);
+    assert!(
+        lower[1].contains("\r\nauthorization: basic dtpw\r\n"),
+        "{}",
+        requests[1]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -491,7 +521,10 @@ async fn source_backfills_then_evaluates_at_aligned_slots() {
             assert_eq!(series.len(), 1);
             assert_eq!(series[0].0.name(), Some("targets_up"));
             assert_eq!(series[0].0.get("job"), Some("prometheus"));
-            assert!(series[0].1.iter().all(|s| s.ts_ms % 1000 == 0 && s.value == 1.0));
+            assert!(series[0]
+                .1
+                .iter()
+                .all(|s| s.ts_ms % 1000 == 0 && s.value == 1.0));
             assert_eq!(series[0].1.last().unwrap().ts_ms, last_backfilled);
         }
         other => panic!("expected up's back-fill, got {other:?}"),
@@ -650,7 +683,10 @@ async fn source_stops_promptly_on_shutdown_and_when_the_receiver_is_gone() {
     )
     .await
     .unwrap();
-    assert_eq!(stats.evaluations, 1, "the first send finds nobody listening");
+    assert_eq!(
+        stats.evaluations, 1,
+        "the first send finds nobody listening"
+    );
 
     let (tx, _rx) = mpsc::channel(1);
     let e = run_source_with_clock(
@@ -777,9 +813,7 @@ impl FakeHttpServer {
 
 /// Reads one HTTP/1.1 request (head and `Content-Length` body) as text.
 fn read_request(stream: &mut TcpStream) -> Option<String> {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {

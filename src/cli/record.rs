@@ -141,8 +141,18 @@ fn print_summary(dataset: &Dataset, args: &RecordArgs, step_ms: i64) {
     for (name, (series, samples)) in per_name {
         println!("  {name}: {series} series, {samples} samples");
     }
-    let first = dataset.series.iter().filter_map(|s| s.samples.first()).map(|s| s.ts_ms).min();
-    let last = dataset.series.iter().filter_map(|s| s.samples.last()).map(|s| s.ts_ms).max();
+    let first = dataset
+        .series
+        .iter()
+        .filter_map(|s| s.samples.first())
+        .map(|s| s.ts_ms)
+        .min();
+    let last = dataset
+        .series
+        .iter()
+        .filter_map(|s| s.samples.last())
+        .map(|s| s.ts_ms)
+        .max();
     if let (Some(first), Some(last)) = (first, last) {
         println!(
             "  from {} to {} ({} steps)",
@@ -213,7 +223,9 @@ fn is_metric_name(s: &str) -> bool {
 fn parse_duration_ms(flag: &str, s: &str) -> Result<i64, UsageError> {
     let d: remediate::Duration = s.parse().map_err(|e| UsageError(format!("{flag}: {e}")))?;
     if d.is_zero() {
-        return Err(UsageError(format!("{flag}: must be longer than zero, got {s:?}")));
+        return Err(UsageError(format!(
+            "{flag}: must be longer than zero, got {s:?}"
+        )));
     }
     Ok(d.as_millis_i64())
 }
@@ -224,9 +236,9 @@ fn parse_time(flag: &str, s: &str, now_ms: i64) -> Result<i64, UsageError> {
         return Ok(now_ms);
     }
     if let Some(ago) = s.strip_prefix('-') {
-        let d: remediate::Duration = ago.parse().map_err(|e| {
-            UsageError(format!("{flag} {s:?}: not a relative time: {e}"))
-        })?;
+        let d: remediate::Duration = ago
+            .parse()
+            .map_err(|e| UsageError(format!("{flag} {s:?}: not a relative time: {e}")))?;
         return Ok(now_ms.saturating_sub(d.as_millis_i64()));
     }
     chrono::DateTime::parse_from_rfc3339(s)
@@ -279,7 +291,10 @@ mod tests {
         let now = 1_767_571_200_000; // 2026-01-05T00:00:00Z
         assert_eq!(parse_time("--start", "now", now).unwrap(), now);
         assert_eq!(parse_time("--start", "-1h", now).unwrap(), now - 3_600_000);
-        assert_eq!(parse_time("--start", "-1d12h", now).unwrap(), now - 129_600_000);
+        assert_eq!(
+            parse_time("--start", "-1d12h", now).unwrap(),
+            now - 129_600_000
+        );
         assert_eq!(
             parse_time("--start", "2026-01-05T01:00:00+01:00", 0).unwrap(),
             now

@@ -321,7 +321,9 @@ impl PrometheusClient {
         let mut request = self.http.post(&url).form(form);
         request = match &self.auth {
             Some(Auth::Bearer { token }) => request.bearer_auth(token),
-            Some(Auth::Basic { username, password }) => request.basic_auth(username, Some(password)),
+            Some(Auth::Basic { username, password }) => {
+                request.basic_auth(username, Some(password))
+            }
             None => request,
         };
         let response = request
@@ -521,7 +523,9 @@ fn chunks(
     max_points: usize,
 ) -> Result<Vec<(i64, i64)>, String> {
     if step_ms <= 0 {
-        return Err(format!("range query step must be positive, got {step_ms} ms"));
+        return Err(format!(
+            "range query step must be positive, got {step_ms} ms"
+        ));
     }
     if end_ms < start_ms {
         return Err(format!(
@@ -632,7 +636,10 @@ mod tests {
             200,
             r#"{"status":"success","data":{"resultType":"table","result":[]}}"#,
         );
-        assert!(shape.to_string().contains("unknown variant `table`"), "{shape}");
+        assert!(
+            shape.to_string().contains("unknown variant `table`"),
+            "{shape}"
+        );
         let ok = decode(
             "u",
             200,

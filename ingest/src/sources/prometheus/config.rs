@@ -80,7 +80,10 @@ impl PrometheusConfig {
             out.push(("timeout_ms", "must be at least 1, got 0".to_string()));
         }
         if self.max_series_per_signal == 0 {
-            out.push(("max_series_per_signal", "must be at least 1, got 0".to_string()));
+            out.push((
+                "max_series_per_signal",
+                "must be at least 1, got 0".to_string(),
+            ));
         }
         match &self.auth {
             Some(Auth::Bearer { token }) if token.is_empty() => {
@@ -192,7 +195,10 @@ impl RetryConfig {
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         if self.max_attempts == 0 {
-            out.push(("retry.max_attempts", "must be at least 1, got 0".to_string()));
+            out.push((
+                "retry.max_attempts",
+                "must be at least 1, got 0".to_string(),
+            ));
         }
         if self.max_backoff_ms < self.initial_backoff_ms {
             out.push((
@@ -232,7 +238,8 @@ mod tests {
 
     #[test]
     fn defaults_from_minimal_json() {
-        let c: PrometheusConfig = serde_json::from_str(r#"{"url":"http://127.0.0.1:9090"}"#).unwrap();
+        let c: PrometheusConfig =
+            serde_json::from_str(r#"{"url":"http://127.0.0.1:9090"}"#).unwrap();
         assert_eq!(c, PrometheusConfig::new("http://127.0.0.1:9090"));
         assert_eq!(c.timeout_ms, 5_000);
         assert_eq!(c.max_series_per_signal, 10_000);
@@ -322,8 +329,14 @@ mod tests {
         );
         for (url, expected) in [
             ("p:9090", "must start with http://, got \"p:9090\""),
-            ("localhost", "not a URL (relative URL without a base): \"localhost\""),
-            ("http://p/?x=1", "must not have a query or fragment, got \"http://p/?x=1\""),
+            (
+                "localhost",
+                "not a URL (relative URL without a base): \"localhost\"",
+            ),
+            (
+                "http://p/?x=1",
+                "must not have a query or fragment, got \"http://p/?x=1\"",
+            ),
         ] {
             let p = PrometheusConfig::new(url).problems();
             assert_eq!(p, [("url", expected.to_string())], "{url}");

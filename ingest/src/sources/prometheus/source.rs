@@ -40,6 +40,10 @@
 //! are truncated deterministically (the first ones in label order are kept) and the number
 //! dropped is carried in [`Evaluation::truncated`]: the outcome stays `Ok`, because the kept
 //! series are real data, and the count makes the truncation visible.
+//!
+//! Series come and go (a pod restarts under a new name, a label changes): each evaluation
+//! carries the series that exist at its slot, and a series that vanished is simply absent. The
+//! source keeps no per-series state; deciding when an absent series is gone is downstream's job.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -217,9 +221,17 @@ pub async fn run_source_with_clock<C: Clock>(
         });
     }
     let span = tracing::info_span!("source", kind = "prometheus", url = client.url());
-    run(client, signals, interval_ms, backfill_ms, tx, shutdown, clock)
-        .instrument(span)
-        .await
+    run(
+        client,
+        signals,
+        interval_ms,
+        backfill_ms,
+        tx,
+        shutdown,
+        clock,
+    )
+    .instrument(span)
+    .await
 }
 
 async fn run<C: Clock>(
@@ -280,7 +292,11 @@ async fn run<C: Clock>(
         if latest > next {
             let slots = ((latest - next) / interval_ms) as u64;
             stats.skipped_slots += slots;
-            tracing::warn!(first_ts_ms = next, slots, "source fell behind, skipping slots");
+            tracing::warn!(
+                first_ts_ms = next,
+                slots,
+                "source fell behind, skipping slots"
+            );
             let skipped = SourceEvent::Skipped {
                 first_ts_ms: next,
                 slots,

@@ -47,6 +47,14 @@ pub struct Attempted<T> {
 
 /// A client for one Prometheus server. Cheap to clone: clones share the connection pool and the
 /// random generator of the retry jitter.
+///
+/// - Values are kept as Prometheus sends them: `"NaN"`, `"+Inf"` and `"-Inf"` become the same
+///   `f64`; the [`crate::Sanitizer`] downstream drops and counts them.
+/// - Plain HTTP only: the workspace builds reqwest without TLS, so `https://` is refused by
+///   [`PrometheusConfig::problems`] until reqwest's `rustls` feature is added.
+/// - No proxy from `HTTP_PROXY` and the like: only the `heal` binary reads the environment.
+/// - Every failure is a [`PromError`]; [`PromError::retryable`] ones are retried with backoff
+///   ([`RetryConfig`]) up to `max_attempts` attempts in all.
 #[derive(Debug, Clone)]
 pub struct PrometheusClient {
     http: reqwest::Client,

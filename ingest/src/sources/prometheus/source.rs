@@ -1,49 +1,8 @@
 //! The live Prometheus source: evaluates each signal's PromQL at aligned timestamps and sends
 //! what came back, or why nothing did, down a bounded channel.
 //!
-//! # Timing
-//!
-//! Evaluation timestamps are aligned to the interval: `ts = k * interval_ms` (ms since the
-//! epoch), the way Prometheus aligns range-query steps. Aligned timestamps make two heal
-//! instances, a restart and a back-fill all see the same grid, so a detector never receives two
-//! samples a fraction of an interval apart. The source sleeps until the next slot on its
-//! [`Clock`], evaluates every signal at that slot (concurrently, one task per signal) and sends
-//! one [`Evaluation`] per signal, in signal order.
-//!
-//! On start it back-fills every signal over `[now - backfill_ms, now]` with range queries on the
-//! same grid ([`SourceEvent::Backfill`]), so detectors are warm from the first live evaluation.
-//! The last back-filled slot is the last slot at or before `now`; the first live slot is the one
-//! after it, so no timestamp is sent twice.
-//!
-//! # Failures are "no data"
-//!
-//! An evaluation that fails (Prometheus down, slow, an HTTP or PromQL error, an answer that is
-//! not JSON) is sent as an [`Evaluation`] whose `outcome` is the error: downstream it means "no
-//! data for this slot", never an anomaly and never a reason to act. Requests are retried with
-//! backoff ([`crate::RetryConfig`]), but no retry is started that would end after the next slot:
-//! a late answer is worth less than a fresh evaluation. The loop itself never stops on an error.
-//!
-//! # Backpressure and missed slots
-//!
-//! Events go through a bounded channel: when the consumer is slow, the source waits for room
-//! rather than buffering without bound. Waiting (or a slow evaluation) can make the source miss
-//! slots. A missed slot is not evaluated late and not queued: the source moves on to the latest
-//! slot whose time has come, and reports the ones it skipped in one [`SourceEvent::Skipped`]. So
-//! a stall of an hour costs one event, not an hour of catch-up queries.
-//!
-//! # Series
-//!
-//! Every series of a signal gets `__name__` set to the signal's name: aggregations drop the
-//! metric name, and datasets and runbooks match series to signals by it. Two series that differ
-//! only in their original name become one label set; the first in label order is kept and the
-//! others are counted in [`Evaluation::duplicates`]. Past `max_series_per_signal`, the series
-//! are truncated deterministically (the first ones in label order are kept) and the number
-//! dropped is carried in [`Evaluation::truncated`]: the outcome stays `Ok`, because the kept
-//! series are real data, and the count makes the truncation visible.
-//!
-//! Series come and go (a pod restarts under a new name, a label changes): each evaluation
-//! carries the series that exist at its slot, and a series that vanished is simply absent. The
-//! source keeps no per-series state; deciding when an absent series is gone is downstream's job.
+//! See [`run_source`] for the timing, the failure and backpressure rules and the series
+//! handling; they are documented there because this module is private.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -181,7 +140,51 @@ pub struct SourceStats {
 }
 
 /// Runs the source on the system clock until `shutdown` is cancelled or the receiver of `tx`
-/// is dropped; see the [module docs](self).
+/// is dropped.
+///
+/// # Timing
+///
+/// Evaluation timestamps are aligned to the interval: `ts = k * interval_ms` (ms since the
+/// epoch), the way Prometheus aligns range-query steps. Aligned timestamps make two heal
+/// instances, a restart and a back-fill all see the same grid, so a detector never receives two
+/// samples a fraction of an interval apart. The source sleeps until the next slot on its
+/// [`Clock`], evaluates every signal at that slot (concurrently, one task per signal) and sends
+/// one [`Evaluation`] per signal, in signal order.
+///
+/// On start it back-fills every signal over `[now - backfill_ms, now]` with range queries on the
+/// same grid ([`SourceEvent::Backfill`]), so detectors are warm from the first live evaluation.
+/// The last back-filled slot is the last slot at or before `now`; the first live slot is the one
+/// after it, so no timestamp is sent twice.
+///
+/// # Failures are "no data"
+///
+/// An evaluation that fails (Prometheus down, slow, an HTTP or PromQL error, an answer that is
+/// not JSON) is sent as an [`Evaluation`] whose `outcome` is the error: downstream it means "no
+/// data for this slot", never an anomaly and never a reason to act. Requests are retried with
+/// backoff ([`crate::RetryConfig`]), but no retry is started that would end after the next slot:
+/// a late answer is worth less than a fresh evaluation. The loop itself never stops on an error.
+///
+/// # Backpressure and missed slots
+///
+/// Events go through a bounded channel: when the consumer is slow, the source waits for room
+/// rather than buffering without bound. Waiting (or a slow evaluation) can make the source miss
+/// slots. A missed slot is not evaluated late and not queued: the source moves on to the latest
+/// slot whose time has come, and reports the ones it skipped in one [`SourceEvent::Skipped`]. So
+/// a stall of an hour costs one event, not an hour of catch-up queries.
+///
+/// # Series
+///
+/// Every series of a signal gets `__name__` set to the signal's name: aggregations drop the
+/// metric name, and datasets and runbooks match series to signals by it. Two series that differ
+/// only in their original name become one label set; the first in label order is kept and the
+/// others are counted in [`Evaluation::duplicates`]. Past `max_series_per_signal`, the series
+/// are truncated deterministically (the first ones in label order are kept) and the number
+/// dropped is carried in [`Evaluation::truncated`]: the outcome stays `Ok`, because the kept
+/// series are real data, and the count makes the truncation visible.
+///
+/// Series come and go (a pod restarts under a new name, a label changes): each evaluation
+/// carries the series that exist at its slot, and a series that vanished is simply absent. The
+/// source keeps no per-series state; deciding when an absent series is gone is downstream's job.
 pub async fn run_source(
     client: PrometheusClient,
     signals: Vec<SignalQuery>,

@@ -72,6 +72,137 @@ pub enum Error {
         /// The broken rule.
         reason: String,
     },
+
+    /// Talking to Prometheus failed.
+    #[error(transparent)]
+    Prometheus(#[from] PromError),
+}
+
+/// Why a request to Prometheus' HTTP API failed.
+///
+/// A live source treats every one of these as "no data" for that evaluation: never an anomaly,
+/// never a reason to act. [`PromError::retryable`] says whether trying again can help.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PromError {
+    /// The client could not be built from its configuration.
+    #[error("configuring prometheus client: {reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A request was not sent because its arguments make no sense (a range that ends before
+    /// it starts, a step of zero, two recorded queries naming the same series).
+    #[error("preparing prometheus request: {reason}")]
+    InvalidRequest {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// No TCP connection could be made (nothing listening, refused, unreachable, DNS).
+    #[error("connecting to {url}: {reason}")]
+    Connect {
+        /// The request's URL.
+        url: String,
+        /// The cause, as reported by the HTTP stack.
+        reason: String,
+    },
+
+    /// The request, answer included, took longer than the configured timeout.
+    #[error("querying {url}: no complete answer within {timeout_ms} ms")]
+    Timeout {
+        /// The request's URL.
+        url: String,
+        /// The configured timeout.
+        timeout_ms: u64,
+    },
+
+    /// The connection broke after it was made (reset, closed mid-answer).
+    #[error("querying {url}: {reason}")]
+    Transport {
+        /// The request's URL.
+        url: String,
+        /// The cause, as reported by the HTTP stack.
+        reason: String,
+    },
+
+    /// An HTTP error status without Prometheus' JSON error body (a proxy, a load balancer, a
+    /// server that is not Prometheus).
+    #[error("querying {url}: http status {status}: {body}")]
+    Http {
+        /// The request's URL.
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+        /// The start of the response body (at most 512 bytes), for the log.
+        body: String,
+    },
+
+    /// Prometheus answered `"status":"error"` (bad PromQL, query timeout, too many samples...),
+    /// whatever the HTTP status (400, 422, 503 or even 200).
+    #[error("querying {url}: prometheus error {error_type} (http status {status}): {error}")]
+    Api {
+        /// The request's URL.
+        url: String,
+        /// The HTTP status code it came with.
+        status: u16,
+        /// Prometheus' `errorType`: `bad_data`, `execution`, `timeout`, `canceled`,
+        /// `internal`, `unavailable`, `not_found`.
+        error_type: String,
+        /// Prometheus' message.
+        error: String,
+    },
+
+    /// The answer is not the JSON Prometheus sends, or has an unexpected shape (a string or
+    /// matrix where an instant vector was asked for, a value that is not a number).
+    #[error("decoding answer of {url}: {reason}")]
+    Decode {
+        /// The request's URL.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A query yielded more series than allowed, where dropping some is not acceptable
+    /// (recording a dataset).
+    #[error("query {query:?} yielded {got} series, more than the cap of {cap}")]
+    TooManySeries {
+        /// The query.
+        query: String,
+        /// How many series it yielded.
+        got: usize,
+        /// The configured cap (`max_series_per_signal`).
+        cap: usize,
+    },
+}
+
+impl PromError {
+    /// Whether trying the same request again can help: yes for connection problems, timeouts,
+    /// 5xx and 429 answers and Prometheus' `timeout`, `canceled`, `internal` and `unavailable`
+    /// errors; no for 4xx answers, bad queries, undecodable answers, configuration and the
+    /// series cap, which a retry would only repeat.
+    pub fn retryable(&self) -> bool {
+        match self {
+            PromError::Connect { .. } | PromError::Timeout { .. } | PromError::Transport { .. } => {
+                true
+            }
+            PromError::Http { status, .. } => *status >= 500 || *status == 429,
+            PromError::Api {
+                status, error_type, ..
+            } => {
+                *status >= 500
+                    || *status == 429
+                    || matches!(
+                        error_type.as_str(),
+                        "timeout" | "canceled" | "internal" | "unavailable"
+                    )
+            }
+            PromError::Config { .. }
+            | PromError::InvalidRequest { .. }
+            | PromError::Decode { .. }
+            | PromError::TooManySeries { .. } => false,
+        }
+    }
 }
 
 /// `Result` with this crate's [`Error`].

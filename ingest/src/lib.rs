@@ -38,14 +38,19 @@
 //!   [`DatasetInfo`] summaries.
 //! - `nab`: a fast reader for the Numenta Anomaly Benchmark corpus ([`NabCorpus`]).
 //! - `synth`: [`synth`], the synthetic scenario with four injected faults.
+//! - `sources/prometheus/`: the live source: [`PrometheusConfig`], [`PrometheusClient`]
+//!   (instant and chunked range queries with retries), [`run_source`] (aligned evaluations
+//!   with back-fill, sent as [`SourceEvent`]s), [`record`] (range queries into a [`Dataset`]).
 //! - `time`: timestamp parsing shared by the readers (crate-private).
-//! - `error`: [`Error`], the crate's one error type.
+//! - `error`: [`Error`], the crate's error type, and [`PromError`], why a Prometheus request
+//!   failed (carried inside events, so it stands on its own).
 
 mod dataset;
 mod error;
 mod nab;
 mod policy;
 mod series;
+mod sources;
 mod synth;
 mod time;
 mod window;
@@ -54,7 +59,7 @@ pub use dataset::{
     import_long_csv, import_nab_csv, nab_key, truth_path, Dataset, DatasetInfo, NabTruth,
     SeriesData, SeriesInfo, TruthWindow,
 };
-pub use error::{Error, Result};
+pub use error::{Error, PromError, Result};
 pub use nab::{
     read_nab_csv, read_nab_windows, NabCorpus, NabEntry, NabFile, NabRow, NabWindows, NAB_HEADER,
 };
@@ -62,5 +67,10 @@ pub use policy::{
     is_stale_marker, Admit, DropCounts, DropReason, Sanitizer, SanitizerConfig, STALE_MARKER_BITS,
 };
 pub use series::{Labels, Sample, SeriesId, METRIC_NAME_LABEL};
+pub use sources::prometheus::{
+    record, run_source, run_source_with_clock, Attempted, Auth, Clock, Evaluation,
+    PrometheusClient, PrometheusConfig, RecordQuery, RetryConfig, SignalQuery, SourceEvent,
+    SourceStats, SystemClock, MAX_POINTS_PER_SERIES,
+};
 pub use synth::{synth, SYNTH_SERVICES, SYNTH_SIGNALS, SYNTH_START_MS, SYNTH_STEPS, SYNTH_STEP_MS};
 pub use window::Window;

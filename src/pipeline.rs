@@ -134,11 +134,6 @@ impl Pipeline {
         }
     }
 
-    /// The signal a registered series belongs to.
-    pub fn signal_of(&self, series: SeriesHandle) -> &str {
-        &self.series[series.0].signal
-    }
-
     /// Counters so far.
     pub fn stats(&self) -> &PipelineStats {
         &self.stats

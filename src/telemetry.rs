@@ -31,21 +31,46 @@ pub struct Telemetry {
 }
 
 const FAMILIES: &[(&str, Kind, &str)] = &[
-    ("heal_evaluations_total", Kind::Counter, "Signal evaluations attempted, by signal."),
+    (
+        "heal_evaluations_total",
+        Kind::Counter,
+        "Signal evaluations attempted, by signal.",
+    ),
     (
         "heal_evaluation_failures_total",
         Kind::Counter,
         "Evaluations that returned no data because the query failed, by signal and reason.",
     ),
-    ("heal_samples_total", Kind::Counter, "Samples received from sources, by signal."),
+    (
+        "heal_evaluation_slots_skipped_total",
+        Kind::Counter,
+        "Evaluation slots skipped because heal fell behind.",
+    ),
+    (
+        "heal_samples_total",
+        Kind::Counter,
+        "Samples received from sources, by signal.",
+    ),
     (
         "heal_samples_dropped_total",
         Kind::Counter,
         "Samples dropped by the sample policy, by reason.",
     ),
-    ("heal_anomalies_total", Kind::Counter, "Anomalous excursions that fired, by signal."),
-    ("heal_incidents_total", Kind::Counter, "Incidents opened, by rule."),
-    ("heal_actions_total", Kind::Counter, "Actions performed, by kind and outcome."),
+    (
+        "heal_anomalies_total",
+        Kind::Counter,
+        "Anomalous excursions that fired, by signal.",
+    ),
+    (
+        "heal_incidents_total",
+        Kind::Counter,
+        "Incidents opened, by rule.",
+    ),
+    (
+        "heal_actions_total",
+        Kind::Counter,
+        "Actions performed, by kind and outcome.",
+    ),
     (
         "heal_actions_suppressed_total",
         Kind::Counter,
@@ -56,21 +81,41 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Gauge,
         "Time from an evaluation's timestamp to the end of its processing.",
     ),
-    ("heal_series", Kind::Gauge, "Series currently watched, by signal."),
+    (
+        "heal_series",
+        Kind::Gauge,
+        "Series currently watched, by signal.",
+    ),
 ];
 
 impl Default for Telemetry {
     fn default() -> Self {
         let families = FAMILIES
             .iter()
-            .map(|&(name, kind, help)| (name, Family { help, kind, values: BTreeMap::new() }))
+            .map(|&(name, kind, help)| {
+                (
+                    name,
+                    Family {
+                        help,
+                        kind,
+                        values: BTreeMap::new(),
+                    },
+                )
+            })
             .collect();
-        Telemetry { families: Mutex::new(families) }
+        Telemetry {
+            families: Mutex::new(families),
+        }
     }
 }
 
 impl Telemetry {
-    fn update(&self, name: &'static str, labels: &[(&'static str, &str)], f: impl FnOnce(&mut f64)) {
+    fn update(
+        &self,
+        name: &'static str,
+        labels: &[(&'static str, &str)],
+        f: impl FnOnce(&mut f64),
+    ) {
         let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
         let Some(family) = families.get_mut(name) else {
             debug_assert!(false, "undeclared metric {name}");
@@ -90,11 +135,17 @@ impl Telemetry {
         self.update(name, labels, |v| *v = value);
     }
 
-    /// Current value of one series, for tests and `/healthz`.
+    /// Current value of one series.
+    #[cfg(test)]
     pub fn get(&self, name: &'static str, labels: &[(&'static str, &str)]) -> f64 {
         let families = self.families.lock().unwrap_or_else(|e| e.into_inner());
-        let key: Vec<(&'static str, String)> = labels.iter().map(|&(k, v)| (k, v.to_owned())).collect();
-        families.get(name).and_then(|f| f.values.get(&key)).copied().unwrap_or(0.0)
+        let key: Vec<(&'static str, String)> =
+            labels.iter().map(|&(k, v)| (k, v.to_owned())).collect();
+        families
+            .get(name)
+            .and_then(|f| f.values.get(&key))
+            .copied()
+            .unwrap_or(0.0)
     }
 
     /// The Prometheus text exposition (format 0.0.4).
@@ -128,7 +179,9 @@ impl Telemetry {
 
 /// Label value escaping of the text format: backslash, quote, newline.
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -141,11 +194,26 @@ mod tests {
         t.add("heal_evaluations_total", &[("signal", "up")], 1.0);
         t.add("heal_evaluations_total", &[("signal", "up")], 2.0);
         t.set("heal_loop_lag_seconds", &[], 0.25);
-        t.add("heal_samples_dropped_total", &[("reason", "a\"b\\c\nd")], 1.0);
+        t.add(
+            "heal_samples_dropped_total",
+            &[("reason", "a\"b\\c\nd")],
+            1.0,
+        );
         let text = t.render();
-        assert!(text.contains("# TYPE heal_evaluations_total counter\nheal_evaluations_total{signal=\"up\"} 3\n"), "{text}");
-        assert!(text.contains("# TYPE heal_loop_lag_seconds gauge\nheal_loop_lag_seconds 0.25\n"), "{text}");
-        assert!(text.contains("heal_samples_dropped_total{reason=\"a\\\"b\\\\c\\nd\"} 1\n"), "{text}");
+        assert!(
+            text.contains(
+                "# TYPE heal_evaluations_total counter\nheal_evaluations_total{signal=\"up\"} 3\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE heal_loop_lag_seconds gauge\nheal_loop_lag_seconds 0.25\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("heal_samples_dropped_total{reason=\"a\\\"b\\\\c\\nd\"} 1\n"),
+            "{text}"
+        );
         // Families with no value yet are still announced.
         assert!(text.contains("# TYPE heal_actions_total counter\n"));
         assert_eq!(t.get("heal_evaluations_total", &[("signal", "up")]), 3.0);

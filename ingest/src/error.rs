@@ -177,6 +177,22 @@ pub enum PromError {
 }
 
 impl PromError {
+    /// A short, bounded name of the failure (`connect`, `timeout`, ...),
+    /// for metric labels and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PromError::Config { .. } => "config",
+            PromError::InvalidRequest { .. } => "invalid_request",
+            PromError::Connect { .. } => "connect",
+            PromError::Timeout { .. } => "timeout",
+            PromError::Transport { .. } => "transport",
+            PromError::Http { .. } => "http",
+            PromError::Api { .. } => "api",
+            PromError::Decode { .. } => "decode",
+            PromError::TooManySeries { .. } => "too_many_series",
+        }
+    }
+
     /// Whether trying the same request again can help: yes for connection problems, timeouts,
     /// 5xx and 429 answers and Prometheus' `timeout`, `canceled`, `internal` and `unavailable`
     /// errors; no for 4xx answers, bad queries, undecodable answers, configuration and the

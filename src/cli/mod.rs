@@ -3,9 +3,11 @@
 
 mod bench;
 mod dataset;
+mod record;
 mod replay;
 mod runbooks;
 mod score;
+mod watch;
 
 use clap::{Parser, Subcommand};
 
@@ -25,8 +27,12 @@ enum Command {
     /// Benchmarks: `heal bench nab DIR` scores a NAB-layout corpus.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Watch a live Prometheus: evaluate the runbooks' signals, detect, and act.
+    Watch(watch::WatchArgs),
     /// Replay a recorded dataset through detection and runbooks, every action in dry-run.
     Replay(replay::ReplayArgs),
+    /// Record a period of a live Prometheus as a dataset, for replay and tuning.
+    Record(record::RecordArgs),
     /// Import, inspect and synthesise datasets.
     #[command(subcommand)]
     Dataset(dataset::DatasetCmd),
@@ -64,7 +70,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Score(a) => score::run(a),
         Command::Bench(c) => bench::run(c),
+        Command::Watch(a) => watch::run(a),
         Command::Replay(a) => replay::run(a),
+        Command::Record(a) => record::run(a),
         Command::Dataset(c) => dataset::run(c),
         Command::Runbooks(c) => runbooks::run(c),
     }

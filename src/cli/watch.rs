@@ -22,15 +22,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use ingest::sources::prometheus::{
-    run_source, Auth, PrometheusClient, PrometheusConfig, SignalQuery, SourceEvent,
+use ingest::{
+    run_source, Auth, Labels, PrometheusClient, PrometheusConfig, SignalQuery, SourceEvent,
 };
-use ingest::Labels;
 use remediate::actions::exec::{self, ExecRequest};
 use remediate::engine::{EngineEvent, RenderedAction};
 use remediate::{EngineOptions, RunbookSet};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::UsageError;
 use crate::pipeline::{Pipeline, SeriesHandle};
@@ -93,13 +93,18 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
     let interval = duration_arg("interval", &args.interval)?;
     let backfill = duration_arg("backfill", &args.backfill)?;
     let timeout = duration_arg("query-timeout", &args.query_timeout)?;
-    let run_for = args.run_for.as_deref().map(|v| duration_arg("run-for", v)).transpose()?;
+    let run_for = args
+        .run_for
+        .as_deref()
+        .map(|v| duration_arg("run-for", v))
+        .transpose()?;
     if interval.is_zero() {
         return Err(UsageError("--interval must be more than 0s".into()).into());
     }
     let auth = match (&args.bearer_token_env, &args.basic_auth_user) {
         (Some(var), None) => Some(Auth::Bearer {
-            token: std::env::var(var).map_err(|_| UsageError(format!("--bearer-token-env: {var} is not set")))?,
+            token: std::env::var(var)
+                .map_err(|_| UsageError(format!("--bearer-token-env: {var} is not set")))?,
         }),
         (None, Some(user)) => Some(Auth::Basic {
             username: user.clone(),
@@ -107,18 +112,23 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
         }),
         (None, None) => None,
         (Some(_), Some(_)) => {
-            return Err(UsageError("use either --bearer-token-env or --basic-auth-user".into()).into())
+            return Err(
+                UsageError("use either --bearer-token-env or --basic-auth-user".into()).into(),
+            )
         }
     };
-    let config = PrometheusConfig {
-        url: args.prometheus.clone(),
-        timeout_ms: timeout.as_millis() as u64,
-        auth,
-        ..PrometheusConfig::default()
-    };
-    let problems = config.problems();
+    let mut config = PrometheusConfig::new(args.prometheus.clone());
+    config.timeout_ms = timeout.as_millis() as u64;
+    config.auth = auth;
+    let problems: Vec<String> = config
+        .problems()
+        .into_iter()
+        .map(|(f, m)| format!("{f}: {m}"))
+        .collect();
     if !problems.is_empty() {
-        return Err(UsageError(format!("prometheus configuration: {}", problems.join("; "))).into());
+        return Err(
+            UsageError(format!("prometheus configuration: {}", problems.join("; "))).into(),
+        );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -163,7 +173,10 @@ async fn watch(
     let signals: Vec<SignalQuery> = runbooks
         .signals()
         .iter()
-        .map(|s| SignalQuery { name: s.name.clone(), query: s.query.clone() })
+        .map(|s| SignalQuery {
+            name: s.name.clone(),
+            query: s.query.clone(),
+        })
         .collect();
     let client = PrometheusClient::new(config).map_err(|e| UsageError(e.to_string()))?;
     let (eval_tx, eval_rx) = mpsc::channel::<SourceEvent>(64);
@@ -176,8 +189,19 @@ async fn watch(
         eval_tx,
         shutdown.clone(),
     ));
-    let pipeline = Pipeline::new(runbooks, EngineOptions { dry_run: !args.execute });
-    let decide = tokio::spawn(decide(pipeline, eval_rx, act_tx, telemetry.clone(), last_processed));
+    let pipeline = Pipeline::new(
+        runbooks,
+        EngineOptions {
+            dry_run: !args.execute,
+        },
+    );
+    let decide = tokio::spawn(decide(
+        pipeline,
+        eval_rx,
+        act_tx,
+        telemetry.clone(),
+        last_processed,
+    ));
     let act = tokio::spawn(act(act_rx, telemetry.clone()));
 
     let stop = async {
@@ -219,11 +243,21 @@ async fn decide(
 ) {
     let mut handles: HashMap<Labels, Option<SeriesHandle>> = HashMap::new();
     let mut register = |pipeline: &mut Pipeline, labels: &Labels| -> Option<SeriesHandle> {
-        *handles.entry(labels.clone()).or_insert_with(|| pipeline.register(labels))
+        *handles
+            .entry(labels.clone())
+            .or_insert_with(|| pipeline.register(labels))
     };
     while let Some(event) = rx.recv().await {
         match event {
-            SourceEvent::Backfill { signal, series } => {
+            SourceEvent::Backfill {
+                signal,
+                series,
+                truncated,
+                duplicates,
+            } => {
+                if truncated + duplicates > 0 {
+                    tracing::warn!(stage = "ingest", %signal, truncated, duplicates, "back-fill: series over the cap or duplicated were left out");
+                }
                 let mut n = 0;
                 for (labels, samples) in &series {
                     if let Some(h) = register(&mut pipeline, labels) {
@@ -235,8 +269,25 @@ async fn decide(
                 }
                 tracing::info!(stage = "detect", %signal, series = series.len(), samples = n, "back-filled");
             }
+            SourceEvent::BackfillFailed { signal, error } => {
+                // Not fatal: detectors warm up on live samples instead.
+                tracing::warn!(stage = "ingest", %signal, %error, "back-fill failed; warming up live");
+                telemetry.add(
+                    "heal_evaluation_failures_total",
+                    &[("signal", &signal), ("reason", error.kind())],
+                    1.0,
+                );
+            }
+            SourceEvent::Skipped { first_ts_ms, slots } => {
+                tracing::warn!(
+                    stage = "ingest",
+                    first_ts_ms,
+                    slots,
+                    "evaluation slots skipped: heal fell behind"
+                );
+                telemetry.add("heal_evaluation_slots_skipped_total", &[], slots as f64);
+            }
             SourceEvent::Evaluation(ev) => {
-                let _span = tracing::info_span!("evaluation", signal = %ev.signal, ts_ms = ev.ts_ms).entered();
                 telemetry.add("heal_evaluations_total", &[("signal", &ev.signal)], 1.0);
                 let results = match ev.outcome {
                     Ok(results) => results,
@@ -251,25 +302,50 @@ async fn decide(
                         continue;
                     }
                 };
-                telemetry.add("heal_samples_total", &[("signal", &ev.signal)], results.len() as f64);
-                telemetry.set("heal_series", &[("signal", &ev.signal)], results.len() as f64);
+                telemetry.add(
+                    "heal_samples_total",
+                    &[("signal", &ev.signal)],
+                    results.len() as f64,
+                );
+                telemetry.set(
+                    "heal_series",
+                    &[("signal", &ev.signal)],
+                    results.len() as f64,
+                );
                 for (labels, value) in &results {
-                    let Some(h) = register(&mut pipeline, labels) else { continue };
+                    let Some(h) = register(&mut pipeline, labels) else {
+                        continue;
+                    };
                     let pushed = pipeline.push(h, ev.ts_ms, *value);
                     if let Some(reason) = pushed.dropped {
-                        telemetry.add("heal_samples_dropped_total", &[("reason", reason.as_str())], 1.0);
+                        telemetry.add(
+                            "heal_samples_dropped_total",
+                            &[("reason", reason.as_str())],
+                            1.0,
+                        );
                     }
-                    if pushed.scored.is_some_and(|s| s.excursion.is_some_and(|e| e.first)) {
+                    if pushed
+                        .scored
+                        .is_some_and(|s| s.excursion.is_some_and(|e| e.first))
+                    {
                         telemetry.add("heal_anomalies_total", &[("signal", &ev.signal)], 1.0);
                         tracing::info!(stage = "detect", series = %labels, "anomaly fired");
                     }
+                    let span =
+                        tracing::info_span!("evaluation", signal = %ev.signal, ts_ms = ev.ts_ms);
                     for event in pushed.events {
-                        handle_event(event, &act, &telemetry).await;
+                        handle_event(event, &act, &telemetry)
+                            .instrument(span.clone())
+                            .await;
                     }
                 }
                 let now = now_ms();
                 last_processed.store(now, Ordering::Relaxed);
-                telemetry.set("heal_loop_lag_seconds", &[], (now - ev.ts_ms) as f64 / 1000.0);
+                telemetry.set(
+                    "heal_loop_lag_seconds",
+                    &[],
+                    (now - ev.ts_ms) as f64 / 1000.0,
+                );
             }
         }
     }
@@ -277,7 +353,13 @@ async fn decide(
 
 async fn handle_event(event: EngineEvent, act: &mpsc::Sender<ActionJob>, telemetry: &Telemetry) {
     match event {
-        EngineEvent::Opened { incident, rule, series, severity, .. } => {
+        EngineEvent::Opened {
+            incident,
+            rule,
+            series,
+            severity,
+            ..
+        } => {
             telemetry.add("heal_incidents_total", &[("rule", &rule)], 1.0);
             tracing::warn!(stage = "remediate", %incident, %rule, %series, severity = severity.as_str(), "incident opened");
         }
@@ -288,7 +370,9 @@ async fn handle_event(event: EngineEvent, act: &mpsc::Sender<ActionJob>, telemet
                 tracing::info!(stage = "remediate", %incident, step = action.step, %reason, detail = %action.decision.detail, "action not performed");
                 return;
             }
-            let Some(rendered) = action.rendered else { return };
+            let Some(rendered) = action.rendered else {
+                return;
+            };
             let job = ActionJob {
                 incident,
                 step: action.step,
@@ -298,7 +382,11 @@ async fn handle_event(event: EngineEvent, act: &mpsc::Sender<ActionJob>, telemet
             // Backpressure: if actions pile up, evaluation waits.
             let _ = act.send(job).await;
         }
-        EngineEvent::Verified { incident, step, verification } => {
+        EngineEvent::Verified {
+            incident,
+            step,
+            verification,
+        } => {
             tracing::info!(stage = "remediate", %incident, step, outcome = verification.outcome.as_str(), "verified");
         }
         EngineEvent::Resolved { .. } => {
@@ -310,7 +398,14 @@ async fn handle_event(event: EngineEvent, act: &mpsc::Sender<ActionJob>, telemet
 /// The act stage: performs allowed actions one at a time.
 async fn act(mut rx: mpsc::Receiver<ActionJob>, telemetry: Arc<Telemetry>) {
     while let Some(job) = rx.recv().await {
-        let _span = tracing::info_span!("action", incident = %job.incident, step = job.step).entered();
+        let span = tracing::info_span!("action", incident = %job.incident, step = job.step);
+        perform(job, &telemetry).instrument(span).await;
+    }
+}
+
+/// Performs one action with its executor.
+async fn perform(job: ActionJob, telemetry: &Telemetry) {
+    {
         let (kind, result) = match &job.action {
             RenderedAction::Exec { argv } => {
                 let req = ExecRequest {
@@ -323,12 +418,20 @@ async fn act(mut rx: mpsc::Receiver<ActionJob>, telemetry: Arc<Telemetry>) {
             }
             other => {
                 tracing::error!(stage = "remediate", action = ?other, "no executor for this action kind yet");
-                telemetry.add("heal_actions_total", &[("kind", other.kind_name()), ("outcome", "no_executor")], 1.0);
-                continue;
+                telemetry.add(
+                    "heal_actions_total",
+                    &[("kind", other.kind_name()), ("outcome", "no_executor")],
+                    1.0,
+                );
+                return;
             }
         };
         let outcome = if result.ok { "ok" } else { "failed" };
-        telemetry.add("heal_actions_total", &[("kind", kind), ("outcome", outcome)], 1.0);
+        telemetry.add(
+            "heal_actions_total",
+            &[("kind", kind), ("outcome", outcome)],
+            1.0,
+        );
         tracing::warn!(stage = "remediate", kind, outcome, summary = %result.summary, duration_ms = result.duration.as_millis() as u64, "action performed");
     }
 }
@@ -365,14 +468,27 @@ async fn serve(
             let limit = (3 * interval.as_millis() as i64).max(10_000);
             let age = now_ms() - last;
             if last > 0 && age <= limit {
-                (StatusCode::OK, format!("ok: last evaluation processed {age} ms ago\n"))
+                (
+                    StatusCode::OK,
+                    format!("ok: last evaluation processed {age} ms ago\n"),
+                )
             } else if last == 0 {
-                (StatusCode::SERVICE_UNAVAILABLE, "starting: no evaluation processed yet\n".to_owned())
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "starting: no evaluation processed yet\n".to_owned(),
+                )
             } else {
-                (StatusCode::SERVICE_UNAVAILABLE, format!("stalled: last evaluation processed {age} ms ago\n"))
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("stalled: last evaluation processed {age} ms ago\n"),
+                )
             }
         }
     };
-    let app = axum::Router::new().route("/metrics", get(metrics)).route("/healthz", get(healthz));
-    let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+    let app = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz));
+    let _ = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
 }

@@ -134,6 +134,12 @@ impl Pipeline {
         }
     }
 
+    /// Ends the back-fill of a series: an excursion still open from history
+    /// is forgotten (see `AdaptiveDetector::end_excursion`).
+    pub fn end_warm(&mut self, series: SeriesHandle) {
+        self.series[series.0].detector.end_excursion();
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> &PipelineStats {
         &self.stats

@@ -96,6 +96,16 @@ pub struct DetectorConfig {
     /// Absolute floor for the spread, in the signal's unit; keeps a flat line
     /// from turning every tiny wiggle into an anomaly.
     pub min_spread: f64,
+    /// Hard limit: a value above it scores 1 (certain anomaly) from the very
+    /// first sample, whatever the history, warm-up included. For limits
+    /// known in advance (memory near the container's limit, a queue near
+    /// its capacity). Honours `direction` like every deviation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_above: Option<f64>,
+    /// Hard limit: a value below it scores 1 from the very first sample
+    /// (`up` below 0.5: the target is gone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_below: Option<f64>,
 }
 
 impl Default for DetectorConfig {
@@ -112,6 +122,8 @@ impl Default for DetectorConfig {
             reset_threshold: 0.2,
             reset_samples: 30,
             min_spread: 0.0,
+            limit_above: None,
+            limit_below: None,
         }
     }
 }
@@ -187,6 +199,25 @@ impl DetectorConfig {
                     self.daily_half_life_days
                 ),
             ));
+        }
+        for (name, v) in [
+            ("limit_above", self.limit_above),
+            ("limit_below", self.limit_below),
+        ] {
+            if v.is_some_and(|v| !v.is_finite()) {
+                out.push((
+                    name,
+                    format!("must be a finite number, got {}", v.unwrap_or_default()),
+                ));
+            }
+        }
+        if let (Some(a), Some(b)) = (self.limit_above, self.limit_below) {
+            if a.is_finite() && b.is_finite() && a <= b {
+                out.push((
+                    "limit_above",
+                    format!("must be greater than limit_below ({b}), got {a}"),
+                ));
+            }
         }
         if !(self.min_spread.is_finite() && self.min_spread >= 0.0) {
             out.push((

@@ -265,6 +265,7 @@ async fn decide(
                             pipeline.warm(h, s.ts_ms, s.value);
                             n += 1;
                         }
+                        pipeline.end_warm(h);
                     }
                 }
                 tracing::info!(stage = "detect", %signal, series = series.len(), samples = n, "back-filled");

@@ -292,7 +292,10 @@ impl AdaptiveDetector {
             self.level = x;
             self.first_ts = ts_ms;
             self.learn_profile(ts_ms, x);
-            return Scored::QUIET;
+            return match self.beyond_limit(x) {
+                Some(above) => self.step_excursion(ts_ms, 1.0, above),
+                None => Scored::QUIET,
+            };
         }
         let sigma = self.sigma();
 
@@ -354,6 +357,11 @@ impl AdaptiveDetector {
         } else {
             score_from_p(p)
         };
+        // A hard limit overrides the statistics, warm-up included.
+        let (score, above) = match self.beyond_limit(x) {
+            Some(side) => (1.0, side),
+            None => (score, above),
+        };
 
         // Learn, after scoring.
         // A change after a perfectly flat stretch (no spread at all) is as
@@ -387,6 +395,30 @@ impl AdaptiveDetector {
         self.learn_level(x, dev, sigma);
         self.learn_profile(ts_ms, x);
         self.step_excursion(ts_ms, score, above)
+    }
+
+    /// Forgets the current excursion, if any, keeping everything learnt.
+    ///
+    /// Live watching calls this after back-filling a series from history:
+    /// an excursion that began in the past must not reach the rule engine as
+    /// if it had just been seen. If the anomaly still holds, the next live
+    /// sample fires it anew.
+    pub fn end_excursion(&mut self) {
+        self.excursion = None;
+        self.quiet_run = 0;
+    }
+
+    /// `Some(true)` above `limit_above`, `Some(false)` below `limit_below`,
+    /// when `direction` watches that side.
+    fn beyond_limit(&self, x: f64) -> Option<bool> {
+        let d = self.cfg.direction;
+        if self.cfg.limit_above.is_some_and(|l| x > l) && d.watches(true) {
+            Some(true)
+        } else if self.cfg.limit_below.is_some_and(|l| x < l) && d.watches(false) {
+            Some(false)
+        } else {
+            None
+        }
     }
 
     fn learn_level(&mut self, x: f64, dev: f64, sigma: f64) {

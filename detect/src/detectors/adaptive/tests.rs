@@ -309,3 +309,43 @@ fn state_is_small() {
     println!("AdaptiveDetector: {size} bytes");
     assert!(size <= 2048, "{size} bytes");
 }
+
+#[test]
+fn hard_limits_fire_from_the_first_sample_and_respect_direction() {
+    let cfg = DetectorConfig {
+        direction: Direction::Down,
+        limit_below: Some(0.5),
+        ..DetectorConfig::default()
+    };
+    // `up` of a target: 1, 1, then 0 while the detector is still warming up.
+    let out = run(&cfg, &[1.0, 1.0, 1.0, 0.0, 0.0, 1.0]);
+    assert_eq!(fired(&out), vec![3]);
+    assert_eq!(out[3].score, 1.0);
+    assert!(!out[3].excursion.unwrap().above);
+    // A series that starts beyond the limit fires on its first sample.
+    assert_eq!(fired(&run(&cfg, &[0.0, 0.0])), vec![0]);
+    // Not watched side: a limit_above with direction down never fires.
+    let up_only = DetectorConfig {
+        direction: Direction::Down,
+        limit_above: Some(10.0),
+        ..DetectorConfig::default()
+    };
+    assert!(fired(&run(&up_only, &[1.0, 50.0, 50.0])).is_empty());
+}
+
+#[test]
+fn limits_are_validated() {
+    let cfg = DetectorConfig {
+        limit_above: Some(1.0),
+        limit_below: Some(2.0),
+        ..DetectorConfig::default()
+    };
+    let p = cfg.problems();
+    assert_eq!(
+        p,
+        vec![(
+            "limit_above",
+            "must be greater than limit_below (2), got 1".to_string()
+        )]
+    );
+}

@@ -23,7 +23,18 @@ struct SeriesState {
     labels: BTreeMap<String, String>,
     sanitizer: Sanitizer,
     detector: AdaptiveDetector,
+    /// Samples left in the grace period after a gap.
+    grace_left: u32,
 }
+
+/// After a gap in a series (a Prometheus restart, a scrape outage), its
+/// first samples are not trusted for this many samples: they update the
+/// detector but reach no rule. Rates over a window that straddles the gap
+/// are computed from too few points (Prometheus extrapolates them) and dip
+/// or jump for about one window; acting on that would be acting on missing
+/// data, which heal never does. Ten samples cover a `rate(...[5s])` at a
+/// one-second interval with margin, and a `[5m]` window at 30 s.
+pub const GAP_GRACE_SAMPLES: u32 = 10;
 
 /// Counters over everything the pipeline saw.
 #[derive(Debug, Clone, Default)]
@@ -86,6 +97,7 @@ impl Pipeline {
                 .collect(),
             sanitizer: Sanitizer::default(),
             detector: AdaptiveDetector::new(signal.detector()),
+            grace_left: 0,
         };
         self.series.push(state);
         Some(SeriesHandle(self.series.len() - 1))
@@ -96,7 +108,15 @@ impl Pipeline {
         self.stats.samples += 1;
         let state = &mut self.series[series.0];
         let sample = match state.sanitizer.admit(ts_ms, value) {
-            Admit::Accept { sample, .. } => sample,
+            Admit::Accept {
+                sample,
+                gap_before_ms,
+            } => {
+                if gap_before_ms.is_some() {
+                    state.grace_left = GAP_GRACE_SAMPLES;
+                }
+                sample
+            }
             Admit::Drop(reason) => {
                 *self.stats.dropped.entry(reason.as_str()).or_default() += 1;
                 return Pushed {
@@ -106,6 +126,16 @@ impl Pipeline {
             }
         };
         let scored = state.detector.update(sample.ts_ms, sample.value);
+        if state.grace_left > 0 {
+            state.grace_left -= 1;
+            if state.grace_left == 0 {
+                state.detector.end_excursion();
+            }
+            return Pushed {
+                scored: Some(scored),
+                ..Pushed::default()
+            };
+        }
         if scored.excursion.is_some_and(|e| e.first) {
             self.stats.anomalies += 1;
         }

@@ -1,0 +1,382 @@
+//! End to end on the real lab: real services (`heal-lab`) under load, a real
+//! Prometheus scraping them every second, and `heal watch --execute`
+//! restarting them through the lab supervisor with an exec action.
+//!
+//! One scenario, in order, because every step needs the same warm lab (the
+//! detectors calibrate on about 100 samples of history, so the lab runs for
+//! two minutes before heal starts) and step (e) stops the shared Prometheus:
+//!
+//! - (d) clean traffic: no action at all, and the `clean` service is never
+//!   touched during the whole run;
+//! - (a) a hung service (alive, requests time out) is restarted and serves;
+//! - (b) a service whose error rate climbs is restarted;
+//! - a crashed service is restarted;
+//! - (c) a memory leak is caught and restarted before the service reaches
+//!   its memory limit (it would kill itself at 256 MiB);
+//! - (e) Prometheus stopped and restarted mid-run: no action fires from
+//!   missing data, and watching resumes.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lab::http::client;
+
+const SERVICES: [&str; 5] = ["clean", "hang", "errors", "crash", "leak"];
+
+/// A child process killed when the guard drops.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_heal"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn prometheus_bin() -> PathBuf {
+    let p = std::env::var_os("PROMETHEUS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or("/usr/bin/prometheus".into());
+    assert!(
+        p.exists(),
+        "this test needs Prometheus at {}: `apt-get install prometheus` (CI does), or set PROMETHEUS_BIN",
+        p.display()
+    );
+    p
+}
+
+fn wait_until(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while t0.elapsed() < deadline {
+        if f() {
+            return t0.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {deadline:?} waiting for {what}");
+}
+
+fn start_prometheus(config: &Path, storage: &Path, port: u16) -> Guard {
+    let child = Command::new(prometheus_bin())
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", storage.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting prometheus");
+    let guard = Guard(child);
+    wait_until("prometheus to be ready", Duration::from_secs(30), || {
+        client::get(addr(port), "/-/ready", Duration::from_secs(1)).is_ok_and(|r| r.status == 200)
+    });
+    guard
+}
+
+/// Whether the service answers `/` with 200 within 500 ms.
+fn serves(port: u16) -> bool {
+    client::get(addr(port), "/", Duration::from_millis(500)).is_ok_and(|r| r.status == 200)
+}
+
+fn metric(text: &str, line_prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(line_prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn lab_status(control: u16) -> serde_json::Value {
+    let r = client::get(addr(control), "/status", Duration::from_secs(2)).expect("lab status");
+    serde_json::from_slice(&r.body).expect("status JSON")
+}
+
+fn restarts(control: u16, name: &str) -> u64 {
+    lab_status(control)["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap()["restarts"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn heal_keeps_the_lab_healthy() {
+    let prometheus = prometheus_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let bins = bin_dir();
+    let lab_bin = bins.join("heal-lab");
+    assert!(
+        lab_bin.exists(),
+        "{} is missing: run `cargo test --workspace` (or `cargo build -p lab`)",
+        lab_bin.display()
+    );
+    let path = format!(
+        "{}:{}",
+        bins.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    // The lab: five services under one supervisor.
+    let ports: Vec<u16> = SERVICES.iter().map(|_| free_port()).collect();
+    let control = free_port();
+    let lab_conf = dir.path().join("lab.conf");
+    let conf: String = SERVICES
+        .iter()
+        .zip(&ports)
+        .map(|(n, p)| format!("{n} {p} --mem-limit-mb 256\n"))
+        .collect();
+    std::fs::write(&lab_conf, conf).unwrap();
+    std::fs::create_dir_all(dir.path().join("run")).unwrap();
+    let mut lab = Command::new(&lab_bin)
+        .args(["up", "--config", lab_conf.to_str().unwrap(), "--run-dir"])
+        .arg(dir.path().join("run"))
+        .args([
+            "--control",
+            &format!("127.0.0.1:{control}"),
+            "--exit-on-stdin-eof",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lab_out = BufReader::new(lab.stdout.take().unwrap());
+    let _lab = Guard(lab);
+    for line in lab_out.lines() {
+        if line.unwrap().starts_with("control listening") {
+            break;
+        }
+    }
+
+    // Prometheus scraping every service every second.
+    let prom_port = free_port();
+    let prom_conf = dir.path().join("prometheus.yml");
+    let mut args = vec!["prometheus-config".to_string()];
+    for (n, p) in SERVICES.iter().zip(&ports) {
+        args.push("--target".into());
+        args.push(format!("{n}=127.0.0.1:{p}"));
+    }
+    args.extend([
+        "--scrape-interval".into(),
+        "1s".into(),
+        "-o".into(),
+        prom_conf.to_str().unwrap().into(),
+    ]);
+    assert!(Command::new(&lab_bin)
+        .args(&args)
+        .status()
+        .unwrap()
+        .success());
+    let storage = dir.path().join("tsdb");
+    let mut prom = Some(start_prometheus(&prom_conf, &storage, prom_port));
+    let _ = &prometheus;
+
+    // Steady load on every service for the whole scenario.
+    let mut load = Command::new(&lab_bin);
+    load.arg("load");
+    for p in &ports {
+        load.args(["--target", &format!("http://127.0.0.1:{p}/")]);
+    }
+    let _load = Guard(
+        load.args(["--rps", "50", "--duration-s", "900", "--timeout-ms", "1000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    // Let the lab build two minutes of history: heal back-fills from it.
+    std::thread::sleep(Duration::from_secs(120));
+
+    // heal, with the lab runbook pointed at this lab's supervisor.
+    let runbooks = dir.path().join("runbooks");
+    std::fs::create_dir_all(&runbooks).unwrap();
+    let book = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("lab/runbooks/lab.yaml"),
+    )
+    .unwrap()
+    .replace("127.0.0.1:19400", &format!("127.0.0.1:{control}"));
+    std::fs::write(runbooks.join("lab.yaml"), book).unwrap();
+    let heal_port = free_port();
+    let mut heal = Command::new(env!("CARGO_BIN_EXE_heal"))
+        .args([
+            "watch",
+            "--prometheus",
+            &format!("http://127.0.0.1:{prom_port}"),
+        ])
+        .args(["--runbooks", runbooks.to_str().unwrap()])
+        .args([
+            "--interval",
+            "1s",
+            "--backfill",
+            "10m",
+            "--query-timeout",
+            "800ms",
+            "--execute",
+        ])
+        .args(["--listen", &format!("127.0.0.1:{heal_port}")])
+        .env("PATH", &path)
+        .env("HEAL_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    {
+        let log = log.clone();
+        let err = heal.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                log.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+    }
+    let _heal = Guard(heal);
+    let heal_metrics = || {
+        client::get(addr(heal_port), "/metrics", Duration::from_secs(2))
+            .map(|r| r.body_text())
+            .unwrap_or_default()
+    };
+    let actions = || metric(&heal_metrics(), "heal_actions_total");
+    wait_until("heal to be healthy", Duration::from_secs(30), || {
+        client::get(addr(heal_port), "/healthz", Duration::from_secs(1))
+            .is_ok_and(|r| r.status == 200)
+    });
+
+    // (d) Clean traffic: nothing to do.
+    std::thread::sleep(Duration::from_secs(20));
+    assert_eq!(
+        actions(),
+        0.0,
+        "actions on clean traffic:\n{}",
+        log.lock().unwrap()
+    );
+
+    let port_of = |name: &str| ports[SERVICES.iter().position(|s| *s == name).unwrap()];
+    let inject = |name: &str, fault: &str| {
+        let r = client::post(
+            addr(port_of(name)),
+            &format!("/fault/{fault}"),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "injecting {fault} into {name}");
+        Instant::now()
+    };
+    let recovered = |name: &str, since: Instant| {
+        let port = port_of(name);
+        wait_until(
+            &format!("{name} to serve again"),
+            Duration::from_secs(45),
+            || {
+                serves(port)
+                    && client::get(addr(port), "/fault", Duration::from_millis(500))
+                        .is_ok_and(|r| r.body_text().trim() == "none")
+            },
+        );
+        since.elapsed()
+    };
+
+    // (a) A hang, (b) errors, a crash, (c) a leak: each restarted by heal.
+    let mut report = Vec::new();
+    for (name, fault) in [
+        ("hang", "hang"),
+        ("errors", "errors?rate=0.6"),
+        ("crash", "crash"),
+        ("leak", "leak?mb_per_s=16"),
+    ] {
+        let before = restarts(control, name);
+        let t = inject(name, fault);
+        let took = recovered(name, t);
+        assert!(
+            restarts(control, name) > before,
+            "{name}: served again without a restart?"
+        );
+        report.push(format!(
+            "{name}: serving again {:.1}s after the fault",
+            took.as_secs_f64()
+        ));
+        std::thread::sleep(Duration::from_secs(12));
+    }
+    let text = log.lock().unwrap().clone();
+    // The leak was caught by the memory rule, before the service killed itself.
+    assert!(
+        text.lines().any(|l| l.contains("incident opened")
+            && l.contains("rule=memory-leak")
+            && l.contains("leak-0")),
+        "no memory-leak incident:\n{text}"
+    );
+    assert!(
+        !text.lines().any(|l| l.contains("incident opened")
+            && l.contains("rule=service-down")
+            && l.contains("leak-0")),
+        "the leaking service died before heal acted:\n{text}"
+    );
+
+    // (e) Prometheus stops: evaluations fail, no action fires from missing data.
+    let before = actions();
+    let failures_before = metric(&heal_metrics(), "heal_evaluation_failures_total");
+    drop(prom.take());
+    std::thread::sleep(Duration::from_secs(15));
+    let m = heal_metrics();
+    assert!(
+        metric(&m, "heal_evaluation_failures_total") > failures_before,
+        "{m}"
+    );
+    assert_eq!(
+        actions(),
+        before,
+        "an action fired while Prometheus was down:\n{}",
+        log.lock().unwrap()
+    );
+    // ... and watching resumes when it is back.
+    let _prom = start_prometheus(&prom_conf, &storage, prom_port);
+    let evals = metric(&heal_metrics(), "heal_samples_total");
+    wait_until(
+        "heal to receive samples again",
+        Duration::from_secs(30),
+        || metric(&heal_metrics(), "heal_samples_total") > evals,
+    );
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(
+        actions(),
+        before,
+        "an action fired after Prometheus came back:\n{}",
+        log.lock().unwrap()
+    );
+
+    // (d) The clean service was never touched, over the whole run.
+    assert_eq!(restarts(control, "clean"), 0, "{}", log.lock().unwrap());
+    let text = log.lock().unwrap().clone();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("incident opened") && l.contains("instance=\"clean-0\"")),
+        "incident on the clean service:\n{text}"
+    );
+    println!("{}", report.join("\n"));
+}

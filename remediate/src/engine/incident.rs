@@ -210,6 +210,10 @@ pub enum SuppressReason {
     DryRun,
     /// A label value substituted into the action is missing or unsafe.
     InvalidLabelValue,
+    /// Another incident's step on the same target is still being verified:
+    /// two rules seeing one fault (a crash is also a drop in request rate)
+    /// must not both act on it, the second undoing the first.
+    TargetBusy,
 }
 
 impl SuppressReason {
@@ -220,6 +224,7 @@ impl SuppressReason {
             SuppressReason::MaxAttempts => "max_attempts",
             SuppressReason::DryRun => "dry_run",
             SuppressReason::InvalidLabelValue => "invalid_label_value",
+            SuppressReason::TargetBusy => "target_busy",
         }
     }
 }

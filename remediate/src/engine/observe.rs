@@ -349,6 +349,26 @@ impl Engine {
         }
     }
 
+    /// Whether another incident has a step on `target` waiting for its
+    /// verification; the reason, when it has.
+    fn busy(&self, idx: usize, target: &str) -> Option<String> {
+        self.incidents.iter().enumerate().find_map(|(i, s)| {
+            if i == idx {
+                return None;
+            }
+            let p = s.pending.as_ref()?;
+            let a = &s.incident.actions[p.action];
+            (a.rendered.as_ref()?.target() == target).then(|| {
+                format!(
+                    "{} step {} acted on {target:?} and is verified until {}",
+                    s.incident.id,
+                    a.step,
+                    crate::time::rfc3339(p.deadline_ms)
+                )
+            })
+        })
+    }
+
     /// Plans steps from `next_step` on until one counts as performed (and is
     /// then verified) or the chain is exhausted.
     fn plan(
@@ -387,14 +407,14 @@ impl Engine {
                     } else {
                         None
                     };
-                    let decision = self.muter.decide(
-                        r,
-                        &rule.guards,
-                        &rendered.target(),
-                        idx,
-                        obs.ts_ms,
-                        dry_run,
-                    );
+                    let target = rendered.target();
+                    let decision = match self.busy(idx, &target) {
+                        Some(detail) => Decision::suppressed(SuppressReason::TargetBusy, detail),
+                        None => {
+                            self.muter
+                                .decide(r, &rule.guards, &target, idx, obs.ts_ms, dry_run)
+                        }
+                    };
                     let summary = rendered.summary();
                     (Some(rendered), summary, decision)
                 }

@@ -513,3 +513,40 @@ fn incident_ids_follow_opening_order_and_runs_are_deterministic() {
     );
     assert_eq!(first, once());
 }
+
+#[test]
+fn a_second_rule_does_not_act_on_a_target_being_verified() {
+    // Two rules see the same fault; both would restart the same deployment.
+    let set = set("rules:
+  - name: first
+    when:
+      signal: http_latency_p99_seconds
+      for: 0s
+    then:
+      - action: restart
+        target: deployment/{{service}}
+    verify:
+      wait: 5m
+  - name: second
+    when:
+      signal: http_latency_p99_seconds
+      for: 1m
+    then:
+      - action: restart
+        target: deployment/{{service}}
+    verify:
+      wait: 5m
+");
+    let mut engine = Engine::new(&set, EngineOptions { dry_run: false });
+    let s = Series::new("checkout", "checkout-0");
+    run(&mut engine, &s, 3, |_| Some((0, 0.9999)));
+    let incidents = engine.finish(T0 + 3 * MIN);
+    assert_eq!(incidents.len(), 2);
+    assert_eq!(incidents[0].actions[0].decision.label(), "allowed");
+    let held = &incidents[1].actions[0].decision;
+    assert_eq!(held.label(), "target_busy");
+    assert_eq!(
+        held.detail,
+        "inc-000001 step 1 acted on \"deployment/checkout\" and is verified until 2026-03-01T00:05:00Z"
+    );
+}

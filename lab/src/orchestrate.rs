@@ -158,7 +158,7 @@ pub fn loopback(port: u16) -> SocketAddr {
 /// executable, typically) or else on `PATH`.
 pub fn find_executable(name: &str, beside: Option<&Path>) -> Option<PathBuf> {
     let here = beside.map(|d| d.join(name));
-    let on_path = std::env::var_os("PATH")
+    let on_path: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect())
         .unwrap_or_default();
     here.into_iter()

@@ -52,6 +52,9 @@ pub struct DemoArgs {
     /// The Prometheus server executable.
     #[arg(long, default_value = "/usr/bin/prometheus")]
     prometheus_bin: PathBuf,
+    /// Also print heal's log from the fault on.
+    #[arg(long)]
+    verbose: bool,
     /// Give up on recovery after this long.
     #[arg(long, default_value = "60s")]
     timeout: String,
@@ -407,14 +410,37 @@ pub(super) fn log_field(line: &str, key: &str) -> Option<String> {
                 }
                 rest[..end].to_string()
             }
-            _ => rest
-                .split([' ', '}', ':'])
-                .next()
-                .unwrap_or_default()
-                .to_string(),
+            _ => rest[..unquoted_end(rest)].to_string(),
         });
     }
     None
+}
+
+/// Where an unquoted value ends: at the next ` key=` (a space, an
+/// identifier, `=`) outside braces and quotes, or at the `}:` that closes a
+/// span's fields, or at the end of the line.
+fn unquoted_end(rest: &str) -> usize {
+    let b = rest.as_bytes();
+    let (mut depth, mut quoted) = (0i32, false);
+    for i in 0..b.len() {
+        match b[i] {
+            b'"' => quoted = !quoted,
+            b'{' if !quoted => depth += 1,
+            b'}' if !quoted && depth > 0 => depth -= 1,
+            b'}' if !quoted => return i,
+            b' ' if !quoted && depth == 0 => {
+                let key = rest[i + 1..]
+                    .bytes()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'.')
+                    .count();
+                if key > 0 && b.get(i + 1 + key) == Some(&b'=') {
+                    return i;
+                }
+            }
+            _ => {}
+        }
+    }
+    b.len()
 }
 
 /// What heal did about a fault, read from its log.
@@ -424,19 +450,28 @@ struct IncidentReport {
     rule: String,
     series: String,
     severity: String,
-    actions: Vec<String>,
-    verifications: Vec<String>,
+    /// When heal opened it (the log line's time).
+    opened_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// One line per step planned, performed, not performed or verified.
+    steps: Vec<String>,
+    verified: bool,
 }
 
+/// The first incident opened on `instance` in `lines`, and what followed.
 fn incident_for(lines: &[String], instance: &str) -> Option<IncidentReport> {
-    let opened = lines
-        .iter()
-        .find(|l| l.contains("incident opened") && l.contains(&format!("\"{instance}\"")))?;
+    let opened = lines.iter().find(|l| {
+        l.contains("heal::cli::watch: incident opened") && l.contains(&format!("\"{instance}\""))
+    })?;
     let id = log_field(opened, "incident")?;
     let mut report = IncidentReport {
         rule: log_field(opened, "rule").unwrap_or_default(),
         series: log_field(opened, "series").unwrap_or_default(),
         severity: log_field(opened, "severity").unwrap_or_default(),
+        opened_at: opened
+            .split_whitespace()
+            .next()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc)),
         id: id.clone(),
         ..IncidentReport::default()
     };
@@ -445,25 +480,32 @@ fn incident_for(lines: &[String], instance: &str) -> Option<IncidentReport> {
             continue;
         }
         let step = log_field(l, "step").unwrap_or_default();
-        if l.contains("action performed") {
-            report.actions.push(format!(
-                "step {step}: {} {} ({} ms): {}",
-                log_field(l, "kind").unwrap_or_default(),
-                log_field(l, "outcome").unwrap_or_default(),
-                log_field(l, "duration_ms").unwrap_or_default(),
-                log_field(l, "summary").unwrap_or_default()
+        let f = |k: &str| log_field(l, k).unwrap_or_default();
+        if l.contains(": step planned ") {
+            report.steps.push(format!(
+                "step {step} planned: {} ({})",
+                f("action"),
+                f("decision")
             ));
-        } else if l.contains("action not performed") {
-            report.actions.push(format!(
-                "step {step}: not performed: {} {}",
-                log_field(l, "reason").unwrap_or_default(),
-                log_field(l, "detail").unwrap_or_default()
+        } else if l.contains("heal::cli::watch: action performed") {
+            report.steps.push(format!(
+                "step {step} performed: {} {} in {} ms ({})",
+                f("kind"),
+                f("outcome"),
+                f("duration_ms"),
+                f("summary")
             ));
-        } else if l.contains(" verified") {
-            report.verifications.push(format!(
-                "step {step}: {}",
-                log_field(l, "outcome").unwrap_or_default()
+        } else if l.contains("heal::cli::watch: action not performed") {
+            report.steps.push(format!(
+                "step {step} not performed: {} {}",
+                f("reason"),
+                f("detail")
             ));
+        } else if l.contains("heal::cli::watch: verified") {
+            report
+                .steps
+                .push(format!("step {step} verified: {}", f("outcome")));
+            report.verified = true;
         }
     }
     Some(report)
@@ -541,6 +583,7 @@ fn demo(
 
     let from = heal.log_len();
     let fault_at = Instant::now();
+    let fault_wall = chrono::Utc::now();
     lab.inject("web", args.fault.spec())?;
     println!("fault: {} injected into web", args.fault.name());
     let mut took = None;
@@ -563,26 +606,30 @@ fn demo(
         );
     };
     // The verification comes after the rule's wait (5 to 8 s).
-    let verified = orchestrate::wait_until(Duration::from_secs(20), POLL, || {
+    let _ = orchestrate::wait_until(Duration::from_secs(20), POLL, || {
         stop.load(Ordering::SeqCst)
-            || incident_for(&heal.log_since(from), "web-0")
-                .is_some_and(|r| !r.verifications.is_empty())
+            || incident_for(&heal.log_since(from), "web-0").is_some_and(|r| r.verified)
     });
-    let report = incident_for(&heal.log_since(from), "web-0");
-    match &report {
+    match incident_for(&heal.log_since(from), "web-0") {
         Some(r) => {
+            let after = r
+                .opened_at
+                .map(|t| {
+                    format!(
+                        ", {:.1} s after the fault",
+                        (t - fault_wall).as_seconds_f64()
+                    )
+                })
+                .unwrap_or_default();
             println!(
-                "incident {}: rule {} ({}) on {}",
+                "incident {}: rule {} ({}) on {}{after}",
                 r.id, r.rule, r.severity, r.series
             );
-            for a in &r.actions {
-                println!("  action {a}");
+            for step in &r.steps {
+                println!("  {step}");
             }
-            for v in &r.verifications {
-                println!("  verification {v}");
-            }
-            if verified.is_none() {
-                println!("  verification: none logged yet");
+            if !r.verified {
+                println!("  (no verification logged within 20 s)");
             }
         }
         None => println!("incident: none found in heal's log (did something else restart web?)"),
@@ -592,6 +639,12 @@ fn demo(
         took.as_secs_f64(),
         args.fault.name()
     );
+    if args.verbose {
+        println!("heal's log since the fault:");
+        for l in heal.log_since(from) {
+            println!("  {l}");
+        }
+    }
     eprintln!("heal demo: shutting down heal, load, Prometheus and the lab");
     heal.stop();
     prometheus.stop();

@@ -204,7 +204,9 @@ pub fn metric_sum(text: &str, prefix: &str) -> f64 {
             })
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .sum::<f64>()
+        // An empty sum of floats is -0.0; printed, that reads oddly.
+        + 0.0
 }
 
 /// One service of a lab to start: its name and further `heal-lab service`

@@ -30,8 +30,8 @@ use anyhow::Context;
 use lab::orchestrate::{self, Lab, LabService, Monit, Prometheus, TempDir};
 
 use super::demo::{
-    check_prometheus, duration_arg, find_lab_bin, interrupt_flag, lab_runbook, sleep, warm_up,
-    write_runbook, FaultKind, HealWatch, Progress, POLL, POLL_TIMEOUT,
+    check_prometheus, duration_arg, find_lab_bin, interrupt_flag, lab_runbook, log_field, sleep,
+    warm_up, write_runbook, FaultKind, HealWatch, Progress, POLL, POLL_TIMEOUT,
 };
 use super::{Unavailable, UsageError};
 
@@ -68,6 +68,9 @@ pub struct LabArgs {
     /// The monit executable; `monit` on PATH if not given.
     #[arg(long)]
     monit_bin: Option<PathBuf>,
+    /// Write heal's whole log (`HEAL_LOG=info`) to this file after its round.
+    #[arg(long)]
+    heal_log: Option<PathBuf>,
     /// Leave out monit's round.
     #[arg(long)]
     no_monit: bool,
@@ -208,19 +211,32 @@ fn bench(
     }
 
     eprintln!("heal's round: {} injections of each fault", args.injections);
-    let heal_round = round(&lab, args.injections, spacing, limit, stop, &mut || {
-        let m = heal.metrics();
-        let by_rule = |rule: &str| {
-            orchestrate::metric_sum(&m, &format!("heal_incidents_total{{rule=\"{rule}\""))
-        };
-        [
-            by_rule("service-down"),
-            by_rule("service-hung"),
-            by_rule("error-ratio-high"),
-            by_rule("memory-leak"),
-        ]
-    })?;
+    let quiet = |name: &str| heal_quiet(&heal, name);
+    let heal_round = round(
+        &lab,
+        args.injections,
+        spacing,
+        limit,
+        stop,
+        &quiet,
+        &mut || {
+            let m = heal.metrics();
+            let by_rule = |rule: &str| {
+                orchestrate::metric_sum(&m, &format!("heal_incidents_total{{rule=\"{rule}\""))
+            };
+            [
+                by_rule("service-down"),
+                by_rule("service-hung"),
+                by_rule("error-ratio-high"),
+                by_rule("memory-leak"),
+            ]
+        },
+    )?;
     let heal_log_tail = heal.log_since(heal.log_len().saturating_sub(40));
+    if let Some(path) = &args.heal_log {
+        std::fs::write(path, heal.log_since(0).join("\n") + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     if !heal.stop() {
         eprintln!("heal did not stop on SIGTERM within 35 s; killed");
     }
@@ -242,9 +258,15 @@ fn bench(
                 "monit's round: {} injections of each fault",
                 args.injections
             );
-            let r = round(&lab, args.injections, spacing, limit, stop, &mut || {
-                [0.0; 4]
-            });
+            let r = round(
+                &lab,
+                args.injections,
+                spacing,
+                limit,
+                stop,
+                &|_| true,
+                &mut || [0.0; 4],
+            );
             let log = monit.log();
             monit.stop();
             match r {
@@ -316,22 +338,55 @@ fn clean_run(heal: &HealWatch, minutes: f64, stop: &AtomicBool) -> anyhow::Resul
     })
 }
 
+/// Whether every incident heal opened on service `name` has resolved.
+///
+/// heal opens one incident per excursion of a series, and an excursion ends
+/// only after 30 quiet samples (the detector's hysteresis): a fault injected
+/// before that lands in the incident of the previous one, whose chain has
+/// already stopped at "recovered", and heal does not act again. A real
+/// crash loop faster than that would meet the same limit; the bench waits
+/// it out so that each injection measures one incident.
+fn heal_quiet(heal: &HealWatch, name: &str) -> bool {
+    let lines = heal.log_since(0);
+    let instance = format!("instance=\"{name}-0\"");
+    let opened: Vec<String> = lines
+        .iter()
+        .filter(|l| l.contains("heal::cli::watch: incident opened") && l.contains(&instance))
+        .filter_map(|l| log_field(l, "incident"))
+        .collect();
+    opened.iter().all(|id| {
+        lines.iter().any(|l| {
+            l.contains(": incident resolved") && log_field(l, "incident").as_deref() == Some(id)
+        })
+    })
+}
+
 /// Injects each fault kind `n` times into its own service, one fault at a
-/// time, at least `spacing` apart on one service; `counters` reads heal's
-/// incident counters by rule (zeros for monit) before and after each fault.
+/// time, at least `spacing` apart on one service and only once `ready`
+/// says so (at most two minutes); `counters` reads heal's incident counters
+/// by rule (zeros for monit) before and after each fault.
 fn round(
     lab: &Lab,
     n: u32,
     spacing: Duration,
     limit: Duration,
     stop: &AtomicBool,
+    ready: &dyn Fn(&str) -> bool,
     counters: &mut dyn FnMut() -> [f64; 4],
 ) -> anyhow::Result<Round> {
     let mut out: Round = vec![Vec::new(); FaultKind::ALL.len()];
+    let mut last: Vec<Option<Instant>> = vec![None; FaultKind::ALL.len()];
     for i in 0..n {
-        let began = Instant::now();
         for (k, kind) in FaultKind::ALL.iter().enumerate() {
             let name = kind.name();
+            if let Some(t) = last[k] {
+                sleep(spacing.saturating_sub(t.elapsed()), stop)?;
+            }
+            let waited = Instant::now();
+            while !ready(name) && waited.elapsed() < Duration::from_secs(120) {
+                sleep(Duration::from_millis(500), stop)?;
+            }
+            last[k] = Some(Instant::now());
             let before = counters();
             let pid_before = service_field(lab, name, "pid");
             let at = Instant::now();
@@ -381,7 +436,6 @@ fn round(
             out[k].push(Outcome { took, how });
             sleep(Duration::from_secs(1), stop)?;
         }
-        sleep(spacing.saturating_sub(began.elapsed()), stop)?;
     }
     Ok(out)
 }

@@ -62,6 +62,11 @@ pub struct LabArgs {
     /// A fault not recovered from within this long counts as not recovered.
     #[arg(long, default_value = "60s")]
     limit: String,
+    /// A runbook to use instead of the lab runbook built into heal
+    /// (`lab/runbooks/lab.yaml`); its `127.0.0.1:19400` is replaced by the
+    /// lab's control address.
+    #[arg(long)]
+    runbook: Option<PathBuf>,
     /// The Prometheus server executable.
     #[arg(long, default_value = "/usr/bin/prometheus")]
     prometheus_bin: PathBuf,
@@ -195,7 +200,13 @@ fn bench(
     // max_attempts raised from 5 to 1000 per 10 minutes, since the bench
     // breaks each service `--injections` times within a few minutes on
     // purpose and a crash-loop guard would (rightly) stop heal otherwise.
-    let book = lab_runbook(lab.control())
+    let book = match &args.runbook {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .replace("127.0.0.1:19400", &lab.control().to_string()),
+        None => lab_runbook(lab.control()),
+    };
+    let book = book
         .replace("max_attempts: 5", "max_attempts: 1000")
         .replace(
             "\nrules:\n",

@@ -14,6 +14,8 @@
 //!   API, and the client behind `heal-lab restart|start|stop`.
 //! - [`promconfig`]: `heal-lab prometheus-config`, a `prometheus.yml` for the lab.
 //! - [`http`]: the hand-written HTTP/1.1 server and client under all of them.
+//! - [`orchestrate`]: a whole lab from a program (manager, Prometheus, load,
+//!   monit), for `heal demo` and `heal bench lab`.
 //! - [`procfs`]: resident memory, CPU time, process liveness from `/proc`.
 
 /// Writes a line to stderr and ignores failure: a lab process must not die
@@ -38,6 +40,7 @@ mod error;
 pub mod http;
 pub mod load;
 pub mod manager;
+pub mod orchestrate;
 pub mod procfs;
 pub mod promconfig;
 pub mod service;

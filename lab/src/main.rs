@@ -43,6 +43,10 @@ enum Command {
         /// latency[:MS], errors[:RATE], cpu[:THREADS].
         #[arg(long, value_name = "KIND[:PARAM]", value_parser = parse_fault)]
         fault: Option<service::Fault>,
+        /// Also export K slowly varying gauges `lab_extra{id="0".."K-1"}`
+        /// (to benchmark a watcher on many series).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(..=100_000))]
+        extra_series: u32,
         /// Exit when stdin reaches its end (set by `heal-lab up`).
         #[arg(long)]
         exit_on_stdin_eof: bool,
@@ -162,6 +166,7 @@ fn run(command: Command) -> Result<()> {
             addr,
             mem_limit_mb,
             fault,
+            extra_series,
             exit_on_stdin_eof,
         } => service::run(service::ServiceConfig {
             name,
@@ -169,6 +174,7 @@ fn run(command: Command) -> Result<()> {
             port,
             mem_limit_mb,
             fault,
+            extra_series,
             exit_on_stdin_eof,
         }),
         Command::Load {

@@ -80,6 +80,17 @@ pub fn user_cpu_ticks(pid: u32) -> Option<u64> {
     after_comm.split_whitespace().nth(14 - 3)?.parse().ok()
 }
 
+/// User plus system CPU time of process `pid` in clock ticks (`utime +
+/// stime`, fields 14 and 15 of `/proc/PID/stat`).
+pub fn cpu_ticks_of(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_comm.split_whitespace().skip(14 - 3);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// This process's user and system CPU time in seconds (`utime + stime`).
 pub fn cpu_seconds() -> f64 {
     let ticks = std::fs::read_to_string("/proc/self/stat")
@@ -144,6 +155,7 @@ mod tests {
         assert!(rss > 100 * 1024, "{rss}");
         assert!(resident_memory_bytes_of(std::process::id()).is_some());
         assert!(user_cpu_ticks(std::process::id()).is_some());
+        assert!(cpu_ticks_of(std::process::id()) >= user_cpu_ticks(std::process::id()));
         assert!(is_running(std::process::id()));
         assert!(clock_ticks_per_second() >= 100);
         assert!(cpu_seconds() >= 0.0);

@@ -17,6 +17,10 @@ pub enum BenchCmd {
     /// Score every series of a NAB-layout directory (`data/<category>/*.csv`
     /// and `labels/combined_windows.json`) online and print the NAB scores.
     Nab(NabArgs),
+    /// Time to recovery on the real lab (crash, hang, errors, leak), heal
+    /// against monit; actions on a clean run; heal's CPU per evaluation per
+    /// 1,000 series. Takes about 25 minutes with the defaults.
+    Lab(super::bench_lab::LabArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -44,6 +48,7 @@ enum DetectorName {
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Nab(args) => nab_bench(args),
+        BenchCmd::Lab(args) => super::bench_lab::run(args),
     }
 }
 

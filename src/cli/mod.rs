@@ -2,7 +2,9 @@
 //! and prints its own output; `main` maps errors to exit codes.
 
 mod bench;
+mod bench_lab;
 mod dataset;
+mod demo;
 mod record;
 mod replay;
 mod runbooks;
@@ -24,7 +26,8 @@ pub struct Cli {
 enum Command {
     /// Score a NAB-style CSV (`timestamp,value`) online with the default detector.
     Score(score::ScoreArgs),
-    /// Benchmarks: `heal bench nab DIR` scores a NAB-layout corpus.
+    /// Benchmarks: `heal bench nab DIR` scores a NAB-layout corpus; `heal
+    /// bench lab` measures time to recovery on the real lab, heal against monit.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
     /// Watch a live Prometheus: evaluate the runbooks' signals, detect, and act.
@@ -36,6 +39,9 @@ enum Command {
     /// Import, inspect and synthesise datasets.
     #[command(subcommand)]
     Dataset(dataset::DatasetCmd),
+    /// Start the lab, a real Prometheus and `heal watch --execute`, break a
+    /// service, and show heal healing it (about 1 to 3 minutes).
+    Demo(demo::DemoArgs),
     /// Validate runbooks and print their JSON Schema.
     #[command(subcommand)]
     Runbooks(runbooks::RunbooksCmd),
@@ -54,12 +60,28 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-/// Exit code for an error: 64 for bad usage or configuration, 1 otherwise.
+/// A program or service heal needs is not there (such as Prometheus for
+/// `heal demo`): exit code 69 (`EX_UNAVAILABLE`), with how to get it.
+#[derive(Debug)]
+pub struct Unavailable(pub String);
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unavailable {}
+
+/// Exit code for an error: 64 for bad usage or configuration, 69 for a
+/// missing program, 1 otherwise.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     if e.chain()
         .any(|c| c.is::<UsageError>() || c.is::<runbooks::CheckFailed>())
     {
         64
+    } else if e.chain().any(|c| c.is::<Unavailable>()) {
+        69
     } else {
         1
     }
@@ -75,5 +97,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Record(a) => record::run(a),
         Command::Dataset(c) => dataset::run(c),
         Command::Runbooks(c) => runbooks::run(c),
+        Command::Demo(a) => demo::run(a),
     }
 }

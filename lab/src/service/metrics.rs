@@ -184,6 +184,29 @@ impl Metrics {
     }
 }
 
+/// Appends `lab_extra{id="I"}` for `I` in `0..k` at time `t` (seconds): a
+/// sine of a ten-minute period, a phase of its own per series, plus a
+/// deterministic wobble of up to one unit that changes every second, so
+/// each series has some spread without ever being anomalous.
+pub fn render_extra(out: &mut String, k: u32, t: f64) {
+    let _ = writeln!(
+        out,
+        "# HELP lab_extra Extra gauge series for benchmarks (--extra-series).\n# TYPE lab_extra gauge"
+    );
+    let second = t.floor() as u64;
+    for i in 0..k {
+        let phase = f64::from(i) * 0.618;
+        let wave = 10.0 * (std::f64::consts::TAU * t / 600.0 + phase).sin();
+        let draw = super::splitmix64(second.wrapping_mul(1_000_003).wrapping_add(u64::from(i)));
+        let wobble = (draw >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+        let _ = writeln!(
+            out,
+            "lab_extra{{id=\"{i}\"}} {}",
+            format_float(100.0 + wave + wobble)
+        );
+    }
+}
+
 /// Formats a float the way Prometheus reads it back (`+Inf`, `NaN`,
 /// otherwise Rust's shortest round-trip decimal).
 fn format_float(v: f64) -> String {
@@ -253,6 +276,23 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn extra_series_are_numbered_gauges() {
+        let mut text = String::new();
+        render_extra(&mut text, 3, 1_700_000_000.0);
+        assert!(text.contains("# TYPE lab_extra gauge\n"));
+        let values: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with("lab_extra{id=\""))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(values.len(), 3);
+        assert!(
+            values.iter().all(|v| (89.0..=111.0).contains(v)),
+            "{values:?}"
+        );
     }
 
     #[test]

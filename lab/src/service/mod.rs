@@ -55,6 +55,10 @@ pub struct ServiceConfig {
     pub mem_limit_mb: u64,
     /// Fault to start with.
     pub fault: Option<Fault>,
+    /// Extra gauge series to export, `lab_extra{id="0".."K-1"}`, slowly
+    /// varying: many series for a benchmark of the watcher, at no cost to
+    /// the request path.
+    pub extra_series: u32,
     /// Exit when standard input reaches its end: a supervisor that keeps the
     /// write end of a pipe open takes its children with it when it dies,
     /// whatever killed it.
@@ -102,6 +106,7 @@ pub fn run(config: ServiceConfig) -> Result<()> {
         leaked: Mutex::new(Vec::new()),
         leaked_bytes: AtomicU64::new(0),
         sequence: AtomicU64::new(0),
+        extra_series: config.extra_series,
     });
     if let Some(fault) = config.fault {
         service.set_fault(Some(fault));
@@ -146,6 +151,8 @@ struct Service {
     leaked_bytes: AtomicU64,
     /// Request sequence number, the input of the error fault's draws.
     sequence: AtomicU64,
+    /// How many `lab_extra` series to export.
+    extra_series: u32,
 }
 
 impl Service {
@@ -255,14 +262,18 @@ impl Service {
     }
 
     fn render_metrics(&self) -> String {
-        self.metrics.render(&Snapshot {
+        let mut text = self.metrics.render(&Snapshot {
             service: &self.name,
             resident_memory_bytes: procfs::resident_memory_bytes(),
             start_time_seconds: self.start_time_seconds,
             cpu_seconds: procfs::cpu_seconds(),
             fault: self.fault().map(|f| f.kind()),
             leaked_bytes: self.leaked_bytes.load(Ordering::Relaxed),
-        })
+        });
+        if self.extra_series > 0 {
+            metrics::render_extra(&mut text, self.extra_series, procfs::unix_time_secs());
+        }
+        text
     }
 
     /// Replaces the active fault and starts the threads it needs.

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use detect::{AdaptiveDetector, Scored};
 use ingest::{Admit, DropReason, Labels, Sanitizer};
 use remediate::engine::EngineEvent;
+use remediate::engine::Outcome;
 use remediate::{Engine, EngineOptions, Incident, Observation, RunbookSet};
 
 /// A registered series, as returned by [`Pipeline::register`].
@@ -47,6 +48,9 @@ pub struct PipelineStats {
     pub anomalies: u64,
     /// Series registered that no signal watches.
     pub unwatched_series: u64,
+    /// Excursions forgotten because an action was verified to have
+    /// recovered their series (see `AdaptiveDetector::forget_excursion`).
+    pub forgotten: u64,
 }
 
 /// Sample policy, detectors and rule engine for a set of series.
@@ -146,6 +150,18 @@ impl Pipeline {
             value: sample.value,
             scored,
         });
+        // Learning from outcomes: a step verified as having recovered the
+        // series proves its excursion was a fault, not a new normal. The
+        // detector forgets it, so the same fault tomorrow (or in a minute)
+        // scores as high as it did today, and a new fault right after the
+        // recovery opens a new incident instead of joining the old one.
+        if events.iter().any(|e| {
+            matches!(e, EngineEvent::Verified { verification, .. }
+                if verification.outcome == Outcome::Recovered)
+        }) && state.detector.forget_excursion()
+        {
+            self.stats.forgotten += 1;
+        }
         Pushed {
             scored: Some(scored),
             dropped: None,

@@ -66,6 +66,7 @@ fn replay(
             above: true,
             peak_score,
             first: onset == m,
+            in_band: false,
         });
         let scored = Scored {
             score: excursion.map_or(0.3, |e| e.peak_score),
@@ -209,6 +210,7 @@ fn incidents_as_json_lines() {
                 above: true,
                 peak_score,
                 first: onset == m,
+                in_band: false,
             });
             let scored = Scored {
                 score: excursion.map_or(0.3, |e| e.peak_score),

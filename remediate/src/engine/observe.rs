@@ -274,11 +274,17 @@ impl Engine {
         {
             let p = state.pending.take().expect("checked just above");
             let (recovered, why) = match recovered_when {
+                // Cleared: out of the excursion, or back in the band the
+                // series had before it (the excursion's hysteresis keeps it
+                // open a while longer).
                 RecoveredWhen::Cleared => match watched {
                     None => (true, "anomaly cleared".to_owned()),
+                    Some(ex) if ex.in_band => {
+                        (true, "back in its band from before the anomaly".to_owned())
+                    }
                     Some(_) => (
                         false,
-                        format!("still anomalous (score {})", obs.scored.score),
+                        format!("still anomalous (value {}, out of its band)", obs.value),
                     ),
                 },
                 RecoveredWhen::ValueBelow(x) => (

@@ -54,6 +54,7 @@ impl Series {
             above,
             peak_score,
             first: onset_minute == minute,
+            in_band: false,
         });
         let score = excursion.map_or(0.2, |e| e.peak_score);
         Observation {
@@ -221,7 +222,7 @@ fn chain_advances_on_not_recovered_then_resolves_when_the_anomaly_ends() {
     );
     assert_eq!(
         inc.actions[0].verification.as_ref().unwrap().detail,
-        "still anomalous (score 0.9999) after the 5m wait"
+        "still anomalous (value 1, out of its band) after the 5m wait"
     );
     assert_eq!(inc.resolved_ms, Some(T0 + 30 * MIN));
     assert_eq!(inc.unresolved_at_ms, None);
@@ -283,7 +284,7 @@ fn rising_peak_during_the_wait_is_worse() {
     assert_eq!(v.outcome, Outcome::Worse);
     assert_eq!(
         v.detail,
-        "still anomalous (score 0.99999) after the 5m wait; peak score rose from 0.9999 to 0.99999"
+        "still anomalous (value 1, out of its band) after the 5m wait; peak score rose from 0.9999 to 0.99999"
     );
     assert_eq!(inc.actions.len(), 2, "worse escalates like not_recovered");
     assert_eq!(
@@ -291,6 +292,34 @@ fn rising_peak_during_the_wait_is_worse() {
         crate::runbook::Severity::Critical,
         "severity follows the peak"
     );
+}
+
+#[test]
+fn cleared_when_back_in_band_while_the_excursion_is_still_open() {
+    let set = set(&chain_rule(""));
+    let mut engine = Engine::new(&set, DRY);
+    let s = Series::new("checkout", "checkout-0");
+    // Step 1 planned at minute 2 (for: 2m), verified at 7. The series is
+    // back in its band from minute 6 on, while the detector's hysteresis
+    // keeps the excursion open to the end.
+    for m in 0..10 {
+        let mut o = s.at(m, if m >= 6 { 1.0 } else { 9.0 }, Some((0, true, 0.9999)));
+        if let Some(ex) = o.scored.excursion.as_mut() {
+            ex.in_band = m >= 6;
+        }
+        engine.observe(&o);
+    }
+    let inc = &engine.finish(T0 + 10 * MIN)[0];
+    let v = inc.actions[0].verification.as_ref().unwrap();
+    assert_eq!(
+        (v.outcome, v.detail.as_str(), v.decided_ms),
+        (
+            Outcome::Recovered,
+            "back in its band from before the anomaly after the 5m wait",
+            T0 + 7 * MIN
+        )
+    );
+    assert_eq!(inc.actions.len(), 1, "recovered stops the chain");
 }
 
 #[test]

@@ -39,6 +39,10 @@ const BUCKET_READY: u32 = 3;
 /// every bucket describes earlier days, not the last few minutes.
 const PROFILE_READY_MS: i64 = 2 * DAY_MS;
 
+/// An excursion's sample is back in the normal band within this many
+/// spreads of the level the series had before the excursion.
+const BAND_SIGMAS: f64 = 3.0;
+
 /// Number of statistics whose tail probabilities are combined (Bonferroni).
 const FEATURES: f64 = 4.0;
 
@@ -216,6 +220,14 @@ pub struct AdaptiveDetector {
     profile_a_at: u64,
     excursion: Option<Excursion>,
     quiet_run: u32,
+    /// The whole state as it was just before the current excursion's first
+    /// sample, kept while the excursion lasts (one allocation per
+    /// excursion, none per sample) so that [`Self::forget_excursion`] can
+    /// undo what the excursion taught.
+    before_excursion: Option<Box<AdaptiveDetector>>,
+    /// The current excursion's normal band: `BAND_SIGMAS` spreads either
+    /// side of the level it had just before its onset.
+    band: (f64, f64),
 }
 
 impl AdaptiveDetector {
@@ -249,6 +261,8 @@ impl AdaptiveDetector {
             profile_a_at: 0,
             excursion: None,
             quiet_run: 0,
+            before_excursion: None,
+            band: (f64::NEG_INFINITY, f64::INFINITY),
         }
     }
 
@@ -293,7 +307,15 @@ impl AdaptiveDetector {
             self.first_ts = ts_ms;
             self.learn_profile(ts_ms, x);
             return match self.beyond_limit(x) {
-                Some(above) => self.step_excursion(ts_ms, 1.0, above),
+                Some(above) => {
+                    // Nothing to compare with yet: the band is the value's
+                    // side of the limit.
+                    self.band = (
+                        self.cfg.limit_below.unwrap_or(f64::NEG_INFINITY),
+                        self.cfg.limit_above.unwrap_or(f64::INFINITY),
+                    );
+                    self.step_excursion(ts_ms, 1.0, false, above)
+                }
                 None => Scored::QUIET,
             };
         }
@@ -358,12 +380,27 @@ impl AdaptiveDetector {
             score_from_p(p)
         };
         // A hard limit overrides the statistics, warm-up included.
-        let (score, above) = match self.beyond_limit(x) {
+        let limit = self.beyond_limit(x);
+        let (score, above) = match limit {
             Some(side) => (1.0, side),
             None => (score, above),
         };
+        if self.excursion.is_none() && score >= self.cfg.threshold && score > 0.0 {
+            // This sample fires: keep the state it found, to forget the
+            // excursion should it turn out to be a fault that got fixed, and
+            // the band it was in, to tell when it is back.
+            let mut before = self.clone();
+            before.seen -= 1;
+            self.before_excursion = Some(Box::new(before));
+            let half = BAND_SIGMAS * sigma;
+            self.band = (self.level - half, self.level + half);
+        }
+        let in_band = limit.is_none() && self.band.0 <= x && x <= self.band.1;
 
-        // Learn, after scoring.
+        // Learn, after scoring. Every sample teaches, anomalous ones too:
+        // a series whose spikes are routine must learn that they are. A
+        // fault that an action then fixed is unlearnt as a whole, see
+        // `forget_excursion`.
         // A change after a perfectly flat stretch (no spread at all) is as
         // surprising as it gets, but it is no sample of the usual surprise.
         let defined = sigma > 0.0 || dev == 0.0;
@@ -394,7 +431,7 @@ impl AdaptiveDetector {
         }
         self.learn_level(x, dev, sigma);
         self.learn_profile(ts_ms, x);
-        self.step_excursion(ts_ms, score, above)
+        self.step_excursion(ts_ms, score, in_band, above)
     }
 
     /// Forgets the current excursion, if any, keeping everything learnt.
@@ -406,6 +443,27 @@ impl AdaptiveDetector {
     pub fn end_excursion(&mut self) {
         self.excursion = None;
         self.quiet_run = 0;
+        self.before_excursion = None;
+    }
+
+    /// Ends the current excursion and forgets everything its samples
+    /// taught: the state returns to what it was just before the sample that
+    /// fired. Returns false (and changes nothing) outside an excursion.
+    ///
+    /// The rule engine calls this when an action on the series was verified
+    /// to have recovered it: the excursion was a fault, now fixed, not a new
+    /// normal, and the next fault must look as anomalous as this one did.
+    /// Samples between the onset and this call are forgotten too (they were
+    /// the fault, or the few normal samples that proved it fixed).
+    pub fn forget_excursion(&mut self) -> bool {
+        if self.excursion.is_none() {
+            return false;
+        }
+        match self.before_excursion.take() {
+            Some(before) => *self = *before,
+            None => self.end_excursion(),
+        }
+        true
     }
 
     /// `Some(true)` above `limit_above`, `Some(false)` below `limit_below`,
@@ -479,7 +537,7 @@ impl AdaptiveDetector {
         bk.mean += a * d;
     }
 
-    fn step_excursion(&mut self, ts_ms: i64, score: f64, above: bool) -> Scored {
+    fn step_excursion(&mut self, ts_ms: i64, score: f64, in_band: bool, above: bool) -> Scored {
         match &mut self.excursion {
             None => {
                 if score >= self.cfg.threshold && score > 0.0 {
@@ -488,6 +546,7 @@ impl AdaptiveDetector {
                         above,
                         peak_score: score,
                         first: true,
+                        in_band,
                     };
                     self.excursion = Some(ex);
                     self.quiet_run = 0;
@@ -504,6 +563,7 @@ impl AdaptiveDetector {
             Some(ex) => {
                 ex.first = false;
                 ex.peak_score = ex.peak_score.max(score);
+                ex.in_band = in_band;
                 if score < self.cfg.reset_threshold {
                     self.quiet_run += 1;
                 } else {
@@ -513,6 +573,7 @@ impl AdaptiveDetector {
                 if self.quiet_run >= self.cfg.reset_samples {
                     self.excursion = None;
                     self.quiet_run = 0;
+                    self.before_excursion = None;
                     return Scored {
                         score: 0.0,
                         excursion: None,

@@ -349,3 +349,99 @@ fn limits_are_validated() {
         )]
     );
 }
+
+/// Feeds `xs` from sample `from` on (timestamps one minute apart).
+fn feed(d: &mut AdaptiveDetector, from: usize, xs: &[f64]) -> Vec<Scored> {
+    xs.iter()
+        .enumerate()
+        .map(|(i, &x)| d.update((from + i) as i64 * MINUTE, x))
+        .collect()
+}
+
+#[test]
+fn forgetting_an_excursion_restores_the_state_before_it() {
+    let noise = gaussian(11, 3000);
+    let mut d = AdaptiveDetector::new(DetectorConfig::default());
+    feed(&mut d, 0, &noise[..2000]);
+    let untouched = d.clone();
+    // A fault: 40 samples 20 spreads up. The detector fires on its first
+    // sample and, left alone, learns from the rest.
+    let fault = vec![200.0; 40];
+    let out = feed(&mut d, 2000, &fault);
+    assert!(out[0].excursion.is_some_and(|e| e.first));
+    assert!(out[39].excursion.is_some());
+    assert!(d.level() > untouched.level() + 5.0, "{}", d.level());
+
+    // An action fixed it: forgetting puts everything back.
+    assert!(d.forget_excursion());
+    assert_eq!(d.level(), untouched.level());
+    assert_eq!(d.sigma(), untouched.sigma());
+    // ...so the rest of the series scores exactly as if the fault had never
+    // been seen, and a second, identical fault fires just as high.
+    let mut never = untouched;
+    let rest: Vec<f64> = noise[2000..2500]
+        .iter()
+        .copied()
+        .chain(std::iter::repeat_n(200.0, 5))
+        .collect();
+    let a = feed(&mut d, 2040, &rest);
+    let b = feed(&mut never, 2040, &rest);
+    assert_eq!(a, b);
+    assert!(a[500].excursion.is_some_and(|e| e.first));
+    // Nothing to forget outside an excursion.
+    let mut quiet = AdaptiveDetector::new(DetectorConfig::default());
+    feed(&mut quiet, 0, &noise[..100]);
+    assert!(!quiet.forget_excursion());
+}
+
+#[test]
+fn without_forgetting_a_repeated_fault_is_learnt() {
+    // The contrast to the test above: a long fault that is not forgotten
+    // teaches the tails that such deviations happen, so the same fault a
+    // second time scores lower.
+    let noise = gaussian(12, 2500);
+    let mut d = AdaptiveDetector::new(DetectorConfig::default());
+    feed(&mut d, 0, &noise[..2000]);
+    let first = feed(&mut d, 2000, &[160.0; 100]);
+    feed(&mut d, 2100, &noise[2000..2400]);
+    let second = feed(&mut d, 2500, &[160.0; 100]);
+    assert!(first[0].excursion.is_some_and(|e| e.first));
+    assert!(
+        second[0].score < first[0].score,
+        "second {} vs first {}",
+        second[0].score,
+        first[0].score
+    );
+}
+
+#[test]
+fn in_band_tells_when_the_series_is_back_where_it_was() {
+    let noise = gaussian(13, 2100);
+    let mut d = AdaptiveDetector::new(DetectorConfig::default());
+    feed(&mut d, 0, &noise[..2000]);
+    // Up 20 spreads: out of the band (level 100, spread 5: band 85..115).
+    let out = feed(&mut d, 2000, &[200.0, 200.0, 190.0]);
+    assert!(out.iter().all(|s| s.excursion.is_some_and(|e| !e.in_band)));
+    // Back to the old level: in the band at once, while the excursion's
+    // hysteresis still keeps it open.
+    let out = feed(&mut d, 2003, &[101.0, 99.0]);
+    assert!(out.iter().all(|s| s.excursion.is_some_and(|e| e.in_band)));
+    // Halfway back is not back.
+    let out = feed(&mut d, 2005, &[150.0]);
+    assert!(out[0].excursion.is_some_and(|e| !e.in_band));
+}
+
+#[test]
+fn in_band_respects_hard_limits() {
+    let cfg = DetectorConfig {
+        direction: Direction::Down,
+        limit_below: Some(0.5),
+        ..DetectorConfig::default()
+    };
+    let mut d = AdaptiveDetector::new(cfg);
+    let out = feed(&mut d, 0, &[1.0; 50]);
+    assert!(out.iter().all(|s| s.excursion.is_none()));
+    let out = feed(&mut d, 50, &[0.0, 0.0, 1.0]);
+    let ex: Vec<bool> = out.iter().map(|s| s.excursion.unwrap().in_band).collect();
+    assert_eq!(ex, vec![false, false, true]);
+}

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -26,6 +27,20 @@ pub const BUCKETS: [f64; 11] = [
 #[derive(Debug)]
 pub struct Metrics {
     inner: Mutex<Inner>,
+    /// Requests to `/` being handled right now (`http_requests_in_flight`,
+    /// as client_golang's `InstrumentHandlerInFlight` exports it). A hang
+    /// shows here at the first scrape: requests pile up and none complete.
+    in_flight: AtomicU64,
+}
+
+/// Counts one request as in flight for as long as it lives.
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -63,11 +78,19 @@ impl Default for Metrics {
         inner.requests.insert(500, 0);
         Metrics {
             inner: Mutex::new(inner),
+            in_flight: AtomicU64::new(0),
         }
     }
 }
 
 impl Metrics {
+    /// Marks a request to `/` as in flight until the guard is dropped
+    /// (answered, or abandoned by its client).
+    pub fn in_flight(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(&self.in_flight)
+    }
+
     /// Records one answered request to `/`.
     pub fn observe(&self, code: u16, took: Duration) {
         let seconds = took.as_secs_f64();
@@ -127,6 +150,17 @@ impl Metrics {
             inner.count
         );
         drop(inner);
+        family(
+            &mut out,
+            "http_requests_in_flight",
+            "gauge",
+            "Requests to the work endpoint / being handled.",
+        );
+        let _ = writeln!(
+            out,
+            "http_requests_in_flight{{service=\"{service}\"}} {}",
+            self.in_flight.load(Ordering::Relaxed)
+        );
         family(
             &mut out,
             "process_resident_memory_bytes",
@@ -251,8 +285,17 @@ mod tests {
         m.observe(200, Duration::from_millis(3));
         m.observe(200, Duration::from_millis(30));
         m.observe(500, Duration::from_secs(20));
+        let a = m.in_flight();
+        let b = m.in_flight();
+        drop(a);
         let text = m.render(&snapshot());
+        drop(b);
+        assert!(m
+            .render(&snapshot())
+            .contains("http_requests_in_flight{service=\"web\"} 0\n"));
         for line in [
+            "# TYPE http_requests_in_flight gauge",
+            "http_requests_in_flight{service=\"web\"} 1",
             "# TYPE http_requests_total counter",
             "http_requests_total{service=\"web\",code=\"200\"} 2",
             "http_requests_total{service=\"web\",code=\"500\"} 1",

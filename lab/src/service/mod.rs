@@ -210,6 +210,7 @@ impl Service {
     /// `GET /`. `None` when the client left while the request was hung.
     fn work(&self, peer: &Peer<'_>) -> Option<Response> {
         let started = Instant::now();
+        let _in_flight = self.metrics.in_flight();
         let code = match self.fault() {
             Some(Fault::Hang) => {
                 self.wait_while_hung(peer)?;

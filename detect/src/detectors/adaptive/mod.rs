@@ -314,7 +314,7 @@ impl AdaptiveDetector {
                         self.cfg.limit_below.unwrap_or(f64::NEG_INFINITY),
                         self.cfg.limit_above.unwrap_or(f64::INFINITY),
                     );
-                    self.step_excursion(ts_ms, 1.0, false, above)
+                    self.step_excursion(ts_ms, 1.0, x, true, above)
                 }
                 None => Scored::QUIET,
             };
@@ -395,7 +395,6 @@ impl AdaptiveDetector {
             let half = BAND_SIGMAS * sigma;
             self.band = (self.level - half, self.level + half);
         }
-        let in_band = limit.is_none() && self.band.0 <= x && x <= self.band.1;
 
         // Learn, after scoring. Every sample teaches, anomalous ones too:
         // a series whose spikes are routine must learn that they are. A
@@ -431,7 +430,7 @@ impl AdaptiveDetector {
         }
         self.learn_level(x, dev, sigma);
         self.learn_profile(ts_ms, x);
-        self.step_excursion(ts_ms, score, in_band, above)
+        self.step_excursion(ts_ms, score, x, limit.is_some(), above)
     }
 
     /// Forgets the current excursion, if any, keeping everything learnt.
@@ -537,7 +536,18 @@ impl AdaptiveDetector {
         bk.mean += a * d;
     }
 
-    fn step_excursion(&mut self, ts_ms: i64, score: f64, in_band: bool, above: bool) -> Scored {
+    fn step_excursion(
+        &mut self,
+        ts_ms: i64,
+        score: f64,
+        x: f64,
+        beyond_limit: bool,
+        above: bool,
+    ) -> Scored {
+        // Back in the band on the excursion's side; a value beyond the
+        // other side is some other trouble, not this excursion's.
+        let (lo, hi) = self.band;
+        let in_band = |above: bool| !beyond_limit && if above { x <= hi } else { x >= lo };
         match &mut self.excursion {
             None => {
                 if score >= self.cfg.threshold && score > 0.0 {
@@ -546,7 +556,7 @@ impl AdaptiveDetector {
                         above,
                         peak_score: score,
                         first: true,
-                        in_band,
+                        in_band: in_band(above),
                     };
                     self.excursion = Some(ex);
                     self.quiet_run = 0;
@@ -563,7 +573,7 @@ impl AdaptiveDetector {
             Some(ex) => {
                 ex.first = false;
                 ex.peak_score = ex.peak_score.max(score);
-                ex.in_band = in_band;
+                ex.in_band = in_band(ex.above);
                 if score < self.cfg.reset_threshold {
                     self.quiet_run += 1;
                 } else {

@@ -426,9 +426,10 @@ fn in_band_tells_when_the_series_is_back_where_it_was() {
     // hysteresis still keeps it open.
     let out = feed(&mut d, 2003, &[101.0, 99.0]);
     assert!(out.iter().all(|s| s.excursion.is_some_and(|e| e.in_band)));
-    // Halfway back is not back.
-    let out = feed(&mut d, 2005, &[150.0]);
+    // Halfway back is not back; far below is not this excursion's trouble.
+    let out = feed(&mut d, 2005, &[150.0, 20.0]);
     assert!(out[0].excursion.is_some_and(|e| !e.in_band));
+    assert!(out[1].excursion.is_some_and(|e| e.in_band));
 }
 
 #[test]

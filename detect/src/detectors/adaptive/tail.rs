@@ -36,6 +36,9 @@ const XI_MAX: f64 = 0.5;
 /// Surprises learnt before the fit gives any tail probability below 1.
 const MIN_FIT: u32 = 100;
 
+/// Excesses needed before the shape is estimated rather than taken as 0.
+const MIN_SHAPE_EXCEEDANCES: u32 = 10;
+
 /// Samples a fit must have seen before it may call its tail light.
 const LIGHT_AFTER: u32 = 1000;
 
@@ -86,8 +89,18 @@ impl TailFit {
     /// Shape and scale of the excess distribution by the method of
     /// moments (Hosking & Wallis 1987): `xi = (1 - m^2 / v) / 2`, with the
     /// scale set so that the mean excess stays `m`.
+    ///
+    /// With fewer than [`MIN_SHAPE_EXCEEDANCES`] excesses the variance says
+    /// nothing yet about the shape: the tail is taken as exponential
+    /// (`xi = 0`) with the mean excess as scale. Otherwise one or two
+    /// excesses (the first samples of a fault on a series that never
+    /// exceeded its threshold before) would make the tail look heavy and
+    /// hide the rest of the fault.
     fn shape_scale(&self) -> (f64, f64) {
         let m = self.beta.max(BETA_FLOOR);
+        if self.exceed < MIN_SHAPE_EXCEEDANCES {
+            return (XI_MIN, m);
+        }
         let v = self.m2 - self.beta * self.beta;
         let xi = if v > 0.0 {
             0.5 * (1.0 - m * m / v)

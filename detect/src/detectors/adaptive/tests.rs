@@ -446,3 +446,27 @@ fn in_band_respects_hard_limits() {
     let ex: Vec<bool> = out.iter().map(|s| s.excursion.unwrap().in_band).collect();
     assert_eq!(ex, vec![false, false, true]);
 }
+
+#[test]
+fn a_climb_on_a_perfectly_flat_series_fires_even_if_its_first_step_falls_short() {
+    // Resident memory of an idle service: the very same value every scrape.
+    // A leak's first sample (3 spreads up) falls just short of the
+    // threshold and is learnt as the tail's first excess; the next one (19
+    // spreads up) must still fire. (With the method-of-moments shape from
+    // one or two excesses, the tail looked heavy and the whole leak went
+    // unnoticed until the process died.)
+    let cfg = DetectorConfig {
+        direction: Direction::Up,
+        min_spread: 1_048_576.0,
+        ..DetectorConfig::default()
+    };
+    let mut d = AdaptiveDetector::new(cfg);
+    let flat = feed(&mut d, 0, &[3_400_000.0; 130]);
+    assert!(flat.iter().all(|s| s.excursion.is_none()));
+    let leak: Vec<f64> = (0..4)
+        .map(|k| 6_300_000.0 + 16.0 * 1_048_576.0 * f64::from(k))
+        .collect();
+    let out = feed(&mut d, 130, &leak);
+    assert!(out[0].excursion.is_none(), "{:?}", out[0]);
+    assert!(out[1].excursion.is_some_and(|e| e.first), "{:?}", out[1]);
+}

@@ -214,6 +214,26 @@ pub enum SuppressReason {
     /// two rules seeing one fault (a crash is also a drop in request rate)
     /// must not both act on it, the second undoing the first.
     TargetBusy,
+    /// An active silence or maintenance window matches the series.
+    Silenced,
+    /// The rule's incidents on this series opened too often lately
+    /// (`guardrails.flap_max_opens` in `flap_window`).
+    Flapping,
+    /// `guardrails.max_actions_per_minute` steps already ran in the last
+    /// minute.
+    RateLimit,
+    /// `guardrails.max_concurrent` steps are already in progress.
+    MaxConcurrent,
+    /// Acting would put more instances of the service under a step at once
+    /// than `guardrails.max_instances_per_service` or
+    /// `max_percent_per_service` allow.
+    BlastRadius,
+    /// The rule has `require_approval`: parked until a human approves it.
+    AwaitingApproval,
+    /// Nobody approved the parked step within `approval_timeout`.
+    ApprovalExpired,
+    /// Re-checked just before acting: the symptom no longer holds.
+    SymptomResolved,
 }
 
 impl SuppressReason {
@@ -225,6 +245,14 @@ impl SuppressReason {
             SuppressReason::DryRun => "dry_run",
             SuppressReason::InvalidLabelValue => "invalid_label_value",
             SuppressReason::TargetBusy => "target_busy",
+            SuppressReason::Silenced => "silenced",
+            SuppressReason::Flapping => "flapping",
+            SuppressReason::RateLimit => "rate_limit",
+            SuppressReason::MaxConcurrent => "max_concurrent",
+            SuppressReason::BlastRadius => "blast_radius",
+            SuppressReason::AwaitingApproval => "awaiting_approval",
+            SuppressReason::ApprovalExpired => "approval_expired",
+            SuppressReason::SymptomResolved => "symptom_resolved",
         }
     }
 }

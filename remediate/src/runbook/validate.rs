@@ -6,8 +6,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use detect::Direction;
 
-use super::config::{Action, Exec, Rule, Scale, Signal, Webhook};
+use super::config::{Action, Exec, Guardrails, Rule, Scale, Signal, Webhook};
 use super::load::{Found, ParsedFile};
+use super::yaml::join;
 use crate::template::{is_label_name, is_safe_label_value};
 
 /// Programs that turn an argument into a command line.
@@ -77,6 +78,56 @@ pub(crate) fn validate(files: &[(usize, ParsedFile)], found: &mut Vec<Found>) {
             }
             check_rule(rule, signal, &mut report);
         }
+    }
+
+    // Guardrails: one file sets them for the whole directory.
+    let mut guardrails_at: Option<String> = None;
+    for (index, file) in files {
+        let Some(g) = &file.guardrails else { continue };
+        let mut report = |field: &str, message: String| {
+            let path = if field.is_empty() {
+                "guardrails".to_owned()
+            } else {
+                join("guardrails", field)
+            };
+            found.push((*index, file.error(path, message)));
+        };
+        if let Some(first) = &guardrails_at {
+            report(
+                "",
+                format!("guardrails are set twice (first at {first}); keep one"),
+            );
+        } else {
+            guardrails_at = Some(location(file, "guardrails"));
+        }
+        check_guardrails(g, &mut report);
+    }
+}
+
+fn check_guardrails(g: &Guardrails, report: &mut impl FnMut(&str, String)) {
+    for (field, v) in [
+        ("max_actions_per_minute", g.max_actions_per_minute),
+        ("max_concurrent", g.max_concurrent),
+        ("max_instances_per_service", g.max_instances_per_service),
+        ("flap_max_opens", g.flap_max_opens),
+    ] {
+        if v == 0 {
+            report(
+                field,
+                "must be at least 1 (to keep heal from acting, run without --execute or set \
+                 `guards.dry_run: true` on the rules)"
+                    .into(),
+            );
+        }
+    }
+    if !(g.max_percent_per_service > 0.0 && g.max_percent_per_service <= 100.0) {
+        report(
+            "max_percent_per_service",
+            format!("must be within (0, 100], got {}", g.max_percent_per_service),
+        );
+    }
+    if g.flap_window.is_zero() {
+        report("flap_window", "must be longer than 0s".into());
     }
 }
 
@@ -182,6 +233,12 @@ fn check_rule(rule: &Rule, signal: Option<&Signal>, report: &mut impl FnMut(Stri
         report(
             "guards.max_attempts".into(),
             "must be at least 1 (to keep a rule from acting, set `guards.dry_run: true`)".into(),
+        );
+    }
+    if rule.guards.require_approval && rule.guards.approval_timeout.is_zero() {
+        report(
+            "guards.approval_timeout".into(),
+            "must be longer than 0s when require_approval is set".into(),
         );
     }
     if rule.guards.window.is_zero() {

@@ -526,3 +526,125 @@ async fn an_api_that_never_answers_times_out_retryably() {
         format!("timed out after 300ms sending `set server be/a state drain` to {addr}")
     );
 }
+
+/// An HTTP server like `name_server` that holds each request until told:
+/// it reports each arrival on the first channel and answers after a
+/// message on the second.
+fn gated_server(
+    name: &'static str,
+) -> (
+    SocketAddr,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
+    let (arrived_tx, arrived_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding a backend server");
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let _ = arrived_tx.send(());
+            if release_rx.recv().is_err() {
+                return;
+            }
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
+                name.len()
+            );
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    (addr, arrived_rx, release_tx)
+}
+
+#[tokio::test]
+async fn removing_a_replica_waits_for_its_requests_in_flight() {
+    let lab = Lab::start(&[("a", name_server("a"))]).await;
+    let (c, arrived, release) = gated_server("c");
+    let r = lab
+        .run(
+            &lab.unix_api,
+            Operation::AddServer {
+                backend: "be".into(),
+                server: "c".into(),
+                address: c.to_string(),
+            },
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+    lab.set("a", Some(ServerState::Maint), None).await;
+
+    // One request to c, held open by c.
+    let frontend = lab.frontend;
+    let in_flight = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(frontend).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.0\r\nHost: lab\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    });
+    tokio::task::spawn_blocking(move || arrived.recv_timeout(STEP))
+        .await
+        .unwrap()
+        .expect("the request reached c");
+
+    // While it is in flight HAProxy refuses `del server`; the executor
+    // keeps asking until its timeout, which is retryable.
+    let remove = Operation::RemoveServer {
+        backend: "be".into(),
+        server: "c".into(),
+    };
+    let r = haproxy::run(&HaproxyRequest {
+        api: lab.unix_api.clone(),
+        operation: remove.clone(),
+        timeout: Duration::from_millis(500),
+        dry_run: false,
+    })
+    .await;
+    assert!(!r.ok && r.retryable, "{r:?}");
+    assert!(
+        r.summary
+            .starts_with("timed out after 500ms sending `disable server be/c`, `del server be/c`"),
+        "{}",
+        r.summary
+    );
+    let c_row = lab.table().await.into_iter().find(|s| s.name == "c");
+    assert_eq!(c_row.map(|s| s.state()), Some(ServerState::Maint));
+
+    // Once the request is answered, removal goes through, and the request
+    // was served, not cut.
+    let removal = tokio::spawn({
+        let api = lab.unix_api.clone();
+        async move {
+            haproxy::run(&HaproxyRequest {
+                api,
+                operation: remove,
+                timeout: STEP,
+                dry_run: false,
+            })
+            .await
+        }
+    });
+    release.send(()).unwrap();
+    let r = removal.await.unwrap();
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.summary, format!("removed server be/c (was at {c})"));
+    let answer = in_flight.await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("\r\n\r\nc"),
+        "{answer}"
+    );
+}

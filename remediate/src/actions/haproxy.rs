@@ -380,11 +380,6 @@ impl Command {
         Command(format!("del server {backend}/{server}"))
     }
 
-    /// `show version` (the answer is HAProxy's version).
-    pub fn show_version() -> Command {
-        Command("show version".to_owned())
-    }
-
     /// The command line, without its newline.
     pub fn as_str(&self) -> &str {
         &self.0

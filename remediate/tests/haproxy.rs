@@ -621,6 +621,11 @@ async fn removing_a_replica_waits_for_its_requests_in_flight() {
         "{}",
         r.summary
     );
+    assert!(
+        r.output.starts_with(&format!("before: c {c} ready up weight 1")),
+        "{}",
+        r.output
+    );
     let c_row = lab.table().await.into_iter().find(|s| s.name == "c");
     assert_eq!(c_row.map(|s| s.state()), Some(ServerState::Maint));
 

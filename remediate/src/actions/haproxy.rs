@@ -848,9 +848,13 @@ pub async fn run(req: &HaproxyRequest) -> ActionResult {
         );
     }
     let api = RuntimeApi::new(req.api.clone());
-    match tokio::time::timeout(req.timeout, perform(&api, &checked)).await {
-        Ok(Ok((summary, output))) => result(true, false, summary, output),
-        Ok(Err((e, output))) => result(false, e.retryable(), e.to_string(), output),
+    // `output` gathers the before/after lines as they are read, so even a
+    // step that times out reports the state it found.
+    let mut output = String::new();
+    let outcome = tokio::time::timeout(req.timeout, perform(&api, &checked, &mut output)).await;
+    match outcome {
+        Ok(Ok(summary)) => result(true, false, summary, output),
+        Ok(Err(e)) => result(false, e.retryable(), e.to_string(), output),
         Err(_) => result(
             false,
             true,
@@ -858,36 +862,29 @@ pub async fn run(req: &HaproxyRequest) -> ActionResult {
                 "timed out after {:?} sending {listing} to {}",
                 req.timeout, req.api
             ),
-            String::new(),
+            output,
         ),
     }
 }
 
-/// Success: a summary and the before/after output. Failure: the error and
-/// whatever output was gathered.
-type Performed = Result<(String, String), (HaproxyError, String)>;
-
-async fn perform(api: &RuntimeApi, op: &Checked) -> Performed {
-    let mut output = String::new();
-    let outcome = match op {
+async fn perform(
+    api: &RuntimeApi,
+    op: &Checked,
+    output: &mut String,
+) -> Result<String, HaproxyError> {
+    match op {
         Checked::Set {
             backend,
             server,
             state,
             weight,
-        } => set_server(api, backend, server, *state, *weight, &mut output).await,
+        } => set_server(api, backend, server, *state, *weight, output).await,
         Checked::Add {
             backend,
             server,
             address,
-        } => add_server(api, backend, server, *address, &mut output).await,
-        Checked::Remove { backend, server } => {
-            remove_server(api, backend, server, &mut output).await
-        }
-    };
-    match outcome {
-        Ok(summary) => Ok((summary, output)),
-        Err(e) => Err((e, output)),
+        } => add_server(api, backend, server, *address, output).await,
+        Checked::Remove { backend, server } => remove_server(api, backend, server, output).await,
     }
 }
 

@@ -622,7 +622,8 @@ async fn removing_a_replica_waits_for_its_requests_in_flight() {
         r.summary
     );
     assert!(
-        r.output.starts_with(&format!("before: c {c} ready up weight 1")),
+        r.output
+            .starts_with(&format!("before: c {c} ready up weight 1")),
         "{}",
         r.output
     );

@@ -26,6 +26,7 @@ use ingest::{
     run_source, Auth, Labels, PrometheusClient, PrometheusConfig, SignalQuery, SourceEvent,
 };
 use remediate::actions::exec::{self, ExecRequest};
+use remediate::actions::haproxy::{self, HaproxyRequest, Operation};
 use remediate::engine::{EngineEvent, RenderedAction};
 use remediate::{EngineOptions, RunbookSet};
 use tokio::sync::mpsc;
@@ -416,6 +417,26 @@ async fn perform(job: ActionJob, telemetry: &Telemetry) {
                     dry_run: false,
                 };
                 ("exec", exec::run(&req).await)
+            }
+            RenderedAction::Reroute {
+                target,
+                backend,
+                state,
+                api,
+                weight,
+            } => {
+                let req = HaproxyRequest {
+                    api: api.clone(),
+                    operation: Operation::SetServer {
+                        backend: backend.clone(),
+                        server: target.clone(),
+                        state: Some(*state),
+                        weight: *weight,
+                    },
+                    timeout: job.timeout,
+                    dry_run: false,
+                };
+                ("reroute", haproxy::run(&req).await)
             }
             other => {
                 tracing::error!(stage = "remediate", action = ?other, "no executor for this action kind yet");

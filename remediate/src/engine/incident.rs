@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::actions::haproxy::ApiAddress;
 use crate::runbook::{ActionKind, HttpMethod, ServerState, Severity};
 
 /// One anomaly of one series handled by one rule, from the moment the rule
@@ -101,6 +102,11 @@ pub enum RenderedAction {
         backend: String,
         /// The new state.
         state: ServerState,
+        /// HAProxy's runtime API.
+        api: ApiAddress,
+        /// The new weight, when the step sets one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        weight: Option<u32>,
     },
     /// Run `argv` directly.
     Exec {
@@ -165,9 +171,12 @@ impl RenderedAction {
                 target,
                 backend,
                 state,
+                weight,
+                ..
             } => {
+                let weight = weight.map(|w| format!(", weight {w}")).unwrap_or_default();
                 format!(
-                    "set server {target} of backend {backend} to {}",
+                    "set server {target} of backend {backend} to {}{weight}",
                     state.as_str()
                 )
             }

@@ -948,6 +948,8 @@ fn render_action(action: &Action, ctx: &Context<'_>) -> Result<RenderedAction, U
             target: r(&a.target)?,
             backend: r(&a.backend)?,
             state: a.state,
+            api: a.api.clone(),
+            weight: a.weight,
         },
         Action::Exec(a) => RenderedAction::Exec {
             argv: a.argv.iter().map(r).collect::<Result<_, _>>()?,

@@ -9,6 +9,7 @@ use detect::{DetectorConfig, Direction};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::actions::haproxy::ApiAddress;
 use crate::duration::Duration;
 use crate::template::Template;
 
@@ -293,6 +294,16 @@ pub struct Reroute {
     pub backend: Template,
     /// New state of the server: `drain`, `maint` or `ready`.
     pub state: ServerState,
+    /// Where HAProxy's runtime API listens: `unix:/run/haproxy/admin.sock`
+    /// (the `stats socket` of Debian's packaged configuration) or
+    /// `HOST:PORT` (`stats socket ipv4@127.0.0.1:9999`). The socket must be
+    /// declared with `level admin`, or HAProxy refuses state changes.
+    pub api: ApiAddress,
+    /// Also set the server's weight, within [0, 256]; e.g. `state: ready`
+    /// with `weight: 10` puts an instance back with a small share of the
+    /// traffic. Leave out to keep the weight.
+    #[serde(default)]
+    pub weight: Option<u32>,
     /// Give up on the step after this long.
     #[serde(default)]
     pub timeout: Option<Duration>,

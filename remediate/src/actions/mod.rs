@@ -7,6 +7,7 @@
 
 pub mod exec;
 pub mod haproxy;
+pub mod supervisor;
 
 use std::time::Duration;
 

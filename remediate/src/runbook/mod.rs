@@ -3,7 +3,8 @@
 mod config;
 mod load;
 mod validate;
-mod yaml;
+// Also used by the supervisor's configuration loader (same positioned errors).
+pub(crate) mod yaml;
 
 pub use config::{
     Action, ActionKind, Guardrails, Guards, HttpMethod, RecoveredWhen, Rule, RunbookFile,

@@ -45,6 +45,8 @@ pub mod client;
 mod config;
 mod runtime;
 mod state;
+#[cfg(test)]
+mod tests;
 
 pub use config::{
     valid_name, valid_version, Check, CheckKind, PortRange, Release, RestartPolicy, ServiceConfig,

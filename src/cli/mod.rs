@@ -9,6 +9,7 @@ mod record;
 mod replay;
 mod runbooks;
 mod score;
+mod supervise;
 mod watch;
 
 use clap::{Parser, Subcommand};
@@ -45,6 +46,9 @@ enum Command {
     /// Validate runbooks and print their JSON Schema.
     #[command(subcommand)]
     Runbooks(runbooks::RunbooksCmd),
+    /// Run and watch services (dependency order, restarts with backoff,
+    /// scale, deploy, rollback) and serve their control API.
+    Supervise(supervise::SuperviseArgs),
 }
 
 /// An error that is the user's input or configuration: exit code 64
@@ -98,5 +102,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dataset(c) => dataset::run(c),
         Command::Runbooks(c) => runbooks::run(c),
         Command::Demo(a) => demo::run(a),
+        Command::Supervise(a) => supervise::run(a),
     }
 }

@@ -27,6 +27,7 @@ use ingest::{
 };
 use remediate::actions::exec::{self, ExecRequest};
 use remediate::actions::haproxy::{self, HaproxyRequest, Operation};
+use remediate::actions::supervisor::client::{self as supervisor_client, SupervisorClient};
 use remediate::engine::{EngineEvent, RenderedAction};
 use remediate::{EngineOptions, RunbookSet};
 use tokio::sync::mpsc;
@@ -72,7 +73,20 @@ pub struct WatchArgs {
     /// Stop after this long (for demos and tests); runs until a signal otherwise.
     #[arg(long)]
     run_for: Option<String>,
+    /// Base URL of `heal supervise`'s control API, such as
+    /// `http://127.0.0.1:9465`: `restart`, `scale` and `rollback` steps on
+    /// targets `supervisor/NAME` are sent there.
+    #[arg(long)]
+    supervisor: Option<String>,
+    /// Name of an environment variable holding the supervisor's bearer token.
+    #[arg(long, requires = "supervisor")]
+    supervisor_token_env: Option<String>,
 }
+
+/// The supervisor executor's client, set once at start from `--supervisor`.
+/// A process-wide cell rather than a parameter so `perform` keeps its
+/// signature (the other executors' arms need none of this).
+static SUPERVISOR: std::sync::OnceLock<Option<SupervisorClient>> = std::sync::OnceLock::new();
 
 fn duration_arg(name: &str, v: &str) -> anyhow::Result<Duration> {
     remediate::Duration::from_str(v)
@@ -118,6 +132,22 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
             )
         }
     };
+    let supervisor = match &args.supervisor {
+        Some(url) => {
+            let token = match &args.supervisor_token_env {
+                Some(var) => Some(std::env::var(var).map_err(|_| {
+                    UsageError(format!("--supervisor-token-env: {var} is not set"))
+                })?),
+                None => None,
+            };
+            Some(
+                SupervisorClient::new(url, token)
+                    .map_err(|e| UsageError(format!("--supervisor: {e}")))?,
+            )
+        }
+        None => None,
+    };
+    let _ = SUPERVISOR.set(supervisor);
     let mut config = PrometheusConfig::new(args.prometheus.clone());
     config.timeout_ms = timeout.as_millis() as u64;
     config.auth = auth;
@@ -438,6 +468,30 @@ async fn perform(job: ActionJob, telemetry: &Telemetry) {
                 };
                 ("reroute", haproxy::run(&req).await)
             }
+            RenderedAction::Restart { target } => (
+                "restart",
+                supervise(target, supervisor_client::Operation::Restart, job.timeout).await,
+            ),
+            RenderedAction::Scale { target, replicas } => (
+                "scale",
+                supervise(
+                    target,
+                    supervisor_client::Operation::Scale {
+                        replicas: *replicas,
+                    },
+                    job.timeout,
+                )
+                .await,
+            ),
+            RenderedAction::Rollback { target, to } => (
+                "rollback",
+                supervise(
+                    target,
+                    supervisor_client::Operation::Rollback { to: to.clone() },
+                    job.timeout,
+                )
+                .await,
+            ),
             other => {
                 tracing::error!(stage = "remediate", action = ?other, "no executor for this action kind yet");
                 telemetry.add(
@@ -455,6 +509,32 @@ async fn perform(job: ActionJob, telemetry: &Telemetry) {
             1.0,
         );
         tracing::warn!(stage = "remediate", kind, outcome, summary = %result.summary, duration_ms = result.duration.as_millis() as u64, "action performed");
+    }
+}
+
+/// `restart`, `scale` and `rollback`: through `heal supervise`'s control
+/// API for targets `supervisor/NAME`; any other target (or no
+/// `--supervisor`) is a failed result that says so, never a panic.
+async fn supervise(
+    target: &str,
+    op: supervisor_client::Operation,
+    timeout: Duration,
+) -> remediate::actions::ActionResult {
+    match SUPERVISOR.get().and_then(Option::as_ref) {
+        Some(client) => client.run(target, &op, timeout, false).await,
+        None => {
+            let summary = match supervisor_client::service_of(target) {
+                Ok(_) => format!("no executor for target {target:?}: heal watch was started without --supervisor"),
+                Err(e) => e,
+            };
+            remediate::actions::ActionResult {
+                ok: false,
+                retryable: false,
+                summary,
+                output: String::new(),
+                duration: Duration::ZERO,
+            }
+        }
     }
 }
 

@@ -1,0 +1,505 @@
+//! `heal supervise` end to end with real processes: the lab's services
+//! (`heal-lab service`) as children, checked over HTTP, driven through the
+//! real control API and through the runbook executor's client.
+//!
+//! One scenario, in order, on one supervisor of three services where `c`
+//! depends on `b` depends on `a`:
+//!
+//! - start order: `b` starts only after `a` passes its HTTP check, `c` only
+//!   after `b` (from the API's start and health timestamps);
+//! - `kill -9` of `a`'s child: restarted (new pid) after its backoff;
+//! - `scale c 3`: three ports answer; back to 1: the others stop; 4 is
+//!   refused (the range holds 3);
+//! - `deploy` v2 (another `--name`), then `rollback`: `c` answers as v1
+//!   again;
+//! - a bad or missing token is refused (401) and changes nothing;
+//! - a power cut (every child killed at once): everything comes back, in
+//!   dependency order;
+//! - the executor client restarts `b`; a target that is not
+//!   `supervisor/NAME` gets a clear failed result;
+//! - SIGTERM stops the supervisor and every child with it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lab::http::client;
+use remediate::actions::supervisor::client::{Operation, SupervisorClient};
+use serde_json::Value;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// A child process killed when the guard drops.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_heal"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn lab_bin() -> PathBuf {
+    let p = bin_dir().join("heal-lab");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo test --workspace` (or `cargo build -p lab`)",
+        p.display()
+    );
+    p
+}
+
+/// `n` consecutive free ports on loopback (free when checked; the
+/// supervisor binds them moments later).
+fn free_ports(n: u16) -> u16 {
+    for _ in 0..200 {
+        let base = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if base > 65535 - n {
+            continue;
+        }
+        let held: Vec<_> = (base..base + n)
+            .map_while(|p| TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == n as usize {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports");
+}
+
+fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    while t0.elapsed() < deadline {
+        if let Some(v) = f() {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {deadline:?} waiting for {what}");
+}
+
+/// One HTTP/1.1 request with an optional bearer token; (status, body).
+fn http(
+    api: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&api, Duration::from_secs(5))
+        .expect("connecting to the control API");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {api}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {raw:?}"));
+    let body = raw.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    // axum answers small bodies with Content-Length (no chunking).
+    (status, body.to_owned())
+}
+
+fn service(api: SocketAddr, name: &str) -> Value {
+    let (status, body) = http(api, "GET", &format!("/v1/services/{name}"), None, "");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn post(api: SocketAddr, path: &str, body: &str) -> Value {
+    let (status, text) = http(api, "POST", path, Some(TOKEN), body);
+    assert_eq!(status, 200, "POST {path}: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The service's replicas once every one is healthy.
+fn healthy(api: SocketAddr, name: &str, replicas: usize, what: &str) -> Vec<Value> {
+    wait_until(what, Duration::from_secs(30), || {
+        let s = service(api, name);
+        let inst = s["instances"].as_array().unwrap().clone();
+        (inst.len() == replicas && inst.iter().all(|r| r["phase"] == "healthy")).then_some(inst)
+    })
+}
+
+fn ms(v: &Value, field: &str) -> i64 {
+    v[field]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{field} missing in {v}"))
+}
+
+fn pid(v: &Value) -> u32 {
+    v["pid"].as_u64().unwrap_or_else(|| panic!("no pid in {v}")) as u32
+}
+
+fn answer(port: u16) -> Option<String> {
+    client::get(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        "/",
+        Duration::from_secs(2),
+    )
+    .ok()
+    .filter(|r| r.status == 200)
+    .map(|r| r.body_text().trim_end().to_owned())
+}
+
+fn kill9(pids: &[u32]) {
+    let mut cmd = Command::new("kill");
+    cmd.arg("-9");
+    for p in pids {
+        cmd.arg(p.to_string());
+    }
+    assert!(cmd.status().unwrap().success());
+}
+
+fn alive(pid: u32) -> bool {
+    // A reaped process has no /proc entry; a zombie has state Z.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.split(") ").nth(1).unwrap_or("").starts_with('Z'))
+        .unwrap_or(false)
+}
+
+/// Asserts the start order of a fresh start of a, b, c: each started only
+/// after its dependency passed its check.
+fn assert_dependency_order(a: &Value, b: &Value, c: &Value) {
+    assert!(
+        ms(b, "started_ms") >= ms(a, "healthy_ms"),
+        "b started before a was healthy: a={a} b={b}"
+    );
+    assert!(
+        ms(c, "started_ms") >= ms(b, "healthy_ms"),
+        "c started before b was healthy: b={b} c={c}"
+    );
+}
+
+#[test]
+fn supervise_runs_restarts_scales_deploys_and_rolls_back_real_services() {
+    let lab = lab_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb, pc) = (free_ports(1), free_ports(1), free_ports(3));
+    let svc = |name: &str, version: &str, label: &str, ports: String, deps: &str| {
+        format!(
+            "  - name: {name}
+    release: {{version: {version}, argv: [{lab}, service, --name, {label}, --port, \"{{port}}\"]}}
+    ports: {ports}
+    depends_on: [{deps}]
+    check: {{type: http, path: /healthz, interval: 200ms, timeout: 2s, failures: 3, start_timeout: 20s}}
+    restart: {{initial: 500ms, max: 2s, reset_after: 1m}}
+",
+            lab = lab.display()
+        )
+    };
+    let config = format!(
+        "services:\n{}{}{}",
+        svc("c", "v1", "c-v1", format!("{pc}-{}", pc + 2), "b"),
+        svc("b", "v1", "b", pb.to_string(), "a"),
+        svc("a", "v1", "a", pa.to_string(), ""),
+    );
+    let config_path = dir.path().join("supervise.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let state_dir = dir.path().join("state");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_heal"))
+        .args(["supervise", "--config"])
+        .arg(&config_path)
+        .arg("--state-dir")
+        .arg(&state_dir)
+        .args(["--listen", "127.0.0.1:0", "--token-env", "SUP_TOKEN"])
+        .env("SUP_TOKEN", TOKEN)
+        .env("HEAL_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting heal supervise");
+    // Drain stderr for the whole run (a full pipe would block heal), keeping
+    // it for failure messages, and pick the API address from it.
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let heal_pid = child.id();
+    let mut heal = Guard(child);
+    {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+    }
+    let api: SocketAddr = wait_until("the control API address", Duration::from_secs(30), || {
+        let l = log.lock().unwrap();
+        let rest = l.split("control API on http://").nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
+    });
+
+    // Start order from the API's timestamps.
+    let a = healthy(api, "a", 1, "a healthy").remove(0);
+    let b = healthy(api, "b", 1, "b healthy").remove(0);
+    let c = healthy(api, "c", 1, "c healthy").remove(0);
+    assert_dependency_order(&a, &b, &c);
+    assert_eq!(answer(pc).as_deref(), Some("hello from c-v1"));
+    let list: Value = serde_json::from_str(&http(api, "GET", "/v1/services", None, "").1).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 3);
+
+    // kill -9 of a's child: reaped and restarted, after the backoff.
+    kill9(&[pid(&a)]);
+    let a2 = wait_until("a restarted", Duration::from_secs(30), || {
+        let r = service(api, "a")["instances"][0].clone();
+        (r["starts"] == 2 && r["phase"] == "healthy").then_some(r)
+    });
+    assert_ne!(pid(&a2), pid(&a));
+    assert_eq!(a2["last_exit"], "killed by signal 9");
+    let gap = ms(&a2, "started_ms") - ms(&a2, "last_exit_ms");
+    assert!(
+        gap >= 500,
+        "restarted {gap} ms after the kill, backoff is 500ms"
+    );
+
+    // Scale c to 3: three ports answer; back to 1: the others are closed.
+    let s = post(api, "/v1/services/c/scale", r#"{"replicas":3}"#);
+    assert_eq!(s["replicas"], 3);
+    let three = healthy(api, "c", 3, "three replicas of c");
+    for port in pc..pc + 3 {
+        assert_eq!(
+            answer(port).as_deref(),
+            Some("hello from c-v1"),
+            "port {port}"
+        );
+    }
+    let (status, body) = http(
+        api,
+        "POST",
+        "/v1/services/c/scale",
+        Some(TOKEN),
+        r#"{"replicas":4}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("port range"), "{body}");
+    post(api, "/v1/services/c/scale", r#"{"replicas":1}"#);
+    assert_eq!(service(api, "c")["instances"].as_array().unwrap().len(), 1);
+    for r in &three[1..] {
+        assert!(!alive(pid(r)), "scaled-away replica {r} still runs");
+    }
+    assert_eq!(answer(pc + 1), None);
+    assert_eq!(answer(pc + 2), None);
+    assert_eq!(answer(pc).as_deref(), Some("hello from c-v1"));
+
+    // Deploy v2 (another --name), then roll back: v1 answers again.
+    let v2 = serde_json::json!({
+        "version": "v2",
+        "argv": [lab.display().to_string(), "service", "--name", "c-v2", "--port", "{port}"],
+        "env": {},
+    });
+    let s = post(api, "/v1/services/c/deploy", &v2.to_string());
+    assert_eq!(s["release"]["version"], "v2");
+    wait_until("c answering as v2", Duration::from_secs(30), || {
+        (answer(pc).as_deref() == Some("hello from c-v2")).then_some(())
+    });
+    let s = post(api, "/v1/services/c/rollback", "");
+    assert_eq!(s["release"]["version"], "v1");
+    wait_until("c answering as v1 again", Duration::from_secs(30), || {
+        (answer(pc).as_deref() == Some("hello from c-v1")).then_some(())
+    });
+    let c_now = healthy(api, "c", 1, "c after the rollback").remove(0);
+    assert_eq!(c_now["version"], "v1");
+    assert_eq!(
+        service(api, "c")["versions"],
+        serde_json::json!(["v1", "v2"])
+    );
+    let (status, body) = http(
+        api,
+        "POST",
+        "/v1/services/c/rollback",
+        Some(TOKEN),
+        r#"{"to":"v9"}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("unknown release version \\\"v9\\\""),
+        "{body}"
+    );
+
+    // A bad or missing token is refused and changes nothing.
+    let starts = c_now["starts"].clone();
+    for token in [Some("wrong-token-0123456789abcdef"), None] {
+        let (status, body) = http(api, "POST", "/v1/services/c/restart", token, "");
+        assert_eq!(status, 401, "{body}");
+    }
+    let (status, _) = http(api, "POST", "/v1/services/nosuch/restart", Some(TOKEN), "");
+    assert_eq!(status, 404);
+    let c_after = service(api, "c")["instances"][0].clone();
+    assert_eq!(c_after["starts"], starts);
+    assert_eq!(c_after["pid"], c_now["pid"]);
+
+    // Power cut: every child killed at once; all come back in order.
+    let before: Vec<Value> = ["a", "b", "c"]
+        .iter()
+        .map(|n| service(api, n)["instances"][0].clone())
+        .collect();
+    kill9(&before.iter().map(pid).collect::<Vec<_>>());
+    let after: Vec<Value> = ["a", "b", "c"]
+        .iter()
+        .zip(&before)
+        .map(|(n, old)| {
+            wait_until(
+                &format!("{n} back after the power cut"),
+                Duration::from_secs(30),
+                || {
+                    let r = service(api, n)["instances"][0].clone();
+                    let again = r["starts"].as_u64() > old["starts"].as_u64();
+                    (again && r["phase"] == "healthy").then_some(r)
+                },
+            )
+        })
+        .collect();
+    assert_dependency_order(&after[0], &after[1], &after[2]);
+    for (old, new) in before.iter().zip(&after) {
+        assert!(ms(new, "started_ms") > ms(old, "started_ms"));
+        assert_eq!(new["last_exit"], "killed by signal 9");
+    }
+
+    // The runbook executor's client against the real API.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let executor = SupervisorClient::new(&format!("http://{api}"), Some(TOKEN.to_owned())).unwrap();
+    let b_before = service(api, "b")["instances"][0].clone();
+    let r = rt.block_on(executor.run(
+        "supervisor/b",
+        &Operation::Restart,
+        Duration::from_secs(10),
+        false,
+    ));
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.summary, "restart b: accepted");
+    let b_after = wait_until(
+        "b restarted by the executor",
+        Duration::from_secs(30),
+        || {
+            let r = service(api, "b")["instances"][0].clone();
+            (r["starts"].as_u64() > b_before["starts"].as_u64() && r["phase"] == "healthy")
+                .then_some(r)
+        },
+    );
+    assert_ne!(pid(&b_after), pid(&b_before));
+    assert_eq!(b_after["last_exit"], "restart requested");
+    let r = rt.block_on(executor.run(
+        "supervisor/c",
+        &Operation::Scale { replicas: 9 },
+        Duration::from_secs(10),
+        false,
+    ));
+    assert!(!r.ok && !r.retryable, "{r:?}");
+    assert!(
+        r.summary
+            .starts_with("scale c to 9: supervisor answered 400: cannot scale c to 9 replicas"),
+        "{}",
+        r.summary
+    );
+    let r = rt.block_on(executor.run(
+        "deployment/b",
+        &Operation::Restart,
+        Duration::from_secs(10),
+        false,
+    ));
+    assert!(!r.ok && !r.retryable);
+    assert!(
+        r.summary
+            .starts_with("no executor for target \"deployment/b\""),
+        "{}",
+        r.summary
+    );
+    let wrong = SupervisorClient::new(&format!("http://{api}"), Some("nope".into())).unwrap();
+    let r = rt.block_on(wrong.run(
+        "supervisor/b",
+        &Operation::Rollback { to: None },
+        Duration::from_secs(10),
+        false,
+    ));
+    assert!(!r.ok && !r.retryable);
+    assert!(r.summary.contains("answered 401"), "{}", r.summary);
+
+    // Every start was recorded with its release.
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(state_dir.join("supervisor-state.json")).unwrap())
+            .unwrap();
+    let c_state = &state["services"]["c"];
+    assert_eq!(c_state["current"], "v1");
+    let releases = c_state["releases"].as_array().unwrap();
+    assert_eq!(releases.len(), 2);
+    assert_eq!(releases[1]["release"]["argv"][3], "c-v2");
+    assert!(releases[1]["starts"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        c_state["activations"],
+        serde_json::json!(["v1", "v2", "v1"])
+    );
+
+    // SIGTERM: heal stops every child and exits 0.
+    let pids: Vec<u32> = ["a", "b", "c"]
+        .iter()
+        .map(|n| pid(&service(api, n)["instances"][0]))
+        .collect();
+    assert!(Command::new("kill")
+        .args(["-TERM", &heal_pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = wait_until("heal supervise to exit", Duration::from_secs(30), || {
+        heal.0.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status:?}\n{}", log.lock().unwrap());
+    for p in pids {
+        assert!(!alive(p), "child {p} outlived heal supervise");
+    }
+}
+
+#[test]
+fn a_bad_configuration_lists_every_problem_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "services:\n  - name: a\n    release: {version: v1, argv: [x]}\n    depends_on: [b]\n  - name: b\n    release: {version: v1, argv: [x]}\n    depends_on: [a]\n    replicas: 2\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_heal"))
+        .args(["supervise", "--config"])
+        .arg(&path)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let p = path.display();
+    assert_eq!(
+        err,
+        format!("error: {p}:4:5: services[0].depends_on: dependency cycle: a -> b -> a\n{p}:8:5: services[1].replicas: more than one replica needs `ports` (one port per replica)\n")
+    );
+}

@@ -300,6 +300,15 @@ fn supervise_runs_restarts_scales_deploys_and_rolls_back_real_services() {
     );
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("port range"), "{body}");
+    let (status, body) = http(
+        api,
+        "POST",
+        "/v1/services/c/scale",
+        Some(TOKEN),
+        r#"{"replicas":"x"}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("reading the body: invalid type"), "{body}");
     post(api, "/v1/services/c/scale", r#"{"replicas":1}"#);
     assert_eq!(service(api, "c")["instances"].as_array().unwrap().len(), 1);
     for r in &three[1..] {
@@ -502,4 +511,44 @@ fn a_bad_configuration_lists_every_problem_and_exits_64() {
         err,
         format!("error: {p}:4:5: services[0].depends_on: dependency cycle: a -> b -> a\n{p}:8:5: services[1].replicas: more than one replica needs `ports` (one port per replica)\n")
     );
+}
+
+#[test]
+fn without_a_token_the_api_is_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("one.yaml");
+    let port = free_ports(1);
+    std::fs::write(
+        &path,
+        format!(
+            "services:\n  - name: a\n    release: {{version: v1, argv: [{}, service, --name, a, --port, \"{{port}}\"]}}\n    ports: {port}\n    check: {{type: tcp}}\n",
+            lab_bin().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_heal"))
+        .args(["supervise", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _heal = Guard(child);
+    let mut first = String::new();
+    BufReader::new(stderr).read_line(&mut first).unwrap();
+    assert!(first.ends_with("(read-only: no --token-env)\n"), "{first}");
+    let api: SocketAddr = first
+        .split("control API on http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    healthy(api, "a", 1, "a healthy");
+    let (status, body) = http(api, "POST", "/v1/services/a/restart", Some(TOKEN), "");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("--token-env"), "{body}");
 }

@@ -188,10 +188,10 @@ fn supervisor_error(e: SupervisorError) -> Response {
     error(status, e.to_string())
 }
 
-/// Checks the bearer token; `Err` is the answer to send.
-fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
+/// Checks the bearer token; `Some` is the refusal to send.
+fn refuse(api: &Api, headers: &HeaderMap) -> Option<Response> {
     let Some(expected) = &api.token else {
-        return Err(error(
+        return Some(error(
             StatusCode::FORBIDDEN,
             "mutating endpoints are off: start heal supervise with --token-env",
         ));
@@ -201,14 +201,8 @@ fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-        Ok(())
-    } else {
-        Err(error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token",
-        ))
-    }
+    (!constant_time_eq(given.as_bytes(), expected.as_bytes()))
+        .then(|| error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
 }
 
 /// Compares without an early exit, so the time taken does not tell how
@@ -221,14 +215,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Parses a JSON body; an empty body is `{}`.
-fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
+fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, String> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         bytes
     };
-    serde_json::from_slice(bytes)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| format!("reading the body: {e}"))
 }
 
 fn respond(r: Result<remediate::actions::supervisor::ServiceStatus, SupervisorError>) -> Response {
@@ -247,7 +240,7 @@ async fn one(State(api): Shared, Path(name): Path<String>) -> Response {
 }
 
 async fn restart(State(api): Shared, Path(name): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&api, &headers) {
+    if let Some(r) = refuse(&api, &headers) {
         return r;
     }
     tracing::warn!(stage = "supervisor", service = %name, "restart requested");
@@ -266,12 +259,12 @@ async fn scale(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&api, &headers) {
+    if let Some(r) = refuse(&api, &headers) {
         return r;
     }
     let b: ScaleBody = match body(&bytes) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     tracing::warn!(stage = "supervisor", service = %name, replicas = b.replicas, "scale requested");
     respond(api.supervisor.scale(&name, b.replicas).await)
@@ -290,12 +283,12 @@ async fn rollback(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&api, &headers) {
+    if let Some(r) = refuse(&api, &headers) {
         return r;
     }
     let b: RollbackBody = match body(&bytes) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     tracing::warn!(stage = "supervisor", service = %name, to = ?b.to, "rollback requested");
     respond(api.supervisor.rollback(&name, b.to.as_deref()))
@@ -307,12 +300,12 @@ async fn deploy(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&api, &headers) {
+    if let Some(r) = refuse(&api, &headers) {
         return r;
     }
     let release: Release = match body(&bytes) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     tracing::warn!(stage = "supervisor", service = %name, version = %release.version, "deploy requested");
     respond(api.supervisor.deploy(&name, release))

@@ -25,6 +25,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::actions::haproxy::{ApiAddress, Name};
 use crate::error::{RunbookError, RunbookErrors};
 use crate::runbook::yaml::{self, join, Positions};
 use crate::Duration;
@@ -72,6 +73,23 @@ pub struct ServiceConfig {
     /// How restarts back off.
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// Register the replicas in an HAProxy backend: a replica is added
+    /// (as server `NAME-REPLICA` at `127.0.0.1:PORT`) once it passed its
+    /// check, and removed before a scale-down or shutdown stops it.
+    #[serde(default)]
+    pub haproxy: Option<HaproxyBackend>,
+}
+
+/// An HAProxy backend the replicas of a service are registered in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaproxyBackend {
+    /// HAProxy's runtime API: `unix:/run/haproxy/admin.sock` or
+    /// `HOST:PORT`, declared with `level admin`.
+    pub api: ApiAddress,
+    /// The backend; its balance algorithm must be dynamic (`roundrobin`,
+    /// `leastconn`, `first`, `random`) for runtime `add server`.
+    pub backend: String,
 }
 
 fn one() -> u32 {
@@ -611,6 +629,17 @@ fn validate(
                 out.push((at(f), "must be more than 0s".to_owned()));
             }
         }
+        if let Some(h) = &s.haproxy {
+            if let Err(e) = Name::new("backend name", &h.backend) {
+                out.push((at("haproxy.backend"), e.to_string()));
+            }
+            if s.ports.is_none() {
+                out.push((
+                    at("haproxy"),
+                    "registering replicas in HAProxy needs `ports` on the service".to_owned(),
+                ));
+            }
+        }
         if c.failures == 0 {
             out.push((at("check.failures"), "must be at least 1".to_owned()));
         }
@@ -717,6 +746,7 @@ services:
     depends_on: [db]
     check: {type: http, path: /healthz, interval: 500ms}
     restart: {initial: 200ms, max: 5s, reset_after: 10s}
+    haproxy: {api: \"unix:/run/haproxy/admin.sock\", backend: be_api}
 ";
 
     #[test]
@@ -761,6 +791,12 @@ services:
   - name: c
     release: {version: v1, argv: [c]}
     colour: blue
+  - name: d
+    release: {version: v1, argv: [d]}
+    haproxy: {api: \"127.0.0.1:9999\", backend: \"be;x\"}
+  - name: e
+    release: {version: v1, argv: [e]}
+    haproxy: {api: \"run/admin.sock\", backend: be}
 ";
         let e = load(text).unwrap_err();
         let lines: Vec<&str> = e.lines().collect();
@@ -779,7 +815,10 @@ services:
                 "sup.yaml:8:39: services[1].release.argv: argv must name a program: `[program, args...]`",
                 "sup.yaml:10:5: services[1].replicas: 3 replicas do not fit in port range 18010-18011 (2 ports)",
                 "sup.yaml:11:28: services[1].restart.max: max 1s is below initial 5s",
-                "sup.yaml:14:5: services[2].colour: unknown field `colour`, expected one of `name`, `release`, `replicas`, `ports`, `depends_on`, `check`, `restart`",
+                "sup.yaml:14:5: services[2].colour: unknown field `colour`, expected one of `name`, `release`, `replicas`, `ports`, `depends_on`, `check`, `restart`, `haproxy`",
+                "sup.yaml:17:5: services[3].haproxy: registering replicas in HAProxy needs `ports` on the service",
+                "sup.yaml:17:38: services[3].haproxy.backend: refusing backend name \"be;x\": allowed are 1 to 128 of [A-Za-z0-9._:-], starting with a letter or digit",
+                "sup.yaml:20:15: services[4].haproxy.api: invalid HAProxy runtime API address \"run/admin.sock\": expected unix:/PATH or HOST:PORT",
             ]
         );
     }

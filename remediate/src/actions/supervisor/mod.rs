@@ -49,8 +49,8 @@ mod state;
 mod tests;
 
 pub use config::{
-    valid_name, valid_version, Check, CheckKind, PortRange, Release, RestartPolicy, ServiceConfig,
-    SupervisorConfig, MAX_REPLICAS,
+    valid_name, valid_version, Check, CheckKind, HaproxyBackend, PortRange, Release, RestartPolicy,
+    ServiceConfig, SupervisorConfig, MAX_REPLICAS,
 };
 pub use runtime::{Phase, ReplicaStatus, ServiceStatus, Supervisor};
 pub use state::{ReleaseRecord, ServiceState, State, StateFile, STATE_FILE};

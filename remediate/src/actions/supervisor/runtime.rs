@@ -27,11 +27,16 @@ use tokio::task::JoinHandle;
 use super::config::{CheckKind, Release, ServiceConfig, SupervisorConfig, MAX_REPLICAS};
 use super::state::{State, StateFile};
 use super::SupervisorError;
+use crate::actions::haproxy::{self, HaproxyRequest};
 
 /// Before its first passing check a replica is probed this often (or at
 /// its check interval, if shorter), so dependents start soon after it
 /// answers rather than up to a whole interval later.
 const STARTUP_PROBE: Duration = Duration::from_millis(100);
+
+/// Bound of one HAProxy registration or removal (removal waits for the
+/// server's connections to finish).
+const HAPROXY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Dependency waiters also re-check this often, in case what they wait
 /// for changed without a status update (a dependency's port closing).
@@ -84,6 +89,9 @@ pub struct ReplicaStatus {
     pub last_error: Option<String>,
     /// During a backoff: when the next start is due.
     pub next_start_ms: Option<i64>,
+    /// With `haproxy:` on the service: the last registration or removal
+    /// (`registered server be/api-0 at 127.0.0.1:18000`, or its error).
+    pub haproxy: Option<String>,
 }
 
 /// One service as the control API shows it.
@@ -309,6 +317,7 @@ impl Supervisor {
             }
             removed
         };
+        self.inner.deregister(&svc, &removed).await;
         stop_slots(removed).await;
         self.inner.changed.notify_waiters();
         self.service(name)
@@ -372,17 +381,22 @@ impl Supervisor {
         Ok(self.inner.service_status(&shared, svc))
     }
 
-    /// Stops every replica (SIGKILL) and waits for their tasks.
+    /// Removes every replica from its HAProxy backend (if any), stops
+    /// every replica (SIGKILL) and waits for their tasks.
     pub async fn shutdown(&self) {
-        let slots: Vec<Slot> = {
+        let by_service: Vec<(String, Vec<Slot>)> = {
             let mut shared = self.inner.lock();
             shared.stopping = true;
-            std::mem::take(&mut shared.replicas)
-                .into_values()
-                .flatten()
-                .collect()
+            std::mem::take(&mut shared.replicas).into_iter().collect()
         };
-        stop_slots(slots).await;
+        let mut all = Vec::new();
+        for (name, slots) in by_service {
+            if let Some(svc) = self.inner.services.get(&name) {
+                self.inner.deregister(svc, &slots).await;
+            }
+            all.extend(slots);
+        }
+        stop_slots(all).await;
     }
 
     /// The state file releases are recorded in.
@@ -432,6 +446,7 @@ fn spawn_replica(inner: &Arc<Inner>, svc: &Arc<ServiceConfig>, replica: u32) -> 
             last_exit_ms: None,
             last_error: None,
             next_start_ms: None,
+            haproxy: None,
         },
         control: tx,
         task: Some(task),
@@ -623,9 +638,75 @@ impl Inner {
         }
     }
 
+    /// Registers replica `replica` in the service's HAProxy backend, if it
+    /// has one and this was not done yet; `registered` remembers it across
+    /// the replica's restarts (the server stays in the backend meanwhile;
+    /// HAProxy's own checks, if configured, see it down).
+    async fn register(
+        &self,
+        svc: &ServiceConfig,
+        id: u64,
+        replica: u32,
+        port: Option<u16>,
+        registered: &mut bool,
+    ) {
+        let (Some(h), Some(port), false) = (&svc.haproxy, port, *registered) else {
+            return;
+        };
+        let r = haproxy::run(&HaproxyRequest {
+            api: h.api.clone(),
+            operation: haproxy::Operation::AddServer {
+                backend: h.backend.clone(),
+                server: server_name(&svc.name, replica),
+                address: format!("127.0.0.1:{port}"),
+            },
+            timeout: HAPROXY_TIMEOUT,
+            dry_run: false,
+        })
+        .await;
+        if r.ok {
+            *registered = true;
+        } else {
+            tracing::warn!(stage = "supervisor", service = %svc.name, replica, summary = %r.summary, "registering in HAProxy failed; retrying at the next passing check");
+        }
+        self.update(&svc.name, id, |s| s.haproxy = Some(r.summary));
+    }
+
+    /// Removes `slots` from the service's HAProxy backend (draining: HAProxy
+    /// lets their connections finish, within the timeout) before they are
+    /// stopped. Failures are logged and shown in the status; the replicas
+    /// are stopped either way.
+    async fn deregister(&self, svc: &ServiceConfig, slots: &[Slot]) {
+        let Some(h) = &svc.haproxy else {
+            return;
+        };
+        for slot in slots {
+            let r = haproxy::run(&HaproxyRequest {
+                api: h.api.clone(),
+                operation: haproxy::Operation::RemoveServer {
+                    backend: h.backend.clone(),
+                    server: server_name(&svc.name, slot.status.replica),
+                },
+                timeout: HAPROXY_TIMEOUT,
+                dry_run: false,
+            })
+            .await;
+            if !r.ok {
+                tracing::warn!(stage = "supervisor", service = %svc.name, replica = slot.status.replica, summary = %r.summary, "removing from HAProxy failed");
+            }
+        }
+    }
+
     /// Checks a started replica until it counts as down; returns why. Never
     /// returns for a `pid` check (the child's exit is what ends it).
-    async fn watch_health(&self, svc: &ServiceConfig, id: u64, port: Option<u16>) -> String {
+    async fn watch_health(
+        &self,
+        svc: &ServiceConfig,
+        id: u64,
+        replica: u32,
+        port: Option<u16>,
+        registered: &mut bool,
+    ) -> String {
         let check = &svc.check;
         let interval = Duration::from_millis(check.interval.as_millis());
         if check.kind == CheckKind::Pid || port.is_none() {
@@ -633,6 +714,10 @@ impl Inner {
                 s.phase = Phase::Healthy;
                 s.healthy_ms = Some(now_ms());
             });
+            while svc.haproxy.is_some() && !*registered {
+                self.register(svc, id, replica, port, registered).await;
+                tokio::time::sleep(interval).await;
+            }
             return std::future::pending().await;
         }
         let started = Instant::now();
@@ -654,6 +739,7 @@ impl Inner {
                     }
                     passed = true;
                     failures = 0;
+                    self.register(svc, id, replica, port, registered).await;
                 }
                 Err(e) if passed => {
                     failures += 1;
@@ -722,6 +808,7 @@ async fn run_replica(
     let max = Duration::from_millis(svc.restart.max.as_millis());
     let reset_after = Duration::from_millis(svc.restart.reset_after.as_millis());
     let mut backoff = initial;
+    let mut registered = false;
     loop {
         inner.update(name, id, |s| {
             s.phase = Phase::WaitingForDependencies;
@@ -798,7 +885,7 @@ async fn run_replica(
                 Ok(s) => describe_exit(s),
                 Err(e) => format!("waiting for the child: {e}"),
             }),
-            why = inner.watch_health(&svc, id, port) => Ended::Unhealthy(why),
+            why = inner.watch_health(&svc, id, replica, port, &mut registered) => Ended::Unhealthy(why),
             c = control.recv() => match c {
                 Some(Control::Restart) => Ended::Restart,
                 Some(Control::Stop) | None => Ended::Stop,
@@ -859,6 +946,11 @@ fn stopped(inner: &Inner, service: &str, id: u64) {
         s.pid = None;
         s.next_start_ms = None;
     });
+}
+
+/// The HAProxy server name of a replica: `api-0`, `api-1`, ...
+fn server_name(service: &str, replica: u32) -> String {
+    format!("{service}-{replica}")
 }
 
 fn describe_exit(status: std::process::ExitStatus) -> String {

@@ -166,6 +166,73 @@ fn answer(port: u16) -> Option<String> {
     .map(|r| r.body_text().trim_end().to_owned())
 }
 
+/// A running `heal supervise`: killed when dropped.
+struct Supervise {
+    guard: Guard,
+    pid: u32,
+    api: SocketAddr,
+    /// Its stderr so far (drained by a thread for the whole run: a full or
+    /// closed pipe would block or break heal's logging).
+    log: Arc<Mutex<String>>,
+}
+
+/// Starts `heal supervise` on an ephemeral port, with the bearer token in
+/// `SUP_TOKEN` when `token`, and waits for its control API address.
+fn start_supervise(config: &Path, state_dir: &Path, token: bool) -> Supervise {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_heal"));
+    cmd.args(["supervise", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .env("HEAL_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if token {
+        cmd.args(["--token-env", "SUP_TOKEN"])
+            .env("SUP_TOKEN", TOKEN);
+    }
+    let mut child = cmd.spawn().expect("starting heal supervise");
+    let stderr = child.stderr.take().unwrap();
+    let pid = child.id();
+    let log = Arc::new(Mutex::new(String::new()));
+    {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+    }
+    let api = wait_until("the control API address", Duration::from_secs(30), || {
+        let l = log.lock().unwrap();
+        let rest = l.split("control API on http://").nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
+    });
+    Supervise {
+        guard: Guard(child),
+        pid,
+        api,
+        log,
+    }
+}
+
+impl Supervise {
+    /// SIGTERM, then waits for the exit.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        assert!(Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+        wait_until("heal supervise to exit", Duration::from_secs(30), || {
+            self.guard.0.try_wait().unwrap()
+        })
+    }
+}
+
 fn kill9(pids: &[u32]) {
     let mut cmd = Command::new("kill");
     cmd.arg("-9");
@@ -222,40 +289,8 @@ fn supervise_runs_restarts_scales_deploys_and_rolls_back_real_services() {
     std::fs::write(&config_path, config).unwrap();
     let state_dir = dir.path().join("state");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_heal"))
-        .args(["supervise", "--config"])
-        .arg(&config_path)
-        .arg("--state-dir")
-        .arg(&state_dir)
-        .args(["--listen", "127.0.0.1:0", "--token-env", "SUP_TOKEN"])
-        .env("SUP_TOKEN", TOKEN)
-        .env("HEAL_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting heal supervise");
-    // Drain stderr for the whole run (a full pipe would block heal), keeping
-    // it for failure messages, and pick the API address from it.
-    let log = Arc::new(Mutex::new(String::new()));
-    let stderr = child.stderr.take().unwrap();
-    let heal_pid = child.id();
-    let mut heal = Guard(child);
-    {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = log.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-    }
-    let api: SocketAddr = wait_until("the control API address", Duration::from_secs(30), || {
-        let l = log.lock().unwrap();
-        let rest = l.split("control API on http://").nth(1)?;
-        rest.split_whitespace().next()?.parse().ok()
-    });
+    let mut heal = start_supervise(&config_path, &state_dir, true);
+    let api = heal.api;
 
     // Start order from the API's timestamps.
     let a = healthy(api, "a", 1, "a healthy").remove(0);
@@ -474,15 +509,8 @@ fn supervise_runs_restarts_scales_deploys_and_rolls_back_real_services() {
         .iter()
         .map(|n| pid(&service(api, n)["instances"][0]))
         .collect();
-    assert!(Command::new("kill")
-        .args(["-TERM", &heal_pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let status = wait_until("heal supervise to exit", Duration::from_secs(30), || {
-        heal.0.try_wait().unwrap()
-    });
-    assert!(status.success(), "{status:?}\n{}", log.lock().unwrap());
+    let status = heal.terminate();
+    assert!(status.success(), "{status:?}\n{}", heal.log.lock().unwrap());
     for p in pids {
         assert!(!alive(p), "child {p} outlived heal supervise");
     }
@@ -526,29 +554,146 @@ fn without_a_token_the_api_is_read_only() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_heal"))
-        .args(["supervise", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&path)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let _heal = Guard(child);
-    let mut first = String::new();
-    BufReader::new(stderr).read_line(&mut first).unwrap();
-    assert!(first.ends_with("(read-only: no --token-env)\n"), "{first}");
-    let api: SocketAddr = first
-        .split("control API on http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    let heal = start_supervise(&path, &dir.path().join("state"), false);
+    let api = heal.api;
+    assert!(
+        heal.log
+            .lock()
+            .unwrap()
+            .contains("(read-only: no --token-env)\n"),
+        "{}",
+        heal.log.lock().unwrap()
+    );
     healthy(api, "a", 1, "a healthy");
     let (status, body) = http(api, "POST", "/v1/services/a/restart", Some(TOKEN), "");
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("--token-env"), "{body}");
+}
+
+/// The `haproxy` program: `PATH` first, then the sbin directories Debian
+/// installs it to.
+fn haproxy_program() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join("haproxy"))
+        .find(|p| p.is_file())
+        .expect(
+            "this test needs a real HAProxy 2.5 or later: `apt-get install -y haproxy` \
+             (.ci/run installs it when missing)",
+        )
+}
+
+/// Sends `n` requests through HAProxy's frontend and counts the answers
+/// per replica name (`w0`, `w1`, ...).
+fn traffic(frontend: u16, n: usize) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let body = answer(frontend).expect("the frontend answers 200");
+        let name = body.trim_start_matches("hello from ").to_owned();
+        *counts.entry(name).or_default() += 1;
+    }
+    counts
+}
+
+#[test]
+fn scaling_registers_and_removes_replicas_in_haproxy() {
+    let lab = lab_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    let frontend = free_ports(1);
+    let cfg = dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  stats socket {} level admin\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\nfrontend fe\n  bind 127.0.0.1:{frontend}\n  default_backend be\nbackend be\n  balance roundrobin\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let haproxy_log = std::fs::File::create(dir.path().join("haproxy.log")).unwrap();
+    let _haproxy = Guard(
+        Command::new(haproxy_program())
+            .arg("-f")
+            .arg(&cfg)
+            .arg("-db")
+            .stdin(Stdio::null())
+            .stdout(haproxy_log.try_clone().unwrap())
+            .stderr(haproxy_log)
+            .spawn()
+            .expect("starting haproxy"),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let api = remediate::actions::haproxy::RuntimeApi::new(
+        format!("unix:{}", socket.display()).parse().unwrap(),
+    );
+    let be = remediate::actions::haproxy::Name::new("backend name", "be").unwrap();
+    let servers = || -> Option<Vec<String>> {
+        let table = rt.block_on(api.servers_state(&be)).ok()?;
+        let mut names: Vec<String> = table.into_iter().map(|s| s.name).collect();
+        names.sort();
+        Some(names)
+    };
+    wait_until("haproxy's runtime API", Duration::from_secs(30), &servers);
+
+    let pw = free_ports(3);
+    let config = format!(
+        "services:
+  - name: w
+    release: {{version: v1, argv: [{lab}, service, --name, \"w{{replica}}\", --port, \"{{port}}\"]}}
+    ports: {pw}-{}
+    check: {{type: http, path: /healthz, interval: 200ms, timeout: 2s}}
+    haproxy: {{api: \"unix:{sock}\", backend: be}}
+",
+        pw + 2,
+        lab = lab.display(),
+        sock = socket.display()
+    );
+    let config_path = dir.path().join("supervise.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut heal = start_supervise(&config_path, &dir.path().join("state"), true);
+    let sup = heal.api;
+    let registered = |n: usize| {
+        wait_until(
+            &format!("{n} replicas registered"),
+            Duration::from_secs(30),
+            || {
+                let s = service(sup, "w");
+                let inst = s["instances"].as_array().unwrap().clone();
+                let all = inst.len() == n
+                    && inst.iter().all(|r| {
+                        r["haproxy"]
+                            .as_str()
+                            .is_some_and(|h| h.starts_with("registered server be/w-"))
+                    });
+                all.then_some(())
+            },
+        )
+    };
+
+    registered(1);
+    assert_eq!(servers().unwrap(), ["w-0"]);
+    assert_eq!(traffic(frontend, 6).get("w0"), Some(&6));
+
+    post(sup, "/v1/services/w/scale", r#"{"replicas":3}"#);
+    registered(3);
+    assert_eq!(servers().unwrap(), ["w-0", "w-1", "w-2"]);
+    let three = traffic(frontend, 30);
+    for name in ["w0", "w1", "w2"] {
+        assert!(three.get(name).copied().unwrap_or(0) >= 5, "{three:?}");
+    }
+
+    // Scaling down removes the replicas from the backend before stopping
+    // them: no request fails meanwhile and the rest go to w0 only.
+    post(sup, "/v1/services/w/scale", r#"{"replicas":1}"#);
+    assert_eq!(servers().unwrap(), ["w-0"]);
+    assert_eq!(traffic(frontend, 6).get("w0"), Some(&6));
+
+    // Stopping the supervisor removes the last one too.
+    let status = heal.terminate();
+    assert!(status.success(), "{status:?}\n{}", heal.log.lock().unwrap());
+    assert_eq!(servers().unwrap(), Vec::<String>::new());
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_lab;
+mod control;
 mod dataset;
 mod demo;
 mod record;
@@ -45,6 +46,11 @@ enum Command {
     /// Validate runbooks and print their JSON Schema.
     #[command(subcommand)]
     Runbooks(runbooks::RunbooksCmd),
+    /// Silences and maintenance windows of a running `heal watch`.
+    #[command(subcommand)]
+    Silence(control::SilenceCmd),
+    /// Approve an incident's step parked by `require_approval`.
+    Approve(control::ApproveArgs),
 }
 
 /// An error that is the user's input or configuration: exit code 64
@@ -98,5 +104,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dataset(c) => dataset::run(c),
         Command::Runbooks(c) => runbooks::run(c),
         Command::Demo(a) => demo::run(a),
+        Command::Silence(c) => control::run_silence(c),
+        Command::Approve(a) => control::run_approve(a),
     }
 }

@@ -27,12 +27,13 @@ use ingest::{
 };
 use remediate::actions::exec::{self, ExecRequest};
 use remediate::actions::haproxy::{self, HaproxyRequest, Operation};
-use remediate::engine::{EngineEvent, RenderedAction};
+use remediate::engine::{EngineEvent, GuardState, RenderedAction};
 use remediate::{EngineOptions, RunbookSet};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::control::{self, Command};
 use super::UsageError;
 use crate::pipeline::{Pipeline, SeriesHandle};
 use crate::telemetry::Telemetry;
@@ -72,6 +73,17 @@ pub struct WatchArgs {
     /// Stop after this long (for demos and tests); runs until a signal otherwise.
     #[arg(long)]
     run_for: Option<String>,
+    /// File where the guards' memory is kept (attempts, the last minute's
+    /// actions, flap history, silences, incident numbering), so cooldowns
+    /// and limits hold across restarts of heal. Written atomically after
+    /// every change; read at start.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Name of an environment variable holding the bearer token that the
+    /// API's changing endpoints (silences, approvals) require. Without it
+    /// they are disabled.
+    #[arg(long)]
+    api_token_env: Option<String>,
 }
 
 fn duration_arg(name: &str, v: &str) -> anyhow::Result<Duration> {
@@ -131,21 +143,65 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
             UsageError(format!("prometheus configuration: {}", problems.join("; "))).into(),
         );
     }
+    let api_token = match &args.api_token_env {
+        Some(var) => Some(
+            std::env::var(var)
+                .ok()
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| UsageError(format!("--api-token-env: {var} is not set")))?,
+        ),
+        None => None,
+    };
+    let guard_state = match &args.state {
+        Some(path) => load_guard_state(path)?,
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(watch(args, runbooks, config, interval, backfill, run_for))
+    runtime.block_on(watch(
+        args,
+        runbooks,
+        config,
+        (interval, backfill, run_for),
+        guard_state,
+        api_token,
+    ))
+}
+
+/// Reads the guard state a previous run left. A missing file is a first
+/// run; an unreadable or corrupt one stops heal: starting with no memory of
+/// recent actions could repeat them.
+fn load_guard_state(path: &std::path::Path) -> anyhow::Result<Option<GuardState>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+            UsageError(format!(
+                "--state {}: {e} (a corrupt guard state: fix or remove the file knowingly)",
+                path.display()
+            ))
+            .into()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(UsageError(format!("--state {}: {e}", path.display())).into()),
+    }
+}
+
+/// Writes the guard state atomically (temporary file, then rename).
+fn save_guard_state(path: &std::path::Path, state: &GuardState) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(state)?)?;
+    std::fs::rename(&tmp, path)
 }
 
 async fn watch(
     args: WatchArgs,
     runbooks: RunbookSet,
     config: PrometheusConfig,
-    interval: Duration,
-    backfill: Duration,
-    run_for: Option<Duration>,
+    (interval, backfill, run_for): (Duration, Duration, Option<Duration>),
+    guard_state: Option<GuardState>,
+    api_token: Option<String>,
 ) -> anyhow::Result<()> {
     let telemetry = Arc::new(Telemetry::default());
     let last_processed = Arc::new(AtomicI64::new(0));
@@ -163,11 +219,13 @@ async fn watch(
         listener.local_addr()?,
         if args.execute { "performed" } else { "in dry-run" }
     );
+    let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(16);
     let server = tokio::spawn(serve(
         listener,
         telemetry.clone(),
         last_processed.clone(),
         interval,
+        control::routes(cmd_tx.clone(), api_token),
         shutdown.clone(),
     ));
 
@@ -186,24 +244,36 @@ async fn watch(
         client,
         signals,
         interval.as_millis() as i64,
-        (!backfill.is_zero()).then(|| backfill.as_millis() as i64),
+        (!backfill.is_zero()).then_some(backfill.as_millis() as i64),
         eval_tx,
         shutdown.clone(),
     ));
-    let pipeline = Pipeline::new(
+    let mut pipeline = Pipeline::new(
         runbooks,
         EngineOptions {
             dry_run: !args.execute,
         },
     );
+    if let Some(state) = guard_state {
+        tracing::info!(
+            stage = "remediate",
+            attempts = state.attempts.len(),
+            silences = state.silences.len(),
+            next_incident = state.next_incident_seq,
+            "guard state restored"
+        );
+        pipeline.engine_mut().restore(state);
+    }
     let decide = tokio::spawn(decide(
         pipeline,
         eval_rx,
+        cmd_rx,
         act_tx,
         telemetry.clone(),
         last_processed,
+        args.state.clone(),
     ));
-    let act = tokio::spawn(act(act_rx, telemetry.clone()));
+    let act = tokio::spawn(act(act_rx, telemetry.clone(), cmd_tx));
 
     let stop = async {
         match run_for {
@@ -238,9 +308,11 @@ async fn shutdown_signal() {
 async fn decide(
     mut pipeline: Pipeline,
     mut rx: mpsc::Receiver<SourceEvent>,
+    mut commands: mpsc::Receiver<Command>,
     act: mpsc::Sender<ActionJob>,
     telemetry: Arc<Telemetry>,
     last_processed: Arc<AtomicI64>,
+    state_path: Option<PathBuf>,
 ) {
     let mut handles: HashMap<Labels, Option<SeriesHandle>> = HashMap::new();
     let mut register = |pipeline: &mut Pipeline, labels: &Labels| -> Option<SeriesHandle> {
@@ -248,7 +320,32 @@ async fn decide(
             .entry(labels.clone())
             .or_insert_with(|| pipeline.register(labels))
     };
-    while let Some(event) = rx.recv().await {
+    // Persists the guard state when something changed it.
+    let persist = |pipeline: &Pipeline, ts_ms: i64| {
+        if let Some(path) = &state_path {
+            if let Err(e) = save_guard_state(path, &pipeline.engine().guard_state(ts_ms)) {
+                tracing::error!(stage = "remediate", path = %path.display(), error = %e, "writing the guard state failed");
+            }
+        }
+    };
+    loop {
+        let event = tokio::select! {
+            event = rx.recv() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            Some(cmd) = commands.recv() => {
+                let now = control::now_ms();
+                let (events, changed) = apply_command(&mut pipeline, cmd, now);
+                for event in events {
+                    handle_event(event, &act, &telemetry).await;
+                }
+                if changed {
+                    persist(&pipeline, now);
+                }
+                continue;
+            }
+        };
         match event {
             SourceEvent::Backfill {
                 signal,
@@ -314,6 +411,7 @@ async fn decide(
                     &[("signal", &ev.signal)],
                     results.len() as f64,
                 );
+                let mut changed = false;
                 for (labels, value) in &results {
                     let Some(h) = register(&mut pipeline, labels) else {
                         continue;
@@ -335,11 +433,15 @@ async fn decide(
                     }
                     let span =
                         tracing::info_span!("evaluation", signal = %ev.signal, ts_ms = ev.ts_ms);
+                    changed |= !pushed.events.is_empty();
                     for event in pushed.events {
                         handle_event(event, &act, &telemetry)
                             .instrument(span.clone())
                             .await;
                     }
+                }
+                if changed {
+                    persist(&pipeline, ev.ts_ms);
                 }
                 let now = now_ms();
                 last_processed.store(now, Ordering::Relaxed);
@@ -397,10 +499,104 @@ async fn handle_event(event: EngineEvent, act: &mpsc::Sender<ActionJob>, telemet
     }
 }
 
-/// The act stage: performs allowed actions one at a time.
-async fn act(mut rx: mpsc::Receiver<ActionJob>, telemetry: Arc<Telemetry>) {
+/// Applies a command from the API to the engine; returns the engine's
+/// events and whether the guard state changed.
+fn apply_command(pipeline: &mut Pipeline, cmd: Command, now_ms: i64) -> (Vec<EngineEvent>, bool) {
+    let engine = pipeline.engine_mut();
+    match cmd {
+        Command::AddSilence {
+            matchers,
+            starts_ms,
+            ends_ms,
+            by,
+            comment,
+            reply,
+        } => {
+            let r = engine
+                .add_silence(matchers, starts_ms, ends_ms, &by, &comment)
+                .map_err(|e| e.to_string());
+            let changed = r.is_ok();
+            let _ = reply.send(r);
+            (Vec::new(), changed)
+        }
+        Command::ExpireSilence { id, reply } => {
+            let r = engine
+                .expire_silence(&id, now_ms)
+                .map_err(|e| e.to_string());
+            let changed = r.is_ok();
+            let _ = reply.send(r);
+            (Vec::new(), changed)
+        }
+        Command::ListSilences { reply } => {
+            let _ = reply.send(engine.silences(now_ms));
+            (Vec::new(), false)
+        }
+        Command::ListApprovals { reply } => {
+            let _ = reply.send(engine.awaiting_approval());
+            (Vec::new(), false)
+        }
+        Command::Approve {
+            incident,
+            by,
+            reply,
+        } => match engine.approve(&incident, now_ms, &by) {
+            Ok(events) => {
+                let _ = reply.send(Ok(events.clone()));
+                (events, true)
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.to_string()));
+                (Vec::new(), false)
+            }
+        },
+        Command::Recheck { incident, reply } => {
+            let _ = reply.send(engine.symptom_holds(&incident));
+            (Vec::new(), false)
+        }
+    }
+}
+
+/// The act stage: performs allowed actions one at a time. Just before each,
+/// it asks the decide loop whether the incident's symptom still holds: a
+/// step that waited in line behind slow ones must not act on a symptom that
+/// is gone.
+async fn act(
+    mut rx: mpsc::Receiver<ActionJob>,
+    telemetry: Arc<Telemetry>,
+    commands: mpsc::Sender<Command>,
+) {
     while let Some(job) = rx.recv().await {
         let span = tracing::info_span!("action", incident = %job.incident, step = job.step);
+        let (tx, reply) = tokio::sync::oneshot::channel();
+        let holds = match commands.try_send(Command::Recheck {
+            incident: job.incident.clone(),
+            reply: tx,
+        }) {
+            // The decide loop may itself be waiting for this stage (action
+            // queue full): then the step was decided moments ago and its
+            // symptom taken as holding, rather than deadlock.
+            Ok(()) => tokio::time::timeout(Duration::from_secs(1), reply)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+                .unwrap_or(true),
+            Err(_) => true,
+        };
+        if !holds {
+            telemetry.add(
+                "heal_actions_suppressed_total",
+                &[("reason", "symptom_resolved")],
+                1.0,
+            );
+            let _enter = span.enter();
+            tracing::info!(
+                stage = "remediate",
+                reason = "symptom_resolved",
+                "action not performed: the symptom no longer holds"
+            );
+            continue;
+        }
         perform(job, &telemetry).instrument(span).await;
     }
 }
@@ -471,6 +667,7 @@ async fn serve(
     telemetry: Arc<Telemetry>,
     last_processed: Arc<AtomicI64>,
     interval: Duration,
+    control: axum::Router,
     shutdown: CancellationToken,
 ) {
     use axum::http::{header, StatusCode};
@@ -509,7 +706,8 @@ async fn serve(
     };
     let app = axum::Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz));
+        .route("/healthz", get(healthz))
+        .merge(control);
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;

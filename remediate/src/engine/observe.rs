@@ -334,6 +334,19 @@ impl Engine {
             .collect()
     }
 
+    /// Whether the symptom of `incident` held on its series' latest sample
+    /// (in the rule's excursion and out of its band); `None` for an
+    /// unknown or resolved incident. The act stage asks this just before it
+    /// performs a step that had to wait in line.
+    pub fn symptom_holds(&self, incident: &str) -> Option<bool> {
+        let seq: u64 = incident.strip_prefix("inc-")?.parse().ok()?;
+        let first = self.next_seq.checked_sub(self.incidents.len() as u64)?;
+        let idx = usize::try_from(seq.checked_sub(first)?).ok()?;
+        let state = self.incidents.get(idx)?;
+        (state.incident.id == incident && state.incident.resolved_ms.is_none())
+            .then_some(state.symptom)
+    }
+
     /// Ids of incidents with a step waiting for approval.
     pub fn awaiting_approval(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.parked.keys().cloned().collect();

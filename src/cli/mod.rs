@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_lab;
+mod bench_storm;
 mod control;
 mod dataset;
 mod demo;

@@ -92,6 +92,9 @@ fn duration_arg(name: &str, v: &str) -> anyhow::Result<Duration> {
         .map_err(|e| UsageError(format!("--{name} {v:?}: {e}")).into())
 }
 
+/// How long the engine keeps a resolved incident in memory.
+const KEEP_RESOLVED_MS: i64 = 3_600_000;
+
 /// What `decide` sends `act`.
 #[derive(Debug)]
 struct ActionJob {
@@ -443,6 +446,16 @@ async fn decide(
                 if changed {
                     persist(&pipeline, ev.ts_ms);
                 }
+                // Memory stays bounded: incidents resolved over an hour ago
+                // were logged (and stored) already.
+                pipeline
+                    .engine_mut()
+                    .forget_resolved(ev.ts_ms - KEEP_RESOLVED_MS);
+                telemetry.set(
+                    "heal_incidents_held",
+                    &[],
+                    pipeline.engine().incidents_held() as f64,
+                );
                 let now = now_ms();
                 last_processed.store(now, Ordering::Relaxed);
                 telemetry.set(

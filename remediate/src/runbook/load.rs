@@ -372,7 +372,7 @@ fn deserialize_each<T: DeserializeOwned>(
 }
 
 /// The full JSON path and the message of a deserialization error.
-fn path_and_message(
+pub(crate) fn path_and_message(
     base: &str,
     e: serde_path_to_error::Error<serde_json::Error>,
 ) -> (String, String) {

@@ -1045,6 +1045,16 @@ fn render_action(action: &Action, ctx: &Context<'_>) -> Result<RenderedAction, U
                 .collect::<Result<_, _>>()?,
             body: a.body.as_ref().map(|b| render_json(b, &r)).transpose()?,
         },
+        Action::Agent(a) => RenderedAction::Agent {
+            url: r(&a.url)?,
+            name: a.name.clone(),
+            params: a
+                .params
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), r(v)?)))
+                .collect::<Result<_, _>>()?,
+            key_env: a.key_env.clone(),
+        },
     })
 }
 

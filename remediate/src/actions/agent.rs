@@ -934,6 +934,24 @@ pub fn signed_request(key: &[u8], now_secs: i64, req: &ActionRequest) -> (Vec<u8
     (body, timestamp, signature)
 }
 
+/// The shared key from its text (a key file's content or an environment
+/// variable's value): surrounding whitespace is not part of it, so a
+/// trailing newline in a key file does not matter.
+///
+/// # Errors
+///
+/// A key shorter than [`MIN_KEY_BYTES`].
+pub fn key_from_text(text: &str) -> Result<Vec<u8>, String> {
+    let key = text.trim();
+    if key.len() < MIN_KEY_BYTES {
+        return Err(format!(
+            "the shared key has {} bytes, fewer than {MIN_KEY_BYTES} (make one with `openssl rand -hex 32`)",
+            key.len()
+        ));
+    }
+    Ok(key.as_bytes().to_vec())
+}
+
 /// A fresh random request id: 128 bits as 32 hex digits.
 pub fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
@@ -1278,6 +1296,18 @@ agent.yaml:23:11: actions.broken.params.p.type: unknown variant `regex`, expecte
             err.to_string(),
             "a.yaml:1:1: give exactly one of `key_file` and `key_env` (the key is never given on the command line)\n\
              a.yaml:2:1: actions: empty allowlist: give at least one action"
+        );
+    }
+
+    #[test]
+    fn keys_are_trimmed_and_must_be_long_enough() {
+        assert_eq!(
+            key_from_text(&format!("{}\n", "k".repeat(32))),
+            Ok(vec![b'k'; 32])
+        );
+        assert_eq!(
+            key_from_text(" short \n").unwrap_err(),
+            "the shared key has 5 bytes, fewer than 32 (make one with `openssl rand -hex 32`)"
         );
     }
 

@@ -136,7 +136,10 @@ enum Attempt {
 /// Sends `req`, retrying per `req.retry`. `env` looks up the variables of
 /// `${env:NAME}` references (the binary passes `std::env::var`; only the
 /// binary reads the environment).
-pub async fn run(req: &WebhookRequest, env: &dyn Fn(&str) -> Option<String>) -> ActionResult {
+pub async fn run(
+    req: &WebhookRequest,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> ActionResult {
     let started = Instant::now();
     let fail = |summary: String, retryable: bool| ActionResult {
         ok: false,

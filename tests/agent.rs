@@ -387,3 +387,88 @@ fn a_bad_configuration_or_an_exposed_key_file_exits_64() {
         "{err}"
     );
 }
+
+#[test]
+fn the_key_can_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("work")).unwrap();
+    let config = dir.path().join("agent.yaml");
+    let text =
+        config_text(dir.path()).replace("key_file: agent.key", "key_env: HEAL_TEST_AGENT_KEY");
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_heal"))
+        .args(["agent", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .env("HEAL_TEST_AGENT_KEY", KEY)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let agent = Agent {
+        addr: line
+            .strip_prefix("heal agent listening on http://")
+            .unwrap_or_else(|| panic!("{line:?}"))
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap(),
+        child,
+        dir,
+    };
+    let (status, body) = agent.post_signed(KEY, now_secs(), &touch("env", "e1"));
+    assert_eq!(status, 200, "{body}");
+    assert!(agent.marker("env").exists());
+}
+
+#[test]
+fn runbooks_check_and_schema_know_the_agent_action() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.yaml"),
+        r#"signals: [{name: mem, query: q}]
+rules:
+  - name: mem-high
+    when: {signal: mem}
+    then:
+      - action: agent
+        url: "http://{{instance}}:9465"
+        name: touch-marker
+        params: {name: "{{service}}"}
+        key_env: HEAL_AGENT_KEY
+        timeout: 20s
+      - action: webhook
+        url: "https://hooks.example.com/${env:HOOK_PATH}"
+        headers: {Authorization: "Bearer ${env:HOOK_TOKEN}"}
+        body: {text: "{{service}} still leaking"}
+"#,
+    )
+    .unwrap();
+    let heal = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_heal"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = heal(&["runbooks", "check", dir.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "ok: 1 file, 1 signal, 1 rule"
+    );
+    let o = heal(&["runbooks", "schema"]);
+    let schema = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        schema.contains("\"key_env\""),
+        "schema lacks the agent action"
+    );
+    assert!(
+        schema.contains("Ask a `heal agent`"),
+        "schema lacks the agent docs"
+    );
+}

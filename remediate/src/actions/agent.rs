@@ -40,6 +40,40 @@
 //! The signed message includes the body byte for byte, so the body is
 //! verified before it is parsed.
 //!
+//! # Configuration
+//!
+//! The agent's YAML file names where the key is (a file readable only by
+//! its owner, or an environment variable; never the command line), the
+//! audit log, and the allowlist. Paths are relative to the file.
+//!
+//! ```
+//! use std::path::Path;
+//! use remediate::actions::agent::{ActionRequest, AgentConfig};
+//!
+//! let config = AgentConfig::from_yaml(Path::new("agent.yaml"), r#"
+//! key_file: agent.key            # chmod 600; or key_env: HEAL_AGENT_KEY
+//! audit_log: agent-audit.jsonl
+//! replay_window: 30s
+//! actions:
+//!   restart-api:
+//!     argv: [/usr/bin/systemctl, restart, "api@{{instance}}.service"]
+//!     params:
+//!       instance: {type: label}
+//!     timeout: 60s
+//!   set-workers:
+//!     argv: [/usr/local/bin/api-ctl, workers, "{{count}}", "--mode={{mode}}"]
+//!     params:
+//!       count: {type: integer, min: 1, max: 64}
+//!       mode: {type: one_of, values: [graceful, immediate]}
+//! "#).unwrap();
+//! let run = config.prepare(&ActionRequest {
+//!     action: "restart-api".into(),
+//!     params: [("instance".to_owned(), "api-2".to_owned())].into(),
+//!     request_id: "doc".into(),
+//! }).unwrap();
+//! assert_eq!(run.argv, ["/usr/bin/systemctl", "restart", "api@api-2.service"]);
+//! ```
+//!
 //! The client ([`call`]) never retries by itself: an action request is not
 //! idempotent, and a timeout leaves open whether it ran. Its
 //! [`ActionResult::retryable`] says whether a retry could help, and the

@@ -133,9 +133,10 @@ async fn serve(listen: SocketAddr, state: Arc<AgentState>) -> anyhow::Result<()>
     if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "heal agent listens on a non-loopback address: requests are authenticated but not encrypted");
     }
+    let n = state.config.actions.len();
     eprintln!(
-        "heal agent listening on http://{addr}{ACTIONS_PATH} ({} actions allowed, replay window {}, audit log {})",
-        state.config.actions.len(),
+        "heal agent listening on http://{addr}{ACTIONS_PATH} ({n} action{} allowed, replay window {}, audit log {})",
+        if n == 1 { "" } else { "s" },
         state.config.replay_window,
         state.config.audit_log.display()
     );

@@ -372,6 +372,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_redirect_is_not_followed_and_not_retried() {
+        let server = TestServer::start(vec![Reply::now(302, "elsewhere"), Reply::now(200, "")]);
+        let r = run(&request(server.url("/")), &no_env).await;
+        assert!(!r.ok && !r.retryable, "{r:?}");
+        assert!(r.summary.ends_with("HTTP 302 Found"), "{}", r.summary);
+        assert_eq!(server.received().len(), 1);
+    }
+
+    #[tokio::test]
     async fn a_hung_server_times_out_each_attempt_and_is_retryable() {
         let server = TestServer::start(vec![Reply {
             status: 200,

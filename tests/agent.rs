@@ -56,14 +56,22 @@ actions:
 }
 
 impl Agent {
+    /// An agent with the key in a file.
     fn start() -> Agent {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("work")).unwrap();
         write_private(&dir.path().join("agent.key"), &format!("{KEY}\n"));
         std::fs::write(dir.path().join("agent.yaml"), config_text(dir.path())).unwrap();
+        Agent::spawn(dir, &[])
+    }
+
+    /// Starts `heal agent` on `DIR/agent.yaml` with extra environment
+    /// variables, and waits for the line that says where it listens.
+    fn spawn(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Agent {
+        std::fs::create_dir_all(dir.path().join("work")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_heal"))
             .args(["agent", "--listen", "127.0.0.1:0", "--config"])
             .arg(dir.path().join("agent.yaml"))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -71,6 +79,7 @@ impl Agent {
             .expect("starting heal agent");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        // Reads stderr to the end, so the agent never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let _ = tx.send(line);
@@ -391,36 +400,10 @@ fn a_bad_configuration_or_an_exposed_key_file_exits_64() {
 #[test]
 fn the_key_can_come_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("work")).unwrap();
-    let config = dir.path().join("agent.yaml");
     let text =
         config_text(dir.path()).replace("key_file: agent.key", "key_env: HEAL_TEST_AGENT_KEY");
-    std::fs::write(&config, text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_heal"))
-        .args(["agent", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .env("HEAL_TEST_AGENT_KEY", KEY)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let agent = Agent {
-        addr: line
-            .strip_prefix("heal agent listening on http://")
-            .unwrap_or_else(|| panic!("{line:?}"))
-            .split('/')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap(),
-        child,
-        dir,
-    };
+    std::fs::write(dir.path().join("agent.yaml"), text).unwrap();
+    let agent = Agent::spawn(dir, &[("HEAL_TEST_AGENT_KEY", KEY)]);
     let (status, body) = agent.post_signed(KEY, now_secs(), &touch("env", "e1"));
     assert_eq!(status, 200, "{body}");
     assert!(agent.marker("env").exists());

@@ -131,6 +131,19 @@ impl Agent {
         headers: &[(&str, String)],
         body: &[u8],
     ) -> (u16, String) {
+        let (status, _, body) = self.exchange(method, path, headers, body);
+        (status, body)
+    }
+
+    /// Sends raw headers and body; returns the status, the answer's
+    /// `X-Heal-Signature` if any, and the body.
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> (u16, Option<String>, String) {
         let mut stream = TcpStream::connect(self.addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
@@ -153,11 +166,31 @@ impl Agent {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("no status in {response:?}"));
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        let signature = head.lines().find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("x-heal-signature")
+                .then(|| value.trim().to_owned())
+        });
+        (status, signature, body.to_owned())
+    }
+
+    /// Signs and posts `req`; returns the status and whether the answer is
+    /// signed by the agent for this request (`None`: not signed at all).
+    fn post_checking_answer(&self, key: &str, req: &ActionRequest) -> (u16, Option<bool>) {
+        let (body, timestamp, signature) = agent::signed_request(key.as_bytes(), now_secs(), req);
+        let (status, answer_sig, answer) = self.exchange(
+            "POST",
+            "/v1/actions",
+            &[
+                ("X-Heal-Timestamp", timestamp),
+                ("X-Heal-Signature", signature.clone()),
+            ],
+            &body,
+        );
+        let authentic = answer_sig
+            .map(|sig| agent::verify_response(KEY.as_bytes(), &signature, answer.as_bytes(), &sig));
+        (status, authentic)
     }
 
     /// Signs `req` with `key` at `ts` and posts it.
@@ -249,6 +282,14 @@ fn a_bad_key_is_refused_and_nothing_runs() {
     );
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("\"refused\":\"bad_signature\""), "{body}");
+    // The agent signs nothing for a request it could not authenticate.
+    assert_eq!(
+        agent.post_checking_answer(
+            "another key, long enough: 0123456789abcdef",
+            &touch("x", "r0")
+        ),
+        (401, None)
+    );
     // Unsigned, and a signature that is not even hex.
     let (body_bytes, ts, _) = agent::signed_request(KEY.as_bytes(), now_secs(), &touch("x", "r2"));
     assert_eq!(agent.send("POST", "/v1/actions", &[], &body_bytes).0, 401);
@@ -257,7 +298,12 @@ fn a_bad_key_is_refused_and_nothing_runs() {
     let audit = agent.audit();
     assert_eq!(
         refused_reasons(&audit),
-        ["bad_signature", "unauthenticated", "unauthenticated"]
+        [
+            "bad_signature",
+            "bad_signature",
+            "unauthenticated",
+            "unauthenticated"
+        ]
     );
     // An unauthenticated body is not trusted enough to be recorded.
     assert!(audit
@@ -321,6 +367,11 @@ fn hostile_parameters_are_refused_before_anything_runs_and_audited() {
         assert_eq!(status, 400, "{value:?}: {body}");
         assert!(body.contains("\"refused\":\"invalid_params\""), "{body}");
     }
+    // An authenticated request's refusal is signed for that request.
+    assert_eq!(
+        agent.post_checking_answer(KEY, &touch("$(id)", "signed")),
+        (400, Some(true))
+    );
     // Not in the allowlist, an undeclared parameter.
     let mut other = touch("ok", "u1");
     other.action = "rm".into();
@@ -330,7 +381,7 @@ fn hostile_parameters_are_refused_before_anything_runs_and_audited() {
     assert_eq!(agent.post_signed(KEY, now_secs(), &extra).0, 400);
     assert!(agent.work_files().is_empty(), "{:?}", agent.work_files());
     let audit = agent.audit();
-    assert_eq!(audit.len(), hostile.len() + 2);
+    assert_eq!(audit.len(), hostile.len() + 3);
     for (record, value) in audit.iter().zip(hostile) {
         assert_eq!(record.event, AuditEvent::Refused);
         assert_eq!(record.reason.as_deref(), Some("invalid_params"));
@@ -339,7 +390,7 @@ fn hostile_parameters_are_refused_before_anything_runs_and_audited() {
     }
     assert_eq!(
         refused_reasons(&audit[hostile.len()..]),
-        ["unknown_action", "invalid_params"]
+        ["invalid_params", "unknown_action", "invalid_params"]
     );
 }
 

@@ -181,7 +181,27 @@ async fn handle(
 ) -> Response {
     let received_ms = now_ms();
     let remote = remote.to_string();
-    let refuse = |refusal: Refusal, req: Option<&agent::ActionRequest>| {
+    // Answers to requests whose signature verified are signed in turn.
+    let sign_answer = |request_signature: Option<&str>, json: Vec<u8>, status: StatusCode| {
+        let mut response = (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            json.clone(),
+        )
+            .into_response();
+        if let Some(request_signature) = request_signature {
+            let sig = state
+                .verifier
+                .lock()
+                .expect("verifier lock not poisoned")
+                .sign_response(request_signature, &json);
+            if let Ok(value) = axum::http::HeaderValue::from_str(&sig) {
+                response.headers_mut().insert(SIGNATURE_HEADER, value);
+            }
+        }
+        response
+    };
+    let refuse = |refusal: Refusal, req: Option<&agent::ActionRequest>, authentic: Option<&str>| {
         let mut record = AuditRecord::new(
             received_ms,
             remote.clone(),
@@ -197,10 +217,15 @@ async fn handle(
         tracing::warn!(%remote, reason = refusal.code(), message = %refusal, "request refused");
         let status =
             StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(refusal.body())).into_response()
+        let json = serde_json::to_vec(&refusal.body()).expect("a refusal serializes");
+        sign_answer(authentic, json, status)
     };
     if method != Method::POST || uri.path() != ACTIONS_PATH {
-        return refuse(Refusal::NotFound(format!("{method} {}", uri.path())), None);
+        return refuse(
+            Refusal::NotFound(format!("{method} {}", uri.path())),
+            None,
+            None,
+        );
     }
     let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
@@ -209,6 +234,7 @@ async fn handle(
                 Refusal::BadBody(format!(
                     "reading the body (at most {MAX_BODY_BYTES} bytes): {e}"
                 )),
+                None,
                 None,
             )
         }
@@ -225,9 +251,21 @@ async fn handle(
             &bytes,
         )
     };
+    // The signature verified when admission got past authentication.
+    let request_signature = header(SIGNATURE_HEADER);
     let (req, mut exec_req) = match admitted {
         Ok(ok) => ok,
-        Err((refusal, req)) => return refuse(refusal, req.as_ref()),
+        Err((refusal, req)) => {
+            let authentic = match refusal {
+                Refusal::Unauthenticated(_)
+                | Refusal::Stale { .. }
+                | Refusal::BadSignature
+                | Refusal::Replayed
+                | Refusal::ReplayCacheFull => None,
+                _ => request_signature,
+            };
+            return refuse(refusal, req.as_ref(), authentic);
+        }
     };
     if !exec_req.env.contains_key("PATH") {
         if let Some(path) = &state.path {
@@ -263,14 +301,15 @@ async fn handle(
     if let Err(e) = audit(&state, &completed) {
         tracing::error!(error = %e, "writing the audit log");
     }
-    Json(ActionResponse {
+    let answer = ActionResponse {
         ok: result.ok,
         retryable: result.retryable,
         summary: result.summary,
         output: result.output,
         duration_ms: result.duration.as_millis() as u64,
-    })
-    .into_response()
+    };
+    let json = serde_json::to_vec(&answer).expect("an answer serializes");
+    sign_answer(request_signature, json, StatusCode::OK)
 }
 
 /// Appends one JSON line. One `write_all` of a whole line to a file opened

@@ -31,6 +31,11 @@
 //! 5. the body: a known action (`unknown_action`), every parameter declared
 //!    and valid (`invalid_params`).
 //!
+//! Answers are signed too: an answer to a request whose signature verified
+//! carries `X-Heal-Signature` = hex(HMAC-SHA256(key, `"response\n" +
+//! request signature + "\n" + body`)), which the client checks before
+//! believing it (see [`verify_response`]).
+//!
 //! Why HMAC over a shared key rather than TLS client certificates: heal
 //! builds without a TLS stack (see the workspace `Cargo.toml`), and an HMAC
 //! with a timestamp and replay memory gives authenticity and freshness over
@@ -90,7 +95,7 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use super::exec::ExecRequest;
-use super::{error_chain, http_client, read_capped, ActionResult};
+use super::{error_chain, http_client, read_bytes_capped, ActionResult};
 use crate::duration::Duration;
 use crate::error::{RunbookError, RunbookErrors};
 use crate::runbook::load::path_and_message;
@@ -256,6 +261,34 @@ pub fn sign(key: &[u8], timestamp: &str, body: &[u8]) -> String {
     hex::encode(mac(key, timestamp, body).finalize().into_bytes())
 }
 
+/// The response MAC: HMAC-SHA256(key, `"response\n" + request signature +
+/// "\n" + body`). The `response` prefix separates it from request MACs
+/// (whose message starts with digits), so an agent's answers can never
+/// serve as signed requests; the request signature binds the answer to its
+/// request, so an old answer cannot be passed off for a new one.
+fn response_mac(key: &[u8], request_signature: &str, body: &[u8]) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts any key length");
+    mac.update(b"response\n");
+    mac.update(request_signature.as_bytes());
+    mac.update(b"\n");
+    mac.update(body);
+    mac
+}
+
+/// Whether `signature` (hex) is the agent's MAC of `body` answering the
+/// request signed `request_signature`; compared in constant time.
+pub fn verify_response(key: &[u8], request_signature: &str, body: &[u8], signature: &str) -> bool {
+    hex::decode(signature).is_ok_and(|sig| {
+        response_mac(key, request_signature, body)
+            .verify_slice(&sig)
+            .is_ok()
+    })
+}
+
+/// Largest answer a client reads: the program's output (a few KiB per
+/// stream) JSON-escaped, with room to spare.
+const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
 /// Checks the authentication headers and remembers signatures for replay
 /// protection. Time is a parameter: the agent passes its clock.
 pub struct Verifier {
@@ -287,6 +320,19 @@ impl Verifier {
             seen: HashMap::new(),
             capacity: MAX_REMEMBERED,
         }
+    }
+
+    /// Signs an answer to an authenticated request (sent back in
+    /// [`SIGNATURE_HEADER`]), so the client knows the answer comes from the
+    /// agent: without it, anyone on the path could turn a failure into a
+    /// reported success. Only answers to requests whose signature verified
+    /// are signed, so the agent is no signing oracle.
+    pub fn sign_response(&self, request_signature: &str, body: &[u8]) -> String {
+        hex::encode(
+            response_mac(&self.key, request_signature, body)
+                .finalize()
+                .into_bytes(),
+        )
     }
 
     /// Verifies one request received at `now_secs` (unix seconds) with the
@@ -1019,6 +1065,7 @@ pub async fn call(call: &AgentCall, now_secs: i64) -> ActionResult {
         request_id: new_request_id(),
     };
     let (body, timestamp, signature) = signed_request(&call.key, now_secs, &req);
+    let request_signature = signature.clone();
     let client = match http_client() {
         Ok(c) => c,
         Err(e) => return fail(format!("{shown}: {e}"), false, String::new()),
@@ -1045,11 +1092,28 @@ pub async fn call(call: &AgentCall, now_secs: i64) -> ActionResult {
         Err(e) => return fail(transport(&e), true, String::new()),
     };
     let status = response.status();
-    let text = match read_capped(response).await {
-        Ok(t) => t,
+    let answer_signature = response
+        .headers()
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let bytes = match read_bytes_capped(response, MAX_ANSWER_BYTES).await {
+        Ok(b) => b,
         Err(e) => return fail(transport(&e), true, String::new()),
     };
+    let text = String::from_utf8_lossy(&bytes).into_owned();
     if status.is_success() {
+        let authentic = answer_signature
+            .is_some_and(|sig| verify_response(&call.key, &request_signature, &bytes, &sig));
+        if !authentic {
+            // The request may have run; what is known is that this answer
+            // is not the agent's. Not retryable: a retry could run it twice.
+            return fail(
+                format!("{shown}: the answer is not signed by the agent (missing or wrong {SIGNATURE_HEADER})"),
+                false,
+                String::new(),
+            );
+        }
         return match serde_json::from_str::<ActionResponse>(&text) {
             Ok(r) => ActionResult {
                 ok: r.ok,
@@ -1377,6 +1441,55 @@ agent.yaml:23:11: actions.broken.params.p.type: unknown variant `regex`, expecte
         assert_eq!(
             r.summary,
             "dry run: would call agent http://127.0.0.1:1 action touch-marker with {\"name\": \"a\"}"
+        );
+    }
+
+    #[test]
+    fn response_signatures_bind_the_answer_to_its_request() {
+        let v = Verifier::new(KEY.to_vec(), Duration::from_secs(30));
+        let sig = v.sign_response("abcd", b"{\"ok\":true}");
+        assert!(verify_response(KEY, "abcd", b"{\"ok\":true}", &sig));
+        assert!(!verify_response(KEY, "abce", b"{\"ok\":true}", &sig));
+        assert!(!verify_response(KEY, "abcd", b"{\"ok\":false}", &sig));
+        assert!(!verify_response(
+            b"other key",
+            "abcd",
+            b"{\"ok\":true}",
+            &sig
+        ));
+        assert!(!verify_response(KEY, "abcd", b"{\"ok\":true}", "zz"));
+        // Never equal to a request MAC over the same bytes.
+        assert_ne!(sig, sign(KEY, "abcd", b"{\"ok\":true}"));
+    }
+
+    #[tokio::test]
+    async fn an_unsigned_success_is_not_believed() {
+        use crate::actions::test_server::{Reply, TestServer};
+        let answer = serde_json::to_string(&ActionResponse {
+            ok: true,
+            retryable: false,
+            summary: "exit status 0".into(),
+            output: String::new(),
+            duration_ms: 1,
+        })
+        .unwrap();
+        let server = TestServer::start(vec![Reply::now(200, &answer)]);
+        let c = AgentCall {
+            url: server.url(""),
+            action: "touch-marker".into(),
+            params: BTreeMap::new(),
+            key: KEY.to_vec(),
+            timeout: std::time::Duration::from_secs(10),
+            dry_run: false,
+        };
+        let r = call(&c, 1234).await;
+        assert!(!r.ok && !r.retryable, "{r:?}");
+        assert!(
+            r.summary.ends_with(
+                "the answer is not signed by the agent (missing or wrong x-heal-signature)"
+            ),
+            "{}",
+            r.summary
         );
     }
 

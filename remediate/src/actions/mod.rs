@@ -74,16 +74,25 @@ fn error_chain(e: &reqwest::Error) -> String {
 
 /// Reads at most [`MAX_HTTP_OUTPUT`] bytes of a response body, lossily as
 /// UTF-8; the rest is not read (the connection is dropped).
-async fn read_capped(mut response: reqwest::Response) -> Result<String, reqwest::Error> {
+async fn read_capped(response: reqwest::Response) -> Result<String, reqwest::Error> {
+    let kept = read_bytes_capped(response, MAX_HTTP_OUTPUT).await?;
+    Ok(String::from_utf8_lossy(&kept).into_owned())
+}
+
+/// Reads at most `max` bytes of a response body.
+async fn read_bytes_capped(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
     let mut kept = Vec::new();
     while let Some(chunk) = response.chunk().await? {
-        let room = MAX_HTTP_OUTPUT - kept.len();
+        let room = max - kept.len();
         kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if kept.len() >= MAX_HTTP_OUTPUT {
+        if kept.len() >= max {
             break;
         }
     }
-    Ok(String::from_utf8_lossy(&kept).into_owned())
+    Ok(kept)
 }
 
 #[cfg(test)]

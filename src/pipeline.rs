@@ -186,6 +186,16 @@ impl Pipeline {
         self.series[series.0].detector.end_excursion();
     }
 
+    /// The rule engine, for guard state, silences and approvals.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The rule engine, mutably.
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> &PipelineStats {
         &self.stats

@@ -1,8 +1,11 @@
 //! Subcommands of `heal`, one file each. Each `run` returns `anyhow::Result`
 //! and prints its own output; `main` maps errors to exit codes.
 
+mod agent;
 mod bench;
 mod bench_lab;
+mod bench_storm;
+mod control;
 mod dataset;
 mod demo;
 mod record;
@@ -46,6 +49,14 @@ enum Command {
     /// Validate runbooks and print their JSON Schema.
     #[command(subcommand)]
     Runbooks(runbooks::RunbooksCmd),
+    /// Silences and maintenance windows of a running `heal watch`.
+    #[command(subcommand)]
+    Silence(control::SilenceCmd),
+    /// Approve an incident's step parked by `require_approval`.
+    Approve(control::ApproveArgs),
+    /// Run allowlisted local actions for a remote heal: signed requests
+    /// only (HMAC-SHA256, replay window), every request audited.
+    Agent(agent::AgentArgs),
     /// Run and watch services (dependency order, restarts with backoff,
     /// scale, deploy, rollback) and serve their control API.
     Supervise(supervise::SuperviseArgs),
@@ -102,6 +113,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dataset(c) => dataset::run(c),
         Command::Runbooks(c) => runbooks::run(c),
         Command::Demo(a) => demo::run(a),
+        Command::Silence(c) => control::run_silence(c),
+        Command::Approve(a) => control::run_approve(a),
+        Command::Agent(a) => agent::run(a),
         Command::Supervise(a) => supervise::run(a),
     }
 }

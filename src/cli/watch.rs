@@ -28,12 +28,14 @@ use ingest::{
 use remediate::actions::exec::{self, ExecRequest};
 use remediate::actions::haproxy::{self, HaproxyRequest, Operation};
 use remediate::actions::supervisor::client::{self as supervisor_client, SupervisorClient};
-use remediate::engine::{EngineEvent, RenderedAction};
+use remediate::actions::{agent, webhook};
+use remediate::engine::{EngineEvent, GuardState, RenderedAction};
 use remediate::{EngineOptions, RunbookSet};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::control::{self, Command};
 use super::UsageError;
 use crate::pipeline::{Pipeline, SeriesHandle};
 use crate::telemetry::Telemetry;
@@ -81,6 +83,17 @@ pub struct WatchArgs {
     /// Name of an environment variable holding the supervisor's bearer token.
     #[arg(long, requires = "supervisor")]
     supervisor_token_env: Option<String>,
+    /// File where the guards' memory is kept (attempts, the last minute's
+    /// actions, flap history, silences, incident numbering), so cooldowns
+    /// and limits hold across restarts of heal. Written atomically after
+    /// every change; read at start.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Name of an environment variable holding the bearer token that the
+    /// API's changing endpoints (silences, approvals) require. Without it
+    /// they are disabled.
+    #[arg(long)]
+    api_token_env: Option<String>,
 }
 
 /// The supervisor executor's client, set once at start from `--supervisor`.
@@ -93,6 +106,9 @@ fn duration_arg(name: &str, v: &str) -> anyhow::Result<Duration> {
         .map(|d| Duration::from_millis(d.as_millis_i64().max(0) as u64))
         .map_err(|e| UsageError(format!("--{name} {v:?}: {e}")).into())
 }
+
+/// How long the engine keeps a resolved incident in memory.
+const KEEP_RESOLVED_MS: i64 = 3_600_000;
 
 /// What `decide` sends `act`.
 #[derive(Debug)]
@@ -161,21 +177,65 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
             UsageError(format!("prometheus configuration: {}", problems.join("; "))).into(),
         );
     }
+    let api_token = match &args.api_token_env {
+        Some(var) => Some(
+            std::env::var(var)
+                .ok()
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| UsageError(format!("--api-token-env: {var} is not set")))?,
+        ),
+        None => None,
+    };
+    let guard_state = match &args.state {
+        Some(path) => load_guard_state(path)?,
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(watch(args, runbooks, config, interval, backfill, run_for))
+    runtime.block_on(watch(
+        args,
+        runbooks,
+        config,
+        (interval, backfill, run_for),
+        guard_state,
+        api_token,
+    ))
+}
+
+/// Reads the guard state a previous run left. A missing file is a first
+/// run; an unreadable or corrupt one stops heal: starting with no memory of
+/// recent actions could repeat them.
+fn load_guard_state(path: &std::path::Path) -> anyhow::Result<Option<GuardState>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+            UsageError(format!(
+                "--state {}: {e} (a corrupt guard state: fix or remove the file knowingly)",
+                path.display()
+            ))
+            .into()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(UsageError(format!("--state {}: {e}", path.display())).into()),
+    }
+}
+
+/// Writes the guard state atomically (temporary file, then rename).
+fn save_guard_state(path: &std::path::Path, state: &GuardState) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(state)?)?;
+    std::fs::rename(&tmp, path)
 }
 
 async fn watch(
     args: WatchArgs,
     runbooks: RunbookSet,
     config: PrometheusConfig,
-    interval: Duration,
-    backfill: Duration,
-    run_for: Option<Duration>,
+    (interval, backfill, run_for): (Duration, Duration, Option<Duration>),
+    guard_state: Option<GuardState>,
+    api_token: Option<String>,
 ) -> anyhow::Result<()> {
     let telemetry = Arc::new(Telemetry::default());
     let last_processed = Arc::new(AtomicI64::new(0));
@@ -193,11 +253,13 @@ async fn watch(
         listener.local_addr()?,
         if args.execute { "performed" } else { "in dry-run" }
     );
+    let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(16);
     let server = tokio::spawn(serve(
         listener,
         telemetry.clone(),
         last_processed.clone(),
         interval,
+        control::routes(cmd_tx.clone(), api_token),
         shutdown.clone(),
     ));
 
@@ -216,24 +278,36 @@ async fn watch(
         client,
         signals,
         interval.as_millis() as i64,
-        (!backfill.is_zero()).then(|| backfill.as_millis() as i64),
+        (!backfill.is_zero()).then_some(backfill.as_millis() as i64),
         eval_tx,
         shutdown.clone(),
     ));
-    let pipeline = Pipeline::new(
+    let mut pipeline = Pipeline::new(
         runbooks,
         EngineOptions {
             dry_run: !args.execute,
         },
     );
+    if let Some(state) = guard_state {
+        tracing::info!(
+            stage = "remediate",
+            attempts = state.attempts.len(),
+            silences = state.silences.len(),
+            next_incident = state.next_incident_seq,
+            "guard state restored"
+        );
+        pipeline.engine_mut().restore(state);
+    }
     let decide = tokio::spawn(decide(
         pipeline,
         eval_rx,
+        cmd_rx,
         act_tx,
         telemetry.clone(),
         last_processed,
+        args.state.clone(),
     ));
-    let act = tokio::spawn(act(act_rx, telemetry.clone()));
+    let act = tokio::spawn(act(act_rx, telemetry.clone(), cmd_tx));
 
     let stop = async {
         match run_for {
@@ -268,9 +342,11 @@ async fn shutdown_signal() {
 async fn decide(
     mut pipeline: Pipeline,
     mut rx: mpsc::Receiver<SourceEvent>,
+    mut commands: mpsc::Receiver<Command>,
     act: mpsc::Sender<ActionJob>,
     telemetry: Arc<Telemetry>,
     last_processed: Arc<AtomicI64>,
+    state_path: Option<PathBuf>,
 ) {
     let mut handles: HashMap<Labels, Option<SeriesHandle>> = HashMap::new();
     let mut register = |pipeline: &mut Pipeline, labels: &Labels| -> Option<SeriesHandle> {
@@ -278,7 +354,32 @@ async fn decide(
             .entry(labels.clone())
             .or_insert_with(|| pipeline.register(labels))
     };
-    while let Some(event) = rx.recv().await {
+    // Persists the guard state when something changed it.
+    let persist = |pipeline: &Pipeline, ts_ms: i64| {
+        if let Some(path) = &state_path {
+            if let Err(e) = save_guard_state(path, &pipeline.engine().guard_state(ts_ms)) {
+                tracing::error!(stage = "remediate", path = %path.display(), error = %e, "writing the guard state failed");
+            }
+        }
+    };
+    loop {
+        let event = tokio::select! {
+            event = rx.recv() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            Some(cmd) = commands.recv() => {
+                let now = control::now_ms();
+                let (events, changed) = apply_command(&mut pipeline, cmd, now);
+                for event in events {
+                    handle_event(event, &act, &telemetry).await;
+                }
+                if changed {
+                    persist(&pipeline, now);
+                }
+                continue;
+            }
+        };
         match event {
             SourceEvent::Backfill {
                 signal,
@@ -344,6 +445,7 @@ async fn decide(
                     &[("signal", &ev.signal)],
                     results.len() as f64,
                 );
+                let mut changed = false;
                 for (labels, value) in &results {
                     let Some(h) = register(&mut pipeline, labels) else {
                         continue;
@@ -365,12 +467,26 @@ async fn decide(
                     }
                     let span =
                         tracing::info_span!("evaluation", signal = %ev.signal, ts_ms = ev.ts_ms);
+                    changed |= !pushed.events.is_empty();
                     for event in pushed.events {
                         handle_event(event, &act, &telemetry)
                             .instrument(span.clone())
                             .await;
                     }
                 }
+                if changed {
+                    persist(&pipeline, ev.ts_ms);
+                }
+                // Memory stays bounded: incidents resolved over an hour ago
+                // were logged (and stored) already.
+                pipeline
+                    .engine_mut()
+                    .forget_resolved(ev.ts_ms - KEEP_RESOLVED_MS);
+                telemetry.set(
+                    "heal_incidents_held",
+                    &[],
+                    pipeline.engine().incidents_held() as f64,
+                );
                 let now = now_ms();
                 last_processed.store(now, Ordering::Relaxed);
                 telemetry.set(
@@ -427,10 +543,104 @@ async fn handle_event(event: EngineEvent, act: &mpsc::Sender<ActionJob>, telemet
     }
 }
 
-/// The act stage: performs allowed actions one at a time.
-async fn act(mut rx: mpsc::Receiver<ActionJob>, telemetry: Arc<Telemetry>) {
+/// Applies a command from the API to the engine; returns the engine's
+/// events and whether the guard state changed.
+fn apply_command(pipeline: &mut Pipeline, cmd: Command, now_ms: i64) -> (Vec<EngineEvent>, bool) {
+    let engine = pipeline.engine_mut();
+    match cmd {
+        Command::AddSilence {
+            matchers,
+            starts_ms,
+            ends_ms,
+            by,
+            comment,
+            reply,
+        } => {
+            let r = engine
+                .add_silence(matchers, starts_ms, ends_ms, &by, &comment)
+                .map_err(|e| e.to_string());
+            let changed = r.is_ok();
+            let _ = reply.send(r);
+            (Vec::new(), changed)
+        }
+        Command::ExpireSilence { id, reply } => {
+            let r = engine
+                .expire_silence(&id, now_ms)
+                .map_err(|e| e.to_string());
+            let changed = r.is_ok();
+            let _ = reply.send(r);
+            (Vec::new(), changed)
+        }
+        Command::ListSilences { reply } => {
+            let _ = reply.send(engine.silences(now_ms));
+            (Vec::new(), false)
+        }
+        Command::ListApprovals { reply } => {
+            let _ = reply.send(engine.awaiting_approval());
+            (Vec::new(), false)
+        }
+        Command::Approve {
+            incident,
+            by,
+            reply,
+        } => match engine.approve(&incident, now_ms, &by) {
+            Ok(events) => {
+                let _ = reply.send(Ok(events.clone()));
+                (events, true)
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.to_string()));
+                (Vec::new(), false)
+            }
+        },
+        Command::Recheck { incident, reply } => {
+            let _ = reply.send(engine.symptom_holds(&incident));
+            (Vec::new(), false)
+        }
+    }
+}
+
+/// The act stage: performs allowed actions one at a time. Just before each,
+/// it asks the decide loop whether the incident's symptom still holds: a
+/// step that waited in line behind slow ones must not act on a symptom that
+/// is gone.
+async fn act(
+    mut rx: mpsc::Receiver<ActionJob>,
+    telemetry: Arc<Telemetry>,
+    commands: mpsc::Sender<Command>,
+) {
     while let Some(job) = rx.recv().await {
         let span = tracing::info_span!("action", incident = %job.incident, step = job.step);
+        let (tx, reply) = tokio::sync::oneshot::channel();
+        let holds = match commands.try_send(Command::Recheck {
+            incident: job.incident.clone(),
+            reply: tx,
+        }) {
+            // The decide loop may itself be waiting for this stage (action
+            // queue full): then the step was decided moments ago and its
+            // symptom taken as holding, rather than deadlock.
+            Ok(()) => tokio::time::timeout(Duration::from_secs(1), reply)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+                .unwrap_or(true),
+            Err(_) => true,
+        };
+        if !holds {
+            telemetry.add(
+                "heal_actions_suppressed_total",
+                &[("reason", "symptom_resolved")],
+                1.0,
+            );
+            let _enter = span.enter();
+            tracing::info!(
+                stage = "remediate",
+                reason = "symptom_resolved",
+                "action not performed: the symptom no longer holds"
+            );
+            continue;
+        }
         perform(job, &telemetry).instrument(span).await;
     }
 }
@@ -492,15 +702,59 @@ async fn perform(job: ActionJob, telemetry: &Telemetry) {
                 )
                 .await,
             ),
-            other => {
-                tracing::error!(stage = "remediate", action = ?other, "no executor for this action kind yet");
-                telemetry.add(
-                    "heal_actions_total",
-                    &[("kind", other.kind_name()), ("outcome", "no_executor")],
-                    1.0,
-                );
-                return;
+            RenderedAction::Webhook {
+                url,
+                method,
+                headers,
+                body,
+            } => {
+                let retry = webhook::Retry::default();
+                let req = webhook::WebhookRequest {
+                    method: *method,
+                    url: url.clone(),
+                    headers: headers.clone(),
+                    body: body.clone(),
+                    // The job's timeout bounds all attempts together.
+                    timeout: job.timeout / retry.attempts,
+                    dry_run: false,
+                    retry,
+                };
+                // `${env:NAME}` secrets: only the binary reads the environment.
+                let env = |name: &str| std::env::var(name).ok();
+                ("webhook", webhook::run(&req, &env).await)
             }
+            RenderedAction::Agent {
+                url,
+                name,
+                params,
+                key_env,
+            } => {
+                let key = std::env::var(key_env)
+                    .map_err(|_| format!("environment variable {key_env} is not set"))
+                    .and_then(|text| agent::key_from_text(&text));
+                let result = match key {
+                    Ok(key) => {
+                        let call = agent::AgentCall {
+                            url: url.clone(),
+                            action: name.clone(),
+                            params: params.clone(),
+                            key,
+                            timeout: job.timeout,
+                            dry_run: false,
+                        };
+                        agent::call(&call, now_ms().div_euclid(1000)).await
+                    }
+                    Err(e) => remediate::actions::ActionResult {
+                        ok: false,
+                        retryable: false,
+                        summary: format!("agent {url} action {name}: key_env {key_env}: {e}"),
+                        output: String::new(),
+                        duration: Duration::ZERO,
+                    },
+                };
+                ("agent", result)
+            } // Every action kind has an executor now; a target no executor
+              // handles (`deployment/x`) is a failed result that says so.
         };
         let outcome = if result.ok { "ok" } else { "failed" };
         telemetry.add(
@@ -551,6 +805,7 @@ async fn serve(
     telemetry: Arc<Telemetry>,
     last_processed: Arc<AtomicI64>,
     interval: Duration,
+    control: axum::Router,
     shutdown: CancellationToken,
 ) {
     use axum::http::{header, StatusCode};
@@ -589,7 +844,8 @@ async fn serve(
     };
     let app = axum::Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz));
+        .route("/healthz", get(healthz))
+        .merge(control);
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;

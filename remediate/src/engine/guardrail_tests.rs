@@ -333,3 +333,41 @@ fn guard_state_survives_a_restart() {
     assert_eq!(inc[0].id, "inc-000002");
     assert!(inc[0].actions[0].decision.detail.contains("(inc-000001)"));
 }
+
+#[test]
+fn resolved_incidents_can_be_forgotten_without_renumbering() {
+    let mut engine = Engine::new(&set("", ""), LIVE);
+    let web = labels("web", "web-0");
+    let api = labels("api", "api-0");
+    // inc-000001 on web: quiet from 1 s, verified at 10 s, resolved; then
+    // inc-000002 on api stays open.
+    engine.observe(&obs(&web, 0, Some(0), false));
+    for t in 1..=12 {
+        engine.observe(&obs(&web, t, None, true));
+    }
+    engine.observe(&obs(&api, 13, Some(13), false));
+    // web again: inc-000003, resolved at 31 s.
+    engine.observe(&obs(&web, 30, Some(30), false));
+    for t in 31..45 {
+        engine.observe(&obs(&web, t, None, true));
+    }
+    assert_eq!(engine.incidents_held(), 3);
+    assert_eq!(
+        engine.forget_resolved(T0 + 100 * SEC),
+        1,
+        "stops at the open inc-000002"
+    );
+    assert_eq!(engine.incidents_held(), 2);
+    assert_eq!(engine.symptom_holds("inc-000001"), None);
+    assert_eq!(engine.symptom_holds("inc-000002"), Some(true));
+    // The open incident still follows its series and new ids continue.
+    engine.observe(&obs(&api, 50, None, true));
+    engine.observe(&obs(&labels("db", "db-0"), 51, Some(51), false));
+    let ids: Vec<String> = engine
+        .finish(T0 + 60 * SEC)
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(ids, ["inc-000002", "inc-000003", "inc-000004"]);
+    assert_eq!(engine.forget_resolved(T0 + 100 * SEC), 2);
+}

@@ -74,7 +74,7 @@ pub struct Engine {
     options: EngineOptions,
     rules: Vec<(Rule, Signal)>,
     by_signal: HashMap<String, Vec<usize>>,
-    incidents: Vec<State>,
+    incidents: Incidents,
     active: HashMap<(String, usize), usize>,
     muter: Muter,
     guardrails: Guardrails,
@@ -94,6 +94,49 @@ pub struct Engine {
     opens: HashMap<(String, String), VecDeque<i64>>,
     silences: Vec<Silence>,
     next_silence: u64,
+}
+
+/// Every incident the engine still holds, indexed by position in opening
+/// order. Resolved incidents at the front can be dropped
+/// ([`Engine::forget_resolved`]) without renumbering the others: indices
+/// keep counting from the first incident ever opened.
+#[derive(Debug, Default)]
+struct Incidents {
+    /// Index of `items[0]`.
+    base: usize,
+    items: std::collections::VecDeque<State>,
+}
+
+impl Incidents {
+    /// The index the next incident gets.
+    fn len(&self) -> usize {
+        self.base + self.items.len()
+    }
+
+    fn push(&mut self, state: State) {
+        self.items.push_back(state);
+    }
+
+    fn get(&self, idx: usize) -> Option<&State> {
+        self.items.get(idx.checked_sub(self.base)?)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &State> {
+        self.items.iter()
+    }
+}
+
+impl std::ops::Index<usize> for Incidents {
+    type Output = State;
+    fn index(&self, idx: usize) -> &State {
+        &self.items[idx - self.base]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Incidents {
+    fn index_mut(&mut self, idx: usize) -> &mut State {
+        &mut self.items[idx - self.base]
+    }
 }
 
 /// An incident and what the engine needs to go on with it.
@@ -206,7 +249,7 @@ impl Engine {
             options,
             rules,
             by_signal,
-            incidents: Vec::new(),
+            incidents: Incidents::default(),
             active: HashMap::new(),
             muter: Muter::default(),
             guardrails: set.guardrails().clone(),
@@ -332,6 +375,44 @@ impl Engine {
             .filter(|s| s.ends_ms > ts_ms)
             .cloned()
             .collect()
+    }
+
+    /// Whether the symptom of `incident` held on its series' latest sample
+    /// (in the rule's excursion and out of its band); `None` for an
+    /// unknown or resolved incident. The act stage asks this just before it
+    /// performs a step that had to wait in line.
+    pub fn symptom_holds(&self, incident: &str) -> Option<bool> {
+        let seq: u64 = incident.strip_prefix("inc-")?.parse().ok()?;
+        let first = self.next_seq.checked_sub(self.incidents.len() as u64)?;
+        let idx = usize::try_from(seq.checked_sub(first)?).ok()?;
+        let state = self.incidents.get(idx)?;
+        (state.incident.id == incident && state.incident.resolved_ms.is_none())
+            .then_some(state.symptom)
+    }
+
+    /// Drops resolved incidents that resolved before `before_ms`, oldest
+    /// first, stopping at the first one still open (or resolved later):
+    /// live watching calls this so memory stays bounded, the incidents
+    /// having been logged and stored already. Returns how many were
+    /// dropped. Replay never calls it: its summary needs every incident.
+    pub fn forget_resolved(&mut self, before_ms: i64) -> usize {
+        let mut n = 0;
+        while let Some(front) = self.incidents.items.front() {
+            let done = front.incident.resolved_ms.is_some_and(|t| t < before_ms);
+            if !done {
+                break;
+            }
+            self.incidents.items.pop_front();
+            self.incidents.base += 1;
+            n += 1;
+        }
+        n
+    }
+
+    /// How many incidents the engine holds (open ones and resolved ones not
+    /// yet forgotten).
+    pub fn incidents_held(&self) -> usize {
+        self.incidents.items.len()
     }
 
     /// Ids of incidents with a step waiting for approval.
@@ -963,6 +1044,16 @@ fn render_action(action: &Action, ctx: &Context<'_>) -> Result<RenderedAction, U
                 .map(|(k, v)| Ok((k.clone(), r(v)?)))
                 .collect::<Result<_, _>>()?,
             body: a.body.as_ref().map(|b| render_json(b, &r)).transpose()?,
+        },
+        Action::Agent(a) => RenderedAction::Agent {
+            url: r(&a.url)?,
+            name: a.name.clone(),
+            params: a
+                .params
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), r(v)?)))
+                .collect::<Result<_, _>>()?,
+            key_env: a.key_env.clone(),
         },
     })
 }

@@ -1,7 +1,7 @@
 //! Runbooks: the YAML files users write, loaded and validated as one set.
 
 mod config;
-mod load;
+pub(crate) mod load;
 mod validate;
 // Also used by the supervisor's configuration loader (same positioned errors).
 pub(crate) mod yaml;

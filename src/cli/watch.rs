@@ -648,6 +648,8 @@ async fn act(
 /// Performs one action with its executor.
 async fn perform(job: ActionJob, telemetry: &Telemetry) {
     {
+        // Every action kind has an executor; a target that no executor
+        // handles (`deployment/x` for restart) is a failed result saying so.
         let (kind, result) = match &job.action {
             RenderedAction::Exec { argv } => {
                 let req = ExecRequest {
@@ -753,8 +755,7 @@ async fn perform(job: ActionJob, telemetry: &Telemetry) {
                     },
                 };
                 ("agent", result)
-            } // Every action kind has an executor now; a target no executor
-              // handles (`deployment/x`) is a failed result that says so.
+            }
         };
         let outcome = if result.ok { "ok" } else { "failed" };
         telemetry.add(

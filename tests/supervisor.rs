@@ -452,7 +452,11 @@ fn supervise_runs_restarts_scales_deploys_and_rolls_back_real_services() {
         },
     );
     assert_ne!(pid(&b_after), pid(&b_before));
-    assert_eq!(b_after["last_exit"], "restart requested");
+    // Stopped gracefully: SIGTERM was enough.
+    assert_eq!(
+        b_after["last_exit"],
+        "restart requested; killed by signal 15"
+    );
     let r = rt.block_on(executor.run(
         "supervisor/c",
         &Operation::Scale { replicas: 9 },

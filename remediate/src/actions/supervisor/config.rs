@@ -73,6 +73,11 @@ pub struct ServiceConfig {
     /// How restarts back off.
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// A replica being stopped (restart, deploy, scale-down, shutdown, a
+    /// failed check) gets SIGTERM, then SIGKILL if it still runs this long
+    /// after (default 10s; `0s`: SIGKILL at once).
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: Duration,
     /// Register the replicas in an HAProxy backend: a replica is added
     /// (as server `NAME-REPLICA` at `127.0.0.1:PORT`) once it passed its
     /// check, and removed before a scale-down or shutdown stops it.
@@ -94,6 +99,10 @@ pub struct HaproxyBackend {
 
 fn one() -> u32 {
     1
+}
+
+fn default_stop_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// A release: what one start of a replica runs. Recorded with every start.
@@ -815,7 +824,7 @@ services:
                 "sup.yaml:8:39: services[1].release.argv: argv must name a program: `[program, args...]`",
                 "sup.yaml:10:5: services[1].replicas: 3 replicas do not fit in port range 18010-18011 (2 ports)",
                 "sup.yaml:11:28: services[1].restart.max: max 1s is below initial 5s",
-                "sup.yaml:14:5: services[2].colour: unknown field `colour`, expected one of `name`, `release`, `replicas`, `ports`, `depends_on`, `check`, `restart`, `haproxy`",
+                "sup.yaml:14:5: services[2].colour: unknown field `colour`, expected one of `name`, `release`, `replicas`, `ports`, `depends_on`, `check`, `restart`, `stop_timeout`, `haproxy`",
                 "sup.yaml:17:5: services[3].haproxy: registering replicas in HAProxy needs `ports` on the service",
                 "sup.yaml:17:38: services[3].haproxy.backend: refusing backend name \"be;x\": allowed are 1 to 128 of [A-Za-z0-9._:-], starting with a letter or digit",
                 "sup.yaml:20:15: services[4].haproxy.api: invalid HAProxy runtime API address \"run/admin.sock\": expected unix:/PATH or HOST:PORT",

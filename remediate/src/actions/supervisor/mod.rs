@@ -37,9 +37,26 @@
 //! restarts the replicas with it; `rollback` goes back to the previously
 //! activated release, or to a named version.
 //!
-//! Known limits: replicas are stopped with SIGKILL (no graceful SIGTERM
-//! yet); a deploy restarts every replica at once (not rolling); if heal
-//! itself is killed with SIGKILL its children keep running.
+//! # Stopping
+//!
+//! A replica is stopped (restart, deploy, rollback, scale-down, shutdown, a
+//! failed check) with SIGTERM, then SIGKILL if it still runs `stop_timeout`
+//! later. Control messages that pile up while a restart runs are served by
+//! that restart, not replayed one by one.
+//!
+//! # HAProxy
+//!
+//! With `haproxy: {api, backend}` on a service, each replica is registered
+//! in the backend (server `NAME-REPLICA`, through
+//! [`crate::actions::haproxy`]) once it passed its check, and removed, with
+//! HAProxy draining its connections, before a scale-down or the
+//! supervisor's shutdown stops it.
+//!
+//! Known limits: a deploy restarts every replica at once (not rolling); if
+//! heal itself is killed with SIGKILL its children keep running (setting a
+//! parent-death signal needs `pre_exec`, which is `unsafe`); `scale` lasts
+//! until the supervisor restarts (replica counts at start come from the
+//! configuration, releases from the state file).
 
 pub mod client;
 mod config;

@@ -81,7 +81,8 @@ pub struct ReplicaStatus {
     /// Failed checks in a row of the current child.
     pub check_failures: u32,
     /// How the last child ended: `exit status 1`, `killed by signal 9`,
-    /// `3 failed checks in a row: ...`, `restart requested`.
+    /// `3 failed checks in a row, last: ...; killed by signal 15`,
+    /// `restart requested; killed by signal 15`.
     pub last_exit: Option<String>,
     /// When the last child ended.
     pub last_exit_ms: Option<i64>,
@@ -807,6 +808,7 @@ async fn run_replica(
     let initial = Duration::from_millis(svc.restart.initial.as_millis());
     let max = Duration::from_millis(svc.restart.max.as_millis());
     let reset_after = Duration::from_millis(svc.restart.reset_after.as_millis());
+    let stop_timeout = Duration::from_millis(svc.stop_timeout.as_millis());
     let mut backoff = initial;
     let mut registered = false;
     loop {
@@ -891,22 +893,27 @@ async fn run_replica(
                 Some(Control::Stop) | None => Ended::Stop,
             },
         };
-        if !matches!(ended, Ended::Exited(_)) {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-        }
+        let how = match ended {
+            Ended::Exited(_) => String::new(),
+            _ => stop_child(&mut child, stop_timeout).await,
+        };
         let why = match ended {
             Ended::Stop => return stopped(&inner, name, id),
             Ended::Restart => {
                 inner.update(name, id, |s| {
                     s.pid = None;
-                    s.last_exit = Some("restart requested".to_owned());
+                    s.last_exit = Some(format!("restart requested; {how}"));
                     s.last_exit_ms = Some(now_ms());
                 });
                 backoff = initial;
+                // Restarts asked for while this one ran are served by it.
+                if coalesce(&mut control) == Some(Control::Stop) {
+                    return stopped(&inner, name, id);
+                }
                 continue;
             }
-            Ended::Exited(why) | Ended::Unhealthy(why) => why,
+            Ended::Unhealthy(why) => format!("{why}; {how}"),
+            Ended::Exited(why) => why,
         };
         if started.elapsed() >= reset_after {
             backoff = initial;
@@ -928,6 +935,44 @@ async fn run_replica(
     }
 }
 
+/// Stops a running child: SIGTERM, then SIGKILL if it is still running
+/// `grace` later (at once for a zero grace); reaps it. Says how it ended.
+///
+/// Sending a signal by pid is safe here: the child is not reaped before
+/// this returns, so its pid cannot have been reused.
+async fn stop_child(child: &mut tokio::process::Child, grace: Duration) -> String {
+    use rustix::process::{kill_process, Pid, Signal};
+    let pid = child.id().and_then(|p| Pid::from_raw(p as i32));
+    if let (false, Some(pid)) = (grace.is_zero(), pid) {
+        if kill_process(pid, Signal::TERM).is_ok() {
+            if let Ok(Ok(status)) = tokio::time::timeout(grace, child.wait()).await {
+                return describe_exit(status);
+            }
+        }
+    }
+    let _ = child.start_kill();
+    match child.wait().await {
+        Ok(status) if grace.is_zero() => describe_exit(status),
+        Ok(status) => format!(
+            "{} (still running {grace:?} after SIGTERM)",
+            describe_exit(status)
+        ),
+        Err(e) => format!("waiting for the child: {e}"),
+    }
+}
+
+/// Drains control messages already queued; a stop among them wins.
+fn coalesce(control: &mut mpsc::UnboundedReceiver<Control>) -> Option<Control> {
+    let mut last = None;
+    while let Ok(c) = control.try_recv() {
+        if c == Control::Stop {
+            return Some(Control::Stop);
+        }
+        last = Some(c);
+    }
+    last
+}
+
 /// Waits out `backoff`; a control message cuts it short and is returned
 /// (a closed channel counts as stop).
 async fn wait_backoff(
@@ -936,7 +981,10 @@ async fn wait_backoff(
 ) -> Option<Control> {
     tokio::select! {
         _ = tokio::time::sleep(backoff) => None,
-        c = control.recv() => Some(c.unwrap_or(Control::Stop)),
+        c = control.recv() => match c {
+            Some(Control::Restart) => Some(coalesce(control).unwrap_or(Control::Restart)),
+            _ => Some(Control::Stop),
+        },
     }
 }
 

@@ -121,7 +121,7 @@ async fn deploy_and_rollback_restart_with_the_release_and_persist_it() {
     // A restart on request does not count as a crash.
     assert_eq!(
         replica(&sup, "s", 0).last_exit.as_deref(),
-        Some("restart requested")
+        Some("restart requested; killed by signal 15")
     );
 
     let status = sup.rollback("s", None).unwrap();
@@ -252,5 +252,33 @@ services:
         sup.restart("nosuch"),
         Err(SupervisorError::UnknownService { .. })
     ));
+    sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_stop_timeout_kills_at_once_and_restarts_coalesce() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = SLEEPER.replace(
+        "    restart: {initial: 300ms, max: 1s}\n",
+        "    restart: {initial: 300ms, max: 1s}\n    stop_timeout: 0s\n",
+    );
+    let sup = Supervisor::start(config(&text), dir.path()).await.unwrap();
+    wait_for("first start", || replica(&sup, "s", 0).pid).await;
+    // Three restarts asked for at once are served by one or two restarts,
+    // never queued up to kill the fresh child again and again.
+    for _ in 0..3 {
+        sup.restart("s").unwrap();
+    }
+    let r = wait_for("restarted", || {
+        let r = replica(&sup, "s", 0);
+        (r.starts >= 2 && r.pid.is_some()).then_some(r)
+    })
+    .await;
+    assert_eq!(
+        r.last_exit.as_deref(),
+        Some("restart requested; killed by signal 9")
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(replica(&sup, "s", 0).starts <= 3);
     sup.shutdown().await;
 }

@@ -18,6 +18,11 @@
 //! - the executor client restarts `b`; a target that is not
 //!   `supervisor/NAME` gets a clear failed result;
 //! - SIGTERM stops the supervisor and every child with it.
+//!
+//! Also: HAProxy registration on scale (real HAProxy, real traffic), the
+//! read-only API without a token, configuration errors, and `heal watch
+//! --supervisor` restarting a supervised service from a runbook (real
+//! Prometheus).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -700,4 +705,177 @@ fn scaling_registers_and_removes_replicas_in_haproxy() {
     let status = heal.terminate();
     assert!(status.success(), "{status:?}\n{}", heal.log.lock().unwrap());
     assert_eq!(servers().unwrap(), Vec::<String>::new());
+}
+
+fn prometheus_bin() -> PathBuf {
+    let p = std::env::var_os("PROMETHEUS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or("/usr/bin/prometheus".into());
+    assert!(
+        p.exists(),
+        "this test needs Prometheus at {}: `apt-get install prometheus` (CI does), or set PROMETHEUS_BIN",
+        p.display()
+    );
+    p
+}
+
+/// The runbook actions end to end: a real Prometheus scrapes a service run
+/// by `heal supervise`; `heal watch --supervisor` sees its error ratio
+/// climb past the hard limit and restarts it with `restart
+/// supervisor/{{service}}`, which clears the fault. The supervisor's own
+/// check is `tcp`, which a service answering 500s passes: the restart can
+/// only have come from heal's runbook.
+#[test]
+fn heal_watch_restarts_a_supervised_service_from_a_runbook() {
+    let lab = lab_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(1);
+    let config_path = dir.path().join("supervise.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "services:\n  - name: web\n    release: {{version: v1, argv: [{}, service, --name, web, --port, \"{{port}}\"]}}\n    ports: {port}\n    check: {{type: tcp, interval: 500ms}}\n",
+            lab.display()
+        ),
+    )
+    .unwrap();
+    let sup = start_supervise(&config_path, &dir.path().join("state"), true);
+    let web = healthy(sup.api, "web", 1, "web healthy").remove(0);
+
+    // Prometheus scraping web every second, and steady load on it.
+    let prom_conf = dir.path().join("prometheus.yml");
+    assert!(Command::new(&lab)
+        .args(["prometheus-config", "--target"])
+        .arg(format!("web=127.0.0.1:{port}"))
+        .args(["--scrape-interval", "1s", "-o"])
+        .arg(&prom_conf)
+        .status()
+        .unwrap()
+        .success());
+    let prom_port = free_ports(1);
+    let _prom = Guard(
+        Command::new(prometheus_bin())
+            .arg(format!("--config.file={}", prom_conf.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting prometheus"),
+    );
+    let prom = SocketAddr::from(([127, 0, 0, 1], prom_port));
+    wait_until("prometheus ready", Duration::from_secs(30), || {
+        client::get(prom, "/-/ready", Duration::from_secs(1))
+            .is_ok_and(|r| r.status == 200)
+            .then_some(())
+    });
+    let _load = Guard(
+        Command::new(&lab)
+            .args(["load", "--target"])
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .args(["--rps", "50", "--duration-s", "300", "--timeout-ms", "1000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    // heal watch with a runbook whose one action is the supervisor's restart.
+    let runbooks = dir.path().join("runbooks");
+    std::fs::create_dir_all(&runbooks).unwrap();
+    std::fs::write(
+        runbooks.join("web.yaml"),
+        r#"signals:
+  - name: error_ratio
+    query: |
+      sum by (service, instance) (rate(http_requests_total{job="services",code="500"}[5s]))
+        /
+      sum by (service, instance) (rate(http_requests_total{job="services"}[5s]))
+    detector:
+      direction: up
+      min_spread: 0.005
+      limit_above: 0.1
+rules:
+  - name: error-ratio-high
+    when: {signal: error_ratio, direction: up, for: 1s}
+    then:
+      - action: restart
+        target: "supervisor/{{service}}"
+        timeout: 10s
+    guards: {cooldown: 10s, max_attempts: 5, window: 10m}
+    verify: {wait: 5s, recovered_when: {value_below: 0.05}}
+"#,
+    )
+    .unwrap();
+    let heal_port = free_ports(1);
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_heal"))
+        .args(["watch", "--prometheus", &format!("http://{prom}")])
+        .arg("--runbooks")
+        .arg(&runbooks)
+        .args(["--interval", "1s", "--backfill", "0s", "--execute"])
+        .args(["--listen", &format!("127.0.0.1:{heal_port}")])
+        .args(["--supervisor", &format!("http://{}", sup.api)])
+        .args(["--supervisor-token-env", "SUP_TOKEN"])
+        .env("SUP_TOKEN", TOKEN)
+        .env("HEAL_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    {
+        let log = log.clone();
+        let err = watch.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                log.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+    }
+    let _watch = Guard(watch);
+    let heal = SocketAddr::from(([127, 0, 0, 1], heal_port));
+    // Watching and evaluating (error ratio 0) before the fault.
+    wait_until("heal watch evaluating", Duration::from_secs(60), || {
+        client::get(heal, "/healthz", Duration::from_secs(1))
+            .is_ok_and(|r| r.status == 200)
+            .then_some(())
+    });
+
+    // 60 % of requests now fail; the supervisor's tcp check still passes.
+    let web_addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let r = client::post(web_addr, "/fault/errors?rate=0.6", Duration::from_secs(2)).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let restarted = wait_until("heal to restart web", Duration::from_secs(60), || {
+        let r = service(sup.api, "web")["instances"][0].clone();
+        (r["starts"].as_u64() > web["starts"].as_u64() && r["phase"] == "healthy").then_some(r)
+    });
+    assert_ne!(pid(&restarted), pid(&web));
+    assert!(
+        restarted["last_exit"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("restart requested")),
+        "{restarted}"
+    );
+    // The new process has no fault.
+    let fault = client::get(web_addr, "/fault", Duration::from_secs(2)).unwrap();
+    assert!(
+        !fault.body_text().contains("errors"),
+        "{}",
+        fault.body_text()
+    );
+    let metrics = wait_until("the action counted", Duration::from_secs(30), || {
+        let m = client::get(heal, "/metrics", Duration::from_secs(2))
+            .ok()?
+            .body_text();
+        m.contains(r#"heal_actions_total{kind="restart",outcome="ok"}"#)
+            .then_some(m)
+    });
+    assert!(
+        !metrics.contains(r#"kind="restart",outcome="failed""#),
+        "{metrics}\n{}",
+        log.lock().unwrap()
+    );
 }

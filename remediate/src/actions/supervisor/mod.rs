@@ -9,6 +9,33 @@
 //! - [`client`] is the executor the runbook actions `restart`, `scale` and
 //!   `rollback` use on a target `supervisor/NAME`: it calls that control API.
 //!
+//! ```
+//! use remediate::actions::supervisor::{CheckKind, SupervisorConfig};
+//! let yaml = r#"
+//! services:
+//!   - name: db
+//!     release: {version: "15.4", argv: [/usr/bin/db, --port, "{port}"]}
+//!     ports: 15432
+//!     check: {type: tcp}
+//!   - name: api
+//!     release: {version: v7, argv: [/usr/bin/api, --listen, "127.0.0.1:{port}"]}
+//!     replicas: 2
+//!     ports: 18000-18009
+//!     depends_on: [db]
+//!     check: {type: http, path: /healthz, interval: 1s, failures: 3}
+//!     restart: {initial: 1s, max: 30s, reset_after: 1m}
+//! "#;
+//! let config = SupervisorConfig::from_text("supervise.yaml".as_ref(), yaml).unwrap();
+//! let api = config.service("api").unwrap();
+//! assert_eq!(api.ports.unwrap().port(1), Some(18001));
+//! assert_eq!(api.check.kind, CheckKind::Http);
+//!
+//! // Every problem at once, with line, column and field.
+//! let bad = "services:\n  - {name: a, release: {version: v1, argv: [a]}, depends_on: [b]}\n";
+//! let e = SupervisorConfig::from_text("bad.yaml".as_ref(), bad).unwrap_err();
+//! assert_eq!(e.to_string(), "bad.yaml:2:63: services[0].depends_on[0]: unknown service \"b\"");
+//! ```
+//!
 //! # What the supervisor does on its own
 //!
 //! Liveness is the supervisor's own self-healing, independent of heal's

@@ -9,6 +9,9 @@
 //!   incidents, plans action chains behind guards and verifies each step.
 //!   It never reads the clock and does no I/O.
 //! - [`report`]: incidents as JSON Lines and as Markdown post-incident reports.
+//! - [`store`]: the durable incident store (SQLite): incidents, anomalies,
+//!   actions with their idempotency keys, outcomes, and the report feed's
+//!   queries.
 //!
 //! Architecture invariant: only this crate acts on the outside world's
 //! services, and every action honours dry-run. In this version the engine
@@ -30,6 +33,7 @@ pub mod engine;
 mod error;
 pub mod report;
 pub mod runbook;
+pub mod store;
 mod template;
 mod time;
 

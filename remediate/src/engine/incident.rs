@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::runbook::{ActionKind, HttpMethod, ServerState, Severity};
 
@@ -71,7 +71,7 @@ pub struct PlannedAction {
 }
 
 /// An action with every template filled in: what an executor would get.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
 pub enum RenderedAction {
     /// Restart `target`.
@@ -199,7 +199,7 @@ fn shell_words(argv: &[String]) -> String {
 
 /// Why a step was not performed. One list for every mechanism that holds an
 /// action back, so reports and counters name them the same way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SuppressReason {
     /// The rule acted on the same target in another incident too recently.
@@ -276,7 +276,7 @@ impl Decision {
 }
 
 /// How a step turned out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The rule's `recovered_when` held at the end of the wait.

@@ -75,6 +75,9 @@ pub struct Engine {
     incidents: Vec<State>,
     active: HashMap<(String, usize), usize>,
     muter: Muter,
+    /// Incidents numbered before this engine started (an earlier run's,
+    /// read from the incident store): ids go on from there.
+    id_base: usize,
 }
 
 /// An incident and what the engine needs to go on with it.
@@ -127,7 +130,16 @@ impl Engine {
             incidents: Vec::new(),
             active: HashMap::new(),
             muter: Muter::default(),
+            id_base: 0,
         }
+    }
+
+    /// Numbers the next incident `next_seq` (`inc-000042` for 42) instead
+    /// of 1, so that ids stay unique across restarts of heal: give it
+    /// `remediate::store::Store::next_incident_seq`. Call it before the
+    /// first observation.
+    pub fn continue_numbering_from(&mut self, next_seq: u64) {
+        self.id_base = (next_seq.max(1) - 1) as usize;
     }
 
     /// Feeds one sample; returns what the engine did because of it.
@@ -195,7 +207,7 @@ impl Engine {
         let (rule, signal) = &self.rules[r];
         let idx = self.incidents.len();
         let incident = Incident {
-            id: incident_id(idx),
+            id: incident_id(self.id_base + idx),
             series: obs.labels.clone(),
             service: obs
                 .labels
@@ -416,10 +428,14 @@ impl Engine {
                     let target = rendered.target();
                     let decision = match self.busy(idx, &target) {
                         Some(detail) => Decision::suppressed(SuppressReason::TargetBusy, detail),
-                        None => {
-                            self.muter
-                                .decide(r, &rule.guards, &target, idx, obs.ts_ms, dry_run)
-                        }
+                        None => self.muter.decide(
+                            r,
+                            &rule.guards,
+                            &target,
+                            self.id_base + idx,
+                            obs.ts_ms,
+                            dry_run,
+                        ),
                     };
                     let summary = rendered.summary();
                     (Some(rendered), summary, decision)

@@ -186,6 +186,17 @@ impl Pipeline {
         self.series[series.0].detector.end_excursion();
     }
 
+    /// Numbers the next incident `next_seq` (ids unique across restarts;
+    /// see `Engine::continue_numbering_from`). Before the first sample.
+    pub fn continue_numbering_from(&mut self, next_seq: u64) {
+        self.engine.continue_numbering_from(next_seq);
+    }
+
+    /// The incident `id` as it is now (for the incident store).
+    pub fn incident(&self, id: &str) -> Option<&Incident> {
+        self.engine.incident(id)
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> &PipelineStats {
         &self.stats

@@ -5,6 +5,7 @@ mod bench;
 mod bench_lab;
 mod dataset;
 mod demo;
+mod incidents;
 mod record;
 mod replay;
 mod runbooks;
@@ -45,6 +46,9 @@ enum Command {
     /// Validate runbooks and print their JSON Schema.
     #[command(subcommand)]
     Runbooks(runbooks::RunbooksCmd),
+    /// Read the incident store: `heal incidents list`, `heal incidents show ID`.
+    #[command(subcommand)]
+    Incidents(incidents::IncidentsCmd),
 }
 
 /// An error that is the user's input or configuration: exit code 64
@@ -98,5 +102,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dataset(c) => dataset::run(c),
         Command::Runbooks(c) => runbooks::run(c),
         Command::Demo(a) => demo::run(a),
+        Command::Incidents(c) => incidents::run(c),
     }
 }

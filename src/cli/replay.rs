@@ -29,12 +29,23 @@ pub struct ReplayArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+    /// Also write every incident and engine event to this incident store
+    /// (SQLite, created if missing; read it with `heal incidents`). Incident
+    /// ids go on from the store's highest, so they stay unique.
+    #[arg(long)]
+    db: Option<PathBuf>,
 }
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let runbooks = RunbookSet::load_dir(&args.runbooks).map_err(|e| UsageError(e.to_string()))?;
     let dataset = Dataset::read(&args.dataset).map_err(|e| UsageError(e.to_string()))?;
-    let outcome = replay(&dataset, runbooks, !args.quiet);
+    // Incident store (--db): opened before the replay so a bad path fails fast.
+    let mut store = args.db.as_deref().map(open_store).transpose()?;
+    let first_seq = match &store {
+        Some(s) => s.next_incident_seq()?,
+        None => 1,
+    };
+    let outcome = replay(&dataset, runbooks, !args.quiet, first_seq);
     print_summary(&outcome.incidents);
     let s = &outcome.stats;
     println!();
@@ -85,7 +96,31 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             dir.display()
         );
     }
+    if let (Some(store), Some(db)) = (&mut store, &args.db) {
+        store.record_batch(&outcome.incidents, &outcome.events)?;
+        println!(
+            "stored {} incidents and {} engine events in {}",
+            outcome.incidents.len(),
+            outcome.events.len(),
+            db.display()
+        );
+    }
     Ok(())
+}
+
+/// Opens the incident store for writing and reports actions an earlier
+/// (killed) run left unfinished.
+pub fn open_store(path: &std::path::Path) -> anyhow::Result<remediate::store::Store> {
+    let opened = remediate::store::Store::open(path)?;
+    for a in &opened.interrupted {
+        eprintln!(
+            "warning: {}: action {} ({}) was begun by an earlier run that stopped before it finished: marked interrupted, not run again",
+            path.display(),
+            a.key,
+            a.summary
+        );
+    }
+    Ok(opened.store)
 }
 
 /// What a replay produced.
@@ -95,13 +130,24 @@ pub struct ReplayOutcome {
     pub incidents: Vec<Incident>,
     /// Pipeline counters.
     pub stats: crate::pipeline::PipelineStats,
+    /// Every engine event, in order.
+    pub events: Vec<remediate::engine::EngineEvent>,
 }
 
 /// Feeds every sample of `dataset` through one pipeline in event-time order
 /// (ties broken by series order, so the result is deterministic).
-pub fn replay(dataset: &Dataset, runbooks: RunbookSet, progress: bool) -> ReplayOutcome {
+/// Incidents are numbered from `first_seq` (`inc-000042` for 42; 1 without
+/// an incident store).
+pub fn replay(
+    dataset: &Dataset,
+    runbooks: RunbookSet,
+    progress: bool,
+    first_seq: u64,
+) -> ReplayOutcome {
     let _span = tracing::info_span!("replay", series = dataset.series.len()).entered();
     let mut pipeline = Pipeline::new(runbooks, EngineOptions { dry_run: true });
+    pipeline.continue_numbering_from(first_seq);
+    let mut events = Vec::new();
     let handles: Vec<_> = dataset
         .series
         .iter()
@@ -145,6 +191,7 @@ pub fn replay(dataset: &Dataset, runbooks: RunbookSet, progress: bool) -> Replay
         for event in &pushed.events {
             tracing::debug!(stage = "remediate", ?event, "engine event");
         }
+        events.extend(pushed.events.iter().cloned());
         if let Some(reason) = pushed.dropped {
             tracing::trace!(
                 stage = "ingest",
@@ -180,6 +227,7 @@ pub fn replay(dataset: &Dataset, runbooks: RunbookSet, progress: bool) -> Replay
     ReplayOutcome {
         incidents,
         stats: pipeline.stats().clone(),
+        events,
     }
 }
 

@@ -26,7 +26,9 @@ use ingest::{
     run_source, Auth, Labels, PrometheusClient, PrometheusConfig, SignalQuery, SourceEvent,
 };
 use remediate::actions::exec::{self, ExecRequest};
+use remediate::actions::ActionResult;
 use remediate::engine::{EngineEvent, RenderedAction};
+use remediate::store::{ActionKey, Store, StoreError, StoreWriter, WriterThread};
 use remediate::{EngineOptions, RunbookSet};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -71,6 +73,11 @@ pub struct WatchArgs {
     /// Stop after this long (for demos and tests); runs until a signal otherwise.
     #[arg(long)]
     run_for: Option<String>,
+    /// Record every incident, engine event and action (begun, finished) in
+    /// this incident store (SQLite, created if missing; read it with `heal
+    /// incidents`). Off unless given.
+    #[arg(long)]
+    db: Option<PathBuf>,
 }
 
 fn duration_arg(name: &str, v: &str) -> anyhow::Result<Duration> {
@@ -189,20 +196,29 @@ async fn watch(
         eval_tx,
         shutdown.clone(),
     ));
-    let pipeline = Pipeline::new(
+    let mut pipeline = Pipeline::new(
         runbooks,
         EngineOptions {
             dry_run: !args.execute,
         },
     );
+    // --- incident store (--db) ---
+    let (store, store_thread) = match &args.db {
+        Some(path) => {
+            let (store, thread) = open_store(path, &mut pipeline, &telemetry)?;
+            (Some(store), Some(thread))
+        }
+        None => (None, None),
+    };
     let decide = tokio::spawn(decide(
         pipeline,
         eval_rx,
         act_tx,
         telemetry.clone(),
         last_processed,
+        store.clone(),
     ));
-    let act = tokio::spawn(act(act_rx, telemetry.clone()));
+    let act = tokio::spawn(act(act_rx, telemetry.clone(), store));
 
     let stop = async {
         match run_for {
@@ -220,7 +236,62 @@ async fn watch(
     let _ = decide.await;
     let _ = act.await;
     let _ = server.await;
+    if let Some(thread) = store_thread {
+        // Every writer handle went with `decide` and `act`: the thread
+        // writes what is queued and ends.
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
     Ok(())
+}
+
+/// Opens the incident store: reports actions a killed run left unfinished,
+/// numbers incidents on from the store's highest, and starts its writer.
+fn open_store(
+    path: &std::path::Path,
+    pipeline: &mut Pipeline,
+    telemetry: &Telemetry,
+) -> anyhow::Result<(StoreWriter, WriterThread)> {
+    let opened = Store::open(path).map_err(|e| UsageError(e.to_string()))?;
+    for a in &opened.interrupted {
+        tracing::error!(stage = "remediate", key = %a.key, action = %a.summary, "action begun by an earlier run never finished: marked interrupted, not run again");
+        eprintln!(
+            "heal: action {} ({}) was begun by an earlier run that stopped before it finished: marked interrupted, not run again",
+            a.key, a.summary
+        );
+    }
+    telemetry.add(
+        "heal_actions_interrupted_total",
+        &[],
+        opened.interrupted.len() as f64,
+    );
+    pipeline.continue_numbering_from(opened.store.next_incident_seq()?);
+    // 1024 queued writes: minutes of a busy engine; only a stalled disk
+    // fills it, and then `decide` waits rather than heal losing records.
+    Ok(StoreWriter::spawn(opened.store, 1024)?)
+}
+
+/// Writes what one sample made the engine do, and a snapshot of each
+/// incident concerned, before any of its actions reaches `act` (so an
+/// action's begin is always stored after its incident).
+async fn store_events(store: &StoreWriter, pipeline: &Pipeline, events: &[EngineEvent]) {
+    let mut seen: Vec<&str> = Vec::new();
+    for event in events {
+        let id = match event {
+            EngineEvent::Opened { incident, .. }
+            | EngineEvent::Planned { incident, .. }
+            | EngineEvent::Verified { incident, .. }
+            | EngineEvent::Resolved { incident, .. } => incident.as_str(),
+        };
+        if !seen.contains(&id) {
+            seen.push(id);
+        }
+        let _ = store.event(event.clone()).await;
+    }
+    for id in seen {
+        if let Some(incident) = pipeline.incident(id) {
+            let _ = store.incident(incident.clone()).await;
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -240,7 +311,9 @@ async fn decide(
     act: mpsc::Sender<ActionJob>,
     telemetry: Arc<Telemetry>,
     last_processed: Arc<AtomicI64>,
+    store: Option<StoreWriter>,
 ) {
+    let mut last_ts_ms = 0;
     let mut handles: HashMap<Labels, Option<SeriesHandle>> = HashMap::new();
     let mut register = |pipeline: &mut Pipeline, labels: &Labels| -> Option<SeriesHandle> {
         *handles
@@ -334,12 +407,16 @@ async fn decide(
                     }
                     let span =
                         tracing::info_span!("evaluation", signal = %ev.signal, ts_ms = ev.ts_ms);
+                    if let (Some(store), false) = (&store, pushed.events.is_empty()) {
+                        store_events(store, &pipeline, &pushed.events).await;
+                    }
                     for event in pushed.events {
                         handle_event(event, &act, &telemetry)
                             .instrument(span.clone())
                             .await;
                     }
                 }
+                last_ts_ms = ev.ts_ms;
                 let now = now_ms();
                 last_processed.store(now, Ordering::Relaxed);
                 telemetry.set(
@@ -347,6 +424,16 @@ async fn decide(
                     &[],
                     (now - ev.ts_ms) as f64 / 1000.0,
                 );
+            }
+        }
+    }
+    // Shutting down: incidents still open are stored as open at the last
+    // evaluation (a restarted heal starts a new engine and never closes
+    // them; the record says how far this run saw them).
+    if let Some(store) = &store {
+        for incident in pipeline.finish(last_ts_ms) {
+            if incident.resolved_ms.is_none() {
+                let _ = store.incident(incident).await;
             }
         }
     }
@@ -397,15 +484,52 @@ async fn handle_event(event: EngineEvent, act: &mpsc::Sender<ActionJob>, telemet
 }
 
 /// The act stage: performs allowed actions one at a time.
-async fn act(mut rx: mpsc::Receiver<ActionJob>, telemetry: Arc<Telemetry>) {
+///
+/// With an incident store, each action is begun in the store (committed)
+/// before its executor runs and finished after; a key the store already
+/// has is not run again. A store that fails otherwise (disk full) does not
+/// stop remediation: the action runs and the failure is logged.
+async fn act(
+    mut rx: mpsc::Receiver<ActionJob>,
+    telemetry: Arc<Telemetry>,
+    store: Option<StoreWriter>,
+) {
     while let Some(job) = rx.recv().await {
         let span = tracing::info_span!("action", incident = %job.incident, step = job.step);
-        perform(job, &telemetry).instrument(span).await;
+        // Attempt 1: `act` does not retry (a retry would be attempt 2).
+        let key = ActionKey::new(job.incident.clone(), job.step, 1);
+        if let Some(store) = &store {
+            match store
+                .begin_action(key.clone(), job.action.summary(), now_ms())
+                .await
+            {
+                Ok(()) => {}
+                Err(e @ StoreError::DuplicateAction { .. }) => {
+                    tracing::error!(stage = "remediate", error = %e, "action not run");
+                    telemetry.add(
+                        "heal_actions_total",
+                        &[("kind", job.action.kind_name()), ("outcome", "duplicate")],
+                        1.0,
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(stage = "remediate", error = %e, "incident store: action begin not recorded")
+                }
+            }
+        }
+        let result = perform(job, &telemetry).instrument(span).await;
+        if let (Some(store), Some(result)) = (&store, result) {
+            if let Err(e) = store.finish_action(key, result, now_ms()).await {
+                tracing::error!(stage = "remediate", error = %e, "incident store: action result not recorded");
+            }
+        }
     }
 }
 
-/// Performs one action with its executor.
-async fn perform(job: ActionJob, telemetry: &Telemetry) {
+/// Performs one action with its executor; `None` when no executor exists
+/// for its kind.
+async fn perform(job: ActionJob, telemetry: &Telemetry) -> Option<ActionResult> {
     {
         let (kind, result) = match &job.action {
             RenderedAction::Exec { argv } => {
@@ -424,7 +548,7 @@ async fn perform(job: ActionJob, telemetry: &Telemetry) {
                     &[("kind", other.kind_name()), ("outcome", "no_executor")],
                     1.0,
                 );
-                return;
+                return None;
             }
         };
         let outcome = if result.ok { "ok" } else { "failed" };
@@ -434,6 +558,7 @@ async fn perform(job: ActionJob, telemetry: &Telemetry) {
             1.0,
         );
         tracing::warn!(stage = "remediate", kind, outcome, summary = %result.summary, duration_ms = result.duration.as_millis() as u64, "action performed");
+        Some(result)
     }
 }
 

@@ -167,6 +167,13 @@ impl Engine {
         events
     }
 
+    /// The incident `id` as it is now, if this engine opened it.
+    pub fn incident(&self, id: &str) -> Option<&Incident> {
+        let seq: usize = id.strip_prefix("inc-")?.parse().ok()?;
+        let state = self.incidents.get(seq.checked_sub(self.id_base + 1)?)?;
+        (state.incident.id == id).then_some(&state.incident)
+    }
+
     /// Every incident in order of opening; those still open are marked
     /// unresolved at `end_ms`.
     pub fn finish(&self, end_ms: i64) -> Vec<Incident> {

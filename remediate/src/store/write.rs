@@ -26,6 +26,26 @@ impl Store {
             .map_err(sql(&self.path, "committing an incident"))
     }
 
+    /// Writes many incidents (see [`Store::record_incident`]) and events
+    /// in one transaction: what a replay does at its end.
+    pub fn record_batch(
+        &mut self,
+        incidents: &[Incident],
+        events: &[EngineEvent],
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(sql(&self.path, "starting a write"))?;
+        for incident in incidents {
+            put_incident(&tx, incident).map_err(sql(&self.path, "writing an incident"))?;
+        }
+        for event in events {
+            put_event(&tx, event).map_err(sql(&self.path, "writing an engine event"))?;
+        }
+        tx.commit().map_err(sql(&self.path, "committing a batch"))
+    }
+
     /// Appends one engine event to the incident's event log.
     pub fn record_event(&mut self, event: &EngineEvent) -> Result<(), StoreError> {
         put_event(&self.conn, event).map_err(sql(&self.path, "writing an engine event"))

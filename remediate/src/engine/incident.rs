@@ -15,7 +15,8 @@ use crate::runbook::{ActionKind, HttpMethod, ServerState, Severity};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Incident {
     /// `inc-000001`, `inc-000002`, ... in order of opening: the same input
-    /// always gives the same ids.
+    /// always gives the same ids. With an incident store the numbering goes
+    /// on from the store's highest (`Engine::continue_numbering_from`).
     pub id: String,
     /// Labels of the series, `__name__` included.
     pub series: BTreeMap<String, String>,

@@ -270,6 +270,17 @@ rules:
                 store.record_event(&event).unwrap();
             }
         }
+        // The engine finds its own incidents by id, not the earlier run's.
+        let own = format!("inc-{:06}", run + 1);
+        assert_eq!(
+            engine.incident(&own).map(|i| i.id.as_str()),
+            Some(own.as_str())
+        );
+        assert_eq!(engine.incident(&format!("inc-{:06}", run + 2)), None);
+        if run == 1 {
+            assert_eq!(engine.incident("inc-000001"), None);
+        }
+        assert_eq!(engine.incident("incident-1"), None);
         for incident in engine.finish(base + 6 * MIN) {
             store.record_incident(&incident).unwrap();
             all.push(incident);

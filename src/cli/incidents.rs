@@ -266,7 +266,9 @@ fn execution(e: &ActionRecord) -> String {
         e.key.step, e.key.attempt, e.summary
     );
     let _ = writeln!(out, "- Key: `{}`", e.key);
-    let _ = writeln!(out, "- Started: {}", rfc3339(e.started_ms));
+    if e.state != ExecutionState::Abandoned {
+        let _ = writeln!(out, "- Started: {}", rfc3339(e.started_ms));
+    }
     match e.state {
         ExecutionState::Started => {
             let _ = writeln!(out, "- State: **started**: running now (no result yet)");
@@ -275,6 +277,12 @@ fn execution(e: &ActionRecord) -> String {
             let _ = writeln!(
                 out,
                 "- State: **interrupted**: heal stopped while it ran; it may or may not have taken effect, and it was not run again"
+            );
+        }
+        ExecutionState::Abandoned => {
+            let _ = writeln!(
+                out,
+                "- State: **abandoned**: allowed, but heal stopped before beginning it; it did not run, and it was not run later"
             );
         }
         ExecutionState::Finished => {

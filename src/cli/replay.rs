@@ -108,16 +108,27 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What an action found unfinished at open is, for a warning.
+pub fn interrupted_note(state: remediate::store::ExecutionState) -> &'static str {
+    match state {
+        remediate::store::ExecutionState::Abandoned => {
+            "was allowed by an earlier run that stopped before beginning it: marked abandoned, not run"
+        }
+        _ => "was begun by an earlier run that stopped before it finished: marked interrupted, not run again",
+    }
+}
+
 /// Opens the incident store for writing and reports actions an earlier
 /// (killed) run left unfinished.
 pub fn open_store(path: &std::path::Path) -> anyhow::Result<remediate::store::Store> {
     let opened = remediate::store::Store::open(path)?;
     for a in &opened.interrupted {
         eprintln!(
-            "warning: {}: action {} ({}) was begun by an earlier run that stopped before it finished: marked interrupted, not run again",
+            "warning: {}: action {} ({}) {}",
             path.display(),
             a.key,
-            a.summary
+            a.summary,
+            interrupted_note(a.state)
         );
     }
     Ok(opened.store)

@@ -253,11 +253,9 @@ fn open_store(
 ) -> anyhow::Result<(StoreWriter, WriterThread)> {
     let opened = Store::open(path).map_err(|e| UsageError(e.to_string()))?;
     for a in &opened.interrupted {
-        tracing::error!(stage = "remediate", key = %a.key, action = %a.summary, "action begun by an earlier run never finished: marked interrupted, not run again");
-        eprintln!(
-            "heal: action {} ({}) was begun by an earlier run that stopped before it finished: marked interrupted, not run again",
-            a.key, a.summary
-        );
+        let note = super::replay::interrupted_note(a.state);
+        tracing::error!(stage = "remediate", key = %a.key, action = %a.summary, "action {note}");
+        eprintln!("heal: action {} ({}) {note}", a.key, a.summary);
     }
     telemetry.add(
         "heal_actions_interrupted_total",
@@ -518,8 +516,19 @@ async fn act(
                 }
             }
         }
+        let kind = job.action.kind_name();
+        let started = std::time::Instant::now();
         let result = perform(job, &telemetry).instrument(span).await;
-        if let (Some(store), Some(result)) = (&store, result) {
+        // Begun, so finished too, executor or not (else the next start
+        // would call it interrupted).
+        let result = result.unwrap_or_else(|| ActionResult {
+            ok: false,
+            retryable: false,
+            summary: format!("no executor for {kind} yet: nothing was run"),
+            output: String::new(),
+            duration: started.elapsed(),
+        });
+        if let Some(store) = &store {
             if let Err(e) = store.finish_action(key, result, now_ms()).await {
                 tracing::error!(stage = "remediate", error = %e, "incident store: action result not recorded");
             }

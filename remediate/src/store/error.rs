@@ -52,11 +52,12 @@ pub enum StoreError {
     DuplicateAction {
         /// The idempotency key.
         key: ActionKey,
-        /// What the store holds for it: `started`, `finished` or `interrupted`.
+        /// What the store holds for it: `started`, `finished`, `interrupted`
+        /// or `abandoned`.
         state: String,
     },
     /// `finish_action` with a key that was never begun, or was already
-    /// finished or marked interrupted.
+    /// finished or marked interrupted or abandoned.
     #[error("action {key}: cannot finish: {why}")]
     NotInFlight {
         /// The idempotency key.

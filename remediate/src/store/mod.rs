@@ -33,7 +33,9 @@
 //! [`Store::finish_action`] records the result. If heal dies in between, the
 //! next [`Store::open`] marks the action `interrupted` and returns it: heal
 //! cannot know whether it ran, so it says so and never runs it again
-//! blindly.
+//! blindly. An action the engine allowed but that was never begun (heal
+//! died between deciding and acting) is marked `abandoned` the same way: it
+//! certainly did not run, and it will not run late.
 //!
 //! The store never reads the clock: every time is a parameter, event time
 //! for what the engine decided, wall time (the caller's) for executions.
@@ -75,9 +77,11 @@ pub struct Store {
 pub struct Opened {
     /// The store.
     pub store: Store,
-    /// Actions begun but never finished by an earlier run (killed between
-    /// begin and finish), now marked [`ExecutionState::Interrupted`]. The
-    /// caller reports them: they may or may not have run.
+    /// Actions an earlier run left unfinished, which the caller reports:
+    /// begun but never finished (killed between begin and finish), now
+    /// [`ExecutionState::Interrupted`]: they may or may not have run; and
+    /// allowed but never begun (killed between deciding and acting), now
+    /// [`ExecutionState::Abandoned`]: they did not run.
     pub interrupted: Vec<ActionRecord>,
 }
 
@@ -124,6 +128,9 @@ pub enum ExecutionState {
     Finished,
     /// Begun by a heal that died before finishing it; found at the next open.
     Interrupted,
+    /// Allowed by the guards but never begun: heal died between deciding and
+    /// acting. Found at the next open; it did not run and will not.
+    Abandoned,
 }
 
 impl ExecutionState {
@@ -133,6 +140,7 @@ impl ExecutionState {
             ExecutionState::Started => "started",
             ExecutionState::Finished => "finished",
             ExecutionState::Interrupted => "interrupted",
+            ExecutionState::Abandoned => "abandoned",
         }
     }
 
@@ -141,6 +149,7 @@ impl ExecutionState {
             ExecutionState::Started,
             ExecutionState::Finished,
             ExecutionState::Interrupted,
+            ExecutionState::Abandoned,
         ]
         .into_iter()
         .find(|v| v.as_str() == s)
@@ -156,7 +165,8 @@ pub struct ActionRecord {
     pub summary: String,
     /// Where it is.
     pub state: ExecutionState,
-    /// Wall time of the begin, ms since the epoch.
+    /// Wall time of the begin, ms since the epoch; for an abandoned action,
+    /// when it was planned (event time).
     pub started_ms: i64,
     /// Wall time of the finish; `None` while started and for an
     /// interrupted action (nobody saw it end).
@@ -398,7 +408,8 @@ impl Store {
         Ok(())
     }
 
-    /// Marks every `started` execution `interrupted`; returns them.
+    /// Marks every `started` execution `interrupted` and records every
+    /// allowed step with no execution as `abandoned`; returns them all.
     fn recover(&mut self) -> Result<Vec<ActionRecord>, StoreError> {
         let path = self.path.clone();
         let tx = self
@@ -411,7 +422,6 @@ impl Store {
             [],
         )
         .map_err(sql(&path, "marking interrupted actions"))?;
-        tx.commit().map_err(sql(&path, "committing recovery"))?;
         for record in &mut found {
             record.state = ExecutionState::Interrupted;
             tracing::warn!(
@@ -419,6 +429,46 @@ impl Store {
                 "action begun by an earlier run never finished: marked interrupted, not re-run"
             );
         }
+        // Allowed steps with no execution at all. The key is attempt 1's
+        // (`ActionKey`'s Display): the attempt that never began is the one
+        // that must not begin late.
+        const NEVER_BEGUN: &str = "FROM actions a WHERE a.allowed AND NOT EXISTS (
+                SELECT 1 FROM executions e WHERE e.incident_id = a.incident_id AND e.step = a.step)";
+        let abandoned: Vec<(String, i64, String, i64)> = tx
+            .prepare(&format!(
+                "SELECT a.incident_id, a.step, a.summary, a.planned_ms {NEVER_BEGUN}
+                 ORDER BY a.incident_id, a.step"
+            ))
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect()
+            })
+            .map_err(sql(&path, "finding abandoned actions"))?;
+        tx.execute(
+            &format!(
+                "INSERT INTO executions (key, incident_id, step, attempt, summary, state, started_ms)
+                 SELECT a.incident_id || '/step-' || a.step || '/attempt-1', a.incident_id,
+                     a.step, 1, a.summary, 'abandoned', a.planned_ms {NEVER_BEGUN}"
+            ),
+            [],
+        )
+        .map_err(sql(&path, "marking abandoned actions"))?;
+        for (incident, step, summary, planned_ms) in abandoned {
+            let record = ActionRecord {
+                key: ActionKey::new(incident, step.max(0) as usize, 1),
+                summary,
+                state: ExecutionState::Abandoned,
+                started_ms: planned_ms,
+                finished_ms: None,
+                result: None,
+            };
+            tracing::warn!(
+                key = %record.key, action = %record.summary,
+                "action allowed by an earlier run was never begun: marked abandoned, not run"
+            );
+            found.push(record);
+        }
+        tx.commit().map_err(sql(&path, "committing recovery"))?;
         Ok(found)
     }
 }

@@ -102,7 +102,7 @@ CREATE TABLE executions (
     step        INTEGER NOT NULL,
     attempt     INTEGER NOT NULL,
     summary     TEXT    NOT NULL,
-    state       TEXT    NOT NULL CHECK (state IN ('started', 'finished', 'interrupted')),
+    state       TEXT    NOT NULL CHECK (state IN ('started', 'finished', 'interrupted', 'abandoned')),
     started_ms  INTEGER NOT NULL,
     finished_ms INTEGER,
     ok          INTEGER,

@@ -428,6 +428,47 @@ fn reopening_marks_what_was_begun_and_not_finished_interrupted() {
 }
 
 #[test]
+fn an_allowed_step_never_begun_is_marked_abandoned_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heal.db");
+    let mut store = open(&dir);
+    // Steps 1 and 7 are allowed; the others suppressed or dry-run.
+    let incident = rich_incident("inc-000001", "web", T0);
+    store.record_incident(&incident).unwrap();
+    let first = ActionKey::new("inc-000001", 1, 1);
+    store.begin_action(&first, "restart", T0).unwrap();
+    store.finish_action(&first, &result(true), T0 + 1).unwrap();
+    // Killed here: step 7 was decided, allowed, and never begun.
+    drop(store);
+
+    let Opened {
+        mut store,
+        interrupted,
+    } = Store::open(&path).unwrap();
+    let step7 = ActionKey::new("inc-000001", 7, 1);
+    assert_eq!(
+        interrupted,
+        vec![ActionRecord {
+            key: step7.clone(),
+            summary: incident.actions[6].summary.clone(),
+            state: ExecutionState::Abandoned,
+            started_ms: incident.actions[6].planned_ms,
+            finished_ms: None,
+            result: None,
+        }]
+    );
+    assert_eq!(
+        store
+            .begin_action(&step7, "exec", T0 + 2)
+            .unwrap_err()
+            .to_string(),
+        "action inc-000001/step-7/attempt-1: already recorded (abandoned); not running it again"
+    );
+    drop(store);
+    assert!(Store::open(&path).unwrap().interrupted.is_empty());
+}
+
+#[test]
 fn schema_is_versioned_and_a_newer_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("heal.db");

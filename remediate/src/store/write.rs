@@ -377,7 +377,9 @@ pub(super) fn put_finish(
         .as_deref()
     {
         None => "it was never begun".to_owned(),
-        Some("interrupted") => "it was marked interrupted when the store was reopened".to_owned(),
+        Some(state @ ("interrupted" | "abandoned")) => {
+            format!("it was marked {state} when the store was reopened")
+        }
         Some(state) => format!("it is already {state}"),
     };
     Err(StoreError::NotInFlight {

@@ -39,6 +39,35 @@
 //!
 //! The store never reads the clock: every time is a parameter, event time
 //! for what the engine decided, wall time (the caller's) for executions.
+//!
+//! ```
+//! use remediate::actions::ActionResult;
+//! use remediate::store::{ActionKey, IncidentFilter, Store, StoreError};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let opened = Store::open(dir.path().join("heal.db")).unwrap();
+//! assert!(opened.interrupted.is_empty()); // nothing left over from a crash
+//! let mut store = opened.store;
+//! assert_eq!(store.next_incident_seq().unwrap(), 1);
+//!
+//! let key = ActionKey::new("inc-000001", 1, 1);
+//! store.begin_action(&key, "exec heal-lab restart web", 1_000).unwrap();
+//! // ... the executor runs ...
+//! let result = ActionResult {
+//!     ok: true,
+//!     retryable: false,
+//!     summary: "exit status 0".into(),
+//!     output: String::new(),
+//!     duration: std::time::Duration::from_millis(180),
+//! };
+//! store.finish_action(&key, &result, 1_180).unwrap();
+//! // Never twice:
+//! assert!(matches!(
+//!     store.begin_action(&key, "exec heal-lab restart web", 2_000),
+//!     Err(StoreError::DuplicateAction { .. })
+//! ));
+//! assert!(store.list(&IncidentFilter::default()).unwrap().incidents.is_empty());
+//! ```
 
 mod error;
 mod read;

@@ -91,6 +91,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Gauge,
         "Series currently watched, by signal.",
     ),
+    (
+        "heal_incidents_held",
+        Kind::Gauge,
+        "Incidents the engine holds in memory (open, or resolved within the last hour).",
+    ),
 ];
 
 impl Default for Telemetry {

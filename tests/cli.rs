@@ -315,3 +315,34 @@ fn replay_finds_the_injected_faults() {
         .unwrap();
     assert!(detected >= 3, "{line}");
 }
+
+#[test]
+fn bench_storm_holds_every_limit_and_records_every_suppression() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_heal"))
+        .args([
+            "bench",
+            "storm",
+            "--services",
+            "40",
+            "--instances",
+            "5",
+            "--seconds",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("steps decided: 200"), "{text}");
+    // 10 % of 5 instances rounds down to 0, but one is always allowed: the
+    // blast radius holds each service to one instance at once.
+    assert!(text.contains("worst per service 1 (limit 2)"), "{text}");
+    assert!(
+        text.contains("every limit held; every suppression has its reason"),
+        "{text}"
+    );
+}

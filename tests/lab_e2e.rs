@@ -301,20 +301,32 @@ fn heal_keeps_the_lab_healthy() {
         since.elapsed()
     };
 
-    // (a) A hang, (b) errors, a crash, (c) a leak: each restarted by heal.
+    // (a) A hang, (b) errors, a crash, (c) a leak: each restarted by heal,
+    // by the rule meant for it. Then the hang again, soon after: heal forgot
+    // the first one once its restart was verified, so the second is just as
+    // anomalous and gets its own incident.
     let mut report = Vec::new();
-    for (name, fault) in [
-        ("hang", "hang"),
-        ("errors", "errors?rate=0.6"),
-        ("crash", "crash"),
-        ("leak", "leak?mb_per_s=16"),
+    for (name, fault, rule) in [
+        ("hang", "hang", "service-hung"),
+        ("errors", "errors?rate=0.6", "error-ratio-high"),
+        ("crash", "crash", "service-down"),
+        ("leak", "leak?mb_per_s=16", "memory-leak"),
+        ("hang", "hang", "service-hung"),
     ] {
         let before = restarts(control, name);
+        let log_before = log.lock().unwrap().len();
         let t = inject(name, fault);
         let took = recovered(name, t);
         assert!(
             restarts(control, name) > before,
             "{name}: served again without a restart?"
+        );
+        let since = log.lock().unwrap()[log_before..].to_owned();
+        assert!(
+            since.lines().any(|l| l.contains("incident opened")
+                && l.contains(&format!("rule={rule}"))
+                && l.contains(&format!("{name}-0"))),
+            "{name}: no {rule} incident after the fault:\n{since}"
         );
         report.push(format!(
             "{name}: serving again {:.1}s after the fault",

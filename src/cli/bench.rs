@@ -21,6 +21,10 @@ pub enum BenchCmd {
     /// against monit; actions on a clean run; heal's CPU per evaluation per
     /// 1,000 series. Takes about 25 minutes with the defaults.
     Lab(super::bench_lab::LabArgs),
+    /// An action storm against the guardrails: 10,000 anomalies across 500
+    /// services within one minute; checks the limits held and every
+    /// suppression has a reason, and measures the decision latency.
+    Storm(super::bench_storm::StormArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -49,6 +53,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Nab(args) => nab_bench(args),
         BenchCmd::Lab(args) => super::bench_lab::run(args),
+        BenchCmd::Storm(args) => super::bench_storm::run(args),
     }
 }
 

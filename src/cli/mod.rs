@@ -3,6 +3,8 @@
 
 mod bench;
 mod bench_lab;
+mod bench_storm;
+mod control;
 mod dataset;
 mod demo;
 mod incidents;
@@ -49,6 +51,11 @@ enum Command {
     /// Read the incident store: `heal incidents list`, `heal incidents show ID`.
     #[command(subcommand)]
     Incidents(incidents::IncidentsCmd),
+    /// Silences and maintenance windows of a running `heal watch`.
+    #[command(subcommand)]
+    Silence(control::SilenceCmd),
+    /// Approve an incident's step parked by `require_approval`.
+    Approve(control::ApproveArgs),
 }
 
 /// An error that is the user's input or configuration: exit code 64
@@ -103,5 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Runbooks(c) => runbooks::run(c),
         Command::Demo(a) => demo::run(a),
         Command::Incidents(c) => incidents::run(c),
+        Command::Silence(c) => control::run_silence(c),
+        Command::Approve(a) => control::run_approve(a),
     }
 }

@@ -157,7 +157,7 @@ pub fn replay(
 ) -> ReplayOutcome {
     let _span = tracing::info_span!("replay", series = dataset.series.len()).entered();
     let mut pipeline = Pipeline::new(runbooks, EngineOptions { dry_run: true });
-    pipeline.continue_numbering_from(first_seq);
+    pipeline.engine_mut().continue_numbering_from(first_seq);
     let mut events = Vec::new();
     let handles: Vec<_> = dataset
         .series

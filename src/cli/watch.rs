@@ -26,14 +26,16 @@ use ingest::{
     run_source, Auth, Labels, PrometheusClient, PrometheusConfig, SignalQuery, SourceEvent,
 };
 use remediate::actions::exec::{self, ExecRequest};
+use remediate::actions::haproxy::{self, HaproxyRequest, Operation};
 use remediate::actions::ActionResult;
-use remediate::engine::{EngineEvent, RenderedAction};
+use remediate::engine::{EngineEvent, GuardState, RenderedAction};
 use remediate::store::{ActionKey, Store, StoreError, StoreWriter, WriterThread};
 use remediate::{EngineOptions, RunbookSet};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::control::{self, Command};
 use super::UsageError;
 use crate::pipeline::{Pipeline, SeriesHandle};
 use crate::telemetry::Telemetry;
@@ -73,6 +75,17 @@ pub struct WatchArgs {
     /// Stop after this long (for demos and tests); runs until a signal otherwise.
     #[arg(long)]
     run_for: Option<String>,
+    /// File where the guards' memory is kept (attempts, the last minute's
+    /// actions, flap history, silences, incident numbering), so cooldowns
+    /// and limits hold across restarts of heal. Written atomically after
+    /// every change; read at start.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Name of an environment variable holding the bearer token that the
+    /// API's changing endpoints (silences, approvals) require. Without it
+    /// they are disabled.
+    #[arg(long)]
+    api_token_env: Option<String>,
     /// Record every incident, engine event and action (begun, finished) in
     /// this incident store (SQLite, created if missing; read it with `heal
     /// incidents`). Off unless given.
@@ -85,6 +98,9 @@ fn duration_arg(name: &str, v: &str) -> anyhow::Result<Duration> {
         .map(|d| Duration::from_millis(d.as_millis_i64().max(0) as u64))
         .map_err(|e| UsageError(format!("--{name} {v:?}: {e}")).into())
 }
+
+/// How long the engine keeps a resolved incident in memory.
+const KEEP_RESOLVED_MS: i64 = 3_600_000;
 
 /// What `decide` sends `act`.
 #[derive(Debug)]
@@ -137,21 +153,65 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
             UsageError(format!("prometheus configuration: {}", problems.join("; "))).into(),
         );
     }
+    let api_token = match &args.api_token_env {
+        Some(var) => Some(
+            std::env::var(var)
+                .ok()
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| UsageError(format!("--api-token-env: {var} is not set")))?,
+        ),
+        None => None,
+    };
+    let guard_state = match &args.state {
+        Some(path) => load_guard_state(path)?,
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(watch(args, runbooks, config, interval, backfill, run_for))
+    runtime.block_on(watch(
+        args,
+        runbooks,
+        config,
+        (interval, backfill, run_for),
+        guard_state,
+        api_token,
+    ))
+}
+
+/// Reads the guard state a previous run left. A missing file is a first
+/// run; an unreadable or corrupt one stops heal: starting with no memory of
+/// recent actions could repeat them.
+fn load_guard_state(path: &std::path::Path) -> anyhow::Result<Option<GuardState>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+            UsageError(format!(
+                "--state {}: {e} (a corrupt guard state: fix or remove the file knowingly)",
+                path.display()
+            ))
+            .into()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(UsageError(format!("--state {}: {e}", path.display())).into()),
+    }
+}
+
+/// Writes the guard state atomically (temporary file, then rename).
+fn save_guard_state(path: &std::path::Path, state: &GuardState) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(state)?)?;
+    std::fs::rename(&tmp, path)
 }
 
 async fn watch(
     args: WatchArgs,
     runbooks: RunbookSet,
     config: PrometheusConfig,
-    interval: Duration,
-    backfill: Duration,
-    run_for: Option<Duration>,
+    (interval, backfill, run_for): (Duration, Duration, Option<Duration>),
+    guard_state: Option<GuardState>,
+    api_token: Option<String>,
 ) -> anyhow::Result<()> {
     let telemetry = Arc::new(Telemetry::default());
     let last_processed = Arc::new(AtomicI64::new(0));
@@ -169,11 +229,13 @@ async fn watch(
         listener.local_addr()?,
         if args.execute { "performed" } else { "in dry-run" }
     );
+    let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(16);
     let server = tokio::spawn(serve(
         listener,
         telemetry.clone(),
         last_processed.clone(),
         interval,
+        control::routes(cmd_tx.clone(), api_token),
         shutdown.clone(),
     ));
 
@@ -192,7 +254,7 @@ async fn watch(
         client,
         signals,
         interval.as_millis() as i64,
-        (!backfill.is_zero()).then(|| backfill.as_millis() as i64),
+        (!backfill.is_zero()).then_some(backfill.as_millis() as i64),
         eval_tx,
         shutdown.clone(),
     ));
@@ -202,6 +264,16 @@ async fn watch(
             dry_run: !args.execute,
         },
     );
+    if let Some(state) = guard_state {
+        tracing::info!(
+            stage = "remediate",
+            attempts = state.attempts.len(),
+            silences = state.silences.len(),
+            next_incident = state.next_incident_seq,
+            "guard state restored"
+        );
+        pipeline.engine_mut().restore(state);
+    }
     // --- incident store (--db) ---
     let (store, store_thread) = match &args.db {
         Some(path) => {
@@ -213,12 +285,14 @@ async fn watch(
     let decide = tokio::spawn(decide(
         pipeline,
         eval_rx,
+        cmd_rx,
         act_tx,
         telemetry.clone(),
         last_processed,
+        args.state.clone(),
         store.clone(),
     ));
-    let act = tokio::spawn(act(act_rx, telemetry.clone(), store));
+    let act = tokio::spawn(act(act_rx, telemetry.clone(), cmd_tx, store));
 
     let stop = async {
         match run_for {
@@ -262,15 +336,17 @@ fn open_store(
         &[],
         opened.interrupted.len() as f64,
     );
-    pipeline.continue_numbering_from(opened.store.next_incident_seq()?);
+    pipeline
+        .engine_mut()
+        .continue_numbering_from(opened.store.next_incident_seq()?);
     // 1024 queued writes: minutes of a busy engine; only a stalled disk
     // fills it, and then `decide` waits rather than heal losing records.
     Ok(StoreWriter::spawn(opened.store, 1024)?)
 }
 
-/// Writes what one sample made the engine do, and a snapshot of each
-/// incident concerned, before any of its actions reaches `act` (so an
-/// action's begin is always stored after its incident).
+/// Writes what the engine just did, and a snapshot of each incident
+/// concerned, before any of its actions reaches `act` (so an action's begin
+/// is always stored after its incident).
 async fn store_events(store: &StoreWriter, pipeline: &Pipeline, events: &[EngineEvent]) {
     let mut seen: Vec<&str> = Vec::new();
     for event in events {
@@ -286,7 +362,7 @@ async fn store_events(store: &StoreWriter, pipeline: &Pipeline, events: &[Engine
         let _ = store.event(event.clone()).await;
     }
     for id in seen {
-        if let Some(incident) = pipeline.incident(id) {
+        if let Some(incident) = pipeline.engine().incident(id) {
             let _ = store.incident(incident.clone()).await;
         }
     }
@@ -303,12 +379,17 @@ async fn shutdown_signal() {
 }
 
 /// The decide stage: samples through sample policy, detector and engine.
+// Each argument is one channel or sink of the stage; a struct for them
+// would only rename the list.
+#[allow(clippy::too_many_arguments)]
 async fn decide(
     mut pipeline: Pipeline,
     mut rx: mpsc::Receiver<SourceEvent>,
+    mut commands: mpsc::Receiver<Command>,
     act: mpsc::Sender<ActionJob>,
     telemetry: Arc<Telemetry>,
     last_processed: Arc<AtomicI64>,
+    state_path: Option<PathBuf>,
     store: Option<StoreWriter>,
 ) {
     let mut last_ts_ms = 0;
@@ -318,7 +399,35 @@ async fn decide(
             .entry(labels.clone())
             .or_insert_with(|| pipeline.register(labels))
     };
-    while let Some(event) = rx.recv().await {
+    // Persists the guard state when something changed it.
+    let persist = |pipeline: &Pipeline, ts_ms: i64| {
+        if let Some(path) = &state_path {
+            if let Err(e) = save_guard_state(path, &pipeline.engine().guard_state(ts_ms)) {
+                tracing::error!(stage = "remediate", path = %path.display(), error = %e, "writing the guard state failed");
+            }
+        }
+    };
+    loop {
+        let event = tokio::select! {
+            event = rx.recv() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            Some(cmd) = commands.recv() => {
+                let now = control::now_ms();
+                let (events, changed) = apply_command(&mut pipeline, cmd, now);
+                if let (Some(store), false) = (&store, events.is_empty()) {
+                    store_events(store, &pipeline, &events).await;
+                }
+                for event in events {
+                    handle_event(event, &act, &telemetry).await;
+                }
+                if changed {
+                    persist(&pipeline, now);
+                }
+                continue;
+            }
+        };
         match event {
             SourceEvent::Backfill {
                 signal,
@@ -384,6 +493,7 @@ async fn decide(
                     &[("signal", &ev.signal)],
                     results.len() as f64,
                 );
+                let mut changed = false;
                 for (labels, value) in &results {
                     let Some(h) = register(&mut pipeline, labels) else {
                         continue;
@@ -405,6 +515,7 @@ async fn decide(
                     }
                     let span =
                         tracing::info_span!("evaluation", signal = %ev.signal, ts_ms = ev.ts_ms);
+                    changed |= !pushed.events.is_empty();
                     if let (Some(store), false) = (&store, pushed.events.is_empty()) {
                         store_events(store, &pipeline, &pushed.events).await;
                     }
@@ -414,6 +525,19 @@ async fn decide(
                             .await;
                     }
                 }
+                if changed {
+                    persist(&pipeline, ev.ts_ms);
+                }
+                // Memory stays bounded: incidents resolved over an hour ago
+                // were logged (and stored) already.
+                pipeline
+                    .engine_mut()
+                    .forget_resolved(ev.ts_ms - KEEP_RESOLVED_MS);
+                telemetry.set(
+                    "heal_incidents_held",
+                    &[],
+                    pipeline.engine().incidents_held() as f64,
+                );
                 last_ts_ms = ev.ts_ms;
                 let now = now_ms();
                 last_processed.store(now, Ordering::Relaxed);
@@ -481,21 +605,81 @@ async fn handle_event(event: EngineEvent, act: &mpsc::Sender<ActionJob>, telemet
     }
 }
 
-/// The act stage: performs allowed actions one at a time.
-///
-/// With an incident store, each action is begun in the store (committed)
-/// before its executor runs and finished after; a key the store already
-/// has is not run again. A store that fails otherwise (disk full) does not
-/// stop remediation: the action runs and the failure is logged.
+/// Applies a command from the API to the engine; returns the engine's
+/// events and whether the guard state changed.
+fn apply_command(pipeline: &mut Pipeline, cmd: Command, now_ms: i64) -> (Vec<EngineEvent>, bool) {
+    let engine = pipeline.engine_mut();
+    match cmd {
+        Command::AddSilence {
+            matchers,
+            starts_ms,
+            ends_ms,
+            by,
+            comment,
+            reply,
+        } => {
+            let r = engine
+                .add_silence(matchers, starts_ms, ends_ms, &by, &comment)
+                .map_err(|e| e.to_string());
+            let changed = r.is_ok();
+            let _ = reply.send(r);
+            (Vec::new(), changed)
+        }
+        Command::ExpireSilence { id, reply } => {
+            let r = engine
+                .expire_silence(&id, now_ms)
+                .map_err(|e| e.to_string());
+            let changed = r.is_ok();
+            let _ = reply.send(r);
+            (Vec::new(), changed)
+        }
+        Command::ListSilences { reply } => {
+            let _ = reply.send(engine.silences(now_ms));
+            (Vec::new(), false)
+        }
+        Command::ListApprovals { reply } => {
+            let _ = reply.send(engine.awaiting_approval());
+            (Vec::new(), false)
+        }
+        Command::Approve {
+            incident,
+            by,
+            reply,
+        } => match engine.approve(&incident, now_ms, &by) {
+            Ok(events) => {
+                let _ = reply.send(Ok(events.clone()));
+                (events, true)
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.to_string()));
+                (Vec::new(), false)
+            }
+        },
+        Command::Recheck { incident, reply } => {
+            let _ = reply.send(engine.symptom_holds(&incident));
+            (Vec::new(), false)
+        }
+    }
+}
+
+/// The act stage: performs allowed actions one at a time. Just before each,
+/// it asks the decide loop whether the incident's symptom still holds: a
+/// step that waited in line behind slow ones must not act on a symptom that
+/// is gone.
 async fn act(
     mut rx: mpsc::Receiver<ActionJob>,
     telemetry: Arc<Telemetry>,
+    commands: mpsc::Sender<Command>,
     store: Option<StoreWriter>,
 ) {
     while let Some(job) = rx.recv().await {
-        let span = tracing::info_span!("action", incident = %job.incident, step = job.step);
-        // Attempt 1: `act` does not retry (a retry would be attempt 2).
+        // With an incident store, each action is begun in the store
+        // (committed) before its executor runs and finished after; a key
+        // the store already has is not run again. A store that fails
+        // otherwise (disk full) does not stop remediation: the action runs
+        // and the failure is logged. Attempt 1: `act` does not retry.
         let key = ActionKey::new(job.incident.clone(), job.step, 1);
+        let kind = job.action.kind_name();
         if let Some(store) = &store {
             match store
                 .begin_action(key.clone(), job.action.summary(), now_ms())
@@ -506,7 +690,7 @@ async fn act(
                     tracing::error!(stage = "remediate", error = %e, "action not run");
                     telemetry.add(
                         "heal_actions_total",
-                        &[("kind", job.action.kind_name()), ("outcome", "duplicate")],
+                        &[("kind", kind), ("outcome", "duplicate")],
                         1.0,
                     );
                     continue;
@@ -516,24 +700,67 @@ async fn act(
                 }
             }
         }
-        let kind = job.action.kind_name();
         let started = std::time::Instant::now();
-        let result = perform(job, &telemetry).instrument(span).await;
-        // Begun, so finished too, executor or not (else the next start
-        // would call it interrupted).
-        let result = result.unwrap_or_else(|| ActionResult {
-            ok: false,
-            retryable: false,
-            summary: format!("no executor for {kind} yet: nothing was run"),
-            output: String::new(),
-            duration: started.elapsed(),
-        });
+        let result = act_one(job, &telemetry, &commands).await;
         if let Some(store) = &store {
+            // Begun, so finished too, whatever happened (else the next
+            // start would call it interrupted).
+            let result = result.unwrap_or_else(|why| ActionResult {
+                ok: false,
+                retryable: false,
+                summary: why,
+                output: String::new(),
+                duration: started.elapsed(),
+            });
             if let Err(e) = store.finish_action(key, result, now_ms()).await {
                 tracing::error!(stage = "remediate", error = %e, "incident store: action result not recorded");
             }
         }
     }
+}
+
+/// One job of the act stage: its performance, or why nothing ran.
+async fn act_one(
+    job: ActionJob,
+    telemetry: &Telemetry,
+    commands: &mpsc::Sender<Command>,
+) -> Result<ActionResult, String> {
+    let span = tracing::info_span!("action", incident = %job.incident, step = job.step);
+    let (tx, reply) = tokio::sync::oneshot::channel();
+    let holds = match commands.try_send(Command::Recheck {
+        incident: job.incident.clone(),
+        reply: tx,
+    }) {
+        // The decide loop may itself be waiting for this stage (action
+        // queue full): then the step was decided moments ago and its
+        // symptom taken as holding, rather than deadlock.
+        Ok(()) => tokio::time::timeout(Duration::from_secs(1), reply)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .unwrap_or(true),
+        Err(_) => true,
+    };
+    if !holds {
+        telemetry.add(
+            "heal_actions_suppressed_total",
+            &[("reason", "symptom_resolved")],
+            1.0,
+        );
+        let _enter = span.enter();
+        tracing::info!(
+            stage = "remediate",
+            reason = "symptom_resolved",
+            "action not performed: the symptom no longer holds"
+        );
+        return Err("not run: the symptom no longer held just before acting".into());
+    }
+    let kind = job.action.kind_name();
+    perform(job, telemetry)
+        .instrument(span)
+        .await
+        .ok_or_else(|| format!("no executor for {kind} yet: nothing was run"))
 }
 
 /// Performs one action with its executor; `None` when no executor exists
@@ -549,6 +776,26 @@ async fn perform(job: ActionJob, telemetry: &Telemetry) -> Option<ActionResult> 
                     dry_run: false,
                 };
                 ("exec", exec::run(&req).await)
+            }
+            RenderedAction::Reroute {
+                target,
+                backend,
+                state,
+                api,
+                weight,
+            } => {
+                let req = HaproxyRequest {
+                    api: api.clone(),
+                    operation: Operation::SetServer {
+                        backend: backend.clone(),
+                        server: target.clone(),
+                        state: Some(*state),
+                        weight: *weight,
+                    },
+                    timeout: job.timeout,
+                    dry_run: false,
+                };
+                ("reroute", haproxy::run(&req).await)
             }
             other => {
                 tracing::error!(stage = "remediate", action = ?other, "no executor for this action kind yet");
@@ -584,6 +831,7 @@ async fn serve(
     telemetry: Arc<Telemetry>,
     last_processed: Arc<AtomicI64>,
     interval: Duration,
+    control: axum::Router,
     shutdown: CancellationToken,
 ) {
     use axum::http::{header, StatusCode};
@@ -622,7 +870,8 @@ async fn serve(
     };
     let app = axum::Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz));
+        .route("/healthz", get(healthz))
+        .merge(control);
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;

@@ -6,6 +6,7 @@
 //! that says whether a retry can help.
 
 pub mod exec;
+pub mod haproxy;
 
 use std::time::Duration;
 

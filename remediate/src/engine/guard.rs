@@ -5,21 +5,31 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 use super::incident::{Decision, SuppressReason};
 use crate::runbook::Guards;
 use crate::time::{human, rfc3339};
 
 /// One step that ran (or would have, in dry-run).
-#[derive(Debug, Clone, Copy)]
-struct Attempt {
-    ts_ms: i64,
-    incident: usize,
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// Rule name.
+    pub rule: String,
+    /// What the step acted on.
+    pub target: String,
+    /// When (event time, ms).
+    pub ts_ms: i64,
+    /// The incident it belonged to.
+    pub incident: String,
 }
 
-/// Attempts per (rule, target), in event-time order.
+/// Attempts per (rule, target), in event-time order. Keyed by names, not
+/// indices, so that the history survives a restart of heal with runbooks
+/// that changed in between.
 #[derive(Debug, Default)]
 pub(crate) struct Muter {
-    attempts: HashMap<(usize, String), Vec<Attempt>>,
+    attempts: HashMap<(String, String), Vec<Attempt>>,
 }
 
 /// Where a dry-run comes from, for the decision detail.
@@ -45,14 +55,14 @@ impl Muter {
     /// so a replay suppresses exactly what live mode would.
     pub(crate) fn decide(
         &mut self,
-        rule: usize,
+        rule: &str,
         guards: &Guards,
         target: &str,
-        incident: usize,
+        incident: &str,
         ts_ms: i64,
         dry_run: Option<DryRunSource>,
     ) -> Decision {
-        let key = (rule, target.to_owned());
+        let key = (rule.to_owned(), target.to_owned());
         let history = self.attempts.entry(key).or_default();
         let horizon = guards.window.max(guards.cooldown).as_millis_i64();
         history.retain(|a| ts_ms - a.ts_ms < horizon);
@@ -65,7 +75,7 @@ impl Muter {
                     format!(
                         "this rule acted on {target:?} at {} ({}); cooldown {} lasts until {}",
                         rfc3339(last.ts_ms),
-                        incident_id(last.incident),
+                        last.incident,
                         guards.cooldown,
                         rfc3339(last.ts_ms + cooldown)
                     ),
@@ -98,7 +108,12 @@ impl Muter {
             in_window.len() + 1,
             guards.window
         );
-        history.push(Attempt { ts_ms, incident });
+        history.push(Attempt {
+            rule: rule.to_owned(),
+            target: target.to_owned(),
+            ts_ms,
+            incident: incident.to_owned(),
+        });
         match dry_run {
             Some(source) => {
                 let why = match source {
@@ -117,6 +132,27 @@ impl Muter {
             )),
         }
     }
+
+    /// Every attempt remembered, oldest first per (rule, target), for
+    /// persisting.
+    pub(crate) fn attempts(&self) -> Vec<Attempt> {
+        let mut all: Vec<Attempt> = self.attempts.values().flatten().cloned().collect();
+        all.sort_by(|a, b| (a.ts_ms, &a.rule, &a.target).cmp(&(b.ts_ms, &b.rule, &b.target)));
+        all
+    }
+
+    /// Adds persisted attempts back.
+    pub(crate) fn restore(&mut self, attempts: impl IntoIterator<Item = Attempt>) {
+        for a in attempts {
+            self.attempts
+                .entry((a.rule.clone(), a.target.clone()))
+                .or_default()
+                .push(a);
+        }
+        for history in self.attempts.values_mut() {
+            history.sort_by_key(|a| a.ts_ms);
+        }
+    }
 }
 
 fn last_acted(history: &[Attempt], ts_ms: i64) -> String {
@@ -126,9 +162,9 @@ fn last_acted(history: &[Attempt], ts_ms: i64) -> String {
     }
 }
 
-/// The id of the incident with this index.
-pub(crate) fn incident_id(index: usize) -> String {
-    format!("inc-{:06}", index + 1)
+/// The id of the incident with this sequence number (1-based).
+pub(crate) fn incident_id(seq: u64) -> String {
+    format!("inc-{seq:06}")
 }
 
 #[cfg(test)]
@@ -141,7 +177,7 @@ mod tests {
             cooldown: Duration::from_secs(cooldown_s),
             max_attempts: max,
             window: Duration::from_secs(window_s),
-            dry_run: false,
+            ..Guards::default()
         }
     }
 
@@ -149,44 +185,44 @@ mod tests {
     fn cooldown_applies_across_incidents_only() {
         let g = guards(600, 10, 3600);
         let mut m = Muter::default();
-        assert!(m.decide(0, &g, "t", 0, 0, None).allowed);
+        assert!(m.decide("r", &g, "t", "inc-000001", 0, None).allowed);
         // Same incident escalating one minute later: fine.
-        assert!(m.decide(0, &g, "t", 0, 60_000, None).allowed);
+        assert!(m.decide("r", &g, "t", "inc-000001", 60_000, None).allowed);
         // Another incident within the cooldown: held back.
-        let d = m.decide(0, &g, "t", 1, 120_000, None);
+        let d = m.decide("r", &g, "t", "inc-000002", 120_000, None);
         assert_eq!(d.reason, Some(SuppressReason::Cooldown));
         assert_eq!(
             d.detail,
             "this rule acted on \"t\" at 1970-01-01T00:01:00Z (inc-000001); cooldown 10m lasts until 1970-01-01T00:11:00Z"
         );
         // Another target, another rule: unaffected.
-        assert!(m.decide(0, &g, "u", 1, 120_000, None).allowed);
-        assert!(m.decide(1, &g, "t", 1, 120_000, None).allowed);
+        assert!(m.decide("r", &g, "u", "inc-000002", 120_000, None).allowed);
+        assert!(m.decide("q", &g, "t", "inc-000002", 120_000, None).allowed);
         // After the cooldown: allowed.
-        assert!(m.decide(0, &g, "t", 1, 660_000, None).allowed);
+        assert!(m.decide("r", &g, "t", "inc-000002", 660_000, None).allowed);
     }
 
     #[test]
     fn max_attempts_per_sliding_window() {
         let g = guards(0, 2, 600);
         let mut m = Muter::default();
-        assert!(m.decide(0, &g, "t", 0, 0, None).allowed);
-        assert!(m.decide(0, &g, "t", 1, 100_000, None).allowed);
-        let d = m.decide(0, &g, "t", 2, 200_000, None);
+        assert!(m.decide("r", &g, "t", "inc-000001", 0, None).allowed);
+        assert!(m.decide("r", &g, "t", "inc-000002", 100_000, None).allowed);
+        let d = m.decide("r", &g, "t", "inc-000003", 200_000, None);
         assert_eq!(d.reason, Some(SuppressReason::MaxAttempts));
         assert_eq!(
             d.detail,
             "2 attempts on \"t\" in the last 10m (max 2); next allowed at 1970-01-01T00:10:00Z"
         );
         // Suppressed steps are not attempts; the oldest leaves the window.
-        assert!(m.decide(0, &g, "t", 2, 600_000, None).allowed);
+        assert!(m.decide("r", &g, "t", "inc-000003", 600_000, None).allowed);
     }
 
     #[test]
     fn dry_run_counts_as_an_attempt() {
         let g = guards(0, 1, 600);
         let mut m = Muter::default();
-        let d = m.decide(0, &g, "t", 0, 0, Some(DryRunSource::Engine));
+        let d = m.decide("r", &g, "t", "inc-000001", 0, Some(DryRunSource::Engine));
         assert_eq!(d.reason, Some(SuppressReason::DryRun));
         assert!(d.counts_as_performed());
         assert_eq!(
@@ -194,7 +230,7 @@ mod tests {
             "engine in dry-run mode: planned, not performed; attempt 1 of 1 in 10m on \"t\""
         );
         assert_eq!(
-            m.decide(0, &g, "t", 1, 1000, None).reason,
+            m.decide("r", &g, "t", "inc-000002", 1000, None).reason,
             Some(SuppressReason::MaxAttempts)
         );
     }

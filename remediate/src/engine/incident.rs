@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::actions::haproxy::ApiAddress;
 use crate::runbook::{ActionKind, HttpMethod, ServerState, Severity};
 
 /// One anomaly of one series handled by one rule, from the moment the rule
@@ -102,6 +103,11 @@ pub enum RenderedAction {
         backend: String,
         /// The new state.
         state: ServerState,
+        /// HAProxy's runtime API.
+        api: ApiAddress,
+        /// The new weight, when the step sets one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        weight: Option<u32>,
     },
     /// Run `argv` directly.
     Exec {
@@ -166,9 +172,12 @@ impl RenderedAction {
                 target,
                 backend,
                 state,
+                weight,
+                ..
             } => {
+                let weight = weight.map(|w| format!(", weight {w}")).unwrap_or_default();
                 format!(
-                    "set server {target} of backend {backend} to {}",
+                    "set server {target} of backend {backend} to {}{weight}",
                     state.as_str()
                 )
             }
@@ -215,6 +224,26 @@ pub enum SuppressReason {
     /// two rules seeing one fault (a crash is also a drop in request rate)
     /// must not both act on it, the second undoing the first.
     TargetBusy,
+    /// An active silence or maintenance window matches the series.
+    Silenced,
+    /// The rule's incidents on this series opened too often lately
+    /// (`guardrails.flap_max_opens` in `flap_window`).
+    Flapping,
+    /// `guardrails.max_actions_per_minute` steps already ran in the last
+    /// minute.
+    RateLimit,
+    /// `guardrails.max_concurrent` steps are already in progress.
+    MaxConcurrent,
+    /// Acting would put more instances of the service under a step at once
+    /// than `guardrails.max_instances_per_service` or
+    /// `max_percent_per_service` allow.
+    BlastRadius,
+    /// The rule has `require_approval`: parked until a human approves it.
+    AwaitingApproval,
+    /// Nobody approved the parked step within `approval_timeout`.
+    ApprovalExpired,
+    /// Re-checked just before acting: the symptom no longer holds.
+    SymptomResolved,
 }
 
 impl SuppressReason {
@@ -226,6 +255,14 @@ impl SuppressReason {
             SuppressReason::DryRun => "dry_run",
             SuppressReason::InvalidLabelValue => "invalid_label_value",
             SuppressReason::TargetBusy => "target_busy",
+            SuppressReason::Silenced => "silenced",
+            SuppressReason::Flapping => "flapping",
+            SuppressReason::RateLimit => "rate_limit",
+            SuppressReason::MaxConcurrent => "max_concurrent",
+            SuppressReason::BlastRadius => "blast_radius",
+            SuppressReason::AwaitingApproval => "awaiting_approval",
+            SuppressReason::ApprovalExpired => "approval_expired",
+            SuppressReason::SymptomResolved => "symptom_resolved",
         }
     }
 }

@@ -4,12 +4,20 @@
 mod guard;
 mod incident;
 mod observe;
+mod silence;
 
+pub use guard::Attempt;
 pub use incident::{
     series_selector, Decision, EngineEvent, Incident, Outcome, PlannedAction, RenderedAction,
     SuppressReason, Verification,
 };
-pub use observe::{Engine, EngineOptions, Observation};
+pub use observe::{
+    ApproveError, Engine, EngineOptions, GuardState, Observation, Opens, SilenceError,
+};
+pub use silence::{MatchOp, Matcher, Silence};
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod guardrail_tests;

@@ -1,15 +1,17 @@
 //! The engine: detector verdicts in, incidents and planned steps out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use detect::{Excursion, Scored};
+use serde::{Deserialize, Serialize};
 
-use super::guard::{incident_id, DryRunSource, Muter};
+use super::guard::{incident_id, Attempt, DryRunSource, Muter};
 use super::incident::{
     series_selector, Decision, EngineEvent, Incident, Outcome, PlannedAction, RenderedAction,
     SuppressReason, Verification,
 };
-use crate::runbook::{Action, RecoveredWhen, Rule, RunbookSet, Severity, Signal};
+use super::silence::{Matcher, Silence};
+use crate::runbook::{Action, Guardrails, RecoveredWhen, Rule, RunbookSet, Severity, Signal};
 use crate::template::{render, Context, Template, UnsafeLabel};
 
 /// How the engine runs.
@@ -72,12 +74,69 @@ pub struct Engine {
     options: EngineOptions,
     rules: Vec<(Rule, Signal)>,
     by_signal: HashMap<String, Vec<usize>>,
-    incidents: Vec<State>,
+    incidents: Incidents,
     active: HashMap<(String, usize), usize>,
     muter: Muter,
-    /// Incidents numbered before this engine started (an earlier run's,
-    /// read from the incident store): ids go on from there.
-    id_base: usize,
+    guardrails: Guardrails,
+    /// Sequence number of the next incident (ids continue across restarts
+    /// through [`GuardState`]).
+    next_seq: u64,
+    /// When steps counted as performed ran, over the last minute.
+    performed: VecDeque<i64>,
+    /// Incidents with a performed step being verified: the steps in
+    /// progress.
+    in_progress: BTreeSet<usize>,
+    /// Incidents with a parked step, by id.
+    parked: HashMap<String, usize>,
+    /// Instances seen per service: the denominator of the blast radius.
+    instances: HashMap<String, BTreeSet<String>>,
+    /// When incidents opened, per (rule name, series): flap damping.
+    opens: HashMap<(String, String), VecDeque<i64>>,
+    silences: Vec<Silence>,
+    next_silence: u64,
+}
+
+/// Every incident the engine still holds, indexed by position in opening
+/// order. Resolved incidents at the front can be dropped
+/// ([`Engine::forget_resolved`]) without renumbering the others: indices
+/// keep counting from the first incident ever opened.
+#[derive(Debug, Default)]
+struct Incidents {
+    /// Index of `items[0]`.
+    base: usize,
+    items: std::collections::VecDeque<State>,
+}
+
+impl Incidents {
+    /// The index the next incident gets.
+    fn len(&self) -> usize {
+        self.base + self.items.len()
+    }
+
+    fn push(&mut self, state: State) {
+        self.items.push_back(state);
+    }
+
+    fn get(&self, idx: usize) -> Option<&State> {
+        self.items.get(idx.checked_sub(self.base)?)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &State> {
+        self.items.iter()
+    }
+}
+
+impl std::ops::Index<usize> for Incidents {
+    type Output = State;
+    fn index(&self, idx: usize) -> &State {
+        &self.items[idx - self.base]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Incidents {
+    fn index_mut(&mut self, idx: usize) -> &mut State {
+        &mut self.items[idx - self.base]
+    }
 }
 
 /// An incident and what the engine needs to go on with it.
@@ -88,6 +147,69 @@ struct State {
     next_step: usize,
     pending: Option<Pending>,
     quiet_since: Option<i64>,
+    /// Value of the signal's instance label.
+    instance: String,
+    /// A step waiting for approval: its index in `incident.actions` and
+    /// when it expires.
+    parked: Option<(usize, i64)>,
+    /// Whether the symptom held on the latest sample: the series in the
+    /// rule's excursion and out of its band. Approved steps re-check it.
+    symptom: bool,
+}
+
+/// What the guards remember, to be persisted and restored across restarts
+/// of heal: attempts (cooldown, max attempts), the last minute's steps
+/// (rate limit), incident openings (flap damping), silences, and the next
+/// incident number.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GuardState {
+    /// Format version of this structure.
+    pub version: u32,
+    /// The next incident's sequence number (ids are `inc-NNNNNN`).
+    pub next_incident_seq: u64,
+    /// The next silence's sequence number.
+    pub next_silence_seq: u64,
+    /// Steps that counted as performed, within their guards' horizons.
+    pub attempts: Vec<Attempt>,
+    /// When steps ran in the last minute.
+    pub performed: Vec<i64>,
+    /// Incident openings per rule and series, within the flap window.
+    pub opens: Vec<Opens>,
+    /// Silences not yet expired.
+    pub silences: Vec<Silence>,
+}
+
+/// Openings of one rule's incidents on one series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Opens {
+    /// Rule name.
+    pub rule: String,
+    /// Series selector.
+    pub series: String,
+    /// Opening times (ms).
+    pub ts_ms: Vec<i64>,
+}
+
+/// Why an approval was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApproveError {
+    /// No incident has that id, or it has no step waiting for approval.
+    #[error("incident {0} has no step waiting for approval")]
+    NothingParked(String),
+}
+
+/// Why a silence was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SilenceError {
+    /// No matcher: a silence of everything must be explicit elsewhere.
+    #[error("a silence needs at least one matcher")]
+    NoMatchers,
+    /// The time range is empty.
+    #[error("a silence must end after it starts")]
+    EmptyRange,
+    /// No silence has that id.
+    #[error("no silence {0}")]
+    Unknown(String),
 }
 
 /// A step waiting for its verification.
@@ -127,19 +249,254 @@ impl Engine {
             options,
             rules,
             by_signal,
-            incidents: Vec::new(),
+            incidents: Incidents::default(),
             active: HashMap::new(),
             muter: Muter::default(),
-            id_base: 0,
+            guardrails: set.guardrails().clone(),
+            next_seq: 1,
+            performed: VecDeque::new(),
+            in_progress: BTreeSet::new(),
+            parked: HashMap::new(),
+            instances: HashMap::new(),
+            opens: HashMap::new(),
+            silences: Vec::new(),
+            next_silence: 1,
         }
     }
 
-    /// Numbers the next incident `next_seq` (`inc-000042` for 42) instead
-    /// of 1, so that ids stay unique across restarts of heal: give it
-    /// `remediate::store::Store::next_incident_seq`. Call it before the
+    /// What the guards remember at `ts_ms`, for persisting (entries past
+    /// every horizon are left out).
+    pub fn guard_state(&self, ts_ms: i64) -> GuardState {
+        let flap = self.guardrails.flap_window.as_millis_i64();
+        let mut opens: Vec<Opens> = self
+            .opens
+            .iter()
+            .filter_map(|((rule, series), ts)| {
+                let ts: Vec<i64> = ts.iter().copied().filter(|t| ts_ms - t < flap).collect();
+                (!ts.is_empty()).then(|| Opens {
+                    rule: rule.clone(),
+                    series: series.clone(),
+                    ts_ms: ts,
+                })
+            })
+            .collect();
+        opens.sort_by(|a, b| (&a.rule, &a.series).cmp(&(&b.rule, &b.series)));
+        GuardState {
+            version: 1,
+            next_incident_seq: self.next_seq,
+            next_silence_seq: self.next_silence,
+            attempts: self.muter.attempts(),
+            performed: self
+                .performed
+                .iter()
+                .copied()
+                .filter(|t| ts_ms - t < 60_000)
+                .collect(),
+            opens,
+            silences: self
+                .silences
+                .iter()
+                .filter(|s| s.ends_ms > ts_ms)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Restores what a previous run of heal remembered. Call before the
     /// first observation.
+    pub fn restore(&mut self, state: GuardState) {
+        self.next_seq = self.next_seq.max(state.next_incident_seq);
+        self.next_silence = self.next_silence.max(state.next_silence_seq);
+        self.muter.restore(state.attempts);
+        self.performed.extend(state.performed);
+        for o in state.opens {
+            self.opens
+                .entry((o.rule, o.series))
+                .or_default()
+                .extend(o.ts_ms);
+        }
+        self.silences.extend(state.silences);
+    }
+
+    /// Adds a silence (a maintenance window when it starts later); returns
+    /// it with its id.
+    ///
+    /// # Errors
+    ///
+    /// No matcher, or an empty time range.
+    pub fn add_silence(
+        &mut self,
+        matchers: Vec<Matcher>,
+        starts_ms: i64,
+        ends_ms: i64,
+        created_by: &str,
+        comment: &str,
+    ) -> Result<Silence, SilenceError> {
+        if matchers.is_empty() {
+            return Err(SilenceError::NoMatchers);
+        }
+        if ends_ms <= starts_ms {
+            return Err(SilenceError::EmptyRange);
+        }
+        let silence = Silence {
+            id: format!("sil-{:06}", self.next_silence),
+            matchers,
+            starts_ms,
+            ends_ms,
+            created_by: created_by.to_owned(),
+            comment: comment.to_owned(),
+        };
+        self.next_silence += 1;
+        tracing::info!(silence = %silence.describe(), "silence added");
+        self.silences.push(silence.clone());
+        Ok(silence)
+    }
+
+    /// Ends a silence now (`ts_ms`).
+    ///
+    /// # Errors
+    ///
+    /// No silence has that id.
+    pub fn expire_silence(&mut self, id: &str, ts_ms: i64) -> Result<Silence, SilenceError> {
+        let s = self
+            .silences
+            .iter_mut()
+            .find(|s| s.id == id)
+            .ok_or_else(|| SilenceError::Unknown(id.to_owned()))?;
+        s.ends_ms = s.ends_ms.min(ts_ms).max(s.starts_ms);
+        tracing::info!(silence = %s.describe(), "silence expired");
+        Ok(s.clone())
+    }
+
+    /// Silences not yet ended at `ts_ms`, active or scheduled.
+    pub fn silences(&self, ts_ms: i64) -> Vec<Silence> {
+        self.silences
+            .iter()
+            .filter(|s| s.ends_ms > ts_ms)
+            .cloned()
+            .collect()
+    }
+
+    /// Numbers the next incident at least `next_seq` (`inc-000042` for
+    /// 42), so that ids stay unique across restarts of heal: give it
+    /// `remediate::store::Store::next_incident_seq` (the guard state's
+    /// number, through [`Engine::restore`], does the same; the higher
+    /// wins). Call it before the first observation.
     pub fn continue_numbering_from(&mut self, next_seq: u64) {
-        self.id_base = (next_seq.max(1) - 1) as usize;
+        self.next_seq = self.next_seq.max(next_seq);
+    }
+
+    /// The incident `id` as it is now, if this engine holds it (opened by
+    /// this run and not forgotten): what the incident store records.
+    pub fn incident(&self, id: &str) -> Option<&Incident> {
+        let seq: u64 = id.strip_prefix("inc-")?.parse().ok()?;
+        let first = self.next_seq.checked_sub(self.incidents.len() as u64)?;
+        let idx = usize::try_from(seq.checked_sub(first)?).ok()?;
+        let state = self.incidents.get(idx)?;
+        (state.incident.id == id).then_some(&state.incident)
+    }
+
+    /// Whether the symptom of `incident` held on its series' latest sample
+    /// (in the rule's excursion and out of its band); `None` for an
+    /// unknown or resolved incident. The act stage asks this just before it
+    /// performs a step that had to wait in line.
+    pub fn symptom_holds(&self, incident: &str) -> Option<bool> {
+        let seq: u64 = incident.strip_prefix("inc-")?.parse().ok()?;
+        let first = self.next_seq.checked_sub(self.incidents.len() as u64)?;
+        let idx = usize::try_from(seq.checked_sub(first)?).ok()?;
+        let state = self.incidents.get(idx)?;
+        (state.incident.id == incident && state.incident.resolved_ms.is_none())
+            .then_some(state.symptom)
+    }
+
+    /// Drops resolved incidents that resolved before `before_ms`, oldest
+    /// first, stopping at the first one still open (or resolved later):
+    /// live watching calls this so memory stays bounded, the incidents
+    /// having been logged and stored already. Returns how many were
+    /// dropped. Replay never calls it: its summary needs every incident.
+    pub fn forget_resolved(&mut self, before_ms: i64) -> usize {
+        let mut n = 0;
+        while let Some(front) = self.incidents.items.front() {
+            let done = front.incident.resolved_ms.is_some_and(|t| t < before_ms);
+            if !done {
+                break;
+            }
+            self.incidents.items.pop_front();
+            self.incidents.base += 1;
+            n += 1;
+        }
+        n
+    }
+
+    /// How many incidents the engine holds (open ones and resolved ones not
+    /// yet forgotten).
+    pub fn incidents_held(&self) -> usize {
+        self.incidents.items.len()
+    }
+
+    /// Ids of incidents with a step waiting for approval.
+    pub fn awaiting_approval(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.parked.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Approves the parked step of `incident` at `ts_ms`. The symptom is
+    /// re-checked first (on the latest sample of the series): if it no
+    /// longer holds the step is recorded as `symptom_resolved` and not
+    /// performed; otherwise it goes through every guard again, like a step
+    /// planned now.
+    ///
+    /// # Errors
+    ///
+    /// The incident has no parked step.
+    pub fn approve(
+        &mut self,
+        incident: &str,
+        ts_ms: i64,
+        by: &str,
+    ) -> Result<Vec<EngineEvent>, ApproveError> {
+        let idx = self
+            .parked
+            .remove(incident)
+            .ok_or_else(|| ApproveError::NothingParked(incident.to_owned()))?;
+        let mut events = Vec::new();
+        let Some((action, _)) = self.incidents[idx].parked.take() else {
+            return Err(ApproveError::NothingParked(incident.to_owned()));
+        };
+        let parked = self.incidents[idx].incident.actions[action].clone();
+        let decision = if self.incidents[idx].symptom {
+            let r = self.incidents[idx].rule;
+            let target = parked.rendered.as_ref().map(RenderedAction::target);
+            match target {
+                Some(target) => match self.check_limits(idx, &target, ts_ms) {
+                    Some(d) => d,
+                    None => {
+                        let (rule, _) = &self.rules[r];
+                        let id = self.incidents[idx].incident.id.clone();
+                        let mut d =
+                            self.muter
+                                .decide(&rule.name, &rule.guards, &target, &id, ts_ms, None);
+                        if d.allowed {
+                            d.detail = format!("approved by {by}; {}", d.detail);
+                        }
+                        d
+                    }
+                },
+                None => Decision::suppressed(
+                    SuppressReason::InvalidLabelValue,
+                    "the parked step was not rendered".to_owned(),
+                ),
+            }
+        } else {
+            Decision::suppressed(
+                SuppressReason::SymptomResolved,
+                format!("approved by {by}, but the symptom no longer held on the latest sample"),
+            )
+        };
+        let peak = self.incidents[idx].incident.peak_score;
+        self.record_step(idx, parked.clone(), decision, ts_ms, peak, &mut events);
+        Ok(events)
     }
 
     /// Feeds one sample; returns what the engine did because of it.
@@ -149,6 +506,17 @@ impl Engine {
             return events;
         };
         let key = series_selector(obs.labels);
+        if let Some((_, signal)) = rule_ids.first().map(|&r| &self.rules[r]) {
+            if let (Some(service), Some(instance)) = (
+                obs.labels.get(&signal.service_label),
+                obs.labels.get(&signal.instance_label),
+            ) {
+                let known = self.instances.entry(service.clone()).or_default();
+                if !known.contains(instance) {
+                    known.insert(instance.clone());
+                }
+            }
+        }
         for r in rule_ids {
             match self.active.get(&(key.clone(), r)) {
                 Some(&idx) => {
@@ -165,13 +533,6 @@ impl Engine {
             }
         }
         events
-    }
-
-    /// The incident `id` as it is now, if this engine opened it.
-    pub fn incident(&self, id: &str) -> Option<&Incident> {
-        let seq: usize = id.strip_prefix("inc-")?.parse().ok()?;
-        let state = self.incidents.get(seq.checked_sub(self.id_base + 1)?)?;
-        (state.incident.id == id).then_some(&state.incident)
     }
 
     /// Every incident in order of opening; those still open are marked
@@ -214,7 +575,7 @@ impl Engine {
         let (rule, signal) = &self.rules[r];
         let idx = self.incidents.len();
         let incident = Incident {
-            id: incident_id(self.id_base + idx),
+            id: incident_id(self.next_seq),
             series: obs.labels.clone(),
             service: obs
                 .labels
@@ -249,12 +610,31 @@ impl Engine {
             severity: incident.severity,
             ts_ms: obs.ts_ms,
         });
+        self.next_seq += 1;
+        let instance = obs
+            .labels
+            .get(&signal.instance_label)
+            .cloned()
+            .unwrap_or_default();
+        // Flap damping: remember when this rule opened on this series.
+        let window = self.guardrails.flap_window.as_millis_i64();
+        let opens = self
+            .opens
+            .entry((rule.name.clone(), series_selector(obs.labels)))
+            .or_default();
+        opens.push_back(obs.ts_ms);
+        while opens.front().is_some_and(|&t| obs.ts_ms - t >= window) {
+            opens.pop_front();
+        }
         self.incidents.push(State {
             incident,
             rule: r,
             next_step: 0,
             pending: None,
             quiet_since: None,
+            instance,
+            parked: None,
+            symptom: !ex.in_band,
         });
         self.plan(idx, obs, ex.peak_score, events);
         idx
@@ -271,6 +651,7 @@ impl Engine {
         let recovered_when = rule.verify.recovered_when;
         let wait = rule.verify.wait;
         let state = &mut self.incidents[idx];
+        state.symptom = watched.is_some_and(|ex| !ex.in_band);
         match watched {
             Some(ex) => {
                 state.quiet_since = None;
@@ -292,6 +673,8 @@ impl Engine {
             .is_some_and(|p| obs.ts_ms >= p.deadline_ms)
         {
             let p = state.pending.take().expect("checked just above");
+            self.in_progress.remove(&idx);
+            let state = &mut self.incidents[idx];
             let (recovered, why) = match recovered_when {
                 // Cleared: out of the excursion, or back in the band the
                 // series had before it (the excursion's hysteresis keeps it
@@ -359,9 +742,35 @@ impl Engine {
             }
         }
 
+        // A parked step nobody approved in time expires; the chain moves on.
+        if let Some((action, expires_ms)) = self.incidents[idx].parked {
+            if obs.ts_ms >= expires_ms {
+                let state = &mut self.incidents[idx];
+                state.parked = None;
+                self.parked.remove(&state.incident.id);
+                let parked = state.incident.actions[action].clone();
+                let (rule, _) = &self.rules[r];
+                let decision = Decision::suppressed(
+                    SuppressReason::ApprovalExpired,
+                    format!(
+                        "not approved within {} (parked at {})",
+                        rule.guards.approval_timeout,
+                        crate::time::rfc3339(parked.planned_ms)
+                    ),
+                );
+                let peak = state.incident.peak_score;
+                self.record_step(idx, parked, decision, obs.ts_ms, peak, events);
+                if self.incidents[idx].pending.is_none() && self.incidents[idx].parked.is_none() {
+                    self.plan(idx, obs, peak, events);
+                }
+            }
+        }
+
+        let resolve_after = self.guardrails.resolve_after.as_millis_i64();
         let state = &mut self.incidents[idx];
-        match (state.pending.is_none(), state.quiet_since) {
-            (true, Some(ended)) => {
+        let settled = state.pending.is_none() && state.parked.is_none();
+        match (settled, state.quiet_since) {
+            (true, Some(ended)) if obs.ts_ms - ended >= resolve_after => {
                 state.incident.resolved_ms = Some(ended);
                 tracing::info!(incident = %state.incident.id, "incident resolved");
                 events.push(EngineEvent::Resolved {
@@ -377,10 +786,11 @@ impl Engine {
     /// Whether another incident has a step on `target` waiting for its
     /// verification; the reason, when it has.
     fn busy(&self, idx: usize, target: &str) -> Option<String> {
-        self.incidents.iter().enumerate().find_map(|(i, s)| {
+        self.in_progress.iter().find_map(|&i| {
             if i == idx {
                 return None;
             }
+            let s = &self.incidents[i];
             let p = s.pending.as_ref()?;
             let a = &s.incident.actions[p.action];
             (a.rendered.as_ref()?.target() == target).then(|| {
@@ -394,8 +804,138 @@ impl Engine {
         })
     }
 
+    /// The global guardrails' verdict on a step of incident `idx` on
+    /// `target` at `ts_ms`: silences, flapping, target busy, rate limit,
+    /// concurrency and blast radius, in that order. `None` when all pass.
+    fn check_limits(&mut self, idx: usize, target: &str, ts_ms: i64) -> Option<Decision> {
+        let state = &self.incidents[idx];
+        let (rule, _) = &self.rules[state.rule];
+        let g = &self.guardrails;
+        if let Some(s) = self
+            .silences
+            .iter()
+            .find(|s| s.mutes(&state.incident.series, ts_ms))
+        {
+            return Some(Decision::suppressed(SuppressReason::Silenced, s.describe()));
+        }
+        let series = series_selector(&state.incident.series);
+        if let Some(opens) = self.opens.get(&(rule.name.clone(), series)) {
+            let window = g.flap_window.as_millis_i64();
+            let recent = opens.iter().filter(|&&t| ts_ms - t < window).count();
+            if recent > g.flap_max_opens as usize {
+                return Some(Decision::suppressed(
+                    SuppressReason::Flapping,
+                    format!(
+                        "rule {} opened {recent} incidents on this series in the last {} (max {})",
+                        rule.name, g.flap_window, g.flap_max_opens
+                    ),
+                ));
+            }
+        }
+        if let Some(detail) = self.busy(idx, target) {
+            return Some(Decision::suppressed(SuppressReason::TargetBusy, detail));
+        }
+        while self.performed.front().is_some_and(|&t| ts_ms - t >= 60_000) {
+            self.performed.pop_front();
+        }
+        if self.performed.len() >= g.max_actions_per_minute as usize {
+            return Some(Decision::suppressed(
+                SuppressReason::RateLimit,
+                format!(
+                    "{} steps in the last minute (max {}); next allowed at {}",
+                    self.performed.len(),
+                    g.max_actions_per_minute,
+                    crate::time::rfc3339(self.performed[0] + 60_000)
+                ),
+            ));
+        }
+        if self.in_progress.len() >= g.max_concurrent as usize {
+            return Some(Decision::suppressed(
+                SuppressReason::MaxConcurrent,
+                format!(
+                    "{} steps in progress (max {})",
+                    self.in_progress.len(),
+                    g.max_concurrent
+                ),
+            ));
+        }
+        let service = &state.incident.service;
+        let acting: BTreeSet<&str> = self
+            .in_progress
+            .iter()
+            .map(|&i| &self.incidents[i])
+            .filter(|s| &s.incident.service == service)
+            .map(|s| s.instance.as_str())
+            .chain(std::iter::once(state.instance.as_str()))
+            .collect();
+        let known = self.instances.get(service).map_or(1, BTreeSet::len).max(1);
+        let by_percent =
+            ((known as f64 * g.max_percent_per_service / 100.0).floor() as usize).max(1);
+        let limit = by_percent.min(g.max_instances_per_service as usize);
+        if acting.len() > limit {
+            return Some(Decision::suppressed(
+                SuppressReason::BlastRadius,
+                format!(
+                    "{} of {known} known instances of service {service:?} would be under a step \
+                     at once (max {limit}: {} instances, {}%)",
+                    acting.len(),
+                    g.max_instances_per_service,
+                    g.max_percent_per_service
+                ),
+            ));
+        }
+        None
+    }
+
+    /// Records a step with its decision; a step that counts as performed
+    /// starts its verification wait (and the chain stops there for now), a
+    /// parked one waits for approval.
+    fn record_step(
+        &mut self,
+        idx: usize,
+        mut planned: PlannedAction,
+        decision: Decision,
+        ts_ms: i64,
+        peak: f64,
+        events: &mut Vec<EngineEvent>,
+    ) {
+        let r = self.incidents[idx].rule;
+        let (rule, _) = &self.rules[r];
+        planned.decision = decision;
+        planned.planned_ms = ts_ms;
+        planned.verification = None;
+        let performed = planned.decision.counts_as_performed();
+        let parks = planned.decision.reason == Some(SuppressReason::AwaitingApproval);
+        let state = &mut self.incidents[idx];
+        tracing::info!(
+            incident = %state.incident.id, step = planned.step, action = %planned.summary,
+            decision = planned.decision.label(), "step planned"
+        );
+        events.push(EngineEvent::Planned {
+            incident: state.incident.id.clone(),
+            action: planned.clone(),
+        });
+        state.incident.actions.push(planned);
+        let action = state.incident.actions.len() - 1;
+        if performed {
+            state.pending = Some(Pending {
+                action,
+                deadline_ms: ts_ms.saturating_add(rule.verify.wait.as_millis_i64()),
+                peak_at_plan: peak,
+                peak_since: peak,
+            });
+            self.in_progress.insert(idx);
+            self.performed.push_back(ts_ms);
+        } else if parks {
+            let expires = ts_ms.saturating_add(rule.guards.approval_timeout.as_millis_i64());
+            state.parked = Some((action, expires));
+            self.parked.insert(state.incident.id.clone(), idx);
+        }
+    }
+
     /// Plans steps from `next_step` on until one counts as performed (and is
-    /// then verified) or the chain is exhausted.
+    /// then verified), one is parked for approval, or the chain is
+    /// exhausted.
     fn plan(
         &mut self,
         idx: usize,
@@ -404,8 +944,8 @@ impl Engine {
         events: &mut Vec<EngineEvent>,
     ) {
         let r = self.incidents[idx].rule;
-        let (rule, signal) = &self.rules[r];
-        while self.incidents[idx].next_step < rule.then.len() {
+        while self.incidents[idx].next_step < self.rules[r].0.then.len() {
+            let (rule, signal) = &self.rules[r];
             let step = self.incidents[idx].next_step;
             self.incidents[idx].next_step += 1;
             let action = &rule.then[step];
@@ -416,65 +956,67 @@ impl Engine {
                 signal: &signal.name,
                 rule: &rule.name,
             };
-            let (rendered, summary, decision) = match render_action(action, &ctx) {
+            let kind = action.kind();
+            let rendered = render_action(action, &ctx);
+            let dry_run = if self.options.dry_run {
+                Some(DryRunSource::Engine)
+            } else if rule.guards.dry_run {
+                Some(DryRunSource::Rule)
+            } else if action.dry_run() {
+                Some(DryRunSource::Step)
+            } else {
+                None
+            };
+            let require_approval = rule.guards.require_approval;
+            let (rendered, summary, decision) = match rendered {
                 Err(e) => (
                     None,
-                    format!("{} (not rendered)", action.kind()),
+                    format!("{kind} (not rendered)"),
                     Decision::suppressed(SuppressReason::InvalidLabelValue, e.to_string()),
                 ),
                 Ok(rendered) => {
-                    let dry_run = if self.options.dry_run {
-                        Some(DryRunSource::Engine)
-                    } else if rule.guards.dry_run {
-                        Some(DryRunSource::Rule)
-                    } else if action.dry_run() {
-                        Some(DryRunSource::Step)
-                    } else {
-                        None
-                    };
                     let target = rendered.target();
-                    let decision = match self.busy(idx, &target) {
-                        Some(detail) => Decision::suppressed(SuppressReason::TargetBusy, detail),
-                        None => self.muter.decide(
-                            r,
-                            &rule.guards,
-                            &target,
-                            self.id_base + idx,
-                            obs.ts_ms,
-                            dry_run,
-                        ),
-                    };
                     let summary = rendered.summary();
+                    let decision = match self.check_limits(idx, &target, obs.ts_ms) {
+                        Some(d) => d,
+                        // A dry run needs nobody's approval: it does nothing.
+                        None if require_approval && dry_run.is_none() => Decision::suppressed(
+                            SuppressReason::AwaitingApproval,
+                            format!(
+                                "rule {} requires approval: `heal approve {}` within {}",
+                                self.rules[r].0.name,
+                                self.incidents[idx].incident.id,
+                                self.rules[r].0.guards.approval_timeout
+                            ),
+                        ),
+                        None => {
+                            let (rule, _) = &self.rules[r];
+                            let id = &self.incidents[idx].incident.id;
+                            self.muter.decide(
+                                &rule.name,
+                                &rule.guards,
+                                &target,
+                                id,
+                                obs.ts_ms,
+                                dry_run,
+                            )
+                        }
+                    };
                     (Some(rendered), summary, decision)
                 }
             };
-            let performed = decision.counts_as_performed();
             let planned = PlannedAction {
                 step: step + 1,
-                kind: action.kind(),
+                kind,
                 rendered,
                 summary,
-                decision,
+                decision: Decision::allowed(String::new()),
                 planned_ms: obs.ts_ms,
                 verification: None,
             };
-            let state = &mut self.incidents[idx];
-            tracing::info!(
-                incident = %state.incident.id, step = planned.step, action = %planned.summary,
-                decision = planned.decision.label(), "step planned"
-            );
-            events.push(EngineEvent::Planned {
-                incident: state.incident.id.clone(),
-                action: planned.clone(),
-            });
-            state.incident.actions.push(planned);
-            if performed {
-                state.pending = Some(Pending {
-                    action: state.incident.actions.len() - 1,
-                    deadline_ms: obs.ts_ms.saturating_add(rule.verify.wait.as_millis_i64()),
-                    peak_at_plan: peak,
-                    peak_since: peak,
-                });
+            self.record_step(idx, planned, decision, obs.ts_ms, peak, events);
+            let state = &self.incidents[idx];
+            if state.pending.is_some() || state.parked.is_some() {
                 return;
             }
         }
@@ -506,6 +1048,8 @@ fn render_action(action: &Action, ctx: &Context<'_>) -> Result<RenderedAction, U
             target: r(&a.target)?,
             backend: r(&a.backend)?,
             state: a.state,
+            api: a.api.clone(),
+            weight: a.weight,
         },
         Action::Exec(a) => RenderedAction::Exec {
             argv: a.argv.iter().map(r).collect::<Result<_, _>>()?,

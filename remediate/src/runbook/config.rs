@@ -9,6 +9,7 @@ use detect::{DetectorConfig, Direction};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::actions::haproxy::ApiAddress;
 use crate::duration::Duration;
 use crate::template::Template;
 
@@ -24,6 +25,56 @@ pub struct RunbookFile {
     /// What to do when a signal misbehaves.
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// Limits over every rule at once (rate, concurrency, blast radius,
+    /// flap damping). At most one file of a directory may set them; the
+    /// defaults apply otherwise.
+    #[serde(default)]
+    pub guardrails: Option<Guardrails>,
+}
+
+/// Limits that hold across every rule: whatever the runbooks say, heal never
+/// acts faster, wider or more often than this. A step that would break one
+/// is suppressed with the limit's name as reason and recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Guardrails {
+    /// At most this many steps performed in any 60 seconds, over every rule
+    /// and target (dry runs count, so a replay suppresses what live would).
+    pub max_actions_per_minute: u32,
+    /// At most this many steps in progress at once: performed and not yet
+    /// verified.
+    pub max_concurrent: u32,
+    /// Blast radius: at most this many instances of one service with a step
+    /// in progress at once.
+    pub max_instances_per_service: u32,
+    /// Blast radius: at most this percentage of the instances heal has seen
+    /// of one service with a step in progress at once (rounded down, but
+    /// one instance is always allowed).
+    pub max_percent_per_service: f64,
+    /// Flap damping on firing: a rule whose incidents on one series opened
+    /// this many times within `flap_window` is flapping, and its steps on
+    /// that series are suppressed (`flapping`) until it calms down.
+    pub flap_max_opens: u32,
+    /// The sliding window of `flap_max_opens`.
+    pub flap_window: Duration,
+    /// Flap damping on resolving: an incident resolves only once its series
+    /// stayed out of the anomaly this long; an anomaly that comes back
+    /// sooner continues the same incident.
+    pub resolve_after: Duration,
+}
+
+impl Default for Guardrails {
+    fn default() -> Self {
+        Guardrails {
+            max_actions_per_minute: 30,
+            max_concurrent: 10,
+            max_instances_per_service: 2,
+            max_percent_per_service: 50.0,
+            flap_max_opens: 5,
+            flap_window: Duration::from_secs(30 * 60),
+            resolve_after: Duration::from_secs(0),
+        }
+    }
 }
 
 /// A metric watched for anomalies.
@@ -243,6 +294,16 @@ pub struct Reroute {
     pub backend: Template,
     /// New state of the server: `drain`, `maint` or `ready`.
     pub state: ServerState,
+    /// Where HAProxy's runtime API listens: `unix:/run/haproxy/admin.sock`
+    /// (the `stats socket` of Debian's packaged configuration) or
+    /// `HOST:PORT` (`stats socket ipv4@127.0.0.1:9999`). The socket must be
+    /// declared with `level admin`, or HAProxy refuses state changes.
+    pub api: ApiAddress,
+    /// Also set the server's weight, within [0, 256]; e.g. `state: ready`
+    /// with `weight: 10` puts an instance back with a small share of the
+    /// traffic. Leave out to keep the weight.
+    #[serde(default)]
+    pub weight: Option<u32>,
     /// Give up on the step after this long.
     #[serde(default)]
     pub timeout: Option<Duration>,
@@ -495,6 +556,13 @@ pub struct Guards {
     pub window: Duration,
     /// Only plan and record this rule's steps, never perform them.
     pub dry_run: bool,
+    /// Park every step of this rule until a human approves it (`heal approve
+    /// INCIDENT`, or `POST /api/incidents/INCIDENT/approve`). Just before an
+    /// approved step runs, heal checks that the symptom still holds.
+    pub require_approval: bool,
+    /// A parked step not approved within this long expires
+    /// (`approval_expired`) and the chain moves on to its next step.
+    pub approval_timeout: Duration,
 }
 
 impl Default for Guards {
@@ -504,6 +572,8 @@ impl Default for Guards {
             max_attempts: 3,
             window: Duration::from_secs(60 * 60),
             dry_run: false,
+            require_approval: false,
+            approval_timeout: Duration::from_secs(15 * 60),
         }
     }
 }

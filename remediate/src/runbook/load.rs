@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::config::{Exec, Reroute, Restart, Rollback, Rule, Scale, Signal, Webhook};
+use super::config::{Exec, Guardrails, Reroute, Restart, Rollback, Rule, Scale, Signal, Webhook};
 use super::validate;
 use super::yaml::{self, join, Positions};
 use crate::error::{RunbookError, RunbookErrors};
@@ -17,6 +17,7 @@ pub struct RunbookSet {
     files: Vec<PathBuf>,
     signals: Vec<Signal>,
     rules: Vec<Rule>,
+    guardrails: Guardrails,
 }
 
 /// A problem tagged with the index of its file, for sorting.
@@ -38,6 +39,8 @@ pub(crate) struct ParsedFile {
     pub broken_signal_names: Vec<String>,
     /// Names of rules that failed to deserialize, likewise for duplicates.
     pub broken_rule_names: Vec<String>,
+    /// The file's `guardrails:`, when it has them and they deserialized.
+    pub guardrails: Option<Guardrails>,
 }
 
 impl ParsedFile {
@@ -155,8 +158,12 @@ impl RunbookSet {
             files: Vec::new(),
             signals: Vec::new(),
             rules: Vec::new(),
+            guardrails: Guardrails::default(),
         };
         for (_, file) in files {
+            if let Some(g) = file.guardrails {
+                set.guardrails = g;
+            }
             set.files.push(file.path);
             set.signals.extend(file.signals.into_iter().map(|(_, s)| s));
             set.rules.extend(file.rules.into_iter().map(|(_, r)| r));
@@ -177,6 +184,11 @@ impl RunbookSet {
     /// Every rule, in file order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// The guardrails in effect (a file's `guardrails:`, or the defaults).
+    pub fn guardrails(&self) -> &Guardrails {
+        &self.guardrails
     }
 
     /// The signal with this name.
@@ -238,6 +250,7 @@ fn parse_file(index: usize, path: &Path, text: &str, found: &mut Vec<Found>) -> 
         rules: Vec::new(),
         broken_signal_names: Vec::new(),
         broken_rule_names: Vec::new(),
+        guardrails: None,
     };
     let top = match value {
         Value::Object(map) => map,
@@ -275,10 +288,26 @@ fn parse_file(index: usize, path: &Path, text: &str, found: &mut Vec<Found>) -> 
                 file.rules = ok;
                 file.broken_rule_names = broken;
             }
+            "guardrails" => match serde_path_to_error::deserialize::<_, Guardrails>(&value) {
+                Ok(g) => file.guardrails = Some(g),
+                Err(e) => {
+                    let (mut field, message) = path_and_message("guardrails", e);
+                    if let Some(name) = message
+                        .strip_prefix("unknown field `")
+                        .and_then(|m| m.split('`').next())
+                    {
+                        let candidate = join(&field, name);
+                        if file.positions.contains(&candidate) {
+                            field = candidate;
+                        }
+                    }
+                    found.push((index, file.error(field, message)));
+                }
+            },
             other => {
                 let e = file.error(
                     other,
-                    format!("unknown field `{other}`, expected `signals` or `rules`"),
+                    format!("unknown field `{other}`, expected `signals`, `rules` or `guardrails`"),
                 );
                 found.push((index, e));
             }
@@ -423,7 +452,7 @@ mod tests {
         );
         assert_eq!(
             errors("signals: []\nrunbooks: []\nrules: 5\n"),
-            "r.yaml:2:1: runbooks: unknown field `runbooks`, expected `signals` or `rules`\n\
+            "r.yaml:2:1: runbooks: unknown field `runbooks`, expected `signals`, `rules` or `guardrails`\n\
              r.yaml:3:1: rules: invalid type: number, expected a list"
         );
     }

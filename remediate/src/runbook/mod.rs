@@ -6,8 +6,8 @@ mod validate;
 mod yaml;
 
 pub use config::{
-    Action, ActionKind, Guards, HttpMethod, RecoveredWhen, Rule, RunbookFile, ServerState,
-    Severity, Signal, Verify, When,
+    Action, ActionKind, Guardrails, Guards, HttpMethod, RecoveredWhen, Rule, RunbookFile,
+    ServerState, Severity, Signal, Verify, When,
 };
 pub use load::RunbookSet;
 

@@ -6,9 +6,11 @@ use std::collections::{BTreeSet, HashMap};
 
 use detect::Direction;
 
-use super::config::{Action, Exec, Rule, Scale, Signal, Webhook};
+use super::config::{Action, Exec, Guardrails, Reroute, Rule, Scale, Signal, Webhook};
 use super::load::{Found, ParsedFile};
-use crate::template::{is_label_name, is_safe_label_value};
+use super::yaml::join;
+use crate::actions::haproxy::MAX_WEIGHT;
+use crate::template::{is_label_name, is_safe_label_value, Part};
 
 /// Programs that turn an argument into a command line.
 const SHELLS: [&str; 7] = ["sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"];
@@ -77,6 +79,56 @@ pub(crate) fn validate(files: &[(usize, ParsedFile)], found: &mut Vec<Found>) {
             }
             check_rule(rule, signal, &mut report);
         }
+    }
+
+    // Guardrails: one file sets them for the whole directory.
+    let mut guardrails_at: Option<String> = None;
+    for (index, file) in files {
+        let Some(g) = &file.guardrails else { continue };
+        let mut report = |field: &str, message: String| {
+            let path = if field.is_empty() {
+                "guardrails".to_owned()
+            } else {
+                join("guardrails", field)
+            };
+            found.push((*index, file.error(path, message)));
+        };
+        if let Some(first) = &guardrails_at {
+            report(
+                "",
+                format!("guardrails are set twice (first at {first}); keep one"),
+            );
+        } else {
+            guardrails_at = Some(location(file, "guardrails"));
+        }
+        check_guardrails(g, &mut report);
+    }
+}
+
+fn check_guardrails(g: &Guardrails, report: &mut impl FnMut(&str, String)) {
+    for (field, v) in [
+        ("max_actions_per_minute", g.max_actions_per_minute),
+        ("max_concurrent", g.max_concurrent),
+        ("max_instances_per_service", g.max_instances_per_service),
+        ("flap_max_opens", g.flap_max_opens),
+    ] {
+        if v == 0 {
+            report(
+                field,
+                "must be at least 1 (to keep heal from acting, run without --execute or set \
+                 `guards.dry_run: true` on the rules)"
+                    .into(),
+            );
+        }
+    }
+    if !(g.max_percent_per_service > 0.0 && g.max_percent_per_service <= 100.0) {
+        report(
+            "max_percent_per_service",
+            format!("must be within (0, 100], got {}", g.max_percent_per_service),
+        );
+    }
+    if g.flap_window.is_zero() {
+        report("flap_window", "must be longer than 0s".into());
     }
 }
 
@@ -184,6 +236,12 @@ fn check_rule(rule: &Rule, signal: Option<&Signal>, report: &mut impl FnMut(Stri
             "must be at least 1 (to keep a rule from acting, set `guards.dry_run: true`)".into(),
         );
     }
+    if rule.guards.require_approval && rule.guards.approval_timeout.is_zero() {
+        report(
+            "guards.approval_timeout".into(),
+            "must be longer than 0s when require_approval is set".into(),
+        );
+    }
     if rule.guards.window.is_zero() {
         report("guards.window".into(), "must be longer than 0s".into());
     }
@@ -213,6 +271,42 @@ fn check_action(action: &Action, at: &str, report: &mut impl FnMut(String, Strin
     match action {
         Action::Scale(Scale { replicas: 0, .. }) => {
             report(format!("{at}.replicas"), "must be at least 1, got 0".into());
+        }
+        Action::Reroute(Reroute {
+            target,
+            backend,
+            weight,
+            ..
+        }) => {
+            if let Some(w) = weight.filter(|w| *w > MAX_WEIGHT) {
+                report(
+                    format!("{at}.weight"),
+                    format!("must be within [0, {MAX_WEIGHT}] (HAProxy's range), got {w}"),
+                );
+            }
+            // The executor refuses such names at run time (see
+            // `actions::haproxy::Name`); fixed text that can never pass is
+            // better reported now.
+            for (field, what, template) in [
+                ("target", "server", target),
+                ("backend", "backend", backend),
+            ] {
+                let Ok(parts) = template.parse() else {
+                    continue;
+                };
+                let bad = parts.iter().find_map(|p| match p {
+                    Part::Literal(text) => text
+                        .chars()
+                        .find(|c| !(c.is_ascii_alphanumeric() || "._:-".contains(*c))),
+                    Part::Var(_) => None,
+                });
+                if let Some(c) = bad {
+                    report(
+                        format!("{at}.{field}"),
+                        format!("{c:?} cannot be part of an HAProxy {what} name (allowed: letters, digits, `.`, `_`, `-`, `:`)"),
+                    );
+                }
+            }
         }
         Action::Exec(Exec { argv, .. }) => {
             if argv.is_empty() {
@@ -321,5 +415,46 @@ v.yaml:23:9: rules[1].then[1].url: must start with http:// or https://, got "ftp
 v.yaml:24:19: rules[1].then[1].headers.Bad Header: invalid header name "Bad Header"
 v.yaml:25:16: rules[1].then[1].body.text: unknown template variable "nope" (known: service, instance, signal, rule, label.NAME)"#
         );
+    }
+}
+
+#[cfg(test)]
+mod reroute_tests {
+    use crate::RunbookSet;
+
+    fn load(then: &str) -> Result<RunbookSet, String> {
+        let text = format!(
+            "signals: [{{name: s, query: q}}]\nrules:\n  - name: r\n    when: {{signal: s}}\n    then:\n{then}"
+        );
+        RunbookSet::from_sources(&[("h.yaml".into(), text)]).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn reroute_needs_where_the_runtime_api_is() {
+        assert_eq!(
+            load("      - {action: reroute, backend: be, target: a, state: drain}\n").unwrap_err(),
+            "h.yaml:6:10: rules[0].then[0]: missing field `api`"
+        );
+        assert_eq!(
+            load("      - action: reroute\n        backend: be\n        target: a\n        state: drain\n        api: /run/haproxy/admin.sock\n").unwrap_err(),
+            "h.yaml:10:9: rules[0].then[0].api: invalid HAProxy runtime API address \"/run/haproxy/admin.sock\": expected unix:/PATH or HOST:PORT"
+        );
+        assert_eq!(
+            load("      - action: reroute\n        backend: be\n        target: a\n        state: drain\n        api: 127.0.0.1:9999\n        weight: 300\n").unwrap_err(),
+            "h.yaml:11:9: rules[0].then[0].weight: must be within [0, 256] (HAProxy's range), got 300"
+        );
+        assert_eq!(
+            load("      - action: reroute\n        backend: be\n        target: a\n        state: drain\n        api: 127.0.0.1:9999\n        wieght: 3\n").unwrap_err(),
+            "h.yaml:11:9: rules[0].then[0].wieght: unknown field `wieght`, expected one of `target`, `backend`, `state`, `api`, `weight`, `timeout`, `dry_run`"
+        );
+        assert_eq!(
+            load("      - {action: reroute, backend: 'be/{{service}}', target: 'srv {{instance}}', state: drain, api: '127.0.0.1:9999'}\n").unwrap_err(),
+            "h.yaml:6:27: rules[0].then[0].backend: '/' cannot be part of an HAProxy backend name (allowed: letters, digits, `.`, `_`, `-`, `:`)\n\
+             h.yaml:6:54: rules[0].then[0].target: ' ' cannot be part of an HAProxy server name (allowed: letters, digits, `.`, `_`, `-`, `:`)"
+        );
+        let set = load("      - {action: reroute, backend: 'be_{{service}}', target: '{{instance}}', state: ready, api: 'unix:/run/haproxy/admin.sock', weight: 10}\n").unwrap();
+        assert_eq!(set.summary(), "1 file, 1 signal, 1 rule");
+        let schema = crate::json_schema().to_string();
+        assert!(schema.contains("HAProxy runtime API address"), "{schema}");
     }
 }

@@ -495,7 +495,10 @@ async fn handle_event(event: EngineEvent, act: &mpsc::Sender<ActionJob>, telemet
                 incident,
                 step: action.step,
                 action: rendered,
-                timeout: Duration::from_secs(30),
+                // The step's own timeout, else 30 s.
+                timeout: action.timeout.map_or(Duration::from_secs(30), |t| {
+                    Duration::from_millis(t.as_millis_i64().max(1) as u64)
+                }),
             };
             // Backpressure: if actions pile up, evaluation waits.
             let _ = act.send(job).await;

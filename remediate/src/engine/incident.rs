@@ -69,6 +69,9 @@ pub struct PlannedAction {
     /// How it turned out; `None` for a suppressed step (nothing to verify)
     /// or while the verification wait is running.
     pub verification: Option<Verification>,
+    /// The step's own `timeout:`, when the runbook sets one; executors
+    /// use their default otherwise.
+    pub timeout: Option<crate::Duration>,
 }
 
 /// An action with every template filled in: what an executor would get.

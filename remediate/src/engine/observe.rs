@@ -938,6 +938,7 @@ impl Engine {
                 rule: &rule.name,
             };
             let kind = action.kind();
+            let action_timeout = action.timeout();
             let rendered = render_action(action, &ctx);
             let dry_run = if self.options.dry_run {
                 Some(DryRunSource::Engine)
@@ -994,6 +995,7 @@ impl Engine {
                 decision: Decision::allowed(String::new()),
                 planned_ms: obs.ts_ms,
                 verification: None,
+                timeout: action_timeout,
             };
             self.record_step(idx, planned, decision, obs.ts_ms, peak, events);
             let state = &self.incidents[idx];

@@ -74,6 +74,7 @@ fn incident(n: u64) -> Incident {
                     decided_ms: opened_ms + step as i64 * MIN + 30_000,
                     detail: "anomaly cleared after the 30s wait".into(),
                 }),
+                timeout: None,
             }
         })
         .collect();

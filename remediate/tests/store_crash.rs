@@ -52,6 +52,7 @@ fn incident() -> Incident {
             decision: Decision::allowed("no guard held it back".into()),
             planned_ms: T0 + 1000,
             verification: None,
+            timeout: None,
         }],
         resolved_ms: None,
         unresolved_at_ms: None,

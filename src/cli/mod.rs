@@ -1,6 +1,7 @@
 //! Subcommands of `heal`, one file each. Each `run` returns `anyhow::Result`
 //! and prints its own output; `main` maps errors to exit codes.
 
+mod agent;
 mod bench;
 mod bench_lab;
 mod bench_storm;
@@ -56,6 +57,9 @@ enum Command {
     Silence(control::SilenceCmd),
     /// Approve an incident's step parked by `require_approval`.
     Approve(control::ApproveArgs),
+    /// Run allowlisted local actions for a remote heal: signed requests
+    /// only (HMAC-SHA256, replay window), every request audited.
+    Agent(agent::AgentArgs),
 }
 
 /// An error that is the user's input or configuration: exit code 64
@@ -112,5 +116,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Incidents(c) => incidents::run(c),
         Command::Silence(c) => control::run_silence(c),
         Command::Approve(a) => control::run_approve(a),
+        Command::Agent(a) => agent::run(a),
     }
 }

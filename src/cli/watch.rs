@@ -28,6 +28,7 @@ use ingest::{
 use remediate::actions::exec::{self, ExecRequest};
 use remediate::actions::haproxy::{self, HaproxyRequest, Operation};
 use remediate::actions::ActionResult;
+use remediate::actions::{agent, webhook};
 use remediate::engine::{EngineEvent, GuardState, RenderedAction};
 use remediate::store::{ActionKey, Store, StoreError, StoreWriter, WriterThread};
 use remediate::{EngineOptions, RunbookSet};
@@ -587,7 +588,10 @@ async fn handle_event(event: EngineEvent, act: &mpsc::Sender<ActionJob>, telemet
                 incident,
                 step: action.step,
                 action: rendered,
-                timeout: Duration::from_secs(30),
+                // The step's own timeout, else 30 s.
+                timeout: action.timeout.map_or(Duration::from_secs(30), |t| {
+                    Duration::from_millis(t.as_millis_i64().max(1) as u64)
+                }),
             };
             // Backpressure: if actions pile up, evaluation waits.
             let _ = act.send(job).await;
@@ -796,6 +800,58 @@ async fn perform(job: ActionJob, telemetry: &Telemetry) -> Option<ActionResult> 
                     dry_run: false,
                 };
                 ("reroute", haproxy::run(&req).await)
+            }
+            RenderedAction::Webhook {
+                url,
+                method,
+                headers,
+                body,
+            } => {
+                let retry = webhook::Retry::default();
+                let req = webhook::WebhookRequest {
+                    method: *method,
+                    url: url.clone(),
+                    headers: headers.clone(),
+                    body: body.clone(),
+                    // The job's timeout bounds all attempts together.
+                    timeout: job.timeout / retry.attempts,
+                    dry_run: false,
+                    retry,
+                };
+                // `${env:NAME}` secrets: only the binary reads the environment.
+                let env = |name: &str| std::env::var(name).ok();
+                ("webhook", webhook::run(&req, &env).await)
+            }
+            RenderedAction::Agent {
+                url,
+                name,
+                params,
+                key_env,
+            } => {
+                let key = std::env::var(key_env)
+                    .map_err(|_| format!("environment variable {key_env} is not set"))
+                    .and_then(|text| agent::key_from_text(&text));
+                let result = match key {
+                    Ok(key) => {
+                        let call = agent::AgentCall {
+                            url: url.clone(),
+                            action: name.clone(),
+                            params: params.clone(),
+                            key,
+                            timeout: job.timeout,
+                            dry_run: false,
+                        };
+                        agent::call(&call, now_ms().div_euclid(1000)).await
+                    }
+                    Err(e) => remediate::actions::ActionResult {
+                        ok: false,
+                        retryable: false,
+                        summary: format!("agent {url} action {name}: key_env {key_env}: {e}"),
+                        output: String::new(),
+                        duration: Duration::ZERO,
+                    },
+                };
+                ("agent", result)
             }
             other => {
                 tracing::error!(stage = "remediate", action = ?other, "no executor for this action kind yet");

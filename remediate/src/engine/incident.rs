@@ -70,6 +70,9 @@ pub struct PlannedAction {
     /// How it turned out; `None` for a suppressed step (nothing to verify)
     /// or while the verification wait is running.
     pub verification: Option<Verification>,
+    /// The step's own `timeout:`, when the runbook sets one; executors
+    /// use their default otherwise.
+    pub timeout: Option<crate::Duration>,
 }
 
 /// An action with every template filled in: what an executor would get.
@@ -125,6 +128,18 @@ pub enum RenderedAction {
         /// JSON body.
         body: Option<serde_json::Value>,
     },
+    /// Ask the `heal agent` at `url` to run its allowlisted action `name`.
+    Agent {
+        /// The agent's base URL.
+        url: String,
+        /// The allowlisted action.
+        name: String,
+        /// Parameter values.
+        params: BTreeMap<String, String>,
+        /// Environment variable holding the shared key (the name only: the
+        /// key never enters a record).
+        key_env: String,
+    },
 }
 
 impl RenderedAction {
@@ -137,6 +152,7 @@ impl RenderedAction {
             RenderedAction::Reroute { .. } => "reroute",
             RenderedAction::Exec { .. } => "exec",
             RenderedAction::Webhook { .. } => "webhook",
+            RenderedAction::Agent { .. } => "agent",
         }
     }
 
@@ -151,6 +167,9 @@ impl RenderedAction {
             } => format!("{backend}/{target}"),
             RenderedAction::Exec { argv } => argv.join(" "),
             RenderedAction::Webhook { url, .. } => url.clone(),
+            RenderedAction::Agent {
+                url, name, params, ..
+            } => format!("{url} {name}{}", params_text(params)),
         }
     }
 
@@ -185,8 +204,16 @@ impl RenderedAction {
             RenderedAction::Webhook { url, method, .. } => {
                 format!("webhook {} {url}", method.as_str())
             }
+            RenderedAction::Agent {
+                url, name, params, ..
+            } => format!("agent {url} {name}{}", params_text(params)),
         }
     }
+}
+
+/// ` a=1 b=2` (label-safe values, nothing to quote), or nothing.
+fn params_text(params: &BTreeMap<String, String>) -> String {
+    params.iter().map(|(k, v)| format!(" {k}={v}")).collect()
 }
 
 /// argv for display, quoting items a reader could misjoin. Display only:

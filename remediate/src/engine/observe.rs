@@ -957,6 +957,7 @@ impl Engine {
                 rule: &rule.name,
             };
             let kind = action.kind();
+            let action_timeout = action.timeout();
             let rendered = render_action(action, &ctx);
             let dry_run = if self.options.dry_run {
                 Some(DryRunSource::Engine)
@@ -1013,6 +1014,7 @@ impl Engine {
                 decision: Decision::allowed(String::new()),
                 planned_ms: obs.ts_ms,
                 verification: None,
+                timeout: action_timeout,
             };
             self.record_step(idx, planned, decision, obs.ts_ms, peak, events);
             let state = &self.incidents[idx];
@@ -1063,6 +1065,16 @@ fn render_action(action: &Action, ctx: &Context<'_>) -> Result<RenderedAction, U
                 .map(|(k, v)| Ok((k.clone(), r(v)?)))
                 .collect::<Result<_, _>>()?,
             body: a.body.as_ref().map(|b| render_json(b, &r)).transpose()?,
+        },
+        Action::Agent(a) => RenderedAction::Agent {
+            url: r(&a.url)?,
+            name: a.name.clone(),
+            params: a
+                .params
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), r(v)?)))
+                .collect::<Result<_, _>>()?,
+            key_env: a.key_env.clone(),
         },
     })
 }

@@ -248,14 +248,14 @@ impl Store {
             String,
             Option<String>,
             (bool, Option<String>, String),
-            i64,
+            (i64, Option<String>),
             Option<(String, i64, String)>,
         );
         let rows: Vec<Raw> = self
             .conn
             .prepare_cached(
                 "SELECT a.step, a.kind, a.summary, a.rendered, a.allowed, a.reason, a.detail,
-                     a.planned_ms, o.outcome, o.decided_ms, o.detail
+                     a.planned_ms, o.outcome, o.decided_ms, o.detail, a.timeout
                  FROM actions a LEFT JOIN outcomes o USING (incident_id, step)
                  WHERE a.incident_id = ?1 ORDER BY a.step",
             )
@@ -271,7 +271,7 @@ impl Store {
                         r.get(2)?,
                         r.get(3)?,
                         (r.get(4)?, r.get(5)?, r.get(6)?),
-                        r.get(7)?,
+                        (r.get(7)?, r.get(11)?),
                         verification,
                     ))
                 })?
@@ -281,7 +281,15 @@ impl Store {
         let t = "actions";
         rows.into_iter()
             .map(
-                |(step, kind, summary, rendered, (allowed, reason, detail), planned_ms, v)| {
+                |(
+                    step,
+                    kind,
+                    summary,
+                    rendered,
+                    (allowed, reason, detail),
+                    (planned_ms, timeout),
+                    v,
+                )| {
                     let row = format!("{id} step {step}");
                     Ok(PlannedAction {
                         step: step.max(0) as usize,
@@ -298,6 +306,9 @@ impl Store {
                             detail,
                         },
                         planned_ms,
+                        timeout: timeout
+                            .map(|t| decode_name(path, "actions", &row, "timeout", t))
+                            .transpose()?,
                         verification: v
                             .map(|(outcome, decided_ms, detail)| {
                                 Ok::<_, StoreError>(Verification {

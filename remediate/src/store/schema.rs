@@ -81,6 +81,8 @@ CREATE TABLE actions (
     reason      TEXT,
     detail      TEXT    NOT NULL,
     planned_ms  INTEGER NOT NULL,
+    -- The step's own timeout (`30s`), when the runbook sets one.
+    timeout     TEXT,
     PRIMARY KEY (incident_id, step)
 ) WITHOUT ROWID;
 

@@ -43,6 +43,7 @@ fn step(
         decision,
         planned_ms: T0 + step as i64 * MIN,
         verification,
+        timeout: (step == 1).then(|| "1m30s".parse().unwrap()),
     }
 }
 

@@ -211,12 +211,12 @@ pub(super) fn put_incident(c: &Connection, inc: &Incident) -> rusqlite::Result<(
 
     let mut action = c.prepare_cached(
         "INSERT INTO actions (incident_id, step, kind, summary, rendered, allowed, reason,
-             detail, planned_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             detail, planned_ms, timeout)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (incident_id, step) DO UPDATE SET
              kind = excluded.kind, summary = excluded.summary, rendered = excluded.rendered,
              allowed = excluded.allowed, reason = excluded.reason, detail = excluded.detail,
-             planned_ms = excluded.planned_ms",
+             planned_ms = excluded.planned_ms, timeout = excluded.timeout",
     )?;
     let mut outcome = c.prepare_cached(
         "INSERT INTO outcomes (incident_id, step, outcome, decided_ms, detail)
@@ -238,6 +238,7 @@ pub(super) fn put_incident(c: &Connection, inc: &Incident) -> rusqlite::Result<(
             a.decision.reason.as_ref().map(name_of),
             a.decision.detail,
             a.planned_ms,
+            a.timeout.as_ref().map(name_of),
         ])?;
         match &a.verification {
             Some(v) => {

@@ -7,6 +7,7 @@ mod bench_lab;
 mod bench_storm;
 mod control;
 mod dataset;
+mod feed;
 mod demo;
 mod incidents;
 mod record;

@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::control::{self, Command};
+use super::feed;
 use super::UsageError;
 use crate::pipeline::{Pipeline, SeriesHandle};
 use crate::telemetry::Telemetry;
@@ -236,7 +237,7 @@ async fn watch(
         telemetry.clone(),
         last_processed.clone(),
         interval,
-        control::routes(cmd_tx.clone(), api_token),
+        control::routes(cmd_tx.clone(), api_token).merge(feed::routes(args.db.clone())),
         shutdown.clone(),
     ));
 

@@ -1,0 +1,352 @@
+//! The incident chart: an SVG drawn by hand.
+//!
+//! Why by hand: the chart is one polyline, one polygon, a few lines and
+//! some text, and an SVG is text. A plotting crate would bring fonts,
+//! raster back ends and a layout engine to write a hundred lines of XML
+//! whose every byte a golden file can then check.
+//!
+//! What it shows, in the detector's terms: the series as a polyline, the
+//! normal band (`level ± 3 sigma`, as the detector held it before each
+//! sample) as a shaded polygon, a vertical marker at the anomaly's onset,
+//! one per step (coloured by its decision: allowed, dry run, suppressed)
+//! and one per verification (recovered, not recovered, worse). Every
+//! marker has a `<title>`, which browsers show on hover without any
+//! script. Colours are presentation attributes, not CSS, so that the SVG
+//! also reads right when saved on its own.
+
+use std::fmt::Write as _;
+
+use super::{escape, Evidence, EvidencePoint};
+use crate::engine::{Incident, Outcome};
+use crate::time::{civil_from_days, rfc3339};
+
+/// Size of the drawing and its margins, in SVG user units (pixels).
+const WIDTH: f64 = 800.0;
+const HEIGHT: f64 = 280.0;
+const LEFT: f64 = 72.0;
+const RIGHT: f64 = 16.0;
+const TOP: f64 = 20.0;
+const BOTTOM: f64 = 36.0;
+
+/// The colour of a step's marker, by decision class.
+pub(super) fn decision_colour(class: &str) -> &'static str {
+    match class {
+        "allowed" => "#1a7f37",
+        "dry_run" => "#bf8700",
+        _ => "#6e7781",
+    }
+}
+
+/// The colour of a verification's marker, by outcome.
+pub(super) fn outcome_colour(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Recovered => "#1a7f37",
+        Outcome::NotRecovered => "#cf222e",
+        Outcome::Worse => "#8250df",
+    }
+}
+
+/// A step's decision as one of the three classes the chart colours:
+/// `allowed`, `dry_run` or `suppressed` (whatever the reason).
+pub(super) fn decision_class(label: &str) -> &'static str {
+    match label {
+        "allowed" => "allowed",
+        "dry_run" => "dry_run",
+        _ => "suppressed",
+    }
+}
+
+/// Maps event time and values to the drawing.
+struct Scale {
+    t0: i64,
+    t1: i64,
+    v0: f64,
+    v1: f64,
+}
+
+impl Scale {
+    fn x(&self, ts_ms: i64) -> f64 {
+        LEFT + (ts_ms - self.t0) as f64 / (self.t1 - self.t0) as f64 * (WIDTH - LEFT - RIGHT)
+    }
+
+    fn y(&self, v: f64) -> f64 {
+        let y = HEIGHT - BOTTOM - (v - self.v0) / (self.v1 - self.v0) * (HEIGHT - TOP - BOTTOM);
+        // A band edge far outside the value range (a detector still warming
+        // up) must not draw kilometres away: clip just outside the plot.
+        y.clamp(TOP - 4.0, HEIGHT - BOTTOM + 4.0)
+    }
+}
+
+/// The round step for about `target` ticks over `span`: 1, 2 or 5 times a
+/// power of ten (the usual "nice numbers", Heckbert, Graphics Gems, 1990).
+fn nice_step(span: f64, target: f64) -> f64 {
+    let raw = span / target;
+    let mag = 10f64.powf(raw.log10().floor());
+    let norm = raw / mag;
+    let nice = if norm < 1.5 {
+        1.0
+    } else if norm < 3.5 {
+        2.0
+    } else if norm < 7.5 {
+        5.0
+    } else {
+        10.0
+    };
+    nice * mag
+}
+
+/// Time steps that read well on a clock, in ms.
+const TIME_STEPS: [i64; 20] = [
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    15_000,
+    30_000,
+    60_000,
+    120_000,
+    300_000,
+    600_000,
+    900_000,
+    1_800_000,
+    3_600_000,
+    7_200_000,
+    10_800_000,
+    21_600_000,
+    43_200_000,
+    86_400_000,
+    172_800_000,
+    604_800_000,
+];
+
+/// A tick label for a time: `HH:MM:SS` under a minute's step, `HH:MM`
+/// otherwise, with the date in front when the chart spans days (UTC).
+fn time_label(ms: i64, step: i64, span: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let of_day = secs.rem_euclid(86_400);
+    let (hh, mm, ss) = (of_day / 3600, of_day % 3600 / 60, of_day % 60);
+    let clock = if step < 60_000 {
+        format!("{hh:02}:{mm:02}:{ss:02}")
+    } else {
+        format!("{hh:02}:{mm:02}")
+    };
+    if span >= 86_400_000 {
+        let (_, m, d) = civil_from_days(secs.div_euclid(86_400));
+        format!("{m:02}-{d:02} {clock}")
+    } else {
+        clock
+    }
+}
+
+/// A value tick label with as many decimals as the step needs.
+fn value_label(v: f64, step: f64) -> String {
+    let decimals = (-step.log10().floor()).clamp(0.0, 9.0) as usize;
+    let s = format!("{v:.decimals$}");
+    if s.starts_with('-') && s.trim_start_matches(['-', '0', '.']).is_empty() {
+        s[1..].to_owned()
+    } else {
+        s
+    }
+}
+
+/// The times a marker is drawn at, so the time axis includes them.
+fn marker_times(inc: &Incident) -> impl Iterator<Item = i64> + '_ {
+    let actions = inc.actions.iter().flat_map(|a| {
+        std::iter::once(a.planned_ms).chain(a.verification.as_ref().map(|v| v.decided_ms))
+    });
+    std::iter::once(inc.onset_ms).chain(actions)
+}
+
+/// The chart of `inc`'s evidence; `None` when there are no points to draw.
+pub(super) fn svg(inc: &Incident, evidence: &Evidence) -> Option<String> {
+    let points: &[EvidencePoint] = &evidence.points;
+    let first = points.first()?;
+    let last = points.last()?;
+    let t0 = marker_times(inc).fold(first.ts_ms, i64::min);
+    let mut t1 = marker_times(inc).fold(last.ts_ms, i64::max);
+    if t1 <= t0 {
+        t1 = t0 + 1000;
+    }
+    let values = points.iter().map(|p| p.value as f64);
+    let (mut v0, mut v1) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    // The band widens the range only up to twice the values' own span past
+    // them: an early band (a detector with little history) can be far wider
+    // than anything the series did, and would flatten the line.
+    let span = (v1 - v0).max(v0.abs().max(1e-9) * 0.1);
+    for p in points {
+        v0 = v0.min((p.lo as f64).max(v0 - 2.0 * span));
+        v1 = v1.max((p.hi as f64).min(v1 + 2.0 * span));
+    }
+    let pad = (v1 - v0) * 0.05;
+    let (v0, v1) = (v0 - pad, v1 + pad);
+    let s = Scale { t0, t1, v0, v1 };
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" width=\"{WIDTH}\" height=\"{HEIGHT}\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" font-family=\"sans-serif\" font-size=\"11\" role=\"img\" aria-label=\"{}\">",
+        escape(&format!("{} around {}", inc.signal, inc.id))
+    );
+    // Plot frame.
+    let (px0, px1, py0, py1) = (LEFT, WIDTH - RIGHT, TOP, HEIGHT - BOTTOM);
+    let _ = writeln!(
+        out,
+        "<rect class=\"frame\" x=\"{px0:.1}\" y=\"{py0:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#ffffff\" stroke=\"#d0d7de\"/>",
+        px1 - px0,
+        py1 - py0
+    );
+
+    // Value ticks and grid.
+    let vstep = nice_step(v1 - v0, 4.0);
+    let mut v = (v0 / vstep).ceil() * vstep;
+    while v <= v1 {
+        let y = s.y(v);
+        let _ = writeln!(
+            out,
+            "<line class=\"grid\" x1=\"{px0:.1}\" y1=\"{y:.1}\" x2=\"{px1:.1}\" y2=\"{y:.1}\" stroke=\"#eaeef2\"/><text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#57606a\">{}</text>",
+            px0 - 6.0,
+            y + 4.0,
+            value_label(v, vstep)
+        );
+        v += vstep;
+    }
+    // Time ticks.
+    let tspan = t1 - t0;
+    let tstep = TIME_STEPS
+        .iter()
+        .copied()
+        .find(|st| tspan / st <= 6)
+        .unwrap_or_else(|| (tspan / 6 / 86_400_000 + 1) * 86_400_000);
+    let mut t = t0.div_euclid(tstep) * tstep;
+    if t < t0 {
+        t += tstep;
+    }
+    while t <= t1 {
+        let x = s.x(t);
+        let _ = writeln!(
+            out,
+            "<line class=\"grid\" x1=\"{x:.1}\" y1=\"{py0:.1}\" x2=\"{x:.1}\" y2=\"{py1:.1}\" stroke=\"#eaeef2\"/><text class=\"tick\" x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#57606a\">{}</text>",
+            py1 + 16.0,
+            time_label(t, tstep, tspan)
+        );
+        t += tstep;
+    }
+    let _ = writeln!(
+        out,
+        "<text class=\"axis\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#57606a\">time (UTC)</text>",
+        (px0 + px1) / 2.0,
+        HEIGHT - 4.0
+    );
+
+    // The band: upper edge left to right, lower edge back.
+    let mut band = String::new();
+    for p in points {
+        let _ = write!(band, "{:.1},{:.1} ", s.x(p.ts_ms), s.y(p.hi as f64));
+    }
+    for p in points.iter().rev() {
+        let _ = write!(band, "{:.1},{:.1} ", s.x(p.ts_ms), s.y(p.lo as f64));
+    }
+    let _ = writeln!(
+        out,
+        "<polygon class=\"band\" points=\"{}\" fill=\"#54aeff\" fill-opacity=\"0.2\" stroke=\"none\"><title>normal band (level ± 3 sigma)</title></polygon>",
+        band.trim_end()
+    );
+    // The series.
+    let mut line = String::new();
+    for p in points {
+        let _ = write!(line, "{:.1},{:.1} ", s.x(p.ts_ms), s.y(p.value as f64));
+    }
+    let _ = writeln!(
+        out,
+        "<polyline class=\"series\" points=\"{}\" fill=\"none\" stroke=\"#0969da\" stroke-width=\"1.5\" stroke-linejoin=\"round\"><title>{}</title></polyline>",
+        line.trim_end(),
+        escape(&inc.signal)
+    );
+
+    // Markers, onset first, then each step and its verification.
+    let mut marker = |class: &str, ts: i64, colour: &str, dash: &str, tag: &str, title: String| {
+        let x = s.x(ts);
+        let dash = if dash.is_empty() {
+            String::new()
+        } else {
+            format!(" stroke-dasharray=\"{dash}\"")
+        };
+        let _ = writeln!(
+            out,
+            "<g class=\"marker {class}\"><line x1=\"{x:.1}\" y1=\"{py0:.1}\" x2=\"{x:.1}\" y2=\"{py1:.1}\" stroke=\"{colour}\" stroke-width=\"2\"{dash}/><text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"{colour}\">{}</text><title>{}</title></g>",
+            py0 - 6.0,
+            escape(tag),
+            escape(&title)
+        );
+    };
+    marker(
+        "onset",
+        inc.onset_ms,
+        "#cf222e",
+        "",
+        "onset",
+        format!("anomaly onset at {}", rfc3339(inc.onset_ms)),
+    );
+    for a in &inc.actions {
+        let class = decision_class(a.decision.label());
+        marker(
+            &format!("action {class}"),
+            a.planned_ms,
+            decision_colour(class),
+            "",
+            &a.step.to_string(),
+            format!(
+                "step {} {} at {}: {}",
+                a.step,
+                a.decision.label(),
+                rfc3339(a.planned_ms),
+                a.summary
+            ),
+        );
+        if let Some(v) = &a.verification {
+            marker(
+                &format!("verify {}", v.outcome.as_str()),
+                v.decided_ms,
+                outcome_colour(v.outcome),
+                "5 3",
+                &format!("{}\u{2713}", a.step),
+                format!(
+                    "step {} verified {} at {}: {}",
+                    a.step,
+                    v.outcome.as_str(),
+                    rfc3339(v.decided_ms),
+                    v.detail
+                ),
+            );
+        }
+    }
+    out.push_str("</svg>\n");
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nice_steps_are_one_two_or_five_times_a_power_of_ten() {
+        assert_eq!(nice_step(10.0, 4.0), 2.0);
+        assert_eq!(nice_step(0.07, 4.0), 0.02);
+        assert_eq!(nice_step(900.0, 4.0), 200.0);
+        assert_eq!(nice_step(4.0, 4.0), 1.0);
+    }
+
+    #[test]
+    fn tick_labels_read_like_a_clock_and_like_numbers() {
+        // 2026-03-01T12:34:56Z.
+        let t = 1_772_368_496_000;
+        assert_eq!(time_label(t, 1000, 60_000), "12:34:56");
+        assert_eq!(time_label(t, 60_000, 3_600_000), "12:34");
+        assert_eq!(time_label(t, 3_600_000, 3 * 86_400_000), "03-01 12:34");
+        assert_eq!(value_label(0.25, 0.05), "0.25");
+        assert_eq!(value_label(1200.0, 200.0), "1200");
+        assert_eq!(value_label(-0.0001, 0.1), "0.0");
+    }
+}

@@ -265,38 +265,78 @@ pub(super) fn svg(inc: &Incident, evidence: &Evidence) -> Option<String> {
         escape(&inc.signal)
     );
 
-    // Markers, onset first, then each step and its verification.
-    let mut marker = |class: &str, ts: i64, colour: &str, dash: &str, tag: &str, title: String| {
-        let x = s.x(ts);
-        let dash = if dash.is_empty() {
-            String::new()
+    // The incident's span, onset to resolution (or the end of the data).
+    if let Some(end) = inc.resolved_ms.or(inc.unresolved_at_ms) {
+        let (x0, x1) = (s.x(inc.onset_ms), s.x(end.min(t1)));
+        let _ = writeln!(
+            out,
+            "<rect class=\"span\" x=\"{x0:.1}\" y=\"{py0:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#cf222e\" fill-opacity=\"0.06\"><title>incident, onset to {}</title></rect>",
+            (x1 - x0).max(0.0),
+            py1 - py0,
+            if inc.resolved_ms.is_some() { "resolution" } else { "end of data" }
+        );
+    }
+
+    // Markers, onset first, then each step and its verification. A step
+    // is a solid line labelled with its number above the plot; a
+    // verification a dashed line with a dot and `N✓` inside the plot's top,
+    // so that a verification and the next step, often planned on the same
+    // sample, stay apart.
+    let mut marker = |class: &str, x: f64, colour: &str, verify: bool, tag: &str, title: String| {
+        let mark = if verify {
+            format!(
+                " stroke-dasharray=\"5 3\"/><circle cx=\"{x:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{colour}\"/><text x=\"{:.1}\" y=\"{:.1}\" fill=\"{colour}\"",
+                py0 + 8.0,
+                x + 6.0,
+                py0 + 12.0
+            )
         } else {
-            format!(" stroke-dasharray=\"{dash}\"")
+            format!(
+                "/><text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"{colour}\"",
+                py0 - 6.0
+            )
         };
         let _ = writeln!(
             out,
-            "<g class=\"marker {class}\"><line x1=\"{x:.1}\" y1=\"{py0:.1}\" x2=\"{x:.1}\" y2=\"{py1:.1}\" stroke=\"{colour}\" stroke-width=\"2\"{dash}/><text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"{colour}\">{}</text><title>{}</title></g>",
-            py0 - 6.0,
+            "<g class=\"marker {class}\"><line x1=\"{x:.1}\" y1=\"{py0:.1}\" x2=\"{x:.1}\" y2=\"{py1:.1}\" stroke=\"{colour}\" stroke-width=\"2\"{mark}>{}</text><title>{}</title></g>",
             escape(tag),
             escape(&title)
         );
     };
     marker(
         "onset",
-        inc.onset_ms,
+        s.x(inc.onset_ms),
         "#cf222e",
-        "",
+        false,
         "onset",
         format!("anomaly onset at {}", rfc3339(inc.onset_ms)),
     );
-    for a in &inc.actions {
+    for (k, a) in inc.actions.iter().enumerate() {
         let class = decision_class(a.decision.label());
+        // Steps planned on the same sample (a refused step and the next
+        // one) share one label, `1,2`, and their lines sit 3 px apart so
+        // that each colour shows.
+        let nth = inc.actions[..k]
+            .iter()
+            .filter(|b| b.planned_ms == a.planned_ms)
+            .count();
+        let tag = if nth == 0 {
+            let same: Vec<String> = inc
+                .actions
+                .iter()
+                .filter(|b| b.planned_ms == a.planned_ms)
+                .map(|b| b.step.to_string())
+                .collect();
+            same.join(",")
+        } else {
+            String::new()
+        };
         marker(
             &format!("action {class}"),
-            a.planned_ms,
+            s.x(a.planned_ms) + 3.0 * nth as f64,
             decision_colour(class),
-            "",
-            &a.step.to_string(),
+            false,
+            &tag,
             format!(
                 "step {} {} at {}: {}",
                 a.step,
@@ -308,9 +348,9 @@ pub(super) fn svg(inc: &Incident, evidence: &Evidence) -> Option<String> {
         if let Some(v) = &a.verification {
             marker(
                 &format!("verify {}", v.outcome.as_str()),
-                v.decided_ms,
+                s.x(v.decided_ms),
                 outcome_colour(v.outcome),
-                "5 3",
+                true,
                 &format!("{}\u{2713}", a.step),
                 format!(
                     "step {} verified {} at {}: {}",

@@ -157,9 +157,31 @@ fn marker_times(inc: &Incident) -> impl Iterator<Item = i64> + '_ {
     std::iter::once(inc.onset_ms).chain(actions)
 }
 
+/// Samples of context before the onset the chart always shows (when
+/// recorded), however short the incident.
+const MIN_CONTEXT_SHOWN: usize = 16;
+
+/// The points the chart draws: all from the onset on, and before it only
+/// as far back as three times the incident's length (at least
+/// [`MIN_CONTEXT_SHOWN`] samples). An hour of context would squeeze a
+/// four-minute incident into the chart's last pixels; the evidence itself
+/// keeps every point.
+fn visible<'a>(inc: &Incident, points: &'a [EvidencePoint]) -> &'a [EvidencePoint] {
+    let Some(last) = points.last() else {
+        return points;
+    };
+    let end = marker_times(inc).fold(last.ts_ms, i64::max);
+    let from = inc.onset_ms - 3 * (end - inc.onset_ms);
+    let onset_idx = points.partition_point(|p| p.ts_ms < inc.onset_ms);
+    let start = points
+        .partition_point(|p| p.ts_ms < from)
+        .min(onset_idx.saturating_sub(MIN_CONTEXT_SHOWN));
+    &points[start..]
+}
+
 /// The chart of `inc`'s evidence; `None` when there are no points to draw.
 pub(super) fn svg(inc: &Incident, evidence: &Evidence) -> Option<String> {
-    let points: &[EvidencePoint] = &evidence.points;
+    let points = visible(inc, &evidence.points);
     let first = points.first()?;
     let last = points.last()?;
     let t0 = marker_times(inc).fold(first.ts_ms, i64::min);
@@ -284,11 +306,23 @@ pub(super) fn svg(inc: &Incident, evidence: &Evidence) -> Option<String> {
     // sample, stay apart.
     let mut marker = |class: &str, x: f64, colour: &str, verify: bool, tag: &str, title: String| {
         let mark = if verify {
+            // Right of the line, or left of it near the plot's right edge.
+            let (tx, anchor) = if x + 40.0 > px1 {
+                (x - 6.0, "end")
+            } else {
+                (x + 6.0, "start")
+            };
             format!(
-                " stroke-dasharray=\"5 3\"/><circle cx=\"{x:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{colour}\"/><text x=\"{:.1}\" y=\"{:.1}\" fill=\"{colour}\"",
+                " stroke-dasharray=\"5 3\"/><circle cx=\"{x:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{colour}\"/><text x=\"{tx:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\" fill=\"{colour}\"",
                 py0 + 8.0,
-                x + 6.0,
                 py0 + 12.0
+            )
+        } else if class == "onset" {
+            // Left of the line: the first step often follows within pixels.
+            format!(
+                "/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"{colour}\"",
+                x - 4.0,
+                py0 - 6.0
             )
         } else {
             format!(

@@ -405,6 +405,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_short_incident_is_not_squeezed_by_its_context() {
+        let points: Vec<EvidencePoint> = (0..100)
+            .map(|i| EvidencePoint::new(i * 1000, 1.0, (0.0, 2.0)))
+            .collect();
+        let inc = Incident {
+            id: "inc-000001".into(),
+            series: Default::default(),
+            service: String::new(),
+            signal: "up".into(),
+            rule: "r".into(),
+            description: None,
+            severity: Default::default(),
+            above: true,
+            onset_ms: 97_000,
+            opened_ms: 97_000,
+            peak_score: 1.0,
+            chain_len: 0,
+            actions: vec![],
+            resolved_ms: Some(98_000),
+            unresolved_at_ms: None,
+        };
+        // 2 s from onset to the last point: 16 samples of context (more
+        // than 3 x 2 s would give), not 97.
+        let v = visible(&inc, &points);
+        assert_eq!(v[0].ts_ms, 81_000);
+        let long = Incident {
+            onset_ms: 80_000,
+            ..inc.clone()
+        };
+        // 19 s: 57 s of context.
+        assert_eq!(visible(&long, &points)[0].ts_ms, 23_000);
+        assert!(visible(&inc, &[]).is_empty());
+    }
+
+    #[test]
     fn nice_steps_are_one_two_or_five_times_a_power_of_ten() {
         assert_eq!(nice_step(10.0, 4.0), 2.0);
         assert_eq!(nice_step(0.07, 4.0), 0.02);

@@ -50,7 +50,7 @@ pub const EVIDENCE_BAND_SIGMAS: f64 = 3.0;
 /// Evidence of resolved incidents held until taken
 /// ([`Pipeline::take_resolved_evidence`]); past it the oldest is dropped, so
 /// that a caller that never takes it (a replay without reports) cannot make
-/// memory grow without bound. At most about 40 KB each.
+/// memory grow without bound. At most about 50 KB each.
 pub const RESOLVED_EVIDENCE_HELD: usize = 256;
 
 /// Counters over everything the pipeline saw.
@@ -376,6 +376,16 @@ rules:
     }
 
     #[test]
+    fn per_series_state_fits_its_budget() {
+        // A later issue caps detector and state at 4 KiB per series at
+        // 100,000 series. Inline: the detector (about 1.1 KiB), the evidence
+        // ring (1,040 bytes), the sample policy; on the heap, the labels.
+        let size = std::mem::size_of::<SeriesState>();
+        println!("SeriesState: {size} bytes inline");
+        assert!(size <= 3 * 1024, "{size} bytes");
+    }
+
+    #[test]
     fn an_incident_keeps_the_samples_around_it_with_their_bands() {
         let set = RunbookSet::from_sources(&[("rb.yaml".into(), RUNBOOK.into())])
             .unwrap_or_else(|e| panic!("{e}"));
@@ -437,5 +447,44 @@ rules:
         );
         assert!(p.evidence(&id).is_none(), "taken evidence is gone");
         assert!(p.take_resolved_evidence().is_empty());
+    }
+
+    #[test]
+    fn resolved_evidence_not_taken_is_bounded() {
+        let set = RunbookSet::from_sources(&[("rb.yaml".into(), RUNBOOK.into())])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut p = Pipeline::new(set, EngineOptions::default());
+        let n = RESOLVED_EVIDENCE_HELD + 4;
+        let handles: Vec<_> = (0..n)
+            .map(|k| {
+                let labels: Labels =
+                    format!("queue_depth{{service=\"jobs\",instance=\"jobs-{k}\"}}")
+                        .parse()
+                        .unwrap();
+                p.register(&labels).unwrap()
+            })
+            .collect();
+        let mut resolved = Vec::new();
+        for i in 0..350i64 {
+            for &h in &handles {
+                let v = if (300..302).contains(&i) {
+                    60.0
+                } else {
+                    normal(i)
+                };
+                for e in p.push(h, i * 1000, v).events {
+                    if let EngineEvent::Resolved { incident, .. } = e {
+                        resolved.push(incident);
+                    }
+                }
+            }
+        }
+        assert_eq!(resolved.len(), n, "one incident per series, all resolved");
+        let taken = p.take_resolved_evidence();
+        assert_eq!(taken.len(), RESOLVED_EVIDENCE_HELD);
+        // The oldest were dropped, the newest kept, in order of resolution.
+        let ids: Vec<&String> = taken.iter().map(|(id, _)| id).collect();
+        let newest: Vec<&String> = resolved[n - RESOLVED_EVIDENCE_HELD..].iter().collect();
+        assert_eq!(ids, newest);
     }
 }

@@ -186,8 +186,9 @@ impl EvidenceRing {
 
 /// Points an incident's evidence keeps after its context; past it, the
 /// points recorded so far are halved and the stride doubled. 2,000 points
-/// are more than a chart 800 pixels wide can show, and at most 40 KB of
-/// memory per open incident (about 60 KB as JSON).
+/// are more than a chart 800 pixels wide can show, and at most 50 KB of
+/// memory per open incident (24 bytes a point; about 150 KB as JSON, a
+/// test bounds it).
 pub const EVIDENCE_CAP: usize = 2000;
 
 /// The evidence of one open incident, as it is being recorded.
@@ -374,5 +375,39 @@ mod tests {
         assert!(e.points.iter().any(|p| p.ts_ms == 7_777 && p.value == 50.0));
         // The last sample of a partial stride is there too.
         assert!(e.points.last().unwrap().ts_ms > 9_000);
+    }
+
+    #[test]
+    fn a_full_evidence_stays_under_200_kb_of_json() {
+        // Realistic numbers: epoch-ms timestamps, values and bands with
+        // seven significant digits.
+        let mut ring = EvidenceRing::new();
+        let t0 = 1_772_323_200_000;
+        let wobble = |i: i64| 0.2587264 + (i % 13) as f64 * 0.0123457;
+        for i in 0..RING_LEN as i64 {
+            ring.push(EvidencePoint::new(
+                t0 + i * 15_000,
+                wobble(i),
+                (0.23924546, 0.3170449),
+            ));
+        }
+        let mut r = EvidenceRecorder::new(&ring);
+        for i in 64..100_000 {
+            r.push(EvidencePoint::new(
+                t0 + i * 15_000,
+                wobble(i),
+                (0.23924546, 0.3170449),
+            ));
+        }
+        let e = r.finish();
+        assert!(e.points.len() <= RING_LEN + EVIDENCE_CAP + 1);
+        let json = serde_json::to_string(&e).unwrap();
+        let per_point = json.len() / e.points.len();
+        println!(
+            "{} points, {} bytes of JSON, {per_point} per point",
+            e.points.len(),
+            json.len()
+        );
+        assert!(json.len() < 200_000, "{}", json.len());
     }
 }

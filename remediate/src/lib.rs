@@ -12,6 +12,9 @@
 //!   reports (the HTML with an SVG chart of the signal, its normal band and
 //!   the steps), as an Atom feed of closed incidents, and the [`report::Evidence`]
 //!   (samples around an incident) the chart is drawn from.
+//! - [`store`]: the durable incident store (SQLite): incidents, anomalies,
+//!   actions with their idempotency keys, outcomes, and the report feed's
+//!   queries.
 //!
 //! Architecture invariant: only this crate acts on the outside world's
 //! services, and every action honours dry-run. In this version the engine
@@ -33,6 +36,7 @@ pub mod engine;
 mod error;
 pub mod report;
 pub mod runbook;
+pub mod store;
 mod template;
 mod time;
 

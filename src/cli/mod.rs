@@ -1,12 +1,14 @@
 //! Subcommands of `heal`, one file each. Each `run` returns `anyhow::Result`
 //! and prints its own output; `main` maps errors to exit codes.
 
+mod agent;
 mod bench;
 mod bench_lab;
 mod bench_storm;
 mod control;
 mod dataset;
 mod demo;
+mod incidents;
 mod record;
 mod replay;
 mod runbooks;
@@ -47,11 +49,17 @@ enum Command {
     /// Validate runbooks and print their JSON Schema.
     #[command(subcommand)]
     Runbooks(runbooks::RunbooksCmd),
+    /// Read the incident store: `heal incidents list`, `heal incidents show ID`.
+    #[command(subcommand)]
+    Incidents(incidents::IncidentsCmd),
     /// Silences and maintenance windows of a running `heal watch`.
     #[command(subcommand)]
     Silence(control::SilenceCmd),
     /// Approve an incident's step parked by `require_approval`.
     Approve(control::ApproveArgs),
+    /// Run allowlisted local actions for a remote heal: signed requests
+    /// only (HMAC-SHA256, replay window), every request audited.
+    Agent(agent::AgentArgs),
 }
 
 /// An error that is the user's input or configuration: exit code 64
@@ -105,7 +113,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dataset(c) => dataset::run(c),
         Command::Runbooks(c) => runbooks::run(c),
         Command::Demo(a) => demo::run(a),
+        Command::Incidents(c) => incidents::run(c),
         Command::Silence(c) => control::run_silence(c),
         Command::Approve(a) => control::run_approve(a),
+        Command::Agent(a) => agent::run(a),
     }
 }

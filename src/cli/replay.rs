@@ -32,12 +32,23 @@ pub struct ReplayArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+    /// Also write every incident and engine event to this incident store
+    /// (SQLite, created if missing; read it with `heal incidents`). Incident
+    /// ids go on from the store's highest, so they stay unique.
+    #[arg(long)]
+    db: Option<PathBuf>,
 }
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let runbooks = RunbookSet::load_dir(&args.runbooks).map_err(|e| UsageError(e.to_string()))?;
     let dataset = Dataset::read(&args.dataset).map_err(|e| UsageError(e.to_string()))?;
-    let outcome = replay(&dataset, runbooks, !args.quiet);
+    // Incident store (--db): opened before the replay so a bad path fails fast.
+    let mut store = args.db.as_deref().map(open_store).transpose()?;
+    let first_seq = match &store {
+        Some(s) => s.next_incident_seq()?,
+        None => 1,
+    };
+    let outcome = replay(&dataset, runbooks, !args.quiet, first_seq);
     print_summary(&outcome.incidents);
     let s = &outcome.stats;
     println!();
@@ -106,7 +117,42 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             dir.display()
         );
     }
+    if let (Some(store), Some(db)) = (&mut store, &args.db) {
+        store.record_batch(&outcome.incidents, &outcome.events)?;
+        println!(
+            "stored {} incidents and {} engine events in {}",
+            outcome.incidents.len(),
+            outcome.events.len(),
+            db.display()
+        );
+    }
     Ok(())
+}
+
+/// What an action found unfinished at open is, for a warning.
+pub fn interrupted_note(state: remediate::store::ExecutionState) -> &'static str {
+    match state {
+        remediate::store::ExecutionState::Abandoned => {
+            "was allowed by an earlier run that stopped before beginning it: marked abandoned, not run"
+        }
+        _ => "was begun by an earlier run that stopped before it finished: marked interrupted, not run again",
+    }
+}
+
+/// Opens the incident store for writing and reports actions an earlier
+/// (killed) run left unfinished.
+pub fn open_store(path: &std::path::Path) -> anyhow::Result<remediate::store::Store> {
+    let opened = remediate::store::Store::open(path)?;
+    for a in &opened.interrupted {
+        eprintln!(
+            "warning: {}: action {} ({}) {}",
+            path.display(),
+            a.key,
+            a.summary,
+            interrupted_note(a.state)
+        );
+    }
+    Ok(opened.store)
 }
 
 /// What a replay produced.
@@ -120,6 +166,8 @@ pub struct ReplayOutcome {
     pub evidence: BTreeMap<String, Evidence>,
     /// Event time of the last sample (0 for an empty dataset).
     pub end_ms: i64,
+    /// Every engine event, in order.
+    pub events: Vec<remediate::engine::EngineEvent>,
 }
 
 /// `file://` URL of a path (made absolute; bytes outside the unreserved
@@ -139,9 +187,18 @@ fn file_url(path: &Path) -> String {
 
 /// Feeds every sample of `dataset` through one pipeline in event-time order
 /// (ties broken by series order, so the result is deterministic).
-pub fn replay(dataset: &Dataset, runbooks: RunbookSet, progress: bool) -> ReplayOutcome {
+/// Incidents are numbered from `first_seq` (`inc-000042` for 42; 1 without
+/// an incident store).
+pub fn replay(
+    dataset: &Dataset,
+    runbooks: RunbookSet,
+    progress: bool,
+    first_seq: u64,
+) -> ReplayOutcome {
     let _span = tracing::info_span!("replay", series = dataset.series.len()).entered();
     let mut pipeline = Pipeline::new(runbooks, EngineOptions { dry_run: true });
+    pipeline.engine_mut().continue_numbering_from(first_seq);
+    let mut events = Vec::new();
     let handles: Vec<_> = dataset
         .series
         .iter()
@@ -193,6 +250,7 @@ pub fn replay(dataset: &Dataset, runbooks: RunbookSet, progress: bool) -> Replay
         {
             evidence.extend(pipeline.take_resolved_evidence());
         }
+        events.extend(pushed.events.iter().cloned());
         if let Some(reason) = pushed.dropped {
             tracing::trace!(
                 stage = "ingest",
@@ -238,6 +296,7 @@ pub fn replay(dataset: &Dataset, runbooks: RunbookSet, progress: bool) -> Replay
         stats: pipeline.stats().clone(),
         evidence,
         end_ms: end_ms.max(0),
+        events,
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::actions::haproxy::ApiAddress;
 use crate::runbook::{ActionKind, HttpMethod, ServerState, Severity};
@@ -16,7 +16,8 @@ use crate::runbook::{ActionKind, HttpMethod, ServerState, Severity};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Incident {
     /// `inc-000001`, `inc-000002`, ... in order of opening: the same input
-    /// always gives the same ids.
+    /// always gives the same ids. With an incident store the numbering goes
+    /// on from the store's highest (`Engine::continue_numbering_from`).
     pub id: String,
     /// Labels of the series, `__name__` included.
     pub series: BTreeMap<String, String>,
@@ -69,10 +70,13 @@ pub struct PlannedAction {
     /// How it turned out; `None` for a suppressed step (nothing to verify)
     /// or while the verification wait is running.
     pub verification: Option<Verification>,
+    /// The step's own `timeout:`, when the runbook sets one; executors
+    /// use their default otherwise.
+    pub timeout: Option<crate::Duration>,
 }
 
 /// An action with every template filled in: what an executor would get.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
 pub enum RenderedAction {
     /// Restart `target`.
@@ -124,6 +128,18 @@ pub enum RenderedAction {
         /// JSON body.
         body: Option<serde_json::Value>,
     },
+    /// Ask the `heal agent` at `url` to run its allowlisted action `name`.
+    Agent {
+        /// The agent's base URL.
+        url: String,
+        /// The allowlisted action.
+        name: String,
+        /// Parameter values.
+        params: BTreeMap<String, String>,
+        /// Environment variable holding the shared key (the name only: the
+        /// key never enters a record).
+        key_env: String,
+    },
 }
 
 impl RenderedAction {
@@ -136,6 +152,7 @@ impl RenderedAction {
             RenderedAction::Reroute { .. } => "reroute",
             RenderedAction::Exec { .. } => "exec",
             RenderedAction::Webhook { .. } => "webhook",
+            RenderedAction::Agent { .. } => "agent",
         }
     }
 
@@ -150,6 +167,9 @@ impl RenderedAction {
             } => format!("{backend}/{target}"),
             RenderedAction::Exec { argv } => argv.join(" "),
             RenderedAction::Webhook { url, .. } => url.clone(),
+            RenderedAction::Agent {
+                url, name, params, ..
+            } => format!("{url} {name}{}", params_text(params)),
         }
     }
 
@@ -184,8 +204,16 @@ impl RenderedAction {
             RenderedAction::Webhook { url, method, .. } => {
                 format!("webhook {} {url}", method.as_str())
             }
+            RenderedAction::Agent {
+                url, name, params, ..
+            } => format!("agent {url} {name}{}", params_text(params)),
         }
     }
+}
+
+/// ` a=1 b=2` (label-safe values, nothing to quote), or nothing.
+fn params_text(params: &BTreeMap<String, String>) -> String {
+    params.iter().map(|(k, v)| format!(" {k}={v}")).collect()
 }
 
 /// argv for display, quoting items a reader could misjoin. Display only:
@@ -208,7 +236,7 @@ fn shell_words(argv: &[String]) -> String {
 
 /// Why a step was not performed. One list for every mechanism that holds an
 /// action back, so reports and counters name them the same way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SuppressReason {
     /// The rule acted on the same target in another incident too recently.
@@ -313,7 +341,7 @@ impl Decision {
 }
 
 /// How a step turned out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The rule's `recovered_when` held at the end of the wait.

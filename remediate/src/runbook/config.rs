@@ -229,6 +229,9 @@ pub enum Action {
     Exec(Exec),
     /// Send an HTTP request, e.g. to page someone or post to a chat.
     Webhook(Webhook),
+    /// Ask a `heal agent` on another host to run one of the actions it
+    /// allows, with parameters; the request is signed with a shared key.
+    Agent(Agent),
 }
 
 // Why newtype variants around named structs rather than struct variants:
@@ -351,6 +354,31 @@ pub struct Webhook {
     pub dry_run: bool,
 }
 
+/// `action: agent`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Agent {
+    /// Base URL of the agent, e.g. `http://{{instance}}:9465` or
+    /// `http://10.0.0.5:9465` (`http://` or `https://`).
+    pub url: Template,
+    /// Name of the action in the agent's allowlist, e.g. `restart-api`.
+    pub name: String,
+    /// Parameter values by name; values are templates. The agent checks
+    /// each against the type it declares before anything runs.
+    #[serde(default)]
+    pub params: BTreeMap<String, Template>,
+    /// Environment variable of heal holding the key shared with the agent
+    /// (`[A-Z_][A-Z0-9_]*`). The key itself is never written in a runbook.
+    pub key_env: String,
+    /// Give up on the call (the agent's run of the program included) after
+    /// this long.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Only plan and record this step, never perform it.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
 /// Which kind of action a step is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -367,6 +395,8 @@ pub enum ActionKind {
     Exec,
     /// `webhook`
     Webhook,
+    /// `agent`
+    Agent,
 }
 
 impl ActionKind {
@@ -379,6 +409,7 @@ impl ActionKind {
             ActionKind::Reroute => "reroute",
             ActionKind::Exec => "exec",
             ActionKind::Webhook => "webhook",
+            ActionKind::Agent => "agent",
         }
     }
 }
@@ -399,6 +430,7 @@ impl Action {
             Action::Reroute(_) => ActionKind::Reroute,
             Action::Exec(_) => ActionKind::Exec,
             Action::Webhook(_) => ActionKind::Webhook,
+            Action::Agent(_) => ActionKind::Agent,
         }
     }
 
@@ -411,6 +443,7 @@ impl Action {
             Action::Reroute(a) => a.timeout,
             Action::Exec(a) => a.timeout,
             Action::Webhook(a) => a.timeout,
+            Action::Agent(a) => a.timeout,
         }
     }
 
@@ -423,6 +456,7 @@ impl Action {
             Action::Reroute(a) => a.dry_run,
             Action::Exec(a) => a.dry_run,
             Action::Webhook(a) => a.dry_run,
+            Action::Agent(a) => a.dry_run,
         }
     }
 
@@ -462,6 +496,13 @@ impl Action {
                 }
                 if let Some(body) = body {
                     json_strings(body, "body".to_owned(), &mut out);
+                }
+                out
+            }
+            Action::Agent(Agent { url, params, .. }) => {
+                let mut out = one("url", url);
+                for (name, value) in params {
+                    out.push((format!("params.{name}"), value.clone()));
                 }
                 out
             }

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::config::{Exec, Guardrails, Reroute, Restart, Rollback, Rule, Scale, Signal, Webhook};
+use super::config::{
+    Agent, Exec, Guardrails, Reroute, Restart, Rollback, Rule, Scale, Signal, Webhook,
+};
 use super::validate;
 use super::yaml::{self, join, Positions};
 use crate::error::{RunbookError, RunbookErrors};
@@ -372,7 +374,7 @@ fn deserialize_each<T: DeserializeOwned>(
 }
 
 /// The full JSON path and the message of a deserialization error.
-fn path_and_message(
+pub(crate) fn path_and_message(
     base: &str,
     e: serde_path_to_error::Error<serde_json::Error>,
 ) -> (String, String) {
@@ -413,6 +415,7 @@ fn refine_action(rule: &Value, base: &str, field: &str) -> Option<(String, Strin
         "reroute" => again::<Reroute>(field, step),
         "exec" => again::<Exec>(field, step),
         "webhook" => again::<Webhook>(field, step),
+        "agent" => again::<Agent>(field, step),
         _ => None,
     }
 }

@@ -1,9 +1,9 @@
 //! Runbooks: the YAML files users write, loaded and validated as one set.
 
 mod config;
-mod load;
+pub(crate) mod load;
 mod validate;
-mod yaml;
+pub(crate) mod yaml;
 
 pub use config::{
     Action, ActionKind, Guardrails, Guards, HttpMethod, RecoveredWhen, Rule, RunbookFile,

@@ -6,10 +6,11 @@ use std::collections::{BTreeSet, HashMap};
 
 use detect::Direction;
 
-use super::config::{Action, Exec, Guardrails, Reroute, Rule, Scale, Signal, Webhook};
+use super::config::{Action, Agent, Exec, Guardrails, Reroute, Rule, Scale, Signal, Webhook};
 use super::load::{Found, ParsedFile};
 use super::yaml::join;
 use crate::actions::haproxy::MAX_WEIGHT;
+use crate::actions::webhook::{env_references, is_env_name};
 use crate::template::{is_label_name, is_safe_label_value, Part};
 
 /// Programs that turn an argument into a command line.
@@ -336,9 +337,14 @@ fn check_action(action: &Action, at: &str, report: &mut impl FnMut(String, Strin
                 }
             }
         }
-        Action::Webhook(Webhook { url, headers, .. }) => {
+        Action::Webhook(Webhook {
+            url, headers, body, ..
+        }) => {
+            // `${env:NAME}` (a secret from heal's environment) is accepted in
+            // the URL and header values, and may be the whole URL.
             if !(url.0.starts_with("http://")
                 || url.0.starts_with("https://")
+                || url.0.starts_with("${env:")
                 || url.0.trim().is_empty())
             {
                 report(
@@ -357,6 +363,64 @@ fn check_action(action: &Action, at: &str, report: &mut impl FnMut(String, Strin
                         format!("invalid header name {name:?}"),
                     );
                 }
+            }
+            let secrets = std::iter::once(("url".to_owned(), &url.0))
+                .chain(headers.iter().map(|(n, v)| (format!("headers.{n}"), &v.0)));
+            for (field, text) in secrets {
+                if let Err(e) = env_references(text) {
+                    report(format!("{at}.{field}"), e);
+                }
+            }
+            if let Some(body) = body {
+                if body.to_string().contains("${env:") {
+                    report(
+                        format!("{at}.body"),
+                        "${env:...} is only substituted in `url` and `headers`: a body is recorded in incidents and often echoed back".into(),
+                    );
+                }
+            }
+        }
+        Action::Agent(Agent {
+            url,
+            name,
+            params,
+            key_env,
+            ..
+        }) => {
+            if !(url.0.starts_with("http://")
+                || url.0.starts_with("https://")
+                || url.0.trim().is_empty())
+            {
+                report(
+                    format!("{at}.url"),
+                    format!("must start with http:// or https://, got {:?}", url.0),
+                );
+            }
+            if !is_safe_label_value(name) || name.contains(['/', ':', '@']) {
+                report(
+                    format!("{at}.name"),
+                    format!(
+                        "invalid agent action name {name:?}: use letters, digits, `_`, `.` and `-`, starting with a letter or digit"
+                    ),
+                );
+            }
+            for param in params.keys() {
+                if !is_label_name(param) {
+                    report(
+                        format!("{at}.params.{param}"),
+                        format!(
+                            "invalid parameter name {param:?}: must match [a-zA-Z_][a-zA-Z0-9_]*"
+                        ),
+                    );
+                }
+            }
+            if !is_env_name(key_env) {
+                report(
+                    format!("{at}.key_env"),
+                    format!(
+                        "invalid environment variable name {key_env:?}: must match [A-Z_][A-Z0-9_]*"
+                    ),
+                );
             }
         }
         _ => {}
@@ -415,6 +479,56 @@ v.yaml:23:9: rules[1].then[1].url: must start with http:// or https://, got "ftp
 v.yaml:24:19: rules[1].then[1].headers.Bad Header: invalid header name "Bad Header"
 v.yaml:25:16: rules[1].then[1].body.text: unknown template variable "nope" (known: service, instance, signal, rule, label.NAME)"#
         );
+    }
+
+    #[test]
+    fn agent_steps_and_environment_secrets() {
+        let text = r#"signals: [{name: mem, query: q}]
+rules:
+  - name: ok
+    when: {signal: mem}
+    then:
+      - action: webhook
+        url: "${env:SLACK_HOOK_URL}"
+        headers: {Authorization: "Bearer ${env:PAGER_TOKEN}"}
+      - action: agent
+        url: "http://{{instance}}:9465"
+        name: restart-api
+        params: {instance: "{{instance}}", mode: fast}
+        key_env: HEAL_AGENT_KEY
+        timeout: 20s
+  - name: bad
+    when: {signal: mem}
+    then:
+      - action: webhook
+        url: "https://hooks.example.com/${env:lower}"
+        headers: {X-Key: "${env:KEY"}
+        body: {token: "${env:TOKEN}"}
+      - action: agent
+        url: "ftp://x"
+        name: "rm -rf"
+        params: {"bad-name": "{{nope}}"}
+        key_env: "key"
+  - name: broken
+    when: {signal: mem}
+    then: [{action: agent, url: "http://x", name: a, extra: 1, key_env: K}]
+"#;
+        let err = RunbookSet::from_sources(&[("a.yaml".into(), text.into())]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"a.yaml:19:9: rules[1].then[0].url: invalid environment variable name "lower" in ${env:...}: must match [A-Z_][A-Z0-9_]*
+a.yaml:20:19: rules[1].then[0].headers.X-Key: unclosed "${env:": write ${env:NAME}
+a.yaml:21:9: rules[1].then[0].body: ${env:...} is only substituted in `url` and `headers`: a body is recorded in incidents and often echoed back
+a.yaml:23:9: rules[1].then[1].url: must start with http:// or https://, got "ftp://x"
+a.yaml:24:9: rules[1].then[1].name: invalid agent action name "rm -rf": use letters, digits, `_`, `.` and `-`, starting with a letter or digit
+a.yaml:25:18: rules[1].then[1].params.bad-name: unknown template variable "nope" (known: service, instance, signal, rule, label.NAME)
+a.yaml:25:18: rules[1].then[1].params.bad-name: invalid parameter name "bad-name": must match [a-zA-Z_][a-zA-Z0-9_]*
+a.yaml:26:9: rules[1].then[1].key_env: invalid environment variable name "key": must match [A-Z_][A-Z0-9_]*
+a.yaml:29:54: rules[2].then[0].extra: unknown field `extra`, expected one of `url`, `name`, `params`, `key_env`, `timeout`, `dry_run`"#
+        );
+        let ok = text.split("  - name: bad").next().unwrap();
+        let set = RunbookSet::from_sources(&[("a.yaml".into(), ok.into())]).unwrap();
+        assert_eq!(set.rules()[0].then[1].kind().as_str(), "agent");
     }
 }
 

@@ -2,11 +2,13 @@
 //! rules over a recorded dataset in event time, every action in dry-run.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ingest::Dataset;
+use remediate::engine::EngineEvent;
+use remediate::report::Evidence;
 use remediate::{EngineOptions, Incident, RunbookSet};
 
 use super::score::write_atomically;
@@ -22,8 +24,9 @@ pub struct ReplayArgs {
     /// Directory of YAML runbooks.
     #[arg(long)]
     runbooks: PathBuf,
-    /// Directory to write `incidents.jsonl` and one Markdown report per
-    /// incident into (created if missing).
+    /// Directory to write `incidents.jsonl`, one Markdown and one HTML
+    /// report (with the signal's chart) per incident, and `feed.atom` (the
+    /// closed incidents) into (created if missing).
     #[arg(long)]
     report: Option<PathBuf>,
     /// No progress bar.
@@ -89,9 +92,27 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
                 &dir.join(format!("{}.md", inc.id)),
                 remediate::report::markdown(inc).as_bytes(),
             )?;
+            write_atomically(
+                &dir.join(format!("{}.html", inc.id)),
+                remediate::report::html(inc, outcome.evidence.get(&inc.id)).as_bytes(),
+            )?;
         }
+        // The feed's entries link to the HTML reports beside it; its id is
+        // the file's own URL. Its `updated` is the last event time of the
+        // data, not the clock: the same replay writes the same feed.
+        let feed_url = file_url(&dir.join("feed.atom"));
+        write_atomically(
+            &dir.join("feed.atom"),
+            remediate::report::atom_linked(
+                &outcome.incidents,
+                &feed_url,
+                outcome.end_ms,
+                &|inc: &Incident| format!("{}.html", inc.id),
+            )
+            .as_bytes(),
+        )?;
         println!(
-            "wrote incidents.jsonl and {} reports to {}",
+            "wrote incidents.jsonl, feed.atom and {} reports (Markdown and HTML) to {}",
             outcome.incidents.len(),
             dir.display()
         );
@@ -141,8 +162,27 @@ pub struct ReplayOutcome {
     pub incidents: Vec<Incident>,
     /// Pipeline counters.
     pub stats: crate::pipeline::PipelineStats,
+    /// Each incident's evidence (the samples around it), by incident id.
+    pub evidence: BTreeMap<String, Evidence>,
+    /// Event time of the last sample (0 for an empty dataset).
+    pub end_ms: i64,
     /// Every engine event, in order.
     pub events: Vec<remediate::engine::EngineEvent>,
+}
+
+/// `file://` URL of a path (made absolute; bytes outside the unreserved
+/// set and `/` percent-encoded), for the feed's id.
+fn file_url(path: &Path) -> String {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut url = String::from("file://");
+    for b in abs.to_string_lossy().bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            url.push(b as char);
+        } else {
+            url.push_str(&format!("%{b:02X}"));
+        }
+    }
+    url
 }
 
 /// Feeds every sample of `dataset` through one pipeline in event-time order
@@ -195,12 +235,20 @@ pub fn replay(
     );
     let mut end_ms = i64::MIN;
     let mut done = 0u64;
+    let mut evidence = BTreeMap::new();
     while let Some(Reverse((ts, i, k))) = heap.pop() {
         let sample = dataset.series[i].samples[k];
         let handle = handles[i].expect("only watched series are queued");
         let pushed = pipeline.push(handle, sample.ts_ms, sample.value);
         for event in &pushed.events {
             tracing::debug!(stage = "remediate", ?event, "engine event");
+        }
+        if pushed
+            .events
+            .iter()
+            .any(|e| matches!(e, EngineEvent::Resolved { .. }))
+        {
+            evidence.extend(pipeline.take_resolved_evidence());
         }
         events.extend(pushed.events.iter().cloned());
         if let Some(reason) = pushed.dropped {
@@ -235,9 +283,19 @@ pub fn replay(
     }
     bar.finish_and_clear();
     let incidents = pipeline.finish(end_ms.max(0));
+    evidence.extend(pipeline.take_resolved_evidence());
+    for inc in &incidents {
+        if !evidence.contains_key(&inc.id) {
+            if let Some(e) = pipeline.evidence(&inc.id) {
+                evidence.insert(inc.id.clone(), e.clone());
+            }
+        }
+    }
     ReplayOutcome {
         incidents,
         stats: pipeline.stats().clone(),
+        evidence,
+        end_ms: end_ms.max(0),
         events,
     }
 }

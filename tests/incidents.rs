@@ -190,3 +190,104 @@ fn bad_input_exits_64_with_the_reason() {
 fn remediate_store_create(db: &Path) {
     remediate::store::Store::open(db).unwrap();
 }
+
+/// GET over plain HTTP/1.1 with the std library; returns (status, body).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw[9..12].parse().unwrap();
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    (status, body)
+}
+
+#[test]
+fn the_report_feed_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("heal.db");
+    replay_into(&db, &dir.path().join("r1"));
+    // heal watch serving the store; no Prometheus needed for the feed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_heal"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["watch", "--prometheus", "http://127.0.0.1:9"])
+        .args(["--runbooks", "runbooks", "--backfill", "0s"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--db")
+        .arg(&db)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "heal watch did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let (status, body) = http_get(port, "/api/incidents?service=payments&status=resolved");
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let list = page["incidents"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{body}");
+    assert!(list.iter().all(|i| i["service"] == "payments"));
+    let (status, body) = http_get(port, "/api/incidents?limit=2");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (status, page["incidents"].as_array().unwrap().len()),
+        (200, 2)
+    );
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let (_, body) = http_get(port, &format!("/api/incidents?limit=2&cursor={cursor}"));
+    let next: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_ne!(next["incidents"][0]["id"], page["incidents"][0]["id"]);
+    let (status, body) = http_get(port, "/api/incidents?status=closed");
+    assert_eq!(status, 400);
+    assert!(body.contains("expected open or resolved"), "{body}");
+
+    // The HTML report, with the chart drawn from the stored evidence.
+    let (status, html) = http_get(port, "/incidents/inc-000001");
+    assert_eq!(status, 200);
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    assert!(
+        html.contains("<svg") && html.contains("<polyline"),
+        "no chart"
+    );
+    assert!(!html.contains("<script"));
+    let (status, _) = http_get(port, "/incidents/inc-999999");
+    assert_eq!(status, 404);
+    let (status, one) = http_get(port, "/api/incidents/inc-000001");
+    assert_eq!(status, 200);
+    assert!(one.contains("\"status\":\"resolved\""), "{one}");
+
+    // The Atom feed of closed incidents, linking to the HTML reports.
+    let (status, atom) = http_get(port, "/feed.atom");
+    assert_eq!(status, 200);
+    assert!(
+        atom.contains("<feed xmlns=\"http://www.w3.org/2005/Atom\""),
+        "{atom}"
+    );
+    assert_eq!(atom.matches("<entry>").count(), 5, "{atom}");
+    assert!(
+        atom.contains(&format!("http://127.0.0.1:{port}/incidents/inc-000001")),
+        "{atom}"
+    );
+
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,6 +1,8 @@
 //! The post-incident report feed over HTTP, served by `heal watch --db`:
 //! `GET /api/incidents` (JSON, paginated, filtered by service, time,
-//! status and outcome), `GET /api/incidents/ID` (one incident as JSON).
+//! status and outcome), `GET /api/incidents/ID` (one incident as JSON),
+//! `GET /incidents/ID` (the HTML report with its SVG chart) and
+//! `GET /feed.atom` (the latest closed incidents).
 //!
 //! Every request opens the store read-only on a blocking thread: SQLite in
 //! WAL mode lets readers work while the store writer commits, and a reader
@@ -40,6 +42,8 @@ pub fn routes(db: Option<PathBuf>) -> axum::Router {
     axum::Router::new()
         .route("/api/incidents", get(list))
         .route("/api/incidents/{id}", get(show))
+        .route("/incidents/{id}", get(page))
+        .route("/feed.atom", get(feed_atom))
         .with_state(Feed { db })
 }
 
@@ -178,6 +182,82 @@ async fn show(State(feed): State<Feed>, Path(id): Path<String>) -> Response {
             .into_response()
         }
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no incident {id}")),
+        Err(r) => r,
+    }
+}
+
+/// Closed incidents in the Atom feed.
+const FEED_ENTRIES: usize = 50;
+
+async fn page(State(feed): State<Feed>, Path(id): Path<String>) -> Response {
+    let wanted = id.clone();
+    let found = with_store(&feed, move |s| {
+        let Some(record) = s.incident(&wanted).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let evidence = s.evidence(&wanted).map_err(|e| e.to_string())?;
+        Ok(Some(remediate::report::html(
+            &record.incident,
+            evidence.as_ref(),
+        )))
+    })
+    .await;
+    match found {
+        Ok(Some(html)) => (
+            [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            html,
+        )
+            .into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no incident {id}")),
+        Err(r) => r,
+    }
+}
+
+async fn feed_atom(State(feed): State<Feed>, headers: axum::http::HeaderMap) -> Response {
+    // Entry links are absolute, from the address the reader used.
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".:-[]".contains(&b))
+        })
+        .unwrap_or("127.0.0.1")
+        .to_owned();
+    let found = with_store(&feed, move |s| {
+        let page = s
+            .list(&IncidentFilter {
+                status: Some(IncidentStatus::Resolved),
+                limit: FEED_ENTRIES,
+                ..IncidentFilter::default()
+            })
+            .map_err(|e| e.to_string())?;
+        let mut incidents = Vec::new();
+        for summary in &page.incidents {
+            if let Some(r) = s.incident(&summary.id).map_err(|e| e.to_string())? {
+                incidents.push(r.incident);
+            }
+        }
+        Ok(incidents)
+    })
+    .await;
+    match found {
+        Ok(incidents) => {
+            let updated = incidents
+                .iter()
+                .filter_map(|i| i.resolved_ms)
+                .max()
+                .unwrap_or(0);
+            let url = format!("http://{host}/feed.atom");
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "application/atom+xml; charset=utf-8",
+                )],
+                remediate::report::atom(&incidents, &url, updated),
+            )
+                .into_response()
+        }
         Err(r) => r,
     }
 }

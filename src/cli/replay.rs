@@ -119,6 +119,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     }
     if let (Some(store), Some(db)) = (&mut store, &args.db) {
         store.record_batch(&outcome.incidents, &outcome.events)?;
+        for (id, evidence) in &outcome.evidence {
+            store.record_evidence(id, evidence)?;
+        }
         println!(
             "stored {} incidents and {} engine events in {}",
             outcome.incidents.len(),

@@ -530,6 +530,14 @@ async fn decide(
                 if changed {
                     persist(&pipeline, ev.ts_ms);
                 }
+                // The evidence of incidents that resolved goes to the store
+                // (the HTML report charts it); without a store it is dropped.
+                let resolved = pipeline.take_resolved_evidence();
+                if let Some(store) = &store {
+                    for (id, evidence) in resolved {
+                        let _ = store.evidence(id, evidence).await;
+                    }
+                }
                 // Memory stays bounded: incidents resolved over an hour ago
                 // were logged (and stored) already.
                 pipeline

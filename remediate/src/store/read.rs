@@ -158,6 +158,27 @@ fn decode_json<T: DeserializeOwned>(
 impl Store {
     /// One incident with its anomalies and executions; `None` if no
     /// incident has this id.
+    /// The evidence stored for an incident (its series around it with the
+    /// detector's band); `None` when none was stored.
+    pub fn evidence(&self, id: &str) -> Result<Option<crate::report::Evidence>, StoreError> {
+        let text: Option<String> = self
+            .conn
+            .prepare_cached("SELECT points FROM evidence WHERE incident_id = ?1")
+            .and_then(|mut st| {
+                st.query_row([id], |r| r.get(0))
+                    .map(Some)
+                    .or_else(|e| match e {
+                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                        e => Err(e),
+                    })
+            })
+            .map_err(super::sql(&self.path, "reading an incident's evidence"))?;
+        text.map(|t| decode_json(&self.path, "evidence", id, "points", &t))
+            .transpose()
+    }
+
+    /// One incident with its anomalies and executions; `None` if no
+    /// incident has this id.
     pub fn incident(&self, id: &str) -> Result<Option<IncidentRecord>, StoreError> {
         let path = &self.path;
         let c = &self.conn;

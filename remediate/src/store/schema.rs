@@ -11,7 +11,7 @@
 
 /// Every migration, oldest first; the schema version of a file is the
 /// number of these it has had.
-pub(crate) const MIGRATIONS: &[&str] = &[V1];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this heal writes.
 pub(crate) fn current_version() -> i64 {
@@ -126,4 +126,14 @@ CREATE TABLE events (
     body        TEXT    NOT NULL
 );
 CREATE INDEX events_incident ON events (incident_id, pk);
+"#;
+
+/// Version 2: the evidence of an incident (its series around it, with the
+/// detector's band), which the HTML report charts. One JSON document per
+/// incident, written when the incident resolves.
+const V2: &str = r#"
+CREATE TABLE evidence (
+    incident_id TEXT PRIMARY KEY REFERENCES incidents (id),
+    points      TEXT NOT NULL
+);
 "#;

@@ -51,6 +51,16 @@ impl Store {
         put_event(&self.conn, event).map_err(sql(&self.path, "writing an engine event"))
     }
 
+    /// Records the evidence of an incident (replacing any earlier one).
+    pub fn record_evidence(
+        &mut self,
+        incident: &str,
+        evidence: &crate::report::Evidence,
+    ) -> Result<(), StoreError> {
+        put_evidence(&self.conn, incident, evidence)
+            .map_err(sql(&self.path, "writing an incident's evidence"))
+    }
+
     /// Records an anomaly that no incident holds (one that fired but matched
     /// no rule); an incident's own anomaly is written by
     /// [`Store::record_incident`].
@@ -387,4 +397,19 @@ pub(super) fn put_finish(
         key: key.clone(),
         why,
     })
+}
+
+pub(super) fn put_evidence(
+    c: &Connection,
+    incident: &str,
+    evidence: &crate::report::Evidence,
+) -> rusqlite::Result<()> {
+    let text = serde_json::to_string(evidence)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    c.prepare_cached(
+        "INSERT INTO evidence (incident_id, points) VALUES (?1, ?2)
+         ON CONFLICT (incident_id) DO UPDATE SET points = excluded.points",
+    )?
+    .execute(params![incident, text])?;
+    Ok(())
 }

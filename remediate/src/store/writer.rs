@@ -26,6 +26,7 @@ type Reply = oneshot::Sender<Result<(), StoreError>>;
 #[derive(Debug)]
 enum Op {
     Incident(Box<Incident>),
+    Evidence(String, Box<crate::report::Evidence>),
     Event(Box<EngineEvent>),
     Begin {
         key: ActionKey,
@@ -81,6 +82,15 @@ impl StoreWriter {
     /// Waits only while the queue is full; a write error is logged.
     pub async fn incident(&self, incident: Incident) -> Result<(), StoreError> {
         self.send(Op::Incident(Box::new(incident))).await
+    }
+
+    /// Queues an incident's evidence (see [`Store::record_evidence`]).
+    pub async fn evidence(
+        &self,
+        incident: String,
+        evidence: crate::report::Evidence,
+    ) -> Result<(), StoreError> {
+        self.send(Op::Evidence(incident, Box::new(evidence))).await
     }
 
     /// Queues an engine event (see [`Store::record_event`]).
@@ -167,6 +177,11 @@ fn write_batch(store: &mut Store, batch: Vec<Op>) {
             let (result, reply) = match op {
                 Op::Incident(inc) => (
                     put_incident(&sp, &inc).map_err(sql(&path, "writing an incident")),
+                    None,
+                ),
+                Op::Evidence(id, ev) => (
+                    super::write::put_evidence(&sp, &id, &ev)
+                        .map_err(sql(&path, "writing an incident's evidence")),
                     None,
                 ),
                 Op::Event(ev) => (

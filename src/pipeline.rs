@@ -6,12 +6,13 @@
 //! (`detect`), and the rule engine (`remediate::Engine`). Nothing here reads
 //! the clock: the sample's timestamp is the time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use detect::{AdaptiveDetector, Scored};
 use ingest::{Admit, DropReason, Labels, Sanitizer};
 use remediate::engine::EngineEvent;
 use remediate::engine::Outcome;
+use remediate::report::{Evidence, EvidencePoint, EvidenceRecorder, EvidenceRing};
 use remediate::{Engine, EngineOptions, Incident, Observation, RunbookSet};
 
 /// A registered series, as returned by [`Pipeline::register`].
@@ -26,6 +27,10 @@ struct SeriesState {
     detector: AdaptiveDetector,
     /// Samples left in the grace period after a gap.
     grace_left: u32,
+    /// Evidence: the series' recent samples with their bands (1 KiB, see
+    /// `EvidenceRing`), and the evidence of its open incidents.
+    ring: EvidenceRing,
+    recording: Vec<(String, EvidenceRecorder)>,
 }
 
 /// After a gap in a series (a Prometheus restart, a scrape outage), its
@@ -36,6 +41,17 @@ struct SeriesState {
 /// data, which heal never does. Ten samples cover a `rate(...[5s])` at a
 /// one-second interval with margin, and a `[5m]` window at 30 s.
 pub const GAP_GRACE_SAMPLES: u32 = 10;
+
+/// Width of the normal band kept with each sample for the reports' charts,
+/// in detector sigmas: the band an excursion must come back within
+/// (`Excursion::in_band` uses the same three spreads).
+pub const EVIDENCE_BAND_SIGMAS: f64 = 3.0;
+
+/// Evidence of resolved incidents held until taken
+/// ([`Pipeline::take_resolved_evidence`]); past it the oldest is dropped, so
+/// that a caller that never takes it (a replay without reports) cannot make
+/// memory grow without bound. At most about 50 KB each.
+pub const RESOLVED_EVIDENCE_HELD: usize = 256;
 
 /// Counters over everything the pipeline saw.
 #[derive(Debug, Clone, Default)]
@@ -60,6 +76,10 @@ pub struct Pipeline {
     series: Vec<SeriesState>,
     engine: Engine,
     stats: PipelineStats,
+    /// Series of each incident whose evidence is being recorded.
+    recording: HashMap<String, usize>,
+    /// Evidence of resolved incidents, oldest first, until taken.
+    resolved_evidence: VecDeque<(String, Evidence)>,
 }
 
 /// What one sample led to.
@@ -82,6 +102,8 @@ impl Pipeline {
             series: Vec::new(),
             engine,
             stats: PipelineStats::default(),
+            recording: HashMap::new(),
+            resolved_evidence: VecDeque::new(),
         }
     }
 
@@ -102,6 +124,8 @@ impl Pipeline {
             sanitizer: Sanitizer::default(),
             detector: AdaptiveDetector::new(signal.detector()),
             grace_left: 0,
+            ring: EvidenceRing::new(),
+            recording: Vec::new(),
         };
         self.series.push(state);
         Some(SeriesHandle(self.series.len() - 1))
@@ -129,7 +153,13 @@ impl Pipeline {
                 };
             }
         };
+        let band = state.detector.band(EVIDENCE_BAND_SIGMAS);
         let scored = state.detector.update(sample.ts_ms, sample.value);
+        let point = EvidencePoint::new(sample.ts_ms, sample.value, band);
+        state.ring.push(point);
+        for (_, recorder) in &mut state.recording {
+            recorder.push(point);
+        }
         if state.grace_left > 0 {
             state.grace_left -= 1;
             if state.grace_left == 0 {
@@ -162,6 +192,7 @@ impl Pipeline {
         {
             self.stats.forgotten += 1;
         }
+        self.record_evidence(series.0, &events);
         Pushed {
             scored: Some(scored),
             dropped: None,
@@ -175,9 +206,73 @@ impl Pipeline {
     pub fn warm(&mut self, series: SeriesHandle, ts_ms: i64, value: f64) -> Option<Scored> {
         let state = &mut self.series[series.0];
         match state.sanitizer.admit(ts_ms, value) {
-            Admit::Accept { sample, .. } => Some(state.detector.update(sample.ts_ms, sample.value)),
+            Admit::Accept { sample, .. } => {
+                // History is context for the first incident's chart too.
+                let band = state.detector.band(EVIDENCE_BAND_SIGMAS);
+                let scored = state.detector.update(sample.ts_ms, sample.value);
+                let point = EvidencePoint::new(sample.ts_ms, sample.value, band);
+                state.ring.push(point);
+                Some(scored)
+            }
             Admit::Drop(_) => None,
         }
+    }
+
+    /// Starts the evidence of incidents the engine opened on series `at`
+    /// (a copy of its ring: the context before the opening, this sample
+    /// included) and closes that of incidents it resolved.
+    fn record_evidence(&mut self, at: usize, events: &[EngineEvent]) {
+        for event in events {
+            match event {
+                EngineEvent::Opened { incident, .. } => {
+                    let state = &mut self.series[at];
+                    let recorder = EvidenceRecorder::new(&state.ring);
+                    state.recording.push((incident.clone(), recorder));
+                    self.recording.insert(incident.clone(), at);
+                }
+                EngineEvent::Resolved { incident, .. } => {
+                    let Some(s) = self.recording.remove(incident) else {
+                        continue;
+                    };
+                    let recording = &mut self.series[s].recording;
+                    let Some(k) = recording.iter().position(|(id, _)| id == incident) else {
+                        continue;
+                    };
+                    let (id, recorder) = recording.swap_remove(k);
+                    if self.resolved_evidence.len() == RESOLVED_EVIDENCE_HELD {
+                        self.resolved_evidence.pop_front();
+                    }
+                    self.resolved_evidence.push_back((id, recorder.finish()));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The evidence of an incident: the samples of its series from shortly
+    /// before it opened (up to `remediate::report::RING_LEN` of them) to
+    /// now, or to its resolution while it is held (see
+    /// [`Self::take_resolved_evidence`]). `None` for an incident this
+    /// pipeline did not see open, or whose evidence was taken.
+    pub fn evidence(&self, incident: &str) -> Option<&Evidence> {
+        if let Some(&s) = self.recording.get(incident) {
+            return self.series[s]
+                .recording
+                .iter()
+                .find(|(id, _)| id == incident)
+                .map(|(_, r)| r.evidence());
+        }
+        self.resolved_evidence
+            .iter()
+            .find(|(id, _)| id == incident)
+            .map(|(_, e)| e)
+    }
+
+    /// Takes the evidence of the incidents resolved since the last call
+    /// (at most [`RESOLVED_EVIDENCE_HELD`]), in order of resolution, for an
+    /// incident store or a report writer to keep.
+    pub fn take_resolved_evidence(&mut self) -> Vec<(String, Evidence)> {
+        self.resolved_evidence.drain(..).collect()
     }
 
     /// Ends the back-fill of a series: an excursion still open from history
@@ -278,5 +373,118 @@ rules:
         assert_eq!(p.stats().forgotten, 3);
         let incidents = p.finish(400_000);
         assert!(incidents.iter().all(|i| i.resolved_ms.is_some()));
+    }
+
+    #[test]
+    fn per_series_state_fits_its_budget() {
+        // A later issue caps detector and state at 4 KiB per series at
+        // 100,000 series. Inline: the detector (about 1.1 KiB), the evidence
+        // ring (1,040 bytes), the sample policy; on the heap, the labels.
+        let size = std::mem::size_of::<SeriesState>();
+        println!("SeriesState: {size} bytes inline");
+        assert!(size <= 3 * 1024, "{size} bytes");
+    }
+
+    #[test]
+    fn an_incident_keeps_the_samples_around_it_with_their_bands() {
+        let set = RunbookSet::from_sources(&[("rb.yaml".into(), RUNBOOK.into())])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut p = Pipeline::new(set, EngineOptions::default());
+        let labels: Labels = "queue_depth{service=\"jobs\",instance=\"jobs-0\"}"
+            .parse()
+            .unwrap();
+        let h = p.register(&labels).unwrap();
+        // Back-filled history is context too.
+        for i in 0..100i64 {
+            p.warm(h, i * 1000, normal(i));
+        }
+        p.end_warm(h);
+        let mut opened = None;
+        let mut resolved_at = None;
+        for i in 100..400i64 {
+            let v = if (300..302).contains(&i) {
+                60.0
+            } else {
+                normal(i)
+            };
+            for e in p.push(h, i * 1000, v).events {
+                match e {
+                    EngineEvent::Opened { incident, .. } => opened = Some(incident),
+                    EngineEvent::Resolved { incident, .. } => {
+                        assert_eq!(Some(&incident), opened.as_ref());
+                        resolved_at = Some(i);
+                    }
+                    _ => {}
+                }
+            }
+            if i == 301 {
+                // While open: the ring's copy, then each further sample.
+                let id = opened.as_deref().expect("the fault opened an incident");
+                let e = p.evidence(id).expect("evidence of an open incident");
+                assert_eq!(e.context, remediate::report::RING_LEN);
+                let ts: Vec<i64> = e.points.iter().map(|p| p.ts_ms / 1000).collect();
+                let first = 300 - remediate::report::RING_LEN as i64 + 1;
+                assert_eq!(ts, (first..=301).collect::<Vec<_>>());
+                // Normal samples sit in their band, the fault is far above it.
+                let before = &e.points[..e.context - 1];
+                assert!(before.iter().all(|p| p.lo <= p.value && p.value <= p.hi));
+                let fault = e.points[e.context - 1];
+                assert_eq!(fault.value, 60.0);
+                assert!(fault.hi < 20.0 && fault.lo > 0.0, "{fault:?}");
+            }
+        }
+        let id = opened.unwrap();
+        let resolved_at = resolved_at.expect("the incident resolved");
+        let taken = p.take_resolved_evidence();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].0, id);
+        let e = &taken[0].1;
+        assert_eq!(e.samples as usize, e.points.len());
+        assert_eq!(
+            e.points.last().unwrap().ts_ms,
+            resolved_at * 1000,
+            "appended until the resolution"
+        );
+        assert!(p.evidence(&id).is_none(), "taken evidence is gone");
+        assert!(p.take_resolved_evidence().is_empty());
+    }
+
+    #[test]
+    fn resolved_evidence_not_taken_is_bounded() {
+        let set = RunbookSet::from_sources(&[("rb.yaml".into(), RUNBOOK.into())])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut p = Pipeline::new(set, EngineOptions::default());
+        let n = RESOLVED_EVIDENCE_HELD + 4;
+        let handles: Vec<_> = (0..n)
+            .map(|k| {
+                let labels: Labels =
+                    format!("queue_depth{{service=\"jobs\",instance=\"jobs-{k}\"}}")
+                        .parse()
+                        .unwrap();
+                p.register(&labels).unwrap()
+            })
+            .collect();
+        let mut resolved = Vec::new();
+        for i in 0..350i64 {
+            for &h in &handles {
+                let v = if (300..302).contains(&i) {
+                    60.0
+                } else {
+                    normal(i)
+                };
+                for e in p.push(h, i * 1000, v).events {
+                    if let EngineEvent::Resolved { incident, .. } = e {
+                        resolved.push(incident);
+                    }
+                }
+            }
+        }
+        assert_eq!(resolved.len(), n, "one incident per series, all resolved");
+        let taken = p.take_resolved_evidence();
+        assert_eq!(taken.len(), RESOLVED_EVIDENCE_HELD);
+        // The oldest were dropped, the newest kept, in order of resolution.
+        let ids: Vec<&String> = taken.iter().map(|(id, _)| id).collect();
+        let newest: Vec<&String> = resolved[n - RESOLVED_EVIDENCE_HELD..].iter().collect();
+        assert_eq!(ids, newest);
     }
 }

@@ -77,6 +77,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         "Actions held back by a guard, by reason.",
     ),
     (
+        "heal_actions_interrupted_total",
+        Kind::Counter,
+        "Actions an earlier run began and never finished (found in the incident store at start).",
+    ),
+    (
         "heal_loop_lag_seconds",
         Kind::Gauge,
         "Time from an evaluation's timestamp to the end of its processing.",

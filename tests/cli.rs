@@ -285,6 +285,24 @@ fn replay_of_the_bundled_dataset_matches_the_golden_incidents() {
             .is_some_and(|x| x == "md")
     });
     assert_eq!(reports.count(), n);
+    // And one HTML report each, every one with its signal's chart (the
+    // replay's pipeline recorded evidence for every incident).
+    for line in incidents.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let id = v["id"].as_str().unwrap();
+        let page = std::fs::read_to_string(report.join(format!("{id}.html"))).unwrap();
+        assert!(page.contains("<polyline class=\"series\""), "{id}");
+        assert!(page.contains("<polygon class=\"band\""), "{id}");
+    }
+    // The Atom feed lists the closed incidents, linking to those reports.
+    let feed = std::fs::read_to_string(report.join("feed.atom")).unwrap();
+    let closed = incidents
+        .lines()
+        .filter(|l| l.contains("\"status\":\"resolved\""))
+        .count();
+    assert_eq!(feed.matches("<entry>").count(), closed);
+    assert!(feed.starts_with("<?xml"));
+    assert!(feed.contains("<id>file://"));
 }
 
 #[test]

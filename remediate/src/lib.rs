@@ -8,7 +8,13 @@
 //! - [`engine`]: the event-time engine that turns detector verdicts into
 //!   incidents, plans action chains behind guards and verifies each step.
 //!   It never reads the clock and does no I/O.
-//! - [`report`]: incidents as JSON Lines and as Markdown post-incident reports.
+//! - [`report`]: incidents as JSON Lines, as Markdown and HTML post-incident
+//!   reports (the HTML with an SVG chart of the signal, its normal band and
+//!   the steps), as an Atom feed of closed incidents, and the [`report::Evidence`]
+//!   (samples around an incident) the chart is drawn from.
+//! - [`store`]: the durable incident store (SQLite): incidents, anomalies,
+//!   actions with their idempotency keys, outcomes, and the report feed's
+//!   queries.
 //!
 //! Architecture invariant: only this crate acts on the outside world's
 //! services, and every action honours dry-run. In this version the engine
@@ -30,6 +36,7 @@ pub mod engine;
 mod error;
 pub mod report;
 pub mod runbook;
+pub mod store;
 mod template;
 mod time;
 

@@ -1,12 +1,15 @@
-//! Post-incident reports of the example runbooks on scripted anomalies,
-//! checked against golden files. Regenerate with
-//! `UPDATE_GOLDEN=1 cargo test -p remediate --test report` and review the diff.
+//! Post-incident reports (Markdown, HTML with its chart, the Atom feed) of
+//! the example runbooks on scripted anomalies, checked against golden files.
+//! Regenerate with `UPDATE_GOLDEN=1 cargo test -p remediate --test report`
+//! and review the diff. The HTML pages and the feed are also parsed as XML
+//! (well-formed, and the chart drew what it should).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use detect::{Excursion, Scored};
 use remediate::engine::{Engine, EngineOptions, Incident, Observation};
+use remediate::report::{Evidence, EvidencePoint};
 use remediate::{report, RunbookSet};
 
 const MIN: i64 = 60_000;
@@ -260,4 +263,327 @@ fn incidents_as_json_lines() {
     );
     assert_eq!(parsed[2]["status"], "open");
     assert_eq!(parsed[2]["unresolved_at"], "2026-03-01T01:00:00Z");
+}
+
+/// The evidence a pipeline would have recorded for an incident of a
+/// scenario: one point a minute from minute 0 (the context, up to the
+/// opening) to the resolution or the end, inside a fixed band around the
+/// scenario's normal value. A fixed band, not a detector's: the goldens
+/// check the rendering, and must not change when the detector is tuned.
+fn evidence(inc: &Incident, at: Scenario, minutes: i64, band: (f64, f64)) -> Evidence {
+    let opened = (inc.opened_ms - T0) / MIN;
+    let end = inc.resolved_ms.map_or(minutes - 1, |t| (t - T0) / MIN + 2);
+    let points: Vec<EvidencePoint> = (0..=end.min(minutes - 1))
+        .map(|m| EvidencePoint::new(T0 + m * MIN, at(m).0, band))
+        .collect();
+    Evidence {
+        context: opened as usize + 1,
+        samples: points.len() as u64,
+        points,
+    }
+}
+
+/// One element of a parsed document: its name and `class` attribute.
+#[derive(Debug)]
+struct Element {
+    name: String,
+    class: String,
+    /// Names of its attributes.
+    attributes: Vec<String>,
+}
+
+/// Parses `text` as XML and fails the test on anything not well-formed:
+/// unbalanced or mismatched tags, duplicate attributes, an undefined entity
+/// (XML knows only the five predefined ones and character references),
+/// more than one root element. Returns every element in document order.
+fn parse_xml(text: &str) -> Vec<Element> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(text);
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut roots = 0;
+    loop {
+        let event = reader
+            .read_event()
+            .unwrap_or_else(|e| panic!("not well-formed at {}: {e}", reader.buffer_position()));
+        let mut element = |e: &quick_xml::events::BytesStart| {
+            if depth == 0 {
+                roots += 1;
+            }
+            let mut class = String::new();
+            let mut attributes = Vec::new();
+            for a in e.attributes() {
+                let a = a.unwrap_or_else(|err| panic!("bad attribute: {err}"));
+                let v = a
+                    .unescape_value()
+                    .unwrap_or_else(|err| panic!("bad attribute value: {err}"));
+                attributes.push(String::from_utf8(a.key.as_ref().to_vec()).unwrap());
+                if a.key.as_ref() == b"class" {
+                    class = v.into_owned();
+                }
+            }
+            out.push(Element {
+                name: String::from_utf8(e.name().as_ref().to_vec()).unwrap(),
+                class,
+                attributes,
+            });
+        };
+        match event {
+            Event::Start(e) => {
+                element(&e);
+                depth += 1;
+            }
+            Event::Empty(e) => element(&e),
+            Event::End(_) => depth -= 1,
+            Event::GeneralRef(r) => {
+                let name = String::from_utf8(r.to_vec()).unwrap();
+                assert!(
+                    name.starts_with('#') || ["amp", "lt", "gt", "quot", "apos"].contains(&&*name),
+                    "undefined entity &{name};"
+                );
+            }
+            Event::Text(t) => assert!(
+                depth > 0 || t.iter().all(u8::is_ascii_whitespace),
+                "text outside the root element"
+            ),
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    assert_eq!(depth, 0, "unclosed elements");
+    assert_eq!(roots, 1, "one root element");
+    out
+}
+
+/// Checks what the chart of `inc` drew: one series line, one band, and one
+/// marker for the onset, each step and each verification, with the step
+/// markers coloured by decision class. Returns the page's elements.
+fn check_chart(page: &str, inc: &Incident) -> Vec<Element> {
+    let elements = parse_xml(page);
+    let count = |name: &str, class: &str| {
+        elements
+            .iter()
+            .filter(|e| e.name == name && e.class == class)
+            .count()
+    };
+    assert_eq!(elements.iter().filter(|e| e.name == "polyline").count(), 1);
+    assert_eq!(count("polyline", "series"), 1);
+    assert_eq!(count("polygon", "band"), 1);
+    assert_eq!(count("svg", "chart"), 1);
+    assert_eq!(count("g", "marker onset"), 1);
+    let verified = inc
+        .actions
+        .iter()
+        .filter(|a| a.verification.is_some())
+        .count();
+    let markers = elements
+        .iter()
+        .filter(|e| e.name == "g" && e.class.starts_with("marker "))
+        .count();
+    assert_eq!(markers, 1 + inc.actions.len() + verified);
+    for class in ["allowed", "dry_run", "suppressed"] {
+        let expected = inc
+            .actions
+            .iter()
+            .filter(|a| match a.decision.label() {
+                "allowed" | "dry_run" => a.decision.label() == class,
+                _ => class == "suppressed",
+            })
+            .count();
+        assert_eq!(
+            count("g", &format!("marker action {class}")),
+            expected,
+            "{class}"
+        );
+    }
+    for outcome in ["recovered", "not_recovered", "worse"] {
+        let expected = inc
+            .actions
+            .iter()
+            .filter(|a| {
+                a.verification
+                    .as_ref()
+                    .is_some_and(|v| v.outcome.as_str() == outcome)
+            })
+            .count();
+        assert_eq!(count("g", &format!("marker verify {outcome}")), expected);
+    }
+    // Self-contained: nothing to run, nothing fetched.
+    assert!(!elements
+        .iter()
+        .any(|e| e.name == "script" || e.name == "link" || e.name == "img"));
+    assert!(!elements.iter().any(|e| e
+        .attributes
+        .iter()
+        .any(|a| a == "src" || a.ends_with("href") || a.starts_with("on"))));
+    assert!(!page.contains("url(") && !page.contains("@import"));
+    elements
+}
+
+#[test]
+fn checkout_latency_html_report() {
+    let inc = checkout_latency();
+    let ev = evidence(&inc, checkout_at, 60, (0.1, 0.4));
+    let page = report::html(&inc, Some(&ev));
+    check(&page, "tests/golden/checkout_latency.html");
+    check_chart(&page, &inc);
+    // Every event of the Markdown timeline is in the page.
+    assert!(page.contains("STILL OPEN"));
+    assert!(page.contains("incident opened by rule latency-p99-high"));
+}
+
+#[test]
+fn payments_errors_html_report() {
+    let inc = payments_errors();
+    let ev = evidence(&inc, payments_at, 30, (0.0, 0.01));
+    let page = report::html(&inc, Some(&ev));
+    check(&page, "tests/golden/payments_errors.html");
+    check_chart(&page, &inc);
+    assert!(page.contains("<p class=\"status resolved\"><strong>Resolved</strong>"));
+}
+
+#[test]
+fn hostile_label_html_report() {
+    let inc = payments_hostile_label();
+    let ev = evidence(&inc, hostile_at, 30, (0.0, 0.01));
+    let page = report::html(&inc, Some(&ev));
+    check(&page, "tests/golden/payments_hostile_label.html");
+    check_chart(&page, &inc);
+    assert!(inc
+        .actions
+        .iter()
+        .any(|a| a.decision.label() == "invalid_label_value"));
+}
+
+#[test]
+fn a_report_without_evidence_has_no_chart() {
+    let inc = payments_errors();
+    let page = report::html(&inc, None);
+    let elements = parse_xml(&page);
+    assert!(!elements.iter().any(|e| e.name == "svg"));
+    assert!(page.contains("No samples were recorded for this incident"));
+    let empty = report::html(&inc, Some(&Evidence::default()));
+    assert_eq!(empty, page);
+}
+
+#[test]
+fn markup_in_labels_and_text_stays_text() {
+    // A label value, a rule description and a verification detail could all
+    // carry markup; none may reach the page as markup.
+    let set = examples();
+    let mut engine = Engine::new(&set, EngineOptions { dry_run: true });
+    let l = labels(
+        "http_error_ratio",
+        "<script>alert(1)</script>",
+        "x\"><img src=x onerror=alert(2)>&amp;",
+    );
+    replay(&mut engine, "http_error_ratio", &l, 30, hostile_at);
+    let mut inc = engine.finish(T0 + 30 * MIN).remove(0);
+    inc.description = Some("</p><script>alert(3)</script>\u{1}".to_owned());
+    let ev = evidence(&inc, hostile_at, 30, (0.0, 0.01));
+    let page = report::html(&inc, Some(&ev));
+    let elements = check_chart(&page, &inc);
+    assert!(!elements
+        .iter()
+        .any(|e| e.name == "script" || e.name == "img"));
+    assert!(!page.contains("<script"), "{page}");
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(page.contains("&lt;img src=x onerror=alert(2)&gt;&amp;amp;"));
+    assert!(!page.contains('\u{1}'));
+    let feed = report::atom(
+        std::slice::from_ref(&inc),
+        "http://127.0.0.1:9090/feed.atom",
+        T0 + 30 * MIN,
+    );
+    parse_xml(&feed);
+    assert!(!feed.contains("<script"));
+}
+
+/// The three incidents of the interleaved run (one still open).
+fn interleaved() -> Vec<Incident> {
+    let set = examples();
+    let mut engine = Engine::new(&set, EngineOptions { dry_run: true });
+    let checkout = labels("http_latency_p99_seconds", "checkout", "checkout-0");
+    let payments = labels("http_error_ratio", "payments", "payments-0");
+    for m in 0..60 {
+        for (signal, l, at) in [
+            (
+                "http_latency_p99_seconds",
+                &checkout,
+                checkout_at as Scenario,
+            ),
+            ("http_error_ratio", &payments, payments_at),
+        ] {
+            replay_one(&mut engine, signal, l, m, at);
+        }
+    }
+    engine.finish(T0 + 60 * MIN)
+}
+
+/// Feeds minute `m` of a scenario.
+fn replay_one(
+    engine: &mut Engine,
+    signal: &str,
+    labels: &BTreeMap<String, String>,
+    m: i64,
+    at: Scenario,
+) {
+    let (value, ex) = at(m);
+    let excursion = ex.map(|(onset, peak_score)| Excursion {
+        onset_ms: T0 + onset * MIN,
+        above: true,
+        peak_score,
+        first: onset == m,
+        in_band: false,
+    });
+    let scored = Scored {
+        score: excursion.map_or(0.3, |e| e.peak_score),
+        excursion,
+    };
+    engine.observe(&Observation {
+        signal,
+        labels,
+        ts_ms: T0 + m * MIN,
+        value,
+        scored,
+    });
+}
+
+#[test]
+fn atom_feed_of_closed_incidents() {
+    let incidents = interleaved();
+    let feed = report::atom(&incidents, "http://127.0.0.1:9090/feed.atom", T0 + 60 * MIN);
+    check(&feed, "tests/golden/feed.atom");
+    let elements = parse_xml(&feed);
+    assert_eq!(elements[0].name, "feed");
+    // RFC 4287 4.1.1: a feed has an id, a title, an updated and an author
+    // (or every entry has one); 4.1.2: each entry has id, title, updated.
+    let top: Vec<&str> = elements.iter().map(|e| e.name.as_str()).collect();
+    for required in ["id", "title", "updated", "author", "link"] {
+        assert!(top.contains(&required), "{required}");
+    }
+    let closed = incidents.iter().filter(|i| i.resolved_ms.is_some()).count();
+    assert_eq!(closed, 2, "the latency incident is still open");
+    assert_eq!(top.iter().filter(|n| **n == "entry").count(), closed);
+    assert!(feed.contains("<id>urn:heal:incident:inc-000001</id>"));
+    assert!(feed.contains("href=\"http://127.0.0.1:9090/incidents/inc-000001\""));
+    assert!(
+        !feed.contains("inc-000003"),
+        "open incidents are not in the feed"
+    );
+    assert!(feed.contains("<updated>2026-03-01T00:13:00Z</updated>"));
+}
+
+#[test]
+fn atom_entry_links_can_point_at_files() {
+    let incidents = interleaved();
+    let feed = report::atom_linked(
+        &incidents,
+        "file:///tmp/report/feed.atom",
+        T0 + 60 * MIN,
+        &|i| format!("{}.html", i.id),
+    );
+    parse_xml(&feed);
+    assert!(feed.contains("href=\"inc-000001.html\""));
+    assert!(report::atom(&[], "urn:x", 0).contains("<updated>1970-01-01T00:00:00Z</updated>"));
 }

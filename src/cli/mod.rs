@@ -8,6 +8,8 @@ mod bench_storm;
 mod control;
 mod dataset;
 mod demo;
+mod feed;
+mod incidents;
 mod record;
 mod replay;
 mod runbooks;
@@ -49,6 +51,9 @@ enum Command {
     /// Validate runbooks and print their JSON Schema.
     #[command(subcommand)]
     Runbooks(runbooks::RunbooksCmd),
+    /// Read the incident store: `heal incidents list`, `heal incidents show ID`.
+    #[command(subcommand)]
+    Incidents(incidents::IncidentsCmd),
     /// Silences and maintenance windows of a running `heal watch`.
     #[command(subcommand)]
     Silence(control::SilenceCmd),
@@ -113,6 +118,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dataset(c) => dataset::run(c),
         Command::Runbooks(c) => runbooks::run(c),
         Command::Demo(a) => demo::run(a),
+        Command::Incidents(c) => incidents::run(c),
         Command::Silence(c) => control::run_silence(c),
         Command::Approve(a) => control::run_approve(a),
         Command::Agent(a) => agent::run(a),

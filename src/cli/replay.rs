@@ -2,11 +2,13 @@
 //! rules over a recorded dataset in event time, every action in dry-run.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ingest::Dataset;
+use remediate::engine::EngineEvent;
+use remediate::report::Evidence;
 use remediate::{EngineOptions, Incident, RunbookSet};
 
 use super::score::write_atomically;
@@ -22,19 +24,31 @@ pub struct ReplayArgs {
     /// Directory of YAML runbooks.
     #[arg(long)]
     runbooks: PathBuf,
-    /// Directory to write `incidents.jsonl` and one Markdown report per
-    /// incident into (created if missing).
+    /// Directory to write `incidents.jsonl`, one Markdown and one HTML
+    /// report (with the signal's chart) per incident, and `feed.atom` (the
+    /// closed incidents) into (created if missing).
     #[arg(long)]
     report: Option<PathBuf>,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+    /// Also write every incident and engine event to this incident store
+    /// (SQLite, created if missing; read it with `heal incidents`). Incident
+    /// ids go on from the store's highest, so they stay unique.
+    #[arg(long)]
+    db: Option<PathBuf>,
 }
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let runbooks = RunbookSet::load_dir(&args.runbooks).map_err(|e| UsageError(e.to_string()))?;
     let dataset = Dataset::read(&args.dataset).map_err(|e| UsageError(e.to_string()))?;
-    let outcome = replay(&dataset, runbooks, !args.quiet);
+    // Incident store (--db): opened before the replay so a bad path fails fast.
+    let mut store = args.db.as_deref().map(open_store).transpose()?;
+    let first_seq = match &store {
+        Some(s) => s.next_incident_seq()?,
+        None => 1,
+    };
+    let outcome = replay(&dataset, runbooks, !args.quiet, first_seq);
     print_summary(&outcome.incidents);
     let s = &outcome.stats;
     println!();
@@ -78,14 +92,70 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
                 &dir.join(format!("{}.md", inc.id)),
                 remediate::report::markdown(inc).as_bytes(),
             )?;
+            write_atomically(
+                &dir.join(format!("{}.html", inc.id)),
+                remediate::report::html(inc, outcome.evidence.get(&inc.id)).as_bytes(),
+            )?;
         }
+        // The feed's entries link to the HTML reports beside it; its id is
+        // the file's own URL. Its `updated` is the last event time of the
+        // data, not the clock: the same replay writes the same feed.
+        let feed_url = file_url(&dir.join("feed.atom"));
+        write_atomically(
+            &dir.join("feed.atom"),
+            remediate::report::atom_linked(
+                &outcome.incidents,
+                &feed_url,
+                outcome.end_ms,
+                &|inc: &Incident| format!("{}.html", inc.id),
+            )
+            .as_bytes(),
+        )?;
         println!(
-            "wrote incidents.jsonl and {} reports to {}",
+            "wrote incidents.jsonl, feed.atom and {} reports (Markdown and HTML) to {}",
             outcome.incidents.len(),
             dir.display()
         );
     }
+    if let (Some(store), Some(db)) = (&mut store, &args.db) {
+        store.record_batch(&outcome.incidents, &outcome.events)?;
+        for (id, evidence) in &outcome.evidence {
+            store.record_evidence(id, evidence)?;
+        }
+        println!(
+            "stored {} incidents and {} engine events in {}",
+            outcome.incidents.len(),
+            outcome.events.len(),
+            db.display()
+        );
+    }
     Ok(())
+}
+
+/// What an action found unfinished at open is, for a warning.
+pub fn interrupted_note(state: remediate::store::ExecutionState) -> &'static str {
+    match state {
+        remediate::store::ExecutionState::Abandoned => {
+            "was allowed by an earlier run that stopped before beginning it: marked abandoned, not run"
+        }
+        _ => "was begun by an earlier run that stopped before it finished: marked interrupted, not run again",
+    }
+}
+
+/// Opens the incident store for writing and reports actions an earlier
+/// (killed) run left unfinished.
+pub fn open_store(path: &std::path::Path) -> anyhow::Result<remediate::store::Store> {
+    let opened = remediate::store::Store::open(path)?;
+    for a in &opened.interrupted {
+        eprintln!(
+            "warning: {}: action {} ({}) {}",
+            path.display(),
+            a.key,
+            a.summary,
+            interrupted_note(a.state)
+        );
+    }
+    Ok(opened.store)
 }
 
 /// What a replay produced.
@@ -95,13 +165,43 @@ pub struct ReplayOutcome {
     pub incidents: Vec<Incident>,
     /// Pipeline counters.
     pub stats: crate::pipeline::PipelineStats,
+    /// Each incident's evidence (the samples around it), by incident id.
+    pub evidence: BTreeMap<String, Evidence>,
+    /// Event time of the last sample (0 for an empty dataset).
+    pub end_ms: i64,
+    /// Every engine event, in order.
+    pub events: Vec<remediate::engine::EngineEvent>,
+}
+
+/// `file://` URL of a path (made absolute; bytes outside the unreserved
+/// set and `/` percent-encoded), for the feed's id.
+fn file_url(path: &Path) -> String {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut url = String::from("file://");
+    for b in abs.to_string_lossy().bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            url.push(b as char);
+        } else {
+            url.push_str(&format!("%{b:02X}"));
+        }
+    }
+    url
 }
 
 /// Feeds every sample of `dataset` through one pipeline in event-time order
 /// (ties broken by series order, so the result is deterministic).
-pub fn replay(dataset: &Dataset, runbooks: RunbookSet, progress: bool) -> ReplayOutcome {
+/// Incidents are numbered from `first_seq` (`inc-000042` for 42; 1 without
+/// an incident store).
+pub fn replay(
+    dataset: &Dataset,
+    runbooks: RunbookSet,
+    progress: bool,
+    first_seq: u64,
+) -> ReplayOutcome {
     let _span = tracing::info_span!("replay", series = dataset.series.len()).entered();
     let mut pipeline = Pipeline::new(runbooks, EngineOptions { dry_run: true });
+    pipeline.engine_mut().continue_numbering_from(first_seq);
+    let mut events = Vec::new();
     let handles: Vec<_> = dataset
         .series
         .iter()
@@ -138,6 +238,7 @@ pub fn replay(dataset: &Dataset, runbooks: RunbookSet, progress: bool) -> Replay
     );
     let mut end_ms = i64::MIN;
     let mut done = 0u64;
+    let mut evidence = BTreeMap::new();
     while let Some(Reverse((ts, i, k))) = heap.pop() {
         let sample = dataset.series[i].samples[k];
         let handle = handles[i].expect("only watched series are queued");
@@ -145,6 +246,14 @@ pub fn replay(dataset: &Dataset, runbooks: RunbookSet, progress: bool) -> Replay
         for event in &pushed.events {
             tracing::debug!(stage = "remediate", ?event, "engine event");
         }
+        if pushed
+            .events
+            .iter()
+            .any(|e| matches!(e, EngineEvent::Resolved { .. }))
+        {
+            evidence.extend(pipeline.take_resolved_evidence());
+        }
+        events.extend(pushed.events.iter().cloned());
         if let Some(reason) = pushed.dropped {
             tracing::trace!(
                 stage = "ingest",
@@ -177,9 +286,20 @@ pub fn replay(dataset: &Dataset, runbooks: RunbookSet, progress: bool) -> Replay
     }
     bar.finish_and_clear();
     let incidents = pipeline.finish(end_ms.max(0));
+    evidence.extend(pipeline.take_resolved_evidence());
+    for inc in &incidents {
+        if !evidence.contains_key(&inc.id) {
+            if let Some(e) = pipeline.evidence(&inc.id) {
+                evidence.insert(inc.id.clone(), e.clone());
+            }
+        }
+    }
     ReplayOutcome {
         incidents,
         stats: pipeline.stats().clone(),
+        evidence,
+        end_ms: end_ms.max(0),
+        events,
     }
 }
 

@@ -28,14 +28,17 @@ use ingest::{
 use remediate::actions::exec::{self, ExecRequest};
 use remediate::actions::haproxy::{self, HaproxyRequest, Operation};
 use remediate::actions::supervisor::client::{self as supervisor_client, SupervisorClient};
+use remediate::actions::ActionResult;
 use remediate::actions::{agent, webhook};
 use remediate::engine::{EngineEvent, GuardState, RenderedAction};
+use remediate::store::{ActionKey, Store, StoreError, StoreWriter, WriterThread};
 use remediate::{EngineOptions, RunbookSet};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::control::{self, Command};
+use super::feed;
 use super::UsageError;
 use crate::pipeline::{Pipeline, SeriesHandle};
 use crate::telemetry::Telemetry;
@@ -94,6 +97,11 @@ pub struct WatchArgs {
     /// they are disabled.
     #[arg(long)]
     api_token_env: Option<String>,
+    /// Record every incident, engine event and action (begun, finished) in
+    /// this incident store (SQLite, created if missing; read it with `heal
+    /// incidents`). Off unless given.
+    #[arg(long)]
+    db: Option<PathBuf>,
 }
 
 /// The supervisor executor's client, set once at start from `--supervisor`.
@@ -259,7 +267,7 @@ async fn watch(
         telemetry.clone(),
         last_processed.clone(),
         interval,
-        control::routes(cmd_tx.clone(), api_token),
+        control::routes(cmd_tx.clone(), api_token).merge(feed::routes(args.db.clone())),
         shutdown.clone(),
     ));
 
@@ -298,6 +306,14 @@ async fn watch(
         );
         pipeline.engine_mut().restore(state);
     }
+    // --- incident store (--db) ---
+    let (store, store_thread) = match &args.db {
+        Some(path) => {
+            let (store, thread) = open_store(path, &mut pipeline, &telemetry)?;
+            (Some(store), Some(thread))
+        }
+        None => (None, None),
+    };
     let decide = tokio::spawn(decide(
         pipeline,
         eval_rx,
@@ -306,8 +322,9 @@ async fn watch(
         telemetry.clone(),
         last_processed,
         args.state.clone(),
+        store.clone(),
     ));
-    let act = tokio::spawn(act(act_rx, telemetry.clone(), cmd_tx));
+    let act = tokio::spawn(act(act_rx, telemetry.clone(), cmd_tx, store));
 
     let stop = async {
         match run_for {
@@ -325,7 +342,62 @@ async fn watch(
     let _ = decide.await;
     let _ = act.await;
     let _ = server.await;
+    if let Some(thread) = store_thread {
+        // Every writer handle went with `decide` and `act`: the thread
+        // writes what is queued and ends.
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
     Ok(())
+}
+
+/// Opens the incident store: reports actions a killed run left unfinished,
+/// numbers incidents on from the store's highest, and starts its writer.
+fn open_store(
+    path: &std::path::Path,
+    pipeline: &mut Pipeline,
+    telemetry: &Telemetry,
+) -> anyhow::Result<(StoreWriter, WriterThread)> {
+    let opened = Store::open(path).map_err(|e| UsageError(e.to_string()))?;
+    for a in &opened.interrupted {
+        let note = super::replay::interrupted_note(a.state);
+        tracing::error!(stage = "remediate", key = %a.key, action = %a.summary, "action {note}");
+        eprintln!("heal: action {} ({}) {note}", a.key, a.summary);
+    }
+    telemetry.add(
+        "heal_actions_interrupted_total",
+        &[],
+        opened.interrupted.len() as f64,
+    );
+    pipeline
+        .engine_mut()
+        .continue_numbering_from(opened.store.next_incident_seq()?);
+    // 1024 queued writes: minutes of a busy engine; only a stalled disk
+    // fills it, and then `decide` waits rather than heal losing records.
+    Ok(StoreWriter::spawn(opened.store, 1024)?)
+}
+
+/// Writes what the engine just did, and a snapshot of each incident
+/// concerned, before any of its actions reaches `act` (so an action's begin
+/// is always stored after its incident).
+async fn store_events(store: &StoreWriter, pipeline: &Pipeline, events: &[EngineEvent]) {
+    let mut seen: Vec<&str> = Vec::new();
+    for event in events {
+        let id = match event {
+            EngineEvent::Opened { incident, .. }
+            | EngineEvent::Planned { incident, .. }
+            | EngineEvent::Verified { incident, .. }
+            | EngineEvent::Resolved { incident, .. } => incident.as_str(),
+        };
+        if !seen.contains(&id) {
+            seen.push(id);
+        }
+        let _ = store.event(event.clone()).await;
+    }
+    for id in seen {
+        if let Some(incident) = pipeline.engine().incident(id) {
+            let _ = store.incident(incident.clone()).await;
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -339,6 +411,9 @@ async fn shutdown_signal() {
 }
 
 /// The decide stage: samples through sample policy, detector and engine.
+// Each argument is one channel or sink of the stage; a struct for them
+// would only rename the list.
+#[allow(clippy::too_many_arguments)]
 async fn decide(
     mut pipeline: Pipeline,
     mut rx: mpsc::Receiver<SourceEvent>,
@@ -347,7 +422,9 @@ async fn decide(
     telemetry: Arc<Telemetry>,
     last_processed: Arc<AtomicI64>,
     state_path: Option<PathBuf>,
+    store: Option<StoreWriter>,
 ) {
+    let mut last_ts_ms = 0;
     let mut handles: HashMap<Labels, Option<SeriesHandle>> = HashMap::new();
     let mut register = |pipeline: &mut Pipeline, labels: &Labels| -> Option<SeriesHandle> {
         *handles
@@ -371,6 +448,9 @@ async fn decide(
             Some(cmd) = commands.recv() => {
                 let now = control::now_ms();
                 let (events, changed) = apply_command(&mut pipeline, cmd, now);
+                if let (Some(store), false) = (&store, events.is_empty()) {
+                    store_events(store, &pipeline, &events).await;
+                }
                 for event in events {
                     handle_event(event, &act, &telemetry).await;
                 }
@@ -468,6 +548,9 @@ async fn decide(
                     let span =
                         tracing::info_span!("evaluation", signal = %ev.signal, ts_ms = ev.ts_ms);
                     changed |= !pushed.events.is_empty();
+                    if let (Some(store), false) = (&store, pushed.events.is_empty()) {
+                        store_events(store, &pipeline, &pushed.events).await;
+                    }
                     for event in pushed.events {
                         handle_event(event, &act, &telemetry)
                             .instrument(span.clone())
@@ -476,6 +559,14 @@ async fn decide(
                 }
                 if changed {
                     persist(&pipeline, ev.ts_ms);
+                }
+                // The evidence of incidents that resolved goes to the store
+                // (the HTML report charts it); without a store it is dropped.
+                let resolved = pipeline.take_resolved_evidence();
+                if let Some(store) = &store {
+                    for (id, evidence) in resolved {
+                        let _ = store.evidence(id, evidence).await;
+                    }
                 }
                 // Memory stays bounded: incidents resolved over an hour ago
                 // were logged (and stored) already.
@@ -487,6 +578,7 @@ async fn decide(
                     &[],
                     pipeline.engine().incidents_held() as f64,
                 );
+                last_ts_ms = ev.ts_ms;
                 let now = now_ms();
                 last_processed.store(now, Ordering::Relaxed);
                 telemetry.set(
@@ -494,6 +586,16 @@ async fn decide(
                     &[],
                     (now - ev.ts_ms) as f64 / 1000.0,
                 );
+            }
+        }
+    }
+    // Shutting down: incidents still open are stored as open at the last
+    // evaluation (a restarted heal starts a new engine and never closes
+    // them; the record says how far this run saw them).
+    if let Some(store) = &store {
+        for incident in pipeline.finish(last_ts_ms) {
+            if incident.resolved_ms.is_none() {
+                let _ = store.incident(incident).await;
             }
         }
     }
@@ -525,7 +627,10 @@ async fn handle_event(event: EngineEvent, act: &mpsc::Sender<ActionJob>, telemet
                 incident,
                 step: action.step,
                 action: rendered,
-                timeout: Duration::from_secs(30),
+                // The step's own timeout, else 30 s.
+                timeout: action.timeout.map_or(Duration::from_secs(30), |t| {
+                    Duration::from_millis(t.as_millis_i64().max(1) as u64)
+                }),
             };
             // Backpressure: if actions pile up, evaluation waits.
             let _ = act.send(job).await;
@@ -608,45 +713,102 @@ async fn act(
     mut rx: mpsc::Receiver<ActionJob>,
     telemetry: Arc<Telemetry>,
     commands: mpsc::Sender<Command>,
+    store: Option<StoreWriter>,
 ) {
     while let Some(job) = rx.recv().await {
-        let span = tracing::info_span!("action", incident = %job.incident, step = job.step);
-        let (tx, reply) = tokio::sync::oneshot::channel();
-        let holds = match commands.try_send(Command::Recheck {
-            incident: job.incident.clone(),
-            reply: tx,
-        }) {
-            // The decide loop may itself be waiting for this stage (action
-            // queue full): then the step was decided moments ago and its
-            // symptom taken as holding, rather than deadlock.
-            Ok(()) => tokio::time::timeout(Duration::from_secs(1), reply)
+        // With an incident store, each action is begun in the store
+        // (committed) before its executor runs and finished after; a key
+        // the store already has is not run again. A store that fails
+        // otherwise (disk full) does not stop remediation: the action runs
+        // and the failure is logged. Attempt 1: `act` does not retry.
+        let key = ActionKey::new(job.incident.clone(), job.step, 1);
+        let kind = job.action.kind_name();
+        if let Some(store) = &store {
+            match store
+                .begin_action(key.clone(), job.action.summary(), now_ms())
                 .await
-                .ok()
-                .and_then(Result::ok)
-                .flatten()
-                .unwrap_or(true),
-            Err(_) => true,
-        };
-        if !holds {
-            telemetry.add(
-                "heal_actions_suppressed_total",
-                &[("reason", "symptom_resolved")],
-                1.0,
-            );
-            let _enter = span.enter();
-            tracing::info!(
-                stage = "remediate",
-                reason = "symptom_resolved",
-                "action not performed: the symptom no longer holds"
-            );
-            continue;
+            {
+                Ok(()) => {}
+                Err(e @ StoreError::DuplicateAction { .. }) => {
+                    tracing::error!(stage = "remediate", error = %e, "action not run");
+                    telemetry.add(
+                        "heal_actions_total",
+                        &[("kind", kind), ("outcome", "duplicate")],
+                        1.0,
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(stage = "remediate", error = %e, "incident store: action begin not recorded")
+                }
+            }
         }
-        perform(job, &telemetry).instrument(span).await;
+        let started = std::time::Instant::now();
+        let result = act_one(job, &telemetry, &commands).await;
+        if let Some(store) = &store {
+            // Begun, so finished too, whatever happened (else the next
+            // start would call it interrupted).
+            let result = result.unwrap_or_else(|why| ActionResult {
+                ok: false,
+                retryable: false,
+                summary: why,
+                output: String::new(),
+                duration: started.elapsed(),
+            });
+            if let Err(e) = store.finish_action(key, result, now_ms()).await {
+                tracing::error!(stage = "remediate", error = %e, "incident store: action result not recorded");
+            }
+        }
     }
 }
 
-/// Performs one action with its executor.
-async fn perform(job: ActionJob, telemetry: &Telemetry) {
+/// One job of the act stage: its performance, or why nothing ran.
+async fn act_one(
+    job: ActionJob,
+    telemetry: &Telemetry,
+    commands: &mpsc::Sender<Command>,
+) -> Result<ActionResult, String> {
+    let span = tracing::info_span!("action", incident = %job.incident, step = job.step);
+    let (tx, reply) = tokio::sync::oneshot::channel();
+    let holds = match commands.try_send(Command::Recheck {
+        incident: job.incident.clone(),
+        reply: tx,
+    }) {
+        // The decide loop may itself be waiting for this stage (action
+        // queue full): then the step was decided moments ago and its
+        // symptom taken as holding, rather than deadlock.
+        Ok(()) => tokio::time::timeout(Duration::from_secs(1), reply)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .unwrap_or(true),
+        Err(_) => true,
+    };
+    if !holds {
+        telemetry.add(
+            "heal_actions_suppressed_total",
+            &[("reason", "symptom_resolved")],
+            1.0,
+        );
+        let _enter = span.enter();
+        tracing::info!(
+            stage = "remediate",
+            reason = "symptom_resolved",
+            "action not performed: the symptom no longer holds"
+        );
+        return Err("not run: the symptom no longer held just before acting".into());
+    }
+    let kind = job.action.kind_name();
+    perform(job, telemetry)
+        .instrument(span)
+        .await
+        .ok_or_else(|| format!("no executor for {kind} yet: nothing was run"))
+}
+
+/// Performs one action with its executor; `None` when no executor exists
+/// for its kind.
+async fn perform(job: ActionJob, telemetry: &Telemetry) -> Option<ActionResult> {
     {
         // Every action kind has an executor; a target that no executor
         // handles (`deployment/x` for restart) is a failed result saying so.
@@ -764,6 +926,7 @@ async fn perform(job: ActionJob, telemetry: &Telemetry) {
             1.0,
         );
         tracing::warn!(stage = "remediate", kind, outcome, summary = %result.summary, duration_ms = result.duration.as_millis() as u64, "action performed");
+        Some(result)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::actions::haproxy::ApiAddress;
 use crate::runbook::{ActionKind, HttpMethod, ServerState, Severity};
@@ -16,7 +16,8 @@ use crate::runbook::{ActionKind, HttpMethod, ServerState, Severity};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Incident {
     /// `inc-000001`, `inc-000002`, ... in order of opening: the same input
-    /// always gives the same ids.
+    /// always gives the same ids. With an incident store the numbering goes
+    /// on from the store's highest (`Engine::continue_numbering_from`).
     pub id: String,
     /// Labels of the series, `__name__` included.
     pub series: BTreeMap<String, String>,
@@ -69,10 +70,13 @@ pub struct PlannedAction {
     /// How it turned out; `None` for a suppressed step (nothing to verify)
     /// or while the verification wait is running.
     pub verification: Option<Verification>,
+    /// The step's own `timeout:`, when the runbook sets one; executors
+    /// use their default otherwise.
+    pub timeout: Option<crate::Duration>,
 }
 
 /// An action with every template filled in: what an executor would get.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
 pub enum RenderedAction {
     /// Restart `target`.
@@ -232,7 +236,7 @@ fn shell_words(argv: &[String]) -> String {
 
 /// Why a step was not performed. One list for every mechanism that holds an
 /// action back, so reports and counters name them the same way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SuppressReason {
     /// The rule acted on the same target in another incident too recently.
@@ -337,7 +341,7 @@ impl Decision {
 }
 
 /// How a step turned out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The rule's `recovered_when` held at the end of the wait.

@@ -377,6 +377,25 @@ impl Engine {
             .collect()
     }
 
+    /// Numbers the next incident at least `next_seq` (`inc-000042` for
+    /// 42), so that ids stay unique across restarts of heal: give it
+    /// `remediate::store::Store::next_incident_seq` (the guard state's
+    /// number, through [`Engine::restore`], does the same; the higher
+    /// wins). Call it before the first observation.
+    pub fn continue_numbering_from(&mut self, next_seq: u64) {
+        self.next_seq = self.next_seq.max(next_seq);
+    }
+
+    /// The incident `id` as it is now, if this engine holds it (opened by
+    /// this run and not forgotten): what the incident store records.
+    pub fn incident(&self, id: &str) -> Option<&Incident> {
+        let seq: u64 = id.strip_prefix("inc-")?.parse().ok()?;
+        let first = self.next_seq.checked_sub(self.incidents.len() as u64)?;
+        let idx = usize::try_from(seq.checked_sub(first)?).ok()?;
+        let state = self.incidents.get(idx)?;
+        (state.incident.id == id).then_some(&state.incident)
+    }
+
     /// Whether the symptom of `incident` held on its series' latest sample
     /// (in the rule's excursion and out of its band); `None` for an
     /// unknown or resolved incident. The act stage asks this just before it
@@ -938,6 +957,7 @@ impl Engine {
                 rule: &rule.name,
             };
             let kind = action.kind();
+            let action_timeout = action.timeout();
             let rendered = render_action(action, &ctx);
             let dry_run = if self.options.dry_run {
                 Some(DryRunSource::Engine)
@@ -994,6 +1014,7 @@ impl Engine {
                 decision: Decision::allowed(String::new()),
                 planned_ms: obs.ts_ms,
                 verification: None,
+                timeout: action_timeout,
             };
             self.record_step(idx, planned, decision, obs.ts_ms, peak, events);
             let state = &self.incidents[idx];

@@ -283,6 +283,14 @@ impl AdaptiveDetector {
             .max(self.cfg.min_spread)
     }
 
+    /// The normal band `level ± k·sigma` as it stands now, before the next
+    /// sample: what a chart draws around the series (heal's reports use
+    /// `k = 3`, the width an excursion must come back within).
+    pub fn band(&self, k: f64) -> (f64, f64) {
+        let half = k * self.sigma();
+        (self.level - half, self.level + half)
+    }
+
     fn watched_surprise(&self, dev: f64, sigma: f64) -> f64 {
         if self.cfg.direction.watches(dev > 0.0) {
             surprise(dev, sigma)

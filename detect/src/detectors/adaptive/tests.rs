@@ -311,6 +311,23 @@ fn state_is_small() {
 }
 
 #[test]
+fn the_band_is_k_sigmas_either_side_of_the_level_and_holds_normal_samples() {
+    let mut d = AdaptiveDetector::new(DetectorConfig::default());
+    let xs = gaussian(7, 2000);
+    let mut inside = 0;
+    for (i, &x) in xs.iter().enumerate() {
+        let (lo, hi) = d.band(3.0);
+        assert!((lo + hi) / 2.0 - d.level() < 1e-9 && hi - lo - 6.0 * d.sigma() < 1e-9);
+        if i >= 500 && (lo..=hi).contains(&x) {
+            inside += 1;
+        }
+        d.update(i as i64 * MINUTE, x);
+    }
+    // N(100, 5): 99.7% within 3 sigma; the band holds nearly all of them.
+    assert!(inside >= 1450, "{inside} of 1500");
+}
+
+#[test]
 fn hard_limits_fire_from_the_first_sample_and_respect_direction() {
     let cfg = DetectorConfig {
         direction: Direction::Down,

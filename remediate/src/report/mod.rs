@@ -1,8 +1,19 @@
-//! Incidents for machines (JSON Lines) and for people (Markdown
-//! post-incident reports).
+//! Incidents for machines (JSON Lines), for people (Markdown and HTML
+//! post-incident reports) and for feed readers (Atom).
 //!
 //! Every timestamp is written twice in JSON: RFC 3339 UTC for people and
 //! `jq`, milliseconds since the epoch for arithmetic.
+//!
+//! Every renderer here is a pure function of the incident (and its
+//! [`Evidence`]): no clock, no I/O, the same input gives the same bytes, so
+//! golden files can check them.
+//!
+//! - `mod.rs`: JSON Lines, Markdown, and what the renderers share (the
+//!   status line, the timeline, escaping).
+//! - `evidence.rs`: the samples around an incident ([`Evidence`]) and how
+//!   they are kept while it is open.
+//! - `html.rs` and `chart.rs`: the HTML report with its hand-drawn SVG chart.
+//! - `atom.rs`: the Atom feed of closed incidents.
 
 use std::fmt::Write as _;
 
@@ -10,6 +21,17 @@ use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use crate::engine::{series_selector, Incident, Outcome, PlannedAction, Verification};
 use crate::time::{human, rfc3339};
+
+mod atom;
+mod chart;
+mod evidence;
+mod html;
+
+pub use atom::{atom, atom_linked};
+pub use evidence::{
+    Evidence, EvidencePoint, EvidenceRecorder, EvidenceRing, EVIDENCE_CAP, RING_LEN,
+};
+pub use html::html;
 
 /// An optional timestamp as RFC 3339.
 fn opt_time(ms: Option<i64>) -> Option<String> {
@@ -95,6 +117,142 @@ pub fn json_lines(incidents: &[Incident]) -> String {
     incidents.iter().map(|i| json_line(i) + "\n").collect()
 }
 
+/// The status of an incident as a headline word and the sentence after it:
+/// `("Resolved", "at ... after 8m, following step 1 (...).")`.
+fn status(inc: &Incident) -> (&'static str, String) {
+    let recovered_by = inc.actions.iter().find(|a| {
+        a.verification
+            .as_ref()
+            .is_some_and(|v| v.outcome == Outcome::Recovered)
+    });
+    let exhausted = inc.actions.last().is_some_and(|a| a.step == inc.chain_len);
+    match (inc.resolved_ms, inc.unresolved_at_ms) {
+        (Some(end), _) => (
+            "Resolved",
+            format!(
+                "at {} after {}{}.",
+                rfc3339(end),
+                human(end - inc.onset_ms),
+                match recovered_by {
+                    Some(a) => format!(", following step {} ({})", a.step, a.summary),
+                    None =>
+                        " (the anomaly ended without a step verified as recovering it)".to_owned(),
+                }
+            ),
+        ),
+        (None, end) => {
+            let end = end.map_or_else(|| "now".to_owned(), rfc3339);
+            let next = if recovered_by.is_some() {
+                "a step met the recovery condition but the detector still sees the anomaly; watch it"
+            } else if exhausted {
+                "every step of the chain has been planned and none recovered the signal: a human must take over"
+            } else {
+                "a step is still being verified"
+            };
+            ("STILL OPEN", format!("at {end}: {next}."))
+        }
+    }
+}
+
+/// How the planned steps were decided.
+struct Steps {
+    performed: usize,
+    dry: usize,
+    suppressed: usize,
+}
+
+fn steps(inc: &Incident) -> Steps {
+    let performed = inc.actions.iter().filter(|a| a.decision.allowed).count();
+    let dry = inc
+        .actions
+        .iter()
+        .filter(|a| a.decision.label() == "dry_run")
+        .count();
+    Steps {
+        performed,
+        dry,
+        suppressed: inc.actions.len() - performed - dry,
+    }
+}
+
+/// The headline: `inc-000001: payments http_error_ratio above baseline
+/// (critical)`.
+fn title(inc: &Incident) -> String {
+    let service = if inc.service.is_empty() {
+        "(no service label)"
+    } else {
+        inc.service.as_str()
+    };
+    let side = if inc.above { "above" } else { "below" };
+    format!(
+        "{}: {} {} {side} baseline ({})",
+        inc.id, service, inc.signal, inc.severity
+    )
+}
+
+/// The events of an incident in time order: onset, opening, each step's
+/// decision and verification, and the end. Same-time events keep their
+/// causal order.
+fn timeline(inc: &Incident) -> Vec<(i64, String)> {
+    let side = if inc.above { "above" } else { "below" };
+    let mut timeline: Vec<(i64, String)> = vec![
+        (
+            inc.onset_ms,
+            format!("anomaly onset: {} {side} baseline", inc.signal),
+        ),
+        (
+            inc.opened_ms,
+            format!("incident opened by rule {}", inc.rule),
+        ),
+    ];
+    for a in &inc.actions {
+        timeline.push((
+            a.planned_ms,
+            format!("step {} {}: {}", a.step, a.decision.label(), a.summary),
+        ));
+        if let Some(v) = &a.verification {
+            timeline.push((
+                v.decided_ms,
+                format!(
+                    "step {} verified: {} ({})",
+                    a.step,
+                    v.outcome.as_str(),
+                    v.detail
+                ),
+            ));
+        }
+    }
+    if let Some(t) = inc.resolved_ms {
+        timeline.push((t, "anomaly ended: incident resolved".to_owned()));
+    } else if let Some(t) = inc.unresolved_at_ms {
+        timeline.push((t, "end of data: incident still open".to_owned()));
+    }
+    // Stable: same-time events keep their causal order.
+    timeline.sort_by_key(|(t, _)| *t);
+    timeline
+}
+
+/// Escapes text for HTML and XML, in element content and in quoted
+/// attribute values alike. Characters XML 1.0 forbids (most C0 controls)
+/// become U+FFFD, so that a label value can never make a report or the feed
+/// ill-formed.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Escapes a table cell.
 fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
@@ -117,49 +275,17 @@ pub fn markdown(incident: &Incident) -> String {
         inc.service.as_str()
     };
     let side = if inc.above { "above" } else { "below" };
-    let _ = writeln!(
-        out,
-        "# {}: {} {} {side} baseline ({})",
-        inc.id, service, inc.signal, inc.severity
-    );
+    let _ = writeln!(out, "# {}", title(inc));
     out.push('\n');
 
     // Status line first: the one thing to know at 3 a.m.
-    let performed = inc.actions.iter().filter(|a| a.decision.allowed).count();
-    let dry = inc
-        .actions
-        .iter()
-        .filter(|a| a.decision.label() == "dry_run")
-        .count();
-    let suppressed = inc.actions.len() - performed - dry;
-    let recovered_by = inc.actions.iter().find(|a| {
-        a.verification
-            .as_ref()
-            .is_some_and(|v| v.outcome == Outcome::Recovered)
-    });
-    let exhausted = inc.actions.last().is_some_and(|a| a.step == inc.chain_len);
-    let status = match (inc.resolved_ms, inc.unresolved_at_ms) {
-        (Some(end), _) => format!(
-            "**Resolved** at {} after {}{}.",
-            rfc3339(end),
-            human(end - inc.onset_ms),
-            match recovered_by {
-                Some(a) => format!(", following step {} ({})", a.step, a.summary),
-                None => " (the anomaly ended without a step verified as recovering it)".to_owned(),
-            }
-        ),
-        (None, end) => {
-            let end = end.map_or_else(|| "now".to_owned(), rfc3339);
-            let next = if recovered_by.is_some() {
-                "a step met the recovery condition but the detector still sees the anomaly; watch it"
-            } else if exhausted {
-                "every step of the chain has been planned and none recovered the signal: a human must take over"
-            } else {
-                "a step is still being verified"
-            };
-            format!("**STILL OPEN** at {end}: {next}.")
-        }
-    };
+    let (word, rest) = status(inc);
+    let status = format!("**{word}** {rest}");
+    let Steps {
+        performed,
+        dry,
+        suppressed,
+    } = steps(inc);
     let _ = writeln!(out, "{status}");
     if let Some(description) = &inc.description {
         let _ = writeln!(out, "\n> {}", description.trim().replace('\n', "\n> "));
@@ -212,41 +338,7 @@ pub fn markdown(incident: &Incident) -> String {
 
     let _ = writeln!(out, "\n## Timeline\n");
     let _ = writeln!(out, "| Time (UTC) | Since onset | Event |\n|---|---|---|");
-    let mut timeline: Vec<(i64, String)> = vec![
-        (
-            inc.onset_ms,
-            format!("anomaly onset: {} {side} baseline", inc.signal),
-        ),
-        (
-            inc.opened_ms,
-            format!("incident opened by rule {}", inc.rule),
-        ),
-    ];
-    for a in &inc.actions {
-        timeline.push((
-            a.planned_ms,
-            format!("step {} {}: {}", a.step, a.decision.label(), a.summary),
-        ));
-        if let Some(v) = &a.verification {
-            timeline.push((
-                v.decided_ms,
-                format!(
-                    "step {} verified: {} ({})",
-                    a.step,
-                    v.outcome.as_str(),
-                    v.detail
-                ),
-            ));
-        }
-    }
-    if let Some(t) = inc.resolved_ms {
-        timeline.push((t, "anomaly ended: incident resolved".to_owned()));
-    } else if let Some(t) = inc.unresolved_at_ms {
-        timeline.push((t, "end of data: incident still open".to_owned()));
-    }
-    // Stable: same-time events keep their causal order.
-    timeline.sort_by_key(|(t, _)| *t);
-    for (t, what) in timeline {
+    for (t, what) in timeline(inc) {
         let _ = writeln!(
             out,
             "| {} | {} | {} |",

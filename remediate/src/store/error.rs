@@ -1,0 +1,90 @@
+//! Errors of the incident store.
+
+use std::path::PathBuf;
+
+use super::ActionKey;
+
+/// What can go wrong with the incident store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused an operation (I/O error, corrupt file, disk full, ...).
+    #[error("incident store {path}: {doing}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// What the store was doing, lowercase.
+        doing: &'static str,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer heal: its schema has migrations
+    /// this heal does not know, so reading or writing it could corrupt it.
+    #[error(
+        "incident store {path}: schema version {found} is newer than this heal supports ({supported}); upgrade heal or use another --db"
+    )]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// `PRAGMA user_version` of the file.
+        found: i64,
+        /// The newest version this heal knows.
+        supported: i64,
+    },
+    /// A read-only open found a store older than this heal and will not
+    /// migrate it (only a writer does).
+    #[error(
+        "incident store {path}: schema version {found} is older than this heal's ({supported}); open it once with `heal watch --db` or `heal replay --db` to migrate it"
+    )]
+    TooOld {
+        /// The database file.
+        path: PathBuf,
+        /// `PRAGMA user_version` of the file.
+        found: i64,
+        /// The version this heal writes.
+        supported: i64,
+    },
+    /// A read-only open of a file that does not exist.
+    #[error("incident store {0}: no such file")]
+    Missing(PathBuf),
+    /// `begin_action` with a key already recorded: the action was begun
+    /// before (maybe by a heal that was killed since) and must not run twice.
+    #[error("action {key}: already recorded ({state}); not running it again")]
+    DuplicateAction {
+        /// The idempotency key.
+        key: ActionKey,
+        /// What the store holds for it: `started`, `finished`, `interrupted`
+        /// or `abandoned`.
+        state: String,
+    },
+    /// `finish_action` with a key that was never begun, or was already
+    /// finished or marked interrupted or abandoned.
+    #[error("action {key}: cannot finish: {why}")]
+    NotInFlight {
+        /// The idempotency key.
+        key: ActionKey,
+        /// Why, lowercase.
+        why: String,
+    },
+    /// A row holds something this heal cannot decode (a value written by
+    /// hand or by a buggy version).
+    #[error("incident store {path}: {table} row {row}: {message}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// Table of the row.
+        table: &'static str,
+        /// Key of the row.
+        row: String,
+        /// What is wrong, lowercase.
+        message: String,
+    },
+    /// A list cursor that no list returned.
+    #[error("bad cursor {0:?}: expected the next_cursor of a previous page")]
+    BadCursor(String),
+    /// The background writer has stopped (its thread ended or panicked).
+    #[error("incident store writer has stopped")]
+    WriterGone,
+    /// The background writer could not start or lost a batch.
+    #[error("incident store writer: {0}")]
+    Writer(String),
+}

@@ -1,0 +1,139 @@
+//! The store's schema as an ordered list of migrations.
+//!
+//! `PRAGMA user_version` holds how many migrations a file has had. Opening a
+//! file for writing applies the missing ones in order, each in its own
+//! transaction together with the `user_version` bump, so a crash mid-way
+//! leaves the file at a whole version, never between two. A file whose
+//! version is above `MIGRATIONS.len()` came from a newer heal and is refused
+//! rather than guessed at.
+//!
+//! Rule for the future: never edit a migration that has shipped; append one.
+
+/// Every migration, oldest first; the schema version of a file is the
+/// number of these it has had.
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
+
+/// The schema version this heal writes.
+pub(crate) fn current_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// Version 1: incidents, anomalies, planned actions, verification outcomes,
+/// executions (the two-phase action journal) and the engine event log.
+///
+/// Why columns rather than one JSON blob per incident: the report feed
+/// filters and pages on service, time, status and outcome, which wants
+/// indexes. Free-form parts (labels, a rendered action, evidence, an event)
+/// are JSON text.
+const V1: &str = r#"
+CREATE TABLE incidents (
+    pk               INTEGER PRIMARY KEY,
+    id               TEXT    NOT NULL UNIQUE,
+    -- The number in `inc-000042`, for numbering across restarts.
+    seq              INTEGER,
+    service          TEXT    NOT NULL,
+    signal           TEXT    NOT NULL,
+    rule             TEXT    NOT NULL,
+    description      TEXT,
+    severity         TEXT    NOT NULL,
+    above            INTEGER NOT NULL,
+    -- Labels of the series, a JSON object.
+    series           TEXT    NOT NULL,
+    selector         TEXT    NOT NULL,
+    onset_ms         INTEGER NOT NULL,
+    opened_ms        INTEGER NOT NULL,
+    peak_score       REAL    NOT NULL,
+    chain_len        INTEGER NOT NULL,
+    resolved_ms      INTEGER,
+    unresolved_at_ms INTEGER,
+    -- open | resolved
+    status           TEXT    NOT NULL,
+    -- recovered | worse | not_recovered | none: see `IncidentOutcome`.
+    outcome          TEXT    NOT NULL
+);
+CREATE INDEX incidents_newest ON incidents (opened_ms DESC, pk DESC);
+CREATE INDEX incidents_service ON incidents (service, opened_ms DESC, pk DESC);
+
+CREATE TABLE anomalies (
+    pk          INTEGER PRIMARY KEY,
+    -- NULL for an anomaly no rule turned into an incident. Unique otherwise:
+    -- an incident is one anomaly of one series.
+    incident_id TEXT UNIQUE REFERENCES incidents (id) ON DELETE CASCADE,
+    selector    TEXT    NOT NULL,
+    labels      TEXT    NOT NULL,
+    score       REAL    NOT NULL,
+    onset_ms    INTEGER NOT NULL,
+    above       INTEGER NOT NULL,
+    evidence    TEXT    NOT NULL
+);
+CREATE INDEX anomalies_onset ON anomalies (onset_ms);
+
+CREATE TABLE actions (
+    incident_id TEXT    NOT NULL REFERENCES incidents (id) ON DELETE CASCADE,
+    step        INTEGER NOT NULL,
+    kind        TEXT    NOT NULL,
+    summary     TEXT    NOT NULL,
+    -- The action with its templates filled in, JSON; NULL when a label
+    -- value was refused.
+    rendered    TEXT,
+    allowed     INTEGER NOT NULL,
+    -- Suppression reason when not allowed.
+    reason      TEXT,
+    detail      TEXT    NOT NULL,
+    planned_ms  INTEGER NOT NULL,
+    -- The step's own timeout (`30s`), when the runbook sets one.
+    timeout     TEXT,
+    PRIMARY KEY (incident_id, step)
+) WITHOUT ROWID;
+
+CREATE TABLE outcomes (
+    incident_id TEXT    NOT NULL,
+    step        INTEGER NOT NULL,
+    outcome     TEXT    NOT NULL,
+    decided_ms  INTEGER NOT NULL,
+    detail      TEXT    NOT NULL,
+    PRIMARY KEY (incident_id, step),
+    FOREIGN KEY (incident_id, step) REFERENCES actions (incident_id, step) ON DELETE CASCADE
+) WITHOUT ROWID;
+
+-- The two-phase journal of performed actions. No foreign key: a begin must
+-- be recorded whatever else is, it is what prevents a second run.
+CREATE TABLE executions (
+    key         TEXT    PRIMARY KEY,
+    incident_id TEXT    NOT NULL,
+    step        INTEGER NOT NULL,
+    attempt     INTEGER NOT NULL,
+    summary     TEXT    NOT NULL,
+    state       TEXT    NOT NULL CHECK (state IN ('started', 'finished', 'interrupted', 'abandoned')),
+    started_ms  INTEGER NOT NULL,
+    finished_ms INTEGER,
+    ok          INTEGER,
+    retryable   INTEGER,
+    result      TEXT,
+    output      TEXT,
+    -- Wall time the executor took, microseconds.
+    duration_us INTEGER
+) WITHOUT ROWID;
+CREATE INDEX executions_incident ON executions (incident_id, step, attempt);
+CREATE INDEX executions_in_flight ON executions (state) WHERE state = 'started';
+
+-- Every engine event as it happened, JSON.
+CREATE TABLE events (
+    pk          INTEGER PRIMARY KEY,
+    incident_id TEXT    NOT NULL,
+    kind        TEXT    NOT NULL,
+    ts_ms       INTEGER NOT NULL,
+    body        TEXT    NOT NULL
+);
+CREATE INDEX events_incident ON events (incident_id, pk);
+"#;
+
+/// Version 2: the evidence of an incident (its series around it, with the
+/// detector's band), which the HTML report charts. One JSON document per
+/// incident, written when the incident resolves.
+const V2: &str = r#"
+CREATE TABLE evidence (
+    incident_id TEXT PRIMARY KEY REFERENCES incidents (id),
+    points      TEXT NOT NULL
+);
+"#;

@@ -1,0 +1,755 @@
+//! Tests of the incident store against real SQLite files in temporary
+//! directories.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use detect::{Excursion, Scored};
+
+use super::*;
+use crate::engine::{
+    Decision, EngineEvent, Incident, Outcome, PlannedAction, RenderedAction, SuppressReason,
+    Verification,
+};
+use crate::runbook::{ActionKind, HttpMethod, ServerState, Severity};
+use crate::{Engine, EngineOptions, Observation, RunbookSet};
+
+const MIN: i64 = 60_000;
+/// 2026-03-01T00:00:00Z.
+const T0: i64 = 1_772_323_200_000;
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn step(
+    step: usize,
+    kind: ActionKind,
+    rendered: Option<RenderedAction>,
+    decision: Decision,
+    verification: Option<Verification>,
+) -> PlannedAction {
+    PlannedAction {
+        step,
+        kind,
+        summary: rendered.as_ref().map_or_else(
+            || format!("{} (not rendered)", kind.as_str()),
+            |r| r.summary(),
+        ),
+        rendered,
+        decision,
+        planned_ms: T0 + step as i64 * MIN,
+        verification,
+        timeout: (step == 1).then(|| "1m30s".parse().unwrap()),
+    }
+}
+
+/// An incident using every kind of rendered action, every kind of
+/// decision, every outcome, and awkward text (newlines, quotes, unicode).
+fn rich_incident(id: &str, service: &str, opened_ms: i64) -> Incident {
+    let verified = |outcome, minute: i64| {
+        Some(Verification {
+            outcome,
+            decided_ms: T0 + minute * MIN,
+            detail: format!("value 1.5 \"not below\" 1 after the 5m wait ({minute})"),
+        })
+    };
+    Incident {
+        id: id.to_owned(),
+        series: labels(&[
+            ("__name__", "http_latency_p99_seconds"),
+            ("service", service),
+            ("instance", "10.0.0.1:8080"),
+            ("zone", "zürich \"a\""),
+        ]),
+        service: service.to_owned(),
+        signal: "http_latency_p99_seconds".to_owned(),
+        rule: "latency-high".to_owned(),
+        description: Some("Latency is high.\nRestart, then roll back.".to_owned()),
+        severity: Severity::Critical,
+        above: true,
+        onset_ms: opened_ms - 2 * MIN,
+        opened_ms,
+        peak_score: 0.918_273_645_546_372_8,
+        chain_len: 7,
+        actions: vec![
+            step(
+                1,
+                ActionKind::Restart,
+                Some(RenderedAction::Restart {
+                    target: format!("deployment/{service}"),
+                }),
+                Decision::allowed("no guard held it back".into()),
+                verified(Outcome::NotRecovered, 6),
+            ),
+            step(
+                2,
+                ActionKind::Scale,
+                Some(RenderedAction::Scale {
+                    target: format!("deployment/{service}"),
+                    replicas: 4,
+                }),
+                Decision::suppressed(SuppressReason::DryRun, "dry-run (engine)".into()),
+                verified(Outcome::Worse, 7),
+            ),
+            step(
+                3,
+                ActionKind::Rollback,
+                Some(RenderedAction::Rollback {
+                    target: format!("deployment/{service}"),
+                    to: Some("v1.2.3".into()),
+                }),
+                Decision::suppressed(SuppressReason::Cooldown, "cooldown 10m".into()),
+                None,
+            ),
+            step(
+                4,
+                ActionKind::Reroute,
+                Some(RenderedAction::Reroute {
+                    target: "web-1".into(),
+                    backend: "web".into(),
+                    state: ServerState::Drain,
+                    api: "127.0.0.1:9999".parse().unwrap(),
+                    weight: Some(50),
+                }),
+                Decision::suppressed(SuppressReason::TargetBusy, "inc-000001 step 1".into()),
+                None,
+            ),
+            step(
+                5,
+                ActionKind::Exec,
+                None,
+                Decision::suppressed(
+                    SuppressReason::InvalidLabelValue,
+                    "label service value \"; rm -rf /\" is not safe".into(),
+                ),
+                None,
+            ),
+            step(
+                6,
+                ActionKind::Webhook,
+                Some(RenderedAction::Webhook {
+                    url: "http://127.0.0.1:9/hook".into(),
+                    method: HttpMethod::Put,
+                    headers: labels(&[("X-Team", "sre")]),
+                    body: Some(serde_json::json!({"text": "latency", "n": [1, 2.5, null]})),
+                }),
+                Decision::suppressed(SuppressReason::MaxAttempts, "3 in 1h".into()),
+                None,
+            ),
+            step(
+                7,
+                ActionKind::Exec,
+                Some(RenderedAction::Exec {
+                    argv: vec!["heal-lab".into(), "restart".into(), service.into()],
+                }),
+                Decision::allowed("ok".into()),
+                verified(Outcome::Recovered, 20),
+            ),
+        ],
+        resolved_ms: Some(opened_ms + 30 * MIN),
+        unresolved_at_ms: None,
+    }
+}
+
+fn open(dir: &tempfile::TempDir) -> Store {
+    let opened = Store::open(dir.path().join("heal.db")).unwrap();
+    assert!(opened.interrupted.is_empty());
+    opened.store
+}
+
+#[test]
+fn an_incident_read_back_is_the_incident_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let written = rich_incident("inc-000007", "checkout", T0);
+    store.record_incident(&written).unwrap();
+    let mut open_one = rich_incident("inc-000008", "cart", T0 + MIN);
+    open_one.resolved_ms = None;
+    open_one.unresolved_at_ms = Some(T0 + 99 * MIN);
+    open_one.description = None;
+    open_one.actions.truncate(1);
+    open_one.actions[0].verification = None;
+    store.record_incident(&open_one).unwrap();
+    drop(store);
+
+    // Read back through a fresh read-only connection: what is on disk.
+    let store = Store::open_read_only(dir.path().join("heal.db")).unwrap();
+    let record = store.incident("inc-000007").unwrap().unwrap();
+    assert_eq!(record.incident, written);
+    assert_eq!(record.status, IncidentStatus::Resolved);
+    assert_eq!(record.outcome, IncidentOutcome::Recovered);
+    assert_eq!(record.anomalies.len(), 1);
+    let anomaly = &record.anomalies[0];
+    assert_eq!(anomaly.score, written.peak_score);
+    assert_eq!(anomaly.onset_ms, written.onset_ms);
+    assert_eq!(anomaly.labels, written.series);
+    assert_eq!(anomaly.evidence["rule"], "latency-high");
+    assert_eq!(anomaly.evidence["detected_after_ms"], 2 * MIN);
+
+    let record = store.incident("inc-000008").unwrap().unwrap();
+    assert_eq!(record.incident, open_one);
+    assert_eq!(record.status, IncidentStatus::Open);
+    assert_eq!(record.outcome, IncidentOutcome::None);
+    assert!(store.incident("inc-000009").unwrap().is_none());
+}
+
+#[test]
+fn a_later_snapshot_replaces_the_earlier_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let full = rich_incident("inc-000001", "checkout", T0);
+    let mut early = full.clone();
+    early.actions.truncate(2);
+    early.actions[1].verification = None;
+    early.resolved_ms = None;
+    store.record_incident(&early).unwrap();
+    store.record_incident(&full).unwrap();
+    assert_eq!(
+        store.incident("inc-000001").unwrap().unwrap().incident,
+        full
+    );
+    // And back: a snapshot with fewer steps leaves no stale step behind.
+    store.record_incident(&early).unwrap();
+    assert_eq!(
+        store.incident("inc-000001").unwrap().unwrap().incident,
+        early
+    );
+}
+
+#[test]
+fn incidents_the_engine_made_round_trip_and_numbering_goes_on() {
+    let set = RunbookSet::from_sources(&[(
+        "r.yaml".into(),
+        "signals:
+  - name: up
+    query: up
+rules:
+  - name: down
+    when: { signal: up, direction: down, for: 0s }
+    then:
+      - action: restart
+        target: 'svc/{{service}}'
+      - action: exec
+        argv: ['heal-lab', 'restart', '{{service}}']
+    verify: { wait: 1m }
+"
+        .into(),
+    )])
+    .unwrap();
+    let series = labels(&[("__name__", "up"), ("service", "web"), ("instance", "a")]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    assert_eq!(store.next_incident_seq().unwrap(), 1);
+
+    // Two runs of heal: the second numbers on from the store.
+    let mut all = Vec::new();
+    for run in 0..2 {
+        let mut engine = Engine::new(&set, EngineOptions { dry_run: true });
+        engine.continue_numbering_from(store.next_incident_seq().unwrap());
+        let base = T0 + run * 100 * MIN;
+        for m in 0..6 {
+            let excursion = (m < 4).then_some(Excursion {
+                onset_ms: base,
+                above: false,
+                peak_score: 0.9,
+                first: m == 0,
+                in_band: false,
+            });
+            let obs = Observation {
+                signal: "up",
+                labels: &series,
+                ts_ms: base + m * MIN,
+                value: if m < 4 { 0.0 } else { 1.0 },
+                scored: Scored {
+                    score: 0.9,
+                    excursion,
+                },
+            };
+            for event in engine.observe(&obs) {
+                store.record_event(&event).unwrap();
+            }
+        }
+        // The engine finds its own incidents by id, not the earlier run's.
+        let own = format!("inc-{:06}", run + 1);
+        assert_eq!(
+            engine.incident(&own).map(|i| i.id.as_str()),
+            Some(own.as_str())
+        );
+        assert_eq!(engine.incident(&format!("inc-{:06}", run + 2)), None);
+        if run == 1 {
+            assert_eq!(engine.incident("inc-000001"), None);
+        }
+        assert_eq!(engine.incident("incident-1"), None);
+        for incident in engine.finish(base + 6 * MIN) {
+            store.record_incident(&incident).unwrap();
+            all.push(incident);
+        }
+    }
+    let ids: Vec<&str> = all.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["inc-000001", "inc-000002"]);
+    assert_eq!(store.next_incident_seq().unwrap(), 3);
+    for incident in &all {
+        assert_eq!(incident.actions.len(), 2, "{incident:?}");
+        let back = store.incident(&incident.id).unwrap().unwrap();
+        assert_eq!(&back.incident, incident);
+    }
+    // Every event went to the log, in order.
+    let kinds: Vec<String> = store
+        .conn
+        .prepare("SELECT kind FROM events WHERE incident_id = 'inc-000002' ORDER BY pk")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        kinds,
+        ["opened", "planned", "verified", "planned", "verified", "resolved"]
+    );
+}
+
+fn result(ok: bool) -> ActionResult {
+    ActionResult {
+        ok,
+        retryable: !ok,
+        summary: if ok { "exit status 0" } else { "exit status 3" }.into(),
+        output: "restarted web\n".into(),
+        duration: Duration::from_micros(1_234_567),
+    }
+}
+
+#[test]
+fn an_action_is_begun_once_and_finished_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let key = ActionKey::new("inc-000001", 1, 1);
+    store
+        .begin_action(&key, "exec heal-lab restart web", T0)
+        .unwrap();
+    match store.begin_action(&key, "exec heal-lab restart web", T0 + 1) {
+        Err(StoreError::DuplicateAction { key: k, state }) => {
+            assert_eq!(k, key);
+            assert_eq!(state, "started");
+        }
+        other => panic!("expected a duplicate, got {other:?}"),
+    }
+    store.finish_action(&key, &result(true), T0 + 1500).unwrap();
+    let e = store
+        .finish_action(&key, &result(true), T0 + 1600)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "action inc-000001/step-1/attempt-1: cannot finish: it is already finished"
+    );
+    let e = store
+        .begin_action(&key, "exec heal-lab restart web", T0)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "action inc-000001/step-1/attempt-1: already recorded (finished); not running it again"
+    );
+    let never = ActionKey::new("inc-000001", 2, 1);
+    assert_eq!(
+        store
+            .finish_action(&never, &result(false), T0)
+            .unwrap_err()
+            .to_string(),
+        "action inc-000001/step-2/attempt-1: cannot finish: it was never begun"
+    );
+    // A retry is another attempt: another key.
+    store
+        .begin_action(&ActionKey::new("inc-000001", 1, 2), "exec again", T0 + 2000)
+        .unwrap();
+
+    store
+        .record_incident(&rich_incident("inc-000001", "web", T0))
+        .unwrap();
+    let record = store.incident("inc-000001").unwrap().unwrap();
+    assert_eq!(
+        record.executions,
+        vec![
+            ActionRecord {
+                key: key.clone(),
+                summary: "exec heal-lab restart web".into(),
+                state: ExecutionState::Finished,
+                started_ms: T0,
+                finished_ms: Some(T0 + 1500),
+                result: Some(result(true)),
+            },
+            ActionRecord {
+                key: ActionKey::new("inc-000001", 1, 2),
+                summary: "exec again".into(),
+                state: ExecutionState::Started,
+                started_ms: T0 + 2000,
+                finished_ms: None,
+                result: None,
+            },
+        ]
+    );
+}
+
+#[test]
+fn reopening_marks_what_was_begun_and_not_finished_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heal.db");
+    let mut store = open(&dir);
+    let done = ActionKey::new("inc-000001", 1, 1);
+    let cut = ActionKey::new("inc-000002", 1, 1);
+    store.begin_action(&done, "restart a", T0).unwrap();
+    store.finish_action(&done, &result(true), T0 + 1).unwrap();
+    store.begin_action(&cut, "restart b", T0 + 2).unwrap();
+    // The process "dies" here: no finish for `cut`.
+    drop(store);
+
+    let Opened {
+        mut store,
+        interrupted,
+    } = Store::open(&path).unwrap();
+    assert_eq!(interrupted.len(), 1);
+    assert_eq!(interrupted[0].key, cut);
+    assert_eq!(interrupted[0].state, ExecutionState::Interrupted);
+    assert_eq!(interrupted[0].summary, "restart b");
+    // Neither re-run nor finished late.
+    assert!(matches!(
+        store.begin_action(&cut, "restart b", T0 + 3),
+        Err(StoreError::DuplicateAction { .. })
+    ));
+    assert_eq!(
+        store
+            .finish_action(&cut, &result(true), T0 + 4)
+            .unwrap_err()
+            .to_string(),
+        "action inc-000002/step-1/attempt-1: cannot finish: it was marked interrupted when the store was reopened"
+    );
+    drop(store);
+    // Reported once: the next open has nothing new.
+    assert!(Store::open(&path).unwrap().interrupted.is_empty());
+}
+
+#[test]
+fn an_allowed_step_never_begun_is_marked_abandoned_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heal.db");
+    let mut store = open(&dir);
+    // Steps 1 and 7 are allowed; the others suppressed or dry-run.
+    let incident = rich_incident("inc-000001", "web", T0);
+    store.record_incident(&incident).unwrap();
+    let first = ActionKey::new("inc-000001", 1, 1);
+    store.begin_action(&first, "restart", T0).unwrap();
+    store.finish_action(&first, &result(true), T0 + 1).unwrap();
+    // Killed here: step 7 was decided, allowed, and never begun.
+    drop(store);
+
+    let Opened {
+        mut store,
+        interrupted,
+    } = Store::open(&path).unwrap();
+    let step7 = ActionKey::new("inc-000001", 7, 1);
+    assert_eq!(
+        interrupted,
+        vec![ActionRecord {
+            key: step7.clone(),
+            summary: incident.actions[6].summary.clone(),
+            state: ExecutionState::Abandoned,
+            started_ms: incident.actions[6].planned_ms,
+            finished_ms: None,
+            result: None,
+        }]
+    );
+    assert_eq!(
+        store
+            .begin_action(&step7, "exec", T0 + 2)
+            .unwrap_err()
+            .to_string(),
+        "action inc-000001/step-7/attempt-1: already recorded (abandoned); not running it again"
+    );
+    drop(store);
+    assert!(Store::open(&path).unwrap().interrupted.is_empty());
+}
+
+#[test]
+fn schema_is_versioned_and_a_newer_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heal.db");
+    let store = open(&dir);
+    assert_eq!(store.version().unwrap(), schema::current_version());
+    let mode: String = store
+        .conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    store
+        .conn
+        .pragma_update(None, "user_version", schema::current_version() + 1)
+        .unwrap();
+    drop(store);
+    let expected = format!(
+        "incident store {}: schema version {} is newer than this heal supports ({}); upgrade heal or use another --db",
+        path.display(),
+        schema::current_version() + 1,
+        schema::current_version()
+    );
+    assert_eq!(Store::open(&path).unwrap_err().to_string(), expected);
+    assert_eq!(
+        Store::open_read_only(&path).unwrap_err().to_string(),
+        expected
+    );
+}
+
+#[test]
+fn migrations_apply_to_an_old_file_and_readers_do_not_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heal.db");
+    // A file at version 0: what an empty database (or a pre-store heal's
+    // leftover) looks like.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE unrelated (x INTEGER);")
+        .unwrap();
+    assert_eq!(
+        Store::open_read_only(&path).unwrap_err().to_string(),
+        format!(
+            "incident store {}: schema version 0 is older than this heal's ({}); open it once with `heal watch --db` or `heal replay --db` to migrate it",
+            path.display(),
+            schema::current_version()
+        )
+    );
+    let store = Store::open(&path).unwrap().store;
+    assert_eq!(store.version().unwrap(), schema::current_version());
+    drop(store);
+    Store::open_read_only(&path).unwrap();
+    assert_eq!(
+        Store::open_read_only(dir.path().join("nope.db"))
+            .unwrap_err()
+            .to_string(),
+        format!(
+            "incident store {}: no such file",
+            dir.path().join("nope.db").display()
+        )
+    );
+}
+
+#[test]
+fn a_row_that_does_not_decode_is_reported_with_table_and_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    store
+        .record_incident(&rich_incident("inc-000001", "web", T0))
+        .unwrap();
+    store
+        .conn
+        .execute(
+            "UPDATE actions SET reason = 'moon_phase' WHERE step = 3",
+            [],
+        )
+        .unwrap();
+    let e = store.incident("inc-000001").unwrap_err().to_string();
+    assert!(
+        e.contains("actions row inc-000001 step 3: reason: unknown variant `moon_phase`, expected one of `cooldown`, "),
+        "{e}"
+    );
+}
+
+/// Ten incidents over three services, one a minute apart.
+fn fill(store: &mut Store) -> Vec<Incident> {
+    let services = ["web", "api", "db"];
+    let incidents: Vec<Incident> = (0..10)
+        .map(|i| {
+            let mut inc = rich_incident(
+                &format!("inc-{:06}", i + 1),
+                services[i % 3],
+                T0 + i as i64 * MIN,
+            );
+            if i % 4 == 0 {
+                inc.resolved_ms = None;
+                inc.actions.truncate(1);
+            }
+            inc
+        })
+        .collect();
+    for inc in &incidents {
+        store.record_incident(inc).unwrap();
+    }
+    incidents
+}
+
+fn ids(page: &IncidentPage) -> Vec<&str> {
+    page.incidents.iter().map(|s| s.id.as_str()).collect()
+}
+
+#[test]
+fn list_is_newest_first_filtered_and_paginated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    fill(&mut store);
+
+    let all = store.list(&IncidentFilter::default()).unwrap();
+    assert_eq!(all.incidents.len(), 10);
+    assert_eq!(all.incidents[0].id, "inc-000010");
+    assert_eq!(all.next_cursor, None);
+    let first = &all.incidents[9];
+    assert_eq!(
+        (first.steps, first.performed, first.chain_len),
+        (1, 1, 7),
+        "{first:?}"
+    );
+    assert_eq!(all.incidents[8].steps, 7);
+    assert_eq!(all.incidents[8].performed, 2);
+
+    let web = |f: IncidentFilter| {
+        store
+            .list(&IncidentFilter {
+                service: Some("web".into()),
+                ..f
+            })
+            .unwrap()
+    };
+    assert_eq!(
+        ids(&web(IncidentFilter::default())),
+        ["inc-000010", "inc-000007", "inc-000004", "inc-000001"]
+    );
+    assert_eq!(
+        ids(&web(IncidentFilter {
+            since_ms: Some(T0 + 3 * MIN),
+            until_ms: Some(T0 + 9 * MIN),
+            ..IncidentFilter::default()
+        })),
+        ["inc-000007", "inc-000004"]
+    );
+    assert_eq!(
+        ids(&store
+            .list(&IncidentFilter {
+                status: Some(IncidentStatus::Open),
+                ..IncidentFilter::default()
+            })
+            .unwrap()),
+        ["inc-000009", "inc-000005", "inc-000001"]
+    );
+    assert_eq!(
+        ids(&store
+            .list(&IncidentFilter {
+                outcome: Some(IncidentOutcome::NotRecovered),
+                ..IncidentFilter::default()
+            })
+            .unwrap()),
+        ["inc-000009", "inc-000005", "inc-000001"]
+    );
+
+    // Pages of 3 walk the whole list once, in order, with no repeat.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list(&IncidentFilter {
+                limit: 3,
+                cursor: cursor.clone(),
+                ..IncidentFilter::default()
+            })
+            .unwrap();
+        assert!(page.incidents.len() <= 3);
+        seen.extend(page.incidents.iter().map(|s| s.id.clone()));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let expected: Vec<String> = (1..=10).rev().map(|i| format!("inc-{i:06}")).collect();
+    assert_eq!(seen, expected);
+
+    assert_eq!(
+        store
+            .list(&IncidentFilter {
+                cursor: Some("yesterday".into()),
+                ..IncidentFilter::default()
+            })
+            .unwrap_err()
+            .to_string(),
+        "bad cursor \"yesterday\": expected the next_cursor of a previous page"
+    );
+}
+
+#[test]
+fn same_opening_time_pages_by_insertion_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    for i in 1..=5 {
+        store
+            .record_incident(&rich_incident(&format!("inc-{i:06}"), "web", T0))
+            .unwrap();
+    }
+    let page = store
+        .list(&IncidentFilter {
+            limit: 2,
+            ..IncidentFilter::default()
+        })
+        .unwrap();
+    assert_eq!(ids(&page), ["inc-000005", "inc-000004"]);
+    let page = store
+        .list(&IncidentFilter {
+            limit: 2,
+            cursor: page.next_cursor,
+            ..IncidentFilter::default()
+        })
+        .unwrap();
+    assert_eq!(ids(&page), ["inc-000003", "inc-000002"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_keeps_order_and_commits_before_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heal.db");
+    let store = open(&dir);
+    let (writer, thread) = StoreWriter::spawn(store, 8).unwrap();
+    let incidents: Vec<Incident> = (1..=50)
+        .map(|i| rich_incident(&format!("inc-{i:06}"), "web", T0 + i * MIN))
+        .collect();
+    for inc in &incidents {
+        writer.incident(inc.clone()).await.unwrap();
+        writer
+            .event(EngineEvent::Resolved {
+                incident: inc.id.clone(),
+                ts_ms: inc.resolved_ms.unwrap(),
+            })
+            .await
+            .unwrap();
+    }
+    let key = ActionKey::new("inc-000050", 7, 1);
+    writer
+        .begin_action(key.clone(), "exec heal-lab restart web".into(), T0)
+        .await
+        .unwrap();
+    // Committed: another connection sees the incident sent before, and the
+    // begin itself.
+    let reader = Store::open_read_only(&path).unwrap();
+    let record = reader.incident("inc-000050").unwrap().unwrap();
+    assert_eq!(record.incident, incidents[49]);
+    assert_eq!(record.executions[0].state, ExecutionState::Started);
+    // A duplicate is refused through the writer too, and the writer goes on.
+    assert!(matches!(
+        writer
+            .begin_action(key.clone(), "again".into(), T0 + 1)
+            .await,
+        Err(StoreError::DuplicateAction { .. })
+    ));
+    writer
+        .finish_action(key.clone(), result(false), T0 + 2)
+        .await
+        .unwrap();
+    writer.flush().await.unwrap();
+    let record = reader.incident("inc-000050").unwrap().unwrap();
+    assert_eq!(record.executions[0].result, Some(result(false)));
+    drop(writer);
+    let store = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .unwrap();
+    let events: i64 = store
+        .conn
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(events, 50);
+    assert_eq!(store.next_incident_seq().unwrap(), 51);
+}

@@ -1,0 +1,188 @@
+//! `heal watch --execute --db` killed with SIGKILL while an action runs,
+//! then started again on the same store: the action is reported as
+//! interrupted and not run again, and the incident is intact.
+//!
+//! Real components: a Prometheus (`/usr/bin/prometheus` or
+//! `PROMETHEUS_BIN`) scraping a target nobody listens on, so `up` is 0 from
+//! the first scrape; a runbook whose rule acts on that at once with an exec
+//! action that takes 20 s (`sleep 20`); heal itself, killed by the test
+//! once the store shows the action begun.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use lab::http::client;
+use remediate::store::{ExecutionState, IncidentFilter, Store};
+
+/// A child process killed when the guard drops.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn prometheus_bin() -> PathBuf {
+    let p = std::env::var_os("PROMETHEUS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or("/usr/bin/prometheus".into());
+    assert!(
+        p.exists(),
+        "this test needs Prometheus at {}: `apt-get install prometheus` (CI does), or set PROMETHEUS_BIN",
+        p.display()
+    );
+    p
+}
+
+fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    while t0.elapsed() < deadline {
+        if let Some(v) = f() {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {deadline:?} waiting for {what}");
+}
+
+fn start_prometheus(dir: &Path, port: u16, dead: u16) -> Guard {
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: dead\n    static_configs:\n      - targets: ['127.0.0.1:{dead}']\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(prometheus_bin())
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting prometheus");
+    let guard = Guard(child);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until("prometheus to be ready", Duration::from_secs(60), || {
+        client::get(addr, "/-/ready", Duration::from_secs(1))
+            .is_ok_and(|r| r.status == 200)
+            .then_some(())
+    });
+    guard
+}
+
+fn watch(prometheus: u16, runbooks: &Path, db: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_heal"));
+    cmd.args([
+        "watch",
+        "--prometheus",
+        &format!("http://127.0.0.1:{prometheus}"),
+        "--runbooks",
+        runbooks.to_str().unwrap(),
+        "--interval",
+        "1s",
+        "--backfill",
+        "0s",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        db.to_str().unwrap(),
+    ])
+    .args(extra)
+    .env("HEAL_LOG", "warn");
+    cmd
+}
+
+#[test]
+fn sigkill_of_heal_mid_action_then_restart_reports_it_interrupted_and_does_not_rerun_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let prometheus = free_port();
+    let _prom = start_prometheus(dir.path(), prometheus, free_port());
+    let runbooks = dir.path().join("runbooks");
+    std::fs::create_dir(&runbooks).unwrap();
+    std::fs::write(
+        runbooks.join("dead.yaml"),
+        "signals:
+  - name: target_up
+    query: max by (instance) (up{job=\"dead\"})
+    detector:
+      direction: down
+      limit_below: 0.5
+rules:
+  - name: target-down
+    when: { signal: target_up, direction: down, for: 0s }
+    then:
+      - action: exec
+        argv: ['sleep', '20']
+    verify: { wait: 30s }
+",
+    )
+    .unwrap();
+    let db = dir.path().join("heal.db");
+
+    // Run 1: acts, and is killed while `sleep 20` runs.
+    let heal = watch(prometheus, &runbooks, &db, &["--execute"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut heal = Guard(heal);
+    let incident = wait_until("heal to begin the action", Duration::from_secs(120), || {
+        let store = Store::open_read_only(&db).ok()?;
+        let page = store.list(&IncidentFilter::default()).ok()?;
+        let id = page.incidents.last()?.id.clone();
+        let record = store.incident(&id).ok()??;
+        (record.executions.first()?.state == ExecutionState::Started).then_some(record)
+    });
+    heal.0.kill().unwrap(); // SIGKILL
+    heal.0.wait().unwrap();
+    assert_eq!(incident.incident.id, "inc-000001");
+    assert_eq!(incident.incident.actions.len(), 1);
+    assert!(incident.incident.actions[0].decision.allowed);
+
+    // Run 2, same store (in dry-run: it must not matter what it would do).
+    let out: Output = watch(prometheus, &runbooks, &db, &["--run-for", "3s"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("heal: action inc-000001/step-1/attempt-1 (exec sleep 20) was begun by an earlier run that stopped before it finished: marked interrupted, not run again"),
+        "{stderr}"
+    );
+
+    let store = Store::open_read_only(&db).unwrap();
+    let after = store.incident("inc-000001").unwrap().unwrap();
+    // The incident is as it was when heal died, with its one execution
+    // now marked interrupted: begun once, never again.
+    assert_eq!(after.incident, incident.incident);
+    assert_eq!(after.executions.len(), 1, "{:?}", after.executions);
+    assert_eq!(after.executions[0].state, ExecutionState::Interrupted);
+    assert_eq!(after.executions[0].key, incident.executions[0].key);
+    // Run 2 numbered its incidents after run 1's.
+    let ids: Vec<String> = store
+        .list(&IncidentFilter::default())
+        .unwrap()
+        .incidents
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids.iter().filter(|id| *id == "inc-000001").count(), 1);
+    assert!(ids.iter().all(|id| id.as_str() >= "inc-000001"), "{ids:?}");
+}

@@ -806,8 +806,8 @@ async fn act_one(
         .ok_or_else(|| format!("no executor for {kind} yet: nothing was run"))
 }
 
-/// Performs one action with its executor; `None` when no executor exists
-/// for its kind.
+/// Performs one action with its executor. Every kind has one now; `None`
+/// stays for a kind added before its executor.
 async fn perform(job: ActionJob, telemetry: &Telemetry) -> Option<ActionResult> {
     {
         // Every action kind has an executor; a target that no executor

@@ -15,10 +15,13 @@
 //! - [`store`]: the durable incident store (SQLite): incidents, anomalies,
 //!   actions with their idempotency keys, outcomes, and the report feed's
 //!   queries.
+//! - [`actions`]: the executors (`exec`, `webhook`, `agent`, `haproxy`,
+//!   `supervisor`), each with dry-run, a timeout and a result that says
+//!   whether a retry can help.
 //!
 //! Architecture invariant: only this crate acts on the outside world's
-//! services, and every action honours dry-run. In this version the engine
-//! only plans actions; nothing is executed.
+//! services, through [`actions`], and every action honours dry-run. The
+//! engine plans and decides; the binary hands allowed steps to executors.
 //!
 //! ```
 //! use remediate::RunbookSet;

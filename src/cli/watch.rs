@@ -1014,3 +1014,86 @@ async fn serve(
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    //! The act stage's timing logic under paused tokio time: what happens
+    //! between a decision and its execution.
+
+    use super::*;
+
+    fn job(target: &str) -> ActionJob {
+        ActionJob {
+            incident: "inc-000001".into(),
+            step: 1,
+            action: RenderedAction::Restart {
+                target: target.into(),
+            },
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_step_whose_symptom_resolved_in_the_meantime_is_not_performed() {
+        let telemetry = Telemetry::default();
+        let (tx, mut rx) = mpsc::channel(4);
+        // The decide loop's stand-in: the symptom is gone.
+        tokio::spawn(async move {
+            while let Some(cmd) = rx.recv().await {
+                if let Command::Recheck { reply, .. } = cmd {
+                    let _ = reply.send(Some(false));
+                }
+            }
+        });
+        let started = tokio::time::Instant::now();
+        let r = act_one(job("supervisor/web"), &telemetry, &tx).await;
+        assert_eq!(
+            r.unwrap_err(),
+            "not run: the symptom no longer held just before acting"
+        );
+        assert_eq!(
+            telemetry.get(
+                "heal_actions_suppressed_total",
+                &[("reason", "symptom_resolved")]
+            ),
+            1.0
+        );
+        // Answered at once: no waiting for the re-check's deadline.
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_decide_loop_does_not_deadlock_the_act_stage() {
+        let telemetry = Telemetry::default();
+        // Nobody reads the commands: the decide loop is itself waiting for
+        // this stage. After the one-second re-check deadline the step goes
+        // ahead (it was decided moments ago).
+        let (tx, _rx) = mpsc::channel(4);
+        let started = tokio::time::Instant::now();
+        let r = act_one(job("supervisor/web"), &telemetry, &tx).await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(1) && waited < Duration::from_secs(2),
+            "{waited:?}"
+        );
+        // It was performed: without --supervisor the executor says so.
+        let result = r.unwrap();
+        assert!(!result.ok);
+        assert!(
+            result.summary.contains("started without --supervisor"),
+            "{}",
+            result.summary
+        );
+        // A full command queue (try_send fails) goes ahead at once.
+        let (tx, _rx) = mpsc::channel(1);
+        tx.try_send(Command::ListApprovals {
+            reply: tokio::sync::oneshot::channel().0,
+        })
+        .unwrap();
+        let started = tokio::time::Instant::now();
+        act_one(job("supervisor/web"), &telemetry, &tx)
+            .await
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+}

@@ -41,8 +41,15 @@ rules:
     guards: {require_approval: true}
 ";
 
-/// Starts `heal watch` against a Prometheus that is not there.
+/// Starts `heal watch` against a Prometheus that is not there, keeping its
+/// guard state in `guards.json`.
 fn start(dir: &Path, port: u16) -> Heal {
+    let state = dir.join("guards.json");
+    start_with(dir, port, &["--state", state.to_str().unwrap()])
+}
+
+/// The same with other options for where the guard state goes.
+fn start_with(dir: &Path, port: u16, extra: &[&str]) -> Heal {
     let child = Command::new(HEAL)
         .args([
             "watch",
@@ -60,8 +67,7 @@ fn start(dir: &Path, port: u16) -> Heal {
             "200ms",
         ])
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--state")
-        .arg(dir.join("guards.json"))
+        .args(extra)
         .args(["--api-token-env", "HEAL_TEST_TOKEN"])
         .env("HEAL_TEST_TOKEN", TOKEN)
         .stdout(Stdio::null())
@@ -209,4 +215,39 @@ fn a_corrupt_guard_state_stops_heal_with_the_file_named() {
         std::fs::read_to_string(&state).unwrap(),
         "{\"attempts\": [ not json"
     );
+}
+
+#[test]
+fn with_an_incident_store_the_guard_state_lives_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("runbooks")).unwrap();
+    std::fs::write(dir.path().join("runbooks/r.yaml"), RUNBOOK).unwrap();
+    let db = dir.path().join("heal.db");
+    let port = free_port();
+    let heal = start_with(dir.path(), port, &["--db", db.to_str().unwrap()]);
+    let o = cli(
+        port,
+        Some(TOKEN),
+        &[
+            "silence",
+            "add",
+            "--matcher",
+            "service=api",
+            "--duration",
+            "1h",
+            "--by",
+            "carol",
+            "--comment",
+            "migration",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // Killed outright, restarted on the same store: the silence is back.
+    drop(heal);
+    let heal = start_with(dir.path(), port, &["--db", db.to_str().unwrap()]);
+    let o = cli(port, None, &["silence", "list"]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list[0]["comment"], "migration", "{list}");
+    assert!(!dir.path().join("guards.json").exists());
+    drop(heal);
 }

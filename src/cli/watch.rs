@@ -309,7 +309,8 @@ async fn watch(
     // --- incident store (--db) ---
     let (store, store_thread) = match &args.db {
         Some(path) => {
-            let (store, thread) = open_store(path, &mut pipeline, &telemetry)?;
+            let (store, thread) =
+                open_store(path, &mut pipeline, &telemetry, args.state.is_none())?;
             (Some(store), Some(thread))
         }
         None => (None, None),
@@ -356,8 +357,25 @@ fn open_store(
     path: &std::path::Path,
     pipeline: &mut Pipeline,
     telemetry: &Telemetry,
+    guard_state_here: bool,
 ) -> anyhow::Result<(StoreWriter, WriterThread)> {
     let opened = Store::open(path).map_err(|e| UsageError(e.to_string()))?;
+    // Without --state, the guards' memory lives in the store.
+    if guard_state_here {
+        if let Some(state) = opened
+            .store
+            .guard_state()
+            .map_err(|e| UsageError(e.to_string()))?
+        {
+            tracing::info!(
+                stage = "remediate",
+                attempts = state.attempts.len(),
+                silences = state.silences.len(),
+                "guard state restored from the incident store"
+            );
+            pipeline.engine_mut().restore(state);
+        }
+    }
     for a in &opened.interrupted {
         let note = super::replay::interrupted_note(a.state);
         tracing::error!(stage = "remediate", key = %a.key, action = %a.summary, "action {note}");
@@ -431,12 +449,17 @@ async fn decide(
             .entry(labels.clone())
             .or_insert_with(|| pipeline.register(labels))
     };
-    // Persists the guard state when something changed it.
+    // Persists the guard state when something changed it: to `--state`,
+    // or else into the incident store when there is one.
     let persist = |pipeline: &Pipeline, ts_ms: i64| {
+        let state = pipeline.engine().guard_state(ts_ms);
         if let Some(path) = &state_path {
-            if let Err(e) = save_guard_state(path, &pipeline.engine().guard_state(ts_ms)) {
+            if let Err(e) = save_guard_state(path, &state) {
                 tracing::error!(stage = "remediate", path = %path.display(), error = %e, "writing the guard state failed");
             }
+            None
+        } else {
+            store.as_ref().map(|_| state)
         }
     };
     loop {
@@ -447,15 +470,20 @@ async fn decide(
             },
             Some(cmd) = commands.recv() => {
                 let now = control::now_ms();
-                let (events, changed) = apply_command(&mut pipeline, cmd, now);
+                let (events, changed, reply) = apply_command(&mut pipeline, cmd, now);
                 if let (Some(store), false) = (&store, events.is_empty()) {
                     store_events(store, &pipeline, &events).await;
                 }
+                if changed {
+                    if let (Some(state), Some(store)) = (persist(&pipeline, now), &store) {
+                        let _ = store.guard_state(state).await;
+                        // Committed before the client hears back.
+                        let _ = store.flush().await;
+                    }
+                }
+                reply();
                 for event in events {
                     handle_event(event, &act, &telemetry).await;
-                }
-                if changed {
-                    persist(&pipeline, now);
                 }
                 continue;
             }
@@ -558,7 +586,9 @@ async fn decide(
                     }
                 }
                 if changed {
-                    persist(&pipeline, ev.ts_ms);
+                    if let (Some(state), Some(store)) = (persist(&pipeline, ev.ts_ms), &store) {
+                        let _ = store.guard_state(state).await;
+                    }
                 }
                 // The evidence of incidents that resolved goes to the store
                 // (the HTML report charts it); without a store it is dropped.
@@ -648,9 +678,18 @@ async fn handle_event(event: EngineEvent, act: &mpsc::Sender<ActionJob>, telemet
     }
 }
 
+/// An answer to an API command, sent only once what it changed is
+/// persisted: a client told "created" can rely on it surviving a crash.
+type Deferred = Box<dyn FnOnce() + Send>;
+
 /// Applies a command from the API to the engine; returns the engine's
-/// events and whether the guard state changed.
-fn apply_command(pipeline: &mut Pipeline, cmd: Command, now_ms: i64) -> (Vec<EngineEvent>, bool) {
+/// events, whether the guard state changed, and the reply to send once that
+/// change is persisted.
+fn apply_command(
+    pipeline: &mut Pipeline,
+    cmd: Command,
+    now_ms: i64,
+) -> (Vec<EngineEvent>, bool, Deferred) {
     let engine = pipeline.engine_mut();
     match cmd {
         Command::AddSilence {
@@ -665,24 +704,46 @@ fn apply_command(pipeline: &mut Pipeline, cmd: Command, now_ms: i64) -> (Vec<Eng
                 .add_silence(matchers, starts_ms, ends_ms, &by, &comment)
                 .map_err(|e| e.to_string());
             let changed = r.is_ok();
-            let _ = reply.send(r);
-            (Vec::new(), changed)
+            (
+                Vec::new(),
+                changed,
+                Box::new(move || {
+                    let _ = reply.send(r);
+                }),
+            )
         }
         Command::ExpireSilence { id, reply } => {
             let r = engine
                 .expire_silence(&id, now_ms)
                 .map_err(|e| e.to_string());
             let changed = r.is_ok();
-            let _ = reply.send(r);
-            (Vec::new(), changed)
+            (
+                Vec::new(),
+                changed,
+                Box::new(move || {
+                    let _ = reply.send(r);
+                }),
+            )
         }
         Command::ListSilences { reply } => {
-            let _ = reply.send(engine.silences(now_ms));
-            (Vec::new(), false)
+            let list = engine.silences(now_ms);
+            (
+                Vec::new(),
+                false,
+                Box::new(move || {
+                    let _ = reply.send(list);
+                }),
+            )
         }
         Command::ListApprovals { reply } => {
-            let _ = reply.send(engine.awaiting_approval());
-            (Vec::new(), false)
+            let ids = engine.awaiting_approval();
+            (
+                Vec::new(),
+                false,
+                Box::new(move || {
+                    let _ = reply.send(ids);
+                }),
+            )
         }
         Command::Approve {
             incident,
@@ -690,17 +751,35 @@ fn apply_command(pipeline: &mut Pipeline, cmd: Command, now_ms: i64) -> (Vec<Eng
             reply,
         } => match engine.approve(&incident, now_ms, &by) {
             Ok(events) => {
-                let _ = reply.send(Ok(events.clone()));
-                (events, true)
+                let answer = Ok(events.clone());
+                (
+                    events,
+                    true,
+                    Box::new(move || {
+                        let _ = reply.send(answer);
+                    }),
+                )
             }
             Err(e) => {
-                let _ = reply.send(Err(e.to_string()));
-                (Vec::new(), false)
+                let answer = Err(e.to_string());
+                (
+                    Vec::new(),
+                    false,
+                    Box::new(move || {
+                        let _ = reply.send(answer);
+                    }),
+                )
             }
         },
         Command::Recheck { incident, reply } => {
-            let _ = reply.send(engine.symptom_holds(&incident));
-            (Vec::new(), false)
+            let holds = engine.symptom_holds(&incident);
+            (
+                Vec::new(),
+                false,
+                Box::new(move || {
+                    let _ = reply.send(holds);
+                }),
+            )
         }
     }
 }

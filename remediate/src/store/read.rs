@@ -158,6 +158,25 @@ fn decode_json<T: DeserializeOwned>(
 impl Store {
     /// One incident with its anomalies and executions; `None` if no
     /// incident has this id.
+    /// What the guards remembered when last written; `None` for a store
+    /// that never had any.
+    pub fn guard_state(&self) -> Result<Option<crate::engine::GuardState>, StoreError> {
+        let text: Option<String> = self
+            .conn
+            .prepare_cached("SELECT state FROM guard_state WHERE id = 1")
+            .and_then(|mut st| {
+                st.query_row([], |r| r.get(0))
+                    .map(Some)
+                    .or_else(|e| match e {
+                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                        e => Err(e),
+                    })
+            })
+            .map_err(super::sql(&self.path, "reading the guard state"))?;
+        text.map(|t| decode_json(&self.path, "guard_state", "1", "state", &t))
+            .transpose()
+    }
+
     /// The evidence stored for an incident (its series around it with the
     /// detector's band); `None` when none was stored.
     pub fn evidence(&self, id: &str) -> Result<Option<crate::report::Evidence>, StoreError> {

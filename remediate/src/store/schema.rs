@@ -11,7 +11,7 @@
 
 /// Every migration, oldest first; the schema version of a file is the
 /// number of these it has had.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this heal writes.
 pub(crate) fn current_version() -> i64 {
@@ -135,5 +135,16 @@ const V2: &str = r#"
 CREATE TABLE evidence (
     incident_id TEXT PRIMARY KEY REFERENCES incidents (id),
     points      TEXT NOT NULL
+);
+"#;
+
+/// Version 3: what the guards remember (`remediate::engine::GuardState`:
+/// attempts, the last minute's steps, openings, silences, incident
+/// numbering), one JSON document, so that a heal with a store keeps its
+/// cooldowns and limits across restarts.
+const V3: &str = r#"
+CREATE TABLE guard_state (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    state TEXT NOT NULL
 );
 "#;

@@ -51,6 +51,14 @@ impl Store {
         put_event(&self.conn, event).map_err(sql(&self.path, "writing an engine event"))
     }
 
+    /// Records what the guards remember (replacing the earlier state).
+    pub fn record_guard_state(
+        &mut self,
+        state: &crate::engine::GuardState,
+    ) -> Result<(), StoreError> {
+        put_guard_state(&self.conn, state).map_err(sql(&self.path, "writing the guard state"))
+    }
+
     /// Records the evidence of an incident (replacing any earlier one).
     pub fn record_evidence(
         &mut self,
@@ -411,5 +419,19 @@ pub(super) fn put_evidence(
          ON CONFLICT (incident_id) DO UPDATE SET points = excluded.points",
     )?
     .execute(params![incident, text])?;
+    Ok(())
+}
+
+pub(super) fn put_guard_state(
+    c: &Connection,
+    state: &crate::engine::GuardState,
+) -> rusqlite::Result<()> {
+    let text = serde_json::to_string(state)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    c.prepare_cached(
+        "INSERT INTO guard_state (id, state) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state",
+    )?
+    .execute(params![text])?;
     Ok(())
 }

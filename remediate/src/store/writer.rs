@@ -27,6 +27,7 @@ type Reply = oneshot::Sender<Result<(), StoreError>>;
 enum Op {
     Incident(Box<Incident>),
     Evidence(String, Box<crate::report::Evidence>),
+    GuardState(Box<crate::engine::GuardState>),
     Event(Box<EngineEvent>),
     Begin {
         key: ActionKey,
@@ -82,6 +83,11 @@ impl StoreWriter {
     /// Waits only while the queue is full; a write error is logged.
     pub async fn incident(&self, incident: Incident) -> Result<(), StoreError> {
         self.send(Op::Incident(Box::new(incident))).await
+    }
+
+    /// Queues the guard state (see [`Store::record_guard_state`]).
+    pub async fn guard_state(&self, state: crate::engine::GuardState) -> Result<(), StoreError> {
+        self.send(Op::GuardState(Box::new(state))).await
     }
 
     /// Queues an incident's evidence (see [`Store::record_evidence`]).
@@ -177,6 +183,11 @@ fn write_batch(store: &mut Store, batch: Vec<Op>) {
             let (result, reply) = match op {
                 Op::Incident(inc) => (
                     put_incident(&sp, &inc).map_err(sql(&path, "writing an incident")),
+                    None,
+                ),
+                Op::GuardState(state) => (
+                    super::write::put_guard_state(&sp, &state)
+                        .map_err(sql(&path, "writing the guard state")),
                     None,
                 ),
                 Op::Evidence(id, ev) => (

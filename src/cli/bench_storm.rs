@@ -38,6 +38,11 @@ pub struct StormArgs {
     /// Where to write the decision log (a temporary file when left out).
     #[arg(long)]
     log: Option<PathBuf>,
+    /// Also record every decision in an incident store (SQLite) at this
+    /// path, one transaction per anomaly (its incident and the engine's
+    /// events), inside the measured latency. The file must not exist yet.
+    #[arg(long)]
+    db: Option<PathBuf>,
 }
 
 const MAX_PER_MINUTE: u32 = 30;
@@ -88,6 +93,21 @@ pub fn run(args: StormArgs) -> anyhow::Result<()> {
             tmp = tempfile_path();
             tmp.clone()
         }
+    };
+    let mut store = match &args.db {
+        Some(path) => {
+            anyhow::ensure!(
+                !path.exists(),
+                "--db {}: the file exists; the bench wants a fresh store",
+                path.display()
+            );
+            Some(
+                remediate::store::Store::open(path)
+                    .map_err(|e| super::UsageError(e.to_string()))?
+                    .store,
+            )
+        }
+        None => None,
     };
     let file = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
@@ -157,6 +177,20 @@ pub fn run(args: StormArgs) -> anyhow::Result<()> {
             }
         }
         log.flush()?;
+        if let Some(store) = &mut store {
+            let ids: Vec<&str> = events
+                .iter()
+                .filter_map(|e| match e {
+                    EngineEvent::Opened { incident, .. } => Some(incident.as_str()),
+                    _ => None,
+                })
+                .collect();
+            let incidents: Vec<remediate::Incident> = ids
+                .iter()
+                .filter_map(|id| engine.incident(id).cloned())
+                .collect();
+            store.record_batch(&incidents, &events)?;
+        }
         latencies.push(t.elapsed());
     }
     let wall = started.elapsed();
@@ -220,8 +254,21 @@ pub fn run(args: StormArgs) -> anyhow::Result<()> {
         "suppressed: {suppressed}, recorded with a reason and detail: {with_reason} (decision log {})",
         log_path.display()
     );
+    let recorded_in = if let (Some(store), Some(path)) = (&store, &args.db) {
+        let page = store.list(&remediate::store::IncidentFilter {
+            limit: 1,
+            ..Default::default()
+        })?;
+        anyhow::ensure!(
+            !page.incidents.is_empty(),
+            "the store has no incident after the storm"
+        );
+        format!("decision log and incident store {}", path.display())
+    } else {
+        "decision log".to_owned()
+    };
     println!(
-        "decision latency (anomaly in -> decision written and flushed): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; {:.0} anomalies/s",
+        "decision latency (anomaly in -> decision written to the {recorded_in}): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; {:.0} anomalies/s",
         pct(0.5),
         pct(0.99),
         pct(1.0),

@@ -363,4 +363,40 @@ fn bench_storm_holds_every_limit_and_records_every_suppression() {
         text.contains("every limit held; every suppression has its reason"),
         "{text}"
     );
+
+    // The same storm recorded in an incident store.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("storm.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_heal"))
+        .args([
+            "bench",
+            "storm",
+            "--services",
+            "10",
+            "--instances",
+            "3",
+            "--seconds",
+            "5",
+            "--db",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("incident store"), "{text}");
+    let list = std::process::Command::new(env!("CARGO_BIN_EXE_heal"))
+        .args(["incidents", "list", "--limit", "100", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let rows = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter(|l| l.starts_with("inc-"))
+        .count();
+    assert_eq!(rows, 30, "{}", String::from_utf8_lossy(&list.stdout));
 }

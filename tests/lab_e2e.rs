@@ -289,15 +289,18 @@ fn heal_keeps_the_lab_healthy() {
     };
     let recovered = |name: &str, since: Instant| {
         let port = port_of(name);
-        wait_until(
-            &format!("{name} to serve again"),
-            Duration::from_secs(45),
-            || {
-                serves(port)
-                    && client::get(addr(port), "/fault", Duration::from_millis(500))
-                        .is_ok_and(|r| r.body_text().trim() == "none")
-            },
-        );
+        let t0 = Instant::now();
+        while !(serves(port)
+            && client::get(addr(port), "/fault", Duration::from_millis(500))
+                .is_ok_and(|r| r.body_text().trim() == "none"))
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(45),
+                "timed out after 45s waiting for {name} to serve again; heal's log:\n{}",
+                log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         since.elapsed()
     };
 

@@ -31,8 +31,10 @@ pub struct Excursion {
     /// True on the one sample that fired, false on the rest of the excursion.
     pub first: bool,
     /// Whether the latest sample is back in the band the series had just
-    /// before the excursion began (no more than three spreads beyond its
-    /// level then on the excursion's side, and inside any hard limit). `peak_score`
+    /// before the excursion began: no more than three spreads beyond its
+    /// level then on the excursion's side, at least halfway back from the
+    /// value that fired (so the sample that fired is never "back"), and
+    /// inside any hard limit. `peak_score`
     /// says how anomalous the excursion has been; this says whether the
     /// series is back to where it was. Verification reads it: a series back
     /// in its band has recovered even though the excursion's hysteresis

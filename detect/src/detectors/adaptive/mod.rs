@@ -400,8 +400,17 @@ impl AdaptiveDetector {
             let mut before = self.clone();
             before.seen -= 1;
             self.before_excursion = Some(Box::new(before));
+            // The band the series must come back to: within three spreads
+            // of the level, and at least halfway back from the value that
+            // fired. (A sample can fire within three spreads, through the
+            // tail fit or the bursts; it must not count as "back" itself.)
             let half = BAND_SIGMAS * sigma;
-            self.band = (self.level - half, self.level + half);
+            let mid = 0.5 * (self.level + x);
+            self.band = if x >= self.level {
+                (self.level - half, (self.level + half).min(mid))
+            } else {
+                ((self.level - half).max(mid), self.level + half)
+            };
         }
 
         // Learn, after scoring. Every sample teaches, anomalous ones too:

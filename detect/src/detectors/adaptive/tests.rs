@@ -487,3 +487,36 @@ fn a_climb_on_a_perfectly_flat_series_fires_even_if_its_first_step_falls_short()
     assert!(out[0].excursion.is_none(), "{:?}", out[0]);
     assert!(out[1].excursion.is_some_and(|e| e.first), "{:?}", out[1]);
 }
+
+#[test]
+fn the_sample_that_fires_is_never_back_in_band() {
+    // Requests in flight: 0 nearly always, so a spread floor of 1. The first
+    // scrape after a hang catches only 3 piled-up requests: within three
+    // spreads of the level, yet it fires. It must not count as recovered
+    // (a re-check just before acting would otherwise call the symptom
+    // gone); the next scrapes (10 in flight) are not back either; a restart
+    // (0 in flight) is.
+    // (The sensitive preset fires on 3; the default needs more.)
+    let cfg = DetectorConfig {
+        direction: Direction::Up,
+        min_spread: 1.0,
+        ..DetectorConfig::sensitive()
+    };
+    let mut d = AdaptiveDetector::new(cfg);
+    let quiet: Vec<f64> = (0..300)
+        .map(|i| if i % 50 == 7 { 1.0 } else { 0.0 })
+        .collect();
+    feed(&mut d, 0, &quiet);
+    let out = feed(&mut d, 300, &[3.0, 10.0, 10.0, 0.0]);
+    let ex: Vec<(bool, bool)> = out
+        .iter()
+        .map(|s| {
+            let e = s.excursion.expect("in the excursion");
+            (e.first, e.in_band)
+        })
+        .collect();
+    assert_eq!(
+        ex,
+        vec![(true, false), (false, false), (false, false), (false, true)]
+    );
+}

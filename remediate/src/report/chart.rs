@@ -138,15 +138,24 @@ fn time_label(ms: i64, step: i64, span: i64) -> String {
     }
 }
 
-/// A value tick label with as many decimals as the step needs.
+/// A value tick label with as many decimals as the step needs. Ticks
+/// 10,000 apart or more are written with an SI suffix (`2.2G`, not
+/// `2200000000`), chosen from the step so that one axis uses one unit and
+/// the labels fit the margin.
 fn value_label(v: f64, step: f64) -> String {
+    let (scale, suffix) = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
+        .into_iter()
+        .find(|&(s, _)| step.abs() >= 1e4 && step.abs() >= s / 10.0)
+        .unwrap_or((1.0, ""));
+    let (v, step) = (v / scale, step / scale);
     let decimals = (-step.log10().floor()).clamp(0.0, 9.0) as usize;
     let s = format!("{v:.decimals$}");
-    if s.starts_with('-') && s.trim_start_matches(['-', '0', '.']).is_empty() {
+    let s = if s.starts_with('-') && s.trim_start_matches(['-', '0', '.']).is_empty() {
         s[1..].to_owned()
     } else {
         s
-    }
+    };
+    format!("{s}{suffix}")
 }
 
 /// The times a marker is drawn at, so the time axis includes them.
@@ -456,6 +465,10 @@ mod tests {
         assert_eq!(time_label(t, 3_600_000, 3 * 86_400_000), "03-01 12:34");
         assert_eq!(value_label(0.25, 0.05), "0.25");
         assert_eq!(value_label(1200.0, 200.0), "1200");
+        assert_eq!(value_label(2_200_000_000.0, 200_000_000.0), "2.2G");
+        assert_eq!(value_label(0.0, 200_000_000.0), "0.0G");
+        assert_eq!(value_label(3_000_000.0, 1_000_000.0), "3M");
+        assert_eq!(value_label(150_000.0, 50_000.0), "150k");
         assert_eq!(value_label(-0.0001, 0.1), "0.0");
     }
 }

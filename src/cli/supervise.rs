@@ -196,22 +196,8 @@ fn refuse(api: &Api, headers: &HeaderMap) -> Option<Response> {
             "mutating endpoints are off: start heal supervise with --token-env",
         ));
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    (!constant_time_eq(given.as_bytes(), expected.as_bytes()))
+    (!super::control::bearer_matches(headers, expected))
         .then(|| error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
-}
-
-/// Compares without an early exit, so the time taken does not tell how
-/// much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Parses a JSON body; an empty body is `{}`.
@@ -309,16 +295,4 @@ async fn deploy(
     };
     tracing::warn!(stage = "supervisor", service = %name, version = %release.version, "deploy requested");
     respond(api.supervisor.deploy(&name, release))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-    }
 }

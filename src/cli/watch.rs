@@ -231,10 +231,8 @@ fn load_guard_state(path: &std::path::Path) -> anyhow::Result<Option<GuardState>
 }
 
 /// Writes the guard state atomically (temporary file, then rename).
-fn save_guard_state(path: &std::path::Path, state: &GuardState) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(state)?)?;
-    std::fs::rename(&tmp, path)
+fn save_guard_state(path: &std::path::Path, state: &GuardState) -> anyhow::Result<()> {
+    super::score::write_atomically(path, &serde_json::to_vec_pretty(state)?)
 }
 
 async fn watch(
@@ -455,7 +453,7 @@ async fn decide(
         let state = pipeline.engine().guard_state(ts_ms);
         if let Some(path) = &state_path {
             if let Err(e) = save_guard_state(path, &state) {
-                tracing::error!(stage = "remediate", path = %path.display(), error = %e, "writing the guard state failed");
+                tracing::error!(stage = "remediate", path = %path.display(), error = %format!("{e:#}"), "writing the guard state failed");
             }
             None
         } else {

@@ -156,22 +156,13 @@ fn decode_json<T: DeserializeOwned>(
 }
 
 impl Store {
-    /// One incident with its anomalies and executions; `None` if no
-    /// incident has this id.
     /// What the guards remembered when last written; `None` for a store
     /// that never had any.
     pub fn guard_state(&self) -> Result<Option<crate::engine::GuardState>, StoreError> {
         let text: Option<String> = self
             .conn
             .prepare_cached("SELECT state FROM guard_state WHERE id = 1")
-            .and_then(|mut st| {
-                st.query_row([], |r| r.get(0))
-                    .map(Some)
-                    .or_else(|e| match e {
-                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                        e => Err(e),
-                    })
-            })
+            .and_then(|mut st| st.query_row([], |r| r.get(0)).optional())
             .map_err(super::sql(&self.path, "reading the guard state"))?;
         text.map(|t| decode_json(&self.path, "guard_state", "1", "state", &t))
             .transpose()
@@ -183,14 +174,7 @@ impl Store {
         let text: Option<String> = self
             .conn
             .prepare_cached("SELECT points FROM evidence WHERE incident_id = ?1")
-            .and_then(|mut st| {
-                st.query_row([id], |r| r.get(0))
-                    .map(Some)
-                    .or_else(|e| match e {
-                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                        e => Err(e),
-                    })
-            })
+            .and_then(|mut st| st.query_row([id], |r| r.get(0)).optional())
             .map_err(super::sql(&self.path, "reading an incident's evidence"))?;
         text.map(|t| decode_json(&self.path, "evidence", id, "points", &t))
             .transpose()

@@ -199,10 +199,10 @@ fn parse_new_silence(body: &NewSilence, now_ms: i64) -> Result<(Vec<Matcher>, i6
     }
     let starts = match &body.starts_at {
         None => Some(now_ms),
-        Some(t) => match chrono::DateTime::parse_from_rfc3339(t) {
-            Ok(t) => Some(t.timestamp_millis()),
+        Some(t) => match super::record::parse_time("starts_at", t, now_ms) {
+            Ok(t) => Some(t),
             Err(e) => {
-                problems.push(format!("starts_at {t:?}: {e} (expected RFC 3339)"));
+                problems.push(e.0);
                 None
             }
         },

@@ -51,13 +51,12 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
+/// ms since the epoch, or any form `heal record --start` takes.
 fn time(field: &str, v: &str) -> Result<i64, String> {
     if let Ok(ms) = v.parse::<i64>() {
         return Ok(ms);
     }
-    chrono::DateTime::parse_from_rfc3339(v)
-        .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("{field} {v:?}: {e} (expected RFC 3339 or ms since the epoch)"))
+    super::record::parse_time(field, v, super::control::now_ms()).map_err(|e| e.0)
 }
 
 /// The filter a query asks for, or every problem with it.

@@ -13,6 +13,7 @@ use remediate::store::{
     Store, StoreError,
 };
 
+use super::record::parse_time;
 use super::UsageError;
 
 /// Read the incident store.
@@ -309,27 +310,6 @@ fn execution(e: &ActionRecord) -> String {
         }
     }
     out
-}
-
-/// `now`, `-DURATION` (before now) or RFC 3339, to ms since the epoch. (The
-/// same forms as `heal record --start`.)
-fn parse_time(flag: &str, s: &str, now_ms: i64) -> Result<i64, UsageError> {
-    if s == "now" {
-        return Ok(now_ms);
-    }
-    if let Some(ago) = s.strip_prefix('-') {
-        let d: remediate::Duration = ago
-            .parse()
-            .map_err(|e| UsageError(format!("{flag} {s:?}: not a relative time: {e}")))?;
-        return Ok(now_ms.saturating_sub(d.as_millis_i64()));
-    }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|d| d.timestamp_millis())
-        .map_err(|e| {
-            UsageError(format!(
-                "{flag} {s:?}: expected RFC 3339 (2026-01-05T00:00:00Z), \"now\" or a time before now like \"-1h\" ({e})"
-            ))
-        })
 }
 
 #[cfg(test)]

@@ -231,7 +231,8 @@ fn parse_duration_ms(flag: &str, s: &str) -> Result<i64, UsageError> {
 }
 
 /// `now`, `-DURATION` (before now) or RFC 3339, to ms since the epoch.
-fn parse_time(flag: &str, s: &str, now_ms: i64) -> Result<i64, UsageError> {
+/// Every time heal reads from a user goes through here.
+pub(crate) fn parse_time(flag: &str, s: &str, now_ms: i64) -> Result<i64, UsageError> {
     if s == "now" {
         return Ok(now_ms);
     }

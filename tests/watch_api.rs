@@ -4,10 +4,9 @@
 //! Prometheus is deliberately absent: evaluations fail ("no data") while
 //! the loop, the API and the guard state keep working.
 
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 const HEAL: &str = env!("CARGO_BIN_EXE_heal");
 const TOKEN: &str = "s3cret-token-for-tests";
@@ -19,14 +18,6 @@ impl Drop for Heal {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 const RUNBOOK: &str = "signals:
@@ -43,18 +34,21 @@ rules:
 
 /// Starts `heal watch` against a Prometheus that is not there, keeping its
 /// guard state in `guards.json`.
-fn start(dir: &Path, port: u16) -> Heal {
+fn start(dir: &Path) -> (Heal, u16) {
     let state = dir.join("guards.json");
-    start_with(dir, port, &["--state", state.to_str().unwrap()])
+    start_with(dir, &["--state", state.to_str().unwrap()])
 }
 
 /// The same with other options for where the guard state goes.
-fn start_with(dir: &Path, port: u16, extra: &[&str]) -> Heal {
-    let child = Command::new(HEAL)
+/// heal picks its own port (`--listen 127.0.0.1:0`) and prints it: two
+/// tests running at once cannot be handed the same one.
+fn start_with(dir: &Path, extra: &[&str]) -> (Heal, u16) {
+    let mut child = Command::new(HEAL)
         .args([
             "watch",
             "--prometheus",
-            &format!("http://127.0.0.1:{}", free_port()),
+            // Port 9 (discard): nothing answers there.
+            "http://127.0.0.1:9",
         ])
         .arg("--runbooks")
         .arg(dir.join("runbooks"))
@@ -66,21 +60,30 @@ fn start_with(dir: &Path, port: u16, extra: &[&str]) -> Heal {
             "--query-timeout",
             "200ms",
         ])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--listen", "127.0.0.1:0"])
         .args(extra)
         .args(["--api-token-env", "HEAL_TEST_TOKEN"])
         .env("HEAL_TEST_TOKEN", TOKEN)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let stderr = child.stderr.take().unwrap();
     let heal = Heal(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "heal watch did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    heal
+    // "heal watching ... metrics on http://127.0.0.1:PORT/metrics; ..."
+    let mut lines = BufReader::new(stderr).lines();
+    let port = loop {
+        let line = lines
+            .next()
+            .expect("heal watch exited before listening")
+            .unwrap();
+        if let Some(rest) = line.split("metrics on http://127.0.0.1:").nth(1) {
+            break rest.split('/').next().unwrap().parse::<u16>().unwrap();
+        }
+    };
+    // Keep draining its log so it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (heal, port)
 }
 
 /// Runs a `heal` CLI command against the API on `port`.
@@ -108,8 +111,7 @@ fn silences_persist_across_restarts_and_changes_need_the_token() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("runbooks")).unwrap();
     std::fs::write(dir.path().join("runbooks/r.yaml"), RUNBOOK).unwrap();
-    let port = free_port();
-    let heal = start(dir.path(), port);
+    let (heal, port) = start(dir.path());
 
     let add = [
         "silence",
@@ -173,7 +175,7 @@ fn silences_persist_across_restarts_and_changes_need_the_token() {
     drop(heal);
     let state = std::fs::read_to_string(dir.path().join("guards.json")).unwrap();
     assert!(state.contains("deploying web"), "{state}");
-    let heal = start(dir.path(), port);
+    let (heal, port) = start(dir.path());
     let o = cli(port, None, &["silence", "list"]);
     assert!(o.status.success(), "{}", text(&o));
     let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -223,8 +225,7 @@ fn with_an_incident_store_the_guard_state_lives_in_it() {
     std::fs::create_dir(dir.path().join("runbooks")).unwrap();
     std::fs::write(dir.path().join("runbooks/r.yaml"), RUNBOOK).unwrap();
     let db = dir.path().join("heal.db");
-    let port = free_port();
-    let heal = start_with(dir.path(), port, &["--db", db.to_str().unwrap()]);
+    let (heal, port) = start_with(dir.path(), &["--db", db.to_str().unwrap()]);
     let o = cli(
         port,
         Some(TOKEN),
@@ -244,7 +245,7 @@ fn with_an_incident_store_the_guard_state_lives_in_it() {
     assert!(o.status.success(), "{}", text(&o));
     // Killed outright, restarted on the same store: the silence is back.
     drop(heal);
-    let heal = start_with(dir.path(), port, &["--db", db.to_str().unwrap()]);
+    let (heal, port) = start_with(dir.path(), &["--db", db.to_str().unwrap()]);
     let o = cli(port, None, &["silence", "list"]);
     let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(list[0]["comment"], "migration", "{list}");

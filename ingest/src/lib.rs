@@ -41,6 +41,9 @@
 //! - `sources/prometheus/`: the live source: [`PrometheusConfig`], [`PrometheusClient`]
 //!   (instant and chunked range queries with retries), [`run_source`] (aligned evaluations
 //!   with back-fill, sent as [`SourceEvent`]s), [`record`] (range queries into a [`Dataset`]).
+//! - `sources/probe/`: heal's own HTTP probe, blackbox-style: [`run_probe_source`] requests
+//!   each target of a [`ProbeSignal`] once per slot of the same grid and sends 1 (a 2xx in
+//!   time) or 0 as an evaluation, so a hang is seen without waiting for a scrape.
 //! - `time`: timestamp parsing shared by the readers (crate-private).
 //! - `error`: [`Error`], the crate's error type, and [`PromError`], why a Prometheus request
 //!   failed (carried inside events, so it stands on its own).
@@ -67,6 +70,10 @@ pub use policy::{
     is_stale_marker, Admit, DropCounts, DropReason, Sanitizer, SanitizerConfig, STALE_MARKER_BITS,
 };
 pub use series::{Labels, Sample, SeriesId, METRIC_NAME_LABEL};
+pub use sources::probe::{
+    is_safe_target_value, run_probe_source, run_probe_source_with_clock, ProbeObserver,
+    ProbeOptions, ProbeResult, ProbeSignal, UrlPart, UrlTemplate,
+};
 pub use sources::prometheus::{
     record, run_source, run_source_with_clock, Attempted, Auth, Clock, Evaluation,
     PrometheusClient, PrometheusConfig, RecordQuery, RetryConfig, SignalQuery, SourceEvent,

@@ -1,4 +1,5 @@
 //! Live sources of samples. Each one reads the outside world on its own schedule and sends what
 //! it read, or why it could not, down a channel; it stops when told to.
 
+pub(crate) mod probe;
 pub(crate) mod prometheus;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::actions::haproxy::ApiAddress;
 use crate::duration::Duration;
-use crate::template::Template;
+use crate::template::{Part, Template, Var};
 
 /// One runbook file: the signals it watches and the rules that act on them.
 /// Signals are shared by every file of the directory, so rules may refer to a
@@ -86,8 +86,14 @@ pub struct Signal {
     /// valid Prometheus metric name.
     pub name: String,
     /// PromQL query that yields the signal's series when watching live, one
-    /// series per service instance.
-    pub query: String,
+    /// series per service instance. Give either `query` or `probe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// An HTTP probe heal runs itself, instead of a query: the signal is 1
+    /// for a target that answered 2xx within the timeout, 0 otherwise (like
+    /// blackbox_exporter's `probe_success`). Give either `query` or `probe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Probe>,
     /// Label whose value names the service (`{{service}}` in templates).
     #[serde(default = "default_service_label")]
     pub service_label: String,
@@ -121,6 +127,68 @@ impl Signal {
     pub fn detector(&self) -> DetectorConfig {
         self.detector.clone().unwrap_or_default()
     }
+
+    /// For a probe signal, its URL template resolved for this signal:
+    /// `{{service}}` and `{{instance}}` become the signal's label names,
+    /// `{{signal}}` its name. `None` for a query signal, or when the template
+    /// does not validate (a loaded runbook set never has one).
+    pub fn probe_url(&self) -> Option<Vec<UrlPiece>> {
+        let parts = self.probe.as_ref()?.url.parse().ok()?;
+        parts
+            .into_iter()
+            .map(|part| {
+                Some(match part {
+                    Part::Literal(text) => UrlPiece::Text(text),
+                    Part::Var(Var::Signal) => UrlPiece::Text(self.name.clone()),
+                    Part::Var(Var::Service) => UrlPiece::Label(self.service_label.clone()),
+                    Part::Var(Var::Instance) => UrlPiece::Label(self.instance_label.clone()),
+                    Part::Var(Var::Label(name)) => UrlPiece::Label(name),
+                    Part::Var(Var::Rule) => return None,
+                })
+            })
+            .collect()
+    }
+}
+
+/// An HTTP probe of every series of a PromQL query, run by heal itself.
+///
+/// Every evaluation slot, heal requests each target's URL once (`GET`, no
+/// redirects followed, no proxy) and records 1 for a 2xx answer within
+/// `timeout`, 0 for a timeout, a refused connection or any other status.
+/// The probe for a slot starts `timeout` before it, so its result is known
+/// at the slot: a hang is seen within one evaluation interval plus the
+/// timeout, without waiting for a Prometheus scrape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    /// PromQL whose series are the targets, e.g. `up{job="web"}`; the
+    /// probe's series carry their labels (the metric name becomes the
+    /// signal's). Re-evaluated every slot; while Prometheus is down, the
+    /// last known targets keep being probed.
+    pub targets: String,
+    /// The URL to request for one target, a template over the target's
+    /// labels: `http://{{label.address}}/healthz`. Plain `http://` only.
+    /// Every label value is checked before use (host, port or DNS name
+    /// characters only: no `/`, `@`, `?`, `#`, spaces or `..`); a target
+    /// with a bad value is skipped and counted.
+    pub url: Template,
+    /// How long one request may take, answer included; must be below the
+    /// evaluation interval of `heal watch`.
+    #[serde(default = "default_probe_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_probe_timeout() -> Duration {
+    Duration::from_millis(500)
+}
+
+/// A piece of a probe's URL, see [`Signal::probe_url`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlPiece {
+    /// Text copied as is.
+    Text(String),
+    /// The value of this label of the target.
+    Label(String),
 }
 
 /// When a signal misbehaves in a given way, run a chain of actions.

@@ -7,8 +7,8 @@ mod validate;
 pub(crate) mod yaml;
 
 pub use config::{
-    Action, ActionKind, Guardrails, Guards, HttpMethod, RecoveredWhen, Rule, RunbookFile,
-    ServerState, Severity, Signal, Verify, When,
+    Action, ActionKind, Guardrails, Guards, HttpMethod, Probe, RecoveredWhen, Rule, RunbookFile,
+    ServerState, Severity, Signal, UrlPiece, Verify, When,
 };
 pub use load::RunbookSet;
 

@@ -6,12 +6,14 @@ use std::collections::{BTreeSet, HashMap};
 
 use detect::Direction;
 
-use super::config::{Action, Agent, Exec, Guardrails, Reroute, Rule, Scale, Signal, Webhook};
+use super::config::{
+    Action, Agent, Exec, Guardrails, Probe, Reroute, Rule, Scale, Signal, Webhook,
+};
 use super::load::{Found, ParsedFile};
 use super::yaml::join;
 use crate::actions::haproxy::MAX_WEIGHT;
 use crate::actions::webhook::{env_references, is_env_name};
-use crate::template::{is_label_name, is_safe_label_value, Part};
+use crate::template::{is_label_name, is_safe_label_value, Part, Var};
 
 /// Programs that turn an argument into a command line.
 const SHELLS: [&str; 7] = ["sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"];
@@ -157,11 +159,22 @@ fn check_signal(signal: &Signal, report: &mut impl FnMut(String, String)) {
             ),
         );
     }
-    if signal.query.trim().is_empty() {
-        report(
+    match (&signal.query, &signal.probe) {
+        (Some(query), None) if query.trim().is_empty() => report(
             "query".into(),
             "empty query: give the PromQL that yields this signal".into(),
-        );
+        ),
+        (Some(_), None) => {}
+        (None, Some(probe)) => check_probe(probe, report),
+        (Some(_), Some(_)) => report(
+            "probe".into(),
+            "give either `query` (PromQL) or `probe` (an HTTP probe heal runs), not both".into(),
+        ),
+        (None, None) => report(
+            "name".into(),
+            "signal has neither `query` nor `probe`: give the PromQL that yields it, or a probe"
+                .into(),
+        ),
     }
     for (field, name) in [
         ("service_label", &signal.service_label),
@@ -184,6 +197,52 @@ fn check_signal(signal: &Signal, report: &mut impl FnMut(String, String)) {
         for (field, problem) in detector.problems() {
             report(format!("detector.{field}"), problem);
         }
+    }
+}
+
+fn check_probe(probe: &Probe, report: &mut impl FnMut(String, String)) {
+    if probe.targets.trim().is_empty() {
+        report(
+            "probe.targets".into(),
+            "empty query: give the PromQL whose series are the targets".into(),
+        );
+    }
+    match probe.url.parse() {
+        Err(errors) => {
+            for e in errors {
+                report("probe.url".into(), e.to_string());
+            }
+        }
+        Ok(parts) => {
+            if parts.contains(&Part::Var(Var::Rule)) {
+                report(
+                    "probe.url".into(),
+                    "{{rule}} has no value when probing (a probe runs before any rule)".into(),
+                );
+            }
+            // The URL must be plain http with a host once filled in; `x` stands for every
+            // label value, which passes the per-target check.
+            let sample: String = parts
+                .iter()
+                .map(|p| match p {
+                    Part::Literal(text) => text.as_str(),
+                    Part::Var(_) => "x",
+                })
+                .collect();
+            match reqwest::Url::parse(&sample) {
+                Ok(u) if u.scheme() == "http" && u.host_str().is_some_and(|h| !h.is_empty()) => {}
+                _ => report(
+                    "probe.url".into(),
+                    format!(
+                        "must be a plain http:// URL with a host once filled in (no TLS in this build), got {:?}",
+                        probe.url.0
+                    ),
+                ),
+            }
+        }
+    }
+    if probe.timeout.is_zero() {
+        report("probe.timeout".into(), "must be longer than 0s".into());
     }
 }
 
@@ -478,6 +537,67 @@ v.yaml:21:39: rules[1].then[0].timeout: must be longer than 0s
 v.yaml:23:9: rules[1].then[1].url: must start with http:// or https://, got "ftp://example.com/{{rule}}"
 v.yaml:24:19: rules[1].then[1].headers.Bad Header: invalid header name "Bad Header"
 v.yaml:25:16: rules[1].then[1].body.text: unknown template variable "nope" (known: service, instance, signal, rule, label.NAME)"#
+        );
+    }
+
+    #[test]
+    fn a_signal_is_a_query_or_a_probe() {
+        let text = r#"signals:
+  - name: both
+    query: up
+    probe: {targets: up, url: "http://{{instance}}/"}
+  - name: neither
+  - name: bad_probe
+    probe:
+      targets: " "
+      url: "https://{{label.address}}/{{rule}}/{{nope}}"
+      timeout: 0s
+  - name: good_probe
+    probe: {targets: 'up{job="lab"}', url: "http://{{label.address}}/healthz", timeout: 500ms}
+rules: []
+"#;
+        let err = RunbookSet::from_sources(&[("p.yaml".into(), text.into())]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"p.yaml:4:5: signals[0].probe: give either `query` (PromQL) or `probe` (an HTTP probe heal runs), not both
+p.yaml:5:5: signals[1].name: signal has neither `query` nor `probe`: give the PromQL that yields it, or a probe
+p.yaml:8:7: signals[2].probe.targets: empty query: give the PromQL whose series are the targets
+p.yaml:9:7: signals[2].probe.url: unknown template variable "nope" (known: service, instance, signal, rule, label.NAME)
+p.yaml:10:7: signals[2].probe.timeout: must be longer than 0s"#
+        );
+        let text = r#"signals:
+  - name: rule_in_url
+    probe: {targets: up, url: "https://{{label.address}}/{{rule}}"}
+"#;
+        let err = RunbookSet::from_sources(&[("p.yaml".into(), text.into())]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"p.yaml:3:26: signals[0].probe.url: {{rule}} has no value when probing (a probe runs before any rule)
+p.yaml:3:26: signals[0].probe.url: must be a plain http:// URL with a host once filled in (no TLS in this build), got "https://{{label.address}}/{{rule}}""#
+        );
+    }
+
+    #[test]
+    fn probe_urls_resolve_to_label_names() {
+        use crate::runbook::UrlPiece;
+        let text = r#"signals:
+  - name: probe_success
+    instance_label: addr
+    probe: {targets: up, url: "http://{{instance}}/{{signal}}/{{label.path}}"}
+"#;
+        let set = RunbookSet::from_sources(&[("p.yaml".into(), text.into())]).unwrap();
+        let signal = &set.signals()[0];
+        assert_eq!(signal.probe.as_ref().unwrap().timeout.as_millis(), 500);
+        assert_eq!(
+            signal.probe_url().unwrap(),
+            [
+                UrlPiece::Text("http://".into()),
+                UrlPiece::Label("addr".into()),
+                UrlPiece::Text("/".into()),
+                UrlPiece::Text("probe_success".into()),
+                UrlPiece::Text("/".into()),
+                UrlPiece::Label("path".into()),
+            ]
         );
     }
 

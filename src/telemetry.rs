@@ -96,6 +96,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Gauge,
         "Incidents the engine holds in memory (open, or resolved within the last hour).",
     ),
+    (
+        "heal_probes_total",
+        Kind::Counter,
+        "HTTP probes run by heal, by signal and result (ok, timeout, refused, http_error, invalid_target).",
+    ),
 ];
 
 impl Default for Telemetry {

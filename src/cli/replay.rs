@@ -39,9 +39,33 @@ pub struct ReplayArgs {
     db: Option<PathBuf>,
 }
 
+/// Probe signals without a series of their name in the dataset: a probe
+/// runs only live, so a replay sees it only if it was recorded under that
+/// name (`heal record --query NAME=...`).
+fn unrecorded_probes(runbooks: &RunbookSet, dataset: &Dataset) -> Vec<String> {
+    runbooks
+        .signals()
+        .iter()
+        .filter(|s| s.probe.is_some())
+        .filter(|s| {
+            !dataset
+                .series
+                .iter()
+                .any(|d| d.labels.name() == Some(s.name.as_str()))
+        })
+        .map(|s| s.name.clone())
+        .collect()
+}
+
 pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let runbooks = RunbookSet::load_dir(&args.runbooks).map_err(|e| UsageError(e.to_string()))?;
     let dataset = Dataset::read(&args.dataset).map_err(|e| UsageError(e.to_string()))?;
+    for name in unrecorded_probes(&runbooks, &dataset) {
+        eprintln!(
+            "note: signal {name:?} is a probe heal runs live; {} has no series named {name:?}, so it is not replayed",
+            args.dataset.display()
+        );
+    }
     // Incident store (--db): opened before the replay so a bad path fails fast.
     let mut store = args.db.as_deref().map(open_store).transpose()?;
     let first_seq = match &store {
@@ -381,5 +405,29 @@ fn print_evaluation(e: &Evaluation) {
             fmt_duration(mean),
             fmt_duration(max)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ingest::{Sample, SeriesData};
+
+    #[test]
+    fn probes_without_recorded_series_are_named() {
+        let text = r#"signals:
+  - {name: probe_success, probe: {targets: up, url: "http://{{instance}}/"}}
+  - {name: recorded_probe, probe: {targets: up, url: "http://{{instance}}/"}}
+  - {name: lab_up, query: up}
+"#;
+        let runbooks = RunbookSet::from_sources(&[("r.yaml".into(), text.into())]).unwrap();
+        let dataset = Dataset {
+            series: vec![SeriesData {
+                labels: r#"recorded_probe{instance="a"}"#.parse().unwrap(),
+                samples: vec![Sample::new(0, 1.0)],
+            }],
+            ..Dataset::default()
+        };
+        assert_eq!(unrecorded_probes(&runbooks, &dataset), ["probe_success"]);
     }
 }

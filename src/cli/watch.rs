@@ -7,6 +7,12 @@
 //! source (ingest) ──evaluations──► decide (detect + remediate) ──actions──► act (executors)
 //! ```
 //!
+//! There are two sources, both on the same aligned slot grid and sending
+//! into the same channel: the Prometheus source evaluates the `query:`
+//! signals, the probe source runs the `probe:` signals' HTTP probes itself
+//! (so a hang is seen without waiting for a scrape). `decide` cannot tell
+//! them apart, which is the point: detection and rules are the same.
+//!
 //! `decide` runs the very [`Pipeline`] replay uses. A failed evaluation is
 //! "no data": it reaches no detector, so it can never look like an anomaly
 //! or fire an action. Shutdown (SIGINT, SIGTERM) cancels one token: the
@@ -23,7 +29,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ingest::{
-    run_source, Auth, Labels, PrometheusClient, PrometheusConfig, SignalQuery, SourceEvent,
+    run_probe_source, run_source, Auth, Labels, ProbeOptions, ProbeSignal, PrometheusClient,
+    PrometheusConfig, SignalQuery, SourceEvent, UrlPart, UrlTemplate,
 };
 use remediate::actions::exec::{self, ExecRequest};
 use remediate::actions::haproxy::{self, HaproxyRequest, Operation};
@@ -31,6 +38,7 @@ use remediate::actions::supervisor::client::{self as supervisor_client, Supervis
 use remediate::actions::ActionResult;
 use remediate::actions::{agent, webhook};
 use remediate::engine::{EngineEvent, GuardState, RenderedAction};
+use remediate::runbook::UrlPiece;
 use remediate::store::{ActionKey, Store, StoreError, StoreWriter, WriterThread};
 use remediate::{EngineOptions, RunbookSet};
 use tokio::sync::mpsc;
@@ -140,6 +148,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
     if interval.is_zero() {
         return Err(UsageError("--interval must be more than 0s".into()).into());
     }
+    check_probe_timeouts(&runbooks, interval)?;
     let auth = match (&args.bearer_token_env, &args.basic_auth_user) {
         (Some(var), None) => Some(Auth::Bearer {
             token: std::env::var(var)
@@ -269,17 +278,30 @@ async fn watch(
         shutdown.clone(),
     ));
 
-    let signals: Vec<SignalQuery> = runbooks
-        .signals()
-        .iter()
-        .map(|s| SignalQuery {
-            name: s.name.clone(),
-            query: s.query.clone(),
-        })
-        .collect();
+    let (signals, probes) = split_signals(&runbooks);
     let client = PrometheusClient::new(config).map_err(|e| UsageError(e.to_string()))?;
     let (eval_tx, eval_rx) = mpsc::channel::<SourceEvent>(64);
     let (act_tx, act_rx) = mpsc::channel::<ActionJob>(64);
+    let probe_source = (!probes.is_empty()).then(|| {
+        let mut options = ProbeOptions::new(interval.as_millis() as i64);
+        let t = telemetry.clone();
+        options.observer = Some(Arc::new(
+            move |signal: &str, result: ingest::ProbeResult| {
+                t.add(
+                    "heal_probes_total",
+                    &[("signal", signal), ("result", result.as_str())],
+                    1.0,
+                )
+            },
+        ));
+        tokio::spawn(run_probe_source(
+            client.clone(),
+            probes,
+            options,
+            eval_tx.clone(),
+            shutdown.clone(),
+        ))
+    });
     let source = tokio::spawn(run_source(
         client,
         signals,
@@ -338,6 +360,9 @@ async fn watch(
     // drains the channel and drops the action sender; `act` finishes the
     // action in flight and returns.
     let _ = source.await;
+    if let Some(probe_source) = probe_source {
+        let _ = probe_source.await;
+    }
     let _ = decide.await;
     let _ = act.await;
     let _ = server.await;
@@ -347,6 +372,52 @@ async fn watch(
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
     Ok(())
+}
+
+/// A probe for a slot starts `timeout` before it: a timeout as long as the
+/// interval would overlap the previous slot's probe. Every offending signal
+/// is named.
+fn check_probe_timeouts(runbooks: &RunbookSet, interval: Duration) -> Result<(), UsageError> {
+    let too_slow: Vec<String> = runbooks
+        .signals()
+        .iter()
+        .filter_map(|s| Some((&s.name, s.probe.as_ref()?.timeout)))
+        .filter(|(_, t)| u128::from(t.as_millis()) >= interval.as_millis())
+        .map(|(name, t)| format!("signal {name:?}: probe timeout {t} is not below --interval"))
+        .collect();
+    if too_slow.is_empty() {
+        Ok(())
+    } else {
+        Err(UsageError(too_slow.join("; ")))
+    }
+}
+
+/// The runbooks' signals for the two sources: the `query:` ones for the
+/// Prometheus source, the `probe:` ones (URL template resolved to label
+/// names) for the probe source.
+fn split_signals(runbooks: &RunbookSet) -> (Vec<SignalQuery>, Vec<ProbeSignal>) {
+    let mut queries = Vec::new();
+    let mut probes = Vec::new();
+    for s in runbooks.signals() {
+        if let Some(query) = &s.query {
+            queries.push(SignalQuery::new(s.name.clone(), query.clone()));
+        } else if let (Some(probe), Some(url)) = (&s.probe, s.probe_url()) {
+            let parts = url
+                .into_iter()
+                .map(|piece| match piece {
+                    UrlPiece::Text(text) => UrlPart::Literal(text),
+                    UrlPiece::Label(name) => UrlPart::Label(name),
+                })
+                .collect();
+            probes.push(ProbeSignal {
+                name: s.name.clone(),
+                targets: probe.targets.clone(),
+                url: UrlTemplate::new(parts),
+                timeout_ms: probe.timeout.as_millis(),
+            });
+        }
+    }
+    (queries, probes)
 }
 
 /// Opens the incident store: reports actions a killed run left unfinished,

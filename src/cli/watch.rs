@@ -1181,6 +1181,40 @@ mod tests {
         }
     }
 
+    #[test]
+    fn signals_split_into_queries_and_probes() {
+        let text = r#"signals:
+  - {name: lab_up, query: up}
+  - name: probe_success
+    probe: {targets: 'up{job="lab"}', url: "http://{{label.address}}/healthz", timeout: 400ms}
+  - name: slow_probe
+    probe: {targets: up, url: "http://{{instance}}/", timeout: 1s}
+"#;
+        let runbooks = RunbookSet::from_sources(&[("r.yaml".into(), text.into())]).unwrap();
+        let (queries, probes) = split_signals(&runbooks);
+        assert_eq!(queries, [SignalQuery::new("lab_up", "up")]);
+        assert_eq!(probes.len(), 2);
+        assert_eq!(probes[0].name, "probe_success");
+        assert_eq!(probes[0].targets, r#"up{job="lab"}"#);
+        assert_eq!(probes[0].timeout_ms, 400);
+        assert_eq!(
+            probes[0].url.parts(),
+            [
+                UrlPart::Literal("http://".into()),
+                UrlPart::Label("address".into()),
+                UrlPart::Literal("/healthz".into()),
+            ]
+        );
+        assert_eq!(probes[1].url.parts()[1], UrlPart::Label("instance".into()));
+        assert_eq!(
+            check_probe_timeouts(&runbooks, Duration::from_secs(1))
+                .unwrap_err()
+                .0,
+            r#"signal "slow_probe": probe timeout 1s is not below --interval"#
+        );
+        assert!(check_probe_timeouts(&runbooks, Duration::from_millis(1001)).is_ok());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_step_whose_symptom_resolved_in_the_meantime_is_not_performed() {
         let telemetry = Telemetry::default();

@@ -204,6 +204,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn probes_are_counted_by_signal_and_result() {
+        let t = Telemetry::default();
+        assert!(t.render().contains("# TYPE heal_probes_total counter\n"));
+        for result in ingest::ProbeResult::ALL {
+            t.add(
+                "heal_probes_total",
+                &[("signal", "probe_success"), ("result", result.as_str())],
+                1.0,
+            );
+        }
+        let text = t.render();
+        for result in ["ok", "timeout", "refused", "http_error", "invalid_target"] {
+            let line =
+                format!("heal_probes_total{{signal=\"probe_success\",result=\"{result}\"}} 1\n");
+            assert!(text.contains(&line), "{line} not in {text}");
+        }
+    }
+
+    #[test]
     fn renders_declared_families_and_values() {
         let t = Telemetry::default();
         t.add("heal_evaluations_total", &[("signal", "up")], 1.0);

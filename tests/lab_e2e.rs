@@ -8,13 +8,15 @@
 //!
 //! - (d) clean traffic: no action at all, and the `clean` service is never
 //!   touched during the whole run;
-//! - (a) a hung service (alive, requests time out) is restarted and serves;
+//! - (a) a hung service (alive, requests time out) is restarted and serves
+//!   (usually seen first by heal's own probe of /healthz);
 //! - (b) a service whose error rate climbs is restarted;
 //! - a crashed service is restarted;
 //! - (c) a memory leak is caught and restarted before the service reaches
 //!   its memory limit (it would kill itself at 256 MiB);
 //! - (e) Prometheus stopped and restarted mid-run: no action fires from
-//!   missing data, and watching resumes.
+//!   missing data, heal's probes go on with the last known targets, and
+//!   watching resumes.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -305,16 +307,24 @@ fn heal_keeps_the_lab_healthy() {
     };
 
     // (a) A hang, (b) errors, a crash, (c) a leak: each restarted by heal,
-    // by the rule meant for it. Then the hang again, soon after: heal forgot
-    // the first one once its restart was verified, so the second is just as
-    // anomalous and gets its own incident.
+    // by a rule meant for it. heal's own probe of /healthz
+    // (`service-unresponsive`) sees a hang, a crash and most 500s first;
+    // the rules on Prometheus' view (`service-hung` on requests in flight,
+    // `service-down` on `up`, `error-ratio-high`) are the second line. Then
+    // the hang again, soon after: heal forgot the first one once its
+    // restart was verified, so the second is just as anomalous and gets its
+    // own incident.
     let mut report = Vec::new();
-    for (name, fault, rule) in [
-        ("hang", "hang", "service-hung"),
-        ("errors", "errors?rate=0.6", "error-ratio-high"),
-        ("crash", "crash", "service-down"),
-        ("leak", "leak?mb_per_s=16", "memory-leak"),
-        ("hang", "hang", "service-hung"),
+    for (name, fault, rules) in [
+        ("hang", "hang", ["service-unresponsive", "service-hung"]),
+        (
+            "errors",
+            "errors?rate=0.6",
+            ["error-ratio-high", "service-unresponsive"],
+        ),
+        ("crash", "crash", ["service-down", "service-unresponsive"]),
+        ("leak", "leak?mb_per_s=16", ["memory-leak", "memory-leak"]),
+        ("hang", "hang", ["service-unresponsive", "service-hung"]),
     ] {
         let before = restarts(control, name);
         let log_before = log.lock().unwrap().len();
@@ -325,15 +335,21 @@ fn heal_keeps_the_lab_healthy() {
             "{name}: served again without a restart?"
         );
         let since = log.lock().unwrap()[log_before..].to_owned();
+        let handled_by = rules.iter().find(|rule| {
+            since.lines().any(|l| {
+                l.contains("incident opened")
+                    && l.contains(&format!("rule={rule}"))
+                    && l.contains(&format!("{name}-0"))
+            })
+        });
         assert!(
-            since.lines().any(|l| l.contains("incident opened")
-                && l.contains(&format!("rule={rule}"))
-                && l.contains(&format!("{name}-0"))),
-            "{name}: no {rule} incident after the fault:\n{since}"
+            handled_by.is_some(),
+            "{name}: no {rules:?} incident after the fault:\n{since}"
         );
         report.push(format!(
-            "{name}: serving again {:.1}s after the fault",
-            took.as_secs_f64()
+            "{name}: serving again {:.1}s after the fault ({})",
+            took.as_secs_f64(),
+            handled_by.unwrap()
         ));
         std::thread::sleep(Duration::from_secs(12));
     }
@@ -359,15 +375,24 @@ fn heal_keeps_the_lab_healthy() {
         "the leaking service died before heal acted:\n{text}"
     );
 
-    // (e) Prometheus stops: evaluations fail, no action fires from missing data.
+    // (e) Prometheus stops: evaluations fail, no action fires from missing
+    // data, and heal's probes go on with the targets it last knew.
+    const PROBES_OK: &str = r#"heal_probes_total{signal="probe_success",result="ok"}"#;
     let before = actions();
-    let failures_before = metric(&heal_metrics(), "heal_evaluation_failures_total");
+    let m = heal_metrics();
+    let failures_before = metric(&m, "heal_evaluation_failures_total");
+    let probes_before = metric(&m, PROBES_OK);
+    assert!(probes_before > 0.0, "no successful probe yet:\n{m}");
     drop(prom.take());
     std::thread::sleep(Duration::from_secs(15));
     let m = heal_metrics();
     assert!(
         metric(&m, "heal_evaluation_failures_total") > failures_before,
         "{m}"
+    );
+    assert!(
+        metric(&m, PROBES_OK) >= probes_before + 10.0,
+        "probes stopped with Prometheus:\n{m}"
     );
     assert_eq!(
         actions(),
@@ -377,11 +402,13 @@ fn heal_keeps_the_lab_healthy() {
     );
     // ... and watching resumes when it is back.
     let _prom = start_prometheus(&prom_conf, &storage, prom_port);
-    let evals = metric(&heal_metrics(), "heal_samples_total");
+    // (Samples of a query signal: the probe's never stopped.)
+    const UP_SAMPLES: &str = r#"heal_samples_total{signal="lab_up"}"#;
+    let evals = metric(&heal_metrics(), UP_SAMPLES);
     wait_until(
         "heal to receive samples again",
         Duration::from_secs(30),
-        || metric(&heal_metrics(), "heal_samples_total") > evals,
+        || metric(&heal_metrics(), UP_SAMPLES) > evals,
     );
     std::thread::sleep(Duration::from_secs(10));
     assert_eq!(

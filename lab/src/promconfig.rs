@@ -4,7 +4,9 @@
 //! the targets of one name from 0), as target labels in the job `services`.
 //! So `sum by (service, instance) (rate(http_requests_total[1m]))` has one
 //! series per service instance, with a stable instance name instead of a
-//! port that changes between runs. `honor_labels: true` because the services
+//! port that changes between runs. A third target label, `address`
+//! (`host:port`), is where the target listens: heal's probes read their URL
+//! from it (`http://{{label.address}}/healthz`). `honor_labels: true` because the services
 //! export `service` on their request metrics themselves: with the default
 //! `false`, Prometheus would rename theirs to `exported_service`.
 
@@ -103,7 +105,14 @@ pub fn render(
         out,
         "#   sum by (service, instance) (rate(http_requests_total[1m]))"
     );
-    let _ = writeln!(out, "# has one series per service instance.");
+    let _ = writeln!(
+        out,
+        "# has one series per service instance. `address` is where it listens,"
+    );
+    let _ = writeln!(
+        out,
+        "# for probes (`instance` is a stable name, not an address)."
+    );
     let _ = writeln!(out, "global:");
     let _ = writeln!(out, "  scrape_interval: {scrape_interval}");
     let _ = writeln!(out, "  scrape_timeout: {timeout}");
@@ -137,6 +146,7 @@ pub fn render(
         let _ = writeln!(out, "        labels:");
         let _ = writeln!(out, "          service: \"{}\"", target.name);
         let _ = writeln!(out, "          instance: \"{}-{k}\"", target.name);
+        let _ = writeln!(out, "          address: \"{}\"", target.addr);
     }
     Ok(out)
 }
@@ -180,7 +190,8 @@ mod tests {
         let expected = r#"# Written by heal-lab prometheus-config: one static target per lab service.
 # `service` and `instance` are target labels, so
 #   sum by (service, instance) (rate(http_requests_total[1m]))
-# has one series per service instance.
+# has one series per service instance. `address` is where it listens,
+# for probes (`instance` is a stable name, not an address).
 global:
   scrape_interval: 1s
   scrape_timeout: 1s
@@ -196,14 +207,17 @@ scrape_configs:
         labels:
           service: "web"
           instance: "web-0"
+          address: "127.0.0.1:8001"
       - targets: ["127.0.0.1:8002"]
         labels:
           service: "api"
           instance: "api-0"
+          address: "127.0.0.1:8002"
       - targets: ["127.0.0.1:8003"]
         labels:
           service: "web"
           instance: "web-1"
+          address: "127.0.0.1:8003"
 "#;
         assert_eq!(yml, expected);
     }

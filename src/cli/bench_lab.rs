@@ -19,6 +19,13 @@
 //!    and a one-second cycle (its shortest). heal and monit never run at
 //!    the same time.
 //!
+//! Every fault is injected at a uniformly random phase within the
+//! wall-clock second (seeded, `--seed`; heal's and monit's rounds get the
+//! same sequence of phases). Both heal's evaluation slots and Prometheus'
+//! scrapes sit on the second, and monit's cycle on its own start, so the
+//! time to recovery depends on that phase: drawing it uniformly makes the
+//! median cover every phase instead of whatever phase the loop drifted to.
+//!
 //! This prints figures; nothing here is asserted (performance is measured,
 //! never asserted in timed tests).
 
@@ -79,6 +86,11 @@ pub struct LabArgs {
     /// Leave out monit's round.
     #[arg(long)]
     no_monit: bool,
+    /// Seed of the injection phases (each fault is injected at a uniformly
+    /// random offset within the wall-clock second); the same seed gives
+    /// heal and monit the same phases, run after run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 /// One injection's outcome.
@@ -240,13 +252,9 @@ fn bench(
             let by_rule = |rule: &str| {
                 orchestrate::metric_sum(&m, &format!("heal_incidents_total{{rule=\"{rule}\""))
             };
-            [
-                by_rule("service-down"),
-                by_rule("service-hung"),
-                by_rule("error-ratio-high"),
-                by_rule("memory-leak"),
-            ]
+            RULES.map(by_rule)
         },
+        &mut Phases::new(args.seed),
     )?;
     let heal_log_tail = heal.log_since(heal.log_len().saturating_sub(40));
     if let Some(path) = &args.heal_log {
@@ -281,7 +289,8 @@ fn bench(
                 limit,
                 stop,
                 &|_| true,
-                &mut || [0.0; 4],
+                &mut || [0.0; RULES.len()],
+                &mut Phases::new(args.seed),
             );
             let log = monit.log();
             monit.stop();
@@ -377,10 +386,60 @@ fn heal_quiet(heal: &HealWatch, name: &str) -> bool {
     })
 }
 
+/// The lab runbook's rules whose incidents `round` counts, to tell which
+/// one handled a fault.
+const RULES: [&str; 5] = [
+    "service-down",
+    "service-unresponsive",
+    "service-hung",
+    "error-ratio-high",
+    "memory-leak",
+];
+
+/// Seeded injection phases: uniform offsets within the wall-clock second.
+///
+/// SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number
+/// generators", OOPSLA 2014), as the lab's error fault uses: a few lines,
+/// reproducible everywhere, and plenty for drawing phases.
+struct Phases(u64);
+
+impl Phases {
+    fn new(seed: u64) -> Self {
+        Phases(seed)
+    }
+
+    /// The next uniform draw in [0, 1).
+    fn next_unit(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// How long to wait so that the injection lands at the next draw's
+    /// phase: to the start of the next wall-clock second, plus the draw.
+    fn until_next(&mut self) -> Duration {
+        let sub_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_millis());
+        Self::wait(sub_ms, self.next_unit())
+    }
+
+    /// The wait from `sub_ms` into a second to `phase` (in [0, 1)) of the
+    /// next one.
+    fn wait(sub_ms: u32, phase: f64) -> Duration {
+        Duration::from_millis(u64::from(1000 - sub_ms.min(999))) + Duration::from_secs_f64(phase)
+    }
+}
+
 /// Injects each fault kind `n` times into its own service, one fault at a
 /// time, at least `spacing` apart on one service and only once `ready`
 /// says so (at most two minutes); `counters` reads heal's incident counters
-/// by rule (zeros for monit) before and after each fault.
+/// by rule (zeros for monit) before and after each fault; `phases` sets
+/// where in the second each fault lands.
+#[allow(clippy::too_many_arguments)]
 fn round(
     lab: &Lab,
     n: u32,
@@ -388,7 +447,8 @@ fn round(
     limit: Duration,
     stop: &AtomicBool,
     ready: &dyn Fn(&str) -> bool,
-    counters: &mut dyn FnMut() -> [f64; 4],
+    counters: &mut dyn FnMut() -> [f64; RULES.len()],
+    phases: &mut Phases,
 ) -> anyhow::Result<Round> {
     let mut out: Round = vec![Vec::new(); FaultKind::ALL.len()];
     let mut last: Vec<Option<Instant>> = vec![None; FaultKind::ALL.len()];
@@ -402,6 +462,7 @@ fn round(
             while !ready(name) && waited.elapsed() < Duration::from_secs(120) {
                 sleep(Duration::from_millis(500), stop)?;
             }
+            sleep(phases.until_next(), stop)?;
             last[k] = Some(Instant::now());
             let before = counters();
             let pid_before = service_field(lab, name, "pid");
@@ -415,13 +476,7 @@ fn round(
             let after = counters();
             let last_exit = service_field(lab, name, "last_exit");
             let pid_after = service_field(lab, name, "pid");
-            let rules = [
-                "service-down",
-                "service-hung",
-                "error-ratio-high",
-                "memory-leak",
-            ];
-            let fired: Vec<&str> = rules
+            let fired: Vec<&str> = RULES
                 .iter()
                 .zip(before.iter().zip(after))
                 .filter(|(_, (b, a))| a > *b)
@@ -612,6 +667,26 @@ fn report(args: &LabArgs, clean: &CleanRun, heal: &Round, monit: Option<&Round>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phases_are_seeded_uniform_offsets_within_the_second() {
+        let draw = |seed| {
+            let mut p = Phases::new(seed);
+            (0..1000).map(|_| p.next_unit()).collect::<Vec<_>>()
+        };
+        let a = draw(1);
+        assert_eq!(a, draw(1), "same seed, same phases");
+        assert_ne!(a, draw(2));
+        assert!(a.iter().all(|u| (0.0..1.0).contains(u)));
+        // Every tenth of the second gets its share (1000 draws, 100 expected
+        // per bin; 60 is more than six standard deviations below).
+        for bin in 0..10 {
+            let n = a.iter().filter(|u| (**u * 10.0) as usize == bin).count();
+            assert!(n > 60, "bin {bin}: {n}");
+        }
+        assert_eq!(Phases::wait(250, 0.5), Duration::from_millis(1250));
+        assert_eq!(Phases::wait(0, 0.0), Duration::from_millis(1000));
+    }
 
     #[test]
     fn nearest_rank_quantiles() {

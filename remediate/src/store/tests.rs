@@ -817,7 +817,15 @@ fn sensitivity_marks_are_recorded_stepped_and_kept_across_opens() {
     drop(store);
     let store = Store::open(&path).unwrap().store;
     let history = store.sensitivity_history().unwrap();
-    let summary: Vec<(&str, f64, f64, SensitivityReason, Option<&str>, Option<i64>)> = history
+    type Row<'a> = (
+        &'a str,
+        f64,
+        f64,
+        SensitivityReason,
+        Option<&'a str>,
+        Option<i64>,
+    );
+    let summary: Vec<Row<'_>> = history
         .iter()
         .map(|a| {
             (

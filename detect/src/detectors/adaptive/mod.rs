@@ -271,6 +271,15 @@ impl AdaptiveDetector {
         &self.cfg
     }
 
+    /// Changes the firing and reset thresholds while running (learning from
+    /// outcomes moves a signal's threshold by a bounded offset), keeping
+    /// everything learnt. Both are clamped to [0, 1] and the reset threshold
+    /// to at most the threshold; an open excursion ends by the new reset rule.
+    pub fn set_threshold(&mut self, threshold: f64, reset_threshold: f64) {
+        self.cfg.threshold = threshold.clamp(0.0, 1.0);
+        self.cfg.reset_threshold = reset_threshold.clamp(0.0, self.cfg.threshold);
+    }
+
     /// Current baseline level.
     pub fn level(&self) -> f64 {
         self.level

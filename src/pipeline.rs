@@ -336,6 +336,11 @@ impl Pipeline {
         changed
     }
 
+    /// Whether a runbook signal has this name.
+    pub fn watches_signal(&self, signal: &str) -> bool {
+        self.runbooks.signal(signal).is_some()
+    }
+
     /// Takes the performed steps verified as not having helped since the
     /// last call (at most [`NOT_HELPED_HELD`]), for the caller to record as
     /// marks in its incident store and apply. Dry-run steps never appear:

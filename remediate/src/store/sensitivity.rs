@@ -28,7 +28,9 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, OptionalExtension};
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use super::{sql, Store, StoreError};
@@ -144,66 +146,10 @@ impl Store {
             .conn
             .transaction()
             .map_err(sql(&path, "starting a sensitivity mark"))?;
-        if let Some(incident) = &mark.incident {
-            let earlier = tx
-                .query_row(
-                    &format!("{SELECT_HISTORY} WHERE incident = ?1 AND reason = ?2"),
-                    params![incident, mark.reason.as_str()],
-                    row_to_adjustment,
-                )
-                .optional()
-                .map_err(sql(&path, "reading earlier marks"))?;
-            if let Some(earlier) = earlier {
-                return Ok(Marked::AlreadyMarked(decode(&path, earlier)?));
-            }
-        }
-        let old: f64 = tx
-            .query_row(
-                "SELECT offset FROM sensitivity WHERE signal = ?1",
-                [&mark.signal],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(sql(&path, "reading a signal's offset"))?
-            .unwrap_or(0.0);
-        let new = step_offset(old, mark.reason);
-        tx.execute(
-            "INSERT INTO sensitivity (signal, offset, updated_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT (signal) DO UPDATE SET offset = excluded.offset,
-                 updated_ms = excluded.updated_ms",
-            params![mark.signal, new, mark.at_ms],
-        )
-        .map_err(sql(&path, "writing a signal's offset"))?;
-        tx.execute(
-            "INSERT INTO sensitivity_history
-                 (signal, old_offset, new_offset, reason, incident, missed_at_ms, note, at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                mark.signal,
-                old,
-                new,
-                mark.reason.as_str(),
-                mark.incident,
-                mark.missed_at_ms,
-                mark.note,
-                mark.at_ms
-            ],
-        )
-        .map_err(sql(&path, "recording an adjustment"))?;
-        let seq = tx.last_insert_rowid();
+        let marked = put_mark(&tx, &path, mark)?;
         tx.commit()
             .map_err(sql(&path, "committing a sensitivity mark"))?;
-        Ok(Marked::Adjusted(Adjustment {
-            seq,
-            signal: mark.signal.clone(),
-            old,
-            new,
-            reason: mark.reason,
-            incident: mark.incident.clone(),
-            missed_at_ms: mark.missed_at_ms,
-            note: mark.note.clone(),
-            at_ms: mark.at_ms,
-        }))
+        Ok(marked)
     }
 
     /// The current offset of every signal that has one.
@@ -229,6 +175,68 @@ impl Store {
             .map_err(sql(&self.path, "reading the sensitivity history"))?;
         rows.into_iter().map(|r| decode(&self.path, r)).collect()
     }
+}
+
+/// [`Store::mark_sensitivity`] inside the caller's transaction (the
+/// writer thread's batch, or the method's own).
+pub(crate) fn put_mark(conn: &Connection, path: &Path, mark: &Mark) -> Result<Marked, StoreError> {
+    if let Some(incident) = &mark.incident {
+        let earlier = conn
+            .query_row(
+                &format!("{SELECT_HISTORY} WHERE incident = ?1 AND reason = ?2"),
+                params![incident, mark.reason.as_str()],
+                row_to_adjustment,
+            )
+            .optional()
+            .map_err(sql(path, "reading earlier marks"))?;
+        if let Some(earlier) = earlier {
+            return Ok(Marked::AlreadyMarked(decode(path, earlier)?));
+        }
+    }
+    let old: f64 = conn
+        .query_row(
+            "SELECT offset FROM sensitivity WHERE signal = ?1",
+            [&mark.signal],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql(path, "reading a signal's offset"))?
+        .unwrap_or(0.0);
+    let new = step_offset(old, mark.reason);
+    conn.execute(
+        "INSERT INTO sensitivity (signal, offset, updated_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (signal) DO UPDATE SET offset = excluded.offset,
+             updated_ms = excluded.updated_ms",
+        params![mark.signal, new, mark.at_ms],
+    )
+    .map_err(sql(path, "writing a signal's offset"))?;
+    conn.execute(
+        "INSERT INTO sensitivity_history
+             (signal, old_offset, new_offset, reason, incident, missed_at_ms, note, at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            mark.signal,
+            old,
+            new,
+            mark.reason.as_str(),
+            mark.incident,
+            mark.missed_at_ms,
+            mark.note,
+            mark.at_ms
+        ],
+    )
+    .map_err(sql(path, "recording an adjustment"))?;
+    Ok(Marked::Adjusted(Adjustment {
+        seq: conn.last_insert_rowid(),
+        signal: mark.signal.clone(),
+        old,
+        new,
+        reason: mark.reason,
+        incident: mark.incident.clone(),
+        missed_at_ms: mark.missed_at_ms,
+        note: mark.note.clone(),
+        at_ms: mark.at_ms,
+    }))
 }
 
 const SELECT_HISTORY: &str = "SELECT seq, signal, old_offset, new_offset, reason, incident,

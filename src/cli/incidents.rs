@@ -499,7 +499,9 @@ fn mark(args: MarkArgs) -> anyhow::Result<()> {
     debug_assert!(args.false_alarm, "clap requires --false-alarm");
     let marked = mark_false_alarm(&args.db, &args.id, args.note, now)?;
     println!("{}", describe_mark(&marked));
-    println!("applies from the next start of heal watch or heal replay with --db {} (or mark through a running watch's API to apply it at once)", args.db.display());
+    if matches!(marked, Marked::Adjusted(_)) {
+        println!("applies from the next start of heal watch or heal replay with --db {} (or mark through a running watch's API to apply it at once)", args.db.display());
+    }
     Ok(())
 }
 

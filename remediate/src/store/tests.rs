@@ -927,3 +927,37 @@ fn open_for_marks_needs_an_existing_file_and_recovers_nothing() {
     };
     store.finish_action(&key, &result, T0 + 1).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_records_marks_in_order_and_answers_with_the_adjustment() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let (writer, thread) = StoreWriter::spawn(store, 8).unwrap();
+    let first = writer
+        .mark(mark(
+            "latency",
+            SensitivityReason::FalseAlarm,
+            Some("inc-000001"),
+            T0,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(first, Marked::Adjusted(ref a) if a.new == 0.02),
+        "{first:?}"
+    );
+    let second = writer
+        .mark(mark("latency", SensitivityReason::Missed, None, T0 + 1))
+        .await
+        .unwrap();
+    assert!(
+        matches!(second, Marked::Adjusted(ref a) if a.old == 0.02 && a.new == 0.0),
+        "{second:?}"
+    );
+    drop(writer);
+    let store = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .unwrap();
+    assert_eq!(store.sensitivity_history().unwrap().len(), 2);
+    assert_eq!(store.sensitivity_offsets().unwrap()["latency"], 0.0);
+}

@@ -3,6 +3,13 @@
 //!
 //! Both open the store read-only: they never migrate it and never mark a
 //! running action interrupted, so they are safe while `heal watch` writes.
+//!
+//! `heal incidents mark ID --false-alarm`, `heal incidents missed` and
+//! `heal incidents sensitivity` are learning from outcomes (see
+//! `remediate::store` sensitivity): a mark is written through
+//! `Store::open_for_marks`, which never marks anything interrupted either,
+//! and a running watch applies it at its next start (its API applies marks
+//! at once).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;

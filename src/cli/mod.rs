@@ -56,7 +56,9 @@ enum Command {
     /// Validate runbooks and print their JSON Schema.
     #[command(subcommand)]
     Runbooks(runbooks::RunbooksCmd),
-    /// Read the incident store: `heal incidents list`, `heal incidents show ID`.
+    /// Read the incident store (`heal incidents list`, `heal incidents show
+    /// ID`) and teach heal from outcomes (`mark ID --false-alarm`, `missed`,
+    /// `sensitivity`).
     #[command(subcommand)]
     Incidents(incidents::IncidentsCmd),
     /// Silences and maintenance windows of a running `heal watch`.

@@ -101,6 +101,12 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "HTTP probes run by heal, by signal and result (ok, timeout, refused, http_error, invalid_target).",
     ),
+    // Learning from outcomes (src/cli/control.rs `apply_offset`).
+    (
+        "heal_signal_threshold_offset",
+        Kind::Gauge,
+        "Learned threshold offset of a signal (learning from outcomes), by signal.",
+    ),
 ];
 
 impl Default for Telemetry {

@@ -16,6 +16,7 @@ use tracing::Instrument;
 use super::target::UrlTemplate;
 use crate::error::PromError;
 use crate::series::{Labels, METRIC_NAME_LABEL};
+use crate::sources::prometheus::source::ceil_to;
 use crate::sources::prometheus::{
     Attempted, Clock, Evaluation, PrometheusClient, SourceEvent, SystemClock,
 };
@@ -519,14 +520,6 @@ async fn send(tx: &Sender<SourceEvent>, shutdown: &CancellationToken, event: Sou
         _ = shutdown.cancelled() => false,
         r = tx.send(event) => r.is_ok(),
     }
-}
-
-fn floor_to(ts: i64, step: i64) -> i64 {
-    ts.div_euclid(step) * step
-}
-
-fn ceil_to(ts: i64, step: i64) -> i64 {
-    -floor_to(-ts, step)
 }
 
 #[cfg(test)]

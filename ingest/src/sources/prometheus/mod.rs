@@ -5,7 +5,7 @@
 mod client;
 mod config;
 mod record;
-mod source;
+pub(crate) mod source;
 
 pub use client::{Attempted, PrometheusClient, MAX_POINTS_PER_SERIES};
 pub use config::{Auth, PrometheusConfig, RetryConfig};

@@ -462,11 +462,14 @@ pub(crate) fn shape<T>(mut series: Vec<(Labels, T)>, name: &str, cap: usize) -> 
     }
 }
 
-fn floor_to(ts: i64, step: i64) -> i64 {
+/// The slot at or before `ts` on the grid of `step` ms (the probe source
+/// shares it, so both sources see one grid).
+pub(crate) fn floor_to(ts: i64, step: i64) -> i64 {
     ts.div_euclid(step) * step
 }
 
-fn ceil_to(ts: i64, step: i64) -> i64 {
+/// The slot at or after `ts` on the grid of `step` ms.
+pub(crate) fn ceil_to(ts: i64, step: i64) -> i64 {
     -floor_to(-ts, step)
 }
 

@@ -1,4 +1,301 @@
 //! The detectors. Each one updates with one sample at a time and returns a
 //! [`Scored`](crate::Scored); none looks ahead.
+//!
+//! - `adaptive/`: the adaptive-threshold detector, the default.
+//! - `changepoint`: Bayesian online changepoint detection (level and
+//!   variance shifts).
+//! - `seasonal`: the residual against a periodically refitted MSTL
+//!   decomposition (augurs-seasons, augurs-mstl).
+//! - `ensemble`: the adaptive and changepoint detectors (and optionally the
+//!   seasonal one) combined into one calibrated score.
+//! - `peer`: cross-series: which instance of a service differs from its
+//!   siblings at one timestamp (augurs-outlier's MAD).
+//! - `excursion`: fire-once excursions and hysteresis, shared.
+//!
+//! [`Detector`] is the per-signal choice (`kind` in [`DetectorConfig`]):
+//! one type with the adaptive detector's methods, so that the pipeline does
+//! not care which kind runs.
 
 pub mod adaptive;
+mod changepoint;
+mod ensemble;
+mod excursion;
+// PEER
+mod seasonal;
+
+pub use excursion::fire_once;
+
+use crate::{AdaptiveDetector, DetectorConfig, DetectorKind, Scored};
+use changepoint::Changepoint;
+use ensemble::Ensemble;
+use excursion::Excursions;
+use seasonal::Seasonal;
+
+/// What a model says about one sample before warm-up, limits and
+/// excursions: its calibrated score, the side, and the baseline it was
+/// compared with (which sets the excursion's band).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Assessment {
+    /// Calibrated score in [0, 1] (the crate's log scale).
+    pub(crate) score: f64,
+    /// Whether the sample lies above the baseline.
+    pub(crate) above: bool,
+    /// Baseline level and spread (a standard deviation) just before the
+    /// sample.
+    pub(crate) level: f64,
+    pub(crate) sigma: f64,
+}
+
+/// A model that [`Online`] turns into a detector.
+pub(crate) trait Model: Clone {
+    /// Scores sample `x` taken at `ts_ms`, then learns it.
+    fn update(&mut self, ts_ms: i64, x: f64) -> Assessment;
+    /// The current baseline level and spread (a standard deviation).
+    fn baseline(&self) -> (f64, f64);
+    /// Bytes this model holds on the heap.
+    fn heap_bytes(&self) -> usize {
+        0
+    }
+}
+
+impl Model for Changepoint {
+    fn update(&mut self, _ts_ms: i64, x: f64) -> Assessment {
+        Changepoint::update(self, x)
+    }
+    fn baseline(&self) -> (f64, f64) {
+        Changepoint::baseline(self)
+    }
+}
+
+/// A model with what every detector of the crate shares: warm-up,
+/// `direction`, hard limits, fire-once excursions with hysteresis, and the
+/// snapshot that [`Online::forget_excursion`] returns to.
+///
+/// The snapshot is taken just *after* the sample that fired (the models
+/// score and learn in one call), so forgetting an excursion keeps what its
+/// first sample taught; the adaptive detector, which scores before it
+/// learns, forgets that sample too.
+#[derive(Debug, Clone)]
+pub(crate) struct Online<M> {
+    cfg: DetectorConfig,
+    model: M,
+    seen: u64,
+    excursions: Excursions,
+    before: Option<Box<M>>,
+}
+
+impl<M: Model> Online<M> {
+    fn new(cfg: DetectorConfig, model: M) -> Self {
+        Online {
+            cfg,
+            model,
+            seen: 0,
+            excursions: Excursions::default(),
+            before: None,
+        }
+    }
+
+    fn beyond_limit(&self, x: f64) -> Option<bool> {
+        let d = self.cfg.direction;
+        if self.cfg.limit_above.is_some_and(|l| x > l) && d.watches(true) {
+            Some(true)
+        } else if self.cfg.limit_below.is_some_and(|l| x < l) && d.watches(false) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    fn update(&mut self, ts_ms: i64, x: f64) -> Scored {
+        if !x.is_finite() {
+            return Scored {
+                score: 0.0,
+                excursion: self.excursions.current(),
+            };
+        }
+        self.seen += 1;
+        let a = self.model.update(ts_ms, x);
+        let watched = self.cfg.direction.watches(a.above);
+        let mut score = if self.seen <= u64::from(self.cfg.warmup) || !watched {
+            0.0
+        } else {
+            a.score
+        };
+        let limit = self.beyond_limit(x);
+        let mut above = a.above;
+        if let Some(side) = limit {
+            (score, above) = (1.0, side);
+        }
+        if self.excursions.fires(score, self.cfg.threshold) {
+            if self.seen == 1 {
+                self.excursions.set_limit_band(&self.cfg);
+            } else {
+                self.excursions.set_band(a.level, a.sigma, x);
+            }
+            self.before = Some(Box::new(self.model.clone()));
+        }
+        let scored = self
+            .excursions
+            .step(&self.cfg, ts_ms, score, x, limit.is_some(), above);
+        if scored.excursion.is_none() {
+            self.before = None;
+        }
+        scored
+    }
+
+    fn band(&self, k: f64) -> (f64, f64) {
+        let (level, sigma) = self.model.baseline();
+        (level - k * sigma, level + k * sigma)
+    }
+
+    fn end_excursion(&mut self) {
+        self.excursions.end();
+        self.before = None;
+    }
+
+    fn forget_excursion(&mut self) -> bool {
+        if self.excursions.current().is_none() {
+            return false;
+        }
+        if let Some(before) = self.before.take() {
+            self.model = *before;
+        }
+        self.excursions.end();
+        true
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.model.heap_bytes()
+            + self
+                .before
+                .as_ref()
+                .map_or(0, |b| std::mem::size_of::<M>() + b.heap_bytes())
+    }
+}
+
+/// The detector of one series, of the kind its configuration names
+/// ([`DetectorConfig::kind`]): the type the pipeline holds per series.
+///
+/// It has the methods of [`AdaptiveDetector`] (`update`, `band`,
+/// `end_excursion`, `forget_excursion`), with the same meaning for every
+/// kind. The adaptive kind is held inline (its 1.1 KiB is the whole
+/// cost of a default series); the others are boxed, so that choosing one
+/// for a few signals does not grow every series.
+#[derive(Debug, Clone)]
+pub struct Detector(Inner);
+
+#[derive(Debug, Clone)]
+enum Inner {
+    Adaptive(AdaptiveDetector),
+    Changepoint(Box<Online<Changepoint>>),
+    Seasonal(Box<Online<Seasonal>>),
+    Ensemble(Box<Online<Ensemble>>),
+}
+
+impl Detector {
+    /// A detector of the kind and with the settings of `cfg`. Settings are
+    /// assumed valid ([`DetectorConfig::problems`] is empty).
+    pub fn new(cfg: DetectorConfig) -> Self {
+        Detector(match cfg.kind {
+            DetectorKind::Adaptive => Inner::Adaptive(AdaptiveDetector::new(cfg)),
+            DetectorKind::Changepoint => {
+                let m = Changepoint::new(&cfg);
+                Inner::Changepoint(Box::new(Online::new(cfg, m)))
+            }
+            DetectorKind::Seasonal => {
+                let m = Seasonal::new(&cfg);
+                Inner::Seasonal(Box::new(Online::new(cfg, m)))
+            }
+            DetectorKind::Ensemble => {
+                let m = Ensemble::new(&cfg);
+                Inner::Ensemble(Box::new(Online::new(cfg, m)))
+            }
+        })
+    }
+
+    /// A detector that never opens an excursion: every sample reports its
+    /// own score (what the detector would report on a sample that fires).
+    /// For benchmarks that sweep the threshold afterwards with
+    /// [`fire_once`]; nothing the detector learns depends on its
+    /// excursions, so the sweep is exact.
+    pub fn scores_only(cfg: DetectorConfig) -> Self {
+        Detector::new(DetectorConfig {
+            threshold: f64::INFINITY,
+            ..cfg
+        })
+    }
+
+    /// Which kind of detector this is.
+    pub fn kind(&self) -> DetectorKind {
+        match &self.0 {
+            Inner::Adaptive(_) => DetectorKind::Adaptive,
+            Inner::Changepoint(_) => DetectorKind::Changepoint,
+            Inner::Seasonal(_) => DetectorKind::Seasonal,
+            Inner::Ensemble(_) => DetectorKind::Ensemble,
+        }
+    }
+
+    /// Scores one sample taken at `ts_ms` (see [`AdaptiveDetector::update`]).
+    pub fn update(&mut self, ts_ms: i64, x: f64) -> Scored {
+        match &mut self.0 {
+            Inner::Adaptive(d) => d.update(ts_ms, x),
+            Inner::Changepoint(d) => d.update(ts_ms, x),
+            Inner::Seasonal(d) => d.update(ts_ms, x),
+            Inner::Ensemble(d) => d.update(ts_ms, x),
+        }
+    }
+
+    /// The normal band `level ± k·sigma` before the next sample (see
+    /// [`AdaptiveDetector::band`]).
+    pub fn band(&self, k: f64) -> (f64, f64) {
+        match &self.0 {
+            Inner::Adaptive(d) => d.band(k),
+            Inner::Changepoint(d) => d.band(k),
+            Inner::Seasonal(d) => d.band(k),
+            Inner::Ensemble(d) => d.band(k),
+        }
+    }
+
+    /// Forgets the current excursion, keeping everything learnt (see
+    /// [`AdaptiveDetector::end_excursion`]).
+    pub fn end_excursion(&mut self) {
+        match &mut self.0 {
+            Inner::Adaptive(d) => d.end_excursion(),
+            Inner::Changepoint(d) => d.end_excursion(),
+            Inner::Seasonal(d) => d.end_excursion(),
+            Inner::Ensemble(d) => d.end_excursion(),
+        }
+    }
+
+    /// Ends the current excursion and forgets what it taught (see
+    /// [`AdaptiveDetector::forget_excursion`] and, for the other kinds,
+    /// the note on [`Online`]: they keep what the firing sample taught).
+    /// Returns false outside an excursion.
+    pub fn forget_excursion(&mut self) -> bool {
+        match &mut self.0 {
+            Inner::Adaptive(d) => d.forget_excursion(),
+            Inner::Changepoint(d) => d.forget_excursion(),
+            Inner::Seasonal(d) => d.forget_excursion(),
+            Inner::Ensemble(d) => d.forget_excursion(),
+        }
+    }
+
+    /// Bytes of state of this detector: the inline size plus what it holds
+    /// on the heap (boxed state, history buffers, the snapshot of an open
+    /// excursion). What one watched series costs.
+    pub fn state_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + match &self.0 {
+                Inner::Adaptive(d) => {
+                    if d.forget_snapshot_held() {
+                        std::mem::size_of::<AdaptiveDetector>()
+                    } else {
+                        0
+                    }
+                }
+                Inner::Changepoint(d) => std::mem::size_of_val(&**d) + d.heap_bytes(),
+                Inner::Seasonal(d) => std::mem::size_of_val(&**d) + d.heap_bytes(),
+                Inner::Ensemble(d) => std::mem::size_of_val(&**d) + d.heap_bytes(),
+            }
+    }
+}

@@ -441,3 +441,91 @@ impl DetectorConfig {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<DetectorConfig, String> {
+        serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn existing_files_keep_parsing_as_the_adaptive_detector() {
+        let cfg = parse(r#"{"threshold": 0.3}"#).unwrap();
+        assert_eq!(cfg.kind, DetectorKind::Adaptive);
+        assert_eq!(cfg.threshold, 0.3);
+        assert_eq!(cfg.changepoint, ChangepointConfig::default());
+        assert_eq!(parse("{}").unwrap(), DetectorConfig::default());
+    }
+
+    #[test]
+    fn kind_and_its_settings_parse() {
+        let cfg = parse(
+            r#"{"kind": "ensemble", "changepoint": {"within": 8}, "ensemble": {"seasonal": true}}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.kind, DetectorKind::Ensemble);
+        assert_eq!(cfg.changepoint.within, 8);
+        assert_eq!(cfg.changepoint.expected_run, 250.0);
+        assert!(cfg.ensemble.seasonal);
+        for k in DetectorKind::ALL {
+            let c = parse(&format!(r#"{{"kind": "{k}"}}"#)).unwrap();
+            assert_eq!(c.kind, k);
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_kinds_are_refused() {
+        let e = parse(r#"{"kind": "prophet"}"#).unwrap_err();
+        assert!(e.contains("unknown variant `prophet`"), "{e}");
+        let e = parse(r#"{"seasonal": {"periods": 3}}"#).unwrap_err();
+        assert!(e.contains("unknown field `periods`"), "{e}");
+    }
+
+    #[test]
+    fn the_default_serialises_as_before() {
+        // A parameter file of the adaptive detector does not grow the new
+        // sections, so files written before them read the same.
+        let text = serde_json::to_string(&DetectorConfig::default()).unwrap();
+        for absent in ["kind", "changepoint", "seasonal", "ensemble"] {
+            assert!(!text.contains(absent), "{text}");
+        }
+        let cfg = DetectorConfig {
+            kind: DetectorKind::Seasonal,
+            ..DetectorConfig::default()
+        };
+        let back = parse(&serde_json::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn every_problem_of_the_new_sections_is_reported() {
+        let cfg = DetectorConfig {
+            changepoint: ChangepointConfig {
+                expected_run: 1.0,
+                within: 0,
+                scale_half_life: f64::NAN,
+            },
+            seasonal: SeasonalConfig {
+                history: 10,
+                refit_every: 0,
+                min_period: 1,
+            },
+            ..DetectorConfig::default()
+        };
+        let fields: Vec<_> = cfg.problems().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            fields,
+            [
+                "changepoint.expected_run",
+                "changepoint.within",
+                "changepoint.scale_half_life",
+                "seasonal.history",
+                "seasonal.refit_every",
+                "seasonal.min_period",
+            ]
+        );
+        assert!(DetectorConfig::default().problems().is_empty());
+    }
+}

@@ -299,3 +299,117 @@ impl Detector {
             }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Direction;
+
+    fn of(kind: DetectorKind) -> DetectorConfig {
+        DetectorConfig {
+            kind,
+            ..DetectorConfig::default()
+        }
+    }
+
+    /// A steady sine with a little deterministic jitter.
+    fn wave(i: usize) -> f64 {
+        100.0 + 5.0 * (i as f64 * 0.3).sin() + ((i * 7919) % 17) as f64 / 17.0
+    }
+
+    #[test]
+    fn each_kind_is_built_from_its_config() {
+        for kind in DetectorKind::ALL {
+            assert_eq!(Detector::new(of(kind)).kind(), kind);
+        }
+    }
+
+    #[test]
+    fn the_adaptive_kind_is_the_adaptive_detector() {
+        let cfg = DetectorConfig::sensitive();
+        let mut a = AdaptiveDetector::new(cfg.clone());
+        let mut d = Detector::new(cfg);
+        for i in 0..3000 {
+            let x = wave(i) + if i % 500 == 499 { 30.0 } else { 0.0 };
+            let ts = i as i64 * 60_000;
+            assert_eq!(d.band(3.0), a.band(3.0));
+            assert_eq!(d.update(ts, x), a.update(ts, x));
+        }
+    }
+
+    #[test]
+    fn every_kind_fires_once_on_a_hard_limit_and_forgets_it() {
+        for kind in DetectorKind::ALL {
+            let mut d = Detector::new(DetectorConfig {
+                limit_above: Some(200.0),
+                ..of(kind)
+            });
+            let first = d.update(0, 500.0);
+            assert_eq!(first.score, 1.0, "{kind}");
+            assert!(
+                first.excursion.is_some_and(|e| e.first && e.above),
+                "{kind}"
+            );
+            let second = d.update(60_000, 500.0);
+            assert_eq!(second.score, 0.0, "{kind}");
+            assert!(second.excursion.is_some_and(|e| !e.first && !e.in_band));
+            assert!(d.forget_excursion(), "{kind}");
+            assert!(!d.forget_excursion(), "{kind}");
+        }
+    }
+
+    #[test]
+    fn direction_is_honoured_by_every_kind() {
+        for kind in [DetectorKind::Changepoint, DetectorKind::Ensemble] {
+            let mut d = Detector::new(DetectorConfig {
+                direction: Direction::Up,
+                ..DetectorConfig {
+                    kind,
+                    ..DetectorConfig::sensitive()
+                }
+            });
+            for i in 0..3000 {
+                d.update(i as i64 * 60_000, wave(i));
+            }
+            let mut fired_down = false;
+            for i in 3000..3100 {
+                let s = d.update(i as i64 * 60_000, wave(i) - 60.0);
+                fired_down |= s.excursion.is_some();
+            }
+            assert!(!fired_down, "{kind} fired on a drop while watching up");
+        }
+    }
+
+    #[test]
+    fn end_excursion_keeps_the_model() {
+        let mut d = Detector::new(of(DetectorKind::Changepoint));
+        for i in 0..2000 {
+            d.update(i as i64 * 60_000, wave(i));
+        }
+        let band = d.band(3.0);
+        d.end_excursion();
+        assert_eq!(d.band(3.0), band);
+        assert!(!d.forget_excursion());
+    }
+
+    #[test]
+    fn memory_per_series() {
+        // The default kind costs what the adaptive detector costs: the
+        // other kinds are boxed and do not grow the enum.
+        assert!(std::mem::size_of::<Detector>() <= std::mem::size_of::<AdaptiveDetector>() + 8);
+        let bytes = |kind| {
+            let mut d = Detector::new(of(kind));
+            for i in 0..3000 {
+                d.update(i as i64 * 60_000, wave(i));
+            }
+            d.end_excursion();
+            d.state_bytes()
+        };
+        assert!(bytes(DetectorKind::Adaptive) <= 4096);
+        assert!(bytes(DetectorKind::Changepoint) <= 4096);
+        assert!(bytes(DetectorKind::Ensemble) <= 4096);
+        // The seasonal history dominates: 2,048 samples of 8 bytes.
+        let seasonal = bytes(DetectorKind::Seasonal);
+        assert!((16_384..=32_768).contains(&seasonal), "{seasonal}");
+    }
+}

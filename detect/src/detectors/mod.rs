@@ -20,7 +20,7 @@ pub mod adaptive;
 mod changepoint;
 mod ensemble;
 mod excursion;
-// PEER
+pub mod peer;
 mod seasonal;
 
 pub use excursion::fire_once;

@@ -184,6 +184,9 @@ impl<M: Model> Online<M> {
 #[derive(Debug, Clone)]
 pub struct Detector(Inner);
 
+// The size difference is the point: the default kind inline, the others
+// boxed (see `Detector`).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 enum Inner {
     Adaptive(AdaptiveDetector),

@@ -106,13 +106,14 @@ pub struct DetectorConfig {
     /// (`up` below 0.5: the target is gone).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_below: Option<f64>,
-    /// Which detector scores this signal: `adaptive` (the default, about
-    /// 1 KiB per series), `changepoint` (level and variance shifts),
+    /// Which detector scores this signal: `adaptive` (the default, 1.2 KiB
+    /// per series), `changepoint` (level and variance shifts, 2.1 KiB),
     /// `seasonal` (residual of a periodically refitted MSTL decomposition;
-    /// tens of KiB per series, opt-in) or `ensemble` (adaptive and
-    /// changepoint combined, seasonal too if `ensemble.seasonal`). Every
-    /// kind honours `direction`, `warmup`, the thresholds and the hard
-    /// limits above; the adaptive settings feed the adaptive part.
+    /// about 18 KiB with the default history, opt-in) or `ensemble`
+    /// (adaptive and changepoint combined, 3.3 KiB; seasonal too if
+    /// `ensemble.seasonal`). Every kind honours `direction`, `warmup`, the
+    /// thresholds and the hard limits above; the adaptive settings feed the
+    /// adaptive part.
     #[serde(skip_serializing_if = "DetectorKind::is_adaptive")]
     pub kind: DetectorKind,
     /// Settings of the `changepoint` detector (and of the ensemble's).

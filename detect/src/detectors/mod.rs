@@ -271,9 +271,11 @@ impl Detector {
     }
 
     /// Ends the current excursion and forgets what it taught (see
-    /// [`AdaptiveDetector::forget_excursion`] and, for the other kinds,
-    /// the note on [`Online`]: they keep what the firing sample taught).
-    /// Returns false outside an excursion.
+    /// [`AdaptiveDetector::forget_excursion`]). The other kinds score and
+    /// learn a sample in one step, so their snapshot is taken just after
+    /// the sample that fired: forgetting keeps what that one sample taught
+    /// and drops the rest of the excursion. Returns false outside an
+    /// excursion.
     pub fn forget_excursion(&mut self) -> bool {
         match &mut self.0 {
             Inner::Adaptive(d) => d.forget_excursion(),

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use detect::{Detector, Scored};
+use detect::{Detector, DetectorConfig, Scored};
 use ingest::{Admit, DropReason, Labels, Sanitizer};
 use remediate::engine::EngineEvent;
 use remediate::engine::Outcome;
@@ -80,6 +80,34 @@ pub struct Pipeline {
     recording: HashMap<String, usize>,
     /// Evidence of resolved incidents, oldest first, until taken.
     resolved_evidence: VecDeque<(String, Evidence)>,
+    /// Tuned settings and learned sensitivity (see [`Learning`]).
+    learning: Learning,
+}
+
+/// Detector settings that come from outside the runbooks: a tuned
+/// parameter file (`--params`) for the signals that set no `detector:`,
+/// and each signal's learned threshold offset (learning from outcomes,
+/// `remediate::store::Mark`); plus the performed steps that did not help,
+/// which the caller records (and then applies) as marks.
+#[derive(Debug, Default)]
+struct Learning {
+    default_detector: Option<DetectorConfig>,
+    offsets: HashMap<String, f64>,
+    not_helped: Vec<NotHelped>,
+}
+
+/// Most not-helped steps held until taken ([`Pipeline::take_not_helped`]).
+pub const NOT_HELPED_HELD: usize = 256;
+
+/// A performed (not dry-run) step whose verification said it did not help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotHelped {
+    /// The signal of its incident.
+    pub signal: String,
+    /// The incident.
+    pub incident: String,
+    /// The 1-based step.
+    pub step: usize,
 }
 
 /// What one sample led to.
@@ -104,6 +132,7 @@ impl Pipeline {
             stats: PipelineStats::default(),
             recording: HashMap::new(),
             resolved_evidence: VecDeque::new(),
+            learning: Learning::default(),
         }
     }
 
@@ -122,7 +151,7 @@ impl Pipeline {
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
             sanitizer: Sanitizer::default(),
-            detector: Detector::new(signal.detector()),
+            detector: self.learning.detector(signal),
             grace_left: 0,
             ring: EvidenceRing::new(),
             recording: Vec::new(),
@@ -192,6 +221,8 @@ impl Pipeline {
         {
             self.stats.forgotten += 1;
         }
+        self.learning
+            .note_not_helped(&self.engine, &state.signal, &events);
         self.record_evidence(series.0, &events);
         Pushed {
             scored: Some(scored),
@@ -281,6 +312,43 @@ impl Pipeline {
         self.series[series.0].detector.end_excursion();
     }
 
+    /// Uses `cfg` (a `heal tune` parameter file) for every signal whose
+    /// runbook sets no `detector:`; series registered later get it.
+    pub fn set_default_detector(&mut self, cfg: DetectorConfig) {
+        self.learning.default_detector = Some(cfg);
+    }
+
+    /// Sets the learned threshold offset of `signal`: its detectors fire at
+    /// the signal's threshold plus `offset` (the reset threshold moves in
+    /// proportion), now for the series registered and later for new ones.
+    /// Returns how many series changed.
+    pub fn set_threshold_offset(&mut self, signal: &str, offset: f64) -> usize {
+        self.learning.offsets.insert(signal.to_owned(), offset);
+        let Some(sig) = self.runbooks.signal(signal) else {
+            return 0;
+        };
+        let (t, r) = self.learning.thresholds(sig);
+        let mut changed = 0;
+        for state in self.series.iter_mut().filter(|s| s.signal == signal) {
+            state.detector.set_threshold(t, r);
+            changed += 1;
+        }
+        changed
+    }
+
+    /// Whether a runbook signal has this name.
+    pub fn watches_signal(&self, signal: &str) -> bool {
+        self.runbooks.signal(signal).is_some()
+    }
+
+    /// Takes the performed steps verified as not having helped since the
+    /// last call (at most [`NOT_HELPED_HELD`]), for the caller to record as
+    /// marks in its incident store and apply. Dry-run steps never appear:
+    /// a step that did not run says nothing about the detection.
+    pub fn take_not_helped(&mut self) -> Vec<NotHelped> {
+        std::mem::take(&mut self.learning.not_helped)
+    }
+
     /// The rule engine, for guard state, silences and approvals.
     pub fn engine(&self) -> &Engine {
         &self.engine
@@ -299,6 +367,70 @@ impl Pipeline {
     /// Every incident, open ones marked unresolved at `end_ms`.
     pub fn finish(&self, end_ms: i64) -> Vec<Incident> {
         self.engine.finish(end_ms)
+    }
+}
+
+impl Learning {
+    /// A new detector for a series of `signal`: the runbook's settings, or
+    /// the tuned ones when the runbook sets none, with the learned offset.
+    fn detector(&self, signal: &remediate::runbook::Signal) -> Detector {
+        let mut detector = Detector::new(self.base(signal));
+        if self.offsets.contains_key(&signal.name) {
+            let (t, r) = self.thresholds(signal);
+            detector.set_threshold(t, r);
+        }
+        detector
+    }
+
+    fn base(&self, signal: &remediate::runbook::Signal) -> DetectorConfig {
+        match (&signal.detector, &self.default_detector) {
+            (Some(own), _) => own.clone(),
+            (None, Some(tuned)) => tuned.clone(),
+            (None, None) => DetectorConfig::default(),
+        }
+    }
+
+    /// Threshold and reset threshold of `signal` with its offset. The
+    /// threshold stays at 0.01 or more: a zero threshold would fire on
+    /// every sample.
+    fn thresholds(&self, signal: &remediate::runbook::Signal) -> (f64, f64) {
+        let base = self.base(signal);
+        let offset = self.offsets.get(&signal.name).copied().unwrap_or(0.0);
+        let t = (base.threshold + offset).clamp(0.01, 1.0);
+        let r = if base.threshold > 0.0 {
+            base.reset_threshold * t / base.threshold
+        } else {
+            base.reset_threshold
+        };
+        (t, r)
+    }
+
+    /// Remembers the performed steps among `events` that did not help.
+    fn note_not_helped(&mut self, engine: &Engine, signal: &str, events: &[EngineEvent]) {
+        for event in events {
+            let EngineEvent::Verified {
+                incident,
+                step,
+                verification,
+            } = event
+            else {
+                continue;
+            };
+            if verification.outcome == Outcome::Recovered {
+                continue;
+            }
+            let performed = engine
+                .incident(incident)
+                .and_then(|i| i.actions.get(step.wrapping_sub(1)))
+                .is_some_and(|a| a.decision.allowed);
+            if performed && self.not_helped.len() < NOT_HELPED_HELD {
+                self.not_helped.push(NotHelped {
+                    signal: signal.to_owned(),
+                    incident: incident.clone(),
+                    step: *step,
+                });
+            }
+        }
     }
 }
 
@@ -373,6 +505,85 @@ rules:
         assert_eq!(p.stats().forgotten, 3);
         let incidents = p.finish(400_000);
         assert!(incidents.iter().all(|i| i.resolved_ms.is_some()));
+    }
+
+    #[test]
+    fn tuned_settings_and_offsets_reach_the_signal_detectors() {
+        // RUNBOOK plus a signal that sets no `detector:`.
+        let text = RUNBOOK.replace(
+            "signals:\n",
+            "signals:\n  - name: latency\n    query: latency\n",
+        );
+        let set =
+            RunbookSet::from_sources(&[("rb.yaml".into(), text)]).unwrap_or_else(|e| panic!("{e}"));
+        let mut p = Pipeline::new(set, EngineOptions::default());
+        let tuned = DetectorConfig {
+            threshold: 0.3,
+            reset_threshold: 0.15,
+            ..DetectorConfig::default()
+        };
+        p.set_default_detector(tuned);
+        let lat = p
+            .register(&"latency{service=\"a\"}".parse().unwrap())
+            .unwrap();
+        let queue = p
+            .register(&"queue_depth{service=\"a\"}".parse().unwrap())
+            .unwrap();
+        let cfg = |p: &Pipeline, h: SeriesHandle| p.series[h.0].detector.config().clone();
+        // The tuned file for the signal without `detector:`, the runbook's own otherwise.
+        assert_eq!(cfg(&p, lat).threshold, 0.3);
+        assert_eq!(cfg(&p, queue).threshold, 0.4);
+        assert_eq!(cfg(&p, queue).min_spread, 1.0);
+        // An offset moves the threshold and the reset threshold with it.
+        assert_eq!(p.set_threshold_offset("latency", 0.06), 1);
+        let c = cfg(&p, lat);
+        assert!((c.threshold - 0.36).abs() < 1e-12, "{c:?}");
+        assert!((c.reset_threshold - 0.18).abs() < 1e-12, "{c:?}");
+        assert_eq!(cfg(&p, queue).threshold, 0.4, "other signals keep theirs");
+        // A series registered later gets the offset too; never below 0.01.
+        let lat2 = p
+            .register(&"latency{service=\"b\"}".parse().unwrap())
+            .unwrap();
+        assert!((cfg(&p, lat2).threshold - 0.36).abs() < 1e-12);
+        p.set_threshold_offset("queue_depth", -0.5);
+        assert_eq!(cfg(&p, queue).threshold, 0.01);
+        assert_eq!(p.set_threshold_offset("nope", 0.1), 0);
+    }
+
+    #[test]
+    fn a_performed_step_that_did_not_help_is_handed_out_a_dry_run_one_is_not() {
+        for dry_run in [false, true] {
+            let set = RunbookSet::from_sources(&[("rb.yaml".into(), RUNBOOK.into())])
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut p = Pipeline::new(set, EngineOptions { dry_run });
+            let h = p
+                .register(&"queue_depth{service=\"jobs\"}".parse().unwrap())
+                .unwrap();
+            // A fault that outlasts the 3 s verification wait.
+            for i in 0..330i64 {
+                let v = if (300..320).contains(&i) {
+                    60.0
+                } else {
+                    normal(i)
+                };
+                p.push(h, i * 1000, v);
+            }
+            let got = p.take_not_helped();
+            if dry_run {
+                assert!(got.is_empty(), "{got:?}");
+            } else {
+                assert_eq!(
+                    got.first(),
+                    Some(&NotHelped {
+                        signal: "queue_depth".into(),
+                        incident: "inc-000001".into(),
+                        step: 1,
+                    }),
+                    "{got:?}"
+                );
+                assert!(p.take_not_helped().is_empty(), "taken once");
+            }
+        }
     }
 
     #[test]

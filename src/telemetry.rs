@@ -96,6 +96,12 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Gauge,
         "Incidents the engine holds in memory (open, or resolved within the last hour).",
     ),
+    // Learning from outcomes (src/cli/control.rs `apply_offset`).
+    (
+        "heal_signal_threshold_offset",
+        Kind::Gauge,
+        "Learned threshold offset of a signal (learning from outcomes), by signal.",
+    ),
 ];
 
 impl Default for Telemetry {

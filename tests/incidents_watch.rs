@@ -186,3 +186,57 @@ rules:
     assert_eq!(ids.iter().filter(|id| *id == "inc-000001").count(), 1);
     assert!(ids.iter().all(|id| id.as_str() >= "inc-000001"), "{ids:?}");
 }
+
+/// Learning from outcomes, live: a performed step verified as not having
+/// helped (the target stays down) is recorded in the store as a
+/// `not_helped` adjustment of its signal, and applied.
+#[test]
+fn a_performed_step_that_did_not_help_makes_its_signal_less_sensitive() {
+    let dir = tempfile::tempdir().unwrap();
+    let prometheus = free_port();
+    let _prom = start_prometheus(dir.path(), prometheus, free_port());
+    let runbooks = dir.path().join("runbooks");
+    std::fs::create_dir(&runbooks).unwrap();
+    std::fs::write(
+        runbooks.join("dead.yaml"),
+        "signals:
+  - name: target_up
+    query: max by (instance) (up{job=\"dead\"})
+    detector:
+      direction: down
+      limit_below: 0.5
+rules:
+  - name: target-down
+    when: { signal: target_up, direction: down, for: 0s }
+    then:
+      - action: exec
+        argv: ['true']
+    verify: { wait: 2s }
+",
+    )
+    .unwrap();
+    let db = dir.path().join("heal.db");
+    let heal = watch(prometheus, &runbooks, &db, &["--execute"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _heal = Guard(heal);
+    // `true` runs, the target stays down: not recovered, so not helped.
+    let history = wait_until(
+        "a not_helped adjustment in the store",
+        Duration::from_secs(120),
+        || {
+            let store = Store::open_read_only(&db).ok()?;
+            let history = store.sensitivity_history().ok()?;
+            (!history.is_empty()).then_some(history)
+        },
+    );
+    let a = &history[0];
+    assert_eq!(a.signal, "target_up");
+    assert_eq!(a.reason, remediate::store::SensitivityReason::NotHelped);
+    assert_eq!(a.incident.as_deref(), Some("inc-000001"));
+    assert_eq!((a.old, a.new), (0.0, 0.01));
+    let store = Store::open_read_only(&db).unwrap();
+    assert_eq!(store.sensitivity_offsets().unwrap()["target_up"], 0.01);
+}

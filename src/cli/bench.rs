@@ -45,7 +45,7 @@ enum DetectorName {
     /// 0.4: no alarm on 100,000 samples of stationary noise).
     Adaptive,
     /// The adaptive-threshold detector with the sensitive preset (threshold
-    /// 0.18, the best corpus-wide threshold on NAB).
+    /// 0.17, among the best corpus-wide thresholds on NAB).
     Sensitive,
     /// Bayesian online changepoint detection (`kind: changepoint`).
     Changepoint,

@@ -67,6 +67,14 @@ pub enum Command {
         /// What the engine did (the decision on the step), or why not.
         reply: oneshot::Sender<Result<Vec<EngineEvent>, String>>,
     },
+    /// Learning from outcomes: record a sensitivity mark in the incident
+    /// store and apply the signal's new threshold offset at once.
+    Mark {
+        /// The mark.
+        mark: remediate::store::Mark,
+        /// What it did, or an HTTP status and why not.
+        reply: oneshot::Sender<Result<remediate::store::Marked, (StatusCode, String)>>,
+    },
     /// Does the incident's symptom still hold? (Asked by the act stage just
     /// before acting.)
     Recheck {
@@ -480,6 +488,234 @@ pub fn run_approve(args: ApproveArgs) -> anyhow::Result<()> {
         &format!("/api/incidents/{}/approve", args.incident),
         Some(body),
     )
+}
+
+// ---- Learning from outcomes: marks through the API, applied by decide ----
+
+/// Body of `POST /api/incidents/ID/false-alarm` (may be empty).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FalseAlarmBody {
+    /// Why, for the sensitivity history.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// Body of `POST /api/missed`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MissedBody {
+    /// The signal that should have fired.
+    pub signal: String,
+    /// When the missed anomaly happened: RFC 3339, `now` or `-1h`.
+    pub at: String,
+    /// What was missed.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[derive(Clone)]
+struct Marks {
+    api: Api,
+    db: Option<std::path::PathBuf>,
+}
+
+/// The routes that mark incidents (`POST /api/incidents/ID/false-alarm`,
+/// `POST /api/missed`), behind the same bearer token as the other changes.
+/// The decide loop records the mark through the store's writer and applies
+/// the new offset before it answers.
+pub fn mark_routes(
+    commands: mpsc::Sender<Command>,
+    token: Option<String>,
+    db: Option<std::path::PathBuf>,
+) -> axum::Router {
+    axum::Router::new()
+        .route("/api/incidents/{id}/false-alarm", post(false_alarm))
+        .route("/api/missed", post(missed))
+        .with_state(Marks {
+            api: Api { commands, token },
+            db,
+        })
+}
+
+const NEEDS_DB: &str = "marks are recorded in the incident store: start heal watch with --db FILE";
+
+/// A JSON body, or the default for an empty one.
+#[allow(clippy::result_large_err)]
+fn body_or_default<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+async fn false_alarm(
+    State(marks): State<Marks>,
+    headers: HeaderMap,
+    Path(incident): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = authorize(&marks.api, &headers) {
+        return r;
+    }
+    let body: FalseAlarmBody = match body_or_default(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(db) = marks.db.clone() else {
+        return error(StatusCode::CONFLICT, NEEDS_DB);
+    };
+    // The incident's signal, from the store (the engine forgets resolved
+    // incidents after an hour; the store keeps them).
+    let id = incident.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let store = remediate::store::Store::open_read_only(&db).map_err(|e| e.to_string())?;
+        store
+            .incident(&id)
+            .map(|r| r.map(|r| r.incident.signal))
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let signal = match found {
+        Ok(Ok(Some(signal))) => signal,
+        Ok(Ok(None)) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no incident {incident:?} in the store"),
+            )
+        }
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let mark = remediate::store::Mark {
+        signal,
+        reason: remediate::store::SensitivityReason::FalseAlarm,
+        incident: Some(incident),
+        missed_at_ms: None,
+        note: body.note,
+        at_ms: now_ms(),
+    };
+    send_mark(&marks.api, mark).await
+}
+
+async fn missed(
+    State(marks): State<Marks>,
+    headers: HeaderMap,
+    body: Result<Json<MissedBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(r) = authorize(&marks.api, &headers) {
+        return r;
+    }
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    if marks.db.is_none() {
+        return error(StatusCode::CONFLICT, NEEDS_DB);
+    }
+    let now = now_ms();
+    let at = match super::record::parse_time("at", &body.at, now) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.0),
+    };
+    let mark = remediate::store::Mark {
+        signal: body.signal,
+        reason: remediate::store::SensitivityReason::Missed,
+        incident: None,
+        missed_at_ms: Some(at),
+        note: body.note,
+        at_ms: now,
+    };
+    send_mark(&marks.api, mark).await
+}
+
+async fn send_mark(api: &Api, mark: remediate::store::Mark) -> Response {
+    match ask(api, |reply| Command::Mark { mark, reply }).await {
+        Ok(Ok(marked)) => {
+            let (adjustment, already) = match marked {
+                remediate::store::Marked::Adjusted(a) => (a, false),
+                remediate::store::Marked::AlreadyMarked(a) => (a, true),
+            };
+            Json(serde_json::json!({
+                "adjustment": adjustment,
+                "already_marked": already,
+            }))
+            .into_response()
+        }
+        Ok(Err((status, message))) => error(status, message),
+        Err(r) => r,
+    }
+}
+
+/// The decide loop's side of [`Command::Mark`]: checks the signal is one
+/// of the runbooks', records the mark through the store's writer (committed
+/// before the answer), and applies the new offset to the signal's detectors.
+pub(crate) async fn record_mark(
+    pipeline: &mut crate::pipeline::Pipeline,
+    store: Option<&remediate::store::StoreWriter>,
+    telemetry: &crate::telemetry::Telemetry,
+    mark: remediate::store::Mark,
+) -> Result<remediate::store::Marked, (StatusCode, String)> {
+    let Some(store) = store else {
+        return Err((StatusCode::CONFLICT, NEEDS_DB.to_owned()));
+    };
+    if !pipeline.watches_signal(&mark.signal) {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!("no signal {:?} in the runbooks", mark.signal),
+        ));
+    }
+    let marked = store
+        .mark(mark)
+        .await
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if let remediate::store::Marked::Adjusted(a) = &marked {
+        apply_offset(pipeline, telemetry, &a.signal, a.new);
+        tracing::info!(stage = "detect", signal = %a.signal, old = a.old, new = a.new, reason = a.reason.as_str(), incident = ?a.incident, "threshold offset adjusted");
+    }
+    Ok(marked)
+}
+
+/// Records the performed steps that did not help (see
+/// `Pipeline::take_not_helped`) as marks and applies them. Without a store
+/// nothing is learnt: an adjustment that is not recorded is not made.
+pub(crate) async fn learn_from_not_helped(
+    pipeline: &mut crate::pipeline::Pipeline,
+    store: Option<&remediate::store::StoreWriter>,
+    telemetry: &crate::telemetry::Telemetry,
+) {
+    for nh in pipeline.take_not_helped() {
+        let mark = remediate::store::Mark {
+            signal: nh.signal,
+            reason: remediate::store::SensitivityReason::NotHelped,
+            incident: Some(nh.incident),
+            missed_at_ms: None,
+            note: Some(format!("step {} verified as not having helped", nh.step)),
+            at_ms: now_ms(),
+        };
+        if store.is_none() {
+            tracing::debug!(signal = %mark.signal, "step did not help; no --db, nothing learnt");
+            continue;
+        }
+        if let Err((_, e)) = record_mark(pipeline, store, telemetry, mark).await {
+            tracing::error!(stage = "detect", error = %e, "recording a step that did not help failed");
+        }
+    }
+}
+
+/// Sets a signal's threshold offset in the pipeline and in `/metrics`.
+pub(crate) fn apply_offset(
+    pipeline: &mut crate::pipeline::Pipeline,
+    telemetry: &crate::telemetry::Telemetry,
+    signal: &str,
+    offset: f64,
+) {
+    pipeline.set_threshold_offset(signal, offset);
+    telemetry.set(
+        "heal_signal_threshold_offset",
+        &[("signal", signal)],
+        offset,
+    );
 }
 
 #[cfg(test)]

@@ -3,6 +3,13 @@
 //!
 //! Both open the store read-only: they never migrate it and never mark a
 //! running action interrupted, so they are safe while `heal watch` writes.
+//!
+//! `heal incidents mark ID --false-alarm`, `heal incidents missed` and
+//! `heal incidents sensitivity` are learning from outcomes (see
+//! `remediate::store` sensitivity): a mark is written through
+//! `Store::open_for_marks`, which never marks anything interrupted either,
+//! and a running watch applies it at its next start (its API applies marks
+//! at once).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -10,7 +17,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use remediate::store::{
     ActionRecord, ExecutionState, IncidentFilter, IncidentOutcome, IncidentStatus, IncidentSummary,
-    Store, StoreError,
+    Mark, Marked, SensitivityReason, Store, StoreError,
 };
 
 use super::record::parse_time;
@@ -24,6 +31,18 @@ pub enum IncidentsCmd {
     /// Show one incident: the post-incident report (summary, timeline,
     /// steps) and every execution of its actions.
     Show(ShowArgs),
+    /// Mark an incident as a false alarm: its signal becomes a little less
+    /// sensitive (threshold offset +0.02, bounded). A running `heal watch`
+    /// picks it up at its next start (or mark through its API, POST
+    /// /api/incidents/ID/false-alarm, to apply it at once).
+    Mark(MarkArgs),
+    /// Record an anomaly heal missed: the signal becomes a little more
+    /// sensitive (threshold offset -0.02, bounded). Through a running
+    /// watch's API: POST /api/missed.
+    Missed(MissedArgs),
+    /// Learned sensitivity: each signal's threshold offset and every
+    /// adjustment (false alarms, missed anomalies, steps that did not help).
+    Sensitivity(SensitivityArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,6 +92,9 @@ pub fn run(cmd: IncidentsCmd) -> anyhow::Result<()> {
     match cmd {
         IncidentsCmd::List(args) => list(args),
         IncidentsCmd::Show(args) => show(args),
+        IncidentsCmd::Mark(args) => mark(args),
+        IncidentsCmd::Missed(args) => missed(args),
+        IncidentsCmd::Sensitivity(args) => sensitivity(args),
     }
 }
 
@@ -310,6 +332,236 @@ fn execution(e: &ActionRecord) -> String {
         }
     }
     out
+}
+
+// ---- Learning from outcomes: marks and the sensitivity history ----
+
+#[derive(Debug, clap::Args)]
+pub struct MarkArgs {
+    /// Incident id, such as `inc-000042`.
+    id: String,
+    /// The incident was not a real problem.
+    #[arg(long, required = true)]
+    false_alarm: bool,
+    /// Why, for the history.
+    #[arg(long)]
+    note: Option<String>,
+    /// The incident store.
+    #[arg(long, default_value = "heal.db")]
+    db: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MissedArgs {
+    /// The signal that should have fired (runbook `signals[].name`).
+    #[arg(long)]
+    signal: String,
+    /// When the missed anomaly happened: RFC 3339, `now`, or a time before
+    /// now such as `-1h`.
+    #[arg(long)]
+    at: String,
+    /// What was missed, for the history.
+    #[arg(long)]
+    note: Option<String>,
+    /// The incident store.
+    #[arg(long, default_value = "heal.db")]
+    db: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SensitivityArgs {
+    /// The incident store.
+    #[arg(long, default_value = "heal.db")]
+    db: PathBuf,
+    /// One JSON object (`offsets`, `history`) instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A mark refused because of what the user gave (unknown incident, bad
+/// signal name): the API answers it with 404 or 400, the CLI with exit 64.
+#[derive(Debug)]
+pub enum MarkError {
+    /// No incident with this id in the store.
+    NoSuchIncident(String),
+    /// Anything the user gave that is wrong.
+    Invalid(String),
+    /// The store failed.
+    Store(anyhow::Error),
+}
+
+impl std::fmt::Display for MarkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MarkError::NoSuchIncident(id) => write!(f, "no incident {id:?} in the store"),
+            MarkError::Invalid(m) => f.write_str(m),
+            MarkError::Store(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl From<MarkError> for anyhow::Error {
+    fn from(e: MarkError) -> anyhow::Error {
+        match e {
+            MarkError::Store(e) => e,
+            other => UsageError(other.to_string()).into(),
+        }
+    }
+}
+
+fn open_for_marks(db: &std::path::Path) -> Result<Store, MarkError> {
+    Store::open_for_marks(db).map_err(|e| match e {
+        StoreError::Missing(_) | StoreError::TooNew { .. } => MarkError::Invalid(e.to_string()),
+        other => MarkError::Store(other.into()),
+    })
+}
+
+/// Records `id` as a false alarm in the store at `db` (wall time `now_ms`):
+/// what `heal incidents mark` and watch's API both do.
+pub fn mark_false_alarm(
+    db: &std::path::Path,
+    id: &str,
+    note: Option<String>,
+    now_ms: i64,
+) -> Result<Marked, MarkError> {
+    let mut store = open_for_marks(db)?;
+    let record = store
+        .incident(id)
+        .map_err(|e| MarkError::Store(e.into()))?
+        .ok_or_else(|| MarkError::NoSuchIncident(id.to_owned()))?;
+    store
+        .mark_sensitivity(&Mark {
+            signal: record.incident.signal,
+            reason: SensitivityReason::FalseAlarm,
+            incident: Some(id.to_owned()),
+            missed_at_ms: None,
+            note,
+            at_ms: now_ms,
+        })
+        .map_err(|e| MarkError::Store(e.into()))
+}
+
+/// Records an anomaly of `signal` at `at_ms` that heal missed.
+pub fn mark_missed(
+    db: &std::path::Path,
+    signal: &str,
+    at_ms: i64,
+    note: Option<String>,
+    now_ms: i64,
+) -> Result<Marked, MarkError> {
+    let valid = !signal.is_empty()
+        && signal.chars().enumerate().all(|(i, c)| {
+            c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+        });
+    if !valid {
+        return Err(MarkError::Invalid(format!(
+            "signal {signal:?}: expected a signal name (a Prometheus metric name)"
+        )));
+    }
+    let mut store = open_for_marks(db)?;
+    store
+        .mark_sensitivity(&Mark {
+            signal: signal.to_owned(),
+            reason: SensitivityReason::Missed,
+            incident: None,
+            missed_at_ms: Some(at_ms),
+            note,
+            at_ms: now_ms,
+        })
+        .map_err(|e| MarkError::Store(e.into()))
+}
+
+/// One line about a mark, for people.
+pub fn describe_mark(marked: &Marked) -> String {
+    match marked {
+        Marked::Adjusted(a) => {
+            let bound = if a.old == a.new {
+                " (at its bound)"
+            } else {
+                ""
+            };
+            format!(
+                "{}: threshold offset {:+.2} -> {:+.2}{bound} ({}{})",
+                a.signal,
+                a.old,
+                a.new,
+                a.reason.as_str(),
+                a.incident
+                    .as_deref()
+                    .map(|i| format!(", {i}"))
+                    .unwrap_or_default()
+            )
+        }
+        Marked::AlreadyMarked(a) => format!(
+            "{}: already marked {} at {}; offset unchanged",
+            a.incident.as_deref().unwrap_or(&a.signal),
+            a.reason.as_str(),
+            rfc3339(a.at_ms)
+        ),
+    }
+}
+
+fn mark(args: MarkArgs) -> anyhow::Result<()> {
+    let now = chrono::Utc::now().timestamp_millis();
+    debug_assert!(args.false_alarm, "clap requires --false-alarm");
+    let marked = mark_false_alarm(&args.db, &args.id, args.note, now)?;
+    println!("{}", describe_mark(&marked));
+    if matches!(marked, Marked::Adjusted(_)) {
+        println!("applies from the next start of heal watch or heal replay with --db {} (or mark through a running watch's API to apply it at once)", args.db.display());
+    }
+    Ok(())
+}
+
+fn missed(args: MissedArgs) -> anyhow::Result<()> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let at = parse_time("--at", &args.at, now)?;
+    let marked = mark_missed(&args.db, &args.signal, at, args.note, now)?;
+    println!("{}", describe_mark(&marked));
+    Ok(())
+}
+
+fn sensitivity(args: SensitivityArgs) -> anyhow::Result<()> {
+    let store = open(&args.db)?;
+    let offsets = store.sensitivity_offsets()?;
+    let history = store.sensitivity_history()?;
+    if args.json {
+        let v = serde_json::json!({ "offsets": offsets, "history": history });
+        println!("{v}");
+        return Ok(());
+    }
+    if offsets.is_empty() {
+        println!("no learned offsets: every signal fires at its configured threshold");
+    } else {
+        println!("{:<32} {:>7}", "signal", "offset");
+        for (signal, offset) in &offsets {
+            println!("{signal:<32} {offset:>+7.2}");
+        }
+    }
+    if !history.is_empty() {
+        println!();
+        println!(
+            "{:<24} {:<24} {:>6} {:>6}  {:<11} {:<24} note",
+            "time", "signal", "old", "new", "reason", "incident / missed at"
+        );
+        for a in &history {
+            let what = match (&a.incident, a.missed_at_ms) {
+                (Some(i), _) => i.clone(),
+                (None, Some(at)) => rfc3339(at),
+                (None, None) => "-".to_owned(),
+            };
+            println!(
+                "{:<24} {:<24} {:>+6.2} {:>+6.2}  {:<11} {:<24} {}",
+                rfc3339(a.at_ms),
+                a.signal,
+                a.old,
+                a.new,
+                a.reason.as_str(),
+                what,
+                a.note.as_deref().unwrap_or("")
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

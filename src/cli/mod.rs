@@ -15,6 +15,7 @@ mod replay;
 mod runbooks;
 mod score;
 mod supervise;
+mod tune;
 mod watch;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +39,10 @@ enum Command {
     Bench(bench::BenchCmd),
     /// Watch a live Prometheus: evaluate the runbooks' signals, detect, and act.
     Watch(watch::WatchArgs),
+    /// Tune the detector's settings on labelled data (a NAB-layout directory
+    /// or heal datasets with ground truth), cross-validated, and write them
+    /// as a parameter file for `replay --params` and `watch --params`.
+    Tune(tune::TuneArgs),
     /// Replay a recorded dataset through detection and runbooks, every action in dry-run.
     Replay(replay::ReplayArgs),
     /// Record a period of a live Prometheus as a dataset, for replay and tuning.
@@ -51,7 +56,9 @@ enum Command {
     /// Validate runbooks and print their JSON Schema.
     #[command(subcommand)]
     Runbooks(runbooks::RunbooksCmd),
-    /// Read the incident store: `heal incidents list`, `heal incidents show ID`.
+    /// Read the incident store (`heal incidents list`, `heal incidents show
+    /// ID`) and teach heal from outcomes (`mark ID --false-alarm`, `missed`,
+    /// `sensitivity`).
     #[command(subcommand)]
     Incidents(incidents::IncidentsCmd),
     /// Silences and maintenance windows of a running `heal watch`.
@@ -114,6 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(c) => bench::run(c),
         Command::Watch(a) => watch::run(a),
         Command::Replay(a) => replay::run(a),
+        Command::Tune(a) => tune::run(a),
         Command::Record(a) => record::run(a),
         Command::Dataset(c) => dataset::run(c),
         Command::Runbooks(c) => runbooks::run(c),

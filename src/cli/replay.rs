@@ -37,6 +37,12 @@ pub struct ReplayArgs {
     /// ids go on from the store's highest, so they stay unique.
     #[arg(long)]
     db: Option<PathBuf>,
+    /// Detector settings from a parameter file (as `heal tune -o` writes):
+    /// they replace the detector settings of every signal that does not set
+    /// its own `detector:` in its runbook. Learned sensitivity offsets come
+    /// from --db (`heal incidents sensitivity`) and apply on top.
+    #[arg(long, value_name = "FILE")]
+    params: Option<PathBuf>,
 }
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
@@ -48,7 +54,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         Some(s) => s.next_incident_seq()?,
         None => 1,
     };
-    let outcome = replay(&dataset, runbooks, !args.quiet, first_seq);
+    let tuning = Tuning::load(args.params.as_deref(), store.as_ref())?;
+    tuning.print(&runbooks);
+    let outcome = replay(&dataset, runbooks, !args.quiet, first_seq, &tuning);
     print_summary(&outcome.incidents);
     let s = &outcome.stats;
     println!();
@@ -197,9 +205,11 @@ pub fn replay(
     runbooks: RunbookSet,
     progress: bool,
     first_seq: u64,
+    tuning: &Tuning,
 ) -> ReplayOutcome {
     let _span = tracing::info_span!("replay", series = dataset.series.len()).entered();
     let mut pipeline = Pipeline::new(runbooks, EngineOptions { dry_run: true });
+    tuning.apply(&mut pipeline);
     pipeline.engine_mut().continue_numbering_from(first_seq);
     let mut events = Vec::new();
     let handles: Vec<_> = dataset
@@ -300,6 +310,77 @@ pub fn replay(
         evidence,
         end_ms: end_ms.max(0),
         events,
+    }
+}
+
+// ---- Tuned settings (`--params`) and learned offsets (`--db`), shared with watch ----
+
+/// Detector settings from outside the runbooks: a `heal tune` parameter
+/// file and the learned threshold offsets of the incident store.
+#[derive(Debug, Default)]
+pub struct Tuning {
+    /// The parameter file and its settings.
+    pub params: Option<(PathBuf, detect::DetectorConfig)>,
+    /// Learned offsets by signal.
+    pub offsets: BTreeMap<String, f64>,
+}
+
+impl Tuning {
+    /// Reads `--params` (an error names file, line and field: exit 64) and
+    /// the offsets of an open store.
+    pub fn load(
+        params: Option<&Path>,
+        store: Option<&remediate::store::Store>,
+    ) -> anyhow::Result<Tuning> {
+        let params = params
+            .map(|path| {
+                remediate::runbook::load_detector_params(path)
+                    .map(|cfg| (path.to_path_buf(), cfg))
+                    .map_err(|e| UsageError(e.to_string()))
+            })
+            .transpose()?;
+        let offsets = match store {
+            Some(s) => s.sensitivity_offsets()?,
+            None => BTreeMap::new(),
+        };
+        Ok(Tuning { params, offsets })
+    }
+
+    /// Sets up a pipeline before any series is registered.
+    pub fn apply(&self, pipeline: &mut Pipeline) {
+        if let Some((_, cfg)) = &self.params {
+            pipeline.set_default_detector(cfg.clone());
+        }
+        for (signal, offset) in &self.offsets {
+            pipeline.set_threshold_offset(signal, *offset);
+        }
+    }
+
+    /// One line each for what applies, on standard error.
+    pub fn print(&self, runbooks: &RunbookSet) {
+        if let Some((path, cfg)) = &self.params {
+            let using: Vec<&str> = runbooks
+                .signals()
+                .iter()
+                .filter(|s| s.detector.is_none())
+                .map(|s| s.name.as_str())
+                .collect();
+            eprintln!(
+                "detector settings from {} (threshold {}) for {} signal(s) without their own detector: {}",
+                path.display(),
+                cfg.threshold,
+                using.len(),
+                using.join(", ")
+            );
+        }
+        if !self.offsets.is_empty() {
+            let list: Vec<String> = self
+                .offsets
+                .iter()
+                .map(|(s, o)| format!("{s} {o:+.2}"))
+                .collect();
+            eprintln!("learned threshold offsets: {}", list.join(", "));
+        }
     }
 }
 

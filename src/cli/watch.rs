@@ -102,6 +102,12 @@ pub struct WatchArgs {
     /// incidents`). Off unless given.
     #[arg(long)]
     db: Option<PathBuf>,
+    /// Detector settings from a parameter file (as `heal tune -o` writes):
+    /// they replace the detector settings of every signal that does not set
+    /// its own `detector:` in its runbook. With --db, each signal's learned
+    /// threshold offset (`heal incidents sensitivity`) applies on top.
+    #[arg(long, value_name = "FILE")]
+    params: Option<PathBuf>,
 }
 
 /// The supervisor executor's client, set once at start from `--supervisor`.
@@ -243,6 +249,9 @@ async fn watch(
     guard_state: Option<GuardState>,
     api_token: Option<String>,
 ) -> anyhow::Result<()> {
+    // Tuned settings (--params); learned offsets are read with the store.
+    let tuning = super::replay::Tuning::load(args.params.as_deref(), None)?;
+    tuning.print(&runbooks);
     let telemetry = Arc::new(Telemetry::default());
     let last_processed = Arc::new(AtomicI64::new(0));
     let shutdown = CancellationToken::new();
@@ -265,7 +274,13 @@ async fn watch(
         telemetry.clone(),
         last_processed.clone(),
         interval,
-        control::routes(cmd_tx.clone(), api_token).merge(feed::routes(args.db.clone())),
+        control::routes(cmd_tx.clone(), api_token.clone())
+            .merge(feed::routes(args.db.clone()))
+            .merge(control::mark_routes(
+                cmd_tx.clone(),
+                api_token,
+                args.db.clone(),
+            )),
         shutdown.clone(),
     ));
 
@@ -294,6 +309,7 @@ async fn watch(
             dry_run: !args.execute,
         },
     );
+    tuning.apply(&mut pipeline);
     if let Some(state) = guard_state {
         tracing::info!(
             stage = "remediate",
@@ -387,6 +403,18 @@ fn open_store(
     pipeline
         .engine_mut()
         .continue_numbering_from(opened.store.next_incident_seq()?);
+    // Learning from outcomes: each signal's learned threshold offset.
+    let offsets = opened.store.sensitivity_offsets()?;
+    for (signal, offset) in &offsets {
+        control::apply_offset(pipeline, telemetry, signal, *offset);
+    }
+    if !offsets.is_empty() {
+        let list: Vec<String> = offsets
+            .iter()
+            .map(|(s, o)| format!("{s} {o:+.2}"))
+            .collect();
+        eprintln!("heal: learned threshold offsets: {}", list.join(", "));
+    }
     // 1024 queued writes: minutes of a busy engine; only a stalled disk
     // fills it, and then `decide` waits rather than heal losing records.
     Ok(StoreWriter::spawn(opened.store, 1024)?)
@@ -467,6 +495,18 @@ async fn decide(
                 None => break,
             },
             Some(cmd) = commands.recv() => {
+                // A mark is recorded through the store's writer (awaited),
+                // then applied: see control::record_mark.
+                let cmd = match cmd {
+                    Command::Mark { mark, reply } => {
+                        let marked =
+                            control::record_mark(&mut pipeline, store.as_ref(), &telemetry, mark)
+                                .await;
+                        let _ = reply.send(marked);
+                        continue;
+                    }
+                    other => other,
+                };
                 let now = control::now_ms();
                 let (events, changed, reply) = apply_command(&mut pipeline, cmd, now);
                 if let (Some(store), false) = (&store, events.is_empty()) {
@@ -588,6 +628,8 @@ async fn decide(
                         let _ = store.guard_state(state).await;
                     }
                 }
+                // Learning from outcomes: performed steps that did not help.
+                control::learn_from_not_helped(&mut pipeline, store.as_ref(), &telemetry).await;
                 // The evidence of incidents that resolved goes to the store
                 // (the HTML report charts it); without a store it is dropped.
                 let resolved = pipeline.take_resolved_evidence();
@@ -769,6 +811,17 @@ fn apply_command(
                 )
             }
         },
+        // Handled by `decide` before this (it awaits the store's writer).
+        Command::Mark { reply, .. } => (
+            Vec::new(),
+            false,
+            Box::new(move || {
+                let _ = reply.send(Err((
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "marks are handled by the decide loop".to_owned(),
+                )));
+            }),
+        ),
         Command::Recheck { incident, reply } => {
             let holds = engine.symptom_holds(&incident);
             (

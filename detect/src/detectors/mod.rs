@@ -228,6 +228,30 @@ impl Detector {
         })
     }
 
+    /// The settings this detector runs with.
+    pub fn config(&self) -> &DetectorConfig {
+        match &self.0 {
+            Inner::Adaptive(d) => d.config(),
+            Inner::Changepoint(d) => &d.cfg,
+            Inner::Seasonal(d) => &d.cfg,
+            Inner::Ensemble(d) => &d.cfg,
+        }
+    }
+
+    /// Changes the firing and reset thresholds while running, keeping
+    /// everything learnt (see [`AdaptiveDetector::set_threshold`]): both
+    /// clamped to [0, 1], the reset threshold to at most the threshold.
+    pub fn set_threshold(&mut self, threshold: f64, reset_threshold: f64) {
+        let cfg = match &mut self.0 {
+            Inner::Adaptive(d) => return d.set_threshold(threshold, reset_threshold),
+            Inner::Changepoint(d) => &mut d.cfg,
+            Inner::Seasonal(d) => &mut d.cfg,
+            Inner::Ensemble(d) => &mut d.cfg,
+        };
+        cfg.threshold = threshold.clamp(0.0, 1.0);
+        cfg.reset_threshold = reset_threshold.clamp(0.0, cfg.threshold);
+    }
+
     /// Which kind of detector this is.
     pub fn kind(&self) -> DetectorKind {
         match &self.0 {
@@ -382,6 +406,19 @@ mod tests {
                 fired_down |= s.excursion.is_some();
             }
             assert!(!fired_down, "{kind} fired on a drop while watching up");
+        }
+    }
+
+    #[test]
+    fn set_threshold_moves_every_kind_alike() {
+        for kind in DetectorKind::ALL {
+            let mut d = Detector::new(of(kind));
+            d.set_threshold(0.3, 0.5);
+            assert_eq!(d.config().threshold, 0.3, "{kind}");
+            assert_eq!(d.config().reset_threshold, 0.3, "{kind}");
+            d.set_threshold(2.0, 0.1);
+            assert_eq!(d.config().threshold, 1.0, "{kind}");
+            assert_eq!(d.config().reset_threshold, 0.1, "{kind}");
         }
     }
 

@@ -2,6 +2,8 @@
 
 mod config;
 pub(crate) mod load;
+// Detector parameter files (`heal tune -o`, `--params`).
+mod params;
 mod validate;
 // Also used by the supervisor's configuration loader (same positioned errors).
 pub(crate) mod yaml;
@@ -11,6 +13,7 @@ pub use config::{
     ServerState, Severity, Signal, Verify, When,
 };
 pub use load::RunbookSet;
+pub use params::{detector_params_from_source, load_detector_params};
 
 /// The JSON Schema of one runbook file, generated from the same types the
 /// loader deserializes into, so it cannot drift from what is accepted.

@@ -72,6 +72,8 @@
 mod error;
 mod read;
 mod schema;
+// Learning from outcomes: threshold offsets per signal and their history.
+mod sensitivity;
 mod write;
 mod writer;
 
@@ -89,6 +91,9 @@ use crate::actions::ActionResult;
 
 pub use error::StoreError;
 pub use read::{IncidentFilter, IncidentPage, IncidentRecord, IncidentSummary, DEFAULT_LIMIT};
+pub use sensitivity::{
+    step_offset, Adjustment, Mark, Marked, Reason as SensitivityReason, OFFSET_MAX, OFFSET_MIN,
+};
 pub use writer::{StoreWriter, WriterThread};
 
 /// How long a connection waits for another one's lock before failing.
@@ -305,6 +310,22 @@ impl Store {
         store.migrate()?;
         let interrupted = store.recover()?;
         Ok(Opened { store, interrupted })
+    }
+
+    /// Opens an existing store for marks (`heal incidents mark|missed`, and
+    /// watch's API): applies missing migrations but, unlike
+    /// [`Store::open`], marks nothing interrupted, so it is safe while a
+    /// `heal watch` writes the same file (SQLite's locks order the writes).
+    pub fn open_for_marks(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if !path.exists() {
+            return Err(StoreError::Missing(path));
+        }
+        let conn = Connection::open(&path).map_err(sql(&path, "opening"))?;
+        let mut store = Store { conn, path };
+        store.configure()?;
+        store.migrate()?;
+        Ok(store)
     }
 
     /// Opens an existing store for reading only (the report feed): no

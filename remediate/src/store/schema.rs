@@ -11,7 +11,7 @@
 
 /// Every migration, oldest first; the schema version of a file is the
 /// number of these it has had.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this heal writes.
 pub(crate) fn current_version() -> i64 {
@@ -147,4 +147,31 @@ CREATE TABLE guard_state (
     id    INTEGER PRIMARY KEY CHECK (id = 1),
     state TEXT NOT NULL
 );
+"#;
+
+/// Version 4: learning from outcomes (`sensitivity.rs`): the current
+/// threshold offset of each signal, and every adjustment with its reason,
+/// its incident (or the time of a missed anomaly) and a person's note.
+const V4: &str = r#"
+CREATE TABLE sensitivity (
+    signal     TEXT PRIMARY KEY,
+    offset     REAL NOT NULL,
+    updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE sensitivity_history (
+    seq          INTEGER PRIMARY KEY,
+    signal       TEXT    NOT NULL,
+    old_offset   REAL    NOT NULL,
+    new_offset   REAL    NOT NULL,
+    -- false_alarm | not_helped | missed
+    reason       TEXT    NOT NULL,
+    -- No foreign key: a mark may name an incident of a replay that did not
+    -- write to this store, and history outlives incidents.
+    incident     TEXT,
+    missed_at_ms INTEGER,
+    note         TEXT,
+    at_ms        INTEGER NOT NULL
+);
+CREATE INDEX sensitivity_history_incident ON sensitivity_history (incident, reason);
 "#;

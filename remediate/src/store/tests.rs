@@ -753,3 +753,211 @@ async fn the_writer_keeps_order_and_commits_before_answering() {
     assert_eq!(events, 50);
     assert_eq!(store.next_incident_seq().unwrap(), 51);
 }
+
+fn mark(signal: &str, reason: SensitivityReason, incident: Option<&str>, at_ms: i64) -> Mark {
+    Mark {
+        signal: signal.to_owned(),
+        reason,
+        incident: incident.map(str::to_owned),
+        missed_at_ms: (reason == SensitivityReason::Missed).then_some(at_ms - MIN),
+        note: Some(format!("note {at_ms}")),
+        at_ms,
+    }
+}
+
+#[test]
+fn sensitivity_marks_are_recorded_stepped_and_kept_across_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heal.db");
+    let mut store = open(&dir);
+    assert!(store.sensitivity_offsets().unwrap().is_empty());
+    let first = store
+        .mark_sensitivity(&mark(
+            "latency",
+            SensitivityReason::FalseAlarm,
+            Some("inc-000001"),
+            T0,
+        ))
+        .unwrap();
+    let Marked::Adjusted(a) = first else {
+        panic!("expected an adjustment, got {first:?}")
+    };
+    assert_eq!((a.old, a.new, a.seq), (0.0, 0.02, 1));
+    // The same incident marked again for the same reason: nothing moves.
+    let again = store
+        .mark_sensitivity(&mark(
+            "latency",
+            SensitivityReason::FalseAlarm,
+            Some("inc-000001"),
+            T0 + 1,
+        ))
+        .unwrap();
+    assert!(
+        matches!(again, Marked::AlreadyMarked(ref e) if e.seq == 1),
+        "{again:?}"
+    );
+    store
+        .mark_sensitivity(&mark(
+            "latency",
+            SensitivityReason::NotHelped,
+            Some("inc-000001"),
+            T0 + 2,
+        ))
+        .unwrap();
+    store
+        .mark_sensitivity(&mark("errors", SensitivityReason::Missed, None, T0 + 3))
+        .unwrap();
+    drop(store);
+    // A second connection while nothing else runs; then the writer's open.
+    let store = Store::open_for_marks(&path).unwrap();
+    assert_eq!(
+        store.sensitivity_offsets().unwrap(),
+        BTreeMap::from([("errors".to_owned(), -0.02), ("latency".to_owned(), 0.03)])
+    );
+    drop(store);
+    let store = Store::open(&path).unwrap().store;
+    let history = store.sensitivity_history().unwrap();
+    type Row<'a> = (
+        &'a str,
+        f64,
+        f64,
+        SensitivityReason,
+        Option<&'a str>,
+        Option<i64>,
+    );
+    let summary: Vec<Row<'_>> = history
+        .iter()
+        .map(|a| {
+            (
+                a.signal.as_str(),
+                a.old,
+                a.new,
+                a.reason,
+                a.incident.as_deref(),
+                a.missed_at_ms,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "latency",
+                0.0,
+                0.02,
+                SensitivityReason::FalseAlarm,
+                Some("inc-000001"),
+                None
+            ),
+            (
+                "latency",
+                0.02,
+                0.03,
+                SensitivityReason::NotHelped,
+                Some("inc-000001"),
+                None
+            ),
+            (
+                "errors",
+                0.0,
+                -0.02,
+                SensitivityReason::Missed,
+                None,
+                Some(T0 + 3 - MIN)
+            ),
+        ]
+    );
+    assert_eq!(
+        history[2].note.as_deref(),
+        Some(&*format!("note {}", T0 + 3))
+    );
+    assert_eq!(history[2].at_ms, T0 + 3);
+}
+
+#[test]
+fn sensitivity_offset_stops_at_its_bound_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let mut last = None;
+    for i in 0..12 {
+        let m = mark(
+            "latency",
+            SensitivityReason::FalseAlarm,
+            Some(&format!("inc-{i:06}")),
+            T0 + i,
+        );
+        last = Some(store.mark_sensitivity(&m).unwrap());
+    }
+    let Some(Marked::Adjusted(a)) = last else {
+        panic!("expected an adjustment, got {last:?}")
+    };
+    assert_eq!((a.old, a.new), (OFFSET_MAX, OFFSET_MAX));
+    assert_eq!(store.sensitivity_history().unwrap().len(), 12);
+    assert_eq!(store.sensitivity_offsets().unwrap()["latency"], OFFSET_MAX);
+}
+
+#[test]
+fn open_for_marks_needs_an_existing_file_and_recovers_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heal.db");
+    assert_eq!(
+        Store::open_for_marks(&path).unwrap_err().to_string(),
+        format!("incident store {}: no such file", path.display())
+    );
+    let mut store = open(&dir);
+    let key = ActionKey::new("inc-000001", 1, 1);
+    store.begin_action(&key, "restart a", T0).unwrap();
+    // A mark while the action runs must not take it for interrupted.
+    let mut marks = Store::open_for_marks(&path).unwrap();
+    marks
+        .mark_sensitivity(&mark(
+            "m",
+            SensitivityReason::FalseAlarm,
+            Some("inc-000001"),
+            T0,
+        ))
+        .unwrap();
+    drop(marks);
+    let result = crate::actions::ActionResult {
+        ok: true,
+        retryable: false,
+        summary: "ok".into(),
+        output: String::new(),
+        duration: Duration::from_millis(1),
+    };
+    store.finish_action(&key, &result, T0 + 1).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_records_marks_in_order_and_answers_with_the_adjustment() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let (writer, thread) = StoreWriter::spawn(store, 8).unwrap();
+    let first = writer
+        .mark(mark(
+            "latency",
+            SensitivityReason::FalseAlarm,
+            Some("inc-000001"),
+            T0,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(first, Marked::Adjusted(ref a) if a.new == 0.02),
+        "{first:?}"
+    );
+    let second = writer
+        .mark(mark("latency", SensitivityReason::Missed, None, T0 + 1))
+        .await
+        .unwrap();
+    assert!(
+        matches!(second, Marked::Adjusted(ref a) if a.old == 0.02 && a.new == 0.0),
+        "{second:?}"
+    );
+    drop(writer);
+    let store = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .unwrap();
+    assert_eq!(store.sensitivity_history().unwrap().len(), 2);
+    assert_eq!(store.sensitivity_offsets().unwrap()["latency"], 0.0);
+}

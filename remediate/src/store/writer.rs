@@ -42,6 +42,11 @@ enum Op {
         reply: Reply,
     },
     Flush(Reply),
+    /// Learning from outcomes: a sensitivity mark, answered with what it did.
+    Mark {
+        mark: Box<super::Mark>,
+        reply: oneshot::Sender<Result<super::Marked, StoreError>>,
+    },
 }
 
 /// A handle for writing to a [`Store`] owned by a background thread.
@@ -141,6 +146,18 @@ impl StoreWriter {
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
+    /// [`Store::mark_sensitivity`]: returns once the mark is committed,
+    /// with the adjustment made (after everything sent before it).
+    pub async fn mark(&self, mark: super::Mark) -> Result<super::Marked, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Mark {
+            mark: Box::new(mark),
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
     /// Returns once everything sent before is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
@@ -174,6 +191,8 @@ fn write_batch(store: &mut Store, batch: Vec<Op>) {
     let path = store.path.clone();
     let has_begin = batch.iter().any(|op| matches!(op, Op::Begin { .. }));
     let mut replies: Vec<(Reply, Result<(), StoreError>)> = Vec::new();
+    type MarkReply = oneshot::Sender<Result<super::Marked, StoreError>>;
+    let mut marks: Vec<(MarkReply, Result<super::Marked, StoreError>)> = Vec::new();
     let write = |conn: &rusqlite::Connection| -> Result<(), StoreError> {
         let mut tx = conn
             .unchecked_transaction()
@@ -218,6 +237,15 @@ fn write_batch(store: &mut Store, batch: Vec<Op>) {
                     Some(reply),
                 ),
                 Op::Flush(reply) => (Ok(()), Some(reply)),
+                Op::Mark { mark, reply } => {
+                    let marked = super::sensitivity::put_mark(&sp, &path, &mark);
+                    let result = match &marked {
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(StoreError::Writer(e.to_string())),
+                    };
+                    marks.push((reply, marked));
+                    (result, None)
+                }
             };
             match &result {
                 Ok(()) => sp.commit().map_err(sql(&path, "releasing a savepoint"))?,
@@ -246,14 +274,23 @@ fn write_batch(store: &mut Store, batch: Vec<Op>) {
             for (reply, result) in replies {
                 let _ = reply.send(result);
             }
+            for (reply, result) in marks {
+                let _ = reply.send(result);
+            }
         }
         Err(e) => {
             tracing::error!(error = %e, "incident store batch failed");
             let message = e.to_string();
-            for (reply, _) in replies {
-                let _ = reply.send(Err(StoreError::Writer(format!(
+            let rolled_back = || {
+                StoreError::Writer(format!(
                     "the batch holding this write was rolled back: {message}"
-                ))));
+                ))
+            };
+            for (reply, _) in replies {
+                let _ = reply.send(Err(rolled_back()));
+            }
+            for (reply, _) in marks {
+                let _ = reply.send(Err(rolled_back()));
             }
         }
     }

@@ -39,6 +39,13 @@ const BUCKET_READY: u32 = 3;
 /// every bucket describes earlier days, not the last few minutes.
 const PROFILE_READY_MS: i64 = 2 * DAY_MS;
 
+/// The daily profile's two statistics are scored only from here on: their
+/// tail fits start learning when the profile is ready and get one whole day
+/// of it (every hour of the day once) before their probabilities count. A fit
+/// of a few hours has seen only some hours' surprises and, on NAB, made
+/// about one false alarm per series in the third day.
+const PROFILE_SCORED_MS: i64 = PROFILE_READY_MS + DAY_MS;
+
 /// An excursion's sample is back in the normal band within this many
 /// spreads of the level the series had before the excursion.
 const BAND_SIGMAS: f64 = 3.0;
@@ -139,8 +146,8 @@ struct Bucket {
 ///    `min_spread`.
 /// 2. **Daily profile**: `z = (x - m_h) / s_h` against the mean and spread
 ///    the signal had in the same hour-of-day bucket on previous days
-///    (`daily_buckets`; timestamps taken as UTC; used once the series spans
-///    two days). This catches a daily peak that is missing, too low or too
+///    (`daily_buckets`; timestamps taken as UTC; learnt once the series
+///    spans two days, scored once it spans three). This catches a daily peak that is missing, too low or too
 ///    high, which no level-based statistic can.
 /// 3. and 4. **Bursts**: a running mean (half-life 10 samples) of each of
 ///    the two surprises below, so that a run of moderately surprising samples
@@ -271,6 +278,15 @@ impl AdaptiveDetector {
         &self.cfg
     }
 
+    /// Changes the firing and reset thresholds while running (learning from
+    /// outcomes moves a signal's threshold by a bounded offset), keeping
+    /// everything learnt. Both are clamped to [0, 1] and the reset threshold
+    /// to at most the threshold; an open excursion ends by the new reset rule.
+    pub fn set_threshold(&mut self, threshold: f64, reset_threshold: f64) {
+        self.cfg.threshold = threshold.clamp(0.0, 1.0);
+        self.cfg.reset_threshold = reset_threshold.clamp(0.0, self.cfg.threshold);
+    }
+
     /// Current baseline level.
     pub fn level(&self) -> f64 {
         self.level
@@ -364,7 +380,11 @@ impl AdaptiveDetector {
                 season = Some((d, self.watched_surprise(d, s)));
             }
         }
-        let p_season = season.map_or(1.0, |(_, s)| self.tails[1].p(s));
+        let season_scored = ts_ms.saturating_sub(self.first_ts) >= PROFILE_SCORED_MS;
+        let p_season = match season {
+            Some((_, s)) if season_scored => self.tails[1].p(s),
+            _ => 1.0,
+        };
 
         let b0 = self.burst[0] + self.burst_a * (s_level - self.burst[0]);
         let b1 = season.map(|(_, s)| self.burst[1] + self.burst_a * (s - self.burst[1]));
@@ -374,7 +394,10 @@ impl AdaptiveDetector {
         } else {
             self.tails[2].p(b0)
         };
-        let pb1 = b1.map_or(1.0, |b| self.tails[3].p(b));
+        let pb1 = match b1 {
+            Some(b) if season_scored => self.tails[3].p(b),
+            _ => 1.0,
+        };
         let (p, above) = if p_season < p_level {
             (p_season, season.map_or(dev > 0.0, |(d, _)| d > 0.0))
         } else {

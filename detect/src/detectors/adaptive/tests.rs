@@ -83,8 +83,8 @@ fn stationary_gaussian_noise_raises_no_alarm_at_defaults() {
 fn stationary_gaussian_noise_alarm_rate_when_sensitive_is_bounded() {
     // The sensitive preset is tuned for NAB, which tolerates roughly one
     // false alarm per few hundred samples; on pure Gaussian noise it fires
-    // on about one sample in 600 (3.5-sigma-like deviations), never more
-    // than one per excursion.
+    // on about one sample in 400 (252 in these 100,000), never more than
+    // one per excursion.
     let xs = gaussian(7, 100_000);
     let out = run(&DetectorConfig::sensitive(), &xs);
     let f = fired(&out);

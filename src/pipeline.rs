@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use detect::{AdaptiveDetector, DetectorConfig, Scored};
+use detect::{Detector, DetectorConfig, Scored};
 use ingest::{Admit, DropReason, Labels, Sanitizer};
 use remediate::engine::EngineEvent;
 use remediate::engine::Outcome;
@@ -24,7 +24,7 @@ struct SeriesState {
     signal: String,
     labels: BTreeMap<String, String>,
     sanitizer: Sanitizer,
-    detector: AdaptiveDetector,
+    detector: Detector,
     /// Samples left in the grace period after a gap.
     grace_left: u32,
     /// Evidence: the series' recent samples with their bands (1 KiB, see
@@ -65,7 +65,7 @@ pub struct PipelineStats {
     /// Series registered that no signal watches.
     pub unwatched_series: u64,
     /// Excursions forgotten because an action was verified to have
-    /// recovered their series (see `AdaptiveDetector::forget_excursion`).
+    /// recovered their series (see `Detector::forget_excursion`).
     pub forgotten: u64,
 }
 
@@ -307,7 +307,7 @@ impl Pipeline {
     }
 
     /// Ends the back-fill of a series: an excursion still open from history
-    /// is forgotten (see `AdaptiveDetector::end_excursion`).
+    /// is forgotten (see `Detector::end_excursion`).
     pub fn end_warm(&mut self, series: SeriesHandle) {
         self.series[series.0].detector.end_excursion();
     }
@@ -373,8 +373,8 @@ impl Pipeline {
 impl Learning {
     /// A new detector for a series of `signal`: the runbook's settings, or
     /// the tuned ones when the runbook sets none, with the learned offset.
-    fn detector(&self, signal: &remediate::runbook::Signal) -> AdaptiveDetector {
-        let mut detector = AdaptiveDetector::new(self.base(signal));
+    fn detector(&self, signal: &remediate::runbook::Signal) -> Detector {
+        let mut detector = Detector::new(self.base(signal));
         if self.offsets.contains_key(&signal.name) {
             let (t, r) = self.thresholds(signal);
             detector.set_threshold(t, r);

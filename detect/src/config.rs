@@ -106,6 +106,166 @@ pub struct DetectorConfig {
     /// (`up` below 0.5: the target is gone).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_below: Option<f64>,
+    /// Which detector scores this signal: `adaptive` (the default, 1.2 KiB
+    /// per series), `changepoint` (level and variance shifts, 2.1 KiB),
+    /// `seasonal` (residual of a periodically refitted MSTL decomposition;
+    /// about 18 KiB with the default history, opt-in) or `ensemble`
+    /// (adaptive and changepoint combined, 3.3 KiB; seasonal too if
+    /// `ensemble.seasonal`). Every kind honours `direction`, `warmup`, the
+    /// thresholds and the hard limits above; the adaptive settings feed the
+    /// adaptive part.
+    #[serde(skip_serializing_if = "DetectorKind::is_adaptive")]
+    pub kind: DetectorKind,
+    /// Settings of the `changepoint` detector (and of the ensemble's).
+    #[serde(skip_serializing_if = "ChangepointConfig::is_default")]
+    pub changepoint: ChangepointConfig,
+    /// Settings of the `seasonal` detector (and of the ensemble's).
+    #[serde(skip_serializing_if = "SeasonalConfig::is_default")]
+    pub seasonal: SeasonalConfig,
+    /// Settings of the `ensemble` detector.
+    #[serde(skip_serializing_if = "EnsembleConfig::is_default")]
+    pub ensemble: EnsembleConfig,
+}
+
+/// Which detector scores a signal (`signals[].detector.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectorKind {
+    /// The adaptive-threshold detector: level, spread, daily profile and
+    /// bursts, each calibrated by a tail fit. Fixed 1 KiB of state.
+    #[default]
+    Adaptive,
+    /// Bayesian online changepoint detection: fires when the level or the
+    /// variance of the signal shifts and stays shifted.
+    Changepoint,
+    /// Seasonal baseline: periods found by a periodogram, an MSTL
+    /// decomposition refitted every `seasonal.refit_every` samples, the
+    /// residual of each sample against its forecast scored. Keeps
+    /// `seasonal.history` samples per series.
+    Seasonal,
+    /// The adaptive and changepoint detectors (and the seasonal one with
+    /// `ensemble.seasonal: true`) combined into one calibrated score.
+    Ensemble,
+}
+
+impl DetectorKind {
+    /// Every kind, in the order `heal bench nab --detector all` prints them.
+    pub const ALL: [DetectorKind; 4] = [
+        DetectorKind::Adaptive,
+        DetectorKind::Changepoint,
+        DetectorKind::Seasonal,
+        DetectorKind::Ensemble,
+    ];
+
+    /// The lowercase name used in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DetectorKind::Adaptive => "adaptive",
+            DetectorKind::Changepoint => "changepoint",
+            DetectorKind::Seasonal => "seasonal",
+            DetectorKind::Ensemble => "ensemble",
+        }
+    }
+
+    fn is_adaptive(&self) -> bool {
+        *self == DetectorKind::Adaptive
+    }
+}
+
+impl std::fmt::Display for DetectorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Settings of the changepoint detector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChangepointConfig {
+    /// Expected number of samples between two changes of the signal's
+    /// regime: the constant hazard of Bayesian online changepoint detection
+    /// is its inverse. Larger means a shift must be clearer to count.
+    pub expected_run: f64,
+    /// Samples after a change within which the detector reports it: the
+    /// score is the posterior probability that the current regime began
+    /// less than this many samples ago. Small reports sooner; large is
+    /// surer.
+    pub within: u32,
+    /// Half-life, in samples, of the running level and spread that the
+    /// detector standardises the signal with before it looks for changes.
+    pub scale_half_life: f64,
+}
+
+impl Default for ChangepointConfig {
+    fn default() -> Self {
+        ChangepointConfig {
+            expected_run: 250.0,
+            within: 5,
+            scale_half_life: 1000.0,
+        }
+    }
+}
+
+impl ChangepointConfig {
+    /// Largest accepted `within` (the detector tracks run lengths up to a
+    /// fixed bound; see the changepoint module).
+    pub const MAX_WITHIN: u32 = 16;
+
+    fn is_default(&self) -> bool {
+        *self == ChangepointConfig::default()
+    }
+}
+
+/// Settings of the seasonal detector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SeasonalConfig {
+    /// Samples of history kept per series (8 bytes each) to find periods
+    /// and fit the decomposition on. A period is found only if the history
+    /// holds at least two of its cycles.
+    pub history: u32,
+    /// Samples between two refits of the decomposition (the periods are
+    /// searched again at every refit). Each refit costs about
+    /// `history * log(history)` operations, amortised over this many samples.
+    pub refit_every: u32,
+    /// Shortest period, in samples, worth modelling.
+    pub min_period: u32,
+}
+
+impl Default for SeasonalConfig {
+    fn default() -> Self {
+        SeasonalConfig {
+            history: 2048,
+            refit_every: 256,
+            min_period: 4,
+        }
+    }
+}
+
+impl SeasonalConfig {
+    /// Smallest accepted `history`.
+    pub const MIN_HISTORY: u32 = 64;
+    /// Largest accepted `history` (128 KiB per series).
+    pub const MAX_HISTORY: u32 = 16_384;
+
+    fn is_default(&self) -> bool {
+        *self == SeasonalConfig::default()
+    }
+}
+
+/// Settings of the ensemble detector.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnsembleConfig {
+    /// Also run the seasonal detector inside the ensemble. Off by default:
+    /// it keeps `seasonal.history` samples per series.
+    pub seasonal: bool,
+}
+
+impl EnsembleConfig {
+    fn is_default(&self) -> bool {
+        *self == EnsembleConfig::default()
+    }
 }
 
 impl Default for DetectorConfig {
@@ -124,6 +284,10 @@ impl Default for DetectorConfig {
             min_spread: 0.0,
             limit_above: None,
             limit_below: None,
+            kind: DetectorKind::Adaptive,
+            changepoint: ChangepointConfig::default(),
+            seasonal: SeasonalConfig::default(),
+            ensemble: EnsembleConfig::default(),
         }
     }
 }
@@ -225,6 +389,144 @@ impl DetectorConfig {
                 format!("must be >= 0, got {}", self.min_spread),
             ));
         }
+        let cp = &self.changepoint;
+        if !(cp.expected_run.is_finite() && cp.expected_run >= 2.0) {
+            out.push((
+                "changepoint.expected_run",
+                format!("must be a number of samples >= 2, got {}", cp.expected_run),
+            ));
+        }
+        if !(1..=ChangepointConfig::MAX_WITHIN).contains(&cp.within) {
+            out.push((
+                "changepoint.within",
+                format!(
+                    "must be within [1, {}], got {}",
+                    ChangepointConfig::MAX_WITHIN,
+                    cp.within
+                ),
+            ));
+        }
+        if !(cp.scale_half_life.is_finite() && cp.scale_half_life >= 1.0) {
+            out.push((
+                "changepoint.scale_half_life",
+                format!(
+                    "must be a number of samples >= 1, got {}",
+                    cp.scale_half_life
+                ),
+            ));
+        }
+        let se = &self.seasonal;
+        if !(SeasonalConfig::MIN_HISTORY..=SeasonalConfig::MAX_HISTORY).contains(&se.history) {
+            out.push((
+                "seasonal.history",
+                format!(
+                    "must be within [{}, {}], got {}",
+                    SeasonalConfig::MIN_HISTORY,
+                    SeasonalConfig::MAX_HISTORY,
+                    se.history
+                ),
+            ));
+        }
+        if se.refit_every == 0 {
+            out.push((
+                "seasonal.refit_every",
+                "must be at least 1, got 0".to_string(),
+            ));
+        }
+        if se.min_period < 2 {
+            out.push((
+                "seasonal.min_period",
+                format!("must be at least 2, got {}", se.min_period),
+            ));
+        }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<DetectorConfig, String> {
+        serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn existing_files_keep_parsing_as_the_adaptive_detector() {
+        let cfg = parse(r#"{"threshold": 0.3}"#).unwrap();
+        assert_eq!(cfg.kind, DetectorKind::Adaptive);
+        assert_eq!(cfg.threshold, 0.3);
+        assert_eq!(cfg.changepoint, ChangepointConfig::default());
+        assert_eq!(parse("{}").unwrap(), DetectorConfig::default());
+    }
+
+    #[test]
+    fn kind_and_its_settings_parse() {
+        let cfg = parse(
+            r#"{"kind": "ensemble", "changepoint": {"within": 8}, "ensemble": {"seasonal": true}}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.kind, DetectorKind::Ensemble);
+        assert_eq!(cfg.changepoint.within, 8);
+        assert_eq!(cfg.changepoint.expected_run, 250.0);
+        assert!(cfg.ensemble.seasonal);
+        for k in DetectorKind::ALL {
+            let c = parse(&format!(r#"{{"kind": "{k}"}}"#)).unwrap();
+            assert_eq!(c.kind, k);
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_kinds_are_refused() {
+        let e = parse(r#"{"kind": "prophet"}"#).unwrap_err();
+        assert!(e.contains("unknown variant `prophet`"), "{e}");
+        let e = parse(r#"{"seasonal": {"periods": 3}}"#).unwrap_err();
+        assert!(e.contains("unknown field `periods`"), "{e}");
+    }
+
+    #[test]
+    fn the_default_serialises_as_before() {
+        // A parameter file of the adaptive detector does not grow the new
+        // sections, so files written before them read the same.
+        let text = serde_json::to_string(&DetectorConfig::default()).unwrap();
+        for absent in ["kind", "changepoint", "seasonal", "ensemble"] {
+            assert!(!text.contains(absent), "{text}");
+        }
+        let cfg = DetectorConfig {
+            kind: DetectorKind::Seasonal,
+            ..DetectorConfig::default()
+        };
+        let back = parse(&serde_json::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn every_problem_of_the_new_sections_is_reported() {
+        let cfg = DetectorConfig {
+            changepoint: ChangepointConfig {
+                expected_run: 1.0,
+                within: 0,
+                scale_half_life: f64::NAN,
+            },
+            seasonal: SeasonalConfig {
+                history: 10,
+                refit_every: 0,
+                min_period: 1,
+            },
+            ..DetectorConfig::default()
+        };
+        let fields: Vec<_> = cfg.problems().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            fields,
+            [
+                "changepoint.expected_run",
+                "changepoint.within",
+                "changepoint.scale_half_life",
+                "seasonal.history",
+                "seasonal.refit_every",
+                "seasonal.min_period",
+            ]
+        );
+        assert!(DetectorConfig::default().problems().is_empty());
     }
 }

@@ -8,6 +8,10 @@
 //! # Layout
 //! - [`DetectorConfig`]: what a user tunes per signal.
 //! - [`AdaptiveDetector`]: the online adaptive-threshold detector.
+//! - [`Detector`]: the detector of one series, of the kind its
+//!   configuration names (adaptive, changepoint, seasonal, ensemble).
+//! - [`PeerGroup`]: which instance of a service differs from its siblings.
+//! - [`fire_once`]: the shared excursion logic replayed over raw scores.
 //! - [`Scored`], [`Excursion`]: a detector's verdict on one sample.
 //! - [`nab`]: the NAB benchmark's scoring rules.
 
@@ -16,6 +20,10 @@ mod detectors;
 pub mod nab;
 mod score;
 
-pub use config::{DetectorConfig, Direction};
+pub use config::{
+    ChangepointConfig, DetectorConfig, DetectorKind, Direction, EnsembleConfig, SeasonalConfig,
+};
 pub use detectors::adaptive::{score_from_p, AdaptiveDetector};
+pub use detectors::peer::{PeerConfig, PeerGroup, PeerScore};
+pub use detectors::{fire_once, Detector};
 pub use score::{Excursion, Scored};

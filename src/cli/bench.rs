@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use detect::nab::{self, NabFile, Profile};
-use detect::DetectorConfig;
+use detect::{Detector, DetectorConfig, DetectorKind};
+use ingest::{Admit, Sanitizer};
 
-use super::score::score_rows;
 use super::UsageError;
 
 /// Threshold settings tried between 0.05 and 0.65 for the best score.
@@ -31,7 +31,7 @@ pub enum BenchCmd {
 pub struct NabArgs {
     /// The corpus directory, such as `../shared/datasets/nab-dev`.
     dir: PathBuf,
-    /// Which detector to run.
+    /// Which detector to run; `all` prints every one side by side.
     #[arg(long, value_enum, default_value_t = DetectorName::Adaptive)]
     detector: DetectorName,
     /// Also print each file's result at the best standard threshold.
@@ -47,6 +47,52 @@ enum DetectorName {
     /// The adaptive-threshold detector with the sensitive preset (threshold
     /// 0.17, among the best corpus-wide thresholds on NAB).
     Sensitive,
+    /// Bayesian online changepoint detection (`kind: changepoint`).
+    Changepoint,
+    /// The residual against a periodically refitted MSTL decomposition
+    /// (`kind: seasonal`).
+    Seasonal,
+    /// The adaptive and changepoint detectors combined (`kind: ensemble`).
+    Ensemble,
+    /// Every detector above, side by side.
+    All,
+}
+
+impl DetectorName {
+    const EACH: [DetectorName; 5] = [
+        DetectorName::Adaptive,
+        DetectorName::Sensitive,
+        DetectorName::Changepoint,
+        DetectorName::Seasonal,
+        DetectorName::Ensemble,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            DetectorName::Adaptive => "adaptive",
+            DetectorName::Sensitive => "sensitive",
+            DetectorName::Changepoint => "changepoint",
+            DetectorName::Seasonal => "seasonal",
+            DetectorName::Ensemble => "ensemble",
+            DetectorName::All => "all",
+        }
+    }
+
+    /// The one configuration this detector runs the whole corpus with
+    /// (its threshold is then swept; everything else stays).
+    fn config(self) -> DetectorConfig {
+        let kind = match self {
+            DetectorName::Adaptive => return DetectorConfig::default(),
+            DetectorName::Sensitive | DetectorName::All => return DetectorConfig::sensitive(),
+            DetectorName::Changepoint => DetectorKind::Changepoint,
+            DetectorName::Seasonal => DetectorKind::Seasonal,
+            DetectorName::Ensemble => DetectorKind::Ensemble,
+        };
+        DetectorConfig {
+            kind,
+            ..DetectorConfig::sensitive()
+        }
+    }
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -66,10 +112,6 @@ fn nab_bench(args: NabArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
-    let cfg = match args.detector {
-        DetectorName::Adaptive => DetectorConfig::default(),
-        DetectorName::Sensitive => DetectorConfig::sensitive(),
-    };
     let mut series = Vec::with_capacity(corpus.files().len());
     for entry in corpus.files() {
         let file = corpus.read(entry)?;
@@ -77,47 +119,68 @@ fn nab_bench(args: NabArgs) -> anyhow::Result<()> {
         let windows = nab::windows_to_rows(&ts, corpus.windows(&entry.key));
         series.push((entry.key.clone(), file, windows));
     }
-    let mut timing = Timing::default();
-    let at_default = run_corpus(&series, &cfg, &mut timing);
-    let corpus_points: usize = at_default.iter().map(|f| f.scores.len()).sum();
-    let windows: usize = at_default.iter().map(|f| f.windows.len()).sum();
+    let points: usize = series.iter().map(|(_, f, _)| f.rows().len()).sum();
+    let windows: usize = series.iter().map(|(_, _, w)| w.len()).sum();
     println!(
-        "NAB corpus {}: {} files, {} points, {} windows; detector {:?}",
+        "NAB corpus {}: {} files, {} points, {} windows; detector {}",
         args.dir.display(),
-        at_default.len(),
-        corpus_points,
+        series.len(),
+        points,
         windows,
-        args.detector
+        args.detector.as_str()
     );
-    // The best corpus-wide threshold. The detector fires once per excursion
-    // and its hysteresis depends on the threshold, so each candidate is a
-    // full online run with that threshold (and the reset threshold scaled
-    // with it), not a re-thresholding of one run's scores.
-    let mut best: Vec<Option<nab::ProfileScores>> = vec![None; Profile::ALL.len()];
-    let mut best_runs: Vec<Vec<NabFile>> = vec![Vec::new(); Profile::ALL.len()];
-    for step in 0..=THRESHOLD_STEPS {
-        let t = 0.05 + 0.6 * step as f64 / THRESHOLD_STEPS as f64;
-        let swept = DetectorConfig {
-            threshold: t,
-            reset_threshold: cfg.reset_threshold * t / cfg.threshold,
-            ..cfg.clone()
-        };
-        let files = run_corpus(&series, &swept, &mut timing);
-        for (k, profile) in Profile::ALL.iter().enumerate() {
-            let s = nab::corpus_score(&files, t, *profile);
-            if best[k].is_none_or(|b| s.normalized > b.normalized) {
-                best[k] = Some(s);
-                best_runs[k] = files.clone();
-            }
+    if args.detector == DetectorName::All {
+        println!();
+        println!(
+            "{:<12} {:>6} {:>6} {:>11}   {:>6} {:>6} {:>11}   {:>6} {:>6} {:>11}   {:>9}",
+            "detector",
+            "std@",
+            "score",
+            "tp/fn/fp",
+            "lowFP@",
+            "score",
+            "tp/fn/fp",
+            "lowFN@",
+            "score",
+            "tp/fn/fp",
+            "ns/point"
+        );
+        for name in DetectorName::EACH {
+            let run = bench_detector(&series, &name.config());
+            let cell = |s: &nab::ProfileScores| {
+                format!(
+                    "{:>6.3} {:>6.1} {:>11}",
+                    s.threshold,
+                    s.normalized,
+                    format!("{}/{}/{}", s.tp, s.fn_, s.fp)
+                )
+            };
+            println!(
+                "{:<12} {}   {}   {}   {:>9.1}",
+                name.as_str(),
+                cell(&run.best[0]),
+                cell(&run.best[1]),
+                cell(&run.best[2]),
+                run.ns_per_point()
+            );
         }
+        println!();
+        println!(
+            "each detector: one configuration for the whole corpus, at its best corpus-wide \
+             threshold per profile; ns/point = sample policy + detector, one core"
+        );
+        return Ok(());
     }
+    let cfg = args.detector.config();
+    let run = bench_detector(&series, &cfg);
+    let at_default = run.files_at(&series, &cfg, cfg.threshold);
     println!();
     println!(
         "{:<20} {:>10} {:>8} {:>14}   {:>10} {:>8} {:>14}",
         "profile", "best thr", "score", "tp/fn/fp", "default", "score", "tp/fn/fp"
     );
     for (k, profile) in Profile::ALL.iter().enumerate() {
-        let best = best[k].expect("at least one threshold is tried");
+        let best = run.best[k];
         let dflt = nab::corpus_score(&at_default, cfg.threshold, *profile);
         println!(
             "{:<20} {:>10.3} {:>8.1} {:>14}   {:>10.3} {:>8.1} {:>14}",
@@ -131,9 +194,10 @@ fn nab_bench(args: NabArgs) -> anyhow::Result<()> {
         );
     }
     if args.per_file {
-        let b = best[0].expect("at least one threshold is tried");
+        let t = run.best[0].threshold;
+        let best_run = run.files_at(&series, &cfg, t);
         for (title, files, t) in [
-            ("the best standard threshold", &best_runs[0], b.threshold),
+            ("the best standard threshold", &best_run, t),
             ("the default threshold", &at_default, cfg.threshold),
         ] {
             println!();
@@ -148,41 +212,100 @@ fn nab_bench(args: NabArgs) -> anyhow::Result<()> {
         }
     }
     println!();
-    let (points, secs) = (timing.points, timing.elapsed.as_secs_f64().max(1e-9));
     println!(
         "scoring: {:.0} points/s ({:.1} ns/point, sample policy + detector, one core)",
-        points as f64 / secs,
-        secs * 1e9 / points.max(1) as f64
+        1e9 / run.ns_per_point().max(1e-9),
+        run.ns_per_point()
     );
     Ok(())
 }
 
-/// Time spent scoring and points scored, over every run.
-#[derive(Debug, Default)]
-struct Timing {
+type Series = [(String, ingest::NabFile, Vec<nab::RowWindow>)];
+
+/// One detector's run over the corpus: each file's raw scores (the score
+/// every sample would fire with; NaN for rows the sample policy dropped),
+/// the best threshold per profile, and the scoring time.
+struct DetectorRun {
+    raw: Vec<Vec<f64>>,
+    best: Vec<nab::ProfileScores>,
     elapsed: Duration,
     points: usize,
 }
 
-/// Scores every file of the corpus online with one configuration; times
-/// the scoring alone.
-fn run_corpus(
-    series: &[(String, ingest::NabFile, Vec<nab::RowWindow>)],
-    cfg: &DetectorConfig,
-    timing: &mut Timing,
-) -> Vec<NabFile> {
-    series
-        .iter()
-        .map(|(name, file, windows)| {
-            let t0 = Instant::now();
-            let (scores, _) = score_rows(file.rows(), cfg);
-            timing.elapsed += t0.elapsed();
-            timing.points += scores.len();
-            NabFile {
+impl DetectorRun {
+    fn ns_per_point(&self) -> f64 {
+        self.elapsed.as_secs_f64() * 1e9 / self.points.max(1) as f64
+    }
+
+    /// What the detector reports at threshold `t` (the reset threshold
+    /// scaled with it), file by file: the excursion logic replayed over the
+    /// raw scores, exactly what a full online run at `t` gives (see
+    /// `detect::fire_once`).
+    fn files_at(&self, series: &Series, cfg: &DetectorConfig, t: f64) -> Vec<NabFile> {
+        let reset = cfg.reset_threshold * t / cfg.threshold;
+        series
+            .iter()
+            .zip(&self.raw)
+            .map(|((name, _, windows), raw)| NabFile {
                 name: name.clone(),
-                scores,
+                scores: detect::fire_once(raw, t, reset, cfg.reset_samples),
                 windows: windows.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Scores the corpus once with `cfg`'s detector (timed), then sweeps the
+/// threshold for the best corpus-wide score of each profile. The detector
+/// fires once per excursion and its hysteresis depends on the threshold,
+/// so each candidate replays the excursion logic at that threshold (with
+/// the reset threshold scaled alike) rather than re-thresholding scores.
+fn bench_detector(series: &Series, cfg: &DetectorConfig) -> DetectorRun {
+    let mut elapsed = Duration::ZERO;
+    let mut points = 0;
+    let raw: Vec<Vec<f64>> = series
+        .iter()
+        .map(|(_, file, _)| {
+            let t0 = Instant::now();
+            let raw = raw_scores(file.rows(), cfg);
+            elapsed += t0.elapsed();
+            points += raw.len();
+            raw
+        })
+        .collect();
+    let mut run = DetectorRun {
+        raw,
+        best: Vec::new(),
+        elapsed,
+        points,
+    };
+    let mut best: Vec<Option<nab::ProfileScores>> = vec![None; Profile::ALL.len()];
+    for step in 0..=THRESHOLD_STEPS {
+        let t = 0.05 + 0.6 * step as f64 / THRESHOLD_STEPS as f64;
+        let files = run.files_at(series, cfg, t);
+        for (k, profile) in Profile::ALL.iter().enumerate() {
+            let s = nab::corpus_score(&files, t, *profile);
+            if best[k].is_none_or(|b| s.normalized > b.normalized) {
+                best[k] = Some(s);
             }
+        }
+    }
+    run.best = best
+        .into_iter()
+        .map(|b| b.expect("at least one threshold is tried"))
+        .collect();
+    run
+}
+
+/// Every row's raw score, online, in file order; NaN for the rows the
+/// sample policy drops (they never reach the detector).
+fn raw_scores(rows: &[ingest::NabRow], cfg: &DetectorConfig) -> Vec<f64> {
+    let mut sanitizer = Sanitizer::default();
+    let mut detector = Detector::scores_only(cfg.clone());
+    rows.iter()
+        .map(|r| match sanitizer.admit(r.ts_ms, r.value) {
+            Admit::Accept { sample, .. } => detector.update(sample.ts_ms, sample.value).score,
+            Admit::Drop(_) => f64::NAN,
         })
         .collect()
 }

@@ -639,6 +639,44 @@ impl AdaptiveDetector {
     }
 }
 
+/// The adaptive detector's online tail fit, lent to the other detectors of
+/// this crate (changepoint, seasonal, ensemble) so that every score is
+/// calibrated the same way: a surprise statistic in, a tail probability
+/// out (see the `tail` module for the model).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Calibrator(TailFit);
+
+impl Calibrator {
+    /// A fit whose tail never starts below `u_min`.
+    pub(crate) const fn new(u_min: f64) -> Self {
+        Calibrator(TailFit::new(u_min))
+    }
+
+    /// Tail probability of `s` under the fit so far (1 before 100 samples).
+    pub(crate) fn p(&self, s: f64) -> f64 {
+        self.0.p(s)
+    }
+
+    /// Learns `s` with a memory of `half_life` samples.
+    pub(crate) fn learn(&mut self, s: f64, half_life: f64) {
+        self.0.learn(s, half_life);
+    }
+}
+
+impl AdaptiveDetector {
+    /// Whether the detector holds the boxed snapshot of an open excursion
+    /// (for the memory accounting of [`crate::Detector::state_bytes`]).
+    pub(crate) fn forget_snapshot_held(&self) -> bool {
+        self.before_excursion.is_some()
+    }
+}
+
+/// The smoothing factor of an exponentially weighted average with the given
+/// half-life in samples, for the other detectors of this crate.
+pub(crate) fn ew_factor(half_life: f64) -> f64 {
+    factor(half_life)
+}
+
 /// Hour-of-day bucket (of `nb` per day, UTC) of a timestamp.
 fn bucket_of(ts_ms: i64, nb: usize) -> usize {
     (ts_ms.rem_euclid(DAY_MS) * nb as i64 / DAY_MS) as usize

@@ -106,6 +106,7 @@ mod tests {
             onset_ms,
             opened_ms: onset_ms,
             peak_score: 1.0,
+            peer_z: None,
             chain_len: 0,
             actions: vec![],
             resolved_ms: None,

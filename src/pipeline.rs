@@ -5,11 +5,19 @@
 //! per series: the sample policy (`ingest::Sanitizer`), the series' detector
 //! (`detect`), and the rule engine (`remediate::Engine`). Nothing here reads
 //! the clock: the sample's timestamp is the time.
+//!
+//! Signals with `peer:` also compare the series of one service with each
+//! other at every timestamp they share: [`Pipeline::push_slot`] takes a
+//! timestamp's samples together, runs each service's `PeerGroup` on them,
+//! and hands each series' detector its peer verdict as extra evidence
+//! (`Detector::update_with`). [`Pipeline::push`], one sample alone, has no
+//! siblings to compare with; neither has a back-fill ([`Pipeline::warm`]),
+//! which warms the series' own detectors only.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use detect::{Detector, DetectorConfig, Scored};
-use ingest::{Admit, DropReason, Labels, Sanitizer};
+use detect::{Detector, DetectorConfig, PeerGroup, PeerScore, Scored};
+use ingest::{Admit, DropReason, Labels, Sample, Sanitizer};
 use remediate::engine::EngineEvent;
 use remediate::engine::Outcome;
 use remediate::report::{Evidence, EvidencePoint, EvidenceRecorder, EvidenceRing};
@@ -31,6 +39,28 @@ struct SeriesState {
     /// `EvidenceRing`), and the evidence of its open incidents.
     ring: EvidenceRing,
     recording: Vec<(String, EvidenceRecorder)>,
+    /// For a signal with `peer:`, the series' place among its siblings.
+    peer: Option<PeerSlot>,
+}
+
+/// Where a series sits in the peer comparison of its signal.
+#[derive(Debug)]
+struct PeerSlot {
+    /// Index of its service's group in `Pipeline::peers`.
+    group: usize,
+    /// Its name in the group: the value of the signal's `instance_label`
+    /// (the series' selector when it has none).
+    instance: String,
+}
+
+/// The peer groups of a pipeline: one `PeerGroup` per (signal, value of the
+/// signal's service label) among the series registered for signals with
+/// `peer:`. Series without the service label form the group of the empty
+/// value. Bounded by the series registered.
+#[derive(Debug, Default)]
+struct Peers {
+    groups: Vec<PeerGroup>,
+    index: HashMap<(String, String), usize>,
 }
 
 /// After a gap in a series (a Prometheus restart, a scrape outage), its
@@ -82,6 +112,8 @@ pub struct Pipeline {
     resolved_evidence: VecDeque<(String, Evidence)>,
     /// Tuned settings and learned sensitivity (see [`Learning`]).
     learning: Learning,
+    /// Peer groups of the signals with `peer:`.
+    peers: Peers,
 }
 
 /// Detector settings that come from outside the runbooks: a tuned
@@ -133,6 +165,7 @@ impl Pipeline {
             recording: HashMap::new(),
             resolved_evidence: VecDeque::new(),
             learning: Learning::default(),
+            peers: Peers::default(),
         }
     }
 
@@ -144,6 +177,23 @@ impl Pipeline {
             self.stats.unwatched_series += 1;
             return None;
         };
+        let peer = signal.peer.as_ref().map(|cfg| {
+            let service = labels.get(&signal.service_label).unwrap_or("").to_owned();
+            let n = self.peers.groups.len();
+            let group = *self
+                .peers
+                .index
+                .entry((signal.name.clone(), service))
+                .or_insert(n);
+            if group == n {
+                self.peers.groups.push(PeerGroup::new(cfg.clone()));
+            }
+            let instance = match labels.get(&signal.instance_label) {
+                Some(v) => v.to_owned(),
+                None => labels.to_string(),
+            };
+            PeerSlot { group, instance }
+        });
         let state = SeriesState {
             signal: signal.name.clone(),
             labels: labels
@@ -155,13 +205,80 @@ impl Pipeline {
             grace_left: 0,
             ring: EvidenceRing::new(),
             recording: Vec::new(),
+            peer,
         };
         self.series.push(state);
         Some(SeriesHandle(self.series.len() - 1))
     }
 
-    /// Feeds one raw sample of a registered series.
+    /// Feeds one raw sample of a registered series. No peer comparison: a
+    /// sample alone has no siblings (see [`Self::push_slot`]).
     pub fn push(&mut self, series: SeriesHandle, ts_ms: i64, value: f64) -> Pushed {
+        match self.admit(series, ts_ms, value) {
+            Ok(sample) => self.decide(series, sample, None),
+            Err(dropped) => dropped,
+        }
+    }
+
+    /// Feeds the raw samples that series took at one timestamp, `ts_ms`
+    /// (one evaluation slot), and returns what each led to, in order.
+    ///
+    /// For series of a signal with `peer:`, the samples the sample policy
+    /// accepts are first compared with those of the same service in the
+    /// batch (its `PeerGroup`), and each goes to its detector with its
+    /// verdict ([`detect::Detector::update_with`]); a series alone of its
+    /// service in the batch gets none. Everything else is exactly
+    /// [`Self::push`] of each sample in order: signals without `peer:`
+    /// behave the same whether their samples come one by one or in slots.
+    ///
+    /// A service's group should get all its instances' samples of a
+    /// timestamp in one call: an instance missing from a call loses its
+    /// streak (see `PeerGroup::update`).
+    pub fn push_slot(&mut self, ts_ms: i64, samples: &[(SeriesHandle, f64)]) -> Vec<Pushed> {
+        let admitted: Vec<Result<Sample, Pushed>> = samples
+            .iter()
+            .map(|&(h, value)| self.admit(h, ts_ms, value))
+            .collect();
+        let mut verdicts: Vec<Option<PeerScore>> = vec![None; samples.len()];
+        let mut by_group: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (k, (&(h, _), a)) in samples.iter().zip(&admitted).enumerate() {
+            if let (Some(slot), Ok(_)) = (&self.series[h.0].peer, a) {
+                by_group.entry(slot.group).or_default().push(k);
+            }
+        }
+        for (group, ks) in by_group {
+            if ks.len() < 2 {
+                // Alone at this timestamp: nothing to compare with, and
+                // the group's streaks stay as they are.
+                continue;
+            }
+            let values: Vec<(&str, f64)> = ks
+                .iter()
+                .filter_map(|&k| {
+                    let slot = self.series[samples[k].0 .0].peer.as_ref()?;
+                    let sample = admitted[k].as_ref().ok()?;
+                    Some((slot.instance.as_str(), sample.value))
+                })
+                .collect();
+            let scores = self.peers.groups[group].update(ts_ms, &values);
+            for (&k, score) in ks.iter().zip(scores) {
+                verdicts[k] = Some(score);
+            }
+        }
+        admitted
+            .into_iter()
+            .zip(verdicts)
+            .zip(samples)
+            .map(|((a, peer), &(h, _))| match a {
+                Ok(sample) => self.decide(h, sample, peer),
+                Err(dropped) => dropped,
+            })
+            .collect()
+    }
+
+    /// The sample policy of one sample: the accepted sample, or what its
+    /// drop led to.
+    fn admit(&mut self, series: SeriesHandle, ts_ms: i64, value: f64) -> Result<Sample, Pushed> {
         self.stats.samples += 1;
         let state = &mut self.series[series.0];
         let sample = match state.sanitizer.admit(ts_ms, value) {
@@ -176,14 +293,23 @@ impl Pipeline {
             }
             Admit::Drop(reason) => {
                 *self.stats.dropped.entry(reason.as_str()).or_default() += 1;
-                return Pushed {
+                return Err(Pushed {
                     dropped: Some(reason),
                     ..Pushed::default()
-                };
+                });
             }
         };
+        Ok(sample)
+    }
+
+    /// Detector, evidence and engine for one accepted sample, with its peer
+    /// verdict when it has one.
+    fn decide(&mut self, series: SeriesHandle, sample: Sample, peer: Option<PeerScore>) -> Pushed {
+        let state = &mut self.series[series.0];
         let band = state.detector.band(EVIDENCE_BAND_SIGMAS);
-        let scored = state.detector.update(sample.ts_ms, sample.value);
+        let scored = state
+            .detector
+            .update_with(sample.ts_ms, sample.value, peer);
         let point = EvidencePoint::new(sample.ts_ms, sample.value, band);
         state.ring.push(point);
         for (_, recorder) in &mut state.recording {
@@ -234,6 +360,8 @@ impl Pipeline {
     /// Feeds one historical sample (a back-fill) to the series' sample
     /// policy and detector only: detection is warm from the first live
     /// sample, and nothing in the past opens an incident or plans an action.
+    /// Peers are not compared (a back-fill comes series by series; the peer
+    /// detector has no history to warm, only streaks of a few timestamps).
     pub fn warm(&mut self, series: SeriesHandle, ts_ms: i64, value: f64) -> Option<Scored> {
         let state = &mut self.series[series.0];
         match state.sanitizer.admit(ts_ms, value) {
@@ -697,5 +825,179 @@ rules:
         let ids: Vec<&String> = taken.iter().map(|(id, _)| id).collect();
         let newest: Vec<&String> = resolved[n - RESOLVED_EVIDENCE_HELD..].iter().collect();
         assert_eq!(ids, newest);
+    }
+
+    /// A latency signal of a five-instance service, with `peer:` when asked.
+    fn peer_runbook(peer: bool) -> RunbookSet {
+        let text = format!(
+            "signals:
+  - name: latency
+    query: latency
+    detector: {{direction: up}}
+{}rules:
+  - name: replica-slow
+    when: {{signal: latency, direction: up, for: 0s}}
+    then:
+      - action: restart
+        target: api/{{{{instance}}}}
+    verify: {{wait: 30s}}
+",
+            if peer {
+                "    peer: {threshold: 3.5, consecutive: 3}\n"
+            } else {
+                ""
+            }
+        );
+        RunbookSet::from_sources(&[("peer.yaml".into(), text)]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Seeded noise (splitmix64, sum of four uniforms: mean 0, sd 1).
+    struct Noise(u64);
+
+    impl Noise {
+        fn next(&mut self) -> f64 {
+            let mut sum = 0.0;
+            for _ in 0..4 {
+                self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = self.0;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                sum += (z >> 11) as f64 / (1u64 << 53) as f64;
+            }
+            (sum - 2.0) * 3f64.sqrt()
+        }
+    }
+
+    /// Five replicas of one service whose latency moves together (a shared
+    /// component with a spread of 10 per sample) plus a little of their own
+    /// (spread 0.5). From sample 400 on, replica `api-2` runs 6 higher: 12
+    /// of its own spreads away from its siblings, but little more than half
+    /// a spread of its own history, which it has seen plenty of. Returns
+    /// every engine event with the series it came from.
+    fn drifting_replica(p: &mut Pipeline, batched: bool) -> Vec<(usize, EngineEvent)> {
+        let handles: Vec<_> = (0..5)
+            .map(|k| {
+                let labels: Labels = format!("latency{{service=\"api\",instance=\"api-{k}\"}}")
+                    .parse()
+                    .unwrap();
+                p.register(&labels).unwrap()
+            })
+            .collect();
+        let mut noise = Noise(42);
+        let mut events = Vec::new();
+        for i in 0..600i64 {
+            let shared = 100.0 + 10.0 * noise.next();
+            let slot: Vec<(SeriesHandle, f64)> = handles
+                .iter()
+                .enumerate()
+                .map(|(k, &h)| {
+                    let apart = if k == 2 && i >= 400 { 6.0 } else { 0.0 };
+                    (h, shared + 0.5 * noise.next() + apart)
+                })
+                .collect();
+            let ts = i * 15_000;
+            let pushed = if batched {
+                p.push_slot(ts, &slot)
+            } else {
+                slot.iter().map(|&(h, v)| p.push(h, ts, v)).collect()
+            };
+            for (k, pushed) in pushed.into_iter().enumerate() {
+                events.extend(pushed.events.into_iter().map(|e| (k, e)));
+            }
+        }
+        events
+    }
+
+    fn opened(events: &[(usize, EngineEvent)]) -> Vec<(usize, i64)> {
+        events
+            .iter()
+            .filter_map(|(k, e)| match e {
+                EngineEvent::Opened { ts_ms, .. } => Some((*k, ts_ms / 15_000)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_replica_apart_from_its_siblings_opens_an_incident_with_peer() {
+        let mut p = Pipeline::new(peer_runbook(true), EngineOptions::default());
+        let events = drifting_replica(&mut p, true);
+        // The third timestamp apart (consecutive: 3), on api-2 only, once.
+        assert_eq!(opened(&events), vec![(2, 402)]);
+        let incidents = p.finish(600 * 15_000);
+        assert_eq!(incidents.len(), 1);
+        let inc = &incidents[0];
+        assert_eq!(inc.series.get("instance").map(String::as_str), Some("api-2"));
+        assert!(inc.above);
+        let z = inc.peer_z.expect("the peers fired it");
+        assert!(z > 3.5, "{z}");
+        // Still apart at the end: the incident stays open, and the replica
+        // is not "back" (a `cleared` verification would not call it
+        // recovered).
+        assert!(inc.resolved_ms.is_none(), "{inc:?}");
+        let cause = remediate::report::peer_cause(inc).unwrap();
+        assert!(cause.starts_with("differs from its siblings (robust z "), "{cause}");
+    }
+
+    #[test]
+    fn without_peer_the_same_replica_opens_nothing() {
+        for batched in [false, true] {
+            let mut p = Pipeline::new(peer_runbook(false), EngineOptions::default());
+            let events = drifting_replica(&mut p, batched);
+            assert_eq!(opened(&events), vec![], "batched: {batched}");
+            assert_eq!(p.stats().anomalies, 0);
+        }
+    }
+
+    #[test]
+    fn one_sample_at_a_time_gets_no_peer_verdict() {
+        // `push` (and a slot with one sample) has no siblings to compare.
+        let mut p = Pipeline::new(peer_runbook(true), EngineOptions::default());
+        let events = drifting_replica(&mut p, false);
+        assert_eq!(opened(&events), vec![]);
+    }
+
+    #[test]
+    fn signals_without_peer_behave_the_same_in_slots() {
+        // Spikes on some replicas: the detectors fire, and the engine acts,
+        // identically whether the samples come one by one or in slots.
+        let run = |batched: bool| {
+            let mut p = Pipeline::new(peer_runbook(false), EngineOptions::default());
+            let handles: Vec<_> = (0..4)
+                .map(|k| {
+                    p.register(&format!("latency{{service=\"s{}\",instance=\"i{k}\"}}", k % 2)
+                        .parse()
+                        .unwrap())
+                        .unwrap()
+                })
+                .collect();
+            let mut noise = Noise(7);
+            let mut out = Vec::new();
+            for i in 0..500i64 {
+                let slot: Vec<_> = handles
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &h)| {
+                        let spike = if i % 97 == 50 + k as i64 { 80.0 } else { 0.0 };
+                        (h, 50.0 + noise.next() + spike)
+                    })
+                    .collect();
+                let pushed = if batched {
+                    p.push_slot(i * 1000, &slot)
+                } else {
+                    slot.iter().map(|&(h, v)| p.push(h, i * 1000, v)).collect()
+                };
+                for x in pushed {
+                    out.push((x.scored, format!("{:?}", x.events)));
+                }
+            }
+            (out, p.finish(500_000))
+        };
+        let (one, inc_one) = run(false);
+        let (slots, inc_slots) = run(true);
+        assert_eq!(one, slots);
+        assert_eq!(inc_one, inc_slots);
+        assert!(inc_one.len() >= 4, "the spikes opened incidents: {}", inc_one.len());
     }
 }

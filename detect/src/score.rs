@@ -40,6 +40,14 @@ pub struct Excursion {
     /// in its band has recovered even though the excursion's hysteresis
     /// keeps it open a while longer.
     pub in_band: bool,
+    /// When the series' peers fired this excursion (see
+    /// [`Detector::update_with`](crate::Detector::update_with)): the
+    /// series' signed robust z-score among its siblings at the sample that
+    /// fired (above the group's median is positive). `None` when the
+    /// series' own detector fired it, or no peer evidence was given. An
+    /// incident report says "differs from its siblings (robust z 8.1)".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_z: Option<f64>,
 }
 
 impl Scored {

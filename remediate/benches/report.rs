@@ -46,6 +46,7 @@ fn incident(k: usize) -> Incident {
         onset_ms: T0 + 64 * 15_000,
         opened_ms: T0 + 65 * 15_000,
         peak_score: 0.99999,
+        peer_z: None,
         chain_len: 2,
         actions: Vec::new(),
         resolved_ms: Some(T0 + 2_064 * 15_000),

@@ -102,6 +102,7 @@ fn incident(n: u64) -> Incident {
         onset_ms: opened_ms - 2000,
         opened_ms,
         peak_score: rng.gen_range(0.4..1.0),
+        peer_z: None,
         chain_len: steps,
         actions,
         resolved_ms: Some(opened_ms + 5 * MIN),

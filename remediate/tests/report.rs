@@ -68,6 +68,7 @@ fn replay(
             onset_ms: T0 + onset * MIN,
             above: true,
             peak_score,
+            peer_z: None,
             first: onset == m,
             in_band: false,
         });
@@ -212,6 +213,7 @@ fn incidents_as_json_lines() {
                 onset_ms: T0 + onset * MIN,
                 above: true,
                 peak_score,
+                peer_z: None,
                 first: onset == m,
                 in_band: false,
             });
@@ -533,6 +535,7 @@ fn replay_one(
         onset_ms: T0 + onset * MIN,
         above: true,
         peak_score,
+        peer_z: None,
         first: onset == m,
         in_band: false,
     });
@@ -586,4 +589,17 @@ fn atom_entry_links_can_point_at_files() {
     parse_xml(&feed);
     assert!(feed.contains("href=\"inc-000001.html\""));
     assert!(report::atom(&[], "urn:x", 0).contains("<updated>1970-01-01T00:00:00Z</updated>"));
+}
+
+#[test]
+fn an_incident_its_peers_fired_says_so_in_every_format() {
+    let mut inc = checkout_latency();
+    assert!(!report::json_line(&inc).contains("peer_z"), "absent when None");
+    assert!(!report::markdown(&inc).contains("| Cause |"));
+    inc.peer_z = Some(8.123);
+    assert!(report::json_line(&inc).contains(r#""peer_z":8.123,"chain_len""#));
+    assert!(report::markdown(&inc)
+        .contains("| Cause | differs from its siblings (robust z 8.1) |"));
+    assert!(report::html(&inc, None)
+        .contains("<tr><th>Cause</th><td>differs from its siblings (robust z 8.1)</td></tr>"));
 }

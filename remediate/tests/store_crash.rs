@@ -43,6 +43,7 @@ fn incident() -> Incident {
         onset_ms: T0,
         opened_ms: T0 + 1000,
         peak_score: 1.0,
+        peer_z: None,
         chain_len: 1,
         actions: vec![PlannedAction {
             step: 1,

@@ -148,6 +148,7 @@ pub fn run(args: StormArgs) -> anyhow::Result<()> {
                     onset_ms: ts_ms,
                     above: true,
                     peak_score: 0.9,
+                    peer_z: None,
                     first: true,
                     in_band: false,
                 }),

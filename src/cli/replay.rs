@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use ingest::Dataset;
+use ingest::{Dataset, Sample};
 use remediate::engine::EngineEvent;
 use remediate::report::Evidence;
 use remediate::{EngineOptions, Incident, RunbookSet};
@@ -14,7 +14,7 @@ use remediate::{EngineOptions, Incident, RunbookSet};
 use super::score::write_atomically;
 use super::UsageError;
 use crate::evaluate::{evaluate, Evaluation};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, SeriesHandle};
 
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
@@ -273,50 +273,75 @@ pub fn replay(
     let mut end_ms = i64::MIN;
     let mut done = 0u64;
     let mut evidence = BTreeMap::new();
+    // One timestamp at a time: the samples that series share a timestamp
+    // with go to the pipeline together (`push_slot`), so that a signal with
+    // `peer:` compares the instances of a service recorded on a common
+    // slot grid. The pop order is the merge's (series order within a
+    // timestamp), so signals without `peer:` see exactly what one push per
+    // sample gave; a sample alone at its timestamp gets no peer verdict.
+    let mut slot: Vec<(usize, Sample)> = Vec::new();
+    let mut batch: Vec<(SeriesHandle, f64)> = Vec::new();
     while let Some(Reverse((ts, i, k))) = heap.pop() {
-        let sample = dataset.series[i].samples[k];
-        let handle = handles[i].expect("only watched series are queued");
-        let pushed = pipeline.push(handle, sample.ts_ms, sample.value);
-        for event in &pushed.events {
-            tracing::debug!(stage = "remediate", ?event, "engine event");
+        slot.clear();
+        let mut next = Some((i, k));
+        while let Some((i, k)) = next {
+            slot.push((i, dataset.series[i].samples[k]));
+            if let Some(s) = dataset.series[i].samples.get(k + 1) {
+                heap.push(Reverse((s.ts_ms, i, k + 1)));
+            }
+            next = match heap.peek() {
+                Some(&Reverse((t, i, k))) if t == ts => {
+                    heap.pop();
+                    Some((i, k))
+                }
+                _ => None,
+            };
         }
-        if pushed
-            .events
-            .iter()
-            .any(|e| matches!(e, EngineEvent::Resolved { .. }))
-        {
-            evidence.extend(pipeline.take_resolved_evidence());
-        }
-        events.extend(pushed.events.iter().cloned());
-        if let Some(reason) = pushed.dropped {
-            tracing::trace!(
-                stage = "ingest",
-                series = i,
-                ts_ms = sample.ts_ms,
-                reason = reason.as_str(),
-                "sample dropped"
-            );
-        }
-        if let Some(scored) = pushed
-            .scored
-            .filter(|s| s.excursion.is_some_and(|e| e.first))
-        {
-            tracing::debug!(
-                stage = "detect",
-                series = i,
-                ts_ms = sample.ts_ms,
-                score = scored.score,
-                "anomaly fired"
-            );
+        batch.clear();
+        batch.extend(slot.iter().map(|&(i, sample)| {
+            let handle = handles[i].expect("only watched series are queued");
+            (handle, sample.value)
+        }));
+        let pushed_all = pipeline.push_slot(ts, &batch);
+        for (&(i, sample), pushed) in slot.iter().zip(pushed_all) {
+            for event in &pushed.events {
+                tracing::debug!(stage = "remediate", ?event, "engine event");
+            }
+            if pushed
+                .events
+                .iter()
+                .any(|e| matches!(e, EngineEvent::Resolved { .. }))
+            {
+                evidence.extend(pipeline.take_resolved_evidence());
+            }
+            events.extend(pushed.events.iter().cloned());
+            if let Some(reason) = pushed.dropped {
+                tracing::trace!(
+                    stage = "ingest",
+                    series = i,
+                    ts_ms = sample.ts_ms,
+                    reason = reason.as_str(),
+                    "sample dropped"
+                );
+            }
+            if let Some(scored) = pushed
+                .scored
+                .filter(|s| s.excursion.is_some_and(|e| e.first))
+            {
+                tracing::debug!(
+                    stage = "detect",
+                    series = i,
+                    ts_ms = sample.ts_ms,
+                    score = scored.score,
+                    "anomaly fired"
+                );
+            }
+            done += 1;
+            if done % 4096 == 0 {
+                bar.set_position(done);
+            }
         }
         end_ms = end_ms.max(ts);
-        if let Some(next) = dataset.series[i].samples.get(k + 1) {
-            heap.push(Reverse((next.ts_ms, i, k + 1)));
-        }
-        done += 1;
-        if done % 4096 == 0 {
-            bar.set_position(done);
-        }
     }
     bar.finish_and_clear();
     let incidents = pipeline.finish(end_ms.max(0));
@@ -466,6 +491,9 @@ fn print_summary(incidents: &[Incident]) {
             inc.peak_score,
             steps.join(" -> ")
         );
+        if let Some(cause) = remediate::report::peer_cause(inc) {
+            println!("{:<11} ^ {cause}", "");
+        }
     }
 }
 

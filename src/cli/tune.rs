@@ -313,6 +313,7 @@ fn firing(labels: &BTreeMap<String, String>, ts_ms: i64) -> Incident {
         onset_ms: ts_ms,
         opened_ms: ts_ms,
         peak_score: 0.0,
+        peer_z: None,
         chain_len: 0,
         actions: Vec::new(),
         resolved_ms: None,

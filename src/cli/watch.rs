@@ -663,11 +663,18 @@ async fn decide(
                     results.len() as f64,
                 );
                 let mut changed = false;
+                // The slot's samples go in together: a signal with `peer:`
+                // compares the instances of each service at this timestamp.
+                let mut slot = Vec::with_capacity(results.len());
+                let mut slot_labels = Vec::with_capacity(results.len());
                 for (labels, value) in &results {
-                    let Some(h) = register(&mut pipeline, labels) else {
-                        continue;
-                    };
-                    let pushed = pipeline.push(h, ev.ts_ms, *value);
+                    if let Some(h) = register(&mut pipeline, labels) {
+                        slot.push((h, *value));
+                        slot_labels.push(labels);
+                    }
+                }
+                let pushed_all = pipeline.push_slot(ev.ts_ms, &slot);
+                for (labels, pushed) in slot_labels.into_iter().zip(pushed_all) {
                     if let Some(reason) = pushed.dropped {
                         telemetry.add(
                             "heal_samples_dropped_total",

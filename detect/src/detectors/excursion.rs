@@ -71,7 +71,8 @@ impl Excursions {
 
     /// Advances the excursion state by one sample of score `score` and value
     /// `x`: opens an excursion at `threshold` (the sample keeps its score and
-    /// carries `first = true`), keeps it open (score 0) until
+    /// carries `first = true` and `peer_z`, the peers' robust z when they
+    /// fired it), keeps it open (score 0) until
     /// `reset_samples` samples in a row scored below `reset_threshold`.
     pub(crate) fn step(
         &mut self,
@@ -81,6 +82,7 @@ impl Excursions {
         x: f64,
         beyond_limit: bool,
         above: bool,
+        peer_z: Option<f64>,
     ) -> Scored {
         // Back in the band on the excursion's side; a value beyond the
         // other side is some other trouble, not this excursion's.
@@ -95,6 +97,7 @@ impl Excursions {
                         peak_score: score,
                         first: true,
                         in_band: in_band(above),
+                        peer_z,
                     };
                     self.excursion = Some(ex);
                     self.quiet_run = 0;
@@ -166,7 +169,7 @@ pub fn fire_once(
             if s.is_nan() {
                 0.0
             } else {
-                ex.step(&cfg, 0, s, 0.0, false, true).score
+                ex.step(&cfg, 0, s, 0.0, false, true, None).score
             }
         })
         .collect()

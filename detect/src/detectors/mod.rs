@@ -25,7 +25,7 @@ mod seasonal;
 
 pub use excursion::fire_once;
 
-use crate::{AdaptiveDetector, DetectorConfig, DetectorKind, Scored};
+use crate::{AdaptiveDetector, DetectorConfig, DetectorKind, PeerScore, Scored};
 use changepoint::Changepoint;
 use ensemble::Ensemble;
 use excursion::Excursions;
@@ -44,6 +44,15 @@ pub(crate) struct Assessment {
     /// sample.
     pub(crate) level: f64,
     pub(crate) sigma: f64,
+}
+
+/// Evidence about a sample from outside the series' own history (its
+/// peers), as [`Detector::update_with`] hands it to the excursion logic: a
+/// calibrated score and the signed robust z that tells its side.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outside {
+    pub(crate) score: f64,
+    pub(crate) z: f64,
 }
 
 /// A model that [`Online`] turns into a detector.
@@ -106,7 +115,7 @@ impl<M: Model> Online<M> {
         }
     }
 
-    fn update(&mut self, ts_ms: i64, x: f64) -> Scored {
+    fn update(&mut self, ts_ms: i64, x: f64, outside: Option<Outside>) -> Scored {
         if !x.is_finite() {
             return Scored {
                 score: 0.0,
@@ -126,6 +135,10 @@ impl<M: Model> Online<M> {
         if let Some(side) = limit {
             (score, above) = (1.0, side);
         }
+        let mut peer_z = None;
+        if let Some(o) = outside.filter(|o| o.score > score) {
+            (score, above, peer_z) = (o.score, o.z > 0.0, Some(o.z));
+        }
         if self.excursions.fires(score, self.cfg.threshold) {
             if self.seen == 1 {
                 self.excursions.set_limit_band(&self.cfg);
@@ -136,7 +149,7 @@ impl<M: Model> Online<M> {
         }
         let scored = self
             .excursions
-            .step(&self.cfg, ts_ms, score, x, limit.is_some(), above);
+            .step(&self.cfg, ts_ms, score, x, limit.is_some(), above, peer_z);
         if scored.excursion.is_none() {
             self.before = None;
         }
@@ -264,12 +277,64 @@ impl Detector {
 
     /// Scores one sample taken at `ts_ms` (see [`AdaptiveDetector::update`]).
     pub fn update(&mut self, ts_ms: i64, x: f64) -> Scored {
-        match &mut self.0 {
-            Inner::Adaptive(d) => d.update(ts_ms, x),
-            Inner::Changepoint(d) => d.update(ts_ms, x),
-            Inner::Seasonal(d) => d.update(ts_ms, x),
-            Inner::Ensemble(d) => d.update(ts_ms, x),
+        self.update_with(ts_ms, x, None)
+    }
+
+    /// Scores one sample taken at `ts_ms` with what the series' peers say
+    /// about it at the same timestamp (a [`PeerGroup`](crate::PeerGroup)'s
+    /// verdict on this series' instance), or `None`, which is exactly
+    /// [`Self::update`].
+    ///
+    /// The peers are extra evidence for this detector, not a second stream
+    /// of anomalies: the sample's score is the higher of the detector's own
+    /// score and the peer score, and then the detector's usual excursion
+    /// logic runs on it. A replica that stays apart from its siblings
+    /// therefore fires once per excursion, like any other anomaly of the
+    /// series, and the rules of its signal match it; the excursion it fires
+    /// carries the peers' robust z ([`Excursion::peer_z`]) so that the
+    /// incident can say why.
+    ///
+    /// Why the maximum: both scores are calibrated tail probabilities on the
+    /// same log scale, and the maximum of the two scores is the minimum of
+    /// the two probabilities. By Bonferroni, the chance that either test is
+    /// that extreme by luck is at most twice that minimum: the maximum
+    /// overstates the score by at most `ln 2 / ln 1e12`, about 0.025, well
+    /// inside the margin between the default threshold and the noise.
+    /// Weighting the two (as the ensemble does) would move the detector's
+    /// own scores on every signal that turns peers on, for a correction
+    /// smaller than that; and the peer score only counts after `consecutive`
+    /// timestamps in a row apart, which makes its false alarms far rarer
+    /// than its per-timestamp probability says.
+    ///
+    /// The peer evidence honours the signal's `direction` (a replica below
+    /// its siblings does not count for an `up` signal). While it says the
+    /// instance still differs from its siblings (its streak is running),
+    /// the sample is not back in band ([`Excursion::in_band`] is false):
+    /// a series is recovered only once it is back among its siblings too.
+    ///
+    /// [`Excursion::peer_z`]: crate::Excursion::peer_z
+    /// [`Excursion::in_band`]: crate::Excursion::in_band
+    pub fn update_with(&mut self, ts_ms: i64, x: f64, peer: Option<PeerScore>) -> Scored {
+        let direction = self.config().direction;
+        let peer = peer.filter(|p| direction.watches(p.z > 0.0));
+        let outside = peer
+            .filter(|p| p.score > 0.0)
+            .map(|p| Outside {
+                score: p.score.clamp(0.0, 1.0),
+                z: p.z,
+            });
+        let mut scored = match &mut self.0 {
+            Inner::Adaptive(d) => d.update_with(ts_ms, x, outside),
+            Inner::Changepoint(d) => d.update(ts_ms, x, outside),
+            Inner::Seasonal(d) => d.update(ts_ms, x, outside),
+            Inner::Ensemble(d) => d.update(ts_ms, x, outside),
+        };
+        if peer.is_some_and(|p| p.streak > 0) {
+            if let Some(ex) = &mut scored.excursion {
+                ex.in_band = false;
+            }
         }
+        scored
     }
 
     /// The normal band `level ± k·sigma` before the next sample (see
@@ -453,5 +518,94 @@ mod tests {
         // The seasonal history dominates: 2,048 samples of 8 bytes.
         let seasonal = bytes(DetectorKind::Seasonal);
         assert!((16_384..=32_768).contains(&seasonal), "{seasonal}");
+    }
+
+    /// What a peer group says about an instance `streak` timestamps into
+    /// its difference (0: not apart).
+    fn apart(streak: u32, z: f64) -> PeerScore {
+        PeerScore {
+            score: if streak >= 3 { 0.9 } else { 0.0 },
+            z,
+            streak,
+        }
+    }
+
+    #[test]
+    fn update_with_no_peer_evidence_is_update() {
+        for kind in DetectorKind::ALL {
+            let cfg = DetectorConfig {
+                kind,
+                ..DetectorConfig::sensitive()
+            };
+            let mut plain = Detector::new(cfg.clone());
+            let mut with = Detector::new(cfg);
+            let mut fired = 0;
+            for i in 0..2500 {
+                let x = wave(i) + if i % 400 == 399 { 40.0 } else { 0.0 };
+                let ts = i as i64 * 60_000;
+                let a = plain.update(ts, x);
+                assert_eq!(with.update_with(ts, x, None), a, "{kind} at {i}");
+                fired += usize::from(a.excursion.is_some_and(|e| e.first));
+                assert!(a.excursion.is_none_or(|e| e.peer_z.is_none()));
+            }
+            assert!(fired >= 3, "{kind}: the spikes fire ({fired})");
+        }
+    }
+
+    #[test]
+    fn peer_evidence_fires_once_per_excursion_and_says_so() {
+        for kind in DetectorKind::ALL {
+            let mut d = Detector::new(of(kind));
+            let mut firsts = Vec::new();
+            let mut in_band_while_apart = false;
+            let mut open_after = 0;
+            for i in 0..2600usize {
+                let ts = i as i64 * 60_000;
+                // The series itself stays normal; its peers say it is apart
+                // (robust z 8) from 2000 to 2099, then back among them.
+                let peer = (2000..2100).contains(&i).then(|| apart((i - 1999) as u32, 8.0));
+                let peer = peer.or(Some(apart(0, 0.3)));
+                let s = d.update_with(ts, wave(i), peer);
+                if let Some(e) = s.excursion {
+                    if e.first {
+                        firsts.push((i, e.peer_z, e.above, s.score));
+                    }
+                    in_band_while_apart |= (2000..2100).contains(&i) && e.in_band;
+                    open_after = i;
+                }
+            }
+            assert_eq!(
+                firsts,
+                vec![(2002, Some(8.0), true, 0.9)],
+                "{kind}: fires once, on the third timestamp apart, with the peers' z"
+            );
+            assert!(!in_band_while_apart, "{kind}: not back while apart");
+            assert!(open_after < 2300, "{kind}: the excursion ends ({open_after})");
+        }
+    }
+
+    #[test]
+    fn peer_evidence_honours_direction_and_own_higher_scores() {
+        let mut d = Detector::new(DetectorConfig {
+            direction: Direction::Down,
+            ..of(DetectorKind::Adaptive)
+        });
+        for i in 0..2100usize {
+            let s = d.update_with(i as i64 * 60_000, wave(i), Some(apart(5, 8.0)));
+            assert!(s.excursion.is_none(), "an up peer z on a down signal: {s:?}");
+        }
+        // A hard limit (score 1) outranks the peers: its excursion is the
+        // detector's own.
+        let mut d = Detector::new(DetectorConfig {
+            limit_above: Some(200.0),
+            ..of(DetectorKind::Adaptive)
+        });
+        for i in 0..100usize {
+            d.update(i as i64 * 60_000, wave(i));
+        }
+        let s = d.update_with(100 * 60_000, 500.0, Some(apart(5, 8.0)));
+        let e = s.excursion.expect("the limit fires");
+        assert!(e.first && e.peer_z.is_none(), "{e:?}");
+        assert_eq!(s.score, 1.0);
     }
 }

@@ -55,6 +55,7 @@ fn obs(
         onset_ms: T0 + o * SEC,
         above: true,
         peak_score: 0.9,
+        peer_z: None,
         first: o == s,
         in_band,
     });

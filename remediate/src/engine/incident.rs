@@ -39,6 +39,12 @@ pub struct Incident {
     pub opened_ms: i64,
     /// Highest anomaly score seen while the incident was open.
     pub peak_score: f64,
+    /// The cause, when the series' peers fired the excursion that opened
+    /// the incident (signal `peer:`): the series' signed robust z-score
+    /// among the instances of its service at that sample. `None` when its
+    /// own detector did. (Not kept by the incident store yet: an incident
+    /// read back from it has `None`.)
+    pub peer_z: Option<f64>,
     /// Number of steps in the rule's chain.
     pub chain_len: usize,
     /// Every step planned, in order, suppressed ones included.

@@ -594,6 +594,7 @@ impl Engine {
             onset_ms: ex.onset_ms,
             opened_ms: obs.ts_ms,
             peak_score: ex.peak_score,
+            peer_z: ex.peer_z,
             chain_len: rule.then.len(),
             actions: Vec::new(),
             resolved_ms: None,

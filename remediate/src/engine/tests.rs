@@ -53,6 +53,7 @@ impl Series {
             onset_ms: T0 + onset_minute * MIN,
             above,
             peak_score,
+            peer_z: None,
             first: onset_minute == minute,
             in_band: false,
         });

@@ -430,6 +430,7 @@ mod tests {
             onset_ms: 97_000,
             opened_ms: 97_000,
             peak_score: 1.0,
+            peer_z: None,
             chain_len: 0,
             actions: vec![],
             resolved_ms: Some(98_000),

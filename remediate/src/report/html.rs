@@ -132,6 +132,9 @@ pub fn html(incident: &Incident, evidence: Option<&Evidence>) -> String {
         },
     ));
     rows.push(("Peak score", inc.peak_score.to_string()));
+    if let Some(cause) = super::peer_cause(inc) {
+        rows.push(("Cause", escape(&cause)));
+    }
     rows.push((
         "Steps",
         format!(

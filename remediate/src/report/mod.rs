@@ -73,6 +73,11 @@ impl Serialize for Incident {
                 .map(|end| end - self.onset_ms),
         )?;
         s.serialize_field("peak_score", &self.peak_score)?;
+        // Only when the peers fired it: records without it stay as they were.
+        match self.peer_z {
+            Some(z) => s.serialize_field("peer_z", &z)?,
+            None => s.skip_field("peer_z")?,
+        }
         s.serialize_field("chain_len", &self.chain_len)?;
         s.serialize_field("description", &self.description)?;
         s.serialize_field("actions", &self.actions)?;
@@ -104,6 +109,14 @@ impl Serialize for Verification {
         s.serialize_field("detail", &self.detail)?;
         s.end()
     }
+}
+
+/// The cause of an incident that the series' peers fired, in words:
+/// `differs from its siblings (robust z 8.1)`; `None` when its own
+/// detector fired it.
+pub fn peer_cause(inc: &Incident) -> Option<String> {
+    inc.peer_z
+        .map(|z| format!("differs from its siblings (robust z {z:.1})"))
 }
 
 /// One incident as one line of JSON (no trailing newline).
@@ -299,6 +312,9 @@ pub fn markdown(incident: &Incident) -> String {
     row("Service", service.to_owned());
     row("Series", format!("`{selector}`"));
     row("Signal", format!("{} ({side} baseline)", inc.signal));
+    if let Some(cause) = peer_cause(inc) {
+        row("Cause", cause);
+    }
     row("Rule", inc.rule.clone());
     row("Severity", inc.severity.to_string());
     row("Onset", rfc3339(inc.onset_ms));

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use detect::{DetectorConfig, Direction};
+use detect::{DetectorConfig, Direction, PeerConfig};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -103,6 +103,17 @@ pub struct Signal {
     /// Detector settings; leave out for the defaults.
     #[serde(default)]
     pub detector: Option<DetectorConfig>,
+    /// Peer outliers: compare each series with its siblings, the series of
+    /// this signal with the same `service_label` value (one per instance,
+    /// named by `instance_label`), at every timestamp they share. An
+    /// instance whose robust z-score among them stays beyond `threshold`
+    /// for `consecutive` timestamps scores as an anomaly of its own series
+    /// (the higher of its own detector's score and the peer score counts),
+    /// so the rules of this signal match it like any other anomaly, and
+    /// the incident says it differs from its siblings. Leave out to turn
+    /// it off. Needs at least three instances with a value at a timestamp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerConfig>,
     /// Anomaly score at or above which an anomaly is `critical` rather than
     /// `warning`; in [0, 1]. The default 0.8 is a calibrated tail
     /// probability of about 2.5e-10 (the score is `log(p) / log(1e-12)`).

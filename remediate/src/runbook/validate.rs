@@ -198,6 +198,20 @@ fn check_signal(signal: &Signal, report: &mut impl FnMut(String, String)) {
             report(format!("detector.{field}"), problem);
         }
     }
+    if let Some(peer) = &signal.peer {
+        for (field, problem) in peer.problems() {
+            report(format!("peer.{field}"), problem);
+        }
+        if signal.service_label == signal.instance_label {
+            report(
+                "peer".into(),
+                format!(
+                    "service_label and instance_label are both {:?}: peers are the instances of one service, so they must differ",
+                    signal.service_label
+                ),
+            );
+        }
+    }
 }
 
 fn check_probe(probe: &Probe, report: &mut impl FnMut(String, String)) {
@@ -649,6 +663,60 @@ a.yaml:29:54: rules[2].then[0].extra: unknown field `extra`, expected one of `ur
         let ok = text.split("  - name: bad").next().unwrap();
         let set = RunbookSet::from_sources(&[("a.yaml".into(), ok.into())]).unwrap();
         assert_eq!(set.rules()[0].then[1].kind().as_str(), "agent");
+    }
+}
+
+#[cfg(test)]
+mod peer_tests {
+    use crate::RunbookSet;
+
+    #[test]
+    fn peer_settings_are_validated_with_their_positions() {
+        let text = r#"signals:
+  - name: latency
+    query: q
+    peer:
+      threshold: 0
+      consecutive: 0
+      min_spread: -1
+  - name: same_labels
+    query: q
+    service_label: host
+    instance_label: host
+    peer: {}
+  - name: typo
+    query: q
+    peer: {treshold: 3}
+"#;
+        let err = RunbookSet::from_sources(&[("peer.yaml".into(), text.into())]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"peer.yaml:15:12: signals[2].peer.treshold: unknown field `treshold`, expected one of `threshold`, `consecutive`, `min_spread`"#
+        );
+        let text = text.split("  - name: typo").next().unwrap();
+        let err = RunbookSet::from_sources(&[("peer.yaml".into(), text.into())]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"peer.yaml:5:7: signals[0].peer.threshold: must be > 0, got 0
+peer.yaml:6:7: signals[0].peer.consecutive: must be at least 1, got 0
+peer.yaml:7:7: signals[0].peer.min_spread: must be >= 0, got -1
+peer.yaml:12:5: signals[1].peer: service_label and instance_label are both "host": peers are the instances of one service, so they must differ"#
+        );
+    }
+
+    #[test]
+    fn peer_is_off_unless_given_and_defaults_fill_in() {
+        let text = r#"signals:
+  - {name: a, query: q}
+  - {name: b, query: q, peer: {consecutive: 5}}
+"#;
+        let set = RunbookSet::from_sources(&[("p.yaml".into(), text.into())]).unwrap();
+        assert_eq!(set.signal("a").unwrap().peer, None);
+        let peer = set.signal("b").unwrap().peer.clone().unwrap();
+        assert_eq!(peer.consecutive, 5);
+        assert_eq!(peer.threshold, detect::PeerConfig::default().threshold);
+        let schema = crate::json_schema().to_string();
+        assert!(schema.contains("Peer outliers"), "the schema documents it");
     }
 }
 

@@ -249,6 +249,7 @@ impl Store {
             onset_ms,
             opened_ms,
             peak_score,
+            peer_z: None,
             chain_len: chain_len.max(0) as usize,
             resolved_ms,
             unresolved_at_ms,

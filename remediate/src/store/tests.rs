@@ -74,6 +74,7 @@ fn rich_incident(id: &str, service: &str, opened_ms: i64) -> Incident {
         onset_ms: opened_ms - 2 * MIN,
         opened_ms,
         peak_score: 0.918_273_645_546_372_8,
+        peer_z: None,
         chain_len: 7,
         actions: vec![
             step(
@@ -256,6 +257,7 @@ rules:
                 onset_ms: base,
                 above: false,
                 peak_score: 0.9,
+                peer_z: None,
                 first: m == 0,
                 in_band: false,
             });

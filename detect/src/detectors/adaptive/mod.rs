@@ -9,6 +9,7 @@
 
 mod tail;
 
+use super::Outside;
 use crate::{DetectorConfig, Excursion, Scored};
 use tail::TailFit;
 
@@ -319,6 +320,14 @@ impl AdaptiveDetector {
     /// callers drop them first (ingest's sample policy); here they score 0
     /// and leave the state untouched.
     pub fn update(&mut self, ts_ms: i64, x: f64) -> Scored {
+        self.update_with(ts_ms, x, None)
+    }
+
+    /// [`Self::update`] with outside evidence on the same sample (the
+    /// series' peers, see [`crate::Detector::update_with`]): the sample's
+    /// score is the higher of the two, and the excursion logic runs on
+    /// that. `None` is exactly [`Self::update`].
+    pub(crate) fn update_with(&mut self, ts_ms: i64, x: f64, outside: Option<Outside>) -> Scored {
         if !x.is_finite() {
             return Scored {
                 score: 0.0,
@@ -338,7 +347,7 @@ impl AdaptiveDetector {
                         self.cfg.limit_below.unwrap_or(f64::NEG_INFINITY),
                         self.cfg.limit_above.unwrap_or(f64::INFINITY),
                     );
-                    self.step_excursion(ts_ms, 1.0, x, true, above)
+                    self.step_excursion(ts_ms, 1.0, x, true, above, None)
                 }
                 None => Scored::QUIET,
             };
@@ -416,6 +425,10 @@ impl AdaptiveDetector {
             Some(side) => (1.0, side),
             None => (score, above),
         };
+        let (score, above, peer_z) = match outside {
+            Some(o) if o.score > score => (o.score, o.z > 0.0, Some(o.z)),
+            _ => (score, above, None),
+        };
         if self.excursion.is_none() && score >= self.cfg.threshold && score > 0.0 {
             // This sample fires: keep the state it found, to forget the
             // excursion should it turn out to be a fault that got fixed, and
@@ -470,7 +483,7 @@ impl AdaptiveDetector {
         }
         self.learn_level(x, dev, sigma);
         self.learn_profile(ts_ms, x);
-        self.step_excursion(ts_ms, score, x, limit.is_some(), above)
+        self.step_excursion(ts_ms, score, x, limit.is_some(), above, peer_z)
     }
 
     /// Forgets the current excursion, if any, keeping everything learnt.
@@ -583,6 +596,7 @@ impl AdaptiveDetector {
         x: f64,
         beyond_limit: bool,
         above: bool,
+        peer_z: Option<f64>,
     ) -> Scored {
         // Back in the band on the excursion's side; a value beyond the
         // other side is some other trouble, not this excursion's.
@@ -597,6 +611,7 @@ impl AdaptiveDetector {
                         peak_score: score,
                         first: true,
                         in_band: in_band(above),
+                        peer_z,
                     };
                     self.excursion = Some(ex);
                     self.quiet_run = 0;

@@ -1,0 +1,159 @@
+//! Peer outliers end to end: a dataset written here (five replicas of one
+//! service, one of which runs apart from its siblings while staying normal
+//! for its own history) replayed through `heal replay` with and without a
+//! `peer:` block on its signal.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn heal(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_heal"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("running heal")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Seeded noise (splitmix64, sum of four uniforms: mean 0, sd 1).
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> f64 {
+        let mut sum = 0.0;
+        for _ in 0..4 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            sum += (z >> 11) as f64 / (1u64 << 53) as f64;
+        }
+        (sum - 2.0) * 3f64.sqrt()
+    }
+}
+
+/// Start of the data (2026-01-05T00:00:00Z) and its 15 s slot grid.
+const START_SECS: i64 = 1_767_571_200;
+const STEP_SECS: i64 = 15;
+/// The slot from which `api-2` runs apart.
+const APART_FROM: i64 = 400;
+
+/// A long-form CSV: `latency` of five replicas of `api` on a common 15 s
+/// grid, moving together (a shared component, spread 10) plus a little of
+/// their own (spread 0.5); `api-2` runs 6 higher from [`APART_FROM`] on.
+/// One more series, `queue` of another signal without `peer:`, shares
+/// the timestamps: replay's slots hold both signals.
+fn write_dataset(dir: &Path) -> std::path::PathBuf {
+    let mut csv = String::from("__name__,timestamp,service,instance,value\n");
+    let mut noise = Noise(42);
+    for i in 0..600 {
+        let ts = START_SECS + i * STEP_SECS;
+        let shared = 100.0 + 10.0 * noise.next();
+        for k in 0..5 {
+            let apart = if k == 2 && i >= APART_FROM { 6.0 } else { 0.0 };
+            let v = shared + 0.5 * noise.next() + apart;
+            let _ = writeln!(csv, "latency,{ts},api,api-{k},{v:.4}");
+        }
+        let _ = writeln!(csv, "queue,{ts},api,api-1b,{:.4}", 5.0 + noise.next());
+    }
+    let path = dir.join("peers.csv");
+    std::fs::write(&path, csv).unwrap();
+    let ds = dir.join("peers.parquet");
+    let o = heal(&[
+        "dataset",
+        "import",
+        "--format",
+        "long",
+        path.to_str().unwrap(),
+        "-o",
+        ds.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    ds
+}
+
+fn runbook(peer: bool) -> String {
+    format!(
+        "signals:
+  - name: latency
+    query: latency
+    detector: {{direction: up}}
+{}  - name: queue
+    query: queue
+rules:
+  - name: replica-slow
+    when: {{signal: latency, direction: up}}
+    then:
+      - {{action: restart, target: 'api/{{{{instance}}}}'}}
+",
+        if peer {
+            "    peer: {threshold: 3.5, consecutive: 3}\n"
+        } else {
+            ""
+        }
+    )
+}
+
+fn replay(dir: &Path, ds: &Path, peer: bool) -> (Output, std::path::PathBuf) {
+    let name = if peer { "with" } else { "without" };
+    let runbooks = dir.join(format!("runbooks-{name}"));
+    std::fs::create_dir_all(&runbooks).unwrap();
+    std::fs::write(runbooks.join("rb.yaml"), runbook(peer)).unwrap();
+    let report = dir.join(format!("report-{name}"));
+    let o = heal(&[
+        "replay",
+        ds.to_str().unwrap(),
+        "--runbooks",
+        runbooks.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    (o, report)
+}
+
+#[test]
+fn replay_opens_one_incident_for_the_replica_apart_only_with_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = write_dataset(dir.path());
+
+    let (o, report) = replay(dir.path(), &ds, true);
+    let out = stdout(&o);
+    let jsonl = std::fs::read_to_string(report.join("incidents.jsonl")).unwrap();
+    let lines: Vec<&str> = jsonl.lines().collect();
+    assert_eq!(lines.len(), 1, "one incident: {out}");
+    let inc: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(inc["series"]["instance"], "api-2", "{inc}");
+    assert_eq!(inc["direction"], "up");
+    // It fired on the third slot apart (`consecutive: 3`).
+    let onset = (START_SECS + (APART_FROM + 2) * STEP_SECS) * 1000;
+    assert_eq!(inc["onset_ms"], onset, "{inc}");
+    let z = inc["peer_z"].as_f64().expect("the peers' robust z");
+    assert!(z > 3.5, "{z}");
+    assert!(
+        out.contains("^ differs from its siblings (robust z "),
+        "the summary says why: {out}"
+    );
+    let md = std::fs::read_to_string(report.join("inc-000001.md")).unwrap();
+    assert!(
+        md.contains("| Cause | differs from its siblings (robust z "),
+        "{md}"
+    );
+
+    // The same data without `peer:`: every replica is normal for its own
+    // history, so nothing opens.
+    let (o, report) = replay(dir.path(), &ds, false);
+    assert!(stdout(&o).contains("no incidents"), "{}", stdout(&o));
+    let jsonl = std::fs::read_to_string(report.join("incidents.jsonl")).unwrap();
+    assert_eq!(jsonl, "");
+}

@@ -10,7 +10,9 @@
 //! - [`AdaptiveDetector`]: the online adaptive-threshold detector.
 //! - [`Detector`]: the detector of one series, of the kind its
 //!   configuration names (adaptive, changepoint, seasonal, ensemble).
-//! - [`PeerGroup`]: which instance of a service differs from its siblings.
+//! - [`PeerGroup`]: which instance of a service differs from its siblings;
+//!   its verdict is extra evidence for the instance's own detector
+//!   ([`Detector::update_with`]).
 //! - [`fire_once`]: the shared excursion logic replayed over raw scores.
 //! - [`Scored`], [`Excursion`]: a detector's verdict on one sample.
 //! - [`nab`]: the NAB benchmark's scoring rules.

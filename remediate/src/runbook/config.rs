@@ -108,10 +108,13 @@ pub struct Signal {
     /// named by `instance_label`), at every timestamp they share. An
     /// instance whose robust z-score among them stays beyond `threshold`
     /// for `consecutive` timestamps scores as an anomaly of its own series
-    /// (the higher of its own detector's score and the peer score counts),
-    /// so the rules of this signal match it like any other anomaly, and
-    /// the incident says it differs from its siblings. Leave out to turn
-    /// it off. Needs at least three instances with a value at a timestamp.
+    /// (the higher of its own detector's score and the peer score counts,
+    /// against the detector's `threshold`: with the default 0.4, a robust
+    /// z of about 4.3), so the rules of this signal match it like any
+    /// other anomaly, in the detector's `direction`, and the incident says
+    /// it differs from its siblings. Leave out to turn it off. Needs at
+    /// least three instances with a value at a timestamp; not run on a
+    /// back-fill.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<PeerConfig>,
     /// Anomaly score at or above which an anomaly is `critical` rather than

@@ -307,9 +307,7 @@ impl Pipeline {
     fn decide(&mut self, series: SeriesHandle, sample: Sample, peer: Option<PeerScore>) -> Pushed {
         let state = &mut self.series[series.0];
         let band = state.detector.band(EVIDENCE_BAND_SIGMAS);
-        let scored = state
-            .detector
-            .update_with(sample.ts_ms, sample.value, peer);
+        let scored = state.detector.update_with(sample.ts_ms, sample.value, peer);
         let point = EvidencePoint::new(sample.ts_ms, sample.value, band);
         state.ring.push(point);
         for (_, recorder) in &mut state.recording {
@@ -928,7 +926,10 @@ rules:
         let incidents = p.finish(600 * 15_000);
         assert_eq!(incidents.len(), 1);
         let inc = &incidents[0];
-        assert_eq!(inc.series.get("instance").map(String::as_str), Some("api-2"));
+        assert_eq!(
+            inc.series.get("instance").map(String::as_str),
+            Some("api-2")
+        );
         assert!(inc.above);
         let z = inc.peer_z.expect("the peers fired it");
         assert!(z > 3.5, "{z}");
@@ -937,7 +938,10 @@ rules:
         // recovered).
         assert!(inc.resolved_ms.is_none(), "{inc:?}");
         let cause = remediate::report::peer_cause(inc).unwrap();
-        assert!(cause.starts_with("differs from its siblings (robust z "), "{cause}");
+        assert!(
+            cause.starts_with("differs from its siblings (robust z "),
+            "{cause}"
+        );
     }
 
     #[test]
@@ -966,10 +970,12 @@ rules:
             let mut p = Pipeline::new(peer_runbook(false), EngineOptions::default());
             let handles: Vec<_> = (0..4)
                 .map(|k| {
-                    p.register(&format!("latency{{service=\"s{}\",instance=\"i{k}\"}}", k % 2)
-                        .parse()
-                        .unwrap())
-                        .unwrap()
+                    p.register(
+                        &format!("latency{{service=\"s{}\",instance=\"i{k}\"}}", k % 2)
+                            .parse()
+                            .unwrap(),
+                    )
+                    .unwrap()
                 })
                 .collect();
             let mut noise = Noise(7);
@@ -998,6 +1004,10 @@ rules:
         let (slots, inc_slots) = run(true);
         assert_eq!(one, slots);
         assert_eq!(inc_one, inc_slots);
-        assert!(inc_one.len() >= 4, "the spikes opened incidents: {}", inc_one.len());
+        assert!(
+            inc_one.len() >= 4,
+            "the spikes opened incidents: {}",
+            inc_one.len()
+        );
     }
 }

@@ -594,12 +594,14 @@ fn atom_entry_links_can_point_at_files() {
 #[test]
 fn an_incident_its_peers_fired_says_so_in_every_format() {
     let mut inc = checkout_latency();
-    assert!(!report::json_line(&inc).contains("peer_z"), "absent when None");
+    assert!(
+        !report::json_line(&inc).contains("peer_z"),
+        "absent when None"
+    );
     assert!(!report::markdown(&inc).contains("| Cause |"));
     inc.peer_z = Some(8.123);
     assert!(report::json_line(&inc).contains(r#""peer_z":8.123,"chain_len""#));
-    assert!(report::markdown(&inc)
-        .contains("| Cause | differs from its siblings (robust z 8.1) |"));
+    assert!(report::markdown(&inc).contains("| Cause | differs from its siblings (robust z 8.1) |"));
     assert!(report::html(&inc, None)
         .contains("<tr><th>Cause</th><td>differs from its siblings (robust z 8.1)</td></tr>"));
 }

@@ -212,7 +212,10 @@ impl Pipeline {
     }
 
     /// Feeds one raw sample of a registered series. No peer comparison: a
-    /// sample alone has no siblings (see [`Self::push_slot`]).
+    /// sample alone has no siblings (see [`Self::push_slot`]). The binary's
+    /// drivers push slots; this stays for callers with one sample (tests,
+    /// benches).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn push(&mut self, series: SeriesHandle, ts_ms: i64, value: f64) -> Pushed {
         match self.admit(series, ts_ms, value) {
             Ok(sample) => self.decide(series, sample, None),

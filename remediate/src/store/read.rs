@@ -189,7 +189,7 @@ impl Store {
             .prepare_cached(
                 "SELECT id, service, signal, rule, description, severity, above, series,
                      onset_ms, opened_ms, peak_score, chain_len, resolved_ms,
-                     unresolved_at_ms, status, outcome
+                     unresolved_at_ms, status, outcome, peer_z
                  FROM incidents WHERE id = ?1",
             )
             .and_then(|mut s| {
@@ -208,6 +208,7 @@ impl Store {
                         r.get::<_, i64>(11)?,
                         (r.get::<_, Option<i64>>(12)?, r.get::<_, Option<i64>>(13)?),
                         (r.get::<_, String>(14)?, r.get::<_, String>(15)?),
+                        r.get::<_, Option<f64>>(16)?,
                     ))
                 })
                 .optional()
@@ -227,6 +228,7 @@ impl Store {
             chain_len,
             (resolved_ms, unresolved_at_ms),
             (status, outcome),
+            peer_z,
         )) = row
         else {
             return Ok(None);
@@ -249,7 +251,7 @@ impl Store {
             onset_ms,
             opened_ms,
             peak_score,
-            peer_z: None,
+            peer_z,
             chain_len: chain_len.max(0) as usize,
             resolved_ms,
             unresolved_at_ms,

@@ -11,7 +11,7 @@
 
 /// Every migration, oldest first; the schema version of a file is the
 /// number of these it has had.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this heal writes.
 pub(crate) fn current_version() -> i64 {
@@ -174,4 +174,10 @@ CREATE TABLE sensitivity_history (
     at_ms        INTEGER NOT NULL
 );
 CREATE INDEX sensitivity_history_incident ON sensitivity_history (incident, reason);
+"#;
+
+/// Version 5: an incident that a service's peers fired (the replica was
+/// apart from its siblings) keeps the robust z-score that says so.
+const V5: &str = r#"
+ALTER TABLE incidents ADD COLUMN peer_z REAL;
 "#;

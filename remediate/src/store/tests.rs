@@ -172,6 +172,8 @@ fn an_incident_read_back_is_the_incident_written() {
     open_one.resolved_ms = None;
     open_one.unresolved_at_ms = Some(T0 + 99 * MIN);
     open_one.description = None;
+    // Fired by its peers: the robust z that says so is kept too.
+    open_one.peer_z = Some(8.125);
     open_one.actions.truncate(1);
     open_one.actions[0].verification = None;
     store.record_incident(&open_one).unwrap();

@@ -173,8 +173,9 @@ pub(super) fn put_incident(c: &Connection, inc: &Incident) -> rusqlite::Result<(
     c.prepare_cached(
         "INSERT INTO incidents (id, seq, service, signal, rule, description, severity, above,
              series, selector, onset_ms, opened_ms, peak_score, chain_len, resolved_ms,
-             unresolved_at_ms, status, outcome)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+             unresolved_at_ms, status, outcome, peer_z)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+             ?19)
          ON CONFLICT (id) DO UPDATE SET
              seq = excluded.seq, service = excluded.service, signal = excluded.signal,
              rule = excluded.rule, description = excluded.description,
@@ -183,7 +184,7 @@ pub(super) fn put_incident(c: &Connection, inc: &Incident) -> rusqlite::Result<(
              opened_ms = excluded.opened_ms, peak_score = excluded.peak_score,
              chain_len = excluded.chain_len, resolved_ms = excluded.resolved_ms,
              unresolved_at_ms = excluded.unresolved_at_ms, status = excluded.status,
-             outcome = excluded.outcome",
+             outcome = excluded.outcome, peer_z = excluded.peer_z",
     )?
     .execute(params![
         inc.id,
@@ -204,6 +205,7 @@ pub(super) fn put_incident(c: &Connection, inc: &Incident) -> rusqlite::Result<(
         inc.unresolved_at_ms,
         status.as_str(),
         incident_outcome(inc).as_str(),
+        inc.peer_z,
     ])?;
 
     put_anomaly(

@@ -1,13 +1,10 @@
-//! Excursions and hysteresis, shared by the changepoint, seasonal and
-//! ensemble detectors.
-//!
-//! This is the excursion logic of the adaptive detector
-//! (`AdaptiveDetector::step_excursion` and the band it sets on firing),
-//! lifted out so that every other detector fires once per excursion in
-//! exactly the same way. The adaptive detector keeps its own copy for now
-//! (it is being tuned on another branch, and its behaviour must not move);
-//! switching it to this type is a mechanical follow-up. A test in
-//! `ensemble` checks that both give the same verdicts on the same scores.
+//! Excursions and hysteresis: how every detector of this crate (the
+//! adaptive one, changepoint, seasonal and the ensemble) fires once per
+//! excursion, sets the band a series must come back to, and ends an
+//! excursion after a quiet run. One copy, so that every kind reports
+//! excursions to the rule engine in exactly the same way. [`fire_once`]
+//! replays the same logic over raw scores; a test in `ensemble` checks that
+//! replaying it matches a detector that ran it online.
 
 use crate::{DetectorConfig, Excursion, Scored};
 
@@ -74,8 +71,8 @@ impl Excursions {
     /// carries `first = true` and `peer_z`, the peers' robust z when they
     /// fired it), keeps it open (score 0) until
     /// `reset_samples` samples in a row scored below `reset_threshold`.
-    // The same arguments as the adaptive detector's `step_excursion`, which
-    // this mirrors line for line (a test checks both agree).
+    // Every argument is one fact about this sample; a struct would only
+    // rename them.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn step(
         &mut self,

@@ -9,8 +9,9 @@
 
 mod tail;
 
+use super::excursion::Excursions;
 use super::Outside;
-use crate::{DetectorConfig, Excursion, Scored};
+use crate::{DetectorConfig, Scored};
 use tail::TailFit;
 
 /// `sqrt(pi/2)`: the ratio of the standard deviation to the mean absolute
@@ -46,10 +47,6 @@ const PROFILE_READY_MS: i64 = 2 * DAY_MS;
 /// of a few hours has seen only some hours' surprises and, on NAB, made
 /// about one false alarm per series in the third day.
 const PROFILE_SCORED_MS: i64 = PROFILE_READY_MS + DAY_MS;
-
-/// An excursion's sample is back in the normal band within this many
-/// spreads of the level the series had before the excursion.
-const BAND_SIGMAS: f64 = 3.0;
 
 /// Number of statistics whose tail probabilities are combined (Bonferroni).
 const FEATURES: f64 = 4.0;
@@ -226,16 +223,14 @@ pub struct AdaptiveDetector {
     /// was computed at.
     profile_a: f32,
     profile_a_at: u64,
-    excursion: Option<Excursion>,
-    quiet_run: u32,
+    /// The open excursion, its quiet run and its normal band: the fire-once
+    /// logic every detector of this crate shares.
+    excursions: Excursions,
     /// The whole state as it was just before the current excursion's first
     /// sample, kept while the excursion lasts (one allocation per
     /// excursion, none per sample) so that [`Self::forget_excursion`] can
     /// undo what the excursion taught.
     before_excursion: Option<Box<AdaptiveDetector>>,
-    /// The current excursion's normal band: `BAND_SIGMAS` spreads either
-    /// side of the level it had just before its onset.
-    band: (f64, f64),
 }
 
 impl AdaptiveDetector {
@@ -267,10 +262,8 @@ impl AdaptiveDetector {
             profile: [Bucket::default(); MAX_BUCKETS],
             profile_a: 0.0,
             profile_a_at: 0,
-            excursion: None,
-            quiet_run: 0,
+            excursions: Excursions::default(),
             before_excursion: None,
-            band: (f64::NEG_INFINITY, f64::INFINITY),
         }
     }
 
@@ -331,7 +324,7 @@ impl AdaptiveDetector {
         if !x.is_finite() {
             return Scored {
                 score: 0.0,
-                excursion: self.excursion,
+                excursion: self.excursions.current(),
             };
         }
         self.seen += 1;
@@ -343,10 +336,7 @@ impl AdaptiveDetector {
                 Some(above) => {
                     // Nothing to compare with yet: the band is the value's
                     // side of the limit.
-                    self.band = (
-                        self.cfg.limit_below.unwrap_or(f64::NEG_INFINITY),
-                        self.cfg.limit_above.unwrap_or(f64::INFINITY),
-                    );
+                    self.excursions.set_limit_band(&self.cfg);
                     self.step_excursion(ts_ms, 1.0, x, true, above, None)
                 }
                 None => Scored::QUIET,
@@ -429,7 +419,7 @@ impl AdaptiveDetector {
             Some(o) if o.score > score => (o.score, o.z > 0.0, Some(o.z)),
             _ => (score, above, None),
         };
-        if self.excursion.is_none() && score >= self.cfg.threshold && score > 0.0 {
+        if self.excursions.fires(score, self.cfg.threshold) {
             // This sample fires: keep the state it found, to forget the
             // excursion should it turn out to be a fault that got fixed, and
             // the band it was in, to tell when it is back.
@@ -440,13 +430,7 @@ impl AdaptiveDetector {
             // of the level, and at least halfway back from the value that
             // fired. (A sample can fire within three spreads, through the
             // tail fit or the bursts; it must not count as "back" itself.)
-            let half = BAND_SIGMAS * sigma;
-            let mid = 0.5 * (self.level + x);
-            self.band = if x >= self.level {
-                (self.level - half, (self.level + half).min(mid))
-            } else {
-                ((self.level - half).max(mid), self.level + half)
-            };
+            self.excursions.set_band(self.level, sigma, x);
         }
 
         // Learn, after scoring. Every sample teaches, anomalous ones too:
@@ -493,8 +477,7 @@ impl AdaptiveDetector {
     /// if it had just been seen. If the anomaly still holds, the next live
     /// sample fires it anew.
     pub fn end_excursion(&mut self) {
-        self.excursion = None;
-        self.quiet_run = 0;
+        self.excursions.end();
         self.before_excursion = None;
     }
 
@@ -508,7 +491,7 @@ impl AdaptiveDetector {
     /// Samples between the onset and this call are forgotten too (they were
     /// the fault, or the few normal samples that proved it fixed).
     pub fn forget_excursion(&mut self) -> bool {
-        if self.excursion.is_none() {
+        if self.excursions.current().is_none() {
             return false;
         }
         match self.before_excursion.take() {
@@ -589,6 +572,8 @@ impl AdaptiveDetector {
         bk.mean += a * d;
     }
 
+    /// One step of the shared excursion logic; the snapshot kept for
+    /// [`Self::forget_excursion`] goes when the excursion ends.
     fn step_excursion(
         &mut self,
         ts_ms: i64,
@@ -598,59 +583,13 @@ impl AdaptiveDetector {
         above: bool,
         peer_z: Option<f64>,
     ) -> Scored {
-        // Back in the band on the excursion's side; a value beyond the
-        // other side is some other trouble, not this excursion's.
-        let (lo, hi) = self.band;
-        let in_band = |above: bool| !beyond_limit && if above { x <= hi } else { x >= lo };
-        match &mut self.excursion {
-            None => {
-                if score >= self.cfg.threshold && score > 0.0 {
-                    let ex = Excursion {
-                        onset_ms: ts_ms,
-                        above,
-                        peak_score: score,
-                        first: true,
-                        in_band: in_band(above),
-                        peer_z,
-                    };
-                    self.excursion = Some(ex);
-                    self.quiet_run = 0;
-                    return Scored {
-                        score,
-                        excursion: Some(ex),
-                    };
-                }
-                Scored {
-                    score,
-                    excursion: None,
-                }
-            }
-            Some(ex) => {
-                ex.first = false;
-                ex.peak_score = ex.peak_score.max(score);
-                ex.in_band = in_band(ex.above);
-                if score < self.cfg.reset_threshold {
-                    self.quiet_run += 1;
-                } else {
-                    self.quiet_run = 0;
-                }
-                let current = *ex;
-                if self.quiet_run >= self.cfg.reset_samples {
-                    self.excursion = None;
-                    self.quiet_run = 0;
-                    self.before_excursion = None;
-                    return Scored {
-                        score: 0.0,
-                        excursion: None,
-                    };
-                }
-                // Fired already: the rest of the excursion scores 0.
-                Scored {
-                    score: 0.0,
-                    excursion: Some(current),
-                }
-            }
+        let scored = self
+            .excursions
+            .step(&self.cfg, ts_ms, score, x, beyond_limit, above, peer_z);
+        if scored.excursion.is_none() {
+            self.before_excursion = None;
         }
+        scored
     }
 }
 

@@ -58,11 +58,22 @@ fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T
 }
 
 fn start_prometheus(dir: &Path, port: u16, dead: u16) -> Guard {
+    start_prometheus_with(
+        dir,
+        port,
+        &format!(
+            "  - job_name: dead\n    static_configs:\n      - targets: ['127.0.0.1:{dead}']\n"
+        ),
+    )
+}
+
+/// A Prometheus scraping every second with the given `scrape_configs` entries.
+fn start_prometheus_with(dir: &Path, port: u16, scrape_configs: &str) -> Guard {
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: dead\n    static_configs:\n      - targets: ['127.0.0.1:{dead}']\n"
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n{scrape_configs}"
         ),
     )
     .unwrap();
@@ -239,4 +250,106 @@ rules:
     assert_eq!((a.old, a.new), (0.0, 0.01));
     let store = Store::open_read_only(&db).unwrap();
     assert_eq!(store.sensitivity_offsets().unwrap()["target_up"], 0.01);
+}
+
+/// A target that answers every request with the same metrics text (one
+/// gauge), on a thread of its own for the rest of the test process.
+fn constant_target(value: f64) -> u16 {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let body = format!("# TYPE svc_latency_seconds gauge\nsvc_latency_seconds {value}\n");
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// Peer outliers, live: four replicas of one service behind a real
+/// Prometheus, each steady (its own history never looks anomalous), one of
+/// them far from its siblings. With `peer:` on the signal, `heal watch`
+/// compares each evaluation's series and opens an incident for that replica
+/// only, recording the robust z that says why.
+#[test]
+fn a_replica_apart_from_its_siblings_opens_an_incident_through_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = [0.10, 0.11, 0.09, 0.50];
+    let mut targets = String::new();
+    for (k, v) in values.iter().enumerate() {
+        let port = constant_target(*v);
+        targets.push_str(&format!(
+            "      - targets: ['127.0.0.1:{port}']\n        labels: {{service: api, instance: api-{k}}}\n"
+        ));
+    }
+    let prometheus = free_port();
+    let _prom = start_prometheus_with(
+        dir.path(),
+        prometheus,
+        &format!("  - job_name: api\n    static_configs:\n{targets}"),
+    );
+    let runbooks = dir.path().join("runbooks");
+    std::fs::create_dir(&runbooks).unwrap();
+    std::fs::write(
+        runbooks.join("peers.yaml"),
+        "signals:
+  - name: api_latency
+    query: max by (service, instance) (svc_latency_seconds{job=\"api\"})
+    detector: { direction: up }
+    peer: { threshold: 3.5, consecutive: 3, min_spread: 0.01 }
+rules:
+  - name: replica-slow
+    when: { signal: api_latency, direction: up, for: 0s }
+    then:
+      - action: exec
+        argv: ['true']
+",
+    )
+    .unwrap();
+    let db = dir.path().join("heal.db");
+    let heal = watch(prometheus, &runbooks, &db, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut heal = Guard(heal);
+    let record = wait_until(
+        "an incident from the peers",
+        Duration::from_secs(120),
+        || {
+            let store = Store::open_read_only(&db).ok()?;
+            let page = store.list(&IncidentFilter::default()).ok()?;
+            let id = page.incidents.first()?.id.clone();
+            store.incident(&id).ok()?
+        },
+    );
+    // A few more evaluations: the siblings must stay quiet.
+    std::thread::sleep(Duration::from_secs(3));
+    heal.0.kill().unwrap();
+    heal.0.wait().unwrap();
+
+    let inc = &record.incident;
+    assert_eq!(
+        inc.series.get("instance").map(String::as_str),
+        Some("api-3"),
+        "{inc:?}"
+    );
+    assert!(inc.above);
+    let z = inc.peer_z.expect("the peers fired it");
+    assert!(z > 3.5, "robust z {z}");
+    let store = Store::open_read_only(&db).unwrap();
+    let all = store.list(&IncidentFilter::default()).unwrap().incidents;
+    assert!(
+        all.iter().all(|s| s.selector.contains("api-3")),
+        "only the replica apart has incidents: {:?}",
+        all.iter().map(|s| &s.selector).collect::<Vec<_>>()
+    );
 }

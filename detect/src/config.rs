@@ -306,6 +306,21 @@ impl DetectorConfig {
         }
     }
 
+    /// Which hard limit `x` is beyond: `Some(true)` above `limit_above`,
+    /// `Some(false)` below `limit_below`, when `direction` watches that side;
+    /// `None` within the limits (or with none set). Every detector kind
+    /// applies the limits through this one test.
+    pub fn beyond_limit(&self, x: f64) -> Option<bool> {
+        let d = self.direction;
+        if self.limit_above.is_some_and(|l| x > l) && d.watches(true) {
+            Some(true)
+        } else if self.limit_below.is_some_and(|l| x < l) && d.watches(false) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
     /// Largest accepted `daily_buckets`.
     pub const MAX_DAILY_BUCKETS: u32 = 48;
 

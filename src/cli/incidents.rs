@@ -21,6 +21,7 @@ use remediate::store::{
 };
 
 use super::record::parse_time;
+use super::replay::fmt_duration;
 use super::UsageError;
 
 /// Read the incident store.
@@ -170,15 +171,6 @@ fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
         .unwrap_or_else(|| ms.to_string())
-}
-
-fn fmt_duration(ms: i64) -> String {
-    let s = ms / 1000;
-    match s {
-        _ if s < 120 => format!("{s}s"),
-        _ if s < 7200 => format!("{}m", s / 60),
-        _ => format!("{}h{:02}m", s / 3600, s / 60 % 60),
-    }
 }
 
 /// The list as an aligned table, one incident a line.

@@ -439,7 +439,8 @@ fn fmt_ms(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-fn fmt_duration(ms: i64) -> String {
+/// A duration for a table column: `45s`, `12m`, `3h05m`.
+pub(crate) fn fmt_duration(ms: i64) -> String {
     let s = ms / 1000;
     match s {
         _ if s < 120 => format!("{s}s"),

@@ -104,17 +104,6 @@ impl<M: Model> Online<M> {
         }
     }
 
-    fn beyond_limit(&self, x: f64) -> Option<bool> {
-        let d = self.cfg.direction;
-        if self.cfg.limit_above.is_some_and(|l| x > l) && d.watches(true) {
-            Some(true)
-        } else if self.cfg.limit_below.is_some_and(|l| x < l) && d.watches(false) {
-            Some(false)
-        } else {
-            None
-        }
-    }
-
     fn update(&mut self, ts_ms: i64, x: f64, outside: Option<Outside>) -> Scored {
         if !x.is_finite() {
             return Scored {
@@ -130,7 +119,7 @@ impl<M: Model> Online<M> {
         } else {
             a.score
         };
-        let limit = self.beyond_limit(x);
+        let limit = self.cfg.beyond_limit(x);
         let mut above = a.above;
         if let Some(side) = limit {
             (score, above) = (1.0, side);

@@ -332,7 +332,7 @@ impl AdaptiveDetector {
             self.level = x;
             self.first_ts = ts_ms;
             self.learn_profile(ts_ms, x);
-            return match self.beyond_limit(x) {
+            return match self.cfg.beyond_limit(x) {
                 Some(above) => {
                     // Nothing to compare with yet: the band is the value's
                     // side of the limit.
@@ -410,7 +410,7 @@ impl AdaptiveDetector {
             score_from_p(p)
         };
         // A hard limit overrides the statistics, warm-up included.
-        let limit = self.beyond_limit(x);
+        let limit = self.cfg.beyond_limit(x);
         let (score, above) = match limit {
             Some(side) => (1.0, side),
             None => (score, above),
@@ -499,19 +499,6 @@ impl AdaptiveDetector {
             None => self.end_excursion(),
         }
         true
-    }
-
-    /// `Some(true)` above `limit_above`, `Some(false)` below `limit_below`,
-    /// when `direction` watches that side.
-    fn beyond_limit(&self, x: f64) -> Option<bool> {
-        let d = self.cfg.direction;
-        if self.cfg.limit_above.is_some_and(|l| x > l) && d.watches(true) {
-            Some(true)
-        } else if self.cfg.limit_below.is_some_and(|l| x < l) && d.watches(false) {
-            Some(false)
-        } else {
-            None
-        }
     }
 
     fn learn_level(&mut self, x: f64, dev: f64, sigma: f64) {

@@ -566,6 +566,7 @@ impl Learning {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lab::rng::SplitMix64;
 
     const RUNBOOK: &str = "signals:
   - name: queue_depth
@@ -852,24 +853,6 @@ rules:
         RunbookSet::from_sources(&[("peer.yaml".into(), text)]).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Seeded noise (splitmix64, sum of four uniforms: mean 0, sd 1).
-    struct Noise(u64);
-
-    impl Noise {
-        fn next(&mut self) -> f64 {
-            let mut sum = 0.0;
-            for _ in 0..4 {
-                self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = self.0;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                z ^= z >> 31;
-                sum += (z >> 11) as f64 / (1u64 << 53) as f64;
-            }
-            (sum - 2.0) * 3f64.sqrt()
-        }
-    }
-
     /// Five replicas of one service whose latency moves together (a shared
     /// component with a spread of 10 per sample) plus a little of their own
     /// (spread 0.5). From sample 400 on, replica `api-2` runs 6 higher: 12
@@ -885,16 +868,16 @@ rules:
                 p.register(&labels).unwrap()
             })
             .collect();
-        let mut noise = Noise(42);
+        let mut noise = SplitMix64::new(42);
         let mut events = Vec::new();
         for i in 0..600i64 {
-            let shared = 100.0 + 10.0 * noise.next();
+            let shared = 100.0 + 10.0 * noise.noise();
             let slot: Vec<(SeriesHandle, f64)> = handles
                 .iter()
                 .enumerate()
                 .map(|(k, &h)| {
                     let apart = if k == 2 && i >= 400 { 6.0 } else { 0.0 };
-                    (h, shared + 0.5 * noise.next() + apart)
+                    (h, shared + 0.5 * noise.noise() + apart)
                 })
                 .collect();
             let ts = i * 15_000;
@@ -981,7 +964,7 @@ rules:
                     .unwrap()
                 })
                 .collect();
-            let mut noise = Noise(7);
+            let mut noise = SplitMix64::new(7);
             let mut out = Vec::new();
             for i in 0..500i64 {
                 let slot: Vec<_> = handles
@@ -991,7 +974,7 @@ rules:
                         // One spike per series, after the tail fits have
                         // 100 samples (routine spikes would be learnt as normal).
                         let spike = if i == 300 + 40 * k as i64 { 80.0 } else { 0.0 };
-                        (h, 50.0 + noise.next() + spike)
+                        (h, 50.0 + noise.noise() + spike)
                     })
                     .collect();
                 let pushed = if batched {

@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use lab::rng::SplitMix64;
+
 fn heal(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_heal"))
         .args(args)
@@ -23,24 +25,6 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Seeded noise (splitmix64, sum of four uniforms: mean 0, sd 1).
-struct Noise(u64);
-
-impl Noise {
-    fn next(&mut self) -> f64 {
-        let mut sum = 0.0;
-        for _ in 0..4 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            sum += (z >> 11) as f64 / (1u64 << 53) as f64;
-        }
-        (sum - 2.0) * 3f64.sqrt()
-    }
-}
-
 /// Start of the data (2026-01-05T00:00:00Z) and its 15 s slot grid.
 const START_SECS: i64 = 1_767_571_200;
 const STEP_SECS: i64 = 15;
@@ -54,16 +38,16 @@ const APART_FROM: i64 = 400;
 /// the timestamps: replay's slots hold both signals.
 fn write_dataset(dir: &Path) -> std::path::PathBuf {
     let mut csv = String::from("__name__,timestamp,service,instance,value\n");
-    let mut noise = Noise(42);
+    let mut noise = SplitMix64::new(42);
     for i in 0..600 {
         let ts = START_SECS + i * STEP_SECS;
-        let shared = 100.0 + 10.0 * noise.next();
+        let shared = 100.0 + 10.0 * noise.noise();
         for k in 0..5 {
             let apart = if k == 2 && i >= APART_FROM { 6.0 } else { 0.0 };
-            let v = shared + 0.5 * noise.next() + apart;
+            let v = shared + 0.5 * noise.noise() + apart;
             let _ = writeln!(csv, "latency,{ts},api,api-{k},{v:.4}");
         }
-        let _ = writeln!(csv, "queue,{ts},api,api-1b,{:.4}", 5.0 + noise.next());
+        let _ = writeln!(csv, "queue,{ts},api,api-1b,{:.4}", 5.0 + noise.noise());
     }
     let path = dir.join("peers.csv");
     std::fs::write(&path, csv).unwrap();

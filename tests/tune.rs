@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use lab::rng::SplitMix64;
+
 fn heal(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_heal"))
         .args(args)
@@ -22,22 +24,10 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A seeded generator (SplitMix64) and standard normal draws (Box-Muller).
-struct Rng(u64);
-
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.unit().max(1e-12), self.unit());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
+/// A standard normal draw (Box-Muller) from the lab's seeded generator.
+fn normal(rng: &mut SplitMix64) -> f64 {
+    let (u, v) = (rng.unit().max(1e-12), rng.unit());
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
 
 const ROWS: usize = 1500;
@@ -61,7 +51,7 @@ fn stamp(secs: i64) -> String {
 /// 4.5 to 6 sigma per series (moderate: the ops-safe default threshold
 /// misses most of them), each inside a window of 21 rows.
 fn write_corpus(dir: &Path, seed: u64) {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut windows = String::from("{\n");
     let mut first = true;
     for (category, count) in [("synthA", 4), ("synthB", 4)] {
@@ -71,7 +61,7 @@ fn write_corpus(dir: &Path, seed: u64) {
             let spikes = [600 + 37 * k, 950 + 23 * k, 1300 - 41 * k];
             let mut csv = String::from("timestamp,value\n");
             for i in 0..ROWS {
-                let mut v = 10.0 + rng.normal();
+                let mut v = 10.0 + normal(&mut rng);
                 if spikes.contains(&i) {
                     v += 4.5 + 1.5 * rng.unit();
                 }

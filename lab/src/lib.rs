@@ -43,6 +43,7 @@ pub mod manager;
 pub mod orchestrate;
 pub mod procfs;
 pub mod promconfig;
+pub mod rng;
 pub mod service;
 
 pub use error::{Error, ErrorKind, Result};

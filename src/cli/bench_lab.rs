@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use lab::orchestrate::{self, Lab, LabService, Monit, Prometheus, TempDir};
+use lab::rng::SplitMix64;
 
 use super::demo::{
     check_prometheus, duration_arg, find_lab_bin, interrupt_flag, lab_runbook, log_field, sleep,
@@ -396,26 +397,18 @@ const RULES: [&str; 5] = [
     "memory-leak",
 ];
 
-/// Seeded injection phases: uniform offsets within the wall-clock second.
-///
-/// SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number
-/// generators", OOPSLA 2014), as the lab's error fault uses: a few lines,
-/// reproducible everywhere, and plenty for drawing phases.
-struct Phases(u64);
+/// Seeded injection phases: uniform offsets within the wall-clock second,
+/// drawn from the lab's SplitMix64 stream.
+struct Phases(SplitMix64);
 
 impl Phases {
     fn new(seed: u64) -> Self {
-        Phases(seed)
+        Phases(SplitMix64::new(seed))
     }
 
     /// The next uniform draw in [0, 1).
     fn next_unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+        self.0.unit()
     }
 
     /// How long to wait so that the injection lands at the next draw's

@@ -29,6 +29,7 @@ use remediate::Incident;
 use super::score::write_atomically;
 use super::UsageError;
 use crate::evaluate::{evaluate, TruthWindow};
+use lab::rng::SplitMix64;
 
 #[derive(Debug, clap::Args)]
 pub struct TuneArgs {
@@ -331,7 +332,7 @@ fn split(series: &[TuneSeries], seed: u64) -> Vec<usize> {
         by_category.entry(&s.category).or_default().push(i);
     }
     // A stream of its own, so changing --trials does not change the split.
-    let mut rng = SplitMix64(seed ^ 0x5851_f42d_4c95_7f2d);
+    let mut rng = SplitMix64::new(seed ^ 0x5851_f42d_4c95_7f2d);
     let mut halves = vec![A; series.len()];
     let mut next = A;
     for members in by_category.values_mut() {
@@ -361,24 +362,24 @@ fn split(series: &[TuneSeries], seed: u64) -> Vec<usize> {
 /// are the user's knowledge of the signal, never tuned.
 fn candidates(trials: usize, seed: u64) -> Vec<DetectorConfig> {
     let base = DetectorConfig::default();
-    let mut rng = SplitMix64(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut out = vec![base.clone(), DetectorConfig::sensitive()];
     for _ in 0..trials {
         let threshold = sig3(rng.uniform(0.08, 0.6));
         out.push(DetectorConfig {
             threshold,
             reset_threshold: sig3(threshold * rng.uniform(0.3, 0.8)),
-            reset_samples: rng.log_uniform(5.0, 120.0).round() as u32,
-            warmup: rng.log_uniform(10.0, 100.0).round() as u32,
-            level_half_life: sig3(rng.log_uniform(5.0, 200.0)),
-            spread_half_life: sig3(rng.log_uniform(50.0, 5000.0)),
-            calibration_half_life: sig3(rng.log_uniform(200.0, 20000.0)),
+            reset_samples: log_uniform(&mut rng, 5.0, 120.0).round() as u32,
+            warmup: log_uniform(&mut rng, 10.0, 100.0).round() as u32,
+            level_half_life: sig3(log_uniform(&mut rng, 5.0, 200.0)),
+            spread_half_life: sig3(log_uniform(&mut rng, 50.0, 5000.0)),
+            calibration_half_life: sig3(log_uniform(&mut rng, 200.0, 20000.0)),
             daily_buckets: if rng.uniform(0.0, 1.0) < 0.5 {
                 0
             } else {
                 base.daily_buckets.max(24)
             },
-            daily_half_life_days: sig3(rng.log_uniform(2.0, 28.0)),
+            daily_half_life_days: sig3(log_uniform(&mut rng, 2.0, 28.0)),
             ..base.clone()
         });
     }
@@ -394,31 +395,9 @@ fn sig3(x: f64) -> f64 {
     (x * scale).round() / scale
 }
 
-/// SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number
-/// generators", OOPSLA 2014): a few lines, good enough for a search, and
-/// no dependency for the binary.
-#[derive(Debug)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [lo, hi).
-    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        let unit = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        lo + unit * (hi - lo)
-    }
-
-    /// Log-uniform in [lo, hi).
-    fn log_uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        self.uniform(lo.ln(), hi.ln()).exp()
-    }
+/// Log-uniform in [lo, hi).
+fn log_uniform(rng: &mut SplitMix64, lo: f64, hi: f64) -> f64 {
+    rng.uniform(lo.ln(), hi.ln()).exp()
 }
 
 /// Which layout the directory had, for messages.

@@ -231,7 +231,7 @@ pub fn render_extra(out: &mut String, k: u32, t: f64) {
     for i in 0..k {
         let phase = f64::from(i) * 0.618;
         let wave = 10.0 * (std::f64::consts::TAU * t / 600.0 + phase).sin();
-        let draw = super::splitmix64(second.wrapping_mul(1_000_003).wrapping_add(u64::from(i)));
+        let draw = crate::rng::nth(second.wrapping_mul(1_000_003).wrapping_add(u64::from(i)));
         let wobble = (draw >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
         let _ = writeln!(
             out,

@@ -259,7 +259,7 @@ impl Service {
     /// round-robin pattern, has realistic streaks.
     fn draw(&self) -> f64 {
         let n = self.sequence.fetch_add(1, Ordering::Relaxed);
-        (splitmix64(n) >> 11) as f64 / (1u64 << 53) as f64
+        crate::rng::nth_unit(n)
     }
 
     fn render_metrics(&self) -> String {
@@ -351,15 +351,6 @@ impl Service {
     }
 }
 
-/// The `n`-th output of SplitMix64 (Steele, Lea, Flood 2014) seeded with 0:
-/// the state after `n + 1` steps is `(n + 1) * gamma`, then the mixer.
-fn splitmix64(n: u64) -> u64 {
-    let mut z = n.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// The crash fault: exit status 1, as an unhandled error would.
 fn crash(name: &str) -> ! {
     note!("{name}: fault crash: exiting with status 1");
@@ -397,7 +388,7 @@ mod tests {
     #[test]
     fn draws_are_uniform_enough() {
         let below = (0..10_000u64)
-            .filter(|&n| ((splitmix64(n) >> 11) as f64 / (1u64 << 53) as f64) < 0.3)
+            .filter(|&n| crate::rng::nth_unit(n) < 0.3)
             .count();
         assert!((2_800..3_200).contains(&below), "{below}");
     }

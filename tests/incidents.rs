@@ -2,23 +2,12 @@
 //! and `heal incidents show` on it.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn heal(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_heal"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("running heal")
-}
+mod common;
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{heal, normal, stderr, stdout};
+use lab::rng::SplitMix64;
 
 fn replay_into(db: &Path, report: &Path) -> String {
     let o = heal(&[
@@ -294,33 +283,15 @@ fn the_report_feed_over_http() {
 
 // ---- Learning from outcomes: marks by the CLI and through watch's API ----
 
-/// Standard normal draws from a seeded SplitMix64 (Box-Muller).
-struct Rng(u64);
-
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.unit().max(1e-12), self.unit());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-}
-
 /// A dataset of one series `latency{service="api"}`: 4,000 minutes of
 /// noise around 10 with 30 spikes of 3.5 to 7 sigma, graded, so that some
 /// score just above the runbook's threshold and some well above it.
 fn graded_spikes_dataset(dir: &Path) -> std::path::PathBuf {
     use std::fmt::Write as _;
-    let mut rng = Rng(11);
+    let mut rng = SplitMix64::new(11);
     let mut csv = String::from("timestamp,value\n");
     for i in 0..4000u32 {
-        let mut v = 10.0 + rng.normal();
+        let mut v = 10.0 + normal(&mut rng);
         if i >= 500 && (i - 500) % 110 == 0 && (i - 500) / 110 < 30 {
             v += 3.5 + 3.5 * f64::from((i - 500) / 110) / 29.0;
         }

@@ -5,25 +5,13 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use lab::rng::SplitMix64;
 
-fn heal(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_heal"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("running heal")
-}
+mod common;
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{heal, stderr, stdout};
 
 /// Start of the data (2026-01-05T00:00:00Z) and its 15 s slot grid.
 const START_SECS: i64 = 1_767_571_200;

@@ -4,31 +4,12 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use lab::rng::SplitMix64;
 
-fn heal(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_heal"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("running heal")
-}
+mod common;
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A standard normal draw (Box-Muller) from the lab's seeded generator.
-fn normal(rng: &mut SplitMix64) -> f64 {
-    let (u, v) = (rng.unit().max(1e-12), rng.unit());
-    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-}
+use common::{heal, normal, stderr, stdout};
 
 const ROWS: usize = 1500;
 const STEP_SECS: i64 = 300;

@@ -1,0 +1,31 @@
+//! Helpers the integration tests of the `heal` binary share (each test file
+//! that needs them says `mod common;`). Not every file uses every helper.
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+
+use lab::rng::SplitMix64;
+
+/// Runs the real `heal` binary with `args`, from the package root (so the
+/// bundled `runbooks/` and `datasets/` resolve), and waits for it.
+pub fn heal(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_heal"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("running heal")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A standard normal draw (Box-Muller) from the lab's seeded generator.
+pub fn normal(rng: &mut SplitMix64) -> f64 {
+    let (u, v) = (rng.unit().max(1e-12), rng.unit());
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+}

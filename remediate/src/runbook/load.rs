@@ -293,16 +293,8 @@ fn parse_file(index: usize, path: &Path, text: &str, found: &mut Vec<Found>) -> 
             "guardrails" => match serde_path_to_error::deserialize::<_, Guardrails>(&value) {
                 Ok(g) => file.guardrails = Some(g),
                 Err(e) => {
-                    let (mut field, message) = path_and_message("guardrails", e);
-                    if let Some(name) = message
-                        .strip_prefix("unknown field `")
-                        .and_then(|m| m.split('`').next())
-                    {
-                        let candidate = join(&field, name);
-                        if file.positions.contains(&candidate) {
-                            field = candidate;
-                        }
-                    }
+                    let (field, message) = path_and_message("guardrails", e);
+                    let field = file.positions.unknown_field_path(field, &message);
                     found.push((index, file.error(field, message)));
                 }
             },
@@ -352,17 +344,7 @@ fn deserialize_each<T: DeserializeOwned>(
                 if let Some((sub, better)) = refine_action(&item, &base, &field) {
                     (field, message) = (sub, better);
                 }
-                // serde reports an unknown field at the struct holding it;
-                // point at the field itself, which is what needs fixing.
-                if let Some(name) = message
-                    .strip_prefix("unknown field `")
-                    .and_then(|m| m.split('`').next())
-                {
-                    let candidate = join(&field, name);
-                    if file.positions.contains(&candidate) {
-                        field = candidate;
-                    }
-                }
+                let field = file.positions.unknown_field_path(field, &message);
                 found.push((index, file.error(field, message)));
                 if let Some(name) = item.get("name").and_then(Value::as_str) {
                     broken.push(name.to_owned());

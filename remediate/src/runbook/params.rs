@@ -13,7 +13,7 @@ use detect::DetectorConfig;
 use serde_json::Value;
 
 use super::load::path_and_message;
-use super::yaml::{self, join};
+use super::yaml;
 use crate::error::{RunbookError, RunbookErrors};
 
 /// Reads and checks a detector parameter file.
@@ -87,18 +87,8 @@ pub fn detector_params_from_source(
             }
         }
         Err(e) => {
-            let (mut field, message) = path_and_message("", e);
-            // serde reports an unknown field at the struct holding it;
-            // point at the field itself, which is what needs fixing.
-            if let Some(name) = message
-                .strip_prefix("unknown field `")
-                .and_then(|m| m.split('`').next())
-            {
-                let candidate = join(&field, name);
-                if positions.contains(&candidate) {
-                    field = candidate;
-                }
-            }
+            let (field, message) = path_and_message("", e);
+            let field = positions.unknown_field_path(field, &message);
             found.push(placed(field, message));
         }
     }

@@ -56,6 +56,19 @@ impl Positions {
     pub(crate) fn contains(&self, path: &str) -> bool {
         self.0.contains_key(path)
     }
+
+    /// The path an error `message` at `field` should name. serde reports an
+    /// unknown field at the struct holding it; this points at the field
+    /// itself, which is what needs fixing, when the file has it.
+    pub(crate) fn unknown_field_path(&self, field: String, message: &str) -> String {
+        let unknown = message
+            .strip_prefix("unknown field `")
+            .and_then(|m| m.split('`').next());
+        match unknown {
+            Some(name) if self.contains(&join(&field, name)) => join(&field, name),
+            _ => field,
+        }
+    }
 }
 
 /// `a.b[2]` -> `a.b`, `a.b` -> `a`, `a` -> ``.

@@ -529,26 +529,8 @@ fn path_and_message(
     e: serde_path_to_error::Error<serde_json::Error>,
     positions: &Positions,
 ) -> (String, String) {
-    use serde_path_to_error::Segment;
-    let mut field = base.to_owned();
-    for segment in e.path() {
-        match segment {
-            Segment::Seq { index } => field.push_str(&format!("[{index}]")),
-            Segment::Map { key } | Segment::Enum { variant: key } => field = join(&field, key),
-            Segment::Unknown => field = join(&field, "?"),
-        }
-    }
-    let message = e.into_inner().to_string();
-    if let Some(name) = message
-        .strip_prefix("unknown field `")
-        .and_then(|m| m.split('`').next())
-    {
-        let candidate = join(&field, name);
-        if positions.contains(&candidate) {
-            field = candidate;
-        }
-    }
-    (field, message)
+    let (field, message) = crate::runbook::load::path_and_message(base, e);
+    (positions.unknown_field_path(field, &message), message)
 }
 
 /// Cross-field checks; every problem as `(field, message)`.

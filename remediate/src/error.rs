@@ -41,6 +41,20 @@ impl fmt::Display for RunbookError {
 
 impl std::error::Error for RunbookError {}
 
+impl RunbookError {
+    /// A file that could not be read at all (no line, no field): `what` says
+    /// what the file was for, such as `runbook file`.
+    pub(crate) fn unreadable(path: &std::path::Path, what: &str, e: &std::io::Error) -> Self {
+        RunbookError {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            field: String::new(),
+            message: format!("reading {what}: {e}"),
+        }
+    }
+}
+
 /// Every problem found while loading a runbook directory, in file order and,
 /// within a file, in line order. Never empty.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

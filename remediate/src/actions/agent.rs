@@ -678,13 +678,11 @@ impl AgentConfig {
     /// Every problem found, or the file cannot be read.
     pub fn load(path: &Path) -> Result<AgentConfig, RunbookErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            RunbookErrors(vec![RunbookError {
-                file: path.to_path_buf(),
-                line: None,
-                column: None,
-                field: String::new(),
-                message: format!("reading agent configuration: {e}"),
-            }])
+            RunbookErrors(vec![RunbookError::unreadable(
+                path,
+                "agent configuration",
+                &e,
+            )])
         })?;
         AgentConfig::from_yaml(path, &text)
     }

@@ -117,13 +117,7 @@ impl RunbookSet {
             let path = path.as_ref();
             match std::fs::read_to_string(path) {
                 Ok(text) => sources.push((path.to_path_buf(), text)),
-                Err(e) => errors.push(RunbookError {
-                    file: path.to_path_buf(),
-                    line: None,
-                    column: None,
-                    field: String::new(),
-                    message: format!("reading runbook file: {e}"),
-                }),
+                Err(e) => errors.push(RunbookError::unreadable(path, "runbook file", &e)),
             }
         }
         let result = RunbookSet::from_sources(&sources);

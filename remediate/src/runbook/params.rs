@@ -24,15 +24,8 @@ use crate::error::{RunbookError, RunbookErrors};
 /// a line when the file cannot be read).
 pub fn load_detector_params(path: impl AsRef<Path>) -> Result<DetectorConfig, RunbookErrors> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        RunbookErrors(vec![RunbookError {
-            file: path.to_path_buf(),
-            line: None,
-            column: None,
-            field: String::new(),
-            message: format!("reading parameter file: {e}"),
-        }])
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| RunbookErrors(vec![RunbookError::unreadable(path, "parameter file", &e)]))?;
     detector_params_from_source(path, &text)
 }
 

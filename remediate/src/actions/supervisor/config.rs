@@ -413,13 +413,11 @@ impl SupervisorConfig {
     /// Every problem found, each with file, line and field.
     pub fn load(path: &Path) -> Result<SupervisorConfig, RunbookErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            RunbookErrors(vec![RunbookError {
-                file: path.to_path_buf(),
-                line: None,
-                column: None,
-                field: String::new(),
-                message: format!("reading supervisor configuration: {e}"),
-            }])
+            RunbookErrors(vec![RunbookError::unreadable(
+                path,
+                "supervisor configuration",
+                &e,
+            )])
         })?;
         SupervisorConfig::from_text(path, &text)
     }

@@ -119,7 +119,7 @@ pub struct Pipeline {
 /// Detector settings that come from outside the runbooks: a tuned
 /// parameter file (`--params`) for the signals that set no `detector:`,
 /// and each signal's learned threshold offset (learning from outcomes,
-/// `remediate::store::Mark`); plus the performed steps that did not help,
+/// `store::Mark`); plus the performed steps that did not help,
 /// which the caller records (and then applies) as marks.
 #[derive(Debug, Default)]
 struct Learning {

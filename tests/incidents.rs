@@ -177,7 +177,7 @@ fn bad_input_exits_64_with_the_reason() {
 /// Creates an empty store the way heal does: a replay of nothing would
 /// need a dataset, so open it through the library.
 fn remediate_store_create(db: &Path) {
-    remediate::store::Store::open(db).unwrap();
+    store::Store::open(db).unwrap();
 }
 
 /// GET over plain HTTP/1.1 with the std library; returns (status, body).

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use lab::http::client;
-use remediate::store::{ExecutionState, IncidentFilter, Store};
+use store::{ExecutionState, IncidentFilter, Store};
 
 /// A child process killed when the guard drops.
 struct Guard(Child);
@@ -245,7 +245,7 @@ rules:
     );
     let a = &history[0];
     assert_eq!(a.signal, "target_up");
-    assert_eq!(a.reason, remediate::store::SensitivityReason::NotHelped);
+    assert_eq!(a.reason, store::SensitivityReason::NotHelped);
     assert_eq!(a.incident.as_deref(), Some("inc-000001"));
     assert_eq!((a.old, a.new), (0.0, 0.01));
     let store = Store::open_read_only(&db).unwrap();

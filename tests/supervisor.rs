@@ -651,7 +651,7 @@ fn scaling_registers_and_removes_replicas_in_haproxy() {
     let api = remediate::actions::haproxy::RuntimeApi::new(
         format!("unix:{}", socket.display()).parse().unwrap(),
     );
-    let be = remediate::actions::haproxy::Name::new("backend name", "be").unwrap();
+    let be = remediate::action::Name::new("backend name", "be").unwrap();
     let servers = || -> Option<Vec<String>> {
         let table = rt.block_on(api.servers_state(&be)).ok()?;
         let mut names: Vec<String> = table.into_iter().map(|s| s.name).collect();

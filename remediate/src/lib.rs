@@ -12,9 +12,6 @@
 //!   reports (the HTML with an SVG chart of the signal, its normal band and
 //!   the steps), as an Atom feed of closed incidents, and the [`report::Evidence`]
 //!   (samples around an incident) the chart is drawn from.
-//! - [`store`]: the durable incident store (SQLite): incidents, anomalies,
-//!   actions with their idempotency keys, outcomes, and the report feed's
-//!   queries.
 //! - [`actions`]: the executors (`exec`, `webhook`, `agent`, `haproxy`,
 //!   `supervisor`), each with dry-run, a timeout and a result that says
 //!   whether a retry can help.
@@ -33,13 +30,13 @@
 //! assert_eq!(set.summary(), "1 file, 1 signal, 0 rules");
 //! ```
 
+pub mod action;
 pub mod actions;
 mod duration;
 pub mod engine;
 mod error;
 pub mod report;
 pub mod runbook;
-pub mod store;
 mod template;
 mod time;
 

@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use remediate::action::ActionResult;
 use remediate::actions::haproxy::{
     self, ApiAddress, HaproxyRequest, Name, Operation, RuntimeApi, ServerStatus,
 };
-use remediate::actions::ActionResult;
 use remediate::runbook::ServerState;
 
 /// How long HAProxy may take to come up on a loaded machine.

@@ -102,7 +102,7 @@ pub fn run(args: StormArgs) -> anyhow::Result<()> {
                 path.display()
             );
             Some(
-                remediate::store::Store::open(path)
+                store::Store::open(path)
                     .map_err(|e| super::UsageError(e.to_string()))?
                     .store,
             )
@@ -256,7 +256,7 @@ pub fn run(args: StormArgs) -> anyhow::Result<()> {
         log_path.display()
     );
     let recorded_in = if let (Some(store), Some(path)) = (&store, &args.db) {
-        let page = store.list(&remediate::store::IncidentFilter {
+        let page = store.list(&store::IncidentFilter {
             limit: 1,
             ..Default::default()
         })?;

@@ -71,9 +71,9 @@ pub enum Command {
     /// store and apply the signal's new threshold offset at once.
     Mark {
         /// The mark.
-        mark: remediate::store::Mark,
+        mark: store::Mark,
         /// What it did, or an HTTP status and why not.
-        reply: oneshot::Sender<Result<remediate::store::Marked, (StatusCode, String)>>,
+        reply: oneshot::Sender<Result<store::Marked, (StatusCode, String)>>,
     },
     /// Does the incident's symptom still hold? (Asked by the act stage just
     /// before acting.)
@@ -569,7 +569,7 @@ async fn false_alarm(
     // incidents after an hour; the store keeps them).
     let id = incident.clone();
     let found = tokio::task::spawn_blocking(move || {
-        let store = remediate::store::Store::open_read_only(&db).map_err(|e| e.to_string())?;
+        let store = store::Store::open_read_only(&db).map_err(|e| e.to_string())?;
         store
             .incident(&id)
             .map(|r| r.map(|r| r.incident.signal))
@@ -587,9 +587,9 @@ async fn false_alarm(
         Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let mark = remediate::store::Mark {
+    let mark = store::Mark {
         signal,
-        reason: remediate::store::SensitivityReason::FalseAlarm,
+        reason: store::SensitivityReason::FalseAlarm,
         incident: Some(incident),
         missed_at_ms: None,
         note: body.note,
@@ -618,9 +618,9 @@ async fn missed(
         Ok(t) => t,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.0),
     };
-    let mark = remediate::store::Mark {
+    let mark = store::Mark {
         signal: body.signal,
-        reason: remediate::store::SensitivityReason::Missed,
+        reason: store::SensitivityReason::Missed,
         incident: None,
         missed_at_ms: Some(at),
         note: body.note,
@@ -629,12 +629,12 @@ async fn missed(
     send_mark(&marks.api, mark).await
 }
 
-async fn send_mark(api: &Api, mark: remediate::store::Mark) -> Response {
+async fn send_mark(api: &Api, mark: store::Mark) -> Response {
     match ask(api, |reply| Command::Mark { mark, reply }).await {
         Ok(Ok(marked)) => {
             let (adjustment, already) = match marked {
-                remediate::store::Marked::Adjusted(a) => (a, false),
-                remediate::store::Marked::AlreadyMarked(a) => (a, true),
+                store::Marked::Adjusted(a) => (a, false),
+                store::Marked::AlreadyMarked(a) => (a, true),
             };
             Json(serde_json::json!({
                 "adjustment": adjustment,
@@ -652,10 +652,10 @@ async fn send_mark(api: &Api, mark: remediate::store::Mark) -> Response {
 /// before the answer), and applies the new offset to the signal's detectors.
 pub(crate) async fn record_mark(
     pipeline: &mut crate::pipeline::Pipeline,
-    store: Option<&remediate::store::StoreWriter>,
+    store: Option<&store::StoreWriter>,
     telemetry: &crate::telemetry::Telemetry,
-    mark: remediate::store::Mark,
-) -> Result<remediate::store::Marked, (StatusCode, String)> {
+    mark: store::Mark,
+) -> Result<store::Marked, (StatusCode, String)> {
     let Some(store) = store else {
         return Err((StatusCode::CONFLICT, NEEDS_DB.to_owned()));
     };
@@ -669,7 +669,7 @@ pub(crate) async fn record_mark(
         .mark(mark)
         .await
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    if let remediate::store::Marked::Adjusted(a) = &marked {
+    if let store::Marked::Adjusted(a) = &marked {
         apply_offset(pipeline, telemetry, &a.signal, a.new);
         tracing::info!(stage = "detect", signal = %a.signal, old = a.old, new = a.new, reason = a.reason.as_str(), incident = ?a.incident, "threshold offset adjusted");
     }
@@ -681,13 +681,13 @@ pub(crate) async fn record_mark(
 /// nothing is learnt: an adjustment that is not recorded is not made.
 pub(crate) async fn learn_from_not_helped(
     pipeline: &mut crate::pipeline::Pipeline,
-    store: Option<&remediate::store::StoreWriter>,
+    store: Option<&store::StoreWriter>,
     telemetry: &crate::telemetry::Telemetry,
 ) {
     for nh in pipeline.take_not_helped() {
-        let mark = remediate::store::Mark {
+        let mark = store::Mark {
             signal: nh.signal,
-            reason: remediate::store::SensitivityReason::NotHelped,
+            reason: store::SensitivityReason::NotHelped,
             incident: Some(nh.incident),
             missed_at_ms: None,
             note: Some(format!("step {} verified as not having helped", nh.step)),

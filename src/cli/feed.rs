@@ -15,8 +15,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Json;
-use remediate::store::{IncidentFilter, IncidentOutcome, IncidentStatus, Store};
 use serde::Deserialize;
+use store::{IncidentFilter, IncidentOutcome, IncidentStatus, Store};
 
 #[derive(Clone)]
 struct Feed {

@@ -6,7 +6,7 @@
 //!
 //! `heal incidents mark ID --false-alarm`, `heal incidents missed` and
 //! `heal incidents sensitivity` are learning from outcomes (see
-//! `remediate::store` sensitivity): a mark is written through
+//! `store` sensitivity): a mark is written through
 //! `Store::open_for_marks`, which never marks anything interrupted either,
 //! and a running watch applies it at its next start (its API applies marks
 //! at once).
@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use remediate::store::{
+use store::{
     ActionRecord, ExecutionState, IncidentFilter, IncidentOutcome, IncidentStatus, IncidentSummary,
     Mark, Marked, SensitivityReason, Store, StoreError,
 };
@@ -69,7 +69,7 @@ pub struct ListArgs {
     #[arg(long)]
     outcome: Option<String>,
     /// Most incidents to show (at most 1000).
-    #[arg(long, default_value_t = remediate::store::DEFAULT_LIMIT)]
+    #[arg(long, default_value_t = store::DEFAULT_LIMIT)]
     limit: usize,
     /// Go on from where an earlier list stopped (it prints the cursor).
     #[arg(long)]

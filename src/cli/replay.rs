@@ -165,9 +165,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
 }
 
 /// What an action found unfinished at open is, for a warning.
-pub fn interrupted_note(state: remediate::store::ExecutionState) -> &'static str {
+pub fn interrupted_note(state: store::ExecutionState) -> &'static str {
     match state {
-        remediate::store::ExecutionState::Abandoned => {
+        store::ExecutionState::Abandoned => {
             "was allowed by an earlier run that stopped before beginning it: marked abandoned, not run"
         }
         _ => "was begun by an earlier run that stopped before it finished: marked interrupted, not run again",
@@ -176,8 +176,8 @@ pub fn interrupted_note(state: remediate::store::ExecutionState) -> &'static str
 
 /// Opens the incident store for writing and reports actions an earlier
 /// (killed) run left unfinished.
-pub fn open_store(path: &std::path::Path) -> anyhow::Result<remediate::store::Store> {
-    let opened = remediate::store::Store::open(path)?;
+pub fn open_store(path: &std::path::Path) -> anyhow::Result<store::Store> {
+    let opened = store::Store::open(path)?;
     for a in &opened.interrupted {
         eprintln!(
             "warning: {}: action {} ({}) {}",
@@ -377,10 +377,7 @@ pub struct Tuning {
 impl Tuning {
     /// Reads `--params` (an error names file, line and field: exit 64) and
     /// the offsets of an open store.
-    pub fn load(
-        params: Option<&Path>,
-        store: Option<&remediate::store::Store>,
-    ) -> anyhow::Result<Tuning> {
+    pub fn load(params: Option<&Path>, store: Option<&store::Store>) -> anyhow::Result<Tuning> {
         let params = params
             .map(|path| {
                 remediate::runbook::load_detector_params(path)

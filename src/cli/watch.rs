@@ -32,15 +32,16 @@ use ingest::{
     run_probe_source, run_source, Auth, Labels, ProbeOptions, ProbeSignal, PrometheusClient,
     PrometheusConfig, SignalQuery, SourceEvent, UrlPart, UrlTemplate,
 };
+use remediate::action::ActionResult;
+use remediate::action::RenderedAction;
 use remediate::actions::exec::{self, ExecRequest};
 use remediate::actions::haproxy::{self, HaproxyRequest, Operation};
 use remediate::actions::supervisor::client::{self as supervisor_client, SupervisorClient};
-use remediate::actions::ActionResult;
 use remediate::actions::{agent, webhook};
-use remediate::engine::{EngineEvent, GuardState, RenderedAction};
+use remediate::engine::{EngineEvent, GuardState};
 use remediate::runbook::UrlPiece;
-use remediate::store::{ActionKey, Store, StoreError, StoreWriter, WriterThread};
 use remediate::{EngineOptions, RunbookSet};
+use store::{ActionKey, Store, StoreError, StoreWriter, WriterThread};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -1116,7 +1117,7 @@ async fn perform(job: ActionJob, telemetry: &Telemetry) -> Option<ActionResult> 
                         };
                         agent::call(&call, now_ms().div_euclid(1000)).await
                     }
-                    Err(e) => remediate::actions::ActionResult {
+                    Err(e) => remediate::action::ActionResult {
                         ok: false,
                         retryable: false,
                         summary: format!("agent {url} action {name}: key_env {key_env}: {e}"),
@@ -1145,7 +1146,7 @@ async fn supervise(
     target: &str,
     op: supervisor_client::Operation,
     timeout: Duration,
-) -> remediate::actions::ActionResult {
+) -> remediate::action::ActionResult {
     match SUPERVISOR.get().and_then(Option::as_ref) {
         Some(client) => client.run(target, &op, timeout, false).await,
         None => {
@@ -1153,7 +1154,7 @@ async fn supervise(
                 Ok(_) => format!("no executor for target {target:?}: heal watch was started without --supervisor"),
                 Err(e) => e,
             };
-            remediate::actions::ActionResult {
+            remediate::action::ActionResult {
                 ok: false,
                 retryable: false,
                 summary,

@@ -643,7 +643,7 @@ impl AgentConfig {
                     "",
                     "give exactly one of `key_file` and `key_env` (the key is never given on the command line)".into(),
                 ),
-                (None, Some(name)) if !super::webhook::is_env_name(name) => report(
+                (None, Some(name)) if !crate::action::is_env_name(name) => report(
                     "key_env",
                     format!("invalid environment variable name {name:?}: must match [A-Z_][A-Z0-9_]*"),
                 ),
@@ -825,7 +825,7 @@ fn check_action(action: &AllowedAction, base: &str, report: &mut impl FnMut(&str
         report(&format!("{base}.timeout"), "must be longer than 0s".into());
     }
     for name in action.env.keys() {
-        if !super::webhook::is_env_name(name) {
+        if !crate::action::is_env_name(name) {
             report(
                 &format!("{base}.env.{name}"),
                 format!("invalid environment variable name {name:?}: must match [A-Z_][A-Z0-9_]*"),

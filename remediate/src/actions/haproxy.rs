@@ -31,25 +31,17 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::ActionResult;
+use crate::action::{ActionResult, ApiAddressError, NameError};
+pub use crate::action::{ApiAddress, Name, MAX_WEIGHT};
 use crate::runbook::ServerState;
-
-/// Largest absolute weight HAProxy accepts (`set server ... weight`).
-pub const MAX_WEIGHT: u32 = 256;
 
 /// Most bytes read from one answer; a backend with thousands of servers
 /// answers `show servers state` in well under this.
 const MAX_ANSWER: u64 = 4 << 20;
-
-/// Most characters of a name; HAProxy has no limit of its own, this one
-/// keeps messages readable.
-const MAX_NAME: usize = 128;
 
 /// Pause between two `del server` attempts while the server still has
 /// connections (they finish on their own; the step's timeout bounds the
@@ -74,13 +66,8 @@ const ADMIN_ANY_DRAIN: u32 = 0x08 | 0x10;
 pub enum HaproxyError {
     /// A backend or server name does not match the name pattern; nothing
     /// was sent.
-    #[error("refusing {what} {value:?}: allowed are 1 to {MAX_NAME} of [A-Za-z0-9._:-], starting with a letter or digit")]
-    InvalidName {
-        /// `backend name` or `server name`.
-        what: &'static str,
-        /// The offending value.
-        value: String,
-    },
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
     /// A replica address is not `IP:PORT`; nothing was sent.
     #[error("refusing server address {0:?}: expected IPv4:PORT or [IPv6]:PORT")]
     InvalidAddress(String),
@@ -88,13 +75,8 @@ pub enum HaproxyError {
     #[error("refusing weight {0}: must be within [0, {MAX_WEIGHT}]")]
     InvalidWeight(u32),
     /// The runtime API address does not parse.
-    #[error("invalid HAProxy runtime API address {value:?}: {reason}")]
-    InvalidApi {
-        /// What was given.
-        value: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
+    #[error(transparent)]
+    InvalidApi(#[from] ApiAddressError),
     /// Nothing listens at the address (HAProxy down or reloading, wrong
     /// path or port).
     #[error("connecting to HAProxy runtime API at {api}: {source}")]
@@ -167,164 +149,6 @@ impl HaproxyError {
 /// Answers that describe a passing condition rather than a mistake.
 fn is_transient(answer: &str) -> bool {
     answer.contains("still has connections")
-}
-
-/// Where HAProxy's runtime API listens: `unix:/run/haproxy/admin.sock` or
-/// `127.0.0.1:9999` (any `HOST:PORT`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum ApiAddress {
-    /// A UNIX socket, by absolute path.
-    Unix(PathBuf),
-    /// A TCP `host:port`.
-    Tcp {
-        /// Host name or IP address (IPv6 in brackets).
-        host: String,
-        /// Port.
-        port: u16,
-    },
-}
-
-impl FromStr for ApiAddress {
-    type Err = HaproxyError;
-
-    fn from_str(s: &str) -> Result<ApiAddress, HaproxyError> {
-        let fail = |reason| HaproxyError::InvalidApi {
-            value: s.to_owned(),
-            reason,
-        };
-        if let Some(path) = s.strip_prefix("unix:") {
-            if !path.starts_with('/') {
-                return Err(fail(
-                    "a UNIX socket needs an absolute path, as in unix:/run/haproxy/admin.sock",
-                ));
-            }
-            if path.chars().any(char::is_control) {
-                return Err(fail("control characters in the socket path"));
-            }
-            return Ok(ApiAddress::Unix(PathBuf::from(path)));
-        }
-        let Some((host, port)) = s.rsplit_once(':') else {
-            return Err(fail("expected unix:/PATH or HOST:PORT"));
-        };
-        let port: u16 = match port.parse() {
-            Ok(p) if p > 0 => p,
-            _ => return Err(fail("the port must be a number within [1, 65535]")),
-        };
-        let bare = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        let host_ok = !bare.is_empty()
-            && bare
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
-            && if bare == host {
-                !host.contains(':')
-            } else {
-                bare.parse::<std::net::Ipv6Addr>().is_ok()
-            };
-        if !host_ok {
-            return Err(fail(
-                "the host must be a name or an IP address (IPv6 in brackets)",
-            ));
-        }
-        Ok(ApiAddress::Tcp {
-            host: host.to_owned(),
-            port,
-        })
-    }
-}
-
-impl TryFrom<String> for ApiAddress {
-    type Error = HaproxyError;
-
-    fn try_from(s: String) -> Result<ApiAddress, HaproxyError> {
-        s.parse()
-    }
-}
-
-impl From<ApiAddress> for String {
-    fn from(a: ApiAddress) -> String {
-        a.to_string()
-    }
-}
-
-impl fmt::Display for ApiAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ApiAddress::Unix(path) => write!(f, "unix:{}", path.display()),
-            ApiAddress::Tcp { host, port } => write!(f, "{host}:{port}"),
-        }
-    }
-}
-
-impl schemars::JsonSchema for ApiAddress {
-    fn schema_name() -> String {
-        "ApiAddress".to_owned()
-    }
-
-    fn json_schema(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
-        use schemars::schema::{InstanceType, Metadata, SchemaObject, StringValidation};
-        SchemaObject {
-            instance_type: Some(InstanceType::String.into()),
-            metadata: Some(Box::new(Metadata {
-                description: Some(
-                    "HAProxy runtime API address: `unix:/ABSOLUTE/PATH` or `HOST:PORT`".to_owned(),
-                ),
-                examples: vec![
-                    "unix:/run/haproxy/admin.sock".into(),
-                    "127.0.0.1:9999".into(),
-                ],
-                ..Default::default()
-            })),
-            string: Some(Box::new(StringValidation {
-                pattern: Some(r"^(unix:/.+|[^\s]+:[0-9]{1,5})$".to_owned()),
-                ..Default::default()
-            })),
-            ..Default::default()
-        }
-        .into()
-    }
-}
-
-/// A backend or server name that is safe to put into a command.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Name(String);
-
-impl Name {
-    /// Checks `value` against `^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`;
-    /// `what` names it in the error (`backend name`, `server name`).
-    ///
-    /// # Errors
-    ///
-    /// [`HaproxyError::InvalidName`] for anything else.
-    pub fn new(what: &'static str, value: &str) -> Result<Name, HaproxyError> {
-        let b = value.as_bytes();
-        let ok = b.first().is_some_and(u8::is_ascii_alphanumeric)
-            && b.len() <= MAX_NAME
-            && b.iter()
-                .all(|c| c.is_ascii_alphanumeric() || b"._:-".contains(c));
-        if ok {
-            Ok(Name(value.to_owned()))
-        } else {
-            Err(HaproxyError::InvalidName {
-                what,
-                value: value.to_owned(),
-            })
-        }
-    }
-
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 /// One runtime API command, built only from checked parts.
@@ -516,10 +340,10 @@ fn find(
         .collect::<Vec<_>>()
         .join(", ");
     all.into_iter()
-        .find(|s| s.name == server.0)
+        .find(|s| s.name == server.as_str())
         .ok_or_else(|| HaproxyError::NoSuchServer {
-            backend: backend.0.clone(),
-            server: server.0.clone(),
+            backend: backend.as_str().to_owned(),
+            server: server.as_str().to_owned(),
             known,
         })
 }
@@ -964,12 +788,12 @@ async fn add_server(
         .servers_state(backend)
         .await?
         .into_iter()
-        .find(|s| s.name == server.0);
+        .find(|s| s.name == server.as_str());
     match &existing {
         Some(s) if !same_address(&s.address, address) => {
             return Err(HaproxyError::Conflict {
-                backend: backend.0.clone(),
-                server: server.0.clone(),
+                backend: backend.as_str().to_owned(),
+                server: server.as_str().to_owned(),
                 existing: s.address.clone(),
                 wanted,
             })
@@ -1023,7 +847,7 @@ async fn remove_server(
         .servers_state(backend)
         .await?
         .into_iter()
-        .find(|s| s.name == server.0)
+        .find(|s| s.name == server.as_str())
     else {
         output.push_str("before: absent\n");
         return Ok(format!("server {backend}/{server} was not registered"));
@@ -1051,7 +875,7 @@ async fn remove_server(
         .servers_state(backend)
         .await?
         .iter()
-        .any(|s| s.name == server.0);
+        .any(|s| s.name == server.as_str());
     if !gone {
         return Err(HaproxyError::NotApplied(format!(
             "{backend}/{server} is still listed after `del server`"
@@ -1110,65 +934,6 @@ mod tests {
             Err(ParseError::Bad(why)) => assert_eq!(why, "no column srv_addr in the header"),
             _ => panic!("missing column accepted"),
         }
-    }
-
-    #[test]
-    fn names_admit_what_haproxy_admits_and_nothing_else() {
-        for ok in ["be_payments", "payments-0", "10.0.0.1:9090", "a.b", "A"] {
-            assert!(Name::new("server name", ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "a\nshow info",
-            "a;shutdown sessions server be/b",
-            "a b",
-            "be/a",
-            "-a",
-            "_a",
-            "a@b",
-            "$(id)",
-            "`id`",
-            "é",
-            &"a".repeat(129),
-        ] {
-            let e = Name::new("server name", bad).unwrap_err();
-            assert!(matches!(e, HaproxyError::InvalidName { .. }), "{bad:?}");
-            assert!(!e.retryable());
-        }
-        assert_eq!(
-            Name::new("backend name", "a;b").unwrap_err().to_string(),
-            "refusing backend name \"a;b\": allowed are 1 to 128 of [A-Za-z0-9._:-], starting with a letter or digit"
-        );
-    }
-
-    #[test]
-    fn api_addresses() {
-        let ok = |s: &str| s.parse::<ApiAddress>().unwrap().to_string();
-        assert_eq!(
-            ok("unix:/run/haproxy/admin.sock"),
-            "unix:/run/haproxy/admin.sock"
-        );
-        assert_eq!(ok("127.0.0.1:9999"), "127.0.0.1:9999");
-        assert_eq!(ok("lb-1.internal:9999"), "lb-1.internal:9999");
-        assert_eq!(ok("[::1]:9999"), "[::1]:9999");
-        let bad = |s: &str| s.parse::<ApiAddress>().unwrap_err().to_string();
-        assert_eq!(
-            bad("unix:admin.sock"),
-            "invalid HAProxy runtime API address \"unix:admin.sock\": a UNIX socket needs an absolute path, as in unix:/run/haproxy/admin.sock"
-        );
-        assert_eq!(
-            bad("/run/haproxy/admin.sock"),
-            "invalid HAProxy runtime API address \"/run/haproxy/admin.sock\": expected unix:/PATH or HOST:PORT"
-        );
-        assert_eq!(
-            bad("127.0.0.1:0"),
-            "invalid HAProxy runtime API address \"127.0.0.1:0\": the port must be a number within [1, 65535]"
-        );
-        assert_eq!(
-            bad("a b:80"),
-            "invalid HAProxy runtime API address \"a b:80\": the host must be a name or an IP address (IPv6 in brackets)"
-        );
-        assert!("::1:80".parse::<ApiAddress>().is_err());
     }
 
     #[test]

@@ -19,22 +19,7 @@ pub mod haproxy;
 pub mod supervisor;
 pub mod webhook;
 
-use std::time::Duration;
-
-/// How one execution went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActionResult {
-    /// Whether the action did what it was asked.
-    pub ok: bool,
-    /// Whether trying again could help (timeouts, transient failures).
-    pub retryable: bool,
-    /// One line for humans: `exit status 0`, `timed out after 5s`.
-    pub summary: String,
-    /// Captured output (stdout then stderr), truncated to a few KiB.
-    pub output: String,
-    /// Wall time the execution took.
-    pub duration: Duration,
-}
+pub use crate::action::ActionResult;
 
 /// Most of a response body kept in an [`ActionResult`]'s output.
 const MAX_HTTP_OUTPUT: usize = 4096;

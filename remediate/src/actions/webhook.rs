@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::{error_chain, http_client, read_capped, ActionResult};
+pub use crate::action::{env_references, is_env_name};
 use crate::runbook::HttpMethod;
 
 /// What to send.
@@ -63,41 +64,6 @@ impl Default for Retry {
             backoff: Duration::from_millis(500),
         }
     }
-}
-
-/// Whether `name` may be used in `${env:NAME}`: `[A-Z_][A-Z0-9_]*`, the
-/// POSIX portable form. Lowercase is refused so that a typo cannot pick up
-/// an unrelated variable of a different case.
-pub fn is_env_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_uppercase() || b == b'_')
-        && bytes.all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-}
-
-/// The names referenced as `${env:NAME}` in `text`, in order.
-///
-/// # Errors
-///
-/// The first malformed reference: an unclosed `${env:`, or a name outside
-/// `[A-Z_][A-Z0-9_]*`. The message is the runbook validation's.
-pub fn env_references(text: &str) -> Result<Vec<&str>, String> {
-    let mut names = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("${env:") {
-        let after = &rest[start + "${env:".len()..];
-        let Some(end) = after.find('}') else {
-            return Err("unclosed \"${env:\": write ${env:NAME}".to_owned());
-        };
-        let name = &after[..end];
-        if !is_env_name(name) {
-            return Err(format!(
-                "invalid environment variable name {name:?} in ${{env:...}}: must match [A-Z_][A-Z0-9_]*"
-            ));
-        }
-        names.push(name);
-        rest = &after[end + 1..];
-    }
-    Ok(names)
 }
 
 /// Replaces every `${env:NAME}` of `text` with `env(NAME)`.

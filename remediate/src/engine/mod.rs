@@ -8,8 +8,8 @@ mod silence;
 
 pub use guard::Attempt;
 pub use incident::{
-    series_selector, Decision, EngineEvent, Incident, Outcome, PlannedAction, RenderedAction,
-    SuppressReason, Verification,
+    series_selector, Decision, EngineEvent, Incident, Outcome, PlannedAction, SuppressReason,
+    Verification,
 };
 pub use observe::{
     ApproveError, Engine, EngineOptions, GuardState, Observation, Opens, SilenceError,

@@ -7,10 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use super::guard::{incident_id, Attempt, DryRunSource, Muter};
 use super::incident::{
-    series_selector, Decision, EngineEvent, Incident, Outcome, PlannedAction, RenderedAction,
-    SuppressReason, Verification,
+    series_selector, Decision, EngineEvent, Incident, Outcome, PlannedAction, SuppressReason,
+    Verification,
 };
 use super::silence::{Matcher, Silence};
+use crate::action::RenderedAction;
 use crate::runbook::{Action, Guardrails, RecoveredWhen, Rule, RunbookSet, Severity, Signal};
 use crate::template::{render, Context, Template, UnsafeLabel};
 
@@ -379,7 +380,7 @@ impl Engine {
 
     /// Numbers the next incident at least `next_seq` (`inc-000042` for
     /// 42), so that ids stay unique across restarts of heal: give it
-    /// `remediate::store::Store::next_incident_seq` (the guard state's
+    /// `store::Store::next_incident_seq` (the guard state's
     /// number, through [`Engine::restore`], does the same; the higher
     /// wins). Call it before the first observation.
     pub fn continue_numbering_from(&mut self, next_seq: u64) {

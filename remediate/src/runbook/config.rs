@@ -9,7 +9,7 @@ use detect::{DetectorConfig, Direction, PeerConfig};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::actions::haproxy::ApiAddress;
+use crate::action::ApiAddress;
 use crate::duration::Duration;
 use crate::template::{Part, Template, Var};
 

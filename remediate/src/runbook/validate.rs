@@ -11,8 +11,7 @@ use super::config::{
 };
 use super::load::{Found, ParsedFile};
 use super::yaml::join;
-use crate::actions::haproxy::MAX_WEIGHT;
-use crate::actions::webhook::{env_references, is_env_name};
+use crate::action::{env_references, is_env_name, MAX_WEIGHT};
 use crate::template::{is_label_name, is_safe_label_value, Part, Var};
 
 /// Programs that turn an argument into a command line.

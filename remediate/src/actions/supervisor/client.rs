@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use super::config::valid_name;
-use crate::actions::ActionResult;
+use crate::action::ActionResult;
 
 /// Prefix of the targets this executor handles.
 pub const TARGET_PREFIX: &str = "supervisor/";

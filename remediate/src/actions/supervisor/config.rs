@@ -25,7 +25,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::actions::haproxy::{ApiAddress, Name};
+use crate::action::{ApiAddress, Name};
 use crate::error::{RunbookError, RunbookErrors};
 use crate::runbook::yaml::{self, join, Positions};
 use crate::Duration;

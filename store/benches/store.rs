@@ -1,6 +1,6 @@
 //! Write throughput of the incident store, and its size on disk per incident.
 //!
-//! `cargo bench -p remediate --bench store`. The store is a real SQLite file
+//! `cargo bench -p store --bench store`. The store is a real SQLite file
 //! on the disk `target/` is on (not a tmpfs: fsync must cost what it
 //! costs). Incidents come from a seeded generator: 500 services, one to
 //! three planned steps each (about half performed, with a verification),
@@ -28,13 +28,12 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use remediate::actions::ActionResult;
+use remediate::action::{ActionResult, RenderedAction};
 use remediate::engine::{
-    Decision, EngineEvent, Incident, Outcome, PlannedAction, RenderedAction, SuppressReason,
-    Verification,
+    Decision, EngineEvent, Incident, Outcome, PlannedAction, SuppressReason, Verification,
 };
 use remediate::runbook::{ActionKind, Severity};
-use remediate::store::{ActionKey, Store, StoreWriter};
+use store::{ActionKey, Store, StoreWriter};
 
 const T0: i64 = 1_772_323_200_000;
 const MIN: i64 = 60_000;

@@ -7,9 +7,11 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{sql, ActionKey, AnomalyRecord, IncidentOutcome, IncidentStatus, Store, StoreError};
-use crate::actions::ActionResult;
-use crate::engine::{series_selector, EngineEvent, Incident, Outcome};
+use remediate::action::ActionResult;
+use remediate::engine::{series_selector, EngineEvent, Incident, Outcome};
+
+use super::{sql, Store};
+use crate::{ActionKey, AnomalyRecord, IncidentOutcome, IncidentStatus, StoreError};
 
 impl Store {
     /// Writes `incident` as it is now: its row, its anomaly, every planned
@@ -54,7 +56,7 @@ impl Store {
     /// Records what the guards remember (replacing the earlier state).
     pub fn record_guard_state(
         &mut self,
-        state: &crate::engine::GuardState,
+        state: &remediate::engine::GuardState,
     ) -> Result<(), StoreError> {
         put_guard_state(&self.conn, state).map_err(sql(&self.path, "writing the guard state"))
     }
@@ -63,7 +65,7 @@ impl Store {
     pub fn record_evidence(
         &mut self,
         incident: &str,
-        evidence: &crate::report::Evidence,
+        evidence: &remediate::report::Evidence,
     ) -> Result<(), StoreError> {
         put_evidence(&self.conn, incident, evidence)
             .map_err(sql(&self.path, "writing an incident's evidence"))
@@ -412,7 +414,7 @@ pub(super) fn put_finish(
 pub(super) fn put_evidence(
     c: &Connection,
     incident: &str,
-    evidence: &crate::report::Evidence,
+    evidence: &remediate::report::Evidence,
 ) -> rusqlite::Result<()> {
     let text = serde_json::to_string(evidence)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
@@ -426,7 +428,7 @@ pub(super) fn put_evidence(
 
 pub(super) fn put_guard_state(
     c: &Connection,
-    state: &crate::engine::GuardState,
+    state: &remediate::engine::GuardState,
 ) -> rusqlite::Result<()> {
     let text = serde_json::to_string(state)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;

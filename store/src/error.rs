@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::ActionKey;
+use crate::ActionKey;
 
 /// What can go wrong with the incident store.
 #[derive(Debug, thiserror::Error)]

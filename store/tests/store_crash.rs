@@ -16,9 +16,10 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use remediate::engine::{Decision, Incident, PlannedAction, RenderedAction};
+use remediate::action::RenderedAction;
+use remediate::engine::{Decision, Incident, PlannedAction};
 use remediate::runbook::{ActionKind, Severity};
-use remediate::store::{ActionKey, ExecutionState, Opened, Store, StoreError};
+use store::{ActionKey, ExecutionState, Opened, Store, StoreError};
 
 const CHILD_ENV: &str = "HEAL_STORE_CRASH_CHILD";
 const BEGUN: &str = "child: action begun";

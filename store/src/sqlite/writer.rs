@@ -14,9 +14,11 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::write::{put_begin, put_event, put_finish, put_incident, with_full_sync};
-use super::{sql, ActionKey, Store, StoreError};
-use crate::actions::ActionResult;
-use crate::engine::{EngineEvent, Incident};
+use remediate::action::ActionResult;
+use remediate::engine::{EngineEvent, Incident};
+
+use super::{sql, Store};
+use crate::{ActionKey, Mark, Marked, StoreError};
 
 /// Most writes in one transaction.
 const MAX_BATCH: usize = 512;
@@ -26,8 +28,8 @@ type Reply = oneshot::Sender<Result<(), StoreError>>;
 #[derive(Debug)]
 enum Op {
     Incident(Box<Incident>),
-    Evidence(String, Box<crate::report::Evidence>),
-    GuardState(Box<crate::engine::GuardState>),
+    Evidence(String, Box<remediate::report::Evidence>),
+    GuardState(Box<remediate::engine::GuardState>),
     Event(Box<EngineEvent>),
     Begin {
         key: ActionKey,
@@ -44,8 +46,8 @@ enum Op {
     Flush(Reply),
     /// Learning from outcomes: a sensitivity mark, answered with what it did.
     Mark {
-        mark: Box<super::Mark>,
-        reply: oneshot::Sender<Result<super::Marked, StoreError>>,
+        mark: Box<Mark>,
+        reply: oneshot::Sender<Result<Marked, StoreError>>,
     },
 }
 
@@ -91,7 +93,10 @@ impl StoreWriter {
     }
 
     /// Queues the guard state (see [`Store::record_guard_state`]).
-    pub async fn guard_state(&self, state: crate::engine::GuardState) -> Result<(), StoreError> {
+    pub async fn guard_state(
+        &self,
+        state: remediate::engine::GuardState,
+    ) -> Result<(), StoreError> {
         self.send(Op::GuardState(Box::new(state))).await
     }
 
@@ -99,7 +104,7 @@ impl StoreWriter {
     pub async fn evidence(
         &self,
         incident: String,
-        evidence: crate::report::Evidence,
+        evidence: remediate::report::Evidence,
     ) -> Result<(), StoreError> {
         self.send(Op::Evidence(incident, Box::new(evidence))).await
     }
@@ -148,7 +153,7 @@ impl StoreWriter {
 
     /// [`Store::mark_sensitivity`]: returns once the mark is committed,
     /// with the adjustment made (after everything sent before it).
-    pub async fn mark(&self, mark: super::Mark) -> Result<super::Marked, StoreError> {
+    pub async fn mark(&self, mark: Mark) -> Result<Marked, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.send(Op::Mark {
             mark: Box::new(mark),
@@ -191,8 +196,8 @@ fn write_batch(store: &mut Store, batch: Vec<Op>) {
     let path = store.path.clone();
     let has_begin = batch.iter().any(|op| matches!(op, Op::Begin { .. }));
     let mut replies: Vec<(Reply, Result<(), StoreError>)> = Vec::new();
-    type MarkReply = oneshot::Sender<Result<super::Marked, StoreError>>;
-    let mut marks: Vec<(MarkReply, Result<super::Marked, StoreError>)> = Vec::new();
+    type MarkReply = oneshot::Sender<Result<Marked, StoreError>>;
+    let mut marks: Vec<(MarkReply, Result<Marked, StoreError>)> = Vec::new();
     let write = |conn: &rusqlite::Connection| -> Result<(), StoreError> {
         let mut tx = conn
             .unchecked_transaction()
@@ -238,7 +243,7 @@ fn write_batch(store: &mut Store, batch: Vec<Op>) {
                 ),
                 Op::Flush(reply) => (Ok(()), Some(reply)),
                 Op::Mark { mark, reply } => {
-                    let marked = super::sensitivity::put_mark(&sp, &path, &mark);
+                    let marked = super::marks::put_mark(&sp, &path, &mark);
                     let result = match &marked {
                         Ok(_) => Ok(()),
                         Err(e) => Err(StoreError::Writer(e.to_string())),

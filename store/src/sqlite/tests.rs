@@ -7,12 +7,13 @@ use std::time::Duration;
 use detect::{Excursion, Scored};
 
 use super::*;
-use crate::engine::{
-    Decision, EngineEvent, Incident, Outcome, PlannedAction, RenderedAction, SuppressReason,
-    Verification,
+use crate::*;
+use remediate::action::{ActionResult, RenderedAction};
+use remediate::engine::{
+    Decision, EngineEvent, Incident, Outcome, PlannedAction, SuppressReason, Verification,
 };
-use crate::runbook::{ActionKind, HttpMethod, ServerState, Severity};
-use crate::{Engine, EngineOptions, Observation, RunbookSet};
+use remediate::runbook::{ActionKind, HttpMethod, ServerState, Severity};
+use remediate::{Engine, EngineOptions, Observation, RunbookSet};
 
 const MIN: i64 = 60_000;
 /// 2026-03-01T00:00:00Z.
@@ -922,7 +923,7 @@ fn open_for_marks_needs_an_existing_file_and_recovers_nothing() {
         ))
         .unwrap();
     drop(marks);
-    let result = crate::actions::ActionResult {
+    let result = ActionResult {
         ok: true,
         retryable: false,
         summary: "ok".into(),

@@ -13,7 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use remediate::actions::agent::{self, ActionRequest, AgentCall, AuditEvent, AuditRecord};
+use daemons::agent::{AuditEvent, AuditRecord};
+use executors::agent::{self, ActionRequest, AgentCall};
 
 const KEY: &str = "5f1c0e7a9d2b4c6e8f0a1b3c5d7e9f1a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e";
 

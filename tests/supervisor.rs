@@ -31,8 +31,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use executors::supervisor::{Operation, SupervisorClient};
 use lab::http::client;
-use remediate::actions::supervisor::client::{Operation, SupervisorClient};
 use serde_json::Value;
 
 const TOKEN: &str = "test-token-0123456789abcdef";
@@ -648,9 +648,8 @@ fn scaling_registers_and_removes_replicas_in_haproxy() {
         .enable_all()
         .build()
         .unwrap();
-    let api = remediate::actions::haproxy::RuntimeApi::new(
-        format!("unix:{}", socket.display()).parse().unwrap(),
-    );
+    let api =
+        executors::haproxy::RuntimeApi::new(format!("unix:{}", socket.display()).parse().unwrap());
     let be = remediate::action::Name::new("backend name", "be").unwrap();
     let servers = || -> Option<Vec<String>> {
         let table = rt.block_on(api.servers_state(&be)).ok()?;

@@ -44,7 +44,7 @@ impl std::error::Error for RunbookError {}
 impl RunbookError {
     /// A file that could not be read at all (no line, no field): `what` says
     /// what the file was for, such as `runbook file`.
-    pub(crate) fn unreadable(path: &std::path::Path, what: &str, e: &std::io::Error) -> Self {
+    pub fn unreadable(path: &std::path::Path, what: &str, e: &std::io::Error) -> Self {
         RunbookError {
             file: path.to_path_buf(),
             line: None,

@@ -1,4 +1,5 @@
-//! Runbooks, rule matching, guardrails and actions for heal.
+//! Runbooks, rule matching, guardrails, verification and reports for heal:
+//! the pure core of remediation.
 //!
 //! # Layout
 //!
@@ -12,13 +13,19 @@
 //!   reports (the HTML with an SVG chart of the signal, its normal band and
 //!   the steps), as an Atom feed of closed incidents, and the [`report::Evidence`]
 //!   (samples around an incident) the chart is drawn from.
-//! - [`actions`]: the executors (`exec`, `webhook`, `agent`, `haproxy`,
-//!   `supervisor`), each with dry-run, a timeout and a result that says
-//!   whether a retry can help.
+//! - [`action`]: the action contract: the [`action::RenderedAction`] the
+//!   engine hands an executor, the [`action::ActionResult`] it hands back,
+//!   and the rules both sides check (HAProxy names and addresses,
+//!   `${env:NAME}` references).
+//! - [`time`]: event times as RFC 3339 and as human durations (no calendar
+//!   crate, no clock).
 //!
-//! Architecture invariant: only this crate acts on the outside world's
-//! services, through [`actions`], and every action honours dry-run. The
-//! engine plans and decides; the binary hands allowed steps to executors.
+//! Architecture invariant: this crate does no I/O beyond reading the
+//! runbook and parameter files it is asked to load, and never reads the
+//! clock. Its `Cargo.toml` has no tokio, reqwest, rusqlite, hmac, rustix,
+//! hyper or axum, so the compiler holds it to that. The executors
+//! (`executors`), the incident store (`store`) and the daemons (`daemons`)
+//! build on it; it imports none of them.
 //!
 //! ```
 //! use remediate::RunbookSet;
@@ -31,17 +38,16 @@
 //! ```
 
 pub mod action;
-pub mod actions;
 mod duration;
 pub mod engine;
 mod error;
 pub mod report;
 pub mod runbook;
 mod template;
-mod time;
+pub mod time;
 
 pub use duration::{Duration, ParseDurationError};
 pub use engine::{Engine, EngineOptions, Incident, Observation};
 pub use error::{Error, RunbookError, RunbookErrors};
 pub use runbook::{json_schema, RunbookSet};
-pub use template::{is_safe_label_value, Template};
+pub use template::{is_label_name, is_safe_label_value, Template, SAFE_VALUE_RULE};

@@ -163,7 +163,7 @@ pub(crate) enum UnsafeLabel {
 }
 
 /// The rule [`is_safe_label_value`] enforces, for messages.
-pub(crate) const SAFE_VALUE_RULE: &str = "^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,252}$ without \"..\"";
+pub const SAFE_VALUE_RULE: &str = "^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,252}$ without \"..\"";
 
 /// Whether a label value may be substituted into an action.
 ///
@@ -190,7 +190,7 @@ pub fn is_safe_label_value(value: &str) -> bool {
 }
 
 /// Whether `name` is a valid Prometheus label name.
-pub(crate) fn is_label_name(name: &str) -> bool {
+pub fn is_label_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')

@@ -3,7 +3,7 @@
 
 /// `ms` since the Unix epoch as RFC 3339 in UTC, with milliseconds only when
 /// they are not zero: `2026-03-01T04:05:06Z`, `2026-03-01T04:05:06.250Z`.
-pub(crate) fn rfc3339(ms: i64) -> String {
+pub fn rfc3339(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000);
     let days = secs.div_euclid(86_400);
@@ -25,7 +25,7 @@ pub(crate) fn rfc3339(ms: i64) -> String {
 /// Why not chrono: this is the only calendar arithmetic remediate needs, and
 /// twenty lines beat a dependency whose clock feature would tempt code into
 /// reading the system time.
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097); // [0, 146096]
@@ -40,7 +40,7 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// A span for humans, largest units first, seconds precision:
 /// `0s`, `45s`, `2m30s`, `1h5m`, `2d3h`.
-pub(crate) fn human(ms: i64) -> String {
+pub fn human(ms: i64) -> String {
     let negative = ms < 0;
     let mut s = ms.unsigned_abs() / 1000;
     if s == 0 {

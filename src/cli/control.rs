@@ -130,27 +130,6 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-/// Whether the request carries `Authorization: Bearer <expected>`. The
-/// comparison runs without an early exit, so the time taken does not tell
-/// how much of a guessed token was right. Shared by every heal HTTP API
-/// that takes a token (`heal watch`, `heal supervise`).
-pub(crate) fn bearer_matches(headers: &HeaderMap, expected: &str) -> bool {
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    constant_time_eq(given.as_bytes(), expected.as_bytes())
-}
-
-/// Compares without an early exit (the length is not secret).
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Checks the bearer token of a changing request.
 #[allow(clippy::result_large_err)] // an axum Response, returned at once
 fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
@@ -160,7 +139,7 @@ fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
             "changes through the API are disabled: start heal watch with --api-token-env VAR",
         ));
     };
-    let ok = bearer_matches(headers, expected);
+    let ok = daemons::bearer_matches(headers, expected);
     if ok {
         Ok(())
     } else {
@@ -721,13 +700,6 @@ pub(crate) fn apply_offset(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-    }
 
     fn body(matchers: &[&str], duration: &str, starts_at: Option<&str>) -> NewSilence {
         NewSilence {

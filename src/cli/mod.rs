@@ -8,6 +8,7 @@ mod bench_storm;
 mod control;
 mod dataset;
 mod demo;
+mod error;
 mod feed;
 mod incidents;
 mod record;
@@ -19,6 +20,8 @@ mod tune;
 mod watch;
 
 use clap::{Parser, Subcommand};
+
+pub use error::{Unavailable, UsageError};
 
 /// heal keeps services healthy: it watches their metrics, detects anomalies,
 /// and remediates them from YAML runbooks.
@@ -73,32 +76,6 @@ enum Command {
     /// scale, deploy, rollback) and serve their control API.
     Supervise(supervise::SuperviseArgs),
 }
-
-/// An error that is the user's input or configuration: exit code 64
-/// (`EX_USAGE` in sysexits.h) rather than 1.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
-
-/// A program or service heal needs is not there (such as Prometheus for
-/// `heal demo`): exit code 69 (`EX_UNAVAILABLE`), with how to get it.
-#[derive(Debug)]
-pub struct Unavailable(pub String);
-
-impl std::fmt::Display for Unavailable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Unavailable {}
 
 /// Exit code for an error: 64 for bad usage or configuration, 69 for a
 /// missing program, 1 otherwise.

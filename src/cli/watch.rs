@@ -22,22 +22,18 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use executors::supervisor::SupervisorClient;
+use executors::Executors;
 use ingest::{
     run_probe_source, run_source, Auth, Labels, ProbeOptions, ProbeSignal, PrometheusClient,
     PrometheusConfig, SignalQuery, SourceEvent, UrlPart, UrlTemplate,
 };
-use remediate::action::ActionResult;
-use remediate::action::RenderedAction;
-use remediate::actions::exec::{self, ExecRequest};
-use remediate::actions::haproxy::{self, HaproxyRequest, Operation};
-use remediate::actions::supervisor::client::{self as supervisor_client, SupervisorClient};
-use remediate::actions::{agent, webhook};
+use remediate::action::{ActionResult, RenderedAction};
 use remediate::engine::{EngineEvent, GuardState};
 use remediate::runbook::UrlPiece;
 use remediate::{EngineOptions, RunbookSet};
@@ -47,8 +43,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::control::{self, Command};
+use super::error::{duration_arg, UsageError};
 use super::feed;
-use super::UsageError;
 use crate::pipeline::{Pipeline, SeriesHandle};
 use crate::telemetry::Telemetry;
 
@@ -119,17 +115,6 @@ pub struct WatchArgs {
     params: Option<PathBuf>,
 }
 
-/// The supervisor executor's client, set once at start from `--supervisor`.
-/// A process-wide cell rather than a parameter so `perform` keeps its
-/// signature (the other executors' arms need none of this).
-static SUPERVISOR: std::sync::OnceLock<Option<SupervisorClient>> = std::sync::OnceLock::new();
-
-fn duration_arg(name: &str, v: &str) -> anyhow::Result<Duration> {
-    remediate::Duration::from_str(v)
-        .map(|d| Duration::from_millis(d.as_millis_i64().max(0) as u64))
-        .map_err(|e| UsageError(format!("--{name} {v:?}: {e}")).into())
-}
-
 /// How long the engine keeps a resolved incident in memory.
 const KEEP_RESOLVED_MS: i64 = 3_600_000;
 
@@ -187,7 +172,11 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let _ = SUPERVISOR.set(supervisor);
+    let env: executors::EnvLookup = Arc::new(|name: &str| std::env::var(name).ok());
+    let mut executors = Executors::new(env, Arc::new(stdx::SystemClock));
+    if let Some(client) = supervisor {
+        executors = executors.with_supervisor(client);
+    }
     let mut config = PrometheusConfig::new(args.prometheus.clone());
     config.timeout_ms = timeout.as_millis() as u64;
     config.auth = auth;
@@ -226,6 +215,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
         (interval, backfill, run_for),
         guard_state,
         api_token,
+        executors,
     ))
 }
 
@@ -258,6 +248,7 @@ async fn watch(
     (interval, backfill, run_for): (Duration, Duration, Option<Duration>),
     guard_state: Option<GuardState>,
     api_token: Option<String>,
+    executors: Executors,
 ) -> anyhow::Result<()> {
     // Tuned settings (--params); learned offsets are read with the store.
     let tuning = super::replay::Tuning::load(args.params.as_deref(), None)?;
@@ -362,12 +353,12 @@ async fn watch(
         args.state.clone(),
         store.clone(),
     ));
-    let act = tokio::spawn(act(act_rx, telemetry.clone(), cmd_tx, store));
+    let act = tokio::spawn(act(act_rx, telemetry.clone(), cmd_tx, store, executors));
 
     let stop = async {
         match run_for {
             Some(d) => tokio::time::sleep(d).await,
-            None => shutdown_signal().await,
+            None => super::error::shutdown_signal().await,
         }
     };
     stop.await;
@@ -513,16 +504,6 @@ async fn store_events(store: &StoreWriter, pipeline: &Pipeline, events: &[Engine
         if let Some(incident) = pipeline.engine().incident(id) {
             let _ = store.incident(incident.clone()).await;
         }
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
 
@@ -923,6 +904,7 @@ async fn act(
     telemetry: Arc<Telemetry>,
     commands: mpsc::Sender<Command>,
     store: Option<StoreWriter>,
+    executors: Executors,
 ) {
     while let Some(job) = rx.recv().await {
         // With an incident store, each action is begun in the store
@@ -953,7 +935,7 @@ async fn act(
             }
         }
         let started = std::time::Instant::now();
-        let result = act_one(job, &telemetry, &commands).await;
+        let result = act_one(job, &telemetry, &commands, &executors).await;
         if let Some(store) = &store {
             // Begun, so finished too, whatever happened (else the next
             // start would call it interrupted).
@@ -976,6 +958,7 @@ async fn act_one(
     job: ActionJob,
     telemetry: &Telemetry,
     commands: &mpsc::Sender<Command>,
+    executors: &Executors,
 ) -> Result<ActionResult, String> {
     let span = tracing::info_span!("action", incident = %job.incident, step = job.step);
     let (tx, reply) = tokio::sync::oneshot::channel();
@@ -1009,125 +992,8 @@ async fn act_one(
         return Err("not run: the symptom no longer held just before acting".into());
     }
     let kind = job.action.kind_name();
-    perform(job, telemetry)
-        .instrument(span)
-        .await
-        .ok_or_else(|| format!("no executor for {kind} yet: nothing was run"))
-}
-
-/// Performs one action with its executor. Every kind has one now; `None`
-/// stays for a kind added before its executor.
-async fn perform(job: ActionJob, telemetry: &Telemetry) -> Option<ActionResult> {
-    {
-        // Every action kind has an executor; a target that no executor
-        // handles (`deployment/x` for restart) is a failed result saying so.
-        let (kind, result) = match &job.action {
-            RenderedAction::Exec { argv } => {
-                let req = ExecRequest {
-                    argv: argv.clone(),
-                    env: [("PATH".to_owned(), std::env::var("PATH").unwrap_or_default())].into(),
-                    timeout: job.timeout,
-                    dry_run: false,
-                };
-                ("exec", exec::run(&req).await)
-            }
-            RenderedAction::Reroute {
-                target,
-                backend,
-                state,
-                api,
-                weight,
-            } => {
-                let req = HaproxyRequest {
-                    api: api.clone(),
-                    operation: Operation::SetServer {
-                        backend: backend.clone(),
-                        server: target.clone(),
-                        state: Some(*state),
-                        weight: *weight,
-                    },
-                    timeout: job.timeout,
-                    dry_run: false,
-                };
-                ("reroute", haproxy::run(&req).await)
-            }
-            RenderedAction::Restart { target } => (
-                "restart",
-                supervise(target, supervisor_client::Operation::Restart, job.timeout).await,
-            ),
-            RenderedAction::Scale { target, replicas } => (
-                "scale",
-                supervise(
-                    target,
-                    supervisor_client::Operation::Scale {
-                        replicas: *replicas,
-                    },
-                    job.timeout,
-                )
-                .await,
-            ),
-            RenderedAction::Rollback { target, to } => (
-                "rollback",
-                supervise(
-                    target,
-                    supervisor_client::Operation::Rollback { to: to.clone() },
-                    job.timeout,
-                )
-                .await,
-            ),
-            RenderedAction::Webhook {
-                url,
-                method,
-                headers,
-                body,
-            } => {
-                let retry = webhook::Retry::default();
-                let req = webhook::WebhookRequest {
-                    method: *method,
-                    url: url.clone(),
-                    headers: headers.clone(),
-                    body: body.clone(),
-                    // The job's timeout bounds all attempts together.
-                    timeout: job.timeout / retry.attempts,
-                    dry_run: false,
-                    retry,
-                };
-                // `${env:NAME}` secrets: only the binary reads the environment.
-                let env = |name: &str| std::env::var(name).ok();
-                ("webhook", webhook::run(&req, &env).await)
-            }
-            RenderedAction::Agent {
-                url,
-                name,
-                params,
-                key_env,
-            } => {
-                let key = std::env::var(key_env)
-                    .map_err(|_| format!("environment variable {key_env} is not set"))
-                    .and_then(|text| agent::key_from_text(&text));
-                let result = match key {
-                    Ok(key) => {
-                        let call = agent::AgentCall {
-                            url: url.clone(),
-                            action: name.clone(),
-                            params: params.clone(),
-                            key,
-                            timeout: job.timeout,
-                            dry_run: false,
-                        };
-                        agent::call(&call, now_ms().div_euclid(1000)).await
-                    }
-                    Err(e) => remediate::action::ActionResult {
-                        ok: false,
-                        retryable: false,
-                        summary: format!("agent {url} action {name}: key_env {key_env}: {e}"),
-                        output: String::new(),
-                        duration: Duration::ZERO,
-                    },
-                };
-                ("agent", result)
-            }
-        };
+    let result = async {
+        let result = executors.perform(&job.action, job.timeout, false).await;
         let outcome = if result.ok { "ok" } else { "failed" };
         telemetry.add(
             "heal_actions_total",
@@ -1135,34 +1001,11 @@ async fn perform(job: ActionJob, telemetry: &Telemetry) -> Option<ActionResult> 
             1.0,
         );
         tracing::warn!(stage = "remediate", kind, outcome, summary = %result.summary, duration_ms = result.duration.as_millis() as u64, "action performed");
-        Some(result)
+        result
     }
-}
-
-/// `restart`, `scale` and `rollback`: through `heal supervise`'s control
-/// API for targets `supervisor/NAME`; any other target (or no
-/// `--supervisor`) is a failed result that says so, never a panic.
-async fn supervise(
-    target: &str,
-    op: supervisor_client::Operation,
-    timeout: Duration,
-) -> remediate::action::ActionResult {
-    match SUPERVISOR.get().and_then(Option::as_ref) {
-        Some(client) => client.run(target, &op, timeout, false).await,
-        None => {
-            let summary = match supervisor_client::service_of(target) {
-                Ok(_) => format!("no executor for target {target:?}: heal watch was started without --supervisor"),
-                Err(e) => e,
-            };
-            remediate::action::ActionResult {
-                ok: false,
-                retryable: false,
-                summary,
-                output: String::new(),
-                duration: Duration::ZERO,
-            }
-        }
-    }
+    .instrument(span)
+    .await;
+    Ok(result)
 }
 
 fn now_ms() -> i64 {
@@ -1231,6 +1074,10 @@ mod tests {
 
     use super::*;
 
+    fn test_executors() -> Executors {
+        Executors::new(Arc::new(|_: &str| None), Arc::new(stdx::SystemClock))
+    }
+
     fn job(target: &str) -> ActionJob {
         ActionJob {
             incident: "inc-000001".into(),
@@ -1289,7 +1136,7 @@ mod tests {
             }
         });
         let started = tokio::time::Instant::now();
-        let r = act_one(job("supervisor/web"), &telemetry, &tx).await;
+        let r = act_one(job("supervisor/web"), &telemetry, &tx, &test_executors()).await;
         assert_eq!(
             r.unwrap_err(),
             "not run: the symptom no longer held just before acting"
@@ -1313,7 +1160,7 @@ mod tests {
         // ahead (it was decided moments ago).
         let (tx, _rx) = mpsc::channel(4);
         let started = tokio::time::Instant::now();
-        let r = act_one(job("supervisor/web"), &telemetry, &tx).await;
+        let r = act_one(job("supervisor/web"), &telemetry, &tx, &test_executors()).await;
         let waited = started.elapsed();
         assert!(
             waited >= Duration::from_secs(1) && waited < Duration::from_secs(2),
@@ -1334,7 +1181,7 @@ mod tests {
         })
         .unwrap();
         let started = tokio::time::Instant::now();
-        act_one(job("supervisor/web"), &telemetry, &tx)
+        act_one(job("supervisor/web"), &telemetry, &tx, &test_executors())
             .await
             .unwrap();
         assert!(started.elapsed() < Duration::from_secs(1));

@@ -10,7 +10,7 @@ use super::config::{
     Agent, Exec, Guardrails, Reroute, Restart, Rollback, Rule, Scale, Signal, Webhook,
 };
 use super::validate;
-use super::yaml::{self, join, Positions};
+use super::yaml::{self, join, kind, Positions};
 use crate::error::{RunbookError, RunbookErrors};
 
 /// Every runbook of a directory, parsed and validated.
@@ -350,7 +350,7 @@ fn deserialize_each<T: DeserializeOwned>(
 }
 
 /// The full JSON path and the message of a deserialization error.
-pub(crate) fn path_and_message(
+pub fn path_and_message(
     base: &str,
     e: serde_path_to_error::Error<serde_json::Error>,
 ) -> (String, String) {
@@ -393,18 +393,6 @@ fn refine_action(rule: &Value, base: &str, field: &str) -> Option<(String, Strin
         "webhook" => again::<Webhook>(field, step),
         "agent" => again::<Agent>(field, step),
         _ => None,
-    }
-}
-
-/// How a JSON value's type is named in messages (serde's wording).
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "sequence",
-        Value::Object(_) => "map",
     }
 }
 

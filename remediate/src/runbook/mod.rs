@@ -5,8 +5,9 @@ pub(crate) mod load;
 // Detector parameter files (`heal tune -o`, `--params`).
 mod params;
 mod validate;
-// Also used by the supervisor's configuration loader (same positioned errors).
-pub(crate) mod yaml;
+// Also used by the agent's and the supervisor's configuration loaders (same
+// positioned errors).
+pub mod yaml;
 
 pub use config::{
     Action, ActionKind, Guardrails, Guards, HttpMethod, Probe, RecoveredWhen, Rule, RunbookFile,

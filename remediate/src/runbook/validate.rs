@@ -242,7 +242,7 @@ fn check_probe(probe: &Probe, report: &mut impl FnMut(String, String)) {
                     Part::Var(_) => "x",
                 })
                 .collect();
-            match reqwest::Url::parse(&sample) {
+            match url::Url::parse(&sample) {
                 Ok(u) if u.scheme() == "http" && u.host_str().is_some_and(|h| !h.is_empty()) => {}
                 _ => report(
                     "probe.url".into(),

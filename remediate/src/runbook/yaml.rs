@@ -7,6 +7,7 @@
 //! same JSON path `serde_path_to_error` reports. It also lets us reject
 //! duplicate keys, which YAML loaders silently resolve to the last one.
 
+pub use super::load::path_and_message;
 use std::collections::HashMap;
 
 use serde_json::{Map, Number, Value};
@@ -15,7 +16,7 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// A 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Pos {
+pub struct Pos {
     /// 1-based line.
     pub line: usize,
     /// 1-based column.
@@ -35,11 +36,11 @@ impl From<Marker> for Pos {
 /// Position of every node, by JSON path (`rules[0].then[1].target`); for a
 /// mapping entry, the position of its key.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Positions(HashMap<String, Pos>);
+pub struct Positions(HashMap<String, Pos>);
 
 impl Positions {
     /// Position of `path`, or of its closest ancestor that has one.
-    pub(crate) fn find(&self, path: &str) -> Option<Pos> {
+    pub fn find(&self, path: &str) -> Option<Pos> {
         let mut path = path;
         loop {
             if let Some(pos) = self.0.get(path) {
@@ -53,14 +54,14 @@ impl Positions {
     }
 
     /// Whether `path` itself has a position.
-    pub(crate) fn contains(&self, path: &str) -> bool {
+    pub fn contains(&self, path: &str) -> bool {
         self.0.contains_key(path)
     }
 
     /// The path an error `message` at `field` should name. serde reports an
     /// unknown field at the struct holding it; this points at the field
     /// itself, which is what needs fixing, when the file has it.
-    pub(crate) fn unknown_field_path(&self, field: String, message: &str) -> String {
+    pub fn unknown_field_path(&self, field: String, message: &str) -> String {
         let unknown = message
             .strip_prefix("unknown field `")
             .and_then(|m| m.split('`').next());
@@ -80,7 +81,7 @@ fn parent(path: &str) -> &str {
 }
 
 /// Appends a map key to a path.
-pub(crate) fn join(path: &str, key: &str) -> String {
+pub fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_owned()
     } else {
@@ -90,7 +91,7 @@ pub(crate) fn join(path: &str, key: &str) -> String {
 
 /// A problem found while reading the YAML itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct YamlProblem {
+pub struct YamlProblem {
     /// Where.
     pub pos: Pos,
     /// JSON path of the node, empty for syntax errors.
@@ -102,7 +103,7 @@ pub(crate) struct YamlProblem {
 /// Parses one YAML document. A syntax error is returned alone (nothing after
 /// it can be trusted); other problems (duplicate keys, non-string keys,
 /// numbers JSON cannot hold) are returned together with the value.
-pub(crate) fn parse(text: &str) -> Result<(Value, Positions, Vec<YamlProblem>), YamlProblem> {
+pub fn parse(text: &str) -> Result<(Value, Positions, Vec<YamlProblem>), YamlProblem> {
     let mut events = Events(Vec::new());
     let mut parser = Parser::new_from_str(text);
     parser.load(&mut events, true).map_err(|e| YamlProblem {
@@ -310,6 +311,18 @@ impl Builder {
             }
         }
         Value::String(text)
+    }
+}
+
+/// How a JSON value's type is named in messages (serde's wording).
+pub fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "sequence",
+        Value::Object(_) => "map",
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-use crate::action::ActionResult;
+use remediate::action::ActionResult;
 
 /// Most output kept from one execution, per stream.
 const MAX_OUTPUT: usize = 4096;

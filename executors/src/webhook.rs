@@ -19,9 +19,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::{error_chain, http_client, read_capped, ActionResult};
-pub use crate::action::{env_references, is_env_name};
-use crate::runbook::HttpMethod;
+use remediate::action::ActionResult;
+pub use remediate::action::{env_references, is_env_name};
+use remediate::runbook::HttpMethod;
+use stdx::Backoff;
+
+use crate::http::{error_chain, http_client, read_capped};
 
 /// What to send.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,12 +48,13 @@ pub struct WebhookRequest {
 }
 
 /// How a failed attempt is retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Retry {
     /// Attempts in all, at least 1.
     pub attempts: u32,
-    /// Wait before the second attempt; doubled before each further one.
-    pub backoff: Duration,
+    /// Wait before each further attempt (the first retry waits
+    /// `backoff.initial`, each next one twice as long up to `backoff.max`).
+    pub backoff: Backoff,
 }
 
 impl Default for Retry {
@@ -61,7 +65,7 @@ impl Default for Retry {
     fn default() -> Self {
         Retry {
             attempts: 3,
-            backoff: Duration::from_millis(500),
+            backoff: Backoff::exponential(Duration::from_millis(500), Duration::from_secs(4)),
         }
     }
 }
@@ -160,12 +164,10 @@ pub async fn run(
     let method = reqwest::Method::from_bytes(req.method.as_str().as_bytes())
         .expect("HttpMethod names are valid methods");
     let attempts = req.retry.attempts.max(1);
-    let mut backoff = req.retry.backoff;
     let mut last = (String::new(), String::new());
     for attempt in 1..=attempts {
         if attempt > 1 {
-            tokio::time::sleep(backoff).await;
-            backoff = backoff.saturating_mul(2);
+            tokio::time::sleep(req.retry.backoff.delay(attempt - 1, 0.0)).await;
         }
         let mut builder = client
             .request(method.clone(), &url)
@@ -251,7 +253,7 @@ async fn once(builder: reqwest::RequestBuilder, timeout: Duration) -> Attempt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actions::test_server::{Reply, TestServer};
+    use crate::test_server::{Reply, TestServer};
 
     fn request(url: String) -> WebhookRequest {
         WebhookRequest {
@@ -263,7 +265,7 @@ mod tests {
             dry_run: false,
             retry: Retry {
                 attempts: 3,
-                backoff: Duration::from_millis(10),
+                backoff: Backoff::exponential(Duration::from_millis(10), Duration::from_secs(1)),
             },
         }
     }

@@ -1,16 +1,14 @@
-//! The `supervisor` executor: heal runs and watches processes itself.
+//! The `heal supervise` daemon: heal runs and watches processes itself.
 //!
-//! Two halves:
-//!
-//! - [`Supervisor`] (`runtime.rs`) runs the services of a
-//!   [`SupervisorConfig`] as child processes (argv, never a shell), each
-//!   replica on its own port of the service's range. It is what `heal
-//!   supervise` serves over its control API.
-//! - [`client`] is the executor the runbook actions `restart`, `scale` and
-//!   `rollback` use on a target `supervisor/NAME`: it calls that control API.
+//! [`Supervisor`] (`runtime.rs`) runs the services of a [`SupervisorConfig`]
+//! as child processes (argv, never a shell), each replica on its own port of
+//! the service's range; `api.rs` serves its control API ([`serve`]). The
+//! executor the runbook actions `restart`, `scale` and `rollback` use on a
+//! target `supervisor/NAME` is the client of that API,
+//! `executors::supervisor`.
 //!
 //! ```
-//! use remediate::actions::supervisor::{CheckKind, SupervisorConfig};
+//! use daemons::supervisor::{CheckKind, SupervisorConfig};
 //! let yaml = r#"
 //! services:
 //!   - name: db
@@ -75,7 +73,7 @@
 //!
 //! With `haproxy: {api, backend}` on a service, each replica is registered
 //! in the backend (server `NAME-REPLICA`, through
-//! [`crate::actions::haproxy`]) once it passed its check, and removed, with
+//! [`executors::haproxy`]) once it passed its check, and removed, with
 //! HAProxy draining its connections, before a scale-down or the
 //! supervisor's shutdown stops it.
 //!
@@ -85,13 +83,14 @@
 //! until the supervisor restarts (replica counts at start come from the
 //! configuration, releases from the state file).
 
-pub mod client;
+mod api;
 mod config;
 mod runtime;
 mod state;
 #[cfg(test)]
 mod tests;
 
+pub use api::serve;
 pub use config::{
     valid_name, valid_version, Check, CheckKind, HaproxyBackend, PortRange, Release, RestartPolicy,
     ServiceConfig, SupervisorConfig, MAX_REPLICAS,

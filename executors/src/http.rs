@@ -1,34 +1,15 @@
-//! Executors: what performs a planned action.
-//!
-//! Every executor takes an action whose templates the engine already filled
-//! in (every substituted label value checked against the safe-value pattern
-//! first), honours dry-run, has a timeout, and returns an [`ActionResult`]
-//! that says whether a retry can help.
-//!
-//! - [`exec`]: a local program with an argv, never a shell.
-//! - [`haproxy`]: HAProxy's runtime API (reroute, replicas).
-//! - [`webhook`]: an HTTP request, secrets from the environment, retried on
-//!   timeouts, connection errors and 5xx only.
-//! - [`agent`]: the `heal agent` protocol: signed requests to run an
-//!   allowlisted action on another host, the client that sends them and the
-//!   verification the agent does.
+//! What the HTTP executors (`webhook`, `agent`, the supervisor client)
+//! share: one way to build a client, name a failure and read a bounded
+//! answer.
 
-pub mod agent;
-pub mod exec;
-pub mod haproxy;
-pub mod supervisor;
-pub mod webhook;
-
-pub use crate::action::ActionResult;
-
-/// Most of a response body kept in an [`ActionResult`]'s output.
+/// Most of a response body kept in an `ActionResult`'s output.
 const MAX_HTTP_OUTPUT: usize = 4096;
 
 /// An HTTP client for executors: no proxy from the environment (only the
 /// binary reads the environment, and a proxy would see every secret
 /// header), no redirects (a redirect to another host would carry the
 /// request's secret headers there; a 3xx is reported instead).
-fn http_client() -> Result<reqwest::Client, String> {
+pub(crate) fn http_client() -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
@@ -39,7 +20,7 @@ fn http_client() -> Result<reqwest::Client, String> {
 /// The causes of a reqwest error, outermost first, without reqwest's own
 /// "error sending request for url (...)": the URL may hold a secret taken
 /// from the environment, and the caller names the request already.
-fn error_chain(e: &reqwest::Error) -> String {
+pub(crate) fn error_chain(e: &reqwest::Error) -> String {
     let mut parts = Vec::new();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -60,13 +41,13 @@ fn error_chain(e: &reqwest::Error) -> String {
 
 /// Reads at most [`MAX_HTTP_OUTPUT`] bytes of a response body, lossily as
 /// UTF-8; the rest is not read (the connection is dropped).
-async fn read_capped(response: reqwest::Response) -> Result<String, reqwest::Error> {
+pub(crate) async fn read_capped(response: reqwest::Response) -> Result<String, reqwest::Error> {
     let kept = read_bytes_capped(response, MAX_HTTP_OUTPUT).await?;
     Ok(String::from_utf8_lossy(&kept).into_owned())
 }
 
 /// Reads at most `max` bytes of a response body.
-async fn read_bytes_capped(
+pub(crate) async fn read_bytes_capped(
     mut response: reqwest::Response,
     max: usize,
 ) -> Result<Vec<u8>, reqwest::Error> {
@@ -80,6 +61,3 @@ async fn read_bytes_capped(
     }
     Ok(kept)
 }
-
-#[cfg(test)]
-pub(crate) mod test_server;

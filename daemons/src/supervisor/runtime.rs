@@ -27,7 +27,8 @@ use tokio::task::JoinHandle;
 use super::config::{CheckKind, Release, ServiceConfig, SupervisorConfig, MAX_REPLICAS};
 use super::state::{State, StateFile};
 use super::SupervisorError;
-use crate::actions::haproxy::{self, HaproxyRequest};
+use executors::haproxy::{self, HaproxyRequest};
+use stdx::{Backoff, Clock};
 
 /// Before its first passing check a replica is probed this often (or at
 /// its check interval, if shorter), so dependents start soon after it
@@ -140,6 +141,9 @@ struct Inner {
     log_dir: PathBuf,
     http: reqwest::Client,
     next_id: AtomicU64,
+    /// Wall time of starts, exits and releases (status and state only:
+    /// waits run on tokio's monotonic timers).
+    clock: Arc<dyn Clock>,
 }
 
 #[derive(Debug)]
@@ -175,6 +179,7 @@ impl Supervisor {
     pub async fn start(
         config: SupervisorConfig,
         state_dir: &Path,
+        clock: Arc<dyn Clock>,
     ) -> Result<Supervisor, SupervisorError> {
         let log_dir = state_dir.join("logs");
         std::fs::create_dir_all(&log_dir).map_err(|source| SupervisorError::Dir {
@@ -183,7 +188,7 @@ impl Supervisor {
         })?;
         let state_file = StateFile::in_dir(state_dir);
         let mut state = state_file.read()?;
-        let now = now_ms();
+        let now = clock.now_ms();
         for s in &config.services {
             let entry = state.services.entry(s.name.clone()).or_default();
             if entry.release(&s.release.version).is_none() {
@@ -219,6 +224,7 @@ impl Supervisor {
             log_dir,
             http,
             next_id: AtomicU64::new(1),
+            clock,
         });
         {
             let mut shared = inner.lock();
@@ -342,7 +348,8 @@ impl Supervisor {
                 .collect();
             return Err(SupervisorError::InvalidRelease(text.join("; ")));
         }
-        self.activate(name, move |state| state.activate(release, now_ms()))
+        let now = self.inner.now_ms();
+        self.activate(name, move |state| state.activate(release, now))
     }
 
     /// Goes back to release `to`, or to the release active before the
@@ -354,9 +361,10 @@ impl Supervisor {
     /// [`SupervisorError::UnknownService`], [`SupervisorError::State`].
     pub fn rollback(&self, name: &str, to: Option<&str>) -> Result<ServiceStatus, SupervisorError> {
         self.inner.config(name)?;
+        let now = self.inner.now_ms();
         self.activate(name, |state| {
             let release = state.rollback_target(to)?;
-            state.activate(release, now_ms())
+            state.activate(release, now)
         })
     }
 
@@ -455,6 +463,10 @@ fn spawn_replica(inner: &Arc<Inner>, svc: &Arc<ServiceConfig>, replica: u32) -> 
 }
 
 impl Inner {
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Shared> {
         // A panic while holding the lock leaves plain data behind; keep
         // serving rather than poisoning every later request.
@@ -537,7 +549,7 @@ impl Inner {
     fn record_start(&self, service: &str, version: &str) {
         let mut shared = self.lock();
         if let Some(s) = shared.state.services.get_mut(service) {
-            s.record_start(version, now_ms());
+            s.record_start(version, self.now_ms());
         }
         if let Err(e) = self.state_file.write(&shared.state) {
             tracing::error!(stage = "supervisor", %service, error = %e, "recording a start");
@@ -713,7 +725,7 @@ impl Inner {
         if check.kind == CheckKind::Pid || port.is_none() {
             self.update(&svc.name, id, |s| {
                 s.phase = Phase::Healthy;
-                s.healthy_ms = Some(now_ms());
+                s.healthy_ms = Some(self.now_ms());
             });
             while svc.haproxy.is_some() && !*registered {
                 self.register(svc, id, replica, port, registered).await;
@@ -734,7 +746,7 @@ impl Inner {
                             s.phase = Phase::Healthy;
                             s.check_failures = 0;
                             if first {
-                                s.healthy_ms = Some(now_ms());
+                                s.healthy_ms = Some(self.now_ms());
                             }
                         });
                     }
@@ -809,6 +821,10 @@ async fn run_replica(
     let max = Duration::from_millis(svc.restart.max.as_millis());
     let reset_after = Duration::from_millis(svc.restart.reset_after.as_millis());
     let stop_timeout = Duration::from_millis(svc.stop_timeout.as_millis());
+    // The first restart waits `initial`, each next one twice as long up to
+    // `max` (no jitter: one supervisor restarting its own children gains
+    // nothing from randomness).
+    let policy = Backoff::exponential(initial, max);
     let mut backoff = initial;
     let mut registered = false;
     loop {
@@ -831,7 +847,7 @@ async fn run_replica(
             &format!(
                 "start of release {} at {} ms: {argv:?}",
                 release.version,
-                now_ms()
+                inner.now_ms()
             ),
         );
         let (stdout, stderr) = match log.and_then(|f| f.try_clone().ok().map(|g| (f, g))) {
@@ -853,7 +869,7 @@ async fn run_replica(
             Err(e) => {
                 let error = format!("starting {}: {e}", argv[0]);
                 tracing::warn!(stage = "supervisor", service = name, replica, %error, "start failed");
-                let until = now_ms() + backoff.as_millis() as i64;
+                let until = inner.now_ms() + backoff.as_millis() as i64;
                 inner.update(name, id, |s| {
                     s.phase = Phase::Backoff;
                     s.last_error = Some(error);
@@ -862,7 +878,7 @@ async fn run_replica(
                 match wait_backoff(&mut control, backoff).await {
                     Some(Control::Stop) => return stopped(&inner, name, id),
                     Some(Control::Restart) => backoff = initial,
-                    None => backoff = (backoff * 2).min(max),
+                    None => backoff = policy.next_after(backoff),
                 }
                 continue;
             }
@@ -875,7 +891,7 @@ async fn run_replica(
             s.pid = pid;
             s.version = Some(release.version.clone());
             s.starts += 1;
-            s.started_ms = Some(now_ms());
+            s.started_ms = Some(inner.now_ms());
             s.healthy_ms = None;
             s.check_failures = 0;
             s.last_error = None;
@@ -903,7 +919,7 @@ async fn run_replica(
                 inner.update(name, id, |s| {
                     s.pid = None;
                     s.last_exit = Some(format!("restart requested; {how}"));
-                    s.last_exit_ms = Some(now_ms());
+                    s.last_exit_ms = Some(inner.now_ms());
                 });
                 backoff = initial;
                 // Restarts asked for while this one ran are served by it.
@@ -919,7 +935,7 @@ async fn run_replica(
             backoff = initial;
         }
         tracing::warn!(stage = "supervisor", service = name, replica, pid, %why, backoff_ms = backoff.as_millis() as u64, "replica down; restarting after backoff");
-        let now = now_ms();
+        let now = inner.now_ms();
         inner.update(name, id, |s| {
             s.phase = Phase::Backoff;
             s.pid = None;
@@ -930,7 +946,7 @@ async fn run_replica(
         match wait_backoff(&mut control, backoff).await {
             Some(Control::Stop) => return stopped(&inner, name, id),
             Some(Control::Restart) => backoff = initial,
-            None => backoff = (backoff * 2).min(max),
+            None => backoff = policy.next_after(backoff),
         }
     }
 }
@@ -1019,11 +1035,4 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

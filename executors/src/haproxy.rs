@@ -35,9 +35,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::action::{ActionResult, ApiAddressError, NameError};
-pub use crate::action::{ApiAddress, Name, MAX_WEIGHT};
-use crate::runbook::ServerState;
+use remediate::action::{ActionResult, ApiAddressError, NameError};
+pub use remediate::action::{ApiAddress, Name, MAX_WEIGHT};
+use remediate::runbook::ServerState;
 
 /// Most bytes read from one answer; a backend with thousands of servers
 /// answers `show servers state` in well under this.

@@ -9,7 +9,6 @@
 //! new file, never half of one.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -172,18 +171,11 @@ impl StateFile {
 
     /// Writes `state` atomically (temporary sibling, fsync, rename).
     pub fn write(&self, state: &State) -> Result<(), SupervisorError> {
-        let fail = |what: &str, e: std::io::Error| SupervisorError::State {
-            path: self.path.clone(),
-            message: format!("{what}: {e}"),
-        };
-        let tmp = self.path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(state).expect("the state serializes to JSON");
-        let mut f = std::fs::File::create(&tmp).map_err(|e| fail("creating temporary file", e))?;
-        f.write_all(&bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| fail("writing temporary file", e))?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path).map_err(|e| fail("renaming into place", e))
+        stdx::write_atomically(&self.path, &bytes).map_err(|e| SupervisorError::State {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })
     }
 }
 

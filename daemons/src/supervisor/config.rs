@@ -25,10 +25,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::action::{ApiAddress, Name};
-use crate::error::{RunbookError, RunbookErrors};
-use crate::runbook::yaml::{self, join, Positions};
-use crate::Duration;
+pub use executors::supervisor::valid_name;
+use remediate::action::{ApiAddress, Name};
+use remediate::runbook::yaml::{self, join, Positions};
+use remediate::{Duration, RunbookError, RunbookErrors};
 
 /// Most replicas a port range may hold; keeps a typo such as `1-65535` from
 /// starting thousands of processes.
@@ -295,18 +295,6 @@ impl fmt::Display for PortRange {
     }
 }
 
-/// Whether `name` is a valid service name: 1 to 64 of `[A-Za-z0-9._-]`,
-/// starting with a letter or digit. It becomes a URL path segment, a file
-/// name and a runbook target, so nothing that would need escaping there.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-}
-
 /// Whether `version` is a valid release version: 1 to 64 of
 /// `[A-Za-z0-9._+-]`, starting with a letter or digit.
 pub fn valid_version(version: &str) -> bool {
@@ -527,7 +515,7 @@ fn path_and_message(
     e: serde_path_to_error::Error<serde_json::Error>,
     positions: &Positions,
 ) -> (String, String) {
-    let (field, message) = crate::runbook::load::path_and_message(base, e);
+    let (field, message) = yaml::path_and_message(base, e);
     (positions.unknown_field_path(field, &message), message)
 }
 

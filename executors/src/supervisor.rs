@@ -1,5 +1,6 @@
 //! The executor of `restart`, `scale` and `rollback` on a target
-//! `supervisor/NAME`: one call to `heal supervise`'s control API.
+//! `supervisor/NAME`: one call to `heal supervise`'s control API (the
+//! daemon is `daemons::supervisor`).
 //!
 //! The API accepts the change and answers with the service's status; it
 //! does not wait for the new children to pass their checks. Whether the
@@ -8,8 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::config::valid_name;
-use crate::action::ActionResult;
+use remediate::action::ActionResult;
 
 /// Prefix of the targets this executor handles.
 pub const TARGET_PREFIX: &str = "supervisor/";
@@ -183,6 +183,18 @@ pub fn service_of(target: &str) -> Result<&str, String> {
         ));
     }
     Ok(name)
+}
+
+/// Whether `name` is a valid service name: 1 to 64 of `[A-Za-z0-9._-]`,
+/// starting with a letter or digit. It becomes a URL path segment, a file
+/// name and a runbook target, so nothing that would need escaping there.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 #[cfg(test)]

@@ -1,0 +1,22 @@
+//! Small std-only helpers that every heal crate shares, each the one
+//! implementation of its rule:
+//!
+//! - [`Clock`]: wall time. Event time (a sample's timestamp) is what
+//!   detection and the engine use; wall time enters only through a
+//!   [`Clock`], for what happens now: commands from the API, executions,
+//!   telemetry, a source's schedule.
+//! - [`write_atomically`]: a file written through a temporary sibling,
+//!   flushed and renamed, so a crash never leaves half a file.
+//! - [`Backoff`]: exponential backoff with an optional jitter, for every
+//!   retry and restart.
+//!
+//! (rust-analyzer's `stdx` crate is the model: extensions of std that any
+//! crate may take, with no dependency of their own.)
+
+mod backoff;
+mod clock;
+mod fs;
+
+pub use backoff::Backoff;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use fs::{write_atomically, write_atomically_with, AtomicWriteError};

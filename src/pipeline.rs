@@ -215,7 +215,6 @@ impl Pipeline {
     /// sample alone has no siblings (see [`Self::push_slot`]). The binary's
     /// drivers push slots; this stays for callers with one sample (tests,
     /// benches).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn push(&mut self, series: SeriesHandle, ts_ms: i64, value: f64) -> Pushed {
         match self.admit(series, ts_ms, value) {
             Ok(sample) => self.decide(series, sample, None),

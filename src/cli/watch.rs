@@ -492,6 +492,7 @@ async fn store_events(store: &StoreWriter, pipeline: &Pipeline, events: &[Engine
         let id = match event {
             EngineEvent::Opened { incident, .. }
             | EngineEvent::Planned { incident, .. }
+            | EngineEvent::Redecided { incident, .. }
             | EngineEvent::Verified { incident, .. }
             | EngineEvent::Resolved { incident, .. } => incident.as_str(),
         };
@@ -764,6 +765,11 @@ async fn handle_event(event: EngineEvent, act: &mpsc::Sender<ActionJob>, telemet
             };
             // Backpressure: if actions pile up, evaluation waits.
             let _ = act.send(job).await;
+        }
+        EngineEvent::Redecided { incident, action, .. } => {
+            let reason = action.decision.label();
+            telemetry.add("heal_actions_suppressed_total", &[("reason", reason)], 1.0);
+            tracing::info!(stage = "remediate", %incident, step = action.step, %reason, detail = %action.decision.detail, "action not performed");
         }
         EngineEvent::Verified {
             incident,

@@ -296,6 +296,46 @@ fn approval_parks_rechecks_the_symptom_and_expires() {
 }
 
 #[test]
+fn the_act_stage_recheck_is_the_steps_one_decision() {
+    let mut engine = Engine::new(&set("    guards: {cooldown: 0s, max_attempts: 1}\n", ""), LIVE);
+    let web = labels("web", "web-0");
+    assert_eq!(
+        decisions(&engine.observe(&obs(&web, 0, Some(0), false))),
+        ["allowed"]
+    );
+    // The symptom still holds: the step may run.
+    assert_eq!(engine.recheck("inc-000001", 1, T0 + SEC), None);
+    // Back in its band before the act stage got to it: the chain's
+    // symptom_resolved stage mutes it, and recording that replaces the
+    // `allowed` (nothing ran: no verification, no attempt booked).
+    engine.observe(&obs(&web, 2, Some(0), true));
+    let d = engine.recheck("inc-000001", 1, T0 + 3 * SEC).unwrap();
+    assert_eq!(d.reason, Some(SuppressReason::SymptomResolved));
+    let ev = engine.redecide("inc-000001", 1, d.clone(), T0 + 3 * SEC);
+    assert!(matches!(
+        &ev[..],
+        [EngineEvent::Redecided { incident, action, ts_ms }]
+            if incident == "inc-000001" && action.decision == d && *ts_ms == T0 + 3 * SEC
+    ));
+    // Twice does nothing; an unknown incident may run.
+    assert!(engine.redecide("inc-000001", 1, d, T0 + 4 * SEC).is_empty());
+    assert_eq!(engine.recheck("inc-000099", 1, T0), None);
+    let inc = &engine.finish(T0 + 5 * SEC)[0];
+    assert_eq!(inc.actions.len(), 1, "one decision for the step");
+    assert_eq!(inc.actions[0].decision.label(), "symptom_resolved");
+    assert!(inc.actions[0].verification.is_none());
+    // The attempt was released: with max_attempts 1 another incident on
+    // the same target is allowed at once.
+    for t in 6..40 {
+        engine.observe(&obs(&web, t, None, true));
+    }
+    assert_eq!(
+        decisions(&engine.observe(&obs(&web, 40, Some(40), false))),
+        ["allowed"]
+    );
+}
+
+#[test]
 fn guard_state_survives_a_restart() {
     let extra = "    guards: {cooldown: 30m, max_attempts: 5, window: 1h}\n";
     let set = set(extra, "");

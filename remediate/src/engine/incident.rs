@@ -116,7 +116,8 @@ pub enum SuppressReason {
     AwaitingApproval,
     /// Nobody approved the parked step within `approval_timeout`.
     ApprovalExpired,
-    /// Re-checked just before acting: the symptom no longer holds.
+    /// Re-checked on approval or just before acting: the symptom no longer
+    /// holds.
     SymptomResolved,
 }
 
@@ -258,6 +259,18 @@ pub enum EngineEvent {
         incident: String,
         /// The step.
         action: PlannedAction,
+    },
+    /// The act stage's re-check found, just before an allowed step ran,
+    /// that a stage of the suppression chain now mutes it (the symptom is
+    /// gone): the step did not run, and this decision replaces its
+    /// `allowed` (see `Engine::redecide`).
+    Redecided {
+        /// Incident id.
+        incident: String,
+        /// The step with its new decision.
+        action: PlannedAction,
+        /// When it was re-decided (wall time of the re-check).
+        ts_ms: i64,
     },
     /// A step's verification wait ended.
     Verified {

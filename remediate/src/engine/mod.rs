@@ -1,18 +1,20 @@
 //! The dry-run engine: detector verdicts in event time to incidents with
 //! planned, guarded and verified action chains.
 
-mod guard;
+// The file is named for its type, `Engine`.
+#[allow(clippy::module_inception)]
+mod engine;
+mod guards;
 mod incident;
-mod observe;
 mod silence;
 
-pub use guard::Attempt;
+pub use engine::{
+    ApproveError, Engine, EngineOptions, GuardState, Observation, Opens, SilenceError,
+};
+pub use guards::{Attempt, Stage, CHAIN};
 pub use incident::{
     series_selector, Decision, EngineEvent, Incident, Outcome, PlannedAction, SuppressReason,
     Verification,
-};
-pub use observe::{
-    ApproveError, Engine, EngineOptions, GuardState, Observation, Opens, SilenceError,
 };
 pub use silence::{MatchOp, Matcher, Silence};
 

@@ -249,6 +249,7 @@ fn recovered_stops_the_chain_and_resolved_is_when_the_anomaly_ended() {
         .map(|e| match e {
             EngineEvent::Opened { .. } => "opened",
             EngineEvent::Planned { .. } => "planned",
+            EngineEvent::Redecided { .. } => "redecided",
             EngineEvent::Verified { .. } => "verified",
             EngineEvent::Resolved { .. } => "resolved",
         })

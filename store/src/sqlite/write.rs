@@ -310,6 +310,9 @@ pub(super) fn put_event(c: &Connection, event: &EngineEvent) -> rusqlite::Result
             incident, ts_ms, ..
         } => (incident, "opened", *ts_ms),
         EngineEvent::Planned { incident, action } => (incident, "planned", action.planned_ms),
+        EngineEvent::Redecided {
+            incident, ts_ms, ..
+        } => (incident, "redecided", *ts_ms),
         EngineEvent::Verified {
             incident,
             verification,

@@ -1,18 +1,18 @@
 //! The engine: detector verdicts in, incidents and planned steps out.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use detect::{Excursion, Scored};
 use serde::{Deserialize, Serialize};
 
-use super::guard::{incident_id, Attempt, DryRunSource, Muter};
+use super::guards::{incident_id, Attempt, DryRunSource, Guards, InFlight, Occasion, Step};
 use super::incident::{
     series_selector, Decision, EngineEvent, Incident, Outcome, PlannedAction, SuppressReason,
     Verification,
 };
 use super::silence::{Matcher, Silence};
 use crate::action::RenderedAction;
-use crate::runbook::{Action, Guardrails, RecoveredWhen, Rule, RunbookSet, Severity, Signal};
+use crate::runbook::{Action, RecoveredWhen, Rule, RunbookSet, Severity, Signal};
 use crate::template::{render, Context, Template, UnsafeLabel};
 
 /// How the engine runs.
@@ -77,24 +77,16 @@ pub struct Engine {
     by_signal: HashMap<String, Vec<usize>>,
     incidents: Incidents,
     active: HashMap<(String, usize), usize>,
-    muter: Muter,
-    guardrails: Guardrails,
+    /// The suppression chain and what its stages remember.
+    guards: Guards,
     /// Sequence number of the next incident (ids continue across restarts
     /// through [`GuardState`]).
     next_seq: u64,
-    /// When steps counted as performed ran, over the last minute.
-    performed: VecDeque<i64>,
     /// Incidents with a performed step being verified: the steps in
     /// progress.
     in_progress: BTreeSet<usize>,
     /// Incidents with a parked step, by id.
     parked: HashMap<String, usize>,
-    /// Instances seen per service: the denominator of the blast radius.
-    instances: HashMap<String, BTreeSet<String>>,
-    /// When incidents opened, per (rule name, series): flap damping.
-    opens: HashMap<(String, String), VecDeque<i64>>,
-    silences: Vec<Silence>,
-    next_silence: u64,
 }
 
 /// Every incident the engine still holds, indexed by position in opening
@@ -252,24 +244,19 @@ impl Engine {
             by_signal,
             incidents: Incidents::default(),
             active: HashMap::new(),
-            muter: Muter::default(),
-            guardrails: set.guardrails().clone(),
+            guards: Guards::new(set.guardrails().clone()),
             next_seq: 1,
-            performed: VecDeque::new(),
             in_progress: BTreeSet::new(),
             parked: HashMap::new(),
-            instances: HashMap::new(),
-            opens: HashMap::new(),
-            silences: Vec::new(),
-            next_silence: 1,
         }
     }
 
     /// What the guards remember at `ts_ms`, for persisting (entries past
     /// every horizon are left out).
     pub fn guard_state(&self, ts_ms: i64) -> GuardState {
-        let flap = self.guardrails.flap_window.as_millis_i64();
+        let flap = self.guards.guardrails.flap_window.as_millis_i64();
         let mut opens: Vec<Opens> = self
+            .guards
             .opens
             .iter()
             .filter_map(|((rule, series), ts)| {
@@ -285,9 +272,10 @@ impl Engine {
         GuardState {
             version: 1,
             next_incident_seq: self.next_seq,
-            next_silence_seq: self.next_silence,
-            attempts: self.muter.attempts(),
+            next_silence_seq: self.guards.next_silence,
+            attempts: self.guards.attempts(),
             performed: self
+                .guards
                 .performed
                 .iter()
                 .copied()
@@ -295,6 +283,7 @@ impl Engine {
                 .collect(),
             opens,
             silences: self
+                .guards
                 .silences
                 .iter()
                 .filter(|s| s.ends_ms > ts_ms)
@@ -307,16 +296,17 @@ impl Engine {
     /// first observation.
     pub fn restore(&mut self, state: GuardState) {
         self.next_seq = self.next_seq.max(state.next_incident_seq);
-        self.next_silence = self.next_silence.max(state.next_silence_seq);
-        self.muter.restore(state.attempts);
-        self.performed.extend(state.performed);
+        self.guards.next_silence = self.guards.next_silence.max(state.next_silence_seq);
+        self.guards.restore_attempts(state.attempts);
+        self.guards.performed.extend(state.performed);
         for o in state.opens {
-            self.opens
+            self.guards
+                .opens
                 .entry((o.rule, o.series))
                 .or_default()
                 .extend(o.ts_ms);
         }
-        self.silences.extend(state.silences);
+        self.guards.silences.extend(state.silences);
     }
 
     /// Adds a silence (a maintenance window when it starts later); returns
@@ -340,16 +330,16 @@ impl Engine {
             return Err(SilenceError::EmptyRange);
         }
         let silence = Silence {
-            id: format!("sil-{:06}", self.next_silence),
+            id: format!("sil-{:06}", self.guards.next_silence),
             matchers,
             starts_ms,
             ends_ms,
             created_by: created_by.to_owned(),
             comment: comment.to_owned(),
         };
-        self.next_silence += 1;
+        self.guards.next_silence += 1;
         tracing::info!(silence = %silence.describe(), "silence added");
-        self.silences.push(silence.clone());
+        self.guards.silences.push(silence.clone());
         Ok(silence)
     }
 
@@ -360,6 +350,7 @@ impl Engine {
     /// No silence has that id.
     pub fn expire_silence(&mut self, id: &str, ts_ms: i64) -> Result<Silence, SilenceError> {
         let s = self
+            .guards
             .silences
             .iter_mut()
             .find(|s| s.id == id)
@@ -371,7 +362,8 @@ impl Engine {
 
     /// Silences not yet ended at `ts_ms`, active or scheduled.
     pub fn silences(&self, ts_ms: i64) -> Vec<Silence> {
-        self.silences
+        self.guards
+            .silences
             .iter()
             .filter(|s| s.ends_ms > ts_ms)
             .cloned()
@@ -399,15 +391,111 @@ impl Engine {
 
     /// Whether the symptom of `incident` held on its series' latest sample
     /// (in the rule's excursion and out of its band); `None` for an
-    /// unknown or resolved incident. The act stage asks this just before it
-    /// performs a step that had to wait in line.
+    /// unknown or resolved incident.
     pub fn symptom_holds(&self, incident: &str) -> Option<bool> {
-        let seq: u64 = incident.strip_prefix("inc-")?.parse().ok()?;
+        let idx = self.index_of(incident)?;
+        let state = self.incidents.get(idx)?;
+        state
+            .incident
+            .resolved_ms
+            .is_none()
+            .then_some(state.symptom)
+    }
+
+    /// Position of incident `id` if this engine still holds it.
+    fn index_of(&self, id: &str) -> Option<usize> {
+        let seq: u64 = id.strip_prefix("inc-")?.parse().ok()?;
         let first = self.next_seq.checked_sub(self.incidents.len() as u64)?;
         let idx = usize::try_from(seq.checked_sub(first)?).ok()?;
-        let state = self.incidents.get(idx)?;
-        (state.incident.id == incident && state.incident.resolved_ms.is_none())
-            .then_some(state.symptom)
+        (self.incidents.get(idx)?.incident.id == id).then_some(idx)
+    }
+
+    /// The act stage's re-check of an allowed `step` of `incident`, just
+    /// before it runs (a step may wait in line behind slow ones): the
+    /// suppression chain once more, on [`Occasion::Recheck`] (the symptom
+    /// must still hold on the latest sample). `None`: it may run, also for
+    /// an incident this engine no longer holds or that resolved meanwhile
+    /// (nothing contradicts the decision made). Changes nothing: give a
+    /// suppression to [`Engine::redecide`] to record it.
+    pub fn recheck(&mut self, incident: &str, step: usize, ts_ms: i64) -> Option<Decision> {
+        let idx = self.index_of(incident)?;
+        let state = &self.incidents[idx];
+        if state.incident.resolved_ms.is_some() {
+            return None;
+        }
+        let action = state
+            .incident
+            .actions
+            .iter()
+            .rev()
+            .find(|a| a.step == step)?;
+        if !action.decision.allowed {
+            return None;
+        }
+        let target = action.rendered.as_ref().map(RenderedAction::target);
+        let target = target.as_deref().ok_or("not rendered");
+        let in_flight = Vec::new();
+        let state = &self.incidents[idx];
+        let step = Step {
+            occasion: Occasion::Recheck,
+            incident: &state.incident,
+            idx,
+            instance: &state.instance,
+            rule: &self.rules[state.rule].0,
+            target,
+            dry_run: None,
+            symptom: state.symptom,
+            parked_ms: None,
+            ts_ms,
+        };
+        self.guards.recheck(&step, &in_flight)
+    }
+
+    /// Records `decision` (a suppression from [`Engine::recheck`]) as the
+    /// decision of `step` of `incident` in place of the `allowed` it had:
+    /// the step did not run, so it is the step's one decision. What the
+    /// allowed step had booked is released: its verification (nothing ran
+    /// to verify), its attempt and its slot in the rate limit. The chain
+    /// stops there; the incident resolves with its anomaly. Returns the
+    /// [`EngineEvent::Redecided`] to record; nothing for a step that is not
+    /// allowed and waiting for its verification.
+    pub fn redecide(
+        &mut self,
+        incident: &str,
+        step: usize,
+        decision: Decision,
+        ts_ms: i64,
+    ) -> Vec<EngineEvent> {
+        let Some(idx) = self.index_of(incident) else {
+            return Vec::new();
+        };
+        let r = self.incidents[idx].rule;
+        let state = &mut self.incidents[idx];
+        let Some(p) = state.pending.as_ref() else {
+            return Vec::new();
+        };
+        let action = &mut state.incident.actions[p.action];
+        if action.step != step || !action.decision.allowed || decision.allowed {
+            return Vec::new();
+        }
+        action.decision = decision;
+        let action = action.clone();
+        state.pending = None;
+        self.in_progress.remove(&idx);
+        if let Some(target) = action.rendered.as_ref().map(RenderedAction::target) {
+            let rule = &self.rules[r].0.name;
+            self.guards
+                .unbook(rule, &target, incident, action.planned_ms);
+        }
+        tracing::info!(
+            incident, step, action = %action.summary, decision = action.decision.label(),
+            "step re-decided before it ran"
+        );
+        vec![EngineEvent::Redecided {
+            incident: incident.to_owned(),
+            action,
+            ts_ms,
+        }]
     }
 
     /// Drops resolved incidents that resolved before `before_ms`, oldest
@@ -466,35 +554,16 @@ impl Engine {
             return Err(ApproveError::NothingParked(incident.to_owned()));
         };
         let parked = self.incidents[idx].incident.actions[action].clone();
-        let decision = if self.incidents[idx].symptom {
-            let r = self.incidents[idx].rule;
-            let target = parked.rendered.as_ref().map(RenderedAction::target);
-            match target {
-                Some(target) => match self.check_limits(idx, &target, ts_ms) {
-                    Some(d) => d,
-                    None => {
-                        let (rule, _) = &self.rules[r];
-                        let id = self.incidents[idx].incident.id.clone();
-                        let mut d =
-                            self.muter
-                                .decide(&rule.name, &rule.guards, &target, &id, ts_ms, None);
-                        if d.allowed {
-                            d.detail = format!("approved by {by}; {}", d.detail);
-                        }
-                        d
-                    }
-                },
-                None => Decision::suppressed(
-                    SuppressReason::InvalidLabelValue,
-                    "the parked step was not rendered".to_owned(),
-                ),
-            }
-        } else {
-            Decision::suppressed(
-                SuppressReason::SymptomResolved,
-                format!("approved by {by}, but the symptom no longer held on the latest sample"),
-            )
-        };
+        let target = parked.rendered.as_ref().map(RenderedAction::target);
+        let target = target.as_deref().ok_or("the parked step was not rendered");
+        let decision = self.decide(
+            idx,
+            Occasion::Approve { by },
+            target,
+            None,
+            ts_ms,
+            Some(parked.planned_ms),
+        );
         let peak = self.incidents[idx].incident.peak_score;
         self.record_step(idx, parked.clone(), decision, ts_ms, peak, &mut events);
         Ok(events)
@@ -512,7 +581,7 @@ impl Engine {
                 obs.labels.get(&signal.service_label),
                 obs.labels.get(&signal.instance_label),
             ) {
-                let known = self.instances.entry(service.clone()).or_default();
+                let known = self.guards.instances.entry(service.clone()).or_default();
                 if !known.contains(instance) {
                     known.insert(instance.clone());
                 }
@@ -619,8 +688,9 @@ impl Engine {
             .cloned()
             .unwrap_or_default();
         // Flap damping: remember when this rule opened on this series.
-        let window = self.guardrails.flap_window.as_millis_i64();
+        let window = self.guards.guardrails.flap_window.as_millis_i64();
         let opens = self
+            .guards
             .opens
             .entry((rule.name.clone(), series_selector(obs.labels)))
             .or_default();
@@ -751,15 +821,15 @@ impl Engine {
                 state.parked = None;
                 self.parked.remove(&state.incident.id);
                 let parked = state.incident.actions[action].clone();
-                let (rule, _) = &self.rules[r];
-                let decision = Decision::suppressed(
-                    SuppressReason::ApprovalExpired,
-                    format!(
-                        "not approved within {} (parked at {})",
-                        rule.guards.approval_timeout,
-                        crate::time::rfc3339(parked.planned_ms)
-                    ),
+                let decision = self.decide(
+                    idx,
+                    Occasion::Expire,
+                    Ok(""),
+                    None,
+                    obs.ts_ms,
+                    Some(parked.planned_ms),
                 );
+                let state = &self.incidents[idx];
                 let peak = state.incident.peak_score;
                 self.record_step(idx, parked, decision, obs.ts_ms, peak, events);
                 if self.incidents[idx].pending.is_none() && self.incidents[idx].parked.is_none() {
@@ -768,7 +838,7 @@ impl Engine {
             }
         }
 
-        let resolve_after = self.guardrails.resolve_after.as_millis_i64();
+        let resolve_after = self.guards.guardrails.resolve_after.as_millis_i64();
         let state = &mut self.incidents[idx];
         let settled = state.pending.is_none() && state.parked.is_none();
         match (settled, state.quiet_since) {
@@ -785,108 +855,49 @@ impl Engine {
         }
     }
 
-    /// Whether another incident has a step on `target` waiting for its
-    /// verification; the reason, when it has.
-    fn busy(&self, idx: usize, target: &str) -> Option<String> {
-        self.in_progress.iter().find_map(|&i| {
-            if i == idx {
-                return None;
-            }
-            let s = &self.incidents[i];
-            let p = s.pending.as_ref()?;
-            let a = &s.incident.actions[p.action];
-            (a.rendered.as_ref()?.target() == target).then(|| {
-                format!(
-                    "{} step {} acted on {target:?} and is verified until {}",
-                    s.incident.id,
-                    a.step,
-                    crate::time::rfc3339(p.deadline_ms)
-                )
-            })
-        })
-    }
-
-    /// The global guardrails' verdict on a step of incident `idx` on
-    /// `target` at `ts_ms`: silences, flapping, target busy, rate limit,
-    /// concurrency and blast radius, in that order. `None` when all pass.
-    fn check_limits(&mut self, idx: usize, target: &str, ts_ms: i64) -> Option<Decision> {
-        let state = &self.incidents[idx];
-        let (rule, _) = &self.rules[state.rule];
-        let g = &self.guardrails;
-        if let Some(s) = self
-            .silences
-            .iter()
-            .find(|s| s.mutes(&state.incident.series, ts_ms))
-        {
-            return Some(Decision::suppressed(SuppressReason::Silenced, s.describe()));
-        }
-        let series = series_selector(&state.incident.series);
-        if let Some(opens) = self.opens.get(&(rule.name.clone(), series)) {
-            let window = g.flap_window.as_millis_i64();
-            let recent = opens.iter().filter(|&&t| ts_ms - t < window).count();
-            if recent > g.flap_max_opens as usize {
-                return Some(Decision::suppressed(
-                    SuppressReason::Flapping,
-                    format!(
-                        "rule {} opened {recent} incidents on this series in the last {} (max {})",
-                        rule.name, g.flap_window, g.flap_max_opens
-                    ),
-                ));
-            }
-        }
-        if let Some(detail) = self.busy(idx, target) {
-            return Some(Decision::suppressed(SuppressReason::TargetBusy, detail));
-        }
-        while self.performed.front().is_some_and(|&t| ts_ms - t >= 60_000) {
-            self.performed.pop_front();
-        }
-        if self.performed.len() >= g.max_actions_per_minute as usize {
-            return Some(Decision::suppressed(
-                SuppressReason::RateLimit,
-                format!(
-                    "{} steps in the last minute (max {}); next allowed at {}",
-                    self.performed.len(),
-                    g.max_actions_per_minute,
-                    crate::time::rfc3339(self.performed[0] + 60_000)
-                ),
-            ));
-        }
-        if self.in_progress.len() >= g.max_concurrent as usize {
-            return Some(Decision::suppressed(
-                SuppressReason::MaxConcurrent,
-                format!(
-                    "{} steps in progress (max {})",
-                    self.in_progress.len(),
-                    g.max_concurrent
-                ),
-            ));
-        }
-        let service = &state.incident.service;
-        let acting: BTreeSet<&str> = self
+    /// The decision on a step of incident `idx`: the suppression chain
+    /// (`guards.rs`), on `occasion`, with the steps in progress.
+    fn decide(
+        &mut self,
+        idx: usize,
+        occasion: Occasion<'_>,
+        target: Result<&str, &str>,
+        dry_run: Option<DryRunSource>,
+        ts_ms: i64,
+        parked_ms: Option<i64>,
+    ) -> Decision {
+        let in_flight: Vec<InFlight<'_>> = self
             .in_progress
             .iter()
-            .map(|&i| &self.incidents[i])
-            .filter(|s| &s.incident.service == service)
-            .map(|s| s.instance.as_str())
-            .chain(std::iter::once(state.instance.as_str()))
+            .filter_map(|&i| {
+                let s = &self.incidents[i];
+                let p = s.pending.as_ref()?;
+                let a = &s.incident.actions[p.action];
+                Some(InFlight {
+                    idx: i,
+                    incident: &s.incident.id,
+                    step: a.step,
+                    rendered: a.rendered.as_ref(),
+                    service: &s.incident.service,
+                    instance: &s.instance,
+                    deadline_ms: p.deadline_ms,
+                })
+            })
             .collect();
-        let known = self.instances.get(service).map_or(1, BTreeSet::len).max(1);
-        let by_percent =
-            ((known as f64 * g.max_percent_per_service / 100.0).floor() as usize).max(1);
-        let limit = by_percent.min(g.max_instances_per_service as usize);
-        if acting.len() > limit {
-            return Some(Decision::suppressed(
-                SuppressReason::BlastRadius,
-                format!(
-                    "{} of {known} known instances of service {service:?} would be under a step \
-                     at once (max {limit}: {} instances, {}%)",
-                    acting.len(),
-                    g.max_instances_per_service,
-                    g.max_percent_per_service
-                ),
-            ));
-        }
-        None
+        let state = &self.incidents[idx];
+        let step = Step {
+            occasion,
+            incident: &state.incident,
+            idx,
+            instance: &state.instance,
+            rule: &self.rules[state.rule].0,
+            target,
+            dry_run,
+            symptom: state.symptom,
+            parked_ms,
+            ts_ms,
+        };
+        self.guards.decide(&step, &in_flight)
     }
 
     /// Records a step with its decision; a step that counts as performed
@@ -927,7 +938,7 @@ impl Engine {
                 peak_since: peak,
             });
             self.in_progress.insert(idx);
-            self.performed.push_back(ts_ms);
+            self.guards.performed.push_back(ts_ms);
         } else if parks {
             let expires = ts_ms.saturating_add(rule.guards.approval_timeout.as_millis_i64());
             state.parked = Some((action, expires));
@@ -970,41 +981,18 @@ impl Engine {
             } else {
                 None
             };
-            let require_approval = rule.guards.require_approval;
             let (rendered, summary, decision) = match rendered {
-                Err(e) => (
-                    None,
-                    format!("{kind} (not rendered)"),
-                    Decision::suppressed(SuppressReason::InvalidLabelValue, e.to_string()),
-                ),
+                Err(e) => {
+                    let why = e.to_string();
+                    let decision =
+                        self.decide(idx, Occasion::Plan, Err(&why), dry_run, obs.ts_ms, None);
+                    (None, format!("{kind} (not rendered)"), decision)
+                }
                 Ok(rendered) => {
                     let target = rendered.target();
                     let summary = rendered.summary();
-                    let decision = match self.check_limits(idx, &target, obs.ts_ms) {
-                        Some(d) => d,
-                        // A dry run needs nobody's approval: it does nothing.
-                        None if require_approval && dry_run.is_none() => Decision::suppressed(
-                            SuppressReason::AwaitingApproval,
-                            format!(
-                                "rule {} requires approval: `heal approve {}` within {}",
-                                self.rules[r].0.name,
-                                self.incidents[idx].incident.id,
-                                self.rules[r].0.guards.approval_timeout
-                            ),
-                        ),
-                        None => {
-                            let (rule, _) = &self.rules[r];
-                            let id = &self.incidents[idx].incident.id;
-                            self.muter.decide(
-                                &rule.name,
-                                &rule.guards,
-                                &target,
-                                id,
-                                obs.ts_ms,
-                                dry_run,
-                            )
-                        }
-                    };
+                    let decision =
+                        self.decide(idx, Occasion::Plan, Ok(&target), dry_run, obs.ts_ms, None);
                     (Some(rendered), summary, decision)
                 }
             };

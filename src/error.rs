@@ -37,6 +37,10 @@ pub enum Error {
     /// Prometheus could not be asked.
     #[error(transparent)]
     Prometheus(#[from] ingest::PromError),
+    /// A mark was refused (a usage error when the user gave something
+    /// wrong).
+    #[error(transparent)]
+    Mark(#[from] crate::marks::MarkError),
     /// The lab failed.
     #[error(transparent)]
     Lab(#[from] lab::Error),
@@ -73,11 +77,20 @@ impl Error {
         Error::Message(message.to_string())
     }
 
+    /// This error as the cause of a failure while doing `doing`.
+    pub fn context(self, doing: impl Into<String>) -> Error {
+        Error::Failed {
+            doing: doing.into(),
+            source: Box::new(self),
+        }
+    }
+
     /// Whether the error is the user's input or configuration (exit code
     /// 64), wherever it sits in the chain.
     pub fn is_usage(&self) -> bool {
         match self {
             Error::Usage(_) | Error::Runbooks(_) => true,
+            Error::Mark(e) => e.is_usage(),
             Error::Store(e) => matches!(
                 e,
                 store::StoreError::Missing(_)
@@ -85,9 +98,9 @@ impl Error {
                     | store::StoreError::TooOld { .. }
                     | store::StoreError::BadCursor(_)
             ),
-            Error::Failed { source, .. } => source
-                .downcast_ref::<Error>()
-                .is_some_and(Error::is_usage),
+            Error::Failed { source, .. } => {
+                source.downcast_ref::<Error>().is_some_and(Error::is_usage)
+            }
             _ => false,
         }
     }
@@ -144,7 +157,9 @@ mod tests {
 
     #[test]
     fn context_chains_and_exit_classes() {
-        let e = std::fs::read("/no/such/file").context("reading /no/such/file").unwrap_err();
+        let e = std::fs::read("/no/such/file")
+            .context("reading /no/such/file")
+            .unwrap_err();
         assert_eq!(e.to_string(), "reading /no/such/file");
         assert!(std::error::Error::source(&e).is_some());
         assert!(!e.is_usage());

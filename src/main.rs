@@ -1,10 +1,8 @@
 //! The `heal` command line: parse, set up logging, run, map errors to exit
-//! codes. Everything else lives in the library crates and `cli/`.
+//! codes. The application is the `heal` library (`src/lib.rs`); `cli/`
+//! turns arguments and the environment into its configuration.
 
 mod cli;
-mod evaluate;
-mod pipeline;
-mod telemetry;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -1,5 +1,6 @@
-//! Subcommands of `heal`, one file each. Each `run` returns `anyhow::Result`
-//! and prints its own output; `main` maps errors to exit codes.
+//! Subcommands of `heal`, one file each: the arguments (clap), what the
+//! environment holds, a call into the `heal` library and what it prints.
+//! Each `run` returns `anyhow::Result`; `main` maps errors to exit codes.
 
 mod agent;
 mod bench;
@@ -9,7 +10,6 @@ mod control;
 mod dataset;
 mod demo;
 mod error;
-mod feed;
 mod incidents;
 mod record;
 mod replay;
@@ -80,11 +80,13 @@ enum Command {
 /// Exit code for an error: 64 for bad usage or configuration, 69 for a
 /// missing program, 1 otherwise.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
+    let app = || e.chain().filter_map(|c| c.downcast_ref::<heal::Error>());
     if e.chain()
         .any(|c| c.is::<UsageError>() || c.is::<runbooks::CheckFailed>())
+        || app().any(heal::Error::is_usage)
     {
         64
-    } else if e.chain().any(|c| c.is::<Unavailable>()) {
+    } else if e.chain().any(|c| c.is::<Unavailable>()) || app().any(heal::Error::is_unavailable) {
         69
     } else {
         1

@@ -1,13 +1,7 @@
 //! `heal score INPUT.csv [-o OUT.csv]`: NAB-style scoring of one file.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-
-use anyhow::Context;
-use detect::{AdaptiveDetector, DetectorConfig};
-use ingest::{Admit, DropCounts, NabRow, Sanitizer};
-
-use super::UsageError;
+use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct ScoreArgs {
@@ -18,37 +12,10 @@ pub struct ScoreArgs {
     output: Option<PathBuf>,
 }
 
-/// Scores rows online, in file order, with one detector. Rows the sample
-/// policy drops (NaN, +-Inf, duplicate or out-of-order timestamps) score 0
-/// and do not reach the detector.
-pub fn score_rows(rows: &[NabRow], cfg: &DetectorConfig) -> (Vec<f64>, DropCounts) {
-    let mut sanitizer = Sanitizer::default();
-    let mut detector = AdaptiveDetector::new(cfg.clone());
-    let scores = rows
-        .iter()
-        .map(|r| match sanitizer.admit(r.ts_ms, r.value) {
-            Admit::Accept { sample, .. } => detector.update(sample.ts_ms, sample.value).score,
-            Admit::Drop(_) => 0.0,
-        })
-        .collect();
-    (scores, sanitizer.drop_counts())
-}
-
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
-    let file = ingest::read_nab_csv(&args.input).map_err(|e| UsageError(e.to_string()))?;
-    let (scores, drops) = score_rows(file.rows(), &DetectorConfig::default());
-    let mut out = String::with_capacity(file.text().len() + file.len() * 12);
-    out.push_str("timestamp,value,anomaly_score\n");
-    for (row, s) in file.rows().iter().zip(&scores) {
-        out.push_str(file.row_text(row));
-        out.push(',');
-        // Scores are in [0, 1]; six decimals are finer than any threshold
-        // anyone sets and keep the file small and its diff stable.
-        push_fixed6(&mut out, *s);
-        out.push('\n');
-    }
+    let (out, drops) = heal::score::score_csv(&args.input)?;
     match &args.output {
-        Some(path) => write_atomically(path, out.as_bytes())?,
+        Some(path) => stdx::write_atomically(path, out.as_bytes())?,
         None => std::io::stdout().lock().write_all(out.as_bytes())?,
     }
     if drops.total() > 0 {
@@ -56,74 +23,8 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
             "{}: {} rows not scored ({})",
             args.input.display(),
             drops.total(),
-            describe_drops(&drops)
+            heal::score::describe_drops(&drops)
         );
     }
     Ok(())
-}
-
-/// `nan: 2, out_of_order: 1` for the reasons that occurred.
-pub fn describe_drops(d: &DropCounts) -> String {
-    ingest::DropReason::ALL
-        .iter()
-        .filter(|&&r| d.get(r) > 0)
-        .map(|&r| format!("{}: {}", r.as_str(), d.get(r)))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Appends `x` (in [0, 1]) with six decimals, faster than `format!`.
-fn push_fixed6(out: &mut String, x: f64) {
-    let micro = (x.clamp(0.0, 1.0) * 1e6).round() as u32;
-    let (int, frac) = (micro / 1_000_000, micro % 1_000_000);
-    out.push(char::from(b'0' + int as u8));
-    out.push('.');
-    let digits = [
-        frac / 100_000,
-        frac / 10_000 % 10,
-        frac / 1_000 % 10,
-        frac / 100 % 10,
-        frac / 10 % 10,
-        frac % 10,
-    ];
-    for d in digits {
-        out.push(char::from(b'0' + d as u8));
-    }
-}
-
-/// Writes a file through a temporary sibling and a rename, so a failure
-/// never leaves a partial file behind.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().context("output path has no file name")?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::push_fixed6;
-
-    #[test]
-    fn fixed6_formats_unit_interval() {
-        for (x, want) in [
-            (0.0, "0.000000"),
-            (1.0, "1.000000"),
-            (0.1234567, "0.123457"),
-            (0.5, "0.500000"),
-        ] {
-            let mut s = String::new();
-            push_fixed6(&mut s, x);
-            assert_eq!(s, want);
-        }
-    }
 }

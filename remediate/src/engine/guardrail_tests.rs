@@ -297,7 +297,10 @@ fn approval_parks_rechecks_the_symptom_and_expires() {
 
 #[test]
 fn the_act_stage_recheck_is_the_steps_one_decision() {
-    let mut engine = Engine::new(&set("    guards: {cooldown: 0s, max_attempts: 1}\n", ""), LIVE);
+    let mut engine = Engine::new(
+        &set("    guards: {cooldown: 0s, max_attempts: 1}\n", ""),
+        LIVE,
+    );
     let web = labels("web", "web-0");
     assert_eq!(
         decisions(&engine.observe(&obs(&web, 0, Some(0), false))),

@@ -9,6 +9,7 @@
 //! never migrates or marks anything.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -16,11 +17,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Json;
 use serde::Deserialize;
+use stdx::Clock;
 use store::{IncidentFilter, IncidentOutcome, IncidentStatus, Store};
+
+use super::error;
 
 #[derive(Clone)]
 struct Feed {
     db: Option<PathBuf>,
+    clock: Arc<dyn Clock>,
 }
 
 /// Query string of `GET /api/incidents`.
@@ -38,29 +43,25 @@ struct ListQuery {
 }
 
 /// The feed's routes; without a store they answer 404 saying how to get one.
-pub fn routes(db: Option<PathBuf>) -> axum::Router {
+pub(crate) fn routes(db: Option<PathBuf>, clock: Arc<dyn Clock>) -> axum::Router {
     axum::Router::new()
         .route("/api/incidents", get(list))
         .route("/api/incidents/{id}", get(show))
         .route("/incidents/{id}", get(page))
         .route("/feed.atom", get(feed_atom))
-        .with_state(Feed { db })
-}
-
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+        .with_state(Feed { db, clock })
 }
 
 /// ms since the epoch, or any form `heal record --start` takes.
-fn time(field: &str, v: &str) -> Result<i64, String> {
+fn time(field: &str, v: &str, now_ms: i64) -> Result<i64, String> {
     if let Ok(ms) = v.parse::<i64>() {
         return Ok(ms);
     }
-    super::record::parse_time(field, v, super::control::now_ms()).map_err(|e| e.0)
+    crate::text::parse_time(field, v, now_ms).map_err(|e| e.to_string())
 }
 
 /// The filter a query asks for, or every problem with it.
-fn filter(q: ListQuery) -> Result<IncidentFilter, String> {
+fn filter(q: ListQuery, now_ms: i64) -> Result<IncidentFilter, String> {
     let mut problems = Vec::new();
     let mut f = IncidentFilter {
         service: q.service,
@@ -73,7 +74,7 @@ fn filter(q: ListQuery) -> Result<IncidentFilter, String> {
         ("until", &q.until, &mut f.until_ms),
     ] {
         if let Some(v) = v {
-            match time(field, v) {
+            match time(field, v, now_ms) {
                 Ok(t) => *slot = Some(t),
                 Err(e) => problems.push(e),
             }
@@ -128,7 +129,7 @@ async fn list(
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
-    let f = match filter(q) {
+    let f = match filter(q, feed.clock.now_ms()) {
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
@@ -267,26 +268,32 @@ mod tests {
 
     #[test]
     fn queries_become_filters_with_every_problem_reported() {
-        let f = filter(ListQuery {
-            service: Some("web".into()),
-            since: Some("2026-03-01T00:00:00Z".into()),
-            until: Some("1772323260000".into()),
-            status: Some("resolved".into()),
-            outcome: Some("recovered".into()),
-            limit: Some(10),
-            cursor: None,
-        })
+        let f = filter(
+            ListQuery {
+                service: Some("web".into()),
+                since: Some("2026-03-01T00:00:00Z".into()),
+                until: Some("1772323260000".into()),
+                status: Some("resolved".into()),
+                outcome: Some("recovered".into()),
+                limit: Some(10),
+                cursor: None,
+            },
+            0,
+        )
         .unwrap();
         assert_eq!(f.since_ms, Some(1_772_323_200_000));
         assert_eq!(f.until_ms, Some(1_772_323_260_000));
         assert_eq!(f.status, Some(IncidentStatus::Resolved));
         assert_eq!(f.outcome, Some(IncidentOutcome::Recovered));
-        let e = filter(ListQuery {
-            since: Some("yesterday".into()),
-            status: Some("closed".into()),
-            outcome: Some("fine".into()),
-            ..ListQuery::default()
-        })
+        let e = filter(
+            ListQuery {
+                since: Some("yesterday".into()),
+                status: Some("closed".into()),
+                outcome: Some("fine".into()),
+                ..ListQuery::default()
+            },
+            0,
+        )
         .unwrap_err();
         assert!(e.contains("since \"yesterday\""), "{e}");
         assert!(e.contains("status \"closed\""), "{e}");

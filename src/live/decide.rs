@@ -1,0 +1,460 @@
+//! The decide stage: evaluations through sample policy, detectors and the
+//! engine ([`Pipeline`]), commands from the API and the act stage, and what
+//! both change written to the incident store.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ingest::{Labels, SourceEvent};
+use remediate::engine::EngineEvent;
+use stdx::Clock;
+use store::{Mark, Marked, StoreWriter};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::{ActionJob, Command, KEEP_RESOLVED_MS, LOG_TARGET};
+use crate::marks::{self, MarkError};
+use crate::pipeline::{Pipeline, SeriesHandle};
+use crate::telemetry::Telemetry;
+use crate::tuning::save_guard_state;
+
+/// The decide stage and everything it owns: the pipeline (so the engine),
+/// the series handles, where allowed actions go, and where what happened
+/// is recorded.
+#[derive(Debug)]
+pub(crate) struct Decider {
+    pub(crate) pipeline: Pipeline,
+    /// Registered series by labels (`None`: no signal watches it).
+    pub(crate) handles: HashMap<Labels, Option<SeriesHandle>>,
+    /// The act stage's queue.
+    pub(crate) act: mpsc::Sender<ActionJob>,
+    pub(crate) telemetry: Arc<Telemetry>,
+    /// Wall time of the last evaluation processed (`/healthz`).
+    pub(crate) last_processed: Arc<AtomicI64>,
+    /// `--state`: the guard state's file.
+    pub(crate) state_path: Option<PathBuf>,
+    /// `--db`: the incident store's writer.
+    pub(crate) store: Option<StoreWriter>,
+    /// Wall time, for commands and telemetry.
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Event time of the last evaluation.
+    pub(crate) last_ts_ms: i64,
+}
+
+impl Decider {
+    /// Runs until the sources are done (their channel closed), serving
+    /// commands in between; then stores the incidents still open.
+    pub(crate) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<SourceEvent>,
+        mut commands: mpsc::Receiver<Command>,
+    ) {
+        loop {
+            tokio::select! {
+                event = rx.recv() => match event {
+                    Some(event) => self.on_event(event).await,
+                    None => break,
+                },
+                Some(cmd) = commands.recv() => self.on_command(cmd).await,
+            }
+        }
+        self.finish().await;
+    }
+
+    /// Shutting down: incidents still open are stored as open at the last
+    /// evaluation (a restarted heal starts a new engine and never closes
+    /// them; the record says how far this run saw them).
+    async fn finish(self) {
+        if let Some(store) = &self.store {
+            for incident in self.pipeline.finish(self.last_ts_ms) {
+                if incident.resolved_ms.is_none() {
+                    let _ = store.incident(incident).await;
+                }
+            }
+        }
+    }
+
+    fn register(&mut self, labels: &Labels) -> Option<SeriesHandle> {
+        let pipeline = &mut self.pipeline;
+        *self
+            .handles
+            .entry(labels.clone())
+            .or_insert_with(|| pipeline.register(labels))
+    }
+
+    /// One event of the sources.
+    async fn on_event(&mut self, event: SourceEvent) {
+        match event {
+            SourceEvent::Backfill {
+                signal,
+                series,
+                truncated,
+                duplicates,
+            } => {
+                if truncated + duplicates > 0 {
+                    tracing::warn!(stage = "ingest", %signal, truncated, duplicates, "back-fill: series over the cap or duplicated were left out");
+                }
+                let mut n = 0;
+                for (labels, samples) in &series {
+                    if let Some(h) = self.register(labels) {
+                        for s in samples {
+                            self.pipeline.warm(h, s.ts_ms, s.value);
+                            n += 1;
+                        }
+                        self.pipeline.end_warm(h);
+                    }
+                }
+                tracing::info!(stage = "detect", %signal, series = series.len(), samples = n, "back-filled");
+            }
+            SourceEvent::BackfillFailed { signal, error } => {
+                // Not fatal: detectors warm up on live samples instead.
+                tracing::warn!(stage = "ingest", %signal, %error, "back-fill failed; warming up live");
+                self.telemetry.add(
+                    "heal_evaluation_failures_total",
+                    &[("signal", &signal), ("reason", error.kind())],
+                    1.0,
+                );
+            }
+            SourceEvent::Skipped { first_ts_ms, slots } => {
+                tracing::warn!(
+                    stage = "ingest",
+                    first_ts_ms,
+                    slots,
+                    "evaluation slots skipped: heal fell behind"
+                );
+                self.telemetry
+                    .add("heal_evaluation_slots_skipped_total", &[], slots as f64);
+            }
+            SourceEvent::Evaluation(ev) => self.on_evaluation(ev).await,
+        }
+    }
+
+    /// One evaluation: its samples through the pipeline as one slot.
+    async fn on_evaluation(&mut self, ev: ingest::Evaluation) {
+        let telemetry = self.telemetry.clone();
+        telemetry.add("heal_evaluations_total", &[("signal", &ev.signal)], 1.0);
+        let results = match ev.outcome {
+            Ok(results) => results,
+            Err(e) => {
+                // No data: nothing reaches a detector or the engine.
+                telemetry.add(
+                    "heal_evaluation_failures_total",
+                    &[("signal", &ev.signal), ("reason", e.kind())],
+                    1.0,
+                );
+                tracing::warn!(stage = "ingest", error = %e, "evaluation failed: no data");
+                return;
+            }
+        };
+        telemetry.add(
+            "heal_samples_total",
+            &[("signal", &ev.signal)],
+            results.len() as f64,
+        );
+        telemetry.set(
+            "heal_series",
+            &[("signal", &ev.signal)],
+            results.len() as f64,
+        );
+        let mut changed = false;
+        // The slot's samples go in together: a signal with `peer:` compares
+        // the instances of each service at this timestamp.
+        let mut slot = Vec::with_capacity(results.len());
+        let mut slot_labels = Vec::with_capacity(results.len());
+        for (labels, value) in &results {
+            if let Some(h) = self.register(labels) {
+                slot.push((h, *value));
+                slot_labels.push(labels);
+            }
+        }
+        let pushed_all = self.pipeline.push_slot(ev.ts_ms, &slot);
+        for (labels, pushed) in slot_labels.into_iter().zip(pushed_all) {
+            if let Some(reason) = pushed.dropped {
+                telemetry.add(
+                    "heal_samples_dropped_total",
+                    &[("reason", reason.as_str())],
+                    1.0,
+                );
+            }
+            if pushed
+                .scored
+                .is_some_and(|s| s.excursion.is_some_and(|e| e.first))
+            {
+                telemetry.add("heal_anomalies_total", &[("signal", &ev.signal)], 1.0);
+                tracing::info!(target: LOG_TARGET, stage = "detect", series = %labels, "anomaly fired");
+            }
+            let span = tracing::info_span!("evaluation", signal = %ev.signal, ts_ms = ev.ts_ms);
+            changed |= !pushed.events.is_empty();
+            self.store_events(&pushed.events).await;
+            for event in pushed.events {
+                self.handle_event(event).instrument(span.clone()).await;
+            }
+        }
+        if changed {
+            self.persist(ev.ts_ms, false).await;
+        }
+        // Learning from outcomes: performed steps that did not help.
+        self.learn_from_not_helped().await;
+        // The evidence of incidents that resolved goes to the store (the
+        // HTML report charts it); without a store it is dropped.
+        let resolved = self.pipeline.take_resolved_evidence();
+        if let Some(store) = &self.store {
+            for (id, evidence) in resolved {
+                let _ = store.evidence(id, evidence).await;
+            }
+        }
+        // Memory stays bounded: incidents resolved over an hour ago were
+        // logged (and stored) already.
+        self.pipeline
+            .engine_mut()
+            .forget_resolved(ev.ts_ms - KEEP_RESOLVED_MS);
+        telemetry.set(
+            "heal_incidents_held",
+            &[],
+            self.pipeline.engine().incidents_held() as f64,
+        );
+        self.last_ts_ms = ev.ts_ms;
+        let now = self.clock.now_ms();
+        self.last_processed.store(now, Ordering::Relaxed);
+        telemetry.set(
+            "heal_loop_lag_seconds",
+            &[],
+            (now - ev.ts_ms) as f64 / 1000.0,
+        );
+    }
+
+    /// One command. Whatever it changed is persisted (and, with a store,
+    /// committed) before the answer goes out: a client told "created" can
+    /// rely on it surviving a crash.
+    async fn on_command(&mut self, cmd: Command) {
+        let now = self.clock.now_ms();
+        match cmd {
+            Command::AddSilence {
+                matchers,
+                starts_ms,
+                ends_ms,
+                by,
+                comment,
+                reply,
+            } => {
+                let r = self
+                    .pipeline
+                    .engine_mut()
+                    .add_silence(matchers, starts_ms, ends_ms, &by, &comment);
+                if r.is_ok() {
+                    self.persist(now, true).await;
+                }
+                let _ = reply.send(r);
+            }
+            Command::ExpireSilence { id, reply } => {
+                let r = self.pipeline.engine_mut().expire_silence(&id, now);
+                if r.is_ok() {
+                    self.persist(now, true).await;
+                }
+                let _ = reply.send(r);
+            }
+            Command::ListSilences { reply } => {
+                let _ = reply.send(self.pipeline.engine().silences(now));
+            }
+            Command::ListApprovals { reply } => {
+                let _ = reply.send(self.pipeline.engine().awaiting_approval());
+            }
+            Command::Approve {
+                incident,
+                by,
+                reply,
+            } => match self.pipeline.engine_mut().approve(&incident, now, &by) {
+                Ok(events) => {
+                    self.store_events(&events).await;
+                    self.persist(now, true).await;
+                    let _ = reply.send(Ok(events.clone()));
+                    for event in events {
+                        self.handle_event(event).await;
+                    }
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            // Recorded through the store's writer (awaited), then applied.
+            Command::Mark { mark, reply } => {
+                let marked = self.record_mark(mark).await;
+                let _ = reply.send(marked);
+            }
+            Command::Recheck {
+                incident,
+                step,
+                reply,
+            } => {
+                let muted = self.pipeline.engine_mut().recheck(&incident, step, now);
+                // The answer first: if the act stage stopped waiting (it
+                // went ahead), nothing is recorded, so the record never
+                // contradicts what ran.
+                if reply.send(muted.is_none()).is_err() {
+                    return;
+                }
+                if let Some(decision) = muted {
+                    let events = self
+                        .pipeline
+                        .engine_mut()
+                        .redecide(&incident, step, decision, now);
+                    self.store_events(&events).await;
+                    self.persist(now, false).await;
+                    for event in events {
+                        self.handle_event(event).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Persists the guard state: to `--state`, or else into the incident
+    /// store when there is one (committed first when `commit`).
+    async fn persist(&self, ts_ms: i64, commit: bool) {
+        let state = self.pipeline.engine().guard_state(ts_ms);
+        if let Some(path) = &self.state_path {
+            if let Err(e) = save_guard_state(path, &state) {
+                tracing::error!(stage = "remediate", path = %path.display(), error = %format!("{e:#}"), "writing the guard state failed");
+            }
+        } else if let Some(store) = &self.store {
+            let _ = store.guard_state(state).await;
+            if commit {
+                // Committed before the client hears back.
+                let _ = store.flush().await;
+            }
+        }
+    }
+
+    /// Writes what the engine just did, and a snapshot of each incident
+    /// concerned, before any of its actions reaches `act` (so an action's
+    /// begin is always stored after its incident).
+    async fn store_events(&self, events: &[EngineEvent]) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        for event in events {
+            let id = match event {
+                EngineEvent::Opened { incident, .. }
+                | EngineEvent::Planned { incident, .. }
+                | EngineEvent::Redecided { incident, .. }
+                | EngineEvent::Verified { incident, .. }
+                | EngineEvent::Resolved { incident, .. } => incident.as_str(),
+            };
+            if !seen.contains(&id) {
+                seen.push(id);
+            }
+            let _ = store.event(event.clone()).await;
+        }
+        for id in seen {
+            if let Some(incident) = self.pipeline.engine().incident(id) {
+                let _ = store.incident(incident.clone()).await;
+            }
+        }
+    }
+
+    /// Logs and counts an engine event; hands an allowed step to the act
+    /// stage.
+    async fn handle_event(&self, event: EngineEvent) {
+        let telemetry = &self.telemetry;
+        match event {
+            EngineEvent::Opened {
+                incident,
+                rule,
+                series,
+                severity,
+                ..
+            } => {
+                telemetry.add("heal_incidents_total", &[("rule", &rule)], 1.0);
+                tracing::warn!(target: LOG_TARGET, stage = "remediate", %incident, %rule, %series, severity = severity.as_str(), "incident opened");
+            }
+            EngineEvent::Planned { incident, action } => {
+                if !action.decision.allowed {
+                    not_performed(telemetry, &incident, &action);
+                    return;
+                }
+                let Some(rendered) = action.rendered else {
+                    return;
+                };
+                let job = ActionJob {
+                    incident,
+                    step: action.step,
+                    action: rendered,
+                    // The step's own timeout, else 30 s.
+                    timeout: action.timeout.map_or(Duration::from_secs(30), |t| {
+                        Duration::from_millis(t.as_millis_i64().max(1) as u64)
+                    }),
+                };
+                // Backpressure: if actions pile up, evaluation waits.
+                let _ = self.act.send(job).await;
+            }
+            EngineEvent::Redecided {
+                incident, action, ..
+            } => not_performed(telemetry, &incident, &action),
+            EngineEvent::Verified {
+                incident,
+                step,
+                verification,
+            } => {
+                tracing::info!(target: LOG_TARGET, stage = "remediate", %incident, step, outcome = verification.outcome.as_str(), "verified");
+            }
+            EngineEvent::Resolved { .. } => {
+                tracing::info!(target: LOG_TARGET, stage = "remediate", ?event, "incident resolved");
+            }
+        }
+    }
+
+    /// The decider's side of [`Command::Mark`]: the signal must be one of
+    /// the runbooks', the mark is recorded through the store's writer
+    /// (committed before the answer), and the new offset applied to the
+    /// signal's detectors.
+    async fn record_mark(&mut self, mark: Mark) -> Result<Marked, MarkError> {
+        let Some(store) = &self.store else {
+            return Err(MarkError::NeedsStore);
+        };
+        marks::check_watched(&mark, self.pipeline.watches_signal(&mark.signal))?;
+        let marked = store.mark(mark).await?;
+        if let Marked::Adjusted(a) = &marked {
+            self.apply_offset(&a.signal, a.new);
+            tracing::info!(stage = "detect", signal = %a.signal, old = a.old, new = a.new, reason = a.reason.as_str(), incident = ?a.incident, "threshold offset adjusted");
+        }
+        Ok(marked)
+    }
+
+    /// Records the performed steps that did not help (see
+    /// `Pipeline::take_not_helped`) as marks and applies them. Without a
+    /// store nothing is learnt: an adjustment that is not recorded is not
+    /// made.
+    async fn learn_from_not_helped(&mut self) {
+        for nh in self.pipeline.take_not_helped() {
+            let mark = marks::not_helped(nh, self.clock.now_ms());
+            if self.store.is_none() {
+                tracing::debug!(signal = %mark.signal, "step did not help; no --db, nothing learnt");
+                continue;
+            }
+            if let Err(e) = self.record_mark(mark).await {
+                tracing::error!(stage = "detect", error = %e, "recording a step that did not help failed");
+            }
+        }
+    }
+
+    /// Sets a signal's threshold offset in the pipeline and in `/metrics`.
+    fn apply_offset(&mut self, signal: &str, offset: f64) {
+        self.pipeline.set_threshold_offset(signal, offset);
+        self.telemetry.set(
+            "heal_signal_threshold_offset",
+            &[("signal", signal)],
+            offset,
+        );
+    }
+}
+
+/// Counts and logs a step that will not run, with its reason.
+fn not_performed(telemetry: &Telemetry, incident: &str, action: &remediate::engine::PlannedAction) {
+    let reason = action.decision.label();
+    telemetry.add("heal_actions_suppressed_total", &[("reason", reason)], 1.0);
+    tracing::info!(target: LOG_TARGET, stage = "remediate", %incident, step = action.step, %reason, detail = %action.decision.detail, "action not performed");
+}

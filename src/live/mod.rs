@@ -1,0 +1,379 @@
+//! The live loop (`heal watch`): heal's main job.
+//!
+//! Three stages over bounded channels, so a slow stage slows the one before
+//! it instead of growing a queue without bound:
+//!
+//! ```text
+//! source (ingest) ──evaluations──► decide (detect + remediate) ──actions──► act (executors)
+//! ```
+//!
+//! There are two sources, both on the same aligned slot grid and sending
+//! into the same channel: the Prometheus source evaluates the `query:`
+//! signals, the probe source runs the `probe:` signals' HTTP probes itself
+//! (so a hang is seen without waiting for a scrape). `decide` cannot tell
+//! them apart, which is the point: detection and rules are the same.
+//!
+//! [`decide::Decider`] runs the very [`Pipeline`] replay uses. A failed
+//! evaluation is "no data": it reaches no detector, so it can never look
+//! like an anomaly or fire an action. The HTTP API (`crate::api`) talks to
+//! the decider only through [`Command`]s, so a change lands between two
+//! evaluations. The caller passes the listener and the shutdown ([`run`],
+//! mini-redis's `server::run(listener, shutdown)` is the model): when the
+//! shutdown resolves, the sources stop, `decide` drains what was already
+//! evaluated, and `act` finishes the action in flight (each has a timeout)
+//! before `run` returns.
+//!
+//! Wall time enters through the [`Clock`] in [`LiveConfig`] only: for
+//! commands from the API, executions and telemetry. Below the decider the
+//! time is the evaluation's timestamp.
+
+mod act;
+mod command;
+mod decide;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use executors::Executors;
+use ingest::{
+    run_probe_source, run_source, ProbeOptions, ProbeSignal, PrometheusClient, PrometheusConfig,
+    SignalQuery, SourceEvent, UrlPart, UrlTemplate,
+};
+use remediate::runbook::UrlPiece;
+use remediate::{EngineOptions, RunbookSet};
+use stdx::Clock;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use act::ActionJob;
+pub use command::Command;
+
+use crate::pipeline::Pipeline;
+use crate::telemetry::Telemetry;
+use crate::tuning::{load_guard_state, open_store, Tuning};
+use crate::{Error, Result};
+
+/// The target of the live loop's log events (incident opened, action
+/// performed, verified, ...), fixed so that readers of heal's log (the demo,
+/// `heal bench lab`) do not depend on where the code sits.
+pub const LOG_TARGET: &str = "heal::live";
+
+/// How long the engine keeps a resolved incident in memory.
+const KEEP_RESOLVED_MS: i64 = 3_600_000;
+
+/// Everything the live loop needs, read and checked by the caller (the
+/// binary reads the command line and the environment; nothing here does).
+#[derive(Debug)]
+pub struct LiveConfig {
+    /// The runbooks: their signals are evaluated, their rules act.
+    pub runbooks: RunbookSet,
+    /// Where Prometheus is, and how to ask it.
+    pub prometheus: PrometheusConfig,
+    /// Evaluations happen at multiples of this.
+    pub interval: Duration,
+    /// How far back to back-fill the detectors at start (zero for none).
+    pub backfill: Duration,
+    /// Perform the actions the guards allow; dry-run otherwise.
+    pub execute: bool,
+    /// File where the guards' memory is kept (`--state`).
+    pub state: Option<PathBuf>,
+    /// The incident store (`--db`).
+    pub db: Option<PathBuf>,
+    /// Detector settings from a parameter file (`--params`).
+    pub params: Option<PathBuf>,
+    /// Bearer token the API's changing endpoints require; they are
+    /// disabled without one.
+    pub api_token: Option<String>,
+    /// What performs allowed actions.
+    pub executors: Executors,
+    /// Wall time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Runs the live loop until `shutdown` resolves: the sources, the decider,
+/// the act stage and the HTTP API (on `listener`: `/metrics`, `/healthz`,
+/// silences, approvals, marks, the incident feed).
+///
+/// # Errors
+///
+/// Bad configuration (a probe timeout not below the interval, Prometheus
+/// settings, a corrupt guard state, a parameter file, the store): usage
+/// errors, reported before anything runs.
+pub async fn run(
+    config: LiveConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    check_probe_timeouts(&config.runbooks, config.interval)?;
+    let problems: Vec<String> = config
+        .prometheus
+        .problems()
+        .into_iter()
+        .map(|(f, m)| format!("{f}: {m}"))
+        .collect();
+    if !problems.is_empty() {
+        return Err(Error::Usage(format!(
+            "prometheus configuration: {}",
+            problems.join("; ")
+        )));
+    }
+    let file_state = match &config.state {
+        Some(path) => load_guard_state(path)?,
+        None => None,
+    };
+    // The one way to open the store (replay does the same): interrupted
+    // actions reported, numbering, learned offsets and guard state read.
+    let opened = config.db.as_deref().map(open_store).transpose()?;
+    let offsets = opened
+        .as_ref()
+        .map(|o| o.offsets.clone())
+        .unwrap_or_default();
+    let tuning = Tuning::load(config.params.as_deref(), offsets)?;
+    tuning.print(&config.runbooks);
+
+    let telemetry = Arc::new(Telemetry::default());
+    let last_processed = Arc::new(AtomicI64::new(0));
+    let stop = CancellationToken::new();
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "heal watching {} ({} signals, {} rules) every {:?}; metrics on http://{addr}/metrics; actions {}",
+        config.prometheus.url,
+        config.runbooks.signals().len(),
+        config.runbooks.rules().len(),
+        config.interval,
+        if config.execute { "performed" } else { "in dry-run" }
+    );
+    let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(16);
+    let server = tokio::spawn(crate::api::serve(
+        listener,
+        crate::api::ApiState {
+            commands: cmd_tx.clone(),
+            token: config.api_token.clone(),
+            db: config.db.clone(),
+            telemetry: telemetry.clone(),
+            last_processed: last_processed.clone(),
+            interval: config.interval,
+            clock: config.clock.clone(),
+        },
+        stop.clone(),
+    ));
+
+    let (signals, probes) = split_signals(&config.runbooks);
+    let client = PrometheusClient::new(config.prometheus.clone())
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let (eval_tx, eval_rx) = mpsc::channel::<SourceEvent>(64);
+    let (act_tx, act_rx) = mpsc::channel::<ActionJob>(64);
+    let probe_source = (!probes.is_empty()).then(|| {
+        let mut options = ProbeOptions::new(config.interval.as_millis() as i64);
+        let t = telemetry.clone();
+        options.observer = Some(Arc::new(
+            move |signal: &str, result: ingest::ProbeResult| {
+                t.add(
+                    "heal_probes_total",
+                    &[("signal", signal), ("result", result.as_str())],
+                    1.0,
+                )
+            },
+        ));
+        tokio::spawn(run_probe_source(
+            client.clone(),
+            probes,
+            options,
+            eval_tx.clone(),
+            stop.clone(),
+        ))
+    });
+    let source = tokio::spawn(run_source(
+        client,
+        signals,
+        config.interval.as_millis() as i64,
+        (!config.backfill.is_zero()).then_some(config.backfill.as_millis() as i64),
+        eval_tx,
+        stop.clone(),
+    ));
+
+    let mut pipeline = Pipeline::new(
+        config.runbooks,
+        EngineOptions {
+            dry_run: !config.execute,
+        },
+    );
+    tuning.apply(&mut pipeline);
+    let (store, store_thread) = match opened {
+        Some(opened) => {
+            telemetry.add(
+                "heal_actions_interrupted_total",
+                &[],
+                opened.interrupted.len() as f64,
+            );
+            pipeline
+                .engine_mut()
+                .continue_numbering_from(opened.next_incident_seq);
+            // Without --state, the guards' memory lives in the store.
+            let state = if config.state.is_none() {
+                opened.guard_state
+            } else {
+                file_state
+            };
+            restore(&mut pipeline, state);
+            // 1024 queued writes: minutes of a busy engine; only a stalled
+            // disk fills it, and then `decide` waits rather than heal
+            // losing records.
+            let (writer, thread) = store::StoreWriter::spawn(opened.store, 1024)?;
+            (Some(writer), Some(thread))
+        }
+        None => {
+            restore(&mut pipeline, file_state);
+            (None, None)
+        }
+    };
+    for (signal, offset) in &tuning.offsets {
+        telemetry.set(
+            "heal_signal_threshold_offset",
+            &[("signal", signal)],
+            *offset,
+        );
+    }
+    let decider = decide::Decider {
+        pipeline,
+        handles: Default::default(),
+        act: act_tx,
+        telemetry: telemetry.clone(),
+        last_processed,
+        state_path: config.state.clone(),
+        store: store.clone(),
+        clock: config.clock.clone(),
+        last_ts_ms: 0,
+    };
+    let decide = tokio::spawn(decider.run(eval_rx, cmd_rx));
+    let act = tokio::spawn(act::act(
+        act_rx,
+        telemetry.clone(),
+        cmd_tx,
+        store,
+        config.executors,
+        config.clock.clone(),
+    ));
+
+    shutdown.await;
+    eprintln!("heal: shutting down");
+    stop.cancel();
+    // The source returns on cancellation and drops its sender; `decide`
+    // drains the channel and drops the action sender; `act` finishes the
+    // action in flight and returns.
+    let _ = source.await;
+    if let Some(probe_source) = probe_source {
+        let _ = probe_source.await;
+    }
+    let _ = decide.await;
+    let _ = act.await;
+    let _ = server.await;
+    if let Some(thread) = store_thread {
+        // Every writer handle went with `decide` and `act`: the thread
+        // writes what is queued and ends.
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+    Ok(())
+}
+
+/// Restores what the guards remembered, if anything.
+fn restore(pipeline: &mut Pipeline, state: Option<remediate::engine::GuardState>) {
+    if let Some(state) = state {
+        tracing::info!(
+            stage = "remediate",
+            attempts = state.attempts.len(),
+            silences = state.silences.len(),
+            next_incident = state.next_incident_seq,
+            "guard state restored"
+        );
+        pipeline.engine_mut().restore(state);
+    }
+}
+
+/// A probe for a slot starts `timeout` before it: a timeout as long as the
+/// interval would overlap the previous slot's probe. Every offending signal
+/// is named.
+fn check_probe_timeouts(runbooks: &RunbookSet, interval: Duration) -> Result<()> {
+    let too_slow: Vec<String> = runbooks
+        .signals()
+        .iter()
+        .filter_map(|s| Some((&s.name, s.probe.as_ref()?.timeout)))
+        .filter(|(_, t)| u128::from(t.as_millis()) >= interval.as_millis())
+        .map(|(name, t)| format!("signal {name:?}: probe timeout {t} is not below --interval"))
+        .collect();
+    if too_slow.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Usage(too_slow.join("; ")))
+    }
+}
+
+/// The runbooks' signals for the two sources: the `query:` ones for the
+/// Prometheus source, the `probe:` ones (URL template resolved to label
+/// names) for the probe source.
+fn split_signals(runbooks: &RunbookSet) -> (Vec<SignalQuery>, Vec<ProbeSignal>) {
+    let mut queries = Vec::new();
+    let mut probes = Vec::new();
+    for s in runbooks.signals() {
+        if let Some(query) = &s.query {
+            queries.push(SignalQuery::new(s.name.clone(), query.clone()));
+        } else if let (Some(probe), Some(url)) = (&s.probe, s.probe_url()) {
+            let parts = url
+                .into_iter()
+                .map(|piece| match piece {
+                    UrlPiece::Text(text) => UrlPart::Literal(text),
+                    UrlPiece::Label(name) => UrlPart::Label(name),
+                })
+                .collect();
+            probes.push(ProbeSignal {
+                name: s.name.clone(),
+                targets: probe.targets.clone(),
+                url: UrlTemplate::new(parts),
+                timeout_ms: probe.timeout.as_millis(),
+            });
+        }
+    }
+    (queries, probes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_split_into_queries_and_probes() {
+        let text = r#"signals:
+  - {name: lab_up, query: up}
+  - name: probe_success
+    probe: {targets: 'up{job="lab"}', url: "http://{{label.address}}/healthz", timeout: 400ms}
+  - name: slow_probe
+    probe: {targets: up, url: "http://{{instance}}/", timeout: 1s}
+"#;
+        let runbooks = RunbookSet::from_sources(&[("r.yaml".into(), text.into())]).unwrap();
+        let (queries, probes) = split_signals(&runbooks);
+        assert_eq!(queries, [SignalQuery::new("lab_up", "up")]);
+        assert_eq!(probes.len(), 2);
+        assert_eq!(probes[0].name, "probe_success");
+        assert_eq!(probes[0].targets, r#"up{job="lab"}"#);
+        assert_eq!(probes[0].timeout_ms, 400);
+        assert_eq!(
+            probes[0].url.parts(),
+            [
+                UrlPart::Literal("http://".into()),
+                UrlPart::Label("address".into()),
+                UrlPart::Literal("/healthz".into()),
+            ]
+        );
+        assert_eq!(probes[1].url.parts()[1], UrlPart::Label("instance".into()));
+        assert_eq!(
+            check_probe_timeouts(&runbooks, Duration::from_secs(1))
+                .unwrap_err()
+                .to_string(),
+            r#"signal "slow_probe": probe timeout 1s is not below --interval"#
+        );
+        assert!(check_probe_timeouts(&runbooks, Duration::from_millis(1001)).is_ok());
+    }
+}

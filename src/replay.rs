@@ -1,0 +1,439 @@
+//! Replay (`heal replay`): detection and rules over a recorded dataset in
+//! event time, through the very [`Pipeline`] the live loop runs, every
+//! action in dry-run.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::path::{Path, PathBuf};
+
+use crate::Context;
+use ingest::{Dataset, Sample};
+use remediate::engine::EngineEvent;
+use remediate::report::Evidence;
+use remediate::{EngineOptions, Incident, RunbookSet};
+
+use stdx::write_atomically;
+
+use crate::evaluate::{evaluate, Evaluation};
+use crate::pipeline::{Pipeline, SeriesHandle};
+use crate::text::{fmt_duration, fmt_minute};
+use crate::tuning::{open_store, Tuning};
+use crate::{Error, Result};
+
+/// What to replay and where its records go (`heal replay`'s arguments).
+#[derive(Debug, Clone)]
+pub struct ReplayConfig {
+    /// A dataset: a Parquet file in heal's long form, with its optional
+    /// ground truth `<stem>.truth.json` beside it.
+    pub dataset: PathBuf,
+    /// Directory of YAML runbooks.
+    pub runbooks: PathBuf,
+    /// Directory to write `incidents.jsonl`, one Markdown and one HTML
+    /// report (with the signal's chart) per incident, and `feed.atom` (the
+    /// closed incidents) into (created if missing).
+    pub report: Option<PathBuf>,
+    /// No progress bar.
+    pub quiet: bool,
+    /// Also write every incident and engine event to this incident store
+    /// (SQLite, created if missing; read it with `heal incidents`). Incident
+    /// ids go on from the store's highest, so they stay unique.
+    pub db: Option<PathBuf>,
+    /// Detector settings from a parameter file (as `heal tune -o` writes):
+    /// they replace the detector settings of every signal that does not set
+    /// its own `detector:` in its runbook. Learned sensitivity offsets come
+    /// from --db (`heal incidents sensitivity`) and apply on top.
+    pub params: Option<PathBuf>,
+}
+
+/// Probe signals without a series of their name in the dataset: a probe
+/// runs only live, so a replay sees it only if it was recorded under that
+/// name (`heal record --query NAME=...`).
+fn unrecorded_probes(runbooks: &RunbookSet, dataset: &Dataset) -> Vec<String> {
+    runbooks
+        .signals()
+        .iter()
+        .filter(|s| s.probe.is_some())
+        .filter(|s| {
+            !dataset
+                .series
+                .iter()
+                .any(|d| d.labels.name() == Some(s.name.as_str()))
+        })
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+/// Replays the dataset, prints the incidents and their evaluation against
+/// the ground truth, and writes the reports and the store.
+///
+/// # Errors
+///
+/// Bad runbooks or dataset (usage errors), a store or report that cannot
+/// be written.
+pub fn run(args: ReplayConfig) -> Result<()> {
+    let runbooks = RunbookSet::load_dir(&args.runbooks).map_err(|e| Error::Usage(e.to_string()))?;
+    let dataset = Dataset::read(&args.dataset).map_err(|e| Error::Usage(e.to_string()))?;
+    for name in unrecorded_probes(&runbooks, &dataset) {
+        eprintln!(
+            "note: signal {name:?} is a probe heal runs live; {} has no series named {name:?}, so it is not replayed",
+            args.dataset.display()
+        );
+    }
+    // Incident store (--db): opened before the replay so a bad path fails fast.
+    let opened = args.db.as_deref().map(open_store).transpose()?;
+    let first_seq = opened.as_ref().map_or(1, |o| o.next_incident_seq);
+    let offsets = opened
+        .as_ref()
+        .map(|o| o.offsets.clone())
+        .unwrap_or_default();
+    let mut store = opened.map(|o| o.store);
+    let tuning = Tuning::load(args.params.as_deref(), offsets)?;
+    tuning.print(&runbooks);
+    let outcome = replay(&dataset, runbooks, !args.quiet, first_seq, &tuning);
+    print_summary(&outcome.incidents);
+    let s = &outcome.stats;
+    println!();
+    println!(
+        "replayed {} samples of {} series ({} not watched by any signal); {} anomalies, {} incidents",
+        s.samples,
+        dataset.series.len(),
+        s.unwatched_series,
+        s.anomalies,
+        outcome.incidents.len()
+    );
+    if !s.dropped.is_empty() {
+        let d: Vec<String> = s.dropped.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        println!("samples dropped by the sample policy: {}", d.join(", "));
+    }
+    if !dataset.truth.is_empty() {
+        let truth: Vec<_> = dataset
+            .truth
+            .iter()
+            .map(|w| {
+                (
+                    w.series
+                        .iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect(),
+                    w.start_ms,
+                    w.end_ms,
+                )
+            })
+            .collect();
+        print_evaluation(&evaluate(&outcome.incidents, &truth));
+    }
+    if let Some(dir) = &args.report {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        write_atomically(
+            &dir.join("incidents.jsonl"),
+            remediate::report::json_lines(&outcome.incidents).as_bytes(),
+        )?;
+        for inc in &outcome.incidents {
+            write_atomically(
+                &dir.join(format!("{}.md", inc.id)),
+                remediate::report::markdown(inc).as_bytes(),
+            )?;
+            write_atomically(
+                &dir.join(format!("{}.html", inc.id)),
+                remediate::report::html(inc, outcome.evidence.get(&inc.id)).as_bytes(),
+            )?;
+        }
+        // The feed's entries link to the HTML reports beside it; its id is
+        // the file's own URL. Its `updated` is the last event time of the
+        // data, not the clock: the same replay writes the same feed.
+        let feed_url = file_url(&dir.join("feed.atom"));
+        write_atomically(
+            &dir.join("feed.atom"),
+            remediate::report::atom_linked(
+                &outcome.incidents,
+                &feed_url,
+                outcome.end_ms,
+                &|inc: &Incident| format!("{}.html", inc.id),
+            )
+            .as_bytes(),
+        )?;
+        println!(
+            "wrote incidents.jsonl, feed.atom and {} reports (Markdown and HTML) to {}",
+            outcome.incidents.len(),
+            dir.display()
+        );
+    }
+    if let (Some(store), Some(db)) = (&mut store, &args.db) {
+        store.record_batch(&outcome.incidents, &outcome.events)?;
+        for (id, evidence) in &outcome.evidence {
+            store.record_evidence(id, evidence)?;
+        }
+        println!(
+            "stored {} incidents and {} engine events in {}",
+            outcome.incidents.len(),
+            outcome.events.len(),
+            db.display()
+        );
+    }
+    Ok(())
+}
+
+/// What a replay produced.
+#[derive(Debug)]
+pub struct ReplayOutcome {
+    /// Every incident, in order of opening.
+    pub incidents: Vec<Incident>,
+    /// Pipeline counters.
+    pub stats: crate::pipeline::PipelineStats,
+    /// Each incident's evidence (the samples around it), by incident id.
+    pub evidence: BTreeMap<String, Evidence>,
+    /// Event time of the last sample (0 for an empty dataset).
+    pub end_ms: i64,
+    /// Every engine event, in order.
+    pub events: Vec<remediate::engine::EngineEvent>,
+}
+
+/// `file://` URL of a path (made absolute; bytes outside the unreserved
+/// set and `/` percent-encoded), for the feed's id.
+fn file_url(path: &Path) -> String {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut url = String::from("file://");
+    for b in abs.to_string_lossy().bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            url.push(b as char);
+        } else {
+            url.push_str(&format!("%{b:02X}"));
+        }
+    }
+    url
+}
+
+/// Feeds every sample of `dataset` through one pipeline in event-time order
+/// (ties broken by series order, so the result is deterministic).
+/// Incidents are numbered from `first_seq` (`inc-000042` for 42; 1 without
+/// an incident store).
+pub fn replay(
+    dataset: &Dataset,
+    runbooks: RunbookSet,
+    progress: bool,
+    first_seq: u64,
+    tuning: &Tuning,
+) -> ReplayOutcome {
+    let _span = tracing::info_span!("replay", series = dataset.series.len()).entered();
+    let mut pipeline = Pipeline::new(runbooks, EngineOptions { dry_run: true });
+    tuning.apply(&mut pipeline);
+    pipeline.engine_mut().continue_numbering_from(first_seq);
+    let mut events = Vec::new();
+    let handles: Vec<_> = dataset
+        .series
+        .iter()
+        .map(|s| pipeline.register(&s.labels))
+        .collect();
+    // A k-way merge of the per-series sample lists (each in time order)
+    // keeps memory at one cursor per series instead of one sorted copy of
+    // every sample.
+    let mut heap: BinaryHeap<Reverse<(i64, usize, usize)>> = dataset
+        .series
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| handles[*i].is_some() && !s.samples.is_empty())
+        .map(|(i, s)| Reverse((s.samples[0].ts_ms, i, 0)))
+        .collect();
+    let total: usize = dataset
+        .series
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| handles[*i].is_some())
+        .map(|(_, s)| s.samples.len())
+        .sum();
+    let bar = if progress {
+        indicatif::ProgressBar::new(total as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} replay [{bar:40}] {pos}/{len} samples ({per_sec}, eta {eta})",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    let mut end_ms = i64::MIN;
+    let mut done = 0u64;
+    let mut evidence = BTreeMap::new();
+    // One timestamp at a time: the samples that series share a timestamp
+    // with go to the pipeline together (`push_slot`), so that a signal with
+    // `peer:` compares the instances of a service recorded on a common
+    // slot grid. The pop order is the merge's (series order within a
+    // timestamp), so signals without `peer:` see exactly what one push per
+    // sample gave; a sample alone at its timestamp gets no peer verdict.
+    let mut slot: Vec<(usize, Sample)> = Vec::new();
+    let mut batch: Vec<(SeriesHandle, f64)> = Vec::new();
+    while let Some(Reverse((ts, i, k))) = heap.pop() {
+        slot.clear();
+        let mut next = Some((i, k));
+        while let Some((i, k)) = next {
+            slot.push((i, dataset.series[i].samples[k]));
+            if let Some(s) = dataset.series[i].samples.get(k + 1) {
+                heap.push(Reverse((s.ts_ms, i, k + 1)));
+            }
+            next = match heap.peek() {
+                Some(&Reverse((t, i, k))) if t == ts => {
+                    heap.pop();
+                    Some((i, k))
+                }
+                _ => None,
+            };
+        }
+        batch.clear();
+        batch.extend(slot.iter().map(|&(i, sample)| {
+            let handle = handles[i].expect("only watched series are queued");
+            (handle, sample.value)
+        }));
+        let pushed_all = pipeline.push_slot(ts, &batch);
+        for (&(i, sample), pushed) in slot.iter().zip(pushed_all) {
+            for event in &pushed.events {
+                tracing::debug!(stage = "remediate", ?event, "engine event");
+            }
+            if pushed
+                .events
+                .iter()
+                .any(|e| matches!(e, EngineEvent::Resolved { .. }))
+            {
+                evidence.extend(pipeline.take_resolved_evidence());
+            }
+            events.extend(pushed.events.iter().cloned());
+            if let Some(reason) = pushed.dropped {
+                tracing::trace!(
+                    stage = "ingest",
+                    series = i,
+                    ts_ms = sample.ts_ms,
+                    reason = reason.as_str(),
+                    "sample dropped"
+                );
+            }
+            if let Some(scored) = pushed
+                .scored
+                .filter(|s| s.excursion.is_some_and(|e| e.first))
+            {
+                tracing::debug!(
+                    stage = "detect",
+                    series = i,
+                    ts_ms = sample.ts_ms,
+                    score = scored.score,
+                    "anomaly fired"
+                );
+            }
+            done += 1;
+            if done % 4096 == 0 {
+                bar.set_position(done);
+            }
+        }
+        end_ms = end_ms.max(ts);
+    }
+    bar.finish_and_clear();
+    let incidents = pipeline.finish(end_ms.max(0));
+    evidence.extend(pipeline.take_resolved_evidence());
+    for inc in &incidents {
+        if !evidence.contains_key(&inc.id) {
+            if let Some(e) = pipeline.evidence(&inc.id) {
+                evidence.insert(inc.id.clone(), e.clone());
+            }
+        }
+    }
+    ReplayOutcome {
+        incidents,
+        stats: pipeline.stats().clone(),
+        evidence,
+        end_ms: end_ms.max(0),
+        events,
+    }
+}
+
+fn print_summary(incidents: &[Incident]) {
+    if incidents.is_empty() {
+        println!("no incidents");
+        return;
+    }
+    println!(
+        "{:<11} {:<10} {:<26} {:<26} {:<8} {:<16} {:>8} {:>6}  steps",
+        "incident", "service", "signal", "rule", "severity", "onset", "duration", "peak"
+    );
+    for inc in incidents {
+        let end = inc
+            .resolved_ms
+            .or(inc.unresolved_at_ms)
+            .unwrap_or(inc.onset_ms);
+        let duration = if inc.resolved_ms.is_some() {
+            fmt_duration(end - inc.onset_ms)
+        } else {
+            format!(">{}", fmt_duration(end - inc.onset_ms))
+        };
+        let steps: Vec<String> = inc
+            .actions
+            .iter()
+            .map(|a| {
+                let outcome = a
+                    .verification
+                    .as_ref()
+                    .map(|v| v.outcome.as_str())
+                    .unwrap_or("-");
+                format!("{}:{}:{}", a.kind.as_str(), a.decision.label(), outcome)
+            })
+            .collect();
+        println!(
+            "{:<11} {:<10} {:<26} {:<26} {:<8} {:<16} {:>8} {:>6.3}  {}",
+            inc.id,
+            inc.service,
+            inc.signal,
+            inc.rule,
+            inc.severity.as_str(),
+            fmt_minute(inc.onset_ms),
+            duration,
+            inc.peak_score,
+            steps.join(" -> ")
+        );
+        if let Some(cause) = remediate::report::peer_cause(inc) {
+            println!("{:<11} ^ {cause}", "");
+        }
+    }
+}
+
+fn print_evaluation(e: &Evaluation) {
+    println!();
+    println!("against ground truth ({} labelled windows):", e.windows);
+    println!(
+        "  incidents: {} matching a window, {} not; windows detected: {} of {}",
+        e.true_incidents, e.false_incidents, e.detected_windows, e.windows
+    );
+    println!(
+        "  precision {:.3}  recall {:.3}  F1 {:.3}",
+        e.precision, e.recall, e.f1
+    );
+    if let (Some(mean), Some(max)) = (e.mean_delay_ms, e.max_delay_ms) {
+        println!(
+            "  detection delay (window start to incident onset): mean {}, max {}",
+            fmt_duration(mean),
+            fmt_duration(max)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ingest::{Sample, SeriesData};
+
+    #[test]
+    fn probes_without_recorded_series_are_named() {
+        let text = r#"signals:
+  - {name: probe_success, probe: {targets: up, url: "http://{{instance}}/"}}
+  - {name: recorded_probe, probe: {targets: up, url: "http://{{instance}}/"}}
+  - {name: lab_up, query: up}
+"#;
+        let runbooks = RunbookSet::from_sources(&[("r.yaml".into(), text.into())]).unwrap();
+        let dataset = Dataset {
+            series: vec![SeriesData {
+                labels: r#"recorded_probe{instance="a"}"#.parse().unwrap(),
+                samples: vec![Sample::new(0, 1.0)],
+            }],
+            ..Dataset::default()
+        };
+        assert_eq!(unrecorded_probes(&runbooks, &dataset), ["probe_success"]);
+    }
+}

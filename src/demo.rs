@@ -128,7 +128,7 @@ fn demo(
 
     let from = heal.log_len();
     let fault_at = Instant::now();
-    let fault_wall = chrono::Utc::now();
+    let fault_wall = stdx::Clock::now_ms(&stdx::SystemClock);
     lab.inject("web", args.fault.spec())?;
     println!("fault: {} injected into web", args.fault.name());
     let mut took = None;
@@ -162,7 +162,7 @@ fn demo(
                 .map(|t| {
                     format!(
                         ", {:.1} s after the fault",
-                        (t - fault_wall).as_seconds_f64()
+                        (t - fault_wall) as f64 / 1000.0
                     )
                 })
                 .unwrap_or_default();

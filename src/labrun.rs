@@ -418,8 +418,8 @@ pub(crate) struct IncidentReport {
     pub(crate) rule: String,
     pub(crate) series: String,
     pub(crate) severity: String,
-    /// When heal opened it (the log line's time).
-    pub(crate) opened_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When heal opened it (the log line's time, ms since the epoch).
+    pub(crate) opened_at: Option<i64>,
     /// One line per step planned, performed, not performed or verified.
     pub(crate) steps: Vec<String>,
     pub(crate) verified: bool,
@@ -439,7 +439,7 @@ pub(crate) fn incident_for(lines: &[String], instance: &str) -> Option<IncidentR
             .split_whitespace()
             .next()
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&chrono::Utc)),
+            .map(|t| t.timestamp_millis()),
         id: id.clone(),
         ..IncidentReport::default()
     };

@@ -1,6 +1,8 @@
 //! `heal watch --execute --db` killed with SIGKILL while an action runs,
 //! then started again on the same store: the action is reported as
-//! interrupted and not run again, and the incident is intact.
+//! interrupted and not run again, and the incident is intact (the real
+//! binary: a process to kill). The other tests here run the live loop
+//! in-process (`heal::live::run`) against the same real Prometheus.
 //!
 //! Real components: a Prometheus (`/usr/bin/prometheus` or
 //! `PROMETHEUS_BIN`) scraping a target nobody listens on, so `up` is 0 from
@@ -201,6 +203,66 @@ rules:
 /// Learning from outcomes, live: a performed step verified as not having
 /// helped (the target stays down) is recorded in the store as a
 /// `not_helped` adjustment of its signal, and applied.
+/// The live loop in this process (`heal::live::run` on a runtime of its
+/// own), stopped through its shutdown future when dropped.
+struct InProcess {
+    runtime: tokio::runtime::Runtime,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<heal::Result<()>>>,
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = self.runtime.block_on(task);
+        }
+    }
+}
+
+/// `heal watch --interval 1s --backfill 0s --db DB [--execute]`, in-process.
+fn watch_in_process(prometheus: u16, runbooks: &Path, db: &Path, execute: bool) -> InProcess {
+    use std::sync::Arc;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let clock = Arc::new(stdx::SystemClock);
+    let path = std::env::var("PATH").ok();
+    let config = heal::live::LiveConfig {
+        runbooks: remediate::RunbookSet::load_dir(runbooks).unwrap(),
+        prometheus: ingest::PrometheusConfig::new(format!("http://127.0.0.1:{prometheus}")),
+        interval: Duration::from_secs(1),
+        backfill: Duration::ZERO,
+        execute,
+        state: None,
+        db: Some(db.to_path_buf()),
+        params: None,
+        api_token: None,
+        executors: executors::Executors::new(
+            Arc::new(move |name: &str| (name == "PATH").then(|| path.clone()).flatten()),
+            clock.clone(),
+        ),
+        clock,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = runtime.spawn(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        heal::live::run(config, listener, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    InProcess {
+        runtime,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
 #[test]
 fn a_performed_step_that_did_not_help_makes_its_signal_less_sensitive() {
     let dir = tempfile::tempdir().unwrap();
@@ -227,12 +289,7 @@ rules:
     )
     .unwrap();
     let db = dir.path().join("heal.db");
-    let heal = watch(prometheus, &runbooks, &db, &["--execute"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _heal = Guard(heal);
+    let _heal = watch_in_process(prometheus, &runbooks, &db, true);
     // `true` runs, the target stays down: not recovered, so not helped.
     let history = wait_until(
         "a not_helped adjustment in the store",
@@ -315,12 +372,7 @@ rules:
     )
     .unwrap();
     let db = dir.path().join("heal.db");
-    let heal = watch(prometheus, &runbooks, &db, &[])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut heal = Guard(heal);
+    let heal = watch_in_process(prometheus, &runbooks, &db, false);
     let record = wait_until(
         "an incident from the peers",
         Duration::from_secs(120),
@@ -333,8 +385,7 @@ rules:
     );
     // A few more evaluations: the siblings must stay quiet.
     std::thread::sleep(Duration::from_secs(3));
-    heal.0.kill().unwrap();
-    heal.0.wait().unwrap();
+    drop(heal);
 
     let inc = &record.incident;
     assert_eq!(

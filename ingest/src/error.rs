@@ -261,3 +261,11 @@ impl Error {
         }
     }
 }
+
+/// An atomic write's failure (`stdx::Staged`), as the dataset writer's
+/// I/O error naming the step and the file.
+impl From<stdx::AtomicWriteError> for Error {
+    fn from(e: stdx::AtomicWriteError) -> Error {
+        Error::io(e.doing, e.path, e.source)
+    }
+}

@@ -77,7 +77,7 @@ pub use sources::probe::{
 pub use sources::prometheus::{
     record, run_source, run_source_with_clock, Attempted, Auth, Clock, Evaluation,
     PrometheusClient, PrometheusConfig, RecordQuery, RetryConfig, SignalQuery, SourceEvent,
-    SourceStats, SystemClock, MAX_POINTS_PER_SERIES,
+    SourceStats, SystemClock, Timer, MAX_POINTS_PER_SERIES,
 };
 pub use synth::{synth, SYNTH_SERVICES, SYNTH_SIGNALS, SYNTH_START_MS, SYNTH_STEPS, SYNTH_STEP_MS};
 pub use window::Window;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use ingest::{
     record, run_source_with_clock, Clock, Dataset, Evaluation, Labels, PromError, PrometheusClient,
     PrometheusConfig, RecordQuery, RetryConfig, Sample, SignalQuery, SourceEvent, SourceStats,
+    Timer,
 };
 use support::prometheus::{free_port, Prometheus};
 use tokio::sync::mpsc;
@@ -728,7 +729,9 @@ impl Clock for FakeClock {
     fn now_ms(&self) -> i64 {
         self.0.load(Ordering::SeqCst)
     }
+}
 
+impl Timer for FakeClock {
     async fn sleep_until(&self, ts_ms: i64) {
         self.0.fetch_max(ts_ms, Ordering::SeqCst);
         tokio::task::yield_now().await;

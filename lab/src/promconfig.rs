@@ -151,25 +151,17 @@ pub fn render(
     Ok(out)
 }
 
-/// Writes `contents` to `path` atomically: a temporary sibling, then a rename.
+/// Writes `contents` to `path` atomically (`stdx::write_atomically`: a
+/// temporary sibling, flushed, then a rename).
 pub fn write_atomically(path: &std::path::Path, contents: &str) -> Result<()> {
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::usage(format!("output {}: not a file path", path.display())))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, contents)
-        .map_err(|e| Error::io(format_args!("writing {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(
-            format_args!("renaming {} to {}", tmp.display(), path.display()),
-            e,
-        )
-    })
+    if path.file_name().is_none() {
+        return Err(Error::usage(format!(
+            "output {}: not a file path",
+            path.display()
+        )));
+    }
+    stdx::write_atomically(path, contents.as_bytes())
+        .map_err(|e| Error::io(format_args!("{} {}", e.doing, e.path.display()), e.source))
 }
 
 #[cfg(test)]

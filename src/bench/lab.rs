@@ -417,9 +417,7 @@ impl Phases {
     /// How long to wait so that the injection lands at the next draw's
     /// phase: to the start of the next wall-clock second, plus the draw.
     fn until_next(&mut self) -> Duration {
-        let sub_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_millis());
+        let sub_ms = stdx::Clock::now_ms(&stdx::SystemClock).rem_euclid(1000) as u32;
         Self::wait(sub_ms, self.next_unit())
     }
 

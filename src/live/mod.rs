@@ -30,6 +30,8 @@
 mod act;
 mod command;
 mod decide;
+#[cfg(test)]
+mod loop_tests;
 
 use std::future::Future;
 use std::path::PathBuf;

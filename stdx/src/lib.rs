@@ -19,4 +19,4 @@ mod fs;
 
 pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use fs::{write_atomically, write_atomically_with, AtomicWriteError};
+pub use fs::{write_atomically, write_atomically_with, AtomicWriteError, Staged};

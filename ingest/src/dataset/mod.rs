@@ -35,14 +35,15 @@ mod info;
 mod parquet;
 mod truth;
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 pub use csv_import::{import_long_csv, import_nab_csv, nab_key, NabTruth};
 pub use info::{DatasetInfo, SeriesInfo};
 pub use truth::{truth_path, TruthWindow};
+
+use stdx::Staged;
 
 use crate::error::{Error, Result};
 use crate::series::{Labels, Sample};
@@ -182,59 +183,6 @@ impl Dataset {
             }
         }
         Ok(())
-    }
-}
-
-/// A file written under a temporary name in its destination's directory, renamed into place by
-/// [`Staged::commit`]; dropped uncommitted, it is removed.
-struct Staged {
-    tmp: PathBuf,
-    dest: PathBuf,
-    committed: bool,
-}
-
-/// Makes temporary names unique within the process; the pid makes them unique across processes.
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-impl Staged {
-    fn new(dest: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<Staged> {
-        let name = dest
-            .file_name()
-            .ok_or_else(|| Error::InvalidDataset {
-                path: dest.to_path_buf(),
-                reason: "not a file name".to_string(),
-            })?
-            .to_string_lossy();
-        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = dest.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()));
-        let mut file = File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
-        // From here on, dropping `staged` removes the temporary file.
-        let staged = Staged {
-            tmp,
-            dest: dest.to_path_buf(),
-            committed: false,
-        };
-        write(&mut file)?;
-        // Flushed to disk before the rename, or a crash could leave a renamed but empty file.
-        file.sync_all()
-            .map_err(|e| Error::io("flushing", &staged.tmp, e))?;
-        Ok(staged)
-    }
-
-    fn commit(mut self) -> Result<()> {
-        fs::rename(&self.tmp, &self.dest)
-            .map_err(|e| Error::io("renaming temporary file to", &self.dest, e))?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if !self.committed {
-            // Best effort: the temporary file is hidden and uniquely named, a leftover is harmless.
-            let _ = fs::remove_file(&self.tmp);
-        }
     }
 }
 

@@ -455,10 +455,13 @@ impl Engine {
     /// decision of `step` of `incident` in place of the `allowed` it had:
     /// the step did not run, so it is the step's one decision. What the
     /// allowed step had booked is released: its verification (nothing ran
-    /// to verify), its attempt and its slot in the rate limit. The chain
-    /// stops there; the incident resolves with its anomaly. Returns the
-    /// [`EngineEvent::Redecided`] to record; nothing for a step that is not
-    /// allowed and waiting for its verification.
+    /// to verify; a verification already made is dropped, which happens only
+    /// when the act stage lagged behind the whole wait), its attempt and its
+    /// slot in the rate limit. A step that did not run starts no next step
+    /// (one the chain already planned stands on its own and is re-checked in
+    /// turn); the incident resolves with its anomaly. Returns the
+    /// [`EngineEvent::Redecided`] to record; nothing when `step` has no
+    /// allowed decision to replace.
     pub fn redecide(
         &mut self,
         incident: &str,
@@ -471,17 +474,25 @@ impl Engine {
         };
         let r = self.incidents[idx].rule;
         let state = &mut self.incidents[idx];
-        let Some(p) = state.pending.as_ref() else {
+        let Some(at) = state
+            .incident
+            .actions
+            .iter()
+            .rposition(|a| a.step == step && a.decision.allowed)
+        else {
             return Vec::new();
         };
-        let action = &mut state.incident.actions[p.action];
-        if action.step != step || !action.decision.allowed || decision.allowed {
+        if decision.allowed {
             return Vec::new();
         }
+        let action = &mut state.incident.actions[at];
         action.decision = decision;
+        action.verification = None;
         let action = action.clone();
-        state.pending = None;
-        self.in_progress.remove(&idx);
+        if state.pending.as_ref().is_some_and(|p| p.action == at) {
+            state.pending = None;
+            self.in_progress.remove(&idx);
+        }
         if let Some(target) = action.rendered.as_ref().map(RenderedAction::target) {
             let rule = &self.rules[r].0.name;
             self.guards

@@ -339,6 +339,30 @@ fn the_act_stage_recheck_is_the_steps_one_decision() {
 }
 
 #[test]
+fn a_step_verified_before_the_act_stage_got_to_it_is_redecided_too() {
+    let mut engine = Engine::new(&set("", ""), LIVE);
+    let web = labels("web", "web-0");
+    engine.observe(&obs(&web, 0, Some(0), false));
+    // Back in its band from 1 s (the excursion still open): verified as
+    // recovered at 10 s, before the act stage re-checked the step.
+    for t in 1..=10 {
+        engine.observe(&obs(&web, t, Some(0), true));
+    }
+    let before = &engine.finish(T0 + 10 * SEC)[0];
+    assert_eq!(before.resolved_ms, None);
+    assert!(before.actions[0].verification.is_some());
+    let d = engine.recheck("inc-000001", 1, T0 + 11 * SEC).unwrap();
+    let ev = engine.redecide("inc-000001", 1, d, T0 + 11 * SEC);
+    assert_eq!(ev.len(), 1);
+    let inc = &engine.finish(T0 + 11 * SEC)[0];
+    assert_eq!(inc.actions[0].decision.label(), "symptom_resolved");
+    assert!(
+        inc.actions[0].verification.is_none(),
+        "nothing ran to verify"
+    );
+}
+
+#[test]
 fn guard_state_survives_a_restart() {
     let extra = "    guards: {cooldown: 30m, max_attempts: 5, window: 1h}\n";
     let set = set(extra, "");

@@ -18,7 +18,7 @@ use crate::error::PromError;
 use crate::series::{Labels, METRIC_NAME_LABEL};
 use crate::sources::prometheus::source::ceil_to;
 use crate::sources::prometheus::{
-    Attempted, Clock, Evaluation, PrometheusClient, SourceEvent, SystemClock,
+    Attempted, Evaluation, PrometheusClient, SourceEvent, SystemClock, Timer,
 };
 
 /// A probe signal: its name, the PromQL whose series are its targets, the URL to request for
@@ -166,7 +166,7 @@ pub async fn run_probe_source(
 ///
 /// Fails only on settings that make no sense (an interval that is not positive, a timeout of 0
 /// or not below the interval, a concurrency of 0), before probing anything.
-pub async fn run_probe_source_with_clock<C: Clock>(
+pub async fn run_probe_source_with_clock<C: Timer>(
     client: PrometheusClient,
     signals: Vec<ProbeSignal>,
     options: ProbeOptions,
@@ -242,7 +242,7 @@ struct Shared<C> {
 type TargetQuery = JoinHandle<Attempted<Vec<(Labels, f64)>>>;
 
 /// One signal's loop; returns on shutdown or when nobody listens any more.
-async fn run_signal<C: Clock>(
+async fn run_signal<C: Timer>(
     shared: Arc<Shared<C>>,
     client: PrometheusClient,
     signal: ProbeSignal,
@@ -377,7 +377,7 @@ async fn run_signal<C: Clock>(
 
 /// Starts the query of a signal's targets, retried until `until_ms` on the source's clock at
 /// the latest (the start of the probe that will use the answer).
-fn query_targets<C: Clock>(
+fn query_targets<C: Timer>(
     shared: &Shared<C>,
     client: &PrometheusClient,
     signal: &ProbeSignal,
@@ -391,7 +391,7 @@ fn query_targets<C: Clock>(
 
 /// Probes every target (concurrently) and returns the values of the probed ones, sorted by
 /// labels.
-async fn probe_all<C: Clock>(
+async fn probe_all<C: Timer>(
     shared: &Arc<Shared<C>>,
     signal: &ProbeSignal,
     targets: &[Labels],
@@ -437,7 +437,7 @@ fn observe<C>(shared: &Shared<C>, signal: &str, result: ProbeResult) {
 
 /// One probe, ended at `ts` on the source's clock (or `timeout_ms` after it started, when it
 /// started late).
-async fn probe_one<C: Clock>(
+async fn probe_one<C: Timer>(
     shared: &Shared<C>,
     url: reqwest::Url,
     timeout_ms: u64,

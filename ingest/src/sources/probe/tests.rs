@@ -16,11 +16,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::sources::prometheus::{Clock, Evaluation, PrometheusClient, SourceEvent};
+use crate::sources::prometheus::{Clock, Evaluation, PrometheusClient, SourceEvent, Timer};
 use crate::{Labels, PrometheusConfig, RetryConfig};
 
 /// A clock that stays where the test puts it.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 struct ManualClock(Arc<watch::Sender<i64>>);
 
 impl ManualClock {
@@ -37,7 +37,9 @@ impl Clock for ManualClock {
     fn now_ms(&self) -> i64 {
         *self.0.borrow()
     }
+}
 
+impl Timer for ManualClock {
     async fn sleep_until(&self, ts_ms: i64) {
         let mut rx = self.0.subscribe();
         let _ = rx.wait_for(|now| *now >= ts_ms).await;

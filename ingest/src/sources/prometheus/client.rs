@@ -311,7 +311,7 @@ impl PrometheusClient {
                 };
             }
             let u: f64 = self.rng.lock().expect("rng mutex poisoned").gen();
-            let wait = Duration::from_millis(self.retry.backoff_ms(attempts, u));
+            let wait = self.retry.backoff().delay(attempts, u);
             if deadline.is_some_and(|d| Instant::now() + wait >= d) {
                 return Attempted {
                     result: Err(error),

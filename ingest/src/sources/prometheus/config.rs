@@ -218,17 +218,14 @@ impl RetryConfig {
         out
     }
 
-    /// The wait before retry number `retry` (1 for the first retry), given a uniform random
-    /// number `u` in [0, 1).
-    pub(crate) fn backoff_ms(&self, retry: u32, u: f64) -> u64 {
-        let exp = retry.saturating_sub(1).min(63);
-        let base = self
-            .initial_backoff_ms
-            .saturating_mul(1u64 << exp)
-            .min(self.max_backoff_ms);
-        // u in [0, 1) makes the factor (1 - jitter, 1]: never longer than the cap.
-        let factor = 1.0 - self.jitter * u;
-        (base as f64 * factor).round() as u64
+    /// The waits between attempts: `stdx::Backoff`, the one exponential
+    /// backoff of heal.
+    pub fn backoff(&self) -> stdx::Backoff {
+        stdx::Backoff::exponential(
+            std::time::Duration::from_millis(self.initial_backoff_ms),
+            std::time::Duration::from_millis(self.max_backoff_ms),
+        )
+        .with_jitter(self.jitter)
     }
 }
 
@@ -349,16 +346,18 @@ mod tests {
             jitter: 0.0,
             ..RetryConfig::default()
         };
-        let waits: Vec<_> = (1..=8).map(|n| r.backoff_ms(n, 0.5)).collect();
+        let waits: Vec<_> = (1..=8)
+            .map(|n| r.backoff().delay(n, 0.5).as_millis())
+            .collect();
         assert_eq!(waits, [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]);
-        assert_eq!(r.backoff_ms(1000, 0.5), 10_000);
+        assert_eq!(r.backoff().delay(1000, 0.5).as_millis(), 10_000);
         let full = RetryConfig {
             jitter: 1.0,
             ..RetryConfig::default()
         };
-        assert_eq!(full.backoff_ms(2, 0.0), 400);
-        assert_eq!(full.backoff_ms(2, 0.75), 100);
+        assert_eq!(full.backoff().delay(2, 0.0).as_millis(), 400);
+        assert_eq!(full.backoff().delay(2, 0.75).as_millis(), 100);
         let default = RetryConfig::default();
-        assert_eq!(default.backoff_ms(1, 0.5), 180);
+        assert_eq!(default.backoff().delay(1, 0.5).as_millis(), 180);
     }
 }

@@ -12,5 +12,5 @@ pub use config::{Auth, PrometheusConfig, RetryConfig};
 pub use record::{record, RecordQuery};
 pub use source::{
     run_source, run_source_with_clock, Clock, Evaluation, SignalQuery, SourceEvent, SourceStats,
-    SystemClock,
+    SystemClock, Timer,
 };

@@ -5,7 +5,9 @@
 //! handling; they are documented there because this module is private.
 
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+pub use stdx::{Clock, SystemClock};
 
 use tokio::sync::mpsc::Sender;
 use tokio::task::JoinSet;
@@ -17,29 +19,17 @@ use super::client::{Attempted, PrometheusClient};
 use crate::error::PromError;
 use crate::series::{Labels, Sample, METRIC_NAME_LABEL};
 
-/// The wall clock of a source: what time it is and how to wait for a time.
+/// A wall clock a source can wait on: what time it is ([`Clock`], the one
+/// wall clock of heal, `stdx::Clock`) and how to wait for a time.
 ///
 /// Only the source reads the clock; detectors and the engine get time as a parameter. Tests
 /// drive a source with a clock of their own.
-pub trait Clock: Send + Sync + 'static {
-    /// Now, in ms since the Unix epoch.
-    fn now_ms(&self) -> i64;
+pub trait Timer: Clock {
     /// Returns once [`Clock::now_ms`] is at or past `ts_ms`.
     fn sleep_until(&self, ts_ms: i64) -> impl Future<Output = ()> + Send;
 }
 
-/// The system's wall clock, waited on with tokio timers.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        match SystemTime::now().duration_since(UNIX_EPOCH) {
-            Ok(d) => d.as_millis() as i64,
-            Err(e) => -(e.duration().as_millis() as i64),
-        }
-    }
-
+impl Timer for SystemClock {
     async fn sleep_until(&self, ts_ms: i64) {
         // Timers run on the monotonic clock, the target is wall time: check again after waking,
         // in case the wall clock was stepped back meanwhile.
@@ -209,7 +199,7 @@ pub async fn run_source(
 ///
 /// Fails only when `interval_ms` is not positive; everything that goes wrong while running is
 /// reported in the events.
-pub async fn run_source_with_clock<C: Clock>(
+pub async fn run_source_with_clock<C: Timer>(
     client: PrometheusClient,
     signals: Vec<SignalQuery>,
     interval_ms: i64,
@@ -237,7 +227,7 @@ pub async fn run_source_with_clock<C: Clock>(
     .await
 }
 
-async fn run<C: Clock>(
+async fn run<C: Timer>(
     client: PrometheusClient,
     signals: Vec<SignalQuery>,
     interval_ms: i64,

@@ -58,7 +58,7 @@ pub fn run(args: DemoConfig) -> Result<()> {
         "auto" => Duration::from_secs(120),
         v => duration_arg("warmup", v)?,
     };
-    let lab_bin = find_lab_bin()?;
+    let lab_bin = find_lab_bin(args.path_env.as_ref())?;
     check_prometheus(&args.prometheus_bin)?;
     let stop = interrupt_flag();
     let dir = TempDir::new("heal-demo")?;
@@ -113,12 +113,8 @@ fn demo(
     warm_up(warmup, scrape, stop)?;
 
     let runbooks = write_runbook(dir, &lab_runbook(lab.control()))?;
-    let heal = HealWatch::start(
-        &prometheus.url(),
-        &runbooks,
-        lab_bin,
-        args.path_env.as_ref(),
-    )?;
+    let path = args.path_env.as_ref();
+    let heal = HealWatch::start(&prometheus.url(), &runbooks, lab_bin, path)?;
     println!(
         "heal: watching {} with lab.yaml (evaluations every second, actions performed)",
         prometheus.url()
@@ -134,7 +130,7 @@ fn demo(
     let mut took = None;
     while took.is_none() && fault_at.elapsed() < timeout {
         if stop.load(Ordering::SeqCst) {
-            return Err(Error::msg(format!("interrupted")));
+            return Err(Error::msg("interrupted"));
         }
         took = lab.time_to_serving(
             "web",

@@ -75,17 +75,40 @@ impl FaultKind {
     }
 }
 
+impl std::str::FromStr for FaultKind {
+    type Err = String;
+
+    /// The name as the command line spells it.
+    fn from_str(s: &str) -> std::result::Result<FaultKind, String> {
+        FaultKind::ALL
+            .into_iter()
+            .find(|v| v.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = FaultKind::ALL.iter().map(|v| v.name()).collect();
+                format!("expected one of {}", names.join(", "))
+            })
+    }
+}
+
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 pub fn duration_arg(name: &str, v: &str) -> Result<Duration> {
     remediate::Duration::from_str(v)
         .map(|d| Duration::from_millis(d.as_millis_i64().max(0) as u64))
         .map_err(|e| Error::Usage(format!("--{name} {v:?}: {e}")))
 }
 
-/// `heal-lab`, beside this executable or on `PATH`.
-pub fn find_lab_bin() -> Result<PathBuf> {
+/// `heal-lab`, beside this executable or on `path_env` (heal's `PATH`,
+/// read by the binary).
+pub fn find_lab_bin(path_env: Option<&OsString>) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("finding the heal executable")?;
     let dir = exe.parent().map(Path::to_path_buf);
-    orchestrate::find_executable("heal-lab", dir.as_deref()).ok_or_else(|| {
+    let path = path_env.map(OsString::as_os_str);
+    orchestrate::find_executable("heal-lab", dir.as_deref(), path).ok_or_else(|| {
         Error::Unavailable(format!(
             "heal-lab not found beside {} nor on PATH: build it with `cargo build --release -p heal -p lab` \
              (it lands beside heal in target/release)",
@@ -140,7 +163,7 @@ pub fn sleep(d: Duration, stop: &AtomicBool) -> Result<()> {
     let until = Instant::now() + d;
     loop {
         if stop.load(Ordering::SeqCst) {
-            return Err(Error::msg(format!("interrupted")));
+            return Err(Error::msg("interrupted"));
         }
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {

@@ -101,7 +101,7 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "HTTP probes run by heal, by signal and result (ok, timeout, refused, http_error, invalid_target).",
     ),
-    // Learning from outcomes (src/cli/control.rs `apply_offset`).
+    // Learning from outcomes (`live::decide`, `Decider::apply_offset`).
     (
         "heal_signal_threshold_offset",
         Kind::Gauge,

@@ -72,7 +72,16 @@ pub enum Objective {
 }
 
 impl Objective {
-    fn name(self) -> &'static str {
+    /// Every objective.
+    const ALL: [Objective; 4] = [
+        Objective::Standard,
+        Objective::LowFp,
+        Objective::LowFn,
+        Objective::F1,
+    ];
+
+    /// The name as the command line spells it.
+    pub fn name(self) -> &'static str {
         match self {
             Objective::Standard => "standard",
             Objective::LowFp => "low-fp",
@@ -87,6 +96,27 @@ impl Objective {
             Objective::LowFn => Profile::LOW_FN,
             Objective::Standard | Objective::F1 => Profile::STANDARD,
         }
+    }
+}
+
+impl std::str::FromStr for Objective {
+    type Err = String;
+
+    /// The name as the command line spells it.
+    fn from_str(s: &str) -> std::result::Result<Objective, String> {
+        Objective::ALL
+            .into_iter()
+            .find(|v| v.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Objective::ALL.iter().map(|v| v.name()).collect();
+                format!("expected one of {}", names.join(", "))
+            })
+    }
+}
+
+impl std::fmt::Display for Objective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

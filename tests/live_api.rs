@@ -6,6 +6,8 @@
 //! Prometheus is deliberately absent: evaluations fail ("no data") while
 //! the loop, the API and the guard state keep working.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,20 +21,9 @@ use tokio::sync::oneshot;
 
 const TOKEN: &str = "s3cret-token-for-tests";
 
-const RUNBOOK: &str = "signals:
-  - name: lat
-    query: lat
-rules:
-  - name: restart-on-latency
-    when: {signal: lat, direction: up}
-    then:
-      - action: exec
-        argv: [/bin/true]
-    guards: {require_approval: true}
-";
-
 fn config(dir: &Path) -> LiveConfig {
-    let runbooks = RunbookSet::from_sources(&[("r.yaml".into(), RUNBOOK.into())]).unwrap();
+    let runbooks =
+        RunbookSet::from_sources(&[("r.yaml".into(), common::APPROVAL_RUNBOOK.into())]).unwrap();
     // Port 9 (discard): nothing answers there.
     let mut prometheus = PrometheusConfig::new("http://127.0.0.1:9");
     prometheus.timeout_ms = 200;

@@ -6,6 +6,8 @@
 //! Prometheus is deliberately absent: evaluations fail ("no data") while
 //! the loop, the API and the guard state keep working.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -21,18 +23,6 @@ impl Drop for Heal {
         let _ = self.0.wait();
     }
 }
-
-const RUNBOOK: &str = "signals:
-  - name: lat
-    query: lat
-rules:
-  - name: restart-on-latency
-    when: {signal: lat, direction: up}
-    then:
-      - action: exec
-        argv: [/bin/true]
-    guards: {require_approval: true}
-";
 
 /// Starts `heal watch` against a Prometheus that is not there, with
 /// `extra` options (where the guard state goes). heal picks its own port (`--listen 127.0.0.1:0`) and prints it: two
@@ -105,7 +95,7 @@ fn text(o: &Output) -> String {
 fn with_an_incident_store_the_guard_state_lives_in_it() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("runbooks")).unwrap();
-    std::fs::write(dir.path().join("runbooks/r.yaml"), RUNBOOK).unwrap();
+    std::fs::write(dir.path().join("runbooks/r.yaml"), common::APPROVAL_RUNBOOK).unwrap();
     let db = dir.path().join("heal.db");
     let (heal, port) = start_with(dir.path(), &["--db", db.to_str().unwrap()]);
     let o = cli(
@@ -127,25 +117,17 @@ fn with_an_incident_store_the_guard_state_lives_in_it() {
     assert!(o.status.success(), "{}", text(&o));
     // The CLI's own checks: a typo in a matcher is caught before any
     // request, a refused request is exit code 64.
-    let o = cli(
-        port,
-        Some(TOKEN),
-        &[
-            "silence",
-            "add",
-            "--matcher",
-            "service",
-            "--duration",
-            "1h",
-            "--comment",
-            "x",
-        ],
-    );
-    assert_eq!(o.status.code(), Some(64));
-    assert!(text(&o).contains("expected NAME=VALUE"), "{}", text(&o));
-    let o = cli(port, None, &["silence", "expire", "sil-000001"]);
-    assert_eq!(o.status.code(), Some(64), "{}", text(&o));
-    assert!(text(&o).contains("401"), "{}", text(&o));
+    let typo = "silence add --matcher service --duration 1h --comment x";
+    let unauthorized = "silence expire sil-000001";
+    for (args, token, says) in [
+        (typo, Some(TOKEN), "expected NAME=VALUE"),
+        (unauthorized, None, "401"),
+    ] {
+        let args: Vec<&str> = args.split(' ').collect();
+        let o = cli(port, token, &args);
+        assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+        assert!(text(&o).contains(says), "{}", text(&o));
+    }
     // Killed outright, restarted on the same store: the silence is back.
     drop(heal);
     let (heal, port) = start_with(dir.path(), &["--db", db.to_str().unwrap()]);

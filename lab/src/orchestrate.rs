@@ -38,10 +38,10 @@ impl TempDir {
         let base = std::env::temp_dir();
         let pid = std::process::id();
         for n in 0..1000u32 {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            let path = base.join(format!("{prefix}-{pid}-{}", nanos.wrapping_add(n)));
+            // The wall clock's milliseconds only vary the name between
+            // runs; `n` makes it unique within this one.
+            let ms = stdx::Clock::now_ms(&stdx::SystemClock).rem_euclid(1_000_000) as u32;
+            let path = base.join(format!("{prefix}-{pid}-{}", ms.wrapping_add(n)));
             match std::fs::create_dir(&path) {
                 Ok(()) => return Ok(TempDir { path }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -155,11 +155,16 @@ pub fn loopback(port: u16) -> SocketAddr {
 }
 
 /// An executable `name` in `beside` (the directory of the calling
-/// executable, typically) or else on `PATH`.
-pub fn find_executable(name: &str, beside: Option<&Path>) -> Option<PathBuf> {
+/// executable, typically) or else on `path` (the value of a `PATH`: the
+/// caller reads the environment, this crate does not).
+pub fn find_executable(
+    name: &str,
+    beside: Option<&Path>,
+    path: Option<&std::ffi::OsStr>,
+) -> Option<PathBuf> {
     let here = beside.map(|d| d.join(name));
-    let on_path: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect())
+    let on_path: Vec<PathBuf> = path
+        .map(|p| std::env::split_paths(p).map(|d| d.join(name)).collect())
         .unwrap_or_default();
     here.into_iter()
         .chain(on_path)
@@ -611,7 +616,8 @@ mod tests {
 
     #[test]
     fn finds_executables_beside_or_on_path() {
-        assert!(find_executable("sh", None).is_some());
-        assert!(find_executable("surely-no-such-program-here", None).is_none());
+        let path = std::env::var_os("PATH");
+        assert!(find_executable("sh", None, path.as_deref()).is_some());
+        assert!(find_executable("surely-no-such-program-here", None, path.as_deref()).is_none());
     }
 }

@@ -2,7 +2,6 @@
 //! workspace forbids `unsafe` and the numbers are all in text files.
 
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `AT_PAGESZ` in the ELF auxiliary vector (`<elf.h>`).
 const AT_PAGESZ: u64 = 6;
@@ -116,11 +115,9 @@ pub fn is_running(pid: u32) -> bool {
     }
 }
 
-/// Seconds since the Unix epoch, with sub-second precision.
+/// Seconds since the Unix epoch, to the millisecond (`stdx::SystemClock`).
 pub fn unix_time_secs() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    stdx::Clock::now_ms(&stdx::SystemClock) as f64 / 1000.0
 }
 
 #[cfg(test)]

@@ -128,14 +128,14 @@ pub fn run(args: LabConfig) -> Result<()> {
     if !(args.clean_minutes.is_finite() && args.clean_minutes >= 0.0) {
         return Err(Error::Usage("--clean-minutes must be 0 or more".into()));
     }
-    let lab_bin = find_lab_bin()?;
+    let lab_bin = find_lab_bin(args.path_env.as_ref())?;
     check_prometheus(&args.prometheus_bin)?;
     let monit_bin = if args.no_monit {
         None
     } else {
         let found = match &args.monit_bin {
             Some(p) => p.is_file().then(|| p.clone()),
-            None => orchestrate::find_executable("monit", None),
+            None => orchestrate::find_executable("monit", None, args.path_env.as_deref()),
         };
         Some(found.ok_or_else(|| {
             Error::Unavailable(
@@ -230,12 +230,8 @@ fn bench(
         book.push_str("\nguardrails:\n  flap_max_opens: 1000\n");
     }
     let runbooks = write_runbook(dir, &book)?;
-    let heal = HealWatch::start(
-        &prometheus.url(),
-        &runbooks,
-        lab_bin,
-        args.path_env.as_ref(),
-    )?;
+    let path = args.path_env.as_ref();
+    let heal = HealWatch::start(&prometheus.url(), &runbooks, lab_bin, path)?;
     sleep(Duration::from_secs(5), stop)?;
     let clean = clean_run(&heal, args.clean_minutes, stop)?;
     if load.exited() {
@@ -465,7 +461,7 @@ fn round(
                 .with_context(|| format!("injection {} of {name}", i + 1))?;
             let took = lab.time_to_serving(name, at, POLL, POLL_TIMEOUT, limit);
             if stop.load(Ordering::SeqCst) {
-                return Err(Error::msg(format!("interrupted")));
+                return Err(Error::msg("interrupted"));
             }
             let after = counters();
             let last_exit = service_field(lab, name, "last_exit");

@@ -52,7 +52,18 @@ impl DetectorName {
         DetectorName::Ensemble,
     ];
 
-    fn as_str(self) -> &'static str {
+    /// Every name, `all` last.
+    const NAMES: [DetectorName; 6] = [
+        DetectorName::Adaptive,
+        DetectorName::Sensitive,
+        DetectorName::Changepoint,
+        DetectorName::Seasonal,
+        DetectorName::Ensemble,
+        DetectorName::All,
+    ];
+
+    /// The name as the command line spells it.
+    pub fn as_str(self) -> &'static str {
         match self {
             DetectorName::Adaptive => "adaptive",
             DetectorName::Sensitive => "sensitive",
@@ -77,6 +88,27 @@ impl DetectorName {
             kind,
             ..DetectorConfig::sensitive()
         }
+    }
+}
+
+impl std::str::FromStr for DetectorName {
+    type Err = String;
+
+    /// The name as the command line spells it.
+    fn from_str(s: &str) -> std::result::Result<DetectorName, String> {
+        DetectorName::NAMES
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = DetectorName::NAMES.iter().map(|v| v.as_str()).collect();
+                format!("expected one of {}", names.join(", "))
+            })
+    }
+}
+
+impl std::fmt::Display for DetectorName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

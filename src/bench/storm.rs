@@ -87,8 +87,7 @@ struct Record<'a> {
 /// A decision log or store that cannot be written, a limit that did not
 /// hold.
 pub fn run(args: StormConfig) -> Result<()> {
-    let set =
-        RunbookSet::from_sources(&[("storm.yaml".into(), runbook())]).map_err(|e| Error::msg(e))?;
+    let set = RunbookSet::from_sources(&[("storm.yaml".into(), runbook())]).map_err(Error::msg)?;
     let mut engine = Engine::new(&set, EngineOptions { dry_run: false });
     let tmp;
     let log_path = match &args.log {

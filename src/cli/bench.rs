@@ -23,52 +23,25 @@ pub enum BenchCmd {
 pub struct NabArgs {
     /// The corpus directory, such as `../shared/datasets/nab-dev`.
     dir: PathBuf,
-    /// Which detector to run; `all` prints every one side by side.
-    #[arg(long, value_enum, default_value_t = DetectorName::Adaptive)]
-    detector: DetectorName,
+    /// Which detector to run: `adaptive` (the default settings, threshold
+    /// 0.4: no alarm on 100,000 samples of stationary noise), `sensitive`
+    /// (the sensitive preset, threshold 0.17), `changepoint` (Bayesian
+    /// online changepoint detection), `seasonal` (the residual against a
+    /// periodically refitted MSTL decomposition), `ensemble` (adaptive and
+    /// changepoint combined), or `all`, every one side by side.
+    #[arg(long, default_value = "adaptive")]
+    detector: heal::bench::nab::DetectorName,
+
     /// Also print each file's result at the best standard threshold.
     #[arg(long)]
     per_file: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DetectorName {
-    /// The adaptive-threshold detector with its default settings (threshold
-    /// 0.4: no alarm on 100,000 samples of stationary noise).
-    Adaptive,
-    /// The adaptive-threshold detector with the sensitive preset (threshold
-    /// 0.17, among the best corpus-wide thresholds on NAB).
-    Sensitive,
-    /// Bayesian online changepoint detection (`kind: changepoint`).
-    Changepoint,
-    /// The residual against a periodically refitted MSTL decomposition
-    /// (`kind: seasonal`).
-    Seasonal,
-    /// The adaptive and changepoint detectors combined (`kind: ensemble`).
-    Ensemble,
-    /// Every detector above, side by side.
-    All,
-}
-
-impl From<DetectorName> for heal::bench::nab::DetectorName {
-    fn from(d: DetectorName) -> Self {
-        use heal::bench::nab::DetectorName as D;
-        match d {
-            DetectorName::Adaptive => D::Adaptive,
-            DetectorName::Sensitive => D::Sensitive,
-            DetectorName::Changepoint => D::Changepoint,
-            DetectorName::Seasonal => D::Seasonal,
-            DetectorName::Ensemble => D::Ensemble,
-            DetectorName::All => D::All,
-        }
-    }
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Nab(args) => Ok(heal::bench::nab::run(NabConfig {
             dir: args.dir,
-            detector: args.detector.into(),
+            detector: args.detector,
             per_file: args.per_file,
         })?),
         BenchCmd::Lab(args) => super::bench_lab::run(args),

@@ -6,9 +6,12 @@ use heal::demo::DemoConfig;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// The fault to inject into the `web` service.
-    #[arg(long, value_enum, default_value_t = FaultKind::Hang)]
-    fault: FaultKind,
+    /// The fault to inject into the `web` service: `crash` (the process
+    /// exits with status 1), `hang` (the process lives, `/` never answers),
+    /// `errors` (60 % of `/` answers are 500) or `leak` (resident memory
+    /// grows by 16 MiB/s until the 256 MiB limit kills it).
+    #[arg(long, default_value = "hang")]
+    fault: heal::labrun::FaultKind,
     /// How long the lab builds history before heal starts. `auto`: 20s for
     /// crash and errors (caught by the runbook's hard limits, which need no
     /// history), 120s for hang and leak (caught by the statistical
@@ -26,33 +29,9 @@ pub struct DemoArgs {
     timeout: String,
 }
 
-/// The faults the demo and the bench inject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum FaultKind {
-    /// The process exits with status 1.
-    Crash,
-    /// The process lives, `/` never answers.
-    Hang,
-    /// 60 % of `/` answers are 500.
-    Errors,
-    /// Resident memory grows by 16 MiB/s until the 256 MiB limit kills it.
-    Leak,
-}
-
-impl From<FaultKind> for heal::labrun::FaultKind {
-    fn from(f: FaultKind) -> Self {
-        match f {
-            FaultKind::Crash => heal::labrun::FaultKind::Crash,
-            FaultKind::Hang => heal::labrun::FaultKind::Hang,
-            FaultKind::Errors => heal::labrun::FaultKind::Errors,
-            FaultKind::Leak => heal::labrun::FaultKind::Leak,
-        }
-    }
-}
-
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(heal::demo::run(DemoConfig {
-        fault: args.fault.into(),
+        fault: args.fault,
         warmup: args.warmup,
         prometheus_bin: args.prometheus_bin,
         verbose: args.verbose,

@@ -25,8 +25,9 @@ pub struct TuneArgs {
     /// `low-fn` (reward_low_FN_rate) normalised score, or `f1` of the
     /// detector's firings against the labelled windows (a firing inside a
     /// window of its series is true, as `heal replay` counts incidents).
-    #[arg(long, value_enum, default_value_t = Objective::Standard)]
-    objective: Objective,
+    #[arg(long, default_value = "standard")]
+    objective: heal::tune::Objective,
+
     /// Write the tuned settings to this YAML file (the `detector:` shape of
     /// a runbook signal, with a comment header saying how they were tuned);
     /// printed to standard output when omitted.
@@ -37,36 +38,12 @@ pub struct TuneArgs {
     quiet: bool,
 }
 
-/// What a trial is scored by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Objective {
-    /// NAB's standard profile (tp 1, fp 0.11, fn 1), normalised to 0..100.
-    Standard,
-    /// NAB's reward_low_FP_rate profile (fp 0.22).
-    LowFp,
-    /// NAB's reward_low_FN_rate profile (fn 2).
-    LowFn,
-    /// F1 of firings against windows, times 100.
-    F1,
-}
-
-impl From<Objective> for heal::tune::Objective {
-    fn from(o: Objective) -> Self {
-        match o {
-            Objective::Standard => heal::tune::Objective::Standard,
-            Objective::LowFp => heal::tune::Objective::LowFp,
-            Objective::LowFn => heal::tune::Objective::LowFn,
-            Objective::F1 => heal::tune::Objective::F1,
-        }
-    }
-}
-
 pub fn run(args: TuneArgs) -> anyhow::Result<()> {
     Ok(heal::tune::run(TuneConfig {
         dir: args.dir,
         trials: args.trials,
         seed: args.seed,
-        objective: args.objective.into(),
+        objective: args.objective,
         output: args.output,
         quiet: args.quiet,
     })?)

@@ -109,6 +109,19 @@ fn start(dir: &Path) -> Loop {
 }
 
 impl Loop {
+    /// Five quiet minutes, then the signal far above its limit: the rule's
+    /// step, allowed, on its way to the act stage.
+    async fn spike(&mut self) -> ActionJob {
+        for m in 0..5 {
+            self.evals.send(eval(T0 + m * 60_000, 1.0)).await.unwrap();
+        }
+        self.evals.send(eval(T0 + 5 * 60_000, 50.0)).await.unwrap();
+        self.jobs
+            .recv()
+            .await
+            .expect("the step reaches the act stage")
+    }
+
     /// Returns once the decider has handled every command sent before
     /// (commands are served in order).
     async fn sync(&self) {
@@ -152,15 +165,7 @@ impl Loop {
 async fn an_allowed_step_the_recheck_finds_resolved_is_recorded_as_its_decision_and_never_runs() {
     let dir = tempfile::tempdir().unwrap();
     let mut live = start(dir.path());
-    for m in 0..5 {
-        live.evals.send(eval(T0 + m * 60_000, 1.0)).await.unwrap();
-    }
-    live.evals.send(eval(T0 + 5 * 60_000, 50.0)).await.unwrap();
-    let job = live
-        .jobs
-        .recv()
-        .await
-        .expect("the step reaches the act stage");
+    let job = live.spike().await;
     assert_eq!((job.incident.as_str(), job.step), ("inc-000001", 1));
     // The act stage got to it late: the series is back below its limit.
     live.evals.send(eval(T0 + 6 * 60_000, 1.0)).await.unwrap();
@@ -192,7 +197,7 @@ async fn an_allowed_step_the_recheck_finds_resolved_is_recorded_as_its_decision_
         telemetry.get("heal_incidents_total", &[("rule", "touch-on-latency")]),
         1.0
     );
-    let reopened = Store::open(&dir.path().join("heal.db")).unwrap();
+    let reopened = Store::open(dir.path().join("heal.db")).unwrap();
     assert!(
         reopened.interrupted.is_empty(),
         "{:?}",
@@ -204,15 +209,7 @@ async fn an_allowed_step_the_recheck_finds_resolved_is_recorded_as_its_decision_
 async fn an_allowed_step_runs_through_the_act_stage_and_is_journalled() {
     let dir = tempfile::tempdir().unwrap();
     let mut live = start(dir.path());
-    for m in 0..5 {
-        live.evals.send(eval(T0 + m * 60_000, 1.0)).await.unwrap();
-    }
-    live.evals.send(eval(T0 + 5 * 60_000, 50.0)).await.unwrap();
-    let job = live
-        .jobs
-        .recv()
-        .await
-        .expect("the step reaches the act stage");
+    let job = live.spike().await;
     // The act stage as `run` spawns it, with a real executor.
     let (act_tx, act_rx) = mpsc::channel(4);
     let env: executors::EnvLookup =

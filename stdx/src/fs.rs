@@ -186,22 +186,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a");
         let b = dir.path().join("b");
-        let sa = Staged::new(&a, |f| {
-            f.write_all(b"A").map_err(|e| AtomicWriteError {
-                doing: "writing",
-                path: a.clone(),
-                source: e,
+        let stage = |path: &Path, bytes: &'static [u8]| {
+            Staged::new(path, |f| {
+                f.write_all(bytes).map_err(|source| AtomicWriteError {
+                    doing: "writing",
+                    path: path.to_path_buf(),
+                    source,
+                })
             })
-        })
-        .unwrap();
-        let sb = Staged::new(&b, |f| {
-            f.write_all(b"B").map_err(|e| AtomicWriteError {
-                doing: "writing",
-                path: b.clone(),
-                source: e,
-            })
-        })
-        .unwrap();
+            .unwrap()
+        };
+        let sa = stage(&a, b"A");
+        let sb = stage(&b, b"B");
         assert!(
             !a.exists() && !b.exists(),
             "nothing is in place before the commits"

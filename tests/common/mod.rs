@@ -6,6 +6,20 @@ use std::process::{Command, Output};
 
 use lab::rng::SplitMix64;
 
+/// A runbook whose one rule parks its step for approval: what the tests of
+/// `heal watch`'s API (in-process and through the binary) run.
+pub const APPROVAL_RUNBOOK: &str = "signals:
+  - name: lat
+    query: lat
+rules:
+  - name: restart-on-latency
+    when: {signal: lat, direction: up}
+    then:
+      - action: exec
+        argv: [/bin/true]
+    guards: {require_approval: true}
+";
+
 /// Runs the real `heal` binary with `args`, from the package root (so the
 /// bundled `runbooks/` and `datasets/` resolve), and waits for it.
 pub fn heal(args: &[&str]) -> Output {

@@ -454,10 +454,11 @@ fn check_action(action: &AllowedAction, base: &str, report: &mut impl FnMut(&str
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn config() -> AgentConfig {
+    /// The configuration the agent's tests use.
+    pub(crate) fn config() -> AgentConfig {
         AgentConfig::from_yaml(
             Path::new("agent.yaml"),
             r#"key_env: HEAL_AGENT_KEY
@@ -478,7 +479,8 @@ actions:
         .unwrap()
     }
 
-    fn request(action: &str, params: &[(&str, &str)]) -> ActionRequest {
+    /// A request for `action` with `params`.
+    pub(crate) fn request(action: &str, params: &[(&str, &str)]) -> ActionRequest {
         ActionRequest {
             action: action.into(),
             params: params

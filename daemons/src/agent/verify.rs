@@ -157,41 +157,10 @@ pub fn admit(
 mod tests {
     use super::*;
     use executors::agent::{sign, signed_request, verify_response};
-    use std::path::Path;
+
+    use crate::agent::config::tests::{config, request};
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef";
-
-    fn config() -> AgentConfig {
-        AgentConfig::from_yaml(
-            Path::new("agent.yaml"),
-            r#"key_env: HEAL_AGENT_KEY
-audit_log: /tmp/audit.jsonl
-actions:
-  touch-marker:
-    argv: [touch, "/tmp/x/marker-{{name}}"]
-    params:
-      name: {type: label}
-  scale:
-    argv: [/usr/local/bin/scale, "--replicas={{n}}", "{{mode}}"]
-    params:
-      n: {type: integer, min: 1, max: 10}
-      mode: {type: one_of, values: [fast, slow]}
-    timeout: 5s
-"#,
-        )
-        .unwrap()
-    }
-
-    fn request(action: &str, params: &[(&str, &str)]) -> ActionRequest {
-        ActionRequest {
-            action: action.into(),
-            params: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            request_id: "r1".into(),
-        }
-    }
 
     #[test]
     fn debug_never_shows_the_key() {

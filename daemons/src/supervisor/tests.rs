@@ -27,6 +27,13 @@ async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// A supervisor of `text`'s services on the system clock, state in `dir`.
+async fn start(text: &str, dir: &Path) -> Supervisor {
+    Supervisor::start(config(text), dir, std::sync::Arc::new(stdx::SystemClock))
+        .await
+        .unwrap()
+}
+
 fn replica(sup: &Supervisor, name: &str, i: usize) -> ReplicaStatus {
     sup.service(name).unwrap().instances[i].clone()
 }
@@ -56,13 +63,7 @@ services:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exited_child_is_restarted_after_its_backoff() {
     let dir = tempfile::tempdir().unwrap();
-    let sup = Supervisor::start(
-        config(SLEEPER),
-        dir.path(),
-        std::sync::Arc::new(stdx::SystemClock),
-    )
-    .await
-    .unwrap();
+    let sup = start(SLEEPER, dir.path()).await;
     let first = wait_for("first start", || {
         let r = replica(&sup, "s", 0);
         (r.phase == Phase::Healthy).then_some(r)
@@ -104,13 +105,7 @@ async fn an_exited_child_is_restarted_after_its_backoff() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_and_rollback_restart_with_the_release_and_persist_it() {
     let dir = tempfile::tempdir().unwrap();
-    let sup = Supervisor::start(
-        config(SLEEPER),
-        dir.path(),
-        std::sync::Arc::new(stdx::SystemClock),
-    )
-    .await
-    .unwrap();
+    let sup = start(SLEEPER, dir.path()).await;
     let v1 = wait_for("v1", || replica(&sup, "s", 0).pid).await;
     let v2 = Release {
         version: "v2".into(),
@@ -145,13 +140,7 @@ async fn deploy_and_rollback_restart_with_the_release_and_persist_it() {
 
     // A new supervisor on the same state directory runs the recorded
     // current release, v1 after the rollback; a second rollback goes to v2.
-    let sup = Supervisor::start(
-        config(SLEEPER),
-        dir.path(),
-        std::sync::Arc::new(stdx::SystemClock),
-    )
-    .await
-    .unwrap();
+    let sup = start(SLEEPER, dir.path()).await;
     assert_eq!(sup.service("s").unwrap().release.version, "v1");
     assert_eq!(sup.rollback("s", None).unwrap().release.version, "v2");
     let e = sup.rollback("s", Some("v7")).unwrap_err();
@@ -182,13 +171,7 @@ services:
     release: {version: v1, argv: [sleep, \"300\"], env: {PATH: /usr/bin:/bin}}
     depends_on: [a]
 ";
-    let sup = Supervisor::start(
-        config(text),
-        dir.path(),
-        std::sync::Arc::new(stdx::SystemClock),
-    )
-    .await
-    .unwrap();
+    let sup = start(text, dir.path()).await;
     let a = wait_for("a to fail to start", || {
         let r = replica(&sup, "a", 0);
         r.last_error.is_some().then_some(r)
@@ -238,13 +221,7 @@ services:
   - name: single
     release: {version: v1, argv: [sleep, \"300\"], env: {PATH: /usr/bin:/bin}}
 ";
-    let sup = Supervisor::start(
-        config(text),
-        dir.path(),
-        std::sync::Arc::new(stdx::SystemClock),
-    )
-    .await
-    .unwrap();
+    let sup = start(text, dir.path()).await;
     let status = sup.scale("w", 3).await.unwrap();
     assert_eq!(status.replicas, 3);
     let ports: Vec<_> = status.instances.iter().map(|r| r.port).collect();
@@ -286,13 +263,7 @@ async fn a_zero_stop_timeout_kills_at_once_and_restarts_coalesce() {
         "    restart: {initial: 300ms, max: 1s}\n",
         "    restart: {initial: 300ms, max: 1s}\n    stop_timeout: 0s\n",
     );
-    let sup = Supervisor::start(
-        config(&text),
-        dir.path(),
-        std::sync::Arc::new(stdx::SystemClock),
-    )
-    .await
-    .unwrap();
+    let sup = start(&text, dir.path()).await;
     wait_for("first start", || replica(&sup, "s", 0).pid).await;
     // Three restarts asked for at once are served by one or two restarts,
     // never queued up to kill the fresh child again and again.

@@ -18,8 +18,9 @@ use crate::template::{render, Context, Template, UnsafeLabel};
 /// How the engine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineOptions {
-    /// Plan and record every step, perform none. (Always true for now: no
-    /// executor exists yet.)
+    /// Plan and record every step, perform none: every step that the
+    /// guards would allow is recorded as `dry_run` instead (`heal replay`
+    /// always; `heal watch` without `--execute`).
     pub dry_run: bool,
 }
 

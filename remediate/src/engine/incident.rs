@@ -42,8 +42,7 @@ pub struct Incident {
     /// The cause, when the series' peers fired the excursion that opened
     /// the incident (signal `peer:`): the series' signed robust z-score
     /// among the instances of its service at that sample. `None` when its
-    /// own detector did. (Not kept by the incident store yet: an incident
-    /// read back from it has `None`.)
+    /// own detector did. The incident store keeps it (schema version 5).
     pub peer_z: Option<f64>,
     /// Number of steps in the rule's chain.
     pub chain_len: usize,

@@ -358,7 +358,7 @@ fn check_action(action: &Action, at: &str, report: &mut impl FnMut(String, Strin
                 );
             }
             // The executor refuses such names at run time (see
-            // `actions::haproxy::Name`); fixed text that can never pass is
+            // `action::Name`); fixed text that can never pass is
             // better reported now.
             for (field, what, template) in [
                 ("target", "server", target),

@@ -82,6 +82,10 @@ pub struct BuiltinRules {
     pub prefixes: bool,
     /// Alphabetic labels around colons stay constant: `id:42` → `id:<*>`.
     pub labels: bool,
+    /// A name made of letters and one final digit is a word, not a number:
+    /// interfaces, disks, cache levels (`eth1`, `sda2`, `L2`). Names that
+    /// vary (`worker7`) become variables through families instead.
+    pub short_names: bool,
 }
 
 impl Default for BuiltinRules {
@@ -100,6 +104,7 @@ impl Default for BuiltinRules {
             key_names: true,
             prefixes: true,
             labels: true,
+            short_names: true,
         }
     }
 }
@@ -361,7 +366,7 @@ impl Masker {
             return;
         }
         let has_digit = b.iter().any(u8::is_ascii_digit);
-        if !has_digit {
+        if !has_digit || (self.rules.short_names && is_short_name(b)) {
             let var = (self.rules.paths && is_path(b))
                 || (self.rules.urls && is_url(b))
                 || (self.rules.hex && is_hex_word(b));
@@ -526,6 +531,13 @@ fn is_delim(c: u8) -> bool {
     )
 }
 
+/// Letters then exactly one digit: `eth1`, `L2`, `sda3`.
+fn is_short_name(b: &[u8]) -> bool {
+    b.len() >= 2
+        && b[b.len() - 1].is_ascii_digit()
+        && b[..b.len() - 1].iter().all(u8::is_ascii_alphabetic)
+}
+
 /// `[A-Za-z][A-Za-z0-9+.-]*://`
 fn is_url(b: &[u8]) -> bool {
     let Some(pos) = b.windows(3).position(|w| w == b"://") else {
@@ -551,7 +563,9 @@ fn is_path(b: &[u8]) -> bool {
     if b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && matches!(b[2], b'\\' | b'/') {
         return true;
     }
-    if b.contains(&b':') {
+    // `key=a/b/c` is a pair whose value the piece rules see; a colon makes
+    // it a URL-like or label form.
+    if b.contains(&b':') || b.contains(&b'=') {
         return false;
     }
     let slashes = b.iter().filter(|&&c| c == b'/').count();
@@ -759,6 +773,11 @@ mod tests {
         assert_eq!(mask("[sweep.c:1234]: done"), "[sweep.c:<*>]: done");
         assert_eq!(mask("icache depth........0x1"), "icache depth........<*>");
         assert_eq!(
+            mask("via eth1: L2 cache a10 x9y"),
+            "via eth1: L2 cache <*> <*>"
+        );
+        assert_eq!(mask("[file=/etc/x/y] [line=12]"), "[file=<*>] [line=<*>]");
+        assert_eq!(
             mask("handle @0x7f, relay=root@localhost"),
             "handle @<*>, relay=root@localhost"
         );
@@ -797,13 +816,13 @@ mod tests {
                 name: "order".into(),
                 regex: r"ORD-[A-Z]+".into(),
             }],
-            keep: vec!["eth1".into()],
+            keep: vec!["eth12".into()],
             ..MaskConfig::default()
         };
         let m = Masker::new(&cfg).unwrap();
         assert_eq!(
-            m.mask("order ORD-ABC via eth1, eth2"),
-            "order <*> via eth1, <*>"
+            m.mask("order ORD-ABC via eth12, eth13"),
+            "order <*> via eth12, <*>"
         );
         let bad = MaskConfig {
             rules: vec![MaskRule {

@@ -81,6 +81,11 @@ pub struct MinerConfig {
     /// statements (`boot (command <*>)`, `wait (command <*>)`), one whose
     /// values are each seen once or twice is a variable.
     pub family_max_lines_per_value: f64,
+    /// Whether the first token is left out of families: the first word of a
+    /// message is usually the statement's own (Drain's premise that leading
+    /// tokens are constants, He et al. 2017 §III-B): `boot (command <*>)`,
+    /// `wait (command <*>)`.
+    pub family_skip_first: bool,
     /// Whether a constant word and a variable in the same position may match
     /// (`session closed for user root` and `... user 1001`).
     pub word_matches_variable: bool,
@@ -101,6 +106,7 @@ impl Default for MinerConfig {
             max_cached_forms: 8 * DEFAULT_MAX_TEMPLATES,
             family_min_values: DEFAULT_FAMILY_MIN_VALUES,
             family_max_lines_per_value: DEFAULT_FAMILY_MAX_LINES_PER_VALUE,
+            family_skip_first: true,
             word_matches_variable: true,
         }
     }
@@ -114,6 +120,7 @@ impl MinerConfig {
             "mask": self.mask,
             "family_min_values": self.family_min_values,
             "family_max_lines_per_value": self.family_max_lines_per_value,
+            "family_skip_first": self.family_skip_first,
             "word_matches_variable": self.word_matches_variable,
         });
         fnv1a64(canonical.to_string().as_bytes())
@@ -876,7 +883,7 @@ impl TemplateMiner {
                 self.tpl_mut(slot).rewrite(&changes);
                 self.stats.generalized += 1;
                 change = Change::Generalized;
-                if let Some(s) = self.dedupe(slot) {
+                if let Some(s) = self.absorb_covered(slot) {
                     slot = s;
                     change = Change::Merged;
                 }
@@ -915,24 +922,44 @@ impl TemplateMiner {
         }
     }
 
-    /// After `slot` was generalised: if another template now has the same
-    /// text, the younger merges into the older. Returns the survivor.
-    fn dedupe(&mut self, slot: u32) -> Option<u32> {
-        let t = self.tpl(slot);
-        let len = t.len() as u32;
-        let twin = self
-            .by_len
-            .get(&len)?
-            .iter()
-            .copied()
-            .find(|&s| s != slot && self.tpl(s).text == t.text)?;
-        let (older, younger) = if self.tpl(twin).created <= self.tpl(slot).created {
-            (twin, slot)
-        } else {
-            (slot, twin)
+    /// After `slot` was generalised: every other template of the same length
+    /// that it now covers (it fits without generalising) merges with it. The
+    /// older id survives, with the more general text. Returns the survivor.
+    fn absorb_covered(&mut self, slot: u32) -> Option<u32> {
+        let len = self.tpl(slot).len() as u32;
+        let covered: Vec<u32> = {
+            let t = self.tpl(slot);
+            self.by_len
+                .get(&len)?
+                .iter()
+                .copied()
+                .filter(|&s| s != slot)
+                .filter(|&s| {
+                    let other = self.tpl(s);
+                    let toks: Vec<&str> = (0..other.len()).map(|i| other.token(i)).collect();
+                    self.fit(t, &toks).is_some_and(|f| f.generalize == 0)
+                })
+                .collect()
         };
-        self.absorb(older, younger);
-        Some(older)
+        if covered.is_empty() {
+            return None;
+        }
+        let mut survivor = slot;
+        for s in covered {
+            if self.tpl(s).created < self.tpl(survivor).created {
+                // Keep the older id: it takes the general text.
+                let text = self.tpl(survivor).text.clone();
+                let ends = self.tpl(survivor).ends.clone();
+                let old = self.tpl_mut(s);
+                old.text = text;
+                old.ends = ends;
+                self.absorb(s, survivor);
+                survivor = s;
+            } else {
+                self.absorb(survivor, s);
+            }
+        }
+        Some(survivor)
     }
 
     /// The family rule (module docs, 4.): returns the survivor's slot when the
@@ -942,6 +969,7 @@ impl TemplateMiner {
         if k < 2 || toks.len() < 2 {
             return None;
         }
+        let first = usize::from(self.config.family_skip_first);
         let bucket = self.by_len.get(&(toks.len() as u32))?;
         // (position, slots) of templates differing from `toks` in exactly one
         // position where both hold constant words.
@@ -952,7 +980,7 @@ impl TemplateMiner {
             let mut ok = true;
             for (i, &m) in toks.iter().enumerate() {
                 let tt = t.token(i);
-                if tt == m || (tt.contains(VAR) && covers(tt, m)) {
+                if tt == m || (tt.contains(VAR) && m.contains(VAR) && covers(tt, m)) {
                     continue;
                 }
                 if diff.is_some() || tt.contains(VAR) || m.contains(VAR) {
@@ -961,7 +989,7 @@ impl TemplateMiner {
                 }
                 diff = Some(i);
             }
-            if let (true, Some(p)) = (ok, diff) {
+            if let (true, Some(p)) = (ok, diff.filter(|&p| p >= first)) {
                 match by_pos.iter_mut().find(|(q, _)| *q == p) {
                     Some((_, v)) => v.push(slot),
                     None => by_pos.push((p, vec![slot])),
@@ -1006,7 +1034,7 @@ impl TemplateMiner {
             }
         }
         self.tpl_mut(survivor).rewrite(&changes);
-        self.dedupe(survivor).or(Some(survivor))
+        self.absorb_covered(survivor).or(Some(survivor))
     }
 
     fn new_id(&self, form: &str) -> TemplateId {

@@ -135,6 +135,7 @@ fn main() {
         "system", "lines", "true_g", "pred_g", "GA", "PA", "FGA", "lines/s", "templates", "KiB"
     );
     let mut all = Vec::new();
+    let mut online = Vec::new();
     let mut total_lines = 0usize;
     let mut total_secs = 0f64;
     for sys in &systems {
@@ -161,6 +162,8 @@ fn main() {
         }
         let mined = mined.expect("at least one rep");
         let s = loghub::score_mined(&p.truth, &mined).expect("same lengths");
+        online
+            .push(logs::score(&p.truth, &mined.online_ids, None::<&[&str]>).expect("same lengths"));
         total_lines += p.messages.len();
         total_secs += best;
         println!(
@@ -184,6 +187,7 @@ fn main() {
         all.push(s);
     }
     let (ga, pa, fga) = mean(&all);
+    let (oga, _, ofga) = mean(&online);
     let systems_data: Vec<Prepared> = if args.ablation || args.loso {
         systems
             .iter()
@@ -220,6 +224,44 @@ fn main() {
         pa.unwrap_or(f64::NAN),
         fga,
         total_lines as f64 / total_secs
+    );
+    println!(
+        "grouped by the id each line got when it was mined (no later merge applied): mean GA {oga:.4}, FGA {ofga:.4}"
+    );
+    memory_at_cap(&args.config);
+}
+
+/// Fills a miner to its template cap with distinct statements of about 100
+/// bytes, then sends as many distinct forms again, and prints its memory.
+fn memory_at_cap(config: &MinerConfig) {
+    let word = |mut i: usize| {
+        let mut w = String::from("w");
+        loop {
+            w.push((b'a' + (i % 26) as u8) as char);
+            i /= 26;
+            if i == 0 {
+                return w;
+            }
+        }
+    };
+    let mut m = logs::TemplateMiner::new(config.clone()).expect("valid config");
+    let n = config.max_templates + config.max_cached_forms;
+    for i in 0..n {
+        m.add(&format!(
+            "{} then {} happened to the widget {} while the queue held {i} items for {}",
+            word(i),
+            word(i + 7),
+            i % 97,
+            word(i % 13)
+        ));
+    }
+    let bytes = m.memory_bytes();
+    println!(
+        "memory at the caps ({} templates, {} cached forms, {n} distinct ~100-byte messages): {:.1} MiB, {:.0} bytes per template",
+        config.max_templates,
+        config.max_cached_forms,
+        bytes as f64 / (1 << 20) as f64,
+        bytes as f64 / m.len() as f64
     );
 }
 

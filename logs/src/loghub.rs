@@ -197,6 +197,9 @@ pub fn prepare(
 pub struct MinedLines {
     /// The id each line's template has at the end (merges resolved).
     pub ids: Vec<TemplateId>,
+    /// The id [`TemplateMiner::add`] returned for each line, before later
+    /// merges: what a live source counts the line under.
+    pub online_ids: Vec<TemplateId>,
     texts: FxHashMap<TemplateId, String>,
     /// The miner's counters.
     pub stats: MinerStats,
@@ -238,6 +241,7 @@ pub fn mine_messages<S: AsRef<str>>(
         }
         ids.push(o.id);
     }
+    let online_ids = ids.clone();
     let mut texts: FxHashMap<TemplateId, String> = FxHashMap::default();
     let mut cache: FxHashMap<TemplateId, TemplateId> = FxHashMap::default();
     for id in &mut ids {
@@ -256,6 +260,7 @@ pub fn mine_messages<S: AsRef<str>>(
     }
     Ok(MinedLines {
         ids,
+        online_ids,
         texts,
         stats: miner.stats(),
         templates: miner.len(),

@@ -263,6 +263,28 @@ impl Masker {
             out.push_str(tok);
             return false;
         }
+        // Fast path, most tokens of most logs: a word with no digit, slash,
+        // colon, delimiter or dot run cannot be a variable unless it is a
+        // long hex word.
+        let shape = Shape::of(core.as_bytes());
+        if shape.flags & (DIGIT | SLASH | COLON | DELIM) == 0
+            && !shape.dot_run
+            && core.len() != 36
+            && !(self.rules.hex && shape.flags & !HEX == 0 && core.len() >= 8)
+        {
+            out.push_str(tok);
+            return false;
+        }
+        // A plain integer, with or without its size unit.
+        if shape.flags == DIGIT
+            && !(suf.is_empty() && next.is_some() && (self.rules.sizes || self.rules.durations))
+        {
+            let var = self.rules.digits || self.rules.numbers;
+            out.push_str(pre);
+            out.push_str(if var { VAR } else { core });
+            out.push_str(suf);
+            return false;
+        }
         if let Some(kind) = self.whole(core) {
             // An opener closed inside a path belongs to the path
             // (`{guid}GLOBALROOT/Device/...`).
@@ -444,6 +466,69 @@ impl Masker {
     }
 }
 
+const DIGIT: u8 = 1;
+/// A letter that is not a hex digit.
+const ALPHA: u8 = 2;
+/// A hex letter (`a-f`, `A-F`).
+const HEXALPHA: u8 = 4;
+const SLASH: u8 = 8;
+const COLON: u8 = 16;
+/// A piece delimiter (`is_delim`).
+const DELIM: u8 = 32;
+/// Anything else (`.`, `-`, `_`, other punctuation, non-ASCII).
+const OTHER: u8 = 64;
+/// Flags of a hex word.
+const HEX: u8 = DIGIT | HEXALPHA;
+
+/// Byte classes, one table lookup per byte.
+static CLASS: [u8; 256] = {
+    let mut t = [OTHER; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = if b.is_ascii_digit() {
+            DIGIT
+        } else if matches!(b, b'a'..=b'f' | b'A'..=b'F') {
+            HEXALPHA
+        } else if b.is_ascii_alphabetic() {
+            ALPHA
+        } else if b == b'/' || b == b'\\' {
+            SLASH
+        } else if b == b':' {
+            COLON
+        } else if is_delim(b) {
+            DELIM
+        } else {
+            OTHER
+        };
+        c += 1;
+    }
+    t
+};
+
+/// What a token core is made of, in one pass.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    flags: u8,
+    dot_run: bool,
+}
+
+impl Shape {
+    #[inline]
+    fn of(b: &[u8]) -> Self {
+        let mut flags = 0;
+        let mut dot_run = false;
+        let mut prev_dot = false;
+        for &c in b {
+            flags |= CLASS[c as usize];
+            let dot = c == b'.';
+            dot_run |= dot && prev_dot;
+            prev_dot = dot;
+        }
+        Self { flags, dot_run }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Whole {
     Url,
@@ -511,7 +596,7 @@ fn closer_of(open: u8) -> u8 {
 }
 
 #[inline]
-fn is_delim(c: u8) -> bool {
+const fn is_delim(c: u8) -> bool {
     matches!(
         c,
         b'(' | b')'

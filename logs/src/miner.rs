@@ -103,7 +103,7 @@ impl Default for MinerConfig {
         Self {
             mask: MaskConfig::default(),
             max_templates: DEFAULT_MAX_TEMPLATES,
-            max_cached_forms: 8 * DEFAULT_MAX_TEMPLATES,
+            max_cached_forms: 4 * DEFAULT_MAX_TEMPLATES,
             family_min_values: DEFAULT_FAMILY_MIN_VALUES,
             family_max_lines_per_value: DEFAULT_FAMILY_MAX_LINES_PER_VALUE,
             family_skip_first: true,
@@ -1187,6 +1187,48 @@ mod tests {
         assert_eq!(b2.id, b.id);
         assert_eq!(b2.change, Change::Created);
         assert_eq!(b2.evicted, Some(a.id));
+    }
+
+    /// A distinct letters-only word for `i` (no digit: not masked).
+    fn word(mut i: usize) -> String {
+        let mut w = String::from("w");
+        loop {
+            w.push((b'a' + (i % 26) as u8) as char);
+            i /= 26;
+            if i == 0 {
+                return w;
+            }
+        }
+    }
+
+    #[test]
+    fn memory_stays_bounded_under_unique_templates() {
+        let mut m = TemplateMiner::new(MinerConfig {
+            max_templates: 50,
+            max_cached_forms: 200,
+            ..MinerConfig::default()
+        })
+        .unwrap();
+        // Two words vary together: no family, every message a new template.
+        let msg = |i: usize| format!("{} then {} happened to the widget", word(i), word(i + 7));
+        for i in 0..5_000 {
+            m.add(&msg(i));
+        }
+        let after_5k = m.memory_bytes();
+        for i in 5_000..20_000 {
+            m.add(&msg(i));
+        }
+        assert_eq!(m.len(), 50);
+        let s = m.stats();
+        assert_eq!(s.created, 20_000);
+        assert_eq!(s.evicted, 20_000 - 50);
+        assert!(s.cache_clears > 0);
+        assert!(m.forms.len() <= 200);
+        assert!(
+            m.memory_bytes() <= after_5k + after_5k / 10,
+            "{} > {after_5k}",
+            m.memory_bytes()
+        );
     }
 
     #[test]

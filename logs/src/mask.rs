@@ -293,9 +293,7 @@ impl Masker {
                     .bytes()
                     .last()
                     .is_some_and(|o| core.as_bytes().contains(&closer_of(o)));
-            if !absorb {
-                out.push_str(pre);
-            }
+            out.push_str(if absorb { &pre[..pre.len() - 1] } else { pre });
             out.push_str(VAR);
             out.push_str(if kind == Whole::Path {
                 suf.trim_start_matches('.')
@@ -334,7 +332,8 @@ impl Masker {
         if self.rules.urls && is_url(b) {
             return Some(Whole::Url);
         }
-        if self.rules.paths && is_path(b) {
+        // `chdir(/home/x)`: a path that starts inside the token is a piece.
+        if self.rules.paths && is_path(b) && !b.windows(2).any(|w| is_delim(w[0]) && w[1] == b'/') {
             return Some(Whole::Path);
         }
         if self.rules.uuids && is_uuid(b) {
@@ -351,10 +350,23 @@ impl Masker {
 
     fn mask_core(&self, core: &str, out: &mut String) {
         let b = core.as_bytes();
+        let has_url = self.rules.urls && b.windows(3).any(|w| w == b"://");
         let mut start = 0;
         let mut i = 0;
         while i < b.len() {
             let c = b[i];
+            if has_url && i == start && url_scheme_len(&b[i..]).is_some() {
+                // A URL runs through `@ : = ,` up to a closing bracket or
+                // quote: `[akka.tcp://system@host:7077]`.
+                let end = b[i..]
+                    .iter()
+                    .position(|&c| matches!(c, b')' | b']' | b'}' | b'>' | b'"' | b'\''))
+                    .map_or(b.len(), |k| i + k);
+                out.push_str(VAR);
+                i = end;
+                start = i;
+                continue;
+            }
             if is_delim(c) {
                 if start < i {
                     self.mask_piece(&core[start..i], c == b'=', out);
@@ -625,14 +637,18 @@ fn is_short_name(b: &[u8]) -> bool {
 
 /// `[A-Za-z][A-Za-z0-9+.-]*://`
 fn is_url(b: &[u8]) -> bool {
-    let Some(pos) = b.windows(3).position(|w| w == b"://") else {
-        return false;
-    };
-    pos > 0
-        && b[0].is_ascii_alphabetic()
-        && b[..pos]
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'.' | b'-'))
+    url_scheme_len(b).is_some()
+}
+
+/// The length of `scheme://` at the start of `b`, if it starts a URL.
+fn url_scheme_len(b: &[u8]) -> Option<usize> {
+    if !b.first()?.is_ascii_alphabetic() {
+        return None;
+    }
+    let k = b
+        .iter()
+        .position(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'.' | b'-')))?;
+    b[k..].starts_with(b"://").then_some(k + 3)
 }
 
 fn is_path(b: &[u8]) -> bool {
@@ -839,6 +855,15 @@ mod tests {
         assert_eq!(mask("mac 00:1a:2b:ce:af:d1"), "mac <*>");
         assert_eq!(mask("addr fe80::1:2 up"), "addr <*> up");
         assert_eq!(mask(r"file C:\Windows\x.log,"), "file <*>,");
+        assert_eq!(
+            mask("LOGIN chdir(/home/a/b) failed"),
+            "LOGIN chdir(<*>) failed"
+        );
+        assert_eq!(mask("key '{ab12}ROOT/Device/x/y' from"), "key '<*>' from");
+        assert_eq!(
+            mask("addresses :[akka.tcp://sys@host-7:55904]"),
+            "addresses :[<*>]"
+        );
         // One slash is a word pair, not a path.
         assert_eq!(mask("power/control problem"), "power/control problem");
     }

@@ -304,13 +304,21 @@ fn token_ends(text: &str) -> Vec<u32> {
     ends
 }
 
-/// Lengths of the common punctuation prefix and suffix of two tokens, which a
-/// generalised token keeps around its `<*>` (`<*>,` and `LOCAL(<*>),` give
-/// `<*>,`); a `<*>` is never split.
-fn affixes(a: &str, b: &str) -> (usize, usize) {
+/// Lengths of the common prefix and suffix of two tokens, which a generalised
+/// token keeps around its `<*>`: `<*>,` and `LOCAL(<*>),` give `<*>,`;
+/// `chdir(<*>)` and `chdir(pwd)` give `chdir(<*>)`. A `<*>` is never split;
+/// with `words` the affixes may hold letters and digits but end at a
+/// punctuation boundary (`node-<*>` and `nodes` share nothing), without they
+/// are punctuation only (`hiddev` and `hub` share nothing).
+fn affixes(a: &str, b: &str, words: bool) -> (usize, usize) {
     let (x, y) = (a.as_bytes(), b.as_bytes());
     let n = x.len().min(y.len());
-    let keep = |c: u8| c.is_ascii_punctuation() && c != b'*';
+    let keep = |c: u8| {
+        c.is_ascii()
+            && c != b'*'
+            && (c.is_ascii_punctuation() || (words && c.is_ascii_alphanumeric()))
+    };
+    let alnum = |c: Option<&u8>| c.is_some_and(u8::is_ascii_alphanumeric);
     let mut i = 0;
     while i < n
         && x[i] == y[i]
@@ -319,6 +327,12 @@ fn affixes(a: &str, b: &str) -> (usize, usize) {
         && !y[i..].starts_with(b"<*>")
     {
         i += 1;
+    }
+    // Do not end inside a word: back off to the last punctuation.
+    if i > 0 && x[i - 1].is_ascii_alphanumeric() && (alnum(x.get(i)) || alnum(y.get(i))) {
+        while i > 0 && x[i - 1].is_ascii_alphanumeric() {
+            i -= 1;
+        }
     }
     let mut j = 0;
     while j < n - i
@@ -329,19 +343,31 @@ fn affixes(a: &str, b: &str) -> (usize, usize) {
     {
         j += 1;
     }
+    if j > 0
+        && x[x.len() - j].is_ascii_alphanumeric()
+        && (alnum(x.len().checked_sub(j + 1).and_then(|k| x.get(k)))
+            || alnum(y.len().checked_sub(j + 1).and_then(|k| y.get(k))))
+    {
+        while j > 0 && x[x.len() - j].is_ascii_alphanumeric() {
+            j -= 1;
+        }
+    }
     (i, j)
 }
 
-/// The token that covers both `a` and `b`: their common punctuation around `<*>`.
+/// The token that covers both `a` and `b`: their common affixes around `<*>`.
+/// Between two constant words only punctuation is shared.
 fn generalize(a: &str, b: &str) -> String {
-    let (i, j) = affixes(a, b);
+    let words = a.contains(VAR) || b.contains(VAR);
+    let (i, j) = affixes(a, b, words);
     format!("{}{VAR}{}", &a[..i], &a[a.len() - j..])
 }
 
 /// Whether `generalize(t, m) == t`: the template token already covers `m`.
 fn covers(t: &str, m: &str) -> bool {
-    let (i, j) = affixes(t, m);
-    t.len() == i + VAR.len() + j && &t[i..i + VAR.len()] == VAR
+    let words = t.contains(VAR) || m.contains(VAR);
+    let (i, j) = affixes(t, m, words);
+    &t[i..t.len() - j] == VAR
 }
 
 /// A token that is a variable with punctuation around it and no letter or
@@ -818,28 +844,29 @@ impl TemplateMiner {
                 }
                 continue;
             }
-            let tv = tt.contains(VAR);
-            let mv = m.contains(VAR);
-            match (tv, mv) {
+            // Compare what differs once the common affixes are set aside.
+            let (a, z) = affixes(tt, m, true);
+            let (mt, mm) = (&tt[a..tt.len() - z], &m[a..m.len() - z]);
+            match (mt.contains(VAR), mm.contains(VAR)) {
                 (false, false) => return None,
                 (true, true) => {
-                    if !bare_variable(tt) && !bare_variable(m) {
+                    if !bare_variable(mt) && !bare_variable(mm) {
                         return None;
                     }
                 }
                 (true, false) => {
-                    if !self.config.word_matches_variable || !bare_variable(tt) || !has_alnum(m) {
+                    if !self.config.word_matches_variable || !bare_variable(mt) || !has_alnum(mm) {
                         return None;
                     }
                 }
                 (false, true) => {
-                    if !self.config.word_matches_variable || !bare_variable(m) || !has_alnum(tt) {
+                    if !self.config.word_matches_variable || !bare_variable(mm) || !has_alnum(mt) {
                         return None;
                     }
                     overwritten += 1;
                 }
             }
-            if !covers(tt, m) {
+            if mt != VAR {
                 generalize += 1;
             }
         }
@@ -1118,6 +1145,14 @@ mod tests {
         let a = m.add("data store interrupt caused by icbi.........0");
         let b = m.add("data store interrupt caused by dcbf.........0");
         assert_ne!(a.id, b.id);
+        // A word inside the same constant frame is a value.
+        let g = m.add("LOGIN chdir(/home/x) failed");
+        let h = m.add("LOGIN chdir(pwd) failed");
+        assert_eq!(h.id, g.id);
+        assert_eq!(text(&m, g.id), "LOGIN chdir(<*>) failed");
+        let i = m.add("worker node-7 up");
+        let j = m.add("worker nodes up");
+        assert_ne!(i.id, j.id);
         let c = m.add("Fan speeds ( 3552 3534 3375 **** 3375 3515 )");
         let d = m.add("Fan speeds ( 3552 3534 3375 3375 3375 3515 )");
         assert_ne!(c.id, d.id);

@@ -289,22 +289,37 @@ fn match_pieces(
         Piece::Field => {
             // Lazy `.*?`: shortest first; `.` does not match a line break.
             let idx = out.len();
+            let line_end = s[pos..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(s.len(), |k| pos + k);
+            let Some(next) = rest.first() else {
+                // Last piece: `$` forces the field to the end.
+                out.push((pos, line_end));
+                return Some(line_end == s.len());
+            };
             let mut end = pos;
-            loop {
-                out.truncate(idx);
-                out.push((pos, end));
-                if match_pieces(rest, s, end, out, budget)? {
-                    return Some(true);
-                }
-                if end >= s.len() || s[end] == b'\n' {
+            while end <= line_end {
+                // Only positions where the next piece can start are tried.
+                let can_start = match next {
+                    Piece::Literal(l) => s[end..].starts_with(l.as_bytes()),
+                    Piece::Spaces => end < s.len() && is_space(s[end]),
+                    Piece::Field => true,
+                };
+                if can_start {
                     out.truncate(idx);
-                    return Some(false);
+                    out.push((pos, end));
+                    if match_pieces(rest, s, end, out, budget)? {
+                        return Some(true);
+                    }
                 }
                 end += 1;
                 while end < s.len() && !is_char_start(s[end]) {
                     end += 1;
                 }
             }
+            out.truncate(idx);
+            Some(false)
         }
     }
 }

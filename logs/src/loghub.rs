@@ -11,6 +11,7 @@
 //!   print GA, PA, FGA, lines / dt
 //! heal logs templates FILE --log-format FMT [-o OUT]:
 //!   messages  = loghub::messages(text, FILE, &LoghubFormat::new(..))
+//!               (or loghub::messages_or_lines to mine unreadable lines whole)
 //!   mined     = loghub::mine_messages(&messages, &config)
 //!   loghub::write_templates_csv(out, &mined)
 //! ```
@@ -129,6 +130,23 @@ pub fn messages<'a>(
             })
         })
         .collect()
+}
+
+/// Like [`messages`], but a line the layout does not read is mined whole
+/// (a stack-trace line, a banner); returns the messages and how many lines
+/// were taken whole, for a CLI that reports rather than stops.
+pub fn messages_or_lines<'a>(text: &'a str, format: &LoghubFormat) -> (Vec<&'a str>, usize) {
+    let mut whole = 0;
+    let msgs = text
+        .lines()
+        .map(|line| {
+            format.message(line).unwrap_or_else(|| {
+                whole += 1;
+                line.trim()
+            })
+        })
+        .collect();
+    (msgs, whole)
 }
 
 /// One system ready to mine and score.
@@ -313,6 +331,14 @@ mod tests {
         assert_eq!(rows.len(), 4);
         assert!(rows[2].ends_with(",\"close, then <*>\""), "{}", rows[2]);
         assert_eq!(rows[1].split(',').next(), rows[3].split(',').next());
+    }
+
+    #[test]
+    fn lenient_messages_take_unreadable_lines_whole() {
+        let f = LoghubFormat::new(&LoghubFormatConfig::new("<Level> <Content>")).unwrap();
+        let (m, whole) = messages_or_lines("INFO a b\n  trace\nWARN c\n", &f);
+        assert_eq!(m, ["a b", "trace", "c"]);
+        assert_eq!(whole, 1);
     }
 
     #[test]

@@ -1320,6 +1320,59 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_text_never_panics_and_state_survives() {
+        // Seeded SplitMix64; characters chosen to hit every rule's edges.
+        let mut x: u64 = 7;
+        let mut next = move || {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let alphabet: Vec<char> = "ab0:/.=<*>()[]{},;'\"@#|-_\\ é€\t\n..x9F:"
+            .chars()
+            .collect();
+        let mut m = TemplateMiner::new(MinerConfig {
+            max_templates: 40,
+            max_cached_forms: 64,
+            ..MinerConfig::default()
+        })
+        .unwrap();
+        for _ in 0..5_000 {
+            let len = (next() % 40) as usize;
+            let msg: String = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let o = m.add(&msg);
+            let t = m
+                .template(o.id)
+                .expect("a line's template is live right after it");
+            assert_eq!(t.text, t.text.trim());
+            assert!(!t.text.contains("  "), "{:?}", t.text);
+        }
+        assert!(m.len() <= 40);
+        let state = m.state();
+        let r = TemplateMiner::from_state(m.config().clone(), state).unwrap();
+        assert_eq!(r.len(), m.len());
+    }
+
+    #[test]
+    fn a_state_larger_than_the_cap_keeps_the_most_recent() {
+        let mut m = miner();
+        for w in ["alpha one", "beta two", "gamma three"] {
+            m.add(w);
+        }
+        let small = MinerConfig {
+            max_templates: 2,
+            ..MinerConfig::default()
+        };
+        let r = TemplateMiner::from_state(small, m.state()).unwrap();
+        let kept: Vec<&str> = r.templates().map(|t| t.text).collect();
+        assert_eq!(kept, ["gamma three", "beta two"]);
+    }
+
+    #[test]
     fn empty_messages_have_a_template() {
         let mut m = miner();
         let a = m.add("");

@@ -136,6 +136,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn arbitrary_lines_give_records_or_errors_never_panics() {
+        let mut x: u64 = 11;
+        let mut next = move || {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let formats: Vec<LineFormat> = [
+            r#"{"type":"log_format","log_format":"<Date> <Time> <Level> \\[<P>\\] <Component>: <Content>"}"#,
+            r#"{"type":"log_format","log_format":"<A> <B>(\\[<C>\\])?: <Content>"}"#,
+            r#"{"type":"json","message":"m.x","fields":["a.0"],"time":{"field":"t","format":"rfc3339"}}"#,
+            r#"{"type":"logfmt","time":{"field":"ts","format":"unix_ms"}}"#,
+            r#"{"type":"regex","regex":"^(?P<lvl>\\w+) (?P<message>.*)$"}"#,
+        ]
+        .iter()
+        .map(|j| LineFormat::new(&serde_json::from_str::<FormatConfig>(j).unwrap()).unwrap())
+        .collect();
+        let alphabet: Vec<char> = "a1 :[]{}\"=\\,.tsmx-é\t{\"m\":".chars().collect();
+        let mut parsed = 0;
+        for _ in 0..20_000 {
+            let len = (next() % 30) as usize;
+            let line: String = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            for f in &formats {
+                parsed += usize::from(f.parse(&line).is_ok());
+            }
+        }
+        assert!(parsed > 0);
+    }
+
+    #[test]
     fn configs_deserialize_by_type() {
         let c: FormatConfig = serde_json::from_str(
             r#"{"type":"log_format","log_format":"<Level> <Content>","time":null}"#,

@@ -126,7 +126,9 @@ pub struct MaskRule {
 pub struct MaskConfig {
     /// The built-in rules (all on but `durations` by default).
     pub builtin: BuiltinRules,
-    /// Extra rules of this source, applied before the built-in ones.
+    /// Extra rules of this source, applied before the built-in ones. Each
+    /// costs one regex pass over every line; a word that must stay constant
+    /// is cheaper in `keep`.
     pub rules: Vec<MaskRule>,
     /// Words (a whole token without its surrounding brackets and punctuation)
     /// that are never masked, such as interface names (`eth1`).

@@ -216,15 +216,27 @@ fn run_case(c: &Case, cfg: &DiagnoseConfig, onset_cfg: &OnsetConfig, mode: Onset
     let onset = match mode {
         OnsetMode::Given => c.fault_start,
         OnsetMode::Detected => {
+            // The entry point's SLIs first (how an incident is noticed);
+            // when they show no change with two minutes of data after it,
+            // every series of the case.
+            let slo: Vec<Series<'_>> = c.slo.iter().map(|(s, m, v)| Series::new(s, m, v)).collect();
+            let last = |set: &[Series<'_>]| {
+                find_onsets(set, c.window.0, c.window.1, cfg, onset_cfg)
+                    .unwrap_or_else(|e| fail(format!("{}: {e}", c.name)))
+                    .iter()
+                    .rev()
+                    .find(|o| o.onset_ms <= c.window.1 - 120_000)
+                    .map(|o| o.onset_ms)
+            };
             let mut all = series.clone();
-            all.extend(c.slo.iter().map(|(s, m, v)| Series::new(s, m, v)));
-            let found = find_onsets(&all, c.window.0, c.window.1, cfg, onset_cfg)
-                .unwrap_or_else(|e| fail(format!("{}: {e}", c.name)));
-            found
-                .iter()
-                .rev()
-                .find(|o| o.onset_ms <= c.window.1 - 120_000)
-                .map_or(c.window.1 - 120_000, |o| o.onset_ms)
+            all.extend(slo.iter().copied());
+            let source = std::env::var("ONSET_SOURCE").unwrap_or_default();
+            match source.as_str() {
+                "slo" => last(&slo),
+                "all" => last(&all),
+                _ => last(&slo).or_else(|| last(&all)),
+            }
+            .unwrap_or(c.window.1 - 120_000)
         }
     };
     let d = rank(&series, c.topology.as_ref(), onset, cfg)
@@ -366,8 +378,20 @@ fn main() {
     let mut topology = true;
     let mut do_grid = false;
     let mut per_case = false;
+    let mut surprise_of: Option<String> = None;
     let mut cfg = DiagnoseConfig::default();
-    let onset_cfg = OnsetConfig::default();
+    let mut onset_cfg = OnsetConfig::default();
+    if let Ok(v) = std::env::var("ONSET") {
+        for kv in v.split_whitespace() {
+            let (k, x) = kv
+                .split_once('=')
+                .unwrap_or_else(|| fail(format!("ONSET: {kv}")));
+            let mut j = serde_json::to_value(&onset_cfg).unwrap_or_else(|e| fail(e.to_string()));
+            j[k] = serde_json::from_str(x).unwrap_or_else(|e| fail(format!("ONSET {kv}: {e}")));
+            onset_cfg =
+                serde_json::from_value(j).unwrap_or_else(|e| fail(format!("ONSET {kv}: {e}")));
+        }
+    }
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -382,6 +406,7 @@ fn main() {
             "--no-topology" => topology = false,
             "--grid" => do_grid = true,
             "--per-case" => per_case = true,
+            "--surprise" => surprise_of = it.next().cloned(),
             kv if kv.contains('=') => cfg = set(&cfg, kv),
             d if dir.is_none() => dir = Some(PathBuf::from(d)),
             other => fail(format!("unexpected argument {other:?}")),
@@ -390,6 +415,32 @@ fn main() {
     let dir = dir.unwrap_or_else(|| fail("usage: rca CASES_DIR [options]".into()));
     let cases = load(&dir, topology);
     eprintln!("{} cases loaded", cases.len());
+
+    if let Some(name) = surprise_of {
+        // The onset finder's surprise curve of one case, minutes from the
+        // fault start (diagnostics for tuning).
+        let c = cases
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| fail(format!("no case {name}")));
+        let mut all = c.series();
+        all.extend(c.slo.iter().map(|(s, m, v)| Series::new(s, m, v)));
+        let s = detect::diagnose::surprise(&all, c.window.0, c.window.1, &cfg, &onset_cfg)
+            .unwrap_or_else(|e| fail(e.to_string()));
+        for (t, v) in &s {
+            println!("{:+6.1} {v:10.2}", (t - c.fault_start) as f64 / 60_000.0);
+        }
+        let found = find_onsets(&all, c.window.0, c.window.1, &cfg, &onset_cfg)
+            .unwrap_or_else(|e| fail(e.to_string()));
+        for o in found {
+            println!(
+                "onset {:+.1} peak {:.1}",
+                (o.onset_ms - c.fault_start) as f64 / 60_000.0,
+                o.peak
+            );
+        }
+        return;
+    }
 
     if do_grid {
         let systems: Vec<String> = {

@@ -47,6 +47,13 @@ pub struct OnsetConfig {
     pub gap_steps: u32,
     /// Smallest spread of the surprise history, as a fraction of its median.
     pub rel_floor: f64,
+    /// A series adds to the surprise only from this deviation (in its own
+    /// spreads) on: the many series that merely wiggle would otherwise
+    /// drown the few that moved.
+    pub min_z: f64,
+    /// The steps just before a fire whose surprise was at least this
+    /// fraction of `threshold` are part of the change (1 turns it off).
+    pub backdate: f64,
 }
 
 impl Default for OnsetConfig {
@@ -57,6 +64,8 @@ impl Default for OnsetConfig {
             threshold: 3.5,
             gap_steps: 2,
             rel_floor: 0.05,
+            min_z: 3.0,
+            backdate: 0.5,
         }
     }
 }
@@ -108,7 +117,9 @@ pub fn surprise(
                 Direction::Down => -d,
                 Direction::Both => d.abs(),
             };
-            s += diag.weights.of(ser.role) * z.max(0.0).ln_1p();
+            if z >= cfg.min_z {
+                s += diag.weights.of(ser.role) * z.ln_1p();
+            }
         }
         // Steps before any series has a baseline say nothing (not "calm").
         if measured > 0 {
@@ -133,12 +144,14 @@ pub fn find_onsets(
 
 /// Fires and their grouping over a surprise curve.
 pub(crate) fn changes(s: &[(i64, f64)], cfg: &OnsetConfig) -> Vec<Onset> {
-    let mut out: Vec<Onset> = Vec::new();
-    let mut last_fire: Option<usize> = None;
+    // z of each step against the steps before it (no look-ahead).
     let mut hist = Vec::new();
     let mut dev = Vec::new();
-    for (i, &(t, x)) in s.iter().enumerate() {
-        if i >= cfg.min_history as usize {
+    let z: Vec<Option<f64>> = (0..s.len())
+        .map(|i| {
+            if i < cfg.min_history as usize {
+                return None;
+            }
             hist.clear();
             hist.extend(s[..i].iter().map(|p| p.1));
             let med = median(&mut hist);
@@ -149,19 +162,38 @@ pub(crate) fn changes(s: &[(i64, f64)], cfg: &OnsetConfig) -> Vec<Onset> {
             let spread = (median(&mut dev) * MAD_TO_SIGMA)
                 .max(cfg.rel_floor * med.abs())
                 .max(1e-9);
-            let z = (x - med) / spread;
-            if z >= cfg.threshold {
-                let joins = last_fire.is_some_and(|j| i - j <= cfg.gap_steps as usize);
-                match out.last_mut() {
-                    Some(o) if joins => o.peak = o.peak.max(z),
-                    _ => out.push(Onset {
-                        onset_ms: t,
-                        peak: z,
-                    }),
+            Some((s[i].1 - med) / spread)
+        })
+        .collect();
+    let mut out: Vec<Onset> = Vec::new();
+    let mut last_fire: Option<usize> = None;
+    for (i, zi) in z.iter().enumerate() {
+        let Some(zi) = *zi else { continue };
+        if zi < cfg.threshold {
+            continue;
+        }
+        let joins = last_fire.is_some_and(|j| i - j <= cfg.gap_steps as usize);
+        match out.last_mut() {
+            Some(o) if joins => o.peak = o.peak.max(zi),
+            _ => {
+                // Back-date the onset over the steps just before that were
+                // already half-way there (a change that builds up over a
+                // step or two began where it started to show), as the
+                // excursion logic's hysteresis does.
+                let mut first = i;
+                while first > 0
+                    && last_fire.is_none_or(|j| first - 1 > j)
+                    && z[first - 1].is_some_and(|p| p >= cfg.threshold * cfg.backdate)
+                {
+                    first -= 1;
                 }
-                last_fire = Some(i);
+                out.push(Onset {
+                    onset_ms: s[first].0,
+                    peak: zi,
+                });
             }
         }
+        last_fire = Some(i);
     }
     out
 }

@@ -264,8 +264,8 @@ struct Tally {
 impl Tally {
     fn add(&mut self, h: [f64; 5]) {
         self.n += 1;
-        for k in 0..5 {
-            self.ac[k] += h[k];
+        for (a, x) in self.ac.iter_mut().zip(h) {
+            *a += x;
         }
     }
     fn get(&self, k: usize) -> f64 {

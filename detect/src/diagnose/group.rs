@@ -78,9 +78,19 @@ pub fn group(
     let n = anomalies.len();
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by_key(|&i| (anomalies[i].onset_ms, i));
-    let connected = |a: &str, b: &str| match topology.filter(|t| !t.is_empty()) {
+    let topology = topology.filter(|t| !t.is_empty());
+    // Each anomaly's service resolved once: the sweep compares indices.
+    let at: Vec<Option<usize>> = anomalies
+        .iter()
+        .map(|a| topology.and_then(|t| t.index_of(a.service)))
+        .collect();
+    let connected = |i: usize, j: usize| match topology {
         None => true,
-        Some(t) => a == b || !t.contains(a) || !t.contains(b) || t.adjacent(a, b),
+        Some(t) => match (at[i], at[j]) {
+            (Some(x), Some(y)) => x == y || t.adjacent_at(x, y),
+            // A service the topology does not know joins by time alone.
+            _ => true,
+        },
     };
     let mut parent: Vec<usize> = (0..n).collect();
     for (k, &i) in order.iter().enumerate() {
@@ -91,7 +101,7 @@ pub fn group(
             if b.onset_ms > reach {
                 break;
             }
-            if connected(a.service, b.service) {
+            if connected(i, j) {
                 let (ri, rj) = (find(&mut parent, i), find(&mut parent, j));
                 if ri != rj {
                     parent[ri.max(rj)] = ri.min(rj);

@@ -51,6 +51,14 @@ pub struct OnsetConfig {
     /// spreads) on: the many series that merely wiggle would otherwise
     /// drown the few that moved.
     pub min_z: f64,
+    /// Smallest spread of the surprise history, in units of one series
+    /// crossing `min_z`: after a calm stretch (every step 0) a step fires
+    /// only once `threshold * min_spread` series' worth moved.
+    pub min_spread: f64,
+    /// Fewest baseline samples a series needs to add to the surprise (more
+    /// than the ranking needs: a series measured against two samples is
+    /// too often surprised to help date a change).
+    pub min_baseline: u32,
     /// The steps just before a fire whose surprise was at least this
     /// fraction of `threshold` are part of the change (1 turns it off).
     pub backdate: f64,
@@ -66,6 +74,8 @@ impl Default for OnsetConfig {
             rel_floor: 0.05,
             min_z: 3.0,
             backdate: 0.5,
+            min_baseline: 5,
+            min_spread: 0.25,
         }
     }
 }
@@ -93,6 +103,7 @@ pub fn surprise(
     check_sorted(series)?;
     let step = step_ms(series, cfg);
     let m = diag.measure();
+    let min_baseline = cfg.min_baseline as usize;
     let mut buf = Vec::new();
     let mut out = Vec::new();
     let mut t = from_ms;
@@ -107,7 +118,7 @@ pub fn surprise(
                 continue;
             }
             let base = slice(ser.samples, ts.saturating_sub(m.baseline_ms), ts);
-            let Some((level, spread)) = robust(base, m.min_baseline, m.rel_floor, &mut buf) else {
+            let Some((level, spread)) = robust(base, min_baseline, m.rel_floor, &mut buf) else {
                 continue;
             };
             measured += 1;
@@ -159,9 +170,12 @@ pub(crate) fn changes(s: &[(i64, f64)], cfg: &OnsetConfig) -> Vec<Onset> {
             dev.extend(s[..i].iter().map(|p| (p.1 - med).abs()));
             // The same relative floor as the series' own spreads: a history
             // of near-identical surprises must not make a small rise huge.
+            // And at least one series' worth of surprise: a history of calm
+            // steps (all 0) must not turn one series crossing `min_z` into
+            // a change of the whole system.
             let spread = (median(&mut dev) * MAD_TO_SIGMA)
                 .max(cfg.rel_floor * med.abs())
-                .max(1e-9);
+                .max(cfg.min_spread * cfg.min_z.max(1.0).ln_1p());
             Some((s[i].1 - med) / spread)
         })
         .collect();

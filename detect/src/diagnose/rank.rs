@@ -99,6 +99,16 @@ pub struct DiagnoseConfig {
     pub share_host: bool,
     /// Evidence items kept per suspect (the largest contributions).
     pub evidence_per_suspect: u32,
+    /// Suspects (from the first) that carry their evidence and path; the
+    /// others carry their scores only.
+    pub detailed_suspects: u32,
+    /// Subtract from each service's score its usual score: the median of
+    /// its scores at earlier moments of the baseline (every `window_secs`
+    /// back from the onset), so that a service that always looks
+    /// anomalous (a noisy JVM, a bursty batch job) does not outrank the
+    /// one that changed now. The detectors calibrate each series against
+    /// its own history for the same reason.
+    pub calibrate: bool,
 }
 
 impl Default for DiagnoseConfig {
@@ -106,7 +116,7 @@ impl Default for DiagnoseConfig {
         DiagnoseConfig {
             baseline_secs: 30 * 60,
             window_secs: 4 * 60,
-            min_baseline: 5,
+            min_baseline: 2,
             rel_floor: 0.05,
             onset_z: 3.0,
             sustained: true,
@@ -114,6 +124,8 @@ impl Default for DiagnoseConfig {
             explain_latency: true,
             share_host: true,
             evidence_per_suspect: 8,
+            detailed_suspects: 10,
+            calibrate: false,
         }
     }
 }
@@ -148,12 +160,16 @@ pub struct Suspect {
     pub explained: f64,
     /// The callee that explains the latency, if any.
     pub explained_by: Option<String>,
+    /// The service's usual score before the onset (0 unless `calibrate`),
+    /// already subtracted from `score`.
+    pub usual: f64,
     /// The first moment one of the service's metrics moved (`onset_z`).
     pub onset_ms: Option<i64>,
-    /// The metrics that moved, largest contribution first.
+    /// The metrics that moved, largest contribution first (empty beyond
+    /// the first `detailed_suspects`).
     pub evidence: Vec<MetricEvidence>,
     /// Call path from an entry point down to the service (just the service
-    /// without a topology).
+    /// without a topology; empty beyond the first `detailed_suspects`).
     pub path: Vec<String>,
 }
 
@@ -243,6 +259,11 @@ pub fn rank(
         evidence: Vec<&'e MetricEvidence>,
     }
     let mut acc: BTreeMap<&str, Acc<'_>> = BTreeMap::new();
+    // Every service is a candidate, even one none of whose series could be
+    // measured (too little history): it ranks last, with no evidence.
+    for s in series {
+        acc.entry(s.service).or_default();
+    }
     for (svc, e) in &measured {
         let a = acc.entry(svc).or_default();
         let c = e.contribution();
@@ -278,22 +299,40 @@ pub fn rank(
         }
     }
 
-    let keep = cfg.evidence_per_suspect as usize;
+    // The service's usual score at earlier moments (see `calibrate`).
+    let mut usual: HashMap<&str, f64> = HashMap::new();
+    if cfg.calibrate && m.window_ms > 0 {
+        let mut past: HashMap<&str, Vec<f64>> = HashMap::new();
+        let mut at = onset_ms - m.window_ms;
+        while at > onset_ms - m.baseline_ms {
+            let mut sc: HashMap<&str, f64> = HashMap::new();
+            let mm = Measure {
+                window_ms: m.window_ms,
+                ..m
+            };
+            for s in series {
+                if let Some(e) = measure(s, at, &mm, &mut buf) {
+                    *sc.entry(s.service).or_default() += cfg.weights.of(e.role) * e.z.ln_1p();
+                }
+            }
+            for (k, v) in sc {
+                past.entry(k).or_default().push(v);
+            }
+            at -= m.window_ms;
+        }
+        for (k, mut v) in past {
+            if v.len() >= 2 {
+                usual.insert(k, super::evidence::median(&mut v));
+            }
+        }
+        for (k, v) in score.iter_mut() {
+            *v -= usual.get(k).copied().unwrap_or(0.0);
+        }
+    }
+
     let mut suspects: Vec<Suspect> = acc
         .iter()
         .map(|(svc, a)| {
-            let mut ev: Vec<MetricEvidence> = a
-                .evidence
-                .iter()
-                .filter(|e| e.z > 0.0 && e.weight > 0.0)
-                .map(|e| (*e).clone())
-                .collect();
-            ev.sort_by(|x, y| {
-                y.contribution()
-                    .total_cmp(&x.contribution())
-                    .then(x.metric.cmp(&y.metric))
-            });
-            ev.truncate(keep);
             let (ex, by) = explained
                 .get(svc)
                 .map_or((0.0, None), |(v, c)| (*v, Some(c.clone())));
@@ -304,8 +343,9 @@ pub fn rank(
                 latency: a.latency,
                 explained: ex,
                 explained_by: by,
+                usual: usual.get(svc).copied().unwrap_or(0.0),
                 onset_ms: a.onset,
-                evidence: ev,
+                evidence: Vec::new(),
                 path: Vec::new(),
             }
         })
@@ -320,10 +360,29 @@ pub fn rank(
             )
             .then(a.service.cmp(&b.service))
     });
-    for s in &mut suspects {
-        s.path = match topology {
-            Some(t) => t.path_to(&s.service, |x| score.get(x).copied().unwrap_or(0.0)),
-            None => vec![s.service.clone()],
+    // Evidence and path for the leading suspects only: what a report shows,
+    // and what keeps a ranking of a thousand services cheap.
+    let keep = cfg.evidence_per_suspect as usize;
+    let dist = topology.map(Topology::entry_distances);
+    for s in suspects.iter_mut().take(cfg.detailed_suspects as usize) {
+        let a = &acc[s.service.as_str()];
+        let mut ev: Vec<&MetricEvidence> = a
+            .evidence
+            .iter()
+            .copied()
+            .filter(|e| e.z > 0.0 && e.weight > 0.0)
+            .collect();
+        ev.sort_by(|x, y| {
+            y.contribution()
+                .total_cmp(&x.contribution())
+                .then(x.metric.cmp(&y.metric))
+        });
+        s.evidence = ev.into_iter().take(keep).cloned().collect();
+        s.path = match (topology, &dist) {
+            (Some(t), Some(d)) => {
+                t.path_with(&s.service, d, |x| score.get(x).copied().unwrap_or(0.0))
+            }
+            _ => vec![s.service.clone()],
         };
     }
     Ok(Diagnosis { onset_ms, suspects })

@@ -12,9 +12,11 @@ use crate::Direction;
 const MIN: i64 = 60_000;
 const ONSET: i64 = 30 * MIN;
 
+type Samples = Vec<(i64, f64)>;
+
 /// A synthetic system: per (service, metric) its samples.
 struct Case {
-    series: Vec<(String, String, Vec<(i64, f64)>)>,
+    series: Vec<(String, String, Samples)>,
 }
 
 impl Case {
@@ -196,8 +198,11 @@ fn onsets_are_found_without_being_given() {
         )
         .expect("ok");
         let last = found.last().expect("the fault is found");
+        // Within a step of the fault; back-dating over a build-up can put
+        // it one more step early (steps follow the samples' median spacing,
+        // not the minute, so a step may start just before the minute).
         assert!(
-            (ONSET - MIN..=ONSET + MIN).contains(&last.onset_ms),
+            (ONSET - 2 * MIN..=ONSET + MIN).contains(&last.onset_ms),
             "seed {seed}: {found:?}"
         );
     }

@@ -17,6 +17,7 @@ pub struct Topology {
     index: BTreeMap<String, usize>,
     callees: Vec<BTreeSet<usize>>,
     callers: Vec<BTreeSet<usize>>,
+    edges: usize,
 }
 
 impl Topology {
@@ -49,9 +50,9 @@ impl Topology {
         }
         let a = self.intern(caller);
         let b = self.intern(callee);
-        if a != b {
-            self.callees[a].insert(b);
+        if a != b && self.callees[a].insert(b) {
             self.callers[b].insert(a);
+            self.edges += 1;
         }
         Ok(())
     }
@@ -75,7 +76,7 @@ impl Topology {
 
     /// Whether no edge is known.
     pub fn is_empty(&self) -> bool {
-        self.callees.iter().all(BTreeSet::is_empty)
+        self.edges == 0
     }
 
     /// The services `service` calls directly (empty when unknown).
@@ -97,6 +98,16 @@ impl Topology {
             .get(service)
             .into_iter()
             .flat_map(move |&i| adj[i].iter().map(|&j| self.names[j].as_str()))
+    }
+
+    /// The index of `service`, for repeated adjacency tests.
+    pub(crate) fn index_of(&self, service: &str) -> Option<usize> {
+        self.index.get(service).copied()
+    }
+
+    /// [`Topology::adjacent`] by index.
+    pub(crate) fn adjacent_at(&self, i: usize, j: usize) -> bool {
+        self.callees[i].contains(&j) || self.callees[j].contains(&i)
     }
 
     /// Whether `a` calls `b` or `b` calls `a`.
@@ -127,16 +138,18 @@ impl Topology {
     /// highest `weight` (the most anomalous); `[service]` when it has no
     /// callers or is unknown. A cycle ends the walk where it would repeat.
     pub fn path_to(&self, service: &str, weight: impl Fn(&str) -> f64) -> Vec<String> {
-        let Some(&start) = self.index.get(service) else {
-            return vec![service.to_string()];
-        };
-        // Breadth-first up the callers: distance to the nearest entry point.
+        self.path_with(service, &self.entry_distances(), weight)
+    }
+
+    /// Each service's distance (in calls) from the nearest entry point,
+    /// `usize::MAX` when no entry point reaches it (a cycle nobody enters).
+    pub(crate) fn entry_distances(&self) -> Vec<usize> {
         let n = self.names.len();
         let mut dist = vec![usize::MAX; n];
         let mut queue = VecDeque::new();
-        for i in 0..n {
+        for (i, d) in dist.iter_mut().enumerate() {
             if self.callers[i].is_empty() {
-                dist[i] = 0;
+                *d = 0;
                 queue.push_back(i);
             }
         }
@@ -148,13 +161,29 @@ impl Topology {
                 }
             }
         }
+        dist
+    }
+
+    /// [`Topology::path_to`] with the distances computed once for many
+    /// services.
+    pub(crate) fn path_with(
+        &self,
+        service: &str,
+        dist: &[usize],
+        weight: impl Fn(&str) -> f64,
+    ) -> Vec<String> {
+        let Some(&start) = self.index.get(service) else {
+            return vec![service.to_string()];
+        };
         let mut path = vec![start];
+        let mut on_path = vec![false; self.names.len()];
+        on_path[start] = true;
         let mut at = start;
         while dist[at] != 0 && dist[at] != usize::MAX {
             let next = self.callers[at]
                 .iter()
                 .copied()
-                .filter(|&c| dist[c] < dist[at] && !path.contains(&c))
+                .filter(|&c| dist[c] < dist[at] && !on_path[c])
                 .max_by(|&a, &b| {
                     weight(&self.names[a])
                         .total_cmp(&weight(&self.names[b]))
@@ -162,6 +191,7 @@ impl Topology {
                 });
             match next {
                 Some(c) => {
+                    on_path[c] = true;
                     path.push(c);
                     at = c;
                 }

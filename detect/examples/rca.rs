@@ -8,10 +8,10 @@
 //! ```
 //!
 //! - `--onset given` ranks at the case's `fault_start_ms` (as the papers
-//!   report); `detected` finds the onset with `diagnose::find_onsets` over
-//!   the case's metrics and SLIs and ranks at the last change found (at
-//!   least two minutes before the window's end, so that it has samples to
-//!   score).
+//!   report); `detected` finds it with `diagnose::diagnose`'s
+//!   `OnsetChoice::Detect` (the SLIs first, then every series; the last
+//!   change at least two minutes before the window's end, so that it has
+//!   samples to score).
 //! - `--results OUT` writes `OUT/<case>.json` = `{"ranking": [...]}` for
 //!   `shared/tools/rca_score.py`.
 //! - `--grid` scores every setting of a small grid and reports, besides the
@@ -27,7 +27,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use detect::diagnose::{find_onsets, rank, DiagnoseConfig, OnsetConfig, Series, Topology};
+use detect::diagnose::{
+    diagnose, find_onsets, DiagnoseConfig, OnsetChoice, OnsetConfig, Series, Topology,
+};
 
 type Samples = Vec<(i64, f64)>;
 
@@ -213,34 +215,18 @@ struct Outcome {
 fn run_case(c: &Case, cfg: &DiagnoseConfig, onset_cfg: &OnsetConfig, mode: OnsetMode) -> Outcome {
     let t0 = Instant::now();
     let series = c.series();
-    let onset = match mode {
-        OnsetMode::Given => c.fault_start,
-        OnsetMode::Detected => {
-            // The entry point's SLIs first (how an incident is noticed);
-            // when they show no change with two minutes of data after it,
-            // every series of the case.
-            let slo: Vec<Series<'_>> = c.slo.iter().map(|(s, m, v)| Series::new(s, m, v)).collect();
-            let last = |set: &[Series<'_>]| {
-                find_onsets(set, c.window.0, c.window.1, cfg, onset_cfg)
-                    .unwrap_or_else(|e| fail(format!("{}: {e}", c.name)))
-                    .iter()
-                    .rev()
-                    .find(|o| o.onset_ms <= c.window.1 - 120_000)
-                    .map(|o| o.onset_ms)
-            };
-            let mut all = series.clone();
-            all.extend(slo.iter().copied());
-            let source = std::env::var("ONSET_SOURCE").unwrap_or_default();
-            match source.as_str() {
-                "slo" => last(&slo),
-                "all" => last(&all),
-                _ => last(&slo).or_else(|| last(&all)),
-            }
-            .unwrap_or(c.window.1 - 120_000)
-        }
+    let slis: Vec<Series<'_>> = c.slo.iter().map(|(s, m, v)| Series::new(s, m, v)).collect();
+    let choice = match mode {
+        OnsetMode::Given => OnsetChoice::Given(c.fault_start),
+        OnsetMode::Detected => OnsetChoice::Detect {
+            from_ms: c.window.0,
+            to_ms: c.window.1,
+            min_after_ms: 120_000,
+        },
     };
-    let d = rank(&series, c.topology.as_ref(), onset, cfg)
+    let d = diagnose(&series, &slis, c.topology.as_ref(), choice, cfg, onset_cfg)
         .unwrap_or_else(|e| fail(format!("{}: {e}", c.name)));
+    let onset = d.onset_ms;
     let secs = t0.elapsed().as_secs_f64();
     Outcome {
         ranking: d.ranking().iter().map(|s| s.to_string()).collect(),

@@ -6,6 +6,8 @@
 //! same code.
 //!
 //! # Entry points
+//! - [`diagnose`]: one incident, onset given or found ([`OnsetChoice`]),
+//!   then ranked: what `heal diagnose` and `heal bench rca` call per case.
 //! - [`rank`]: rank the services of one incident given their series, an
 //!   optional [`Topology`] and the incident's onset. This is what
 //!   `heal diagnose` / `heal bench rca` call per case and what the engine
@@ -42,6 +44,66 @@ pub use group::{group, Anomaly, GroupConfig, IncidentGroup};
 pub use onset::{find_onsets, surprise, Onset, OnsetConfig};
 pub use rank::{rank, DiagnoseConfig, Diagnosis, RoleWeights, Suspect};
 pub use topology::Topology;
+
+/// Where the onset to rank at comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnsetChoice {
+    /// Known (a case's fault start, an incident group's onset).
+    Given(i64),
+    /// Found by [`find_onsets`] in `[from_ms, to_ms)`: the last change with
+    /// at least `min_after_ms` of data after it, from the SLIs first and
+    /// from every series when the SLIs show none; `to_ms - min_after_ms`
+    /// when nothing changed.
+    Detect {
+        /// Start of the stretch searched.
+        from_ms: i64,
+        /// End of the stretch searched (exclusive).
+        to_ms: i64,
+        /// Data needed after a change for it to be ranked.
+        min_after_ms: i64,
+    },
+}
+
+/// Diagnoses one incident: the onset (given or found), then [`rank`].
+/// `slis` are the entry point's request SLIs (latency, success rate): they
+/// help find the onset and are never evidence against a service. This is
+/// the one call of `heal diagnose` and `heal bench rca`.
+pub fn diagnose(
+    series: &[Series<'_>],
+    slis: &[Series<'_>],
+    topology: Option<&Topology>,
+    onset: OnsetChoice,
+    cfg: &DiagnoseConfig,
+    onset_cfg: &OnsetConfig,
+) -> Result<Diagnosis, DiagnoseError> {
+    let at = match onset {
+        OnsetChoice::Given(t) => t,
+        OnsetChoice::Detect {
+            from_ms,
+            to_ms,
+            min_after_ms,
+        } => {
+            let latest = to_ms.saturating_sub(min_after_ms);
+            let last = |set: &[Series<'_>]| -> Result<Option<i64>, DiagnoseError> {
+                Ok(find_onsets(set, from_ms, to_ms, cfg, onset_cfg)?
+                    .iter()
+                    .rev()
+                    .find(|o| o.onset_ms <= latest)
+                    .map(|o| o.onset_ms))
+            };
+            let found = match last(slis)? {
+                Some(t) => Some(t),
+                None => {
+                    let mut all = series.to_vec();
+                    all.extend_from_slice(slis);
+                    last(&all)?
+                }
+            };
+            found.unwrap_or(latest)
+        }
+    };
+    rank(series, topology, at, cfg)
+}
 
 /// Why a diagnosis could not be made from its input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -226,3 +226,37 @@ fn the_configuration_rejects_unknown_fields() {
         .to_string();
     assert!(e.contains("unknown field `nope`"), "{e}");
 }
+
+#[test]
+fn diagnose_finds_the_onset_then_ranks() {
+    let case = shop(5, Some(("db", "cpu")));
+    let d = diagnose(
+        &case.series(),
+        &[],
+        Some(&topo()),
+        OnsetChoice::Detect {
+            from_ms: 0,
+            to_ms: 36 * MIN,
+            min_after_ms: 2 * MIN,
+        },
+        &DiagnoseConfig::default(),
+        &OnsetConfig::default(),
+    )
+    .expect("diagnosed");
+    assert!(
+        (ONSET - 2 * MIN..=ONSET + MIN).contains(&d.onset_ms),
+        "{}",
+        d.onset_ms
+    );
+    assert_eq!(d.ranking()[0], "db");
+    let given = diagnose(
+        &case.series(),
+        &[],
+        None,
+        OnsetChoice::Given(ONSET),
+        &DiagnoseConfig::default(),
+        &OnsetConfig::default(),
+    )
+    .expect("diagnosed");
+    assert_eq!(given.onset_ms, ONSET);
+}

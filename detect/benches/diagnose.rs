@@ -91,6 +91,15 @@ fn bench(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("rank", n), &series, |b, s| {
             b.iter(|| rank(black_box(s), Some(&sys.topology), ONSET, &cfg).expect("ranked"))
         });
+        if n == 1_000 {
+            let nocal = DiagnoseConfig {
+                calibrate: false,
+                ..DiagnoseConfig::default()
+            };
+            g.bench_with_input(BenchmarkId::new("rank_nocal", n), &series, |b, s| {
+                b.iter(|| rank(black_box(s), Some(&sys.topology), ONSET, &nocal).expect("ranked"))
+            });
+        }
         if n <= 1_000 {
             g.bench_with_input(BenchmarkId::new("find_onsets", n), &series, |b, s| {
                 b.iter(|| {

@@ -175,6 +175,36 @@ pub(crate) struct Measure {
     /// Score the second most extreme test sample (the sustained move)
     /// rather than the most extreme one.
     pub sustained: bool,
+    /// The level is the median of this many samples just before the onset
+    /// (0: of the whole baseline).
+    pub level_samples: usize,
+    /// The spread is measured on the baseline's step-to-step differences
+    /// rather than on its values.
+    pub diff_spread: bool,
+    /// Also measure the series at earlier moments of the baseline (placebo
+    /// onsets whose window ends before the onset), for calibration.
+    pub placebo: bool,
+}
+
+/// How one series moved at one onset, on both sides, before calibration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Move {
+    /// Level the test samples are compared with.
+    pub level: f64,
+    /// Spread of the baseline (see [`Measure`]).
+    pub spread: f64,
+    /// Sustained deviation above the level, in spreads (at least 0).
+    pub up: f64,
+    /// Sustained deviation below the level, in spreads (at least 0).
+    pub down: f64,
+    /// The test value scored above the level.
+    pub up_value: f64,
+    /// The test value scored below the level.
+    pub down_value: f64,
+    /// First test sample at least `onset_z` spreads above the level.
+    pub up_onset: Option<i64>,
+    /// First test sample at least `onset_z` spreads below the level.
+    pub down_onset: Option<i64>,
 }
 
 /// How one series moved at an onset.
@@ -186,18 +216,24 @@ pub struct MetricEvidence {
     pub role: Role,
     /// The side that harms for this metric.
     pub harmful: Direction,
-    /// Whether the scored test value lies above the baseline.
+    /// Whether the scored test value lies above the level.
     pub above: bool,
-    /// Baseline level (median of the samples before the onset).
+    /// Level before the onset (median of the samples just before it).
     pub baseline: f64,
-    /// Baseline spread (1.4826 MAD, at least `rel_floor` of the level).
+    /// Baseline spread (see `DiagnoseConfig::diff_spread`; at least
+    /// `rel_floor` of the level).
     pub spread: f64,
     /// The test value scored (see the module docs).
     pub value: f64,
-    /// Deviation in spreads on the harmful side (0 when it moved the other
-    /// way or not at all).
+    /// Deviation in spreads on the side scored (0 when it did not move
+    /// that way).
     pub z: f64,
-    /// First test sample at or beyond `onset_z` on the harmful side.
+    /// How rare a move of `z` is for this metric: `-ln` of the share of
+    /// the metric's moves at earlier moments (placebo onsets in the
+    /// baseline, pooled over services) at least as large; `ln(1 + z)`
+    /// when not calibrated.
+    pub surprise: f64,
+    /// First test sample at or beyond `onset_z` on the side scored.
     pub onset_ms: Option<i64>,
     /// Weight of this evidence in its service's score (the role's weight,
     /// divided among the services that share the series, e.g. a host).
@@ -206,9 +242,9 @@ pub struct MetricEvidence {
 
 impl MetricEvidence {
     /// This evidence's contribution to its service's score:
-    /// `weight * ln(1 + z)`.
+    /// `weight * surprise`.
     pub fn contribution(&self) -> f64 {
-        self.weight * self.z.ln_1p()
+        self.weight * self.surprise
     }
 }
 
@@ -256,80 +292,190 @@ pub(crate) fn robust(
     Some((level, spread))
 }
 
-/// The evidence of one series at `onset_ms`, or `None` when it has too few
-/// baseline samples or no test sample.
+/// Scratch space of [`measure`], reused across series.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    base: Vec<(i64, f64)>,
+    values: Vec<f64>,
+}
+
+/// The sustained deviations of `test` from `level` on both sides.
+fn deviations(test: &[(i64, f64)], level: f64, spread: f64, m: &Measure) -> Option<Move> {
+    // (first, second) most extreme deviation and their values, per side.
+    let mut up = [(f64::NEG_INFINITY, f64::NAN); 2];
+    let mut down = [(f64::NEG_INFINITY, f64::NAN); 2];
+    let (mut up_onset, mut down_onset) = (None, None);
+    let mut n = 0usize;
+    let keep = |best: &mut [(f64, f64); 2], d: f64, x: f64| {
+        if d > best[0].0 {
+            best[1] = best[0];
+            best[0] = (d, x);
+        } else if d > best[1].0 {
+            best[1] = (d, x);
+        }
+    };
+    for &(ts, x) in test.iter().filter(|p| p.1.is_finite()) {
+        n += 1;
+        let d = (x - level) / spread;
+        if up_onset.is_none() && d >= m.onset_z {
+            up_onset = Some(ts);
+        }
+        if down_onset.is_none() && -d >= m.onset_z {
+            down_onset = Some(ts);
+        }
+        keep(&mut up, d, x);
+        keep(&mut down, -d, x);
+    }
+    if n == 0 {
+        return None;
+    }
+    let k = usize::from(m.sustained && n >= 2);
+    Some(Move {
+        level,
+        spread,
+        up: up[k].0.max(0.0),
+        down: down[k].0.max(0.0),
+        up_value: up[k].1,
+        down_value: down[k].1,
+        up_onset,
+        down_onset,
+    })
+}
+
+/// How `series` moved at `onset_ms`, or `None` when it has too few
+/// baseline samples or no test sample. With `m.placebo`, the moves at the
+/// placebo onsets (each baseline sample with `level_samples` before it and
+/// a whole window before the onset) are appended to `null` as
+/// `(up, down)`, measured with the same spread.
 pub(crate) fn measure(
     series: &Series<'_>,
     onset_ms: i64,
     m: &Measure,
-    buf: &mut Vec<f64>,
-) -> Option<MetricEvidence> {
-    let base = slice(
-        series.samples,
-        onset_ms.saturating_sub(m.baseline_ms),
-        onset_ms,
+    scratch: &mut Scratch,
+    null: Option<&mut Vec<(f64, f64)>>,
+) -> Option<Move> {
+    let base = &mut scratch.base;
+    base.clear();
+    base.extend(
+        slice(
+            series.samples,
+            onset_ms.saturating_sub(m.baseline_ms),
+            onset_ms,
+        )
+        .iter()
+        .filter(|p| p.1.is_finite()),
     );
     let test = slice(
         series.samples,
         onset_ms,
         onset_ms.saturating_add(m.window_ms),
     );
-    let (level, spread) = robust(base, m.min_baseline, m.rel_floor, buf)?;
-    let role = series.role;
-    let harmful = role.harmful(series.metric);
-    // Signed deviation on the harmful side (for `Both`, the larger side).
-    let side = |x: f64| -> (f64, bool) {
-        let d = (x - level) / spread;
-        match harmful {
-            Direction::Up => (d, true),
-            Direction::Down => (-d, false),
-            Direction::Both => (d.abs(), d >= 0.0),
-        }
-    };
-    let mut first = f64::NEG_INFINITY;
-    let mut second = f64::NEG_INFINITY;
-    let mut first_x = f64::NAN;
-    let mut second_x = f64::NAN;
-    let mut onset = None;
-    let mut n = 0usize;
-    for &(ts, x) in test.iter().filter(|p| p.1.is_finite()) {
-        n += 1;
-        let (d, _) = side(x);
-        if onset.is_none() && d >= m.onset_z {
-            onset = Some(ts);
-        }
-        if d > first {
-            (second, second_x) = (first, first_x);
-            (first, first_x) = (d, x);
-        } else if d > second {
-            (second, second_x) = (d, x);
-        }
-    }
-    if n == 0 {
+    if base.len() < m.min_baseline.max(1) || test.is_empty() {
         return None;
     }
-    let (d, x) = if m.sustained && n >= 2 {
-        (second, second_x)
+    let buf = &mut scratch.values;
+    // Spread: MAD of the values, or of the step-to-step differences (which
+    // a level shift earlier in the baseline, such as an earlier incident
+    // and its recovery, inflates by one difference only) scaled to one
+    // value's spread: the difference of two independent values has
+    // sqrt(2) times their spread.
+    let mad = if m.diff_spread && base.len() >= 3 {
+        buf.clear();
+        buf.extend(base.windows(2).map(|w| (w[1].1 - w[0].1).abs()));
+        median(buf) * MAD_TO_SIGMA / std::f64::consts::SQRT_2
     } else {
-        (first, first_x)
+        buf.clear();
+        buf.extend(base.iter().map(|p| p.1));
+        let level = median(buf);
+        for x in buf.iter_mut() {
+            *x = (*x - level).abs();
+        }
+        median(buf) * MAD_TO_SIGMA
     };
-    let (_, above) = side(x);
-    Some(MetricEvidence {
-        metric: series.metric.to_string(),
-        role,
-        harmful,
-        above: if harmful == Direction::Both {
-            above
+    let level_of = |upto: usize, buf: &mut Vec<f64>| {
+        let from = if m.level_samples == 0 {
+            0
         } else {
-            x > level
-        },
-        baseline: level,
-        spread,
-        value: x,
-        z: d.max(0.0),
-        onset_ms: onset,
-        weight: 1.0,
-    })
+            upto.saturating_sub(m.level_samples)
+        };
+        buf.clear();
+        buf.extend(base[from..upto].iter().map(|p| p.1));
+        median(buf)
+    };
+    let spread_at = |level: f64| mad.max(m.rel_floor * level.abs()).max(1e-9);
+    let level = level_of(base.len(), buf);
+    let mv = deviations(test, level, spread_at(level), m)?;
+    if let Some(null) = null.filter(|_| m.placebo && m.level_samples > 0) {
+        // The level of each placebo onset is the median of the
+        // `level_samples` before it: a sorted sliding window (one removal
+        // and one insertion per step) rather than a median per onset.
+        let k = m.level_samples;
+        let win = &mut scratch.values;
+        win.clear();
+        if base.len() > k {
+            win.extend(base[..k].iter().map(|p| p.1));
+            win.sort_unstable_by(f64::total_cmp);
+        }
+        for i in k..base.len() {
+            let t = base[i].0;
+            let end = t.saturating_add(m.window_ms);
+            if end > onset_ms {
+                break;
+            }
+            if i > k {
+                let old = base[i - k - 1].1;
+                let at = win.partition_point(|x| x.total_cmp(&old).is_lt());
+                win.remove(at);
+                let new = base[i - 1].1;
+                let at = win.partition_point(|x| x.total_cmp(&new).is_lt());
+                win.insert(at, new);
+            }
+            let lv = if k % 2 == 1 {
+                win[k / 2]
+            } else {
+                0.5 * (win[k / 2 - 1] + win[k / 2])
+            };
+            let j = i + base[i..].partition_point(|p| p.0 < end);
+            if let Some(p) = deviations(&base[i..j], lv, spread_at(lv), m) {
+                null.push((p.up, p.down));
+            }
+        }
+    }
+    Some(mv)
+}
+
+/// The moves of one metric at earlier moments, pooled over services: the
+/// null distribution a move at the onset is calibrated against.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Null {
+    up: Vec<f64>,
+    down: Vec<f64>,
+}
+
+impl Null {
+    /// From `(up, down)` pairs.
+    pub fn new(pairs: &[(f64, f64)]) -> Self {
+        let mut up: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+        let mut down: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+        up.sort_unstable_by(f64::total_cmp);
+        down.sort_unstable_by(f64::total_cmp);
+        Null { up, down }
+    }
+
+    /// Number of earlier moves.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.up.len()
+    }
+
+    /// `-ln` of the (add-one) share of earlier moves on that side at least
+    /// `z`: 0 for a move no larger than the smallest, `ln(1 + n)` for one
+    /// larger than all `n`.
+    pub fn surprise(&self, z: f64, up: bool) -> f64 {
+        let v = if up { &self.up } else { &self.down };
+        let ge = v.len() - v.partition_point(|x| *x < z);
+        -(((1 + ge) as f64) / ((1 + v.len()) as f64)).ln()
+    }
 }
 
 #[cfg(test)]
@@ -378,11 +524,14 @@ mod tests {
             rel_floor: 0.05,
             onset_z: 3.0,
             sustained: true,
+            level_samples: 0,
+            diff_spread: false,
+            placebo: false,
         }
     }
 
     #[test]
-    fn one_sided_and_sustained() {
+    fn both_sides_and_sustained() {
         // 30 baseline samples around 10 (spread from the alternation), then
         // a sustained rise to 20 with one spike to 100.
         let mut s: Vec<(i64, f64)> = (0..30)
@@ -391,17 +540,14 @@ mod tests {
         for (k, x) in [20.0, 100.0, 20.0, 20.0].into_iter().enumerate() {
             s.push(((30 + k as i64) * 60_000, x));
         }
-        let mut buf = Vec::new();
+        let mut scratch = Scratch::default();
         let cpu = Series::new("svc", "cpu_usage_percent", &s);
-        let e = measure(&cpu, 30 * 60_000, &m(), &mut buf).expect("scored");
-        assert_eq!(e.value, 20.0, "the sustained value, not the spike");
-        assert!(e.above && e.z > 10.0, "{e:?}");
-        assert_eq!(e.onset_ms, Some(30 * 60_000));
-        // The same move on a success rate is not harmful.
-        let ok = Series::new("svc", "success_rate_percent", &s);
-        let e = measure(&ok, 30 * 60_000, &m(), &mut buf).expect("scored");
-        assert_eq!(e.z, 0.0);
-        assert_eq!(e.onset_ms, None);
+        let mv = measure(&cpu, 30 * 60_000, &m(), &mut scratch, None).expect("scored");
+        assert_eq!(mv.up_value, 20.0, "the sustained value, not the spike");
+        assert!(mv.up > 10.0, "{mv:?}");
+        assert_eq!(mv.down, 0.0);
+        assert_eq!(mv.up_onset, Some(30 * 60_000));
+        assert_eq!(mv.down_onset, None);
     }
 
     #[test]
@@ -409,27 +555,76 @@ mod tests {
         let mut s: Vec<(i64, f64)> = (0..30).map(|i| (i * 60_000, 100.0)).collect();
         s.push((30 * 60_000, 101.0));
         s.push((31 * 60_000, 101.0));
-        let mut buf = Vec::new();
-        let e = measure(
+        let mut scratch = Scratch::default();
+        let mv = measure(
             &Series::new("svc", "cpu_usage_percent", &s),
             30 * 60_000,
             &m(),
-            &mut buf,
+            &mut scratch,
+            None,
         )
         .expect("scored");
-        assert!((e.spread - 5.0).abs() < 1e-12);
-        assert!((e.z - 0.2).abs() < 1e-12, "{e:?}");
+        assert!((mv.spread - 5.0).abs() < 1e-12);
+        assert!((mv.up - 0.2).abs() < 1e-12, "{mv:?}");
+    }
+
+    #[test]
+    fn a_recent_level_and_difference_spread_ignore_an_earlier_shift() {
+        // Memory at 100 for 20 minutes, then (an earlier incident's
+        // restart) at 50 for 10 minutes, then unchanged after the onset:
+        // measured from the whole baseline this is a fall of 50; from the
+        // recent level, no move at all.
+        let mut s: Vec<(i64, f64)> = (0..36)
+            .map(|i| {
+                let x = if i < 20 { 100.0 } else { 50.0 };
+                (i * 60_000, x + 0.5 * ((i * 7 % 5) as f64 - 2.0))
+            })
+            .collect();
+        s.sort_by_key(|p| p.0);
+        let mut scratch = Scratch::default();
+        let ser = Series::new("svc", "memory_usage_mib", &s);
+        let whole = measure(&ser, 30 * 60_000, &m(), &mut scratch, None).expect("scored");
+        assert!(whole.down > 3.0, "{whole:?}");
+        let recent = Measure {
+            level_samples: 5,
+            diff_spread: true,
+            ..m()
+        };
+        let mv = measure(&ser, 30 * 60_000, &recent, &mut scratch, None).expect("scored");
+        assert!(mv.down < 3.0 && mv.up < 3.0, "{mv:?}");
+    }
+
+    #[test]
+    fn placebo_moves_come_from_whole_windows_before_the_onset() {
+        let s: Vec<(i64, f64)> = (0..36).map(|i| (i * 60_000, (i % 3) as f64)).collect();
+        let mut scratch = Scratch::default();
+        let mut null = Vec::new();
+        let cfg = Measure {
+            level_samples: 5,
+            placebo: true,
+            ..m()
+        };
+        let ser = Series::new("svc", "cpu_usage_percent", &s);
+        measure(&ser, 30 * 60_000, &cfg, &mut scratch, Some(&mut null)).expect("scored");
+        // Onsets at minutes 5..=26: a level of 5 samples before, a whole
+        // 4-minute window before minute 30.
+        assert_eq!(null.len(), 22);
+        let n = Null::new(&null);
+        assert_eq!(n.len(), 22);
+        assert_eq!(n.surprise(-1.0, true), 0.0);
+        assert!((n.surprise(1e9, true) - 23f64.ln()).abs() < 1e-12);
     }
 
     #[test]
     fn too_little_baseline_is_not_scored() {
         let s: Vec<(i64, f64)> = (0..6).map(|i| (i * 60_000, 1.0)).collect();
-        let mut buf = Vec::new();
+        let mut scratch = Scratch::default();
         let e = measure(
             &Series::new("svc", "cpu_usage_percent", &s),
             4 * 60_000,
             &m(),
-            &mut buf,
+            &mut scratch,
+            None,
         );
         assert!(e.is_none());
     }

@@ -42,7 +42,7 @@ mod topology;
 pub use evidence::{MetricEvidence, Role};
 pub use group::{group, Anomaly, GroupConfig, IncidentGroup};
 pub use onset::{find_onsets, surprise, Onset, OnsetConfig};
-pub use rank::{rank, DiagnoseConfig, Diagnosis, RoleWeights, Suspect};
+pub use rank::{rank, DiagnoseConfig, Diagnosis, RoleWeights, Sides, Suspect};
 pub use topology::Topology;
 
 /// Where the onset to rank at comes from.
@@ -50,16 +50,17 @@ pub use topology::Topology;
 pub enum OnsetChoice {
     /// Known (a case's fault start, an incident group's onset).
     Given(i64),
-    /// Found by [`find_onsets`] in `[from_ms, to_ms)`: the last change with
-    /// at least `min_after_ms` of data after it, from the SLIs first and
-    /// from every series when the SLIs show none; `to_ms - min_after_ms`
-    /// when nothing changed.
+    /// Found in `[from_ms, to_ms - min_after_ms]`: the moment at which the
+    /// system moved most (see [`diagnose`]). Samples before `from_ms` are
+    /// the baselines; an incident is diagnosed while it is young, so the
+    /// stretch searched is short (`heal diagnose` searches the last ten
+    /// minutes of a case).
     Detect {
         /// Start of the stretch searched.
         from_ms: i64,
-        /// End of the stretch searched (exclusive).
+        /// End of the data (exclusive).
         to_ms: i64,
-        /// Data needed after a change for it to be ranked.
+        /// Data needed after an onset for it to be ranked.
         min_after_ms: i64,
     },
 }
@@ -68,6 +69,22 @@ pub enum OnsetChoice {
 /// `slis` are the entry point's request SLIs (latency, success rate): they
 /// help find the onset and are never evidence against a service. This is
 /// the one call of `heal diagnose` and `heal bench rca`.
+///
+/// A detected onset is the candidate moment (every `onset_cfg.step_secs`,
+/// or the series' median spacing, from `from_ms` to `to_ms -
+/// min_after_ms`) at which the ranking's total score over every service
+/// and the SLIs is largest, the latest on ties: the moment the system
+/// departed most from its normal, measured with the statistic that ranks
+/// the services (each move calibrated against the same metric's earlier
+/// moves) but on the harmful side only and from a longer level
+/// ([`OnsetConfig::sides`], [`OnsetConfig::level_samples`]): a system
+/// recovering from an earlier incident returns *to* its normal, which is
+/// not an onset. heal's per-series detectors calibrate on 100 samples of
+/// their own before they score and cannot fire on a case of half an hour;
+/// the changes of [`find_onsets`] date a change only once the system-wide
+/// surprise stands out from its own history, which a fault that moves a
+/// few series does not do (see the research log for both on the
+/// development set).
 pub fn diagnose(
     series: &[Series<'_>],
     slis: &[Series<'_>],
@@ -84,22 +101,29 @@ pub fn diagnose(
             min_after_ms,
         } => {
             let latest = to_ms.saturating_sub(min_after_ms);
-            let last = |set: &[Series<'_>]| -> Result<Option<i64>, DiagnoseError> {
-                Ok(find_onsets(set, from_ms, to_ms, cfg, onset_cfg)?
+            let mut all = series.to_vec();
+            all.extend_from_slice(slis);
+            let step = onset::step_ms(&all, onset_cfg);
+            let quick = DiagnoseConfig {
+                detailed_suspects: 0,
+                sides: onset_cfg.sides,
+                level_samples: onset_cfg.level_samples,
+                ..cfg.clone()
+            };
+            let mut best: Option<(f64, i64)> = None;
+            let mut t = from_ms;
+            while t <= latest {
+                let total: f64 = rank(&all, topology, t, &quick)?
+                    .suspects
                     .iter()
-                    .rev()
-                    .find(|o| o.onset_ms <= latest)
-                    .map(|o| o.onset_ms))
-            };
-            let found = match last(slis)? {
-                Some(t) => Some(t),
-                None => {
-                    let mut all = series.to_vec();
-                    all.extend_from_slice(slis);
-                    last(&all)?
+                    .map(|s| s.score)
+                    .sum();
+                if best.is_none_or(|b| total >= b.0) {
+                    best = Some((total, t));
                 }
-            };
-            found.unwrap_or(latest)
+                t = t.saturating_add(step);
+            }
+            best.map_or(latest, |b| b.1)
         }
     };
     rank(series, topology, at, cfg)

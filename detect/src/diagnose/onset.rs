@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::evidence::{median, robust, slice, MAD_TO_SIGMA};
 use super::rank::check_sorted;
-use super::{DiagnoseConfig, DiagnoseError, Series};
+use super::{DiagnoseConfig, DiagnoseError, Series, Sides};
 use crate::Direction;
 
 /// Settings of the onset finder.
@@ -62,6 +62,16 @@ pub struct OnsetConfig {
     /// The steps just before a fire whose surprise was at least this
     /// fraction of `threshold` are part of the change (1 turns it off).
     pub backdate: f64,
+    /// [`diagnose`](super::diagnose)'s onset search: the level a move is
+    /// measured from is the median of this many samples before the
+    /// candidate onset (the normal the system departs from, longer than
+    /// the ranking's, so that the last minutes of an earlier incident's
+    /// recovery do not set it).
+    pub level_samples: u32,
+    /// [`diagnose`](super::diagnose)'s onset search: which side of its
+    /// level a move counts on (a fault makes things worse; a recovery,
+    /// which makes them better, is not an onset).
+    pub sides: Sides,
 }
 
 impl Default for OnsetConfig {
@@ -76,6 +86,8 @@ impl Default for OnsetConfig {
             backdate: 0.5,
             min_baseline: 5,
             min_spread: 0.25,
+            level_samples: 15,
+            sides: Sides::Harmful,
         }
     }
 }
@@ -214,7 +226,7 @@ pub(crate) fn changes(s: &[(i64, f64)], cfg: &OnsetConfig) -> Vec<Onset> {
 
 /// The step: configured, or the median spacing of the series' samples
 /// (60 s when no series has two samples).
-fn step_ms(series: &[Series<'_>], cfg: &OnsetConfig) -> i64 {
+pub(crate) fn step_ms(series: &[Series<'_>], cfg: &OnsetConfig) -> i64 {
     if cfg.step_secs > 0 {
         return i64::try_from(cfg.step_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     }

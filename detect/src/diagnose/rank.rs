@@ -1,21 +1,26 @@
 //! Root-cause ranking of the services of one incident.
 //!
 //! Each series is measured against its own recent baseline
-//! ([`evidence`](super::evidence)); a service's score is the weighted sum of
-//! `ln(1 + z)` over its series, with weights by the metric's role. With a
+//! ([`evidence`](super::evidence)); each move is calibrated against the
+//! moves of the same metric at earlier moments (placebo onsets inside the
+//! baseline, pooled over the services): its surprise is `-ln` of the share
+//! of those earlier moves that were at least as large. A service's score is
+//! the weighted sum of its series' surprises, with weights by the metric's
+//! role. With a
 //! topology, the latency a service shows is explained away by its most
 //! suspicious callee (CIRCA's insight, Li et al., KDD 2022: a node whose
 //! deviation its parents in the causal graph account for is not the cause;
 //! here a caller's latency is accounted for by a callee that is itself
 //! anomalous), so that the callers of a slow database do not outrank it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::evidence::{measure, Measure, MetricEvidence, Role};
+use super::evidence::{measure, median, Measure, MetricEvidence, Move, Null, Role, Scratch};
 use super::{DiagnoseError, Series, Topology};
+use crate::Direction;
 
 /// Weight of each metric role in a service's score: how much a move of a
 /// metric of that role says that the service itself is the cause.
@@ -71,6 +76,19 @@ impl RoleWeights {
     }
 }
 
+/// Which side of its level a series' move counts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Sides {
+    /// Only the side that harms for the metric's role (CPU up, throughput
+    /// down; either side for I/O).
+    Harmful,
+    /// Either side, whichever is rarer: a service that is throttled,
+    /// delayed or failing fast often serves *less* (its throughput, bytes
+    /// and latency fall) and its memory may jump either way.
+    Both,
+}
+
 /// Settings of root-cause ranking.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -81,8 +99,18 @@ pub struct DiagnoseConfig {
     pub window_secs: u64,
     /// Fewest baseline samples a series needs to be scored.
     pub min_baseline: u32,
-    /// Smallest baseline spread, as a fraction of the baseline level: a
-    /// move smaller than this fraction of the level is never large.
+    /// The level a move is measured from is the median of this many
+    /// samples just before the onset (0: of the whole baseline). A short
+    /// level follows a series that an earlier incident left at a new level
+    /// (memory after a restart), so that the return to normal is not read
+    /// as a move now.
+    pub level_samples: u32,
+    /// Measure the baseline's spread on its step-to-step differences
+    /// rather than on its values: robust to a level shift inside the
+    /// baseline, which inflates the spread of the values.
+    pub diff_spread: bool,
+    /// Smallest baseline spread, as a fraction of the level: a move
+    /// smaller than this fraction of the level is never large.
     pub rel_floor: f64,
     /// Deviation (in spreads) from which a sample counts as moved, which
     /// dates a series' onset.
@@ -90,10 +118,37 @@ pub struct DiagnoseConfig {
     /// Score the second most extreme sample of the window (a move that
     /// lasts) rather than the most extreme one.
     pub sustained: bool,
+    /// Which side of its level a move counts on.
+    pub sides: Sides,
+    /// Score each move by how rare it is for its metric (see the module
+    /// docs) rather than by `ln(1 + z)`: a metric that wanders (a JVM's
+    /// heap, a latency quantile of a few requests) then weighs less than
+    /// one that never moves (a Go service's memory), without a weight per
+    /// metric.
+    pub calibrate: bool,
+    /// Fewest earlier moves of a metric needed to calibrate it; with fewer
+    /// (a short baseline, a handful of services) its moves are scored by
+    /// `ln(1 + z)`: `n` earlier moves cannot tell a move rarer than
+    /// `1 / (n + 1)` from a rarer one, so a small null would rank a CPU
+    /// at 4 times its level like one barely beyond its noise.
+    pub min_null: u32,
+    /// Most series of one metric whose earlier moves form its null
+    /// (evenly spread over the series given), which bounds the cost of
+    /// calibration in a large system.
+    pub null_series: u32,
     /// Weight of each metric role.
     pub weights: RoleWeights,
-    /// With a topology, let a callee's score explain its callers' latency.
+    /// With a topology, let a callee's score (beyond the median service's)
+    /// explain its callers' latency. Off by default: with two-sided,
+    /// calibrated scores it costs more than it brings on the development
+    /// set (a caller's own fault, a code defect, also shows as its
+    /// latency; see the research log).
     pub explain_latency: bool,
+    /// With a topology, weight of a callee's fall in traffic (its
+    /// throughput, bytes and syscalls served) as evidence against its
+    /// callers, divided among them: a caller that fails or stops calling
+    /// leaves its callees idle.
+    pub callee_traffic: f64,
     /// Divide a host series that several services report identically (pods
     /// on one node) among those services.
     pub share_host: bool,
@@ -102,13 +157,6 @@ pub struct DiagnoseConfig {
     /// Suspects (from the first) that carry their evidence and path; the
     /// others carry their scores only.
     pub detailed_suspects: u32,
-    /// Subtract from each service's score its usual score: the median of
-    /// its scores at earlier moments of the baseline (every `window_secs`
-    /// back from the onset), so that a service that always looks
-    /// anomalous (a noisy JVM, a bursty batch job) does not outrank the
-    /// one that changed now. The detectors calibrate each series against
-    /// its own history for the same reason.
-    pub calibrate: bool,
 }
 
 impl Default for DiagnoseConfig {
@@ -117,15 +165,21 @@ impl Default for DiagnoseConfig {
             baseline_secs: 30 * 60,
             window_secs: 4 * 60,
             min_baseline: 2,
+            level_samples: 5,
+            diff_spread: true,
             rel_floor: 0.05,
             onset_z: 3.0,
             sustained: true,
+            sides: Sides::Both,
+            calibrate: true,
+            min_null: 100,
+            null_series: 16,
             weights: RoleWeights::default(),
-            explain_latency: true,
+            explain_latency: false,
+            callee_traffic: 0.0,
             share_host: true,
             evidence_per_suspect: 8,
             detailed_suspects: 10,
-            calibrate: false,
         }
     }
 }
@@ -140,6 +194,9 @@ impl DiagnoseConfig {
             rel_floor: self.rel_floor,
             onset_z: self.onset_z,
             sustained: self.sustained,
+            level_samples: self.level_samples as usize,
+            diff_spread: self.diff_spread,
+            placebo: self.calibrate,
         }
     }
 }
@@ -160,9 +217,6 @@ pub struct Suspect {
     pub explained: f64,
     /// The callee that explains the latency, if any.
     pub explained_by: Option<String>,
-    /// The service's usual score before the onset (0 unless `calibrate`),
-    /// already subtracted from `score`.
-    pub usual: f64,
     /// The first moment one of the service's metrics moved (`onset_z`).
     pub onset_ms: Option<i64>,
     /// The metrics that moved, largest contribution first (empty beyond
@@ -228,6 +282,46 @@ pub(crate) fn check_sorted(series: &[Series<'_>]) -> Result<(), DiagnoseError> {
     Ok(())
 }
 
+/// One measured series, scored on one side.
+struct Scored {
+    /// Index into the series given.
+    series: usize,
+    mv: Move,
+    above: bool,
+    z: f64,
+    surprise: f64,
+    /// Surprise of the fall (for the callee-traffic evidence).
+    down_surprise: f64,
+    weight: f64,
+}
+
+impl Scored {
+    fn contribution(&self) -> f64 {
+        self.weight * self.surprise
+    }
+
+    fn evidence(&self, s: &Series<'_>) -> MetricEvidence {
+        let (value, onset) = if self.above {
+            (self.mv.up_value, self.mv.up_onset)
+        } else {
+            (self.mv.down_value, self.mv.down_onset)
+        };
+        MetricEvidence {
+            metric: s.metric.to_string(),
+            role: s.role,
+            harmful: s.role.harmful(s.metric),
+            above: self.above,
+            baseline: self.mv.level,
+            spread: self.mv.spread,
+            value,
+            z: self.z,
+            surprise: self.surprise,
+            onset_ms: onset,
+            weight: self.weight,
+        }
+    }
+}
+
 /// Ranks the services of `series` as causes of an incident that began at
 /// `onset_ms` (see the [module docs](super)).
 pub fn rank(
@@ -238,173 +332,253 @@ pub fn rank(
 ) -> Result<Diagnosis, DiagnoseError> {
     check_sorted(series)?;
     let m = cfg.measure();
-    let mut buf = Vec::new();
-    let mut measured: Vec<(&str, MetricEvidence)> = Vec::with_capacity(series.len());
+    let mut scratch = Scratch::default();
+    // Each series' metric as an index (one hash lookup per series).
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut slot: Vec<usize> = Vec::with_capacity(series.len());
+    let mut count: Vec<usize> = Vec::new();
     for s in series {
-        if let Some(mut e) = measure(s, onset_ms, &m, &mut buf) {
-            e.weight = cfg.weights.of(e.role);
-            measured.push((s.service, e));
+        let next = index.len();
+        let i = *index.entry(s.metric).or_insert(next);
+        if i == count.len() {
+            count.push(0);
+        }
+        count[i] += 1;
+        slot.push(i);
+    }
+    // The null of a metric comes from at most `null_series` of its series,
+    // evenly spread: enough earlier moves to resolve a rare one, at a cost
+    // that does not grow with the size of the system.
+    let cap = (cfg.null_series as usize).max(1);
+    let mut seen = vec![0usize; count.len()];
+    let mut pooled: Vec<Vec<(f64, f64)>> = vec![Vec::new(); count.len()];
+    let mut moves: Vec<(usize, Move)> = Vec::with_capacity(series.len());
+    for (k, s) in series.iter().enumerate() {
+        let i = slot[k];
+        let take = cfg.calibrate && seen[i] % count[i].div_ceil(cap) == 0;
+        seen[i] += 1;
+        let null = if take { Some(&mut pooled[i]) } else { None };
+        if let Some(mv) = measure(s, onset_ms, &m, &mut scratch, null) {
+            moves.push((k, mv));
         }
     }
+    let nulls: Vec<Option<Null>> = pooled
+        .iter()
+        .map(|v| (v.len() >= cfg.min_null as usize).then(|| Null::new(v)))
+        .collect();
+    let mut scored: Vec<Scored> = moves
+        .into_iter()
+        .map(|(k, mv)| {
+            let s = &series[k];
+            let (su, sd) = match &nulls[slot[k]] {
+                Some(n) => (n.surprise(mv.up, true), n.surprise(mv.down, false)),
+                None => (mv.up.ln_1p(), mv.down.ln_1p()),
+            };
+            let harmful = s.role.harmful(s.metric);
+            let up_ok = cfg.sides == Sides::Both || harmful != Direction::Down;
+            let down_ok = cfg.sides == Sides::Both || harmful != Direction::Up;
+            let above = up_ok && (!down_ok || su >= sd);
+            let (z, surprise) = if above { (mv.up, su) } else { (mv.down, sd) };
+            Scored {
+                series: k,
+                mv,
+                above,
+                z,
+                surprise,
+                down_surprise: sd,
+                weight: cfg.weights.of(s.role),
+            }
+        })
+        .collect();
     if cfg.share_host {
-        share_host(&mut measured);
+        share_host(series, &mut scored);
     }
 
-    // Per service: own and latency evidence, earliest onset.
+    // Per service (by index, in order of first appearance): own and latency
+    // evidence, earliest onset. Every service is a candidate, even one none
+    // of whose series could be measured (too little history): it ranks
+    // last, with no evidence.
     #[derive(Default)]
-    struct Acc<'e> {
+    struct Acc {
         own: f64,
         latency: f64,
         onset: Option<i64>,
-        evidence: Vec<&'e MetricEvidence>,
+        members: Vec<usize>,
     }
-    let mut acc: BTreeMap<&str, Acc<'_>> = BTreeMap::new();
-    // Every service is a candidate, even one none of whose series could be
-    // measured (too little history): it ranks last, with no evidence.
+    let mut at: HashMap<&str, usize> = HashMap::new();
+    let mut names: Vec<&str> = Vec::new();
+    let mut owner: Vec<usize> = Vec::with_capacity(series.len());
     for s in series {
-        acc.entry(s.service).or_default();
+        let next = names.len();
+        let i = *at.entry(s.service).or_insert(next);
+        if i == next {
+            names.push(s.service);
+        }
+        owner.push(i);
     }
-    for (svc, e) in &measured {
-        let a = acc.entry(svc).or_default();
+    let mut acc: Vec<Acc> = (0..names.len()).map(|_| Acc::default()).collect();
+    for (i, e) in scored.iter().enumerate() {
+        let a = &mut acc[owner[e.series]];
         let c = e.contribution();
-        if e.role.is_latency() {
+        if series[e.series].role.is_latency() {
             a.latency += c;
         } else {
             a.own += c;
         }
-        if let Some(t) = e.onset_ms {
+        let onset = if e.above {
+            e.mv.up_onset
+        } else {
+            e.mv.down_onset
+        };
+        if let Some(t) = onset.filter(|_| c > 0.0) {
             a.onset = Some(a.onset.map_or(t, |o: i64| o.min(t)));
         }
-        a.evidence.push(e);
+        a.members.push(i);
     }
 
     // Topology: a callee's score explains its callers' latency. Callees are
     // scored first, so a chain web -> api -> db passes db's score up.
-    let mut score: HashMap<&str, f64> = acc.iter().map(|(k, a)| (*k, a.own + a.latency)).collect();
-    let mut explained: HashMap<&str, (f64, String)> = HashMap::new();
+    let mut score: Vec<f64> = acc.iter().map(|a| a.own + a.latency).collect();
+    let mut explained: Vec<Option<(f64, usize)>> = vec![None; names.len()];
     if let Some(t) = topology.filter(|t| cfg.explain_latency && !t.is_empty()) {
+        // A callee explains only what it has beyond the typical service's
+        // score: every service carries some surprise (many series, each a
+        // little unusual), and that common level explains nothing.
+        let mut all = score.clone();
+        let floor = if all.is_empty() {
+            0.0
+        } else {
+            median(&mut all)
+        };
         for svc in t.callees_first() {
-            let Some(a) = acc.get(svc) else { continue };
+            let Some(&i) = at.get(svc) else { continue };
             let best = t
                 .callees(svc)
-                .filter_map(|c| score.get(c).map(|&v| (c, v)))
-                .max_by(|x, y| x.1.total_cmp(&y.1).then(y.0.cmp(x.0)));
-            if let Some((callee, v)) = best {
-                let ex = a.latency.min(v.max(0.0));
+                .filter_map(|c| at.get(c).map(|&j| (c, j, score[j])))
+                .max_by(|x, y| x.2.total_cmp(&y.2).then(y.0.cmp(x.0)));
+            if let Some((_, j, v)) = best {
+                let ex = acc[i].latency.min((v - floor).max(0.0));
                 if ex > 0.0 {
-                    score.insert(svc, a.own + a.latency - ex);
-                    explained.insert(svc, (ex, callee.to_string()));
+                    score[i] = acc[i].own + acc[i].latency - ex;
+                    explained[i] = Some((ex, j));
                 }
             }
         }
     }
 
-    // The service's usual score at earlier moments (see `calibrate`).
-    let mut usual: HashMap<&str, f64> = HashMap::new();
-    if cfg.calibrate && m.window_ms > 0 {
-        let mut past: HashMap<&str, Vec<f64>> = HashMap::new();
-        let mut at = onset_ms - m.window_ms;
-        while at > onset_ms - m.baseline_ms {
-            let mut sc: HashMap<&str, f64> = HashMap::new();
-            let mm = Measure {
-                window_ms: m.window_ms,
-                ..m
-            };
-            for s in series {
-                if let Some(e) = measure(s, at, &mm, &mut buf) {
-                    *sc.entry(s.service).or_default() += cfg.weights.of(e.role) * e.z.ln_1p();
+    // Topology: a callee serving less points at its callers.
+    if let Some(t) = topology.filter(|t| cfg.callee_traffic > 0.0 && !t.is_empty()) {
+        let drop: Vec<f64> = acc
+            .iter()
+            .map(|a| {
+                let (sum, n) = a
+                    .members
+                    .iter()
+                    .map(|&i| &scored[i])
+                    .filter(|e| matches!(series[e.series].role, Role::Traffic | Role::Io))
+                    .fold((0.0, 0usize), |(s, n), e| (s + e.down_surprise, n + 1));
+                if n == 0 {
+                    0.0
+                } else {
+                    sum / n as f64
+                }
+            })
+            .collect();
+        for (i, svc) in names.iter().enumerate() {
+            let mut add = 0.0;
+            for callee in t.callees(svc) {
+                if let Some(&j) = at.get(callee) {
+                    add += drop[j] / t.callers(callee).count().max(1) as f64;
                 }
             }
-            for (k, v) in sc {
-                past.entry(k).or_default().push(v);
-            }
-            at -= m.window_ms;
-        }
-        for (k, mut v) in past {
-            if v.len() >= 2 {
-                usual.insert(k, super::evidence::median(&mut v));
-            }
-        }
-        for (k, v) in score.iter_mut() {
-            *v -= usual.get(k).copied().unwrap_or(0.0);
+            score[i] += cfg.callee_traffic * add;
         }
     }
 
-    let mut suspects: Vec<Suspect> = acc
-        .iter()
-        .map(|(svc, a)| {
-            let (ex, by) = explained
-                .get(svc)
-                .map_or((0.0, None), |(v, c)| (*v, Some(c.clone())));
-            Suspect {
-                service: svc.to_string(),
-                score: score[svc],
-                own: a.own,
-                latency: a.latency,
-                explained: ex,
-                explained_by: by,
-                usual: usual.get(svc).copied().unwrap_or(0.0),
-                onset_ms: a.onset,
-                evidence: Vec::new(),
-                path: Vec::new(),
-            }
-        })
-        .collect();
-    suspects.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
+    // Rank indexes, then build the suspects.
+    let mut order: Vec<usize> = (0..names.len()).collect();
+    order.sort_by(|&a, &b| {
+        score[b]
+            .total_cmp(&score[a])
             .then(
-                a.onset_ms
+                acc[a]
+                    .onset
                     .unwrap_or(i64::MAX)
-                    .cmp(&b.onset_ms.unwrap_or(i64::MAX)),
+                    .cmp(&acc[b].onset.unwrap_or(i64::MAX)),
             )
-            .then(a.service.cmp(&b.service))
+            .then(names[a].cmp(names[b]))
     });
     // Evidence and path for the leading suspects only: what a report shows,
     // and what keeps a ranking of a thousand services cheap.
     let keep = cfg.evidence_per_suspect as usize;
+    let detailed = cfg.detailed_suspects as usize;
     let dist = topology.map(Topology::entry_distances);
-    for s in suspects.iter_mut().take(cfg.detailed_suspects as usize) {
-        let a = &acc[s.service.as_str()];
-        let mut ev: Vec<&MetricEvidence> = a
-            .evidence
-            .iter()
-            .copied()
-            .filter(|e| e.z > 0.0 && e.weight > 0.0)
-            .collect();
-        ev.sort_by(|x, y| {
-            y.contribution()
-                .total_cmp(&x.contribution())
-                .then(x.metric.cmp(&y.metric))
-        });
-        s.evidence = ev.into_iter().take(keep).cloned().collect();
-        s.path = match (topology, &dist) {
-            (Some(t), Some(d)) => {
-                t.path_with(&s.service, d, |x| score.get(x).copied().unwrap_or(0.0))
+    let suspects = order
+        .iter()
+        .enumerate()
+        .map(|(r, &i)| {
+            let a = &acc[i];
+            let mut s = Suspect {
+                service: names[i].to_string(),
+                score: score[i],
+                own: a.own,
+                latency: a.latency,
+                explained: explained[i].map_or(0.0, |e| e.0),
+                explained_by: explained[i].map(|e| names[e.1].to_string()),
+                onset_ms: a.onset,
+                evidence: Vec::new(),
+                path: Vec::new(),
+            };
+            if r < detailed {
+                let mut ev: Vec<&Scored> = a
+                    .members
+                    .iter()
+                    .map(|&k| &scored[k])
+                    .filter(|e| e.contribution() > 0.0)
+                    .collect();
+                ev.sort_by(|x, y| {
+                    y.contribution()
+                        .total_cmp(&x.contribution())
+                        .then(series[x.series].metric.cmp(series[y.series].metric))
+                });
+                s.evidence = ev
+                    .into_iter()
+                    .take(keep)
+                    .map(|e| e.evidence(&series[e.series]))
+                    .collect();
+                s.path = match (topology, &dist) {
+                    (Some(t), Some(d)) => {
+                        t.path_with(&s.service, d, |x| at.get(x).map_or(0.0, |&j| score[j]))
+                    }
+                    _ => vec![s.service.clone()],
+                };
             }
-            _ => vec![s.service.clone()],
-        };
-    }
+            s
+        })
+        .collect();
     Ok(Diagnosis { onset_ms, suspects })
 }
 
 /// Divides each host series among the services that report it identically
 /// (the pods of one node see the same node metrics): evidence that cannot
 /// tell those services apart counts once, shared.
-fn share_host(measured: &mut [(&str, MetricEvidence)]) {
-    let key = |e: &MetricEvidence| {
+fn share_host(series: &[Series<'_>], scored: &mut [Scored]) {
+    type Key<'a> = (&'a str, u64, u64, u64, u64);
+    let key = |e: &Scored| -> Key<'_> {
         (
-            e.metric.clone(),
-            e.baseline.to_bits(),
-            e.spread.to_bits(),
-            e.value.to_bits(),
+            series[e.series].metric,
+            e.mv.level.to_bits(),
+            e.mv.spread.to_bits(),
+            e.mv.up.to_bits(),
+            e.mv.down.to_bits(),
         )
     };
-    let mut count: HashMap<(String, u64, u64, u64), usize> = HashMap::new();
-    for (_, e) in measured.iter().filter(|(_, e)| e.role == Role::Host) {
+    let is_host = |e: &Scored| series[e.series].role == Role::Host;
+    let mut count: HashMap<Key<'_>, usize> = HashMap::new();
+    for e in scored.iter().filter(|e| is_host(e)) {
         *count.entry(key(e)).or_default() += 1;
     }
-    for (_, e) in measured.iter_mut().filter(|(_, e)| e.role == Role::Host) {
+    for e in scored.iter_mut().filter(|e| is_host(e)) {
         let n = count.get(&key(e)).copied().unwrap_or(1).max(1);
         e.weight /= n as f64;
     }

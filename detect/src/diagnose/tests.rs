@@ -132,8 +132,13 @@ fn a_saturated_database_is_the_cause_with_or_without_topology() {
 
 #[test]
 fn topology_explains_the_callers_latency_and_gives_the_path() {
-    let case = shop(7, Some(("db", "delay")));
-    let cfg = DiagnoseConfig::default();
+    // A saturated db: its score (beyond the median service's) explains the
+    // latency of api and web.
+    let case = shop(7, Some(("db", "cpu")));
+    let cfg = DiagnoseConfig {
+        explain_latency: true,
+        ..DiagnoseConfig::default()
+    };
     let with = rank(&case.series(), Some(&topo()), ONSET, &cfg).expect("ranked");
     let api = with
         .suspects
@@ -148,7 +153,7 @@ fn topology_explains_the_callers_latency_and_gives_the_path() {
         .find(|s| s.service == "db")
         .expect("db scored");
     assert_eq!(db.path, vec!["web", "api", "db"]);
-    // Without the topology the callers' latency is the loudest evidence.
+    // Without the topology nothing is explained and there is no path.
     let without = rank(&case.series(), None, ONSET, &cfg).expect("ranked");
     assert_eq!(without.suspects[0].path.len(), 1);
     let rank_of = |d: &Diagnosis, s: &str| d.ranking().iter().position(|x| *x == s);

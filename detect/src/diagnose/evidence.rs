@@ -230,8 +230,9 @@ pub struct MetricEvidence {
     pub z: f64,
     /// How rare a move of `z` is for this metric: `-ln` of the share of
     /// the metric's moves at earlier moments (placebo onsets in the
-    /// baseline, pooled over services) at least as large; `ln(1 + z)`
-    /// when not calibrated.
+    /// baseline, pooled over services) at least as large, growing with
+    /// `ln(1 + z)` beyond the largest of them; `ln(1 + z)` when not
+    /// calibrated.
     pub surprise: f64,
     /// First test sample at or beyond `onset_z` on the side scored.
     pub onset_ms: Option<i64>,
@@ -470,11 +471,23 @@ impl Null {
 
     /// `-ln` of the (add-one) share of earlier moves on that side at least
     /// `z`: 0 for a move no larger than the smallest, `ln(1 + n)` for one
-    /// larger than all `n`.
+    /// just larger than all `n`, and `ln((1 + z) / (1 + max))` more for one
+    /// larger than the largest `max`.
     pub fn surprise(&self, z: f64, up: bool) -> f64 {
         let v = if up { &self.up } else { &self.down };
         let ge = v.len() - v.partition_point(|x| *x < z);
-        -(((1 + ge) as f64) / ((1 + v.len()) as f64)).ln()
+        let s = -(((1 + ge) as f64) / ((1 + v.len()) as f64)).ln();
+        // Beyond every earlier move the share cannot fall further: the
+        // surprise then grows with the move's size over the largest
+        // earlier one, on the `ln(1 + z)` scale of uncalibrated scores, so
+        // that a CPU at four times its level still outweighs one barely
+        // beyond its usual bursts.
+        let max = v.last().copied().unwrap_or(0.0).max(0.0);
+        if ge == 0 && z > max {
+            s + z.ln_1p() - max.ln_1p()
+        } else {
+            s
+        }
     }
 }
 
@@ -612,7 +625,10 @@ mod tests {
         let n = Null::new(&null);
         assert_eq!(n.len(), 22);
         assert_eq!(n.surprise(-1.0, true), 0.0);
-        assert!((n.surprise(1e9, true) - 23f64.ln()).abs() < 1e-12);
+        let max = null.iter().map(|p| p.0).fold(0.0, f64::max);
+        let beyond = |z: f64| n.surprise(z, true);
+        assert!((beyond(max + 1e-9) - 23f64.ln()).abs() < 1e-6);
+        assert!(beyond(10.0 * max + 9.0) > beyond(max + 1.0));
     }
 
     #[test]

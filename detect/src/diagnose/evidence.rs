@@ -3,25 +3,33 @@
 //!
 //! The statistic is the robust z-score that BARO's root-cause step uses
 //! (Pham et al., FSE 2024: a scaler fitted on the samples before the onset,
-//! the test samples scored against it; RCAEval `e2e/baro.py`), with three
-//! changes measured on the development set (see `/work/notes/issue13-log.md`):
+//! the test samples scored against it; RCAEval `e2e/baro.py`), with changes
+//! measured on the development set (see `/work/notes/issue13-log.md`):
 //!
-//! - **one-sided, in the harmful direction of the metric's role**: CPU,
-//!   memory, latency and errors count when they rise, success rate and
-//!   throughput when they fall. A metric falling back after an earlier
-//!   incident (memory freed by a restart) is recovery, not a fault; a
-//!   two-sided score ranks such recoveries as causes.
-//! - **median and MAD with a relative floor**: the spread is at least
+//! - **the level is where the series was just before the onset** (the
+//!   median of the last `level_samples`), not the median of the whole
+//!   baseline: the baseline of a busy system holds earlier incidents, and
+//!   a series that one of them left at a new level (memory after a
+//!   restart) has not moved *now*.
+//! - **the spread is measured on step-to-step differences** (MAD of the
+//!   differences over sqrt(2)), which a level shift inside the baseline
+//!   inflates by one difference only, with a relative floor: at least
 //!   `rel_floor` of the level, so that a series that was flat before the
 //!   onset (a counter stuck at 0, a latency quantised to a few values) does
 //!   not turn a one-unit wiggle into a z of millions.
+//! - **both sides are measured**; which count is the ranking's choice
+//!   (`DiagnoseConfig::sides`): a throttled or delayed service serves less,
+//!   a code defect moves memory either way.
 //! - **the second most extreme test sample** (the sustained move) rather than
 //!   the most extreme one, so that one scrape landing mid-spike does not
 //!   outrank a shift that lasts; with one test sample it is that sample.
 //!
-//! Evidence enters service scores as `ln(1 + z)`: the z of a series that was
-//! nearly constant can be in the thousands, and summing raw z would let one
-//! such series outweigh a service whose CPU, memory and latency all moved.
+//! The same statistic at placebo onsets inside the baseline gives the null
+//! a move is calibrated against ([`Null`]): its surprise is how rare it is
+//! among the same metric's earlier moves. Uncalibrated, a move enters the
+//! service's score as `ln(1 + z)`: the z of a series that was nearly
+//! constant can be in the thousands, and summing raw z would let one such
+//! series outweigh a service whose CPU, memory and latency all moved.
 
 use serde::{Deserialize, Serialize};
 

@@ -12,26 +12,33 @@
 //!   optional [`Topology`] and the incident's onset. This is what
 //!   `heal diagnose` / `heal bench rca` call per case and what the engine
 //!   calls when an incident group opens or grows.
-//! - [`find_onsets`]: the onsets of the changes in a stretch of series,
-//!   for a case replayed without a known onset (`--onset detected`).
+//! - [`find_onsets`]: the changes in a stretch of series, each with its
+//!   onset, dated against the system's own history of surprise (what an
+//!   incident timeline shows; [`diagnose`] finds a single incident's onset
+//!   differently, see there).
 //! - [`group`]: which anomalies (excursion spans of services) belong to
 //!   one incident; its [`IncidentGroup::onset_ms`] is the onset to rank at.
 //!
 //! # How the ranking works
-//! See [`rank`](rank::rank)'s module: per series, a one-sided robust
-//! z-score against the series' own baseline just before the onset (BARO's
-//! statistic, made one-sided and sustained); per service, a sum of
-//! `ln(1 + z)` weighted by what the metric says about the service itself
-//! ([`Role`]): its own saturation counts fully, its callers' latency little;
-//! with a topology, a caller's latency is explained away by an anomalous
-//! callee (CIRCA's descendant adjustment turned around). Every suspect
-//! carries its evidence: which metrics moved, in which direction, by how
-//! much against which baseline, when each began, and the call path.
+//! See [`rank`](rank::rank)'s module: per series, a robust z-score of the
+//! move at the onset from the level just before it, on either side (BARO's
+//! statistic, sustained, with a spread robust to earlier incidents in the
+//! baseline); each move calibrated against the same metric's moves at
+//! earlier moments of the baseline (how rare it is, not how many spreads);
+//! per service, a sum of those surprises weighted by what the metric says
+//! about the service itself ([`Role`]): its own saturation counts fully,
+//! its callers' latency little. With a topology, optionally, a caller's
+//! latency is explained away by an anomalous callee and a callee that
+//! serves less points at its callers (both off by default: they did not
+//! help on the development set). Every suspect carries its evidence: which
+//! metrics moved, in which direction, by how much against which level, how
+//! rare that is, when each began, and the call path.
 //!
 //! # Cost
-//! `rank` sorts each series' baseline once: for 1,000 series of 30
-//! baseline samples about 30,000 comparisons and one allocation per moved
-//! metric kept as evidence (see `benches/diagnose.rs`).
+//! `rank` measures each series once at the onset and, for at most 16
+//! series per metric, at every earlier moment of its baseline (the
+//! calibration): for 1,000 series of 30 baseline samples under a
+//! millisecond (see `benches/diagnose.rs`).
 
 mod evidence;
 mod group;

@@ -1,17 +1,22 @@
 //! Root-cause ranking of the services of one incident.
 //!
-//! Each series is measured against its own recent baseline
+//! Each series is measured against its own recent level
 //! ([`evidence`](super::evidence)); each move is calibrated against the
 //! moves of the same metric at earlier moments (placebo onsets inside the
 //! baseline, pooled over the services): its surprise is `-ln` of the share
 //! of those earlier moves that were at least as large. A service's score is
 //! the weighted sum of its series' surprises, with weights by the metric's
-//! role. With a
-//! topology, the latency a service shows is explained away by its most
-//! suspicious callee (CIRCA's insight, Li et al., KDD 2022: a node whose
-//! deviation its parents in the causal graph account for is not the cause;
-//! here a caller's latency is accounted for by a callee that is itself
-//! anomalous), so that the callers of a slow database do not outrank it.
+//! role (the calibration sets how much a metric's move says; the role, what
+//! it says about this service). Calibrating against placebo moments is the
+//! permutation idea behind change-point tests; pooling over services makes
+//! a null of a few hundred moves from half an hour of data.
+//!
+//! With a topology, two terms are available, both off by default (see
+//! [`DiagnoseConfig`] and the research log): the latency a service shows is
+//! explained away by its most suspicious callee (CIRCA's insight, Li et
+//! al., KDD 2022: a node whose deviation its parents in the causal graph
+//! account for is not the cause), and a callee whose traffic falls points
+//! at its callers (a caller that fails stops calling).
 
 use std::collections::HashMap;
 

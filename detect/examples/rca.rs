@@ -9,16 +9,19 @@
 //!
 //! - `--onset given` ranks at the case's `fault_start_ms` (as the papers
 //!   report); `detected` finds it with `diagnose::diagnose`'s
-//!   `OnsetChoice::Detect` (the SLIs first, then every series; the last
-//!   change at least two minutes before the window's end, so that it has
-//!   samples to score).
+//!   `OnsetChoice::Detect` over the case's last ten minutes (an incident
+//!   is diagnosed while it is young), at least two minutes before the
+//!   window's end so that it has samples to score, and prints how far the
+//!   onsets found lie from the fault starts.
 //! - `--results OUT` writes `OUT/<case>.json` = `{"ranking": [...]}` for
 //!   `shared/tools/rca_score.py`.
 //! - `--grid` scores every setting of a small grid and reports, besides the
 //!   in-sample best per system, the leave-one-system-out figure: the
 //!   setting chosen (by Avg@5) on one system, scored on the other.
 //! - `field=value` overrides a `DiagnoseConfig` field (`weights.host=0.5`,
-//!   `window_secs=180`, `explain_latency=false`).
+//!   `window_secs=180`, `sides="harmful"`, `calibrate=false`); the
+//!   environment variable `ONSET="level_samples=8 ..."` overrides
+//!   `OnsetConfig` fields.
 //!
 //! Prints AC@1, AC@3, AC@5 and Avg@5 (BARO's Eq. 6, as `rca_score.py`) per
 //! system and fault type, and the ranking time per case (I/O excluded).

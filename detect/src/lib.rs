@@ -16,9 +16,12 @@
 //! - [`fire_once`]: the shared excursion logic replayed over raw scores.
 //! - [`Scored`], [`Excursion`]: a detector's verdict on one sample.
 //! - [`nab`]: the NAB benchmark's scoring rules.
+//! - [`diagnose`]: cross-service diagnosis: incident groups, onsets and
+//!   root-cause ranking with evidence.
 
 mod config;
 mod detectors;
+pub mod diagnose;
 pub mod nab;
 mod score;
 

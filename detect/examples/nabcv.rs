@@ -97,12 +97,49 @@ fn raw_scores(s: &Series, cfg: &DetectorConfig) -> Vec<f64> {
         .collect()
 }
 
+/// Raw scores written by another program: `<dir>/<category>/<file>.csv`,
+/// one per row (research only).
+fn ext_scores(dir: &Path, s: &Series) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(dir.join(&s.name))?;
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(f64::NAN))
+        .collect();
+    if v.len() != s.values.len() {
+        return Err(format!("{}: {} scores for {} rows", s.name, v.len(), s.values.len()).into());
+    }
+    Ok(v)
+}
+
+/// Raw scores of the experimental detector.
+fn lab_scores(s: &Series, cfg: &DetectorConfig) -> Vec<f64> {
+    let mut det = detect::lab::LabDetector::new(cfg.clone());
+    let mut last: Option<i64> = None;
+    s.ts.iter()
+        .zip(&s.values)
+        .map(|(&t, &v)| {
+            if !v.is_finite() || last.is_some_and(|l| t <= l) {
+                return f64::NAN;
+            }
+            last = Some(t);
+            det.update(t, v)
+        })
+        .collect()
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut dir = None;
     let mut kinds: Vec<DetectorKind> = DetectorKind::ALL.to_vec();
     let mut overrides = serde_json::Map::new();
+    let mut lab = false;
     for a in std::env::args().skip(1) {
-        if let Some((k, v)) = a.split_once('=') {
+        if let Some(("p", kv)) = a.split_once('.') {
+            let (k, v) = kv.split_once('=').ok_or("p.name=value")?;
+            detect::lab::set_param(k, v.parse()?);
+        } else if a == "lab" {
+            lab = true;
+            kinds = vec![DetectorKind::Adaptive];
+        } else if let Some((k, v)) = a.split_once('=') {
             let v = serde_json::from_str(v).unwrap_or(serde_json::Value::String(v.into()));
             overrides.insert(k.to_string(), v);
         } else if DetectorKind::ALL
@@ -143,13 +180,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .iter()
             .map(|s| RawSeries {
                 name: s.name.clone(),
-                raw: raw_scores(s, &cfg),
+                raw: if let Some(ext) = std::env::var_os("EXT") {
+                    ext_scores(Path::new(&ext), s).expect("external scores")
+                } else if lab {
+                    lab_scores(s, &cfg)
+                } else {
+                    raw_scores(s, &cfg)
+                },
                 windows: s.windows.clone(),
             })
             .collect();
         let elapsed = t0.elapsed();
+        if let Some(d) = std::env::var_os("DUMP") {
+            // Raw scores per series, for plots: `<DUMP>/<kind>/<category>/<file>.csv`.
+            for s in &series {
+                let path = Path::new(&d).join(kind.as_str()).join(&s.name);
+                std::fs::create_dir_all(path.parent().ok_or("no parent")?)?;
+                let text: String = s.raw.iter().map(|x| format!("{x}\n")).collect();
+                std::fs::write(path, text)?;
+            }
+        }
         let points: usize = series.iter().map(|s| s.raw.len()).sum();
-        let sweep = Sweep::new(&series, &thresholds, Replay::of(&cfg));
+        let replay = Replay::of(&cfg);
+        let sweep = Sweep::new(&series, &thresholds, replay);
         for p in Profile::ALL {
             let cv = cross_validate(std::slice::from_ref(&sweep), p).ok_or("one category")?;
             let cats: Vec<String> = cv
@@ -166,16 +219,72 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     ),
                 })
                 .collect();
+            // Plateau: the mean in-sample score over the best threshold
+            // +-0.025 (11 grid points): a knife-edge optimum does not carry
+            // over to new data.
+            let (bt, _) = sweep.best(p, |_| true);
+            let lo = bt.saturating_sub(5);
+            let hi = (bt + 5).min(thresholds.len() - 1);
+            let flat = (lo..=hi)
+                .map(|t| sweep.at(t, p, |_| true).normalized().unwrap_or(0.0))
+                .sum::<f64>()
+                / (hi - lo + 1) as f64;
             println!(
-                "{:<12} {:<9} {:>6.1} {:>6.1}  {:>6.1} {:>6.3}   {}",
+                "{:<12} {:<9} {:>6.1} {:>6.1}  {:>6.1} {:>6.3} flat {:>5.1}  {}",
                 kind.as_str(),
                 short(p.name),
                 cv.in_sample.normalized().unwrap_or(0.0),
                 cv.pooled.normalized().unwrap_or(0.0),
                 cv.mean,
                 cv.in_sample.threshold,
+                flat,
                 cats.join(" ")
             );
+            if std::env::var_os("PERFILE").is_some() && p == Profile::STANDARD {
+                let t = cv.in_sample.threshold;
+                for s in &series {
+                    let f = detect::nab::NabFile {
+                        name: s.name.clone(),
+                        scores: replay.fire(&s.raw, t),
+                        windows: s.windows.clone(),
+                    };
+                    let r = f.score(t, p);
+                    let pb = detect::nab::probation_rows(s.raw.len());
+                    let fired: Vec<String> = f
+                        .scores
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, x)| **x >= t && *i >= pb)
+                        .map(|(i, x)| {
+                            let w = s.windows.iter().find(|w| i >= w.start && i <= w.end);
+                            match w {
+                                Some(w) => format!(
+                                    "W{}@{:.2}:{:.2}",
+                                    i,
+                                    (i - w.start) as f64 / (w.end - w.start + 1) as f64,
+                                    x
+                                ),
+                                None => format!("{i}:{x:.2}"),
+                            }
+                        })
+                        .collect();
+                    let wins: Vec<String> = s
+                        .windows
+                        .iter()
+                        .map(|w| format!("[{}-{}]", w.start, w.end))
+                        .collect();
+                    println!(
+                        "  {:<48} {:>6.2} tp {} fn {} fp {}  {} | {}",
+                        s.name,
+                        r.score,
+                        r.tp,
+                        r.fn_,
+                        r.fp,
+                        wins.join(""),
+                        fired.join(" ")
+                    );
+                }
+            }
             if folds {
                 for f in &cv.folds {
                     println!(
@@ -241,5 +350,21 @@ fn gauss(cfg: &DetectorConfig) -> Result<(), Box<dyn std::error::Error>> {
         "    gauss: {fires} alarms at {} over 5 x 100k, max score {worst:.3}",
         cfg.threshold
     );
+    // Scores of a k-sigma spike after 5,000 samples of the same noise.
+    let mut line = String::from("    spikes (min over 10 seeds):");
+    for k in [4.0, 5.0, 6.0, 8.0] {
+        let mut lo = 1.0f64;
+        for seed in 0..10u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed + 100);
+            let normal = rand_distr::Normal::new(100.0, 5.0)?;
+            let mut det = Detector::scores_only(cfg.clone());
+            for i in 0..5000 {
+                det.update(i * 60_000, normal.sample(&mut rng));
+            }
+            lo = lo.min(det.update(5000 * 60_000, 100.0 + k * 5.0).score);
+        }
+        line += &format!(" {k}σ {lo:.3}");
+    }
+    println!("{line}");
     Ok(())
 }

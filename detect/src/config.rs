@@ -146,15 +146,18 @@ pub enum DetectorKind {
     /// The adaptive and changepoint detectors (and the seasonal one with
     /// `ensemble.seasonal: true`) combined into one calibrated score.
     Ensemble,
+    /// Novelty against several baselines with their own memories (draft).
+    Novelty,
 }
 
 impl DetectorKind {
     /// Every kind, in the order `heal bench nab --detector all` prints them.
-    pub const ALL: [DetectorKind; 4] = [
+    pub const ALL: [DetectorKind; 5] = [
         DetectorKind::Adaptive,
         DetectorKind::Changepoint,
         DetectorKind::Seasonal,
         DetectorKind::Ensemble,
+        DetectorKind::Novelty,
     ];
 
     /// The lowercase name used in configuration.
@@ -164,6 +167,7 @@ impl DetectorKind {
             DetectorKind::Changepoint => "changepoint",
             DetectorKind::Seasonal => "seasonal",
             DetectorKind::Ensemble => "ensemble",
+            DetectorKind::Novelty => "novelty",
         }
     }
 

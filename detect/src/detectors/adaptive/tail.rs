@@ -31,6 +31,16 @@ pub(super) const START_SDS: f64 = 2.0;
 
 /// Bounds of the GPD shape (see the module docs).
 const XI_MIN: f64 = 0.0;
+/// EXPERIMENTAL (issue 11): shape bounds and tail start set by the lab.
+pub(crate) static LAB_XI_MIN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub(crate) static LAB_XI_MAX: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0x3FE0000000000000);
+fn xi_min() -> f64 {
+    f64::from_bits(LAB_XI_MIN.load(std::sync::atomic::Ordering::Relaxed))
+}
+fn xi_max() -> f64 {
+    f64::from_bits(LAB_XI_MAX.load(std::sync::atomic::Ordering::Relaxed))
+}
 const XI_MAX: f64 = 0.5;
 
 /// Surprises learnt before the fit gives any tail probability below 1.
@@ -63,22 +73,47 @@ pub(super) struct TailFit {
     exceed: u32,
     /// Lowest tail threshold.
     u_min: f64,
+    /// Smallest mean excess.
+    beta_floor: f64,
+    /// Smallest exceedance rate: the weight of one sample in the running
+    /// averages at the last update (one excess per memory span), or 0.
+    rate_floor: f64,
+    /// Whether `rate_floor` applies.
+    floor_rate: bool,
 }
 
 impl TailFit {
     /// A fit whose tail never starts below `u_min`: surprises at or below
     /// it are never rare, however quiet the signal was.
     pub(super) const fn new(u_min: f64) -> Self {
+        Self::with_beta_floor(u_min, BETA_FLOOR)
+    }
+
+    /// A fit whose mean excess never falls below `beta_floor` (in the
+    /// statistic's unit): for a statistic that is 0 almost always and
+    /// exceeds only rarely, the first few excesses say too little about
+    /// the tail's scale.
+    pub(super) const fn with_beta_floor(u_min: f64, beta_floor: f64) -> Self {
         TailFit {
             mean: 0.0,
             var: 0.0,
-            beta: BETA_FLOOR,
-            m2: 2.0 * BETA_FLOOR * BETA_FLOOR,
+            beta: beta_floor,
+            m2: 2.0 * beta_floor * beta_floor,
             rate: 0.0,
             n: 0,
             exceed: 0,
             u_min,
+            beta_floor,
+            rate_floor: 0.0,
+            floor_rate: false,
         }
+    }
+
+    /// The same fit, whose exceedance rate never falls below one excess
+    /// per memory span (see [`Self::p`]).
+    pub(super) const fn floor_rate(mut self) -> Self {
+        self.floor_rate = true;
+        self
     }
 
     /// Where the tail starts.
@@ -97,7 +132,7 @@ impl TailFit {
     /// exceeded its threshold before) would make the tail look heavy and
     /// hide the rest of the fault.
     fn shape_scale(&self) -> (f64, f64) {
-        let m = self.beta.max(BETA_FLOOR);
+        let m = self.beta.max(self.beta_floor);
         if self.exceed < MIN_SHAPE_EXCEEDANCES {
             return (XI_MIN, m);
         }
@@ -105,9 +140,9 @@ impl TailFit {
         let xi = if v > 0.0 {
             0.5 * (1.0 - m * m / v)
         } else {
-            XI_MIN
+            xi_min()
         };
-        let xi = xi.clamp(XI_MIN, XI_MAX);
+        let xi = xi.clamp(xi_min(), xi_max());
         (xi, m * (1.0 - xi))
     }
 
@@ -123,7 +158,7 @@ impl TailFit {
             return false;
         }
         let v = self.m2 - self.beta * self.beta;
-        let m = self.beta.max(BETA_FLOOR);
+        let m = self.beta.max(self.beta_floor);
         v > 0.0 && 0.5 * (1.0 - m * m / v) < 0.0
     }
 
@@ -145,7 +180,12 @@ impl TailFit {
             t.ln_1p() / xi
         };
         let sf = Exp::new(1.0).map_or(0.0, |e| e.sf(h));
-        (self.rate * sf).min(1.0)
+        let rate = if self.floor_rate {
+            self.rate.max(self.rate_floor)
+        } else {
+            self.rate
+        };
+        (rate * sf).min(1.0)
     }
 
     /// Learn surprise `s`; `half_life` (samples) sets the memory.
@@ -157,11 +197,12 @@ impl TailFit {
     /// times the current mean excess.
     pub(super) fn learn_capped(&mut self, s: f64, half_life: f64, cap: f64) {
         let u = self.threshold();
-        let s = s.min(u + cap * self.beta.max(BETA_FLOOR));
+        let s = s.min(u + cap * self.beta.max(self.beta_floor));
         self.n = self.n.saturating_add(1);
         let n = f64::from(self.n);
         // Plain running means until the half-life's weight takes over.
         let a = (1.0 / n).max(super::factor(half_life));
+        self.rate_floor = a;
         if self.n > 1 {
             let over = s > u;
             // The exceedance rate starts from a prior of 1/2 worth one
@@ -175,7 +216,7 @@ impl TailFit {
                 // The scale starts from a prior worth one excess: one
                 // standard deviation of the surprise.
                 if self.exceed == 0 {
-                    self.beta = self.var.sqrt().max(BETA_FLOOR);
+                    self.beta = self.var.sqrt().max(self.beta_floor);
                     self.m2 = 2.0 * self.beta * self.beta;
                 }
                 self.exceed = self.exceed.saturating_add(1);

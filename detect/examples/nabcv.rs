@@ -97,49 +97,12 @@ fn raw_scores(s: &Series, cfg: &DetectorConfig) -> Vec<f64> {
         .collect()
 }
 
-/// Raw scores written by another program: `<dir>/<category>/<file>.csv`,
-/// one per row (research only).
-fn ext_scores(dir: &Path, s: &Series) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
-    let text = std::fs::read_to_string(dir.join(&s.name))?;
-    let v: Vec<f64> = text
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(f64::NAN))
-        .collect();
-    if v.len() != s.values.len() {
-        return Err(format!("{}: {} scores for {} rows", s.name, v.len(), s.values.len()).into());
-    }
-    Ok(v)
-}
-
-/// Raw scores of the experimental detector.
-fn lab_scores(s: &Series, cfg: &DetectorConfig) -> Vec<f64> {
-    let mut det = detect::lab::LabDetector::new(cfg.clone());
-    let mut last: Option<i64> = None;
-    s.ts.iter()
-        .zip(&s.values)
-        .map(|(&t, &v)| {
-            if !v.is_finite() || last.is_some_and(|l| t <= l) {
-                return f64::NAN;
-            }
-            last = Some(t);
-            det.update(t, v)
-        })
-        .collect()
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut dir = None;
     let mut kinds: Vec<DetectorKind> = DetectorKind::ALL.to_vec();
     let mut overrides = serde_json::Map::new();
-    let mut lab = false;
     for a in std::env::args().skip(1) {
-        if let Some(("p", kv)) = a.split_once('.') {
-            let (k, v) = kv.split_once('=').ok_or("p.name=value")?;
-            detect::lab::set_param(k, v.parse()?);
-        } else if a == "lab" {
-            lab = true;
-            kinds = vec![DetectorKind::Adaptive];
-        } else if let Some((k, v)) = a.split_once('=') {
+        if let Some((k, v)) = a.split_once('=') {
             let v = serde_json::from_str(v).unwrap_or(serde_json::Value::String(v.into()));
             overrides.insert(k.to_string(), v);
         } else if DetectorKind::ALL
@@ -180,13 +143,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .iter()
             .map(|s| RawSeries {
                 name: s.name.clone(),
-                raw: if let Some(ext) = std::env::var_os("EXT") {
-                    ext_scores(Path::new(&ext), s).expect("external scores")
-                } else if lab {
-                    lab_scores(s, &cfg)
-                } else {
-                    raw_scores(s, &cfg)
-                },
+                raw: raw_scores(s, &cfg),
                 windows: s.windows.clone(),
             })
             .collect();
@@ -313,6 +270,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if std::env::var_os("GAUSS").is_some() {
             gauss(&cfg)?;
         }
+        if let Some(t) = std::env::var_os("SUITE") {
+            let t: f64 = t
+                .to_str()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(cfg.threshold);
+            suite(&cfg, t)?;
+        }
     }
     Ok(())
 }
@@ -327,6 +291,86 @@ fn short(s: &str) -> &str {
         "reward_low_FN_rate" => "lowFN",
         other => other,
     }
+}
+
+/// False alarms on anomaly-free series shaped like operations data (16,000
+/// five-minute samples each, 10 seeds per shape): alarms per 10,000 samples
+/// after the first 750, at threshold `t` (reset at half of it).
+fn suite(cfg: &DetectorConfig, t: f64) -> Result<(), Box<dyn std::error::Error>> {
+    use rand::{Rng, SeedableRng};
+    use rand_distr::Distribution;
+    const N: usize = 16_000;
+    const STEP: i64 = 300_000;
+    let shapes = [
+        "counts",
+        "counts+spikes",
+        "ar1",
+        "regimes",
+        "white",
+        "daily+noise",
+    ];
+    let mut line = format!("    suite @{t}:");
+    let mut total = 0.0;
+    for (k, shape) in shapes.iter().enumerate() {
+        let mut alarms = 0usize;
+        for seed in 0..10u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(1000 * k as u64 + seed);
+            let normal = rand_distr::Normal::<f64>::new(0.0, 1.0)?;
+            let mut x: f64 = 50.0;
+            let mut regime = 0usize;
+            let levels = [20.0, 45.0, 70.0];
+            let raw: Vec<f64> = (0..N)
+                .map(|i| {
+                    let day = (i as f64 * 5.0 / 1440.0) * std::f64::consts::TAU;
+                    let week = if (i / 288) % 7 >= 5 { 0.7 } else { 1.0 };
+                    let trend = 1.0 + 0.5 * i as f64 / N as f64;
+                    match *shape {
+                        "counts" | "counts+spikes" => {
+                            let mean = 50.0 * trend * week * (1.0 + 0.6 * day.sin());
+                            let ln: f64 = (0.3 * normal.sample(&mut rng)).exp();
+                            let pois = rand_distr::Poisson::new((mean * ln).max(0.1))
+                                .map_or(0.0, |p| p.sample(&mut rng));
+                            let spike = if *shape == "counts+spikes" && rng.gen_bool(1.0 / 200.0) {
+                                mean * rng.gen::<f64>().powf(-1.0 / 2.5)
+                            } else {
+                                0.0
+                            };
+                            pois + spike.round()
+                        }
+                        "ar1" => {
+                            x = 50.0 + 0.99 * (x - 50.0) + 2.0 * normal.sample(&mut rng);
+                            x.clamp(0.0, 100.0)
+                        }
+                        "regimes" => {
+                            if rng.gen_bool(1.0 / 500.0) {
+                                regime = rng.gen_range(0..3);
+                            }
+                            levels[regime] + 3.0 * normal.sample(&mut rng)
+                        }
+                        "white" => 100.0 + 5.0 * normal.sample(&mut rng),
+                        _ => 100.0 + 30.0 * day.sin() + 5.0 * normal.sample(&mut rng),
+                    }
+                })
+                .collect();
+            let mut det = Detector::scores_only(cfg.clone());
+            let scores: Vec<f64> = raw
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| det.update(i as i64 * STEP, v).score)
+                .collect();
+            let fired = detect::fire_once(&scores, t, 0.5 * t, cfg.reset_samples);
+            alarms += fired
+                .iter()
+                .skip(750)
+                .filter(|s| **s >= t && **s > 0.0)
+                .count();
+        }
+        let per10k = alarms as f64 / (10.0 * (N - 750) as f64) * 1e4;
+        total += per10k;
+        line += &format!(" {shape} {per10k:.1}");
+    }
+    println!("{line} | mean {:.2}", total / shapes.len() as f64);
+    Ok(())
 }
 
 /// Alarms on 100,000 one-minute samples of stationary Gaussian noise at

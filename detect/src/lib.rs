@@ -27,5 +27,5 @@ pub use config::{
 };
 pub use detectors::adaptive::{score_from_p, AdaptiveDetector};
 pub use detectors::peer::{PeerConfig, PeerGroup, PeerScore};
-pub use detectors::{fire_once, lab, Detector};
+pub use detectors::{fire_once, Detector};
 pub use score::{Excursion, Scored};

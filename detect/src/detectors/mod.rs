@@ -20,8 +20,7 @@ pub mod adaptive;
 mod changepoint;
 mod ensemble;
 mod excursion;
-pub mod lab;
-pub(crate) mod novelty;
+mod novelty;
 pub mod peer;
 mod seasonal;
 

@@ -192,7 +192,7 @@ struct Bucket {
 /// # Cost
 ///
 /// About a kilobyte of state (the daily profile is a fixed array of 48
-/// `f32` pairs and a count; four tail fits of 56 bytes), no allocation, and
+/// `f32` pairs and a count; six tail fits of 72 bytes), no allocation, and
 /// a few dozen floating-point operations per sample (over 10 million
 /// samples per second on one core).
 #[derive(Debug, Clone)]
@@ -223,9 +223,6 @@ pub struct AdaptiveDetector {
     /// was computed at.
     profile_a: f32,
     profile_a_at: u64,
-    /// EXPERIMENTAL (issue 11): running range.
-    hi: f64,
-    lo: f64,
     /// The open excursion, its quiet run and its normal band: the fire-once
     /// logic every detector of this crate shares.
     excursions: Excursions,
@@ -265,8 +262,6 @@ impl AdaptiveDetector {
             profile: [Bucket::default(); MAX_BUCKETS],
             profile_a: 0.0,
             profile_a_at: 0,
-            hi: f64::NEG_INFINITY,
-            lo: f64::INFINITY,
             excursions: Excursions::default(),
             before_excursion: None,
         }
@@ -294,7 +289,6 @@ impl AdaptiveDetector {
     /// Current spread as a standard deviation estimate.
     pub fn sigma(&self) -> f64 {
         (MAD_TO_SIGMA * self.spread)
-            .max(self.range_floor())
             .max(FLOOR_RATIO * MAD_TO_SIGMA * self.floor_spread)
             .max(self.cfg.min_spread)
     }
@@ -381,9 +375,7 @@ impl AdaptiveDetector {
             let bk = self.profile[b];
             if bk.n >= BUCKET_READY && ts_ms.saturating_sub(self.first_ts) >= PROFILE_READY_MS {
                 let d = x - f64::from(bk.mean);
-                let s = (MAD_TO_SIGMA * f64::from(bk.mad))
-                    .max(self.cfg.min_spread)
-                    .max(self.range_floor());
+                let s = (MAD_TO_SIGMA * f64::from(bk.mad)).max(self.cfg.min_spread);
                 season = Some((d, self.watched_surprise(d, s)));
             }
         }
@@ -474,7 +466,6 @@ impl AdaptiveDetector {
             self.tails[3].learn(b1, self.cfg.calibration_half_life);
         }
         self.learn_level(x, dev, sigma);
-        self.learn_range(x);
         self.learn_profile(ts_ms, x);
         self.step_excursion(ts_ms, score, x, limit.is_some(), above, peer_z)
     }
@@ -508,28 +499,6 @@ impl AdaptiveDetector {
             None => self.end_excursion(),
         }
         true
-    }
-
-    /// EXPERIMENTAL (issue 11): a floor of the spread proportional to the
-    /// running range.
-    fn range_floor(&self) -> f64 {
-        let c = f64::from_bits(LAB_RANGE_C.load(std::sync::atomic::Ordering::Relaxed));
-        if c > 0.0 && self.hi > self.lo {
-            c * (self.hi - self.lo)
-        } else {
-            0.0
-        }
-    }
-
-    fn learn_range(&mut self, x: f64) {
-        self.hi = self.hi.max(x);
-        self.lo = self.lo.min(x);
-        let a = f64::from_bits(LAB_RANGE_A.load(std::sync::atomic::Ordering::Relaxed));
-        if a > 0.0 {
-            let l = self.level;
-            self.hi -= a * (self.hi - l).max(0.0);
-            self.lo += a * (l - self.lo).max(0.0);
-        }
     }
 
     fn learn_level(&mut self, x: f64, dev: f64, sigma: f64) {
@@ -624,20 +593,21 @@ impl Calibrator {
         Calibrator(TailFit::new(u_min))
     }
 
-    /// A fit whose mean excess never falls below `beta_floor`.
+    /// Tail probability of `s` under the fit so far (1 before 100 samples).
+    pub(crate) fn p(&self, s: f64) -> f64 {
+        self.0.p(s)
+    }
+
+    /// A fit whose mean excess never falls below `beta_floor` (see the
+    /// `tail` module).
     pub(crate) const fn with_beta_floor(u_min: f64, beta_floor: f64) -> Self {
         Calibrator(TailFit::with_beta_floor(u_min, beta_floor))
     }
 
-    /// The same fit, whose exceedance rate never falls below one excess
-    /// per memory span.
+    /// The same fit, whose exceedance rate never falls below one excess per
+    /// memory span (see the `tail` module).
     pub(crate) const fn floor_rate(self) -> Self {
         Calibrator(self.0.floor_rate())
-    }
-
-    /// Tail probability of `s` under the fit so far (1 before 100 samples).
-    pub(crate) fn p(&self, s: f64) -> f64 {
-        self.0.p(s)
     }
 
     /// Learns `s` with a memory of `half_life` samples.
@@ -645,12 +615,13 @@ impl Calibrator {
         self.0.learn(s, half_life);
     }
 
-    /// Learns `s` with its excess capped at `cap` mean excesses.
+    /// Learns `s` with its excess over the tail threshold capped at `cap`
+    /// mean excesses (the adaptive detector's unlogged fits).
     pub(crate) fn learn_capped(&mut self, s: f64, half_life: f64, cap: f64) {
         self.0.learn_capped(s, half_life, cap);
     }
 
-    /// Whether the fit finds a light tail (see the adaptive detector's
+    /// Whether the fit finds a light tail (see [`AdaptiveDetector`]'s
     /// unlogged fits).
     pub(crate) fn is_light(&self) -> bool {
         self.0.is_light()
@@ -669,18 +640,6 @@ impl AdaptiveDetector {
 /// half-life in samples, for the other detectors of this crate.
 pub(crate) fn ew_factor(half_life: f64) -> f64 {
     factor(half_life)
-}
-
-/// EXPERIMENTAL (issue 11): range floor factor and decay.
-pub(crate) static LAB_RANGE_C: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub(crate) static LAB_RANGE_A: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// EXPERIMENTAL (issue 11): the tail fit's shape bounds.
-pub(crate) fn tail_lab() -> (
-    &'static std::sync::atomic::AtomicU64,
-    &'static std::sync::atomic::AtomicU64,
-) {
-    (&tail::LAB_XI_MIN, &tail::LAB_XI_MAX)
 }
 
 /// Hour-of-day bucket (of `nb` per day, UTC) of a timestamp.

@@ -23,6 +23,17 @@
 //! mean over the first samples), so the fit follows a signal whose noise
 //! changes. Unlike SPOT, samples that alarm are learnt too: a signal whose
 //! spikes recur learns that they are usual.
+//!
+//! Two optional floors serve statistics that are 0 almost always and
+//! exceed only rarely (the novelty detector's range excess, and its other
+//! statistics for consistency, see `detectors/novelty.rs`): a floor of the
+//! mean excess ([`TailFit::with_beta_floor`]), since a handful of excesses
+//! says little about the tail's scale; and a floor of the exceedance rate
+//! of one excess per memory span ([`TailFit::floor_rate`]), since an
+//! exponentially weighted rate decays towards 0 between rare excesses,
+//! faster than any evidence allows (after 50,000 quiet samples with a
+//! half-life of 5,000 it would claim one excess in a million samples, and
+//! the next ordinary record of a Gaussian series would score 1).
 
 use statrs::distribution::{ContinuousCDF, Exp};
 
@@ -31,16 +42,6 @@ pub(super) const START_SDS: f64 = 2.0;
 
 /// Bounds of the GPD shape (see the module docs).
 const XI_MIN: f64 = 0.0;
-/// EXPERIMENTAL (issue 11): shape bounds and tail start set by the lab.
-pub(crate) static LAB_XI_MIN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub(crate) static LAB_XI_MAX: std::sync::atomic::AtomicU64 =
-    std::sync::atomic::AtomicU64::new(0x3FE0000000000000);
-fn xi_min() -> f64 {
-    f64::from_bits(LAB_XI_MIN.load(std::sync::atomic::Ordering::Relaxed))
-}
-fn xi_max() -> f64 {
-    f64::from_bits(LAB_XI_MAX.load(std::sync::atomic::Ordering::Relaxed))
-}
 const XI_MAX: f64 = 0.5;
 
 /// Surprises learnt before the fit gives any tail probability below 1.
@@ -56,7 +57,7 @@ const LIGHT_AFTER: u32 = 1000;
 /// surprise never varied from calling the smallest excess impossible.
 const BETA_FLOOR: f64 = 0.05;
 
-/// Running tail fit of one surprise statistic (56 bytes).
+/// Running tail fit of one surprise statistic (72 bytes).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct TailFit {
     /// Running mean and variance of the statistic.
@@ -75,11 +76,9 @@ pub(super) struct TailFit {
     u_min: f64,
     /// Smallest mean excess.
     beta_floor: f64,
-    /// Smallest exceedance rate: the weight of one sample in the running
-    /// averages at the last update (one excess per memory span), or 0.
-    rate_floor: f64,
-    /// Whether `rate_floor` applies.
-    floor_rate: bool,
+    /// Smallest exceedance rate: the weight of one sample at the last
+    /// update (one excess per memory span); 0 without the floor.
+    rate_floor: f32,
 }
 
 impl TailFit {
@@ -89,10 +88,8 @@ impl TailFit {
         Self::with_beta_floor(u_min, BETA_FLOOR)
     }
 
-    /// A fit whose mean excess never falls below `beta_floor` (in the
-    /// statistic's unit): for a statistic that is 0 almost always and
-    /// exceeds only rarely, the first few excesses say too little about
-    /// the tail's scale.
+    /// A fit whose mean excess never falls below `beta_floor`, in the
+    /// statistic's unit (the default floor is [`BETA_FLOOR`]).
     pub(super) const fn with_beta_floor(u_min: f64, beta_floor: f64) -> Self {
         TailFit {
             mean: 0.0,
@@ -105,15 +102,19 @@ impl TailFit {
             u_min,
             beta_floor,
             rate_floor: 0.0,
-            floor_rate: false,
         }
     }
 
-    /// The same fit, whose exceedance rate never falls below one excess
-    /// per memory span (see [`Self::p`]).
+    /// The same fit, whose exceedance rate never falls below one excess per
+    /// memory span: `max(1/n, factor(half_life))` at the last update.
     pub(super) const fn floor_rate(mut self) -> Self {
-        self.floor_rate = true;
+        // Any positive value marks the floor on; `learn` keeps it current.
+        self.rate_floor = f32::MIN_POSITIVE;
         self
+    }
+
+    fn beta_min(&self) -> f64 {
+        self.beta_floor
     }
 
     /// Where the tail starts.
@@ -132,7 +133,7 @@ impl TailFit {
     /// exceeded its threshold before) would make the tail look heavy and
     /// hide the rest of the fault.
     fn shape_scale(&self) -> (f64, f64) {
-        let m = self.beta.max(self.beta_floor);
+        let m = self.beta.max(self.beta_min());
         if self.exceed < MIN_SHAPE_EXCEEDANCES {
             return (XI_MIN, m);
         }
@@ -140,9 +141,9 @@ impl TailFit {
         let xi = if v > 0.0 {
             0.5 * (1.0 - m * m / v)
         } else {
-            xi_min()
+            XI_MIN
         };
-        let xi = xi.clamp(xi_min(), xi_max());
+        let xi = xi.clamp(XI_MIN, XI_MAX);
         (xi, m * (1.0 - xi))
     }
 
@@ -158,7 +159,7 @@ impl TailFit {
             return false;
         }
         let v = self.m2 - self.beta * self.beta;
-        let m = self.beta.max(self.beta_floor);
+        let m = self.beta.max(self.beta_min());
         v > 0.0 && 0.5 * (1.0 - m * m / v) < 0.0
     }
 
@@ -180,12 +181,7 @@ impl TailFit {
             t.ln_1p() / xi
         };
         let sf = Exp::new(1.0).map_or(0.0, |e| e.sf(h));
-        let rate = if self.floor_rate {
-            self.rate.max(self.rate_floor)
-        } else {
-            self.rate
-        };
-        (rate * sf).min(1.0)
+        (self.rate.max(f64::from(self.rate_floor)) * sf).min(1.0)
     }
 
     /// Learn surprise `s`; `half_life` (samples) sets the memory.
@@ -197,12 +193,14 @@ impl TailFit {
     /// times the current mean excess.
     pub(super) fn learn_capped(&mut self, s: f64, half_life: f64, cap: f64) {
         let u = self.threshold();
-        let s = s.min(u + cap * self.beta.max(self.beta_floor));
+        let s = s.min(u + cap * self.beta.max(self.beta_min()));
         self.n = self.n.saturating_add(1);
         let n = f64::from(self.n);
         // Plain running means until the half-life's weight takes over.
         let a = (1.0 / n).max(super::factor(half_life));
-        self.rate_floor = a;
+        if self.rate_floor > 0.0 {
+            self.rate_floor = (a as f32).max(f32::MIN_POSITIVE);
+        }
         if self.n > 1 {
             let over = s > u;
             // The exceedance rate starts from a prior of 1/2 worth one
@@ -216,7 +214,7 @@ impl TailFit {
                 // The scale starts from a prior worth one excess: one
                 // standard deviation of the surprise.
                 if self.exceed == 0 {
-                    self.beta = self.var.sqrt().max(self.beta_floor);
+                    self.beta = self.var.sqrt().max(self.beta_min());
                     self.m2 = 2.0 * self.beta * self.beta;
                 }
                 self.exceed = self.exceed.saturating_add(1);

@@ -517,6 +517,7 @@ mod tests {
         assert!(bytes(DetectorKind::Adaptive) <= 4096);
         assert!(bytes(DetectorKind::Changepoint) <= 4096);
         assert!(bytes(DetectorKind::Ensemble) <= 4096);
+        assert!(bytes(DetectorKind::Novelty) <= 4096);
         // The seasonal history dominates: 2,048 samples of 8 bytes.
         let seasonal = bytes(DetectorKind::Seasonal);
         assert!((16_384..=32_768).contains(&seasonal), "{seasonal}");

@@ -192,7 +192,7 @@ struct Bucket {
 /// # Cost
 ///
 /// About a kilobyte of state (the daily profile is a fixed array of 48
-/// `f32` pairs and a count; six tail fits of 72 bytes), no allocation, and
+/// `f32` pairs and a count; six tail fits of 64 bytes), no allocation, and
 /// a few dozen floating-point operations per sample (over 10 million
 /// samples per second on one core).
 #[derive(Debug, Clone)]
@@ -600,7 +600,7 @@ impl Calibrator {
 
     /// A fit whose mean excess never falls below `beta_floor` (see the
     /// `tail` module).
-    pub(crate) const fn with_beta_floor(u_min: f64, beta_floor: f64) -> Self {
+    pub(crate) fn with_beta_floor(u_min: f64, beta_floor: f64) -> Self {
         Calibrator(TailFit::with_beta_floor(u_min, beta_floor))
     }
 

@@ -57,7 +57,7 @@ const LIGHT_AFTER: u32 = 1000;
 /// surprise never varied from calling the smallest excess impossible.
 const BETA_FLOOR: f64 = 0.05;
 
-/// Running tail fit of one surprise statistic (72 bytes).
+/// Running tail fit of one surprise statistic (64 bytes).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct TailFit {
     /// Running mean and variance of the statistic.
@@ -74,8 +74,9 @@ pub(super) struct TailFit {
     exceed: u32,
     /// Lowest tail threshold.
     u_min: f64,
-    /// Smallest mean excess.
-    beta_floor: f64,
+    /// Smallest mean excess, in units of [`BETA_FLOOR`] (1 for the default
+    /// floor, which it then gives exactly).
+    beta_floor: f32,
     /// Smallest exceedance rate: the weight of one sample at the last
     /// update (one excess per memory span); 0 without the floor.
     rate_floor: f32,
@@ -85,24 +86,28 @@ impl TailFit {
     /// A fit whose tail never starts below `u_min`: surprises at or below
     /// it are never rare, however quiet the signal was.
     pub(super) const fn new(u_min: f64) -> Self {
-        Self::with_beta_floor(u_min, BETA_FLOOR)
-    }
-
-    /// A fit whose mean excess never falls below `beta_floor`, in the
-    /// statistic's unit (the default floor is [`BETA_FLOOR`]).
-    pub(super) const fn with_beta_floor(u_min: f64, beta_floor: f64) -> Self {
         TailFit {
             mean: 0.0,
             var: 0.0,
-            beta: beta_floor,
-            m2: 2.0 * beta_floor * beta_floor,
+            beta: BETA_FLOOR,
+            m2: 2.0 * BETA_FLOOR * BETA_FLOOR,
             rate: 0.0,
             n: 0,
             exceed: 0,
             u_min,
-            beta_floor,
+            beta_floor: 1.0,
             rate_floor: 0.0,
         }
+    }
+
+    /// A fit whose mean excess never falls below `beta_floor`, in the
+    /// statistic's unit (the default floor is [`BETA_FLOOR`]).
+    pub(super) fn with_beta_floor(u_min: f64, beta_floor: f64) -> Self {
+        let mut fit = Self::new(u_min);
+        fit.beta_floor = (beta_floor / BETA_FLOOR) as f32;
+        fit.beta = fit.beta_min();
+        fit.m2 = 2.0 * fit.beta * fit.beta;
+        fit
     }
 
     /// The same fit, whose exceedance rate never falls below one excess per
@@ -114,7 +119,7 @@ impl TailFit {
     }
 
     fn beta_min(&self) -> f64 {
-        self.beta_floor
+        BETA_FLOOR * f64::from(self.beta_floor)
     }
 
     /// Where the tail starts.

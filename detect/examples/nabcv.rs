@@ -270,6 +270,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if std::env::var_os("GAUSS").is_some() {
             gauss(&cfg)?;
         }
+        if std::env::var_os("OPSNAB").is_some() {
+            ops_nab(&cfg)?;
+        }
         if let Some(t) = std::env::var_os("SUITE") {
             let t: f64 = t
                 .to_str()
@@ -293,72 +296,84 @@ fn short(s: &str) -> &str {
     }
 }
 
+/// The anomaly-free series shapes of [`suite`] and [`ops_nab`].
+const SHAPES: [&str; 6] = [
+    "counts",
+    "counts+spikes",
+    "ar1",
+    "regimes",
+    "white",
+    "daily+noise",
+];
+
+/// One anomaly-free series of `shape`, `n` five-minute samples: Poisson
+/// counts with a daily and weekly cycle and a trend (with Pareto spikes for
+/// `counts+spikes`), an AR(1) walk in [0, 100], regime switches among three
+/// levels, white noise, a daily sine with noise.
+fn shape_series(shape: &str, seed: u64, n: usize) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+    use rand::{Rng, SeedableRng};
+    use rand_distr::Distribution;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let normal = rand_distr::Normal::<f64>::new(0.0, 1.0)?;
+    let mut x: f64 = 50.0;
+    let mut regime = 0usize;
+    let levels = [20.0, 45.0, 70.0];
+    Ok((0..n)
+        .map(|i| {
+            let day = (i as f64 * 5.0 / 1440.0) * std::f64::consts::TAU;
+            let week = if (i / 288) % 7 >= 5 { 0.7 } else { 1.0 };
+            let trend = 1.0 + 0.5 * i as f64 / 16_000.0;
+            match shape {
+                "counts" | "counts+spikes" => {
+                    let mean = 50.0 * trend * week * (1.0 + 0.6 * day.sin());
+                    let ln: f64 = (0.3 * normal.sample(&mut rng)).exp();
+                    let pois = rand_distr::Poisson::new((mean * ln).max(0.1))
+                        .map_or(0.0, |p| p.sample(&mut rng));
+                    let spike = if shape == "counts+spikes" && rng.gen_bool(1.0 / 200.0) {
+                        mean * rng.gen::<f64>().powf(-1.0 / 2.5)
+                    } else {
+                        0.0
+                    };
+                    pois + spike.round()
+                }
+                "ar1" => {
+                    x = 50.0 + 0.99 * (x - 50.0) + 2.0 * normal.sample(&mut rng);
+                    x.clamp(0.0, 100.0)
+                }
+                "regimes" => {
+                    if rng.gen_bool(1.0 / 500.0) {
+                        regime = rng.gen_range(0..3);
+                    }
+                    levels[regime] + 3.0 * normal.sample(&mut rng)
+                }
+                "white" => 100.0 + 5.0 * normal.sample(&mut rng),
+                _ => 100.0 + 30.0 * day.sin() + 5.0 * normal.sample(&mut rng),
+            }
+        })
+        .collect())
+}
+
+/// Raw scores of a generated series (five-minute steps).
+fn scores_of(cfg: &DetectorConfig, xs: &[f64]) -> Vec<f64> {
+    let mut det = Detector::scores_only(cfg.clone());
+    xs.iter()
+        .enumerate()
+        .map(|(i, &v)| det.update(i as i64 * 300_000, v).score)
+        .collect()
+}
+
 /// False alarms on anomaly-free series shaped like operations data (16,000
 /// five-minute samples each, 10 seeds per shape): alarms per 10,000 samples
 /// after the first 750, at threshold `t` (reset at half of it).
 fn suite(cfg: &DetectorConfig, t: f64) -> Result<(), Box<dyn std::error::Error>> {
-    use rand::{Rng, SeedableRng};
-    use rand_distr::Distribution;
     const N: usize = 16_000;
-    const STEP: i64 = 300_000;
-    let shapes = [
-        "counts",
-        "counts+spikes",
-        "ar1",
-        "regimes",
-        "white",
-        "daily+noise",
-    ];
     let mut line = format!("    suite @{t}:");
     let mut total = 0.0;
-    for (k, shape) in shapes.iter().enumerate() {
+    for (k, shape) in SHAPES.iter().enumerate() {
         let mut alarms = 0usize;
         for seed in 0..10u64 {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(1000 * k as u64 + seed);
-            let normal = rand_distr::Normal::<f64>::new(0.0, 1.0)?;
-            let mut x: f64 = 50.0;
-            let mut regime = 0usize;
-            let levels = [20.0, 45.0, 70.0];
-            let raw: Vec<f64> = (0..N)
-                .map(|i| {
-                    let day = (i as f64 * 5.0 / 1440.0) * std::f64::consts::TAU;
-                    let week = if (i / 288) % 7 >= 5 { 0.7 } else { 1.0 };
-                    let trend = 1.0 + 0.5 * i as f64 / N as f64;
-                    match *shape {
-                        "counts" | "counts+spikes" => {
-                            let mean = 50.0 * trend * week * (1.0 + 0.6 * day.sin());
-                            let ln: f64 = (0.3 * normal.sample(&mut rng)).exp();
-                            let pois = rand_distr::Poisson::new((mean * ln).max(0.1))
-                                .map_or(0.0, |p| p.sample(&mut rng));
-                            let spike = if *shape == "counts+spikes" && rng.gen_bool(1.0 / 200.0) {
-                                mean * rng.gen::<f64>().powf(-1.0 / 2.5)
-                            } else {
-                                0.0
-                            };
-                            pois + spike.round()
-                        }
-                        "ar1" => {
-                            x = 50.0 + 0.99 * (x - 50.0) + 2.0 * normal.sample(&mut rng);
-                            x.clamp(0.0, 100.0)
-                        }
-                        "regimes" => {
-                            if rng.gen_bool(1.0 / 500.0) {
-                                regime = rng.gen_range(0..3);
-                            }
-                            levels[regime] + 3.0 * normal.sample(&mut rng)
-                        }
-                        "white" => 100.0 + 5.0 * normal.sample(&mut rng),
-                        _ => 100.0 + 30.0 * day.sin() + 5.0 * normal.sample(&mut rng),
-                    }
-                })
-                .collect();
-            let mut det = Detector::scores_only(cfg.clone());
-            let scores: Vec<f64> = raw
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| det.update(i as i64 * STEP, v).score)
-                .collect();
-            let fired = detect::fire_once(&scores, t, 0.5 * t, cfg.reset_samples);
+            let raw = shape_series(shape, 1000 * k as u64 + seed, N)?;
+            let fired = detect::fire_once(&scores_of(cfg, &raw), t, 0.5 * t, cfg.reset_samples);
             alarms += fired
                 .iter()
                 .skip(750)
@@ -369,7 +384,97 @@ fn suite(cfg: &DetectorConfig, t: f64) -> Result<(), Box<dyn std::error::Error>>
         total += per10k;
         line += &format!(" {shape} {per10k:.1}");
     }
-    println!("{line} | mean {:.2}", total / shapes.len() as f64);
+    println!("{line} | mean {:.2}", total / SHAPES.len() as f64);
+    Ok(())
+}
+
+/// A NAB-style benchmark of the project's own: every shape of [`SHAPES`]
+/// with each kind of fault planted at sample 4,000 of 6,000 (three seeds),
+/// sized by the series' own standard deviation `s`: a spike of 4 s, a level
+/// shift of 1.5 s, a dip of 1.5 s for six hours, a drift of 3 s over 300
+/// samples, added noise of 2 s for 300 samples, a flat line for 300
+/// samples. The window is NAB's: 10 % of the series centred on the onset.
+/// Categories are the shapes, so the cross-validation leaves one shape out.
+fn ops_nab(cfg: &DetectorConfig) -> Result<(), Box<dyn std::error::Error>> {
+    use rand::SeedableRng;
+    use rand_distr::Distribution;
+    const N: usize = 6_000;
+    const AT: usize = 4_000;
+    let faults = ["spike", "shift", "dip", "drift", "noise", "flat"];
+    let mut series = Vec::new();
+    for (k, shape) in SHAPES.iter().enumerate() {
+        for (f, fault) in faults.iter().enumerate() {
+            for seed in 0..3u64 {
+                let mut xs =
+                    shape_series(shape, 77_000 + 100 * k as u64 + 10 * f as u64 + seed, N)?;
+                let mean = xs.iter().sum::<f64>() / N as f64;
+                let sd = (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / N as f64).sqrt();
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+                let normal = rand_distr::Normal::<f64>::new(0.0, 2.0 * sd)?;
+                match *fault {
+                    "spike" => xs[AT] += 4.0 * sd,
+                    "shift" => xs[AT..].iter_mut().for_each(|x| *x += 1.5 * sd),
+                    "dip" => xs[AT..AT + 72].iter_mut().for_each(|x| *x -= 1.5 * sd),
+                    "drift" => xs[AT..]
+                        .iter_mut()
+                        .enumerate()
+                        .for_each(|(i, x)| *x += 3.0 * sd * (i.min(300) as f64 / 300.0)),
+                    "noise" => xs[AT..AT + 300]
+                        .iter_mut()
+                        .for_each(|x| *x += normal.sample(&mut rng)),
+                    _ => {
+                        let v = xs[AT];
+                        xs[AT..AT + 300].iter_mut().for_each(|x| *x = v);
+                    }
+                }
+                series.push(RawSeries {
+                    name: format!("{shape}/{fault}-{seed}.csv"),
+                    raw: scores_of(cfg, &xs),
+                    windows: vec![detect::nab::RowWindow {
+                        start: AT - N / 20,
+                        end: AT + N / 20 - 1,
+                    }],
+                });
+            }
+        }
+    }
+    let sweep = Sweep::new(&series, &default_thresholds(), Replay::of(cfg));
+    for p in Profile::ALL {
+        let cv = cross_validate(std::slice::from_ref(&sweep), p).ok_or("categories")?;
+        let at_cfg = {
+            let t = default_thresholds()
+                .iter()
+                .position(|t| (t - cfg.threshold).abs() < 1e-9);
+            t.map(|t| sweep.at(t, p, |_| true))
+        };
+        println!(
+            "    ops-nab {:<6} in {:>5.1} @{:.3} (tp {} fp {}) cv {:>5.1} cvmean {:>5.1}{}",
+            short(p.name),
+            cv.in_sample.normalized().unwrap_or(0.0),
+            cv.in_sample.threshold,
+            cv.in_sample.tp,
+            cv.in_sample.fp,
+            cv.pooled.normalized().unwrap_or(0.0),
+            cv.mean,
+            at_cfg.map_or(String::new(), |a| format!(
+                " | at {:.3}: {:.1} (tp {} fp {})",
+                cfg.threshold,
+                a.normalized().unwrap_or(0.0),
+                a.tp,
+                a.fp
+            ))
+        );
+        if p == Profile::STANDARD && std::env::var_os("FOLDS").is_some() {
+            // Detected windows per fault at the in-sample threshold.
+            let (t, _) = sweep.best(p, |_| true);
+            let mut line = String::from("    found per fault:");
+            for fault in faults {
+                let hit = sweep.at(t, p, |i| series[i].name.contains(&format!("/{fault}-")));
+                line += &format!(" {fault} {}/{}", hit.tp, hit.windows);
+            }
+            println!("{line}");
+        }
+    }
     Ok(())
 }
 

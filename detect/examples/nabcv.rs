@@ -11,9 +11,19 @@
 //! is swept (`detect::nab::default_thresholds`) and chosen per fold on the
 //! other categories (`detect::nab::cross_validate`). Printed per kind and
 //! profile: in-sample (best threshold on every series), the pooled
-//! cross-validated figure, and the mean over categories with windows; with
-//! `FOLDS=1` each fold too. `GAUSS=1` adds the alarms on 100,000 samples of
-//! stationary Gaussian noise at the configuration's own threshold.
+//! cross-validated figure, the mean over categories with windows, and
+//! `flat`, the in-sample score averaged over the best threshold +-0.025 (a
+//! knife-edge optimum does not carry over to new data). Environment:
+//! - `FOLDS=1`: each fold too;
+//! - `PERFILE=1`: each file at the in-sample threshold, with its firings;
+//! - `DUMP=dir`: raw scores to `dir/<kind>/<category>/<file>.csv`;
+//! - `GAUSS=1`: alarms on 100,000 samples of stationary Gaussian noise at
+//!   the configuration's own threshold, and the scores of 4 to 8-sigma
+//!   spikes;
+//! - `SUITE=t`: alarms per 10,000 samples at threshold `t` on anomaly-free
+//!   series shaped like operations data;
+//! - `OPSNAB=1`: ops-NAB, a NAB-style benchmark of operations faults planted
+//!   in those shapes (leave one shape out).
 //!
 //! Rows reach the detector as heal's sample policy admits them: a NaN or
 //! infinite value, a repeated or earlier timestamp is dropped (NaN raw

@@ -25,6 +25,45 @@
 //!   (`timestamp,value,anomaly_score`), which NAB's own scorer (and
 //!   `shared/tools/nab_score.py`) reads from `<out>/<category>/<file>.csv`
 //!   ([`results_path`]).
+//!
+//! # How a command uses it
+//!
+//! `heal bench nab DIR --cv`: score every series once per configuration
+//! with [`Detector::scores_only`](crate::Detector::scores_only) (NaN for a
+//! row the sample policy drops), build one [`Sweep`] per configuration over
+//! [`default_thresholds`] with that configuration's [`Replay::of`], and
+//! print [`cross_validate`]'s folds, pooled and mean figures per profile
+//! next to its in-sample one. `--results OUT`: at the threshold reported,
+//! write each series' [`Replay::fire`] output with [`write_results_csv`] to
+//! `OUT/`[`results_path`]. `heal tune` passes its candidate configurations
+//! as several sweeps, so that the choice among them is made inside each
+//! fold too.
+//!
+//! ```
+//! use detect::nab::{cross_validate, default_thresholds, Profile, RawSeries, Replay, RowWindow, Sweep};
+//! use detect::{Detector, DetectorConfig};
+//!
+//! // Two categories of one series each: a spike in a window.
+//! let series: Vec<RawSeries> = ["a/one.csv", "b/two.csv"]
+//!     .iter()
+//!     .map(|name| {
+//!         let cfg = DetectorConfig::nab();
+//!         let mut d = Detector::scores_only(cfg);
+//!         let raw = (0..2000)
+//!             .map(|i| {
+//!                 let x = 10.0 + (i as f64 * 0.7).sin() + if i == 1500 { 40.0 } else { 0.0 };
+//!                 d.update(i * 60_000, x).score
+//!             })
+//!             .collect();
+//!         RawSeries { name: name.to_string(), raw, windows: vec![RowWindow { start: 1450, end: 1549 }] }
+//!     })
+//!     .collect();
+//! let cfg = DetectorConfig::nab();
+//! let sweep = Sweep::new(&series, &default_thresholds(), Replay::of(&cfg));
+//! let cv = cross_validate(&[sweep], Profile::STANDARD).expect("two categories");
+//! assert_eq!(cv.folds.len(), 2);
+//! assert_eq!(cv.pooled.tp, 2);
+//! ```
 
 use std::collections::BTreeSet;
 

@@ -17,6 +17,9 @@
 //! - `FOLDS=1`: each fold too;
 //! - `PERFILE=1`: each file at the in-sample threshold, with its firings;
 //! - `DUMP=dir`: raw scores to `dir/<kind>/<category>/<file>.csv`;
+//! - `RESULTS=dir`: NAB's results layout at the in-sample standard threshold
+//!   (`dir/<category>/<file>.csv`, `timestamp,value,anomaly_score`), for
+//!   `shared/tools/nab_score.py DIR dir --fixed <threshold>` to re-score;
 //! - `GAUSS=1`: alarms on 100,000 samples of stationary Gaussian noise at
 //!   the configuration's own threshold, and the scores of 4 to 8-sigma
 //!   spikes;
@@ -129,6 +132,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let dir = dir.ok_or("usage: nabcv <NAB_DIR> [kind,...] [field=value ...]")?;
     let corpus = load(Path::new(&dir))?;
+    let dir = dir.as_str();
     let thresholds = default_thresholds();
     let folds = std::env::var_os("FOLDS").is_some();
     println!(
@@ -251,6 +255,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         fired.join(" ")
                     );
                 }
+            }
+            if let (Some(out), true) = (std::env::var_os("RESULTS"), p == Profile::STANDARD) {
+                // NAB's results layout at the in-sample threshold, for
+                // `shared/tools/nab_score.py` to re-score.
+                let t = cv.in_sample.threshold;
+                for s in &series {
+                    let text = std::fs::read_to_string(Path::new(&dir).join("data").join(&s.name))?;
+                    let rows = text
+                        .lines()
+                        .skip(1)
+                        .filter(|l| !l.is_empty())
+                        .filter_map(|l| l.split_once(','));
+                    let mut csv = String::new();
+                    detect::nab::write_results_csv(&mut csv, rows, &replay.fire(&s.raw, t))?;
+                    let path = Path::new(&out).join(detect::nab::results_path(&s.name));
+                    std::fs::create_dir_all(path.parent().ok_or("no parent")?)?;
+                    std::fs::write(path, csv)?;
+                }
+                println!("    results at {t} written");
             }
             if folds {
                 for f in &cv.folds {

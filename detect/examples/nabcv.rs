@@ -25,6 +25,9 @@
 //!   spikes;
 //! - `SUITE=t`: alarms per 10,000 samples at threshold `t` on anomaly-free
 //!   series shaped like operations data;
+//! - `EXT=dir`: score another program's raw scores instead
+//!   (`dir/<category>/<file>.csv`, one per data row, `NaN` for a dropped
+//!   row), with the excursion replay of the kind's configuration;
 //! - `OPSNAB=1`: ops-NAB, a NAB-style benchmark of operations faults planted
 //!   in those shapes (leave one shape out).
 //!
@@ -93,6 +96,22 @@ fn load(dir: &Path) -> Result<Vec<Series>, Box<dyn std::error::Error>> {
     Ok(out)
 }
 
+/// Raw scores of one series written by another program (`EXT=dir`:
+/// `dir/<category>/<file>.csv`, one score per data row, `NaN` for a row
+/// that never reached the detector), to cross-validate prototypes and ports
+/// of other detectors with exactly the harness the crate's kinds go through.
+fn ext_scores(dir: &Path, s: &Series) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(dir.join(&s.name))?;
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(f64::NAN))
+        .collect();
+    if v.len() != s.values.len() {
+        return Err(format!("{}: {} scores for {} rows", s.name, v.len(), s.values.len()).into());
+    }
+    Ok(v)
+}
+
 /// Raw scores of one series, online, rows dropped as heal's sample policy
 /// drops them.
 fn raw_scores(s: &Series, cfg: &DetectorConfig) -> Vec<f64> {
@@ -153,18 +172,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             return Err(format!("invalid configuration: {problems:?}").into());
         }
         let t0 = std::time::Instant::now();
-        let series: Vec<RawSeries> = corpus
-            .iter()
-            .map(|s| RawSeries {
-                name: s.name.clone(),
-                raw: raw_scores(s, &cfg),
-                windows: s.windows.clone(),
-            })
-            .collect();
+        // `EXT=a:b:c`: several candidates (one directory each), chosen
+        // among inside each fold like the threshold.
+        let ext: Vec<String> = std::env::var("EXT")
+            .map(|e| e.split(':').map(String::from).collect())
+            .unwrap_or_default();
+        let load_series = |dir: Option<&String>| {
+            corpus
+                .iter()
+                .map(|s| {
+                    Ok(RawSeries {
+                        name: s.name.clone(),
+                        raw: match dir {
+                            Some(dir) => ext_scores(Path::new(dir), s)?,
+                            None => raw_scores(s, &cfg),
+                        },
+                        windows: s.windows.clone(),
+                    })
+                })
+                .collect::<Result<Vec<RawSeries>, Box<dyn std::error::Error>>>()
+        };
+        let mut candidates = Vec::new();
+        if ext.is_empty() {
+            candidates.push(load_series(None)?);
+        }
+        for dir in &ext {
+            candidates.push(load_series(Some(dir))?);
+        }
+        let series = &candidates[0];
         let elapsed = t0.elapsed();
         if let Some(d) = std::env::var_os("DUMP") {
             // Raw scores per series, for plots: `<DUMP>/<kind>/<category>/<file>.csv`.
-            for s in &series {
+            for s in series {
                 let path = Path::new(&d).join(kind.as_str()).join(&s.name);
                 std::fs::create_dir_all(path.parent().ok_or("no parent")?)?;
                 let text: String = s.raw.iter().map(|x| format!("{x}\n")).collect();
@@ -173,13 +212,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let points: usize = series.iter().map(|s| s.raw.len()).sum();
         let replay = Replay::of(&cfg);
-        let sweep = Sweep::new(&series, &thresholds, replay);
+        let sweeps: Vec<Sweep> = candidates
+            .iter()
+            .map(|c| Sweep::new(c, &thresholds, replay))
+            .collect();
         for p in Profile::ALL {
-            let cv = cross_validate(std::slice::from_ref(&sweep), p).ok_or("one category")?;
+            let cv = cross_validate(&sweeps, p).ok_or("one category")?;
+            let sweep = &sweeps[cv.in_sample_config];
+            let series = &candidates[cv.in_sample_config];
             let cats: Vec<String> = cv
                 .folds
                 .iter()
                 .map(|f| match f.held_out.normalized() {
+                    Some(n) if sweeps.len() > 1 => format!(
+                        "{}={:.1}@{:.3}#{}",
+                        short(&f.category),
+                        n,
+                        f.threshold,
+                        f.config
+                    ),
                     Some(n) => format!("{}={:.1}@{:.3}", short(&f.category), n, f.threshold),
                     None => format!(
                         "{}=fp{}({:+.2})@{:.3}",
@@ -213,7 +264,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
             if std::env::var_os("PERFILE").is_some() && p == Profile::STANDARD {
                 let t = cv.in_sample.threshold;
-                for s in &series {
+                for s in series {
                     let f = detect::nab::NabFile {
                         name: s.name.clone(),
                         scores: replay.fire(&s.raw, t),
@@ -260,7 +311,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 // NAB's results layout at the in-sample threshold, for
                 // `shared/tools/nab_score.py` to re-score.
                 let t = cv.in_sample.threshold;
-                for s in &series {
+                for s in series {
                     let text = std::fs::read_to_string(Path::new(&dir).join("data").join(&s.name))?;
                     let rows = text
                         .lines()

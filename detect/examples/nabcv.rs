@@ -25,9 +25,14 @@
 //!   spikes;
 //! - `SUITE=t`: alarms per 10,000 samples at threshold `t` on anomaly-free
 //!   series shaped like operations data;
-//! - `EXT=dir`: score another program's raw scores instead
+//! - `CURVE=1`: each category's standard score against the threshold
+//!   (0.14 to 0.26), to see how sharp each optimum is;
+//! - `BOOT=1`: a 90 % interval of the cross-validated figure, resampling
+//!   series within their category (2,000 draws);
+//! - `EXT=dir[:dir...]`: score another program's raw scores instead
 //!   (`dir/<category>/<file>.csv`, one per data row, `NaN` for a dropped
-//!   row), with the excursion replay of the kind's configuration;
+//!   row), with the excursion replay of the kind's configuration; several
+//!   directories are candidates chosen among inside each fold;
 //! - `OPSNAB=1`: ops-NAB, a NAB-style benchmark of operations faults planted
 //!   in those shapes (leave one shape out).
 //!
@@ -262,6 +267,85 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 flat,
                 cats.join(" ")
             );
+            if std::env::var_os("BOOT").is_some() {
+                // How much the cross-validated figure owes to which series
+                // happen to be in the corpus: each series scored at its
+                // fold's threshold, resampled with replacement within its
+                // category (2,000 times); the 5th and 95th percentiles of
+                // the pooled normalised score.
+                use rand::{Rng, SeedableRng};
+                let fold_t: Vec<usize> = series
+                    .iter()
+                    .map(|s| {
+                        let f = cv
+                            .folds
+                            .iter()
+                            .find(|f| f.category == s.category())
+                            .expect("every category has a fold");
+                        thresholds
+                            .iter()
+                            .position(|t| (t - f.threshold).abs() < 1e-12)
+                            .expect("fold threshold on the grid")
+                    })
+                    .collect();
+                let sweep_of = |i: usize| {
+                    let c = cv
+                        .folds
+                        .iter()
+                        .find(|f| f.category == series[i].category())
+                        .map_or(0, |f| f.config);
+                    &sweeps[c]
+                };
+                let per: Vec<(f64, usize)> = (0..series.len())
+                    .map(|i| {
+                        let r = sweep_of(i).at(fold_t[i], p, |j| j == i);
+                        (r.raw, r.windows)
+                    })
+                    .collect();
+                let mut by_cat: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+                for (i, s) in series.iter().enumerate() {
+                    by_cat.entry(s.category()).or_default().push(i);
+                }
+                let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+                let mut draws: Vec<f64> = (0..2000)
+                    .map(|_| {
+                        let (mut raw, mut w) = (0.0, 0usize);
+                        for idx in by_cat.values() {
+                            for _ in 0..idx.len() {
+                                let (r, n) = per[idx[rng.gen_range(0..idx.len())]];
+                                raw += r;
+                                w += n;
+                            }
+                        }
+                        let (tp, fn_) = (p.tp * w as f64, p.fn_ * w as f64);
+                        100.0 * (raw + fn_) / (tp + fn_)
+                    })
+                    .collect();
+                draws.sort_by(f64::total_cmp);
+                println!(
+                    "    bootstrap over series (cv): 5% {:.1} median {:.1} 95% {:.1}",
+                    draws[100], draws[1000], draws[1899]
+                );
+            }
+            if std::env::var_os("CURVE").is_some() && p == Profile::STANDARD {
+                // Each category's normalised score against the threshold:
+                // how sharp the optimum is, and where each category has it.
+                let cats: std::collections::BTreeSet<&str> =
+                    series.iter().map(|s| s.category()).collect();
+                for c in cats {
+                    let line: Vec<String> = (0..thresholds.len())
+                        .filter(|&t| (0.14..=0.26).contains(&thresholds[t]))
+                        .map(|t| {
+                            let r = sweep.at(t, p, |i| series[i].category() == c);
+                            match r.normalized() {
+                                Some(n) => format!("{n:.0}"),
+                                None => format!("{:+.1}", r.raw),
+                            }
+                        })
+                        .collect();
+                    println!("    {:<8} 0.14..0.26: {}", short(c), line.join(" "));
+                }
+            }
             if std::env::var_os("PERFILE").is_some() && p == Profile::STANDARD {
                 let t = cv.in_sample.threshold;
                 for s in series {

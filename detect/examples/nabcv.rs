@@ -25,6 +25,7 @@
 //!   spikes;
 //! - `SUITE=t`: alarms per 10,000 samples at threshold `t` on anomaly-free
 //!   series shaped like operations data;
+//! - `AT=t`: the corpus score at threshold `t` too;
 //! - `CURVE=1`: each category's standard score against the threshold
 //!   (0.14 to 0.26), to see how sharp each optimum is;
 //! - `BOOT=1`: a 90 % interval of the cross-validated figure, resampling
@@ -33,8 +34,13 @@
 //!   (`dir/<category>/<file>.csv`, one per data row, `NaN` for a dropped
 //!   row), with the excursion replay of the kind's configuration; several
 //!   directories are candidates chosen among inside each fold;
-//! - `OPSNAB=1`: ops-NAB, a NAB-style benchmark of operations faults planted
-//!   in those shapes (leave one shape out).
+//! - `OPSNAB=1` (or `OPSNAB=n`, series of `n` samples instead of 6,000):
+//!   ops-NAB, a NAB-style benchmark of operations faults planted in those
+//!   shapes (leave one shape out), with the score at the configuration's
+//!   own threshold; `OPSNAB_DUMP=dir` writes each series' values to
+//!   `dir/<shape>/<fault>-<seed>.csv` (and the kind's raw scores beside
+//!   them, `.scores`), `OPSNAB_EXT=dir` scores another
+//!   program's raw scores of them instead.
 //!
 //! Rows reach the detector as heal's sample policy admits them: a NaN or
 //! infinite value, a repeated or earlier timestamp is dropped (NaN raw
@@ -327,6 +333,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     draws[100], draws[1000], draws[1899]
                 );
             }
+            if let Some(at) = std::env::var("AT").ok().and_then(|t| t.parse::<f64>().ok()) {
+                // The corpus at a fixed threshold (one chosen elsewhere).
+                if let Some(t) = thresholds.iter().position(|t| (t - at).abs() < 1e-9) {
+                    let r = sweep.at(t, p, |_| true);
+                    println!(
+                        "    at {at}: {:.1} (tp {} fn {} fp {})",
+                        r.normalized().unwrap_or(0.0),
+                        r.tp,
+                        r.fn_,
+                        r.fp
+                    );
+                }
+            }
             if std::env::var_os("CURVE").is_some() && p == Profile::STANDARD {
                 // Each category's normalised score against the threshold:
                 // how sharp the optimum is, and where each category has it.
@@ -566,41 +585,67 @@ fn suite(cfg: &DetectorConfig, t: f64) -> Result<(), Box<dyn std::error::Error>>
 fn ops_nab(cfg: &DetectorConfig) -> Result<(), Box<dyn std::error::Error>> {
     use rand::SeedableRng;
     use rand_distr::Distribution;
-    const N: usize = 6_000;
-    const AT: usize = 4_000;
+    // `OPSNAB=n`: series of n samples (default 6,000), the fault at two
+    // thirds: how the score holds up as series get longer.
+    let n_env = std::env::var("OPSNAB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n >= 1_500)
+        .unwrap_or(6_000);
+    let (big_n, at) = (n_env, n_env * 2 / 3);
     let faults = ["spike", "shift", "dip", "drift", "noise", "flat"];
     let mut series = Vec::new();
     for (k, shape) in SHAPES.iter().enumerate() {
         for (f, fault) in faults.iter().enumerate() {
             for seed in 0..3u64 {
                 let mut xs =
-                    shape_series(shape, 77_000 + 100 * k as u64 + 10 * f as u64 + seed, N)?;
-                let mean = xs.iter().sum::<f64>() / N as f64;
-                let sd = (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / N as f64).sqrt();
+                    shape_series(shape, 77_000 + 100 * k as u64 + 10 * f as u64 + seed, big_n)?;
+                let mean = xs.iter().sum::<f64>() / big_n as f64;
+                let sd = (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / big_n as f64).sqrt();
                 let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
                 let normal = rand_distr::Normal::<f64>::new(0.0, 2.0 * sd)?;
                 match *fault {
-                    "spike" => xs[AT] += 4.0 * sd,
-                    "shift" => xs[AT..].iter_mut().for_each(|x| *x += 1.5 * sd),
-                    "dip" => xs[AT..AT + 72].iter_mut().for_each(|x| *x -= 1.5 * sd),
-                    "drift" => xs[AT..]
+                    "spike" => xs[at] += 4.0 * sd,
+                    "shift" => xs[at..].iter_mut().for_each(|x| *x += 1.5 * sd),
+                    "dip" => xs[at..at + 72].iter_mut().for_each(|x| *x -= 1.5 * sd),
+                    "drift" => xs[at..]
                         .iter_mut()
                         .enumerate()
                         .for_each(|(i, x)| *x += 3.0 * sd * (i.min(300) as f64 / 300.0)),
-                    "noise" => xs[AT..AT + 300]
+                    "noise" => xs[at..at + 300]
                         .iter_mut()
                         .for_each(|x| *x += normal.sample(&mut rng)),
                     _ => {
-                        let v = xs[AT];
-                        xs[AT..AT + 300].iter_mut().for_each(|x| *x = v);
+                        let v = xs[at];
+                        xs[at..at + 300].iter_mut().for_each(|x| *x = v);
                     }
                 }
+                let name = format!("{shape}/{fault}-{seed}.csv");
+                if let Some(d) = std::env::var_os("OPSNAB_DUMP") {
+                    // The series' values, for another program to score.
+                    let path = Path::new(&d).join(&name);
+                    std::fs::create_dir_all(path.parent().ok_or("no parent")?)?;
+                    let text: String = xs.iter().map(|x| format!("{x}\n")).collect();
+                    std::fs::write(&path, text)?;
+                    let text: String = scores_of(cfg, &xs)
+                        .iter()
+                        .map(|x| format!("{x}\n"))
+                        .collect();
+                    std::fs::write(path.with_extension("scores"), text)?;
+                }
+                let raw = match std::env::var_os("OPSNAB_EXT") {
+                    Some(d) => std::fs::read_to_string(Path::new(&d).join(&name))?
+                        .split_whitespace()
+                        .map(|x| x.parse().unwrap_or(f64::NAN))
+                        .collect(),
+                    None => scores_of(cfg, &xs),
+                };
                 series.push(RawSeries {
-                    name: format!("{shape}/{fault}-{seed}.csv"),
-                    raw: scores_of(cfg, &xs),
+                    name,
+                    raw,
                     windows: vec![detect::nab::RowWindow {
-                        start: AT - N / 20,
-                        end: AT + N / 20 - 1,
+                        start: at - big_n / 20,
+                        end: at + big_n / 20 - 1,
                     }],
                 });
             }

@@ -344,10 +344,11 @@ impl DetectorConfig {
     ///
     /// A caution measured on the project's own operations-fault benchmark:
     /// at this threshold false alarms grow with a series' length (on clean
-    /// synthetic series, about one per 650 samples), so on series of 16,000
+    /// synthetic series, about one per 900 samples), so on series of 16,000
     /// samples with one fault each the NAB score falls to about 0, where
-    /// 0.25 would give 59; the development subset's long real series do not
-    /// show it (3 false alarms per 10,000 samples).
+    /// 0.245 would give 59; the development subset's long real series do
+    /// not show it (realKnownCause: about 4 false alarms per 10,000
+    /// samples).
     ///
     /// Why it is not the default: NAB charges a false alarm a tenth of a
     /// missed anomaly, so its best threshold fires about once per 1,000

@@ -80,6 +80,7 @@ fn bench(c: &mut Criterion) {
     memory();
     for kind in [
         DetectorKind::Ensemble,
+        DetectorKind::Novelty,
         DetectorKind::Changepoint,
         DetectorKind::Adaptive,
         DetectorKind::Seasonal,

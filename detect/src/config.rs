@@ -73,7 +73,8 @@ pub struct DetectorConfig {
     /// Hour-of-day buckets of the daily profile (the level and spread the
     /// signal usually has at this time of day, UTC). Values far from the
     /// profile are scored too, which catches a missing or unusual daily
-    /// peak. 0 turns the daily profile off; at most 48.
+    /// peak. 0 turns the daily profile off (and the `novelty` detector's
+    /// weekly profile); at most 48.
     pub daily_buckets: u32,
     /// Half-life, in days, of the daily profile (converted to samples from
     /// the series' own sampling rate).
@@ -107,11 +108,12 @@ pub struct DetectorConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_below: Option<f64>,
     /// Which detector scores this signal: `adaptive` (the default, 1.2 KiB
-    /// per series), `changepoint` (level and variance shifts, 2.1 KiB),
-    /// `seasonal` (residual of a periodically refitted MSTL decomposition;
-    /// about 18 KiB with the default history, opt-in) or `ensemble`
-    /// (adaptive and changepoint combined, 3.3 KiB; seasonal too if
-    /// `ensemble.seasonal`). Every kind honours `direction`, `warmup`, the
+    /// per series), `novelty` (baselines with their own memories, the NAB
+    /// configuration's detector, 2.4 KiB), `changepoint` (level and
+    /// variance shifts, 2.1 KiB), `seasonal` (residual of a periodically
+    /// refitted MSTL decomposition; about 18 KiB with the default history,
+    /// opt-in) or `ensemble` (adaptive and changepoint combined, 3.3 KiB;
+    /// seasonal too if `ensemble.seasonal`). Every kind honours `direction`, `warmup`, the
     /// thresholds and the hard limits above; the adaptive settings feed the
     /// adaptive part.
     #[serde(skip_serializing_if = "DetectorKind::is_adaptive")]
@@ -146,15 +148,26 @@ pub enum DetectorKind {
     /// The adaptive and changepoint detectors (and the seasonal one with
     /// `ensemble.seasonal: true`) combined into one calibrated score.
     Ensemble,
+    /// How new each sample is against baselines with their own memories:
+    /// a Holt-Winters prediction (recent level plus the hour of day) and
+    /// its CUSUM, the daily and the weekly profile of the last weeks, a
+    /// burst of the recent surprise, the whole range the series has had,
+    /// and the usual size of its steps; each calibrated by a tail fit,
+    /// combined by Bonferroni. Fixed state, 2.4 KiB boxed. The detector of
+    /// the NAB configuration ([`DetectorConfig::nab`]): it holds up on data
+    /// it was not tuned on (leave-one-category-out on NAB's development
+    /// subset: 78.9 against the adaptive detector's 67.5).
+    Novelty,
 }
 
 impl DetectorKind {
     /// Every kind, in the order `heal bench nab --detector all` prints them.
-    pub const ALL: [DetectorKind; 4] = [
+    pub const ALL: [DetectorKind; 5] = [
         DetectorKind::Adaptive,
         DetectorKind::Changepoint,
         DetectorKind::Seasonal,
         DetectorKind::Ensemble,
+        DetectorKind::Novelty,
     ];
 
     /// The lowercase name used in configuration.
@@ -164,6 +177,7 @@ impl DetectorKind {
             DetectorKind::Changepoint => "changepoint",
             DetectorKind::Seasonal => "seasonal",
             DetectorKind::Ensemble => "ensemble",
+            DetectorKind::Novelty => "novelty",
         }
     }
 
@@ -320,6 +334,39 @@ impl DetectorConfig {
             None
         }
     }
+
+    /// The NAB configuration: the `novelty` detector with threshold 0.18
+    /// (a combined tail probability of about 7e-3, 1e-3 for the most
+    /// surprising of its seven statistics), every other setting at its
+    /// default. One configuration and one threshold for every series; 0.18
+    /// is the best corpus-wide threshold on NAB's development subset and
+    /// within every leave-one-category-out fold's choice (0.18 to 0.19).
+    ///
+    /// A caution measured on the project's own operations-fault benchmark:
+    /// at this threshold false alarms grow with a series' length (on clean
+    /// synthetic series, about one per 900 samples), so on series of 16,000
+    /// samples with one fault each the NAB score falls to about 0, where
+    /// 0.245 would give 59; the development subset's long real series do
+    /// not show it (realKnownCause: about 4 false alarms per 10,000
+    /// samples).
+    ///
+    /// Why it is not the default: NAB charges a false alarm a tenth of a
+    /// missed anomaly, so its best threshold fires about once per 1,000
+    /// samples of pure noise; heal acts on its alarms unattended, and the
+    /// default threshold 0.4 raises none in 100,000 samples of stationary
+    /// noise (with either detector). The default kind stays `adaptive`
+    /// until the lab's end-to-end runs have been repeated with `novelty`.
+    pub fn nab() -> Self {
+        DetectorConfig {
+            kind: DetectorKind::Novelty,
+            threshold: Self::NAB_THRESHOLD,
+            reset_threshold: Self::NAB_THRESHOLD / 2.0,
+            ..DetectorConfig::default()
+        }
+    }
+
+    /// The threshold of [`DetectorConfig::nab`].
+    pub const NAB_THRESHOLD: f64 = 0.18;
 
     /// Largest accepted `daily_buckets`.
     pub const MAX_DAILY_BUCKETS: u32 = 48;

@@ -20,6 +20,7 @@ pub mod adaptive;
 mod changepoint;
 mod ensemble;
 mod excursion;
+mod novelty;
 pub mod peer;
 mod seasonal;
 
@@ -29,6 +30,7 @@ use crate::{AdaptiveDetector, DetectorConfig, DetectorKind, PeerScore, Scored};
 use changepoint::Changepoint;
 use ensemble::Ensemble;
 use excursion::Excursions;
+use novelty::Novelty;
 use seasonal::Seasonal;
 
 /// What a model says about one sample before warm-up, limits and
@@ -195,6 +197,7 @@ enum Inner {
     Changepoint(Box<Online<Changepoint>>),
     Seasonal(Box<Online<Seasonal>>),
     Ensemble(Box<Online<Ensemble>>),
+    Novelty(Box<Online<Novelty>>),
 }
 
 impl Detector {
@@ -214,6 +217,10 @@ impl Detector {
             DetectorKind::Ensemble => {
                 let m = Ensemble::new(&cfg);
                 Inner::Ensemble(Box::new(Online::new(cfg, m)))
+            }
+            DetectorKind::Novelty => {
+                let m = Novelty::new(&cfg);
+                Inner::Novelty(Box::new(Online::new(cfg, m)))
             }
         })
     }
@@ -237,6 +244,7 @@ impl Detector {
             Inner::Changepoint(d) => &d.cfg,
             Inner::Seasonal(d) => &d.cfg,
             Inner::Ensemble(d) => &d.cfg,
+            Inner::Novelty(d) => &d.cfg,
         }
     }
 
@@ -249,6 +257,7 @@ impl Detector {
             Inner::Changepoint(d) => &mut d.cfg,
             Inner::Seasonal(d) => &mut d.cfg,
             Inner::Ensemble(d) => &mut d.cfg,
+            Inner::Novelty(d) => &mut d.cfg,
         };
         cfg.threshold = threshold.clamp(0.0, 1.0);
         cfg.reset_threshold = reset_threshold.clamp(0.0, cfg.threshold);
@@ -261,6 +270,7 @@ impl Detector {
             Inner::Changepoint(_) => DetectorKind::Changepoint,
             Inner::Seasonal(_) => DetectorKind::Seasonal,
             Inner::Ensemble(_) => DetectorKind::Ensemble,
+            Inner::Novelty(_) => DetectorKind::Novelty,
         }
     }
 
@@ -315,6 +325,7 @@ impl Detector {
             Inner::Changepoint(d) => d.update(ts_ms, x, outside),
             Inner::Seasonal(d) => d.update(ts_ms, x, outside),
             Inner::Ensemble(d) => d.update(ts_ms, x, outside),
+            Inner::Novelty(d) => d.update(ts_ms, x, outside),
         };
         if peer.is_some_and(|p| p.streak > 0) {
             if let Some(ex) = &mut scored.excursion {
@@ -332,6 +343,7 @@ impl Detector {
             Inner::Changepoint(d) => d.band(k),
             Inner::Seasonal(d) => d.band(k),
             Inner::Ensemble(d) => d.band(k),
+            Inner::Novelty(d) => d.band(k),
         }
     }
 
@@ -343,6 +355,7 @@ impl Detector {
             Inner::Changepoint(d) => d.end_excursion(),
             Inner::Seasonal(d) => d.end_excursion(),
             Inner::Ensemble(d) => d.end_excursion(),
+            Inner::Novelty(d) => d.end_excursion(),
         }
     }
 
@@ -358,6 +371,7 @@ impl Detector {
             Inner::Changepoint(d) => d.forget_excursion(),
             Inner::Seasonal(d) => d.forget_excursion(),
             Inner::Ensemble(d) => d.forget_excursion(),
+            Inner::Novelty(d) => d.forget_excursion(),
         }
     }
 
@@ -377,6 +391,7 @@ impl Detector {
                 Inner::Changepoint(d) => std::mem::size_of_val(&**d) + d.heap_bytes(),
                 Inner::Seasonal(d) => std::mem::size_of_val(&**d) + d.heap_bytes(),
                 Inner::Ensemble(d) => std::mem::size_of_val(&**d) + d.heap_bytes(),
+                Inner::Novelty(d) => std::mem::size_of_val(&**d) + d.heap_bytes(),
             }
     }
 }
@@ -502,6 +517,7 @@ mod tests {
         assert!(bytes(DetectorKind::Adaptive) <= 4096);
         assert!(bytes(DetectorKind::Changepoint) <= 4096);
         assert!(bytes(DetectorKind::Ensemble) <= 4096);
+        assert!(bytes(DetectorKind::Novelty) <= 4096);
         // The seasonal history dominates: 2,048 samples of 8 bytes.
         let seasonal = bytes(DetectorKind::Seasonal);
         assert!((16_384..=32_768).contains(&seasonal), "{seasonal}");

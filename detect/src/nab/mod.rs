@@ -18,8 +18,13 @@
 //! Everything works on row indices: callers map timestamps to rows
 //! ([`windows_to_rows`]) so this module never parses anything.
 
+mod cv;
 mod scorer;
 
+pub use cv::{
+    category_of, cross_validate, default_thresholds, results_path, write_results_csv,
+    CrossValidation, Fold, Pooled, RawSeries, Replay, Sweep,
+};
 pub use scorer::{
     best_threshold, candidate_thresholds, corpus_score, probation_rows, windows_to_rows, FileScore,
     NabFile, Profile, ProfileScores, RowWindow,

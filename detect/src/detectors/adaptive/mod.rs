@@ -192,7 +192,7 @@ struct Bucket {
 /// # Cost
 ///
 /// About a kilobyte of state (the daily profile is a fixed array of 48
-/// `f32` pairs and a count; four tail fits of 56 bytes), no allocation, and
+/// `f32` pairs and a count; six tail fits of 64 bytes), no allocation, and
 /// a few dozen floating-point operations per sample (over 10 million
 /// samples per second on one core).
 #[derive(Debug, Clone)]
@@ -598,9 +598,33 @@ impl Calibrator {
         self.0.p(s)
     }
 
+    /// A fit whose mean excess never falls below `beta_floor` (see the
+    /// `tail` module).
+    pub(crate) fn with_beta_floor(u_min: f64, beta_floor: f64) -> Self {
+        Calibrator(TailFit::with_beta_floor(u_min, beta_floor))
+    }
+
+    /// The same fit, whose exceedance rate never falls below one excess per
+    /// memory span (see the `tail` module).
+    pub(crate) const fn floor_rate(self) -> Self {
+        Calibrator(self.0.floor_rate())
+    }
+
     /// Learns `s` with a memory of `half_life` samples.
     pub(crate) fn learn(&mut self, s: f64, half_life: f64) {
         self.0.learn(s, half_life);
+    }
+
+    /// Learns `s` with its excess over the tail threshold capped at `cap`
+    /// mean excesses (the adaptive detector's unlogged fits).
+    pub(crate) fn learn_capped(&mut self, s: f64, half_life: f64, cap: f64) {
+        self.0.learn_capped(s, half_life, cap);
+    }
+
+    /// Whether the fit finds a light tail (see [`AdaptiveDetector`]'s
+    /// unlogged fits).
+    pub(crate) fn is_light(&self) -> bool {
+        self.0.is_light()
     }
 }
 

@@ -23,6 +23,17 @@
 //! mean over the first samples), so the fit follows a signal whose noise
 //! changes. Unlike SPOT, samples that alarm are learnt too: a signal whose
 //! spikes recur learns that they are usual.
+//!
+//! Two optional floors serve statistics that are 0 almost always and
+//! exceed only rarely (the novelty detector's range excess, and its other
+//! statistics for consistency, see `detectors/novelty.rs`): a floor of the
+//! mean excess ([`TailFit::with_beta_floor`]), since a handful of excesses
+//! says little about the tail's scale; and a floor of the exceedance rate
+//! of one excess per memory span ([`TailFit::floor_rate`]), since an
+//! exponentially weighted rate decays towards 0 between rare excesses,
+//! faster than any evidence allows (after 50,000 quiet samples with a
+//! half-life of 5,000 it would claim one excess in a million samples, and
+//! the next ordinary record of a Gaussian series would score 1).
 
 use statrs::distribution::{ContinuousCDF, Exp};
 
@@ -46,7 +57,7 @@ const LIGHT_AFTER: u32 = 1000;
 /// surprise never varied from calling the smallest excess impossible.
 const BETA_FLOOR: f64 = 0.05;
 
-/// Running tail fit of one surprise statistic (56 bytes).
+/// Running tail fit of one surprise statistic (64 bytes).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct TailFit {
     /// Running mean and variance of the statistic.
@@ -63,6 +74,12 @@ pub(super) struct TailFit {
     exceed: u32,
     /// Lowest tail threshold.
     u_min: f64,
+    /// Smallest mean excess, in units of [`BETA_FLOOR`] (1 for the default
+    /// floor, which it then gives exactly).
+    beta_floor: f32,
+    /// Smallest exceedance rate: the weight of one sample at the last
+    /// update (one excess per memory span); 0 without the floor.
+    rate_floor: f32,
 }
 
 impl TailFit {
@@ -78,7 +95,31 @@ impl TailFit {
             n: 0,
             exceed: 0,
             u_min,
+            beta_floor: 1.0,
+            rate_floor: 0.0,
         }
+    }
+
+    /// A fit whose mean excess never falls below `beta_floor`, in the
+    /// statistic's unit (the default floor is [`BETA_FLOOR`]).
+    pub(super) fn with_beta_floor(u_min: f64, beta_floor: f64) -> Self {
+        let mut fit = Self::new(u_min);
+        fit.beta_floor = (beta_floor / BETA_FLOOR) as f32;
+        fit.beta = fit.beta_min();
+        fit.m2 = 2.0 * fit.beta * fit.beta;
+        fit
+    }
+
+    /// The same fit, whose exceedance rate never falls below one excess per
+    /// memory span: `max(1/n, factor(half_life))` at the last update.
+    pub(super) const fn floor_rate(mut self) -> Self {
+        // Any positive value marks the floor on; `learn` keeps it current.
+        self.rate_floor = f32::MIN_POSITIVE;
+        self
+    }
+
+    fn beta_min(&self) -> f64 {
+        BETA_FLOOR * f64::from(self.beta_floor)
     }
 
     /// Where the tail starts.
@@ -97,7 +138,7 @@ impl TailFit {
     /// exceeded its threshold before) would make the tail look heavy and
     /// hide the rest of the fault.
     fn shape_scale(&self) -> (f64, f64) {
-        let m = self.beta.max(BETA_FLOOR);
+        let m = self.beta.max(self.beta_min());
         if self.exceed < MIN_SHAPE_EXCEEDANCES {
             return (XI_MIN, m);
         }
@@ -123,7 +164,7 @@ impl TailFit {
             return false;
         }
         let v = self.m2 - self.beta * self.beta;
-        let m = self.beta.max(BETA_FLOOR);
+        let m = self.beta.max(self.beta_min());
         v > 0.0 && 0.5 * (1.0 - m * m / v) < 0.0
     }
 
@@ -145,7 +186,7 @@ impl TailFit {
             t.ln_1p() / xi
         };
         let sf = Exp::new(1.0).map_or(0.0, |e| e.sf(h));
-        (self.rate * sf).min(1.0)
+        (self.rate.max(f64::from(self.rate_floor)) * sf).min(1.0)
     }
 
     /// Learn surprise `s`; `half_life` (samples) sets the memory.
@@ -157,11 +198,14 @@ impl TailFit {
     /// times the current mean excess.
     pub(super) fn learn_capped(&mut self, s: f64, half_life: f64, cap: f64) {
         let u = self.threshold();
-        let s = s.min(u + cap * self.beta.max(BETA_FLOOR));
+        let s = s.min(u + cap * self.beta.max(self.beta_min()));
         self.n = self.n.saturating_add(1);
         let n = f64::from(self.n);
         // Plain running means until the half-life's weight takes over.
         let a = (1.0 / n).max(super::factor(half_life));
+        if self.rate_floor > 0.0 {
+            self.rate_floor = (a as f32).max(f32::MIN_POSITIVE);
+        }
         if self.n > 1 {
             let over = s > u;
             // The exceedance rate starts from a prior of 1/2 worth one
@@ -175,7 +219,7 @@ impl TailFit {
                 // The scale starts from a prior worth one excess: one
                 // standard deviation of the surprise.
                 if self.exceed == 0 {
-                    self.beta = self.var.sqrt().max(BETA_FLOOR);
+                    self.beta = self.var.sqrt().max(self.beta_min());
                     self.m2 = 2.0 * self.beta * self.beta;
                 }
                 self.exceed = self.exceed.saturating_add(1);

@@ -1,18 +1,27 @@
 //! NAB-style scoring of one file (`heal score`).
+//!
+//! The output is what the detector reports row by row at its own
+//! threshold: below the threshold the row's score, the score of a row that
+//! opens an excursion, 0 for the rest of the excursion (it fires once).
+//! With the configuration and threshold `heal bench nab` reports (a
+//! `--params` file), the rows at or above the threshold are exactly the
+//! detections that bench scored, and its `--results` files hold the same
+//! output.
 
 use std::path::Path;
 
-use detect::{AdaptiveDetector, DetectorConfig};
+use detect::{Detector, DetectorConfig};
 use ingest::{Admit, DropCounts, NabRow, Sanitizer};
 
 use crate::{Error, Result};
 
-/// Scores rows online, in file order, with one detector. Rows the sample
+/// Scores rows online, in file order, with one detector of `cfg`'s kind
+/// and settings. Rows the sample
 /// policy drops (NaN, +-Inf, duplicate or out-of-order timestamps) score 0
 /// and do not reach the detector.
 pub fn score_rows(rows: &[NabRow], cfg: &DetectorConfig) -> (Vec<f64>, DropCounts) {
     let mut sanitizer = Sanitizer::default();
-    let mut detector = AdaptiveDetector::new(cfg.clone());
+    let mut detector = Detector::new(cfg.clone());
     let scores = rows
         .iter()
         .map(|r| match sanitizer.admit(r.ts_ms, r.value) {
@@ -23,17 +32,17 @@ pub fn score_rows(rows: &[NabRow], cfg: &DetectorConfig) -> (Vec<f64>, DropCount
     (scores, sanitizer.drop_counts())
 }
 
-/// Scores a NAB-style CSV (`timestamp,value`) online with the default
-/// detector: the CSV with an `anomaly_score` column added, and what the
-/// sample policy dropped.
+/// Scores a NAB-style CSV (`timestamp,value`) online with the detector
+/// `cfg` describes: the CSV with an `anomaly_score` column added, and what
+/// the sample policy dropped.
 ///
 /// # Errors
 ///
 /// A file that cannot be read or parsed (named, with its row), a usage
 /// error.
-pub fn score_csv(input: &Path) -> Result<(String, DropCounts)> {
+pub fn score_csv(input: &Path, cfg: &DetectorConfig) -> Result<(String, DropCounts)> {
     let file = ingest::read_nab_csv(input).map_err(|e| Error::Usage(e.to_string()))?;
-    let (scores, drops) = score_rows(file.rows(), &DetectorConfig::default());
+    let (scores, drops) = score_rows(file.rows(), cfg);
     let mut out = String::with_capacity(file.text().len() + file.len() * 12);
     out.push_str("timestamp,value,anomaly_score\n");
     for (row, s) in file.rows().iter().zip(&scores) {

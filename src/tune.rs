@@ -1,14 +1,26 @@
 //! `heal tune`: a seeded random search over the adaptive
-//! detector's settings, with a 2-fold cross-validated figure, written as a
-//! parameter file that `heal replay --params` and `heal watch --params` read.
+//! detector's settings, with a cross-validated figure, written as a
+//! parameter file that `heal replay --params` and `heal watch --params`
+//! read.
 //!
 //! Why cross-validation: the best of 200 configurations scored on the very
 //! series it was picked on is an optimistic figure (the search fits the
-//! noise of those series as much as their anomalies). The series are split
-//! into two halves; a search on half A is scored on half B and the reverse,
-//! and those two held-out scores are what a new series can expect. The
-//! written configuration is the one picked on every series (more data, the
-//! same procedure), shown with its in-sample score next to the honest one.
+//! noise of those series as much as their anomalies). So the settings are
+//! chosen on some series and scored on others, and the held-out scores are
+//! what a new series can expect. The written configuration is the one
+//! picked on every series (more data, the same procedure), shown with its
+//! in-sample score next to the honest one.
+//!
+//! Which split: a NAB corpus with at least two categories is split as
+//! `heal bench nab --cv` splits it, leave one category out
+//! ([`detect::nab::cross_validate`] makes the choice for the NAB
+//! objectives, each candidate a sweep at its own threshold): the settings
+//! are chosen on the other categories and scored on the left-out one, which
+//! asks what a new *kind* of data can expect (the part of NAB kept aside
+//! from development holds categories the development part does not have).
+//! Anything else (heal datasets, whose series have no categories, or a
+//! corpus of one category) is split into two halves by seed, stratified by
+//! metric name or category: tuned on one half, scored on the other.
 //!
 //! Why one core: the machine heal tunes on is usually the one it watches
 //! from. A trial scores every series once (sample policy and detector, as
@@ -20,8 +32,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use detect::nab::{self, NabFile, Profile};
-use detect::{AdaptiveDetector, DetectorConfig};
+use detect::nab::{self, NabFile, Profile, RawSeries, Replay, Sweep};
+use detect::{Detector, DetectorConfig};
 use ingest::{Admit, Dataset, Sanitizer};
 use remediate::runbook::Severity;
 use remediate::Incident;
@@ -219,7 +231,7 @@ pub fn run(args: TuneConfig) -> Result<()> {
             series.len()
         )));
     }
-    let halves = split(&series, args.seed);
+    let split = Split::of(&series, kind, args.seed);
     let candidates = candidates(args.trials, args.seed);
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
@@ -234,11 +246,11 @@ pub fn run(args: TuneConfig) -> Result<()> {
         .expect("static template")
         .progress_chars("=> "),
     );
-    let search = search(&series, &halves, &candidates, args.objective, || bar.inc(1));
+    let search = search(&series, &split, &candidates, args.objective, || bar.inc(1));
     bar.finish_and_clear();
-    let report = Report::new(&args, kind, &series, &halves, &candidates, &search);
+    let report = Report::new(&args, kind, &series, &split, &candidates, &search);
     print!("{}", report.text());
-    let best = &candidates[search.best[ALL]];
+    let best = &candidates[search.best_on(args.objective, |_| true)];
     let yaml = params_yaml(best, &report.header());
     match &args.output {
         Some(path) => {
@@ -253,64 +265,190 @@ pub fn run(args: TuneConfig) -> Result<()> {
     Ok(())
 }
 
-/// Half A, half B, and every series.
+/// Half A and half B of the 2-fold split.
 const A: usize = 0;
 const B: usize = 1;
-const ALL: usize = 2;
 
-/// What the search found: per candidate the tally of each set, and the
-/// best candidate of each set (ties go to the earlier candidate, so the
-/// defaults win a tie).
+/// How the series are split for cross-validation: each series' group, and
+/// what the groups are.
 #[derive(Debug)]
-struct Search {
-    tallies: Vec<[Tally; 3]>,
-    best: [usize; 3],
+struct Split {
+    /// The group of each series (a half, or a category's index).
+    group: Vec<usize>,
+    kind: SplitKind,
 }
 
-/// Scores every candidate on every series once and sums per set.
+#[derive(Debug, PartialEq)]
+enum SplitKind {
+    /// Two halves by seed (groups [`A`] and [`B`]), stratified by `by`.
+    Halves { by: &'static str },
+    /// Leave one category out: one group per category, in the order of
+    /// [`detect::nab::cross_validate`]'s folds (sorted by name).
+    Categories(Vec<String>),
+}
+
+impl Split {
+    /// Leave one category out for a NAB corpus of two categories or more;
+    /// two seeded halves otherwise.
+    fn of(series: &[TuneSeries], kind: Kind, seed: u64) -> Split {
+        let cats: std::collections::BTreeSet<&str> =
+            series.iter().map(|s| s.category.as_str()).collect();
+        if kind == Kind::Nab && cats.len() >= 2 {
+            let names: Vec<String> = cats.iter().map(|c| (*c).to_owned()).collect();
+            let group = series
+                .iter()
+                .map(|s| {
+                    names
+                        .iter()
+                        .position(|c| *c == s.category)
+                        .expect("every category is listed")
+                })
+                .collect();
+            return Split {
+                group,
+                kind: SplitKind::Categories(names),
+            };
+        }
+        Split {
+            group: halves(series, seed),
+            kind: SplitKind::Halves {
+                by: match kind {
+                    Kind::Nab => "category",
+                    Kind::Datasets => "metric name",
+                },
+            },
+        }
+    }
+
+    fn groups(&self) -> usize {
+        match &self.kind {
+            SplitKind::Halves { .. } => 2,
+            SplitKind::Categories(c) => c.len(),
+        }
+    }
+}
+
+/// What the search found: per candidate the tally of each group of the
+/// split and of every series, and, for a NAB objective on the category
+/// split, its sweep at its own threshold (for `cross_validate`).
+#[derive(Debug)]
+struct Search {
+    /// `tallies[candidate][group]`.
+    tallies: Vec<Vec<Tally>>,
+    sweeps: Vec<Sweep>,
+}
+
+impl Search {
+    /// The candidate's tally over the groups for which `member` is true.
+    fn over(&self, candidate: usize, member: impl Fn(usize) -> bool) -> Tally {
+        let mut t = Tally::default();
+        for (g, one) in self.tallies[candidate].iter().enumerate() {
+            if member(g) {
+                t.add(one);
+            }
+        }
+        t
+    }
+
+    /// The best candidate over the groups for which `member` is true (ties
+    /// go to the earlier candidate, so the defaults win a tie).
+    fn best_on(&self, objective: Objective, member: impl Fn(usize) -> bool) -> usize {
+        let mut best = 0;
+        let mut best_value = f64::NEG_INFINITY;
+        for c in 0..self.tallies.len() {
+            let v = self.over(c, &member).value(objective);
+            if v > best_value {
+                (best, best_value) = (c, v);
+            }
+        }
+        best
+    }
+
+    /// The candidate chosen without each group: by
+    /// [`detect::nab::cross_validate`] for a NAB objective on the category
+    /// split (as `heal bench nab --cv` chooses), by the objective on the
+    /// other groups otherwise.
+    fn held_out_choice(&self, split: &Split, objective: Objective) -> Vec<usize> {
+        if let (SplitKind::Categories(_), false) = (&split.kind, self.sweeps.is_empty()) {
+            let cv = nab::cross_validate(&self.sweeps, objective.profile())
+                .expect("two categories or more");
+            return cv.folds.iter().map(|f| f.config).collect();
+        }
+        (0..split.groups())
+            .map(|g| self.best_on(objective, |h| h != g))
+            .collect()
+    }
+}
+
+/// Scores every candidate on every series once and sums per group.
 fn search(
     series: &[TuneSeries],
-    halves: &[usize],
+    split: &Split,
     candidates: &[DetectorConfig],
     objective: Objective,
     mut tick: impl FnMut(),
 ) -> Search {
+    let sweeps_wanted =
+        matches!(split.kind, SplitKind::Categories(_)) && objective != Objective::F1;
     let mut tallies = Vec::with_capacity(candidates.len());
-    let mut best = [0usize; 3];
-    for (k, cfg) in candidates.iter().enumerate() {
-        let mut t = [Tally::default(); 3];
-        for (s, half) in series.iter().zip(halves) {
-            let one = score_series(s, cfg, objective.profile());
-            t[*half].add(&one);
-            t[ALL].add(&one);
+    let mut sweeps = Vec::new();
+    for cfg in candidates {
+        let replay = Replay::of(cfg);
+        let mut t = vec![Tally::default(); split.groups()];
+        let mut raws = Vec::new();
+        for (s, group) in series.iter().zip(&split.group) {
+            let raw = raw_scores(s, cfg);
+            t[*group].add(&score_series(s, &raw, cfg, replay, objective.profile()));
+            if sweeps_wanted {
+                raws.push(RawSeries {
+                    name: s.nab.name.clone(),
+                    raw,
+                    windows: s.nab.windows.clone(),
+                });
+            }
         }
         tallies.push(t);
-        for set in [A, B, ALL] {
-            if t[set].value(objective) > tallies[best[set]][set].value(objective) {
-                best[set] = k;
-            }
+        if sweeps_wanted {
+            sweeps.push(Sweep::new(&raws, &[cfg.threshold], replay));
         }
         tick();
     }
-    Search { tallies, best }
+    Search { tallies, sweeps }
 }
 
-/// Runs one series through the sample policy and a fresh detector and
-/// scores its firings (the samples whose excursion fired: what opens an
-/// incident) against its windows, both as NAB does and as `heal replay`
-/// evaluates incidents.
-fn score_series(s: &TuneSeries, cfg: &DetectorConfig, profile: Profile) -> Tally {
+/// Every row's raw score (what it would fire with), through the sample
+/// policy and a fresh detector; NaN for a row the policy drops.
+fn raw_scores(s: &TuneSeries, cfg: &DetectorConfig) -> Vec<f64> {
     let mut sanitizer = Sanitizer::default();
-    let mut detector = AdaptiveDetector::new(cfg.clone());
-    let mut fired = Vec::new();
-    for (row, (&ts, &v)) in s.ts.iter().zip(&s.values).enumerate() {
-        if let Admit::Accept { sample, .. } = sanitizer.admit(ts, v) {
-            let scored = detector.update(sample.ts_ms, sample.value);
-            if scored.excursion.is_some_and(|e| e.first) {
-                fired.push(row);
-            }
-        }
-    }
+    let mut detector = Detector::scores_only(cfg.clone());
+    s.ts.iter()
+        .zip(&s.values)
+        .map(|(&ts, &v)| match sanitizer.admit(ts, v) {
+            Admit::Accept { sample, .. } => detector.update(sample.ts_ms, sample.value).score,
+            Admit::Drop(_) => f64::NAN,
+        })
+        .collect()
+}
+
+/// Scores one series' firings at the configuration's threshold (the rows
+/// whose excursion fired: what opens an incident; the excursion logic
+/// replayed over the raw scores, exactly what an online run reports)
+/// against its windows, both as NAB does and as `heal replay` evaluates
+/// incidents.
+fn score_series(
+    s: &TuneSeries,
+    raw: &[f64],
+    cfg: &DetectorConfig,
+    replay: Replay,
+    profile: Profile,
+) -> Tally {
+    let fired: Vec<usize> = replay
+        .fire(raw, cfg.threshold)
+        .iter()
+        .enumerate()
+        .filter(|(_, &x)| x >= cfg.threshold && x > 0.0)
+        .map(|(row, _)| row)
+        .collect();
     let nab = s.nab.score_detections(fired.iter().copied(), profile);
     let incidents: Vec<Incident> = fired
         .iter()
@@ -357,7 +495,7 @@ fn firing(labels: &BTreeMap<String, String>, ts_ms: i64) -> Incident {
 /// each category's series are shuffled and dealt alternately, the deal
 /// going on from one category to the next so the halves differ in size by
 /// at most one.
-fn split(series: &[TuneSeries], seed: u64) -> Vec<usize> {
+fn halves(series: &[TuneSeries], seed: u64) -> Vec<usize> {
     let mut by_category: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, s) in series.iter().enumerate() {
         by_category.entry(&s.category).or_default().push(i);
@@ -569,22 +707,16 @@ impl Report {
         args: &TuneConfig,
         kind: Kind,
         series: &[TuneSeries],
-        halves: &[usize],
+        split: &Split,
         candidates: &[DetectorConfig],
         search: &Search,
     ) -> Report {
         let obj = args.objective;
-        let t = &search.tallies;
-        let v = |cand: usize, set: usize| t[cand][set].value(obj);
-        let (default_a, default_b) = (v(0, A), v(0, B));
-        // Tuned on A, scored on B; tuned on B, scored on A.
-        let (held_b, held_a) = (v(search.best[A], B), v(search.best[B], A));
-        let held_mean = (held_a + held_b) / 2.0;
-        let default_mean = (default_a + default_b) / 2.0;
-        let in_sample = v(search.best[ALL], ALL);
-        let default_all = v(0, ALL);
-        let count = |set: usize| halves.iter().filter(|h| **h == set).count();
-        let all = t[0][ALL];
+        let v = |t: Tally| t.value(obj);
+        let best_all = search.best_on(obj, |_| true);
+        let in_sample = v(search.over(best_all, |_| true));
+        let default_all = v(search.over(0, |_| true));
+        let all = search.over(0, |_| true);
         let layout = match kind {
             Kind::Nab => "NAB layout",
             Kind::Datasets => "heal datasets",
@@ -603,39 +735,125 @@ impl Report {
                 candidates.len() - 2,
                 args.seed
             ),
-            format!(
-                "2-fold cross-validation, split stratified by {}: half A {} series ({} windows), half B {} series ({} windows)",
-                match kind {
-                    Kind::Nab => "category",
-                    Kind::Datasets => "metric name",
-                },
-                count(A),
-                t[0][A].windows,
-                count(B),
-                t[0][B].windows
-            ),
-            String::new(),
-            format!("{:<36} {:>8} {:>8} {:>8}", obj.name(), "half A", "half B", "mean"),
-            format!(
-                "{:<36} {:>8.1} {:>8.1} {:>8.1}",
-                "held-out (tuned on the other half)", held_a, held_b, held_mean
-            ),
-            format!(
-                "{:<36} {:>8.1} {:>8.1} {:>8.1}",
-                "default settings", default_a, default_b, default_mean
-            ),
-            format!(
-                "{:<36} {:>8.1} {:>8.1}",
-                "in-sample (tuned on the same half)",
-                v(search.best[A], A),
-                v(search.best[B], B)
-            ),
-            String::new(),
-            format!(
-                "every series: tuned {in_sample:.1} in-sample, default {default_all:.1} (the held-out mean above is the honest figure)"
-            ),
         ];
-        let best = t[search.best[ALL]][ALL];
+        // Per group: the held-out result (the choice made without it), the
+        // default settings, and the in-sample choice.
+        let choice = search.held_out_choice(split, obj);
+        let held: Vec<Tally> = (0..split.groups())
+            .map(|g| search.tallies[choice[g]][g])
+            .collect();
+        let default: Vec<Tally> = (0..split.groups()).map(|g| search.tallies[0][g]).collect();
+        let fitted: Vec<Tally> = (0..split.groups())
+            .map(|g| search.tallies[best_all][g])
+            .collect();
+        let pooled = |ts: &[Tally]| {
+            let mut t = Tally::default();
+            ts.iter().for_each(|x| t.add(x));
+            v(t)
+        };
+        // The mean over groups with windows (a group without any has no
+        // scale: its NAB result is only the cost of its false alarms).
+        let mean = |ts: &[Tally]| {
+            let with: Vec<f64> = ts.iter().filter(|t| t.windows > 0).map(|t| v(*t)).collect();
+            with.iter().sum::<f64>() / with.len().max(1) as f64
+        };
+        let split_line;
+        let held_line;
+        match &split.kind {
+            SplitKind::Halves { by } => {
+                let count = |set: usize| split.group.iter().filter(|h| **h == set).count();
+                split_line = format!(
+                    "split: 2-fold cross-validation, halves stratified by {by}: half A {} series ({} windows), half B {} series ({} windows){}",
+                    count(A),
+                    default[A].windows,
+                    count(B),
+                    default[B].windows,
+                    if kind == Kind::Nab {
+                        " (one category: nothing to leave out)"
+                    } else {
+                        ""
+                    }
+                );
+                let (held_a, held_b) = (v(held[A]), v(held[B]));
+                let held_mean = (held_a + held_b) / 2.0;
+                let (default_a, default_b) = (v(default[A]), v(default[B]));
+                let default_mean = (default_a + default_b) / 2.0;
+                lines.push(split_line.clone());
+                lines.push(String::new());
+                lines.push(format!(
+                    "{:<36} {:>8} {:>8} {:>8}",
+                    obj.name(),
+                    "half A",
+                    "half B",
+                    "mean"
+                ));
+                lines.push(format!(
+                    "{:<36} {:>8.1} {:>8.1} {:>8.1}",
+                    "held-out (tuned on the other half)", held_a, held_b, held_mean
+                ));
+                lines.push(format!(
+                    "{:<36} {:>8.1} {:>8.1} {:>8.1}",
+                    "default settings", default_a, default_b, default_mean
+                ));
+                lines.push(format!(
+                    "{:<36} {:>8.1} {:>8.1}",
+                    "in-sample (tuned on the same half)",
+                    v(search.over(search.best_on(obj, |g| g == A), |g| g == A)),
+                    v(search.over(search.best_on(obj, |g| g == B), |g| g == B)),
+                ));
+                lines.push(String::new());
+                lines.push(format!(
+                    "every series: tuned {in_sample:.1} in-sample, default {default_all:.1} (the held-out mean above is the honest figure)"
+                ));
+                held_line = format!(
+                    "held-out score (2-fold cross-validation): half A {held_a:.1}, half B {held_b:.1}, mean {held_mean:.1} (default settings: {default_a:.1}, {default_b:.1}, mean {default_mean:.1})"
+                );
+            }
+            SplitKind::Categories(names) => {
+                split_line = format!(
+                    "split: leave one category out ({} categories, as `heal bench nab --cv`): settings chosen on the other categories, scored on the left-out one",
+                    names.len()
+                );
+                lines.push(split_line.clone());
+                lines.push(String::new());
+                let widths: Vec<usize> = names.iter().map(|n| n.len().max(8)).collect();
+                let row = |label: &str, ts: &[Tally]| {
+                    let mut line = format!("{label:<44}");
+                    for (t, w) in ts.iter().zip(&widths) {
+                        line.push_str(&format!(" {:>w$.1}", v(*t)));
+                    }
+                    line.push_str(&format!(" {:>8.1} {:>8.1}", pooled(ts), mean(ts)));
+                    line
+                };
+                let mut head = format!("{:<44}", obj.name());
+                for (n, w) in names.iter().zip(&widths) {
+                    head.push_str(&format!(" {n:>w$}"));
+                }
+                head.push_str(&format!(" {:>8} {:>8}", "pooled", "mean"));
+                lines.push(head);
+                lines.push(row("held-out (tuned on the other categories)", &held));
+                lines.push(row("default settings", &default));
+                lines.push(row("in-sample (tuned on every category)", &fitted));
+                if held.iter().any(|t| t.windows == 0) && obj != Objective::F1 {
+                    lines.push(
+                        "(a category without windows scores its raw NAB result, the cost of its false alarms; the mean leaves it out)"
+                            .to_owned(),
+                    );
+                }
+                lines.push(String::new());
+                lines.push(format!(
+                    "every series: tuned {in_sample:.1} in-sample, default {default_all:.1} (the held-out pooled figure above is the honest one)"
+                ));
+                held_line = format!(
+                    "held-out score (leave one category out): pooled {:.1}, mean {:.1} (default settings: pooled {:.1}, mean {:.1})",
+                    pooled(&held),
+                    mean(&held),
+                    pooled(&default),
+                    mean(&default)
+                );
+            }
+        }
+        let best = search.over(best_all, |_| true);
         lines.push(format!(
             "  tuned: {} firings, {} windows detected of {}, NAB tp/fn/fp {}/{}/{}",
             best.fires, best.detected, best.windows, best.tp, best.fn_, best.fp
@@ -644,8 +862,8 @@ impl Report {
             "  default: {} firings, {} windows detected of {}, NAB tp/fn/fp {}/{}/{}",
             all.fires, all.detected, all.windows, all.tp, all.fn_, all.fp
         ));
-        for (s, h) in series.iter().zip(halves) {
-            tracing::debug!(series = %s.name, half = if *h == A { "A" } else { "B" }, "split");
+        for (s, g) in series.iter().zip(&split.group) {
+            tracing::debug!(series = %s.name, group = g, "split");
         }
         let header = vec![
             "heal tune: detector settings for `heal replay --params` and `heal watch --params`"
@@ -657,10 +875,9 @@ impl Report {
                 args.seed,
                 candidates.len() - 2
             ),
+            split_line,
             format!("in-sample score {in_sample:.1} (default settings {default_all:.1})"),
-            format!(
-                "held-out score (2-fold cross-validation): half A {held_a:.1}, half B {held_b:.1}, mean {held_mean:.1} (default settings: {default_a:.1}, {default_b:.1}, mean {default_mean:.1})"
-            ),
+            held_line,
         ];
         Report { lines, header }
     }
@@ -710,18 +927,86 @@ mod tests {
         )
     }
 
+    /// A series of `n` five-minute samples of seeded noise with spikes of
+    /// `size` spreads at `spikes`, each in a window of 21 rows.
+    fn spiky(name: &str, seed: u64, spikes: &[usize], size: f64) -> TuneSeries {
+        let n = 1200;
+        let mut rng = SplitMix64::new(seed);
+        let ts: Vec<i64> = (0..n as i64).map(|i| i * 300_000).collect();
+        let values = (0..n)
+            .map(|i| 10.0 + rng.noise() + if spikes.contains(&i) { size } else { 0.0 })
+            .collect();
+        let windows = spikes.iter().map(|&i| (ts[i - 10], ts[i + 10])).collect();
+        let category = nab::category_of(name).to_owned();
+        TuneSeries::new(
+            name.to_owned(),
+            category,
+            BTreeMap::new(),
+            ts,
+            values,
+            windows,
+        )
+    }
+
+    #[test]
+    fn held_out_figures_match_cross_validate_for_nab_objectives() {
+        // The table is summed from per-category tallies; for a NAB
+        // objective on the category split the choice is
+        // `detect::nab::cross_validate`'s, and the tallies must give its
+        // held-out figures exactly.
+        let series = vec![
+            spiky("a/1.csv", 1, &[500, 900], 4.0),
+            spiky("a/2.csv", 2, &[700], 6.0),
+            spiky("b/1.csv", 3, &[400, 1000], 8.0),
+            spiky("c/1.csv", 4, &[], 0.0),
+        ];
+        let split = Split::of(&series, Kind::Nab, 1);
+        assert_eq!(
+            split.kind,
+            SplitKind::Categories(vec!["a".into(), "b".into(), "c".into()])
+        );
+        let cands = candidates(6, 2);
+        for objective in [Objective::Standard, Objective::LowFp, Objective::LowFn] {
+            let search = search(&series, &split, &cands, objective, || {});
+            let cv = nab::cross_validate(&search.sweeps, objective.profile()).unwrap();
+            let choice = search.held_out_choice(&split, objective);
+            let mut pooled = Tally::default();
+            for (g, fold) in cv.folds.iter().enumerate() {
+                assert_eq!(choice[g], fold.config);
+                let t = search.tallies[fold.config][g];
+                pooled.add(&t);
+                let want = fold.held_out.normalized().unwrap_or(fold.held_out.raw);
+                assert!((t.value(objective) - want).abs() < 1e-9, "{objective}: {g}");
+                assert_eq!(
+                    (t.tp, t.fn_, t.fp),
+                    (fold.held_out.tp, fold.held_out.fn_, fold.held_out.fp)
+                );
+            }
+            let want = cv.pooled.normalized().unwrap();
+            assert!((pooled.value(objective) - want).abs() < 1e-9, "{objective}");
+            assert_eq!(search.best_on(objective, |_| true), cv.in_sample_config);
+        }
+        // F1 is not a NAB profile: chosen on the tallies of the other
+        // categories, no sweeps.
+        let search = search(&series, &split, &cands, Objective::F1, || {});
+        assert!(search.sweeps.is_empty());
+        let choice = search.held_out_choice(&split, Objective::F1);
+        assert_eq!(choice.len(), 3);
+        assert_eq!(choice[0], search.best_on(Objective::F1, |g| g != 0));
+    }
+
     #[test]
     fn split_is_seeded_stratified_and_balanced() {
         let all: Vec<TuneSeries> = (0..7)
             .map(|i| series(&format!("a{i}"), "a"))
             .chain((0..4).map(|i| series(&format!("b{i}"), "b")))
             .collect();
-        let h = split(&all, 7);
-        assert_eq!(h, split(&all, 7), "same seed, same split");
+        let h = halves(&all, 7);
+        assert_eq!(h, halves(&all, 7), "same seed, same split");
         let in_a = |range: std::ops::Range<usize>| range.filter(|&i| h[i] == A).count();
         assert_eq!(in_a(0..7), 4, "category a dealt 4/3");
         assert_eq!(in_a(7..11), 2, "category b dealt 2/2");
-        let others: Vec<Vec<usize>> = (0..8).map(|s| split(&all, s)).collect();
+        let others: Vec<Vec<usize>> = (0..8).map(|s| halves(&all, s)).collect();
         assert!(others.iter().any(|o| *o != h), "the seed changes the split");
     }
 

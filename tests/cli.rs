@@ -412,16 +412,19 @@ fn bench_nab_detector_all_prints_every_detector_side_by_side() {
         "changepoint",
         "seasonal",
         "ensemble",
+        "novelty",
+        "nab",
     ] {
         let line = out
             .lines()
             .find(|l| l.split_whitespace().next() == Some(name))
             .unwrap_or_else(|| panic!("no row for {name}: {out}"));
-        // name, then (threshold, score, tp/fn/fp) for three profiles, then
-        // the time per point.
+        // name, then (threshold, score, tp/fn/fp) for three profiles, the
+        // configuration's own threshold and its standard score, then the
+        // time per point.
         let cols: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(cols.len(), 11, "{line}");
-        let ns: f64 = cols[10].parse().unwrap();
+        assert_eq!(cols.len(), 13, "{line}");
+        let ns: f64 = cols[12].parse().unwrap();
         assert!(ns > 0.0, "{line}");
     }
     // The spike is plain: the adaptive detector and the ensemble find it.

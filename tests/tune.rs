@@ -27,15 +27,15 @@ fn stamp(secs: i64) -> String {
     )
 }
 
-/// Writes `data/<category>/<name>.csv` for 8 series in two categories and
-/// `labels/combined_windows.json`: noise around 10 with three spikes of
-/// 4.5 to 6 sigma per series (moderate: the ops-safe default threshold
-/// misses most of them), each inside a window of 21 rows.
-fn write_corpus(dir: &Path, seed: u64) {
+/// Writes `data/<category>/<name>.csv` for the given categories and
+/// numbers of series, and `labels/combined_windows.json`: noise around 10
+/// with three spikes of 4.5 to 6 sigma per series (moderate: the ops-safe
+/// default threshold misses most of them), each inside a window of 21 rows.
+fn write_corpus(dir: &Path, seed: u64, categories: &[(&str, usize)]) {
     let mut rng = SplitMix64::new(seed);
     let mut windows = String::from("{\n");
     let mut first = true;
-    for (category, count) in [("synthA", 4), ("synthB", 4)] {
+    for &(category, count) in categories {
         std::fs::create_dir_all(dir.join("data").join(category)).unwrap();
         for k in 0..count {
             let name = format!("s{k}.csv");
@@ -101,7 +101,7 @@ rules:
 fn tune_beats_the_default_held_out_and_replay_reads_its_file() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus");
-    write_corpus(&corpus, 7);
+    write_corpus(&corpus, 7, &[("synthA", 4), ("synthB", 4)]);
     let params = dir.path().join("params.yaml");
     let o = heal(&[
         "tune",
@@ -117,19 +117,32 @@ fn tune_beats_the_default_held_out_and_replay_reads_its_file() {
     let out = stdout(&o);
     assert!(out.contains("(NAB layout, 8 series, 24 windows)"), "{out}");
     assert!(
-        out.contains("half A 4 series (12 windows), half B 4 series (12 windows)"),
-        "stratified halves: {out}"
+        out.contains(
+            "split: leave one category out (2 categories, as `heal bench nab --cv`): settings \
+             chosen on the other categories, scored on the left-out one"
+        ),
+        "a NAB corpus of two categories: {out}"
     );
-    let held = row(&out, "held-out (tuned on the other half)");
+    let held = row(&out, "held-out (tuned on the other categories)");
     let default = row(&out, "default settings");
-    assert_eq!((held.len(), default.len()), (3, 3), "{out}");
-    // Tuned on one half, scored on the other: at least as good as the
-    // default settings on each held-out half.
+    let fitted = row(&out, "in-sample (tuned on every category)");
+    // synthA, synthB, pooled, mean.
+    assert_eq!(
+        (held.len(), default.len(), fitted.len()),
+        (4, 4, 4),
+        "{out}"
+    );
+    // Tuned on one category, scored on the other: at least as good as the
+    // default settings on each, and better pooled.
     assert!(held[0] >= default[0] && held[1] >= default[1], "{out}");
     assert!(
         held[2] > default[2],
         "the search finds better settings: {out}"
     );
+    // The held-out figure is not the in-sample one: synthA's settings come
+    // from synthB alone.
+    assert!(held[0] < fitted[0], "{out}");
+    assert!(held[2] < fitted[2], "{out}");
 
     let text = std::fs::read_to_string(&params).unwrap();
     assert!(text.starts_with("# heal tune: "), "{text}");
@@ -138,7 +151,7 @@ fn tune_beats_the_default_held_out_and_replay_reads_its_file() {
         "{text}"
     );
     assert!(
-        text.contains("# held-out score (2-fold cross-validation)"),
+        text.contains("# held-out score (leave one category out): pooled "),
         "{text}"
     );
     assert!(text.contains("\nthreshold: "), "{text}");
@@ -233,6 +246,37 @@ fn tune_beats_the_default_held_out_and_replay_reads_its_file() {
         )),
         "{}",
         stderr(&o)
+    );
+}
+
+#[test]
+fn tune_splits_a_corpus_of_one_category_into_halves_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    write_corpus(dir.path(), 3, &[("synthA", 6)]);
+    let o = heal(&[
+        "tune",
+        dir.path().to_str().unwrap(),
+        "--trials",
+        "8",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(
+            "split: 2-fold cross-validation, halves stratified by category: half A 3 series \
+             (9 windows), half B 3 series (9 windows) (one category: nothing to leave out)"
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        row(&out, "held-out (tuned on the other half)").len(),
+        3,
+        "{out}"
+    );
+    assert!(
+        out.contains("# held-out score (2-fold cross-validation): half A "),
+        "{out}"
     );
 }
 

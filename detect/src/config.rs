@@ -335,20 +335,26 @@ impl DetectorConfig {
         }
     }
 
-    /// The NAB configuration: the `novelty` detector with threshold 0.18
-    /// (a combined tail probability of about 7e-3, 1e-3 for the most
+    /// The NAB configuration: the `novelty` detector with threshold 0.19
+    /// (a combined tail probability of about 5e-3, 7e-4 for the most
     /// surprising of its seven statistics), every other setting at its
-    /// default. One configuration and one threshold for every series; 0.18
-    /// is the best corpus-wide threshold on NAB's development subset and
-    /// within every leave-one-category-out fold's choice (0.18 to 0.19).
+    /// default. One configuration and one threshold for every series.
     ///
-    /// A caution measured on the project's own operations-fault benchmark:
-    /// at this threshold false alarms grow with a series' length (on clean
-    /// synthetic series, about one per 900 samples), so on series of 16,000
-    /// samples with one fault each the NAB score falls to about 0, where
-    /// 0.245 would give 59; the development subset's long real series do
-    /// not show it (realKnownCause: about 4 false alarms per 10,000
-    /// samples).
+    /// Why 0.19 and not the development optimum: on NAB's development subset
+    /// (nab-dev, 24 series) the best corpus-wide threshold is 0.18, and the
+    /// leave-one-category-out folds choose 0.18 to 0.19
+    /// ([`crate::nab::cross_validate`]). But at a fixed threshold the
+    /// calibrated statistics fire at a fixed rate per sample, so false alarms
+    /// grow with a series' length, and NAB, which rewards per window, then
+    /// prefers a higher threshold. On the project's own NAB-style benchmarks
+    /// of 16,000-sample series with one planted fault each (operations
+    /// shapes and bursty tweet-like counts; the `nabcv` example's `OPSNAB`
+    /// and `TWEETS`), 0.19 scores 15.9 and 23.3 where 0.18 scores -2.6 and
+    /// 7.3, for 1.5 points on nab-dev (79.4 against 80.9, all of it on
+    /// realKnownCause). The part of NAB kept aside from development holds
+    /// whole categories of long series, so the hedge is worth its cost
+    /// (issue 11, rounds 2 and 3 of the project notes). Higher thresholds
+    /// help the long series more but cost nab-dev far more (0.20: 73.6).
     ///
     /// Why it is not the default: NAB charges a false alarm a tenth of a
     /// missed anomaly, so its best threshold fires about once per 1,000
@@ -366,7 +372,7 @@ impl DetectorConfig {
     }
 
     /// The threshold of [`DetectorConfig::nab`].
-    pub const NAB_THRESHOLD: f64 = 0.18;
+    pub const NAB_THRESHOLD: f64 = 0.19;
 
     /// Largest accepted `daily_buckets`.
     pub const MAX_DAILY_BUCKETS: u32 = 48;

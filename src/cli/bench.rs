@@ -28,13 +28,29 @@ pub struct NabArgs {
     /// (the sensitive preset, threshold 0.17), `changepoint` (Bayesian
     /// online changepoint detection), `seasonal` (the residual against a
     /// periodically refitted MSTL decomposition), `ensemble` (adaptive and
-    /// changepoint combined), or `all`, every one side by side.
+    /// changepoint combined), `novelty` (seven calibrated statistics, the
+    /// sensitive preset's settings), `nab` (the NAB configuration: novelty
+    /// at 0.19), or `all`, every one side by side.
     #[arg(long, default_value = "adaptive")]
     detector: heal::bench::nab::DetectorName,
 
     /// Also print each file's result at the best standard threshold.
     #[arg(long)]
     per_file: bool,
+
+    /// Also cross-validate: leave one category out, the threshold chosen on
+    /// the other categories and scored on the left-out one; printed per
+    /// category, pooled and as the mean, beside the in-sample figure.
+    #[arg(long)]
+    cv: bool,
+
+    /// Write every series' per-row output at the best standard threshold in
+    /// NAB's results layout, `OUT/<category>/<file>.csv` with
+    /// `timestamp,value,anomaly_score` (`OUT/<detector>/...` with
+    /// `--detector all`), for NAB's own scorer to check; with `--cv` also
+    /// the held-out detections under `held-out/`.
+    #[arg(long, value_name = "OUT")]
+    results: Option<PathBuf>,
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -43,6 +59,8 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             dir: args.dir,
             detector: args.detector,
             per_file: args.per_file,
+            cv: args.cv,
+            results: args.results,
         })?),
         BenchCmd::Lab(args) => super::bench_lab::run(args),
         BenchCmd::Storm(args) => super::bench_storm::run(args),

@@ -34,7 +34,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Score a NAB-style CSV (`timestamp,value`) online with the default detector.
+    /// Score a NAB-style CSV (`timestamp,value`) online, row by row: the default
+    /// detector, a named one (`--detector`) or a parameter file (`--params`).
     Score(score::ScoreArgs),
     /// Benchmarks: `heal bench nab DIR` scores a NAB-layout corpus; `heal
     /// bench lab` measures time to recovery on the real lab, heal against monit.

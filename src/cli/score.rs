@@ -1,7 +1,10 @@
-//! `heal score INPUT.csv [-o OUT.csv]`: NAB-style scoring of one file.
+//! `heal score INPUT.csv [-o OUT.csv] [--detector NAME | --params FILE]`:
+//! NAB-style scoring of one file.
 
 use std::io::Write;
 use std::path::PathBuf;
+
+use heal::bench::nab::DetectorName;
 
 #[derive(Debug, clap::Args)]
 pub struct ScoreArgs {
@@ -10,10 +13,32 @@ pub struct ScoreArgs {
     /// Where to write `timestamp,value,anomaly_score`; standard output when omitted.
     #[arg(short = 'o', long = "output")]
     output: Option<PathBuf>,
+    /// Which detector configuration to run, by the names of `heal bench
+    /// nab --detector` (`adaptive`, the default, `sensitive`,
+    /// `changepoint`, `seasonal`, `ensemble`, `novelty`, `nab`), at its own
+    /// threshold.
+    #[arg(long, conflicts_with = "params")]
+    detector: Option<DetectorName>,
+    /// A detector parameter file (the `detector:` shape of a runbook
+    /// signal, as `heal tune -o` writes it): any configuration and
+    /// threshold, such as one `heal bench nab` reports.
+    #[arg(long, value_name = "FILE")]
+    params: Option<PathBuf>,
 }
 
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
-    let (out, drops) = heal::score::score_csv(&args.input)?;
+    let cfg = match (&args.params, args.detector) {
+        (Some(path), _) => {
+            remediate::runbook::load_detector_params(path).map_err(heal::Error::Runbooks)?
+        }
+        (None, Some(name)) => name.config().ok_or_else(|| {
+            heal::Error::Usage(
+                "--detector all: heal score runs one configuration; name one".to_owned(),
+            )
+        })?,
+        (None, None) => detect::DetectorConfig::default(),
+    };
+    let (out, drops) = heal::score::score_csv(&args.input, &cfg)?;
     match &args.output {
         Some(path) => stdx::write_atomically(path, out.as_bytes())?,
         None => std::io::stdout().lock().write_all(out.as_bytes())?,

@@ -349,10 +349,13 @@ impl DetectorConfig {
     /// prefers a higher threshold. On the project's own NAB-style benchmarks
     /// of 16,000-sample series with one planted fault each (operations
     /// shapes and bursty tweet-like counts; the `nabcv` example's `OPSNAB`
-    /// and `TWEETS`), 0.19 scores 15.9 and 23.3 where 0.18 scores -2.6 and
-    /// 7.3, for 1.5 points on nab-dev (79.4 against 80.9, all of it on
-    /// realKnownCause). The part of NAB kept aside from development holds
-    /// whole categories of long series, so the hedge is worth its cost
+    /// and `TWEETS`), 0.19 scores 14.9 and 22.5 where 0.18 scores -3.1 and
+    /// 6.3 (on 3,000 and 6,000 samples 71.6 and 61.9 against 70.2 and 58.6;
+    /// tweets of 4,000, 46.3 against 48.5), for 1.5 points on nab-dev (79.4
+    /// against 80.9: realKnownCause, the one development category of long
+    /// real series, loses 1.5 raw points, the others gain 0.4). The part of NAB kept
+    /// aside from development holds whole categories of long series, so the
+    /// hedge is worth its cost
     /// (issue 11, rounds 2 and 3 of the project notes). Higher thresholds
     /// help the long series more but cost nab-dev far more (0.20: 73.6).
     ///

@@ -328,3 +328,17 @@ fn score_takes_a_detector_name_and_refuses_all() {
         stderr(&o)
     );
 }
+
+#[test]
+fn cv_needs_two_categories() {
+    let dir = tempfile::tempdir().unwrap();
+    write_corpus(dir.path());
+    std::fs::remove_dir_all(dir.path().join("data/wild")).unwrap();
+    let o = heal(&["bench", "nab", dir.path().to_str().unwrap(), "--cv"]);
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--cv leaves one category out and needs at least two (found 1)"),
+        "{}",
+        stderr(&o)
+    );
+}

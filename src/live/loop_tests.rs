@@ -217,11 +217,14 @@ async fn an_allowed_step_runs_through_the_act_stage_and_is_journalled() {
     let clock = Arc::new(ManualClock::at(T0 + 3_600_000));
     let acting = tokio::spawn(act::act(
         act_rx,
-        live.telemetry.clone(),
-        live.commands.clone(),
-        Some(live.store.clone()),
-        Executors::new(env, clock.clone()),
-        clock,
+        act::Actors {
+            telemetry: live.telemetry.clone(),
+            commands: live.commands.clone(),
+            store: Some(live.store.clone()),
+            executors: Executors::new(env, clock.clone()),
+            clock,
+        },
+        10,
     ));
     act_tx.send(job).await.unwrap();
     drop(act_tx);
@@ -239,4 +242,7 @@ async fn an_allowed_step_runs_through_the_act_stage_and_is_journalled() {
     assert_eq!(run.len(), 1);
     assert_eq!(run[0].state, store::ExecutionState::Finished);
     assert!(run[0].result.as_ref().is_some_and(|r| r.ok), "{run:?}");
+    // The child's pid was recorded while it ran (`touch` is long gone).
+    let process = run[0].process.expect("the exec child's pid is recorded");
+    assert!(process.pid > 1, "{process:?}");
 }

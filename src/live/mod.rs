@@ -197,6 +197,7 @@ pub async fn run(
         stop.clone(),
     ));
 
+    let max_in_flight = config.runbooks.guardrails().max_concurrent as usize;
     let mut pipeline = Pipeline::new(
         config.runbooks,
         EngineOptions {
@@ -253,11 +254,14 @@ pub async fn run(
     let decide = tokio::spawn(decider.run(eval_rx, cmd_rx));
     let act = tokio::spawn(act::act(
         act_rx,
-        telemetry.clone(),
-        cmd_tx,
-        store,
-        config.executors,
-        config.clock.clone(),
+        act::Actors {
+            telemetry: telemetry.clone(),
+            commands: cmd_tx,
+            store,
+            executors: config.executors,
+            clock: config.clock.clone(),
+        },
+        max_in_flight,
     ));
 
     shutdown.await;

@@ -313,6 +313,7 @@ fn watch_in_process(prometheus: u16, runbooks: &Path, db: &Path, execute: bool) 
             Arc::new(move |name: &str| (name == "PATH").then(|| path.clone()).flatten()),
             clock.clone(),
         ),
+        series: Default::default(),
         clock,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -17,6 +17,29 @@ pub enum BenchCmd {
     /// services within one minute; checks the limits held and every
     /// suppression has a reason, and measures the decision latency.
     Storm(super::bench_storm::StormArgs),
+    /// heal watch's memory while series churn: a test server answering
+    /// Prometheus' query API with `--rate` new series every second; prints
+    /// heal's resident memory and live/evicted/refused series over time.
+    Churn(ChurnArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ChurnArgs {
+    /// New series per second.
+    #[arg(long, default_value_t = 5_000)]
+    rate: u32,
+    /// How long heal watches (`5m`).
+    #[arg(long, default_value = "5m")]
+    duration: String,
+    /// How often memory is sampled.
+    #[arg(long, default_value = "10s")]
+    sample_every: String,
+    /// heal watch's `--series-stale`.
+    #[arg(long, default_value = "10s")]
+    series_stale: String,
+    /// heal watch's `--max-series`.
+    #[arg(long, default_value_t = 100_000)]
+    max_series: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,5 +87,12 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         })?),
         BenchCmd::Lab(args) => super::bench_lab::run(args),
         BenchCmd::Storm(args) => super::bench_storm::run(args),
+        BenchCmd::Churn(args) => Ok(heal::bench::churn::run(heal::bench::churn::ChurnConfig {
+            rate: args.rate,
+            duration: super::error::duration_arg("duration", &args.duration)?,
+            sample_every: super::error::duration_arg("sample-every", &args.sample_every)?,
+            series_stale: args.series_stale,
+            max_series: args.max_series,
+        })?),
     }
 }

@@ -57,8 +57,9 @@ pub fn open_store(path: &Path) -> Result<OpenedStore> {
             "heal: incident {} ({} on {}) was left open by an earlier run: closed ({})",
             c.id,
             c.rule.escape_debug(),
-            // A label value may hold control characters: never raw.
-            c.selector.escape_debug(),
+            // A label value may hold control characters (never raw) and be
+            // long (cut).
+            short(&c.selector, 200).escape_debug(),
             store::CLOSED_AT_RESTART
         );
     }
@@ -70,6 +71,18 @@ pub fn open_store(path: &Path) -> Result<OpenedStore> {
         closed: opened.closed,
         store,
     })
+}
+
+/// `s` cut to at most `max` bytes (at a character boundary), `…` marking a cut.
+fn short(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end]).into()
 }
 
 /// Settles the child process of an interrupted `exec` action, when its

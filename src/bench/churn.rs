@@ -137,7 +137,14 @@ pub fn run(cfg: ChurnConfig) -> Result<()> {
         .args(["watch", "--prometheus", &format!("http://{prometheus}")])
         .arg("--runbooks")
         .arg(&runbooks)
-        .args(["--interval", "1s", "--backfill", "0s", "--query-timeout", "900ms"])
+        .args([
+            "--interval",
+            "1s",
+            "--backfill",
+            "0s",
+            "--query-timeout",
+            "900ms",
+        ])
         .args(["--listen", &listen.to_string()])
         .args(["--series-stale", &cfg.series_stale])
         .args(["--max-series", &cfg.max_series.to_string()])
@@ -160,7 +167,10 @@ pub fn run(cfg: ChurnConfig) -> Result<()> {
     let t0 = Instant::now();
     let mut readings: Vec<Reading> = Vec::new();
     while t0.elapsed() < cfg.duration {
-        std::thread::sleep(cfg.sample_every.min(cfg.duration.saturating_sub(t0.elapsed())));
+        std::thread::sleep(
+            cfg.sample_every
+                .min(cfg.duration.saturating_sub(t0.elapsed())),
+        );
         if heal.exited() {
             return Err(Error::msg(format!(
                 "heal watch exited during the bench; its log:\n{}",

@@ -15,13 +15,21 @@ fn a_short_chaos_run_has_no_duplicate_action_no_lost_incident_and_no_panic() {
         bin_dir.join("heal-lab").is_file(),
         "heal-lab must be built beside heal: `cargo build -p lab` (the workspace test run does)"
     );
-    let path = std::env::join_paths(
-        std::iter::once(bin_dir.to_path_buf())
-            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
-    )
+    let path = std::env::join_paths(std::iter::once(bin_dir.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_heal"))
-        .args(["bench", "chaos", "--duration", "25s", "--seed", "3", "--churn", "50"])
+        .args([
+            "bench",
+            "chaos",
+            "--duration",
+            "25s",
+            "--seed",
+            "3",
+            "--churn",
+            "50",
+        ])
         .env("PATH", path)
         .output()
         .unwrap();
@@ -35,12 +43,21 @@ fn a_short_chaos_run_has_no_duplicate_action_no_lost_incident_and_no_panic() {
             .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{stdout}"))
             .to_owned()
     };
-    assert!(line("duplicate actions ").starts_with("duplicate actions 0 "), "{stdout}");
-    assert!(line("lost incidents ").starts_with("lost incidents 0 "), "{stdout}");
+    assert!(
+        line("duplicate actions ").starts_with("duplicate actions 0 "),
+        "{stdout}"
+    );
+    assert!(
+        line("lost incidents ").starts_with("lost incidents 0 "),
+        "{stdout}"
+    );
     assert!(line("peak RSS ").ends_with("; panics 0"), "{stdout}");
     // Something happened: heal was killed at least once and opened incidents.
     let faults = line("faults: ");
-    assert!(!faults.starts_with("faults: heal SIGKILLed 0 times"), "{stdout}");
+    assert!(
+        !faults.starts_with("faults: heal SIGKILLed 0 times"),
+        "{stdout}"
+    );
     let opened: usize = line("incidents opened ")
         .trim_start_matches("incidents opened ")
         .split(',')

@@ -6,7 +6,7 @@
 //! in this process, scraped like any target) whose series churn and whose
 //! label values are hostile (`;`, `$( )`, backticks, newlines, a URL's
 //! authority, 10 kB) and whose `chaos_slow` fires an incident with a
-//! six-second action every 20 s; and `heal watch --execute --db` (this
+//! twelve-second action every 20 s; and `heal watch --execute --db` (this
 //! executable).
 //!
 //! The fault script (SplitMix64 from `--seed`) waits 3 to 9 s between
@@ -91,9 +91,16 @@ fn exposition(churn: u32, s: u64) -> String {
         ));
     }
     // Above its limit for 6 s of every 20: an incident whose action takes
-    // 6 s (`sleep 6`), long enough for a SIGKILL of heal to land mid-action.
+    // 12 s (`sleep 12`): a SIGKILL of heal lands mid-action more often
+    // than not.
     out.push_str("# TYPE chaos_slow gauge\n");
-    out.push_str(&format!("chaos_slow {}\n", if s % 20 < 6 { 5 } else { 0 }));
+    // A new series each period: flap damping (per rule and series) never
+    // holds it back, and it churns too.
+    out.push_str(&format!(
+        "chaos_slow{{period=\"{}\"}} {}\n",
+        s / 20,
+        if s % 20 < 6 { 5 } else { 0 }
+    ));
     out.push_str("# TYPE chaos_hostile gauge\n");
     let long = "x".repeat(10_000);
     for v in HOSTILE.iter().copied().chain([long.as_str()]) {
@@ -133,7 +140,7 @@ const CHAOS_RUNBOOK: &str = "signals:
     query: max by (victim) (chaos_hostile)
     detector: { direction: up, limit_above: 1 }
   - name: chaos_slow
-    query: max(chaos_slow)
+    query: max by (period) (chaos_slow)
     detector: { direction: up, limit_above: 1 }
 rules:
   # A slow action: heal is often killed while it runs, and the restart
@@ -142,8 +149,9 @@ rules:
     when: { signal: chaos_slow, direction: up, for: 0s }
     then:
       - action: exec
-        argv: [sleep, \"6\"]
-        timeout: 15s
+        argv: [sleep, \"12\"]
+        timeout: 20s
+    guards: { cooldown: 1s, max_attempts: 10000, window: 1h }
     verify: { wait: 5s }
   # Every hostile value fires at once: each must be refused
   # (invalid_label_value), never passed to the program.
@@ -651,8 +659,8 @@ mod tests {
         let a = exposition(2, 9);
         let b = exposition(2, 10);
         assert!(a.contains("chaos_churn{series=\"e0-1\"} 11\n"), "{a}");
-        assert!(exposition(1, 45).contains("chaos_slow 5\n"));
-        assert!(exposition(1, 46).contains("chaos_slow 0\n"));
+        assert!(exposition(1, 45).contains("chaos_slow{period=\"2\"} 5\n"));
+        assert!(exposition(1, 46).contains("chaos_slow{period=\"2\"} 0\n"));
         assert!(b.contains("chaos_churn{series=\"e1-1\"} 11\n"), "{b}");
         assert!(a.contains("chaos_hostile{victim=\"line\\nbreak\"} 5\n"));
         assert!(a.contains("chaos_hostile{victim=\"quote\\\"back\\\\slash\"} 5\n"));

@@ -308,18 +308,21 @@ impl Pipeline {
         self.series.live
     }
 
-    /// Forgets a series that stopped reporting: its sample policy, detector,
-    /// evidence ring and place among its peers go, and its handle may be
-    /// given to a series registered later (the caller forgets it). The
-    /// evidence of incidents still open on it is handed out with the
-    /// resolved ones ([`Self::take_resolved_evidence`]): what was recorded
-    /// is kept, the incident itself is the engine's.
+    /// Forgets a series that stopped reporting (at event time `ts_ms`): its
+    /// sample policy, detector, evidence ring and place among its peers go,
+    /// and its handle may be given to a series registered later (the
+    /// caller forgets it). Its incidents still open resolve (returned: the
+    /// engine's events, for the caller to record), and their evidence is
+    /// handed out with the resolved ones ([`Self::take_resolved_evidence`]).
     ///
     /// # Panics
     ///
     /// On a handle already evicted (a broken invariant of the caller).
-    pub fn evict(&mut self, series: SeriesHandle) {
+    pub fn evict(&mut self, series: SeriesHandle, ts_ms: i64) -> Vec<EngineEvent> {
         let state = self.series.remove(series.0);
+        // Its open incidents resolve (see `Engine::series_gone`); their
+        // evidence is handed out below.
+        let events = self.engine.series_gone(&state.signal, &state.labels, ts_ms);
         if let Some(n) = self.live_by_signal.get_mut(&state.signal) {
             *n -= 1;
             if *n == 0 {
@@ -333,6 +336,7 @@ impl Pipeline {
             self.recording.remove(&id);
             self.keep_resolved_evidence(id, recorder.finish());
         }
+        events
     }
 
     fn keep_resolved_evidence(&mut self, id: String, evidence: Evidence) {
@@ -1144,12 +1148,34 @@ rules:
         }
         let id = opened.expect("the fault opened an incident");
         assert_eq!(p.live_series("queue_depth"), 1);
-        // The series stops reporting while its incident is open.
-        p.evict(h);
+        // The series stops reporting while its incident is open: the
+        // incident resolves (its pending verification decided).
+        let events = p.evict(h, 400_000);
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|e| match e {
+                EngineEvent::Verified { .. } => "verified",
+                EngineEvent::Resolved { .. } => "resolved",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["verified", "resolved"], "{events:?}");
+        let inc = p.engine().incident(&id).unwrap();
+        assert_eq!(inc.resolved_ms, Some(400_000));
+        let v = inc.actions[0].verification.as_ref().unwrap();
+        assert_eq!(
+            v.detail,
+            "the series stopped reporting before the wait was over"
+        );
+        assert_eq!(
+            p.engine_mut().forget_resolved(i64::MAX),
+            1,
+            "nothing holds it"
+        );
         assert_eq!(p.live_series("queue_depth"), 0);
         assert_eq!(p.series_count(), 0);
         let taken = p.take_resolved_evidence();
-        assert_eq!(taken.len(), 1, "the open incident's evidence is kept");
+        assert_eq!(taken.len(), 1, "the incident's evidence is kept");
         assert_eq!(taken[0].0, id);
         assert!(taken[0].1.points.iter().any(|pt| pt.value == 60.0));
         // A new series takes the freed place; it starts afresh.

@@ -140,10 +140,11 @@ impl Decider {
     /// event time: their detector state and evidence go (see
     /// `Pipeline::evict`). Swept at most every quarter of the staleness, so
     /// the cost is a pass over the series now and then, not per sample.
-    fn evict_stale(&mut self, ts_ms: i64) {
+    fn evict_stale(&mut self, ts_ms: i64) -> Vec<EngineEvent> {
+        let mut events = Vec::new();
         let stale_ms = self.series.stale_ms();
         if ts_ms - self.last_sweep_ms < (stale_ms / 4).max(1) {
-            return;
+            return events;
         }
         self.last_sweep_ms = ts_ms;
         let cutoff = ts_ms - stale_ms;
@@ -154,7 +155,7 @@ impl Decider {
                 return true;
             }
             if let Some(h) = t.handle {
-                pipeline.evict(h);
+                events.extend(pipeline.evict(h, ts_ms));
                 let signal = labels.name().unwrap_or_default().to_owned();
                 *evicted.entry(signal).or_default() += 1;
             }
@@ -177,6 +178,7 @@ impl Decider {
             );
             tracing::info!(stage = "detect", %signal, evicted = n, stale_ms, "stale series evicted");
         }
+        events
     }
 
     /// One event of the sources.
@@ -318,8 +320,22 @@ impl Decider {
         self.pipeline
             .engine_mut()
             .forget_resolved(ev.ts_ms - KEEP_RESOLVED_MS);
-        // And with churn: series that stopped reporting go.
-        self.evict_stale(ev.ts_ms);
+        // And with churn: series that stopped reporting go, and their
+        // incidents resolve (recorded like any other).
+        let gone = self.evict_stale(ev.ts_ms);
+        if !gone.is_empty() {
+            self.store_events(&gone).await;
+            for event in gone {
+                self.handle_event(event).await;
+            }
+            self.persist(ev.ts_ms, false).await;
+            let resolved = self.pipeline.take_resolved_evidence();
+            if let Some(store) = &self.store {
+                for (id, evidence) in resolved {
+                    let _ = store.evidence(id, evidence).await;
+                }
+            }
+        }
         telemetry.set(
             "heal_series_live",
             &[("signal", &ev.signal)],

@@ -356,3 +356,58 @@ async fn the_limit_of_live_series_holds_and_the_excess_is_counted() {
         .handles
         .contains_key(&Labels::metric("lat").with("instance", "steady")));
 }
+
+#[tokio::test]
+async fn an_incident_of_a_series_that_stopped_reporting_resolves_when_it_is_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = super::SeriesPolicy {
+        stale: std::time::Duration::from_secs(180),
+        max_per_signal: 100,
+    };
+    let (mut d, _jobs) = bare_decider(dir.path(), policy);
+    let slot = |m: i64, gone: Option<f64>| {
+        let mut results = vec![(Labels::metric("lat").with("instance", "steady"), 1.0)];
+        if let Some(v) = gone {
+            results.push((Labels::metric("lat").with("instance", "gone"), v));
+        }
+        SourceEvent::Evaluation(Evaluation {
+            signal: "lat".into(),
+            ts_ms: T0 + m * 60_000,
+            outcome: Ok(results),
+            duration_ms: 1,
+            attempts: 1,
+            truncated: 0,
+            duplicates: 0,
+        })
+    };
+    for m in 0..5 {
+        d.on_event(slot(m, Some(1.0))).await;
+    }
+    // The series fires (over its limit) and is never seen again, its
+    // step's verification (10 minutes) still waiting.
+    d.on_event(slot(5, Some(50.0))).await;
+    let id = "inc-000001";
+    assert!(d
+        .pipeline
+        .engine()
+        .incident(id)
+        .is_some_and(|i| i.resolved_ms.is_none()));
+    for m in 6..20 {
+        d.on_event(slot(m, None)).await;
+    }
+    let inc = d.pipeline.engine().incident(id).expect("still held");
+    let resolved = inc
+        .resolved_ms
+        .expect("resolved when its series was evicted");
+    assert!(resolved > T0 + 5 * 60_000 + 180_000, "{resolved}");
+    let v = inc.actions[0]
+        .verification
+        .as_ref()
+        .expect("its step decided");
+    assert_eq!(
+        v.detail,
+        "the series stopped reporting before the wait was over"
+    );
+    // Nothing holds it in memory any more.
+    assert_eq!(d.pipeline.engine_mut().forget_resolved(i64::MAX), 1);
+}

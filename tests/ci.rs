@@ -26,13 +26,19 @@ fn ci_is_bounded_compares_goldens_and_compiles_every_target() {
     // An overall timeout wraps the whole script, before anything runs.
     let bounded = find(&c, &["exec timeout", "\"$0\""]).expect("no `exec timeout ... \"$0\"`");
     let first_cargo = find(&c, &["cargo "]).expect("no cargo command");
-    assert!(bounded < first_cargo, "the timeout must wrap the cargo runs");
+    assert!(
+        bounded < first_cargo,
+        "the timeout must wrap the cargo runs"
+    );
     // UPDATE_GOLDEN rewrites goldens instead of comparing them.
     let unset = find(&c, &["unset UPDATE_GOLDEN"]).expect("UPDATE_GOLDEN is not unset");
     assert!(unset < first_cargo);
     // Benches and examples compile (`cargo test` alone skips them)...
-    find(&c, &["cargo test", "--workspace", "--all-targets", "--no-run"])
-        .expect("no `cargo test --workspace --all-targets --no-run`");
+    find(
+        &c,
+        &["cargo test", "--workspace", "--all-targets", "--no-run"],
+    )
+    .expect("no `cargo test --workspace --all-targets --no-run`");
     // ...and the README's test command runs.
     assert!(
         c.iter().any(|l| l == "cargo test --workspace --locked"),

@@ -201,11 +201,7 @@ fn sigkill_of_heal_mid_action_then_restart_with_execute_runs_it_at_most_once() {
         ),
     )
     .unwrap();
-    std::fs::set_permissions(
-        &action,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    std::fs::set_permissions(&action, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     std::fs::write(
         runbooks.join("dead.yaml"),
         format!(
@@ -282,7 +278,9 @@ rules:
             page.incidents.iter().find_map(|s| {
                 let r = store.incident(&s.id).ok()??;
                 (r.incident.series.get("job").map(String::as_str) == Some("late")
-                    && r.executions.iter().any(|e| e.state == ExecutionState::Finished))
+                    && r.executions
+                        .iter()
+                        .any(|e| e.state == ExecutionState::Finished))
                 .then(|| s.id.clone())
             })
         },

@@ -337,7 +337,10 @@ pub(crate) fn nab_dev_dir() -> Option<PathBuf> {
     if dir.join("data").is_dir() {
         Some(dir)
     } else {
-        println!("note: {} is absent and HEAL_NAB_DEV unset, skipping", dir.display());
+        println!(
+            "note: {} is absent and HEAL_NAB_DEV unset, skipping",
+            dir.display()
+        );
         None
     }
 }

@@ -1,4 +1,4 @@
-//! `heal bench nab|lab|storm`: the benchmarks (`heal::bench`).
+//! `heal bench nab|lab|storm|agent|supervise`: the benchmarks (`heal::bench`).
 
 use std::path::PathBuf;
 
@@ -17,6 +17,23 @@ pub enum BenchCmd {
     /// services within one minute; checks the limits held and every
     /// suppression has a reason, and measures the decision latency.
     Storm(super::bench_storm::StormArgs),
+    /// Latency of a real `heal agent` on loopback: sequential signed
+    /// requests that run `touch`, then as many refused for a bad signature;
+    /// prints p50 and p99 of each.
+    Agent {
+        /// Requests of each kind.
+        #[arg(long, default_value_t = 300)]
+        requests: usize,
+    },
+    /// Recovery times of a real `heal supervise` running three lab services
+    /// in a dependency chain: `kill -9` of one child to serving again, and
+    /// a power cut (every child killed) to the last of the chain serving;
+    /// prints median and max. Needs `heal-lab` beside `heal`.
+    Supervise {
+        /// Rounds of each.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,5 +81,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         })?),
         BenchCmd::Lab(args) => super::bench_lab::run(args),
         BenchCmd::Storm(args) => super::bench_storm::run(args),
+        BenchCmd::Agent { requests } => Ok(heal::bench::daemons::agent(requests)?),
+        BenchCmd::Supervise { rounds } => Ok(heal::bench::daemons::supervise(rounds)?),
     }
 }

@@ -192,7 +192,12 @@ fn hang_blocks_work_and_health_but_not_metrics() {
     // A request blocked in the hang completes once the fault is cleared.
     let addr = svc.addr;
     let pending = std::thread::spawn(move || client::get(addr, "/", Duration::from_secs(10)));
-    std::thread::sleep(Duration::from_millis(200));
+    // Cleared only once the request is inside the hang (the service counts
+    // it in flight), so it is the hang that releases it.
+    let inside = eventually(Duration::from_secs(5), || {
+        (svc.metric("http_requests_in_flight", &[]) >= 1.0).then_some(())
+    });
+    assert!(inside.is_some(), "the pending request never reached the hang");
     assert_eq!(svc.post("/fault/clear").status, 200);
     let released = pending.join().unwrap().expect("released request");
     assert_eq!(released.status, 200);

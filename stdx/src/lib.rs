@@ -9,6 +9,9 @@
 //!   flushed and renamed, so a crash never leaves half a file.
 //! - [`Backoff`]: exponential backoff with an optional jitter, for every
 //!   retry and restart.
+//! - [`text`]: the escape of each output format (terminal, Markdown) for
+//!   text from outside, and table padding that takes any width.
+//! - [`fuzz`]: the seeded generator and mutators of the property tests.
 //!
 //! (rust-analyzer's `stdx` crate is the model: extensions of std that any
 //! crate may take, with no dependency of their own.)
@@ -16,6 +19,8 @@
 mod backoff;
 mod clock;
 mod fs;
+pub mod fuzz;
+pub mod text;
 
 pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -376,12 +376,14 @@ fn print_summary(incidents: &[Incident]) {
                 format!("{}:{}:{}", a.kind.as_str(), a.decision.label(), outcome)
             })
             .collect();
+        // The service is the exporter's label value: no control character
+        // reaches the terminal raw.
         println!(
             "{:<11} {:<10} {:<26} {:<26} {:<8} {:<16} {:>8} {:>6.3}  {}",
             inc.id,
-            inc.service,
-            inc.signal,
-            inc.rule,
+            stdx::text::terminal(&inc.service),
+            stdx::text::terminal(&inc.signal),
+            stdx::text::terminal(&inc.rule),
             inc.severity.as_str(),
             fmt_minute(inc.onset_ms),
             duration,
@@ -389,7 +391,7 @@ fn print_summary(incidents: &[Incident]) {
             steps.join(" -> ")
         );
         if let Some(cause) = remediate::report::peer_cause(inc) {
-            println!("{:<11} ^ {cause}", "");
+            println!("{:<11} ^ {}", "", stdx::text::terminal(&cause));
         }
     }
 }

@@ -51,7 +51,7 @@ fn text_case(rng: &mut Rng, base: &str) -> String {
 fn agent_config_never_panics() {
     check(
         "agent_config",
-        1500,
+        3000,
         |rng| text_case(rng, AGENT_YAML),
         |text| {
             let _ = AgentConfig::from_yaml(Path::new("agent.yaml"), text);
@@ -65,7 +65,7 @@ fn supervisor_config_never_panics() {
         .expect("the base configuration is valid");
     check(
         "supervisor_config",
-        1500,
+        3000,
         |rng| text_case(rng, SUPERVISOR_YAML),
         |text| {
             let _ = SupervisorConfig::from_text(Path::new("services.yaml"), text);
@@ -84,7 +84,7 @@ fn signed_agent_requests_never_panic() {
     let mut n = 0i64;
     check(
         "agent_request",
-        2000,
+        4000,
         |rng| {
             if rng.one_in(8) {
                 garbage(rng, 256)
@@ -107,7 +107,7 @@ fn signed_agent_requests_never_panic() {
 fn supervisor_api_bodies_never_panic() {
     check(
         "supervisor_api_body",
-        2000,
+        4000,
         |rng| {
             let bases: [&[u8]; 3] = [
                 br#"{"replicas": 3}"#,

@@ -24,7 +24,7 @@ fn label_selectors_never_panic() {
     let base = br#"http_requests_total{service="checkout",instance="a:1", "odd name"="x\"y\\z\n",}"#;
     check(
         "labels",
-        5000,
+        10000,
         |rng| String::from_utf8_lossy(&bytes_case(rng, base, 128)).into_owned(),
         |text| {
             if let Ok(labels) = text.parse::<Labels>() {
@@ -41,7 +41,7 @@ fn nab_csv_never_panics() {
     let base = b"timestamp,value\n2014-04-01 00:00:00,20.5\n2014-04-01 00:05:00,21\n2014-04-01 00:10:00,nan\n";
     check(
         "nab_csv",
-        3000,
+        5000,
         |rng| bytes_case(rng, base, 256),
         |bytes| {
             let _ = crate::nab::parse_nab_csv(Path::new("x.csv"), bytes.clone());
@@ -56,7 +56,7 @@ fn long_csv_never_panics() {
     let path = dir.path().join("x.csv");
     check(
         "long_csv",
-        400,
+        1000,
         |rng| bytes_case(rng, base, 256),
         |bytes| {
             std::fs::write(&path, bytes).unwrap();
@@ -96,7 +96,7 @@ fn parquet_datasets_never_panic_and_corruption_is_never_silent() {
     let path = dir.path().join("x.parquet");
     check(
         "parquet",
-        300,
+        500,
         |rng| {
             let mut bytes = base.clone();
             // Mostly single flips (the realistic corruption), sometimes more.

@@ -60,7 +60,7 @@ fn log_lines_never_panic() {
     let mut miner = TemplateMiner::new(MinerConfig::default()).unwrap();
     check(
         "log_lines",
-        4000,
+        8000,
         |rng| {
             let i = rng.below(formats.len());
             let bytes = if rng.one_in(10) {

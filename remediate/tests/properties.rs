@@ -41,7 +41,7 @@ fn runbooks_never_panic() {
     }
     check(
         "runbooks",
-        1500,
+        3000,
         |rng: &mut Rng| {
             // One file of a set mutated (or replaced by garbage), the others
             // as they are: cross-file checks run on every case.
@@ -70,7 +70,7 @@ fn params_files_never_panic() {
     detector_params_from_source(Path::new("p.yaml"), base).expect("the base is valid");
     check(
         "params",
-        2000,
+        3000,
         |rng| {
             let bytes = if rng.one_in(10) {
                 garbage(rng, 256)
@@ -91,7 +91,7 @@ fn yaml_with_anchors_aliases_and_nesting_is_bounded() {
     // reader must stay within its alias budget and depth, whatever the mix.
     check(
         "yaml_structures",
-        2000,
+        3000,
         |rng| {
             let mut text = String::new();
             let mut anchors = 0;

@@ -19,7 +19,7 @@ fn control_api_bodies_never_panic() {
     let now_ms = 1_767_571_200_000;
     check(
         "control_api_body",
-        3000,
+        5000,
         |rng| {
             if rng.one_in(10) {
                 garbage(rng, 256)

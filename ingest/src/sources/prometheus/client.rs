@@ -678,7 +678,7 @@ mod tests {
         ];
         check(
             "prometheus_answer",
-            3000,
+            5000,
             |rng| {
                 let status = *rng.pick(&[200u16, 200, 200, 400, 422, 503]);
                 let body = if rng.one_in(10) {

@@ -131,3 +131,28 @@ fn parquet_datasets_never_panic_and_corruption_is_never_silent() {
         },
     );
 }
+
+#[test]
+fn truth_and_nab_window_files_never_panic() {
+    let truth = include_bytes!("../../datasets/synth-42.truth.json");
+    let nab: &[u8] = br#"{"realKnownCause/nyc_taxi.csv": [["2014-10-30 15:30:00.000000", "2014-11-03 22:30:00.000000"]], "a/b.csv": []}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.json");
+    check(
+        "window_files",
+        1500,
+        |rng| {
+            let nab_case = rng.one_in(2);
+            let base: &[u8] = if nab_case { nab } else { truth };
+            (nab_case, bytes_case(rng, base, 256))
+        },
+        |(nab_case, bytes)| {
+            std::fs::write(&path, bytes).unwrap();
+            if *nab_case {
+                let _ = crate::nab::read_nab_windows(&path);
+            } else {
+                let _ = crate::dataset::truth_read(&path);
+            }
+        },
+    );
+}

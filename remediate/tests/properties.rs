@@ -94,8 +94,9 @@ fn yaml_with_anchors_aliases_and_nesting_is_bounded() {
         3000,
         |rng| {
             let mut text = String::new();
-            let mut anchors = 0;
+            // Anchor `a{i}` is defined on line `i`; aliases refer to earlier ones.
             for i in 0..1 + rng.below(12) {
+                let anchors = i;
                 let refs: Vec<String> = (0..1 + rng.below(12))
                     .map(|_| match (anchors, rng.below(5)) {
                         (0, _) | (_, 0) => format!("{}", rng.below(100)),
@@ -105,7 +106,6 @@ fn yaml_with_anchors_aliases_and_nesting_is_bounded() {
                     })
                     .collect();
                 text.push_str(&format!("k{i}: &a{anchors} [{}]\n", refs.join(", ")));
-                anchors += 1;
             }
             text
         },

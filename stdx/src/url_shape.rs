@@ -139,9 +139,9 @@ pub fn components(pieces: &[Piece<'_>]) -> Vec<Component> {
     let literal_after = |i: usize| -> String {
         pieces[i + 1..]
             .iter()
-            .filter_map(|p| match p {
-                Piece::Literal(t) => Some(*t),
-                Piece::Value { .. } => Some("\u{0}"),
+            .map(|p| match p {
+                Piece::Literal(t) => *t,
+                Piece::Value { .. } => "\u{0}",
             })
             .collect()
     };

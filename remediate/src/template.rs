@@ -222,6 +222,48 @@ pub(crate) fn render_url(parts: &[Part], ctx: &Context<'_>) -> Result<String, Un
     stdx::url_shape::render(&pieces(parts, ctx)?).map_err(UnsafeLabel::UrlShape)
 }
 
+/// Why the variables of a URL template cannot all be placed in a URL
+/// component, for `heal runbooks check`: a variable where the scheme goes,
+/// or right after an `${env:...}` reference with no literal `/` between
+/// them, would be refused on every render.
+pub(crate) fn url_template_problem(t: &Template) -> Option<String> {
+    use stdx::url_shape::{components, Component};
+    let parts = t.parse().ok()?;
+    let pieces: Vec<Piece<'_>> = parts
+        .iter()
+        .map(|part| match part {
+            Part::Literal(text) => Piece::Literal(text),
+            // The runbook's own names: text, like the literals.
+            Part::Var(Var::Signal | Var::Rule) => Piece::Literal("x"),
+            Part::Var(_) => Piece::Value {
+                name: "",
+                value: "x",
+            },
+        })
+        .collect();
+    let vars = parts.iter().filter_map(|p| match p {
+        Part::Var(v @ (Var::Service | Var::Instance | Var::Label(_))) => Some(v),
+        _ => None,
+    });
+    for (var, component) in vars.zip(components(&pieces)) {
+        match component {
+            Component::Scheme => {
+                return Some(format!(
+                    "{{{{{var}}}}} stands where the URL's scheme is: a label value cannot choose it"
+                ))
+            }
+            Component::Unknown => {
+                return Some(format!(
+                    "{{{{{var}}}}} follows an ${{env:...}} reference without a `/` between them: \
+                     where a label value would land in the URL cannot be known; put a literal `/` before it"
+                ))
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// The parts with label values looked up and checked; the signal's and the
 /// rule's names come from the runbook and count as its text.
 fn pieces<'a>(parts: &'a [Part], ctx: &Context<'a>) -> Result<Vec<Piece<'a>>, UnsafeLabel> {
@@ -379,5 +421,19 @@ mod tests {
         labels.insert("instance".to_owned(), "h".to_owned());
         labels.insert("service".to_owned(), "a/b".to_owned());
         assert!(matches!(ctx(&labels), Err(UnsafeLabel::UrlShape(_))));
+    }
+
+    #[test]
+    fn url_templates_whose_values_cannot_be_placed_are_reported() {
+        assert_eq!(url_template_problem(&t("http://{{instance}}:1/{{rule}}/{{label.x}}")), None);
+        assert_eq!(url_template_problem(&t("${env:HOOK}/{{service}}")), None);
+        assert_eq!(
+            url_template_problem(&t("${env:HOOK}{{service}}")).unwrap(),
+            "{{service}} follows an ${env:...} reference without a `/` between them: where a label value would land in the URL cannot be known; put a literal `/` before it"
+        );
+        assert_eq!(
+            url_template_problem(&t("{{label.scheme}}://h/")).unwrap(),
+            "{{label.scheme}} stands where the URL's scheme is: a label value cannot choose it"
+        );
     }
 }

@@ -493,3 +493,36 @@ fn every_yaml_entry_point_refuses_an_alias_bomb_naming_file_and_line() {
         assert!(err.contains(&expected(file)), "{what}: {err}");
     }
 }
+
+#[test]
+fn a_corrupted_dataset_is_refused_by_name_and_rewrite_adds_the_hash() {
+    // Issue 10, 7: byte-flipped copies of synth-42.parquet loaded silently.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.parquet");
+    let o = heal(&[
+        "dataset",
+        "rewrite",
+        "datasets/synth-42.parquet",
+        "-o",
+        copy.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bundled = std::fs::read(root().join("datasets/synth-42.parquet")).unwrap();
+    let mut bytes = std::fs::read(&copy).unwrap();
+    assert!(bytes == bundled, "rewriting the bundled dataset changed it");
+    bytes[bundled.len() / 2] ^= 0x04;
+    let flipped = dir.path().join("flipped.parquet");
+    std::fs::write(&flipped, &bytes).unwrap();
+    for args in [
+        vec!["dataset", "info", flipped.to_str().unwrap()],
+        vec!["replay", flipped.to_str().unwrap(), "--runbooks", "runbooks"],
+    ] {
+        let o = heal(&args);
+        let err = stderr(&o);
+        assert_ne!(o.status.code(), Some(0), "{args:?}");
+        assert!(
+            err.contains(&format!("reading {}: the data does not match the file's content hash", flipped.display())),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -149,7 +149,7 @@ pub(crate) fn read(path: &Path) -> Result<Vec<SeriesData>> {
         None => tracing::warn!(
             path = %path.display(),
             "dataset has no {CONTENT_HASH_KEY} (written by another tool or an older heal): \
-             read without a corruption check; `heal dataset` commands that write it add one"
+             read without a corruption check; `heal dataset rewrite` adds one"
         ),
     }
     Ok(series)

@@ -67,6 +67,13 @@ fn long_csv_never_panics() {
     );
 }
 
+/// Known gap, found by this property: Polars' decoder trusts sizes in
+/// a page header, and about one single-bit flip in 10,000 of this small
+/// file makes it ask for ~2^61 bytes, which aborts the process (an
+/// allocation failure is not a panic; `catch_unwind` cannot stop it).
+/// `HEAL_FUZZ_SEED=4 HEAL_FUZZ_CASES=2000` reproduces it. The fixed default
+/// seed does not hit it; fixing it needs the page headers checked before
+/// Polars decodes them.
 #[test]
 fn parquet_datasets_never_panic_and_corruption_is_never_silent() {
     // A small dataset heal wrote (with its content hash), then mutated.

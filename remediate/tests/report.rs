@@ -71,6 +71,7 @@ fn replay(
             peer_z: None,
             first: onset == m,
             in_band: false,
+            band: (f64::NEG_INFINITY, f64::INFINITY),
         });
         let scored = Scored {
             score: excursion.map_or(0.3, |e| e.peak_score),
@@ -216,6 +217,7 @@ fn incidents_as_json_lines() {
                 peer_z: None,
                 first: onset == m,
                 in_band: false,
+                band: (f64::NEG_INFINITY, f64::INFINITY),
             });
             let scored = Scored {
                 score: excursion.map_or(0.3, |e| e.peak_score),
@@ -538,6 +540,7 @@ fn replay_one(
         peer_z: None,
         first: onset == m,
         in_band: false,
+        band: (f64::NEG_INFINITY, f64::INFINITY),
     });
     let scored = Scored {
         score: excursion.map_or(0.3, |e| e.peak_score),

@@ -155,6 +155,7 @@ pub fn run(args: StormConfig) -> Result<()> {
                     peer_z: None,
                     first: true,
                     in_band: false,
+                    band: (f64::NEG_INFINITY, f64::INFINITY),
                 }),
             },
         };

@@ -48,8 +48,16 @@ pub(crate) async fn act(
     store: Option<StoreWriter>,
     executors: Executors,
     clock: Arc<dyn Clock>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     while let Some(job) = rx.recv().await {
+        if stop.is_cancelled() {
+            // Shutting down: the action in flight was finished; the ones
+            // still in line are not begun (the store reports them as
+            // abandoned at the next start).
+            tracing::warn!(target: LOG_TARGET, stage = "remediate", incident = %job.incident, step = job.step, "shutting down: action not begun");
+            continue;
+        }
         if !recheck(&job, &commands).await {
             // The decider recorded why (and counted it).
             continue;
@@ -130,11 +138,44 @@ async fn perform(job: &ActionJob, telemetry: &Telemetry, executors: &Executors) 
             &[("kind", kind), ("outcome", outcome)],
             1.0,
         );
-        tracing::warn!(target: LOG_TARGET, stage = "remediate", kind, outcome, summary = %result.summary, duration_ms = result.duration.as_millis() as u64, "action performed");
+        if result.ok {
+            tracing::warn!(target: LOG_TARGET, stage = "remediate", kind, outcome, summary = %result.summary, duration_ms = result.duration.as_millis() as u64, "action performed");
+        } else {
+            // Why, in the log line itself: the output's last line usually
+            // says it (`control API at 127.0.0.1:19400 unreachable`).
+            let reason = failure_reason(&result);
+            tracing::warn!(target: LOG_TARGET, stage = "remediate", kind, outcome, summary = %result.summary, %reason, duration_ms = result.duration.as_millis() as u64, "action failed: {reason}");
+        }
         result
     }
     .instrument(span)
     .await
+}
+
+/// Why a failed action failed, in one line: the last non-empty line of its
+/// output (capped), else its summary.
+pub(crate) fn failure_reason(result: &ActionResult) -> String {
+    let line = result
+        .output
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or(&result.summary);
+    let mut line = line.to_owned();
+    if line.len() > 300 {
+        let mut cut = 300;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+        line.push('…');
+    }
+    if line == result.summary {
+        line
+    } else {
+        format!("{}: {line}", result.summary)
+    }
 }
 
 #[cfg(test)]

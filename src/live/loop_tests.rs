@@ -222,6 +222,7 @@ async fn an_allowed_step_runs_through_the_act_stage_and_is_journalled() {
         Some(live.store.clone()),
         Executors::new(env, clock.clone()),
         clock,
+        tokio_util::sync::CancellationToken::new(),
     ));
     act_tx.send(job).await.unwrap();
     drop(act_tx);

@@ -61,16 +61,25 @@ pub struct Observation<'a> {
 ///    fired), reaches the rule's minimum severity and matches its labels.
 /// 2. Plans step 1. A step suppressed by `invalid_label_value`, `cooldown`
 ///    or `max_attempts` did not run, so there is nothing to verify: the next
-///    step is planned at once (a chain ending in a page still pages). An
-///    allowed or `dry_run` step is verified.
+///    step is planned at once (a chain ending in a page still pages). A step
+///    held back by a reason that waits (`silenced`, `flapping`,
+///    `target_busy`, `rate_limit`, `max_concurrent`, `blast_radius`: see
+///    [`SuppressReason::waits`]) keeps its place and is decided again on
+///    each later sample while the symptom holds, so it runs once what held
+///    it back has ended. A step awaiting approval is parked until approved
+///    or expired. An allowed or `dry_run` step is verified.
 /// 3. Verification is decided on the first sample at or after
 ///    `planned + verify.wait`: `recovered` if `recovered_when` holds on that
 ///    sample (stops the chain), else `worse` if the highest peak score seen
 ///    during the wait is above the peak when the step was planned, else
 ///    `not_recovered`; both of these plan the next step.
-/// 4. Resolves when the series is out of the excursion and no verification
-///    is pending; `resolved_ms` is when the excursion ended. An incident
-///    whose chain is exhausted stays open until then.
+/// 4. Resolves when the series is out of the excursion, back in the band it
+///    had before the incident (on the incident's side), and no verification
+///    is pending and no step parked; `resolved_ms` is the first such
+///    sample. An adapting detector stops being surprised by a drift that
+///    goes on (a leak): its excursion ends, but the incident stays open
+///    until the series comes back. An incident whose chain is exhausted
+///    stays open until then.
 #[derive(Debug)]
 pub struct Engine {
     options: EngineOptions,
@@ -146,9 +155,32 @@ struct State {
     /// A step waiting for approval: its index in `incident.actions` and
     /// when it expires.
     parked: Option<(usize, i64)>,
-    /// Whether the symptom held on the latest sample: the series in the
-    /// rule's excursion and out of its band. Approved steps re-check it.
+    /// Whether the symptom held on the latest sample: the series out of
+    /// its band from before the incident (in the rule's excursion or not).
+    /// Approved steps and held steps re-check it.
     symptom: bool,
+    /// The series' band from before the incident, on the incident's side
+    /// (the band of the excursion that opened it): the incident resolves
+    /// only once a sample is back in it, however soon the (adapting)
+    /// detector stops being surprised.
+    band: Excursion,
+    /// A step held back by a reason that waits ([`SuppressReason::waits`]):
+    /// it keeps its place in the chain and is decided again on later
+    /// samples.
+    held: Option<Held>,
+}
+
+/// A step waiting for what held it back to end.
+#[derive(Debug)]
+struct Held {
+    /// Why it was held back the last time it was decided (a new record is
+    /// made only when that changes).
+    reason: Option<SuppressReason>,
+    /// Who approved it, for a step held back after its approval: it is
+    /// decided again as an approval, not parked a second time.
+    approved_by: Option<String>,
+    /// Its latest record in `incident.actions`.
+    action: usize,
 }
 
 /// What the guards remember, to be persisted and restored across restarts
@@ -577,8 +609,58 @@ impl Engine {
             Some(parked.planned_ms),
         );
         let peak = self.incidents[idx].incident.peak_score;
+        let waits = decision.waits().then_some(decision.reason);
         self.record_step(idx, parked.clone(), decision, ts_ms, peak, &mut events);
+        if let Some(reason) = waits {
+            let state = &mut self.incidents[idx];
+            state.held = Some(Held {
+                reason,
+                approved_by: Some(by.to_owned()),
+                action: state.incident.actions.len() - 1,
+            });
+        }
         Ok(events)
+    }
+
+    /// Decides a held step again (see [`State::held`]): a new record only
+    /// when the decision changed (allowed, or held back for another reason).
+    fn retry_held(&mut self, idx: usize, obs: &Observation<'_>, events: &mut Vec<EngineEvent>) {
+        let Some(held) = self.incidents[idx].held.take() else {
+            return;
+        };
+        let Some(by) = held.approved_by.clone() else {
+            // Held at planning: plan it again (its place was kept).
+            let peak = self.incidents[idx].incident.peak_score;
+            self.incidents[idx].held = Some(held);
+            self.plan(idx, obs, peak, events);
+            return;
+        };
+        let record = self.incidents[idx].incident.actions[held.action].clone();
+        let target = record.rendered.as_ref().map(RenderedAction::target);
+        let target = target.as_deref().ok_or("the held step was not rendered");
+        let decision = self.decide(
+            idx,
+            Occasion::Approve { by: &by },
+            target,
+            None,
+            obs.ts_ms,
+            Some(record.planned_ms),
+        );
+        if decision.waits() && decision.reason == held.reason {
+            self.incidents[idx].held = Some(held);
+            return;
+        }
+        let waits = decision.waits().then_some(decision.reason);
+        let peak = self.incidents[idx].incident.peak_score;
+        self.record_step(idx, record, decision, obs.ts_ms, peak, events);
+        if let Some(reason) = waits {
+            let state = &mut self.incidents[idx];
+            state.held = Some(Held {
+                reason,
+                approved_by: Some(by),
+                action: state.incident.actions.len() - 1,
+            });
+        }
     }
 
     /// Feeds one sample; returns what the engine did because of it.
@@ -719,6 +801,8 @@ impl Engine {
             instance,
             parked: None,
             symptom: !ex.in_band,
+            band: ex,
+            held: None,
         });
         self.plan(idx, obs, ex.peak_score, events);
         idx
@@ -735,7 +819,11 @@ impl Engine {
         let recovered_when = rule.verify.recovered_when;
         let wait = rule.verify.wait;
         let state = &mut self.incidents[idx];
-        state.symptom = watched.is_some_and(|ex| !ex.in_band);
+        // Back where it was before the incident: the detector's verdict
+        // alone is not enough, an adapting detector stops being surprised
+        // by a drift that goes on.
+        let back = state.band.back_in_band(obs.value);
+        state.symptom = watched.map_or(!back, |ex| !ex.in_band);
         match watched {
             Some(ex) => {
                 state.quiet_since = None;
@@ -746,9 +834,10 @@ impl Engine {
                     p.peak_since = p.peak_since.max(ex.peak_score);
                 }
             }
-            None => {
+            None if back => {
                 state.quiet_since.get_or_insert(obs.ts_ms);
             }
+            None => state.quiet_since = None,
         }
 
         if state
@@ -764,7 +853,15 @@ impl Engine {
                 // series had before it (the excursion's hysteresis keeps it
                 // open a while longer).
                 RecoveredWhen::Cleared => match watched {
-                    None => (true, "anomaly cleared".to_owned()),
+                    None if back => (true, "anomaly cleared".to_owned()),
+                    None => (
+                        false,
+                        format!(
+                            "the detector no longer flags it, but value {} is still out of its band \
+                             from before the anomaly",
+                            obs.value
+                        ),
+                    ),
                     Some(ex) if ex.in_band => {
                         (true, "back in its band from before the anomaly".to_owned())
                     }
@@ -848,6 +945,17 @@ impl Engine {
                     self.plan(idx, obs, peak, events);
                 }
             }
+        }
+
+        // A step held back waits for what held it back to end; it is tried
+        // again while the symptom holds.
+        let state = &self.incidents[idx];
+        if state.held.is_some()
+            && state.pending.is_none()
+            && state.parked.is_none()
+            && state.symptom
+        {
+            self.retry_held(idx, obs, events);
         }
 
         let resolve_after = self.guards.guardrails.resolve_after.as_millis_i64();
@@ -1018,6 +1126,29 @@ impl Engine {
                 verification: None,
                 timeout: action_timeout,
             };
+            if decision.waits() {
+                // Held back by something that ends by itself: the step keeps
+                // its place and is decided again on later samples. Recorded
+                // once per reason, not once per sample.
+                let state = &mut self.incidents[idx];
+                state.next_step = step;
+                let same = state
+                    .held
+                    .as_ref()
+                    .is_some_and(|h| h.reason == decision.reason);
+                if !same {
+                    let reason = decision.reason;
+                    self.record_step(idx, planned, decision, obs.ts_ms, peak, events);
+                    let state = &mut self.incidents[idx];
+                    state.held = Some(Held {
+                        reason,
+                        approved_by: None,
+                        action: state.incident.actions.len() - 1,
+                    });
+                }
+                return;
+            }
+            self.incidents[idx].held = None;
             self.record_step(idx, planned, decision, obs.ts_ms, peak, events);
             let state = &self.incidents[idx];
             if state.pending.is_some() || state.parked.is_some() {

@@ -40,7 +40,7 @@ fn opt_time(ms: Option<i64>) -> Option<String> {
 
 impl Serialize for Incident {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Incident", 24)?;
+        let mut s = serializer.serialize_struct("Incident", 25)?;
         s.serialize_field("id", &self.id)?;
         s.serialize_field(
             "status",
@@ -79,6 +79,11 @@ impl Serialize for Incident {
             None => s.skip_field("peer_z")?,
         }
         s.serialize_field("chain_len", &self.chain_len)?;
+        // Only while it waits: other records stay as they were.
+        match self.waiting() {
+            Some(w) => s.serialize_field("waiting", &w)?,
+            None => s.skip_field("waiting")?,
+        }
         s.serialize_field("description", &self.description)?;
         s.serialize_field("actions", &self.actions)?;
         s.end()
@@ -131,36 +136,59 @@ pub fn json_lines(incidents: &[Incident]) -> String {
 }
 
 /// The status of an incident as a headline word and the sentence after it:
-/// `("Resolved", "at ... after 8m, following step 1 (...).")`.
+/// `("Resolved", "at ... after 8m, following step 1 (...).")`. "Resolved"
+/// only when a step was verified as recovering the series; an incident
+/// whose series came back without that "Ended".
 fn status(inc: &Incident) -> (&'static str, String) {
     let recovered_by = inc.actions.iter().find(|a| {
         a.verification
             .as_ref()
             .is_some_and(|v| v.outcome == Outcome::Recovered)
     });
-    let exhausted = inc.actions.last().is_some_and(|a| a.step == inc.chain_len);
+    let last = inc.actions.last();
+    let exhausted = last.is_some_and(|a| {
+        a.step == inc.chain_len && (a.verification.is_some() || !a.decision.counts_as_performed())
+    });
+    let verifying =
+        last.is_some_and(|a| a.decision.counts_as_performed() && a.verification.is_none());
     match (inc.resolved_ms, inc.unresolved_at_ms) {
-        (Some(end), _) => (
-            "Resolved",
-            format!(
-                "at {} after {}{}.",
-                rfc3339(end),
-                human(end - inc.onset_ms),
-                match recovered_by {
-                    Some(a) => format!(", following step {} ({})", a.step, a.summary),
-                    None =>
-                        " (the anomaly ended without a step verified as recovering it)".to_owned(),
-                }
+        (Some(end), _) => match recovered_by {
+            Some(a) => (
+                "Resolved",
+                format!(
+                    "at {} after {}, following step {} ({}).",
+                    rfc3339(end),
+                    human(end - inc.onset_ms),
+                    a.step,
+                    a.summary
+                ),
             ),
-        ),
+            None => (
+                "Ended",
+                format!(
+                    "at {} after {}: the series came back to its band from before the incident \
+                     without a step verified as recovering it.",
+                    rfc3339(end),
+                    human(end - inc.onset_ms),
+                ),
+            ),
+        },
         (None, end) => {
             let end = end.map_or_else(|| "now".to_owned(), rfc3339);
-            let next = if recovered_by.is_some() {
-                "a step met the recovery condition but the detector still sees the anomaly; watch it"
+            let next = if let Some(waiting) = inc.waiting() {
+                waiting
+            } else if verifying {
+                format!("step {} is being verified", last.map_or(0, |a| a.step))
+            } else if recovered_by.is_some() {
+                "a step met the recovery condition but the series is not back in its band \
+                 from before the incident; watch it"
+                    .to_owned()
             } else if exhausted {
-                "every step of the chain has been planned and none recovered the signal: a human must take over"
+                "every step of the chain has been tried and none recovered the signal: a human \
+                 must take over"
+                    .to_owned()
             } else {
-                "a step is still being verified"
+                "the series is not back in its band from before the incident".to_owned()
             };
             ("STILL OPEN", format!("at {end}: {next}."))
         }
@@ -236,7 +264,10 @@ fn timeline(inc: &Incident) -> Vec<(i64, String)> {
         }
     }
     if let Some(t) = inc.resolved_ms {
-        timeline.push((t, "anomaly ended: incident resolved".to_owned()));
+        timeline.push((
+            t,
+            "series back in its band from before the incident: incident resolved".to_owned(),
+        ));
     } else if let Some(t) = inc.unresolved_at_ms {
         timeline.push((t, "end of data: incident still open".to_owned()));
     }

@@ -14,7 +14,8 @@ use super::error::{duration_arg, shutdown_signal, UsageError};
 
 #[derive(Debug, clap::Args)]
 pub struct SuperviseArgs {
-    /// The services to run (YAML; see `daemons::supervisor`).
+    /// The services to run (YAML): README.md, "heal supervise", has a complete, commented
+    /// services.yaml.
     #[arg(long)]
     config: PathBuf,
     /// Address of the control API. Anything but loopback needs `--token-env`.

@@ -181,7 +181,9 @@ pub fn show(db: &Path, id: &str) -> Result<String> {
         .incident(id)
         .with_context(|| format!("reading {id}"))?
         .ok_or_else(|| Error::Usage(format!("no incident {id:?} in {}", db.display())))?;
-    let mut out = remediate::report::markdown(&record.incident);
+    // The evidence tells the kind of anomaly; a report without it still reads.
+    let evidence = store.evidence(id).ok().flatten();
+    let mut out = remediate::report::markdown_with(&record.incident, evidence.as_ref());
     let _ = writeln!(
         out,
         "\n## Executions\n\nStatus {}, outcome {}.",

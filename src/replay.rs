@@ -131,7 +131,7 @@ pub fn run(args: ReplayConfig) -> Result<()> {
         for inc in &outcome.incidents {
             write_atomically(
                 &dir.join(format!("{}.md", inc.id)),
-                remediate::report::markdown(inc).as_bytes(),
+                remediate::report::markdown_with(inc, outcome.evidence.get(&inc.id)).as_bytes(),
             )?;
             write_atomically(
                 &dir.join(format!("{}.html", inc.id)),

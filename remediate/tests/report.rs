@@ -459,6 +459,61 @@ fn hostile_label_html_report() {
         .any(|a| a.decision.label() == "invalid_label_value"));
 }
 
+/// Inventory's request rate gets five times noisier from minute 20 (a
+/// variance change), around the same mean; it never goes below zero.
+fn noisier_at(m: i64) -> (f64, Option<(i64, f64)>) {
+    let wobble = if m % 2 == 0 { 1.0 } else { -1.0 };
+    if m < 20 {
+        (50.0 + 2.0 * wobble, None)
+    } else {
+        (
+            50.0 + 20.0 * wobble * (1.0 + (m % 3) as f64 / 4.0),
+            Some((20, 0.97)),
+        )
+    }
+}
+
+/// A variance change is described as one (not "above"), its non-negative
+/// series has no band below zero, and every number is for people.
+#[test]
+fn noisier_request_rate_html_report() {
+    let inc = first_incident(
+        "http_request_rate",
+        "inventory",
+        "inventory-0",
+        60,
+        noisier_at,
+    );
+    // The detector's band before the onset reached below zero.
+    let ev = evidence(&inc, noisier_at, 60, (-20.0, 60.0));
+    let page = report::html(&inc, Some(&ev));
+    check(&page, "tests/golden/inventory_noisier.html");
+    check_chart(&page, &inc);
+    assert!(page.contains("inventory http_request_rate noisier: spread"));
+    let md = report::markdown_with(&inc, Some(&ev));
+    check(&md, "tests/golden/inventory_noisier.md");
+    // The band's polygon stays at or above the y of value 0.
+    let svg = &page[page.find("<svg").unwrap()..];
+    let band = svg.split("class=\"band\" points=\"").nth(1).unwrap();
+    let band = band.split('"').next().unwrap();
+    let zero_y = svg
+        .split("class=\"tick\"")
+        .filter_map(|t| {
+            let y: f64 = t.split("y=\"").nth(1)?.split('"').next()?.parse().ok()?;
+            let label = t.split('>').nth(1)?.split('<').next()?;
+            (label == "0").then_some(y - 4.0)
+        })
+        .next()
+        .expect("a 0 tick");
+    for pt in band.split(' ') {
+        let y: f64 = pt.split(',').nth(1).unwrap().parse().unwrap();
+        assert!(
+            y <= zero_y + 0.05,
+            "band point {pt} below zero (y of 0 is {zero_y})"
+        );
+    }
+}
+
 #[test]
 fn a_report_without_evidence_has_no_chart() {
     let inc = payments_errors();

@@ -14,6 +14,7 @@ use super::silence::{Matcher, Silence};
 use crate::action::RenderedAction;
 use crate::runbook::{Action, RecoveredWhen, Rule, RunbookSet, Severity, Signal};
 use crate::template::{render, Context, Template, UnsafeLabel};
+use crate::units::{format_score, format_value};
 
 /// How the engine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -847,7 +848,9 @@ impl Engine {
         {
             let p = state.pending.take().expect("checked just above");
             self.in_progress.remove(&idx);
+            let metric = self.rules[r].1.name.clone();
             let state = &mut self.incidents[idx];
+            let fmt = |v: f64| format_value(v, &metric);
             let (recovered, why) = match recovered_when {
                 // Cleared: out of the excursion, or back in the band the
                 // series had before it (the excursion's hysteresis keeps it
@@ -859,7 +862,7 @@ impl Engine {
                         format!(
                             "the detector no longer flags it, but value {} is still out of its band \
                              from before the anomaly",
-                            obs.value
+                            fmt(obs.value)
                         ),
                     ),
                     Some(ex) if ex.in_band => {
@@ -867,23 +870,25 @@ impl Engine {
                     }
                     Some(_) => (
                         false,
-                        format!("still anomalous (value {}, out of its band)", obs.value),
+                        format!("still anomalous (value {}, out of its band)", fmt(obs.value)),
                     ),
                 },
                 RecoveredWhen::ValueBelow(x) => (
                     obs.value < x,
                     format!(
-                        "value {} {} {x}",
-                        obs.value,
-                        if obs.value < x { "below" } else { "not below" }
+                        "value {} {} {}",
+                        fmt(obs.value),
+                        if obs.value < x { "below" } else { "not below" },
+                        fmt(x)
                     ),
                 ),
                 RecoveredWhen::ValueAbove(x) => (
                     obs.value > x,
                     format!(
-                        "value {} {} {x}",
-                        obs.value,
-                        if obs.value > x { "above" } else { "not above" }
+                        "value {} {} {}",
+                        fmt(obs.value),
+                        if obs.value > x { "above" } else { "not above" },
+                        fmt(x)
                     ),
                 ),
             };
@@ -895,11 +900,14 @@ impl Engine {
                 Outcome::NotRecovered
             };
             let mut detail = format!("{why} after the {wait} wait");
+            // Three decimals, or as many as it takes to show the rise.
+            let rise = if format_score(p.peak_at_plan) == format_score(p.peak_since) {
+                (p.peak_at_plan.to_string(), p.peak_since.to_string())
+            } else {
+                (format_score(p.peak_at_plan), format_score(p.peak_since))
+            };
             if outcome == Outcome::Worse {
-                detail.push_str(&format!(
-                    "; peak score rose from {} to {}",
-                    p.peak_at_plan, p.peak_since
-                ));
+                detail.push_str(&format!("; peak score rose from {} to {}", rise.0, rise.1));
             }
             let verification = Verification {
                 outcome,

@@ -224,7 +224,7 @@ fn chain_advances_on_not_recovered_then_resolves_when_the_anomaly_ends() {
     );
     assert_eq!(
         inc.actions[0].verification.as_ref().unwrap().detail,
-        "still anomalous (value 1, out of its band) after the 5m wait"
+        "still anomalous (value 1 s, out of its band) after the 5m wait"
     );
     assert_eq!(inc.resolved_ms, Some(T0 + 30 * MIN));
     assert_eq!(inc.unresolved_at_ms, None);
@@ -287,7 +287,7 @@ fn rising_peak_during_the_wait_is_worse() {
     assert_eq!(v.outcome, Outcome::Worse);
     assert_eq!(
         v.detail,
-        "still anomalous (value 1, out of its band) after the 5m wait; peak score rose from 0.9999 to 0.99999"
+        "still anomalous (value 1 s, out of its band) after the 5m wait; peak score rose from 0.9999 to 0.99999"
     );
     assert_eq!(inc.actions.len(), 2, "worse escalates like not_recovered");
     assert_eq!(
@@ -341,7 +341,10 @@ fn value_based_recovery() {
     let v = inc.actions[0].verification.as_ref().unwrap();
     assert_eq!(
         (v.outcome, v.detail.as_str()),
-        (Outcome::Recovered, "value 0.3 below 0.5 after the 5m wait")
+        (
+            Outcome::Recovered,
+            "value 300 ms below 500 ms after the 5m wait"
+        )
     );
     assert_eq!(inc.actions.len(), 1);
     // Recovered by value, but the detector still sees the excursion: open.
@@ -663,7 +666,7 @@ fn a_drift_the_detector_got_used_to_keeps_its_incident_open() {
             let v = inc.actions[1].verification.as_ref().unwrap();
             assert_eq!(v.outcome, Outcome::NotRecovered);
             assert!(v.detail.starts_with(
-                "the detector no longer flags it, but value 13 is still out of its band"
+                "the detector no longer flags it, but value 13 s is still out of its band"
             ));
         }
     }

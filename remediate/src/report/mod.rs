@@ -216,18 +216,62 @@ fn steps(inc: &Incident) -> Steps {
     }
 }
 
-/// The headline: `inc-000001: payments http_error_ratio above baseline
-/// (critical)`.
-fn title(inc: &Incident) -> String {
+/// The anomaly described by its kind, as far as the incident and its
+/// evidence tell: `apart from its siblings` (its peers fired it);
+/// `noisier: spread N times its usual` (a variance change: from the onset
+/// on the samples spread at least three times as widely as before it,
+/// with no shift of their mean as large as that spread); else `above its
+/// normal band` or `below its normal band`.
+pub fn anomaly_kind(inc: &Incident, evidence: Option<&Evidence>) -> String {
+    if inc.peer_z.is_some() {
+        return "apart from its siblings".to_owned();
+    }
+    if let Some(e) = evidence {
+        let end = inc.resolved_ms.or(inc.unresolved_at_ms).unwrap_or(i64::MAX);
+        let (m0, sd0, n0) = mean_sd(e.points.iter().filter(|p| p.ts_ms < inc.onset_ms));
+        let (m1, sd1, n1) = mean_sd(
+            e.points
+                .iter()
+                .filter(|p| p.ts_ms >= inc.onset_ms && p.ts_ms <= end),
+        );
+        if n0 >= 8 && n1 >= 8 && sd0 > 0.0 && sd1 >= 3.0 * sd0 && (m1 - m0).abs() < sd1 {
+            return format!("noisier: spread {:.0} times its usual", sd1 / sd0);
+        }
+    }
+    if inc.above {
+        "above its normal band".to_owned()
+    } else {
+        "below its normal band".to_owned()
+    }
+}
+
+/// Mean, standard deviation and count of the points' values.
+fn mean_sd<'a>(points: impl Iterator<Item = &'a EvidencePoint>) -> (f64, f64, usize) {
+    let v: Vec<f64> = points.map(|p| f64::from(p.value)).collect();
+    if v.is_empty() {
+        return (0.0, 0.0, 0);
+    }
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n;
+    (m, var.sqrt(), v.len())
+}
+
+/// The headline: `inc-000001: payments http_error_ratio above its normal
+/// band (critical)`.
+fn title(inc: &Incident, evidence: Option<&Evidence>) -> String {
     let service = if inc.service.is_empty() {
         "(no service label)"
     } else {
         inc.service.as_str()
     };
-    let side = if inc.above { "above" } else { "below" };
     format!(
-        "{}: {} {} {side} baseline ({})",
-        inc.id, service, inc.signal, inc.severity
+        "{}: {} {} {} ({})",
+        inc.id,
+        service,
+        inc.signal,
+        anomaly_kind(inc, evidence),
+        inc.severity
     )
 }
 
@@ -239,7 +283,7 @@ fn timeline(inc: &Incident) -> Vec<(i64, String)> {
     let mut timeline: Vec<(i64, String)> = vec![
         (
             inc.onset_ms,
-            format!("anomaly onset: {} {side} baseline", inc.signal),
+            format!("anomaly onset: {} {side} its normal band", inc.signal),
         ),
         (
             inc.opened_ms,
@@ -310,6 +354,12 @@ fn offset(incident: &Incident, ms: i64) -> String {
 /// A post-incident report for the person on call: what happened, what heal
 /// did or would have done and why, and what is left for a human.
 pub fn markdown(incident: &Incident) -> String {
+    markdown_with(incident, None)
+}
+
+/// [`markdown`], with the incident's evidence when there is some: it tells
+/// the kind of anomaly ([`anomaly_kind`]).
+pub fn markdown_with(incident: &Incident, evidence: Option<&Evidence>) -> String {
     let mut out = String::new();
     let inc = incident;
     let selector = series_selector(&inc.series);
@@ -318,8 +368,8 @@ pub fn markdown(incident: &Incident) -> String {
     } else {
         inc.service.as_str()
     };
-    let side = if inc.above { "above" } else { "below" };
-    let _ = writeln!(out, "# {}", title(inc));
+    let kind = anomaly_kind(inc, evidence);
+    let _ = writeln!(out, "# {}", title(inc, evidence));
     out.push('\n');
 
     // Status line first: the one thing to know at 3 a.m.
@@ -342,7 +392,7 @@ pub fn markdown(incident: &Incident) -> String {
     };
     row("Service", service.to_owned());
     row("Series", format!("`{selector}`"));
-    row("Signal", format!("{} ({side} baseline)", inc.signal));
+    row("Signal", format!("{} ({kind})", inc.signal));
     if let Some(cause) = peer_cause(inc) {
         row("Cause", cause);
     }
@@ -373,7 +423,7 @@ pub fn markdown(incident: &Incident) -> String {
             (None, None) => "unknown".to_owned(),
         },
     );
-    row("Peak score", inc.peak_score.to_string());
+    row("Peak score", crate::units::format_score(inc.peak_score));
     row(
         "Steps",
         format!(

@@ -237,6 +237,14 @@ pub enum SilenceError {
     /// No silence has that id.
     #[error("no silence {0}")]
     Unknown(String),
+    /// The silence had already ended: nothing to expire.
+    #[error("silence {id} already ended at {at}")]
+    AlreadyEnded {
+        /// Its id.
+        id: String,
+        /// When it ended (RFC 3339).
+        at: String,
+    },
 }
 
 /// A step waiting for its verification.
@@ -381,7 +389,7 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// No silence has that id.
+    /// No silence has that id, or it had already ended.
     pub fn expire_silence(&mut self, id: &str, ts_ms: i64) -> Result<Silence, SilenceError> {
         let s = self
             .guards
@@ -389,6 +397,12 @@ impl Engine {
             .iter_mut()
             .find(|s| s.id == id)
             .ok_or_else(|| SilenceError::Unknown(id.to_owned()))?;
+        if s.ends_ms <= ts_ms {
+            return Err(SilenceError::AlreadyEnded {
+                id: id.to_owned(),
+                at: crate::time::rfc3339(s.ends_ms),
+            });
+        }
         s.ends_ms = s.ends_ms.min(ts_ms).max(s.starts_ms);
         tracing::info!(silence = %s.describe(), "silence expired");
         Ok(s.clone())

@@ -213,6 +213,14 @@ fn silences_and_maintenance_windows_mute_matching_series() {
     // Expired early: no longer listed, no longer muting.
     engine.expire_silence("sil-000001", T0 + 10 * SEC).unwrap();
     assert_eq!(engine.silences(T0 + 10 * SEC).len(), 1);
+    // Expiring it again is an error, not a silent success.
+    assert_eq!(
+        engine.expire_silence("sil-000001", T0 + 11 * SEC),
+        Err(SilenceError::AlreadyEnded {
+            id: "sil-000001".into(),
+            at: "2026-03-01T00:00:10Z".into()
+        })
+    );
 }
 
 #[test]

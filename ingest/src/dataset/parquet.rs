@@ -56,7 +56,26 @@ pub(crate) fn write(file: &mut File, series: &[SeriesData], path: &Path) -> Resu
 
 /// Reads a long-form table back into series, sorted by labels, samples sorted by time.
 pub(crate) fn read(path: &Path) -> Result<Vec<SeriesData>> {
-    let file = File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let mut file = File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    // Parquet files start (and end) with `PAR1`. Anything else, most often
+    // a CSV, gets a pointer to the import rather than the reader's "the
+    // file must end with PAR1".
+    let mut magic = [0u8; 4];
+    let is_parquet = std::io::Read::read_exact(&mut file, &mut magic).is_ok() && &magic == b"PAR1";
+    if !is_parquet {
+        let hint = match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("csv") => "it looks like a CSV file",
+            _ => "it is not a Parquet file",
+        };
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "not a heal dataset ({hint}): import it first with `heal dataset import {} -o DATASET.parquet --format nab` (or `--format long`), then use DATASET.parquet",
+                path.display()
+            ),
+        ));
+    }
+    std::io::Seek::rewind(&mut file).map_err(|e| Error::io("reading", path, e))?;
     let df = ParquetReader::new(file)
         .finish()
         .map_err(|source| Error::Parquet {

@@ -251,6 +251,35 @@ fn the_watch_log_says_a_step_awaits_approval_and_why_an_action_failed() {
         let failed = lines.iter().any(|l| l.contains("action failed"));
         (approval && failed).then(|| lines.join("\n"))
     });
+    // The API says it too.
+    let port: u16 = log
+        .split("metrics on http://127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("heal printed its address");
+    let parked_id = {
+        let store = Store::open_read_only(&db).unwrap();
+        let page = store.list(&IncidentFilter::default()).unwrap();
+        page.incidents
+            .iter()
+            .find(|i| i.rule == "needs-a-human")
+            .expect("the approval rule's incident")
+            .id
+            .clone()
+    };
+    let answer = client::get(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        &format!("/api/incidents/{parked_id}"),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    let waiting = body["incident"]["waiting"].as_str().unwrap_or_default();
+    assert!(
+        waiting.starts_with("awaiting approval of step 1 of 1 (exec true), expires at 20"),
+        "{body}"
+    );
     signal(&heal.0, "TERM");
     let approval = log
         .lines()

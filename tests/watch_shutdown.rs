@@ -1,4 +1,5 @@
-//! `heal watch` as an operator meets it: SIGTERM (and SIGINT) end it
+//! `heal watch` as an operator meets it: a step silenced during a crash runs
+//! once the silence ends; SIGTERM (and SIGINT) end it
 //! gracefully even with `--run-for`, and its log at the default level says
 //! what a person needs to know (a step awaiting approval and until when, why
 //! an action failed).
@@ -59,13 +60,17 @@ fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T
 
 /// A Prometheus scraping, every second, a target nobody listens on.
 fn start_prometheus(dir: &Path) -> (Guard, u16) {
+    start_prometheus_on(dir, free_port())
+}
+
+/// A Prometheus scraping, every second, `127.0.0.1:target` as job `dead`.
+fn start_prometheus_on(dir: &Path, target: u16) -> (Guard, u16) {
     let port = free_port();
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: dead\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
-            free_port()
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: dead\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
         ),
     )
     .unwrap();
@@ -317,4 +322,160 @@ fn the_watch_log_says_a_step_awaits_approval_and_why_an_action_failed() {
         "{show}"
     );
     assert!(!show.contains("a human must take over"), "{show}");
+}
+
+/// A scrape target that answers until `down` is set, then closes every
+/// connection unanswered (Prometheus' `up` drops to 0: a crash).
+fn switchable_target(down: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            if down.load(std::sync::atomic::Ordering::SeqCst) {
+                continue;
+            }
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let body = "# TYPE x gauge\nx 1\n";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// The issue's scenario, live: a service crashes during a silence; when the
+/// silence ends and it is still down, heal acts (the silenced step kept its
+/// place in the chain instead of being used up).
+#[test]
+fn a_step_silenced_during_a_crash_runs_once_the_silence_ends() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let down = Arc::new(AtomicBool::new(false));
+    let (_prom, prometheus) = start_prometheus_on(dir.path(), switchable_target(down.clone()));
+    let marker = dir.path().join("restarted");
+    let runbooks = runbooks(
+        dir.path(),
+        &format!(
+            "  - name: target-down
+    when: {{ signal: target_up, direction: down, for: 0s }}
+    then:
+      - action: exec
+        argv: ['touch', '{}']
+      - action: exec
+        argv: ['true']
+    verify: {{ wait: 30s }}
+",
+            marker.display()
+        ),
+    );
+    let db = dir.path().join("heal.db");
+    let heal = watch(
+        prometheus,
+        &runbooks,
+        &db,
+        &["--api-token-env", "WATCH_TOKEN"],
+    )
+    .env("WATCH_TOKEN", "t0ken")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut heal = Guard(heal);
+    let stderr = heal.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let port: u16 = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("heal started");
+        if let Some(rest) = line.split("metrics on http://127.0.0.1:").nth(1) {
+            break rest.split('/').next().unwrap().parse().unwrap();
+        }
+    };
+    // A silence of 8 s on everything heal watches, then the crash.
+    let o = Command::new(env!("CARGO_BIN_EXE_heal"))
+        .args([
+            "silence",
+            "add",
+            "--matcher",
+            "job=~.*",
+            "--matcher",
+            "instance=~.+",
+        ])
+        .args([
+            "--duration",
+            "8s",
+            "--comment",
+            "maintenance",
+            "--by",
+            "test",
+        ])
+        .args(["--api", &format!("http://127.0.0.1:{port}")])
+        .env("HEAL_API_TOKEN", "t0ken")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let silenced_at = Instant::now();
+    down.store(true, Ordering::SeqCst);
+    // The incident opens and its step is held back while the silence lasts.
+    let held = wait_until(
+        "the step held back as silenced",
+        Duration::from_secs(60),
+        || {
+            let store = Store::open_read_only(&db).ok()?;
+            let page = store.list(&IncidentFilter::default()).ok()?;
+            let id = page.incidents.first()?.id.clone();
+            let record = store.incident(&id).ok()??;
+            let first = record.incident.actions.first()?;
+            (first.decision.label() == "silenced").then_some(id)
+        },
+    );
+    if silenced_at.elapsed() < Duration::from_secs(7) {
+        assert!(!marker.exists(), "acted during the silence");
+    }
+    // Then it runs, as step 1, once the silence is over.
+    wait_until(
+        "the held step to run after the silence",
+        Duration::from_secs(60),
+        || marker.exists().then_some(()),
+    );
+    assert!(
+        silenced_at.elapsed() >= Duration::from_secs(8),
+        "not before the silence ended"
+    );
+    let store = Store::open_read_only(&db).unwrap();
+    let record = wait_until(
+        "the step recorded as allowed",
+        Duration::from_secs(10),
+        || {
+            let r = store.incident(&held).ok()??;
+            r.incident
+                .actions
+                .iter()
+                .any(|a| a.step == 1 && a.decision.allowed)
+                .then_some(r)
+        },
+    );
+    assert_eq!(
+        record.incident.actions.len(),
+        1,
+        "{:?}",
+        record.incident.actions
+    );
+    signal(&heal.0, "TERM");
 }

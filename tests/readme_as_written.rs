@@ -294,7 +294,7 @@ fn readme_commands_run_as_written() {
         .collect();
     assert!(
         unplanned.is_empty(),
-        "README commands neither run nor explained in tests/readme_commands.rs PLAN: {unplanned:#?}"
+        "README commands neither run nor explained in tests/readme_as_written.rs PLAN: {unplanned:#?}"
     );
     for (start, p) in PLAN {
         if let Plan::Skip(why) = p {
@@ -333,11 +333,16 @@ fn readme_commands_run_as_written() {
 #[test]
 fn readme_replay_figures_match_the_replay() {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let sentence = readme
-        .split("Expected result on the bundled dataset: ")
-        .nth(1)
+    let at = readme
+        .find("Expected result on the bundled dataset")
         .expect("README states the bundled replay's expected result");
-    let sentence: String = sentence.split("\n\n").next().unwrap().replace('\n', " ");
+    let sentence: String = readme[at..]
+        .split("\n\n")
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(HEAL)
         .current_dir(repo())
@@ -376,10 +381,9 @@ fn readme_replay_figures_match_the_replay() {
         field("recall "),
         delay_s
     );
-    assert_eq!(
-        sentence.trim(),
-        expected,
-        "README.md is out of step with `heal replay`"
+    assert!(
+        sentence.contains(&expected),
+        "README.md is out of step with `heal replay`: it says\n{sentence}\nthe replay prints\n{expected}"
     );
 }
 

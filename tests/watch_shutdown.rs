@@ -479,3 +479,75 @@ fn a_step_silenced_during_a_crash_runs_once_the_silence_ends() {
     );
     signal(&heal.0, "TERM");
 }
+
+/// `heal supervise --run-for` too: SIGTERM stops its children and exits 0
+/// (it used to die at once, leaving its children behind).
+#[test]
+fn sigterm_stops_heal_supervise_with_run_for_and_its_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("services.yaml");
+    std::fs::write(
+        &config,
+        "services:\n  - name: sleeper\n    release: {version: v1, argv: [sleep, '300']}\n    stop_timeout: 2s\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_heal"))
+        .args([
+            "supervise",
+            "--listen",
+            "127.0.0.1:0",
+            "--run-for",
+            "10m",
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("HEAL_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut sup = Guard(child);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let api: SocketAddr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("heal supervise started");
+        if let Some(rest) = line.split("control API on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    let pid = wait_until("the child to run", Duration::from_secs(30), || {
+        let r = client::get(api, "/v1/services", Duration::from_secs(2)).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+        v.to_string()
+            .split("\"pid\":")
+            .nth(1)?
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse::<u32>()
+            .ok()
+    });
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    signal(&sup.0, "TERM");
+    let status = wait_until("heal supervise to stop", Duration::from_secs(30), || {
+        sup.0.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    wait_until("its child to be gone", Duration::from_secs(10), || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let alive = !stat.is_empty() && !stat.split(") ").nth(1).unwrap_or("").starts_with('Z');
+        (!alive).then_some(())
+    });
+}

@@ -81,8 +81,15 @@ pub fn run(args: SuperviseArgs) -> anyhow::Result<()> {
             }
         );
         let stop = async move {
+            // SIGINT and SIGTERM stop the children and exit 0, with or
+            // without --run-for.
             match run_for {
-                Some(d) => tokio::time::sleep(d).await,
+                Some(d) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = shutdown_signal() => {}
+                    }
+                }
                 None => shutdown_signal().await,
             }
         };

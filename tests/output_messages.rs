@@ -118,3 +118,48 @@ fn bench_storm_prints_no_path_it_deleted() {
     );
     assert!(log.exists());
 }
+
+/// The bundled replay's memory leak (`inc-000004`) is not reported
+/// resolved while the series still climbs: the adapting detector's
+/// excursion ends at 03:30, but the incident stays open until the dataset's
+/// restart brings the series back to its band from before the leak (08:00),
+/// and then reads "Ended", not "Resolved", since no step recovered it.
+#[test]
+fn the_bundled_leak_is_not_resolved_while_it_climbs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let (code, _, err) = run(
+        &[
+            "replay",
+            &format!("{root}/datasets/synth-42.parquet"),
+            "--runbooks",
+            &format!("{root}/runbooks"),
+            "--report",
+            "out",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let md = std::fs::read_to_string(dir.path().join("out/inc-000004.md")).unwrap();
+    assert!(
+        md.starts_with("# inc-000004: search process_memory_bytes"),
+        "{md}"
+    );
+    assert!(!md.contains("**Resolved**"), "{md}");
+    assert!(
+        md.contains("**Ended** at 2026-01-08T08:00:00Z after 5h57m: the series came back to its band from before the incident without a step verified as recovering it."),
+        "{md}"
+    );
+    // Every verification after the detector stopped flagging it says the
+    // series was still out of its band.
+    let jsonl = std::fs::read_to_string(dir.path().join("out/incidents.jsonl")).unwrap();
+    let leak: serde_json::Value = jsonl
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["id"] == "inc-000004")
+        .unwrap();
+    assert_eq!(leak["resolved"], "2026-01-08T08:00:00Z");
+    for a in leak["actions"].as_array().unwrap() {
+        assert_eq!(a["verification"]["outcome"], "not_recovered", "{a}");
+    }
+}

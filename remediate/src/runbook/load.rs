@@ -347,9 +347,11 @@ fn deserialize_each<T: DeserializeOwned>(
         for _ in 0..MAX_PROBLEMS_PER_ITEM {
             let e = match serde_path_to_error::deserialize::<_, T>(&item) {
                 Ok(t) => {
-                    if removed.is_empty() {
-                        ok.push((i, t));
-                    }
+                    // With its bad fields taken out it reads: validation
+                    // (references, templates) still checks the rest of it
+                    // in this same run. The file's problems are already
+                    // recorded, so the set does not load either way.
+                    ok.push((i, t));
                     break;
                 }
                 Err(e) => e,
@@ -375,15 +377,9 @@ fn deserialize_each<T: DeserializeOwned>(
             }
             removed.push(field);
         }
-        if !removed.is_empty()
-            || found
-                .last()
-                .is_some_and(|(_, e)| e.field.starts_with(&base))
-        {
+        if !ok.iter().any(|(j, _)| *j == i) {
             if let Some(name) = name {
-                if !ok.iter().any(|(j, _)| *j == i) {
-                    broken.push(name);
-                }
+                broken.push(name);
             }
         }
     }
@@ -543,6 +539,14 @@ rules:
              r.yaml:12:14: rules[0].verify.wait: invalid duration \"soon\": expected a number and a unit (ms, s, m, h or d), like \"90s\" or \"1h30m\"\n\
              r.yaml:13:28: rules[0].guards.max_attempt: unknown field `max_attempt`, expected one of `cooldown`, `max_attempts`, `window`, `dry_run`, `require_approval`, `approval_timeout`"
         );
+    }
+
+    #[test]
+    fn a_rule_with_a_typo_is_still_validated_in_the_same_run() {
+        let text = "signals:\n  - name: s\n    query: q\nrules:\n  - name: r\n    when: {signal: nosuch, fro: 2m}\n    then:\n      - {action: restart, target: x}\n";
+        let e = errors(text);
+        assert!(e.contains("rules[0].when.fro: unknown field `fro`"), "{e}");
+        assert!(e.contains("undefined signal \"nosuch\""), "{e}");
     }
 
     #[test]

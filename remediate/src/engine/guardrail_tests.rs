@@ -479,6 +479,17 @@ rules:
         .unwrap();
     let mut got = Vec::new();
     for s in 0..35 {
+        if s == 20 {
+            // Meanwhile the report says what the step waits for.
+            let inc = &engine.finish(T0 + 20 * SEC)[0];
+            let md = crate::report::markdown(inc);
+            assert!(
+                md.contains("step 1 of 2 (restart svc/web/web-0) is held back (silenced: silence sil-000001"),
+                "{md}"
+            );
+            assert!(md.contains("and runs once that ends."), "{md}");
+            assert!(!md.contains("human must take over"), "{md}");
+        }
         let ev = engine.observe(&obs(&web, s, Some(0), false));
         got.extend(
             ev.iter()

@@ -69,7 +69,7 @@ impl ListQuery {
                 .as_deref()
                 .map(|s| {
                     IncidentStatus::parse(s).ok_or_else(|| {
-                        Error::Usage(format!("--status {s:?}: expected open or resolved"))
+                        Error::Usage(format!("--status {s:?}: expected open, resolved or closed"))
                     })
                 })
                 .transpose()?,
@@ -190,6 +190,9 @@ pub fn show(db: &Path, id: &str) -> Result<String> {
         record.status.as_str(),
         record.outcome.as_str()
     );
+    if let Some(reason) = &record.closed_reason {
+        let _ = writeln!(out, "\nClosed by heal: {reason}.");
+    }
     if record.executions.is_empty() {
         let _ = writeln!(out, "\nNo action was performed.");
     }
@@ -220,6 +223,16 @@ fn execution(e: &ActionRecord) -> String {
                 out,
                 "- State: **interrupted**: heal stopped while it ran; it may or may not have taken effect, and it was not run again"
             );
+            if let Some(process) = e.process {
+                let _ = writeln!(
+                    out,
+                    "- Process: pid {} (its own process group)",
+                    process.pid
+                );
+            }
+            if let Some(settled) = &e.settled {
+                let _ = writeln!(out, "- Settled at restart: {settled}");
+            }
         }
         ExecutionState::Abandoned => {
             let _ = writeln!(

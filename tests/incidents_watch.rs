@@ -16,7 +16,19 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use lab::http::client;
-use store::{ExecutionState, IncidentFilter, Store};
+use store::{ExecutionState, IncidentFilter, IncidentStatus, Store};
+
+/// Whether process `pid` runs (a zombie, dead but not yet reaped by its
+/// new parent, does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let state = s[s.rfind(')')? + 1..].split_whitespace().next()?.to_owned();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
 
 /// A child process killed when the guard drops.
 struct Guard(Child);
@@ -163,8 +175,25 @@ rules:
         let record = store.incident(&id).ok()??;
         (record.executions.first()?.state == ExecutionState::Started).then_some(record)
     });
+    // The child's pid is recorded right after its spawn; it is the leader
+    // of its own process group.
+    let process = wait_until(
+        "the child's pid in the store",
+        Duration::from_secs(30),
+        || {
+            let store = Store::open_read_only(&db).ok()?;
+            store
+                .incident("inc-000001")
+                .ok()??
+                .executions
+                .first()?
+                .process
+        },
+    );
     heal.0.kill().unwrap(); // SIGKILL
     heal.0.wait().unwrap();
+    // heal is dead, its child is not: `sleep 20` still runs.
+    assert!(running(process.pid), "the exec child died with heal");
     assert_eq!(incident.incident.id, "inc-000001");
     assert_eq!(incident.incident.actions.len(), 1);
     assert!(incident.incident.actions[0].decision.allowed);
@@ -180,14 +209,52 @@ rules:
         "{stderr}"
     );
 
+    // The interrupted action's child was settled: its group killed, and
+    // that recorded.
+    let settled = format!(
+        "process group {} was still running at restart: killed (SIGKILL); its outcome is unknown",
+        process.pid
+    );
+    assert!(
+        stderr.contains(&format!(
+            "heal: action inc-000001/step-1/attempt-1 settled: {settled}"
+        )),
+        "{stderr}"
+    );
+    assert!(!running(process.pid), "the exec child outlived the restart");
+    // The incident the killed run left open was closed, with its reason.
+    assert!(
+        stderr.contains(
+            "heal: incident inc-000001 (target-down on target_up{instance=\\\"127.0.0.1:"
+        ),
+        "{stderr}"
+    );
+
     let store = Store::open_read_only(&db).unwrap();
     let after = store.incident("inc-000001").unwrap().unwrap();
-    // The incident is as it was when heal died, with its one execution
-    // now marked interrupted: begun once, never again.
+    // The incident is as it was when heal died, now closed, with its one
+    // execution marked interrupted and settled: begun once, never again.
     assert_eq!(after.incident, incident.incident);
+    assert_eq!(after.status, IncidentStatus::Closed);
+    assert_eq!(
+        after.closed_reason.as_deref(),
+        Some(store::CLOSED_AT_RESTART)
+    );
     assert_eq!(after.executions.len(), 1, "{:?}", after.executions);
     assert_eq!(after.executions[0].state, ExecutionState::Interrupted);
     assert_eq!(after.executions[0].key, incident.executions[0].key);
+    assert_eq!(
+        after.executions[0].settled.as_deref(),
+        Some(settled.as_str())
+    );
+    // Never two open incidents of one series and rule: run 2 opened a new
+    // one (the target is still down) beside the closed one.
+    let all = store.list(&IncidentFilter::default()).unwrap().incidents;
+    let open: Vec<_> = all
+        .iter()
+        .filter(|s| s.status == IncidentStatus::Open && s.rule == "target-down")
+        .collect();
+    assert!(open.len() <= 1, "{all:?}");
     // Run 2 numbered its incidents after run 1's.
     let ids: Vec<String> = store
         .list(&IncidentFilter::default())
@@ -246,6 +313,7 @@ fn watch_in_process(prometheus: u16, runbooks: &Path, db: &Path, execute: bool) 
             Arc::new(move |name: &str| (name == "PATH").then(|| path.clone()).flatten()),
             clock.clone(),
         ),
+        series: Default::default(),
         clock,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -39,6 +39,7 @@ fn config(dir: &Path) -> LiveConfig {
         params: None,
         api_token: Some(TOKEN.into()),
         executors: Executors::new(Arc::new(|_: &str| None), clock.clone()),
+        series: Default::default(),
         clock,
     }
 }

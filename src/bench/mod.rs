@@ -2,6 +2,8 @@
 //! storm against the guardrails) and [`lab`] (time to recovery on the real
 //! lab, heal against monit).
 
+pub mod chaos;
+pub mod churn;
 pub mod lab;
 pub mod nab;
 pub mod storm;

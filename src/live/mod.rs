@@ -315,7 +315,7 @@ pub async fn run(
     stop.cancel();
     // The source returns on cancellation and drops its sender; `decide`
     // drains the channel and drops the action sender; `act` finishes the
-    // action in flight (bounded by its timeout) and begins no other: a step
+    // actions in flight (each bounded by its timeout) and begins no other: a step
     // allowed but not begun is reported as abandoned at the next start.
     let _ = source.await;
     if let Some(probe_source) = probe_source {

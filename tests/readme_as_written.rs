@@ -166,6 +166,7 @@ const PLAN: &[(&str, Plan)] = &[
     ("heal dataset synth --seed 42 -o datasets/synth-42.parquet", Plan::Run),
     ("heal dataset import nyc_taxi.csv -o taxi.parquet --format nab --name taxi --nab-windows NAB/labels/combined_windows.json", Plan::Run),
     ("heal dataset info taxi.parquet", Plan::Run),
+    ("heal dataset rewrite old.parquet -o old.parquet", Plan::Run),
     ("heal score nyc_taxi.csv -o scored.csv", Plan::Run),
     ("heal bench nab ../shared/datasets/nab-dev", Plan::Skip("needs the shared NAB corpus, outside the repository: tests/bench_nab.rs runs it on a generated corpus")),
     ("heal incidents list --since -1d", Plan::Run),
@@ -196,6 +197,13 @@ fn scratch() -> tempfile::TempDir {
     for f in ["synth-42.parquet", "synth-42.truth.json"] {
         std::fs::copy(repo().join("datasets").join(f), d.join("datasets").join(f)).unwrap();
     }
+    // A dataset from before content hashes (any dataset does for the
+    // rewrite in place).
+    std::fs::copy(
+        repo().join("datasets/synth-42.parquet"),
+        d.join("old.parquet"),
+    )
+    .unwrap();
     std::fs::create_dir_all(d.join("runbooks")).unwrap();
     for entry in std::fs::read_dir(repo().join("runbooks")).unwrap() {
         let p = entry.unwrap().path();

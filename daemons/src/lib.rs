@@ -13,6 +13,8 @@
 
 pub mod agent;
 mod auth;
+#[cfg(test)]
+mod properties;
 pub mod supervisor;
 
 pub use auth::{bearer_matches, constant_time_eq};

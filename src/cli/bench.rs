@@ -1,4 +1,4 @@
-//! `heal bench nab|lab|storm`: the benchmarks (`heal::bench`).
+//! `heal bench nab|lab|storm|agent|supervise`: the benchmarks (`heal::bench`).
 
 use std::path::PathBuf;
 
@@ -26,6 +26,23 @@ pub enum BenchCmd {
     /// feeds hostile label values; prints incidents, actions, duplicates,
     /// lost incidents, peak RSS and panics (the last three must be 0).
     Chaos(ChaosArgs),
+    /// Latency of a real `heal agent` on loopback: sequential signed
+    /// requests that run `touch`, then as many refused for a bad signature;
+    /// prints p50 and p99 of each.
+    Agent {
+        /// Requests of each kind.
+        #[arg(long, default_value_t = 300)]
+        requests: usize,
+    },
+    /// Recovery times of a real `heal supervise` running three lab services
+    /// in a dependency chain: `kill -9` of one child to serving again, and
+    /// a power cut (every child killed) to the last of the chain serving;
+    /// prints median and max. Needs `heal-lab` beside `heal`.
+    Supervise {
+        /// Rounds of each.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -122,5 +139,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             series_stale: args.series_stale,
             max_series: args.max_series,
         })?),
+        BenchCmd::Agent { requests } => Ok(heal::bench::daemons::agent(requests)?),
+        BenchCmd::Supervise { rounds } => Ok(heal::bench::daemons::supervise(rounds)?),
     }
 }

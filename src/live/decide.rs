@@ -15,7 +15,7 @@ use store::{Mark, Marked, StoreWriter};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::{ActionJob, Command, SeriesPolicy, KEEP_RESOLVED_MS, LOG_TARGET};
+use super::{ActionJob, ChangeError, Command, SeriesPolicy, KEEP_RESOLVED_MS, LOG_TARGET};
 use crate::marks::{self, MarkError};
 use crate::pipeline::{Pipeline, SeriesHandle};
 use crate::telemetry::Telemetry;
@@ -303,7 +303,8 @@ impl Decider {
             }
         }
         if changed {
-            self.persist(ev.ts_ms, false).await;
+            // Logged when it fails; the next change tries again.
+            let _ = self.persist(ev.ts_ms, false).await;
         }
         // Learning from outcomes: performed steps that did not help.
         self.learn_from_not_helped().await;
@@ -328,7 +329,7 @@ impl Decider {
             for event in gone {
                 self.handle_event(event).await;
             }
-            self.persist(ev.ts_ms, false).await;
+            let _ = self.persist(ev.ts_ms, false).await; // logged inside
             let resolved = self.pipeline.take_resolved_evidence();
             if let Some(store) = &self.store {
                 for (id, evidence) in resolved {
@@ -373,17 +374,32 @@ impl Decider {
                 let r = self
                     .pipeline
                     .engine_mut()
-                    .add_silence(matchers, starts_ms, ends_ms, &by, &comment);
-                if r.is_ok() {
-                    self.persist(now, true).await;
-                }
+                    .add_silence(matchers, starts_ms, ends_ms, &by, &comment)
+                    .map_err(ChangeError::Refused);
+                let r = match r {
+                    Ok(s) => self
+                        .persist(now, true)
+                        .await
+                        .map(|()| s)
+                        .map_err(ChangeError::NotPersisted),
+                    Err(e) => Err(e),
+                };
                 let _ = reply.send(r);
             }
             Command::ExpireSilence { id, reply } => {
-                let r = self.pipeline.engine_mut().expire_silence(&id, now);
-                if r.is_ok() {
-                    self.persist(now, true).await;
-                }
+                let r = self
+                    .pipeline
+                    .engine_mut()
+                    .expire_silence(&id, now)
+                    .map_err(ChangeError::Refused);
+                let r = match r {
+                    Ok(s) => self
+                        .persist(now, true)
+                        .await
+                        .map(|()| s)
+                        .map_err(ChangeError::NotPersisted),
+                    Err(e) => Err(e),
+                };
                 let _ = reply.send(r);
             }
             Command::ListSilences { reply } => {
@@ -399,14 +415,18 @@ impl Decider {
             } => match self.pipeline.engine_mut().approve(&incident, now, &by) {
                 Ok(events) => {
                     self.store_events(&events).await;
-                    self.persist(now, true).await;
-                    let _ = reply.send(Ok(events.clone()));
+                    let persisted = self.persist(now, true).await;
+                    let _ = reply.send(
+                        persisted
+                            .map(|()| events.clone())
+                            .map_err(ChangeError::NotPersisted),
+                    );
                     for event in events {
                         self.handle_event(event).await;
                     }
                 }
                 Err(e) => {
-                    let _ = reply.send(Err(e));
+                    let _ = reply.send(Err(ChangeError::Refused(e)));
                 }
             },
             // Recorded through the store's writer (awaited), then applied.
@@ -432,7 +452,7 @@ impl Decider {
                         .engine_mut()
                         .redecide(&incident, step, decision, now);
                     self.store_events(&events).await;
-                    self.persist(now, false).await;
+                    let _ = self.persist(now, false).await;
                     for event in events {
                         self.handle_event(event).await;
                     }
@@ -442,20 +462,27 @@ impl Decider {
     }
 
     /// Persists the guard state: to `--state`, or else into the incident
-    /// store when there is one (committed first when `commit`).
-    async fn persist(&self, ts_ms: i64, commit: bool) {
+    /// store when there is one (committed first when `commit`). A failure
+    /// is logged, and returned for an API change to refuse its "done".
+    async fn persist(&self, ts_ms: i64, commit: bool) -> Result<(), String> {
         let state = self.pipeline.engine().guard_state(ts_ms);
-        if let Some(path) = &self.state_path {
-            if let Err(e) = save_guard_state(path, &state) {
-                tracing::error!(stage = "remediate", path = %path.display(), error = %format!("{e:#}"), "writing the guard state failed");
-            }
+        let result = if let Some(path) = &self.state_path {
+            save_guard_state(path, &state)
+                .map_err(|e| format!("writing the guard state to {}: {e:#}", path.display()))
         } else if let Some(store) = &self.store {
-            let _ = store.guard_state(state).await;
-            if commit {
-                // Committed before the client hears back.
-                let _ = store.flush().await;
-            }
-        }
+            let queued = store.guard_state(state).await;
+            // Committed before the client hears back.
+            let committed = match queued {
+                Ok(()) if commit => store.flush().await,
+                other => other,
+            };
+            committed.map_err(|e| format!("recording the guard state in the incident store: {e}"))
+        } else {
+            Ok(())
+        };
+        result.inspect_err(|e| {
+            tracing::error!(stage = "remediate", error = %e, "guard state not persisted");
+        })
     }
 
     /// Writes what the engine just did, and a snapshot of each incident

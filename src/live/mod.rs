@@ -51,7 +51,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use act::ActionJob;
-pub use command::Command;
+pub use command::{ChangeError, Command};
 
 use crate::pipeline::Pipeline;
 use crate::telemetry::Telemetry;

@@ -13,7 +13,7 @@ use super::incident::{
 use super::silence::{Matcher, Silence};
 use crate::action::RenderedAction;
 use crate::runbook::{Action, RecoveredWhen, Rule, RunbookSet, Severity, Signal};
-use crate::template::{render, Context, Template, UnsafeLabel};
+use crate::template::{render, render_url, Context, Template, UnsafeLabel};
 use crate::units::{format_score, format_value};
 
 /// How the engine runs.
@@ -1256,6 +1256,14 @@ fn render_action(action: &Action, ctx: &Context<'_>) -> Result<RenderedAction, U
             .expect("templates of a validated runbook set parse");
         render(&parts, ctx)
     };
+    // A URL is rendered with its shape checked: a value fills its own
+    // component (host, port, path segment) and never moves the request.
+    let url = |t: &Template| -> Result<String, UnsafeLabel> {
+        let parts = t
+            .parse()
+            .expect("templates of a validated runbook set parse");
+        render_url(&parts, ctx)
+    };
     Ok(match action {
         Action::Restart(a) => RenderedAction::Restart {
             target: r(&a.target)?,
@@ -1279,7 +1287,7 @@ fn render_action(action: &Action, ctx: &Context<'_>) -> Result<RenderedAction, U
             argv: a.argv.iter().map(r).collect::<Result<_, _>>()?,
         },
         Action::Webhook(a) => RenderedAction::Webhook {
-            url: r(&a.url)?,
+            url: url(&a.url)?,
             method: a.method,
             headers: a
                 .headers
@@ -1289,7 +1297,7 @@ fn render_action(action: &Action, ctx: &Context<'_>) -> Result<RenderedAction, U
             body: a.body.as_ref().map(|b| render_json(b, &r)).transpose()?,
         },
         Action::Agent(a) => RenderedAction::Agent {
-            url: r(&a.url)?,
+            url: url(&a.url)?,
             name: a.name.clone(),
             params: a
                 .params

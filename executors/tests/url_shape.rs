@@ -75,6 +75,7 @@ fn plan(set: &RunbookSet, instance: &str, service: &str) -> remediate::engine::P
         peer_z: None,
         first: true,
         in_band: false,
+        band: (f64::NEG_INFINITY, f64::INFINITY),
     };
     let events = engine.observe(&Observation {
         signal: "lat",

@@ -185,7 +185,9 @@ pub fn show(db: &Path, id: &str) -> Result<String> {
         .incident(id)
         .with_context(|| format!("reading {id}"))?
         .ok_or_else(|| Error::Usage(format!("no incident {id:?} in {}", db.display())))?;
-    let mut out = remediate::report::markdown(&record.incident);
+    // The evidence tells the kind of anomaly; a report without it still reads.
+    let evidence = store.evidence(id).ok().flatten();
+    let mut out = remediate::report::markdown_with(&record.incident, evidence.as_ref());
     let _ = writeln!(
         out,
         "\n## Executions\n\nStatus {}, outcome {}.",
@@ -349,8 +351,14 @@ mod tests {
         let long = "s".repeat(70_000);
         let text = table(&[summary(&long), summary("a\nb\r\u{1b}[31mc")]);
         assert!(text.contains(&long));
-        assert!(text.contains(r"a\nb\r\u{1b}[31mc"), "escaped service missing");
-        assert!(!text.contains('\r') && !text.contains('\u{1b}'), "raw control in the table");
+        assert!(
+            text.contains(r"a\nb\r\u{1b}[31mc"),
+            "escaped service missing"
+        );
+        assert!(
+            !text.contains('\r') && !text.contains('\u{1b}'),
+            "raw control in the table"
+        );
         // Header, two rows, the legend: no label broke a line.
         assert_eq!(text.lines().count(), 4);
     }

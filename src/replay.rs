@@ -131,7 +131,7 @@ pub fn run(args: ReplayConfig) -> Result<()> {
         for inc in &outcome.incidents {
             write_atomically(
                 &dir.join(format!("{}.md", inc.id)),
-                remediate::report::markdown(inc).as_bytes(),
+                remediate::report::markdown_with(inc, outcome.evidence.get(&inc.id)).as_bytes(),
             )?;
             write_atomically(
                 &dir.join(format!("{}.html", inc.id)),
@@ -470,7 +470,10 @@ mod tests {
             unresolved_at_ms: None,
         };
         let table = summary_table(&[incident]);
-        assert!(!table.contains('\r') && !table.contains('\u{1b}'), "{table:?}");
+        assert!(
+            !table.contains('\r') && !table.contains('\u{1b}'),
+            "{table:?}"
+        );
         assert_eq!(table.lines().count(), 2, "{table:?}");
         assert!(table.contains(r"pay\r\u{1b}[2Jments\nX"), "{table:?}");
     }

@@ -160,13 +160,21 @@ impl Tuning {
                 .filter(|s| s.detector.is_none())
                 .map(|s| s.name.as_str())
                 .collect();
-            eprintln!(
-                "detector settings from {} (threshold {}) for {} signal(s) without their own detector: {}",
-                path.display(),
-                cfg.threshold,
-                using.len(),
-                using.join(", ")
-            );
+            if using.is_empty() {
+                // Every signal sets its own `detector:`, which wins.
+                eprintln!(
+                    "warning: --params {}: every signal sets its own detector:, so these settings change nothing",
+                    path.display()
+                );
+            } else {
+                eprintln!(
+                    "detector settings from {} (threshold {}) for {} signal(s) without their own detector: {}",
+                    path.display(),
+                    cfg.threshold,
+                    using.len(),
+                    using.join(", ")
+                );
+            }
         }
         if !self.offsets.is_empty() {
             let list: Vec<String> = self

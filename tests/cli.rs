@@ -484,7 +484,11 @@ fn every_yaml_entry_point_refuses_an_alias_bomb_naming_file_and_line() {
             vec!["agent", "--listen", "127.0.0.1:0", "--config", bomb_s],
             &bomb,
         ),
-        ("supervise --config", vec!["supervise", "--config", bomb_s], &bomb),
+        (
+            "supervise --config",
+            vec!["supervise", "--config", bomb_s],
+            &bomb,
+        ),
     ];
     for (what, args, file) in cases {
         let o = heal(&args);
@@ -515,13 +519,21 @@ fn a_corrupted_dataset_is_refused_by_name_and_rewrite_adds_the_hash() {
     std::fs::write(&flipped, &bytes).unwrap();
     for args in [
         vec!["dataset", "info", flipped.to_str().unwrap()],
-        vec!["replay", flipped.to_str().unwrap(), "--runbooks", "runbooks"],
+        vec![
+            "replay",
+            flipped.to_str().unwrap(),
+            "--runbooks",
+            "runbooks",
+        ],
     ] {
         let o = heal(&args);
         let err = stderr(&o);
         assert_ne!(o.status.code(), Some(0), "{args:?}");
         assert!(
-            err.contains(&format!("reading {}: the data does not match the file's content hash", flipped.display())),
+            err.contains(&format!(
+                "reading {}: the data does not match the file's content hash",
+                flipped.display()
+            )),
             "{args:?}: {err}"
         );
     }

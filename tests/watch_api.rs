@@ -121,7 +121,7 @@ fn with_an_incident_store_the_guard_state_lives_in_it() {
     let unauthorized = "silence expire sil-000001";
     for (args, token, says) in [
         (typo, Some(TOKEN), "expected NAME=VALUE"),
-        (unauthorized, None, "401"),
+        (unauthorized, None, "HEAL_API_TOKEN is not set"),
     ] {
         let args: Vec<&str> = args.split(' ').collect();
         let o = cli(port, token, &args);
@@ -131,7 +131,7 @@ fn with_an_incident_store_the_guard_state_lives_in_it() {
     // Killed outright, restarted on the same store: the silence is back.
     drop(heal);
     let (heal, port) = start_with(dir.path(), &["--db", db.to_str().unwrap()]);
-    let o = cli(port, None, &["silence", "list"]);
+    let o = cli(port, None, &["silence", "list", "--json"]);
     let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(list[0]["comment"], "migration", "{list}");
     assert!(!dir.path().join("guards.json").exists());

@@ -13,8 +13,8 @@
 
 pub mod agent;
 mod auth;
-pub mod supervisor;
 #[cfg(test)]
 mod properties;
+pub mod supervisor;
 
 pub use auth::{bearer_matches, constant_time_eq};

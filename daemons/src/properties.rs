@@ -79,7 +79,8 @@ fn signed_agent_requests_never_panic() {
     // reading and the parameter checks, not only the signature check.
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef";
     let base = br#"{"action":"scale","params":{"n":"3","mode":"fast"},"request_id":"r-1"}"#;
-    let c = AgentConfig::from_yaml(Path::new("agent.yaml"), AGENT_YAML).expect("the base configuration is valid");
+    let c = AgentConfig::from_yaml(Path::new("agent.yaml"), AGENT_YAML)
+        .expect("the base configuration is valid");
     let mut v = Verifier::new(KEY.to_vec(), remediate::Duration::from_secs(30));
     let mut n = 0i64;
     check(

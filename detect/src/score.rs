@@ -40,6 +40,15 @@ pub struct Excursion {
     /// in its band has recovered even though the excursion's hysteresis
     /// keeps it open a while longer.
     pub in_band: bool,
+    /// The band itself, `(low, high)`: the series' normal range just before
+    /// the excursion began, as [`Excursion::in_band`] reads it (infinite on
+    /// a side with no bound). The rule engine keeps the band of the
+    /// excursion that opened an incident, so that it can tell, once the
+    /// excursion has ended, whether the series came back or the detector
+    /// merely got used to a fault that goes on (a leak, a level shift).
+    /// Not serialized: it is a property of the detector's state at the time.
+    #[serde(skip, default = "unbounded")]
+    pub band: (f64, f64),
     /// When the series' peers fired this excursion (see
     /// [`Detector::update_with`](crate::Detector::update_with)): the
     /// series' signed robust z-score among its siblings at the sample that
@@ -48,6 +57,24 @@ pub struct Excursion {
     /// incident report says "differs from its siblings (robust z 8.1)".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_z: Option<f64>,
+}
+
+/// No bound on either side.
+fn unbounded() -> (f64, f64) {
+    (f64::NEG_INFINITY, f64::INFINITY)
+}
+
+impl Excursion {
+    /// Whether `value` is back in [`Excursion::band`] on the excursion's
+    /// side (a value beyond the other side is some other trouble).
+    pub fn back_in_band(&self, value: f64) -> bool {
+        let (lo, hi) = self.band;
+        if self.above {
+            value <= hi
+        } else {
+            value >= lo
+        }
+    }
 }
 
 impl Scored {

@@ -30,7 +30,8 @@ fn listener() -> (u16, Arc<AtomicUsize>) {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
             let mut buf = [0u8; 4096];
             let _ = stream.read(&mut buf);
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
         }
     });
     (port, hits)
@@ -59,10 +60,14 @@ rules:
 /// The first step planned for a series with these labels, and its decision.
 fn plan(set: &RunbookSet, instance: &str, service: &str) -> remediate::engine::PlannedAction {
     let mut engine = Engine::new(set, EngineOptions { dry_run: false });
-    let labels: BTreeMap<String, String> = [("__name__", "lat"), ("service", service), ("instance", instance)]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+    let labels: BTreeMap<String, String> = [
+        ("__name__", "lat"),
+        ("service", service),
+        ("instance", instance),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
     let excursion = Excursion {
         onset_ms: T0,
         above: true,
@@ -70,13 +75,17 @@ fn plan(set: &RunbookSet, instance: &str, service: &str) -> remediate::engine::P
         peer_z: None,
         first: true,
         in_band: false,
+        band: (f64::NEG_INFINITY, f64::INFINITY),
     };
     let events = engine.observe(&Observation {
         signal: "lat",
         labels: &labels,
         ts_ms: T0,
         value: 100.0,
-        scored: Scored { score: 0.99999, excursion: Some(excursion) },
+        scored: Scored {
+            score: 0.99999,
+            excursion: Some(excursion),
+        },
     });
     events
         .into_iter()
@@ -105,7 +114,11 @@ async fn a_label_value_cannot_move_a_webhook_to_another_port_or_user() {
         let step = plan(&set, instance, service);
         assert_eq!(
             step.decision.label(),
-            if allowed { "allowed" } else { "invalid_label_value" },
+            if allowed {
+                "allowed"
+            } else {
+                "invalid_label_value"
+            },
             "{instance} {service}: {}",
             step.decision.detail
         );
@@ -117,8 +130,16 @@ async fn a_label_value_cannot_move_a_webhook_to_another_port_or_user() {
         }
     }
     assert_eq!(performed, 1);
-    assert_eq!(good_hits.load(Ordering::SeqCst), 1, "the good value's request arrived");
-    assert_eq!(other_hits.load(Ordering::SeqCst), 0, "nothing reached the other port");
+    assert_eq!(
+        good_hits.load(Ordering::SeqCst),
+        1,
+        "the good value's request arrived"
+    );
+    assert_eq!(
+        other_hits.load(Ordering::SeqCst),
+        0,
+        "nothing reached the other port"
+    );
     let refused = plan(&set, &format!("127.0.0.1:{other_port}"), "c");
     assert_eq!(
         refused.decision.detail,

@@ -243,7 +243,10 @@ impl Error {
     /// reads as a sentence; a `Debug` dump of the Thrift decoder's error
     /// (`parquet error: Error { source_location: ... }`, what a corrupt
     /// footer gives) becomes a sentence naming what failed to decode.
-    pub(crate) fn parquet_reading(path: &std::path::Path, source: polars::error::PolarsError) -> Self {
+    pub(crate) fn parquet_reading(
+        path: &std::path::Path,
+        source: polars::error::PolarsError,
+    ) -> Self {
         let message = source.to_string();
         if !message.contains("Error {") && !message.contains("InvalidByte(") {
             return Error::Parquet {

@@ -21,7 +21,8 @@ fn bytes_case(rng: &mut Rng, base: &[u8], garbage_len: usize) -> Vec<u8> {
 
 #[test]
 fn label_selectors_never_panic() {
-    let base = br#"http_requests_total{service="checkout",instance="a:1", "odd name"="x\"y\\z\n",}"#;
+    let base =
+        br#"http_requests_total{service="checkout",instance="a:1", "odd name"="x\"y\\z\n",}"#;
     check(
         "labels",
         10000,

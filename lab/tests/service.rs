@@ -197,7 +197,10 @@ fn hang_blocks_work_and_health_but_not_metrics() {
     let inside = eventually(Duration::from_secs(5), || {
         (svc.metric("http_requests_in_flight", &[]) >= 1.0).then_some(())
     });
-    assert!(inside.is_some(), "the pending request never reached the hang");
+    assert!(
+        inside.is_some(),
+        "the pending request never reached the hang"
+    );
     assert_eq!(svc.post("/fault/clear").status, 200);
     let released = pending.join().unwrap().expect("released request");
     assert_eq!(released.status, 200);

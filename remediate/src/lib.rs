@@ -45,6 +45,7 @@ pub mod report;
 pub mod runbook;
 mod template;
 pub mod time;
+pub mod units;
 
 pub use duration::{Duration, ParseDurationError};
 pub use engine::{Engine, EngineOptions, Incident, Observation};

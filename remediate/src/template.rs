@@ -399,7 +399,9 @@ mod tests {
         labels.insert("service".to_owned(), "checkout".to_owned());
         let ctx = |labels: &BTreeMap<String, String>| {
             render_url(
-                &t("http://{{instance}}:18081/hook/{{service}}").parse().unwrap(),
+                &t("http://{{instance}}:18081/hook/{{service}}")
+                    .parse()
+                    .unwrap(),
                 &Context {
                     labels,
                     service_label: "service",
@@ -410,7 +412,10 @@ mod tests {
             )
         };
         labels.insert("instance".to_owned(), "127.0.0.1".to_owned());
-        assert_eq!(ctx(&labels), Ok("http://127.0.0.1:18081/hook/checkout".to_owned()));
+        assert_eq!(
+            ctx(&labels),
+            Ok("http://127.0.0.1:18081/hook/checkout".to_owned())
+        );
         for bad in ["127.0.0.1:18082/", "evil@127.0.0.1", "127.0.0.1:18082"] {
             labels.insert("instance".to_owned(), bad.to_owned());
             assert_eq!(
@@ -425,7 +430,10 @@ mod tests {
 
     #[test]
     fn url_templates_whose_values_cannot_be_placed_are_reported() {
-        assert_eq!(url_template_problem(&t("http://{{instance}}:1/{{rule}}/{{label.x}}")), None);
+        assert_eq!(
+            url_template_problem(&t("http://{{instance}}:1/{{rule}}/{{label.x}}")),
+            None
+        );
         assert_eq!(url_template_problem(&t("${env:HOOK}/{{service}}")), None);
         assert_eq!(
             url_template_problem(&t("${env:HOOK}{{service}}")).unwrap(),

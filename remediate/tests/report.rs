@@ -71,6 +71,7 @@ fn replay(
             peer_z: None,
             first: onset == m,
             in_band: false,
+            band: (f64::NEG_INFINITY, f64::INFINITY),
         });
         let scored = Scored {
             score: excursion.map_or(0.3, |e| e.peak_score),
@@ -216,6 +217,7 @@ fn incidents_as_json_lines() {
                 peer_z: None,
                 first: onset == m,
                 in_band: false,
+                band: (f64::NEG_INFINITY, f64::INFINITY),
             });
             let scored = Scored {
                 score: excursion.map_or(0.3, |e| e.peak_score),
@@ -457,6 +459,61 @@ fn hostile_label_html_report() {
         .any(|a| a.decision.label() == "invalid_label_value"));
 }
 
+/// Inventory's request rate gets five times noisier from minute 20 (a
+/// variance change), around the same mean; it never goes below zero.
+fn noisier_at(m: i64) -> (f64, Option<(i64, f64)>) {
+    let wobble = if m % 2 == 0 { 1.0 } else { -1.0 };
+    if m < 20 {
+        (50.0 + 2.0 * wobble, None)
+    } else {
+        (
+            50.0 + 20.0 * wobble * (1.0 + (m % 3) as f64 / 4.0),
+            Some((20, 0.97)),
+        )
+    }
+}
+
+/// A variance change is described as one (not "above"), its non-negative
+/// series has no band below zero, and every number is for people.
+#[test]
+fn noisier_request_rate_html_report() {
+    let inc = first_incident(
+        "http_request_rate",
+        "inventory",
+        "inventory-0",
+        60,
+        noisier_at,
+    );
+    // The detector's band before the onset reached below zero.
+    let ev = evidence(&inc, noisier_at, 60, (-20.0, 60.0));
+    let page = report::html(&inc, Some(&ev));
+    check(&page, "tests/golden/inventory_noisier.html");
+    check_chart(&page, &inc);
+    assert!(page.contains("inventory http_request_rate noisier: spread"));
+    let md = report::markdown_with(&inc, Some(&ev));
+    check(&md, "tests/golden/inventory_noisier.md");
+    // The band's polygon stays at or above the y of value 0.
+    let svg = &page[page.find("<svg").unwrap()..];
+    let band = svg.split("class=\"band\" points=\"").nth(1).unwrap();
+    let band = band.split('"').next().unwrap();
+    let zero_y = svg
+        .split("class=\"tick\"")
+        .filter_map(|t| {
+            let y: f64 = t.split("y=\"").nth(1)?.split('"').next()?.parse().ok()?;
+            let label = t.split('>').nth(1)?.split('<').next()?;
+            (label == "0").then_some(y - 4.0)
+        })
+        .next()
+        .expect("a 0 tick");
+    for pt in band.split(' ') {
+        let y: f64 = pt.split(',').nth(1).unwrap().parse().unwrap();
+        assert!(
+            y <= zero_y + 0.05,
+            "band point {pt} below zero (y of 0 is {zero_y})"
+        );
+    }
+}
+
 #[test]
 fn a_report_without_evidence_has_no_chart() {
     let inc = payments_errors();
@@ -538,6 +595,7 @@ fn replay_one(
         peer_z: None,
         first: onset == m,
         in_band: false,
+        band: (f64::NEG_INFINITY, f64::INFINITY),
     });
     let scored = Scored {
         score: excursion.map_or(0.3, |e| e.peak_score),
@@ -623,13 +681,18 @@ fn markdown_escapes_script_tags_newlines_and_controls_in_label_values() {
     let mut lines = md.lines();
     assert_eq!(
         lines.next(),
-        Some(r"# inc-000001: &lt;script&gt;alert(1)&lt;/script&gt;\n# owned\r\u{1b}\[2J http_error_ratio above baseline (critical)")
+        Some(
+            r"# inc-000001: &lt;script&gt;alert(1)&lt;/script&gt;\n# owned\r\u{1b}\[2J http_error_ratio above its normal band (critical)"
+        )
     );
     assert_eq!(lines.next(), Some(""), "the heading is one line");
     // No line of the report starts a heading of the label's making.
     assert!(!md.lines().any(|l| l.starts_with("# owned")), "{md}");
     // Every table row is still one line with its two cells.
-    for line in md.lines().filter(|l| l.starts_with("| Service") || l.starts_with("| Series")) {
+    for line in md
+        .lines()
+        .filter(|l| l.starts_with("| Service") || l.starts_with("| Series"))
+    {
         assert_eq!(line.matches(" | ").count(), 1, "{line}");
     }
 }

@@ -22,6 +22,7 @@ fn unknown_field_is_named_at_its_own_line() {
         errors_of("unknown_field.yaml"),
         "tests/fixtures/bad/unknown_field.yaml:10:7: rules[0].when.sevrity: unknown field `sevrity`, \
          expected one of `signal`, `direction`, `for`, `severity`, `match`\n\
+         tests/fixtures/bad/unknown_field.yaml:18:9: rules[1].then[0]: missing field `replicas`\n\
          tests/fixtures/bad/unknown_field.yaml:20:9: rules[1].then[0].replica: unknown field `replica`, \
          expected one of `target`, `replicas`, `timeout`, `dry_run`"
     );
@@ -40,7 +41,8 @@ fn yaml_syntax_error_has_line_and_column() {
     assert_eq!(
         errors_of("yaml_syntax.yaml"),
         "tests/fixtures/bad/yaml_syntax.yaml:7:9: parsing yaml: while parsing a flow mapping, \
-         did not find expected ',' or '}'"
+         did not find expected ',' or '}' (a YAML syntax error stops the reader: the rest of this \
+         file was not checked; other files were)"
     );
 }
 

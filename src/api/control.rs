@@ -151,6 +151,9 @@ async fn expire_silence(
     match ask(&api, |reply| Command::ExpireSilence { id, reply }).await {
         Ok(Ok(s)) => Json(s).into_response(),
         Ok(Err(e @ ChangeError::NotPersisted(_))) => not_persisted(e),
+        Ok(Err(ChangeError::Refused(e @ remediate::engine::SilenceError::AlreadyEnded { .. }))) => {
+            error(StatusCode::CONFLICT, e.to_string())
+        }
         Ok(Err(e)) => error(StatusCode::NOT_FOUND, e.to_string()),
         Err(r) => r,
     }

@@ -155,6 +155,7 @@ pub fn run(args: StormConfig) -> Result<()> {
                     peer_z: None,
                     first: true,
                     in_band: false,
+                    band: (f64::NEG_INFINITY, f64::INFINITY),
                 }),
             },
         };
@@ -255,9 +256,13 @@ pub fn run(args: StormConfig) -> Result<()> {
     println!(
         "allowed: worst 60 s window {worst_minute} (limit {MAX_PER_MINUTE}), worst concurrency {worst_concurrent} (limit {MAX_CONCURRENT}), worst per service {worst_per_service} (limit {MAX_INSTANCES})"
     );
+    // A temporary log is removed below: its path is not worth printing.
+    let where_logged = match &args.log {
+        Some(path) => format!("decision log {}", path.display()),
+        None => "decision log in a temporary file, removed; --log FILE keeps it".to_owned(),
+    };
     println!(
-        "suppressed: {suppressed}, recorded with a reason and detail: {with_reason} (decision log {})",
-        log_path.display()
+        "suppressed: {suppressed}, recorded with a reason and detail: {with_reason} ({where_logged})"
     );
     let recorded_in = if let (Some(store), Some(path)) = (&store, &args.db) {
         let page = store.list(&store::IncidentFilter {

@@ -2,6 +2,7 @@
 //! running `heal watch` over its API (`heal::api`).
 
 use heal::api::{ApiCall, Approval, NewSilence};
+use remediate::engine::Silence;
 use stdx::Clock;
 
 use super::UsageError;
@@ -15,6 +16,9 @@ pub struct ApiArgs {
     /// Name of the environment variable holding the API's bearer token.
     #[arg(long, default_value = "HEAL_API_TOKEN")]
     token_env: String,
+    /// Print the API's JSON answer instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -71,16 +75,28 @@ fn user(by: Option<String>) -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// Sends one request to the API and prints the JSON answer.
+/// Sends one request to the API and returns its JSON answer. A change
+/// (anything but GET) needs the token: an unset variable is named here
+/// rather than left to a bare `401 Unauthorized`.
 fn call(
     api: &ApiArgs,
     method: &'static str,
     path: &str,
     body: Option<serde_json::Value>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
+    let token = std::env::var(&api.token_env).ok().filter(|t| !t.is_empty());
+    if token.is_none() && method != "GET" {
+        return Err(UsageError(format!(
+            "{var} is not set: changes through heal watch's API need its bearer token \
+             (export {var}=the token heal watch was given with --api-token-env, or name \
+             another variable with --token-env)",
+            var = api.token_env
+        ))
+        .into());
+    }
     let call = ApiCall {
         base: api.api.clone(),
-        token: std::env::var(&api.token_env).ok(),
+        token,
         method,
         path: path.to_owned(),
         body,
@@ -88,7 +104,91 @@ fn call(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    println!("{}", runtime.block_on(heal::api::call(call))?);
+    let answer = runtime.block_on(heal::api::call(call)).map_err(|e| {
+        let text = e.to_string();
+        if text.contains("401") {
+            anyhow::Error::from(e).context(format!(
+                "the token in {} was refused: is it the one heal watch was given?",
+                api.token_env
+            ))
+        } else {
+            e.into()
+        }
+    })?;
+    Ok(answer)
+}
+
+/// Silences as a table: times in RFC 3339, whether each is active now.
+fn silence_table(silences: &[Silence], now_ms: i64) -> String {
+    use remediate::time::rfc3339;
+    let mut rows = vec![[
+        "ID".to_owned(),
+        "STATE".to_owned(),
+        "STARTS".to_owned(),
+        "ENDS".to_owned(),
+        "BY".to_owned(),
+        "MATCHERS".to_owned(),
+        "COMMENT".to_owned(),
+    ]];
+    for s in silences {
+        let state = if s.ends_ms <= now_ms {
+            "ended"
+        } else if s.starts_ms > now_ms {
+            "scheduled"
+        } else {
+            "active"
+        };
+        let matchers: Vec<String> = s.matchers.iter().map(ToString::to_string).collect();
+        rows.push([
+            s.id.clone(),
+            state.to_owned(),
+            rfc3339(s.starts_ms),
+            rfc3339(s.ends_ms),
+            s.created_by.clone(),
+            matchers.join(", "),
+            s.comment.clone(),
+        ]);
+    }
+    let mut widths = [0usize; 7];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Prints silences (one or a list) as the API gave them (`--json`) or as a
+/// table.
+fn print_silences(api: &ApiArgs, answer: &str) -> anyhow::Result<()> {
+    if api.json {
+        println!("{answer}");
+        return Ok(());
+    }
+    let value: serde_json::Value = serde_json::from_str(answer)?;
+    let silences: Vec<Silence> = if value.is_array() {
+        serde_json::from_value(value)?
+    } else {
+        vec![serde_json::from_value(value)?]
+    };
+    if silences.is_empty() {
+        println!("no silences");
+    } else {
+        print!("{}", silence_table(&silences, stdx::SystemClock.now_ms()));
+    }
     Ok(())
 }
 
@@ -110,27 +210,41 @@ pub fn run_silence(cmd: SilenceCmd) -> anyhow::Result<()> {
                 comment,
             };
             // Checked here first: a typo is reported without a round trip.
-            heal::api::check_new_silence(&body, stdx::SystemClock.now_ms()).map_err(UsageError)?;
-            call(
+            let now = stdx::SystemClock.now_ms();
+            let (_, _, ends_ms) = heal::api::check_new_silence(&body, now).map_err(UsageError)?;
+            if ends_ms <= now {
+                eprintln!(
+                    "warning: this silence ends at {}, before now: it will mute nothing (check --starts-at and --duration)",
+                    remediate::time::rfc3339(ends_ms)
+                );
+            }
+            let answer = call(
                 &api,
                 "POST",
                 "/api/silences",
                 Some(serde_json::to_value(&body)?),
-            )
+            )?;
+            print_silences(&api, &answer)
         }
-        SilenceCmd::List { api } => call(&api, "GET", "/api/silences", None),
+        SilenceCmd::List { api } => {
+            let answer = call(&api, "GET", "/api/silences", None)?;
+            print_silences(&api, &answer)
+        }
         SilenceCmd::Expire { api, id } => {
-            call(&api, "DELETE", &format!("/api/silences/{id}"), None)
+            let answer = call(&api, "DELETE", &format!("/api/silences/{id}"), None)?;
+            print_silences(&api, &answer)
         }
     }
 }
 
 pub fn run_approve(args: ApproveArgs) -> anyhow::Result<()> {
     let body = serde_json::to_value(Approval { by: user(args.by) })?;
-    call(
+    let answer = call(
         &args.api,
         "POST",
         &format!("/api/incidents/{}/approve", args.incident),
         Some(body),
-    )
+    )?;
+    println!("{answer}");
+    Ok(())
 }

@@ -39,8 +39,8 @@ pub enum DatasetCmd {
         /// (nab only).
         #[arg(long)]
         nab_windows: Option<PathBuf>,
-        /// The file's key in the windows file; defaults to `<parent dir>/<file name>`, e.g.
-        /// `realKnownCause/nyc_taxi.csv`.
+        /// The file's key in the windows file, e.g. `realKnownCause/nyc_taxi.csv`. By default
+        /// `<parent dir>/<file name>`, or else the one key for a file of that name.
         #[arg(long, requires = "nab_windows")]
         nab_key: Option<String>,
     },

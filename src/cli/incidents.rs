@@ -44,10 +44,10 @@ pub struct ListArgs {
     service: Option<String>,
     /// Only incidents opened at or after this time: RFC 3339, `now`, or a
     /// time before now such as `-1h`.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     since: Option<String>,
     /// Only incidents opened before this time (same forms as --since).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     until: Option<String>,
     /// Only `open` or only `resolved` incidents.
     #[arg(long)]
@@ -99,7 +99,7 @@ pub struct MissedArgs {
     signal: String,
     /// When the missed anomaly happened: RFC 3339, `now`, or a time before
     /// now such as `-1h`.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     at: String,
     /// What was missed, for the history.
     #[arg(long)]

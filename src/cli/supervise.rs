@@ -14,7 +14,8 @@ use super::error::{duration_arg, shutdown_signal, UsageError};
 
 #[derive(Debug, clap::Args)]
 pub struct SuperviseArgs {
-    /// The services to run (YAML; see `daemons::supervisor`).
+    /// The services to run (YAML): README.md, "heal supervise", has a complete, commented
+    /// services.yaml.
     #[arg(long)]
     config: PathBuf,
     /// Address of the control API. Anything but loopback needs `--token-env`.
@@ -80,8 +81,15 @@ pub fn run(args: SuperviseArgs) -> anyhow::Result<()> {
             }
         );
         let stop = async move {
+            // SIGINT and SIGTERM stop the children and exit 0, with or
+            // without --run-for.
             match run_for {
-                Some(d) => tokio::time::sleep(d).await,
+                Some(d) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = shutdown_signal() => {}
+                    }
+                }
                 None => shutdown_signal().await,
             }
         };

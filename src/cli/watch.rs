@@ -181,9 +181,17 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| UsageError(format!("listening on {}: {e}", args.listen)))?;
+        // SIGINT and SIGTERM end the watch gracefully whether or not
+        // --run-for is given (a supervisor stopping a demo must not lose
+        // the store's tail).
         let stop = async move {
             match run_for {
-                Some(d) => tokio::time::sleep(d).await,
+                Some(d) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = shutdown_signal() => {}
+                    }
+                }
                 None => shutdown_signal().await,
             }
         };

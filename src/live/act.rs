@@ -59,6 +59,10 @@ pub(crate) struct Actors {
     pub(crate) store: Option<StoreWriter>,
     pub(crate) executors: Executors,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Cancelled when heal shuts down: a job not begun by then is not
+    /// begun at all (the store reports it as abandoned at the next start);
+    /// the ones running finish.
+    pub(crate) stop: tokio_util::sync::CancellationToken,
 }
 
 /// Runs until the decider drops its sender, then waits for the jobs still
@@ -111,7 +115,12 @@ async fn run_job(job: ActionJob, actors: &Actors) {
         store,
         executors,
         clock,
+        stop,
     } = actors;
+    if stop.is_cancelled() {
+        tracing::warn!(target: LOG_TARGET, stage = "remediate", incident = %job.incident, step = job.step, "shutting down: action not begun");
+        return;
+    }
     if !recheck(&job, commands).await {
         // The decider recorded why (and counted it).
         return;
@@ -215,11 +224,44 @@ async fn perform(
             &[("kind", kind), ("outcome", outcome)],
             1.0,
         );
-        tracing::warn!(target: LOG_TARGET, stage = "remediate", kind, outcome, summary = %result.summary, duration_ms = result.duration.as_millis() as u64, "action performed");
+        if result.ok {
+            tracing::warn!(target: LOG_TARGET, stage = "remediate", kind, outcome, summary = %result.summary, duration_ms = result.duration.as_millis() as u64, "action performed");
+        } else {
+            // Why, in the log line itself: the output's last line usually
+            // says it (`control API at 127.0.0.1:19400 unreachable`).
+            let reason = failure_reason(&result);
+            tracing::warn!(target: LOG_TARGET, stage = "remediate", kind, outcome, summary = %result.summary, %reason, duration_ms = result.duration.as_millis() as u64, "action failed: {reason}");
+        }
         result
     }
     .instrument(span)
     .await
+}
+
+/// Why a failed action failed, in one line: the last non-empty line of its
+/// output (capped), else its summary.
+pub(crate) fn failure_reason(result: &ActionResult) -> String {
+    let line = result
+        .output
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or(&result.summary);
+    let mut line = line.to_owned();
+    if line.len() > 300 {
+        let mut cut = 300;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+        line.push('…');
+    }
+    if line == result.summary {
+        line
+    } else {
+        format!("{}: {line}", result.summary)
+    }
 }
 
 #[cfg(test)]
@@ -316,6 +358,7 @@ mod tests {
             store: None,
             executors: Executors::new(Arc::new(|_: &str| None), clock.clone()),
             clock,
+            stop: tokio_util::sync::CancellationToken::new(),
         }
     }
 

@@ -531,6 +531,14 @@ impl Decider {
             EngineEvent::Planned { incident, action } => {
                 if !action.decision.allowed {
                     not_performed(telemetry, &incident, &action);
+                    // A step waiting for a person is news for the person
+                    // reading the log: said at the default level, with
+                    // when it expires.
+                    if let Some(expires) = action.decision.approval_expires() {
+                        tracing::warn!(target: LOG_TARGET, stage = "remediate", %incident, step = action.step, %expires,
+                            "awaiting approval of step {} ({}): `heal approve {incident}` before {expires}",
+                            action.step, action.summary);
+                    }
                     return;
                 }
                 let Some(rendered) = action.rendered else {

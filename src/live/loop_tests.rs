@@ -225,6 +225,7 @@ async fn an_allowed_step_runs_through_the_act_stage_and_is_journalled() {
             store: Some(live.store.clone()),
             executors: Executors::new(env, clock.clone()),
             clock,
+            stop: tokio_util::sync::CancellationToken::new(),
         },
         10,
     ));

@@ -305,6 +305,7 @@ pub async fn run(
             store,
             executors: config.executors,
             clock: config.clock.clone(),
+            stop: stop.clone(),
         },
         max_in_flight,
     ));
@@ -314,7 +315,8 @@ pub async fn run(
     stop.cancel();
     // The source returns on cancellation and drops its sender; `decide`
     // drains the channel and drops the action sender; `act` finishes the
-    // action in flight and returns.
+    // actions in flight (each bounded by its timeout) and begins no other: a step
+    // allowed but not begun is reported as abandoned at the next start.
     let _ = source.await;
     if let Some(probe_source) = probe_source {
         let _ = probe_source.await;
@@ -325,8 +327,15 @@ pub async fn run(
     if let Some(thread) = store_thread {
         // Every writer handle went with `decide` and `act`: the thread
         // writes what is queued and ends.
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        if let Ok(store) = tokio::task::spawn_blocking(move || thread.join()).await {
+            // Everything back in the main file: a stopped heal leaves one
+            // self-contained database, not most of it in the WAL.
+            if let Err(e) = store.checkpoint() {
+                tracing::warn!(stage = "store", error = %e, "checkpoint at shutdown failed");
+            }
+        }
     }
+    eprintln!("heal: stopped");
     Ok(())
 }
 

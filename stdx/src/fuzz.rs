@@ -206,7 +206,10 @@ pub fn seed(name: &str) -> u64 {
 /// If `HEAL_FUZZ_CASES` is set but is not a number.
 pub fn cases(default: usize) -> usize {
     match std::env::var("HEAL_FUZZ_CASES") {
-        Ok(s) => s.trim().parse().expect("HEAL_FUZZ_CASES is a decimal count"),
+        Ok(s) => s
+            .trim()
+            .parse()
+            .expect("HEAL_FUZZ_CASES is a decimal count"),
         Err(_) => default,
     }
 }
@@ -282,7 +285,10 @@ struct Watchdog {
 impl Watchdog {
     fn start(name: &str, seed: u64) -> Watchdog {
         use std::time::{Duration, Instant};
-        let state = std::sync::Arc::new((std::sync::Mutex::new((0usize, false)), std::sync::Condvar::new()));
+        let state = std::sync::Arc::new((
+            std::sync::Mutex::new((0usize, false)),
+            std::sync::Condvar::new(),
+        ));
         let shared = state.clone();
         let name = name.to_owned();
         std::thread::spawn(move || {
@@ -350,7 +356,12 @@ mod tests {
     #[test]
     fn check_reports_the_seed_and_input_of_a_failure() {
         let result = catch_unwind(|| {
-            check("demo", 100, |rng| rng.below(10), |n| assert!(*n < 9, "too big"));
+            check(
+                "demo",
+                100,
+                |rng| rng.below(10),
+                |n| assert!(*n < 9, "too big"),
+            );
         });
         let panic = result.unwrap_err();
         let text = panic.downcast_ref::<String>().unwrap();

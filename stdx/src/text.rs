@@ -15,7 +15,8 @@ use std::borrow::Cow;
 /// and isolates that reorder what follows them ("Trojan Source",
 /// CVE-2021-42574).
 fn is_terminal_unsafe(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Text for a terminal: control and bidi characters become visible Rust-style
@@ -104,12 +105,18 @@ mod tests {
 
     #[test]
     fn markdown_escapes_markup_html_and_line_breaks() {
-        assert!(matches!(markdown("http_error_ratio{a=\"b\"}"), Cow::Borrowed(_)));
+        assert!(matches!(
+            markdown("http_error_ratio{a=\"b\"}"),
+            Cow::Borrowed(_)
+        ));
         assert_eq!(
             markdown("<script>alert(1)</script>"),
             "&lt;script&gt;alert(1)&lt;/script&gt;"
         );
-        assert_eq!(markdown("a\n# b | `c` [x](y) *z* \\"), "a\\n# b \\| \\`c\\` \\[x\\](y) \\*z\\* \\\\");
+        assert_eq!(
+            markdown("a\n# b | `c` [x](y) *z* \\"),
+            "a\\n# b \\| \\`c\\` \\[x\\](y) \\*z\\* \\\\"
+        );
         assert_eq!(markdown("a & b"), "a &amp; b");
     }
 

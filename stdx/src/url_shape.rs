@@ -71,7 +71,9 @@ impl Component {
         let b = value.as_bytes();
         match self {
             Component::Scheme | Component::Unknown => false,
-            Component::Userinfo | Component::Host => !b.is_empty() && b.iter().all(|&c| host_char(c)),
+            Component::Userinfo | Component::Host => {
+                !b.is_empty() && b.iter().all(|&c| host_char(c))
+            }
             Component::Port => !b.is_empty() && b.len() <= 5 && b.iter().all(u8::is_ascii_digit),
             Component::HostPort => {
                 let (host, port) = match value.split_once(':') {
@@ -86,12 +88,14 @@ impl Component {
                 !b.is_empty()
                     && value != "."
                     && value != ".."
-                    && !b.iter().any(|c| matches!(c, b'/' | b'\\' | b'?' | b'#' | b'%'))
+                    && !b
+                        .iter()
+                        .any(|c| matches!(c, b'/' | b'\\' | b'?' | b'#' | b'%'))
                     && !b.iter().any(|c| c.is_ascii_control() || *c == b' ')
             }
-            Component::Query => !b
-                .iter()
-                .any(|c| matches!(c, b'#' | b'&' | b'=' | b'%' | b'+' | b' ') || c.is_ascii_control()),
+            Component::Query => !b.iter().any(|c| {
+                matches!(c, b'#' | b'&' | b'=' | b'%' | b'+' | b' ') || c.is_ascii_control()
+            }),
             Component::Fragment => !b.iter().any(|c| c.is_ascii_control() || *c == b' '),
         }
     }
@@ -331,8 +335,19 @@ mod tests {
     fn values_that_would_move_the_request_are_refused() {
         let hook = |value| render(&[l("http://"), v(value), l(":18081/hook")]);
         assert_eq!(hook("127.0.0.1").unwrap(), "http://127.0.0.1:18081/hook");
-        assert_eq!(hook("checkout-0.svc").unwrap(), "http://checkout-0.svc:18081/hook");
-        for bad in ["127.0.0.1:18082/", "127.0.0.1:18082", "evil@127.0.0.1", "a/b", "a?b", "a#b", ""] {
+        assert_eq!(
+            hook("checkout-0.svc").unwrap(),
+            "http://checkout-0.svc:18081/hook"
+        );
+        for bad in [
+            "127.0.0.1:18082/",
+            "127.0.0.1:18082",
+            "evil@127.0.0.1",
+            "a/b",
+            "a?b",
+            "a#b",
+            "",
+        ] {
             let e = hook(bad).unwrap_err();
             assert_eq!(e.component, Component::Host, "{bad}");
         }

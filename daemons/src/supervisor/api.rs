@@ -213,3 +213,36 @@ async fn deploy(
     tracing::warn!(stage = "supervisor", service = %name, version = %release.version, "deploy requested");
     respond(api.supervisor.deploy(&name, release))
 }
+
+#[cfg(test)]
+mod readme_tests {
+    //! README.md's examples of the POST bodies, read as the handlers read
+    //! them.
+
+    use super::*;
+
+    fn block(info: &str) -> Bytes {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let fence = format!("```{info}\n");
+        let start = readme
+            .find(&fence)
+            .unwrap_or_else(|| panic!("README.md has no block ```{info}"))
+            + fence.len();
+        let len = readme[start..].find("```").unwrap();
+        Bytes::from(readme[start..start + len].to_owned())
+    }
+
+    #[test]
+    fn the_readme_post_bodies_are_what_the_handlers_read() {
+        let scale: ScaleBody = body(&block("json POST /v1/services/NAME/scale")).unwrap();
+        assert_eq!(scale.replicas, 3);
+        let rollback: RollbackBody = body(&block("json POST /v1/services/NAME/rollback")).unwrap();
+        assert_eq!(rollback.to.as_deref(), Some("v1"));
+        let none: RollbackBody = body(&Bytes::new()).unwrap();
+        assert_eq!(none.to, None);
+        let deploy: Release = body(&block("json POST /v1/services/NAME/deploy")).unwrap();
+        assert_eq!(deploy.version, "v2");
+        assert_eq!(deploy.argv[0], "/usr/local/bin/api");
+    }
+}

@@ -98,6 +98,7 @@ impl Excursions {
                         first: true,
                         in_band: in_band(above),
                         peer_z,
+                        band: self.band,
                     };
                     self.excursion = Some(ex);
                     self.quiet_run = 0;

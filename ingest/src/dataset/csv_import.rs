@@ -44,6 +44,53 @@ pub fn nab_key(path: &Path) -> String {
     format!("{}/{}", name(path.parent()), name(Some(path)))
 }
 
+/// The key of `path` in NAB's windows file: [`nab_key`] when the file has
+/// that entry (the file sits in NAB's `data/<category>/`), else the one
+/// entry for a file of that name wherever the file was copied to. Several
+/// entries of that name, or none, are an error that names `--nab-key`.
+fn find_nab_key<'a>(
+    path: &Path,
+    keys: impl Iterator<Item = &'a String>,
+    windows_file: &Path,
+) -> Result<String> {
+    let keys: Vec<&String> = keys.collect();
+    let key = nab_key(path);
+    if keys.iter().any(|k| **k == key) {
+        return Ok(key);
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let same_name: Vec<&String> = keys
+        .iter()
+        .copied()
+        .filter(|k| k.rsplit('/').next() == Some(name.as_str()))
+        .collect();
+    match same_name.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(Error::bad_file(
+            windows_file,
+            format!(
+                "no entry for key {key:?} nor for any file named {name:?}; give the file's key \
+                 with --nab-key (such as \"realKnownCause/{name}\")"
+            ),
+        )),
+        many => Err(Error::bad_file(
+            windows_file,
+            format!(
+                "no entry for key {key:?}, and {} entries are for a file named {name:?} ({}); \
+                 choose one with --nab-key",
+                many.len(),
+                many.iter()
+                    .map(|k| format!("{k:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
 /// Imports one NAB data file as a one-series dataset.
 ///
 /// The series gets `labels`, plus `__name__` = the file stem when `labels` has no name. With
@@ -78,10 +125,16 @@ pub fn import_nab_csv(
     let truth = match truth {
         None => Vec::new(),
         Some(t) => {
-            let key = t.key.clone().unwrap_or_else(|| nab_key(path));
             let mut all = read_nab_windows(&t.windows_file)?;
+            let key = match &t.key {
+                Some(key) => key.clone(),
+                None => find_nab_key(path, all.keys(), &t.windows_file)?,
+            };
             let windows = all.remove(&key).ok_or_else(|| {
-                Error::bad_file(&t.windows_file, format!("no entry for key {key:?}"))
+                Error::bad_file(
+                    &t.windows_file,
+                    format!("no entry for key {key:?} (the key given with --nab-key)"),
+                )
             })?;
             windows
                 .into_iter()
@@ -178,7 +231,7 @@ pub fn import_long_csv(path: impl AsRef<Path>) -> Result<Dataset> {
         }
     }
     // A quote left open in the last field swallows the rest of the file
-        // without a short record: checked at the end as well.
+    // without a short record: checked at the end as well.
     if let Some(e) = unterminated_quote(path) {
         return Err(e);
     }
@@ -350,7 +403,60 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             format!(
-                r#"reading {}: no entry for key "cat/other.csv""#,
+                r#"reading {}: no entry for key "cat/other.csv" (the key given with --nab-key)"#,
+                w.display()
+            )
+        );
+    }
+
+    #[test]
+    fn the_nab_key_is_found_by_file_name_when_it_is_unambiguous() {
+        let dir = tempfile::tempdir().unwrap();
+        // The file copied out of NAB's tree: its own key would be
+        // "elsewhere/nyc_taxi.csv".
+        let p = write(
+            dir.path(),
+            "elsewhere/nyc_taxi.csv",
+            "timestamp,value\n2014-07-01 00:00:00,1\n2014-07-01 00:05:00,2",
+        );
+        let w = write(
+            dir.path(),
+            "labels/combined_windows.json",
+            r#"{"realKnownCause/nyc_taxi.csv": [["2014-07-01 00:00:00.000000", "2014-07-01 00:05:00.000000"]],
+                "other/x.csv": [], "a/dup.csv": [], "b/dup.csv": []}"#,
+        );
+        let truth = NabTruth {
+            windows_file: w.clone(),
+            key: None,
+        };
+        let d = import_nab_csv(&p, Labels::new(), Some(&truth)).unwrap();
+        assert_eq!(d.truth.len(), 1);
+
+        let dup = write(
+            dir.path(),
+            "elsewhere/dup.csv",
+            "timestamp,value\n2014-07-01 00:00:00,1",
+        );
+        assert_eq!(
+            import_nab_csv(&dup, Labels::new(), Some(&truth))
+                .unwrap_err()
+                .to_string(),
+            format!(
+                r#"reading {}: no entry for key "elsewhere/dup.csv", and 2 entries are for a file named "dup.csv" ("a/dup.csv", "b/dup.csv"); choose one with --nab-key"#,
+                w.display()
+            )
+        );
+        let none = write(
+            dir.path(),
+            "elsewhere/none.csv",
+            "timestamp,value\n2014-07-01 00:00:00,1",
+        );
+        assert_eq!(
+            import_nab_csv(&none, Labels::new(), Some(&truth))
+                .unwrap_err()
+                .to_string(),
+            format!(
+                r#"reading {}: no entry for key "elsewhere/none.csv" nor for any file named "none.csv"; give the file's key with --nab-key (such as "realKnownCause/none.csv")"#,
                 w.display()
             )
         );

@@ -256,8 +256,14 @@ empty           0  -                     -                        -     0       
         };
         let text = DatasetInfo::of(&dataset).to_string();
         assert!(text.contains(&long));
-        assert!(!text.contains('\r') && !text.contains('\u{1b}'), "a raw control character in the table");
-        assert!(text.contains(r#"m{evil="a\nb\rc\u{1b}[2Jd"}"#), "the escaped label is missing");
+        assert!(
+            !text.contains('\r') && !text.contains('\u{1b}'),
+            "a raw control character in the table"
+        );
+        assert!(
+            text.contains(r#"m{evil="a\nb\rc\u{1b}[2Jd"}"#),
+            "the escaped label is missing"
+        );
         // Header, two rows, totals: no label broke a line.
         assert_eq!(text.lines().count(), 4);
     }

@@ -103,7 +103,26 @@ pub(crate) fn write(file: &mut File, series: &[SeriesData], path: &Path) -> Resu
 /// (written before heal had hashes, or by another tool) is read as it is,
 /// with a warning, since there is nothing to check it against.
 pub(crate) fn read(path: &Path) -> Result<Vec<SeriesData>> {
-    let file = File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    let mut file = File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    // Parquet files start (and end) with `PAR1`. Anything else, most often
+    // a CSV, gets a pointer to the import rather than the reader's "the
+    // file must end with PAR1".
+    let mut magic = [0u8; 4];
+    let is_parquet = std::io::Read::read_exact(&mut file, &mut magic).is_ok() && &magic == b"PAR1";
+    if !is_parquet {
+        let hint = match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("csv") => "it looks like a CSV file",
+            _ => "it is not a Parquet file",
+        };
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "not a heal dataset ({hint}): import it first with `heal dataset import {} -o DATASET.parquet --format nab` (or `--format long`), then use DATASET.parquet",
+                path.display()
+            ),
+        ));
+    }
+    std::io::Seek::rewind(&mut file).map_err(|e| Error::io("reading", path, e))?;
     // Polars trusts the file's page headers and lengths: a corrupt file can
     // fail an assertion inside the decoder (a panic, on one of its worker
     // threads, carried back here). A corrupt file is an error like any other.
@@ -345,9 +364,11 @@ mod tests {
         // 19-60 incidents instead of 5. Eight flips spread over the data
         // pages (the footer's last 4 kB left out: some of its bytes, such
         // as statistics, change nothing that is read).
-        let bundled =
-            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../datasets/synth-42.parquet"))
-                .unwrap();
+        let bundled = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../datasets/synth-42.parquet"
+        ))
+        .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let data_len = bundled.len() - 4096;
         for i in 1..=8 {
@@ -375,9 +396,17 @@ mod tests {
         }];
         write(&mut File::create(&p).unwrap(), &series, &p).unwrap();
         let mut reader = ParquetReader::new(File::open(&p).unwrap());
-        let kv = reader.get_metadata().unwrap().key_value_metadata().clone().unwrap();
+        let kv = reader
+            .get_metadata()
+            .unwrap()
+            .key_value_metadata()
+            .clone()
+            .unwrap();
         let hash = kv.iter().find(|k| k.key == CONTENT_HASH_KEY).unwrap();
-        assert_eq!(hash.value.as_deref(), Some(content_hash(series.iter()).as_str()));
+        assert_eq!(
+            hash.value.as_deref(),
+            Some(content_hash(series.iter()).as_str())
+        );
         let back = read(&p).unwrap();
         assert_eq!(back.len(), 1);
         assert_eq!(back[0].samples[0], Sample::new(0, 1.0));
@@ -386,7 +415,10 @@ mod tests {
         let legacy = dir.path().join("legacy.parquet");
         let df = DataFrame::new(
             1,
-            vec![ts_column(vec![1], TimeUnit::Milliseconds), Column::new(VALUE.into(), [1.0])],
+            vec![
+                ts_column(vec![1], TimeUnit::Milliseconds),
+                Column::new(VALUE.into(), [1.0]),
+            ],
         )
         .unwrap();
         write_df(&legacy, df);

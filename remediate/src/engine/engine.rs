@@ -14,6 +14,7 @@ use super::silence::{Matcher, Silence};
 use crate::action::RenderedAction;
 use crate::runbook::{Action, RecoveredWhen, Rule, RunbookSet, Severity, Signal};
 use crate::template::{render, render_url, Context, Template, UnsafeLabel};
+use crate::units::{format_score, format_value};
 
 /// How the engine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,16 +62,25 @@ pub struct Observation<'a> {
 ///    fired), reaches the rule's minimum severity and matches its labels.
 /// 2. Plans step 1. A step suppressed by `invalid_label_value`, `cooldown`
 ///    or `max_attempts` did not run, so there is nothing to verify: the next
-///    step is planned at once (a chain ending in a page still pages). An
-///    allowed or `dry_run` step is verified.
+///    step is planned at once (a chain ending in a page still pages). A step
+///    held back by a reason that waits (`silenced`, `flapping`,
+///    `target_busy`, `rate_limit`, `max_concurrent`, `blast_radius`: see
+///    [`SuppressReason::waits`]) keeps its place and is decided again on
+///    each later sample while the symptom holds, so it runs once what held
+///    it back has ended. A step awaiting approval is parked until approved
+///    or expired. An allowed or `dry_run` step is verified.
 /// 3. Verification is decided on the first sample at or after
 ///    `planned + verify.wait`: `recovered` if `recovered_when` holds on that
 ///    sample (stops the chain), else `worse` if the highest peak score seen
 ///    during the wait is above the peak when the step was planned, else
 ///    `not_recovered`; both of these plan the next step.
-/// 4. Resolves when the series is out of the excursion and no verification
-///    is pending; `resolved_ms` is when the excursion ended. An incident
-///    whose chain is exhausted stays open until then.
+/// 4. Resolves when the series is out of the excursion, back in the band it
+///    had before the incident (on the incident's side), and no verification
+///    is pending and no step parked; `resolved_ms` is the first such
+///    sample. An adapting detector stops being surprised by a drift that
+///    goes on (a leak): its excursion ends, but the incident stays open
+///    until the series comes back. An incident whose chain is exhausted
+///    stays open until then.
 #[derive(Debug)]
 pub struct Engine {
     options: EngineOptions,
@@ -146,9 +156,32 @@ struct State {
     /// A step waiting for approval: its index in `incident.actions` and
     /// when it expires.
     parked: Option<(usize, i64)>,
-    /// Whether the symptom held on the latest sample: the series in the
-    /// rule's excursion and out of its band. Approved steps re-check it.
+    /// Whether the symptom held on the latest sample: the series out of
+    /// its band from before the incident (in the rule's excursion or not).
+    /// Approved steps and held steps re-check it.
     symptom: bool,
+    /// The series' band from before the incident, on the incident's side
+    /// (the band of the excursion that opened it): the incident resolves
+    /// only once a sample is back in it, however soon the (adapting)
+    /// detector stops being surprised.
+    band: Excursion,
+    /// A step held back by a reason that waits ([`SuppressReason::waits`]):
+    /// it keeps its place in the chain and is decided again on later
+    /// samples.
+    held: Option<Held>,
+}
+
+/// A step waiting for what held it back to end.
+#[derive(Debug)]
+struct Held {
+    /// Why it was held back the last time it was decided (a new record is
+    /// made only when that changes).
+    reason: Option<SuppressReason>,
+    /// Who approved it, for a step held back after its approval: it is
+    /// decided again as an approval, not parked a second time.
+    approved_by: Option<String>,
+    /// Its latest record in `incident.actions`.
+    action: usize,
 }
 
 /// What the guards remember, to be persisted and restored across restarts
@@ -204,6 +237,14 @@ pub enum SilenceError {
     /// No silence has that id.
     #[error("no silence {0}")]
     Unknown(String),
+    /// The silence had already ended: nothing to expire.
+    #[error("silence {id} already ended at {at}")]
+    AlreadyEnded {
+        /// Its id.
+        id: String,
+        /// When it ended (RFC 3339).
+        at: String,
+    },
 }
 
 /// A step waiting for its verification.
@@ -348,7 +389,7 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// No silence has that id.
+    /// No silence has that id, or it had already ended.
     pub fn expire_silence(&mut self, id: &str, ts_ms: i64) -> Result<Silence, SilenceError> {
         let s = self
             .guards
@@ -356,6 +397,12 @@ impl Engine {
             .iter_mut()
             .find(|s| s.id == id)
             .ok_or_else(|| SilenceError::Unknown(id.to_owned()))?;
+        if s.ends_ms <= ts_ms {
+            return Err(SilenceError::AlreadyEnded {
+                id: id.to_owned(),
+                at: crate::time::rfc3339(s.ends_ms),
+            });
+        }
         s.ends_ms = s.ends_ms.min(ts_ms).max(s.starts_ms);
         tracing::info!(silence = %s.describe(), "silence expired");
         Ok(s.clone())
@@ -577,8 +624,58 @@ impl Engine {
             Some(parked.planned_ms),
         );
         let peak = self.incidents[idx].incident.peak_score;
+        let waits = decision.waits().then_some(decision.reason);
         self.record_step(idx, parked.clone(), decision, ts_ms, peak, &mut events);
+        if let Some(reason) = waits {
+            let state = &mut self.incidents[idx];
+            state.held = Some(Held {
+                reason,
+                approved_by: Some(by.to_owned()),
+                action: state.incident.actions.len() - 1,
+            });
+        }
         Ok(events)
+    }
+
+    /// Decides a held step again (see [`State::held`]): a new record only
+    /// when the decision changed (allowed, or held back for another reason).
+    fn retry_held(&mut self, idx: usize, obs: &Observation<'_>, events: &mut Vec<EngineEvent>) {
+        let Some(held) = self.incidents[idx].held.take() else {
+            return;
+        };
+        let Some(by) = held.approved_by.clone() else {
+            // Held at planning: plan it again (its place was kept).
+            let peak = self.incidents[idx].incident.peak_score;
+            self.incidents[idx].held = Some(held);
+            self.plan(idx, obs, peak, events);
+            return;
+        };
+        let record = self.incidents[idx].incident.actions[held.action].clone();
+        let target = record.rendered.as_ref().map(RenderedAction::target);
+        let target = target.as_deref().ok_or("the held step was not rendered");
+        let decision = self.decide(
+            idx,
+            Occasion::Approve { by: &by },
+            target,
+            None,
+            obs.ts_ms,
+            Some(record.planned_ms),
+        );
+        if decision.waits() && decision.reason == held.reason {
+            self.incidents[idx].held = Some(held);
+            return;
+        }
+        let waits = decision.waits().then_some(decision.reason);
+        let peak = self.incidents[idx].incident.peak_score;
+        self.record_step(idx, record, decision, obs.ts_ms, peak, events);
+        if let Some(reason) = waits {
+            let state = &mut self.incidents[idx];
+            state.held = Some(Held {
+                reason,
+                approved_by: Some(by),
+                action: state.incident.actions.len() - 1,
+            });
+        }
     }
 
     /// Feeds one sample; returns what the engine did because of it.
@@ -672,6 +769,7 @@ impl Engine {
             if state.parked.take().is_some() {
                 self.parked.remove(&state.incident.id);
             }
+            state.held = None;
             state.next_step = usize::MAX;
             state.incident.resolved_ms = Some(ts_ms);
             tracing::info!(incident = %state.incident.id, "series stopped reporting: incident resolved");
@@ -785,6 +883,8 @@ impl Engine {
             instance,
             parked: None,
             symptom: !ex.in_band,
+            band: ex,
+            held: None,
         });
         self.plan(idx, obs, ex.peak_score, events);
         idx
@@ -801,7 +901,11 @@ impl Engine {
         let recovered_when = rule.verify.recovered_when;
         let wait = rule.verify.wait;
         let state = &mut self.incidents[idx];
-        state.symptom = watched.is_some_and(|ex| !ex.in_band);
+        // Back where it was before the incident: the detector's verdict
+        // alone is not enough, an adapting detector stops being surprised
+        // by a drift that goes on.
+        let back = state.band.back_in_band(obs.value);
+        state.symptom = watched.map_or(!back, |ex| !ex.in_band);
         match watched {
             Some(ex) => {
                 state.quiet_since = None;
@@ -812,9 +916,10 @@ impl Engine {
                     p.peak_since = p.peak_since.max(ex.peak_score);
                 }
             }
-            None => {
+            None if back => {
                 state.quiet_since.get_or_insert(obs.ts_ms);
             }
+            None => state.quiet_since = None,
         }
 
         if state
@@ -824,35 +929,47 @@ impl Engine {
         {
             let p = state.pending.take().expect("checked just above");
             self.in_progress.remove(&idx);
+            let metric = self.rules[r].1.name.clone();
             let state = &mut self.incidents[idx];
+            let fmt = |v: f64| format_value(v, &metric);
             let (recovered, why) = match recovered_when {
                 // Cleared: out of the excursion, or back in the band the
                 // series had before it (the excursion's hysteresis keeps it
                 // open a while longer).
                 RecoveredWhen::Cleared => match watched {
-                    None => (true, "anomaly cleared".to_owned()),
+                    None if back => (true, "anomaly cleared".to_owned()),
+                    None => (
+                        false,
+                        format!(
+                            "the detector no longer flags it, but value {} is still out of its band \
+                             from before the anomaly",
+                            fmt(obs.value)
+                        ),
+                    ),
                     Some(ex) if ex.in_band => {
                         (true, "back in its band from before the anomaly".to_owned())
                     }
                     Some(_) => (
                         false,
-                        format!("still anomalous (value {}, out of its band)", obs.value),
+                        format!("still anomalous (value {}, out of its band)", fmt(obs.value)),
                     ),
                 },
                 RecoveredWhen::ValueBelow(x) => (
                     obs.value < x,
                     format!(
-                        "value {} {} {x}",
-                        obs.value,
-                        if obs.value < x { "below" } else { "not below" }
+                        "value {} {} {}",
+                        fmt(obs.value),
+                        if obs.value < x { "below" } else { "not below" },
+                        fmt(x)
                     ),
                 ),
                 RecoveredWhen::ValueAbove(x) => (
                     obs.value > x,
                     format!(
-                        "value {} {} {x}",
-                        obs.value,
-                        if obs.value > x { "above" } else { "not above" }
+                        "value {} {} {}",
+                        fmt(obs.value),
+                        if obs.value > x { "above" } else { "not above" },
+                        fmt(x)
                     ),
                 ),
             };
@@ -864,11 +981,14 @@ impl Engine {
                 Outcome::NotRecovered
             };
             let mut detail = format!("{why} after the {wait} wait");
+            // Three decimals, or as many as it takes to show the rise.
+            let rise = if format_score(p.peak_at_plan) == format_score(p.peak_since) {
+                (p.peak_at_plan.to_string(), p.peak_since.to_string())
+            } else {
+                (format_score(p.peak_at_plan), format_score(p.peak_since))
+            };
             if outcome == Outcome::Worse {
-                detail.push_str(&format!(
-                    "; peak score rose from {} to {}",
-                    p.peak_at_plan, p.peak_since
-                ));
+                detail.push_str(&format!("; peak score rose from {} to {}", rise.0, rise.1));
             }
             let verification = Verification {
                 outcome,
@@ -914,6 +1034,17 @@ impl Engine {
                     self.plan(idx, obs, peak, events);
                 }
             }
+        }
+
+        // A step held back waits for what held it back to end; it is tried
+        // again while the symptom holds.
+        let state = &self.incidents[idx];
+        if state.held.is_some()
+            && state.pending.is_none()
+            && state.parked.is_none()
+            && state.symptom
+        {
+            self.retry_held(idx, obs, events);
         }
 
         let resolve_after = self.guards.guardrails.resolve_after.as_millis_i64();
@@ -1084,6 +1215,29 @@ impl Engine {
                 verification: None,
                 timeout: action_timeout,
             };
+            if decision.waits() {
+                // Held back by something that ends by itself: the step keeps
+                // its place and is decided again on later samples. Recorded
+                // once per reason, not once per sample.
+                let state = &mut self.incidents[idx];
+                state.next_step = step;
+                let same = state
+                    .held
+                    .as_ref()
+                    .is_some_and(|h| h.reason == decision.reason);
+                if !same {
+                    let reason = decision.reason;
+                    self.record_step(idx, planned, decision, obs.ts_ms, peak, events);
+                    let state = &mut self.incidents[idx];
+                    state.held = Some(Held {
+                        reason,
+                        approved_by: None,
+                        action: state.incident.actions.len() - 1,
+                    });
+                }
+                return;
+            }
+            self.incidents[idx].held = None;
             self.record_step(idx, planned, decision, obs.ts_ms, peak, events);
             let state = &self.incidents[idx];
             if state.pending.is_some() || state.parked.is_some() {

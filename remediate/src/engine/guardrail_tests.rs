@@ -58,6 +58,7 @@ fn obs(
         peer_z: None,
         first: o == s,
         in_band,
+        band: (f64::NEG_INFINITY, f64::INFINITY),
     });
     Observation {
         signal: "lat",
@@ -212,6 +213,14 @@ fn silences_and_maintenance_windows_mute_matching_series() {
     // Expired early: no longer listed, no longer muting.
     engine.expire_silence("sil-000001", T0 + 10 * SEC).unwrap();
     assert_eq!(engine.silences(T0 + 10 * SEC).len(), 1);
+    // Expiring it again is an error, not a silent success.
+    assert_eq!(
+        engine.expire_silence("sil-000001", T0 + 11 * SEC),
+        Err(SilenceError::AlreadyEnded {
+            id: "sil-000001".into(),
+            at: "2026-03-01T00:00:10Z".into()
+        })
+    );
 }
 
 #[test]
@@ -438,4 +447,120 @@ fn resolved_incidents_can_be_forgotten_without_renumbering() {
         .collect();
     assert_eq!(ids, ["inc-000002", "inc-000003", "inc-000004"]);
     assert_eq!(engine.forget_resolved(T0 + 100 * SEC), 2);
+}
+
+#[test]
+fn a_silenced_step_waits_for_the_silence_to_end_and_then_runs() {
+    // A two-step chain: the first step must not be used up by the silence.
+    let text = "signals:
+  - name: lat
+    query: q
+rules:
+  - name: restart-on-latency
+    when: {signal: lat, direction: up, for: 0s}
+    then:
+      - action: restart
+        target: svc/{{service}}/{{instance}}
+      - action: webhook
+        url: https://pager.example.com/x
+    verify: {wait: 10s}
+";
+    let set = RunbookSet::from_sources(&[("r.yaml".into(), text.into())]).unwrap();
+    let mut engine = Engine::new(&set, LIVE);
+    let web = labels("web", "web-0");
+    engine
+        .add_silence(
+            vec![Matcher::parse("service=web").unwrap()],
+            T0,
+            T0 + 30 * SEC,
+            "alice",
+            "deploying web",
+        )
+        .unwrap();
+    let mut got = Vec::new();
+    for s in 0..35 {
+        if s == 20 {
+            // Meanwhile the report says what the step waits for.
+            let inc = &engine.finish(T0 + 20 * SEC)[0];
+            let md = crate::report::markdown(inc);
+            assert!(
+                md.contains("step 1 of 2 (restart svc/web/web-0) is held back (silenced: silence sil-000001"),
+                "{md}"
+            );
+            assert!(md.contains("and runs once that ends."), "{md}");
+            assert!(!md.contains("human must take over"), "{md}");
+        }
+        let ev = engine.observe(&obs(&web, s, Some(0), false));
+        got.extend(
+            ev.iter()
+                .filter_map(|e| match e {
+                    EngineEvent::Planned { action, .. } => {
+                        Some((s, action.step, action.decision.label()))
+                    }
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+    // Held once (one record, not one per sample), the chain not moved on;
+    // the step runs on the first sample after the silence ended.
+    assert_eq!(got, [(0, 1, "silenced"), (30, 1, "allowed")]);
+    let inc = &engine.finish(T0 + 35 * SEC)[0];
+    assert_eq!(inc.actions.len(), 2);
+}
+
+#[test]
+fn a_rate_limited_step_is_retried_when_the_window_passes() {
+    let top = "guardrails:
+  max_actions_per_minute: 1
+  max_instances_per_service: 100
+  max_percent_per_service: 100
+";
+    let mut engine = Engine::new(&set("", top), LIVE);
+    let a = labels("a", "a-0");
+    let b = labels("b", "b-0");
+    let mut got = Vec::new();
+    for s in 0..70 {
+        for l in [&a, &b] {
+            // Both stay anomalous; `a` recovers (in band) after its step.
+            let in_band = l == &a && s > 5;
+            let ev = engine.observe(&obs(l, s, Some(0), in_band));
+            for e in &ev {
+                if let EngineEvent::Planned { incident, action } = e {
+                    got.push((s, incident.clone(), action.decision.label()));
+                }
+            }
+        }
+    }
+    assert_eq!(
+        got,
+        [
+            (0, "inc-000001".to_owned(), "allowed"),
+            (0, "inc-000002".to_owned(), "rate_limit"),
+            (60, "inc-000002".to_owned(), "allowed"),
+        ]
+    );
+}
+
+#[test]
+fn a_step_awaiting_approval_is_reported_as_such_with_its_expiry() {
+    let extra = "    guards: {require_approval: true, approval_timeout: 5m, cooldown: 0s}\n";
+    let mut engine = Engine::new(&set(extra, ""), LIVE);
+    let web = labels("web", "web-0");
+    engine.observe(&obs(&web, 0, Some(0), false));
+    engine.observe(&obs(&web, 30, Some(0), false));
+    let inc = &engine.finish(T0 + 30 * SEC)[0];
+    let waiting = "awaiting approval of step 1 of 1 (restart svc/web/web-0), expires at \
+                   2026-03-01T00:05:00Z";
+    assert_eq!(inc.waiting().as_deref(), Some(waiting));
+    let md = crate::report::markdown(inc);
+    assert!(
+        md.contains(&format!(
+            "**STILL OPEN** at 2026-03-01T00:00:30Z: {waiting}."
+        )),
+        "{md}"
+    );
+    assert!(!md.contains("human must take over"), "{md}");
+    let json: serde_json::Value = serde_json::from_str(&crate::report::json_line(inc)).unwrap();
+    assert_eq!(json["waiting"], waiting);
 }

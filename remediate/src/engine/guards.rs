@@ -344,8 +344,11 @@ impl Guards {
             // A dry run needs nobody's approval: it does nothing.
             R::AwaitingApproval if rule.guards.require_approval && step.dry_run.is_none() => {
                 muted(format!(
-                    "rule {} requires approval: `heal approve {}` within {}",
-                    rule.name, step.incident.id, rule.guards.approval_timeout
+                    "rule {} requires approval: `heal approve {}` within {} (expires at {})",
+                    rule.name,
+                    step.incident.id,
+                    rule.guards.approval_timeout,
+                    rfc3339(ts_ms.saturating_add(rule.guards.approval_timeout.as_millis_i64()))
                 ))
             }
             R::AwaitingApproval => None,

@@ -55,6 +55,36 @@ pub struct Incident {
     pub unresolved_at_ms: Option<i64>,
 }
 
+impl Incident {
+    /// What an open incident is waiting for, when its latest step is parked
+    /// for approval or held back by a reason that waits: `awaiting approval
+    /// of step 2 of 3 (restart deployment/web), expires at
+    /// 2026-03-01T00:10:00Z`. `None` for a resolved incident or one not
+    /// waiting (a step being verified, a chain used up).
+    pub fn waiting(&self) -> Option<String> {
+        if self.resolved_ms.is_some() {
+            return None;
+        }
+        let last = self.actions.last()?;
+        if let Some(expires) = last.decision.approval_expires() {
+            return Some(format!(
+                "awaiting approval of step {} of {} ({}), expires at {expires}",
+                last.step, self.chain_len, last.summary
+            ));
+        }
+        last.decision.waits().then(|| {
+            format!(
+                "step {} of {} ({}) is held back ({}: {}) and runs once that ends",
+                last.step,
+                self.chain_len,
+                last.summary,
+                last.decision.label(),
+                last.decision.detail
+            )
+        })
+    }
+}
+
 /// One step of a chain as the engine planned it. Serializes with
 /// timestamps both as RFC 3339 and as milliseconds (see [`crate::report`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -139,6 +169,29 @@ impl SuppressReason {
             SuppressReason::SymptomResolved => "symptom_resolved",
         }
     }
+
+    /// Whether a step held back for this reason waits and is tried again
+    /// (on each later sample of its series while the symptom holds) rather
+    /// than using up its place in the chain: what holds it back ends by
+    /// itself (the silence expires, the target's other step is verified,
+    /// the rate window, the concurrency slots and the blast radius free up,
+    /// the flap window passes). The others move the chain on:
+    /// `invalid_label_value` can never run, `cooldown` and `max_attempts`
+    /// are the rule's own budget (the chain goes on to its next step, e.g.
+    /// a page), `approval_expired` hands over to the next step,
+    /// `symptom_resolved` ends the need. `awaiting_approval` parks the
+    /// step until it is approved or expires; `dry_run` counts as performed.
+    pub fn waits(self) -> bool {
+        matches!(
+            self,
+            SuppressReason::Silenced
+                | SuppressReason::Flapping
+                | SuppressReason::TargetBusy
+                | SuppressReason::RateLimit
+                | SuppressReason::MaxConcurrent
+                | SuppressReason::BlastRadius
+        )
+    }
 }
 
 /// The guards' verdict on one step; every step gets one.
@@ -176,6 +229,22 @@ impl Decision {
     /// story live mode would).
     pub fn counts_as_performed(&self) -> bool {
         self.allowed || self.reason == Some(SuppressReason::DryRun)
+    }
+
+    /// Whether the step is held back by a reason that waits (see
+    /// [`SuppressReason::waits`]): it is tried again later.
+    pub fn waits(&self) -> bool {
+        self.reason.is_some_and(SuppressReason::waits)
+    }
+
+    /// For a step parked for approval, when the approval expires (RFC 3339,
+    /// as the decision's detail states it).
+    pub fn approval_expires(&self) -> Option<&str> {
+        if self.reason != Some(SuppressReason::AwaitingApproval) {
+            return None;
+        }
+        let rest = self.detail.rsplit_once("(expires at ")?.1;
+        rest.strip_suffix(')')
     }
 
     /// `allowed` or the reason, for reports.

@@ -56,6 +56,7 @@ impl Series {
             peer_z: None,
             first: onset_minute == minute,
             in_band: false,
+            band: (f64::NEG_INFINITY, f64::INFINITY),
         });
         let score = excursion.map_or(0.2, |e| e.peak_score);
         Observation {
@@ -223,7 +224,7 @@ fn chain_advances_on_not_recovered_then_resolves_when_the_anomaly_ends() {
     );
     assert_eq!(
         inc.actions[0].verification.as_ref().unwrap().detail,
-        "still anomalous (value 1, out of its band) after the 5m wait"
+        "still anomalous (value 1 s, out of its band) after the 5m wait"
     );
     assert_eq!(inc.resolved_ms, Some(T0 + 30 * MIN));
     assert_eq!(inc.unresolved_at_ms, None);
@@ -286,7 +287,7 @@ fn rising_peak_during_the_wait_is_worse() {
     assert_eq!(v.outcome, Outcome::Worse);
     assert_eq!(
         v.detail,
-        "still anomalous (value 1, out of its band) after the 5m wait; peak score rose from 0.9999 to 0.99999"
+        "still anomalous (value 1 s, out of its band) after the 5m wait; peak score rose from 0.9999 to 0.99999"
     );
     assert_eq!(inc.actions.len(), 2, "worse escalates like not_recovered");
     assert_eq!(
@@ -340,7 +341,10 @@ fn value_based_recovery() {
     let v = inc.actions[0].verification.as_ref().unwrap();
     assert_eq!(
         (v.outcome, v.detail.as_str()),
-        (Outcome::Recovered, "value 0.3 below 0.5 after the 5m wait")
+        (
+            Outcome::Recovered,
+            "value 300 ms below 500 ms after the 5m wait"
+        )
     );
     assert_eq!(inc.actions.len(), 1);
     // Recovered by value, but the detector still sees the excursion: open.
@@ -580,4 +584,92 @@ fn a_second_rule_does_not_act_on_a_target_being_verified() {
         held.detail,
         "inc-000001 step 1 acted on \"deployment/checkout\" and is verified until 2026-03-01T00:05:00Z"
     );
+}
+
+#[test]
+fn a_step_held_back_as_target_busy_keeps_its_place_in_the_chain() {
+    // Two rules see the same fault; the second's three steps must not all
+    // be spent while the first's step is being verified.
+    let set = set("rules:
+  - name: first
+    when:
+      signal: http_latency_p99_seconds
+      for: 0s
+    then:
+      - action: restart
+        target: deployment/{{service}}
+    verify:
+      wait: 5m
+  - name: second
+    when:
+      signal: http_latency_p99_seconds
+      for: 1m
+    then:
+      - action: restart
+        target: deployment/{{service}}
+      - action: rollback
+        target: deployment/{{service}}
+      - action: webhook
+        url: https://pager.example.com/{{rule}}
+    verify:
+      wait: 5m
+");
+    let mut engine = Engine::new(&set, EngineOptions { dry_run: false });
+    let s = Series::new("checkout", "checkout-0");
+    run(&mut engine, &s, 8, |_| Some((0, 0.9999)));
+    let incidents = engine.finish(T0 + 8 * MIN);
+    assert_eq!(
+        steps(&incidents[1]),
+        vec![
+            (
+                1,
+                "restart deployment/checkout".to_owned(),
+                "target_busy",
+                1,
+                None
+            ),
+            // The first rule's step was verified at minute 5: the target is
+            // free and the held step runs, still step 1.
+            (
+                1,
+                "restart deployment/checkout".to_owned(),
+                "allowed",
+                5,
+                None
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_drift_the_detector_got_used_to_keeps_its_incident_open() {
+    // A leak: the excursion fires at minute 0 (band before it: up to 2.0),
+    // the adapting detector stops flagging it at minute 10 while the value
+    // keeps climbing; at minute 30 a restart brings it back.
+    let set = set(&chain_rule("").replace("for: 2m", "for: 0s"));
+    let mut engine = Engine::new(&set, DRY);
+    let s = Series::new("search", "search-0");
+    let mut events = Vec::new();
+    for m in 0..40 {
+        let value = if m < 30 { 3.0 + m as f64 } else { 1.0 };
+        let mut o = s.at(m, value, (m < 10).then_some((0, true, 0.9999)));
+        if let Some(ex) = &mut o.scored.excursion {
+            ex.band = (0.0, 2.0);
+            ex.in_band = false;
+        }
+        events.extend(engine.observe(&o));
+        if m == 29 {
+            let inc = &engine.finish(T0 + 29 * MIN)[0];
+            assert_eq!(inc.resolved_ms, None, "still climbing: open");
+            // The first step's verification at minute 5 was in the
+            // excursion; the second's at 10 is after it ended, still out.
+            let v = inc.actions[1].verification.as_ref().unwrap();
+            assert_eq!(v.outcome, Outcome::NotRecovered);
+            assert!(v.detail.starts_with(
+                "the detector no longer flags it, but value 13 s is still out of its band"
+            ));
+        }
+    }
+    let inc = &engine.finish(T0 + 40 * MIN)[0];
+    assert_eq!(inc.resolved_ms, Some(T0 + 30 * MIN));
 }

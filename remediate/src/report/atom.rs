@@ -63,7 +63,7 @@ pub fn atom_linked(
             out,
             "  <entry>\n    <id>urn:heal:incident:{}</id>\n    <title>{}</title>\n    <updated>{}</updated>\n    <published>{}</published>\n    <link rel=\"alternate\" type=\"text/html\" href=\"{}\"/>\n    <category term=\"{}\"/>\n    <summary type=\"text\">{}</summary>\n  </entry>",
             escape(&inc.id),
-            escape(&title(inc)),
+            escape(&title(inc, None)),
             rfc3339(resolved),
             rfc3339(inc.opened_ms),
             escape(&link(inc)),

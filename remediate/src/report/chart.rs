@@ -25,7 +25,42 @@ const WIDTH: f64 = 800.0;
 const HEIGHT: f64 = 280.0;
 const LEFT: f64 = 72.0;
 const RIGHT: f64 = 16.0;
-const TOP: f64 = 20.0;
+/// Room for three rows of step labels above the plot.
+const TOP: f64 = 44.0;
+/// Height of a row of marker labels.
+const ROW: f64 = 12.0;
+/// Rows of labels above the plot (steps) and inside its top
+/// (verifications).
+const ROWS: usize = 3;
+/// Approximate width of a character of the 11-unit sans-serif labels.
+const CHAR_W: f64 = 6.5;
+
+/// Places marker labels in rows so that none overlaps another: each label
+/// goes to the first row where it keeps 3 units from every label already
+/// there (the last row when none is free).
+#[derive(Default)]
+struct Rows(Vec<Vec<(f64, f64)>>);
+
+impl Rows {
+    /// The row for a label spanning `left..right`.
+    fn place(&mut self, left: f64, right: f64) -> usize {
+        self.0.resize(ROWS, Vec::new());
+        let row = (0..ROWS)
+            .find(|&r| {
+                self.0[r]
+                    .iter()
+                    .all(|&(l, rr)| right + 3.0 <= l || left >= rr + 3.0)
+            })
+            .unwrap_or(ROWS - 1);
+        self.0[row].push((left, right));
+        row
+    }
+}
+
+/// Width of a label's text.
+fn text_width(text: &str) -> f64 {
+    text.chars().count() as f64 * CHAR_W
+}
 const BOTTOM: f64 = 36.0;
 
 /// The colour of a step's marker, by decision class.
@@ -198,6 +233,18 @@ pub(super) fn svg(inc: &Incident, evidence: &Evidence) -> Option<String> {
     if t1 <= t0 {
         t1 = t0 + 1000;
     }
+    // A series that never went below zero (bytes, rates, latencies) has no
+    // normal band below zero either: the detector's `level - 3 sigma` is
+    // clipped there.
+    let non_negative = points.iter().all(|p| p.value >= 0.0);
+    let lo_of = |p: &EvidencePoint| {
+        let lo = p.lo as f64;
+        if non_negative {
+            lo.max(0.0)
+        } else {
+            lo
+        }
+    };
     let values = points.iter().map(|p| p.value as f64);
     let (mut v0, mut v1) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
@@ -207,7 +254,7 @@ pub(super) fn svg(inc: &Incident, evidence: &Evidence) -> Option<String> {
     // than anything the series did, and would flatten the line.
     let span = (v1 - v0).max(v0.abs().max(1e-9) * 0.1);
     for p in points {
-        v0 = v0.min((p.lo as f64).max(v0 - 2.0 * span));
+        v0 = v0.min(lo_of(p).max(v0 - 2.0 * span));
         v1 = v1.max((p.hi as f64).min(v1 + 2.0 * span));
     }
     let pad = (v1 - v0) * 0.05;
@@ -277,7 +324,7 @@ pub(super) fn svg(inc: &Incident, evidence: &Evidence) -> Option<String> {
         let _ = write!(band, "{:.1},{:.1} ", s.x(p.ts_ms), s.y(p.hi as f64));
     }
     for p in points.iter().rev() {
-        let _ = write!(band, "{:.1},{:.1} ", s.x(p.ts_ms), s.y(p.lo as f64));
+        let _ = write!(band, "{:.1},{:.1} ", s.x(p.ts_ms), s.y(lo_of(p)));
     }
     let _ = writeln!(
         out,
@@ -310,33 +357,44 @@ pub(super) fn svg(inc: &Incident, evidence: &Evidence) -> Option<String> {
 
     // Markers, onset first, then each step and its verification. A step
     // is a solid line labelled with its number above the plot; a
-    // verification a dashed line with a dot and `N✓` inside the plot's top,
-    // so that a verification and the next step, often planned on the same
-    // sample, stay apart.
+    // verification a dashed line with a dot and `N✓` (recovered) or `N✗`
+    // (not recovered, worse) inside the plot's top, so that a verification
+    // and the next step, often planned on the same sample, stay apart.
+    // Labels that would overlap go to the next row.
+    let mut above = Rows::default();
+    let mut inside = Rows::default();
     let mut marker = |class: &str, x: f64, colour: &str, verify: bool, tag: &str, title: String| {
+        let w = text_width(tag);
         let mark = if verify {
             // Right of the line, or left of it near the plot's right edge.
-            let (tx, anchor) = if x + 40.0 > px1 {
-                (x - 6.0, "end")
+            let (tx, anchor, left) = if x + 40.0 > px1 {
+                (x - 6.0, "end", x - 6.0 - w)
             } else {
-                (x + 6.0, "start")
+                (x + 6.0, "start", x + 6.0)
             };
+            let row = inside.place(left.min(x - 4.0), (left + w).max(x + 4.0)) as f64;
             format!(
                 " stroke-dasharray=\"5 3\"/><circle cx=\"{x:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{colour}\"/><text x=\"{tx:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\" fill=\"{colour}\"",
-                py0 + 8.0,
-                py0 + 12.0
+                py0 + 8.0 + ROW * row,
+                py0 + 12.0 + ROW * row
             )
         } else if class == "onset" {
             // Left of the line: the first step often follows within pixels.
+            let row = above.place(x - 4.0 - w, x - 4.0) as f64;
             format!(
                 "/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"{colour}\"",
                 x - 4.0,
-                py0 - 6.0
+                py0 - 6.0 - ROW * row
             )
         } else {
+            let row = if tag.is_empty() {
+                0.0
+            } else {
+                above.place(x - w / 2.0, x + w / 2.0) as f64
+            };
             format!(
                 "/><text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"{colour}\"",
-                py0 - 6.0
+                py0 - 6.0 - ROW * row
             )
         };
         let _ = writeln!(
@@ -394,7 +452,15 @@ pub(super) fn svg(inc: &Incident, evidence: &Evidence) -> Option<String> {
                 s.x(v.decided_ms),
                 outcome_colour(v.outcome),
                 true,
-                &format!("{}\u{2713}", a.step),
+                &format!(
+                    "{}{}",
+                    a.step,
+                    if v.outcome == Outcome::Recovered {
+                        '\u{2713}'
+                    } else {
+                        '\u{2717}'
+                    }
+                ),
                 format!(
                     "step {} verified {} at {}: {}",
                     a.step,
@@ -447,6 +513,99 @@ mod tests {
         // 19 s: 57 s of context.
         assert_eq!(visible(&long, &points)[0].ts_ms, 23_000);
         assert!(visible(&inc, &[]).is_empty());
+    }
+
+    #[test]
+    fn marker_labels_that_would_overlap_go_to_the_next_row() {
+        use crate::engine::{Decision, PlannedAction};
+        use crate::runbook::ActionKind;
+        let points: Vec<EvidencePoint> = (0..60)
+            .map(|i| EvidencePoint::new(i * 1000, 1.0, (0.0, 2.0)))
+            .collect();
+        let step = |n: usize, at: i64| PlannedAction {
+            step: n,
+            kind: ActionKind::Restart,
+            rendered: None,
+            summary: "restart x".into(),
+            decision: Decision::suppressed(crate::engine::SuppressReason::Cooldown, String::new()),
+            planned_ms: at,
+            verification: None,
+            timeout: None,
+        };
+        // Onset and three steps within a second of each other, and one
+        // far away: five labels, the first four crowded.
+        let inc = Incident {
+            id: "inc-000001".into(),
+            series: Default::default(),
+            service: String::new(),
+            signal: "up".into(),
+            rule: "r".into(),
+            description: None,
+            severity: Default::default(),
+            above: true,
+            onset_ms: 10_000,
+            opened_ms: 10_000,
+            peak_score: 1.0,
+            peer_z: None,
+            chain_len: 4,
+            actions: vec![
+                step(1, 10_000),
+                step(2, 10_500),
+                step(3, 11_000),
+                step(4, 50_000),
+            ],
+            resolved_ms: Some(59_000),
+            unresolved_at_ms: None,
+        };
+        let svg = svg(
+            &inc,
+            &Evidence {
+                points,
+                context: 10,
+                samples: 60,
+            },
+        )
+        .unwrap();
+        // Every label above the plot, as (left, right, y).
+        let mut boxes = Vec::new();
+        for g in svg.split("<g class=\"marker ").skip(1) {
+            let text = g.split("<text ").nth(1).unwrap();
+            let num = |k: &str| -> f64 {
+                text.split(&format!("{k}=\""))
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            };
+            let (x, y) = (num("x"), num("y"));
+            let label = text.split('>').nth(1).unwrap().split('<').next().unwrap();
+            let w = text_width(label);
+            let anchor = text
+                .split("text-anchor=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            let left = match anchor {
+                "end" => x - w,
+                "middle" => x - w / 2.0,
+                _ => x,
+            };
+            if !label.is_empty() {
+                boxes.push((left, left + w, y, label.to_owned()));
+            }
+        }
+        assert_eq!(boxes.len(), 5, "{boxes:?}");
+        for (i, a) in boxes.iter().enumerate() {
+            for b in &boxes[i + 1..] {
+                let apart = a.1 <= b.0 || b.1 <= a.0 || (a.2 - b.2).abs() >= ROW;
+                assert!(apart, "{a:?} overlaps {b:?}");
+            }
+        }
     }
 
     #[test]

@@ -23,9 +23,10 @@ body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; color: #1f
 h1 { font-size: 1.45rem; margin-bottom: 0.4rem; }
 h2 { font-size: 1.15rem; border-bottom: 1px solid #d0d7de; padding-bottom: 0.2rem; margin-top: 1.8rem; }
 table { border-collapse: collapse; width: 100%; font-size: 0.92rem; }
-th, td { border: 1px solid #d0d7de; padding: 0.3rem 0.5rem; text-align: left; vertical-align: top; }
+th, td { border: 1px solid #d0d7de; padding: 0.3rem 0.5rem; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
 th { background: #f6f8fa; }
 table.fields th { width: 11rem; }
+code { overflow-wrap: anywhere; }
 code, pre { font-family: ui-monospace, 'SFMono-Regular', Menlo, monospace; font-size: 0.85rem; }
 pre { background: #f6f8fa; padding: 0.5rem; overflow-x: auto; white-space: pre-wrap; word-break: break-all; }
 .status { padding: 0.5rem 0.8rem; border-radius: 6px; border: 1px solid; }
@@ -47,7 +48,7 @@ blockquote { margin: 0.8rem 0; padding: 0 0.8rem; color: #57606a; border-left: 0
 pub fn html(incident: &Incident, evidence: Option<&Evidence>) -> String {
     let inc = incident;
     let mut out = String::new();
-    let head = title(inc);
+    let head = title(inc, evidence);
     let _ = writeln!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"/>\n<meta name=\"generator\" content=\"heal\"/>\n<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>",
@@ -78,7 +79,7 @@ pub fn html(incident: &Incident, evidence: Option<&Evidence>) -> String {
     out.push_str("</header>\n");
 
     // Summary.
-    let side = if inc.above { "above" } else { "below" };
+    let kind = super::anomaly_kind(inc, evidence);
     let Steps {
         performed,
         dry,
@@ -99,10 +100,7 @@ pub fn html(incident: &Incident, evidence: Option<&Evidence>) -> String {
             "Series",
             format!("<code>{}</code>", escape(&series_selector(&inc.series))),
         ),
-        (
-            "Signal",
-            format!("{} ({side} baseline)", escape(&inc.signal)),
-        ),
+        ("Signal", format!("{} ({kind})", escape(&inc.signal))),
         ("Rule", escape(&inc.rule)),
         ("Severity", escape(inc.severity.as_str())),
         ("Onset", rfc3339(inc.onset_ms)),
@@ -131,7 +129,7 @@ pub fn html(incident: &Incident, evidence: Option<&Evidence>) -> String {
             (None, None) => "unknown".to_owned(),
         },
     ));
-    rows.push(("Peak score", inc.peak_score.to_string()));
+    rows.push(("Peak score", crate::units::format_score(inc.peak_score)));
     if let Some(cause) = super::peer_cause(inc) {
         rows.push(("Cause", escape(&cause)));
     }
@@ -207,12 +205,18 @@ pub fn html(incident: &Incident, evidence: Option<&Evidence>) -> String {
             };
             let _ = writeln!(
                 out,
-                "<tr class=\"step {class}\"><td>{} of {}<br/><span class=\"muted\">{} (+{})</span></td><td><code>{}</code> {}{rendered}</td><td><span class=\"decision\" style=\"color: {}\">{}</span></td><td>{}</td><td>{verification}</td></tr>",
+                "<tr class=\"step {class}\"><td>{} of {}<br/><span class=\"muted\">{} (+{})</span></td><td>{}{}{rendered}</td><td><span class=\"decision\" style=\"color: {}\">{}</span></td><td>{}</td><td>{verification}</td></tr>",
                 a.step,
                 inc.chain_len,
                 rfc3339(a.planned_ms),
                 human(a.planned_ms - inc.onset_ms),
-                escape(a.kind.as_str()),
+                // The summary names the action (`exec /bin/x`, `restart
+                // deployment/web`); the kind only when it does not.
+                if a.summary.starts_with(a.kind.as_str()) {
+                    String::new()
+                } else {
+                    format!("<code>{}</code> ", escape(a.kind.as_str()))
+                },
                 escape(&a.summary),
                 decision_colour(class),
                 escape(a.decision.label()),
@@ -287,6 +291,7 @@ fn evidence_summary(inc: &Incident, e: &Evidence) -> String {
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), p| {
             (lo.min(p.value), hi.max(p.value))
         });
+    let v = |x: f32| crate::units::format_value(f64::from(x), &inc.signal);
     let outside = e
         .points
         .iter()
@@ -324,13 +329,15 @@ fn evidence_summary(inc: &Incident, e: &Evidence) -> String {
         ),
         (
             "Values",
-            format!("min {min}, max {max}, last {}", last.value),
+            format!("min {}, max {}, last {}", v(min), v(max), v(last.value)),
         ),
         (
             "Band at onset",
             format!(
                 "{} to {} (value {})",
-                at_onset.lo, at_onset.hi, at_onset.value
+                v(at_onset.lo),
+                v(at_onset.hi),
+                v(at_onset.value)
             ),
         ),
         (
@@ -338,7 +345,7 @@ fn evidence_summary(inc: &Incident, e: &Evidence) -> String {
             format!("{outside} of {} points", e.points.len()),
         ),
     ];
-    rows.push(("Peak score", inc.peak_score.to_string()));
+    rows.push(("Peak score", crate::units::format_score(inc.peak_score)));
     let mut out = String::from("<table class=\"fields\">\n");
     for (k, v) in rows {
         let _ = writeln!(out, "<tr><th>{k}</th><td>{}</td></tr>", escape(&v));

@@ -40,7 +40,7 @@ fn opt_time(ms: Option<i64>) -> Option<String> {
 
 impl Serialize for Incident {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Incident", 24)?;
+        let mut s = serializer.serialize_struct("Incident", 25)?;
         s.serialize_field("id", &self.id)?;
         s.serialize_field(
             "status",
@@ -79,6 +79,11 @@ impl Serialize for Incident {
             None => s.skip_field("peer_z")?,
         }
         s.serialize_field("chain_len", &self.chain_len)?;
+        // Only while it waits: other records stay as they were.
+        match self.waiting() {
+            Some(w) => s.serialize_field("waiting", &w)?,
+            None => s.skip_field("waiting")?,
+        }
         s.serialize_field("description", &self.description)?;
         s.serialize_field("actions", &self.actions)?;
         s.end()
@@ -131,36 +136,59 @@ pub fn json_lines(incidents: &[Incident]) -> String {
 }
 
 /// The status of an incident as a headline word and the sentence after it:
-/// `("Resolved", "at ... after 8m, following step 1 (...).")`.
+/// `("Resolved", "at ... after 8m, following step 1 (...).")`. "Resolved"
+/// only when a step was verified as recovering the series; an incident
+/// whose series came back without that "Ended".
 fn status(inc: &Incident) -> (&'static str, String) {
     let recovered_by = inc.actions.iter().find(|a| {
         a.verification
             .as_ref()
             .is_some_and(|v| v.outcome == Outcome::Recovered)
     });
-    let exhausted = inc.actions.last().is_some_and(|a| a.step == inc.chain_len);
+    let last = inc.actions.last();
+    let exhausted = last.is_some_and(|a| {
+        a.step == inc.chain_len && (a.verification.is_some() || !a.decision.counts_as_performed())
+    });
+    let verifying =
+        last.is_some_and(|a| a.decision.counts_as_performed() && a.verification.is_none());
     match (inc.resolved_ms, inc.unresolved_at_ms) {
-        (Some(end), _) => (
-            "Resolved",
-            format!(
-                "at {} after {}{}.",
-                rfc3339(end),
-                human(end - inc.onset_ms),
-                match recovered_by {
-                    Some(a) => format!(", following step {} ({})", a.step, a.summary),
-                    None =>
-                        " (the anomaly ended without a step verified as recovering it)".to_owned(),
-                }
+        (Some(end), _) => match recovered_by {
+            Some(a) => (
+                "Resolved",
+                format!(
+                    "at {} after {}, following step {} ({}).",
+                    rfc3339(end),
+                    human(end - inc.onset_ms),
+                    a.step,
+                    a.summary
+                ),
             ),
-        ),
+            None => (
+                "Ended",
+                format!(
+                    "at {} after {}: the series came back to its band from before the incident \
+                     without a step verified as recovering it.",
+                    rfc3339(end),
+                    human(end - inc.onset_ms),
+                ),
+            ),
+        },
         (None, end) => {
             let end = end.map_or_else(|| "now".to_owned(), rfc3339);
-            let next = if recovered_by.is_some() {
-                "a step met the recovery condition but the detector still sees the anomaly; watch it"
+            let next = if let Some(waiting) = inc.waiting() {
+                waiting
+            } else if verifying {
+                format!("step {} is being verified", last.map_or(0, |a| a.step))
+            } else if recovered_by.is_some() {
+                "a step met the recovery condition but the series is not back in its band \
+                 from before the incident; watch it"
+                    .to_owned()
             } else if exhausted {
-                "every step of the chain has been planned and none recovered the signal: a human must take over"
+                "every step of the chain has been tried and none recovered the signal: a human \
+                 must take over"
+                    .to_owned()
             } else {
-                "a step is still being verified"
+                "the series is not back in its band from before the incident".to_owned()
             };
             ("STILL OPEN", format!("at {end}: {next}."))
         }
@@ -188,18 +216,62 @@ fn steps(inc: &Incident) -> Steps {
     }
 }
 
-/// The headline: `inc-000001: payments http_error_ratio above baseline
-/// (critical)`.
-fn title(inc: &Incident) -> String {
+/// The anomaly described by its kind, as far as the incident and its
+/// evidence tell: `apart from its siblings` (its peers fired it);
+/// `noisier: spread N times its usual` (a variance change: from the onset
+/// on the samples spread at least three times as widely as before it,
+/// with no shift of their mean as large as that spread); else `above its
+/// normal band` or `below its normal band`.
+pub fn anomaly_kind(inc: &Incident, evidence: Option<&Evidence>) -> String {
+    if inc.peer_z.is_some() {
+        return "apart from its siblings".to_owned();
+    }
+    if let Some(e) = evidence {
+        let end = inc.resolved_ms.or(inc.unresolved_at_ms).unwrap_or(i64::MAX);
+        let (m0, sd0, n0) = mean_sd(e.points.iter().filter(|p| p.ts_ms < inc.onset_ms));
+        let (m1, sd1, n1) = mean_sd(
+            e.points
+                .iter()
+                .filter(|p| p.ts_ms >= inc.onset_ms && p.ts_ms <= end),
+        );
+        if n0 >= 8 && n1 >= 8 && sd0 > 0.0 && sd1 >= 3.0 * sd0 && (m1 - m0).abs() < sd1 {
+            return format!("noisier: spread {:.0} times its usual", sd1 / sd0);
+        }
+    }
+    if inc.above {
+        "above its normal band".to_owned()
+    } else {
+        "below its normal band".to_owned()
+    }
+}
+
+/// Mean, standard deviation and count of the points' values.
+fn mean_sd<'a>(points: impl Iterator<Item = &'a EvidencePoint>) -> (f64, f64, usize) {
+    let v: Vec<f64> = points.map(|p| f64::from(p.value)).collect();
+    if v.is_empty() {
+        return (0.0, 0.0, 0);
+    }
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n;
+    (m, var.sqrt(), v.len())
+}
+
+/// The headline: `inc-000001: payments http_error_ratio above its normal
+/// band (critical)`.
+fn title(inc: &Incident, evidence: Option<&Evidence>) -> String {
     let service = if inc.service.is_empty() {
         "(no service label)"
     } else {
         inc.service.as_str()
     };
-    let side = if inc.above { "above" } else { "below" };
     format!(
-        "{}: {} {} {side} baseline ({})",
-        inc.id, service, inc.signal, inc.severity
+        "{}: {} {} {} ({})",
+        inc.id,
+        service,
+        inc.signal,
+        anomaly_kind(inc, evidence),
+        inc.severity
     )
 }
 
@@ -211,7 +283,7 @@ fn timeline(inc: &Incident) -> Vec<(i64, String)> {
     let mut timeline: Vec<(i64, String)> = vec![
         (
             inc.onset_ms,
-            format!("anomaly onset: {} {side} baseline", inc.signal),
+            format!("anomaly onset: {} {side} its normal band", inc.signal),
         ),
         (
             inc.opened_ms,
@@ -236,7 +308,10 @@ fn timeline(inc: &Incident) -> Vec<(i64, String)> {
         }
     }
     if let Some(t) = inc.resolved_ms {
-        timeline.push((t, "anomaly ended: incident resolved".to_owned()));
+        timeline.push((
+            t,
+            "series back in its band from before the incident: incident resolved".to_owned(),
+        ));
     } else if let Some(t) = inc.unresolved_at_ms {
         timeline.push((t, "end of data: incident still open".to_owned()));
     }
@@ -282,6 +357,12 @@ fn offset(incident: &Incident, ms: i64) -> String {
 /// A post-incident report for the person on call: what happened, what heal
 /// did or would have done and why, and what is left for a human.
 pub fn markdown(incident: &Incident) -> String {
+    markdown_with(incident, None)
+}
+
+/// [`markdown`], with the incident's evidence when there is some: it tells
+/// the kind of anomaly ([`anomaly_kind`]).
+pub fn markdown_with(incident: &Incident, evidence: Option<&Evidence>) -> String {
     let mut out = String::new();
     let inc = incident;
     let selector = series_selector(&inc.series);
@@ -290,8 +371,8 @@ pub fn markdown(incident: &Incident) -> String {
     } else {
         inc.service.as_str()
     };
-    let side = if inc.above { "above" } else { "below" };
-    let _ = writeln!(out, "# {}", cell(&title(inc)));
+    let kind = anomaly_kind(inc, evidence);
+    let _ = writeln!(out, "# {}", cell(&title(inc, evidence)));
     out.push('\n');
 
     // Status line first: the one thing to know at 3 a.m.
@@ -316,7 +397,7 @@ pub fn markdown(incident: &Incident) -> String {
     // Not a code span: inside one no escape works, and a backtick in a
     // label value would end it.
     row("Series", selector);
-    row("Signal", format!("{} ({side} baseline)", inc.signal));
+    row("Signal", format!("{} ({kind})", inc.signal));
     if let Some(cause) = peer_cause(inc) {
         row("Cause", cause);
     }
@@ -347,7 +428,7 @@ pub fn markdown(incident: &Incident) -> String {
             (None, None) => "unknown".to_owned(),
         },
     );
-    row("Peak score", inc.peak_score.to_string());
+    row("Peak score", crate::units::format_score(inc.peak_score));
     row(
         "Steps",
         format!(

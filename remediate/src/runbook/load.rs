@@ -222,11 +222,18 @@ fn parse_file(index: usize, path: &Path, text: &str, found: &mut Vec<Found>) -> 
     let (value, positions, problems) = match yaml::parse(text) {
         Ok(parsed) => parsed,
         Err(p) => {
+            // The YAML reader cannot go on after a syntax error, so nothing
+            // after it can be checked: say so, rather than let the next run
+            // surprise.
             found.push(error_at(
                 Some(p.pos.line),
                 Some(p.pos.column),
                 "",
-                p.message,
+                format!(
+                    "{} (a YAML syntax error stops the reader: the rest of this file was not \
+                     checked; other files were)",
+                    p.message
+                ),
             ));
             return None;
         }
@@ -329,24 +336,97 @@ fn deserialize_each<T: DeserializeOwned>(
             return (ok, broken);
         }
     };
-    for (i, item) in items.into_iter().enumerate() {
+    for (i, mut item) in items.into_iter().enumerate() {
         let base = format!("{key}[{i}]");
-        match serde_path_to_error::deserialize::<_, T>(&item) {
-            Ok(t) => ok.push((i, t)),
-            Err(e) => {
-                let (mut field, mut message) = path_and_message(&base, e);
-                if let Some((sub, better)) = refine_action(&item, &base, &field) {
-                    (field, message) = (sub, better);
+        let name = item.get("name").and_then(Value::as_str).map(str::to_owned);
+        // serde stops at an element's first problem: take the offending
+        // field out and deserialize again, so that one run reports every
+        // problem of the element (bounded; a field whose removal only makes
+        // it missing was reported already).
+        let mut removed: Vec<String> = Vec::new();
+        for _ in 0..MAX_PROBLEMS_PER_ITEM {
+            let e = match serde_path_to_error::deserialize::<_, T>(&item) {
+                Ok(t) => {
+                    // With its bad fields taken out it reads: validation
+                    // (references, templates) still checks the rest of it
+                    // in this same run. The file's problems are already
+                    // recorded, so the set does not load either way.
+                    ok.push((i, t));
+                    break;
                 }
-                let field = file.positions.unknown_field_path(field, &message);
-                found.push((index, file.error(field, message)));
-                if let Some(name) = item.get("name").and_then(Value::as_str) {
-                    broken.push(name.to_owned());
-                }
+                Err(e) => e,
+            };
+            let (mut field, mut message) = path_and_message(&base, e);
+            if let Some((sub, better)) = refine_action(&item, &base, &field) {
+                (field, message) = (sub, better);
+            }
+            let missing = message
+                .strip_prefix("missing field `")
+                .and_then(|m| m.split('`').next())
+                .map(|m| join(&field, m));
+            if missing.is_some_and(|m| removed.contains(&m)) {
+                break;
+            }
+            let field = file.positions.unknown_field_path(field, &message);
+            found.push((index, file.error(field.clone(), message)));
+            let taken = field
+                .strip_prefix(&base)
+                .is_some_and(|rel| remove_at(&mut item, rel));
+            if !taken {
+                break;
+            }
+            removed.push(field);
+        }
+        if !ok.iter().any(|(j, _)| *j == i) {
+            if let Some(name) = name {
+                broken.push(name);
             }
         }
     }
     (ok, broken)
+}
+
+/// Most problems reported for one signal or rule.
+const MAX_PROBLEMS_PER_ITEM: usize = 32;
+
+/// Removes the map entry at `rel` (`.when.for`, `.then[1].url`) from
+/// `value`; `false` when `rel` is empty or ends at a list element (removing
+/// it would shift its siblings' positions) or does not exist.
+fn remove_at(value: &mut Value, rel: &str) -> bool {
+    let mut segments: Vec<&str> = Vec::new();
+    for part in rel.split('.').filter(|p| !p.is_empty()) {
+        let mut rest = part;
+        if let Some(i) = rest.find('[') {
+            if i > 0 {
+                segments.push(&rest[..i]);
+            }
+            rest = &rest[i..];
+            while let Some(end) = rest.find(']') {
+                segments.push(&rest[..=end]);
+                rest = &rest[end + 1..];
+            }
+        } else {
+            segments.push(rest);
+        }
+    }
+    let Some((last, path)) = segments.split_last() else {
+        return false;
+    };
+    if last.starts_with('[') {
+        return false;
+    }
+    let mut at = value;
+    for seg in path {
+        let next = match seg.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            Some(i) => i.parse::<usize>().ok().and_then(|i| at.get_mut(i)),
+            None => at.get_mut(*seg),
+        };
+        match next {
+            Some(v) => at = v,
+            None => return false,
+        }
+    }
+    at.as_object_mut().and_then(|m| m.remove(*last)).is_some()
 }
 
 /// The full JSON path and the message of a deserialization error.
@@ -430,6 +510,53 @@ mod tests {
         assert_eq!(
             errors(text),
             "r.yaml:4:5: signals[0].critical_score: invalid type: string \"high\", expected f64"
+        );
+    }
+
+    #[test]
+    fn every_problem_of_one_rule_is_reported_in_one_run() {
+        let text = "signals:
+  - name: s
+    query: q
+    critical_scor: 0.9
+    detector: {threshold: high}
+rules:
+  - name: r
+    when: {signal: s, fro: 2m, severity: warning}
+    then:
+      - {action: restart, target: x, replica: 2}
+      - {action: webhook, url: 'https://x.example.com', method: FETCH}
+    verify: {wait: soon}
+    guards: {cooldown: 5m, max_attempt: 3}
+";
+        assert_eq!(
+            errors(text),
+            "r.yaml:4:5: signals[0].critical_scor: unknown field `critical_scor`, expected one of `name`, `query`, `probe`, `service_label`, `instance_label`, `detector`, `peer`, `critical_score`\n\
+             r.yaml:5:16: signals[0].detector.threshold: invalid type: string \"high\", expected f64\n\
+             r.yaml:8:23: rules[0].when.fro: unknown field `fro`, expected one of `signal`, `direction`, `for`, `severity`, `match`\n\
+             r.yaml:10:38: rules[0].then[0].replica: unknown field `replica`, expected one of `target`, `timeout`, `dry_run`\n\
+             r.yaml:11:57: rules[0].then[1].method: unknown variant `FETCH`, expected one of `GET`, `POST`, `PUT`, `PATCH`, `DELETE`\n\
+             r.yaml:12:14: rules[0].verify.wait: invalid duration \"soon\": expected a number and a unit (ms, s, m, h or d), like \"90s\" or \"1h30m\"\n\
+             r.yaml:13:28: rules[0].guards.max_attempt: unknown field `max_attempt`, expected one of `cooldown`, `max_attempts`, `window`, `dry_run`, `require_approval`, `approval_timeout`"
+        );
+    }
+
+    #[test]
+    fn a_rule_with_a_typo_is_still_validated_in_the_same_run() {
+        let text = "signals:\n  - name: s\n    query: q\nrules:\n  - name: r\n    when: {signal: nosuch, fro: 2m}\n    then:\n      - {action: restart, target: x}\n";
+        let e = errors(text);
+        assert!(e.contains("rules[0].when.fro: unknown field `fro`"), "{e}");
+        assert!(e.contains("undefined signal \"nosuch\""), "{e}");
+    }
+
+    #[test]
+    fn a_yaml_syntax_error_says_the_rest_of_the_file_was_not_checked() {
+        let e = errors("signals:\n  - name: s\n    query: [q\nrules: []\n");
+        assert!(
+            e.ends_with(
+                "(a YAML syntax error stops the reader: the rest of this file was not checked; other files were)"
+            ),
+            "{e}"
         );
     }
 

@@ -235,7 +235,6 @@ struct Builder {
     built: usize,
 }
 
-
 /// The tags of YAML's core schema that heal accepts (`!!str` on a scalar
 /// forces a string; the others say what the node already is). Any other
 /// tag, `!custom` or `!!binary`, would be read as if it were absent, which
@@ -574,7 +573,10 @@ mod tests {
         let err = parse(&deep).unwrap_err();
         assert_eq!(
             (err.pos.line, err.message.as_str()),
-            (1, "parsing yaml: mappings and sequences nest more than 64 deep")
+            (
+                1,
+                "parsing yaml: mappings and sequences nest more than 64 deep"
+            )
         );
     }
 

@@ -263,6 +263,7 @@ rules:
                 peer_z: None,
                 first: m == 0,
                 in_band: false,
+                band: (f64::NEG_INFINITY, f64::INFINITY),
             });
             let obs = Observation {
                 signal: "up",

@@ -169,12 +169,12 @@ mod tests {
             UrlPart::Literal("http://:".into()),
             UrlPart::Label("address".into()),
         ]);
+        assert!(matches!(no_host.render(&labels), Err(BadTarget::Shape(_))));
+        let no_host = UrlTemplate::new(vec![UrlPart::Literal("ftp://h/".into())]);
         assert!(matches!(
             no_host.render(&labels),
-            Err(BadTarget::Shape(_))
+            Err(BadTarget::NotHttp(_))
         ));
-        let no_host = UrlTemplate::new(vec![UrlPart::Literal("ftp://h/".into())]);
-        assert!(matches!(no_host.render(&labels), Err(BadTarget::NotHttp(_))));
     }
 
     #[test]

@@ -689,32 +689,30 @@ mod tests {
                 };
                 (status, body)
             },
-            |(status, body)| {
-                match decode("http://p/api/v1/query", *status, body) {
-                    Ok(Data::Vector(series)) => {
-                        for s in series {
-                            let labels = Labels::from_pairs(s.metric);
-                            let _ = labels.to_string();
-                            if let Some((t, v)) = s.value {
-                                let _ = (secs_to_ms(t), parse_value(&v));
-                            }
+            |(status, body)| match decode("http://p/api/v1/query", *status, body) {
+                Ok(Data::Vector(series)) => {
+                    for s in series {
+                        let labels = Labels::from_pairs(s.metric);
+                        let _ = labels.to_string();
+                        if let Some((t, v)) = s.value {
+                            let _ = (secs_to_ms(t), parse_value(&v));
                         }
                     }
-                    Ok(Data::Matrix(series)) => {
-                        for s in series {
-                            let _ = Labels::from_pairs(s.metric).to_string();
-                            for (t, v) in s.values {
-                                let _ = (secs_to_ms(t), parse_value(&v));
-                            }
+                }
+                Ok(Data::Matrix(series)) => {
+                    for s in series {
+                        let _ = Labels::from_pairs(s.metric).to_string();
+                        for (t, v) in s.values {
+                            let _ = (secs_to_ms(t), parse_value(&v));
                         }
                     }
-                    Ok(Data::Scalar((t, v))) => {
-                        let _ = (secs_to_ms(t), parse_value(&v));
-                    }
-                    Ok(Data::String(_)) => {}
-                    Err(e) => {
-                        let _ = e.to_string();
-                    }
+                }
+                Ok(Data::Scalar((t, v))) => {
+                    let _ = (secs_to_ms(t), parse_value(&v));
+                }
+                Ok(Data::String(_)) => {}
+                Err(e) => {
+                    let _ = e.to_string();
                 }
             },
         );

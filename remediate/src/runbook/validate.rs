@@ -7,11 +7,13 @@ use std::collections::{BTreeSet, HashMap};
 use detect::Direction;
 
 use super::config::{
-    Action, Agent, Exec, Guardrails, Probe, Reroute, Rule, Scale, Signal, Webhook,
+    Action, Agent, Docker, DockerOp, Exec, Guardrails, Probe, Reroute, Rule, Scale, Signal, Webhook,
 };
 use super::load::{Found, ParsedFile};
 use super::yaml::join;
-use crate::action::{env_references, is_env_name, MAX_WEIGHT};
+use crate::action::{
+    env_references, is_env_name, DockerTarget, DOCKER_SIGNALS, MAX_DOCKER_REPLICAS, MAX_WEIGHT,
+};
 use crate::template::{is_label_name, is_safe_label_value, Part, Var};
 
 /// Programs that turn an argument into a command line.
@@ -495,7 +497,65 @@ fn check_action(action: &Action, at: &str, report: &mut impl FnMut(String, Strin
                 );
             }
         }
+        Action::Docker(d) => check_docker(d, at, report),
         _ => {}
+    }
+}
+
+/// A `docker` step: the fields its `op` takes and only those, the target's
+/// form (fully when it has no variable, its fixed prefix otherwise).
+fn check_docker(d: &Docker, at: &str, report: &mut impl FnMut(String, String)) {
+    let op = d.op.as_str();
+    match (d.op, d.replicas) {
+        (DockerOp::Scale, None) => {
+            report(format!("{at}.replicas"), "scale needs `replicas`".into());
+        }
+        (DockerOp::Scale, Some(n)) if n == 0 || n > MAX_DOCKER_REPLICAS => report(
+            format!("{at}.replicas"),
+            format!("must be within [1, {MAX_DOCKER_REPLICAS}], got {n}"),
+        ),
+        (DockerOp::Scale, Some(_)) | (_, None) => {}
+        (_, Some(_)) => report(
+            format!("{at}.replicas"),
+            format!("only `op: scale` takes `replicas`, this step is `op: {op}`"),
+        ),
+    }
+    match (&d.signal, d.op) {
+        (None, _) => {}
+        (Some(sig), DockerOp::Kill) => {
+            if !DOCKER_SIGNALS.contains(&sig.as_str()) {
+                report(
+                    format!("{at}.signal"),
+                    format!(
+                        "unknown signal {sig:?}: expected one of {}",
+                        DOCKER_SIGNALS.join(", ")
+                    ),
+                );
+            }
+        }
+        (Some(_), _) => report(
+            format!("{at}.signal"),
+            format!("only `op: kill` takes `signal`, this step is `op: {op}`"),
+        ),
+    }
+    let text = &d.target.0;
+    let prefixes: &[&str] = if d.op.on_service() {
+        &["service/"]
+    } else {
+        &["container/", "label/"]
+    };
+    if !text.contains("{{") {
+        if let Err(e) = DockerTarget::parse(text, d.op) {
+            report(format!("{at}.target"), e);
+        }
+    } else if !prefixes.iter().any(|p| text.starts_with(p)) {
+        report(
+            format!("{at}.target"),
+            format!(
+                "{op} takes a target starting with {}, got {text:?}",
+                prefixes.join(" or ")
+            ),
+        );
     }
 }
 
@@ -723,6 +783,58 @@ mod reroute_tests {
             "signals: [{{name: s, query: q}}]\nrules:\n  - name: r\n    when: {{signal: s}}\n    then:\n{then}"
         );
         RunbookSet::from_sources(&[("h.yaml".into(), text)]).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn docker_steps_take_the_fields_of_their_op() {
+        let e = load(
+            r#"      - action: docker
+        op: scale
+        target: container/{{service}}
+      - action: docker
+        op: kill
+        target: container/web
+        signal: SIGBOGUS
+        replicas: 3
+      - action: docker
+        op: restart
+        target: "container/a;b"
+"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            r#"h.yaml:6:9: rules[0].then[0].replicas: scale needs `replicas`
+h.yaml:8:9: rules[0].then[0].target: scale takes a target starting with service/, got "container/{{service}}"
+h.yaml:12:9: rules[0].then[1].signal: unknown signal "SIGBOGUS": expected one of SIGKILL, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGSTOP, SIGCONT, SIGABRT
+h.yaml:13:9: rules[0].then[1].replicas: only `op: scale` takes `replicas`, this step is `op: kill`
+h.yaml:16:9: rules[0].then[2].target: docker target "container/a;b": refusing name "a;b": allowed are 1 to 128 of [A-Za-z0-9_.-], starting with a letter or digit"#
+        );
+        // Unknown fields are refused with the field's own position.
+        let e = load(
+            r#"      - action: docker
+        op: rollback
+        target: service/{{service}}
+        socket: /var/run/docker.sock
+"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "h.yaml:9:9: rules[0].then[0].socket: unknown field `socket`, expected one of `op`, `target`, `signal`, `replicas`, `timeout`, `dry_run`"
+        );
+        let ok = load(
+            r#"      - action: docker
+        op: scale
+        target: service/{{service}}
+        replicas: 3
+      - action: docker
+        op: kill
+        target: label/com.docker.compose.service={{service}}
+        signal: SIGTERM
+"#,
+        );
+        assert!(ok.is_ok(), "{:?}", ok.err());
     }
 
     #[test]

@@ -743,3 +743,141 @@ async fn a_bad_swarm_deploy_is_rolled_back_and_the_service_scales() {
         "{out}"
     );
 }
+
+/// Docker as a source: discovery finds the labelled container with its
+/// labels; the events stream reports, as they happen, its health turning
+/// healthy, its death (with the exit code) when it crashes, its restart,
+/// and a kernel OOM kill under a memory limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_stream_reports_death_health_restart_and_oom_per_target() {
+    use ingest::docker::{discover, run_events, DockerSignal};
+    let client = engine().await;
+    let ex = executors(&client);
+    let pid = std::process::id();
+    let name = format!("heal-t-events-{pid}");
+    let _cleanup = Cleanup {
+        containers: vec![name.clone()],
+        services: vec![],
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<DockerSignal>(64);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let api = client.api().clone();
+    let source = {
+        let stop = stop.clone();
+        tokio::spawn(async move { run_events(&api, tx, stop).await })
+    };
+    // Let the stream subscribe before anything happens.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let label = format!("events-{pid}");
+    // A memory limit the leak fault runs into before its own limit.
+    let body = ContainerCreateBody {
+        image: Some(lab_image().to_owned()),
+        cmd: Some(
+            [
+                "service",
+                "--name",
+                "web",
+                "--port",
+                "8080",
+                "--addr",
+                "0.0.0.0",
+                "--mem-limit-mb",
+                "512",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+        labels: Some(HashMap::from([
+            ("heal.test".to_owned(), label.clone()),
+            ("com.docker.compose.service".to_owned(), "web".to_owned()),
+        ])),
+        healthcheck: Some(health()),
+        host_config: Some(bollard::models::HostConfig {
+            memory: Some(48 * 1024 * 1024),
+            memory_swap: Some(48 * 1024 * 1024),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let opts = CreateContainerOptions {
+        name: Some(name.clone()),
+        ..Default::default()
+    };
+    client
+        .api()
+        .create_container(Some(opts), body)
+        .await
+        .unwrap();
+    client.api().start_container(&name, None).await.unwrap();
+
+    let found = discover(client.api(), Some(&format!("heal.test={label}")))
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].labels["container"], name);
+    assert_eq!(found[0].labels["compose_service"], "web");
+    assert_eq!(found[0].labels["state"], "running");
+
+    let mut seen: Vec<DockerSignal> = Vec::new();
+    async fn next_of(
+        rx: &mut tokio::sync::mpsc::Receiver<DockerSignal>,
+        seen: &mut Vec<DockerSignal>,
+        name: &str,
+        signal: &str,
+        value: f64,
+        what: &str,
+    ) -> DockerSignal {
+        let limit = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = limit.saturating_duration_since(Instant::now());
+            let s = tokio::time::timeout(left, rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {what} event within 30s; seen {seen:?}"))
+                .expect("the source ended");
+            let hit = s.labels.get("container").map(String::as_str) == Some(name)
+                && s.signal == signal
+                && s.value == value;
+            seen.push(s.clone());
+            if hit {
+                return s;
+            }
+        }
+    }
+    macro_rules! wait_for {
+        ($signal:expr, $value:expr, $what:expr) => {
+            next_of(&mut rx, &mut seen, &name, $signal, $value, $what)
+        };
+    }
+    let s = wait_for!("docker_container_up", 1.0, "start").await;
+    assert_eq!(s.labels["compose_service"], "web");
+    wait_for!("docker_container_healthy", 1.0, "healthy").await;
+    let base = format!("http://{}:8080", ip_of(&name));
+    http(reqwest::Method::POST, &format!("{base}/fault/crash"))
+        .await
+        .unwrap();
+    let s = wait_for!("docker_container_up", 0.0, "die").await;
+    assert_eq!(s.detail, "die exit_code=1");
+    // heal restarts it: the start is an event too.
+    let r = ex
+        .perform(
+            &docker_step(DockerOp::Restart, &format!("container/{name}")),
+            Duration::from_secs(30),
+            false,
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+    wait_for!("docker_container_up", 1.0, "start after the restart").await;
+    // The kernel's OOM killer, at the container's 48 MiB.
+    let base = format!("http://{}:8080", ip_of(&name));
+    http(
+        reqwest::Method::POST,
+        &format!("{base}/fault/leak?mb_per_s=64"),
+    )
+    .await
+    .unwrap();
+    wait_for!("docker_container_oom", 1.0, "oom").await;
+    let s = wait_for!("docker_container_up", 0.0, "die after the oom").await;
+    assert_eq!(s.detail, "die exit_code=137");
+    stop.cancel();
+    source.await.unwrap().unwrap();
+}

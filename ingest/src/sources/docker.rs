@@ -1,0 +1,290 @@
+//! Docker Engine as a source: the containers it runs, with the labels that
+//! say what they are (Compose project and service, Swarm service, task and
+//! node), and its events stream as immediate per-target signals, the
+//! moment a container dies, is OOM-killed, turns unhealthy or restarts,
+//! without waiting for a scrape.
+//!
+//! Each event becomes a [`DockerSignal`]: a signal name, the target's
+//! labels and a value, the shape every other source produces.
+//!
+//! | event | signal | value |
+//! |---|---|---|
+//! | `die` | `docker_container_up` | 0 (and `exit_code` in `detail`) |
+//! | `oom` | `docker_container_oom` | 1 |
+//! | `start`, `restart` | `docker_container_up` | 1 |
+//! | `health_status: healthy/unhealthy` | `docker_container_healthy` | 1 / 0 |
+//!
+//! Not wired into `heal watch` yet (its runbook signals are Prometheus
+//! queries and HTTP probes): the source, its discovery and its mapping
+//! are tested on the real engine in `executors/tests/docker.rs` (beside the
+//! executor, which builds the lab image).
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::query_parameters::{EventsOptions, ListContainersOptions};
+use bollard::{ClientVersion, Docker};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Engine labels carried over as target labels, by the label name heal
+/// gives them.
+pub const CARRIED_LABELS: [(&str, &str); 5] = [
+    ("compose_project", "com.docker.compose.project"),
+    ("compose_service", "com.docker.compose.service"),
+    ("swarm_service", "com.docker.swarm.service.name"),
+    ("swarm_task", "com.docker.swarm.task.name"),
+    ("node", "com.docker.swarm.node.id"),
+];
+
+/// Most bytes of one label value kept (longer ones are cut, so a hostile
+/// label cannot grow memory; the engine's safe-value check still applies
+/// before any action).
+const MAX_VALUE: usize = 253;
+
+/// A container as discovered, with its target labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveredContainer {
+    /// Target labels: `container`, `image`, `state` and the
+    /// [`CARRIED_LABELS`] it has.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One engine event as a per-target signal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockerSignal {
+    /// `docker_container_up`, `docker_container_oom` or
+    /// `docker_container_healthy`.
+    pub signal: &'static str,
+    /// The target's labels: `container`, `image` and the carried ones.
+    pub labels: BTreeMap<String, String>,
+    /// Event time, ms since the Unix epoch (the engine's clock).
+    pub ts_ms: i64,
+    /// The value (see the module's table).
+    pub value: f64,
+    /// The engine's action (`die`, `oom`, `health_status: unhealthy`, ...)
+    /// and, for `die`, the exit code.
+    pub detail: String,
+}
+
+/// Why the source could not read the engine.
+#[derive(Debug, thiserror::Error)]
+#[error("docker engine: {0}")]
+pub struct DockerSourceError(String);
+
+/// A client of the engine at `socket`, speaking API 1.41 (Engine 20.10).
+///
+/// # Errors
+///
+/// The socket does not exist.
+pub fn connect(socket: &str) -> Result<Docker, DockerSourceError> {
+    let v = ClientVersion {
+        major_version: 1,
+        minor_version: 41,
+    };
+    Docker::connect_with_unix(socket, 60, &v)
+        .map_err(|e| DockerSourceError(format!("{socket}: {e}")))
+}
+
+fn cut(value: &str) -> String {
+    let mut end = value.len().min(MAX_VALUE);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value[..end].to_owned()
+}
+
+fn target_labels(
+    name: &str,
+    image: &str,
+    engine: &HashMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        ("container".to_owned(), cut(name.trim_start_matches('/'))),
+        ("image".to_owned(), cut(image)),
+    ]);
+    for (ours, theirs) in CARRIED_LABELS {
+        if let Some(v) = engine.get(theirs) {
+            labels.insert(ours.to_owned(), cut(v));
+        }
+    }
+    labels
+}
+
+/// Every container (running or not) with its target labels, sorted by
+/// name; only those carrying `label` (`KEY=VALUE`) when given.
+///
+/// # Errors
+///
+/// The engine does not answer.
+pub async fn discover(
+    docker: &Docker,
+    label: Option<&str>,
+) -> Result<Vec<DiscoveredContainer>, DockerSourceError> {
+    let filters = label.map(|l| HashMap::from([("label".to_owned(), vec![l.to_owned()])]));
+    let list = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters,
+            ..Default::default()
+        }))
+        .await
+        .map_err(|e| DockerSourceError(format!("listing containers: {e}")))?;
+    let mut out: Vec<DiscoveredContainer> = list
+        .into_iter()
+        .map(|c| {
+            let name = c
+                .names
+                .and_then(|n| n.into_iter().next())
+                .unwrap_or_default();
+            let mut labels = target_labels(
+                &name,
+                &c.image.unwrap_or_default(),
+                &c.labels.unwrap_or_default(),
+            );
+            labels.insert(
+                "state".to_owned(),
+                c.state.map(|s| s.to_string()).unwrap_or_default(),
+            );
+            DiscoveredContainer { labels }
+        })
+        .collect();
+    out.sort_by(|a, b| a.labels["container"].cmp(&b.labels["container"]));
+    Ok(out)
+}
+
+/// The signal an engine event stands for, if any.
+pub fn signal_of(message: &bollard::models::EventMessage) -> Option<DockerSignal> {
+    let action = message.action.as_deref()?;
+    let actor = message.actor.as_ref()?;
+    let attrs = actor.attributes.clone().unwrap_or_default();
+    let (signal, value) = match action {
+        "die" => ("docker_container_up", 0.0),
+        "start" | "restart" => ("docker_container_up", 1.0),
+        "oom" => ("docker_container_oom", 1.0),
+        "health_status: healthy" => ("docker_container_healthy", 1.0),
+        "health_status: unhealthy" => ("docker_container_healthy", 0.0),
+        _ => return None,
+    };
+    let name = attrs.get("name").map_or("", String::as_str);
+    let image = attrs.get("image").map_or("", String::as_str);
+    let ts_ms = message
+        .time_nano
+        .map(|n| n / 1_000_000)
+        .or(message.time.map(|s| s * 1000))
+        .unwrap_or(0);
+    let detail = match attrs.get("exitCode") {
+        Some(code) if action == "die" => format!("die exit_code={}", cut(code)),
+        _ => action.to_owned(),
+    };
+    Some(DockerSignal {
+        signal,
+        labels: target_labels(name, image, &attrs),
+        ts_ms,
+        value,
+        detail,
+    })
+}
+
+/// Streams the engine's container events as [`DockerSignal`]s into `tx`
+/// until `stop` is cancelled, `tx` is closed or the stream ends.
+///
+/// # Errors
+///
+/// The stream failed (the engine went away); the caller reconnects.
+pub async fn run_events(
+    docker: &Docker,
+    tx: mpsc::Sender<DockerSignal>,
+    stop: CancellationToken,
+) -> Result<(), DockerSourceError> {
+    let filters = HashMap::from([
+        ("type".to_owned(), vec!["container".to_owned()]),
+        (
+            "event".to_owned(),
+            ["die", "oom", "start", "restart", "health_status"]
+                .map(String::from)
+                .to_vec(),
+        ),
+    ]);
+    let mut events = docker.events(Some(EventsOptions {
+        filters: Some(filters),
+        ..Default::default()
+    }));
+    loop {
+        let next = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            next = events.next() => next,
+        };
+        match next {
+            None => return Ok(()),
+            Some(Err(e)) => return Err(DockerSourceError(format!("events stream: {e}"))),
+            Some(Ok(message)) => {
+                if let Some(signal) = signal_of(&message) {
+                    if tx.send(signal).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{EventActor, EventMessage};
+
+    fn event(action: &str, attrs: &[(&str, &str)]) -> EventMessage {
+        EventMessage {
+            action: Some(action.to_owned()),
+            actor: Some(EventActor {
+                id: Some("abc".into()),
+                attributes: Some(
+                    attrs
+                        .iter()
+                        .map(|(k, v)| ((*k).into(), (*v).into()))
+                        .collect(),
+                ),
+            }),
+            time_nano: Some(1_700_000_000_123_000_000),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn events_map_to_per_target_signals() {
+        let s = signal_of(&event(
+            "die",
+            &[
+                ("name", "web-1"),
+                ("image", "lab:1"),
+                ("exitCode", "137"),
+                ("com.docker.compose.service", "web"),
+                ("unrelated", "x"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(s.signal, "docker_container_up");
+        assert_eq!(s.value, 0.0);
+        assert_eq!(s.ts_ms, 1_700_000_000_123);
+        assert_eq!(s.detail, "die exit_code=137");
+        assert_eq!(
+            s.labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+            ["compose_service=web", "container=web-1", "image=lab:1"]
+        );
+        let s = signal_of(&event("health_status: unhealthy", &[("name", "w")])).unwrap();
+        assert_eq!((s.signal, s.value), ("docker_container_healthy", 0.0));
+        assert_eq!(
+            signal_of(&event("oom", &[])).unwrap().signal,
+            "docker_container_oom"
+        );
+        assert!(signal_of(&event("exec_start: ls", &[])).is_none());
+        // A huge label value is cut, never kept whole.
+        let long = "a".repeat(100_000);
+        let s = signal_of(&event("die", &[("name", &long)])).unwrap();
+        assert_eq!(s.labels["container"].len(), MAX_VALUE);
+    }
+}

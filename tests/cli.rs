@@ -433,3 +433,22 @@ fn bench_nab_detector_all_prints_every_detector_side_by_side() {
         assert_eq!(line.split_whitespace().nth(3), Some("1/0/0"), "{line}");
     }
 }
+
+#[test]
+fn watch_refuses_a_docker_socket_that_does_not_exist() {
+    let o = heal(&[
+        "watch",
+        "--prometheus",
+        "http://127.0.0.1:9",
+        "--runbooks",
+        "runbooks",
+        "--docker",
+        "/nonexistent/docker.sock",
+    ]);
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--docker: docker socket /nonexistent/docker.sock"),
+        "{}",
+        stderr(&o)
+    );
+}

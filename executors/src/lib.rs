@@ -188,6 +188,18 @@ impl Executors {
                 self.dock(DockerOp::Rollback, t, None, None, timeout, dry_run)
                     .await
             }
+            RenderedAction::Rollback {
+                target,
+                to: Some(to),
+            } if target.starts_with(DOCKER_PREFIX) => ActionResult {
+                ok: false,
+                retryable: false,
+                summary: format!(
+                    "roll back {target} to {to}: a Docker rollback goes to the service's previous spec only; leave out `to`"
+                ),
+                output: String::new(),
+                duration: Duration::ZERO,
+            },
             RenderedAction::Restart { target } => {
                 self.supervise(target, supervisor::Operation::Restart, timeout, dry_run)
                     .await

@@ -14,18 +14,26 @@
 //! | `start`, `restart` | `docker_container_up` | 1 |
 //! | `health_status: healthy/unhealthy` | `docker_container_healthy` | 1 / 0 |
 //!
-//! Not wired into `heal watch` yet (its runbook signals are Prometheus
-//! queries and HTTP probes): the source, its discovery and its mapping
-//! are tested on the real engine in `executors/tests/docker.rs` (beside the
-//! executor, which builds the lab image).
+//! [`run_docker_source`] is what `heal watch` runs for runbook signals
+//! with `docker:`: it tracks every container (discovered at start, then
+//! kept current by the events) and, on the same aligned slot grid as the
+//! other sources, sends one evaluation per signal with one series per
+//! container. A death is in the next slot's evaluation, not a scrape and a
+//! query later. Tested on the real engine in `executors/tests/docker.rs`
+//! (beside the executor, which builds the lab image) and end to end in
+//! `tests/docker_watch.rs`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use bollard::{ClientVersion, Docker};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::sources::prometheus::{Evaluation, SourceEvent, Timer};
+use crate::Labels;
 
 /// Engine labels carried over as target labels, by the label name heal
 /// gives them.
@@ -229,6 +237,254 @@ pub async fn run_events(
     }
 }
 
+/// Most containers tracked; past it new ones are not (a bound on memory
+/// whatever the engine runs).
+pub const MAX_TRACKED: usize = 10_000;
+
+/// What a Docker signal measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DockerMetric {
+    /// 1 while the container runs, 0 once it stopped.
+    Up,
+    /// 1 healthy, 0 unhealthy; no series without a health check or while
+    /// it starts.
+    Healthy,
+}
+
+/// A runbook signal read from the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerWatch {
+    /// The signal's name (`__name__` of its series).
+    pub name: String,
+    /// What it measures.
+    pub metric: DockerMetric,
+    /// Only containers with this engine label, `KEY=VALUE`.
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Tracked {
+    labels: BTreeMap<String, String>,
+    engine: HashMap<String, String>,
+    up: bool,
+    healthy: Option<bool>,
+}
+
+fn health_of_status(status: &str) -> Option<bool> {
+    if status.contains("(healthy)") {
+        Some(true)
+    } else if status.contains("(unhealthy)") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+async fn discover_all(docker: &Docker) -> Result<HashMap<String, Tracked>, DockerSourceError> {
+    let list = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            ..Default::default()
+        }))
+        .await
+        .map_err(|e| DockerSourceError(format!("listing containers: {e}")))?;
+    let mut out = HashMap::new();
+    for c in list.into_iter().take(MAX_TRACKED) {
+        let name = c
+            .names
+            .and_then(|n| n.into_iter().next())
+            .unwrap_or_default();
+        let engine = c.labels.unwrap_or_default();
+        let labels = target_labels(&name, &c.image.unwrap_or_default(), &engine);
+        let running = c.state.is_some_and(|s| s.to_string() == "running");
+        let healthy = c.status.as_deref().and_then(health_of_status);
+        out.insert(
+            labels["container"].clone(),
+            Tracked {
+                labels,
+                engine,
+                up: running,
+                healthy,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Applies one engine event to the tracked containers.
+fn apply(tracked: &mut HashMap<String, Tracked>, message: &bollard::models::EventMessage) {
+    let (Some(action), Some(actor)) = (message.action.as_deref(), message.actor.as_ref()) else {
+        return;
+    };
+    let attrs = actor.attributes.clone().unwrap_or_default();
+    let name = cut(attrs.get("name").map_or("", String::as_str));
+    if name.is_empty() {
+        return;
+    }
+    if action == "destroy" {
+        tracked.remove(&name);
+        return;
+    }
+    if !tracked.contains_key(&name) && tracked.len() >= MAX_TRACKED {
+        return;
+    }
+    let image = attrs.get("image").cloned().unwrap_or_default();
+    let entry = tracked.entry(name.clone()).or_insert_with(|| Tracked {
+        labels: target_labels(&name, &image, &attrs),
+        engine: attrs.clone(),
+        up: false,
+        healthy: None,
+    });
+    match action {
+        "start" | "restart" => {
+            entry.up = true;
+            // A new run's health starts over.
+            entry.healthy = None;
+        }
+        "die" => entry.up = false,
+        "health_status: healthy" => entry.healthy = Some(true),
+        "health_status: unhealthy" => entry.healthy = Some(false),
+        _ => {}
+    }
+}
+
+/// The evaluation of `signal` at slot `ts_ms` from the tracked state:
+/// series sorted by labels, each with `__name__`, `instance` (the
+/// container) and `service` (its Compose or Swarm service, else its name).
+fn evaluate(signal: &DockerWatch, tracked: &HashMap<String, Tracked>, ts_ms: i64) -> Evaluation {
+    let selector = signal.label.as_ref().and_then(|l| l.split_once('='));
+    let mut series: Vec<(Labels, f64)> = tracked
+        .values()
+        .filter(|t| selector.is_none_or(|(k, v)| t.engine.get(k).map(String::as_str) == Some(v)))
+        .filter_map(|t| {
+            let value = match signal.metric {
+                DockerMetric::Up => Some(if t.up { 1.0 } else { 0.0 }),
+                DockerMetric::Healthy => t.healthy.map(|h| if h { 1.0 } else { 0.0 }),
+            }?;
+            let container = t.labels["container"].clone();
+            let service = t
+                .labels
+                .get("compose_service")
+                .or(t.labels.get("swarm_service"))
+                .cloned()
+                .unwrap_or_else(|| container.clone());
+            let labels = Labels::from_pairs(t.labels.iter().map(|(k, v)| (k.clone(), v.clone())))
+                .with("instance", container)
+                .with("service", service)
+                .with(crate::METRIC_NAME_LABEL, signal.name.clone());
+            Some((labels, value))
+        })
+        .collect();
+    series.sort_by(|a, b| a.0.cmp(&b.0));
+    Evaluation {
+        signal: signal.name.clone(),
+        ts_ms,
+        outcome: Ok(series),
+        duration_ms: 0,
+        attempts: 1,
+        truncated: 0,
+        duplicates: 0,
+    }
+}
+
+/// Runs the Docker source until `stop` is cancelled or `tx` closes: the
+/// containers discovered at start, kept current by the events stream
+/// (re-discovered after the stream breaks, every second until the engine
+/// answers), one [`SourceEvent::Evaluation`] per signal per slot (multiples
+/// of `interval_ms` on `clock`).
+///
+/// # Errors
+///
+/// A non-positive interval.
+pub async fn run_docker_source<C: Timer>(
+    docker: Docker,
+    signals: Vec<DockerWatch>,
+    interval_ms: i64,
+    tx: mpsc::Sender<SourceEvent>,
+    stop: CancellationToken,
+    clock: C,
+) -> Result<(), DockerSourceError> {
+    if interval_ms <= 0 {
+        return Err(DockerSourceError(format!(
+            "evaluation interval must be positive, got {interval_ms} ms"
+        )));
+    }
+    let filters = HashMap::from([
+        ("type".to_owned(), vec!["container".to_owned()]),
+        (
+            "event".to_owned(),
+            ["die", "start", "restart", "health_status", "destroy"]
+                .map(String::from)
+                .to_vec(),
+        ),
+    ]);
+    let mut tracked: HashMap<String, Tracked> = HashMap::new();
+    let mut connected = false;
+    let mut next = (clock.now_ms() / interval_ms + 1) * interval_ms;
+    let mut events = docker
+        .events(Some(EventsOptions {
+            filters: Some(filters.clone()),
+            ..Default::default()
+        }))
+        .boxed();
+    loop {
+        if !connected {
+            match discover_all(&docker).await {
+                Ok(found) => {
+                    tracked = found;
+                    connected = true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "docker source: engine not answering; retrying in 1s");
+                    tokio::select! {
+                        () = stop.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = clock.sleep_until(next) => {
+                for signal in &signals {
+                    let ev = SourceEvent::Evaluation(evaluate(signal, &tracked, next));
+                    if tx.send(ev).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                next += interval_ms;
+                let now = clock.now_ms();
+                if next <= now {
+                    next = (now / interval_ms + 1) * interval_ms;
+                }
+            }
+            message = events.next() => match message {
+                Some(Ok(m)) => apply(&mut tracked, &m),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "docker source: events stream broke; re-discovering");
+                    connected = false;
+                    events = docker
+                        .events(Some(EventsOptions {
+                            filters: Some(filters.clone()),
+                            ..Default::default()
+                        }))
+                        .boxed();
+                }
+                None => {
+                    connected = false;
+                    events = docker
+                        .events(Some(EventsOptions {
+                            filters: Some(filters.clone()),
+                            ..Default::default()
+                        }))
+                        .boxed();
+                }
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +505,69 @@ mod tests {
             time_nano: Some(1_700_000_000_123_000_000),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn events_keep_the_tracked_state_and_slots_read_it() {
+        let mut tracked = HashMap::new();
+        apply(
+            &mut tracked,
+            &event(
+                "start",
+                &[
+                    ("name", "web-1"),
+                    ("image", "lab"),
+                    ("com.docker.compose.service", "web"),
+                ],
+            ),
+        );
+        apply(
+            &mut tracked,
+            &event("start", &[("name", "db-1"), ("image", "pg")]),
+        );
+        apply(
+            &mut tracked,
+            &event("health_status: unhealthy", &[("name", "web-1")]),
+        );
+        apply(
+            &mut tracked,
+            &event("die", &[("name", "db-1"), ("exitCode", "1")]),
+        );
+        let up = DockerWatch {
+            name: "c_up".into(),
+            metric: DockerMetric::Up,
+            label: None,
+        };
+        let e = evaluate(&up, &tracked, 5000);
+        let got: Vec<String> = e
+            .outcome
+            .unwrap()
+            .iter()
+            .map(|(l, v)| format!("{l} {v}"))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                r#"c_up{compose_service="web",container="web-1",image="lab",instance="web-1",service="web"} 1"#,
+                r#"c_up{container="db-1",image="pg",instance="db-1",service="db-1"} 0"#
+            ]
+        );
+        let healthy = DockerWatch {
+            name: "c_healthy".into(),
+            metric: DockerMetric::Healthy,
+            label: Some("com.docker.compose.service=web".into()),
+        };
+        let e = evaluate(&healthy, &tracked, 5000);
+        assert_eq!(
+            e.outcome
+                .unwrap()
+                .iter()
+                .map(|(_, v)| *v)
+                .collect::<Vec<_>>(),
+            [0.0]
+        );
+        apply(&mut tracked, &event("destroy", &[("name", "db-1")]));
+        assert_eq!(evaluate(&up, &tracked, 6000).outcome.unwrap().len(), 1);
     }
 
     #[test]

@@ -94,6 +94,14 @@ pub struct Signal {
     /// blackbox_exporter's `probe_success`). Give either `query` or `probe`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<Probe>,
+    /// Read from the Docker Engine instead (`heal watch --docker`): one
+    /// series per container, labelled `instance` (the container's name),
+    /// `service` (its Compose or Swarm service, else its name), `container`,
+    /// `image` and the Compose/Swarm labels; the engine's events update it
+    /// the moment a container dies, restarts or changes health, without
+    /// waiting for a scrape. Give one of `query`, `probe` or `docker`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerSignal>,
     /// Label whose value names the service (`{{service}}` in templates).
     #[serde(default = "default_service_label")]
     pub service_label: String,
@@ -462,6 +470,29 @@ pub struct Agent {
     /// Only plan and record this step, never perform it.
     #[serde(default)]
     pub dry_run: bool,
+}
+
+/// A signal read from the Docker Engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DockerSignal {
+    /// `up`: 1 while the container runs, 0 once it died (crash, OOM kill,
+    /// stop); `healthy`: 1 healthy, 0 unhealthy, for containers with a
+    /// health check (others have no series).
+    pub metric: DockerMetric,
+    /// Only containers carrying this label, `KEY=VALUE`.
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// What a Docker signal measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DockerMetric {
+    /// Whether the container runs.
+    Up,
+    /// Whether its health check passes.
+    Healthy,
 }
 
 /// `action: docker`

@@ -160,22 +160,56 @@ fn check_signal(signal: &Signal, report: &mut impl FnMut(String, String)) {
             ),
         );
     }
-    match (&signal.query, &signal.probe) {
-        (Some(query), None) if query.trim().is_empty() => report(
-            "query".into(),
-            "empty query: give the PromQL that yields this signal".into(),
-        ),
-        (Some(_), None) => {}
-        (None, Some(probe)) => check_probe(probe, report),
-        (Some(_), Some(_)) => report(
-            "probe".into(),
-            "give either `query` (PromQL) or `probe` (an HTTP probe heal runs), not both".into(),
-        ),
-        (None, None) => report(
+    let given = [
+        signal.query.is_some(),
+        signal.probe.is_some(),
+        signal.docker.is_some(),
+    ]
+    .iter()
+    .filter(|g| **g)
+    .count();
+    if given > 1 {
+        let field = if signal.docker.is_some() {
+            "docker"
+        } else {
+            "probe"
+        };
+        report(
+            field.into(),
+            "give one of `query` (PromQL), `probe` (an HTTP probe heal runs) or `docker` (the Docker Engine), not several".into(),
+        );
+    }
+    if let Some(query) = &signal.query {
+        if query.trim().is_empty() {
+            report(
+                "query".into(),
+                "empty query: give the PromQL that yields this signal".into(),
+            );
+        }
+    }
+    if let Some(probe) = &signal.probe {
+        check_probe(probe, report);
+    }
+    if let Some(docker) = &signal.docker {
+        if let Some(label) = &docker.label {
+            let ok = label.split_once('=').is_some_and(|(k, v)| {
+                DockerTarget::parse(&format!("label/{k}={v}"), crate::runbook::DockerOp::Restart)
+                    .is_ok()
+            });
+            if !ok {
+                report(
+                    "docker.label".into(),
+                    format!("expected KEY=VALUE with Docker's name rules, got {label:?}"),
+                );
+            }
+        }
+    }
+    if given == 0 {
+        report(
             "name".into(),
-            "signal has neither `query` nor `probe`: give the PromQL that yields it, or a probe"
+            "signal has none of `query`, `probe` or `docker`: give the PromQL that yields it, a probe, or a docker source"
                 .into(),
-        ),
+        );
     }
     for (field, name) in [
         ("service_label", &signal.service_label),
@@ -632,8 +666,8 @@ rules: []
         let err = RunbookSet::from_sources(&[("p.yaml".into(), text.into())]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            r#"p.yaml:4:5: signals[0].probe: give either `query` (PromQL) or `probe` (an HTTP probe heal runs), not both
-p.yaml:5:5: signals[1].name: signal has neither `query` nor `probe`: give the PromQL that yields it, or a probe
+            r#"p.yaml:4:5: signals[0].probe: give one of `query` (PromQL), `probe` (an HTTP probe heal runs) or `docker` (the Docker Engine), not several
+p.yaml:5:5: signals[1].name: signal has none of `query`, `probe` or `docker`: give the PromQL that yields it, a probe, or a docker source
 p.yaml:8:7: signals[2].probe.targets: empty query: give the PromQL whose series are the targets
 p.yaml:9:7: signals[2].probe.url: unknown template variable "nope" (known: service, instance, signal, rule, label.NAME)
 p.yaml:10:7: signals[2].probe.timeout: must be longer than 0s"#
@@ -783,6 +817,25 @@ mod reroute_tests {
             "signals: [{{name: s, query: q}}]\nrules:\n  - name: r\n    when: {{signal: s}}\n    then:\n{then}"
         );
         RunbookSet::from_sources(&[("h.yaml".into(), text)]).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn docker_signals_take_a_metric_and_a_checked_label() {
+        let text = "signals:
+  - {name: up_c, docker: {metric: up, label: com.docker.compose.project=shop}}
+  - {name: bad, docker: {metric: up, label: \"a=b&c\"}}
+  - {name: both, query: up, docker: {metric: healthy}}
+  - {name: typo, docker: {metric: alive}}
+";
+        let e = RunbookSet::from_sources(&[("d.yaml".into(), text.into())])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "d.yaml:3:38: signals[1].docker.label: expected KEY=VALUE with Docker's name rules, got \"a=b&c\"
+d.yaml:4:29: signals[2].docker: give one of `query` (PromQL), `probe` (an HTTP probe heal runs) or `docker` (the Docker Engine), not several
+d.yaml:5:27: signals[3].docker.metric: unknown variant `alive`, expected `up` or `healthy`"
+        );
     }
 
     #[test]

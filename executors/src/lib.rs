@@ -106,6 +106,12 @@ impl Executors {
         self
     }
 
+    /// The Docker client, when heal was given one (the Docker source reads
+    /// the same engine).
+    pub fn docker(&self) -> Option<&DockerClient> {
+        self.docker.as_ref()
+    }
+
     /// How webhooks retry (three attempts by default).
     pub fn with_webhook_retry(mut self, retry: webhook::Retry) -> Executors {
         self.retry = retry;

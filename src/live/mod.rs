@@ -7,10 +7,12 @@
 //! source (ingest) ──evaluations──► decide (detect + remediate) ──actions──► act (executors)
 //! ```
 //!
-//! There are two sources, both on the same aligned slot grid and sending
+//! There are three sources, all on the same aligned slot grid and sending
 //! into the same channel: the Prometheus source evaluates the `query:`
 //! signals, the probe source runs the `probe:` signals' HTTP probes itself
-//! (so a hang is seen without waiting for a scrape). `decide` cannot tell
+//! (so a hang is seen without waiting for a scrape), the Docker source
+//! (with `--docker`) turns the engine's container events into the
+//! `docker:` signals. `decide` cannot tell
 //! them apart, which is the point: detection and rules are the same.
 //!
 //! [`decide::Decider`] runs the very [`Pipeline`] replay uses. A failed

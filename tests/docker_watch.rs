@@ -4,7 +4,10 @@
 //! no restart policy crashes; the engine's `die` event reaches heal's
 //! source, the rule fires and heal restarts the container, which serves
 //! again. Docker alone would leave it exited (restart count stays 0: the
-//! restart is heal's, not a policy's).
+//! restart is heal's, not a policy's). Then it hangs: its HEALTHCHECK
+//! fails, the `health_status: unhealthy` event reaches heal
+//! (`docker: {metric: healthy}`), and heal restarts it again; Docker alone
+//! only marks it unhealthy.
 //!
 //! Fails, never skips, without an engine (CI checks `docker info` first).
 
@@ -68,6 +71,8 @@ fn lab_image(tag: &str) {
         "import",
         "--change",
         r#"ENTRYPOINT ["/heal-lab"]"#,
+        "--change",
+        r#"HEALTHCHECK --interval=1s --timeout=2s --retries=2 CMD ["/heal-lab", "probe", "--addr", "127.0.0.1:8080", "--timeout-ms", "500"]"#,
         tar.to_str().unwrap(),
         tag,
     ]);
@@ -178,6 +183,11 @@ fn heal_watch_restarts_a_crashed_container_from_the_engines_events() {
     detector:
       direction: down
       limit_below: 0.5
+  - name: container_healthy
+    docker: {{metric: healthy, label: heal.test=w{pid}}}
+    detector:
+      direction: down
+      limit_below: 0.5
 rules:
   - name: container-died
     when: {{signal: container_up, direction: down, for: 0s}}
@@ -188,6 +198,17 @@ rules:
         timeout: 30s
     verify:
       wait: 5s
+      recovered_when:
+        value_above: 0.5
+  - name: container-unhealthy
+    when: {{signal: container_healthy, direction: down, for: 0s}}
+    then:
+      - action: docker
+        op: restart
+        target: container/{{{{instance}}}}
+        timeout: 30s
+    verify:
+      wait: 8s
       recovered_when:
         value_above: 0.5
 "
@@ -206,6 +227,7 @@ rules:
         .args(["--interval", "1s", "--backfill", "0s", "--execute"])
         .args(["--docker", "/var/run/docker.sock"])
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("HEAL_LOG", "heal::live=info,warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -242,9 +264,8 @@ rules:
         std::thread::sleep(Duration::from_millis(100));
     }
     // heal's log says what it did, with the state before and after.
-    let want = format!(
-        "kind=\"docker\" outcome=\"ok\" summary=restart container/{name}: {name} exited (restarts 0) -> running"
-    );
+    let want =
+        format!("kind=\"docker\" outcome=\"ok\" summary=restart container/{name}: {name} exited");
     let start = Instant::now();
     loop {
         let heal_log = std::fs::read_to_string(&log).unwrap_or_default();
@@ -254,6 +275,50 @@ rules:
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "{want:?} not in heal's log:\n{heal_log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The first incident verified before the next fault (its step holds
+    // the target until then).
+    let start = Instant::now();
+    loop {
+        let heal_log = std::fs::read_to_string(&log).unwrap_or_default();
+        if heal_log.contains("incident=inc-000001 step=1 outcome=") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the crash's step was never verified:\n{heal_log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The hang: `/` and `/healthz` block; the HEALTHCHECK fails twice and
+    // the engine says `unhealthy`; heal restarts the container again.
+    let started = inspect(&name, "{{.State.StartedAt}}");
+    post(&addr, "/fault/hang");
+    let hung = Instant::now();
+    let mut restarted = false;
+    while hung.elapsed() < Duration::from_secs(60) {
+        let now = inspect(&name, "{{.State.Running}} {{.State.StartedAt}}");
+        if now.starts_with("true") && !now.ends_with(&started) {
+            restarted = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let heal_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        restarted,
+        "heal did not restart the hung container; heal's log:\n{heal_log}"
+    );
+    assert!(heal_log.contains("rule=container-unhealthy"), "{heal_log}");
+    let addr = format!("{}:8080", inspect(&name, "{{.NetworkSettings.IPAddress}}"));
+    let start = Instant::now();
+    while !get_ok(&addr) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "not serving after the hang's restart"
         );
         std::thread::sleep(Duration::from_millis(100));
     }

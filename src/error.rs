@@ -95,6 +95,7 @@ impl Error {
                 e,
                 store::StoreError::Missing(_)
                     | store::StoreError::TooNew { .. }
+                    | store::StoreError::Damaged { .. }
                     | store::StoreError::TooOld { .. }
                     | store::StoreError::BadCursor(_)
             ),

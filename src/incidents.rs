@@ -69,7 +69,7 @@ impl ListQuery {
                 .as_deref()
                 .map(|s| {
                     IncidentStatus::parse(s).ok_or_else(|| {
-                        Error::Usage(format!("--status {s:?}: expected open or resolved"))
+                        Error::Usage(format!("--status {s:?}: expected open, resolved or closed"))
                     })
                 })
                 .transpose()?,
@@ -118,9 +118,11 @@ pub fn table(incidents: &[IncidentSummary]) -> String {
                 if i.service.is_empty() {
                     "-".to_owned()
                 } else {
-                    i.service.clone()
+                    // The exporter's value: no control character reaches
+                    // the terminal raw.
+                    stdx::text::terminal(&i.service).into_owned()
                 },
-                i.rule.clone(),
+                stdx::text::terminal(&i.rule).into_owned(),
                 i.severity.as_str().to_owned(),
                 i.status.as_str().to_owned(),
                 i.outcome.as_str().to_owned(),
@@ -155,7 +157,9 @@ pub fn table(incidents: &[IncidentSummary]) -> String {
             if i > 0 {
                 l.push_str("  ");
             }
-            let _ = write!(l, "{cell:<w$}");
+            // Padded by hand: `{cell:<w$}` panics once a label makes `w`
+            // exceed 65,535.
+            l.push_str(&stdx::text::pad_right(cell, *w));
         }
         out.push_str(l.trim_end());
         out.push('\n');
@@ -188,6 +192,9 @@ pub fn show(db: &Path, id: &str) -> Result<String> {
         record.status.as_str(),
         record.outcome.as_str()
     );
+    if let Some(reason) = &record.closed_reason {
+        let _ = writeln!(out, "\nClosed by heal: {reason}.");
+    }
     if record.executions.is_empty() {
         let _ = writeln!(out, "\nNo action was performed.");
     }
@@ -218,6 +225,16 @@ fn execution(e: &ActionRecord) -> String {
                 out,
                 "- State: **interrupted**: heal stopped while it ran; it may or may not have taken effect, and it was not run again"
             );
+            if let Some(process) = e.process {
+                let _ = writeln!(
+                    out,
+                    "- Process: pid {} (its own process group)",
+                    process.pid
+                );
+            }
+            if let Some(settled) = &e.settled {
+                let _ = writeln!(out, "- Settled at restart: {settled}");
+            }
         }
         ExecutionState::Abandoned => {
             let _ = writeln!(
@@ -299,4 +316,42 @@ pub fn sensitivity_text(offsets: &BTreeMap<String, f64>, history: &[Adjustment])
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(service: &str) -> IncidentSummary {
+        IncidentSummary {
+            id: "inc-000001".to_owned(),
+            service: service.to_owned(),
+            signal: "sig".to_owned(),
+            rule: "r".to_owned(),
+            severity: remediate::runbook::Severity::Critical,
+            selector: "sig".to_owned(),
+            status: IncidentStatus::Open,
+            outcome: IncidentOutcome::None,
+            onset_ms: 0,
+            opened_ms: 60_000,
+            resolved_ms: None,
+            unresolved_at_ms: None,
+            peak_score: 0.9,
+            steps: 0,
+            performed: 0,
+            chain_len: 1,
+        }
+    }
+
+    #[test]
+    fn the_table_takes_a_70_kb_service_and_escapes_control_characters() {
+        // A 70 kB service label made `{cell:<w$}` panic (issue 10, 2).
+        let long = "s".repeat(70_000);
+        let text = table(&[summary(&long), summary("a\nb\r\u{1b}[31mc")]);
+        assert!(text.contains(&long));
+        assert!(text.contains(r"a\nb\r\u{1b}[31mc"), "escaped service missing");
+        assert!(!text.contains('\r') && !text.contains('\u{1b}'), "raw control in the table");
+        // Header, two rows, the legend: no label broke a line.
+        assert_eq!(text.lines().count(), 4);
+    }
 }

@@ -61,6 +61,95 @@ struct PeerSlot {
 struct Peers {
     groups: Vec<PeerGroup>,
     index: HashMap<(String, String), usize>,
+    /// Registered series in each group; a group left empty by evictions is
+    /// dropped from the index and its place reused.
+    members: Vec<usize>,
+    keys: Vec<(String, String)>,
+    free: Vec<usize>,
+}
+
+impl Peers {
+    /// The group of (signal, service), created if new.
+    fn join(&mut self, signal: &str, service: String, cfg: &detect::PeerConfig) -> usize {
+        let key = (signal.to_owned(), service);
+        if let Some(&g) = self.index.get(&key) {
+            return g;
+        }
+        let g = match self.free.pop() {
+            Some(g) => {
+                self.groups[g] = PeerGroup::new(cfg.clone());
+                self.members[g] = 0;
+                self.keys[g] = key.clone();
+                g
+            }
+            None => {
+                self.groups.push(PeerGroup::new(cfg.clone()));
+                self.members.push(0);
+                self.keys.push(key.clone());
+                self.groups.len() - 1
+            }
+        };
+        self.index.insert(key, g);
+        g
+    }
+
+    /// A member of group `g` was evicted.
+    fn leave(&mut self, g: usize) {
+        self.members[g] -= 1;
+        if self.members[g] == 0 {
+            self.index.remove(&self.keys[g]);
+            self.free.push(g);
+        }
+    }
+}
+
+/// The registered series: a slab, so that an evicted series' place (and
+/// handle) is reused rather than the vector growing with churn.
+#[derive(Debug, Default)]
+struct SeriesSlab {
+    slots: Vec<Option<SeriesState>>,
+    free: Vec<usize>,
+    live: usize,
+}
+
+impl SeriesSlab {
+    fn insert(&mut self, state: SeriesState) -> usize {
+        self.live += 1;
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(state);
+                i
+            }
+            None => {
+                self.slots.push(Some(state));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    fn remove(&mut self, i: usize) -> SeriesState {
+        let state = self.slots[i].take().expect("evicting a live series");
+        self.live -= 1;
+        self.free.push(i);
+        state
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut SeriesState> {
+        self.slots.iter_mut().flatten()
+    }
+}
+
+impl std::ops::Index<usize> for SeriesSlab {
+    type Output = SeriesState;
+    fn index(&self, i: usize) -> &SeriesState {
+        self.slots[i].as_ref().expect("a live series handle")
+    }
+}
+
+impl std::ops::IndexMut<usize> for SeriesSlab {
+    fn index_mut(&mut self, i: usize) -> &mut SeriesState {
+        self.slots[i].as_mut().expect("a live series handle")
+    }
 }
 
 /// After a gap in a series (a Prometheus restart, a scrape outage), its
@@ -103,7 +192,9 @@ pub struct PipelineStats {
 #[derive(Debug)]
 pub struct Pipeline {
     runbooks: RunbookSet,
-    series: Vec<SeriesState>,
+    series: SeriesSlab,
+    /// Registered series per signal.
+    live_by_signal: HashMap<String, usize>,
     engine: Engine,
     stats: PipelineStats,
     /// Series of each incident whose evidence is being recorded.
@@ -159,7 +250,8 @@ impl Pipeline {
         let engine = Engine::new(&runbooks, options);
         Pipeline {
             runbooks,
-            series: Vec::new(),
+            series: SeriesSlab::default(),
+            live_by_signal: HashMap::new(),
             engine,
             stats: PipelineStats::default(),
             recording: HashMap::new(),
@@ -179,15 +271,7 @@ impl Pipeline {
         };
         let peer = signal.peer.as_ref().map(|cfg| {
             let service = labels.get(&signal.service_label).unwrap_or("").to_owned();
-            let n = self.peers.groups.len();
-            let group = *self
-                .peers
-                .index
-                .entry((signal.name.clone(), service))
-                .or_insert(n);
-            if group == n {
-                self.peers.groups.push(PeerGroup::new(cfg.clone()));
-            }
+            let group = self.peers.join(&signal.name, service, cfg);
             let instance = match labels.get(&signal.instance_label) {
                 Some(v) => v.to_owned(),
                 None => labels.to_string(),
@@ -207,8 +291,59 @@ impl Pipeline {
             recording: Vec::new(),
             peer,
         };
-        self.series.push(state);
-        Some(SeriesHandle(self.series.len() - 1))
+        *self.live_by_signal.entry(signal.name.clone()).or_default() += 1;
+        if let Some(slot) = &state.peer {
+            self.peers.members[slot.group] += 1;
+        }
+        Some(SeriesHandle(self.series.insert(state)))
+    }
+
+    /// How many series of `signal` are registered (and not evicted).
+    pub fn live_series(&self, signal: &str) -> usize {
+        self.live_by_signal.get(signal).copied().unwrap_or(0)
+    }
+
+    /// How many series are registered (and not evicted), all signals.
+    pub fn series_count(&self) -> usize {
+        self.series.live
+    }
+
+    /// Forgets a series that stopped reporting (at event time `ts_ms`): its
+    /// sample policy, detector, evidence ring and place among its peers go,
+    /// and its handle may be given to a series registered later (the
+    /// caller forgets it). Its incidents still open resolve (returned: the
+    /// engine's events, for the caller to record), and their evidence is
+    /// handed out with the resolved ones ([`Self::take_resolved_evidence`]).
+    ///
+    /// # Panics
+    ///
+    /// On a handle already evicted (a broken invariant of the caller).
+    pub fn evict(&mut self, series: SeriesHandle, ts_ms: i64) -> Vec<EngineEvent> {
+        let state = self.series.remove(series.0);
+        // Its open incidents resolve (see `Engine::series_gone`); their
+        // evidence is handed out below.
+        let events = self.engine.series_gone(&state.signal, &state.labels, ts_ms);
+        if let Some(n) = self.live_by_signal.get_mut(&state.signal) {
+            *n -= 1;
+            if *n == 0 {
+                self.live_by_signal.remove(&state.signal);
+            }
+        }
+        if let Some(slot) = &state.peer {
+            self.peers.leave(slot.group);
+        }
+        for (id, recorder) in state.recording {
+            self.recording.remove(&id);
+            self.keep_resolved_evidence(id, recorder.finish());
+        }
+        events
+    }
+
+    fn keep_resolved_evidence(&mut self, id: String, evidence: Evidence) {
+        if self.resolved_evidence.len() == RESOLVED_EVIDENCE_HELD {
+            self.resolved_evidence.pop_front();
+        }
+        self.resolved_evidence.push_back((id, evidence));
     }
 
     /// Feeds one raw sample of a registered series. No peer comparison: a
@@ -398,10 +533,7 @@ impl Pipeline {
                         continue;
                     };
                     let (id, recorder) = recording.swap_remove(k);
-                    if self.resolved_evidence.len() == RESOLVED_EVIDENCE_HELD {
-                        self.resolved_evidence.pop_front();
-                    }
-                    self.resolved_evidence.push_back((id, recorder.finish()));
+                    self.keep_resolved_evidence(id, recorder.finish());
                 }
                 _ => {}
             }
@@ -995,6 +1127,65 @@ rules:
             inc_one.len() >= 4,
             "the spikes opened incidents: {}",
             inc_one.len()
+        );
+    }
+
+    #[test]
+    fn an_evicted_series_frees_its_place_and_hands_out_its_open_evidence() {
+        let set = RunbookSet::from_sources(&[("rb.yaml".into(), RUNBOOK.into())])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut p = Pipeline::new(set, EngineOptions::default());
+        let labels: Labels = "queue_depth{service=\"jobs\"}".parse().unwrap();
+        let h = p.register(&labels).unwrap();
+        let mut opened = None;
+        for i in 0..302i64 {
+            let v = if i >= 300 { 60.0 } else { normal(i) };
+            for e in p.push(h, i * 1000, v).events {
+                if let EngineEvent::Opened { incident, .. } = e {
+                    opened = Some(incident);
+                }
+            }
+        }
+        let id = opened.expect("the fault opened an incident");
+        assert_eq!(p.live_series("queue_depth"), 1);
+        // The series stops reporting while its incident is open: the
+        // incident resolves (its pending verification decided).
+        let events = p.evict(h, 400_000);
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|e| match e {
+                EngineEvent::Verified { .. } => "verified",
+                EngineEvent::Resolved { .. } => "resolved",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["verified", "resolved"], "{events:?}");
+        let inc = p.engine().incident(&id).unwrap();
+        assert_eq!(inc.resolved_ms, Some(400_000));
+        let v = inc.actions[0].verification.as_ref().unwrap();
+        assert_eq!(
+            v.detail,
+            "the series stopped reporting before the wait was over"
+        );
+        assert_eq!(
+            p.engine_mut().forget_resolved(i64::MAX),
+            1,
+            "nothing holds it"
+        );
+        assert_eq!(p.live_series("queue_depth"), 0);
+        assert_eq!(p.series_count(), 0);
+        let taken = p.take_resolved_evidence();
+        assert_eq!(taken.len(), 1, "the incident's evidence is kept");
+        assert_eq!(taken[0].0, id);
+        assert!(taken[0].1.points.iter().any(|pt| pt.value == 60.0));
+        // A new series takes the freed place; it starts afresh.
+        let other: Labels = "queue_depth{service=\"mail\"}".parse().unwrap();
+        let h2 = p.register(&other).unwrap();
+        assert_eq!(h2, h, "the slot is reused");
+        assert_eq!(p.series.slots.len(), 1);
+        assert_eq!(
+            p.series[h2.0].labels.get("service").map(String::as_str),
+            Some("mail")
         );
     }
 }

@@ -346,11 +346,18 @@ pub fn replay(
 }
 
 fn print_summary(incidents: &[Incident]) {
+    print!("{}", summary_table(incidents));
+}
+
+/// The replay's table of incidents, one a line.
+fn summary_table(incidents: &[Incident]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     if incidents.is_empty() {
-        println!("no incidents");
-        return;
+        return "no incidents\n".to_owned();
     }
-    println!(
+    let _ = writeln!(
+        out,
         "{:<11} {:<10} {:<26} {:<26} {:<8} {:<16} {:>8} {:>6}  steps",
         "incident", "service", "signal", "rule", "severity", "onset", "duration", "peak"
     );
@@ -376,12 +383,15 @@ fn print_summary(incidents: &[Incident]) {
                 format!("{}:{}:{}", a.kind.as_str(), a.decision.label(), outcome)
             })
             .collect();
-        println!(
+        // The service is the exporter's label value: no control character
+        // reaches the terminal raw.
+        let _ = writeln!(
+            out,
             "{:<11} {:<10} {:<26} {:<26} {:<8} {:<16} {:>8} {:>6.3}  {}",
             inc.id,
-            inc.service,
-            inc.signal,
-            inc.rule,
+            stdx::text::terminal(&inc.service),
+            stdx::text::terminal(&inc.signal),
+            stdx::text::terminal(&inc.rule),
             inc.severity.as_str(),
             fmt_minute(inc.onset_ms),
             duration,
@@ -389,9 +399,10 @@ fn print_summary(incidents: &[Incident]) {
             steps.join(" -> ")
         );
         if let Some(cause) = remediate::report::peer_cause(inc) {
-            println!("{:<11} ^ {cause}", "");
+            let _ = writeln!(out, "{:<11} ^ {}", "", stdx::text::terminal(&cause));
         }
     }
+    out
 }
 
 fn print_evaluation(e: &Evaluation) {
@@ -435,5 +446,32 @@ mod tests {
             ..Dataset::default()
         };
         assert_eq!(unrecorded_probes(&runbooks, &dataset), ["probe_success"]);
+    }
+
+    #[test]
+    fn the_table_escapes_control_characters_in_labels() {
+        // Issue 10, 5: raw newlines and carriage returns reached the terminal.
+        let incident = Incident {
+            id: "inc-000001".into(),
+            series: Default::default(),
+            service: "pay\r\u{1b}[2Jments\nX".into(),
+            signal: "sig".into(),
+            rule: "r".into(),
+            description: None,
+            severity: remediate::runbook::Severity::Warning,
+            above: true,
+            onset_ms: 0,
+            opened_ms: 0,
+            peak_score: 0.5,
+            peer_z: None,
+            chain_len: 0,
+            actions: vec![],
+            resolved_ms: Some(60_000),
+            unresolved_at_ms: None,
+        };
+        let table = summary_table(&[incident]);
+        assert!(!table.contains('\r') && !table.contains('\u{1b}'), "{table:?}");
+        assert_eq!(table.lines().count(), 2, "{table:?}");
+        assert!(table.contains(r"pay\r\u{1b}[2Jments\nX"), "{table:?}");
     }
 }

@@ -92,6 +92,31 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         "Series currently watched, by signal.",
     ),
     (
+        "heal_series_live",
+        Kind::Gauge,
+        "Series whose detector state heal holds, by signal (evicted once stale, see --series-stale).",
+    ),
+    (
+        "heal_series_evicted_total",
+        Kind::Counter,
+        "Series evicted after not reporting for --series-stale, with their detector state and evidence, by signal.",
+    ),
+    (
+        "heal_series_refused_total",
+        Kind::Counter,
+        "New series not watched because their signal was at --max-series live series, by signal.",
+    ),
+    (
+        "heal_series_truncated_total",
+        Kind::Counter,
+        "Series an evaluation dropped over the Prometheus source's max_series_per_signal, by signal.",
+    ),
+    (
+        "heal_incidents_closed_at_start_total",
+        Kind::Counter,
+        "Incidents an earlier run left open, closed at start with a recorded reason.",
+    ),
+    (
         "heal_incidents_held",
         Kind::Gauge,
         "Incidents the engine holds in memory (open, or resolved within the last hour).",

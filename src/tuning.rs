@@ -19,8 +19,11 @@ use crate::{Error, Result};
 pub struct OpenedStore {
     /// The store.
     pub store: Store,
-    /// What a killed run left unfinished (already reported on stderr).
+    /// What a killed run left unfinished (already reported on stderr), an
+    /// `exec` child still running killed and recorded as settled.
     pub interrupted: Vec<ActionRecord>,
+    /// Incidents an earlier run left open, now closed (reported on stderr).
+    pub closed: Vec<store::ClosedIncident>,
     /// The number the next incident gets (ids stay unique across runs).
     pub next_incident_seq: u64,
     /// Each signal's learned threshold offset.
@@ -41,19 +44,63 @@ pub struct OpenedStore {
 /// user's input).
 pub fn open_store(path: &Path) -> Result<OpenedStore> {
     let opened = Store::open(path)?;
-    for a in &opened.interrupted {
+    let mut store = opened.store;
+    let mut interrupted = opened.interrupted;
+    for a in &mut interrupted {
         let note = interrupted_note(a.state);
         tracing::error!(stage = "remediate", key = %a.key, action = %a.summary, "action {note}");
         eprintln!("heal: action {} ({}) {note}", a.key, a.summary);
+        settle_interrupted(&mut store, a)?;
     }
-    let store = opened.store;
+    for c in &opened.closed {
+        eprintln!(
+            "heal: incident {} ({} on {}) was left open by an earlier run: closed ({})",
+            c.id,
+            c.rule.escape_debug(),
+            // A label value may hold control characters (never raw) and be
+            // long (cut).
+            short(&c.selector, 200).escape_debug(),
+            store::CLOSED_AT_RESTART
+        );
+    }
     Ok(OpenedStore {
         next_incident_seq: store.next_incident_seq()?,
         offsets: store.sensitivity_offsets()?,
         guard_state: store.guard_state()?,
-        interrupted: opened.interrupted,
+        interrupted,
+        closed: opened.closed,
         store,
     })
+}
+
+/// `s` cut to at most `max` bytes (at a character boundary), `…` marking a cut.
+fn short(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end]).into()
+}
+
+/// Settles the child process of an interrupted `exec` action, when its
+/// pid was recorded: its process group is killed if any of it still runs
+/// (heal was killed, the child was not), and how it ended is recorded once.
+/// The action is never run again either way.
+fn settle_interrupted(store: &mut Store, a: &mut ActionRecord) -> Result<()> {
+    let (ExecutionState::Interrupted, Some(process), None) = (a.state, a.process, &a.settled)
+    else {
+        return Ok(());
+    };
+    let settlement = executors::exec::settle(process.pid, process.start_ticks);
+    let note = settlement.describe(process.pid);
+    store.settle_interrupted(&a.key, &note)?;
+    tracing::warn!(stage = "remediate", key = %a.key, pid = process.pid, %note, "interrupted action settled");
+    eprintln!("heal: action {} settled: {note}", a.key);
+    a.settled = Some(note);
+    Ok(())
 }
 
 /// What an action found unfinished at open is, for a warning.

@@ -507,3 +507,81 @@ rules:
         "schema lacks the agent docs"
     );
 }
+
+/// Both timeouts of a remote action, against a real agent running a real
+/// program that would take 30 s (it writes its pid first):
+///
+/// - the agent's own `timeout` (500 ms) kills the program and answers a
+///   timed-out, retryable result;
+/// - the client's call timeout (500 ms, the action allowed 30 s) gives up
+///   on a slow agent with a timed-out, retryable result: a hung remote
+///   action never holds the act stage longer than the step's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_action_timeout_kills_the_program_and_the_client_timeout_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    write_private(&dir.path().join("agent.key"), &format!("{KEY}\n"));
+    let script = dir.path().join("stall.sh");
+    std::fs::write(&script, "#!/bin/sh\necho $$ > \"$1\"\nexec sleep 30\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let pid_file = |name: &str| dir.path().join("work").join(format!("{name}.pid"));
+    let config = format!(
+        "{}  stall-short:
+    argv: [{script}, {short}]
+    timeout: 500ms
+  stall-long:
+    argv: [{script}, {long}]
+    timeout: 30s
+",
+        config_text(dir.path()),
+        script = script.display(),
+        short = pid_file("short").display(),
+        long = pid_file("long").display(),
+    );
+    std::fs::write(dir.path().join("agent.yaml"), config).unwrap();
+    let agent = Agent::spawn(dir, &[]);
+    let call = |action: &str, timeout: Duration| AgentCall {
+        url: format!("http://{}", agent.addr),
+        action: action.into(),
+        params: BTreeMap::new(),
+        key: KEY.as_bytes().to_vec(),
+        timeout,
+        dry_run: false,
+    };
+    let pid_of = |path: PathBuf| -> u32 {
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let running = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.split(") ").nth(1).unwrap_or("").starts_with('Z'))
+            .unwrap_or(false)
+    };
+
+    // The agent's timeout: the client waits up to 20 s, the agent 500 ms.
+    let r = agent::call(&call("stall-short", Duration::from_secs(20)), now_secs()).await;
+    assert!(!r.ok && r.retryable, "{r:?}");
+    assert!(r.summary.contains("timed out after 500ms"), "{}", r.summary);
+    // Killed (SIGKILL is sent as the agent answers; the kernel takes a
+    // moment to end it): gone within a deadline.
+    let pid = pid_of(agent.dir.path().join("work/short.pid"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while running(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the timed-out program {pid} still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The client's timeout: the agent would wait 30 s, the client 500 ms.
+    let r = agent::call(&call("stall-long", Duration::from_millis(500)), now_secs()).await;
+    assert!(!r.ok && r.retryable, "{r:?}");
+    assert!(
+        r.summary.ends_with("timed out after 500ms"),
+        "{}",
+        r.summary
+    );
+}

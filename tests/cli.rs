@@ -452,3 +452,108 @@ fn watch_refuses_a_docker_socket_that_does_not_exist() {
         stderr(&o)
     );
 }
+
+/// Nine levels of ten aliases: 10^9 strings once expanded (issue 10, 1).
+fn billion_laughs() -> String {
+    let mut text = String::from("a0: &a0 [\"lol\"]\n");
+    for i in 1..10 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
+    text
+}
+
+#[test]
+fn every_yaml_entry_point_refuses_an_alias_bomb_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("bomb.yaml");
+    std::fs::write(&bomb, billion_laughs()).unwrap();
+    let bomb_s = bomb.to_str().unwrap();
+    let dataset = root().join("datasets/synth-42.parquet");
+    let runbooks = dir.path().join("runbooks");
+    std::fs::create_dir(&runbooks).unwrap();
+    std::fs::write(runbooks.join("bomb.yaml"), billion_laughs()).unwrap();
+    let in_runbooks = runbooks.join("bomb.yaml");
+    let expected = |file: &Path| {
+        format!(
+            "{}:6:25: parsing yaml: aliases expand to more than 100000 nodes (an alias bomb?): refused at this alias",
+            file.display()
+        )
+    };
+    let cases: [(&str, Vec<&str>, &Path); 4] = [
+        (
+            "runbooks check",
+            vec!["runbooks", "check", runbooks.to_str().unwrap()],
+            &in_runbooks,
+        ),
+        (
+            "replay --params",
+            vec![
+                "replay",
+                dataset.to_str().unwrap(),
+                "--runbooks",
+                "runbooks",
+                "--params",
+                bomb_s,
+            ],
+            &bomb,
+        ),
+        (
+            "agent --config",
+            vec!["agent", "--listen", "127.0.0.1:0", "--config", bomb_s],
+            &bomb,
+        ),
+        (
+            "supervise --config",
+            vec!["supervise", "--config", bomb_s],
+            &bomb,
+        ),
+    ];
+    for (what, args, file) in cases {
+        let o = heal(&args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(64), "{what}: {err}");
+        assert!(err.contains(&expected(file)), "{what}: {err}");
+    }
+}
+
+#[test]
+fn a_corrupted_dataset_is_refused_by_name_and_rewrite_adds_the_hash() {
+    // Issue 10, 7: byte-flipped copies of synth-42.parquet loaded silently.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.parquet");
+    let o = heal(&[
+        "dataset",
+        "rewrite",
+        "datasets/synth-42.parquet",
+        "-o",
+        copy.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bundled = std::fs::read(root().join("datasets/synth-42.parquet")).unwrap();
+    let mut bytes = std::fs::read(&copy).unwrap();
+    assert!(bytes == bundled, "rewriting the bundled dataset changed it");
+    bytes[bundled.len() / 2] ^= 0x04;
+    let flipped = dir.path().join("flipped.parquet");
+    std::fs::write(&flipped, &bytes).unwrap();
+    for args in [
+        vec!["dataset", "info", flipped.to_str().unwrap()],
+        vec![
+            "replay",
+            flipped.to_str().unwrap(),
+            "--runbooks",
+            "runbooks",
+        ],
+    ] {
+        let o = heal(&args);
+        let err = stderr(&o);
+        assert_ne!(o.status.code(), Some(0), "{args:?}");
+        assert!(
+            err.contains(&format!(
+                "reading {}: the data does not match the file's content hash",
+                flipped.display()
+            )),
+            "{args:?}: {err}"
+        );
+    }
+}

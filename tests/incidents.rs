@@ -164,11 +164,11 @@ fn bad_input_exits_64_with_the_reason() {
         stderr(&o),
         format!("error: no incident \"inc-000001\" in {dbs}\n")
     );
-    let o = heal(&["incidents", "list", "--db", dbs, "--status", "closed"]);
+    let o = heal(&["incidents", "list", "--db", dbs, "--status", "shut"]);
     assert_eq!(o.status.code(), Some(64));
     assert_eq!(
         stderr(&o),
-        "error: --status \"closed\": expected open or resolved\n"
+        "error: --status \"shut\": expected open, resolved or closed\n"
     );
     let o = heal(&["incidents", "list", "--db", dbs, "--cursor", "x"]);
     assert_eq!(o.status.code(), Some(64));
@@ -245,9 +245,9 @@ fn the_report_feed_over_http() {
     let (_, body) = http_get(port, &format!("/api/incidents?limit=2&cursor={cursor}"));
     let next: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_ne!(next["incidents"][0]["id"], page["incidents"][0]["id"]);
-    let (status, body) = http_get(port, "/api/incidents?status=closed");
+    let (status, body) = http_get(port, "/api/incidents?status=shut");
     assert_eq!(status, 400);
-    assert!(body.contains("expected open or resolved"), "{body}");
+    assert!(body.contains("expected open, resolved or closed"), "{body}");
 
     // The HTML report, with the chart drawn from the stored evidence.
     let (status, html) = http_get(port, "/incidents/inc-000001");

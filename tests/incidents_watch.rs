@@ -1,7 +1,7 @@
 //! `heal watch --execute --db` killed with SIGKILL while an action runs,
-//! then started again on the same store: the action is reported as
-//! interrupted and not run again, and the incident is intact (the real
-//! binary: a process to kill). The other tests here run the live loop
+//! then started again with `--execute` on the same store: the action ran
+//! once and is not run again, counted by its side effect (the real binary:
+//! a process to kill). The other tests here run the live loop
 //! in-process (`heal::live::run`) against the same real Prometheus.
 //!
 //! Real components: a Prometheus (`/usr/bin/prometheus` or
@@ -16,7 +16,19 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use lab::http::client;
-use store::{ExecutionState, IncidentFilter, Store};
+use store::{ExecutionState, IncidentFilter, IncidentStatus, Store};
+
+/// Whether process `pid` runs (a zombie, dead but not yet reaped by its
+/// new parent, does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let state = s[s.rfind(')')? + 1..].split_whitespace().next()?.to_owned();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
 
 /// A child process killed when the guard drops.
 struct Guard(Child);
@@ -122,6 +134,243 @@ fn watch(prometheus: u16, runbooks: &Path, db: &Path, extra: &[&str]) -> Command
     cmd
 }
 
+/// A scrape target the test switches off: while `up` it answers with a
+/// metrics text, afterwards it drops every connection (so Prometheus'
+/// `up` for it turns 0). Served on a thread for the rest of the process.
+fn switchable_target() -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let up = std::sync::Arc::new(AtomicBool::new(true));
+    let flag = up.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            if !flag.load(Ordering::SeqCst) {
+                continue; // dropped unanswered: a failed scrape
+            }
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let body = "# TYPE lab_ok gauge\nlab_ok 1\n";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, up)
+}
+
+/// The lines of the side-effect file every real execution appends to.
+fn runs(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// At most once, end to end: `heal watch --execute --db` is killed with
+/// SIGKILL while an action runs, then started again **with `--execute`**
+/// on the same store. Every real execution appends a line to a file (the
+/// action is a real program, not heal's bookkeeping), so the count of
+/// executions is read from the world, not from heal's own wording:
+///
+/// - the interrupted action ran exactly once, and its one execution record
+///   is settled (no longer `started`) by the restart;
+/// - the restarted run acts (a second target goes down while it runs: it
+///   opens an incident and performs its step), numbers that incident after
+///   the old ones, and every line of the file has its execution record:
+///   nothing ran that the store does not know of, and nothing twice.
+#[test]
+fn sigkill_of_heal_mid_action_then_restart_with_execute_runs_it_at_most_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let prometheus = free_port();
+    let (late, late_up) = switchable_target();
+    let _prom = start_prometheus_with(
+        dir.path(),
+        prometheus,
+        &format!(
+            "  - job_name: dead\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n  - job_name: late\n    static_configs:\n      - targets: ['127.0.0.1:{late}']\n",
+            free_port()
+        ),
+    );
+    let runs_file = dir.path().join("runs");
+    let release = dir.path().join("release");
+    let runbooks = dir.path().join("runbooks");
+    std::fs::create_dir(&runbooks).unwrap();
+    // The action, a real program: one line per run (the series' job),
+    // then 20 s of work unless the release file exists.
+    let action = dir.path().join("action.sh");
+    std::fs::write(
+        &action,
+        format!(
+            "#!/bin/sh\necho \"$1\" >> '{}'\n[ -e '{}' ] || exec sleep 20\n",
+            runs_file.display(),
+            release.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&action, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        runbooks.join("dead.yaml"),
+        format!(
+            "signals:
+  - name: target_up
+    query: max by (job) (up{{job=~\"dead|late\"}})
+    detector:
+      direction: down
+      limit_below: 0.5
+rules:
+  - name: target-down
+    when: {{ signal: target_up, direction: down, for: 0s }}
+    then:
+      - action: exec
+        argv: ['{action}', '{{{{label.job}}}}']
+    verify: {{ wait: 30s }}
+",
+            action = action.display()
+        ),
+    )
+    .unwrap();
+    let db = dir.path().join("heal.db");
+
+    // Run 1: acts on `dead`, and is killed while its action runs.
+    let heal = watch(prometheus, &runbooks, &db, &["--execute"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut heal = Guard(heal);
+    let incident = wait_until("heal to begin the action", Duration::from_secs(120), || {
+        let store = Store::open_read_only(&db).ok()?;
+        let page = store.list(&IncidentFilter::default()).ok()?;
+        let id = page.incidents.last()?.id.clone();
+        let record = store.incident(&id).ok()??;
+        (record.executions.first()?.state == ExecutionState::Started).then_some(record)
+    });
+    // The action really runs (its line is written before its sleep).
+    wait_until("the action's side effect", Duration::from_secs(30), || {
+        (!runs(&runs_file).is_empty()).then_some(())
+    });
+    heal.0.kill().unwrap(); // SIGKILL
+    heal.0.wait().unwrap();
+    assert_eq!(incident.incident.id, "inc-000001");
+    assert_eq!(incident.incident.series["job"], "dead");
+    assert_eq!(incident.incident.actions.len(), 1);
+    assert!(incident.incident.actions[0].decision.allowed);
+    assert_eq!(runs(&runs_file), ["dead"]);
+    let old_ids: Vec<String> = Store::open_read_only(&db)
+        .unwrap()
+        .list(&IncidentFilter::default())
+        .unwrap()
+        .incidents
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+
+    // Run 2, same store, performing actions. From now on actions return at
+    // once, and `late` goes down: run 2 has something new to act on.
+    std::fs::write(&release, "").unwrap();
+    late_up.store(false, std::sync::atomic::Ordering::SeqCst);
+    let heal = watch(prometheus, &runbooks, &db, &["--execute"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut heal = Guard(heal);
+    let late_id = wait_until(
+        "run 2 to act on the target that went down",
+        Duration::from_secs(120),
+        || {
+            let store = Store::open_read_only(&db).ok()?;
+            let page = store.list(&IncidentFilter::default()).ok()?;
+            page.incidents.iter().find_map(|s| {
+                let r = store.incident(&s.id).ok()??;
+                (r.incident.series.get("job").map(String::as_str) == Some("late")
+                    && r.executions
+                        .iter()
+                        .any(|e| e.state == ExecutionState::Finished))
+                .then(|| s.id.clone())
+            })
+        },
+    );
+    // A few more evaluations of the still-down `dead` target, then stop.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(Command::new("kill")
+        .args(["-TERM", &heal.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    wait_until("run 2 to stop", Duration::from_secs(60), || {
+        heal.0.try_wait().unwrap()
+    });
+
+    let store = Store::open_read_only(&db).unwrap();
+    let after = store.incident("inc-000001").unwrap().unwrap();
+    // The interrupted action: one execution record, settled by the
+    // restart, same key, and it did not run again.
+    assert_eq!(after.executions.len(), 1, "{:?}", after.executions);
+    assert_eq!(after.executions[0].key, incident.executions[0].key);
+    assert_ne!(after.executions[0].state, ExecutionState::Started);
+    // Still run 1's incident: no later one took its id.
+    assert_eq!(after.incident.opened_ms, incident.incident.opened_ms);
+    assert_eq!(after.incident.actions, incident.incident.actions);
+    // Every real run has its record, and no record lacks its run: the
+    // side-effect file and the store's journal agree, series by series.
+    let all = store.list(&IncidentFilter::default()).unwrap().incidents;
+    let mut journaled: Vec<String> = Vec::new();
+    for s in &all {
+        let r = store.incident(&s.id).unwrap().unwrap();
+        for e in &r.executions {
+            if e.state != ExecutionState::Abandoned {
+                journaled.push(r.incident.series["job"].clone());
+            }
+        }
+    }
+    journaled.sort();
+    let mut ran = runs(&runs_file);
+    ran.sort();
+    assert_eq!(ran, journaled, "real runs vs the store's executions");
+    assert_eq!(ran.iter().filter(|j| *j == "late").count(), 1, "{ran:?}");
+    // Run 2 numbered its incidents after run 1's.
+    let new_ids: Vec<&String> = all
+        .iter()
+        .map(|s| &s.id)
+        .filter(|id| !old_ids.contains(id))
+        .collect();
+    assert!(new_ids.contains(&&late_id), "{new_ids:?}");
+    let last_old = old_ids.iter().max().unwrap();
+    assert!(
+        new_ids.iter().all(|id| id.as_str() > last_old.as_str()),
+        "new {new_ids:?} not after old {old_ids:?}"
+    );
+}
+
+/// Learning from outcomes, live: a performed step verified as not having
+/// helped (the target stays down) is recorded in the store as a
+/// `not_helped` adjustment of its signal, and applied.
+/// The live loop in this process (`heal::live::run` on a runtime of its
+/// own), stopped through its shutdown future when dropped.
+struct InProcess {
+    runtime: tokio::runtime::Runtime,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<heal::Result<()>>>,
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = self.runtime.block_on(task);
+        }
+    }
+}
+
 #[test]
 fn sigkill_of_heal_mid_action_then_restart_reports_it_interrupted_and_does_not_rerun_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -163,8 +412,25 @@ rules:
         let record = store.incident(&id).ok()??;
         (record.executions.first()?.state == ExecutionState::Started).then_some(record)
     });
+    // The child's pid is recorded right after its spawn; it is the leader
+    // of its own process group.
+    let process = wait_until(
+        "the child's pid in the store",
+        Duration::from_secs(30),
+        || {
+            let store = Store::open_read_only(&db).ok()?;
+            store
+                .incident("inc-000001")
+                .ok()??
+                .executions
+                .first()?
+                .process
+        },
+    );
     heal.0.kill().unwrap(); // SIGKILL
     heal.0.wait().unwrap();
+    // heal is dead, its child is not: `sleep 20` still runs.
+    assert!(running(process.pid), "the exec child died with heal");
     assert_eq!(incident.incident.id, "inc-000001");
     assert_eq!(incident.incident.actions.len(), 1);
     assert!(incident.incident.actions[0].decision.allowed);
@@ -180,14 +446,52 @@ rules:
         "{stderr}"
     );
 
+    // The interrupted action's child was settled: its group killed, and
+    // that recorded.
+    let settled = format!(
+        "process group {} was still running at restart: killed (SIGKILL); its outcome is unknown",
+        process.pid
+    );
+    assert!(
+        stderr.contains(&format!(
+            "heal: action inc-000001/step-1/attempt-1 settled: {settled}"
+        )),
+        "{stderr}"
+    );
+    assert!(!running(process.pid), "the exec child outlived the restart");
+    // The incident the killed run left open was closed, with its reason.
+    assert!(
+        stderr.contains(
+            "heal: incident inc-000001 (target-down on target_up{instance=\\\"127.0.0.1:"
+        ),
+        "{stderr}"
+    );
+
     let store = Store::open_read_only(&db).unwrap();
     let after = store.incident("inc-000001").unwrap().unwrap();
-    // The incident is as it was when heal died, with its one execution
-    // now marked interrupted: begun once, never again.
+    // The incident is as it was when heal died, now closed, with its one
+    // execution marked interrupted and settled: begun once, never again.
     assert_eq!(after.incident, incident.incident);
+    assert_eq!(after.status, IncidentStatus::Closed);
+    assert_eq!(
+        after.closed_reason.as_deref(),
+        Some(store::CLOSED_AT_RESTART)
+    );
     assert_eq!(after.executions.len(), 1, "{:?}", after.executions);
     assert_eq!(after.executions[0].state, ExecutionState::Interrupted);
     assert_eq!(after.executions[0].key, incident.executions[0].key);
+    assert_eq!(
+        after.executions[0].settled.as_deref(),
+        Some(settled.as_str())
+    );
+    // Never two open incidents of one series and rule: run 2 opened a new
+    // one (the target is still down) beside the closed one.
+    let all = store.list(&IncidentFilter::default()).unwrap().incidents;
+    let open: Vec<_> = all
+        .iter()
+        .filter(|s| s.status == IncidentStatus::Open && s.rule == "target-down")
+        .collect();
+    assert!(open.len() <= 1, "{all:?}");
     // Run 2 numbered its incidents after run 1's.
     let ids: Vec<String> = store
         .list(&IncidentFilter::default())
@@ -198,28 +502,6 @@ rules:
         .collect();
     assert_eq!(ids.iter().filter(|id| *id == "inc-000001").count(), 1);
     assert!(ids.iter().all(|id| id.as_str() >= "inc-000001"), "{ids:?}");
-}
-
-/// Learning from outcomes, live: a performed step verified as not having
-/// helped (the target stays down) is recorded in the store as a
-/// `not_helped` adjustment of its signal, and applied.
-/// The live loop in this process (`heal::live::run` on a runtime of its
-/// own), stopped through its shutdown future when dropped.
-struct InProcess {
-    runtime: tokio::runtime::Runtime,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<heal::Result<()>>>,
-}
-
-impl Drop for InProcess {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = self.runtime.block_on(task);
-        }
-    }
 }
 
 /// `heal watch --interval 1s --backfill 0s --db DB [--execute]`, in-process.
@@ -242,6 +524,7 @@ fn watch_in_process(prometheus: u16, runbooks: &Path, db: &Path, execute: bool) 
         db: Some(db.to_path_buf()),
         params: None,
         api_token: None,
+        series: Default::default(),
         executors: executors::Executors::new(
             Arc::new(move |name: &str| (name == "PATH").then(|| path.clone()).flatten()),
             clock.clone(),

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lab::http::client;
+use store::{IncidentFilter, Store};
 
 const SERVICES: [&str; 5] = ["clean", "hang", "errors", "crash", "leak"];
 
@@ -109,6 +110,82 @@ fn metric(text: &str, line_prefix: &str) -> f64 {
         .sum()
 }
 
+/// The value of a Prometheus instant query's single result, if any.
+fn prom_query(port: u16, query: &str) -> Option<f64> {
+    let enc: String = query
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let r = client::get(
+        addr(port),
+        &format!("/api/v1/query?query={enc}"),
+        Duration::from_secs(2),
+    )
+    .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The runbook's cooldown (`guards.cooldown: 10s` on every rule of
+/// lab/runbooks/lab.yaml), plus a margin for event time trailing wall time.
+const COOLDOWN_MS: i64 = 10_000 + 2_000;
+
+/// heal is done with `service`, read from its own incident store: every
+/// step it performed on the service's incidents was verified (or the
+/// incident resolved), and the cooldown of every attempt has passed in
+/// heal's guard state. Then the same fault again is a new incident heal
+/// may act on.
+fn heal_done_with(db: &Path, service: &str) -> bool {
+    let Ok(store) = Store::open_read_only(db) else {
+        return false;
+    };
+    let filter = IncidentFilter {
+        service: Some(service.to_owned()),
+        limit: 1000,
+        ..IncidentFilter::default()
+    };
+    let Ok(page) = store.list(&filter) else {
+        return false;
+    };
+    let mut ids = Vec::new();
+    for s in &page.incidents {
+        let Ok(Some(r)) = store.incident(&s.id) else {
+            return false;
+        };
+        let unverified = r
+            .incident
+            .actions
+            .iter()
+            .any(|a| a.decision.allowed && a.verification.is_none());
+        if unverified && r.incident.resolved_ms.is_none() {
+            return false;
+        }
+        ids.push(s.id.clone());
+    }
+    let Ok(Some(guards)) = store.guard_state() else {
+        return ids.is_empty();
+    };
+    let now = now_ms();
+    guards
+        .attempts
+        .iter()
+        .filter(|a| ids.contains(&a.incident))
+        .all(|a| now - a.ts_ms >= COOLDOWN_MS)
+}
+
 fn lab_status(control: u16) -> serde_json::Value {
     let r = client::get(addr(control), "/status", Duration::from_secs(2)).expect("lab status");
     serde_json::from_slice(&r.body).expect("status JSON")
@@ -168,9 +245,28 @@ fn heal_keeps_the_lab_healthy() {
         .unwrap();
     let lab_out = BufReader::new(lab.stdout.take().unwrap());
     let _lab = Guard(lab);
-    for line in lab_out.lines() {
-        if line.unwrap().starts_with("control listening") {
-            break;
+    // Read on a thread, so the wait has a deadline; heal-lab ending its
+    // output without the line fails the test here.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lab_out.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.starts_with("control listening") => break,
+            Ok(_) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("heal-lab up did not print `control listening` within 60s")
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("heal-lab up ended its output before `control listening`")
+            }
         }
     }
 
@@ -211,8 +307,14 @@ fn heal_keeps_the_lab_healthy() {
             .unwrap(),
     );
 
-    // Let the lab build two minutes of history: heal back-fills from it.
-    std::thread::sleep(Duration::from_secs(120));
+    // Let the lab build history heal back-fills from: the detectors
+    // calibrate on about 100 samples, so wait until Prometheus holds 110
+    // scrapes of every service (about two minutes).
+    wait_until(
+        "110 scrapes of every service in Prometheus",
+        Duration::from_secs(400),
+        || prom_query(prom_port, "min(count_over_time(up[10m]))").is_some_and(|n| n >= 110.0),
+    );
 
     // heal, with the lab runbook pointed at this lab's supervisor.
     let runbooks = dir.path().join("runbooks");
@@ -224,6 +326,7 @@ fn heal_keeps_the_lab_healthy() {
     .replace("127.0.0.1:19400", &format!("127.0.0.1:{control}"));
     std::fs::write(runbooks.join("lab.yaml"), book).unwrap();
     let heal_port = free_port();
+    let db = dir.path().join("heal.db");
     let mut heal = Command::new(env!("CARGO_BIN_EXE_heal"))
         .args([
             "watch",
@@ -240,6 +343,7 @@ fn heal_keeps_the_lab_healthy() {
             "800ms",
             "--execute",
         ])
+        .args(["--db", db.to_str().unwrap()])
         .args(["--listen", &format!("127.0.0.1:{heal_port}")])
         .env("PATH", &path)
         .env("HEAL_LOG", "info")
@@ -258,19 +362,28 @@ fn heal_keeps_the_lab_healthy() {
         });
     }
     let _heal = Guard(heal);
+    // An unreachable heal fails the test (it must not read as 0 actions).
     let heal_metrics = || {
-        client::get(addr(heal_port), "/metrics", Duration::from_secs(2))
+        client::get(addr(heal_port), "/metrics", Duration::from_secs(5))
             .map(|r| r.body_text())
-            .unwrap_or_default()
+            .unwrap_or_else(|e| panic!("heal's /metrics: {e}\n{}", log.lock().unwrap()))
     };
+    // Samples of `lab_up` (one series per service): 5 per evaluation.
+    const UP_SAMPLES: &str = r#"heal_samples_total{signal="lab_up"}"#;
+    let evaluations = || metric(&heal_metrics(), UP_SAMPLES) / SERVICES.len() as f64;
     let actions = || metric(&heal_metrics(), "heal_actions_total");
     wait_until("heal to be healthy", Duration::from_secs(30), || {
         client::get(addr(heal_port), "/healthz", Duration::from_secs(1))
             .is_ok_and(|r| r.status == 200)
     });
 
-    // (d) Clean traffic: nothing to do.
-    std::thread::sleep(Duration::from_secs(20));
+    // (d) Clean traffic: nothing to do over 20 evaluations.
+    let first = evaluations();
+    wait_until(
+        "20 evaluations of clean traffic",
+        Duration::from_secs(120),
+        || evaluations() >= first + 20.0,
+    );
     assert_eq!(
         actions(),
         0.0,
@@ -351,7 +464,13 @@ fn heal_keeps_the_lab_healthy() {
             took.as_secs_f64(),
             handled_by.unwrap()
         ));
-        std::thread::sleep(Duration::from_secs(12));
+        // Before the next fault: heal's verification of what it did and
+        // its cooldown are over (read from heal's store, not guessed).
+        wait_until(
+            &format!("heal to verify its steps on {name} and its cooldown to pass"),
+            Duration::from_secs(90),
+            || heal_done_with(&db, name),
+        );
     }
     let text = log.lock().unwrap().clone();
     // The leak was caught by the memory rule, before the service killed itself.
@@ -384,15 +503,15 @@ fn heal_keeps_the_lab_healthy() {
     let probes_before = metric(&m, PROBES_OK);
     assert!(probes_before > 0.0, "no successful probe yet:\n{m}");
     drop(prom.take());
-    std::thread::sleep(Duration::from_secs(15));
-    let m = heal_metrics();
-    assert!(
-        metric(&m, "heal_evaluation_failures_total") > failures_before,
-        "{m}"
-    );
-    assert!(
-        metric(&m, PROBES_OK) >= probes_before + 10.0,
-        "probes stopped with Prometheus:\n{m}"
+    // Failed evaluations, and at least 10 more successful probes.
+    wait_until(
+        "failed evaluations and 10 more probes with Prometheus down",
+        Duration::from_secs(90),
+        || {
+            let m = heal_metrics();
+            metric(&m, "heal_evaluation_failures_total") > failures_before + 5.0
+                && metric(&m, PROBES_OK) >= probes_before + 10.0
+        },
     );
     assert_eq!(
         actions(),
@@ -402,15 +521,14 @@ fn heal_keeps_the_lab_healthy() {
     );
     // ... and watching resumes when it is back.
     let _prom = start_prometheus(&prom_conf, &storage, prom_port);
-    // (Samples of a query signal: the probe's never stopped.)
-    const UP_SAMPLES: &str = r#"heal_samples_total{signal="lab_up"}"#;
-    let evals = metric(&heal_metrics(), UP_SAMPLES);
+    // (Samples of a query signal: the probe's never stopped.) Then 10
+    // evaluations on fresh data.
+    let evals = evaluations();
     wait_until(
-        "heal to receive samples again",
-        Duration::from_secs(30),
-        || metric(&heal_metrics(), UP_SAMPLES) > evals,
+        "10 evaluations after Prometheus came back",
+        Duration::from_secs(90),
+        || evaluations() >= evals + 10.0,
     );
-    std::thread::sleep(Duration::from_secs(10));
     assert_eq!(
         actions(),
         before,

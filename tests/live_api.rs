@@ -39,6 +39,7 @@ fn config(dir: &Path) -> LiveConfig {
         params: None,
         api_token: Some(TOKEN.into()),
         executors: Executors::new(Arc::new(|_: &str| None), clock.clone()),
+        series: Default::default(),
         clock,
     }
 }
@@ -206,4 +207,48 @@ async fn a_corrupt_guard_state_stops_heal_with_the_file_named() {
         std::fs::read_to_string(&state).unwrap(),
         "{\"attempts\": [ not json"
     );
+}
+
+/// "Answered only once persisted": when the guard state cannot be written
+/// (its `--state` directory is gone), a new silence is not answered as
+/// created: the client gets a server error saying it was not persisted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_cannot_be_persisted_is_not_answered_as_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir(&state_dir).unwrap();
+    let mut cfg = config(dir.path());
+    cfg.state = Some(state_dir.join("guards.json"));
+    let heal = start(cfg).await;
+    // Works while the directory is there.
+    heal.call(
+        Some(TOKEN),
+        "POST",
+        "/api/silences",
+        Some(silence("alice", "first")),
+    )
+    .await
+    .unwrap();
+    assert!(state_dir.join("guards.json").exists());
+    std::fs::remove_dir_all(&state_dir).unwrap();
+    let e = heal
+        .call(
+            Some(TOKEN),
+            "POST",
+            "/api/silences",
+            Some(silence("bob", "second")),
+        )
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("500"), "{text}");
+    assert!(text.contains("not persisted"), "{text}");
+    assert!(text.contains("guards.json"), "{text}");
+    // Expiring is a change too.
+    let e = heal
+        .call(Some(TOKEN), "DELETE", "/api/silences/sil-000001", None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not persisted"), "{e}");
+    heal.shutdown().await;
 }

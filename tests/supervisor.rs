@@ -19,7 +19,9 @@
 //!   `supervisor/NAME` gets a clear failed result;
 //! - SIGTERM stops the supervisor and every child with it.
 //!
-//! Also: HAProxy registration on scale (real HAProxy, real traffic), the
+//! Also: the liveness checks themselves (a hung `http` replica and a `tcp`
+//! replica whose port closed restarted after `failures` failed checks, one
+//! that never passes killed after `start_timeout`), HAProxy registration on scale (real HAProxy, real traffic), the
 //! read-only API without a token, configuration errors, and `heal watch
 //! --supervisor` restarting a supervised service from a runbook (real
 //! Prometheus).
@@ -535,6 +537,111 @@ fn supervise_runs_restarts_scales_deploys_and_rolls_back_real_services() {
     for p in pids {
         assert!(!alive(p), "child {p} outlived heal supervise");
     }
+}
+
+/// The supervisor's own liveness checks, against real lab services:
+///
+/// - `h` (an `http` check) is hung through its fault endpoint: its process
+///   lives and accepts connections, `/healthz` never answers; after
+///   `failures: 3` failed checks in a row it is killed and restarted;
+/// - `t` (a `tcp` check) is a script whose lab service stops listening
+///   while the script lives on; after `failures: 2` it is restarted;
+/// - `n` (an `http` check on a port nobody listens on, `sleep` as the
+///   program) never passes: killed `start_timeout: 1s` after its start.
+#[test]
+fn failing_http_and_tcp_checks_and_start_timeout_restart_real_replicas() {
+    let lab = lab_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let (ph, pt, pn) = (free_ports(1), free_ports(1), free_ports(1));
+    let stop = dir.path().join("stop-listening");
+    let wrapper = dir.path().join("listen-then-stop.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n\"$1\" service --name t --port \"$2\" &\nlab=$!\nwhile [ ! -e '{}' ]; do sleep 0.1; done\nkill $lab\nexec sleep 300\n",
+            stop.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let config = format!(
+        "services:
+  - name: h
+    release: {{version: v1, argv: [{lab}, service, --name, h, --port, \"{{port}}\"]}}
+    ports: {ph}
+    check: {{type: http, path: /healthz, interval: 200ms, timeout: 300ms, failures: 3, start_timeout: 20s}}
+    restart: {{initial: 300ms, max: 1s}}
+  - name: t
+    release: {{version: v1, argv: [{wrapper}, {lab}, \"{{port}}\"], env: {{PATH: /usr/bin:/bin}}}}
+    ports: {pt}
+    check: {{type: tcp, interval: 200ms, timeout: 300ms, failures: 2, start_timeout: 20s}}
+    restart: {{initial: 300ms, max: 1s}}
+  - name: n
+    release: {{version: v1, argv: [sleep, \"300\"], env: {{PATH: /usr/bin:/bin}}}}
+    ports: {pn}
+    check: {{type: http, path: /healthz, interval: 200ms, timeout: 300ms, failures: 3, start_timeout: 1s}}
+    restart: {{initial: 3s, max: 3s}}
+",
+        lab = lab.display(),
+        wrapper = wrapper.display(),
+    );
+    let config_path = dir.path().join("supervise.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut heal = start_supervise(&config_path, &dir.path().join("state"), true);
+    let api = heal.api;
+
+    // `n` never passes: down once start_timeout has passed since its start.
+    let n = wait_until("n to time out starting", Duration::from_secs(30), || {
+        let r = service(api, "n")["instances"][0].clone();
+        (r["phase"] == "backoff" && r["last_exit"].is_string()).then_some(r)
+    });
+    let last = n["last_exit"].as_str().unwrap();
+    assert!(
+        last.starts_with("no passing check within start_timeout 1s, last: "),
+        "{n}"
+    );
+    assert!(ms(&n, "last_exit_ms") - ms(&n, "started_ms") >= 1000, "{n}");
+    assert_eq!(n["healthy_ms"], Value::Null, "{n}");
+
+    // `h`: healthy, then hung (alive, accepting, not answering).
+    let h = healthy(api, "h", 1, "h healthy").remove(0);
+    let r = client::post(
+        SocketAddr::from(([127, 0, 0, 1], ph)),
+        "/fault/hang",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let h2 = wait_until("h restarted", Duration::from_secs(30), || {
+        let r = service(api, "h")["instances"][0].clone();
+        (r["starts"] == 2 && r["phase"] == "healthy").then_some(r)
+    });
+    assert_ne!(pid(&h2), pid(&h));
+    assert!(!alive(pid(&h)), "the hung replica still runs");
+    let last = h2["last_exit"].as_str().unwrap();
+    assert!(last.starts_with("3 failed checks in a row, last: "), "{h2}");
+    // The new replica serves (the fault was the old process').
+    assert_eq!(answer(ph).as_deref(), Some("hello from h"));
+
+    // `t`: healthy, then its port closes while its process lives on.
+    let t = healthy(api, "t", 1, "t healthy").remove(0);
+    std::fs::write(&stop, "").unwrap();
+    let t2 = wait_until("t restarted", Duration::from_secs(30), || {
+        let r = service(api, "t")["instances"][0].clone();
+        (r["starts"].as_u64() >= Some(2)).then_some(r)
+    });
+    assert!(
+        !alive(pid(&t)),
+        "the replica with the closed port still runs"
+    );
+    let last = t2["last_exit"].as_str().unwrap();
+    assert!(last.starts_with("2 failed checks in a row, last: "), "{t2}");
+
+    assert!(heal.terminate().success());
 }
 
 #[test]

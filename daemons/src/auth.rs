@@ -4,15 +4,26 @@
 use axum::http::HeaderMap;
 
 /// Whether the request carries `Authorization: Bearer <expected>`. The
-/// comparison runs without an early exit, so the time taken does not tell
-/// how much of a guessed token was right.
+/// scheme is matched without regard to case (`bearer`, `BEARER`: RFC 7235
+/// section 2.1 says auth schemes are case-insensitive) and may be followed
+/// by one or more spaces; the token is compared exactly. The comparison
+/// runs without an early exit, so the time taken does not tell how much of
+/// a guessed token was right.
 pub fn bearer_matches(headers: &HeaderMap, expected: &str) -> bool {
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("");
-    constant_time_eq(given.as_bytes(), expected.as_bytes())
+    !given.is_empty() && constant_time_eq(given.as_bytes(), expected.as_bytes())
+}
+
+/// The token of a `Bearer` credential, the scheme in any case.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_start_matches(' '))
 }
 
 /// Compares without an early exit (the length is not secret).
@@ -37,5 +48,20 @@ mod tests {
         assert!(bearer_matches(&headers, "s3cret"));
         assert!(!bearer_matches(&headers, "s3cre"));
         assert!(!bearer_matches(&HeaderMap::new(), "s3cret"));
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        // RFC 7235 section 2.1; issue 10, 9.
+        for value in ["bearer s3cret", "BEARER s3cret", "bEaReR s3cret", "Bearer  s3cret"] {
+            let mut headers = HeaderMap::new();
+            headers.insert("authorization", value.parse().unwrap());
+            assert!(bearer_matches(&headers, "s3cret"), "{value}");
+        }
+        for value in ["Basic s3cret", "Bearers3cret", "Bearer s3cret ", "Bearer", "s3cret"] {
+            let mut headers = HeaderMap::new();
+            headers.insert("authorization", value.parse().unwrap());
+            assert!(!bearer_matches(&headers, "s3cret"), "{value}");
+        }
     }
 }

@@ -14,5 +14,7 @@
 pub mod agent;
 mod auth;
 pub mod supervisor;
+#[cfg(test)]
+mod properties;
 
 pub use auth::{bearer_matches, constant_time_eq};

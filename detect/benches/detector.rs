@@ -1,7 +1,7 @@
 //! Throughput of the default detector, in points per second.
 //!
 //! `cargo bench -p detect --bench detector`. Each benchmark scores 10,000
-//! points per series for 1, 100 and 10,000 independent series (one detector
+//! points per series for 1, 100, 1,000 and 10,000 independent series (one detector
 //! each), interleaved by time as a live watcher would see them. The input is
 //! seeded Gaussian noise with the odd spike; its generation is outside the
 //! measured loop.
@@ -34,7 +34,7 @@ fn input(series: usize) -> Vec<f64> {
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("adaptive_default");
     group.sample_size(10);
-    for series in [1usize, 100, 10_000] {
+    for series in [1usize, 100, 1_000, 10_000] {
         let xs = input(series);
         group.throughput(Throughput::Elements((series * POINTS) as u64));
         group.bench_with_input(BenchmarkId::from_parameter(series), &xs, |b, xs| {

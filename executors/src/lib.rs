@@ -129,6 +129,19 @@ impl Executors {
         timeout: Duration,
         dry_run: bool,
     ) -> ActionResult {
+        self.perform_observed(action, timeout, dry_run, None).await
+    }
+
+    /// [`Executors::perform`], telling `spawned` the pid of the child an
+    /// `exec` action starts, right after its spawn (the act stage records
+    /// it in the incident store, so a restart can settle it).
+    pub async fn perform_observed(
+        &self,
+        action: &RenderedAction,
+        timeout: Duration,
+        dry_run: bool,
+        spawned: Option<tokio::sync::oneshot::Sender<exec::Spawned>>,
+    ) -> ActionResult {
         match action {
             RenderedAction::Exec { argv } => {
                 let req = exec::ExecRequest {
@@ -137,7 +150,7 @@ impl Executors {
                     timeout,
                     dry_run,
                 };
-                exec::run(&req).await
+                exec::run_observed(&req, spawned).await
             }
             RenderedAction::Reroute {
                 target,

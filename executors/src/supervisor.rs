@@ -239,6 +239,37 @@ mod tests {
         );
     }
 
+    /// A supervisor that accepts the request and never answers in time
+    /// (a real socket, a reply held for 30 s): the call gives up after its
+    /// timeout with a retryable result, so a hung supervisor cannot hold
+    /// the act stage.
+    #[tokio::test]
+    async fn a_hung_supervisor_times_out_and_is_retryable() {
+        use crate::test_server::{Reply, TestServer};
+        let server = TestServer::start(vec![Reply {
+            status: 200,
+            body: "{}".into(),
+            delay: Duration::from_secs(30),
+        }]);
+        let c = SupervisorClient::new(&server.url(""), Some("t".into())).unwrap();
+        let r = c
+            .run(
+                "supervisor/api",
+                &Operation::Restart,
+                Duration::from_millis(300),
+                false,
+            )
+            .await;
+        assert!(!r.ok && r.retryable, "{r:?}");
+        assert!(
+            r.summary.ends_with("timed out after 300ms"),
+            "{}",
+            r.summary
+        );
+        // The request did reach it: the wait was for the answer.
+        assert_eq!(server.received()[0].path, "/v1/services/api/restart");
+    }
+
     #[tokio::test]
     async fn dry_run_calls_nothing() {
         // Port 9 (discard) on loopback: nothing listens; a call would fail.

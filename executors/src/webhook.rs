@@ -382,6 +382,32 @@ mod tests {
         assert!(r.summary.ends_with("(3 attempts)"), "{}", r.summary);
     }
 
+    /// The documented default (README: "3 attempts, 0.5 s then 1 s
+    /// apart"), end to end under paused tokio time: against a port nobody
+    /// listens on, every attempt fails at once, so the run takes exactly
+    /// the two waits, 0.5 s + 1 s.
+    #[tokio::test(start_paused = true)]
+    async fn the_default_retry_is_three_attempts_half_a_second_then_a_second_apart() {
+        let retry = Retry::default();
+        assert_eq!(retry.attempts, 3);
+        assert_eq!(retry.backoff.delay(1, 0.0), Duration::from_millis(500));
+        assert_eq!(retry.backoff.delay(2, 0.0), Duration::from_secs(1));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut q = request(format!("http://127.0.0.1:{port}/"));
+        q.retry = Retry::default();
+        // Far longer than the schedule: a wait that ran into it would show.
+        q.timeout = Duration::from_secs(60);
+        let t0 = tokio::time::Instant::now();
+        let r = run(&q, &no_env).await;
+        assert_eq!(t0.elapsed(), Duration::from_millis(1500), "{r:?}");
+        assert!(!r.ok && r.retryable, "{r:?}");
+        assert!(r.summary.ends_with("(3 attempts)"), "{}", r.summary);
+    }
+
     #[tokio::test]
     async fn secrets_come_from_the_environment_and_are_never_shown() {
         let server = TestServer::start(vec![Reply::now(204, "")]);

@@ -239,6 +239,41 @@ impl Error {
     }
 
     /// Shorthand for [`Error::BadFile`].
+    /// Polars failed to read a Parquet file. Its message is kept when it
+    /// reads as a sentence; a `Debug` dump of the Thrift decoder's error
+    /// (`parquet error: Error { source_location: ... }`, what a corrupt
+    /// footer gives) becomes a sentence naming what failed to decode.
+    pub(crate) fn parquet_reading(path: &std::path::Path, source: polars::error::PolarsError) -> Self {
+        let message = source.to_string();
+        if !message.contains("Error {") && !message.contains("InvalidByte(") {
+            return Error::Parquet {
+                action: "reading",
+                path: path.to_path_buf(),
+                source,
+            };
+        }
+        // Pull what is readable out of the dump: the error kind and where.
+        let field = |name: &str| {
+            let at = message.find(&format!("{name}: "))? + name.len() + 2;
+            let rest = &message[at..];
+            let end = rest.find([',', ' ', '}']).unwrap_or(rest.len());
+            Some(rest[..end].trim_matches('"').to_owned())
+        };
+        let detail = match (field("error_kind"), field("type_"), field("byte_offset")) {
+            (Some(kind), Some(ty), Some(offset)) => {
+                format!(" ({kind} in its {ty} entry at byte {offset} of the footer)")
+            }
+            _ if message.contains("ARROW:schema") => {
+                " (the Arrow schema stored in its metadata does not decode)".to_owned()
+            }
+            _ => String::new(),
+        };
+        Error::bad_file(
+            path,
+            format!("not a valid Parquet file (corrupt?): its metadata does not decode{detail}"),
+        )
+    }
+
     pub(crate) fn bad_file(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::BadFile {
             path: path.into(),

@@ -52,6 +52,8 @@ mod dataset;
 mod error;
 mod nab;
 mod policy;
+#[cfg(test)]
+mod properties;
 mod series;
 mod sources;
 mod synth;

@@ -36,7 +36,7 @@ fn digits(b: &[u8]) -> Option<u32> {
         if d > 9 {
             return None;
         }
-        n = n * 10 + u32::from(d);
+        n = n.checked_mul(10)?.checked_add(u32::from(d))?;
     }
     Some(n)
 }
@@ -75,7 +75,11 @@ pub(crate) fn parse_naive(b: &[u8]) -> Option<i64> {
         if frac[0] != b'.' || frac.len() == 1 {
             return None;
         }
-        digits(&frac[1..])?;
+        // Any number of digits (a long fraction would overflow `digits`);
+        // only the first three count.
+        if !frac[1..].iter().all(u8::is_ascii_digit) {
+            return None;
+        }
         let ms_digits = &frac[1..frac.len().min(4)];
         millis = i64::from(digits(ms_digits)?) * 10i64.pow(3 - ms_digits.len() as u32);
     }
@@ -232,5 +236,21 @@ mod tests {
         assert_eq!(format_duration(93_600_000), "1d2h");
         assert_eq!(format_duration(1500), "1500ms");
         assert_eq!(format_duration(0), "0ms");
+    }
+
+    #[test]
+    fn a_long_fraction_of_a_second_is_truncated_not_an_overflow() {
+        // Found by the window-file property test: ten or more fraction
+        // digits overflowed (a panic in debug, a wrong time in release).
+        assert_eq!(
+            parse_naive(b"2014-10-30 15:30:00.0000011211211211211"),
+            Some(chrono_ms("2014-10-30 15:30:00"))
+        );
+        assert_eq!(
+            parse_naive(b"2014-10-30 15:30:00.1234567890123"),
+            Some(chrono_ms("2014-10-30 15:30:00") + 123)
+        );
+        assert_eq!(parse_naive(b"2014-10-30 15:30:00.12345x"), None);
+        assert_eq!(digits(b"99999999999"), None);
     }
 }

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -63,18 +62,16 @@ fn writes_the_file_and_prints_with_dash() {
             && printed.contains("  evaluation_interval: 5s\n"),
         "{printed}"
     );
-    if let Some(promtool) = common::promtool() {
-        let check = Command::new(promtool)
-            .args(["check", "config", out_file.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            check.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&check.stdout),
-            String::from_utf8_lossy(&check.stderr)
-        );
-    }
+    let check = Command::new(common::promtool())
+        .args(["check", "config", out_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
 
 #[test]
@@ -98,14 +95,6 @@ fn bad_arguments_exit_64() {
     assert_eq!(out.status.code(), Some(64));
 }
 
-fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-}
-
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| {
@@ -119,14 +108,11 @@ fn percent_encode(s: &str) -> String {
 }
 
 /// With the generated file, a real Prometheus sees the service under
-/// `service="web", instance="web-0"`, with no `exported_service`. Skipped
-/// (with a note) where Prometheus is not installed.
+/// `service="web", instance="web-0"`, with no `exported_service`. A
+/// missing Prometheus fails the test.
 #[test]
 fn a_real_prometheus_scrapes_the_lab_with_it() {
-    let Some(prometheus) = find_on_path("prometheus") else {
-        eprintln!("prometheus not installed: real-scrape check skipped");
-        return;
-    };
+    let prometheus = common::prometheus();
     let svc = Service::start("web", &[]);
     svc.get("/");
     let dir = TempDir::new("prom-real");

@@ -6,6 +6,7 @@ use std::fmt;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use stdx::url_shape::Piece;
 
 /// A string with `{{variable}}` placeholders, filled in per incident.
 ///
@@ -160,6 +161,10 @@ pub(crate) enum UnsafeLabel {
         /// Offending value.
         value: String,
     },
+    /// The value is safe in itself but would leave the URL component it
+    /// stands in (a port after a host, a user name, another path segment).
+    #[error("{0}")]
+    UrlShape(stdx::url_shape::ShapeError),
 }
 
 /// The rule [`is_safe_label_value`] enforces, for messages.
@@ -199,33 +204,98 @@ pub fn is_label_name(name: &str) -> bool {
 /// Fills in parsed template parts; every label value is checked first.
 pub(crate) fn render(parts: &[Part], ctx: &Context<'_>) -> Result<String, UnsafeLabel> {
     let mut out = String::new();
-    for part in parts {
-        match part {
-            Part::Literal(text) => out.push_str(text),
-            Part::Var(Var::Signal) => out.push_str(ctx.signal),
-            Part::Var(Var::Rule) => out.push_str(ctx.rule),
-            Part::Var(var) => {
-                let name = match var {
-                    Var::Service => ctx.service_label,
-                    Var::Instance => ctx.instance_label,
-                    Var::Label(name) => name.as_str(),
-                    Var::Signal | Var::Rule => unreachable!("handled above"),
-                };
-                let value = ctx
-                    .labels
-                    .get(name)
-                    .ok_or_else(|| UnsafeLabel::Missing(name.to_owned()))?;
-                if !is_safe_label_value(value) {
-                    return Err(UnsafeLabel::Unsafe {
-                        name: name.to_owned(),
-                        value: value.clone(),
-                    });
-                }
-                out.push_str(value);
-            }
+    for piece in pieces(parts, ctx)? {
+        match piece {
+            Piece::Literal(text) | Piece::Value { value: text, .. } => out.push_str(text),
         }
     }
     Ok(out)
+}
+
+/// Fills in the parts of a URL template (a webhook's or an agent's `url`):
+/// every label value is checked as by [`render`], and then against the
+/// component of the URL the template puts it in
+/// ([`stdx::url_shape`]), so that no value changes the scheme, userinfo,
+/// host, port or path structure beyond its own part. Nothing is sent to a
+/// URL that fails.
+pub(crate) fn render_url(parts: &[Part], ctx: &Context<'_>) -> Result<String, UnsafeLabel> {
+    stdx::url_shape::render(&pieces(parts, ctx)?).map_err(UnsafeLabel::UrlShape)
+}
+
+/// Why the variables of a URL template cannot all be placed in a URL
+/// component, for `heal runbooks check`: a variable where the scheme goes,
+/// or right after an `${env:...}` reference with no literal `/` between
+/// them, would be refused on every render.
+pub(crate) fn url_template_problem(t: &Template) -> Option<String> {
+    use stdx::url_shape::{components, Component};
+    let parts = t.parse().ok()?;
+    let pieces: Vec<Piece<'_>> = parts
+        .iter()
+        .map(|part| match part {
+            Part::Literal(text) => Piece::Literal(text),
+            // The runbook's own names: text, like the literals.
+            Part::Var(Var::Signal | Var::Rule) => Piece::Literal("x"),
+            Part::Var(_) => Piece::Value {
+                name: "",
+                value: "x",
+            },
+        })
+        .collect();
+    let vars = parts.iter().filter_map(|p| match p {
+        Part::Var(v @ (Var::Service | Var::Instance | Var::Label(_))) => Some(v),
+        _ => None,
+    });
+    for (var, component) in vars.zip(components(&pieces)) {
+        match component {
+            Component::Scheme => {
+                return Some(format!(
+                    "{{{{{var}}}}} stands where the URL's scheme is: a label value cannot choose it"
+                ))
+            }
+            Component::Unknown => {
+                return Some(format!(
+                    "{{{{{var}}}}} follows an ${{env:...}} reference without a `/` between them: \
+                     where a label value would land in the URL cannot be known; put a literal `/` before it"
+                ))
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The parts with label values looked up and checked; the signal's and the
+/// rule's names come from the runbook and count as its text.
+fn pieces<'a>(parts: &'a [Part], ctx: &Context<'a>) -> Result<Vec<Piece<'a>>, UnsafeLabel> {
+    parts
+        .iter()
+        .map(|part| {
+            Ok(match part {
+                Part::Literal(text) => Piece::Literal(text),
+                Part::Var(Var::Signal) => Piece::Literal(ctx.signal),
+                Part::Var(Var::Rule) => Piece::Literal(ctx.rule),
+                Part::Var(var) => {
+                    let name = match var {
+                        Var::Service => ctx.service_label,
+                        Var::Instance => ctx.instance_label,
+                        Var::Label(name) => name.as_str(),
+                        Var::Signal | Var::Rule => unreachable!("handled above"),
+                    };
+                    let value = ctx
+                        .labels
+                        .get(name)
+                        .ok_or_else(|| UnsafeLabel::Missing(name.to_owned()))?;
+                    if !is_safe_label_value(value) {
+                        return Err(UnsafeLabel::Unsafe {
+                            name: name.to_owned(),
+                            value: value.clone(),
+                        });
+                    }
+                    Piece::Value { name, value }
+                }
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -320,6 +390,50 @@ mod tests {
         assert_eq!(
             render_str("{{label.zone}}").unwrap_err().to_string(),
             "label \"zone\" is missing on the series"
+        );
+    }
+
+    #[test]
+    fn url_values_stay_in_their_component() {
+        let mut labels = BTreeMap::new();
+        labels.insert("service".to_owned(), "checkout".to_owned());
+        let ctx = |labels: &BTreeMap<String, String>| {
+            render_url(
+                &t("http://{{instance}}:18081/hook/{{service}}").parse().unwrap(),
+                &Context {
+                    labels,
+                    service_label: "service",
+                    instance_label: "instance",
+                    signal: "sig",
+                    rule: "r",
+                },
+            )
+        };
+        labels.insert("instance".to_owned(), "127.0.0.1".to_owned());
+        assert_eq!(ctx(&labels), Ok("http://127.0.0.1:18081/hook/checkout".to_owned()));
+        for bad in ["127.0.0.1:18082/", "evil@127.0.0.1", "127.0.0.1:18082"] {
+            labels.insert("instance".to_owned(), bad.to_owned());
+            assert_eq!(
+                ctx(&labels).unwrap_err().to_string(),
+                format!("label \"instance\" has value {bad:?}, which would change the URL beyond the host it stands in")
+            );
+        }
+        labels.insert("instance".to_owned(), "h".to_owned());
+        labels.insert("service".to_owned(), "a/b".to_owned());
+        assert!(matches!(ctx(&labels), Err(UnsafeLabel::UrlShape(_))));
+    }
+
+    #[test]
+    fn url_templates_whose_values_cannot_be_placed_are_reported() {
+        assert_eq!(url_template_problem(&t("http://{{instance}}:1/{{rule}}/{{label.x}}")), None);
+        assert_eq!(url_template_problem(&t("${env:HOOK}/{{service}}")), None);
+        assert_eq!(
+            url_template_problem(&t("${env:HOOK}{{service}}")).unwrap(),
+            "{{service}} follows an ${env:...} reference without a `/` between them: where a label value would land in the URL cannot be known; put a literal `/` before it"
+        );
+        assert_eq!(
+            url_template_problem(&t("{{label.scheme}}://h/")).unwrap(),
+            "{{label.scheme}} stands where the URL's scheme is: a label value cannot choose it"
         );
     }
 }

@@ -605,3 +605,31 @@ fn an_incident_its_peers_fired_says_so_in_every_format() {
     assert!(report::html(&inc, None)
         .contains("<tr><th>Cause</th><td>differs from its siblings (robust z 8.1)</td></tr>"));
 }
+
+#[test]
+fn markdown_escapes_script_tags_newlines_and_controls_in_label_values() {
+    // Issue 10, 5: a `<script>` service label appeared raw in inc-*.md and a
+    // newline in it broke the heading.
+    let service = "<script>alert(1)</script>\n# owned\r\u{1b}[2J";
+    let md = report::markdown(&first_incident(
+        "http_error_ratio",
+        service,
+        "payments-0; <b>x</b>\n",
+        30,
+        payments_at,
+    ));
+    assert!(!md.contains("<script>") && !md.contains("<b>"), "{md}");
+    assert!(!md.contains('\r') && !md.contains('\u{1b}'), "{md}");
+    let mut lines = md.lines();
+    assert_eq!(
+        lines.next(),
+        Some(r"# inc-000001: &lt;script&gt;alert(1)&lt;/script&gt;\n# owned\r\u{1b}\[2J http_error_ratio above baseline (critical)")
+    );
+    assert_eq!(lines.next(), Some(""), "the heading is one line");
+    // No line of the report starts a heading of the label's making.
+    assert!(!md.lines().any(|l| l.starts_with("# owned")), "{md}");
+    // Every table row is still one line with its two cells.
+    for line in md.lines().filter(|l| l.starts_with("| Service") || l.starts_with("| Series")) {
+        assert_eq!(line.matches(" | ").count(), 1, "{line}");
+    }
+}

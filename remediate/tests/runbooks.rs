@@ -176,3 +176,28 @@ fn schema_describes_the_file_format() {
     // Field docs flow into the schema.
     assert!(text.contains("How long an excursion must have lasted before the rule acts"));
 }
+
+#[test]
+fn a_custom_yaml_tag_is_an_error_with_its_line() {
+    // Issue 10, 9: `!custom` was silently ignored.
+    let text = "signals:\n  - name: up\n    query: !custom up\n";
+    let e = RunbookSet::from_sources(&[(PathBuf::from("t.yaml"), text.to_owned())])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "t.yaml:3:5: signals[0].query: unsupported yaml tag \"!custom\": heal reads plain YAML (tags other than the core schema's are not supported)"
+    );
+}
+
+#[test]
+fn a_url_variable_that_cannot_be_placed_is_reported_by_the_check() {
+    let text = "signals:\n  - name: up\n    query: up\nrules:\n  - name: r\n    when: {signal: up}\n    then:\n      - action: webhook\n        url: \"${env:HOOK}{{instance}}\"\n";
+    let e = RunbookSet::from_sources(&[(PathBuf::from("u.yaml"), text.to_owned())])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "u.yaml:9:9: rules[0].then[0].url: {{instance}} follows an ${env:...} reference without a `/` between them: where a label value would land in the URL cannot be known; put a literal `/` before it"
+    );
+}

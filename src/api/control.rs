@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use stdx::Clock;
 
 use super::{ask, authorize, error, ApiState};
-use crate::live::Command;
+use crate::live::{ChangeError, Command};
 
 /// Body of `POST /api/silences`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -134,6 +134,7 @@ async fn add_silence(
     .await;
     match result {
         Ok(Ok(s)) => (StatusCode::CREATED, Json(s)).into_response(),
+        Ok(Err(e @ ChangeError::NotPersisted(_))) => not_persisted(e),
         Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(r) => r,
     }
@@ -149,6 +150,7 @@ async fn expire_silence(
     }
     match ask(&api, |reply| Command::ExpireSilence { id, reply }).await {
         Ok(Ok(s)) => Json(s).into_response(),
+        Ok(Err(e @ ChangeError::NotPersisted(_))) => not_persisted(e),
         Ok(Err(e)) => error(StatusCode::NOT_FOUND, e.to_string()),
         Err(r) => r,
     }
@@ -197,9 +199,16 @@ async fn approve(
                 .collect();
             Json(decisions).into_response()
         }
+        Ok(Err(e @ ChangeError::NotPersisted(_))) => not_persisted(e),
         Ok(Err(e)) => error(StatusCode::NOT_FOUND, e.to_string()),
         Err(r) => r,
     }
+}
+
+/// A change the engine applied but heal could not persist: a server
+/// error, so no client takes it as done.
+fn not_persisted(e: impl std::fmt::Display) -> Response {
+    error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
 #[cfg(test)]

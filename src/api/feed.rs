@@ -83,7 +83,7 @@ fn filter(q: ListQuery, now_ms: i64) -> Result<IncidentFilter, String> {
     if let Some(s) = &q.status {
         match IncidentStatus::parse(s) {
             Some(s) => f.status = Some(s),
-            None => problems.push(format!("status {s:?}: expected open or resolved")),
+            None => problems.push(format!("status {s:?}: expected open, resolved or closed")),
         }
     }
     if let Some(o) = &q.outcome {
@@ -288,7 +288,7 @@ mod tests {
         let e = filter(
             ListQuery {
                 since: Some("yesterday".into()),
-                status: Some("closed".into()),
+                status: Some("shut".into()),
                 outcome: Some("fine".into()),
                 ..ListQuery::default()
             },
@@ -296,7 +296,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("since \"yesterday\""), "{e}");
-        assert!(e.contains("status \"closed\""), "{e}");
+        assert!(e.contains("status \"shut\""), "{e}");
         assert!(e.contains("outcome \"fine\""), "{e}");
     }
 }

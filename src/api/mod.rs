@@ -20,6 +20,8 @@ mod client;
 mod control;
 mod feed;
 mod marks;
+#[cfg(test)]
+mod properties;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};

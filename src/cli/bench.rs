@@ -1,4 +1,4 @@
-//! `heal bench nab|lab|storm`: the benchmarks (`heal::bench`).
+//! `heal bench nab|lab|storm|agent|supervise`: the benchmarks (`heal::bench`).
 
 use std::path::PathBuf;
 
@@ -17,6 +17,67 @@ pub enum BenchCmd {
     /// services within one minute; checks the limits held and every
     /// suppression has a reason, and measures the decision latency.
     Storm(super::bench_storm::StormArgs),
+    /// heal watch's memory while series churn: a test server answering
+    /// Prometheus' query API with `--rate` new series every second; prints
+    /// heal's resident memory and live/evicted/refused series over time.
+    Churn(ChurnArgs),
+    /// heal watch --execute against the lab while a seeded fault script
+    /// SIGKILLs heal and Prometheus, breaks lab services, churns series and
+    /// feeds hostile label values; prints incidents, actions, duplicates,
+    /// lost incidents, peak RSS and panics (the last three must be 0).
+    Chaos(ChaosArgs),
+    /// Latency of a real `heal agent` on loopback: sequential signed
+    /// requests that run `touch`, then as many refused for a bad signature;
+    /// prints p50 and p99 of each.
+    Agent {
+        /// Requests of each kind.
+        #[arg(long, default_value_t = 300)]
+        requests: usize,
+    },
+    /// Recovery times of a real `heal supervise` running three lab services
+    /// in a dependency chain: `kill -9` of one child to serving again, and
+    /// a power cut (every child killed) to the last of the chain serving;
+    /// prints median and max. Needs `heal-lab` beside `heal`.
+    Supervise {
+        /// Rounds of each.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ChaosArgs {
+    /// How long the fault script runs (`3m`).
+    #[arg(long, default_value = "3m")]
+    duration: String,
+    /// Seed of the fault script.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Series the chaos exporter renames every 10 s.
+    #[arg(long, default_value_t = 200)]
+    churn: u32,
+    /// The Prometheus executable.
+    #[arg(long, default_value = "/usr/bin/prometheus")]
+    prometheus_bin: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ChurnArgs {
+    /// New series per second.
+    #[arg(long, default_value_t = 5_000)]
+    rate: u32,
+    /// How long heal watches (`5m`).
+    #[arg(long, default_value = "5m")]
+    duration: String,
+    /// How often memory is sampled.
+    #[arg(long, default_value = "10s")]
+    sample_every: String,
+    /// heal watch's `--series-stale`.
+    #[arg(long, default_value = "10s")]
+    series_stale: String,
+    /// heal watch's `--max-series`.
+    #[arg(long, default_value_t = 100_000)]
+    max_series: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,5 +125,21 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         })?),
         BenchCmd::Lab(args) => super::bench_lab::run(args),
         BenchCmd::Storm(args) => super::bench_storm::run(args),
+        BenchCmd::Chaos(args) => Ok(heal::bench::chaos::run(heal::bench::chaos::ChaosConfig {
+            duration: super::error::duration_arg("duration", &args.duration)?,
+            seed: args.seed,
+            prometheus_bin: args.prometheus_bin,
+            path_env: std::env::var_os("PATH"),
+            churn: args.churn,
+        })?),
+        BenchCmd::Churn(args) => Ok(heal::bench::churn::run(heal::bench::churn::ChurnConfig {
+            rate: args.rate,
+            duration: super::error::duration_arg("duration", &args.duration)?,
+            sample_every: super::error::duration_arg("sample-every", &args.sample_every)?,
+            series_stale: args.series_stale,
+            max_series: args.max_series,
+        })?),
+        BenchCmd::Agent { requests } => Ok(heal::bench::daemons::agent(requests)?),
+        BenchCmd::Supervise { rounds } => Ok(heal::bench::daemons::supervise(rounds)?),
     }
 }

@@ -49,6 +49,15 @@ pub enum DatasetCmd {
         /// The dataset file (Parquet).
         dataset: PathBuf,
     },
+    /// Read a dataset and write it again, with the content hash heal checks on every read
+    /// (for a file from another tool or an older heal, which loads unchecked, with a warning).
+    Rewrite {
+        /// The dataset file to read (Parquet, with its truth sidecar if any).
+        input: PathBuf,
+        /// The dataset file to write (may be the input itself: written atomically).
+        #[arg(short = 'o')]
+        output: PathBuf,
+    },
     /// Write the synthetic scenario (4 services x 4 signals, 7 days, 4 labelled faults).
     Synth {
         /// Seed of the generator; the same seed gives the same dataset.
@@ -110,6 +119,10 @@ pub fn run(cmd: DatasetCmd) -> anyhow::Result<()> {
             let d = Dataset::read(&dataset).map_err(|e| UsageError(e.to_string()))?;
             println!("{}", d.info());
             Ok(())
+        }
+        DatasetCmd::Rewrite { input, output } => {
+            let d = Dataset::read(&input).map_err(|e| UsageError(e.to_string()))?;
+            write(&d, &output)
         }
         DatasetCmd::Synth { seed, output } => write(&ingest::synth(seed), &output),
     }

@@ -85,6 +85,15 @@ pub struct WatchArgs {
     /// threshold offset (`heal incidents sensitivity`) applies on top.
     #[arg(long, value_name = "FILE")]
     params: Option<PathBuf>,
+    /// Forget a series that has not reported for this long (its detector
+    /// state and evidence ring are evicted; back, it warms up afresh).
+    #[arg(long, default_value = "10m")]
+    series_stale: String,
+    /// Most live series per signal; new series beyond it are refused,
+    /// counted (`heal_series_refused_total`) and logged until older ones go
+    /// stale.
+    #[arg(long, default_value_t = 10_000)]
+    max_series: usize,
 }
 
 pub fn run(args: WatchArgs) -> anyhow::Result<()> {
@@ -92,6 +101,14 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
     let interval = duration_arg("interval", &args.interval)?;
     let backfill = duration_arg("backfill", &args.backfill)?;
     let timeout = duration_arg("query-timeout", &args.query_timeout)?;
+    let stale = duration_arg("series-stale", &args.series_stale)?;
+    if stale.is_zero() || args.max_series == 0 {
+        return Err(UsageError("--series-stale and --max-series must be above zero".into()).into());
+    }
+    let series = heal::live::SeriesPolicy {
+        stale,
+        max_per_signal: args.max_series,
+    };
     let run_for = args
         .run_for
         .as_deref()
@@ -167,6 +184,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
         params: args.params,
         api_token,
         executors,
+        series,
         clock,
     };
     runtime()?.block_on(async {

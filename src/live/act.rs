@@ -1,5 +1,13 @@
-//! The act stage: performs allowed actions one at a time, through the one
-//! executor entry (`Executors::perform`).
+//! The act stage: performs allowed actions through the one executor entry
+//! (`Executors::perform_observed`), each in a task of its own, so that no
+//! incident's step waits on another incident's slow executor (a webhook
+//! retrying a failing DNS lookup, a long `exec`).
+//!
+//! How many run at once is bounded by the guardrails' `max_concurrent`
+//! (the engine already refuses a step beyond it; the act stage holds to it
+//! too, so a burst cannot start more). The steps of one incident still run
+//! one after the other, in the order they were decided: a step planned
+//! while the previous one is still running waits for it.
 //!
 //! Just before each, it asks the decider to re-check the step with the
 //! engine (a step that waited in line behind slow ones must not act on a
@@ -8,14 +16,17 @@
 //! (`symptom_resolved`) and nothing runs: the store's executions journal
 //! records only what ran.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use executors::Executors;
 use remediate::action::{ActionResult, RenderedAction};
 use stdx::Clock;
-use store::{ActionKey, StoreError, StoreWriter};
-use tokio::sync::{mpsc, oneshot};
+use store::{ActionKey, ChildProcess, StoreError, StoreWriter};
+use tokio::sync::oneshot::error::TryRecvError;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::{Command, LOG_TARGET};
@@ -40,54 +51,121 @@ pub struct ActionJob {
     pub timeout: Duration,
 }
 
-/// Runs until the decider drops its sender.
-pub(crate) async fn act(
-    mut rx: mpsc::Receiver<ActionJob>,
-    telemetry: Arc<Telemetry>,
-    commands: mpsc::Sender<Command>,
-    store: Option<StoreWriter>,
-    executors: Executors,
-    clock: Arc<dyn Clock>,
-) {
+/// What every job's task shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Actors {
+    pub(crate) telemetry: Arc<Telemetry>,
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) store: Option<StoreWriter>,
+    pub(crate) executors: Executors,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+/// Runs until the decider drops its sender, then waits for the jobs still
+/// running (each has a timeout). At most `max_in_flight` jobs run at once;
+/// receiving waits for a free place (back-pressure up to the decider).
+pub(crate) async fn act(mut rx: mpsc::Receiver<ActionJob>, actors: Actors, max_in_flight: usize) {
+    let permits = Arc::new(Semaphore::new(max_in_flight.max(1)));
+    // Per incident with a job queued or running: the end of its last job
+    // (the sender is dropped when that job is done). A new job of the
+    // incident waits for it, so its steps keep their order.
+    let mut last_of: HashMap<String, oneshot::Receiver<()>> = HashMap::new();
+    let mut running = JoinSet::new();
     while let Some(job) = rx.recv().await {
-        if !recheck(&job, &commands).await {
-            // The decider recorded why (and counted it).
-            continue;
+        while let Some(done) = running.try_join_next() {
+            report_panic(done);
         }
-        // With an incident store, each action is begun in the store
-        // (committed) before its executor runs and finished after; a key
-        // the store already has is not run again. A store that fails
-        // otherwise (disk full) does not stop remediation: the action runs
-        // and the failure is logged. Attempt 1: `act` does not retry.
-        let key = ActionKey::new(job.incident.clone(), job.step, 1);
-        let kind = job.action.kind_name();
-        if let Some(store) = &store {
-            match store
-                .begin_action(key.clone(), job.action.summary(), clock.now_ms())
-                .await
-            {
-                Ok(()) => {}
-                Err(e @ StoreError::DuplicateAction { .. }) => {
-                    tracing::error!(stage = "remediate", error = %e, "action not run");
-                    telemetry.add(
-                        "heal_actions_total",
-                        &[("kind", kind), ("outcome", "duplicate")],
-                        1.0,
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(stage = "remediate", error = %e, "incident store: action begin not recorded")
-                }
+        last_of.retain(|_, done| matches!(done.try_recv(), Err(TryRecvError::Empty)));
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let previous = last_of.insert(job.incident.clone(), done_rx);
+        let actors = actors.clone();
+        running.spawn(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            run_job(job, &actors).await;
+            drop(done_tx);
+            drop(permit);
+        });
+    }
+    while let Some(done) = running.join_next().await {
+        report_panic(done);
+    }
+}
+
+fn report_panic(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        tracing::error!(stage = "remediate", error = %e, "an action task failed");
+    }
+}
+
+/// One job: the re-check, the begin in the store, the executor (its child
+/// process recorded as soon as it is spawned), the finish.
+async fn run_job(job: ActionJob, actors: &Actors) {
+    let Actors {
+        telemetry,
+        commands,
+        store,
+        executors,
+        clock,
+    } = actors;
+    if !recheck(&job, commands).await {
+        // The decider recorded why (and counted it).
+        return;
+    }
+    // With an incident store, each action is begun in the store
+    // (committed) before its executor runs and finished after; a key the
+    // store already has is not run again. A store that fails otherwise
+    // (disk full) does not stop remediation: the action runs and the
+    // failure is logged. Attempt 1: `act` does not retry.
+    let key = ActionKey::new(job.incident.clone(), job.step, 1);
+    let kind = job.action.kind_name();
+    if let Some(store) = store {
+        match store
+            .begin_action(key.clone(), job.action.summary(), clock.now_ms())
+            .await
+        {
+            Ok(()) => {}
+            Err(e @ StoreError::DuplicateAction { .. }) => {
+                tracing::error!(stage = "remediate", error = %e, "action not run");
+                telemetry.add(
+                    "heal_actions_total",
+                    &[("kind", kind), ("outcome", "duplicate")],
+                    1.0,
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::error!(stage = "remediate", error = %e, "incident store: action begin not recorded")
             }
         }
-        let result = perform(&job, &telemetry, &executors).await;
-        if let Some(store) = &store {
-            // Begun, so finished too, whatever happened (else the next
-            // start would call it interrupted).
-            if let Err(e) = store.finish_action(key, result, clock.now_ms()).await {
-                tracing::error!(stage = "remediate", error = %e, "incident store: action result not recorded");
+    }
+    let (spawned_tx, spawned_rx) = oneshot::channel::<executors::exec::Spawned>();
+    let record_process = async {
+        // An `exec` child's pid, committed while it runs: a restart after
+        // heal is killed finds it and settles it.
+        if let (Ok(spawned), Some(store)) = (spawned_rx.await, store) {
+            let process = ChildProcess {
+                pid: spawned.pid,
+                start_ticks: spawned.start_ticks,
+            };
+            if let Err(e) = store.process(key.clone(), process).await {
+                tracing::error!(stage = "remediate", error = %e, "incident store: action process not recorded");
             }
+        }
+    };
+    let (result, ()) = tokio::join!(
+        perform(&job, telemetry, executors, Some(spawned_tx)),
+        record_process
+    );
+    if let Some(store) = store {
+        // Begun, so finished too, whatever happened (else the next
+        // start would call it interrupted).
+        if let Err(e) = store.finish_action(key, result, clock.now_ms()).await {
+            tracing::error!(stage = "remediate", error = %e, "incident store: action result not recorded");
         }
     }
 }
@@ -119,11 +197,18 @@ pub(crate) async fn recheck(job: &ActionJob, commands: &mpsc::Sender<Command>) -
 }
 
 /// Performs one job with its executor; counts and logs the outcome.
-async fn perform(job: &ActionJob, telemetry: &Telemetry, executors: &Executors) -> ActionResult {
+async fn perform(
+    job: &ActionJob,
+    telemetry: &Telemetry,
+    executors: &Executors,
+    spawned: Option<oneshot::Sender<executors::exec::Spawned>>,
+) -> ActionResult {
     let span = tracing::info_span!("action", incident = %job.incident, step = job.step);
     let kind = job.action.kind_name();
     async {
-        let result = executors.perform(&job.action, job.timeout, false).await;
+        let result = executors
+            .perform_observed(&job.action, job.timeout, false, spawned)
+            .await;
         let outcome = if result.ok { "ok" } else { "failed" };
         telemetry.add(
             "heal_actions_total",
@@ -153,6 +238,141 @@ mod tests {
             },
             timeout: Duration::from_secs(30),
         }
+    }
+
+    /// A webhook target on 127.0.0.1 that answers `/fast` at once and holds
+    /// `/slow` until `release` fires; it reports each request's path as it
+    /// arrives and as it is answered.
+    async fn target(
+        release: oneshot::Receiver<()>,
+    ) -> (std::net::SocketAddr, mpsc::UnboundedReceiver<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (log, seen) = mpsc::unbounded_channel();
+        let release = Arc::new(tokio::sync::Mutex::new(Some(release)));
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let log = log.clone();
+                let release = release.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf);
+                    let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    let _ = log.send(format!("got {path}"));
+                    if path == "/slow" {
+                        if let Some(rx) = release.lock().await.take() {
+                            let _ = rx.await;
+                        }
+                    }
+                    let _ = conn
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                    let _ = log.send(format!("answered {path}"));
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    fn webhook(incident: &str, step: usize, addr: std::net::SocketAddr, path: &str) -> ActionJob {
+        ActionJob {
+            incident: incident.into(),
+            step,
+            action: RenderedAction::Webhook {
+                url: format!("http://{addr}{path}"),
+                method: remediate::runbook::HttpMethod::Post,
+                headers: Default::default(),
+                body: None,
+            },
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// The act stage with a decider stand-in that lets every step run.
+    fn actors() -> Actors {
+        let (commands, mut rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Some(cmd) = rx.recv().await {
+                if let Command::Recheck { reply, .. } = cmd {
+                    let _ = reply.send(true);
+                }
+            }
+        });
+        let clock: Arc<dyn Clock> = Arc::new(stdx::ManualClock::at(0));
+        Actors {
+            telemetry: Arc::new(Telemetry::default()),
+            commands,
+            store: None,
+            executors: Executors::new(Arc::new(|_: &str| None), clock.clone()),
+            clock,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_executor_does_not_hold_back_another_incidents_step() {
+        let (release, held) = oneshot::channel();
+        let (addr, mut seen) = target(held).await;
+        let (tx, rx) = mpsc::channel(4);
+        let acting = tokio::spawn(act(rx, actors(), 10));
+        tx.send(webhook("inc-000001", 1, addr, "/slow"))
+            .await
+            .unwrap();
+        assert_eq!(seen.recv().await.unwrap(), "got /slow");
+        tx.send(webhook("inc-000002", 1, addr, "/fast"))
+            .await
+            .unwrap();
+        // Event order, no clock: the second incident's webhook is answered
+        // while the first one's is still held. (Before, the act stage ran
+        // one job at a time and this waited for ever: the hang guard below
+        // only turns that into a failure.)
+        let next = tokio::time::timeout(Duration::from_secs(30), async {
+            (seen.recv().await.unwrap(), seen.recv().await.unwrap())
+        })
+        .await
+        .expect("the second incident's step waited on the first one's slow webhook");
+        assert_eq!(next, ("got /fast".to_owned(), "answered /fast".to_owned()));
+        release.send(()).unwrap();
+        assert_eq!(seen.recv().await.unwrap(), "answered /slow");
+        drop(tx);
+        acting.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_incidents_steps_still_run_in_order() {
+        let (release, held) = oneshot::channel();
+        let (addr, mut seen) = target(held).await;
+        let (tx, rx) = mpsc::channel(4);
+        let acting = tokio::spawn(act(rx, actors(), 10));
+        tx.send(webhook("inc-000001", 1, addr, "/slow"))
+            .await
+            .unwrap();
+        assert_eq!(seen.recv().await.unwrap(), "got /slow");
+        tx.send(webhook("inc-000001", 2, addr, "/fast"))
+            .await
+            .unwrap();
+        // A third job of another incident, answered: by then step 2 of the
+        // first incident had every chance to start if it were not waiting.
+        tx.send(webhook("inc-000002", 1, addr, "/other"))
+            .await
+            .unwrap();
+        assert_eq!(seen.recv().await.unwrap(), "got /other");
+        assert_eq!(seen.recv().await.unwrap(), "answered /other");
+        release.send(()).unwrap();
+        assert_eq!(seen.recv().await.unwrap(), "answered /slow");
+        assert_eq!(seen.recv().await.unwrap(), "got /fast");
+        drop(tx);
+        acting.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

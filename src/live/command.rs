@@ -11,6 +11,19 @@ use tokio::sync::oneshot;
 
 use crate::marks::MarkError;
 
+/// Why a change asked through the API is not answered as done.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError<E: std::error::Error> {
+    /// The engine refused it (nothing changed).
+    #[error(transparent)]
+    Refused(E),
+    /// The engine applied it, but the guard state could not be persisted
+    /// (`--state` not writable, the incident store failing): it would not
+    /// survive a restart, so the client is not told it is done.
+    #[error("applied in memory but not persisted, so it would not survive a restart: {0}")]
+    NotPersisted(String),
+}
+
 /// A request to the decider.
 #[derive(Debug)]
 pub enum Command {
@@ -27,14 +40,14 @@ pub enum Command {
         /// Why.
         comment: String,
         /// The silence, or why not.
-        reply: oneshot::Sender<Result<Silence, SilenceError>>,
+        reply: oneshot::Sender<Result<Silence, ChangeError<SilenceError>>>,
     },
     /// End a silence now.
     ExpireSilence {
         /// Its id.
         id: String,
         /// The silence as ended, or why not.
-        reply: oneshot::Sender<Result<Silence, SilenceError>>,
+        reply: oneshot::Sender<Result<Silence, ChangeError<SilenceError>>>,
     },
     /// Silences active or scheduled.
     ListSilences {
@@ -53,7 +66,7 @@ pub enum Command {
         /// Who approves.
         by: String,
         /// What the engine did (the decision on the step), or why not.
-        reply: oneshot::Sender<Result<Vec<EngineEvent>, ApproveError>>,
+        reply: oneshot::Sender<Result<Vec<EngineEvent>, ChangeError<ApproveError>>>,
     },
     /// Learning from outcomes: record a mark in the incident store and
     /// apply the signal's new threshold offset at once.

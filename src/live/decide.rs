@@ -15,7 +15,7 @@ use store::{Mark, Marked, StoreWriter};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::{ActionJob, Command, KEEP_RESOLVED_MS, LOG_TARGET};
+use super::{ActionJob, ChangeError, Command, SeriesPolicy, KEEP_RESOLVED_MS, LOG_TARGET};
 use crate::marks::{self, MarkError};
 use crate::pipeline::{Pipeline, SeriesHandle};
 use crate::telemetry::Telemetry;
@@ -27,8 +27,13 @@ use crate::tuning::save_guard_state;
 #[derive(Debug)]
 pub(crate) struct Decider {
     pub(crate) pipeline: Pipeline,
-    /// Registered series by labels (`None`: no signal watches it).
-    pub(crate) handles: HashMap<Labels, Option<SeriesHandle>>,
+    /// Registered series by labels (`None`: no signal watches it), with
+    /// the event time each last reported.
+    pub(crate) handles: HashMap<Labels, Tracked>,
+    /// When series are evicted, and how many may live per signal.
+    pub(crate) series: SeriesPolicy,
+    /// Event time of the last sweep for stale series.
+    pub(crate) last_sweep_ms: i64,
     /// The act stage's queue.
     pub(crate) act: mpsc::Sender<ActionJob>,
     pub(crate) telemetry: Arc<Telemetry>,
@@ -42,6 +47,13 @@ pub(crate) struct Decider {
     pub(crate) clock: Arc<dyn Clock>,
     /// Event time of the last evaluation.
     pub(crate) last_ts_ms: i64,
+}
+
+/// A series the decider knows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tracked {
+    handle: Option<SeriesHandle>,
+    last_seen_ms: i64,
 }
 
 impl Decider {
@@ -77,16 +89,100 @@ impl Decider {
         }
     }
 
-    fn register(&mut self, labels: &Labels) -> Option<SeriesHandle> {
+    /// The handle of a series seen at `ts_ms`, registering it if new.
+    /// `None` when no signal watches it, or when its signal is at its limit
+    /// of live series (`refused` counts those; they are tried again at
+    /// their next sample, and get in once old series are evicted).
+    fn register(&mut self, labels: &Labels, ts_ms: i64, refused: &mut u64) -> Option<SeriesHandle> {
+        if let Some(t) = self.handles.get_mut(labels) {
+            t.last_seen_ms = t.last_seen_ms.max(ts_ms);
+            return t.handle;
+        }
+        if let Some(name) = labels.name() {
+            if self.pipeline.watches_signal(name)
+                && self.pipeline.live_series(name) >= self.series.max_per_signal
+            {
+                *refused += 1;
+                return None;
+            }
+        }
+        let handle = self.pipeline.register(labels);
+        self.handles.insert(
+            labels.clone(),
+            Tracked {
+                handle,
+                last_seen_ms: ts_ms,
+            },
+        );
+        handle
+    }
+
+    /// Counts and logs the series of `signal` refused at its limit.
+    fn report_refused(&self, signal: &str, refused: u64) {
+        if refused == 0 {
+            return;
+        }
+        self.telemetry.add(
+            "heal_series_refused_total",
+            &[("signal", signal)],
+            refused as f64,
+        );
+        tracing::warn!(
+            stage = "detect",
+            %signal,
+            refused,
+            limit = self.series.max_per_signal,
+            "signal at its limit of live series: new series refused (not watched) until older ones go stale"
+        );
+    }
+
+    /// Evicts the series that have not reported for `series.stale_ms` of
+    /// event time: their detector state and evidence go (see
+    /// `Pipeline::evict`). Swept at most every quarter of the staleness, so
+    /// the cost is a pass over the series now and then, not per sample.
+    fn evict_stale(&mut self, ts_ms: i64) -> Vec<EngineEvent> {
+        let mut events = Vec::new();
+        let stale_ms = self.series.stale_ms();
+        if ts_ms - self.last_sweep_ms < (stale_ms / 4).max(1) {
+            return events;
+        }
+        self.last_sweep_ms = ts_ms;
+        let cutoff = ts_ms - stale_ms;
+        let mut evicted: HashMap<String, u64> = HashMap::new();
         let pipeline = &mut self.pipeline;
-        *self
-            .handles
-            .entry(labels.clone())
-            .or_insert_with(|| pipeline.register(labels))
+        self.handles.retain(|labels, t| {
+            if t.last_seen_ms >= cutoff {
+                return true;
+            }
+            if let Some(h) = t.handle {
+                events.extend(pipeline.evict(h, ts_ms));
+                let signal = labels.name().unwrap_or_default().to_owned();
+                *evicted.entry(signal).or_default() += 1;
+            }
+            false
+        });
+        if self.handles.capacity() > 2 * self.handles.len().max(1024) {
+            // A burst of churn gone: give the memory back.
+            self.handles.shrink_to_fit();
+        }
+        for (signal, n) in evicted {
+            self.telemetry.add(
+                "heal_series_evicted_total",
+                &[("signal", &signal)],
+                n as f64,
+            );
+            self.telemetry.set(
+                "heal_series_live",
+                &[("signal", &signal)],
+                self.pipeline.live_series(&signal) as f64,
+            );
+            tracing::info!(stage = "detect", %signal, evicted = n, stale_ms, "stale series evicted");
+        }
+        events
     }
 
     /// One event of the sources.
-    async fn on_event(&mut self, event: SourceEvent) {
+    pub(crate) async fn on_event(&mut self, event: SourceEvent) {
         match event {
             SourceEvent::Backfill {
                 signal,
@@ -98,8 +194,10 @@ impl Decider {
                     tracing::warn!(stage = "ingest", %signal, truncated, duplicates, "back-fill: series over the cap or duplicated were left out");
                 }
                 let mut n = 0;
+                let mut refused = 0;
                 for (labels, samples) in &series {
-                    if let Some(h) = self.register(labels) {
+                    let last = samples.last().map_or(i64::MIN, |s| s.ts_ms);
+                    if let Some(h) = self.register(labels, last, &mut refused) {
                         for s in samples {
                             self.pipeline.warm(h, s.ts_ms, s.value);
                             n += 1;
@@ -107,6 +205,7 @@ impl Decider {
                         self.pipeline.end_warm(h);
                     }
                 }
+                self.report_refused(&signal, refused);
                 tracing::info!(stage = "detect", %signal, series = series.len(), samples = n, "back-filled");
             }
             SourceEvent::BackfillFailed { signal, error } => {
@@ -164,11 +263,21 @@ impl Decider {
         // the instances of each service at this timestamp.
         let mut slot = Vec::with_capacity(results.len());
         let mut slot_labels = Vec::with_capacity(results.len());
+        let mut refused = 0;
         for (labels, value) in &results {
-            if let Some(h) = self.register(labels) {
+            if let Some(h) = self.register(labels, ev.ts_ms, &mut refused) {
                 slot.push((h, *value));
                 slot_labels.push(labels);
             }
+        }
+        self.report_refused(&ev.signal, refused);
+        if ev.truncated > 0 {
+            // The source's own cap per evaluation: counted here too.
+            telemetry.add(
+                "heal_series_truncated_total",
+                &[("signal", &ev.signal)],
+                ev.truncated as f64,
+            );
         }
         let pushed_all = self.pipeline.push_slot(ev.ts_ms, &slot);
         for (labels, pushed) in slot_labels.into_iter().zip(pushed_all) {
@@ -194,7 +303,8 @@ impl Decider {
             }
         }
         if changed {
-            self.persist(ev.ts_ms, false).await;
+            // Logged when it fails; the next change tries again.
+            let _ = self.persist(ev.ts_ms, false).await;
         }
         // Learning from outcomes: performed steps that did not help.
         self.learn_from_not_helped().await;
@@ -211,6 +321,27 @@ impl Decider {
         self.pipeline
             .engine_mut()
             .forget_resolved(ev.ts_ms - KEEP_RESOLVED_MS);
+        // And with churn: series that stopped reporting go, and their
+        // incidents resolve (recorded like any other).
+        let gone = self.evict_stale(ev.ts_ms);
+        if !gone.is_empty() {
+            self.store_events(&gone).await;
+            for event in gone {
+                self.handle_event(event).await;
+            }
+            let _ = self.persist(ev.ts_ms, false).await; // logged inside
+            let resolved = self.pipeline.take_resolved_evidence();
+            if let Some(store) = &self.store {
+                for (id, evidence) in resolved {
+                    let _ = store.evidence(id, evidence).await;
+                }
+            }
+        }
+        telemetry.set(
+            "heal_series_live",
+            &[("signal", &ev.signal)],
+            self.pipeline.live_series(&ev.signal) as f64,
+        );
         telemetry.set(
             "heal_incidents_held",
             &[],
@@ -243,17 +374,32 @@ impl Decider {
                 let r = self
                     .pipeline
                     .engine_mut()
-                    .add_silence(matchers, starts_ms, ends_ms, &by, &comment);
-                if r.is_ok() {
-                    self.persist(now, true).await;
-                }
+                    .add_silence(matchers, starts_ms, ends_ms, &by, &comment)
+                    .map_err(ChangeError::Refused);
+                let r = match r {
+                    Ok(s) => self
+                        .persist(now, true)
+                        .await
+                        .map(|()| s)
+                        .map_err(ChangeError::NotPersisted),
+                    Err(e) => Err(e),
+                };
                 let _ = reply.send(r);
             }
             Command::ExpireSilence { id, reply } => {
-                let r = self.pipeline.engine_mut().expire_silence(&id, now);
-                if r.is_ok() {
-                    self.persist(now, true).await;
-                }
+                let r = self
+                    .pipeline
+                    .engine_mut()
+                    .expire_silence(&id, now)
+                    .map_err(ChangeError::Refused);
+                let r = match r {
+                    Ok(s) => self
+                        .persist(now, true)
+                        .await
+                        .map(|()| s)
+                        .map_err(ChangeError::NotPersisted),
+                    Err(e) => Err(e),
+                };
                 let _ = reply.send(r);
             }
             Command::ListSilences { reply } => {
@@ -269,14 +415,18 @@ impl Decider {
             } => match self.pipeline.engine_mut().approve(&incident, now, &by) {
                 Ok(events) => {
                     self.store_events(&events).await;
-                    self.persist(now, true).await;
-                    let _ = reply.send(Ok(events.clone()));
+                    let persisted = self.persist(now, true).await;
+                    let _ = reply.send(
+                        persisted
+                            .map(|()| events.clone())
+                            .map_err(ChangeError::NotPersisted),
+                    );
                     for event in events {
                         self.handle_event(event).await;
                     }
                 }
                 Err(e) => {
-                    let _ = reply.send(Err(e));
+                    let _ = reply.send(Err(ChangeError::Refused(e)));
                 }
             },
             // Recorded through the store's writer (awaited), then applied.
@@ -302,7 +452,7 @@ impl Decider {
                         .engine_mut()
                         .redecide(&incident, step, decision, now);
                     self.store_events(&events).await;
-                    self.persist(now, false).await;
+                    let _ = self.persist(now, false).await;
                     for event in events {
                         self.handle_event(event).await;
                     }
@@ -312,20 +462,27 @@ impl Decider {
     }
 
     /// Persists the guard state: to `--state`, or else into the incident
-    /// store when there is one (committed first when `commit`).
-    async fn persist(&self, ts_ms: i64, commit: bool) {
+    /// store when there is one (committed first when `commit`). A failure
+    /// is logged, and returned for an API change to refuse its "done".
+    async fn persist(&self, ts_ms: i64, commit: bool) -> Result<(), String> {
         let state = self.pipeline.engine().guard_state(ts_ms);
-        if let Some(path) = &self.state_path {
-            if let Err(e) = save_guard_state(path, &state) {
-                tracing::error!(stage = "remediate", path = %path.display(), error = %format!("{e:#}"), "writing the guard state failed");
-            }
+        let result = if let Some(path) = &self.state_path {
+            save_guard_state(path, &state)
+                .map_err(|e| format!("writing the guard state to {}: {e:#}", path.display()))
         } else if let Some(store) = &self.store {
-            let _ = store.guard_state(state).await;
-            if commit {
-                // Committed before the client hears back.
-                let _ = store.flush().await;
-            }
-        }
+            let queued = store.guard_state(state).await;
+            // Committed before the client hears back.
+            let committed = match queued {
+                Ok(()) if commit => store.flush().await,
+                other => other,
+            };
+            committed.map_err(|e| format!("recording the guard state in the incident store: {e}"))
+        } else {
+            Ok(())
+        };
+        result.inspect_err(|e| {
+            tracing::error!(stage = "remediate", error = %e, "guard state not persisted");
+        })
     }
 
     /// Writes what the engine just did, and a snapshot of each incident

@@ -88,6 +88,8 @@ fn start(dir: &Path) -> Loop {
             EngineOptions { dry_run: false },
         ),
         handles: Default::default(),
+        series: super::SeriesPolicy::default(),
+        last_sweep_ms: 0,
         act: act_tx,
         telemetry: telemetry.clone(),
         last_processed: Arc::new(AtomicI64::new(0)),
@@ -217,11 +219,14 @@ async fn an_allowed_step_runs_through_the_act_stage_and_is_journalled() {
     let clock = Arc::new(ManualClock::at(T0 + 3_600_000));
     let acting = tokio::spawn(act::act(
         act_rx,
-        live.telemetry.clone(),
-        live.commands.clone(),
-        Some(live.store.clone()),
-        Executors::new(env, clock.clone()),
-        clock,
+        act::Actors {
+            telemetry: live.telemetry.clone(),
+            commands: live.commands.clone(),
+            store: Some(live.store.clone()),
+            executors: Executors::new(env, clock.clone()),
+            clock,
+        },
+        10,
     ));
     act_tx.send(job).await.unwrap();
     drop(act_tx);
@@ -239,4 +244,170 @@ async fn an_allowed_step_runs_through_the_act_stage_and_is_journalled() {
     assert_eq!(run.len(), 1);
     assert_eq!(run[0].state, store::ExecutionState::Finished);
     assert!(run[0].result.as_ref().is_some_and(|r| r.ok), "{run:?}");
+    // The child's pid was recorded while it ran (`touch` is long gone).
+    let process = run[0].process.expect("the exec child's pid is recorded");
+    assert!(process.pid > 1, "{process:?}");
+}
+
+/// A decider on its own (no store, no task), for driving it evaluation by
+/// evaluation and looking inside.
+fn bare_decider(dir: &Path, series: super::SeriesPolicy) -> (Decider, mpsc::Receiver<ActionJob>) {
+    let (act_tx, jobs) = mpsc::channel(16);
+    let decider = Decider {
+        pipeline: Pipeline::new(
+            runbooks(&dir.join("marker")),
+            EngineOptions { dry_run: true },
+        ),
+        handles: Default::default(),
+        series,
+        last_sweep_ms: 0,
+        act: act_tx,
+        telemetry: Arc::new(Telemetry::default()),
+        last_processed: Arc::new(AtomicI64::new(0)),
+        state_path: None,
+        store: None,
+        clock: Arc::new(ManualClock::at(T0)),
+        last_ts_ms: 0,
+    };
+    (decider, jobs)
+}
+
+/// Slot `m` (a minute apart): one steady series plus `new` series never
+/// seen before (churn: a label that changes every minute).
+fn churning(m: i64, new: usize) -> SourceEvent {
+    let mut results = vec![(Labels::metric("lat").with("instance", "steady"), 1.0)];
+    for k in 0..new {
+        results.push((
+            Labels::metric("lat").with("instance", &format!("churn-{m}-{k}")),
+            1.0,
+        ));
+    }
+    SourceEvent::Evaluation(Evaluation {
+        signal: "lat".into(),
+        ts_ms: T0 + m * 60_000,
+        outcome: Ok(results),
+        duration_ms: 1,
+        attempts: 1,
+        truncated: 0,
+        duplicates: 0,
+    })
+}
+
+#[tokio::test]
+async fn series_that_stop_reporting_are_evicted_and_memory_stays_flat() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = super::SeriesPolicy {
+        stale: std::time::Duration::from_secs(180),
+        max_per_signal: 10_000,
+    };
+    let (mut d, _jobs) = bare_decider(dir.path(), policy);
+    let mut most = 0;
+    for m in 0..200 {
+        d.on_event(churning(m, 30)).await;
+        most = most.max(d.pipeline.series_count());
+        // What the decider tracks is what the pipeline holds.
+        assert_eq!(d.handles.len(), d.pipeline.series_count());
+    }
+    // Three minutes of staleness, swept every 45 s: at most five slots'
+    // churn alive at once (and the steady series), whatever the run's
+    // length. Before eviction this was 6,001.
+    assert!(most <= 5 * 30 + 1, "{most} series alive at once");
+    let t = &d.telemetry;
+    let evicted = t.get("heal_series_evicted_total", &[("signal", "lat")]);
+    assert_eq!(
+        evicted as usize + d.pipeline.series_count(),
+        200 * 30 + 1,
+        "every series is live or was evicted"
+    );
+    assert_eq!(
+        t.get("heal_series_live", &[("signal", "lat")]) as usize,
+        d.pipeline.series_count()
+    );
+    // The steady series was never evicted: its detector kept its history.
+    let steady = Labels::metric("lat").with("instance", "steady");
+    assert!(d.handles.contains_key(&steady));
+    assert_eq!(d.pipeline.stats().samples, 200 * 31);
+}
+
+#[tokio::test]
+async fn the_limit_of_live_series_holds_and_the_excess_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = super::SeriesPolicy {
+        stale: std::time::Duration::from_secs(180),
+        max_per_signal: 40,
+    };
+    let (mut d, _jobs) = bare_decider(dir.path(), policy);
+    for m in 0..50 {
+        d.on_event(churning(m, 30)).await;
+        assert!(d.pipeline.live_series("lat") <= 40);
+    }
+    let t = &d.telemetry;
+    let refused = t.get("heal_series_refused_total", &[("signal", "lat")]) as usize;
+    let evicted = t.get("heal_series_evicted_total", &[("signal", "lat")]) as usize;
+    // Offered: 50 slots of 30 new series and the steady one (registered
+    // once). Each was admitted (and is live or was evicted) or refused.
+    assert!(refused > 0);
+    assert_eq!(
+        refused + evicted + d.pipeline.live_series("lat"),
+        50 * 30 + 1
+    );
+    // The steady series got in first and stays.
+    assert!(d
+        .handles
+        .contains_key(&Labels::metric("lat").with("instance", "steady")));
+}
+
+#[tokio::test]
+async fn an_incident_of_a_series_that_stopped_reporting_resolves_when_it_is_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = super::SeriesPolicy {
+        stale: std::time::Duration::from_secs(180),
+        max_per_signal: 100,
+    };
+    let (mut d, _jobs) = bare_decider(dir.path(), policy);
+    let slot = |m: i64, gone: Option<f64>| {
+        let mut results = vec![(Labels::metric("lat").with("instance", "steady"), 1.0)];
+        if let Some(v) = gone {
+            results.push((Labels::metric("lat").with("instance", "gone"), v));
+        }
+        SourceEvent::Evaluation(Evaluation {
+            signal: "lat".into(),
+            ts_ms: T0 + m * 60_000,
+            outcome: Ok(results),
+            duration_ms: 1,
+            attempts: 1,
+            truncated: 0,
+            duplicates: 0,
+        })
+    };
+    for m in 0..5 {
+        d.on_event(slot(m, Some(1.0))).await;
+    }
+    // The series fires (over its limit) and is never seen again, its
+    // step's verification (10 minutes) still waiting.
+    d.on_event(slot(5, Some(50.0))).await;
+    let id = "inc-000001";
+    assert!(d
+        .pipeline
+        .engine()
+        .incident(id)
+        .is_some_and(|i| i.resolved_ms.is_none()));
+    for m in 6..20 {
+        d.on_event(slot(m, None)).await;
+    }
+    let inc = d.pipeline.engine().incident(id).expect("still held");
+    let resolved = inc
+        .resolved_ms
+        .expect("resolved when its series was evicted");
+    assert!(resolved > T0 + 5 * 60_000 + 180_000, "{resolved}");
+    let v = inc.actions[0]
+        .verification
+        .as_ref()
+        .expect("its step decided");
+    assert_eq!(
+        v.detail,
+        "the series stopped reporting before the wait was over"
+    );
+    // Nothing holds it in memory any more.
+    assert_eq!(d.pipeline.engine_mut().forget_resolved(i64::MAX), 1);
 }

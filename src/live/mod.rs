@@ -53,7 +53,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use act::ActionJob;
-pub use command::Command;
+pub use command::{ChangeError, Command};
 
 use crate::pipeline::Pipeline;
 use crate::telemetry::Telemetry;
@@ -67,6 +67,42 @@ pub const LOG_TARGET: &str = "heal::live";
 
 /// How long the engine keeps a resolved incident in memory.
 const KEEP_RESOLVED_MS: i64 = 3_600_000;
+
+/// When the live loop forgets series, and how many it keeps per signal.
+///
+/// Series churn (a pod restarted under a new name, a label carrying a
+/// request id): without eviction every series ever seen would keep its
+/// detector (about 1-4 KiB) and evidence ring (1 KiB) for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesPolicy {
+    /// A series that has not reported for this long (event time) is
+    /// evicted, with its detector state and evidence ring; if it comes
+    /// back, it starts afresh (warming up).
+    pub stale: Duration,
+    /// Most series per signal alive at once. A new series beyond it is
+    /// refused (not watched), counted in `heal_series_refused_total` and
+    /// logged, and tried again at its next sample.
+    pub max_per_signal: usize,
+}
+
+impl SeriesPolicy {
+    /// The staleness in ms (at least one).
+    pub fn stale_ms(&self) -> i64 {
+        (self.stale.as_millis() as i64).max(1)
+    }
+}
+
+impl Default for SeriesPolicy {
+    /// Ten minutes (twice Prometheus' own five-minute staleness: a series
+    /// missing for one scrape outage is kept), and 10,000 series per signal
+    /// (the Prometheus source's own cap per evaluation).
+    fn default() -> Self {
+        SeriesPolicy {
+            stale: Duration::from_secs(600),
+            max_per_signal: 10_000,
+        }
+    }
+}
 
 /// Everything the live loop needs, read and checked by the caller (the
 /// binary reads the command line and the environment; nothing here does).
@@ -93,6 +129,8 @@ pub struct LiveConfig {
     pub api_token: Option<String>,
     /// What performs allowed actions.
     pub executors: Executors,
+    /// Series eviction and the limit of live series per signal.
+    pub series: SeriesPolicy,
     /// Wall time.
     pub clock: Arc<dyn Clock>,
 }
@@ -223,6 +261,7 @@ pub async fn run(
         stop.clone(),
     ));
 
+    let max_in_flight = config.runbooks.guardrails().max_concurrent as usize;
     let mut pipeline = Pipeline::new(
         config.runbooks,
         EngineOptions {
@@ -236,6 +275,11 @@ pub async fn run(
                 "heal_actions_interrupted_total",
                 &[],
                 opened.interrupted.len() as f64,
+            );
+            telemetry.add(
+                "heal_incidents_closed_at_start_total",
+                &[],
+                opened.closed.len() as f64,
             );
             pipeline
                 .engine_mut()
@@ -268,6 +312,8 @@ pub async fn run(
     let decider = decide::Decider {
         pipeline,
         handles: Default::default(),
+        series: config.series,
+        last_sweep_ms: 0,
         act: act_tx,
         telemetry: telemetry.clone(),
         last_processed,
@@ -279,11 +325,14 @@ pub async fn run(
     let decide = tokio::spawn(decider.run(eval_rx, cmd_rx));
     let act = tokio::spawn(act::act(
         act_rx,
-        telemetry.clone(),
-        cmd_tx,
-        store,
-        config.executors,
-        config.clock.clone(),
+        act::Actors {
+            telemetry: telemetry.clone(),
+            commands: cmd_tx,
+            store,
+            executors: config.executors,
+            clock: config.clock.clone(),
+        },
+        max_in_flight,
     ));
 
     shutdown.await;

@@ -9,6 +9,11 @@
 //!   flushed and renamed, so a crash never leaves half a file.
 //! - [`Backoff`]: exponential backoff with an optional jitter, for every
 //!   retry and restart.
+//! - [`text`]: the escape of each output format (terminal, Markdown) for
+//!   text from outside, and table padding that takes any width.
+//! - [`fuzz`]: the seeded generator and mutators of the property tests.
+//! - [`url_shape`]: the check that a value substituted into a URL template
+//!   stays inside the component (host, port, path segment...) it stands in.
 //!
 //! (rust-analyzer's `stdx` crate is the model: extensions of std that any
 //! crate may take, with no dependency of their own.)
@@ -16,6 +21,9 @@
 mod backoff;
 mod clock;
 mod fs;
+pub mod fuzz;
+pub mod text;
+pub mod url_shape;
 
 pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};

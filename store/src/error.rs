@@ -43,6 +43,17 @@ pub enum StoreError {
         /// The version this heal writes.
         supported: i64,
     },
+    /// SQLite's integrity check failed (or the file is not a database):
+    /// the store is refused before anything is written into it.
+    #[error(
+        "incident store {path}: damaged, refusing to open it (SQLite integrity_check: {problems}); nothing was written to it: move it aside or restore a copy, and start with a new --db"
+    )]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's first findings.
+        problems: String,
+    },
     /// A read-only open of a file that does not exist.
     #[error("incident store {0}: no such file")]
     Missing(PathBuf),

@@ -93,7 +93,7 @@ pub use query::{IncidentFilter, IncidentPage, IncidentRecord, IncidentSummary, D
 pub use sensitivity::{
     step_offset, Adjustment, Mark, Marked, Reason as SensitivityReason, OFFSET_MAX, OFFSET_MIN,
 };
-pub use sqlite::{Opened, Store, StoreWriter, WriterThread};
+pub use sqlite::{ClosedIncident, Opened, Store, StoreWriter, WriterThread, CLOSED_AT_RESTART};
 
 /// Identity of one execution of one planned step: the idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -184,6 +184,23 @@ pub struct ActionRecord {
     /// The executor's result once finished; its duration is kept to the
     /// microsecond.
     pub result: Option<ActionResult>,
+    /// The process an `exec` action started (recorded right after the
+    /// spawn), so that a restart after heal was killed can settle it.
+    pub process: Option<ChildProcess>,
+    /// For an interrupted action: how the restart settled it (its process
+    /// group killed, or found gone), recorded once.
+    pub settled: Option<String>,
+}
+
+/// A child process an action started: the leader of its own process group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct ChildProcess {
+    /// Its pid, which is also its process group id.
+    pub pid: u32,
+    /// Its start time (`/proc/<pid>/stat` field 22, clock ticks since boot)
+    /// when it could be read: tells the process apart from a later one that
+    /// reused the pid.
+    pub start_ticks: Option<u64>,
 }
 
 /// Whether an incident's anomaly has ended.
@@ -194,6 +211,11 @@ pub enum IncidentStatus {
     Open,
     /// The anomaly ended.
     Resolved,
+    /// Closed by heal at a restart: the run that held it open stopped
+    /// (killed, or shut down) before its anomaly ended, and the new run does
+    /// not resume it (its detectors start afresh; a fault still there opens
+    /// a new incident). `IncidentRecord::closed_reason` says so.
+    Closed,
 }
 
 impl IncidentStatus {
@@ -202,14 +224,19 @@ impl IncidentStatus {
         match self {
             IncidentStatus::Open => "open",
             IncidentStatus::Resolved => "resolved",
+            IncidentStatus::Closed => "closed",
         }
     }
 
     /// Parses [`IncidentStatus::as_str`]'s names.
     pub fn parse(s: &str) -> Option<IncidentStatus> {
-        [IncidentStatus::Open, IncidentStatus::Resolved]
-            .into_iter()
-            .find(|v| v.as_str() == s)
+        [
+            IncidentStatus::Open,
+            IncidentStatus::Resolved,
+            IncidentStatus::Closed,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
     }
 }
 

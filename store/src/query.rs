@@ -95,6 +95,9 @@ pub struct IncidentRecord {
     /// Every execution of its steps, by step then attempt, interrupted ones
     /// included.
     pub executions: Vec<ActionRecord>,
+    /// Why heal closed it (status `closed`): recorded at the restart that
+    /// found it left open by an earlier run.
+    pub closed_reason: Option<String>,
 }
 
 /// A cursor is `opened_ms:pk` of the last row of a page: keyset pagination,

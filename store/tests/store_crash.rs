@@ -70,6 +70,7 @@ fn begin(db: &Path) -> Store {
     let Opened {
         mut store,
         interrupted,
+        ..
     } = Store::open(db).unwrap();
     assert!(interrupted.is_empty());
     store.record_incident(&incident()).unwrap();
@@ -139,6 +140,7 @@ fn sigkill_between_begin_and_finish_leaves_an_interrupted_action_and_the_inciden
     let Opened {
         mut store,
         interrupted,
+        ..
     } = Store::open(&db).unwrap();
     assert_eq!(interrupted.len(), 1, "{interrupted:?}");
     assert_eq!(interrupted[0].key, key());

@@ -139,6 +139,17 @@ async fn restart(State(api): Shared, Path(name): Path<String>, headers: HeaderMa
     respond(api.supervisor.restart(&name))
 }
 
+/// Reads `bytes` as every body the control API takes (for the property
+/// tests: none may panic).
+#[cfg(test)]
+pub(crate) fn fuzz_bodies(bytes: &Bytes) {
+    let _ = body::<ScaleBody>(bytes);
+    let _ = body::<RollbackBody>(bytes);
+    if let Ok(release) = body::<Release>(bytes) {
+        let _ = format!("{release:?}");
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ScaleBody {

@@ -89,6 +89,8 @@ mod runtime;
 mod state;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) use api::fuzz_bodies;
 
 pub use api::serve;
 pub use config::{

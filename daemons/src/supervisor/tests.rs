@@ -283,3 +283,118 @@ async fn a_zero_stop_timeout_kills_at_once_and_restarts_coalesce() {
     assert!(replica(&sup, "s", 0).starts <= 3);
     sup.shutdown().await;
 }
+
+/// An executable `#!/bin/sh` script in `dir`, for children that behave in
+/// ways `sleep` cannot (ignore SIGTERM, live as long as a file says).
+fn script(dir: &Path, name: &str, body: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_ignoring_sigterm_is_killed_after_stop_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    // Notes every SIGTERM it gets, and keeps running.
+    let got_term = dir.path().join("got-term");
+    let stubborn = script(
+        dir.path(),
+        "stubborn.sh",
+        &format!(
+            "trap 'echo term >> {}' TERM\nwhile :; do sleep 0.1; done\n",
+            got_term.display()
+        ),
+    );
+    let text = format!(
+        "\
+services:
+  - name: s
+    release: {{version: v1, argv: [{stubborn}], env: {{PATH: /usr/bin:/bin}}}}
+    restart: {{initial: 100ms, max: 1s}}
+    stop_timeout: 1500ms
+"
+    );
+    let sup = start(&text, dir.path()).await;
+    let pid = wait_for("first start", || replica(&sup, "s", 0).pid).await;
+    // The trap is set once the script runs its loop.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = now_ms();
+    sup.restart("s").unwrap();
+    let r = wait_for("restarted", || {
+        let r = replica(&sup, "s", 0);
+        (r.starts == 2 && r.pid.is_some()).then_some(r)
+    })
+    .await;
+    // SIGTERM first (the child saw it and carried on), SIGKILL once
+    // stop_timeout had passed.
+    assert_eq!(
+        std::fs::read_to_string(&got_term).unwrap_or_default(),
+        "term\n"
+    );
+    assert_eq!(
+        r.last_exit.as_deref(),
+        Some("restart requested; killed by signal 9 (still running 1.5s after SIGTERM)")
+    );
+    let waited = r.last_exit_ms.unwrap() - asked;
+    assert!(waited >= 1500, "killed {waited} ms after the request");
+    assert!(cmdline(pid).is_empty(), "the stubborn child still runs");
+    sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_stayed_up_reset_after_starts_its_backoff_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let stay = dir.path().join("stay");
+    // Exits at once (status 3), or after 2 s once `stay` exists.
+    let flaky = script(
+        dir.path(),
+        "flaky.sh",
+        &format!("[ -e {} ] && sleep 2\nexit 3\n", stay.display()),
+    );
+    let text = format!(
+        "\
+services:
+  - name: f
+    release: {{version: v1, argv: [{flaky}], env: {{PATH: /usr/bin:/bin}}}}
+    restart: {{initial: 200ms, max: 10s, reset_after: 1s}}
+"
+    );
+    let sup = start(&text, dir.path()).await;
+    // The backoff of a replica in backoff: exactly what it waits.
+    let backoff = |r: &ReplicaStatus| -> Option<i64> {
+        if r.phase != Phase::Backoff {
+            return None;
+        }
+        Some(r.next_start_ms? - r.last_exit_ms?)
+    };
+    // Quick exits double it: 200, 400, 800, ...
+    wait_for("the backoff to grow to 800 ms", || {
+        let r = replica(&sup, "f", 0);
+        (backoff(&r)? >= 800).then_some(())
+    })
+    .await;
+    assert_eq!(
+        replica(&sup, "f", 0).last_exit.as_deref(),
+        Some("exit status 3")
+    );
+    // Now a start stays up 2 s, past reset_after: its exit waits the
+    // initial 200 ms again.
+    std::fs::write(&stay, "").unwrap();
+    let r = wait_for("a long run to end", || {
+        let r = replica(&sup, "f", 0);
+        let up = r.last_exit_ms? - r.started_ms?;
+        (r.phase == Phase::Backoff && up >= 1000).then_some(r)
+    })
+    .await;
+    assert_eq!(backoff(&r), Some(200), "{r:?}");
+    sup.shutdown().await;
+}

@@ -132,10 +132,11 @@ pub fn import_long_csv(path: impl AsRef<Path>) -> Result<Dataset> {
     let mut record = csv::StringRecord::new();
     // The previous row's label cells and set: consecutive rows of one series share the set.
     let mut prev: Option<(Vec<String>, Labels)> = None;
-    while reader
-        .read_record(&mut record)
-        .map_err(|e| csv_error(path, e))?
-    {
+    while reader.read_record(&mut record).map_err(|e| {
+        // The csv crate reads an unclosed quote to the end of the file and
+        // then reports a short record: say what is really wrong.
+        unterminated_quote(path).unwrap_or_else(|| csv_error(path, e))
+    })? {
         let row = record.position().map_or(0, |p| p.line());
         let ts_text = &record[ts_i];
         let ts_ms = parse_timestamp(ts_text).ok_or_else(|| {
@@ -176,6 +177,11 @@ pub fn import_long_csv(path: impl AsRef<Path>) -> Result<Dataset> {
                 .push(Sample::new(ts_ms, value));
         }
     }
+    // A quote left open in the last field swallows the rest of the file
+        // without a short record: checked at the end as well.
+    if let Some(e) = unterminated_quote(path) {
+        return Err(e);
+    }
     if series.is_empty() {
         return Err(Error::bad_file(path, "no data rows"));
     }
@@ -188,6 +194,65 @@ pub fn import_long_csv(path: impl AsRef<Path>) -> Result<Dataset> {
     };
     dataset.sort();
     Ok(dataset)
+}
+
+/// The error for a quoted field that is never closed, if the file has one:
+/// `row 3: unterminated quote (the field opened with " on line 3 never
+/// closes)`. Reads the file again (streaming), following the RFC 4180 rules
+/// the csv crate applies: a quote opens a field only at its start, and `""`
+/// inside a quoted field is a quote.
+fn unterminated_quote(path: &Path) -> Option<Error> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).ok()?;
+    let mut line = 1usize;
+    let mut opened_at = 0usize;
+    let (mut in_quotes, mut at_field_start, mut quote_pending) = (false, true, false);
+    for byte in std::io::BufReader::new(file).bytes() {
+        let b = byte.ok()?;
+        if in_quotes {
+            if quote_pending {
+                quote_pending = false;
+                if b != b'"' {
+                    // The quote closed the field.
+                    in_quotes = false;
+                }
+                // else: `""`, an escaped quote.
+                if in_quotes {
+                    continue;
+                }
+            } else {
+                if b == b'"' {
+                    quote_pending = true;
+                }
+                if b == b'\n' {
+                    line += 1;
+                }
+                continue;
+            }
+        }
+        match b {
+            b'"' if at_field_start => {
+                in_quotes = true;
+                opened_at = line;
+                at_field_start = false;
+            }
+            b',' => at_field_start = true,
+            b'\n' => {
+                line += 1;
+                at_field_start = true;
+            }
+            b'\r' => {}
+            _ => at_field_start = false,
+        }
+    }
+    (in_quotes && !quote_pending).then(|| {
+        Error::bad_file(
+            path,
+            format!(
+                "row {opened_at}: unterminated quote (the field opened with \" on line {opened_at} never closes)"
+            ),
+        )
+    })
 }
 
 fn csv_error(path: &Path, e: csv::Error) -> Error {
@@ -372,6 +437,23 @@ mod tests {
             err("timestamp,value,__name__\n2026-01-05T00:00:00Z,1\n"),
             "reading x.csv: row 2: expected 3 fields, found 2"
         );
+        // Issue 10, 9: an unclosed quote said "expected 5 fields, found 4".
+        assert_eq!(
+            err("timestamp,value,__name__,a,b\n2026-01-05T00:00:00Z,1,m,\"x,y\n2026-01-05T00:01:00Z,1,m,x,y\n"),
+            "reading x.csv: row 2: unterminated quote (the field opened with \" on line 2 never closes)"
+        );
+        // In the last field it swallows the rest of the file without a short record.
+        assert_eq!(
+            err("timestamp,value,__name__\n2026-01-05T00:00:00Z,1,\"m\n2026-01-05T00:01:00Z,1,m\n"),
+            "reading x.csv: row 2: unterminated quote (the field opened with \" on line 2 never closes)"
+        );
+        // Quotes that close, escaped quotes and a quote inside an unquoted field are fine.
+        assert!(import_long_csv(write(
+            dir.path(),
+            "ok.csv",
+            "timestamp,value,__name__,a\n2026-01-05T00:00:00Z,1,m,\"x \"\"q\"\", y\"\n2026-01-05T00:01:00Z,1,m,a\"b\n"
+        ))
+        .is_ok());
         assert_eq!(
             import_long_csv("/nonexistent/x.csv")
                 .unwrap_err()

@@ -119,7 +119,9 @@ impl fmt::Display for DatasetInfo {
             .iter()
             .map(|s| {
                 [
-                    s.labels.to_string(),
+                    // Label values are the exporter's: no control character
+                    // reaches the terminal raw.
+                    stdx::text::terminal(&s.labels.to_string()).into_owned(),
                     s.samples.to_string(),
                     time(s.first_ms),
                     time(s.last_ms),
@@ -148,11 +150,13 @@ impl fmt::Display for DatasetInfo {
                 if i > 0 {
                     out.push_str("  ");
                 }
-                // The series column reads left to right, numbers line up on the right.
+                // The series column reads left to right, numbers line up on
+                // the right. Padded by hand: `{cell:<w$}` panics once a
+                // label makes `w` exceed 65,535.
                 if i == 0 || i == 2 || i == 3 {
-                    out.push_str(&format!("{cell:<w$}"));
+                    out.push_str(&stdx::text::pad_right(cell, w));
                 } else {
-                    out.push_str(&format!("{cell:>w$}"));
+                    out.push_str(&stdx::text::pad_left(cell, w));
                 }
             }
             writeln!(f, "{}", out.trim_end())
@@ -230,5 +234,31 @@ m{a=\"x\"}        8  1970-01-01T00:00:00Z  1970-01-01T00:11:00Z    1m     1     
 empty           0  -                     -                        -     0         -    0        0
 2 series, 8 samples, 1 gaps, 1 NaN, 1 truth windows, from 1970-01-01T00:00:00Z to 1970-01-01T00:11:00Z";
         assert_eq!(dataset().info().to_string(), expected);
+    }
+
+    #[test]
+    fn a_label_of_any_length_or_content_prints_without_panic_or_raw_controls() {
+        // 65,523 characters was enough for `{:<w$}` to panic (issue 10, 2).
+        let long = "x".repeat(70_000);
+        let hostile = "a\nb\rc\u{1b}[2Jd";
+        let dataset = Dataset {
+            series: vec![
+                SeriesData {
+                    labels: Labels::metric("m").with("big", &long),
+                    samples: vec![Sample::new(0, 1.0)],
+                },
+                SeriesData {
+                    labels: Labels::metric("m").with("evil", hostile),
+                    samples: vec![Sample::new(0, 1.0)],
+                },
+            ],
+            truth: vec![],
+        };
+        let text = DatasetInfo::of(&dataset).to_string();
+        assert!(text.contains(&long));
+        assert!(!text.contains('\r') && !text.contains('\u{1b}'), "a raw control character in the table");
+        assert!(text.contains(r#"m{evil="a\nb\rc\u{1b}[2Jd"}"#), "the escaped label is missing");
+        // Header, two rows, totals: no label broke a line.
+        assert_eq!(text.lines().count(), 4);
     }
 }

@@ -42,6 +42,8 @@ use std::path::Path;
 pub use csv_import::{import_long_csv, import_nab_csv, nab_key, NabTruth};
 pub use info::{DatasetInfo, SeriesInfo};
 pub use truth::{truth_path, TruthWindow};
+#[cfg(test)]
+pub(crate) use truth::read as truth_read;
 
 use stdx::Staged;
 

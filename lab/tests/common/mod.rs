@@ -418,12 +418,31 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
     }
 }
 
-/// The `promtool` binary, if installed: used for an extra, independent
-/// check of the lab's outputs. The tests above it stand on their own.
-pub fn promtool() -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join("promtool"))
-        .find(|p| p.is_file())
+/// A binary of the Prometheus package: `$ENV` when set, else
+/// `/usr/bin/NAME`. A missing one fails the test (never a silent skip):
+/// `.ci/run` installs the package.
+fn prometheus_package_bin(name: &str, env: &str) -> PathBuf {
+    let p = std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new("/usr/bin").join(name));
+    assert!(
+        p.is_file(),
+        "this test needs {name} at {}: `apt-get install prometheus` (.ci/run does), or set {env}",
+        p.display()
+    );
+    p
+}
+
+#[allow(dead_code)] // not every test binary sharing this module uses it
+/// The `promtool` binary (`PROMTOOL_BIN` or `/usr/bin/promtool`): an
+/// extra, independent check of the lab's outputs.
+pub fn promtool() -> PathBuf {
+    prometheus_package_bin("promtool", "PROMTOOL_BIN")
+}
+
+/// The `prometheus` binary (`PROMETHEUS_BIN` or `/usr/bin/prometheus`),
+/// looked up as every other test of the workspace does.
+#[allow(dead_code)] // not every test binary sharing this module uses it
+pub fn prometheus() -> PathBuf {
+    prometheus_package_bin("prometheus", "PROMETHEUS_BIN")
 }

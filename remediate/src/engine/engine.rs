@@ -13,7 +13,7 @@ use super::incident::{
 use super::silence::{Matcher, Silence};
 use crate::action::RenderedAction;
 use crate::runbook::{Action, RecoveredWhen, Rule, RunbookSet, Severity, Signal};
-use crate::template::{render, Context, Template, UnsafeLabel};
+use crate::template::{render, render_url, Context, Template, UnsafeLabel};
 
 /// How the engine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -617,6 +617,72 @@ impl Engine {
         events
     }
 
+    /// A series of `signal` stopped reporting and the live loop forgot it
+    /// (stale, evicted): its open incidents resolve at `ts_ms`, a step
+    /// waiting for its verification is decided `not_recovered` ("the
+    /// series stopped reporting"), a parked step is dropped, and its
+    /// instance leaves the blast-radius memory. Left alone, an incident of
+    /// a vanished series would never resolve: it would hold a
+    /// `max_concurrent` place for ever, and keep every later incident from
+    /// being forgotten ([`Engine::forget_resolved`] goes in order).
+    pub fn series_gone(
+        &mut self,
+        signal: &str,
+        labels: &BTreeMap<String, String>,
+        ts_ms: i64,
+    ) -> Vec<EngineEvent> {
+        let mut events = Vec::new();
+        let Some(rule_ids) = self.by_signal.get(signal).cloned() else {
+            return events;
+        };
+        let key = series_selector(labels);
+        if let Some((_, sig)) = rule_ids.first().map(|&r| &self.rules[r]) {
+            if let (Some(service), Some(instance)) = (
+                labels.get(&sig.service_label),
+                labels.get(&sig.instance_label),
+            ) {
+                if let Some(known) = self.guards.instances.get_mut(service) {
+                    known.remove(instance);
+                    if known.is_empty() {
+                        self.guards.instances.remove(service);
+                    }
+                }
+            }
+        }
+        for r in rule_ids {
+            let Some(idx) = self.active.remove(&(key.clone(), r)) else {
+                continue;
+            };
+            self.in_progress.remove(&idx);
+            let state = &mut self.incidents[idx];
+            if let Some(p) = state.pending.take() {
+                let verification = Verification {
+                    outcome: Outcome::NotRecovered,
+                    decided_ms: ts_ms,
+                    detail: "the series stopped reporting before the wait was over".into(),
+                };
+                let action = &mut state.incident.actions[p.action];
+                action.verification = Some(verification.clone());
+                events.push(EngineEvent::Verified {
+                    incident: state.incident.id.clone(),
+                    step: action.step,
+                    verification,
+                });
+            }
+            if state.parked.take().is_some() {
+                self.parked.remove(&state.incident.id);
+            }
+            state.next_step = usize::MAX;
+            state.incident.resolved_ms = Some(ts_ms);
+            tracing::info!(incident = %state.incident.id, "series stopped reporting: incident resolved");
+            events.push(EngineEvent::Resolved {
+                incident: state.incident.id.clone(),
+                ts_ms,
+            });
+        }
+        events
+    }
+
     /// Every incident in order of opening; those still open are marked
     /// unresolved at `end_ms`.
     pub fn finish(&self, end_ms: i64) -> Vec<Incident> {
@@ -1036,6 +1102,14 @@ fn render_action(action: &Action, ctx: &Context<'_>) -> Result<RenderedAction, U
             .expect("templates of a validated runbook set parse");
         render(&parts, ctx)
     };
+    // A URL is rendered with its shape checked: a value fills its own
+    // component (host, port, path segment) and never moves the request.
+    let url = |t: &Template| -> Result<String, UnsafeLabel> {
+        let parts = t
+            .parse()
+            .expect("templates of a validated runbook set parse");
+        render_url(&parts, ctx)
+    };
     Ok(match action {
         Action::Restart(a) => RenderedAction::Restart {
             target: r(&a.target)?,
@@ -1059,7 +1133,7 @@ fn render_action(action: &Action, ctx: &Context<'_>) -> Result<RenderedAction, U
             argv: a.argv.iter().map(r).collect::<Result<_, _>>()?,
         },
         Action::Webhook(a) => RenderedAction::Webhook {
-            url: r(&a.url)?,
+            url: url(&a.url)?,
             method: a.method,
             headers: a
                 .headers
@@ -1069,7 +1143,7 @@ fn render_action(action: &Action, ctx: &Context<'_>) -> Result<RenderedAction, U
             body: a.body.as_ref().map(|b| render_json(b, &r)).transpose()?,
         },
         Action::Agent(a) => RenderedAction::Agent {
-            url: r(&a.url)?,
+            url: url(&a.url)?,
             name: a.name.clone(),
             params: a
                 .params

@@ -266,9 +266,12 @@ fn escape(text: &str) -> String {
     out
 }
 
-/// Escapes a table cell.
+/// Escapes text for a Markdown heading, table cell or list item: label
+/// values come from the exporter, and neither `<script>`, nor a newline
+/// (which would end a heading or a table row), nor `|` or `[...](...)` may
+/// act as markup.
 fn cell(text: &str) -> String {
-    text.replace('|', "\\|").replace('\n', " ")
+    stdx::text::markdown(text).into_owned()
 }
 
 /// `+2m` relative to the onset.
@@ -288,7 +291,7 @@ pub fn markdown(incident: &Incident) -> String {
         inc.service.as_str()
     };
     let side = if inc.above { "above" } else { "below" };
-    let _ = writeln!(out, "# {}", title(inc));
+    let _ = writeln!(out, "# {}", cell(&title(inc)));
     out.push('\n');
 
     // Status line first: the one thing to know at 3 a.m.
@@ -310,7 +313,9 @@ pub fn markdown(incident: &Incident) -> String {
         let _ = writeln!(out, "| {k} | {} |", cell(&v));
     };
     row("Service", service.to_owned());
-    row("Series", format!("`{selector}`"));
+    // Not a code span: inside one no escape works, and a backtick in a
+    // label value would end it.
+    row("Series", selector);
     row("Signal", format!("{} ({side} baseline)", inc.signal));
     if let Some(cause) = peer_cause(inc) {
         row("Cause", cause);
@@ -372,13 +377,15 @@ pub fn markdown(incident: &Incident) -> String {
         let _ = writeln!(
             out,
             "\n### Step {} of {}: {}\n",
-            a.step, inc.chain_len, a.summary
+            a.step,
+            inc.chain_len,
+            cell(&a.summary)
         );
         let _ = writeln!(
             out,
             "- Decision: **{}**: {}",
             a.decision.label(),
-            a.decision.detail
+            cell(&a.decision.detail)
         );
         let _ = writeln!(
             out,
@@ -394,7 +401,7 @@ pub fn markdown(incident: &Incident) -> String {
                     v.outcome.as_str(),
                     rfc3339(v.decided_ms),
                     offset(inc, v.decided_ms),
-                    v.detail
+                    cell(&v.detail)
                 );
             }
             None if a.decision.counts_as_performed() => {

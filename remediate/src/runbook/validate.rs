@@ -14,7 +14,7 @@ use super::yaml::join;
 use crate::action::{
     env_references, is_env_name, DockerTarget, DOCKER_SIGNALS, MAX_DOCKER_REPLICAS, MAX_WEIGHT,
 };
-use crate::template::{is_label_name, is_safe_label_value, Part, Var};
+use crate::template::{is_label_name, is_safe_label_value, url_template_problem, Part, Var};
 
 /// Programs that turn an argument into a command line.
 const SHELLS: [&str; 7] = ["sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"];
@@ -472,6 +472,9 @@ fn check_action(action: &Action, at: &str, report: &mut impl FnMut(String, Strin
                     );
                 }
             }
+            if let Some(problem) = url_template_problem(url) {
+                report(format!("{at}.url"), problem);
+            }
             let secrets = std::iter::once(("url".to_owned(), &url.0))
                 .chain(headers.iter().map(|(n, v)| (format!("headers.{n}"), &v.0)));
             for (field, text) in secrets {
@@ -503,6 +506,9 @@ fn check_action(action: &Action, at: &str, report: &mut impl FnMut(String, Strin
                     format!("{at}.url"),
                     format!("must start with http:// or https://, got {:?}", url.0),
                 );
+            }
+            if let Some(problem) = url_template_problem(url) {
+                report(format!("{at}.url"), problem);
             }
             if !is_safe_label_value(name) || name.contains(['/', ':', '@']) {
                 report(

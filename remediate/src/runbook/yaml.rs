@@ -6,6 +6,14 @@
 //! marked event stream ourselves gives every node's position, keyed by the
 //! same JSON path `serde_path_to_error` reports. It also lets us reject
 //! duplicate keys, which YAML loaders silently resolve to the last one.
+//!
+//! Every YAML file heal reads (runbooks, `--params`, `heal agent --config`,
+//! `heal supervise`'s services file) goes through [`parse`], so its limits
+//! hold for all of them: aliases may copy at most [`MAX_ALIAS_NODES`] nodes
+//! in all (a "billion laughs" file is refused in the time it takes to read
+//! it, instead of expanding to gigabytes), nodes nest at most [`MAX_DEPTH`]
+//! deep (a deeper file would overflow the stack), and tags other than the
+//! core schema's are an error rather than silently ignored.
 
 pub use super::load::path_and_message;
 use std::collections::HashMap;
@@ -100,17 +108,57 @@ pub struct YamlProblem {
     pub message: String,
 }
 
+/// How many nodes aliases may copy into one document, in all. Runbooks
+/// alias a guard block or a label set a few dozen times; a "billion laughs"
+/// file (each anchor aliasing the previous one ten times) reaches this after
+/// five levels and is refused there, before its copies use any memory worth
+/// counting (about 100 bytes a node).
+pub const MAX_ALIAS_NODES: usize = 100_000;
+
+/// How deep mappings and sequences may nest. A runbook nests about six deep;
+/// the limit keeps the recursive builder far from the stack's end.
+pub const MAX_DEPTH: usize = 64;
+
 /// Parses one YAML document. A syntax error is returned alone (nothing after
-/// it can be trusted); other problems (duplicate keys, non-string keys,
+/// it can be trusted), and so is a document that nests deeper than
+/// [`MAX_DEPTH`] or whose aliases copy more than [`MAX_ALIAS_NODES`] nodes;
+/// other problems (duplicate keys, non-string keys, unsupported tags,
 /// numbers JSON cannot hold) are returned together with the value.
 pub fn parse(text: &str) -> Result<(Value, Positions, Vec<YamlProblem>), YamlProblem> {
     let mut events = Events(Vec::new());
     let mut parser = Parser::new_from_str(text);
-    parser.load(&mut events, true).map_err(|e| YamlProblem {
-        pos: Pos::from(*e.marker()),
-        path: String::new(),
-        message: format!("parsing yaml: {}", e.info()),
-    })?;
+    // Pull events one by one rather than `Parser::load`, which recurses once
+    // per nesting level and so could overflow the stack before any limit of
+    // ours is checked.
+    let mut depth = 0usize;
+    loop {
+        let (event, mark) = parser.next_token().map_err(|e| YamlProblem {
+            pos: Pos::from(*e.marker()),
+            path: String::new(),
+            message: format!("parsing yaml: {}", e.info()),
+        })?;
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(YamlProblem {
+                        pos: Pos::from(mark),
+                        path: String::new(),
+                        message: format!(
+                            "parsing yaml: mappings and sequences nest more than {MAX_DEPTH} deep"
+                        ),
+                    });
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        let end = matches!(event, Event::StreamEnd);
+        events.on_event(event, mark);
+        if end {
+            break;
+        }
+    }
     // One file, one document: a second `---` would otherwise be dropped
     // silently (or merged, depending on the tool), and half a runbook is
     // worse than an error.
@@ -133,6 +181,9 @@ pub fn parse(text: &str) -> Result<(Value, Positions, Vec<YamlProblem>), YamlPro
         anchors: HashMap::new(),
         positions: Positions::default(),
         problems: Vec::new(),
+        alias_nodes: 0,
+        too_many_aliases: None,
+        built: 0,
     };
     // Skip StreamStart and DocumentStart; an empty stream is a null document.
     while builder.next < builder.events.len()
@@ -147,6 +198,16 @@ pub fn parse(text: &str) -> Result<(Value, Positions, Vec<YamlProblem>), YamlPro
         Some((Event::StreamEnd, _)) | None => Value::Null,
         Some(_) => builder.node(String::new()),
     };
+    if let Some(pos) = builder.too_many_aliases {
+        return Err(YamlProblem {
+            pos,
+            path: String::new(),
+            message: format!(
+                "parsing yaml: aliases expand to more than {MAX_ALIAS_NODES} nodes \
+                 (an alias bomb?): refused at this alias"
+            ),
+        });
+    }
     Ok((value, builder.positions, builder.problems))
 }
 
@@ -161,14 +222,50 @@ impl MarkedEventReceiver for Events {
 struct Builder {
     events: Vec<(Event, Marker)>,
     next: usize,
-    anchors: HashMap<usize, Value>,
+    /// Anchored values and how many nodes each holds.
+    anchors: HashMap<usize, (Value, usize)>,
     positions: Positions,
     problems: Vec<YamlProblem>,
+    /// Nodes copied by aliases so far.
+    alias_nodes: usize,
+    /// Where the alias budget ran out; from then on aliases give null.
+    too_many_aliases: Option<Pos>,
+    /// Nodes built so far, copies included: a subtree's size is the
+    /// difference across its building, without walking it again.
+    built: usize,
+}
+
+
+/// The tags of YAML's core schema that heal accepts (`!!str` on a scalar
+/// forces a string; the others say what the node already is). Any other
+/// tag, `!custom` or `!!binary`, would be read as if it were absent, which
+/// changes what the file means without a word, so it is an error.
+fn tag_problem(tag: Option<&yaml_rust2::parser::Tag>, scalar: bool) -> Option<String> {
+    let tag = tag?;
+    let core = tag.handle == "tag:yaml.org,2002:" || tag.handle == "!!";
+    let allowed: &[&str] = if scalar {
+        &["str", "int", "float", "bool", "null"]
+    } else {
+        &["map", "seq"]
+    };
+    if core && allowed.contains(&tag.suffix.as_str()) {
+        return None;
+    }
+    let shown = if core {
+        format!("!!{}", tag.suffix)
+    } else {
+        format!("{}{}", tag.handle, tag.suffix)
+    };
+    Some(format!(
+        "unsupported yaml tag {shown:?}: heal reads plain YAML (tags other than the core schema's are not supported)"
+    ))
 }
 
 impl Builder {
     /// Builds the node starting at the next event; records positions.
     fn node(&mut self, path: String) -> Value {
+        let built_before = self.built;
+        self.built += 1;
         let (event, mark) = self.events[self.next].clone();
         self.next += 1;
         // A block mapping's start is marked after its first key; its first
@@ -179,6 +276,21 @@ impl Builder {
         };
         let pos = Pos::from(mark);
         self.positions.0.entry(path.clone()).or_insert(pos);
+        let tag = match &event {
+            Event::Scalar(_, _, _, tag) => tag_problem(tag.as_ref(), true),
+            Event::SequenceStart(_, tag) | Event::MappingStart(_, tag) => {
+                tag_problem(tag.as_ref(), false)
+            }
+            _ => None,
+        };
+        if let Some(message) = tag {
+            // A scalar is marked at its end; its key is where a reader looks.
+            self.problems.push(YamlProblem {
+                pos: self.positions.find(&path).unwrap_or(pos),
+                path: path.clone(),
+                message,
+            });
+        }
         let (value, anchor) = match event {
             Event::Scalar(text, style, anchor, tag) => {
                 let is_str_tag = tag.as_ref().is_some_and(|t| t.suffix == "str");
@@ -248,14 +360,33 @@ impl Builder {
                 self.next += 1;
                 (Value::Object(map), anchor)
             }
-            Event::Alias(id) => (self.anchors.get(&id).cloned().unwrap_or(Value::Null), 0),
+            Event::Alias(id) => {
+                // Each alias is a copy: bound the copies, not the anchors, so
+                // that nesting (an anchor made of aliases) is counted in full.
+                let value = match self.anchors.get(&id) {
+                    Some((value, nodes)) if self.too_many_aliases.is_none() => {
+                        self.alias_nodes = self.alias_nodes.saturating_add(*nodes);
+                        if self.alias_nodes > MAX_ALIAS_NODES {
+                            self.too_many_aliases = Some(pos);
+                            Value::Null
+                        } else {
+                            // The copy's nodes count in any anchor around it.
+                            self.built += nodes - 1;
+                            value.clone()
+                        }
+                    }
+                    _ => Value::Null,
+                };
+                (value, 0)
+            }
             other => {
                 // The parser guarantees a node here; anything else is a bug.
                 unreachable!("unexpected yaml event {other:?} where a node belongs")
             }
         };
         if anchor > 0 {
-            self.anchors.insert(anchor, value.clone());
+            let nodes = self.built - built_before;
+            self.anchors.insert(anchor, (value.clone(), nodes));
         }
         value
     }
@@ -398,5 +529,72 @@ mod tests {
     fn empty_document_is_null() {
         assert_eq!(parse("").unwrap().0, Value::Null);
         assert_eq!(parse("# only a comment\n").unwrap().0, Value::Null);
+    }
+
+    /// The classic "billion laughs": nine levels of ten aliases each.
+    pub(crate) fn billion_laughs() -> String {
+        let mut text = String::from("a0: &a0 [\"lol\"]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        text
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_at_the_alias_that_crosses_the_budget() {
+        let err = parse(&billion_laughs()).unwrap_err();
+        assert_eq!(
+            err.message,
+            "parsing yaml: aliases expand to more than 100000 nodes (an alias bomb?): refused at this alias"
+        );
+        // a5's tenth copy of a4 (11,111 nodes each) crosses 100,000.
+        assert_eq!(err.pos.line, 6);
+    }
+
+    #[test]
+    fn aliases_within_the_budget_still_work() {
+        // 9,000 copies of a ten-node block: under the budget, all kept.
+        let mut text = String::from("block: &b {a: 1, b: 2, c: 3, d: [1, 2, 3, 4, 5]}\nitems:\n");
+        for _ in 0..9_000 {
+            text.push_str("  - *b\n");
+        }
+        let (value, _, problems) = parse(&text).unwrap();
+        assert!(problems.is_empty());
+        assert_eq!(value["items"].as_array().unwrap().len(), 9_000);
+        assert_eq!(value["items"][8_999]["d"][4], 5);
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_refused() {
+        let ok = format!("{}1{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(parse(&ok).is_ok());
+        // Block sequences nest without the scanner's flow-level limit.
+        let deep = format!("{}x\n", "- ".repeat(100_000));
+        let err = parse(&deep).unwrap_err();
+        assert_eq!(
+            (err.pos.line, err.message.as_str()),
+            (1, "parsing yaml: mappings and sequences nest more than 64 deep")
+        );
+    }
+
+    #[test]
+    fn unsupported_tags_are_problems() {
+        let (value, _, problems) =
+            parse("a: !custom x\nb: !!str 5\nc: !!binary aGk=\nd: !!map {k: 1}\ne: !t [1]\n")
+                .unwrap();
+        assert_eq!(value["b"], "5");
+        let text: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}:{} {}: {}", p.pos.line, p.pos.column, p.path, p.message))
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "1:1 a: unsupported yaml tag \"!custom\": heal reads plain YAML (tags other than the core schema's are not supported)",
+                "3:1 c: unsupported yaml tag \"!!binary\": heal reads plain YAML (tags other than the core schema's are not supported)",
+                "5:1 e: unsupported yaml tag \"!t\": heal reads plain YAML (tags other than the core schema's are not supported)",
+            ]
+        );
     }
 }

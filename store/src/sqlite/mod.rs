@@ -55,6 +55,20 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// An incident an earlier run left open, closed at this open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedIncident {
+    /// Its id.
+    pub id: String,
+    /// Its rule.
+    pub rule: String,
+    /// Its series, as a selector.
+    pub selector: String,
+}
+
+/// The reason recorded on an incident closed at open (status `closed`).
+pub const CLOSED_AT_RESTART: &str = "closed at restart: the heal run that opened it stopped (killed or shut down) before its anomaly ended; not resumed, a fault still present opens a new incident";
+
 /// A store opened for writing, with what the last run left unfinished.
 #[derive(Debug)]
 pub struct Opened {
@@ -66,12 +80,18 @@ pub struct Opened {
     /// allowed but never begun (killed between deciding and acting), now
     /// [`ExecutionState::Abandoned`]: they did not run.
     pub interrupted: Vec<ActionRecord>,
+    /// Incidents an earlier run left `open`, now `closed` with
+    /// [`CLOSED_AT_RESTART`] as their reason: never left open beside a new
+    /// incident of the same series and rule.
+    pub closed: Vec<ClosedIncident>,
 }
 
 impl Store {
     /// Opens (creating it if missing) the store at `path` for writing:
-    /// applies missing migrations, then marks every action an earlier run
-    /// began but never finished as interrupted and returns those.
+    /// checks its integrity (a damaged file is refused before anything is
+    /// written to it, [`StoreError::Damaged`]), applies missing migrations,
+    /// then marks every action an earlier run began but never finished as
+    /// interrupted and returns those, and closes the incidents it left open.
     ///
     /// One writer per file: two heal processes writing the same store would
     /// each take the other's running actions for interrupted ones.
@@ -79,10 +99,97 @@ impl Store {
         let path = path.as_ref().to_path_buf();
         let conn = Connection::open(&path).map_err(sql(&path, "opening"))?;
         let mut store = Store { conn, path };
+        store.check_integrity()?;
         store.configure()?;
         store.migrate()?;
         let interrupted = store.recover()?;
-        Ok(Opened { store, interrupted })
+        let closed = store.close_left_open()?;
+        Ok(Opened {
+            store,
+            interrupted,
+            closed,
+        })
+    }
+
+    /// `PRAGMA integrity_check` before the first write (even the switch to
+    /// WAL mode writes the header): a file SQLite finds damaged is refused,
+    /// with SQLite's first findings, and never written into.
+    ///
+    /// Why the full check rather than `quick_check`: a byte flip in an index
+    /// page that leaves the page well-formed passes `quick_check` (it does
+    /// not compare an index with its table) and fails `integrity_check`; of
+    /// twelve such damaged copies in the store's test, `quick_check` let
+    /// some through. The full check reads every page and every index once:
+    /// linear in the file's size, paid once per open for writing.
+    fn check_integrity(&self) -> Result<(), StoreError> {
+        let damaged = |problems: String| StoreError::Damaged {
+            path: self.path.clone(),
+            problems,
+        };
+        self.conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(sql(&self.path, "setting the busy timeout"))?;
+        let found: Vec<String> = self
+            .conn
+            .prepare("PRAGMA integrity_check(5)")
+            .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
+            .map_err(|e| match e {
+                // Busy or locked is not damage: say what SQLite said.
+                rusqlite::Error::SqliteFailure(f, _)
+                    if matches!(
+                        f.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) =>
+                {
+                    StoreError::Sqlite {
+                        path: self.path.clone(),
+                        doing: "checking integrity",
+                        source: e,
+                    }
+                }
+                other => damaged(other.to_string()),
+            })?;
+        if found.len() == 1 && found[0] == "ok" {
+            Ok(())
+        } else {
+            Err(damaged(found.join("; ")))
+        }
+    }
+
+    /// Closes every incident an earlier run left `open` (status `closed`,
+    /// reason [`CLOSED_AT_RESTART`]) and returns them. This run's engine
+    /// starts without them, so left open they would stay open for ever,
+    /// beside the new incident a fault still present opens.
+    fn close_left_open(&mut self) -> Result<Vec<ClosedIncident>, StoreError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(sql(&path, "starting to close incidents left open"))?;
+        let closed: Vec<ClosedIncident> = tx
+            .prepare("SELECT id, rule, selector FROM incidents WHERE status = 'open' ORDER BY pk")
+            .and_then(|mut s| {
+                s.query_map([], |r| {
+                    Ok(ClosedIncident {
+                        id: r.get(0)?,
+                        rule: r.get(1)?,
+                        selector: r.get(2)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(sql(&path, "finding incidents left open"))?;
+        tx.execute(
+            "UPDATE incidents SET status = 'closed', closed_reason = ?1 WHERE status = 'open'",
+            [CLOSED_AT_RESTART],
+        )
+        .map_err(sql(&path, "closing incidents left open"))?;
+        tx.commit()
+            .map_err(sql(&path, "committing the incidents closed"))?;
+        for c in &closed {
+            tracing::warn!(incident = %c.id, rule = %c.rule, series = %c.selector, "incident left open by an earlier run: closed");
+        }
+        Ok(closed)
     }
 
     /// Opens an existing store for marks (`heal incidents mark|missed`, and
@@ -96,6 +203,7 @@ impl Store {
         }
         let conn = Connection::open(&path).map_err(sql(&path, "opening"))?;
         let mut store = Store { conn, path };
+        store.check_integrity()?;
         store.configure()?;
         store.migrate()?;
         Ok(store)
@@ -284,6 +392,8 @@ impl Store {
                 started_ms: planned_ms,
                 finished_ms: None,
                 result: None,
+                process: None,
+                settled: None,
             };
             tracing::warn!(
                 key = %record.key, action = %record.summary,

@@ -94,7 +94,7 @@ impl Store {
             .prepare_cached(
                 "SELECT id, service, signal, rule, description, severity, above, series,
                      onset_ms, opened_ms, peak_score, chain_len, resolved_ms,
-                     unresolved_at_ms, status, outcome, peer_z
+                     unresolved_at_ms, status, outcome, peer_z, closed_reason
                  FROM incidents WHERE id = ?1",
             )
             .and_then(|mut s| {
@@ -114,6 +114,7 @@ impl Store {
                         (r.get::<_, Option<i64>>(12)?, r.get::<_, Option<i64>>(13)?),
                         (r.get::<_, String>(14)?, r.get::<_, String>(15)?),
                         r.get::<_, Option<f64>>(16)?,
+                        r.get::<_, Option<String>>(17)?,
                     ))
                 })
                 .optional()
@@ -134,6 +135,7 @@ impl Store {
             (resolved_ms, unresolved_at_ms),
             (status, outcome),
             peer_z,
+            closed_reason,
         )) = row
         else {
             return Ok(None);
@@ -169,6 +171,7 @@ impl Store {
             outcome,
             anomalies,
             executions,
+            closed_reason,
         }))
     }
 
@@ -455,11 +458,12 @@ pub(super) fn executions_where<P: Params>(
         String,
         (i64, Option<i64>),
         Option<(bool, bool, String, String, i64)>,
+        (Option<i64>, Option<i64>, Option<String>),
     );
     let rows: Vec<Raw> = c
         .prepare_cached(&format!(
             "SELECT key, incident_id, step, attempt, summary, state, started_ms, finished_ms,
-                 ok, retryable, result, output, duration_us
+                 ok, retryable, result, output, duration_us, pid, pid_start, settled
              FROM executions WHERE {condition} ORDER BY incident_id, step, attempt"
         ))
         .and_then(|mut s| {
@@ -481,6 +485,7 @@ pub(super) fn executions_where<P: Params>(
                     r.get(5)?,
                     (r.get(6)?, r.get(7)?),
                     result,
+                    (r.get(13)?, r.get(14)?, r.get(15)?),
                 ))
             })?
             .collect()
@@ -495,6 +500,7 @@ pub(super) fn executions_where<P: Params>(
                 state,
                 (started_ms, finished_ms),
                 result,
+                (pid, pid_start, settled),
             )| {
                 let state = ExecutionState::parse(&state).ok_or_else(|| {
                     corrupt(
@@ -521,6 +527,13 @@ pub(super) fn executions_where<P: Params>(
                         output,
                         duration: Duration::from_micros(us.max(0) as u64),
                     }),
+                    process: pid.and_then(|p| u32::try_from(p).ok()).map(|pid| {
+                        crate::ChildProcess {
+                            pid,
+                            start_ticks: pid_start.and_then(|t| u64::try_from(t).ok()),
+                        }
+                    }),
+                    settled,
                 })
             },
         )

@@ -11,7 +11,7 @@
 
 /// Every migration, oldest first; the schema version of a file is the
 /// number of these it has had.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this heal writes.
 pub(crate) fn current_version() -> i64 {
@@ -180,4 +180,16 @@ CREATE INDEX sensitivity_history_incident ON sensitivity_history (incident, reas
 /// apart from its siblings) keeps the robust z-score that says so.
 const V5: &str = r#"
 ALTER TABLE incidents ADD COLUMN peer_z REAL;
+"#;
+
+/// Version 6: what a restart after a crash settles. An incident an earlier
+/// run left open is closed with a reason (status `closed`); an `exec`
+/// action's child process is recorded right after its spawn (pid, which is
+/// also its process group, and its start time), and how the restart
+/// settled an interrupted one.
+const V6: &str = r#"
+ALTER TABLE incidents ADD COLUMN closed_reason TEXT;
+ALTER TABLE executions ADD COLUMN pid INTEGER;
+ALTER TABLE executions ADD COLUMN pid_start INTEGER;
+ALTER TABLE executions ADD COLUMN settled TEXT;
 "#;

@@ -384,6 +384,8 @@ fn an_action_is_begun_once_and_finished_once() {
                 started_ms: T0,
                 finished_ms: Some(T0 + 1500),
                 result: Some(result(true)),
+                process: None,
+                settled: None,
             },
             ActionRecord {
                 key: ActionKey::new("inc-000001", 1, 2),
@@ -392,6 +394,8 @@ fn an_action_is_begun_once_and_finished_once() {
                 started_ms: T0 + 2000,
                 finished_ms: None,
                 result: None,
+                process: None,
+                settled: None,
             },
         ]
     );
@@ -413,6 +417,7 @@ fn reopening_marks_what_was_begun_and_not_finished_interrupted() {
     let Opened {
         mut store,
         interrupted,
+        ..
     } = Store::open(&path).unwrap();
     assert_eq!(interrupted.len(), 1);
     assert_eq!(interrupted[0].key, cut);
@@ -452,6 +457,7 @@ fn an_allowed_step_never_begun_is_marked_abandoned_once() {
     let Opened {
         mut store,
         interrupted,
+        ..
     } = Store::open(&path).unwrap();
     let step7 = ActionKey::new("inc-000001", 7, 1);
     assert_eq!(
@@ -463,6 +469,8 @@ fn an_allowed_step_never_begun_is_marked_abandoned_once() {
             started_ms: incident.actions[6].planned_ms,
             finished_ms: None,
             result: None,
+            process: None,
+            settled: None,
         }]
     );
     assert_eq!(
@@ -965,4 +973,213 @@ async fn the_writer_records_marks_in_order_and_answers_with_the_adjustment() {
         .unwrap();
     assert_eq!(store.sensitivity_history().unwrap().len(), 2);
     assert_eq!(store.sensitivity_offsets().unwrap()["latency"], 0.0);
+}
+
+#[test]
+fn incidents_left_open_are_closed_at_the_next_open_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heal.db");
+    let mut store = open(&dir);
+    let incidents = fill(&mut store);
+    let left_open: Vec<&str> = incidents
+        .iter()
+        .filter(|i| i.resolved_ms.is_none())
+        .map(|i| i.id.as_str())
+        .collect();
+    assert_eq!(left_open, ["inc-000001", "inc-000005", "inc-000009"]);
+    drop(store);
+
+    let opened = Store::open(&path).unwrap();
+    let closed: Vec<&str> = opened.closed.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(closed, left_open);
+    assert_eq!(opened.closed[0].rule, "latency-high");
+    let store = opened.store;
+    let open_filter = IncidentFilter {
+        status: Some(IncidentStatus::Open),
+        ..IncidentFilter::default()
+    };
+    assert!(store.list(&open_filter).unwrap().incidents.is_empty());
+    let record = store.incident("inc-000005").unwrap().unwrap();
+    assert_eq!(record.status, IncidentStatus::Closed);
+    assert_eq!(record.closed_reason.as_deref(), Some(CLOSED_AT_RESTART));
+    // What the engine recorded is kept as it was.
+    assert_eq!(record.incident, incidents[4]);
+    let resolved = store.incident("inc-000002").unwrap().unwrap();
+    assert_eq!(resolved.status, IncidentStatus::Resolved);
+    assert_eq!(resolved.closed_reason, None);
+    let closed_filter = IncidentFilter {
+        status: Some(IncidentStatus::Closed),
+        ..IncidentFilter::default()
+    };
+    assert_eq!(store.list(&closed_filter).unwrap().incidents.len(), 3);
+    drop(store);
+    // Once: the next open finds nothing left open.
+    assert!(Store::open(&path).unwrap().closed.is_empty());
+}
+
+#[test]
+fn a_begun_actions_process_is_recorded_and_an_interrupted_one_settled_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heal.db");
+    let mut store = open(&dir);
+    let key = ActionKey::new("inc-000001", 1, 1);
+    let process = ChildProcess {
+        pid: 4242,
+        start_ticks: Some(987_654),
+    };
+    assert!(matches!(
+        store.record_process(&key, process),
+        Err(StoreError::NotInFlight { .. })
+    ));
+    store.begin_action(&key, "exec sleep 20", T0).unwrap();
+    store.record_process(&key, process).unwrap();
+    drop(store);
+    let Opened {
+        mut store,
+        interrupted,
+        ..
+    } = Store::open(&path).unwrap();
+    assert_eq!(interrupted.len(), 1);
+    assert_eq!(interrupted[0].process, Some(process));
+    assert_eq!(interrupted[0].settled, None);
+    assert!(store
+        .settle_interrupted(&key, "process group 4242 killed")
+        .unwrap());
+    assert!(!store.settle_interrupted(&key, "again").unwrap(), "once");
+    let record = read::executions_where(&store.conn, &path, "key = ?1", [key.to_string()])
+        .unwrap()
+        .remove(0);
+    assert_eq!(record.settled.as_deref(), Some("process group 4242 killed"));
+}
+
+/// A small seeded generator (SplitMix64) for the byte flips.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// What SQLite's full integrity check says of `path`, read without any
+/// chance of writing (`immutable=1`): `None` when it is sound.
+fn integrity_problem(path: &std::path::Path) -> Option<String> {
+    let uri = format!("file:{}?immutable=1", path.display());
+    let conn = match rusqlite::Connection::open_with_flags(
+        uri,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    ) {
+        Ok(c) => c,
+        Err(e) => return Some(e.to_string()),
+    };
+    let rows: Result<Vec<String>, _> = conn
+        .prepare("PRAGMA integrity_check")
+        .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect());
+    match rows {
+        Ok(rows) if rows == ["ok"] => None,
+        Ok(rows) => Some(rows.join("; ")),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+#[test]
+fn a_damaged_store_is_refused_naming_the_file_and_never_written_into() {
+    // A store of some size: 120 incidents, a few dozen pages.
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.db");
+    {
+        let mut store = Store::open(&good).unwrap().store;
+        for round in 0..12 {
+            for mut inc in fill(&mut store) {
+                inc.id = format!("inc-{:06}", round * 100 + incident_seq_of(&inc.id));
+                store.record_incident(&inc).unwrap();
+            }
+        }
+        store.checkpoint().unwrap();
+    }
+    let _ = std::fs::remove_file(dir.path().join("good.db-wal"));
+    let _ = std::fs::remove_file(dir.path().join("good.db-shm"));
+    assert_eq!(integrity_problem(&good), None);
+    let t = std::time::Instant::now();
+    drop(Store::open(&good).unwrap());
+    println!(
+        "opening a sound {} KB store: {:?}",
+        std::fs::metadata(&good).unwrap().len() / 1024,
+        t.elapsed()
+    );
+    let _ = std::fs::remove_file(dir.path().join("good.db-wal"));
+    let _ = std::fs::remove_file(dir.path().join("good.db-shm"));
+    let bytes = std::fs::read(&good).unwrap();
+    let page = 4096;
+    let pages = bytes.len() / page;
+    assert!(pages >= 20, "{pages} pages");
+
+    // Byte flips in pages (seeded); keep the copies SQLite's integrity
+    // check fails, as an operator's damaged disk would leave them.
+    let mut seed = 0x5EED_0006_u64;
+    let mut damaged = 0;
+    let mut tried = 0;
+    while damaged < 12 && tried < 400 {
+        tried += 1;
+        let mut copy = bytes.clone();
+        // One to four pages, a burst of 1-16 bytes in each.
+        for _ in 0..1 + splitmix(&mut seed) % 4 {
+            let p = (splitmix(&mut seed) as usize) % pages;
+            let at = p * page + (splitmix(&mut seed) as usize) % page;
+            for k in 0..1 + (splitmix(&mut seed) as usize) % 16 {
+                if let Some(b) = copy.get_mut(at + k) {
+                    *b ^= 1 << (splitmix(&mut seed) % 8);
+                }
+            }
+        }
+        let case = dir.path().join(format!("damaged-{tried}.db"));
+        std::fs::write(&case, &copy).unwrap();
+        if integrity_problem(&case).is_none() {
+            continue;
+        }
+        damaged += 1;
+        let err = match Store::open(&case) {
+            Ok(_) => panic!("case {tried}: a damaged store was opened"),
+            Err(e) => e,
+        };
+        let message = err.to_string();
+        assert!(
+            matches!(err, StoreError::Damaged { .. }),
+            "case {tried}: {message}"
+        );
+        assert!(
+            message.starts_with(&format!(
+                "incident store {}: damaged, refusing to open it (SQLite integrity_check: ",
+                case.display()
+            )),
+            "{message}"
+        );
+        assert!(
+            std::fs::read(&case).unwrap() == copy,
+            "case {tried}: the damaged file was written into"
+        );
+        // The marks path refuses it the same way.
+        assert!(matches!(
+            Store::open_for_marks(&case),
+            Err(StoreError::Damaged { .. })
+        ));
+        assert!(std::fs::read(&case).unwrap() == copy);
+    }
+    assert_eq!(damaged, 12, "12 damaged copies in {tried} tries");
+
+    // Not a database at all.
+    let text = dir.path().join("notes.db");
+    std::fs::write(&text, "these are my notes, not a database\n".repeat(200)).unwrap();
+    let message = Store::open(&text).unwrap_err().to_string();
+    assert_eq!(
+        message,
+        format!(
+            "incident store {}: damaged, refusing to open it (SQLite integrity_check: file is not a database); nothing was written to it: move it aside or restore a copy, and start with a new --db",
+            text.display()
+        )
+    );
+}
+
+fn incident_seq_of(id: &str) -> usize {
+    id.trim_start_matches("inc-").parse().unwrap()
 }

@@ -11,7 +11,7 @@ use remediate::action::ActionResult;
 use remediate::engine::{series_selector, EngineEvent, Incident, Outcome};
 
 use super::{sql, Store};
-use crate::{ActionKey, AnomalyRecord, IncidentOutcome, IncidentStatus, StoreError};
+use crate::{ActionKey, AnomalyRecord, ChildProcess, IncidentOutcome, IncidentStatus, StoreError};
 
 impl Store {
     /// Writes `incident` as it is now: its row, its anomaly, every planned
@@ -110,6 +110,65 @@ impl Store {
         finished_ms: i64,
     ) -> Result<(), StoreError> {
         put_finish(&self.conn, &self.path, key, result, finished_ms)
+    }
+}
+
+impl Store {
+    /// Records the child process the action `key` (begun, not finished)
+    /// started, right after its spawn: a restart after heal was killed can
+    /// then settle it ([`Store::settle_interrupted`]).
+    pub fn record_process(
+        &mut self,
+        key: &ActionKey,
+        process: ChildProcess,
+    ) -> Result<(), StoreError> {
+        put_process(&self.conn, &self.path, key, process)
+    }
+
+    /// Records how an interrupted action was settled at a restart (its
+    /// process group killed, or found gone). Only an interrupted action
+    /// not yet settled: settling happens once.
+    pub fn settle_interrupted(&mut self, key: &ActionKey, note: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE executions SET settled = ?2
+                 WHERE key = ?1 AND state = 'interrupted' AND settled IS NULL",
+                params![key.to_string(), note],
+            )
+            .map_err(sql(
+                &self.path,
+                "recording how an interrupted action was settled",
+            ))?;
+        Ok(n == 1)
+    }
+}
+
+pub(super) fn put_process(
+    c: &Connection,
+    path: &std::path::Path,
+    key: &ActionKey,
+    process: ChildProcess,
+) -> Result<(), StoreError> {
+    let n = c
+        .prepare_cached(
+            "UPDATE executions SET pid = ?2, pid_start = ?3 WHERE key = ?1 AND state = 'started'",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                key.to_string(),
+                i64::from(process.pid),
+                process.start_ticks.and_then(|t| i64::try_from(t).ok())
+            ])
+        })
+        .map_err(sql(path, "recording an action's process"))?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::NotInFlight {
+            key: key.clone(),
+            why: "no begun action to record a process for".into(),
+        })
     }
 }
 

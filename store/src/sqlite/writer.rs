@@ -43,6 +43,11 @@ enum Op {
         finished_ms: i64,
         reply: Reply,
     },
+    Process {
+        key: ActionKey,
+        process: crate::ChildProcess,
+        reply: Reply,
+    },
     Flush(Reply),
     /// Learning from outcomes: a sensitivity mark, answered with what it did.
     Mark {
@@ -151,6 +156,22 @@ impl StoreWriter {
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
+    /// [`Store::record_process`]: returns once the process is committed.
+    pub async fn process(
+        &self,
+        key: ActionKey,
+        process: crate::ChildProcess,
+    ) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Process {
+            key,
+            process,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
     /// [`Store::mark_sensitivity`]: returns once the mark is committed,
     /// with the adjustment made (after everything sent before it).
     pub async fn mark(&self, mark: Mark) -> Result<Marked, StoreError> {
@@ -239,6 +260,14 @@ fn write_batch(store: &mut Store, batch: Vec<Op>) {
                     reply,
                 } => (
                     put_finish(&sp, &path, &key, &result, finished_ms),
+                    Some(reply),
+                ),
+                Op::Process {
+                    key,
+                    process,
+                    reply,
+                } => (
+                    super::write::put_process(&sp, &path, &key, process),
                     Some(reply),
                 ),
                 Op::Flush(reply) => (Ok(()), Some(reply)),

@@ -29,6 +29,8 @@ pub(crate) enum BadTarget {
     Unsafe { label: String, value: String },
     /// The rendered text is not a plain `http://` URL.
     NotHttp(String),
+    /// The value would leave the URL component it stands in.
+    Shape(stdx::url_shape::ShapeError),
 }
 
 impl std::fmt::Display for BadTarget {
@@ -40,6 +42,7 @@ impl std::fmt::Display for BadTarget {
                 "label {label:?} has value {value:?}, not a host, port or DNS name"
             ),
             BadTarget::NotHttp(url) => write!(f, "{url:?} is not a plain http:// URL"),
+            BadTarget::Shape(e) => write!(f, "{e}"),
         }
     }
 }
@@ -58,10 +61,10 @@ impl UrlTemplate {
     /// The URL for the target with `labels`, every substituted value checked first; the result
     /// must parse as an `http://` URL with a host.
     pub(crate) fn render(&self, labels: &Labels) -> Result<reqwest::Url, BadTarget> {
-        let mut out = String::new();
+        let mut pieces = Vec::with_capacity(self.0.len());
         for part in &self.0 {
             match part {
-                UrlPart::Literal(text) => out.push_str(text),
+                UrlPart::Literal(text) => pieces.push(stdx::url_shape::Piece::Literal(text)),
                 UrlPart::Label(name) => {
                     let value = labels
                         .get(name)
@@ -72,10 +75,13 @@ impl UrlTemplate {
                             value: value.to_owned(),
                         });
                     }
-                    out.push_str(value);
+                    pieces.push(stdx::url_shape::Piece::Value { name, value });
                 }
             }
         }
+        // Each value stays in its component: `host:port` only where the
+        // template has no port of its own, one segment in a path.
+        let out = stdx::url_shape::render(&pieces).map_err(BadTarget::Shape)?;
         match reqwest::Url::parse(&out) {
             Ok(url) if url.scheme() == "http" && url.host_str().is_some_and(|h| !h.is_empty()) => {
                 Ok(url)
@@ -165,7 +171,30 @@ mod tests {
         ]);
         assert!(matches!(
             no_host.render(&labels),
-            Err(BadTarget::NotHttp(_))
+            Err(BadTarget::Shape(_))
         ));
+        let no_host = UrlTemplate::new(vec![UrlPart::Literal("ftp://h/".into())]);
+        assert!(matches!(no_host.render(&labels), Err(BadTarget::NotHttp(_))));
+    }
+
+    #[test]
+    fn a_value_cannot_move_the_probe_to_another_port() {
+        // Issue 10, 3: with a literal port in the template, a value with a
+        // port of its own would have replaced it.
+        let with_port = UrlTemplate::new(vec![
+            UrlPart::Literal("http://".into()),
+            UrlPart::Label("host".into()),
+            UrlPart::Literal(":18081/healthz".into()),
+        ]);
+        let ok: Labels = r#"up{host="127.0.0.1"}"#.parse().unwrap();
+        assert_eq!(
+            with_port.render(&ok).unwrap().as_str(),
+            "http://127.0.0.1:18081/healthz"
+        );
+        let moved: Labels = r#"up{host="127.0.0.1:18082"}"#.parse().unwrap();
+        assert_eq!(
+            with_port.render(&moved).unwrap_err().to_string(),
+            r#"label "host" has value "127.0.0.1:18082", which would change the URL beyond the host it stands in"#
+        );
     }
 }

@@ -663,4 +663,60 @@ mod tests {
         let e = excerpt(body.as_bytes());
         assert_eq!(e, "é".repeat(256));
     }
+
+    #[test]
+    fn any_answer_decodes_or_fails_without_panic() {
+        // Property test (see stdx::fuzz): mutated Prometheus answers, as the
+        // client reads them: the envelope, then every series' labels, values
+        // and timestamps as `query` and `query_range` convert them.
+        use stdx::fuzz::{check, garbage, mutated};
+        let bases: [&[u8]; 4] = [
+            br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"__name__":"up","job":"a"},"value":[1767571200.123,"1"]},{"metric":{},"value":[1,"NaN"]}]}}"#,
+            br#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"instance":"x:1"},"values":[[1767571200,"0.5"],[1767571260,"+Inf"],[1767571320,"-1e-3"]]}]},"warnings":["w"]}"#,
+            br#"{"status":"error","errorType":"bad_data","error":"parse error at char 3"}"#,
+            br#"{"status":"success","data":{"resultType":"scalar","result":[1767571200,"2"]}}"#,
+        ];
+        check(
+            "prometheus_answer",
+            5000,
+            |rng| {
+                let status = *rng.pick(&[200u16, 200, 200, 400, 422, 503]);
+                let body = if rng.one_in(10) {
+                    garbage(rng, 256)
+                } else {
+                    let base = *rng.pick(&bases);
+                    mutated(rng, base, 6)
+                };
+                (status, body)
+            },
+            |(status, body)| {
+                match decode("http://p/api/v1/query", *status, body) {
+                    Ok(Data::Vector(series)) => {
+                        for s in series {
+                            let labels = Labels::from_pairs(s.metric);
+                            let _ = labels.to_string();
+                            if let Some((t, v)) = s.value {
+                                let _ = (secs_to_ms(t), parse_value(&v));
+                            }
+                        }
+                    }
+                    Ok(Data::Matrix(series)) => {
+                        for s in series {
+                            let _ = Labels::from_pairs(s.metric).to_string();
+                            for (t, v) in s.values {
+                                let _ = (secs_to_ms(t), parse_value(&v));
+                            }
+                        }
+                    }
+                    Ok(Data::Scalar((t, v))) => {
+                        let _ = (secs_to_ms(t), parse_value(&v));
+                    }
+                    Ok(Data::String(_)) => {}
+                    Err(e) => {
+                        let _ = e.to_string();
+                    }
+                }
+            },
+        );
+    }
 }

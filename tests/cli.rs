@@ -434,6 +434,25 @@ fn bench_nab_detector_all_prints_every_detector_side_by_side() {
     }
 }
 
+#[test]
+fn watch_refuses_a_docker_socket_that_does_not_exist() {
+    let o = heal(&[
+        "watch",
+        "--prometheus",
+        "http://127.0.0.1:9",
+        "--runbooks",
+        "runbooks",
+        "--docker",
+        "/nonexistent/docker.sock",
+    ]);
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--docker: docker socket /nonexistent/docker.sock"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// Nine levels of ten aliases: 10^9 strings once expanded (issue 10, 1).
 fn billion_laughs() -> String {
     let mut text = String::from("a0: &a0 [\"lol\"]\n");

@@ -14,6 +14,9 @@
 //!   share (the server is `daemons::agent`).
 //! - [`supervisor`]: the client of `heal supervise`'s control API (the
 //!   daemon is `daemons::supervisor`).
+//! - [`docker`]: the Docker Engine API on its UNIX socket (containers and
+//!   Swarm services), for `docker` steps and `restart`, `scale` and
+//!   `rollback` on `docker/...` targets.
 //!
 //! [`Executors::perform`] is the one entry: the act stage hands it a
 //! [`RenderedAction`] and gets an [`ActionResult`], whatever the kind.
@@ -22,6 +25,7 @@
 //! retryable and final failures are told apart.
 
 pub mod agent;
+pub mod docker;
 pub mod exec;
 pub mod haproxy;
 mod http;
@@ -36,7 +40,15 @@ use std::time::{Duration, Instant};
 pub use remediate::action::{ActionResult, RenderedAction};
 use stdx::Clock;
 
+use crate::docker::DockerClient;
 use crate::supervisor::SupervisorClient;
+use remediate::runbook::DockerOp;
+
+/// Prefix of `restart`, `scale` and `rollback` targets the Docker
+/// executor handles: `docker/container/NAME`, `docker/label/KEY=VALUE`,
+/// `docker/service/NAME` (a `restart` of a service is a forced redeploy;
+/// a `rollback` goes to the previous spec, `to:` is not supported).
+pub const DOCKER_PREFIX: &str = "docker/";
 
 /// An environment lookup: only the binary reads the environment, and hands
 /// the executors this (for `${env:NAME}` webhook secrets, the agent key's
@@ -51,6 +63,7 @@ pub struct Executors {
     env: EnvLookup,
     clock: Arc<dyn Clock>,
     supervisor: Option<SupervisorClient>,
+    docker: Option<DockerClient>,
     retry: webhook::Retry,
 }
 
@@ -59,6 +72,7 @@ impl std::fmt::Debug for Executors {
         f.debug_struct("Executors")
             .field("clock", &self.clock)
             .field("supervisor", &self.supervisor)
+            .field("docker", &self.docker)
             .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
@@ -73,6 +87,7 @@ impl Executors {
             env,
             clock,
             supervisor: None,
+            docker: None,
             retry: webhook::Retry::default(),
         }
     }
@@ -82,6 +97,19 @@ impl Executors {
     pub fn with_supervisor(mut self, client: SupervisorClient) -> Executors {
         self.supervisor = Some(client);
         self
+    }
+
+    /// Sends `docker` steps, and `restart`, `scale` and `rollback` on
+    /// `docker/...` targets, to this engine.
+    pub fn with_docker(mut self, client: DockerClient) -> Executors {
+        self.docker = Some(client);
+        self
+    }
+
+    /// The Docker client, when heal was given one (the Docker source reads
+    /// the same engine).
+    pub fn docker(&self) -> Option<&DockerClient> {
+        self.docker.as_ref()
     }
 
     /// How webhooks retry (three attempts by default).
@@ -144,6 +172,53 @@ impl Executors {
                 };
                 haproxy::run(&req).await
             }
+            RenderedAction::Docker {
+                op,
+                target,
+                signal,
+                replicas,
+            } => {
+                self.dock(*op, target, signal.as_deref(), *replicas, timeout, dry_run)
+                    .await
+            }
+            RenderedAction::Restart { target } if target.starts_with(DOCKER_PREFIX) => {
+                let op = if target.starts_with("docker/service/") {
+                    DockerOp::Redeploy
+                } else {
+                    DockerOp::Restart
+                };
+                self.dock(
+                    op,
+                    &target[DOCKER_PREFIX.len()..],
+                    None,
+                    None,
+                    timeout,
+                    dry_run,
+                )
+                .await
+            }
+            RenderedAction::Scale { target, replicas } if target.starts_with(DOCKER_PREFIX) => {
+                let t = &target[DOCKER_PREFIX.len()..];
+                self.dock(DockerOp::Scale, t, None, Some(*replicas), timeout, dry_run)
+                    .await
+            }
+            RenderedAction::Rollback { target, to: None } if target.starts_with(DOCKER_PREFIX) => {
+                let t = &target[DOCKER_PREFIX.len()..];
+                self.dock(DockerOp::Rollback, t, None, None, timeout, dry_run)
+                    .await
+            }
+            RenderedAction::Rollback {
+                target,
+                to: Some(to),
+            } if target.starts_with(DOCKER_PREFIX) => ActionResult {
+                ok: false,
+                retryable: false,
+                summary: format!(
+                    "roll back {target} to {to}: a Docker rollback goes to the service's previous spec only; leave out `to`"
+                ),
+                output: String::new(),
+                duration: Duration::ZERO,
+            },
             RenderedAction::Restart { target } => {
                 self.supervise(target, supervisor::Operation::Restart, timeout, dry_run)
                     .await
@@ -207,6 +282,35 @@ impl Executors {
                     },
                 }
             }
+        }
+    }
+
+    /// A Docker operation; without an engine, a failed result that says
+    /// so.
+    async fn dock(
+        &self,
+        op: DockerOp,
+        target: &str,
+        signal: Option<&str>,
+        replicas: Option<u32>,
+        timeout: Duration,
+        dry_run: bool,
+    ) -> ActionResult {
+        match &self.docker {
+            Some(client) => {
+                client
+                    .run(op, target, signal, replicas, timeout, dry_run)
+                    .await
+            }
+            None => ActionResult {
+                ok: false,
+                retryable: false,
+                summary: format!(
+                    "no executor for docker target {target:?}: heal was started without --docker"
+                ),
+                output: String::new(),
+                duration: Duration::ZERO,
+            },
         }
     }
 

@@ -174,7 +174,7 @@ impl SupervisorClient {
 pub fn service_of(target: &str) -> Result<&str, String> {
     let Some(name) = target.strip_prefix(TARGET_PREFIX) else {
         return Err(format!(
-            "no executor for target {target:?}: only {TARGET_PREFIX}NAME targets are handled (systemd, Kubernetes and Docker are not covered)"
+            "no executor for target {target:?}: only {TARGET_PREFIX}NAME and docker/... targets are handled (systemd and Kubernetes are not covered)"
         ));
     };
     if !valid_name(name) {
@@ -206,7 +206,7 @@ mod tests {
         assert_eq!(service_of("supervisor/api").unwrap(), "api");
         assert_eq!(
             service_of("deployment/api").unwrap_err(),
-            "no executor for target \"deployment/api\": only supervisor/NAME targets are handled (systemd, Kubernetes and Docker are not covered)"
+            "no executor for target \"deployment/api\": only supervisor/NAME and docker/... targets are handled (systemd and Kubernetes are not covered)"
         );
         assert!(service_of("supervisor/../x").is_err());
         assert!(service_of("supervisor/a/b").is_err());

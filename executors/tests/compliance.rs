@@ -419,3 +419,80 @@ async fn haproxy_reroute_complies() {
     let (r, _) = perform(&ex, &drain(dead), SHORT * 5, false).await;
     assert_retryable(&r);
 }
+
+/// `docker`: the real engine for dry-run and a final refusal; a UNIX
+/// socket that accepts and never answers (an engine that hangs) for the
+/// timeout; a socket nobody listens on for the retryable case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_complies() {
+    use executors::docker::{DockerClient, DEFAULT_SOCKET};
+    use remediate::runbook::DockerOp;
+    let engine = DockerClient::connect(DEFAULT_SOCKET)
+        .unwrap_or_else(|e| panic!("Docker Engine is not reachable ({e}): this test never skips"));
+    let before = engine
+        .ping()
+        .await
+        .unwrap_or_else(|e| panic!("Docker Engine is not reachable ({e}): this test never skips"));
+    assert!(!before.is_empty());
+    let ex = executors().with_docker(engine.clone());
+    let name = format!("heal-compliance-none-{}", std::process::id());
+    let restart = RenderedAction::Docker {
+        op: DockerOp::Restart,
+        target: format!("container/{name}"),
+        signal: None,
+        replicas: None,
+    };
+    // Dry-run: ok, and the engine was not asked (a real run would be a
+    // 404 for this container, which does not exist).
+    let (r, _) = perform(&ex, &restart, SHORT, true).await;
+    assert_dry_run(&r);
+    // Performed: the engine's 404 is final; so is a hostile target.
+    let (r, _) = perform(&ex, &restart, Duration::from_secs(10), false).await;
+    assert_final(&r);
+    assert!(r.summary.contains("404"), "{r:?}");
+    let hostile = RenderedAction::Docker {
+        op: DockerOp::Stop,
+        target: "container/a/../../b".into(),
+        signal: None,
+        replicas: None,
+    };
+    let (r, _) = perform(&ex, &hostile, SHORT, false).await;
+    assert_final(&r);
+    // The old kinds on docker/ targets go to the same executor.
+    let (r, _) = perform(
+        &ex,
+        &RenderedAction::Restart {
+            target: format!("docker/container/{name}"),
+        },
+        Duration::from_secs(10),
+        false,
+    )
+    .await;
+    assert_final(&r);
+    assert!(r.summary.contains("404"), "{r:?}");
+    // Without an engine configured: final, and says so.
+    let (r, _) = perform(&executors(), &restart, SHORT, false).await;
+    assert_final(&r);
+    assert!(r.summary.contains("without --docker"), "{r:?}");
+
+    // An engine that hangs: the step's timeout holds, retryable.
+    let dir = tempfile::tempdir().unwrap();
+    let hang = dir.path().join("hang.sock");
+    let listener = tokio::net::UnixListener::bind(&hang).unwrap();
+    let held = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            kept.push(s);
+        }
+    });
+    let ex = executors().with_docker(DockerClient::connect(hang.to_str().unwrap()).unwrap());
+    let (r, took) = perform(&ex, &restart, SHORT, false).await;
+    assert_timed_out(&r, took, SHORT);
+    held.abort();
+    // Nobody listening on the socket: retryable.
+    let dead = dir.path().join("dead.sock");
+    drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
+    let ex = executors().with_docker(DockerClient::connect(dead.to_str().unwrap()).unwrap());
+    let (r, _) = perform(&ex, &restart, SHORT, false).await;
+    assert_retryable(&r);
+}

@@ -72,6 +72,8 @@ pub use policy::{
     is_stale_marker, Admit, DropCounts, DropReason, Sanitizer, SanitizerConfig, STALE_MARKER_BITS,
 };
 pub use series::{Labels, Sample, SeriesId, METRIC_NAME_LABEL};
+/// Docker Engine as a source (discovery, events as per-target signals).
+pub use sources::docker;
 pub use sources::probe::{
     is_safe_target_value, run_probe_source, run_probe_source_with_clock, ProbeObserver,
     ProbeOptions, ProbeResult, ProbeSignal, UrlPart, UrlTemplate,

@@ -106,6 +106,19 @@ enum Command {
         #[arg(long)]
         control: SocketAddr,
     },
+    /// GET one path of a service once: exit 0 on a 200 answer, 1 otherwise
+    /// (a container's HEALTHCHECK; the lab images have no shell or curl).
+    Probe {
+        /// The service's address, e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        addr: SocketAddr,
+        /// The path to GET.
+        #[arg(long, default_value = "/healthz")]
+        path: String,
+        /// Deadline of the request.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
     /// Write a prometheus.yml scraping the lab's services (job `services`,
     /// target labels service=NAME, instance=NAME-K).
     PrometheusConfig {
@@ -224,6 +237,22 @@ fn run(command: Command) -> Result<()> {
         Command::Stop(a) => control_call(a.control, "stop", Some(&a.name)),
         Command::Status { control } => control_call(control, "status", None),
         Command::Shutdown { control } => control_call(control, "shutdown", None),
+        Command::Probe {
+            addr,
+            path,
+            timeout_ms,
+        } => {
+            let resp = lab::http::client::get(addr, &path, Duration::from_millis(timeout_ms))
+                .map_err(|e| Error::unavailable(format!("probe {addr}{path}: {e}")))?;
+            if resp.status == 200 {
+                Ok(())
+            } else {
+                Err(Error::failed(format!(
+                    "probe {addr}{path}: answered {}",
+                    resp.status
+                )))
+            }
+        }
         Command::PrometheusConfig {
             targets,
             scrape_interval,

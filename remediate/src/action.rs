@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::runbook::{HttpMethod, ServerState};
+use crate::runbook::{DockerOp, HttpMethod, ServerState};
 
 /// Largest absolute weight HAProxy accepts (`set server ... weight`).
 pub const MAX_WEIGHT: u32 = 256;
@@ -104,6 +104,20 @@ pub enum RenderedAction {
         /// key never enters a record).
         key_env: String,
     },
+    /// A Docker Engine operation on a container, a label selector or a
+    /// Swarm service.
+    Docker {
+        /// What to do.
+        op: DockerOp,
+        /// `container/NAME`, `label/KEY=VALUE` or `service/NAME`.
+        target: String,
+        /// `kill`'s signal.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<String>,
+        /// `scale`'s replica count.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replicas: Option<u32>,
+    },
 }
 
 impl RenderedAction {
@@ -117,6 +131,7 @@ impl RenderedAction {
             RenderedAction::Exec { .. } => "exec",
             RenderedAction::Webhook { .. } => "webhook",
             RenderedAction::Agent { .. } => "agent",
+            RenderedAction::Docker { .. } => "docker",
         }
     }
 
@@ -134,6 +149,7 @@ impl RenderedAction {
             RenderedAction::Agent {
                 url, name, params, ..
             } => format!("{url} {name}{}", params_text(params)),
+            RenderedAction::Docker { target, .. } => format!("docker/{target}"),
         }
     }
 
@@ -171,7 +187,129 @@ impl RenderedAction {
             RenderedAction::Agent {
                 url, name, params, ..
             } => format!("agent {url} {name}{}", params_text(params)),
+            RenderedAction::Docker {
+                op,
+                target,
+                signal,
+                replicas,
+            } => {
+                let extra = match (op, signal, replicas) {
+                    (DockerOp::Kill, s, _) => {
+                        format!(" with {}", s.as_deref().unwrap_or(DEFAULT_SIGNAL))
+                    }
+                    (DockerOp::Scale, _, Some(n)) => format!(" to {n} replicas"),
+                    _ => String::new(),
+                };
+                format!("docker {} {target}{extra}", op.as_str())
+            }
         }
+    }
+}
+
+/// The signal `kill` sends when the step names none.
+pub const DEFAULT_SIGNAL: &str = "SIGKILL";
+
+/// Most replicas a `docker` `scale` step may ask for.
+pub const MAX_DOCKER_REPLICAS: u32 = 100;
+
+/// The signals a `docker` `kill` step may send.
+pub const DOCKER_SIGNALS: [&str; 10] = [
+    "SIGKILL", "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGSTOP",
+    "SIGCONT", "SIGABRT",
+];
+
+/// What a `docker` step acts on, parsed and checked: each name becomes a
+/// path segment of an Engine API URL, each selector a query filter, so
+/// nothing that would need escaping there is admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerTarget {
+    /// One container, by name or id.
+    Container(String),
+    /// Every container carrying label `key` with `value`.
+    Label {
+        /// Label key, e.g. `com.docker.compose.service`.
+        key: String,
+        /// Label value.
+        value: String,
+    },
+    /// One Swarm service, by name or id.
+    Service(String),
+}
+
+impl DockerTarget {
+    /// Parses `container/NAME`, `label/KEY=VALUE` or `service/NAME` and
+    /// checks it fits `op` (container operations take containers or
+    /// selectors, service operations services).
+    ///
+    /// # Errors
+    ///
+    /// A message naming the target and what is wrong with it.
+    pub fn parse(target: &str, op: DockerOp) -> Result<DockerTarget, String> {
+        let parsed = if let Some(name) = target.strip_prefix("container/") {
+            DockerTarget::Container(docker_name(target, name)?)
+        } else if let Some(name) = target.strip_prefix("service/") {
+            DockerTarget::Service(docker_name(target, name)?)
+        } else if let Some(sel) = target.strip_prefix("label/") {
+            let Some((key, value)) = sel.split_once('=') else {
+                return Err(format!(
+                    "docker target {target:?}: expected label/KEY=VALUE"
+                ));
+            };
+            let key_ok = key.len() <= MAX_NAME
+                && key
+                    .as_bytes()
+                    .first()
+                    .is_some_and(u8::is_ascii_alphanumeric)
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !key_ok {
+                return Err(format!(
+                    "docker target {target:?}: refusing label key {key:?}: allowed are 1 to {MAX_NAME} of [A-Za-z0-9._-], starting with a letter or digit"
+                ));
+            }
+            DockerTarget::Label {
+                key: key.to_owned(),
+                value: docker_name(target, value)?,
+            }
+        } else {
+            return Err(format!(
+                "docker target {target:?}: expected container/NAME, label/KEY=VALUE or service/NAME"
+            ));
+        };
+        let is_service = matches!(parsed, DockerTarget::Service(_));
+        if is_service != op.on_service() {
+            let wants = if op.on_service() {
+                "service/NAME"
+            } else {
+                "container/NAME or label/KEY=VALUE"
+            };
+            return Err(format!(
+                "docker target {target:?}: {} takes {wants}",
+                op.as_str()
+            ));
+        }
+        Ok(parsed)
+    }
+}
+
+/// A container or service name (or label value): Docker's own name rule,
+/// `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most [`MAX_NAME`] characters.
+fn docker_name(target: &str, name: &str) -> Result<String, String> {
+    let ok = name.len() <= MAX_NAME
+        && name
+            .as_bytes()
+            .first()
+            .is_some_and(u8::is_ascii_alphanumeric)
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "docker target {target:?}: refusing name {name:?}: allowed are 1 to {MAX_NAME} of [A-Za-z0-9_.-], starting with a letter or digit"
+        ))
     }
 }
 
@@ -440,6 +578,60 @@ mod tests {
         assert_eq!(
             Name::new("backend name", "a;b").unwrap_err().to_string(),
             "refusing backend name \"a;b\": allowed are 1 to 128 of [A-Za-z0-9._:-], starting with a letter or digit"
+        );
+    }
+
+    #[test]
+    fn docker_targets_admit_docker_names_and_nothing_else() {
+        use DockerOp as O;
+        assert_eq!(
+            DockerTarget::parse("container/web-1", O::Restart),
+            Ok(DockerTarget::Container("web-1".into()))
+        );
+        assert_eq!(
+            DockerTarget::parse("label/com.docker.compose.service=web", O::Kill),
+            Ok(DockerTarget::Label {
+                key: "com.docker.compose.service".into(),
+                value: "web".into()
+            })
+        );
+        assert_eq!(
+            DockerTarget::parse("service/api_v2", O::Scale),
+            Ok(DockerTarget::Service("api_v2".into()))
+        );
+        for bad in [
+            "container/a/b",
+            "container/../x",
+            "container/x?force=1",
+            "container/-x",
+            "container/",
+            "container/a b",
+            "container/a%2Fb",
+            "label/a=b,c",
+            "label/a=b=c",
+            "label/=b",
+            "label/a",
+            "service/a@b",
+            "pod/a",
+        ] {
+            let op = if bad.starts_with("service/") {
+                O::Scale
+            } else {
+                O::Restart
+            };
+            assert!(DockerTarget::parse(bad, op).is_err(), "{bad}");
+        }
+        assert_eq!(
+            DockerTarget::parse("service/api", O::Restart).unwrap_err(),
+            "docker target \"service/api\": restart takes container/NAME or label/KEY=VALUE"
+        );
+        assert_eq!(
+            DockerTarget::parse("container/api", O::Rollback).unwrap_err(),
+            "docker target \"container/api\": rollback takes service/NAME"
+        );
+        assert_eq!(
+            DockerTarget::parse("container/a;b", O::Stop).unwrap_err(),
+            "docker target \"container/a;b\": refusing name \"a;b\": allowed are 1 to 128 of [A-Za-z0-9_.-], starting with a letter or digit"
         );
     }
 

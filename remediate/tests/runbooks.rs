@@ -69,7 +69,7 @@ fn unknown_action_names_the_choices() {
     assert_eq!(
         errors_of("unknown_action.yaml"),
         "tests/fixtures/bad/unknown_action.yaml:10:9: rules[0].then[0].action: unknown variant `restrat`, \
-         expected one of `restart`, `scale`, `rollback`, `reroute`, `exec`, `webhook`, `agent`"
+         expected one of `restart`, `scale`, `rollback`, `reroute`, `exec`, `webhook`, `agent`, `docker`"
     );
 }
 

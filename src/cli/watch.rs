@@ -58,6 +58,11 @@ pub struct WatchArgs {
     /// Name of an environment variable holding the supervisor's bearer token.
     #[arg(long, requires = "supervisor")]
     supervisor_token_env: Option<String>,
+    /// The Docker Engine's socket, such as `/var/run/docker.sock`: `docker`
+    /// steps, and `restart`, `scale` and `rollback` on `docker/...` targets,
+    /// are sent to its API. The socket must exist at start.
+    #[arg(long, value_name = "SOCKET")]
+    docker: Option<String>,
     /// File where the guards' memory is kept (attempts, the last minute's
     /// actions, flap history, silences, incident numbering), so cooldowns
     /// and limits hold across restarts of heal. Written atomically after
@@ -150,6 +155,11 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut executors = Executors::new(env, clock.clone());
     if let Some(client) = supervisor {
         executors = executors.with_supervisor(client);
+    }
+    if let Some(socket) = &args.docker {
+        let client = executors::docker::DockerClient::connect(socket)
+            .map_err(|e| UsageError(format!("--docker: {e}")))?;
+        executors = executors.with_docker(client);
     }
     let mut prometheus = PrometheusConfig::new(args.prometheus.clone());
     prometheus.timeout_ms = timeout.as_millis() as u64;

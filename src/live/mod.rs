@@ -7,10 +7,12 @@
 //! source (ingest) ──evaluations──► decide (detect + remediate) ──actions──► act (executors)
 //! ```
 //!
-//! There are two sources, both on the same aligned slot grid and sending
+//! There are three sources, all on the same aligned slot grid and sending
 //! into the same channel: the Prometheus source evaluates the `query:`
 //! signals, the probe source runs the `probe:` signals' HTTP probes itself
-//! (so a hang is seen without waiting for a scrape). `decide` cannot tell
+//! (so a hang is seen without waiting for a scrape), the Docker source
+//! (with `--docker`) turns the engine's container events into the
+//! `docker:` signals. `decide` cannot tell
 //! them apart, which is the point: detection and rules are the same.
 //!
 //! [`decide::Decider`] runs the very [`Pipeline`] replay uses. A failed
@@ -148,6 +150,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     check_probe_timeouts(&config.runbooks, config.interval)?;
+    let docker_signals = docker_signals(&config.runbooks);
+    let docker_api = match (docker_signals.is_empty(), config.executors.docker()) {
+        (true, _) => None,
+        (false, Some(client)) => Some(client.api().clone()),
+        (false, None) => {
+            let names: Vec<&str> = docker_signals.iter().map(|s| s.name.as_str()).collect();
+            return Err(Error::Usage(format!(
+                "signals {} read the Docker Engine: start heal watch with --docker SOCKET",
+                names.join(", ")
+            )));
+        }
+    };
     let problems: Vec<String> = config
         .prometheus
         .problems()
@@ -224,6 +238,18 @@ pub async fn run(
             options,
             eval_tx.clone(),
             stop.clone(),
+        ))
+    });
+    // Docker signals: discovery and the engine's events, on the same slot
+    // grid, into the same channel.
+    let docker_source = docker_api.map(|api| {
+        tokio::spawn(ingest::docker::run_docker_source(
+            api,
+            docker_signals,
+            config.interval.as_millis() as i64,
+            eval_tx.clone(),
+            stop.clone(),
+            ingest::SystemClock,
         ))
     });
     let source = tokio::spawn(run_source(
@@ -321,6 +347,9 @@ pub async fn run(
     if let Some(probe_source) = probe_source {
         let _ = probe_source.await;
     }
+    if let Some(docker_source) = docker_source {
+        let _ = docker_source.await;
+    }
     let _ = decide.await;
     let _ = act.await;
     let _ = server.await;
@@ -369,6 +398,26 @@ fn check_probe_timeouts(runbooks: &RunbookSet, interval: Duration) -> Result<()>
     } else {
         Err(Error::Usage(too_slow.join("; ")))
     }
+}
+
+/// The runbooks' `docker:` signals, for the Docker source.
+fn docker_signals(runbooks: &RunbookSet) -> Vec<ingest::docker::DockerWatch> {
+    use remediate::runbook::DockerMetric;
+    runbooks
+        .signals()
+        .iter()
+        .filter_map(|s| {
+            let d = s.docker.as_ref()?;
+            Some(ingest::docker::DockerWatch {
+                name: s.name.clone(),
+                metric: match d.metric {
+                    DockerMetric::Up => ingest::docker::DockerMetric::Up,
+                    DockerMetric::Healthy => ingest::docker::DockerMetric::Healthy,
+                },
+                label: d.label.clone(),
+            })
+        })
+        .collect()
 }
 
 /// The runbooks' signals for the two sources: the `query:` ones for the

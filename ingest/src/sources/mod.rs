@@ -1,5 +1,6 @@
 //! Live sources of samples. Each one reads the outside world on its own schedule and sends what
 //! it read, or why it could not, down a channel; it stops when told to.
 
+pub mod docker;
 pub(crate) mod probe;
 pub(crate) mod prometheus;

@@ -1306,6 +1306,12 @@ fn render_action(action: &Action, ctx: &Context<'_>) -> Result<RenderedAction, U
                 .collect::<Result<_, _>>()?,
             key_env: a.key_env.clone(),
         },
+        Action::Docker(a) => RenderedAction::Docker {
+            op: a.op,
+            target: r(&a.target)?,
+            signal: a.signal.clone(),
+            replicas: a.replicas,
+        },
     })
 }
 

@@ -564,3 +564,51 @@ fn a_step_awaiting_approval_is_reported_as_such_with_its_expiry() {
     let json: serde_json::Value = serde_json::from_str(&crate::report::json_line(inc)).unwrap();
     assert_eq!(json["waiting"], waiting);
 }
+
+/// `docker` steps go through the one chain like every other kind: the
+/// blast radius holds, a hostile label value is refused before rendering,
+/// and the rendered step is what the Docker executor gets.
+#[test]
+fn docker_steps_pass_the_same_guards() {
+    let text = "signals:
+  - name: lat
+    query: q
+rules:
+  - name: restart-container
+    when: {signal: lat, direction: up, for: 0s}
+    then:
+      - action: docker
+        op: restart
+        target: container/{{instance}}
+    verify: {wait: 10s}
+guardrails:
+  max_instances_per_service: 5
+  max_percent_per_service: 50
+";
+    let set = RunbookSet::from_sources(&[("d.yaml".into(), text.to_owned())])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut engine = Engine::new(&set, LIVE);
+    let web: Vec<_> = (0..6).map(|i| labels("web", &format!("web-{i}"))).collect();
+    for l in &web {
+        engine.observe(&obs(l, 0, None, false));
+    }
+    assert_eq!(
+        storm(&mut engine, &web[..4], 1),
+        ["allowed", "allowed", "allowed", "blast_radius"]
+    );
+    assert_eq!(
+        storm(&mut engine, &[labels("api", "api-0;docker rm -f db")], 1),
+        ["invalid_label_value"]
+    );
+    let inc = engine.finish(T0);
+    assert_eq!(
+        inc[0].actions[0].rendered,
+        Some(crate::action::RenderedAction::Docker {
+            op: crate::runbook::DockerOp::Restart,
+            target: "container/web-0".into(),
+            signal: None,
+            replicas: None,
+        })
+    );
+    assert_eq!(inc[0].actions[0].summary, "docker restart container/web-0");
+}

@@ -94,6 +94,14 @@ pub struct Signal {
     /// blackbox_exporter's `probe_success`). Give either `query` or `probe`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<Probe>,
+    /// Read from the Docker Engine instead (`heal watch --docker`): one
+    /// series per container, labelled `instance` (the container's name),
+    /// `service` (its Compose or Swarm service, else its name), `container`,
+    /// `image` and the Compose/Swarm labels; the engine's events update it
+    /// the moment a container dies, restarts or changes health, without
+    /// waiting for a scrape. Give one of `query`, `probe` or `docker`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerSignal>,
     /// Label whose value names the service (`{{service}}` in templates).
     #[serde(default = "default_service_label")]
     pub service_label: String,
@@ -314,6 +322,9 @@ pub enum Action {
     /// Ask a `heal agent` on another host to run one of the actions it
     /// allows, with parameters; the request is signed with a shared key.
     Agent(Agent),
+    /// Act on Docker containers or Swarm services through the Docker Engine
+    /// API on its UNIX socket.
+    Docker(Docker),
 }
 
 // Why newtype variants around named structs rather than struct variants:
@@ -461,6 +472,101 @@ pub struct Agent {
     pub dry_run: bool,
 }
 
+/// A signal read from the Docker Engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DockerSignal {
+    /// `up`: 1 while the container runs, 0 once it died (crash, OOM kill,
+    /// stop); `healthy`: 1 healthy, 0 unhealthy, for containers with a
+    /// health check (others have no series).
+    pub metric: DockerMetric,
+    /// Only containers carrying this label, `KEY=VALUE`.
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// What a Docker signal measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DockerMetric {
+    /// Whether the container runs.
+    Up,
+    /// Whether its health check passes.
+    Healthy,
+}
+
+/// `action: docker`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Docker {
+    /// What to do: `restart`, `stop`, `start` or `kill` a container;
+    /// `scale`, `redeploy` (force a new deployment of the same spec) or
+    /// `rollback` (to the previous spec) a Swarm service.
+    pub op: DockerOp,
+    /// `container/NAME`, `label/KEY=VALUE` (every container carrying that
+    /// label, for container operations) or `service/NAME` (Swarm service
+    /// operations), e.g. `container/{{instance}}`.
+    pub target: Template,
+    /// With `op: kill`: the signal, e.g. `SIGTERM` (`SIGKILL` when left
+    /// out). Only with `kill`.
+    #[serde(default)]
+    pub signal: Option<String>,
+    /// With `op: scale`: the replica count, within [1, 100]. Only with
+    /// `scale`.
+    #[serde(default)]
+    pub replicas: Option<u32>,
+    /// Give up on the step (waiting for the change to converge included)
+    /// after this long.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Only plan and record this step, never perform it.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a `docker` step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DockerOp {
+    /// Restart a container.
+    Restart,
+    /// Stop a container (SIGTERM, then SIGKILL after the engine's grace).
+    Stop,
+    /// Start a stopped container.
+    Start,
+    /// Send a container a signal.
+    Kill,
+    /// Set a Swarm service's replica count.
+    Scale,
+    /// Force a Swarm service to redeploy every task with the same spec.
+    Redeploy,
+    /// Roll a Swarm service back to its previous spec.
+    Rollback,
+}
+
+impl DockerOp {
+    /// The lowercase name used in configuration and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DockerOp::Restart => "restart",
+            DockerOp::Stop => "stop",
+            DockerOp::Start => "start",
+            DockerOp::Kill => "kill",
+            DockerOp::Scale => "scale",
+            DockerOp::Redeploy => "redeploy",
+            DockerOp::Rollback => "rollback",
+        }
+    }
+
+    /// Whether the operation acts on Swarm services (else on containers).
+    pub fn on_service(self) -> bool {
+        matches!(
+            self,
+            DockerOp::Scale | DockerOp::Redeploy | DockerOp::Rollback
+        )
+    }
+}
+
 /// Which kind of action a step is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -479,6 +585,8 @@ pub enum ActionKind {
     Webhook,
     /// `agent`
     Agent,
+    /// `docker`
+    Docker,
 }
 
 impl ActionKind {
@@ -492,6 +600,7 @@ impl ActionKind {
             ActionKind::Exec => "exec",
             ActionKind::Webhook => "webhook",
             ActionKind::Agent => "agent",
+            ActionKind::Docker => "docker",
         }
     }
 }
@@ -513,6 +622,7 @@ impl Action {
             Action::Exec(_) => ActionKind::Exec,
             Action::Webhook(_) => ActionKind::Webhook,
             Action::Agent(_) => ActionKind::Agent,
+            Action::Docker(_) => ActionKind::Docker,
         }
     }
 
@@ -526,6 +636,7 @@ impl Action {
             Action::Exec(a) => a.timeout,
             Action::Webhook(a) => a.timeout,
             Action::Agent(a) => a.timeout,
+            Action::Docker(a) => a.timeout,
         }
     }
 
@@ -539,6 +650,7 @@ impl Action {
             Action::Exec(a) => a.dry_run,
             Action::Webhook(a) => a.dry_run,
             Action::Agent(a) => a.dry_run,
+            Action::Docker(a) => a.dry_run,
         }
     }
 
@@ -547,9 +659,9 @@ impl Action {
     pub(crate) fn templates(&self) -> Vec<(String, Template)> {
         let one = |name: &str, t: &Template| vec![(name.to_owned(), t.clone())];
         match self {
-            Action::Restart(Restart { target, .. }) | Action::Scale(Scale { target, .. }) => {
-                one("target", target)
-            }
+            Action::Restart(Restart { target, .. })
+            | Action::Scale(Scale { target, .. })
+            | Action::Docker(Docker { target, .. }) => one("target", target),
             Action::Rollback(Rollback { target, to, .. }) => {
                 let mut out = one("target", target);
                 if let Some(to) = to {

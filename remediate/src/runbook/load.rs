@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::config::{
-    Agent, Exec, Guardrails, Reroute, Restart, Rollback, Rule, Scale, Signal, Webhook,
+    Agent, Docker, Exec, Guardrails, Reroute, Restart, Rollback, Rule, Scale, Signal, Webhook,
 };
 use super::validate;
 use super::yaml::{self, join, kind, Positions};
@@ -472,6 +472,7 @@ fn refine_action(rule: &Value, base: &str, field: &str) -> Option<(String, Strin
         "exec" => again::<Exec>(field, step),
         "webhook" => again::<Webhook>(field, step),
         "agent" => again::<Agent>(field, step),
+        "docker" => again::<Docker>(field, step),
         _ => None,
     }
 }

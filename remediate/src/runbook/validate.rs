@@ -7,11 +7,13 @@ use std::collections::{BTreeSet, HashMap};
 use detect::Direction;
 
 use super::config::{
-    Action, Agent, Exec, Guardrails, Probe, Reroute, Rule, Scale, Signal, Webhook,
+    Action, Agent, Docker, DockerOp, Exec, Guardrails, Probe, Reroute, Rule, Scale, Signal, Webhook,
 };
 use super::load::{Found, ParsedFile};
 use super::yaml::join;
-use crate::action::{env_references, is_env_name, MAX_WEIGHT};
+use crate::action::{
+    env_references, is_env_name, DockerTarget, DOCKER_SIGNALS, MAX_DOCKER_REPLICAS, MAX_WEIGHT,
+};
 use crate::template::{is_label_name, is_safe_label_value, url_template_problem, Part, Var};
 
 /// Programs that turn an argument into a command line.
@@ -158,22 +160,56 @@ fn check_signal(signal: &Signal, report: &mut impl FnMut(String, String)) {
             ),
         );
     }
-    match (&signal.query, &signal.probe) {
-        (Some(query), None) if query.trim().is_empty() => report(
-            "query".into(),
-            "empty query: give the PromQL that yields this signal".into(),
-        ),
-        (Some(_), None) => {}
-        (None, Some(probe)) => check_probe(probe, report),
-        (Some(_), Some(_)) => report(
-            "probe".into(),
-            "give either `query` (PromQL) or `probe` (an HTTP probe heal runs), not both".into(),
-        ),
-        (None, None) => report(
+    let given = [
+        signal.query.is_some(),
+        signal.probe.is_some(),
+        signal.docker.is_some(),
+    ]
+    .iter()
+    .filter(|g| **g)
+    .count();
+    if given > 1 {
+        let field = if signal.docker.is_some() {
+            "docker"
+        } else {
+            "probe"
+        };
+        report(
+            field.into(),
+            "give one of `query` (PromQL), `probe` (an HTTP probe heal runs) or `docker` (the Docker Engine), not several".into(),
+        );
+    }
+    if let Some(query) = &signal.query {
+        if query.trim().is_empty() {
+            report(
+                "query".into(),
+                "empty query: give the PromQL that yields this signal".into(),
+            );
+        }
+    }
+    if let Some(probe) = &signal.probe {
+        check_probe(probe, report);
+    }
+    if let Some(docker) = &signal.docker {
+        if let Some(label) = &docker.label {
+            let ok = label.split_once('=').is_some_and(|(k, v)| {
+                DockerTarget::parse(&format!("label/{k}={v}"), crate::runbook::DockerOp::Restart)
+                    .is_ok()
+            });
+            if !ok {
+                report(
+                    "docker.label".into(),
+                    format!("expected KEY=VALUE with Docker's name rules, got {label:?}"),
+                );
+            }
+        }
+    }
+    if given == 0 {
+        report(
             "name".into(),
-            "signal has neither `query` nor `probe`: give the PromQL that yields it, or a probe"
+            "signal has none of `query`, `probe` or `docker`: give the PromQL that yields it, a probe, or a docker source"
                 .into(),
-        ),
+        );
     }
     for (field, name) in [
         ("service_label", &signal.service_label),
@@ -501,7 +537,65 @@ fn check_action(action: &Action, at: &str, report: &mut impl FnMut(String, Strin
                 );
             }
         }
+        Action::Docker(d) => check_docker(d, at, report),
         _ => {}
+    }
+}
+
+/// A `docker` step: the fields its `op` takes and only those, the target's
+/// form (fully when it has no variable, its fixed prefix otherwise).
+fn check_docker(d: &Docker, at: &str, report: &mut impl FnMut(String, String)) {
+    let op = d.op.as_str();
+    match (d.op, d.replicas) {
+        (DockerOp::Scale, None) => {
+            report(format!("{at}.replicas"), "scale needs `replicas`".into());
+        }
+        (DockerOp::Scale, Some(n)) if n == 0 || n > MAX_DOCKER_REPLICAS => report(
+            format!("{at}.replicas"),
+            format!("must be within [1, {MAX_DOCKER_REPLICAS}], got {n}"),
+        ),
+        (DockerOp::Scale, Some(_)) | (_, None) => {}
+        (_, Some(_)) => report(
+            format!("{at}.replicas"),
+            format!("only `op: scale` takes `replicas`, this step is `op: {op}`"),
+        ),
+    }
+    match (&d.signal, d.op) {
+        (None, _) => {}
+        (Some(sig), DockerOp::Kill) => {
+            if !DOCKER_SIGNALS.contains(&sig.as_str()) {
+                report(
+                    format!("{at}.signal"),
+                    format!(
+                        "unknown signal {sig:?}: expected one of {}",
+                        DOCKER_SIGNALS.join(", ")
+                    ),
+                );
+            }
+        }
+        (Some(_), _) => report(
+            format!("{at}.signal"),
+            format!("only `op: kill` takes `signal`, this step is `op: {op}`"),
+        ),
+    }
+    let text = &d.target.0;
+    let prefixes: &[&str] = if d.op.on_service() {
+        &["service/"]
+    } else {
+        &["container/", "label/"]
+    };
+    if !text.contains("{{") {
+        if let Err(e) = DockerTarget::parse(text, d.op) {
+            report(format!("{at}.target"), e);
+        }
+    } else if !prefixes.iter().any(|p| text.starts_with(p)) {
+        report(
+            format!("{at}.target"),
+            format!(
+                "{op} takes a target starting with {}, got {text:?}",
+                prefixes.join(" or ")
+            ),
+        );
     }
 }
 
@@ -578,8 +672,8 @@ rules: []
         let err = RunbookSet::from_sources(&[("p.yaml".into(), text.into())]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            r#"p.yaml:4:5: signals[0].probe: give either `query` (PromQL) or `probe` (an HTTP probe heal runs), not both
-p.yaml:5:5: signals[1].name: signal has neither `query` nor `probe`: give the PromQL that yields it, or a probe
+            r#"p.yaml:4:5: signals[0].probe: give one of `query` (PromQL), `probe` (an HTTP probe heal runs) or `docker` (the Docker Engine), not several
+p.yaml:5:5: signals[1].name: signal has none of `query`, `probe` or `docker`: give the PromQL that yields it, a probe, or a docker source
 p.yaml:8:7: signals[2].probe.targets: empty query: give the PromQL whose series are the targets
 p.yaml:9:7: signals[2].probe.url: unknown template variable "nope" (known: service, instance, signal, rule, label.NAME)
 p.yaml:10:7: signals[2].probe.timeout: must be longer than 0s"#
@@ -729,6 +823,77 @@ mod reroute_tests {
             "signals: [{{name: s, query: q}}]\nrules:\n  - name: r\n    when: {{signal: s}}\n    then:\n{then}"
         );
         RunbookSet::from_sources(&[("h.yaml".into(), text)]).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn docker_signals_take_a_metric_and_a_checked_label() {
+        let text = "signals:
+  - {name: up_c, docker: {metric: up, label: com.docker.compose.project=shop}}
+  - {name: bad, docker: {metric: up, label: \"a=b&c\"}}
+  - {name: both, query: up, docker: {metric: healthy}}
+  - {name: typo, docker: {metric: alive}}
+";
+        let e = RunbookSet::from_sources(&[("d.yaml".into(), text.into())])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "d.yaml:3:38: signals[1].docker.label: expected KEY=VALUE with Docker's name rules, got \"a=b&c\"
+d.yaml:4:29: signals[2].docker: give one of `query` (PromQL), `probe` (an HTTP probe heal runs) or `docker` (the Docker Engine), not several
+d.yaml:5:27: signals[3].docker.metric: unknown variant `alive`, expected `up` or `healthy`"
+        );
+    }
+
+    #[test]
+    fn docker_steps_take_the_fields_of_their_op() {
+        let e = load(
+            r#"      - action: docker
+        op: scale
+        target: container/{{service}}
+      - action: docker
+        op: kill
+        target: container/web
+        signal: SIGBOGUS
+        replicas: 3
+      - action: docker
+        op: restart
+        target: "container/a;b"
+"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            r#"h.yaml:6:9: rules[0].then[0].replicas: scale needs `replicas`
+h.yaml:8:9: rules[0].then[0].target: scale takes a target starting with service/, got "container/{{service}}"
+h.yaml:12:9: rules[0].then[1].signal: unknown signal "SIGBOGUS": expected one of SIGKILL, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGSTOP, SIGCONT, SIGABRT
+h.yaml:13:9: rules[0].then[1].replicas: only `op: scale` takes `replicas`, this step is `op: kill`
+h.yaml:16:9: rules[0].then[2].target: docker target "container/a;b": refusing name "a;b": allowed are 1 to 128 of [A-Za-z0-9_.-], starting with a letter or digit"#
+        );
+        // Unknown fields are refused with the field's own position.
+        let e = load(
+            r#"      - action: docker
+        op: rollback
+        target: service/{{service}}
+        socket: /var/run/docker.sock
+"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "h.yaml:9:9: rules[0].then[0].socket: unknown field `socket`, expected one of `op`, `target`, `signal`, `replicas`, `timeout`, `dry_run`"
+        );
+        let ok = load(
+            r#"      - action: docker
+        op: scale
+        target: service/{{service}}
+        replicas: 3
+      - action: docker
+        op: kill
+        target: label/com.docker.compose.service={{service}}
+        signal: SIGTERM
+"#,
+        );
+        assert!(ok.is_ok(), "{:?}", ok.err());
     }
 
     #[test]

@@ -1,0 +1,325 @@
+//! End to end on the real Docker Engine: `heal watch --docker` with a
+//! runbook whose signal is read from the engine (`docker: {metric: up}`)
+//! and whose step is `action: docker`. A lab service in a container with
+//! no restart policy crashes; the engine's `die` event reaches heal's
+//! source, the rule fires and heal restarts the container, which serves
+//! again. Docker alone would leave it exited (restart count stays 0: the
+//! restart is heal's, not a policy's). Then it hangs: its HEALTHCHECK
+//! fails, the `health_status: unhealthy` event reaches heal
+//! (`docker: {metric: healthy}`), and heal restarts it again; Docker alone
+//! only marks it unhealthy.
+//!
+//! Fails, never skips, without an engine (CI checks `docker info` first).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn run(argv: &[&str]) -> String {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn heal_lab() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_heal"))
+        .parent()
+        .unwrap()
+        .join("heal-lab");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p lab` (cargo test --workspace builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// `/heal-lab` and what it links, imported once per run.
+fn lab_image(tag: &str) {
+    let lab = heal_lab();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::copy(&lab, root.path().join("heal-lab")).unwrap();
+    let ldd = run(&["ldd", lab.to_str().unwrap()]);
+    for lib in ldd
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+        .map(Path::new)
+    {
+        let to = root.path().join(lib.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(lib, &to).unwrap();
+    }
+    let tar = root.path().with_extension("tar");
+    run(&[
+        "tar",
+        "-C",
+        root.path().to_str().unwrap(),
+        "-cf",
+        tar.to_str().unwrap(),
+        ".",
+    ]);
+    run(&[
+        "docker",
+        "import",
+        "--change",
+        r#"ENTRYPOINT ["/heal-lab"]"#,
+        "--change",
+        r#"HEALTHCHECK --interval=1s --timeout=2s --retries=2 CMD ["/heal-lab", "probe", "--addr", "127.0.0.1:8080", "--timeout-ms", "500"]"#,
+        tar.to_str().unwrap(),
+        tag,
+    ]);
+    let _ = std::fs::remove_file(&tar);
+}
+
+struct Cleanup {
+    container: String,
+    image: String,
+    heal: Option<std::process::Child>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.heal.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.container])
+            .output();
+        let _ = Command::new("docker").args(["rmi", &self.image]).output();
+    }
+}
+
+fn inspect(container: &str, format: &str) -> String {
+    run(&["docker", "inspect", "-f", format, container])
+}
+
+fn post(addr: &str, path: &str) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+}
+
+fn get_ok(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) =
+        std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(500))
+    else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    if write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200")
+}
+
+#[test]
+fn heal_watch_restarts_a_crashed_container_from_the_engines_events() {
+    let info = Command::new("docker").args(["info"]).output();
+    assert!(
+        info.is_ok_and(|o| o.status.success()),
+        "Docker Engine is not reachable: this test needs it and never skips"
+    );
+    let pid = std::process::id();
+    let image = format!("heal-watch-test:{pid}");
+    let name = format!("heal-w-web-{pid}");
+    let mut cleanup = Cleanup {
+        container: name.clone(),
+        image: image.clone(),
+        heal: None,
+    };
+    lab_image(&image);
+    run(&[
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        &format!("heal.test=w{pid}"),
+        &image,
+        "service",
+        "--name",
+        "web",
+        "--port",
+        "8080",
+        "--addr",
+        "0.0.0.0",
+    ]);
+    let addr = format!("{}:8080", inspect(&name, "{{.NetworkSettings.IPAddress}}"));
+    let start = Instant::now();
+    while !get_ok(&addr) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the lab service never answered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("docker.yaml"),
+        format!(
+            "signals:
+  - name: container_up
+    docker: {{metric: up, label: heal.test=w{pid}}}
+    detector:
+      direction: down
+      limit_below: 0.5
+  - name: container_healthy
+    docker: {{metric: healthy, label: heal.test=w{pid}}}
+    detector:
+      direction: down
+      limit_below: 0.5
+rules:
+  - name: container-died
+    when: {{signal: container_up, direction: down, for: 0s}}
+    then:
+      - action: docker
+        op: restart
+        target: container/{{{{instance}}}}
+        timeout: 30s
+    verify:
+      wait: 5s
+      recovered_when:
+        value_above: 0.5
+  - name: container-unhealthy
+    when: {{signal: container_healthy, direction: down, for: 0s}}
+    then:
+      - action: docker
+        op: restart
+        target: container/{{{{instance}}}}
+        timeout: 30s
+    verify:
+      wait: 8s
+      recovered_when:
+        value_above: 0.5
+"
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = dir.path().join("heal.log");
+    let heal = Command::new(env!("CARGO_BIN_EXE_heal"))
+        .args(["watch", "--prometheus", "http://127.0.0.1:9", "--runbooks"])
+        .arg(dir.path())
+        .args(["--interval", "1s", "--backfill", "0s", "--execute"])
+        .args(["--docker", "/var/run/docker.sock"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("HEAL_LOG", "heal::live=info,warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    cleanup.heal = Some(heal);
+    // A few healthy slots first.
+    std::thread::sleep(Duration::from_secs(4));
+    let started = inspect(&name, "{{.State.StartedAt}}");
+    post(&addr, "/fault/crash");
+    let crashed = Instant::now();
+    let mut restarted = false;
+    while crashed.elapsed() < Duration::from_secs(45) {
+        let now = inspect(&name, "{{.State.Running}} {{.State.StartedAt}}");
+        if now.starts_with("true") && !now.ends_with(&started) {
+            restarted = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let heal_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        restarted,
+        "heal did not restart the container; heal's log:\n{heal_log}"
+    );
+    // Not a restart policy's doing.
+    assert_eq!(inspect(&name, "{{.RestartCount}}"), "0");
+    let addr = format!("{}:8080", inspect(&name, "{{.NetworkSettings.IPAddress}}"));
+    let start = Instant::now();
+    while !get_ok(&addr) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "not serving after heal's restart"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // heal's log says what it did, with the state before and after.
+    let want =
+        format!("kind=\"docker\" outcome=\"ok\" summary=restart container/{name}: {name} exited");
+    let start = Instant::now();
+    loop {
+        let heal_log = std::fs::read_to_string(&log).unwrap_or_default();
+        if heal_log.contains(&want) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{want:?} not in heal's log:\n{heal_log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The first incident verified before the next fault (its step holds
+    // the target until then).
+    let start = Instant::now();
+    loop {
+        let heal_log = std::fs::read_to_string(&log).unwrap_or_default();
+        if heal_log.contains("incident=inc-000001 step=1 outcome=") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the crash's step was never verified:\n{heal_log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The hang: `/` and `/healthz` block; the HEALTHCHECK fails twice and
+    // the engine says `unhealthy`; heal restarts the container again.
+    let started = inspect(&name, "{{.State.StartedAt}}");
+    post(&addr, "/fault/hang");
+    let hung = Instant::now();
+    let mut restarted = false;
+    while hung.elapsed() < Duration::from_secs(60) {
+        let now = inspect(&name, "{{.State.Running}} {{.State.StartedAt}}");
+        if now.starts_with("true") && !now.ends_with(&started) {
+            restarted = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let heal_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        restarted,
+        "heal did not restart the hung container; heal's log:\n{heal_log}"
+    );
+    assert!(heal_log.contains("rule=container-unhealthy"), "{heal_log}");
+    let addr = format!("{}:8080", inspect(&name, "{{.NetworkSettings.IPAddress}}"));
+    let start = Instant::now();
+    while !get_ok(&addr) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "not serving after the hang's restart"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -550,10 +550,40 @@ fn a_corrupted_dataset_is_refused_by_name_and_rewrite_adds_the_hash() {
         assert_ne!(o.status.code(), Some(0), "{args:?}");
         assert!(
             err.contains(&format!(
-                "reading {}: the data does not match the file's content hash",
+                "reading {}: the file's bytes do not match its file hash",
                 flipped.display()
             )),
             "{args:?}: {err}"
         );
     }
+    // A damaged file-hash mark leaves the content hash alone: the file
+    // looks like one from a heal before file hashes. It is refused with a
+    // pointer to the rewrite, which checks it by its content and gives back
+    // exactly the bundled file.
+    let mut bytes = bundled.clone();
+    let mark = bytes
+        .windows(17)
+        .rposition(|w| w == b"heal-file-sha256:")
+        .expect("the bundled dataset has a file hash");
+    bytes[mark] ^= 0x01;
+    let unmarked = dir.path().join("unmarked.parquet");
+    std::fs::write(&unmarked, &bytes).unwrap();
+    let o = heal(&["dataset", "info", unmarked.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(err.contains("but no file hash"), "{err}");
+    assert!(err.contains("heal dataset rewrite"), "{err}");
+    let repaired = dir.path().join("repaired.parquet");
+    let o = heal(&[
+        "dataset",
+        "rewrite",
+        unmarked.to_str().unwrap(),
+        "-o",
+        repaired.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        std::fs::read(&repaired).unwrap() == bundled,
+        "the rewrite did not restore the file"
+    );
 }

@@ -68,16 +68,15 @@ fn long_csv_never_panics() {
     );
 }
 
-/// Known gap, found by this property: Polars' decoder trusts sizes in
-/// a page header, and about one single-bit flip in 10,000 of this small
-/// file makes it ask for ~2^61 bytes, which aborts the process (an
-/// allocation failure is not a panic; `catch_unwind` cannot stop it).
-/// `HEAL_FUZZ_SEED=4 HEAL_FUZZ_CASES=2000` reproduces it. The fixed default
-/// seed does not hit it; fixing it needs the page headers checked before
-/// Polars decodes them.
+/// This property found that Polars' decoder trusts sizes in a page header:
+/// about one single-bit flip in 10,000 of this small file made it ask for
+/// ~2^61 bytes, which aborts the process (an allocation failure is not a
+/// panic; `catch_unwind` cannot stop it). Datasets now carry a hash of their
+/// bytes, checked before Polars sees them; `HEAL_FUZZ_SEED=4
+/// HEAL_FUZZ_CASES=2000`, which aborted, now passes.
 #[test]
 fn parquet_datasets_never_panic_and_corruption_is_never_silent() {
-    // A small dataset heal wrote (with its content hash), then mutated.
+    // A small dataset heal wrote (with its hashes), then mutated.
     // Reading must return, and a mutated file must either fail or decode to
     // exactly the data that was written: the hash leaves no third way.
     let dir = tempfile::tempdir().unwrap();
@@ -104,7 +103,7 @@ fn parquet_datasets_never_panic_and_corruption_is_never_silent() {
     let path = dir.path().join("x.parquet");
     check(
         "parquet",
-        500,
+        2000,
         |rng| {
             let mut bytes = base.clone();
             // Mostly single flips (the realistic corruption), sometimes more.

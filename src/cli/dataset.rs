@@ -49,8 +49,8 @@ pub enum DatasetCmd {
         /// The dataset file (Parquet).
         dataset: PathBuf,
     },
-    /// Read a dataset and write it again, with the content hash heal checks on every read
-    /// (for a file from another tool or an older heal, which loads unchecked, with a warning).
+    /// Read a dataset and write it again, with the file and content hashes heal checks on every read
+    /// (for a file from another tool, which loads unchecked with a warning, or from an older heal).
     Rewrite {
         /// The dataset file to read (Parquet, with its truth sidecar if any).
         input: PathBuf,
@@ -121,7 +121,7 @@ pub fn run(cmd: DatasetCmd) -> anyhow::Result<()> {
             Ok(())
         }
         DatasetCmd::Rewrite { input, output } => {
-            let d = Dataset::read(&input).map_err(|e| UsageError(e.to_string()))?;
+            let d = Dataset::read_to_rewrite(&input).map_err(|e| UsageError(e.to_string()))?;
             write(&d, &output)
         }
         DatasetCmd::Synth { seed, output } => write(&ingest::synth(seed), &output),

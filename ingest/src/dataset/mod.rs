@@ -70,9 +70,24 @@ pub struct Dataset {
 
 impl Dataset {
     /// Reads a dataset file and its truth sidecar, if there is one.
+    ///
+    /// A file heal wrote is checked by its file hash before it is decoded and
+    /// by its content hash after; a file without hashes (another tool) loads
+    /// with a warning; a file with a content hash only (an earlier heal) is
+    /// refused, pointing to `heal dataset rewrite` ([`Dataset::read_to_rewrite`]).
     pub fn read(path: impl AsRef<Path>) -> Result<Dataset> {
-        let path = path.as_ref();
-        let series = parquet::read(path)?;
+        Self::read_accepting(path.as_ref(), parquet::Accept::Unhashed)
+    }
+
+    /// [`Dataset::read`], also accepting a file with a content hash but no
+    /// file hash (written by an earlier heal), checked by its content hash:
+    /// for `heal dataset rewrite`, which writes it again with both.
+    pub fn read_to_rewrite(path: impl AsRef<Path>) -> Result<Dataset> {
+        Self::read_accepting(path.as_ref(), parquet::Accept::ContentOnly)
+    }
+
+    fn read_accepting(path: &Path, accept: parquet::Accept) -> Result<Dataset> {
+        let series = parquet::read(path, accept)?;
         let sidecar = truth_path(path);
         let truth = if sidecar.exists() {
             truth::read(&sidecar)?

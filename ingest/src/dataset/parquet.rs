@@ -17,6 +17,49 @@ pub(crate) const VALUE: &str = "value";
 /// The key of the content hash in a dataset's Parquet key-value metadata.
 pub(crate) const CONTENT_HASH_KEY: &str = "heal.content_sha256";
 
+/// The key of the file hash in a dataset's Parquet key-value metadata. Its
+/// value is [`FILE_HASH_MARK`] followed by 64 hex digits: the SHA-256 of
+/// the file's bytes with those 64 digits read as `0`s (see [`file_hash`]).
+pub(crate) const FILE_HASH_KEY: &str = "heal.file_sha256";
+
+/// The start of the file hash's value, found in the file's bytes without a
+/// Parquet decoder.
+const FILE_HASH_MARK: &[u8] = b"heal-file-sha256:";
+
+/// How far from the end of the file the file hash is looked for. Key-value
+/// metadata is the footer's fifth field, after the row groups, so it sits
+/// near the end of the file whatever the footer's size.
+const FILE_HASH_SEARCH: usize = 1 << 20;
+
+/// Where the file hash's 64 hex digits are in a Parquet file's bytes: after
+/// the last [`FILE_HASH_MARK`] in its tail.
+fn file_hash_at(bytes: &[u8]) -> Option<usize> {
+    let tail_start = bytes.len().saturating_sub(FILE_HASH_SEARCH);
+    let tail = &bytes[tail_start..];
+    let mark = tail
+        .windows(FILE_HASH_MARK.len())
+        .rposition(|w| w == FILE_HASH_MARK)?;
+    let at = tail_start + mark + FILE_HASH_MARK.len();
+    (at + 64 <= bytes.len()).then_some(at)
+}
+
+/// SHA-256 of a file's bytes with the 64 bytes at `at` (the hash's own
+/// digits) read as `0`s, as hex.
+///
+/// This is what lets a reader check a file before any Parquet decoder sees
+/// it: Polars trusts the sizes in page headers, and a flipped bit there can
+/// make it ask for ~2^61 bytes, an allocation failure that aborts the
+/// process (no `catch_unwind` stops it). The [`content_hash`] cannot guard
+/// against that, as it needs the file decoded first.
+fn file_hash(bytes: &[u8], at: usize) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(&bytes[..at]);
+    h.update([b'0'; 64]);
+    h.update(&bytes[at + 64..]);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// SHA-256 of the series as heal reads them back (sorted by labels, samples
 /// in time order, series without samples left out, as they have no row):
 /// each label set as length-prefixed names and values, the sample count,
@@ -83,32 +126,105 @@ pub(crate) fn write(file: &mut File, series: &[SeriesData], path: &Path) -> Resu
         source,
     };
     let mut df = DataFrame::new(rows, columns).map_err(parquet_err)?;
-    // The hash goes in the file's key-value metadata, where other Parquet
-    // readers ignore it; `read` recomputes it from what it decoded.
+    // The hashes go in the file's key-value metadata, where other Parquet
+    // readers ignore them: the content hash, which `read` recomputes from
+    // what it decoded, and the file hash, written as 0s first and filled in
+    // once the bytes around it are final (same length, so nothing moves).
     let hash = content_hash(series.iter());
-    ParquetWriter::new(file)
-        .with_key_value_metadata(Some(KeyValueMetadata::from_static(vec![(
-            CONTENT_HASH_KEY.to_owned(),
-            hash,
-        )])))
+    let placeholder = format!(
+        "{}{}",
+        std::str::from_utf8(FILE_HASH_MARK).unwrap(),
+        "0".repeat(64)
+    );
+    let mut bytes = Vec::new();
+    ParquetWriter::new(&mut bytes)
+        .with_key_value_metadata(Some(KeyValueMetadata::from_static(vec![
+            (CONTENT_HASH_KEY.to_owned(), hash),
+            (FILE_HASH_KEY.to_owned(), placeholder),
+        ])))
         .finish(&mut df)
         .map_err(parquet_err)?;
+    let at = file_hash_at(&bytes).expect("the file hash placeholder was just written");
+    let digits = file_hash(&bytes, at);
+    bytes[at..at + 64].copy_from_slice(digits.as_bytes());
+    std::io::Write::write_all(file, &bytes).map_err(|e| Error::io("writing", path, e))?;
     Ok(())
+}
+
+/// What a dataset file says about its own integrity, read from its bytes
+/// before any decoder sees them.
+enum Integrity {
+    /// The file hash matched: the bytes are exactly what heal wrote.
+    Verified,
+    /// Neither hash is in the file: another tool or a heal before hashes.
+    Unhashed,
+    /// A content hash without a file hash: a heal before file hashes, or a
+    /// file whose file hash itself was damaged. Only `heal dataset rewrite`
+    /// reads these (checked by the content hash after decoding).
+    ContentOnly,
+}
+
+/// Checks a file's bytes against its file hash, if it has one.
+fn integrity(path: &Path, bytes: &[u8]) -> Result<Integrity> {
+    let corrupt = || {
+        Error::bad_file(
+            path,
+            format!(
+                "the file's bytes do not match its file hash ({FILE_HASH_KEY} in its metadata): \
+                 the file is corrupt or was altered"
+            ),
+        )
+    };
+    match file_hash_at(bytes) {
+        Some(at) => {
+            let expected = &bytes[at..at + 64];
+            if !expected.iter().all(|b| b.is_ascii_hexdigit()) {
+                return Err(corrupt());
+            }
+            if file_hash(bytes, at).as_bytes() != expected {
+                return Err(corrupt());
+            }
+            Ok(Integrity::Verified)
+        }
+        None => {
+            let tail = &bytes[bytes.len().saturating_sub(FILE_HASH_SEARCH)..];
+            let key = CONTENT_HASH_KEY.as_bytes();
+            if tail.windows(key.len()).any(|w| w == key) {
+                Ok(Integrity::ContentOnly)
+            } else {
+                Ok(Integrity::Unhashed)
+            }
+        }
+    }
+}
+
+/// Which files [`read`] accepts besides the ones whose file hash matches.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Accept {
+    /// Also files without any hash (another tool, an older heal), with a
+    /// warning: the default.
+    Unhashed,
+    /// Also files with only a content hash (a heal before file hashes):
+    /// for `heal dataset rewrite`, which adds the file hash.
+    ContentOnly,
 }
 
 /// Reads a long-form table back into series, sorted by labels, samples sorted by time.
 ///
-/// A file heal wrote carries the [`content_hash`] of its series; a file whose
-/// decoded series do not match it is refused as corrupt. A file without one
-/// (written before heal had hashes, or by another tool) is read as it is,
-/// with a warning, since there is nothing to check it against.
-pub(crate) fn read(path: &Path) -> Result<Vec<SeriesData>> {
-    let mut file = File::open(path).map_err(|e| Error::io("reading", path, e))?;
+/// A file heal writes carries two hashes. The file hash is checked on the
+/// raw bytes before Polars decodes anything, so a corrupt file is refused
+/// before it can reach a decoder that trusts its sizes; the [`content_hash`]
+/// of the series is checked after decoding. A file without either (written
+/// by another tool, or by a heal before hashes) is read as it is, with a
+/// warning, since there is nothing to check it against. A file with only a
+/// content hash is refused unless `accept` is [`Accept::ContentOnly`]: it
+/// cannot be told apart from one whose file hash was damaged.
+pub(crate) fn read(path: &Path, accept: Accept) -> Result<Vec<SeriesData>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
     // Parquet files start (and end) with `PAR1`. Anything else, most often
     // a CSV, gets a pointer to the import rather than the reader's "the
     // file must end with PAR1".
-    let mut magic = [0u8; 4];
-    let is_parquet = std::io::Read::read_exact(&mut file, &mut magic).is_ok() && &magic == b"PAR1";
+    let is_parquet = bytes.starts_with(b"PAR1");
     if !is_parquet {
         let hint = match path.extension().and_then(|e| e.to_str()) {
             Some(e) if e.eq_ignore_ascii_case("csv") => "it looks like a CSV file",
@@ -122,7 +238,22 @@ pub(crate) fn read(path: &Path) -> Result<Vec<SeriesData>> {
             ),
         ));
     }
-    std::io::Seek::rewind(&mut file).map_err(|e| Error::io("reading", path, e))?;
+    match integrity(path, &bytes)? {
+        Integrity::Verified | Integrity::Unhashed => {}
+        Integrity::ContentOnly if accept == Accept::ContentOnly => {}
+        Integrity::ContentOnly => {
+            return Err(Error::bad_file(
+                path,
+                format!(
+                    "the file has a content hash ({CONTENT_HASH_KEY}) but no file hash \
+                     ({FILE_HASH_KEY}): it was written by an earlier heal, or its file hash is \
+                     damaged; `heal dataset rewrite {p} -o {p}` checks it by its content and adds one",
+                    p = path.display()
+                ),
+            ))
+        }
+    }
+    let file = std::io::Cursor::new(bytes);
     // Polars trusts the file's page headers and lengths: a corrupt file can
     // fail an assertion inside the decoder (a panic, on one of its worker
     // threads, carried back here). A corrupt file is an error like any other.
@@ -299,7 +430,7 @@ mod tests {
         )
         .unwrap();
         write_df(&p, df);
-        let s = read(&p).unwrap();
+        let s = read(&p, Accept::Unhashed).unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].labels, Labels::metric("a"));
         assert_eq!(s[0].samples, [Sample::new(5_000, 5.0)]);
@@ -315,7 +446,7 @@ mod tests {
         let p = dir.path().join("x.parquet");
         let err = |df: DataFrame| {
             write_df(&p, df);
-            read(&p).unwrap_err().to_string()
+            read(&p, Accept::Unhashed).unwrap_err().to_string()
         };
         let prefix = format!("reading {}: ", p.display());
         let v = || Column::new(VALUE.into(), [1.0]);
@@ -354,7 +485,7 @@ mod tests {
         );
 
         std::fs::write(&p, "not parquet").unwrap();
-        let e = read(&p).unwrap_err().to_string();
+        let e = read(&p, Accept::Unhashed).unwrap_err().to_string();
         assert!(e.starts_with(&prefix), "{e}");
     }
 
@@ -377,7 +508,7 @@ mod tests {
             bytes[at] ^= 0x10;
             let p = dir.path().join(format!("flip-{at}.parquet"));
             std::fs::write(&p, &bytes).unwrap();
-            let Err(e) = read(&p) else {
+            let Err(e) = read(&p, Accept::Unhashed) else {
                 panic!("a flip at byte {at} loaded");
             };
             let e = e.to_string();
@@ -407,7 +538,7 @@ mod tests {
             hash.value.as_deref(),
             Some(content_hash(series.iter()).as_str())
         );
-        let back = read(&p).unwrap();
+        let back = read(&p, Accept::Unhashed).unwrap();
         assert_eq!(back.len(), 1);
         assert_eq!(back[0].samples[0], Sample::new(0, 1.0));
         assert!(back[0].samples[1].value.is_nan());
@@ -422,7 +553,130 @@ mod tests {
         )
         .unwrap();
         write_df(&legacy, df);
-        assert_eq!(read(&legacy).unwrap()[0].samples, [Sample::new(1, 1.0)]);
+        assert_eq!(
+            read(&legacy, Accept::Unhashed).unwrap()[0].samples,
+            [Sample::new(1, 1.0)]
+        );
+    }
+
+    #[test]
+    fn written_datasets_carry_a_file_hash_of_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.parquet");
+        write(&mut File::create(&p).unwrap(), &small_series(), &p).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        let mut reader = ParquetReader::new(File::open(&p).unwrap());
+        let kv = reader
+            .get_metadata()
+            .unwrap()
+            .key_value_metadata()
+            .clone()
+            .unwrap();
+        let value = kv
+            .iter()
+            .find(|k| k.key == FILE_HASH_KEY)
+            .unwrap()
+            .value
+            .clone()
+            .unwrap();
+        let digits = value.strip_prefix("heal-file-sha256:").unwrap();
+        let at = file_hash_at(&bytes).unwrap();
+        assert_eq!(&bytes[at..at + 64], digits.as_bytes());
+        // Recomputed independently: the file with its digits zeroed.
+        let mut zeroed = bytes.clone();
+        zeroed[at..at + 64].fill(b'0');
+        use sha2::Digest;
+        let expected: String = sha2::Sha256::digest(&zeroed)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(digits, expected);
+        assert!(matches!(integrity(&p, &bytes), Ok(Integrity::Verified)));
+    }
+
+    fn small_series() -> Vec<SeriesData> {
+        vec![
+            SeriesData {
+                labels: Labels::metric("m").with("service", "a"),
+                samples: (0..50)
+                    .map(|i| Sample::new(i * 60_000, (i % 7) as f64))
+                    .collect(),
+            },
+            SeriesData {
+                labels: Labels::metric("n"),
+                samples: vec![Sample::new(0, f64::NAN)],
+            },
+        ]
+    }
+
+    /// Issue 10, 7: a flipped bit in a page header could make Polars ask for
+    /// ~2^61 bytes and abort the process. Every single-bit flip of a written
+    /// file is refused from its bytes, before a decoder sees it (checked
+    /// exhaustively on `integrity`, and end to end through `read` on every
+    /// 16th flip: an abort there would end this test).
+    #[test]
+    fn every_single_bit_flip_is_refused_before_decoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.parquet");
+        write(&mut File::create(&p).unwrap(), &small_series(), &p).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        let flipped = dir.path().join("flipped.parquet");
+        let mut end_to_end = 0;
+        for i in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            let refused_by_bytes = !b.starts_with(b"PAR1")
+                || matches!(integrity(&flipped, &b), Err(_) | Ok(Integrity::ContentOnly));
+            assert!(
+                refused_by_bytes,
+                "a flip of bit {} of byte {} passed the byte check",
+                i % 8,
+                i / 8
+            );
+            if i % 16 == 0 {
+                std::fs::write(&flipped, &b).unwrap();
+                let e = read(&flipped, Accept::Unhashed).unwrap_err().to_string();
+                assert!(
+                    e.starts_with(&format!("reading {}: ", flipped.display())),
+                    "{e}"
+                );
+                end_to_end += 1;
+            }
+        }
+        assert!(end_to_end > 100, "{end_to_end}");
+        eprintln!(
+            "{} single-bit flips refused by their bytes, {end_to_end} of them through read",
+            bytes.len() * 8
+        );
+    }
+
+    #[test]
+    fn a_content_hash_without_a_file_hash_is_refused_except_to_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("old.parquet");
+        let series = small_series();
+        let (_, mut df) = {
+            let q = dir.path().join("new.parquet");
+            write(&mut File::create(&q).unwrap(), &series, &q).unwrap();
+            let df = ParquetReader::new(File::open(&q).unwrap())
+                .finish()
+                .unwrap();
+            ((), df)
+        };
+        // As heal wrote datasets before file hashes: the content hash only.
+        ParquetWriter::new(File::create(&p).unwrap())
+            .with_key_value_metadata(Some(KeyValueMetadata::from_static(vec![(
+                CONTENT_HASH_KEY.to_owned(),
+                content_hash(series.iter()),
+            )])))
+            .finish(&mut df)
+            .unwrap();
+        let e = read(&p, Accept::Unhashed).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("reading {}: ", p.display())), "{e}");
+        assert!(e.contains("heal dataset rewrite"), "{e}");
+        let back = read(&p, Accept::ContentOnly).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0].samples.len(), 50);
     }
 
     #[test]

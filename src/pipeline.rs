@@ -816,7 +816,13 @@ rules:
         for dry_run in [false, true] {
             let set = RunbookSet::from_sources(&[("rb.yaml".into(), RUNBOOK.into())])
                 .unwrap_or_else(|e| panic!("{e}"));
-            let mut p = Pipeline::new(set, EngineOptions { dry_run });
+            let mut p = Pipeline::new(
+                set,
+                EngineOptions {
+                    dry_run,
+                    await_actions: false,
+                },
+            );
             let h = p
                 .register(&"queue_depth{service=\"jobs\"}".parse().unwrap())
                 .unwrap();

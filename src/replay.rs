@@ -215,7 +215,13 @@ pub fn replay(
     tuning: &Tuning,
 ) -> ReplayOutcome {
     let _span = tracing::info_span!("replay", series = dataset.series.len()).entered();
-    let mut pipeline = Pipeline::new(runbooks, EngineOptions { dry_run: true });
+    let mut pipeline = Pipeline::new(
+        runbooks,
+        EngineOptions {
+            dry_run: true,
+            await_actions: false,
+        },
+    );
     tuning.apply(&mut pipeline);
     pipeline.engine_mut().continue_numbering_from(first_seq);
     let mut events = Vec::new();

@@ -7,7 +7,10 @@
 //! restart is heal's, not a policy's). Then it hangs: its HEALTHCHECK
 //! fails, the `health_status: unhealthy` event reaches heal
 //! (`docker: {metric: healthy}`), and heal restarts it again; Docker alone
-//! only marks it unhealthy.
+//! only marks it unhealthy. Then it leaks memory: the engine's stats
+//! (`docker: {metric: memory}`) pass 64 MiB and heal restarts it long before
+//! the service's own 256 MiB limit; Docker alone would let it grow. The
+//! `cpu` and `restarts` signals of the same runbook have their series.
 //!
 //! Fails, never skips, without an engine (CI checks `docker info` first).
 
@@ -188,6 +191,15 @@ fn heal_watch_restarts_a_crashed_container_from_the_engines_events() {
     detector:
       direction: down
       limit_below: 0.5
+  - name: container_memory_bytes
+    docker: {{metric: memory, label: heal.test=w{pid}}}
+    detector:
+      direction: up
+      limit_above: 67108864
+  - name: container_cpu
+    docker: {{metric: cpu, label: heal.test=w{pid}}}
+  - name: container_restarts
+    docker: {{metric: restarts, label: heal.test=w{pid}}}
 rules:
   - name: container-died
     when: {{signal: container_up, direction: down, for: 0s}}
@@ -211,6 +223,17 @@ rules:
       wait: 8s
       recovered_when:
         value_above: 0.5
+  - name: container-leaking
+    when: {{signal: container_memory_bytes, direction: up, for: 0s}}
+    then:
+      - action: docker
+        op: restart
+        target: container/{{{{instance}}}}
+        timeout: 30s
+    verify:
+      wait: 5s
+      recovered_when:
+        value_below: 67108864
 "
         ),
     )
@@ -322,4 +345,119 @@ rules:
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // The usage signals have their one series each, read from the engine.
+    let metrics = || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    for signal in [
+        "container_memory_bytes",
+        "container_cpu",
+        "container_restarts",
+    ] {
+        let want = format!("heal_series_live{{signal=\"{signal}\"}} 1");
+        let start = Instant::now();
+        while !metrics().contains(&want) {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "{want:?} not in heal's metrics:\n{}",
+                metrics()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    // The leak: 16 MiB/s from about 10 MiB; heal reads the engine's stats
+    // every second and restarts the container past 64 MiB, well before the
+    // service would kill itself at 256 MiB.
+    let start = Instant::now();
+    loop {
+        let heal_log = std::fs::read_to_string(&log).unwrap_or_default();
+        if heal_log.contains("incident=inc-000002 step=1 outcome=") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the hang's step was never verified:\n{heal_log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let started = inspect(&name, "{{.State.StartedAt}}");
+    post(&addr, "/fault/leak?mb_per_s=16");
+    let leaking = Instant::now();
+    let mut restarted = false;
+    while leaking.elapsed() < Duration::from_secs(45) {
+        let now = inspect(&name, "{{.State.Running}} {{.State.StartedAt}}");
+        if now.starts_with("true") && !now.ends_with(&started) {
+            restarted = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let heal_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        restarted,
+        "heal did not restart the leaking container; heal's log:\n{heal_log}"
+    );
+    // The leak's incident, and its restart done while the container still
+    // ran: not after the service's own 256 MiB limit killed it (that would
+    // be `exited`, and the crash's rule).
+    let incident = heal_log
+        .lines()
+        .find(|l| l.contains("incident opened") && l.contains("rule=container-leaking"))
+        .and_then(|l| l.split("incident=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no container-leaking incident in heal's log:\n{heal_log}"))
+        .to_owned();
+    let want = format!("summary=restart container/{name}: {name} running");
+    assert!(
+        heal_log
+            .lines()
+            .any(|l| l.contains(&format!("incident={incident} ")) && l.contains(&want)),
+        "no {want:?} for {incident} in heal's log:\n{heal_log}"
+    );
+    let addr = format!("{}:8080", inspect(&name, "{{.NetworkSettings.IPAddress}}"));
+    let start = Instant::now();
+    while !get_ok(&addr) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "not serving after the leak's restart"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Verified once the restart is over (a restart of a PID 1 that ignores
+    // SIGTERM takes the engine's 10 s stop timeout, twice the rule's 5 s
+    // wait), never judged while it ran: recovered.
+    let performed = format!("action{{incident={incident} step=1}}");
+    let verified = format!("incident={incident} step=1 outcome=");
+    let start = Instant::now();
+    let heal_log = loop {
+        let heal_log = std::fs::read_to_string(&log).unwrap_or_default();
+        if heal_log.contains(&verified) {
+            break heal_log;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the leak's step was never verified:\n{heal_log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let line_of = |needle: &str| heal_log.lines().position(|l| l.contains(needle));
+    assert!(
+        line_of(&performed) < line_of(&verified),
+        "verified before the action finished:\n{heal_log}"
+    );
+    assert!(
+        heal_log.contains(&format!("{verified}\"recovered\"")),
+        "{heal_log}"
+    );
 }

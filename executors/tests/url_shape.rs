@@ -59,7 +59,13 @@ rules:
 
 /// The first step planned for a series with these labels, and its decision.
 fn plan(set: &RunbookSet, instance: &str, service: &str) -> remediate::engine::PlannedAction {
-    let mut engine = Engine::new(set, EngineOptions { dry_run: false });
+    let mut engine = Engine::new(
+        set,
+        EngineOptions {
+            dry_run: false,
+            await_actions: false,
+        },
+    );
     let labels: BTreeMap<String, String> = [
         ("__name__", "lat"),
         ("service", service),

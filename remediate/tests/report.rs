@@ -131,7 +131,13 @@ fn first_incident(
     at: Scenario,
 ) -> Incident {
     let set = examples();
-    let mut engine = Engine::new(&set, EngineOptions { dry_run: true });
+    let mut engine = Engine::new(
+        &set,
+        EngineOptions {
+            dry_run: true,
+            await_actions: false,
+        },
+    );
     let l = labels(signal, service, instance);
     replay(&mut engine, signal, &l, minutes, at);
     engine.finish(T0 + minutes * MIN).remove(0)
@@ -197,7 +203,13 @@ fn incidents_as_json_lines() {
     // a replay of the dataset would feed them: every rule that matches opens
     // its own incident, ids in order of opening.
     let set = examples();
-    let mut engine = Engine::new(&set, EngineOptions { dry_run: true });
+    let mut engine = Engine::new(
+        &set,
+        EngineOptions {
+            dry_run: true,
+            await_actions: false,
+        },
+    );
     let checkout = labels("http_latency_p99_seconds", "checkout", "checkout-0");
     let payments = labels("http_error_ratio", "payments", "payments-0");
     for m in 0..60 {
@@ -530,7 +542,13 @@ fn markup_in_labels_and_text_stays_text() {
     // A label value, a rule description and a verification detail could all
     // carry markup; none may reach the page as markup.
     let set = examples();
-    let mut engine = Engine::new(&set, EngineOptions { dry_run: true });
+    let mut engine = Engine::new(
+        &set,
+        EngineOptions {
+            dry_run: true,
+            await_actions: false,
+        },
+    );
     let l = labels(
         "http_error_ratio",
         "<script>alert(1)</script>",
@@ -561,7 +579,13 @@ fn markup_in_labels_and_text_stays_text() {
 /// The three incidents of the interleaved run (one still open).
 fn interleaved() -> Vec<Incident> {
     let set = examples();
-    let mut engine = Engine::new(&set, EngineOptions { dry_run: true });
+    let mut engine = Engine::new(
+        &set,
+        EngineOptions {
+            dry_run: true,
+            await_actions: false,
+        },
+    );
     let checkout = labels("http_latency_p99_seconds", "checkout", "checkout-0");
     let payments = labels("http_error_ratio", "payments", "payments-0");
     for m in 0..60 {

@@ -88,7 +88,13 @@ struct Record<'a> {
 /// hold.
 pub fn run(args: StormConfig) -> Result<()> {
     let set = RunbookSet::from_sources(&[("storm.yaml".into(), runbook())]).map_err(Error::msg)?;
-    let mut engine = Engine::new(&set, EngineOptions { dry_run: false });
+    let mut engine = Engine::new(
+        &set,
+        EngineOptions {
+            dry_run: false,
+            await_actions: false,
+        },
+    );
     let tmp;
     let log_path = match &args.log {
         Some(p) => p.clone(),

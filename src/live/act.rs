@@ -145,6 +145,7 @@ async fn run_job(job: ActionJob, actors: &Actors) {
                     &[("kind", kind), ("outcome", "duplicate")],
                     1.0,
                 );
+                report_finished(&job, commands);
                 return;
             }
             Err(e) => {
@@ -176,6 +177,24 @@ async fn run_job(job: ActionJob, actors: &Actors) {
         if let Err(e) = store.finish_action(key, result, clock.now_ms()).await {
             tracing::error!(stage = "remediate", error = %e, "incident store: action result not recorded");
         }
+    }
+    report_finished(&job, commands);
+}
+
+/// Tells the decider the step's action is over, so that its verification
+/// wait starts now. Never blocks the job: a decider busy handing out jobs
+/// gets it once it reads its commands again (a lost report only makes the
+/// engine wait until `timeout + verify.wait`).
+fn report_finished(job: &ActionJob, commands: &mpsc::Sender<Command>) {
+    let cmd = Command::ActionFinished {
+        incident: job.incident.clone(),
+        step: job.step,
+    };
+    if let Err(mpsc::error::TrySendError::Full(cmd)) = commands.try_send(cmd) {
+        let commands = commands.clone();
+        tokio::spawn(async move {
+            let _ = commands.send(cmd).await;
+        });
     }
 }
 

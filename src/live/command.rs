@@ -88,4 +88,13 @@ pub enum Command {
         /// `true`: go ahead.
         reply: oneshot::Sender<bool>,
     },
+    /// The act stage is done with an allowed step (performed, failed,
+    /// timed out, or found already begun): its verification wait starts now
+    /// (`Engine::action_finished`). No answer.
+    ActionFinished {
+        /// Incident id.
+        incident: String,
+        /// 1-based step.
+        step: usize,
+    },
 }

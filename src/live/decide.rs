@@ -458,6 +458,15 @@ impl Decider {
                     }
                 }
             }
+            Command::ActionFinished { incident, step } => {
+                if self
+                    .pipeline
+                    .engine_mut()
+                    .action_finished(&incident, step, now)
+                {
+                    tracing::debug!(stage = "remediate", %incident, step, "action finished: verification wait starts");
+                }
+            }
         }
     }
 
@@ -548,10 +557,15 @@ impl Decider {
                     incident,
                     step: action.step,
                     action: rendered,
-                    // The step's own timeout, else 30 s.
-                    timeout: action.timeout.map_or(Duration::from_secs(30), |t| {
-                        Duration::from_millis(t.as_millis_i64().max(1) as u64)
-                    }),
+                    // The step's own timeout, else the engine's default.
+                    timeout: Duration::from_millis(
+                        action
+                            .timeout
+                            .map_or(remediate::engine::DEFAULT_STEP_TIMEOUT_MS, |t| {
+                                t.as_millis_i64()
+                            })
+                            .max(1) as u64,
+                    ),
                 };
                 // Backpressure: if actions pile up, evaluation waits.
                 let _ = self.act.send(job).await;

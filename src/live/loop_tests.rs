@@ -85,7 +85,10 @@ fn start(dir: &Path) -> Loop {
     let decider = Decider {
         pipeline: Pipeline::new(
             runbooks(&dir.join("marker")),
-            EngineOptions { dry_run: false },
+            EngineOptions {
+                dry_run: false,
+                await_actions: false,
+            },
         ),
         handles: Default::default(),
         series: super::SeriesPolicy::default(),
@@ -257,7 +260,10 @@ fn bare_decider(dir: &Path, series: super::SeriesPolicy) -> (Decider, mpsc::Rece
     let decider = Decider {
         pipeline: Pipeline::new(
             runbooks(&dir.join("marker")),
-            EngineOptions { dry_run: true },
+            EngineOptions {
+                dry_run: true,
+                await_actions: false,
+            },
         ),
         handles: Default::default(),
         series,

@@ -266,6 +266,8 @@ pub async fn run(
         config.runbooks,
         EngineOptions {
             dry_run: !config.execute,
+            // The act stage reports each action's end (act::run_job).
+            await_actions: config.execute,
         },
     );
     tuning.apply(&mut pipeline);
@@ -413,6 +415,9 @@ fn docker_signals(runbooks: &RunbookSet) -> Vec<ingest::docker::DockerWatch> {
                 metric: match d.metric {
                     DockerMetric::Up => ingest::docker::DockerMetric::Up,
                     DockerMetric::Healthy => ingest::docker::DockerMetric::Healthy,
+                    DockerMetric::Memory => ingest::docker::DockerMetric::Memory,
+                    DockerMetric::Cpu => ingest::docker::DockerMetric::Cpu,
+                    DockerMetric::Restarts => ingest::docker::DockerMetric::Restarts,
                 },
                 label: d.label.clone(),
             })

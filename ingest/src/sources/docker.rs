@@ -18,7 +18,12 @@
 //! with `docker:`: it tracks every container (discovered at start, then
 //! kept current by the events) and, on the same aligned slot grid as the
 //! other sources, sends one evaluation per signal with one series per
-//! container. A death is in the next slot's evaluation, not a scrape and a
+//! container. Besides `up` and `healthy` from the events, it reads each
+//! container's usage from the engine at every slot when a signal asks for
+//! it: `memory` (bytes in use, as `docker stats` counts them: usage less
+//! the inactive page cache), `cpu` (cores used since the previous slot)
+//! and `restarts` (the engine's restart count: restarts by its restart
+//! policy). A death is in the next slot's evaluation, not a scrape and a
 //! query later. Tested on the real engine in `executors/tests/docker.rs`
 //! (beside the executor, which builds the lab image) and end to end in
 //! `tests/docker_watch.rs`.
@@ -26,7 +31,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use bollard::query_parameters::{EventsOptions, ListContainersOptions};
+use bollard::query_parameters::{EventsOptions, ListContainersOptions, StatsOptions};
 use bollard::{ClientVersion, Docker};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -249,6 +254,178 @@ pub enum DockerMetric {
     /// 1 healthy, 0 unhealthy; no series without a health check or while
     /// it starts.
     Healthy,
+    /// Bytes of memory in use (usage less inactive page cache, as `docker
+    /// stats` shows it); running containers only.
+    Memory,
+    /// CPU cores used on average since the previous slot; running
+    /// containers only, from their second slot.
+    Cpu,
+    /// The engine's restart count (restarts by the restart policy; a
+    /// restart asked through the API, heal's included, is not counted).
+    Restarts,
+}
+
+impl DockerMetric {
+    /// Whether its value is read from the engine at each slot (stats or
+    /// inspect) rather than kept from the events.
+    fn polled(self) -> bool {
+        matches!(self, Self::Memory | Self::Cpu | Self::Restarts)
+    }
+}
+
+/// Most containers whose usage is read per slot (a bound on the calls to
+/// the engine whatever it runs); the rest have no usage series.
+pub const MAX_POLLED: usize = 1_000;
+
+/// Usage reads in flight at once.
+const POLL_PARALLEL: usize = 8;
+
+/// A container's usage as last read.
+#[derive(Debug, Clone, Default)]
+struct Usage {
+    memory_bytes: Option<f64>,
+    cpu_cores: Option<f64>,
+    restarts: Option<f64>,
+    /// CPU time (ns) at the previous read and the slot (ms) it was read at.
+    cpu_prev: Option<(u64, i64)>,
+}
+
+/// One read of a container's usage from the engine.
+#[derive(Debug, Default)]
+struct Reading {
+    memory_bytes: Option<f64>,
+    cpu_total_ns: Option<u64>,
+    restarts: Option<i64>,
+}
+
+/// Memory in use as `docker stats` shows it: usage less the inactive page
+/// cache (`inactive_file` on cgroup v2, `total_inactive_file` on v1).
+fn memory_in_use(m: &bollard::models::ContainerMemoryStats) -> Option<f64> {
+    let usage = m.usage?;
+    let inactive = m
+        .stats
+        .as_ref()
+        .and_then(|s| {
+            s.get("inactive_file")
+                .or_else(|| s.get("total_inactive_file"))
+        })
+        .copied()
+        .unwrap_or(0);
+    Some(usage.saturating_sub(inactive) as f64)
+}
+
+/// Cores used between two reads of the container's CPU time: none for the
+/// first read, a counter that went back (the container restarted) or no
+/// time between them.
+fn cpu_cores(prev: Option<(u64, i64)>, total_ns: u64, at_ms: i64) -> Option<f64> {
+    let (prev_ns, prev_ms) = prev?;
+    if total_ns < prev_ns || at_ms <= prev_ms {
+        return None;
+    }
+    Some((total_ns - prev_ns) as f64 / ((at_ms - prev_ms) as f64 * 1e6))
+}
+
+/// Reads one container's usage: stats when it runs and `stats` is asked,
+/// the restart count when `restarts` is. Each call gives up after `timeout`.
+async fn read_usage(
+    docker: &Docker,
+    name: &str,
+    stats: bool,
+    restarts: bool,
+    timeout: Duration,
+) -> Reading {
+    let mut reading = Reading::default();
+    if stats {
+        let mut stream = docker.stats(
+            name,
+            Some(StatsOptions {
+                stream: false,
+                one_shot: true,
+            }),
+        );
+        if let Ok(Some(Ok(s))) = tokio::time::timeout(timeout, stream.next()).await {
+            reading.memory_bytes = s.memory_stats.as_ref().and_then(memory_in_use);
+            reading.cpu_total_ns = s
+                .cpu_stats
+                .as_ref()
+                .and_then(|c| c.cpu_usage.as_ref())
+                .and_then(|u| u.total_usage);
+        }
+    }
+    if restarts {
+        if let Ok(Ok(c)) = tokio::time::timeout(timeout, docker.inspect_container(name, None)).await
+        {
+            reading.restarts = c.restart_count;
+        }
+    }
+    reading
+}
+
+/// Reads the usage of the tracked containers that a polled signal selects
+/// (at most [`MAX_POLLED`], [`POLL_PARALLEL`] at a time), all within
+/// `budget`: what has not answered by then keeps no value for this slot.
+async fn refresh_usage(
+    docker: &Docker,
+    tracked: &mut HashMap<String, Tracked>,
+    signals: &[DockerWatch],
+    at_ms: i64,
+    budget: Duration,
+) {
+    let stats = signals
+        .iter()
+        .any(|s| matches!(s.metric, DockerMetric::Memory | DockerMetric::Cpu));
+    let restarts = signals.iter().any(|s| s.metric == DockerMetric::Restarts);
+    let mut wanted: Vec<(String, bool)> = tracked
+        .iter_mut()
+        .filter(|(_, t)| {
+            signals
+                .iter()
+                .filter(|s| s.metric.polled())
+                .any(|s| selects(s, t))
+        })
+        .map(|(name, t)| {
+            // A value is for this slot only: what is not read again is gone.
+            t.usage.memory_bytes = None;
+            t.usage.cpu_cores = None;
+            t.usage.restarts = None;
+            if !t.up {
+                t.usage.cpu_prev = None;
+            }
+            (name.clone(), t.up)
+        })
+        .collect();
+    wanted.sort();
+    wanted.truncate(MAX_POLLED);
+    let per_call = budget.min(Duration::from_secs(2));
+    let mut reads = futures_util::stream::iter(wanted)
+        .map(|(name, up)| async move {
+            let r = read_usage(docker, &name, stats && up, restarts, per_call).await;
+            (name, r)
+        })
+        .buffer_unordered(POLL_PARALLEL);
+    let deadline = tokio::time::Instant::now() + budget;
+    while let Ok(Some((name, r))) = tokio::time::timeout_at(deadline, reads.next()).await {
+        let Some(t) = tracked.get_mut(&name) else {
+            continue;
+        };
+        t.usage.memory_bytes = r.memory_bytes;
+        t.usage.restarts = r.restarts.map(|n| n as f64);
+        match r.cpu_total_ns {
+            Some(ns) => {
+                t.usage.cpu_cores = cpu_cores(t.usage.cpu_prev, ns, at_ms);
+                t.usage.cpu_prev = Some((ns, at_ms));
+            }
+            None => t.usage.cpu_prev = None,
+        }
+    }
+}
+
+/// Whether `signal`'s label selector takes this container.
+fn selects(signal: &DockerWatch, t: &Tracked) -> bool {
+    match signal.label.as_ref().and_then(|l| l.split_once('=')) {
+        None => true,
+        Some((k, v)) => t.engine.get(k).map(String::as_str) == Some(v),
+    }
 }
 
 /// A runbook signal read from the engine.
@@ -268,6 +445,7 @@ struct Tracked {
     engine: HashMap<String, String>,
     up: bool,
     healthy: Option<bool>,
+    usage: Usage,
 }
 
 fn health_of_status(status: &str) -> Option<bool> {
@@ -305,6 +483,7 @@ async fn discover_all(docker: &Docker) -> Result<HashMap<String, Tracked>, Docke
                 engine,
                 up: running,
                 healthy,
+                usage: Usage::default(),
             },
         );
     }
@@ -334,6 +513,7 @@ fn apply(tracked: &mut HashMap<String, Tracked>, message: &bollard::models::Even
         engine: attrs.clone(),
         up: false,
         healthy: None,
+        usage: Usage::default(),
     });
     match action {
         "start" | "restart" => {
@@ -341,7 +521,13 @@ fn apply(tracked: &mut HashMap<String, Tracked>, message: &bollard::models::Even
             // A new run's health starts over.
             entry.healthy = None;
         }
-        "die" => entry.up = false,
+        "die" => {
+            entry.up = false;
+            entry.usage = Usage {
+                restarts: entry.usage.restarts,
+                ..Usage::default()
+            };
+        }
         "health_status: healthy" => entry.healthy = Some(true),
         "health_status: unhealthy" => entry.healthy = Some(false),
         _ => {}
@@ -352,14 +538,16 @@ fn apply(tracked: &mut HashMap<String, Tracked>, message: &bollard::models::Even
 /// series sorted by labels, each with `__name__`, `instance` (the
 /// container) and `service` (its Compose or Swarm service, else its name).
 fn evaluate(signal: &DockerWatch, tracked: &HashMap<String, Tracked>, ts_ms: i64) -> Evaluation {
-    let selector = signal.label.as_ref().and_then(|l| l.split_once('='));
     let mut series: Vec<(Labels, f64)> = tracked
         .values()
-        .filter(|t| selector.is_none_or(|(k, v)| t.engine.get(k).map(String::as_str) == Some(v)))
+        .filter(|t| selects(signal, t))
         .filter_map(|t| {
             let value = match signal.metric {
                 DockerMetric::Up => Some(if t.up { 1.0 } else { 0.0 }),
                 DockerMetric::Healthy => t.healthy.map(|h| if h { 1.0 } else { 0.0 }),
+                DockerMetric::Memory => t.usage.memory_bytes,
+                DockerMetric::Cpu => t.usage.cpu_cores,
+                DockerMetric::Restarts => t.usage.restarts,
             }?;
             let container = t.labels["container"].clone();
             let service = t
@@ -418,6 +606,7 @@ pub async fn run_docker_source<C: Timer>(
                 .to_vec(),
         ),
     ]);
+    let polled = signals.iter().any(|s| s.metric.polled());
     let mut tracked: HashMap<String, Tracked> = HashMap::new();
     let mut connected = false;
     let mut next = (clock.now_ms() / interval_ms + 1) * interval_ms;
@@ -447,6 +636,12 @@ pub async fn run_docker_source<C: Timer>(
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
             () = clock.sleep_until(next) => {
+                if polled {
+                    // Half an interval at most, so that a slow engine
+                    // delays this slot's evaluations, never the next slot.
+                    let budget = Duration::from_millis(u64::try_from(interval_ms / 2).unwrap_or(0));
+                    refresh_usage(&docker, &mut tracked, &signals, next, budget).await;
+                }
                 for signal in &signals {
                     let ev = SourceEvent::Evaluation(evaluate(signal, &tracked, next));
                     if tx.send(ev).await.is_err() {
@@ -568,6 +763,88 @@ mod tests {
         );
         apply(&mut tracked, &event("destroy", &[("name", "db-1")]));
         assert_eq!(evaluate(&up, &tracked, 6000).outcome.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn usage_is_read_as_docker_stats_counts_it() {
+        let m = |usage, stats: &[(&str, u64)]| bollard::models::ContainerMemoryStats {
+            usage,
+            stats: Some(stats.iter().map(|(k, v)| ((*k).into(), *v)).collect()),
+            ..Default::default()
+        };
+        // cgroup v2, v1, and a page cache larger than the usage.
+        assert_eq!(
+            memory_in_use(&m(Some(100 << 20), &[("inactive_file", 30 << 20)])),
+            Some((70u64 << 20) as f64)
+        );
+        assert_eq!(
+            memory_in_use(&m(Some(100 << 20), &[("total_inactive_file", 1 << 20)])),
+            Some((99u64 << 20) as f64)
+        );
+        assert_eq!(
+            memory_in_use(&m(Some(5), &[("inactive_file", 9)])),
+            Some(0.0)
+        );
+        assert_eq!(memory_in_use(&m(None, &[])), None);
+        // 1.5 s of CPU over 2 s of slots: 0.75 cores.
+        assert_eq!(
+            cpu_cores(Some((1_000_000_000, 10_000)), 2_500_000_000, 12_000),
+            Some(0.75)
+        );
+        assert_eq!(
+            cpu_cores(None, 5, 1_000),
+            None,
+            "the first read has nothing to compare with"
+        );
+        assert_eq!(
+            cpu_cores(Some((9, 1_000)), 5, 2_000),
+            None,
+            "a counter that went back"
+        );
+        assert_eq!(
+            cpu_cores(Some((5, 1_000)), 9, 1_000),
+            None,
+            "no time between the reads"
+        );
+    }
+
+    #[test]
+    fn polled_metrics_have_series_only_while_read() {
+        let mut tracked = HashMap::new();
+        apply(
+            &mut tracked,
+            &event("start", &[("name", "web-1"), ("image", "lab")]),
+        );
+        apply(
+            &mut tracked,
+            &event("start", &[("name", "db-1"), ("image", "pg")]),
+        );
+        let watch = |metric| DockerWatch {
+            name: "m".into(),
+            metric,
+            label: None,
+        };
+        let values = |tracked: &HashMap<String, Tracked>, metric| {
+            evaluate(&watch(metric), tracked, 1000)
+                .outcome
+                .unwrap()
+                .iter()
+                .map(|(l, v)| format!("{}={v}", l.get("instance").unwrap()))
+                .collect::<Vec<_>>()
+        };
+        assert!(values(&tracked, DockerMetric::Memory).is_empty());
+        let web = tracked.get_mut("web-1").unwrap();
+        web.usage.memory_bytes = Some(1024.0);
+        web.usage.cpu_cores = Some(0.5);
+        web.usage.restarts = Some(3.0);
+        assert_eq!(values(&tracked, DockerMetric::Memory), ["web-1=1024"]);
+        assert_eq!(values(&tracked, DockerMetric::Cpu), ["web-1=0.5"]);
+        // A death ends the usage series; the restart count stays.
+        apply(&mut tracked, &event("die", &[("name", "web-1")]));
+        assert!(values(&tracked, DockerMetric::Memory).is_empty());
+        assert!(values(&tracked, DockerMetric::Cpu).is_empty());
+        assert_eq!(values(&tracked, DockerMetric::Restarts), ["web-1=3"]);
+        assert!(DockerMetric::Restarts.polled() && !DockerMetric::Up.polled());
     }
 
     #[test]

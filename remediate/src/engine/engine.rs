@@ -23,14 +23,29 @@ pub struct EngineOptions {
     /// guards would allow is recorded as `dry_run` instead (`heal replay`
     /// always; `heal watch` without `--execute`).
     pub dry_run: bool,
+    /// An act stage performs the allowed steps and reports each one's end
+    /// through [`Engine::action_finished`] (`heal watch --execute`). An
+    /// allowed step's verification is then decided `verify.wait` after its
+    /// action finished, never while it runs: a restart that takes longer
+    /// than the wait is not judged half-done, and the chain does not move on
+    /// to a second action beside it. Without a report (a lost one), at the
+    /// latest `timeout + verify.wait` after the step was planned. Without an
+    /// act stage (replay, benches), `verify.wait` after planning.
+    pub await_actions: bool,
 }
 
 impl Default for EngineOptions {
     /// Dry-run: acting on production must be asked for explicitly.
     fn default() -> Self {
-        EngineOptions { dry_run: true }
+        EngineOptions {
+            dry_run: true,
+            await_actions: false,
+        }
     }
 }
+
+/// A step's timeout when it gives none (the act stage's too).
+pub const DEFAULT_STEP_TIMEOUT_MS: i64 = 30_000;
 
 /// One sample of one series with the detector's verdict on it.
 #[derive(Debug, Clone, Copy)]
@@ -70,7 +85,8 @@ pub struct Observation<'a> {
 ///    it back has ended. A step awaiting approval is parked until approved
 ///    or expired. An allowed or `dry_run` step is verified.
 /// 3. Verification is decided on the first sample at or after
-///    `planned + verify.wait`: `recovered` if `recovered_when` holds on that
+///    `planned + verify.wait` (live, `verify.wait` after the action
+///    finished: [`EngineOptions::await_actions`]): `recovered` if `recovered_when` holds on that
 ///    sample (stops the chain), else `worse` if the highest peak score seen
 ///    during the wait is above the peak when the step was planned, else
 ///    `not_recovered`; both of these plan the next step.
@@ -251,7 +267,13 @@ pub enum SilenceError {
 #[derive(Debug)]
 struct Pending {
     action: usize,
+    /// When the verification is decided (the first sample at or after it).
+    /// While the action runs ([`EngineOptions::await_actions`]), the latest
+    /// it may: `timeout + verify.wait` after planning.
     deadline_ms: i64,
+    /// The action has been handed to the act stage and not reported
+    /// finished.
+    running: bool,
     peak_at_plan: f64,
     peak_since: f64,
 }
@@ -497,6 +519,32 @@ impl Engine {
             ts_ms,
         };
         self.guards.recheck(&step, &in_flight)
+    }
+
+    /// The act stage's report that the action of `step` of `incident`
+    /// ended (performed, failed or timed out) at `ts_ms`: its verification
+    /// is decided `verify.wait` from now (see
+    /// [`EngineOptions::await_actions`]). Returns whether a running action
+    /// was waiting for it; a late or repeated report changes nothing.
+    pub fn action_finished(&mut self, incident: &str, step: usize, ts_ms: i64) -> bool {
+        let Some(idx) = self.index_of(incident) else {
+            return false;
+        };
+        let wait = self.rules[self.incidents[idx].rule]
+            .0
+            .verify
+            .wait
+            .as_millis_i64();
+        let state = &mut self.incidents[idx];
+        let Some(p) = state.pending.as_mut() else {
+            return false;
+        };
+        if !p.running || state.incident.actions[p.action].step != step {
+            return false;
+        }
+        p.running = false;
+        p.deadline_ms = ts_ms.saturating_add(wait);
+        true
     }
 
     /// Records `decision` (a suppression from [`Engine::recheck`]) as the
@@ -1140,9 +1188,21 @@ impl Engine {
         state.incident.actions.push(planned);
         let action = state.incident.actions.len() - 1;
         if performed {
+            let wait = rule.verify.wait.as_millis_i64();
+            let planned = &state.incident.actions[action];
+            let running = self.options.await_actions && planned.decision.allowed;
+            let deadline_ms = if running {
+                let timeout = planned
+                    .timeout
+                    .map_or(DEFAULT_STEP_TIMEOUT_MS, |t| t.as_millis_i64());
+                ts_ms.saturating_add(timeout).saturating_add(wait)
+            } else {
+                ts_ms.saturating_add(wait)
+            };
             state.pending = Some(Pending {
                 action,
-                deadline_ms: ts_ms.saturating_add(rule.verify.wait.as_millis_i64()),
+                deadline_ms,
+                running,
                 peak_at_plan: peak,
                 peak_since: peak,
             });

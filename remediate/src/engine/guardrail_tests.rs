@@ -11,7 +11,10 @@ use crate::RunbookSet;
 const SEC: i64 = 1000;
 /// 2026-03-01T00:00:00Z.
 const T0: i64 = 1_772_323_200_000;
-const LIVE: EngineOptions = EngineOptions { dry_run: false };
+const LIVE: EngineOptions = EngineOptions {
+    dry_run: false,
+    await_actions: false,
+};
 
 /// One signal, one rule with a one-step restart chain; `extra` goes under
 /// the rule (guards, verify) and `top` at the file's top level.

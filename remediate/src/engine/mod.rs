@@ -10,6 +10,7 @@ mod silence;
 
 pub use engine::{
     ApproveError, Engine, EngineOptions, GuardState, Observation, Opens, SilenceError,
+    DEFAULT_STEP_TIMEOUT_MS,
 };
 pub use guards::{Attempt, Stage, CHAIN};
 pub use incident::{

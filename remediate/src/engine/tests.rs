@@ -85,7 +85,10 @@ fn run(
     events
 }
 
-const DRY: EngineOptions = EngineOptions { dry_run: true };
+const DRY: EngineOptions = EngineOptions {
+    dry_run: true,
+    await_actions: false,
+};
 
 fn chain_rule(extra: &str) -> String {
     format!(
@@ -476,7 +479,10 @@ fn unsafe_label_values_are_refused_before_any_executor() {
 
 #[test]
 fn dry_run_sources_and_live_allow() {
-    let live = EngineOptions { dry_run: false };
+    let live = EngineOptions {
+        dry_run: false,
+        await_actions: false,
+    };
     let s = Series::new("checkout", "checkout-0");
     let cases = [
         ("", "allowed", "attempt 1 of 3 in 1h on \"deployment/checkout\"; last acted never in the window"),
@@ -572,7 +578,13 @@ fn a_second_rule_does_not_act_on_a_target_being_verified() {
     verify:
       wait: 5m
 ");
-    let mut engine = Engine::new(&set, EngineOptions { dry_run: false });
+    let mut engine = Engine::new(
+        &set,
+        EngineOptions {
+            dry_run: false,
+            await_actions: false,
+        },
+    );
     let s = Series::new("checkout", "checkout-0");
     run(&mut engine, &s, 3, |_| Some((0, 0.9999)));
     let incidents = engine.finish(T0 + 3 * MIN);
@@ -614,7 +626,13 @@ fn a_step_held_back_as_target_busy_keeps_its_place_in_the_chain() {
     verify:
       wait: 5m
 ");
-    let mut engine = Engine::new(&set, EngineOptions { dry_run: false });
+    let mut engine = Engine::new(
+        &set,
+        EngineOptions {
+            dry_run: false,
+            await_actions: false,
+        },
+    );
     let s = Series::new("checkout", "checkout-0");
     run(&mut engine, &s, 8, |_| Some((0, 0.9999)));
     let incidents = engine.finish(T0 + 8 * MIN);
@@ -672,4 +690,56 @@ fn a_drift_the_detector_got_used_to_keeps_its_incident_open() {
     }
     let inc = &engine.finish(T0 + 40 * MIN)[0];
     assert_eq!(inc.resolved_ms, Some(T0 + 30 * MIN));
+}
+
+#[test]
+fn live_verification_waits_for_the_action_to_finish() {
+    // Step 1 (a restart, 30 s default timeout) is planned at minute 2;
+    // verify.wait is 5m. Returns the minute step 1 was verified at.
+    let s = Series::new("checkout", "checkout-0");
+    let verified_at = |await_actions: bool, finished_at: Option<i64>| {
+        let set = set(&chain_rule(""));
+        let mut engine = Engine::new(
+            &set,
+            EngineOptions {
+                dry_run: false,
+                await_actions,
+            },
+        );
+        for m in 0..20 {
+            let events = engine.observe(&s.at(m, 1.0, Some((0, true, 0.9999))));
+            if events
+                .iter()
+                .any(|e| matches!(e, EngineEvent::Verified { step: 1, .. }))
+            {
+                return Some(m);
+            }
+            // The act stage's report, after the minute's sample.
+            if Some(m) == finished_at {
+                assert!(engine.action_finished("inc-000001", 1, T0 + m * MIN));
+                // A repeated (or late) report changes nothing.
+                assert!(!engine.action_finished("inc-000001", 1, T0 + m * MIN));
+            }
+        }
+        None
+    };
+    // Replay and benches: wait after planning.
+    assert_eq!(verified_at(false, None), Some(7));
+    // Live: never while the action runs; `wait` after it finished.
+    assert_eq!(verified_at(true, Some(4)), Some(9));
+    // A quick action: about as before (the wait starts a moment later).
+    assert_eq!(verified_at(true, Some(2)), Some(7));
+    // A report that never comes: at the latest timeout + wait after planning.
+    assert_eq!(verified_at(true, None), Some(8));
+    // Without an act stage there is nothing to wait for: reports are ignored.
+    let set = set(&chain_rule(""));
+    let mut engine = Engine::new(
+        &set,
+        EngineOptions {
+            dry_run: false,
+            await_actions: false,
+        },
+    );
+    run(&mut engine, &s, 3, |_| Some((0, 0.9999)));
+    assert!(!engine.action_finished("inc-000001", 1, T0 + 3 * MIN));
 }

@@ -478,7 +478,11 @@ pub struct Agent {
 pub struct DockerSignal {
     /// `up`: 1 while the container runs, 0 once it died (crash, OOM kill,
     /// stop); `healthy`: 1 healthy, 0 unhealthy, for containers with a
-    /// health check (others have no series).
+    /// health check (others have no series); `memory`: bytes in use (as
+    /// `docker stats` counts them); `cpu`: cores used since the previous
+    /// evaluation; `restarts`: the engine's restart count (restarts by its
+    /// restart policy). `memory` and `cpu` are read for running containers
+    /// only.
     pub metric: DockerMetric,
     /// Only containers carrying this label, `KEY=VALUE`.
     #[serde(default)]
@@ -493,6 +497,12 @@ pub enum DockerMetric {
     Up,
     /// Whether its health check passes.
     Healthy,
+    /// Bytes of memory in use.
+    Memory,
+    /// CPU cores used.
+    Cpu,
+    /// Restarts by the engine's restart policy.
+    Restarts,
 }
 
 /// `action: docker`

@@ -829,6 +829,7 @@ mod reroute_tests {
     fn docker_signals_take_a_metric_and_a_checked_label() {
         let text = "signals:
   - {name: up_c, docker: {metric: up, label: com.docker.compose.project=shop}}
+  - {name: mem, docker: {metric: memory}}
   - {name: bad, docker: {metric: up, label: \"a=b&c\"}}
   - {name: both, query: up, docker: {metric: healthy}}
   - {name: typo, docker: {metric: alive}}
@@ -838,9 +839,9 @@ mod reroute_tests {
             .to_string();
         assert_eq!(
             e,
-            "d.yaml:3:38: signals[1].docker.label: expected KEY=VALUE with Docker's name rules, got \"a=b&c\"
-d.yaml:4:29: signals[2].docker: give one of `query` (PromQL), `probe` (an HTTP probe heal runs) or `docker` (the Docker Engine), not several
-d.yaml:5:27: signals[3].docker.metric: unknown variant `alive`, expected `up` or `healthy`"
+            "d.yaml:4:38: signals[2].docker.label: expected KEY=VALUE with Docker's name rules, got \"a=b&c\"
+d.yaml:5:29: signals[3].docker: give one of `query` (PromQL), `probe` (an HTTP probe heal runs) or `docker` (the Docker Engine), not several
+d.yaml:6:27: signals[4].docker.metric: unknown variant `alive`, expected one of `up`, `healthy`, `memory`, `cpu`, `restarts`"
         );
     }
 

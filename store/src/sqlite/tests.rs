@@ -252,7 +252,13 @@ rules:
     // Two runs of heal: the second numbers on from the store.
     let mut all = Vec::new();
     for run in 0..2 {
-        let mut engine = Engine::new(&set, EngineOptions { dry_run: true });
+        let mut engine = Engine::new(
+            &set,
+            EngineOptions {
+                dry_run: true,
+                await_actions: false,
+            },
+        );
         engine.continue_numbering_from(store.next_incident_seq().unwrap());
         let base = T0 + run * 100 * MIN;
         for m in 0..6 {

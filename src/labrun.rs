@@ -266,6 +266,29 @@ impl HealWatch {
         lab_bin: &Path,
         path_env: Option<&OsString>,
     ) -> Result<HealWatch> {
+        Self::launch(
+            &[
+                "--prometheus",
+                prometheus,
+                "--backfill",
+                "10m",
+                "--query-timeout",
+                "800ms",
+            ],
+            runbooks,
+            lab_bin,
+            path_env,
+        )
+    }
+
+    /// Starts `heal watch --execute` as [`HealWatch::start`] does, with
+    /// `args` (source options) before the common ones.
+    pub fn launch(
+        args: &[&str],
+        runbooks: &Path,
+        lab_bin: &Path,
+        path_env: Option<&OsString>,
+    ) -> Result<HealWatch> {
         let exe = std::env::current_exe().context("finding the heal executable")?;
         let listen = orchestrate::loopback(orchestrate::free_port()?);
         let lab_dir = lab_bin.parent().unwrap_or(Path::new("."));
@@ -278,15 +301,13 @@ impl HealWatch {
         )
         .context("building PATH for heal watch")?;
         let mut child = Command::new(exe)
-            .args(["watch", "--prometheus", prometheus, "--runbooks"])
+            .arg("watch")
+            .args(args)
+            .arg("--runbooks")
             .arg(runbooks)
             .args([
                 "--interval",
                 "1s",
-                "--backfill",
-                "10m",
-                "--query-timeout",
-                "800ms",
                 "--execute",
                 "--listen",
                 &listen.to_string(),

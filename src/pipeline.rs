@@ -35,6 +35,10 @@ struct SeriesState {
     detector: Detector,
     /// Samples left in the grace period after a gap.
     grace_left: u32,
+    /// The grace period after a gap: [`GAP_GRACE_SAMPLES`], or none for a
+    /// signal read directly from its source (`docker:`), which has no
+    /// window to straddle the gap.
+    gap_grace: u32,
     /// Evidence: the series' recent samples with their bands (1 KiB, see
     /// `EvidenceRing`), and the evidence of its open incidents.
     ring: EvidenceRing,
@@ -158,7 +162,11 @@ impl std::ops::IndexMut<usize> for SeriesSlab {
 /// are computed from too few points (Prometheus extrapolates them) and dip
 /// or jump for about one window; acting on that would be acting on missing
 /// data, which heal never does. Ten samples cover a `rate(...[5s])` at a
-/// one-second interval with margin, and a `[5m]` window at 30 s.
+/// one-second interval with margin, and a `[5m]` window at 30 s. A signal
+/// read from the Docker Engine (`docker:`) has none: its values are read
+/// directly, and a container's memory missing for a slot while it restarts
+/// (or while the engine is slow to answer) must not hide the leak that
+/// follows.
 pub const GAP_GRACE_SAMPLES: u32 = 10;
 
 /// Width of the normal band kept with each sample for the reports' charts,
@@ -287,6 +295,11 @@ impl Pipeline {
             sanitizer: Sanitizer::default(),
             detector: self.learning.detector(signal),
             grace_left: 0,
+            gap_grace: if signal.docker.is_some() {
+                0
+            } else {
+                GAP_GRACE_SAMPLES
+            },
             ring: EvidenceRing::new(),
             recording: Vec::new(),
             peer,
@@ -424,7 +437,7 @@ impl Pipeline {
                 gap_before_ms,
             } => {
                 if gap_before_ms.is_some() {
-                    state.grace_left = GAP_GRACE_SAMPLES;
+                    state.grace_left = state.gap_grace;
                 }
                 sample
             }
@@ -766,6 +779,58 @@ rules:
         assert_eq!(p.stats().forgotten, 3);
         let incidents = p.finish(400_000);
         assert!(incidents.iter().all(|i| i.resolved_ms.is_some()));
+    }
+
+    /// A limit crossed a few samples after a gap: a signal read from the
+    /// Docker Engine (a container's memory, missing for the slots of a
+    /// restart) acts on it at once; a query signal waits out the grace.
+    #[test]
+    fn a_gap_delays_query_signals_not_docker_signals() {
+        let text = "signals:
+  - name: mem_query
+    query: mem
+    detector: {direction: up, limit_above: 100}
+  - name: mem_docker
+    docker: {metric: memory}
+    detector: {direction: up, limit_above: 100}
+rules:
+  - name: q
+    when: {signal: mem_query, direction: up, for: 0s}
+    then: [{action: restart, target: worker/x}]
+  - name: d
+    when: {signal: mem_docker, direction: up, for: 0s}
+    then: [{action: restart, target: worker/x}]
+";
+        let set = RunbookSet::from_sources(&[("rb.yaml".into(), text.into())])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut p = Pipeline::new(set, EngineOptions::default());
+        let opened_at = |p: &mut Pipeline, name: &str| {
+            let labels: Labels = format!("{name}{{service=\"s\",instance=\"i\"}}")
+                .parse()
+                .unwrap();
+            let h = p.register(&labels).unwrap();
+            // 60 samples, a 20-sample gap (a restart), then a leak that
+            // crosses the limit on its third sample.
+            let values = (0..60)
+                .map(|i| (i, 10.0))
+                .chain((80..90).map(|i| (i, 10.0 + 50.0 * (i - 80) as f64)));
+            for (i, v) in values {
+                if p.push(h, i * 1000, v)
+                    .events
+                    .iter()
+                    .any(|e| matches!(e, EngineEvent::Opened { .. }))
+                {
+                    return Some(i);
+                }
+            }
+            None
+        };
+        assert_eq!(opened_at(&mut p, "mem_docker"), Some(82));
+        let query = opened_at(&mut p, "mem_query");
+        assert!(
+            query.is_none_or(|i| i >= 80 + GAP_GRACE_SAMPLES as i64),
+            "{query:?}"
+        );
     }
 
     #[test]

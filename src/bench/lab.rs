@@ -88,11 +88,11 @@ pub struct LabConfig {
 
 /// One injection's outcome.
 #[derive(Debug, Clone)]
-struct Outcome {
+pub(crate) struct Outcome {
     /// Fault to serving again; `None` if not within the limit.
-    took: Option<Duration>,
+    pub(crate) took: Option<Duration>,
     /// Who or what ended the faulty process, as far as can be told.
-    how: String,
+    pub(crate) how: String,
 }
 
 /// A round's outcomes per fault kind, in [`FaultKind::ALL`] order.
@@ -398,10 +398,10 @@ const RULES: [&str; 5] = [
 
 /// Seeded injection phases: uniform offsets within the wall-clock second,
 /// drawn from the lab's SplitMix64 stream.
-struct Phases(SplitMix64);
+pub(crate) struct Phases(SplitMix64);
 
 impl Phases {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Phases(SplitMix64::new(seed))
     }
 
@@ -412,7 +412,7 @@ impl Phases {
 
     /// How long to wait so that the injection lands at the next draw's
     /// phase: to the start of the next wall-clock second, plus the draw.
-    fn until_next(&mut self) -> Duration {
+    pub(crate) fn until_next(&mut self) -> Duration {
         let sub_ms = stdx::Clock::now_ms(&stdx::SystemClock).rem_euclid(1000) as u32;
         Self::wait(sub_ms, self.next_unit())
     }
@@ -526,7 +526,7 @@ fn quantile(xs: &[f64], q: f64) -> f64 {
 }
 
 /// `n rec median p90 max` of one kind's outcomes.
-fn cells(outcomes: &[Outcome]) -> String {
+pub(crate) fn cells(outcomes: &[Outcome]) -> String {
     let mut t: Vec<f64> = outcomes
         .iter()
         .filter_map(|o| o.took.map(|d| d.as_secs_f64()))
@@ -553,7 +553,7 @@ fn cells(outcomes: &[Outcome]) -> String {
 }
 
 /// How often each `how` occurred.
-fn hows(outcomes: &[Outcome]) -> String {
+pub(crate) fn hows(outcomes: &[Outcome]) -> String {
     let mut counts: Vec<(String, usize)> = Vec::new();
     for o in outcomes {
         match counts.iter_mut().find(|(h, _)| *h == o.how) {

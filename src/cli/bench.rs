@@ -1,4 +1,4 @@
-//! `heal bench nab|lab|storm|agent|supervise`: the benchmarks (`heal::bench`).
+//! `heal bench nab|lab|docker|storm|churn|chaos|agent|supervise`: the benchmarks (`heal::bench`).
 
 use std::path::PathBuf;
 
@@ -13,6 +13,11 @@ pub enum BenchCmd {
     /// against monit; actions on a clean run; heal's CPU per evaluation per
     /// 1,000 series. Takes about 25 minutes with the defaults.
     Lab(super::bench_lab::LabArgs),
+    /// Time to recovery of lab services in containers on the real Docker
+    /// Engine (crash, hang, errors, leak), heal against Docker's restart
+    /// policy and a Swarm service, same seeded phases; actions on heal's
+    /// clean run. About 15 minutes with the defaults.
+    Docker(DockerArgs),
     /// An action storm against the guardrails: 10,000 anomalies across 500
     /// services within one minute; checks the limits held and every
     /// suppression has a reason, and measures the decision latency.
@@ -43,6 +48,31 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 10)]
         rounds: usize,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DockerArgs {
+    /// Injections of each fault kind per side.
+    #[arg(long, default_value_t = 5)]
+    injections: u32,
+    /// Seed of the injection phases (the same for every side).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// A fault not recovered from within this long counts as not recovered.
+    #[arg(long, default_value = "30s")]
+    limit: String,
+    /// Length of heal's clean run (no fault).
+    #[arg(long, default_value = "60s")]
+    clean: String,
+    /// Leave out the Swarm round.
+    #[arg(long)]
+    no_swarm: bool,
+    /// The Docker Engine's socket.
+    #[arg(long, default_value = "/var/run/docker.sock")]
+    socket: String,
+    /// Write heal's whole log (`HEAL_LOG=info`) to this file after its round.
+    #[arg(long)]
+    heal_log: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -124,6 +154,18 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             results: args.results,
         })?),
         BenchCmd::Lab(args) => super::bench_lab::run(args),
+        BenchCmd::Docker(args) => Ok(heal::bench::docker::run(
+            heal::bench::docker::DockerBenchConfig {
+                injections: args.injections,
+                seed: args.seed,
+                limit: super::error::duration_arg("limit", &args.limit)?,
+                clean: super::error::duration_arg("clean", &args.clean)?,
+                no_swarm: args.no_swarm,
+                socket: args.socket,
+                heal_log: args.heal_log,
+                path_env: std::env::var_os("PATH"),
+            },
+        )?),
         BenchCmd::Storm(args) => super::bench_storm::run(args),
         BenchCmd::Chaos(args) => Ok(heal::bench::chaos::run(heal::bench::chaos::ChaosConfig {
             duration: super::error::duration_arg("duration", &args.duration)?,

@@ -288,12 +288,13 @@ impl Decider {
                     1.0,
                 );
             }
-            if pushed
+            if let Some((s, e)) = pushed
                 .scored
-                .is_some_and(|s| s.excursion.is_some_and(|e| e.first))
+                .and_then(|s| s.excursion.filter(|e| e.first).map(|e| (s, e)))
             {
                 telemetry.add("heal_anomalies_total", &[("signal", &ev.signal)], 1.0);
-                tracing::info!(target: LOG_TARGET, stage = "detect", series = %labels, "anomaly fired");
+                tracing::info!(target: LOG_TARGET, stage = "detect", series = %labels,
+                    score = s.score, direction = if e.above { "above" } else { "below" }, "anomaly fired");
             }
             let span = tracing::info_span!("evaluation", signal = %ev.signal, ts_ms = ev.ts_ms);
             changed |= !pushed.events.is_empty();

@@ -375,6 +375,30 @@ impl HealWatch {
     }
 }
 
+/// Whether every incident heal opened on the series whose `instance` label
+/// is `instance` has resolved.
+///
+/// heal opens one incident per excursion of a series, and an excursion ends
+/// only after 30 quiet samples (the detector's hysteresis): a fault injected
+/// before that lands in the incident of the previous one, whose chain has
+/// already stopped at "recovered", and heal does not act again. A real
+/// crash loop faster than that would meet the same limit; the benches wait
+/// it out so that each injection measures one incident.
+pub fn heal_quiet(heal: &HealWatch, instance: &str) -> bool {
+    let lines = heal.log_since(0);
+    let instance = format!("instance=\"{instance}\"");
+    let opened: Vec<String> = lines
+        .iter()
+        .filter(|l| l.contains("heal::live: incident opened") && l.contains(&instance))
+        .filter_map(|l| log_field(l, "incident"))
+        .collect();
+    opened.iter().all(|id| {
+        lines.iter().any(|l| {
+            l.contains(": incident resolved") && log_field(l, "incident").as_deref() == Some(id)
+        })
+    })
+}
+
 /// The value of field `key` in a `tracing` log line (`key=value`,
 /// `key="quoted"` or `key={braced ...}`), in the event's fields or its
 /// spans'.

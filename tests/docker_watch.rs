@@ -133,6 +133,56 @@ fn get_ok(addr: &str) -> bool {
     out.starts_with("HTTP/1.1 200")
 }
 
+/// Injects `fault` into the lab service in `name` and waits (at most
+/// `limit`) until the container runs again from a new start; panics with
+/// heal's log otherwise. Returns heal's log then.
+fn fault_and_restart(name: &str, fault: &str, limit: Duration, log: &Path) -> String {
+    let addr = format!("{}:8080", inspect(name, "{{.NetworkSettings.IPAddress}}"));
+    let started = inspect(name, "{{.State.StartedAt}}");
+    post(&addr, fault);
+    let since = Instant::now();
+    while since.elapsed() < limit {
+        let now = inspect(name, "{{.State.Running}} {{.State.StartedAt}}");
+        if now.starts_with("true") && !now.ends_with(&started) {
+            return std::fs::read_to_string(log).unwrap_or_default();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!(
+        "heal did not restart the container after {fault}; heal's log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// Waits (at most 20 s) until the lab service in `name` serves `/`.
+fn wait_serving(name: &str, what: &str) {
+    let addr = format!("{}:8080", inspect(name, "{{.NetworkSettings.IPAddress}}"));
+    let start = Instant::now();
+    while !get_ok(&addr) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "not serving {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits (at most `limit`) until heal's log contains `want`; returns it.
+fn wait_log(log: &Path, want: &str, limit: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let heal_log = std::fs::read_to_string(log).unwrap_or_default();
+        if heal_log.contains(want) {
+            return heal_log;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{want:?} not in heal's log:\n{heal_log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn heal_watch_restarts_a_crashed_container_from_the_engines_events() {
     let info = Command::new("docker").args(["info"]).output();
@@ -258,93 +308,29 @@ rules:
     cleanup.heal = Some(heal);
     // A few healthy slots first.
     std::thread::sleep(Duration::from_secs(4));
-    let started = inspect(&name, "{{.State.StartedAt}}");
-    post(&addr, "/fault/crash");
-    let crashed = Instant::now();
-    let mut restarted = false;
-    while crashed.elapsed() < Duration::from_secs(45) {
-        let now = inspect(&name, "{{.State.Running}} {{.State.StartedAt}}");
-        if now.starts_with("true") && !now.ends_with(&started) {
-            restarted = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let heal_log = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        restarted,
-        "heal did not restart the container; heal's log:\n{heal_log}"
-    );
+    fault_and_restart(&name, "/fault/crash", Duration::from_secs(45), &log);
     // Not a restart policy's doing.
     assert_eq!(inspect(&name, "{{.RestartCount}}"), "0");
-    let addr = format!("{}:8080", inspect(&name, "{{.NetworkSettings.IPAddress}}"));
-    let start = Instant::now();
-    while !get_ok(&addr) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "not serving after heal's restart"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_serving(&name, "after heal's restart");
     // heal's log says what it did, with the state before and after.
-    let want =
-        format!("kind=\"docker\" outcome=\"ok\" summary=restart container/{name}: {name} exited");
-    let start = Instant::now();
-    loop {
-        let heal_log = std::fs::read_to_string(&log).unwrap_or_default();
-        if heal_log.contains(&want) {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{want:?} not in heal's log:\n{heal_log}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_log(
+        &log,
+        &format!("kind=\"docker\" outcome=\"ok\" summary=restart container/{name}: {name} exited"),
+        Duration::from_secs(10),
+    );
 
     // The first incident verified before the next fault (its step holds
     // the target until then).
-    let start = Instant::now();
-    loop {
-        let heal_log = std::fs::read_to_string(&log).unwrap_or_default();
-        if heal_log.contains("incident=inc-000001 step=1 outcome=") {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the crash's step was never verified:\n{heal_log}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_log(
+        &log,
+        "incident=inc-000001 step=1 outcome=",
+        Duration::from_secs(30),
+    );
     // The hang: `/` and `/healthz` block; the HEALTHCHECK fails twice and
     // the engine says `unhealthy`; heal restarts the container again.
-    let started = inspect(&name, "{{.State.StartedAt}}");
-    post(&addr, "/fault/hang");
-    let hung = Instant::now();
-    let mut restarted = false;
-    while hung.elapsed() < Duration::from_secs(60) {
-        let now = inspect(&name, "{{.State.Running}} {{.State.StartedAt}}");
-        if now.starts_with("true") && !now.ends_with(&started) {
-            restarted = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let heal_log = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        restarted,
-        "heal did not restart the hung container; heal's log:\n{heal_log}"
-    );
+    let heal_log = fault_and_restart(&name, "/fault/hang", Duration::from_secs(60), &log);
     assert!(heal_log.contains("rule=container-unhealthy"), "{heal_log}");
-    let addr = format!("{}:8080", inspect(&name, "{{.NetworkSettings.IPAddress}}"));
-    let start = Instant::now();
-    while !get_ok(&addr) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "not serving after the hang's restart"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_serving(&name, "after the hang's restart");
 
     // The usage signals have their one series each, read from the engine.
     let metrics = || {
@@ -379,34 +365,16 @@ rules:
     // The leak: 16 MiB/s from about 10 MiB; heal reads the engine's stats
     // every second and restarts the container past 64 MiB, well before the
     // service would kill itself at 256 MiB.
-    let start = Instant::now();
-    loop {
-        let heal_log = std::fs::read_to_string(&log).unwrap_or_default();
-        if heal_log.contains("incident=inc-000002 step=1 outcome=") {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the hang's step was never verified:\n{heal_log}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let started = inspect(&name, "{{.State.StartedAt}}");
-    post(&addr, "/fault/leak?mb_per_s=16");
-    let leaking = Instant::now();
-    let mut restarted = false;
-    while leaking.elapsed() < Duration::from_secs(45) {
-        let now = inspect(&name, "{{.State.Running}} {{.State.StartedAt}}");
-        if now.starts_with("true") && !now.ends_with(&started) {
-            restarted = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let heal_log = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        restarted,
-        "heal did not restart the leaking container; heal's log:\n{heal_log}"
+    wait_log(
+        &log,
+        "incident=inc-000002 step=1 outcome=",
+        Duration::from_secs(30),
+    );
+    let heal_log = fault_and_restart(
+        &name,
+        "/fault/leak?mb_per_s=16",
+        Duration::from_secs(45),
+        &log,
     );
     // The leak's incident, and its restart done while the container still
     // ran: not after the service's own 256 MiB limit killed it (that would
@@ -425,32 +393,13 @@ rules:
             .any(|l| l.contains(&format!("incident={incident} ")) && l.contains(&want)),
         "no {want:?} for {incident} in heal's log:\n{heal_log}"
     );
-    let addr = format!("{}:8080", inspect(&name, "{{.NetworkSettings.IPAddress}}"));
-    let start = Instant::now();
-    while !get_ok(&addr) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "not serving after the leak's restart"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_serving(&name, "after the leak's restart");
     // Verified once the restart is over (a restart of a PID 1 that ignores
     // SIGTERM takes the engine's 10 s stop timeout, twice the rule's 5 s
     // wait), never judged while it ran: recovered.
     let performed = format!("action{{incident={incident} step=1}}");
     let verified = format!("incident={incident} step=1 outcome=");
-    let start = Instant::now();
-    let heal_log = loop {
-        let heal_log = std::fs::read_to_string(&log).unwrap_or_default();
-        if heal_log.contains(&verified) {
-            break heal_log;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the leak's step was never verified:\n{heal_log}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let heal_log = wait_log(&log, &verified, Duration::from_secs(30));
     let line_of = |needle: &str| heal_log.lines().position(|l| l.contains(needle));
     assert!(
         line_of(&performed) < line_of(&verified),

@@ -195,6 +195,43 @@ pub fn wait_until(
     }
 }
 
+/// Whether the lab service at `addr` is serving again after a fault: `/`
+/// answers 200 within `timeout` and the process has no fault (a fresh
+/// process: a service that still errs sometimes answers 200 too).
+pub fn serving_clean(addr: SocketAddr, timeout: Duration) -> bool {
+    client::get(addr, "/", timeout).is_ok_and(|r| r.status == 200)
+        && client::get(addr, "/fault", timeout).is_ok_and(|r| r.body_text().trim() == "none")
+}
+
+/// Polls the lab service at `addr` from `since` (the fault) until it is
+/// [serving cleanly](serving_clean): a poll every `poll` with `timeout`
+/// each, at most `limit`. Returns the time from `since` to the answer, or
+/// `None`.
+pub fn time_to_serving(
+    addr: SocketAddr,
+    since: Instant,
+    poll: Duration,
+    timeout: Duration,
+    limit: Duration,
+) -> Option<Duration> {
+    let mut next = Instant::now();
+    while since.elapsed() < limit {
+        if serving_clean(addr, timeout) {
+            return Some(since.elapsed());
+        }
+        // A fixed cadence; polls that took longer than `poll` (a hung
+        // service) are followed at once by the next one.
+        next += poll;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            next = now;
+        }
+    }
+    None
+}
+
 /// The sum of every sample in a Prometheus text exposition whose line starts
 /// with `prefix` (a metric name, optionally with the start of its labels).
 pub fn metric_sum(text: &str, prefix: &str) -> f64 {
@@ -338,19 +375,14 @@ impl Lab {
         }
     }
 
-    /// Whether service `name` is serving again after a fault: `/` answers
-    /// 200 within `timeout` and the process has no fault (a fresh process:
-    /// a service that still errs sometimes answers 200 too).
+    /// Whether service `name` is serving again after a fault (see
+    /// [`serving_clean`]).
     pub fn serving_clean(&self, name: &str, timeout: Duration) -> bool {
-        let addr = self.addr(name);
-        client::get(addr, "/", timeout).is_ok_and(|r| r.status == 200)
-            && client::get(addr, "/fault", timeout).is_ok_and(|r| r.body_text().trim() == "none")
+        serving_clean(self.addr(name), timeout)
     }
 
-    /// Polls service `name` from `since` (the fault) until it is
-    /// [serving cleanly](Lab::serving_clean): a poll every `poll` with
-    /// `timeout` each, at most `limit`. Returns the time from `since` to the
-    /// answer, or `None`.
+    /// Polls service `name` from `since` (the fault) until it is serving
+    /// cleanly (see [`time_to_serving`]).
     pub fn time_to_serving(
         &self,
         name: &str,
@@ -359,22 +391,7 @@ impl Lab {
         timeout: Duration,
         limit: Duration,
     ) -> Option<Duration> {
-        let mut next = Instant::now();
-        while since.elapsed() < limit {
-            if self.serving_clean(name, timeout) {
-                return Some(since.elapsed());
-            }
-            // A fixed cadence; polls that took longer than `poll` (a hung
-            // service) are followed at once by the next one.
-            next += poll;
-            let now = Instant::now();
-            if next > now {
-                std::thread::sleep(next - now);
-            } else {
-                next = now;
-            }
-        }
-        None
+        time_to_serving(self.addr(name), since, poll, timeout, limit)
     }
 
     /// The control API's `/status` JSON.

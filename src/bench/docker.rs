@@ -45,8 +45,8 @@ use lab::orchestrate::{self, TempDir};
 
 use super::lab::{cells, hows, Outcome, Phases};
 use crate::labrun::{
-    find_lab_bin, interrupt_flag, log_field, sleep, write_runbook, FaultKind, HealWatch, Progress,
-    POLL, POLL_TIMEOUT,
+    find_lab_bin, heal_quiet, interrupt_flag, log_field, sleep, write_runbook, FaultKind,
+    HealWatch, Progress, POLL, POLL_TIMEOUT,
 };
 use crate::{Context, Error, Result};
 
@@ -191,29 +191,8 @@ impl Drop for Cleanup {
     }
 }
 
-/// Whether the service at `addr` serves `/` without a fault.
 fn serving_clean(addr: SocketAddr) -> bool {
-    client::get(addr, "/", POLL_TIMEOUT).is_ok_and(|r| r.status == 200)
-        && client::get(addr, "/fault", POLL_TIMEOUT).is_ok_and(|r| r.body_text().trim() == "none")
-}
-
-/// Time from `since` until `addr` serves cleanly, polled every [`POLL`];
-/// `None` past `limit`.
-fn time_to_serving(addr: SocketAddr, since: Instant, limit: Duration) -> Option<Duration> {
-    let mut next = Instant::now();
-    while since.elapsed() < limit {
-        if serving_clean(addr) {
-            return Some(since.elapsed());
-        }
-        next += POLL;
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        } else {
-            next = now;
-        }
-    }
-    None
+    orchestrate::serving_clean(addr, POLL_TIMEOUT)
 }
 
 /// One side of the bench: how its services are made, told apart and put
@@ -446,24 +425,6 @@ fn heal_rules(heal: &HealWatch, container: &str, mark: usize) -> String {
     rules.join("+")
 }
 
-/// Whether every incident heal opened on `container` has resolved (as in
-/// `heal bench lab`: a fault injected before then lands in the open
-/// incident, whose chain has already stopped).
-fn heal_quiet(heal: &HealWatch, container: &str) -> bool {
-    let lines = heal.log_since(0);
-    let instance = format!("instance=\"{container}\"");
-    let opened: Vec<String> = lines
-        .iter()
-        .filter(|l| l.contains("heal::live: incident opened") && l.contains(&instance))
-        .filter_map(|l| log_field(l, "incident"))
-        .collect();
-    opened.iter().all(|id| {
-        lines.iter().any(|l| {
-            l.contains(": incident resolved") && log_field(l, "incident").as_deref() == Some(id)
-        })
-    })
-}
-
 /// Injects each fault kind `n` times into its own service, one at a time,
 /// each once the side says it is ready (at most two minutes).
 fn round(
@@ -499,7 +460,7 @@ fn round(
                 Duration::from_secs(2),
             )
             .with_context(|| format!("injecting {} into {}", kind.name(), side.name()))?;
-            let took = time_to_serving(side.addr(k), at, limit);
+            let took = orchestrate::time_to_serving(side.addr(k), at, POLL, POLL_TIMEOUT, limit);
             if stop.load(Ordering::SeqCst) {
                 return Err(Error::msg("interrupted"));
             }

@@ -38,7 +38,7 @@ use lab::orchestrate::{self, Lab, LabService, Monit, Prometheus, TempDir};
 use lab::rng::SplitMix64;
 
 use crate::labrun::{
-    check_prometheus, duration_arg, find_lab_bin, interrupt_flag, lab_runbook, log_field, sleep,
+    check_prometheus, duration_arg, find_lab_bin, heal_quiet, interrupt_flag, lab_runbook, sleep,
     warm_up, write_runbook, FaultKind, HealWatch, Progress, POLL, POLL_TIMEOUT,
 };
 use crate::{Error, Result};
@@ -239,7 +239,7 @@ fn bench(
     }
 
     eprintln!("heal's round: {} injections of each fault", args.injections);
-    let quiet = |name: &str| heal_quiet(&heal, name);
+    let quiet = |name: &str| heal_quiet(&heal, &format!("{name}-0"));
     let heal_round = round(
         &lab,
         args.injections,
@@ -360,29 +360,6 @@ fn clean_run(heal: &HealWatch, minutes: f64, stop: &AtomicBool) -> Result<CleanR
         samples: delta("heal_samples_total"),
         series: orchestrate::metric_sum(&m1, "heal_series"),
         signals,
-    })
-}
-
-/// Whether every incident heal opened on service `name` has resolved.
-///
-/// heal opens one incident per excursion of a series, and an excursion ends
-/// only after 30 quiet samples (the detector's hysteresis): a fault injected
-/// before that lands in the incident of the previous one, whose chain has
-/// already stopped at "recovered", and heal does not act again. A real
-/// crash loop faster than that would meet the same limit; the bench waits
-/// it out so that each injection measures one incident.
-fn heal_quiet(heal: &HealWatch, name: &str) -> bool {
-    let lines = heal.log_since(0);
-    let instance = format!("instance=\"{name}-0\"");
-    let opened: Vec<String> = lines
-        .iter()
-        .filter(|l| l.contains("heal::live: incident opened") && l.contains(&instance))
-        .filter_map(|l| log_field(l, "incident"))
-        .collect();
-    opened.iter().all(|id| {
-        lines.iter().any(|l| {
-            l.contains(": incident resolved") && log_field(l, "incident").as_deref() == Some(id)
-        })
     })
 }
 

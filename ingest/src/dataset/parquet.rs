@@ -31,16 +31,26 @@ const FILE_HASH_MARK: &[u8] = b"heal-file-sha256:";
 /// near the end of the file whatever the footer's size.
 const FILE_HASH_SEARCH: usize = 1 << 20;
 
+/// Where `needle` last occurs in the file's tail ([`FILE_HASH_SEARCH`]
+/// bytes), as an offset into `bytes`.
+fn last_in_tail(bytes: &[u8], needle: &[u8]) -> Option<usize> {
+    let tail_start = bytes.len().saturating_sub(FILE_HASH_SEARCH);
+    bytes[tail_start..]
+        .windows(needle.len())
+        .rposition(|w| w == needle)
+        .map(|i| tail_start + i)
+}
+
 /// Where the file hash's 64 hex digits are in a Parquet file's bytes: after
 /// the last [`FILE_HASH_MARK`] in its tail.
 fn file_hash_at(bytes: &[u8]) -> Option<usize> {
-    let tail_start = bytes.len().saturating_sub(FILE_HASH_SEARCH);
-    let tail = &bytes[tail_start..];
-    let mark = tail
-        .windows(FILE_HASH_MARK.len())
-        .rposition(|w| w == FILE_HASH_MARK)?;
-    let at = tail_start + mark + FILE_HASH_MARK.len();
+    let at = last_in_tail(bytes, FILE_HASH_MARK)? + FILE_HASH_MARK.len();
     (at + 64 <= bytes.len()).then_some(at)
+}
+
+/// A SHA-256 digest as lower-case hex.
+fn hex(digest: impl AsRef<[u8]>) -> String {
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// SHA-256 of a file's bytes with the 64 bytes at `at` (the hash's own
@@ -57,7 +67,7 @@ fn file_hash(bytes: &[u8], at: usize) -> String {
     h.update(&bytes[..at]);
     h.update([b'0'; 64]);
     h.update(&bytes[at + 64..]);
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex(h.finalize())
 }
 
 /// SHA-256 of the series as heal reads them back (sorted by labels, samples
@@ -89,7 +99,7 @@ pub(crate) fn content_hash<'a>(series: impl Iterator<Item = &'a SeriesData>) -> 
         }
         h.update(&buf);
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex(h.finalize())
 }
 
 /// Writes sorted, validated series as one long-form table.
@@ -177,24 +187,15 @@ fn integrity(path: &Path, bytes: &[u8]) -> Result<Integrity> {
     };
     match file_hash_at(bytes) {
         Some(at) => {
-            let expected = &bytes[at..at + 64];
-            if !expected.iter().all(|b| b.is_ascii_hexdigit()) {
-                return Err(corrupt());
-            }
-            if file_hash(bytes, at).as_bytes() != expected {
+            if file_hash(bytes, at).as_bytes() != &bytes[at..at + 64] {
                 return Err(corrupt());
             }
             Ok(Integrity::Verified)
         }
-        None => {
-            let tail = &bytes[bytes.len().saturating_sub(FILE_HASH_SEARCH)..];
-            let key = CONTENT_HASH_KEY.as_bytes();
-            if tail.windows(key.len()).any(|w| w == key) {
-                Ok(Integrity::ContentOnly)
-            } else {
-                Ok(Integrity::Unhashed)
-            }
+        None if last_in_tail(bytes, CONTENT_HASH_KEY.as_bytes()).is_some() => {
+            Ok(Integrity::ContentOnly)
         }
+        None => Ok(Integrity::Unhashed),
     }
 }
 

@@ -393,6 +393,8 @@ async fn refresh_usage(
             }
             (name.clone(), t.up)
         })
+        // A stopped container has no usage to read, only a restart count.
+        .filter(|&(_, up)| up || restarts)
         .collect();
     wanted.sort();
     wanted.truncate(MAX_POLLED);

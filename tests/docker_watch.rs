@@ -386,18 +386,25 @@ rules:
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no container-leaking incident in heal's log:\n{heal_log}"))
         .to_owned();
+    // The container runs again a moment before the engine's restart call
+    // returns to heal and heal logs it: wait for the line.
+    let performed = format!("action{{incident={incident} step=1}}");
+    let heal_log = wait_log(
+        &log,
+        &format!("{performed}: heal::live: action "),
+        Duration::from_secs(15),
+    );
     let want = format!("summary=restart container/{name}: {name} running");
     assert!(
         heal_log
             .lines()
-            .any(|l| l.contains(&format!("incident={incident} ")) && l.contains(&want)),
+            .any(|l| l.contains(&performed) && l.contains(&want)),
         "no {want:?} for {incident} in heal's log:\n{heal_log}"
     );
     wait_serving(&name, "after the leak's restart");
     // Verified once the restart is over (a restart of a PID 1 that ignores
     // SIGTERM takes the engine's 10 s stop timeout, twice the rule's 5 s
     // wait), never judged while it ran: recovered.
-    let performed = format!("action{{incident={incident} step=1}}");
     let verified = format!("incident={incident} step=1 outcome=");
     let heal_log = wait_log(&log, &verified, Duration::from_secs(30));
     let line_of = |needle: &str| heal_log.lines().position(|l| l.contains(needle));

@@ -126,6 +126,63 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "HTTP probes run by heal, by signal and result (ok, timeout, refused, http_error, invalid_target).",
     ),
+    // Log sources (`ingest::log_source`), set after every slot; the line
+    // counters are kept with the offsets, so they continue across restarts.
+    (
+        "heal_log_lines_total",
+        Kind::Counter,
+        "Lines (events) read from a log source, over every run of heal (kept with the file offsets), by source.",
+    ),
+    (
+        "heal_log_lines_unparsed_total",
+        Kind::Counter,
+        "Lines the source's format could not read (mined whole), over every run, by source.",
+    ),
+    (
+        "heal_log_bytes_total",
+        Kind::Counter,
+        "Bytes read from a log source's files since heal started, by source.",
+    ),
+    (
+        "heal_log_templates",
+        Kind::Gauge,
+        "Templates a log source's miner holds, by source.",
+    ),
+    (
+        "heal_log_template_bytes",
+        Kind::Gauge,
+        "Memory of a log source's templates (estimate), by source.",
+    ),
+    (
+        "heal_log_templates_evicted_total",
+        Kind::Counter,
+        "Templates evicted by the source's max_templates, over every run, by source.",
+    ),
+    (
+        "heal_log_files",
+        Kind::Gauge,
+        "Files a log source follows, by source.",
+    ),
+    (
+        "heal_log_rotations_total",
+        Kind::Counter,
+        "Files that left their path (rotated or deleted) and were read to their end, by source.",
+    ),
+    (
+        "heal_log_truncations_total",
+        Kind::Counter,
+        "Files found truncated or rewritten in place (copytruncate) and read again from the start, by source.",
+    ),
+    (
+        "heal_log_cut_lines_total",
+        Kind::Counter,
+        "Lines longer than the limit, cut, by source.",
+    ),
+    (
+        "heal_log_read_errors_total",
+        Kind::Counter,
+        "Failed reads of a log source's files (retried at the next slot), by source.",
+    ),
     // Learning from outcomes (`live::decide`, `Decider::apply_offset`).
     (
         "heal_signal_threshold_offset",

@@ -522,6 +522,7 @@ fn watch_in_process(prometheus: u16, runbooks: &Path, db: &Path, execute: bool) 
         execute,
         state: None,
         db: Some(db.to_path_buf()),
+        log_state: None,
         params: None,
         api_token: None,
         series: Default::default(),

@@ -36,6 +36,7 @@ fn config(dir: &Path) -> LiveConfig {
         execute: false,
         state: Some(dir.join("guards.json")),
         db: None,
+        log_state: None,
         params: None,
         api_token: Some(TOKEN.into()),
         executors: Executors::new(Arc::new(|_: &str| None), clock.clone()),

@@ -7,7 +7,8 @@
 //! # Layout
 //!
 //! - [`service`]: `heal-lab service`, an HTTP service with Prometheus
-//!   metrics and faults on command (crash, hang, leak, latency, errors, cpu).
+//!   metrics and faults on command (crash, hang, leak, latency, errors, cpu,
+//!   and dependency: refused connections written to its log).
 //! - [`load`]: `heal-lab load`, an open-loop load generator for loopback
 //!   targets.
 //! - [`manager`]: `heal-lab up`, a tiny supervisor with pidfiles and a control

@@ -23,7 +23,7 @@ enum Command {
     ///
     /// Endpoints: GET / (work), GET /healthz, GET /metrics, GET /fault,
     /// POST /fault/{crash?after_ms=N, hang, leak?mb_per_s=N, latency?ms=N,
-    /// errors?rate=R, cpu?threads=N, clear}. Prints `listening on ADDR`
+    /// errors?rate=R, cpu?threads=N, dependency?rate=R, clear}. Prints `listening on ADDR`
     /// once ready.
     Service {
         /// The `service` label value.
@@ -40,7 +40,7 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         mem_limit_mb: u64,
         /// Start with a fault: crash[:AFTER_MS], hang, leak[:MB_PER_S],
-        /// latency[:MS], errors[:RATE], cpu[:THREADS].
+        /// latency[:MS], errors[:RATE], cpu[:THREADS], dependency[:RATE].
         #[arg(long, value_name = "KIND[:PARAM]", value_parser = parse_fault)]
         fault: Option<service::Fault>,
         /// Also export K slowly varying gauges `lab_extra{id="0".."K-1"}`
@@ -50,6 +50,10 @@ enum Command {
         /// Exit when stdin reaches its end (set by `heal-lab up`).
         #[arg(long)]
         exit_on_stdin_eof: bool,
+        /// Write the service's log to DIR/NAME.log (a line per request, the
+        /// dependency fault's errors); reopened when rotated away.
+        #[arg(long, value_name = "DIR")]
+        log_dir: Option<PathBuf>,
     },
     /// Send a fixed rate of GET requests to loopback targets, then print a
     /// summary: one `target URL ...` line each, then `total sent=.. ok=..
@@ -181,6 +185,7 @@ fn run(command: Command) -> Result<()> {
             fault,
             extra_series,
             exit_on_stdin_eof,
+            log_dir,
         } => service::run(service::ServiceConfig {
             name,
             addr,
@@ -189,6 +194,7 @@ fn run(command: Command) -> Result<()> {
             fault,
             extra_series,
             exit_on_stdin_eof,
+            log_dir,
         }),
         Command::Load {
             targets,

@@ -1,4 +1,4 @@
-//! `heal bench nab|lab|docker|storm|churn|chaos|agent|supervise`: the benchmarks (`heal::bench`).
+//! `heal bench nab|lab|loghub|docker|storm|churn|chaos|agent|supervise`: the benchmarks (`heal::bench`).
 
 use std::path::PathBuf;
 
@@ -13,6 +13,17 @@ pub enum BenchCmd {
     /// against monit; actions on a clean run; heal's CPU per evaluation per
     /// 1,000 series. Takes about 25 minutes with the defaults.
     Lab(super::bench_lab::LabArgs),
+    /// The log template miner on every system of a Loghub-2k directory
+    /// (laid out as `shared/datasets/loghub-dev`), one configuration for
+    /// all: GA, PA and FGA against the corrected ground truth, per system
+    /// and mean, and lines per second.
+    Loghub {
+        /// The directory.
+        dir: PathBuf,
+        /// Timed repetitions per system (the best is kept).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
     /// Time to recovery of lab services in containers on the real Docker
     /// Engine (crash, hang, errors, leak), heal against Docker's restart
     /// policy and a Swarm service, same seeded phases; actions on heal's
@@ -154,6 +165,9 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             results: args.results,
         })?),
         BenchCmd::Lab(args) => super::bench_lab::run(args),
+        BenchCmd::Loghub { dir, reps } => heal::bench::loghub::run(&dir, reps)
+            .map(|_| ())
+            .map_err(Into::into),
         BenchCmd::Docker(args) => Ok(heal::bench::docker::run(
             heal::bench::docker::DockerBenchConfig {
                 injections: args.injections,

@@ -11,6 +11,7 @@ mod dataset;
 mod demo;
 mod error;
 mod incidents;
+mod logs;
 mod record;
 mod replay;
 mod runbooks;
@@ -42,7 +43,7 @@ enum Command {
     #[command(subcommand)]
     Bench(bench::BenchCmd),
     /// Watch a live Prometheus: evaluate the runbooks' signals, detect, and act.
-    Watch(watch::WatchArgs),
+    Watch(Box<watch::WatchArgs>),
     /// Tune the detector's settings on labelled data (a NAB-layout directory
     /// or heal datasets with ground truth), cross-validated, and write them
     /// as a parameter file for `replay --params` and `watch --params`.
@@ -57,6 +58,9 @@ enum Command {
     /// Start the lab, a real Prometheus and `heal watch --execute`, break a
     /// service, and show heal healing it (about 1 to 3 minutes).
     Demo(demo::DemoArgs),
+    /// Log lines into templates (`heal logs templates FILE --log-format FMT`).
+    #[command(subcommand)]
+    Logs(logs::LogsCmd),
     /// Validate runbooks and print their JSON Schema.
     #[command(subcommand)]
     Runbooks(runbooks::RunbooksCmd),
@@ -99,12 +103,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Score(a) => score::run(a),
         Command::Bench(c) => bench::run(c),
-        Command::Watch(a) => watch::run(a),
+        Command::Watch(a) => watch::run(*a),
         Command::Replay(a) => replay::run(a),
         Command::Tune(a) => tune::run(a),
         Command::Record(a) => record::run(a),
         Command::Dataset(c) => dataset::run(c),
         Command::Runbooks(c) => runbooks::run(c),
+        Command::Logs(c) => logs::run(c),
         Command::Demo(a) => demo::run(a),
         Command::Incidents(c) => incidents::run(c),
         Command::Silence(c) => control::run_silence(c),

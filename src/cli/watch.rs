@@ -69,6 +69,12 @@ pub struct WatchArgs {
     /// every change; read at start.
     #[arg(long)]
     state: Option<PathBuf>,
+    /// File where the log sources' file offsets, line counters and
+    /// templates are kept (written atomically after every evaluation), so
+    /// that a restart of heal, a rotation, or both lose no line and keep the
+    /// template ids. Without it a restart reads every log file from its end.
+    #[arg(long, value_name = "FILE")]
+    log_state: Option<PathBuf>,
     /// Name of an environment variable holding the bearer token that the
     /// API's changing endpoints (silences, approvals) require. Without it
     /// they are disabled.
@@ -181,6 +187,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
         execute: args.execute,
         state: args.state,
         db: args.db,
+        log_state: args.log_state,
         params: args.params,
         api_token,
         executors,

@@ -285,7 +285,7 @@ fn churning(m: i64, new: usize) -> SourceEvent {
     let mut results = vec![(Labels::metric("lat").with("instance", "steady"), 1.0)];
     for k in 0..new {
         results.push((
-            Labels::metric("lat").with("instance", &format!("churn-{m}-{k}")),
+            Labels::metric("lat").with("instance", format!("churn-{m}-{k}")),
             1.0,
         ));
     }

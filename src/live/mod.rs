@@ -120,6 +120,10 @@ pub struct LiveConfig {
     pub execute: bool,
     /// File where the guards' memory is kept (`--state`).
     pub state: Option<PathBuf>,
+    /// File where the log sources' offsets, line counters and templates
+    /// are kept (`--log-state`); without it a restart reads every log file
+    /// from its end.
+    pub log_state: Option<PathBuf>,
     /// The incident store (`--db`).
     pub db: Option<PathBuf>,
     /// Detector settings from a parameter file (`--params`).
@@ -162,6 +166,11 @@ pub async fn run(
             )));
         }
     };
+    let log_source = prepare_logs(
+        &config.runbooks,
+        config.interval,
+        config.log_state.as_deref(),
+    )?;
     let problems: Vec<String> = config
         .prometheus
         .problems()
@@ -247,6 +256,39 @@ pub async fn run(
             api,
             docker_signals,
             config.interval.as_millis() as i64,
+            eval_tx.clone(),
+            stop.clone(),
+            ingest::SystemClock,
+        ))
+    });
+    // Log signals: files tailed and counted on the same slot grid.
+    let log_task = log_source.map(|prepared| {
+        let t = telemetry.clone();
+        let observer: ingest::log_source::LogObserver = Arc::new(move |stats| {
+            for s in stats {
+                let l = [("source", s.source.as_str())];
+                t.set("heal_log_lines_total", &l, s.lines as f64);
+                t.set("heal_log_lines_unparsed_total", &l, s.unparsed as f64);
+                t.set("heal_log_bytes_total", &l, s.tail.bytes as f64);
+                t.set("heal_log_templates", &l, s.templates as f64);
+                t.set("heal_log_template_bytes", &l, s.template_bytes as f64);
+                t.set("heal_log_templates_evicted_total", &l, s.evicted as f64);
+                t.set("heal_log_files", &l, s.files as f64);
+                t.set("heal_log_rotations_total", &l, s.tail.rotations as f64);
+                t.set("heal_log_truncations_total", &l, s.tail.truncations as f64);
+                t.set("heal_log_cut_lines_total", &l, s.tail.cut_lines as f64);
+                t.set("heal_log_read_errors_total", &l, s.tail.read_errors as f64);
+            }
+        });
+        observer(&prepared.stats());
+        tokio::spawn(ingest::log_source::run_log_source(
+            prepared,
+            ingest::log_source::LogSourceOptions {
+                interval_ms: config.interval.as_millis() as i64,
+                state: config.log_state.clone(),
+                observer: Some(observer),
+                examples: None,
+            },
             eval_tx.clone(),
             stop.clone(),
             ingest::SystemClock,
@@ -352,6 +394,9 @@ pub async fn run(
     if let Some(docker_source) = docker_source {
         let _ = docker_source.await;
     }
+    if let Some(log_task) = log_task {
+        let _ = log_task.await;
+    }
     let _ = decide.await;
     let _ = act.await;
     let _ = server.await;
@@ -400,6 +445,86 @@ fn check_probe_timeouts(runbooks: &RunbookSet, interval: Duration) -> Result<()>
     } else {
         Err(Error::Usage(too_slow.join("; ")))
     }
+}
+
+/// The runbooks' log sources and `logs:` signals, compiled, with the
+/// offsets, counters and templates of `state` (`None` without log signals).
+fn prepare_logs(
+    runbooks: &RunbookSet,
+    interval: Duration,
+    state: Option<&std::path::Path>,
+) -> Result<Option<ingest::log_source::PreparedLogSource>> {
+    use ingest::log_source::{FieldAgg, LogCount, LogSource, LogWatch};
+    use remediate::runbook::{FieldAgg as Agg, LogCount as Count, ReadFrom};
+    let watches: Vec<LogWatch> = runbooks
+        .signals()
+        .iter()
+        .filter_map(|s| {
+            let l = s.logs.as_ref()?;
+            Some(LogWatch {
+                name: s.name.clone(),
+                source: l.source.clone(),
+                levels: l.level.clone(),
+                // Validated with the runbook.
+                pattern: l.pattern.as_deref().and_then(|p| regex::Regex::new(p).ok()),
+                template: l.template.clone(),
+                count: match l.count {
+                    Count::Lines => LogCount::Lines,
+                    Count::Templates => LogCount::Templates,
+                    Count::NewTemplates => LogCount::NewTemplates,
+                    Count::Field => LogCount::Field {
+                        name: l.field.clone().unwrap_or_default(),
+                        agg: match l.agg {
+                            None | Some(Agg::Mean) => FieldAgg::Mean,
+                            Some(Agg::Max) => FieldAgg::Max,
+                            Some(Agg::Sum) => FieldAgg::Sum,
+                        },
+                    },
+                },
+            })
+        })
+        .collect();
+    if watches.is_empty() {
+        return Ok(None);
+    }
+    let sources = runbooks
+        .log_sources()
+        .iter()
+        .map(|c| {
+            let mut tail = ingest::file::TailConfig::new(c.files.clone());
+            tail.read_from = match c.read_from {
+                ReadFrom::Beginning => ingest::file::ReadFrom::Beginning,
+                ReadFrom::End => ingest::file::ReadFrom::End,
+            };
+            tail.multiline_start = c
+                .multiline_start
+                .as_deref()
+                .and_then(|p| regex::Regex::new(p).ok());
+            LogSource {
+                name: c.name.clone(),
+                tail,
+                format: c.format.clone(),
+                miner: logs::MinerConfig {
+                    mask: c.mask.clone(),
+                    max_templates: c.max_templates,
+                    ..logs::MinerConfig::default()
+                },
+                labels: c
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            }
+        })
+        .collect();
+    if state.is_none() {
+        eprintln!(
+            "heal: log offsets are not kept (give --log-state FILE): a restart reads every log file from its end"
+        );
+    }
+    ingest::log_source::prepare_log_source(sources, watches, interval.as_millis() as i64, state)
+        .map(Some)
+        .map_err(|e| Error::Usage(e.to_string()))
 }
 
 /// The runbooks' `docker:` signals, for the Docker source.

@@ -2,5 +2,7 @@
 //! it read, or why it could not, down a channel; it stops when told to.
 
 pub mod docker;
+pub mod file;
+pub mod log_source;
 pub(crate) mod probe;
 pub(crate) mod prometheus;

@@ -6,7 +6,15 @@ use std::fmt;
 use crate::error::{Error, Result};
 
 /// Every fault kind, in the order `lab_fault{kind}` lists them.
-pub const KINDS: [&str; 6] = ["crash", "hang", "leak", "latency", "errors", "cpu"];
+pub const KINDS: [&str; 7] = [
+    "crash",
+    "hang",
+    "leak",
+    "latency",
+    "errors",
+    "cpu",
+    "dependency",
+];
 
 /// One active fault. A service has at most one at a time: setting another
 /// replaces it, which keeps each experiment's cause unambiguous.
@@ -26,6 +34,9 @@ pub enum Fault {
     Errors { rate: f64 },
     /// `threads` threads spin on the CPU.
     Cpu { threads: u32 },
+    /// A dependency refuses connections: the service still answers 200 (from
+    /// its cache) and only its log says so, on that share of requests.
+    Dependency { rate: f64 },
 }
 
 impl Fault {
@@ -38,6 +49,7 @@ impl Fault {
             Fault::Latency { .. } => "latency",
             Fault::Errors { .. } => "errors",
             Fault::Cpu { .. } => "cpu",
+            Fault::Dependency { .. } => "dependency",
         }
     }
 
@@ -49,6 +61,7 @@ impl Fault {
             "latency" => Some("ms"),
             "errors" => Some("rate"),
             "cpu" => Some("threads"),
+            "dependency" => Some("rate"),
             _ => None,
         }
     }
@@ -97,6 +110,9 @@ impl Fault {
             "cpu" => Fault::Cpu {
                 threads: parse(1.0, 1.0, 16.0)? as u32,
             },
+            "dependency" => Fault::Dependency {
+                rate: parse(1.0, 0.0, 1.0)?,
+            },
             other => {
                 return Err(Error::usage(format!(
                     "unknown fault {other:?}: expected one of {}",
@@ -131,6 +147,7 @@ impl fmt::Display for Fault {
             Fault::Latency { ms } => write!(f, "latency ms={ms}"),
             Fault::Errors { rate } => write!(f, "errors rate={rate}"),
             Fault::Cpu { threads } => write!(f, "cpu threads={threads}"),
+            Fault::Dependency { rate } => write!(f, "dependency rate={rate}"),
         }
     }
 }
@@ -207,7 +224,7 @@ mod tests {
         assert_eq!(msg("hang:3"), "fault hang takes no parameter");
         assert_eq!(
             msg("melt"),
-            "unknown fault \"melt\": expected one of crash, hang, leak, latency, errors, cpu"
+            "unknown fault \"melt\": expected one of crash, hang, leak, latency, errors, cpu, dependency"
         );
     }
 }

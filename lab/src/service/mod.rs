@@ -21,6 +21,7 @@
 //! notices the closed connection) or when the fault is cleared.
 
 mod fault;
+pub mod logfile;
 pub mod metrics;
 
 pub use fault::{Fault, KINDS};
@@ -63,6 +64,9 @@ pub struct ServiceConfig {
     /// write end of a pipe open takes its children with it when it dies,
     /// whatever killed it.
     pub exit_on_stdin_eof: bool,
+    /// Write `DIR/NAME.log`: a line per request to `/` (`INFO
+    /// NAME.access`), and the dependency fault's `ERROR NAME.db` lines.
+    pub log_dir: Option<std::path::PathBuf>,
 }
 
 /// Whether `name` is usable as a service name (and so as a label value, a
@@ -107,6 +111,11 @@ pub fn run(config: ServiceConfig) -> Result<()> {
         leaked_bytes: AtomicU64::new(0),
         sequence: AtomicU64::new(0),
         extra_series: config.extra_series,
+        log: config
+            .log_dir
+            .as_ref()
+            .map(|dir| logfile::LogFile::new(dir.join(format!("{}.log", config.name)))),
+        attempts: AtomicU64::new(0),
     });
     if let Some(fault) = config.fault {
         service.set_fault(Some(fault));
@@ -153,6 +162,11 @@ struct Service {
     sequence: AtomicU64,
     /// How many `lab_extra` series to export.
     extra_series: u32,
+    /// The log file, with `--log-dir`.
+    log: Option<logfile::LogFile>,
+    /// Connection attempts to the failing dependency (its log lines count
+    /// them).
+    attempts: AtomicU64,
 }
 
 impl Service {
@@ -221,9 +235,33 @@ impl Service {
                 200
             }
             Some(Fault::Errors { rate }) if self.draw() < rate => 500,
+            Some(Fault::Dependency { rate }) => {
+                if self.draw() < rate {
+                    // Refused, and served from the cache: 200 all the same,
+                    // and only the log tells.
+                    let n = self.attempts.fetch_add(1, Ordering::Relaxed) + 1;
+                    if let Some(log) = &self.log {
+                        log.line(
+                            "ERROR",
+                            &format!("{}.db", self.name),
+                            &format!(
+                                "connection to 10.0.0.7:5432 refused (attempt {n}); served from cache"
+                            ),
+                        );
+                    }
+                }
+                200
+            }
             _ => 200,
         };
         self.metrics.observe(code, started.elapsed());
+        if let Some(log) = &self.log {
+            log.line(
+                "INFO",
+                &format!("{}.access", self.name),
+                &format!("GET / {code} in {} ms", started.elapsed().as_millis()),
+            );
+        }
         Some(match code {
             200 => Response::text(200, format!("hello from {}", self.name)),
             _ => Response::text(code, "internal error (fault errors)"),

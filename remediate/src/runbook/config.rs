@@ -30,6 +30,133 @@ pub struct RunbookFile {
     /// defaults apply otherwise.
     #[serde(default)]
     pub guardrails: Option<Guardrails>,
+    /// Log files heal tails itself, for `logs:` signals. Names are unique
+    /// across the directory.
+    #[serde(default)]
+    pub log_sources: Vec<LogSourceConfig>,
+}
+
+/// A log source: files tailed (rotation by rename or copytruncate is
+/// followed; offsets are kept across restarts with `--log-state`), each line
+/// read by its `format`, each message mined into a template (variables as
+/// `<*>`, stable ids).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogSourceConfig {
+    /// Name, unique; a signal's `logs.source` names it.
+    pub name: String,
+    /// Paths or globs (`*`, `?`, `[...]`): `/var/log/web/*.log`. A file
+    /// is known by its inode and first bytes, so a glob that also matches
+    /// rotated files (`app.log*`) reads no line twice.
+    pub files: Vec<String>,
+    /// Where to begin in a file that exists when heal first starts (with no
+    /// saved offsets): `end` (the default: only new lines count) or
+    /// `beginning`. Files that appear later are read from their start.
+    #[serde(default)]
+    pub read_from: ReadFrom,
+    /// How a line reads: `{type: plain}` (the default: the line is the
+    /// message), `{type: log_format, log_format: "<Date> <Time> <Level>
+    /// <Component>: <Content>"}` (Loghub's syntax), `{type: json, message:
+    /// msg, fields: [level, latency_ms]}` (dotted paths), `{type: logfmt}`,
+    /// `{type: regex, regex: "(?P<level>\\w+) (?P<msg>.*)", message: msg}`;
+    /// each may take `time: {field: ts, format: "%Y-%m-%d %H:%M:%S"}`.
+    #[serde(default = "plain_format")]
+    #[schemars(with = "serde_json::Value")]
+    pub format: logs::FormatConfig,
+    /// A regex that starts an event: the lines that follow and do not match
+    /// it belong to it (a stack trace). Leave out for one event per line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiline_start: Option<String>,
+    /// Labels of the series of this source's signals; `service` and
+    /// `instance` default to the source's name.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Variable masking: `{rules: [{name: ticket, regex: "T-\\d+"}], keep:
+    /// [eth0]}` beside the built-in rules (numbers, hex, IPs and ports,
+    /// UUIDs, paths, URLs, sizes).
+    #[serde(default)]
+    #[schemars(with = "serde_json::Value")]
+    pub mask: logs::MaskConfig,
+    /// Most templates kept (the least recently seen are evicted, counted).
+    #[serde(default = "default_max_templates")]
+    pub max_templates: usize,
+}
+
+fn plain_format() -> logs::FormatConfig {
+    logs::FormatConfig::Plain
+}
+
+fn default_max_templates() -> usize {
+    logs::DEFAULT_MAX_TEMPLATES
+}
+
+/// See [`LogSourceConfig::read_from`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadFrom {
+    /// From the first byte.
+    Beginning,
+    /// From the end.
+    #[default]
+    End,
+}
+
+/// A signal counted from a log source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogSignal {
+    /// The `log_sources:` entry.
+    pub source: String,
+    /// Only lines whose `level` field (any case) is one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub level: Vec<String>,
+    /// Only lines whose message matches this regex.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Only lines whose template is this text (`connection to <*> refused`,
+    /// as `heal logs templates` prints it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// What is counted per evaluation: `lines` (the default), `templates`
+    /// (lines per template: one series per template, label `template_id`),
+    /// `new_templates` (lines whose template was never seen before), or
+    /// `field` (the numeric `field` of the lines, by `agg`).
+    #[serde(default)]
+    pub count: LogCount,
+    /// With `count: field`: the field (as the format names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// With `count: field`: `mean` (the default), `max` or `sum` of the
+    /// values within one evaluation; none: no value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agg: Option<FieldAgg>,
+}
+
+/// See [`LogSignal::count`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LogCount {
+    /// Lines.
+    #[default]
+    Lines,
+    /// Lines per template.
+    Templates,
+    /// Lines of new templates.
+    NewTemplates,
+    /// A numeric field.
+    Field,
+}
+
+/// See [`LogSignal::agg`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldAgg {
+    /// Mean.
+    Mean,
+    /// Largest.
+    Max,
+    /// Sum.
+    Sum,
 }
 
 /// Limits that hold across every rule: whatever the runbooks say, heal never
@@ -102,6 +229,11 @@ pub struct Signal {
     /// waiting for a scrape. Give one of `query`, `probe` or `docker`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<DockerSignal>,
+    /// Counted from a log source's lines (`log_sources:`) at every
+    /// evaluation: one series per source (its `labels`), or per template.
+    /// Give one of `query`, `probe`, `docker` or `logs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogSignal>,
     /// Label whose value names the service (`{{service}}` in templates).
     #[serde(default = "default_service_label")]
     pub service_label: String,

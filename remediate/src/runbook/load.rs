@@ -7,7 +7,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::config::{
-    Agent, Docker, Exec, Guardrails, Reroute, Restart, Rollback, Rule, Scale, Signal, Webhook,
+    Agent, Docker, Exec, Guardrails, LogSourceConfig, Reroute, Restart, Rollback, Rule, Scale,
+    Signal, Webhook,
 };
 use super::validate;
 use super::yaml::{self, join, kind, Positions};
@@ -20,6 +21,7 @@ pub struct RunbookSet {
     signals: Vec<Signal>,
     rules: Vec<Rule>,
     guardrails: Guardrails,
+    log_sources: Vec<LogSourceConfig>,
 }
 
 /// A problem tagged with the index of its file, for sorting.
@@ -43,6 +45,10 @@ pub(crate) struct ParsedFile {
     pub broken_rule_names: Vec<String>,
     /// The file's `guardrails:`, when it has them and they deserialized.
     pub guardrails: Option<Guardrails>,
+    /// Log sources that deserialized, with their index in `log_sources:`.
+    pub log_sources: Vec<(usize, LogSourceConfig)>,
+    /// Names of log sources that failed to deserialize.
+    pub broken_log_source_names: Vec<String>,
 }
 
 impl ParsedFile {
@@ -155,6 +161,7 @@ impl RunbookSet {
             signals: Vec::new(),
             rules: Vec::new(),
             guardrails: Guardrails::default(),
+            log_sources: Vec::new(),
         };
         for (_, file) in files {
             if let Some(g) = file.guardrails {
@@ -163,6 +170,8 @@ impl RunbookSet {
             set.files.push(file.path);
             set.signals.extend(file.signals.into_iter().map(|(_, s)| s));
             set.rules.extend(file.rules.into_iter().map(|(_, r)| r));
+            set.log_sources
+                .extend(file.log_sources.into_iter().map(|(_, l)| l));
         }
         Ok(set)
     }
@@ -185,6 +194,11 @@ impl RunbookSet {
     /// The guardrails in effect (a file's `guardrails:`, or the defaults).
     pub fn guardrails(&self) -> &Guardrails {
         &self.guardrails
+    }
+
+    /// Every log source, in file order.
+    pub fn log_sources(&self) -> &[LogSourceConfig] {
+        &self.log_sources
     }
 
     /// The signal with this name.
@@ -254,6 +268,8 @@ fn parse_file(index: usize, path: &Path, text: &str, found: &mut Vec<Found>) -> 
         broken_signal_names: Vec::new(),
         broken_rule_names: Vec::new(),
         guardrails: None,
+        log_sources: Vec::new(),
+        broken_log_source_names: Vec::new(),
     };
     let top = match value {
         Value::Object(map) => map,
@@ -291,6 +307,12 @@ fn parse_file(index: usize, path: &Path, text: &str, found: &mut Vec<Found>) -> 
                 file.rules = ok;
                 file.broken_rule_names = broken;
             }
+            "log_sources" => {
+                let (ok, broken) =
+                    deserialize_each::<LogSourceConfig>(index, &file, "log_sources", value, found);
+                file.log_sources = ok;
+                file.broken_log_source_names = broken;
+            }
             "guardrails" => match serde_path_to_error::deserialize::<_, Guardrails>(&value) {
                 Ok(g) => file.guardrails = Some(g),
                 Err(e) => {
@@ -302,7 +324,9 @@ fn parse_file(index: usize, path: &Path, text: &str, found: &mut Vec<Found>) -> 
             other => {
                 let e = file.error(
                     other,
-                    format!("unknown field `{other}`, expected `signals`, `rules` or `guardrails`"),
+                    format!(
+                        "unknown field `{other}`, expected `signals`, `rules`, `guardrails` or `log_sources`"
+                    ),
                 );
                 found.push((index, e));
             }
@@ -500,7 +524,7 @@ mod tests {
         );
         assert_eq!(
             errors("signals: []\nrunbooks: []\nrules: 5\n"),
-            "r.yaml:2:1: runbooks: unknown field `runbooks`, expected `signals`, `rules` or `guardrails`\n\
+            "r.yaml:2:1: runbooks: unknown field `runbooks`, expected `signals`, `rules`, `guardrails` or `log_sources`\n\
              r.yaml:3:1: rules: invalid type: number, expected a list"
         );
     }
@@ -532,7 +556,7 @@ rules:
 ";
         assert_eq!(
             errors(text),
-            "r.yaml:4:5: signals[0].critical_scor: unknown field `critical_scor`, expected one of `name`, `query`, `probe`, `docker`, `service_label`, `instance_label`, `detector`, `peer`, `critical_score`\n\
+            "r.yaml:4:5: signals[0].critical_scor: unknown field `critical_scor`, expected one of `name`, `query`, `probe`, `docker`, `logs`, `service_label`, `instance_label`, `detector`, `peer`, `critical_score`\n\
              r.yaml:5:16: signals[0].detector.threshold: invalid type: string \"high\", expected f64\n\
              r.yaml:8:23: rules[0].when.fro: unknown field `fro`, expected one of `signal`, `direction`, `for`, `severity`, `match`\n\
              r.yaml:10:38: rules[0].then[0].replica: unknown field `replica`, expected one of `target`, `timeout`, `dry_run`\n\

@@ -7,7 +7,8 @@ use std::collections::{BTreeSet, HashMap};
 use detect::Direction;
 
 use super::config::{
-    Action, Agent, Docker, DockerOp, Exec, Guardrails, Probe, Reroute, Rule, Scale, Signal, Webhook,
+    Action, Agent, Docker, DockerOp, Exec, Guardrails, LogCount, LogSignal, LogSourceConfig, Probe,
+    Reroute, Rule, Scale, Signal, Webhook,
 };
 use super::load::{Found, ParsedFile};
 use super::yaml::join;
@@ -21,7 +22,32 @@ const SHELLS: [&str; 7] = ["sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"]
 
 /// Adds every semantic problem of `files` (validated together) to `found`.
 pub(crate) fn validate(files: &[(usize, ParsedFile)], found: &mut Vec<Found>) {
-    // Signals first: rules refer to them.
+    // Log sources first: signals refer to them.
+    let mut log_sources: HashMap<&str, String> = HashMap::new();
+    for (index, file) in files {
+        for name in &file.broken_log_source_names {
+            log_sources.entry(name).or_default();
+        }
+        for (i, source) in &file.log_sources {
+            let at = format!("log_sources[{i}]");
+            let mut report = |field: String, message: String| {
+                found.push((*index, file.error(format!("{at}.{field}"), message)));
+            };
+            check_log_source(source, &mut report);
+            if let Some(first) = log_sources.get(source.name.as_str()) {
+                report(
+                    "name".into(),
+                    format!(
+                        "duplicate log source name {:?} (first defined at {first})",
+                        source.name
+                    ),
+                );
+            } else {
+                log_sources.insert(&source.name, location(file, &format!("{at}.name")));
+            }
+        }
+    }
+    // Signals next: rules refer to them.
     let mut signals: HashMap<&str, (&Signal, String)> = HashMap::new();
     let mut defined: BTreeSet<&str> = BTreeSet::new();
     for (index, file) in files {
@@ -32,6 +58,21 @@ pub(crate) fn validate(files: &[(usize, ParsedFile)], found: &mut Vec<Found>) {
                 found.push((*index, file.error(format!("{at}.{field}"), message)));
             };
             check_signal(signal, &mut report);
+            if let Some(logs) = &signal.logs {
+                if !log_sources.contains_key(logs.source.as_str()) {
+                    let mut names: Vec<&str> = log_sources.keys().copied().collect();
+                    names.sort_unstable();
+                    let list = if names.is_empty() {
+                        "no log_sources are defined".to_owned()
+                    } else {
+                        format!("defined: {}", names.join(", "))
+                    };
+                    report(
+                        "logs.source".into(),
+                        format!("undefined log source {:?} ({list})", logs.source),
+                    );
+                }
+            }
             let here = location(file, &format!("{at}.name"));
             if let Some((_, first)) = signals.get(signal.name.as_str()) {
                 report(
@@ -109,6 +150,89 @@ pub(crate) fn validate(files: &[(usize, ParsedFile)], found: &mut Vec<Found>) {
     }
 }
 
+/// A log source: files given, its format, start pattern and masks compile.
+fn check_log_source(source: &LogSourceConfig, report: &mut impl FnMut(String, String)) {
+    if source.name.trim().is_empty() {
+        report("name".into(), "empty name".into());
+    }
+    if source.files.is_empty() {
+        report(
+            "files".into(),
+            "no files: give paths or globs (`/var/log/web/*.log`)".into(),
+        );
+    }
+    for (i, pattern) in source.files.iter().enumerate() {
+        if let Err(e) = glob::Pattern::new(pattern) {
+            report(format!("files[{i}]"), format!("{pattern:?}: {e}"));
+        } else if !pattern.starts_with('/') {
+            report(
+                format!("files[{i}]"),
+                format!("{pattern:?} is relative: give an absolute path (heal may run from any directory)"),
+            );
+        }
+    }
+    if let Err(e) = logs::LineFormat::new(&source.format) {
+        report("format".into(), e.to_string());
+    }
+    if let Some(start) = &source.multiline_start {
+        if let Err(e) = regex::Regex::new(start) {
+            report("multiline_start".into(), format!("not a regex: {e}"));
+        }
+    }
+    for (name, value) in &source.labels {
+        if !is_label_name(name) {
+            report(
+                format!("labels.{name}"),
+                format!("invalid label name {name:?}: must match [a-zA-Z_][a-zA-Z0-9_]*"),
+            );
+        } else if !is_safe_label_value(value) {
+            report(
+                format!("labels.{name}"),
+                format!("label value {value:?} has characters heal never puts in a target"),
+            );
+        }
+    }
+    if source.max_templates == 0 {
+        report("max_templates".into(), "must be at least 1".into());
+    }
+    let miner = logs::MinerConfig {
+        mask: source.mask.clone(),
+        max_templates: source.max_templates.max(1),
+        ..logs::MinerConfig::default()
+    };
+    if let Err(e) = logs::TemplateMiner::new(miner) {
+        report("mask".into(), e.to_string());
+    }
+}
+
+/// A `logs:` signal: its regex compiles, `field` and `agg` go with
+/// `count: field` only.
+fn check_log_signal(logs: &LogSignal, report: &mut impl FnMut(String, String)) {
+    if let Some(pattern) = &logs.pattern {
+        if let Err(e) = regex::Regex::new(pattern) {
+            report("logs.match".into(), format!("not a regex: {e}"));
+        }
+    }
+    match (logs.count, &logs.field) {
+        (LogCount::Field, None) => report(
+            "logs.field".into(),
+            "`count: field` needs the field to read (`field: latency_ms`)".into(),
+        ),
+        (LogCount::Field, Some(_)) => {}
+        (_, Some(_)) => report(
+            "logs.field".into(),
+            "`field` is read with `count: field` only".into(),
+        ),
+        (_, None) => {}
+    }
+    if logs.agg.is_some() && logs.count != LogCount::Field {
+        report(
+            "logs.agg".into(),
+            "`agg` goes with `count: field` only".into(),
+        );
+    }
+}
+
 fn check_guardrails(g: &Guardrails, report: &mut impl FnMut(&str, String)) {
     for (field, v) in [
         ("max_actions_per_minute", g.max_actions_per_minute),
@@ -164,20 +288,26 @@ fn check_signal(signal: &Signal, report: &mut impl FnMut(String, String)) {
         signal.query.is_some(),
         signal.probe.is_some(),
         signal.docker.is_some(),
+        signal.logs.is_some(),
     ]
     .iter()
     .filter(|g| **g)
     .count();
     if given > 1 {
-        let field = if signal.docker.is_some() {
+        let field = if signal.logs.is_some() {
+            "logs"
+        } else if signal.docker.is_some() {
             "docker"
         } else {
             "probe"
         };
         report(
             field.into(),
-            "give one of `query` (PromQL), `probe` (an HTTP probe heal runs) or `docker` (the Docker Engine), not several".into(),
+            "give one of `query` (PromQL), `probe` (an HTTP probe heal runs), `docker` (the Docker Engine) or `logs` (a log source), not several".into(),
         );
+    }
+    if let Some(logs) = &signal.logs {
+        check_log_signal(logs, report);
     }
     if let Some(query) = &signal.query {
         if query.trim().is_empty() {
@@ -207,7 +337,7 @@ fn check_signal(signal: &Signal, report: &mut impl FnMut(String, String)) {
     if given == 0 {
         report(
             "name".into(),
-            "signal has none of `query`, `probe` or `docker`: give the PromQL that yields it, a probe, or a docker source"
+            "signal has none of `query`, `probe`, `docker` or `logs`: give the PromQL that yields it, a probe, a docker source or a log source"
                 .into(),
         );
     }
@@ -672,8 +802,8 @@ rules: []
         let err = RunbookSet::from_sources(&[("p.yaml".into(), text.into())]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            r#"p.yaml:4:5: signals[0].probe: give one of `query` (PromQL), `probe` (an HTTP probe heal runs) or `docker` (the Docker Engine), not several
-p.yaml:5:5: signals[1].name: signal has none of `query`, `probe` or `docker`: give the PromQL that yields it, a probe, or a docker source
+            r#"p.yaml:4:5: signals[0].probe: give one of `query` (PromQL), `probe` (an HTTP probe heal runs), `docker` (the Docker Engine) or `logs` (a log source), not several
+p.yaml:5:5: signals[1].name: signal has none of `query`, `probe`, `docker` or `logs`: give the PromQL that yields it, a probe, a docker source or a log source
 p.yaml:8:7: signals[2].probe.targets: empty query: give the PromQL whose series are the targets
 p.yaml:9:7: signals[2].probe.url: unknown template variable "nope" (known: service, instance, signal, rule, label.NAME)
 p.yaml:10:7: signals[2].probe.timeout: must be longer than 0s"#
@@ -840,9 +970,67 @@ mod reroute_tests {
         assert_eq!(
             e,
             "d.yaml:4:38: signals[2].docker.label: expected KEY=VALUE with Docker's name rules, got \"a=b&c\"
-d.yaml:5:29: signals[3].docker: give one of `query` (PromQL), `probe` (an HTTP probe heal runs) or `docker` (the Docker Engine), not several
+d.yaml:5:29: signals[3].docker: give one of `query` (PromQL), `probe` (an HTTP probe heal runs), `docker` (the Docker Engine) or `logs` (a log source), not several
 d.yaml:6:27: signals[4].docker.metric: unknown variant `alive`, expected one of `up`, `healthy`, `memory`, `cpu`, `restarts`"
         );
+    }
+
+    #[test]
+    fn log_sources_and_log_signals_are_checked_together() {
+        let good = "log_sources:
+  - name: web
+    files: [/var/log/web/*.log]
+    format: {type: log_format, log_format: \"<Level> <Content>\"}
+    multiline_start: '^\\S'
+    labels: {service: web}
+signals:
+  - {name: web_errors, logs: {source: web, level: [ERROR], match: refused}}
+  - {name: web_latency, logs: {source: web, count: field, field: ms, agg: max}}
+";
+        let set = RunbookSet::from_sources(&[("l.yaml".into(), good.into())]).unwrap();
+        assert_eq!(set.log_sources()[0].files, ["/var/log/web/*.log"]);
+        assert_eq!(
+            set.signal("web_latency")
+                .unwrap()
+                .logs
+                .as_ref()
+                .unwrap()
+                .field
+                .as_deref(),
+            Some("ms")
+        );
+
+        let bad = "log_sources:
+  - name: web
+    files: [relative.log, '/a/[b']
+    format: {type: log_format, log_format: \"<Level> <Message>\"}
+    multiline_start: '('
+    labels: {service: 'a;b'}
+  - {name: web, files: [/x.log]}
+signals:
+  - {name: a, logs: {source: nope}}
+  - {name: b, logs: {source: web, match: '(', count: lines, field: ms}}
+  - {name: c, logs: {source: web, count: field, agg: sum}}
+  - {name: d, logs: {source: web, count: rate}}
+";
+        let e = RunbookSet::from_sources(&[("l.yaml".into(), bad.into())])
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "l.yaml:3:13: log_sources[0].files[0]: \"relative.log\" is relative",
+            "log_sources[0].files[1]: \"/a/[b\"",
+            "l.yaml:4:5: log_sources[0].format: log format \"<Level> <Message>\": no `<Content>` field",
+            "log_sources[0].multiline_start: not a regex",
+            "log_sources[0].labels.service: label value \"a;b\"",
+            "l.yaml:7:6: log_sources[1].name: duplicate log source name \"web\" (first defined at l.yaml:2)",
+            "l.yaml:9:22: signals[0].logs.source: undefined log source \"nope\" (defined: web)",
+            "signals[1].logs.match: not a regex",
+            "signals[1].logs.field: `field` is read with `count: field` only",
+            "signals[2].logs.field: `count: field` needs the field",
+            "signals[3].logs.count: unknown variant `rate`",
+        ] {
+            assert!(e.contains(want), "{want:?} not in:\n{e}");
+        }
     }
 
     #[test]

@@ -1,0 +1,837 @@
+//! Log sources as series: files tailed, lines read by their format, messages
+//! mined into templates, and the `logs:` signals counted per slot.
+//!
+//! At every slot (a multiple of the interval) each source's tailer is polled,
+//! each new line (or multi-line event) is parsed ([`logs::LineFormat`]) and
+//! mined ([`logs::TemplateMiner`]), and every signal over the source counts
+//! what its selector keeps. The signals' evaluations go down the same channel
+//! as the Prometheus, probe and Docker sources': the decider cannot tell them
+//! apart. A line counts in the slot it was read in (its arrival).
+//!
+//! After a slot's evaluations are handed on, the sources' checkpoints (file
+//! offsets, the line counters, the miner's templates and ids) are written
+//! to the state file in one atomic write. A restart resumes from there: no
+//! line is lost, the counters match the offsets exactly, and template ids
+//! stay the same. Lines read after the last write are read again after a
+//! crash (at least once, never lost).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use logs::{Change, LineFormat, MinerConfig, MinerState, TemplateId, TemplateMiner};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::file::{FileCheckpoint, TailConfig, TailStats, Tailer};
+use super::prometheus::{Evaluation, SourceEvent, Timer};
+use crate::series::{Labels, METRIC_NAME_LABEL};
+
+/// Version of the state file this build writes and reads.
+pub const LOG_STATE_VERSION: u32 = 1;
+/// Most per-template series one `templates` signal reports (the least
+/// recently seen are dropped first).
+pub const MAX_TEMPLATE_SERIES: usize = 1_000;
+/// Example lines kept per signal and slot, for an incident's evidence.
+pub const EXAMPLES_PER_SLOT: usize = 3;
+
+/// One log source: where its lines come from and how they read.
+#[derive(Debug, Clone)]
+pub struct LogSource {
+    /// Its name (signals refer to it).
+    pub name: String,
+    /// The files.
+    pub tail: TailConfig,
+    /// How a line reads.
+    pub format: logs::FormatConfig,
+    /// How messages become templates.
+    pub miner: MinerConfig,
+    /// Labels of every series of this source (`service`, `instance`
+    /// default to the source's name).
+    pub labels: Vec<(String, String)>,
+}
+
+/// What a `logs:` signal counts per slot.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogCount {
+    /// Lines the selector keeps.
+    Lines,
+    /// Those lines per template: one series per template (label
+    /// `template_id`).
+    Templates,
+    /// Those lines whose template is new (never seen before).
+    NewTemplates,
+    /// A numeric field of those lines, aggregated.
+    Field {
+        /// The field's name (as the format names it).
+        name: String,
+        /// How the slot's values become one.
+        agg: FieldAgg,
+    },
+}
+
+/// How the values of a field within one slot become one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldAgg {
+    /// Their mean.
+    Mean,
+    /// The largest.
+    Max,
+    /// Their sum.
+    Sum,
+}
+
+/// A `logs:` signal: which lines of which source, and what to count.
+#[derive(Debug, Clone)]
+pub struct LogWatch {
+    /// The signal's name.
+    pub name: String,
+    /// The source's name.
+    pub source: String,
+    /// Keep lines whose level field (`level`, any case) is one of these
+    /// (any case); empty: any level.
+    pub levels: Vec<String>,
+    /// Keep lines whose message matches.
+    pub pattern: Option<regex::Regex>,
+    /// Keep lines whose template is this text.
+    pub template: Option<String>,
+    /// What to count.
+    pub count: LogCount,
+}
+
+/// A source's counters, after each slot (for heal's `/metrics`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSourceStats {
+    /// The source.
+    pub source: String,
+    /// Lines (events) read, over every run: persisted with the offsets.
+    pub lines: u64,
+    /// Of those, lines the format could not read (mined whole).
+    pub unparsed: u64,
+    /// Templates now.
+    pub templates: usize,
+    /// Bytes of the templates now (estimate).
+    pub template_bytes: usize,
+    /// Templates evicted by the cap, over every run.
+    pub evicted: u64,
+    /// The tailer's counters (this run).
+    pub tail: TailStats,
+    /// Files followed now.
+    pub files: usize,
+}
+
+/// Called after each slot with every source's counters.
+pub type LogObserver = Arc<dyn Fn(&[LogSourceStats]) + Send + Sync>;
+
+/// Example lines of one signal at one slot (evidence for an incident).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogExamples {
+    /// The signal.
+    pub signal: String,
+    /// The slot.
+    pub ts_ms: i64,
+    /// Up to [`EXAMPLES_PER_SLOT`] lines the signal counted, as read.
+    pub lines: Vec<String>,
+}
+
+/// Why a log source could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LogSourceError {
+    /// A source's format or miner settings do not compile.
+    #[error("log source {source_name:?}: {message}")]
+    Config {
+        /// The source.
+        source_name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The state file exists and cannot be used.
+    #[error("log state {path}: {message}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A non-positive interval.
+    #[error("evaluation interval must be positive, got {0} ms")]
+    Interval(i64),
+}
+
+/// The state file.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    version: u32,
+    sources: Vec<SourceStateFile>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceStateFile {
+    name: String,
+    files: Vec<FileCheckpoint>,
+    lines: u64,
+    unparsed: u64,
+    #[serde(default)]
+    miner: Option<MinerState>,
+}
+
+/// Reads the state file (`None` when it does not exist yet).
+///
+/// # Errors
+///
+/// It exists and cannot be read, or is not a state this build writes.
+fn read_state(path: &std::path::Path) -> Result<Option<StateFile>, LogSourceError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(LogSourceError::State {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })
+        }
+    };
+    let state: StateFile = serde_json::from_str(&text).map_err(|e| LogSourceError::State {
+        path: path.to_path_buf(),
+        message: format!("{e} (move it away to start over: every file is then read from its end)"),
+    })?;
+    if state.version != LOG_STATE_VERSION {
+        return Err(LogSourceError::State {
+            path: path.to_path_buf(),
+            message: format!(
+                "version {} (this build reads {LOG_STATE_VERSION})",
+                state.version
+            ),
+        });
+    }
+    Ok(Some(state))
+}
+
+/// A running source.
+#[derive(Debug)]
+struct Running {
+    name: String,
+    tailer: Tailer,
+    format: LineFormat,
+    miner: TemplateMiner,
+    labels: Labels,
+    lines: u64,
+    unparsed: u64,
+    /// The miner's state as last written, and the counters it was at.
+    miner_json: String,
+    miner_mark: (u64, u64, u64, u64),
+}
+
+/// One signal's counts within a slot.
+#[derive(Debug, Default)]
+struct Tally {
+    lines: f64,
+    per_template: HashMap<TemplateId, f64>,
+    new_templates: f64,
+    values: Vec<f64>,
+    examples: Vec<String>,
+}
+
+/// A compiled signal.
+#[derive(Debug)]
+struct Signal {
+    watch: LogWatch,
+    /// Index of its source.
+    source: usize,
+    /// Templates it reported, with the slot it last saw each.
+    seen: HashMap<TemplateId, i64>,
+}
+
+impl Running {
+    fn mark(&self) -> (u64, u64, u64, u64) {
+        let s = self.miner.stats();
+        (s.created, s.generalized, s.merged, s.evicted)
+    }
+
+    fn stats(&self) -> LogSourceStats {
+        LogSourceStats {
+            source: self.name.clone(),
+            lines: self.lines,
+            unparsed: self.unparsed,
+            templates: self.miner.len(),
+            template_bytes: self.miner.memory_bytes(),
+            evicted: self.miner.stats().evicted,
+            tail: self.tailer.stats(),
+            files: self.tailer.files(),
+        }
+    }
+}
+
+/// Whether `record`'s level is one of `levels`.
+fn level_matches(record: &logs::Record<'_>, levels: &[String]) -> bool {
+    levels.is_empty()
+        || record
+            .fields
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("level"))
+            .is_some_and(|(_, v)| levels.iter().any(|l| l.eq_ignore_ascii_case(v.trim())))
+}
+
+/// Polls one source and counts its new lines into `tallies` (indexed like
+/// `signals`; only this source's signals are touched).
+fn poll_source(
+    index: usize,
+    source: &mut Running,
+    signals: &[Signal],
+    tallies: &mut [Tally],
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    let problems = source.tailer.poll(&mut lines);
+    let mine: Vec<usize> = signals
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.source == index)
+        .map(|(i, _)| i)
+        .collect();
+    for line in &lines {
+        source.lines += 1;
+        let record = match source.format.parse(line) {
+            Ok(record) => record,
+            Err(_) => {
+                source.unparsed += 1;
+                logs::Record {
+                    message: std::borrow::Cow::Borrowed(line.as_str()),
+                    ts_ms: None,
+                    fields: Vec::new(),
+                }
+            }
+        };
+        let outcome = source.miner.add(&record.message);
+        for &i in &mine {
+            let w = &signals[i].watch;
+            if !level_matches(&record, &w.levels) {
+                continue;
+            }
+            if w.pattern
+                .as_ref()
+                .is_some_and(|p| !p.is_match(&record.message))
+            {
+                continue;
+            }
+            if let Some(t) = &w.template {
+                let text = source.miner.template(outcome.id).map(|v| v.text);
+                if text != Some(t.as_str()) {
+                    continue;
+                }
+            }
+            let tally = &mut tallies[i];
+            match &w.count {
+                LogCount::Lines => tally.lines += 1.0,
+                LogCount::Templates => *tally.per_template.entry(outcome.id).or_default() += 1.0,
+                LogCount::NewTemplates => {
+                    if outcome.change == Change::Created {
+                        tally.new_templates += 1.0;
+                    }
+                }
+                LogCount::Field { name, .. } => {
+                    match record
+                        .field(name)
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                    {
+                        Some(v) if v.is_finite() => tally.values.push(v),
+                        _ => continue,
+                    }
+                }
+            }
+            if tally.examples.len() < EXAMPLES_PER_SLOT {
+                tally.examples.push(line.chars().take(1_000).collect());
+            }
+        }
+    }
+    problems
+}
+
+/// The evaluation of one signal at `ts_ms` from its tally.
+fn evaluate(signal: &mut Signal, source: &Running, tally: Tally, ts_ms: i64) -> Evaluation {
+    let base = source
+        .labels
+        .clone()
+        .with(METRIC_NAME_LABEL, signal.watch.name.clone());
+    let series = match &signal.watch.count {
+        LogCount::Lines => vec![(base, tally.lines)],
+        LogCount::NewTemplates => vec![(base, tally.new_templates)],
+        LogCount::Field { agg, .. } => {
+            if tally.values.is_empty() {
+                Vec::new()
+            } else {
+                let v = match agg {
+                    FieldAgg::Sum => tally.values.iter().sum(),
+                    FieldAgg::Mean => tally.values.iter().sum::<f64>() / tally.values.len() as f64,
+                    FieldAgg::Max => tally.values.iter().copied().fold(f64::MIN, f64::max),
+                };
+                vec![(base, v)]
+            }
+        }
+        LogCount::Templates => {
+            // Merged templates count under the id they merged into.
+            let mut counts: HashMap<TemplateId, f64> = HashMap::new();
+            for (id, n) in tally.per_template {
+                let id = source.miner.resolve(id).unwrap_or(id);
+                *counts.entry(id).or_default() += n;
+            }
+            for id in counts.keys() {
+                signal.seen.insert(*id, ts_ms);
+            }
+            let stale: Vec<TemplateId> = signal
+                .seen
+                .keys()
+                .filter(|id| source.miner.resolve(**id) != Some(**id))
+                .copied()
+                .collect();
+            for id in stale {
+                signal.seen.remove(&id);
+            }
+            if signal.seen.len() > MAX_TEMPLATE_SERIES {
+                let mut by_age: Vec<(i64, TemplateId)> =
+                    signal.seen.iter().map(|(id, t)| (*t, *id)).collect();
+                by_age.sort();
+                for (_, id) in by_age.iter().take(signal.seen.len() - MAX_TEMPLATE_SERIES) {
+                    signal.seen.remove(id);
+                }
+            }
+            let mut series: Vec<(Labels, f64)> = signal
+                .seen
+                .keys()
+                .map(|id| {
+                    (
+                        base.clone().with("template_id", id.to_string()),
+                        counts.get(id).copied().unwrap_or(0.0),
+                    )
+                })
+                .collect();
+            series.sort_by(|a, b| a.0.cmp(&b.0));
+            series
+        }
+    };
+    Evaluation {
+        signal: signal.watch.name.clone(),
+        ts_ms,
+        outcome: Ok(series),
+        duration_ms: 0,
+        attempts: 1,
+        truncated: 0,
+        duplicates: 0,
+    }
+}
+
+/// The state file's text for `sources` (the miners' parts re-serialised
+/// only when their templates changed).
+fn state_text(sources: &mut [Running]) -> String {
+    let mut text = format!("{{\"version\":{LOG_STATE_VERSION},\"sources\":[");
+    for (i, s) in sources.iter_mut().enumerate() {
+        let mark = s.mark();
+        if mark != s.miner_mark || s.miner_json.is_empty() {
+            s.miner_json = serde_json::to_string(&s.miner.state()).unwrap_or_default();
+            s.miner_mark = mark;
+        }
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(&format!(
+            "{{\"name\":{},\"files\":{},\"lines\":{},\"unparsed\":{},\"miner\":{}}}",
+            serde_json::Value::String(s.name.clone()),
+            serde_json::to_string(&s.tailer.checkpoints()).unwrap_or_else(|_| "[]".into()),
+            s.lines,
+            s.unparsed,
+            if s.miner_json.is_empty() {
+                "null"
+            } else {
+                &s.miner_json
+            },
+        ));
+    }
+    text.push_str("]}");
+    text
+}
+
+/// Everything the log source needs.
+#[derive(Clone)]
+pub struct LogSourceOptions {
+    /// Slots are multiples of this.
+    pub interval_ms: i64,
+    /// Where checkpoints are kept (`None`: not kept; a restart starts
+    /// every file from its end).
+    pub state: Option<PathBuf>,
+    /// Called after each slot with every source's counters.
+    pub observer: Option<LogObserver>,
+    /// Receives the example lines each signal counted at each slot.
+    pub examples: Option<mpsc::Sender<LogExamples>>,
+}
+
+impl std::fmt::Debug for LogSourceOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogSourceOptions")
+            .field("interval_ms", &self.interval_ms)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Compiles the sources and signals and reads the state file: what
+/// [`run_log_source`] runs. Separate so that the caller reports a bad
+/// configuration or state before anything starts.
+///
+/// # Errors
+///
+/// A format or miner setting that does not compile, a signal naming no
+/// source, a state file that cannot be used.
+pub fn prepare_log_source(
+    sources: Vec<LogSource>,
+    watches: Vec<LogWatch>,
+    interval_ms: i64,
+    state: Option<&std::path::Path>,
+) -> Result<PreparedLogSource, LogSourceError> {
+    if interval_ms <= 0 {
+        return Err(LogSourceError::Interval(interval_ms));
+    }
+    let mut saved: BTreeMap<String, SourceStateFile> = match state {
+        Some(path) => read_state(path)?
+            .map(|s| s.sources.into_iter().map(|s| (s.name.clone(), s)).collect())
+            .unwrap_or_default(),
+        None => BTreeMap::new(),
+    };
+    let mut running = Vec::new();
+    for source in sources {
+        let err = |message: String| LogSourceError::Config {
+            source_name: source.name.clone(),
+            message,
+        };
+        let format = LineFormat::new(&source.format).map_err(|e| err(e.to_string()))?;
+        let prior = saved.remove(&source.name);
+        let miner = match prior.as_ref().and_then(|p| p.miner.clone()) {
+            Some(m) => match TemplateMiner::from_state(source.miner.clone(), m) {
+                Ok(miner) => miner,
+                Err(e) => {
+                    // Another mask configuration: ids start over, offsets
+                    // are kept.
+                    tracing::warn!(source = %source.name, error = %e, "log source: saved templates not used");
+                    TemplateMiner::new(source.miner.clone()).map_err(|e| err(e.to_string()))?
+                }
+            },
+            None => TemplateMiner::new(source.miner.clone()).map_err(|e| err(e.to_string()))?,
+        };
+        let mut labels = Labels::from_pairs(source.labels.iter().cloned());
+        if labels.get("service").is_none() {
+            labels = labels.with("service", source.name.clone());
+        }
+        if labels.get("instance").is_none() {
+            let service = labels.get("service").unwrap_or(&source.name).to_owned();
+            labels = labels.with("instance", service);
+        }
+        let (files, lines, unparsed) = prior
+            .map(|p| (p.files, p.lines, p.unparsed))
+            .unwrap_or_default();
+        let mut r = Running {
+            name: source.name,
+            tailer: Tailer::new(source.tail, files),
+            format,
+            miner,
+            labels,
+            lines,
+            unparsed,
+            miner_json: String::new(),
+            miner_mark: (0, 0, 0, 0),
+        };
+        r.miner_mark = r.mark();
+        running.push(r);
+    }
+    let mut signals = Vec::new();
+    for watch in watches {
+        let Some(source) = running.iter().position(|r| r.name == watch.source) else {
+            return Err(LogSourceError::Config {
+                source_name: watch.source.clone(),
+                message: format!("signal {:?} names it; no such source", watch.name),
+            });
+        };
+        signals.push(Signal {
+            watch,
+            source,
+            seen: HashMap::new(),
+        });
+    }
+    Ok(PreparedLogSource {
+        sources: running,
+        signals,
+        state: state.map(std::path::Path::to_path_buf),
+    })
+}
+
+/// Sources and signals ready to run.
+#[derive(Debug)]
+pub struct PreparedLogSource {
+    sources: Vec<Running>,
+    signals: Vec<Signal>,
+    state: Option<PathBuf>,
+}
+
+impl PreparedLogSource {
+    /// Counters as restored (before the first slot).
+    pub fn stats(&self) -> Vec<LogSourceStats> {
+        self.sources.iter().map(Running::stats).collect()
+    }
+}
+
+/// One slot's work, on a blocking thread: poll, parse, mine, count.
+fn slot(
+    mut prepared: PreparedLogSource,
+    ts_ms: i64,
+) -> (PreparedLogSource, Vec<Evaluation>, Vec<LogExamples>) {
+    let mut tallies: Vec<Tally> = prepared.signals.iter().map(|_| Tally::default()).collect();
+    for (i, source) in prepared.sources.iter_mut().enumerate() {
+        for problem in poll_source(i, source, &prepared.signals, &mut tallies) {
+            tracing::warn!(source = %source.name, %problem, "log source: file not read");
+        }
+    }
+    let mut evaluations = Vec::new();
+    let mut examples = Vec::new();
+    for (signal, mut tally) in prepared.signals.iter_mut().zip(tallies) {
+        if !tally.examples.is_empty() {
+            examples.push(LogExamples {
+                signal: signal.watch.name.clone(),
+                ts_ms,
+                lines: std::mem::take(&mut tally.examples),
+            });
+        }
+        let source = &prepared.sources[signal.source];
+        evaluations.push(evaluate(signal, source, tally, ts_ms));
+    }
+    (prepared, evaluations, examples)
+}
+
+/// Runs the log source until `stop` is cancelled or `tx` closes: at every
+/// slot (multiples of the interval on `clock`) the files are read, one
+/// [`SourceEvent::Evaluation`] per signal is sent, then the state is written.
+pub async fn run_log_source<C: Timer>(
+    prepared: PreparedLogSource,
+    options: LogSourceOptions,
+    tx: mpsc::Sender<SourceEvent>,
+    stop: CancellationToken,
+    clock: C,
+) {
+    let interval_ms = options.interval_ms.max(1);
+    let mut next = (clock.now_ms() / interval_ms + 1) * interval_ms;
+    let mut prepared = Some(prepared);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = clock.sleep_until(next) => {}
+        }
+        let Some(p) = prepared.take() else { return };
+        let Ok((mut p, evaluations, examples)) =
+            tokio::task::spawn_blocking(move || slot(p, next)).await
+        else {
+            tracing::error!("log source: a slot panicked; the log source stops");
+            return;
+        };
+        for ev in evaluations {
+            if tx.send(SourceEvent::Evaluation(ev)).await.is_err() {
+                return;
+            }
+        }
+        if let Some(sink) = &options.examples {
+            for e in examples {
+                let _ = sink.try_send(e);
+            }
+        }
+        if let Some(observer) = &options.observer {
+            observer(&p.stats());
+        }
+        if let Some(path) = p.state.clone() {
+            let text = state_text(&mut p.sources);
+            let written =
+                tokio::task::spawn_blocking(move || stdx::write_atomically(&path, text.as_bytes()))
+                    .await;
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "log source: checkpoint not written; retried at the next slot");
+                }
+                Err(e) => tracing::warn!(error = %e, "log source: checkpoint write panicked"),
+            }
+        }
+        prepared = Some(p);
+        next += interval_ms;
+        let now = clock.now_ms();
+        if next <= now {
+            next = (now / interval_ms + 1) * interval_ms;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn source(dir: &std::path::Path) -> LogSource {
+        let mut tail = TailConfig::new(vec![dir.join("app.log").display().to_string()]);
+        tail.read_from = super::super::file::ReadFrom::Beginning;
+        LogSource {
+            name: "web".into(),
+            tail,
+            format: logs::FormatConfig::LogFormat(logs::LoghubFormatConfig::new(
+                "<Level> <Content>",
+            )),
+            miner: MinerConfig::default(),
+            labels: vec![("service".into(), "web".into())],
+        }
+    }
+
+    fn watch(name: &str, count: LogCount) -> LogWatch {
+        LogWatch {
+            name: name.into(),
+            source: "web".into(),
+            levels: vec![],
+            pattern: None,
+            template: None,
+            count,
+        }
+    }
+
+    fn append(path: &std::path::Path, text: &str) {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+
+    fn values(evs: &[Evaluation], signal: &str) -> Vec<(String, f64)> {
+        let ev = evs.iter().find(|e| e.signal == signal).unwrap();
+        ev.outcome
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|(l, v)| (l.get("template_id").unwrap_or("").to_owned(), *v))
+            .collect()
+    }
+
+    #[test]
+    fn signals_count_what_their_selectors_keep() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        append(
+            &log,
+            "ERROR connection to 10.0.0.7:5432 refused\n\
+             INFO request took 12 ms\n\
+             ERROR connection to 10.0.0.9:5432 refused\n\
+             INFO request took 30 ms\n",
+        );
+        let mut errors = watch("errors", LogCount::Lines);
+        errors.levels = vec!["error".into()];
+        let mut refused = watch("refused", LogCount::Lines);
+        refused.pattern = Some(regex::Regex::new("refused").unwrap());
+        let mut by_template = watch("by_template", LogCount::Templates);
+        by_template.template = Some("connection to <*> refused".into());
+        let p = prepare_log_source(
+            vec![source(dir.path())],
+            vec![
+                errors,
+                refused,
+                by_template,
+                watch("new", LogCount::NewTemplates),
+            ],
+            1000,
+            None,
+        )
+        .unwrap();
+        let (p, evs, examples) = slot(p, 1000);
+        assert_eq!(values(&evs, "errors"), [(String::new(), 2.0)]);
+        assert_eq!(values(&evs, "refused"), [(String::new(), 2.0)]);
+        let t = values(&evs, "by_template");
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].1, 2.0);
+        assert_eq!(values(&evs, "new"), [(String::new(), 2.0)]);
+        assert_eq!(examples.len(), 4);
+        let ev = &evs[0];
+        let labels = &ev.outcome.as_ref().unwrap()[0].0;
+        assert_eq!(labels.get("service"), Some("web"));
+        assert_eq!(labels.get("instance"), Some("web"));
+        // Nothing new: zeros (and the template's series stays, at 0).
+        let (_, evs, _) = slot(p, 2000);
+        assert_eq!(values(&evs, "errors"), [(String::new(), 0.0)]);
+        assert_eq!(values(&evs, "by_template")[0].1, 0.0);
+        assert_eq!(values(&evs, "new"), [(String::new(), 0.0)]);
+    }
+
+    #[test]
+    fn a_numeric_field_is_aggregated_and_absent_without_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        append(&log, "{\"msg\":\"req\",\"ms\":10}\n{\"msg\":\"req\",\"ms\":30}\n{\"msg\":\"req\",\"ms\":\"x\"}\n");
+        let mut s = source(dir.path());
+        s.format = logs::FormatConfig::Json(logs::JsonFormatConfig {
+            message: "msg".into(),
+            fields: vec!["ms".into()],
+            time: None,
+        });
+        let field = |agg| LogCount::Field {
+            name: "ms".into(),
+            agg,
+        };
+        let p = prepare_log_source(
+            vec![s],
+            vec![
+                watch("mean", field(FieldAgg::Mean)),
+                watch("max", field(FieldAgg::Max)),
+                watch("sum", field(FieldAgg::Sum)),
+            ],
+            1000,
+            None,
+        )
+        .unwrap();
+        let (p, evs, _) = slot(p, 1000);
+        assert_eq!(values(&evs, "mean"), [(String::new(), 20.0)]);
+        assert_eq!(values(&evs, "max"), [(String::new(), 30.0)]);
+        assert_eq!(values(&evs, "sum"), [(String::new(), 40.0)]);
+        let (_, evs, _) = slot(p, 2000);
+        assert!(values(&evs, "mean").is_empty());
+    }
+
+    #[test]
+    fn the_state_file_restores_offsets_counters_and_template_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        let state = dir.path().join("logs.json");
+        append(&log, "ERROR request 17 failed\nERROR request 23 failed\n");
+        let p = prepare_log_source(
+            vec![source(dir.path())],
+            vec![watch("t", LogCount::Templates)],
+            1000,
+            Some(&state),
+        )
+        .unwrap();
+        let (mut p, evs, _) = slot(p, 1000);
+        let id = values(&evs, "t")[0].0.clone();
+        std::fs::write(&state, state_text(&mut p.sources)).unwrap();
+        drop(p);
+        append(&log, "ERROR request 99 failed\n");
+        let p = prepare_log_source(
+            vec![source(dir.path())],
+            vec![watch("t", LogCount::Templates)],
+            1000,
+            Some(&state),
+        )
+        .unwrap();
+        assert_eq!(p.stats()[0].lines, 2);
+        let (p, evs, _) = slot(p, 2000);
+        assert_eq!(values(&evs, "t"), [(id, 1.0)]);
+        assert_eq!(p.stats()[0].lines, 3);
+        // A state this build does not read is refused with its path.
+        std::fs::write(&state, "{\"version\": 9, \"sources\": []}").unwrap();
+        let e = prepare_log_source(vec![source(dir.path())], vec![], 1000, Some(&state))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("logs.json") && e.contains("version 9"), "{e}");
+    }
+}

@@ -997,3 +997,215 @@ rules:
         log.lock().unwrap()
     );
 }
+
+/// `heal watch` with `--execute`, the supervisor as its restart target, and
+/// `runbooks` and `--log-state` from `dir`; stderr appended to `dir/heal.err`.
+fn start_log_watch(dir: &Path, sup: SocketAddr, port: u16) -> Guard {
+    let err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("heal.err"))
+        .unwrap();
+    Guard(
+        Command::new(env!("CARGO_BIN_EXE_heal"))
+            // No query signal: Prometheus is never asked.
+            .args(["watch", "--prometheus", "http://127.0.0.1:9"])
+            .arg("--runbooks")
+            .arg(dir.join("runbooks"))
+            .args(["--interval", "1s", "--backfill", "0s", "--execute"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--supervisor", &format!("http://{sup}")])
+            .args(["--supervisor-token-env", "SUP_TOKEN"])
+            .arg("--log-state")
+            .arg(dir.join("logs.json"))
+            .env("SUP_TOKEN", TOKEN)
+            .env("HEAL_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// heal's `heal_log_lines_total` for source `web`.
+fn lines_counted(heal: SocketAddr) -> Option<u64> {
+    let m = client::get(heal, "/metrics", Duration::from_secs(2))
+        .ok()?
+        .body_text();
+    m.lines().find_map(|l| {
+        l.strip_prefix(r#"heal_log_lines_total{source="web"}"#)?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// A fault only the log shows: the lab service's database refuses
+/// connections, and it keeps answering 200 from its cache while its log
+/// fills with `ERROR web.db: connection to ... refused`. heal tails that log
+/// file (with a rotation of it and a SIGKILL of heal along the way), sees the
+/// error lines through a `logs:` signal and restarts the service through
+/// `heal supervise`; at the end every line the service wrote, across both
+/// files, was counted exactly once.
+#[test]
+fn heal_watch_restarts_a_service_whose_log_shows_a_failing_dependency() {
+    let lab = lab_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let port = free_ports(1);
+    let config_path = dir.path().join("supervise.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "services:\n  - name: web\n    release: {{version: v1, argv: [{}, service, --name, web, --port, \"{{port}}\", --log-dir, {}]}}\n    ports: {port}\n    check: {{type: tcp, interval: 500ms}}\n",
+            lab.display(),
+            logs.display()
+        ),
+    )
+    .unwrap();
+    let sup = start_supervise(&config_path, &dir.path().join("state"), true);
+    let web = healthy(sup.api, "web", 1, "web healthy").remove(0);
+    let load = Guard(
+        Command::new(&lab)
+            .args(["load", "--target"])
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .args(["--rps", "50", "--duration-s", "300", "--timeout-ms", "1000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    let runbooks = dir.path().join("runbooks");
+    std::fs::create_dir_all(&runbooks).unwrap();
+    std::fs::write(
+        runbooks.join("web.yaml"),
+        format!(
+            r#"log_sources:
+  - name: web
+    files: [{}/web.log]
+    read_from: beginning
+    format: {{type: log_format, log_format: "<Date> <Time> <Level> <Component>: <Content>"}}
+signals:
+  - name: db_refused
+    logs: {{source: web, level: [ERROR], match: "refused"}}
+    detector: {{direction: up, min_spread: 1, limit_above: 5}}
+rules:
+  - name: dependency-refused
+    when: {{signal: db_refused, direction: up, for: 1s}}
+    then:
+      - action: restart
+        target: "supervisor/{{{{service}}}}"
+        timeout: 10s
+    guards: {{cooldown: 30s, max_attempts: 3, window: 10m}}
+    verify: {{wait: 5s, recovered_when: {{value_below: 1}}}}
+"#,
+            logs.display()
+        ),
+    )
+    .unwrap();
+    let heal_port = free_ports(1);
+    let heal = SocketAddr::from(([127, 0, 0, 1], heal_port));
+    let heal_log = || std::fs::read_to_string(dir.path().join("heal.err")).unwrap_or_default();
+    let mut watch = start_log_watch(dir.path(), sup.api, heal_port);
+    wait_until(
+        "heal counting the access log",
+        Duration::from_secs(60),
+        || lines_counted(heal).filter(|n| *n > 100),
+    );
+
+    // logrotate's rename: the service reopens its log within a second; the
+    // lines it wrote to the old inode meanwhile are drained by heal.
+    std::fs::rename(logs.join("web.log"), logs.join("web.log.1")).unwrap();
+    wait_until(
+        "the service writing a new web.log",
+        Duration::from_secs(10),
+        || logs.join("web.log").exists().then_some(()),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    // heal dies without a word and comes back on the same state.
+    watch.0.kill().unwrap();
+    watch.0.wait().unwrap();
+    // Reaped already: the guard's SIGTERM must not reach a reused pid.
+    std::mem::forget(watch);
+    std::thread::sleep(Duration::from_secs(1));
+    let _watch = start_log_watch(dir.path(), sup.api, heal_port);
+    wait_until("heal back", Duration::from_secs(60), || {
+        lines_counted(heal).filter(|n| *n > 0)
+    });
+
+    // Half the requests now find the database refusing: still 200 each.
+    let web_addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let r = client::post(
+        web_addr,
+        "/fault/dependency?rate=0.5",
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(
+        client::get(web_addr, "/", Duration::from_secs(2))
+            .unwrap()
+            .status,
+        200
+    );
+    let restarted = wait_until("heal to restart web", Duration::from_secs(60), || {
+        let r = service(sup.api, "web")["instances"][0].clone();
+        (r["starts"].as_u64() > web["starts"].as_u64() && r["phase"] == "healthy").then_some(r)
+    });
+    assert_ne!(pid(&restarted), pid(&web), "{}", heal_log());
+    assert!(
+        restarted["last_exit"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("restart requested")),
+        "{restarted}"
+    );
+    let fault = client::get(web_addr, "/fault", Duration::from_secs(2)).unwrap();
+    assert!(
+        !fault.body_text().contains("dependency"),
+        "{}",
+        fault.body_text()
+    );
+    wait_until("the action counted", Duration::from_secs(30), || {
+        let m = client::get(heal, "/metrics", Duration::from_secs(2))
+            .ok()?
+            .body_text();
+        m.contains(r#"heal_actions_total{kind="restart",outcome="ok"}"#)
+            .then_some(m)
+    });
+
+    // No more requests: every line in the service's files, counted once.
+    drop(load);
+    std::thread::sleep(Duration::from_secs(1));
+    let written: u64 = ["web.log", "web.log.1"]
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(logs.join(f))
+                .unwrap()
+                .lines()
+                .count() as u64
+        })
+        .sum();
+    let mut last = None;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(20) && last != Some(written) {
+        last = lines_counted(heal);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        last,
+        Some(written),
+        "lines counted vs written\n{}",
+        heal_log()
+    );
+    let m = client::get(heal, "/metrics", Duration::from_secs(2))
+        .unwrap()
+        .body_text();
+    assert!(
+        m.contains(r#"heal_log_rotations_total{source="web"} 1"#),
+        "{m}"
+    );
+    // The action came from the log signal's rule.
+    assert!(heal_log().contains("dependency-refused"), "{}", heal_log());
+}

@@ -43,3 +43,39 @@ pub fn normal(rng: &mut SplitMix64) -> f64 {
     let (u, v) = (rng.unit().max(1e-12), rng.unit());
     (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
+
+/// A child process killed (and reaped) when the guard drops.
+pub struct Guard(pub std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port nobody listened on a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 100 ms until it gives a value; panics naming `what` after
+/// `deadline`.
+pub fn wait_until<T>(
+    what: &str,
+    deadline: std::time::Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < deadline {
+        if let Some(v) = f() {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("timed out after {deadline:?} waiting for {what}");
+}

@@ -23,6 +23,10 @@ pub enum BenchCmd {
         /// Timed repetitions per system (the best is kept).
         #[arg(long, default_value_t = 5)]
         reps: usize,
+        /// Also leave each system out in turn: the miner setting chosen on
+        /// the others (from a grid around the default), scored on it.
+        #[arg(long)]
+        cv: bool,
     },
     /// Time to recovery of lab services in containers on the real Docker
     /// Engine (crash, hang, errors, leak), heal against Docker's restart
@@ -165,9 +169,14 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             results: args.results,
         })?),
         BenchCmd::Lab(args) => super::bench_lab::run(args),
-        BenchCmd::Loghub { dir, reps } => heal::bench::loghub::run(&dir, reps)
-            .map(|_| ())
-            .map_err(Into::into),
+        BenchCmd::Loghub { dir, reps, cv } => {
+            heal::bench::loghub::run(&dir, reps)?;
+            if cv {
+                println!();
+                heal::bench::loghub::run_cv(&dir)?;
+            }
+            Ok(())
+        }
         BenchCmd::Docker(args) => Ok(heal::bench::docker::run(
             heal::bench::docker::DockerBenchConfig {
                 injections: args.injections,

@@ -23,10 +23,14 @@ pub enum BenchCmd {
         /// Timed repetitions per system (the best is kept).
         #[arg(long, default_value_t = 5)]
         reps: usize,
-        /// Also leave each system out in turn: the miner setting chosen on
-        /// the others (from a grid around the default), scored on it.
+        /// Also leave each system out in turn: every rule and threshold of
+        /// the miner chosen again on the other systems, scored on it.
         #[arg(long)]
         cv: bool,
+        /// Also flip each rule and threshold in turn: the change of GA and
+        /// PA per system.
+        #[arg(long)]
+        ablation: bool,
     },
     /// Time to recovery of lab services in containers on the real Docker
     /// Engine (crash, hang, errors, leak), heal against Docker's restart
@@ -169,12 +173,14 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             results: args.results,
         })?),
         BenchCmd::Lab(args) => super::bench_lab::run(args),
-        BenchCmd::Loghub { dir, reps, cv } => {
+        BenchCmd::Loghub {
+            dir,
+            reps,
+            cv,
+            ablation,
+        } => {
             heal::bench::loghub::run(&dir, reps)?;
-            if cv {
-                println!();
-                heal::bench::loghub::run_cv(&dir)?;
-            }
+            heal::bench::loghub::checks(&dir, ablation, cv)?;
             Ok(())
         }
         BenchCmd::Docker(args) => Ok(heal::bench::docker::run(

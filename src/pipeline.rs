@@ -17,10 +17,11 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use detect::{Detector, DetectorConfig, PeerGroup, PeerScore, Scored};
+use ingest::log_source::LogExamples;
 use ingest::{Admit, DropReason, Labels, Sample, Sanitizer};
 use remediate::engine::EngineEvent;
 use remediate::engine::Outcome;
-use remediate::report::{Evidence, EvidencePoint, EvidenceRecorder, EvidenceRing};
+use remediate::report::{Evidence, EvidencePoint, EvidenceRecorder, EvidenceRing, TemplateMove};
 use remediate::{Engine, EngineOptions, Incident, Observation, RunbookSet};
 
 /// A registered series, as returned by [`Pipeline::register`].
@@ -213,7 +214,13 @@ pub struct Pipeline {
     learning: Learning,
     /// Peer groups of the signals with `peer:`.
     peers: Peers,
+    /// The last [`LOG_SLOTS_HELD`] slots of each log signal's evidence, for
+    /// an incident that opens on one of its series.
+    recent_logs: HashMap<String, VecDeque<LogExamples>>,
 }
+
+/// Slots of a log signal's evidence an incident's report starts with.
+pub const LOG_SLOTS_HELD: usize = 3;
 
 /// Detector settings that come from outside the runbooks: a tuned
 /// parameter file (`--params`) for the signals that set no `detector:`,
@@ -266,7 +273,34 @@ impl Pipeline {
             resolved_evidence: VecDeque::new(),
             learning: Learning::default(),
             peers: Peers::default(),
+            recent_logs: HashMap::new(),
         }
+    }
+
+    /// A log signal's evidence for one slot (it comes just before the
+    /// slot's evaluation): added to the incidents open on the signal's
+    /// series, and held for one that opens in the next few slots.
+    pub fn log_examples(&mut self, ex: LogExamples) {
+        if !self
+            .runbooks
+            .signal(&ex.signal)
+            .is_some_and(|s| s.logs.is_some())
+        {
+            return;
+        }
+        for &s in self.recording.values() {
+            let state = &mut self.series[s];
+            if state.signal == ex.signal {
+                for (_, recorder) in &mut state.recording {
+                    push_logs(recorder, &ex);
+                }
+            }
+        }
+        let held = self.recent_logs.entry(ex.signal.clone()).or_default();
+        if held.len() == LOG_SLOTS_HELD {
+            held.pop_front();
+        }
+        held.push_back(ex);
     }
 
     /// Registers a series. A series is watched by the signal whose name is
@@ -533,7 +567,10 @@ impl Pipeline {
             match event {
                 EngineEvent::Opened { incident, .. } => {
                     let state = &mut self.series[at];
-                    let recorder = EvidenceRecorder::new(&state.ring);
+                    let mut recorder = EvidenceRecorder::new(&state.ring);
+                    for ex in self.recent_logs.get(&state.signal).into_iter().flatten() {
+                        push_logs(&mut recorder, ex);
+                    }
                     state.recording.push((incident.clone(), recorder));
                     self.recording.insert(incident.clone(), at);
                 }
@@ -705,6 +742,21 @@ impl Learning {
             }
         }
     }
+}
+
+/// Adds one slot of a log signal's evidence to an incident's.
+fn push_logs(recorder: &mut EvidenceRecorder, ex: &LogExamples) {
+    let moves: Vec<TemplateMove> = ex
+        .moves
+        .iter()
+        .map(|m| TemplateMove {
+            template_id: m.template_id.clone(),
+            template: m.template.clone(),
+            before: m.before,
+            during: m.now,
+        })
+        .collect();
+    recorder.push_logs(ex.ts_ms, ex.matched, &ex.lines, &moves);
 }
 
 #[cfg(test)]

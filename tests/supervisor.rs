@@ -1018,6 +1018,8 @@ fn start_log_watch(dir: &Path, sup: SocketAddr, port: u16) -> Guard {
             .args(["--supervisor-token-env", "SUP_TOKEN"])
             .arg("--log-state")
             .arg(dir.join("logs.json"))
+            .arg("--db")
+            .arg(dir.join("heal.db"))
             .env("SUP_TOKEN", TOKEN)
             .env("HEAL_LOG", "info")
             .stdout(Stdio::null())
@@ -1174,6 +1176,44 @@ rules:
         m.contains(r#"heal_actions_total{kind="restart",outcome="ok"}"#)
             .then_some(m)
     });
+
+    // The incident's report shows what the log said: the refused lines
+    // and the template that appeared (its evidence is stored when the
+    // incident resolves).
+    let id = wait_until("the incident in the store", Duration::from_secs(30), || {
+        let r = client::get(heal, "/api/incidents", Duration::from_secs(2)).ok()?;
+        let v: Value = serde_json::from_slice(&r.body).ok()?;
+        v["incidents"][0]["id"].as_str().map(str::to_owned)
+    });
+    let said = wait_until(
+        "the incident's log evidence",
+        Duration::from_secs(60),
+        || {
+            let r = client::get(
+                heal,
+                &format!("/api/incidents/{id}"),
+                Duration::from_secs(2),
+            )
+            .ok()?;
+            let v: Value = serde_json::from_slice(&r.body).ok()?;
+            v["logs"].is_object().then(|| v["logs"].clone())
+        },
+    );
+    let first = said["lines"][0]["text"].as_str().unwrap_or("");
+    assert!(
+        first.contains("ERROR web.db: connection to 10.0.0.7:5432 refused"),
+        "{said}"
+    );
+    assert!(
+        said["templates"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["template"]
+                .as_str()
+                .is_some_and(|s| s.contains("refused")))),
+        "{said}"
+    );
+    let page = client::get(heal, &format!("/incidents/{id}"), Duration::from_secs(2)).unwrap();
+    assert!(page.body_text().contains("What the log said"));
 
     // No more requests: every line in the service's files, counted once.
     drop(load);

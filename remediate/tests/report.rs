@@ -9,7 +9,7 @@ use std::path::Path;
 
 use detect::{Excursion, Scored};
 use remediate::engine::{Engine, EngineOptions, Incident, Observation};
-use remediate::report::{Evidence, EvidencePoint};
+use remediate::report::{Evidence, EvidencePoint, LogEvidence, TemplateMove};
 use remediate::{report, RunbookSet};
 
 const MIN: i64 = 60_000;
@@ -296,6 +296,7 @@ fn evidence(inc: &Incident, at: Scenario, minutes: i64, band: (f64, f64)) -> Evi
         context: opened as usize + 1,
         samples: points.len() as u64,
         points,
+        logs: None,
     }
 }
 
@@ -719,4 +720,52 @@ fn markdown_escapes_script_tags_newlines_and_controls_in_label_values() {
     {
         assert_eq!(line.matches(" | ").count(), 1, "{line}");
     }
+}
+
+/// The log evidence of an incident on a log signal: the templates that
+/// moved and example lines, one of them hostile (markup, a fence, a
+/// newline that would end a Markdown code block, a control character);
+/// none of it acts as markup in either format.
+#[test]
+fn log_evidence_in_markdown_and_html() {
+    let inc = payments_errors();
+    let mut ev = evidence(&inc, payments_at, 30, (0.0, 0.01));
+    let moves = [
+        TemplateMove {
+            template_id: "3f9a0c1d2e4b5a69".into(),
+            template: "connection to <*> refused (attempt <*>); served from cache".into(),
+            before: 0.0,
+            during: 24.0,
+        },
+        TemplateMove {
+            template_id: "0b1c2d3e4f5a6b7c".into(),
+            template: "GET / <*> in <*> ms".into(),
+            before: 50.0,
+            during: 47.0,
+        },
+    ];
+    let lines = [
+        "2026-03-01 00:12:00,101 ERROR payments.db: connection to 10.0.0.7:5432 refused (attempt 1); served from cache".to_owned(),
+        "2026-03-01 00:12:00,340 ERROR payments.db: <script>alert(1)</script> | [x](y) ```\n## not a heading\u{1}".to_owned(),
+    ];
+    ev.logs = Some(LogEvidence::default());
+    ev.logs
+        .as_mut()
+        .unwrap()
+        .add(inc.opened_ms, 24, &lines, &moves);
+    let md = report::markdown_with(&inc, Some(&ev));
+    check(&md, "tests/golden/payments_log_evidence.md");
+    assert!(md.contains("## What the log said"));
+    // Every physical line of the hostile example is inside the code block.
+    assert!(md.contains("\n    ## not a heading\u{fffd}\n"), "{md}");
+    assert!(!md.contains("\n## not a heading"));
+    let page = report::html(&inc, Some(&ev));
+    check(&page, "tests/golden/payments_log_evidence.html");
+    let elements = check_chart(&page, &inc);
+    assert!(!elements.iter().any(|e| e.name == "script"));
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(page.contains("<td><code>connection to &lt;*&gt; refused (attempt &lt;*&gt;); served from cache</code></td>"));
+    // The store keeps it as JSON and gives it back the same.
+    let json = serde_json::to_string(&ev).unwrap();
+    assert_eq!(serde_json::from_str::<Evidence>(&json).unwrap(), ev);
 }

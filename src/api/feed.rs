@@ -142,11 +142,16 @@ async fn list(
 async fn show(State(feed): State<Feed>, Path(id): Path<String>) -> Response {
     let wanted = id.clone();
     let found = with_store(&feed, move |s| {
-        s.incident(&wanted).map_err(|e| e.to_string())
+        let Some(record) = s.incident(&wanted).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        // Evidence is optional: a report without it still reads.
+        let logs = s.evidence(&wanted).ok().flatten().and_then(|e| e.logs);
+        Ok(Some((record, logs)))
     })
     .await;
     match found {
-        Ok(Some(record)) => {
+        Ok(Some((record, logs))) => {
             // The incident as the JSON Lines report writes it, with the
             // store's status, outcome and executions beside it.
             let incident: serde_json::Value =
@@ -178,6 +183,7 @@ async fn show(State(feed): State<Feed>, Path(id): Path<String>) -> Response {
                 "outcome": record.outcome.as_str(),
                 "anomalies": record.anomalies,
                 "executions": executions,
+                "logs": logs,
             }))
             .into_response()
         }

@@ -228,6 +228,7 @@ impl Decider {
                     .add("heal_evaluation_slots_skipped_total", &[], slots as f64);
             }
             SourceEvent::Evaluation(ev) => self.on_evaluation(ev).await,
+            SourceEvent::Logs(ex) => self.pipeline.log_examples(ex),
         }
     }
 

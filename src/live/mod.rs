@@ -287,7 +287,6 @@ pub async fn run(
                 interval_ms: config.interval.as_millis() as i64,
                 state: config.log_state.clone(),
                 observer: Some(observer),
-                examples: None,
             },
             eval_tx.clone(),
             stop.clone(),

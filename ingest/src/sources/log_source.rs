@@ -124,16 +124,43 @@ pub struct LogSourceStats {
 /// Called after each slot with every source's counters.
 pub type LogObserver = Arc<dyn Fn(&[LogSourceStats]) + Send + Sync>;
 
-/// Example lines of one signal at one slot (evidence for an incident).
+/// Evidence of one signal at one slot, sent just before its evaluation:
+/// example lines it counted and the templates of its source whose rate
+/// moved most.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogExamples {
     /// The signal.
     pub signal: String,
     /// The slot.
     pub ts_ms: i64,
-    /// Up to [`EXAMPLES_PER_SLOT`] lines the signal counted, as read.
+    /// Lines the signal's selector matched in this slot.
+    pub matched: u64,
+    /// Up to [`EXAMPLES_PER_SLOT`] of them, as read (cut at 1,000
+    /// characters).
     pub lines: Vec<String>,
+    /// Up to [`MOVES_PER_SLOT`] templates of the source whose count in
+    /// this slot departed most from their moving average.
+    pub moves: Vec<LogMove>,
 }
+
+/// A template whose count in a slot departed from its moving average.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogMove {
+    /// Its id, as the `template_id` label gives it.
+    pub template_id: String,
+    /// Its text now.
+    pub template: String,
+    /// Lines per slot before this slot (exponential moving average).
+    pub before: f64,
+    /// Lines in this slot.
+    pub now: f64,
+}
+
+/// Templates a slot's evidence names.
+pub const MOVES_PER_SLOT: usize = 5;
+/// Weight of a slot in a template's moving average (about the last ten
+/// slots).
+const RATE_ALPHA: f64 = 0.2;
 
 /// Why a log source could not start.
 #[derive(Debug, thiserror::Error)]
@@ -223,6 +250,11 @@ struct Running {
     /// The miner's state as last written, and the counters it was at.
     miner_json: String,
     miner_mark: (u64, u64, u64, u64),
+    /// Lines per template in the current slot, and each template's moving
+    /// average of lines per slot (bounded by the miner's templates: ids it
+    /// no longer holds are dropped).
+    slot_counts: HashMap<TemplateId, f64>,
+    rates: HashMap<TemplateId, f64>,
 }
 
 /// One signal's counts within a slot.
@@ -232,6 +264,7 @@ struct Tally {
     per_template: HashMap<TemplateId, f64>,
     new_templates: f64,
     values: Vec<f64>,
+    matched: u64,
     examples: Vec<String>,
 }
 
@@ -246,6 +279,61 @@ struct Signal {
 }
 
 impl Running {
+    /// Ends the slot's per-template counts: the templates whose count
+    /// departed most from their moving average (by at least one line), then
+    /// the averages updated.
+    fn moves(&mut self) -> Vec<LogMove> {
+        let counts = std::mem::take(&mut self.slot_counts);
+        let mut now: HashMap<TemplateId, f64> = HashMap::new();
+        for (id, n) in counts {
+            if let Some(id) = self.miner.resolve(id) {
+                *now.entry(id).or_default() += n;
+            }
+        }
+        let mut merged: HashMap<TemplateId, f64> = HashMap::new();
+        for (id, r) in std::mem::take(&mut self.rates) {
+            if let Some(id) = self.miner.resolve(id) {
+                *merged.entry(id).or_default() += r;
+            }
+        }
+        let mut moves: Vec<(f64, TemplateId, f64, f64)> = Vec::new();
+        for id in merged
+            .keys()
+            .chain(now.keys().filter(|id| !merged.contains_key(id)))
+        {
+            let before = merged.get(id).copied().unwrap_or(0.0);
+            let n = now.get(id).copied().unwrap_or(0.0);
+            let change = (n - before).abs();
+            if change >= 1.0 {
+                moves.push((change, *id, before, n));
+            }
+        }
+        moves.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        moves.truncate(MOVES_PER_SLOT);
+        for (id, before) in merged {
+            let r = before + RATE_ALPHA * (now.get(&id).copied().unwrap_or(0.0) - before);
+            if r >= 0.01 {
+                self.rates.insert(id, r);
+            }
+        }
+        for (id, n) in &now {
+            self.rates.entry(*id).or_insert(RATE_ALPHA * n);
+        }
+        moves
+            .into_iter()
+            .map(|(_, id, before, now)| LogMove {
+                template_id: id.to_string(),
+                template: self
+                    .miner
+                    .template(id)
+                    .map(|t| t.text.chars().take(1_000).collect())
+                    .unwrap_or_default(),
+                before,
+                now,
+            })
+            .collect()
+    }
+
     fn mark(&self) -> (u64, u64, u64, u64) {
         let s = self.miner.stats();
         (s.created, s.generalized, s.merged, s.evicted)
@@ -305,6 +393,7 @@ fn poll_source(
             }
         };
         let outcome = source.miner.add(&record.message);
+        *source.slot_counts.entry(outcome.id).or_default() += 1.0;
         for &i in &mine {
             let w = &signals[i].watch;
             if !level_matches(&record, &w.levels) {
@@ -341,6 +430,7 @@ fn poll_source(
                     }
                 }
             }
+            tally.matched += 1;
             if tally.examples.len() < EXAMPLES_PER_SLOT {
                 tally.examples.push(line.chars().take(1_000).collect());
             }
@@ -462,8 +552,6 @@ pub struct LogSourceOptions {
     pub state: Option<PathBuf>,
     /// Called after each slot with every source's counters.
     pub observer: Option<LogObserver>,
-    /// Receives the example lines each signal counted at each slot.
-    pub examples: Option<mpsc::Sender<LogExamples>>,
 }
 
 impl std::fmt::Debug for LogSourceOptions {
@@ -539,6 +627,8 @@ pub fn prepare_log_source(
             unparsed,
             miner_json: String::new(),
             miner_mark: (0, 0, 0, 0),
+            slot_counts: HashMap::new(),
+            rates: HashMap::new(),
         };
         r.miner_mark = r.mark();
         running.push(r);
@@ -590,14 +680,18 @@ fn slot(
             tracing::warn!(source = %source.name, %problem, "log source: file not read");
         }
     }
+    let moves: Vec<Vec<LogMove>> = prepared.sources.iter_mut().map(Running::moves).collect();
     let mut evaluations = Vec::new();
     let mut examples = Vec::new();
     for (signal, mut tally) in prepared.signals.iter_mut().zip(tallies) {
-        if !tally.examples.is_empty() {
+        let moved = &moves[signal.source];
+        if tally.matched > 0 || !moved.is_empty() {
             examples.push(LogExamples {
                 signal: signal.watch.name.clone(),
                 ts_ms,
+                matched: tally.matched,
                 lines: std::mem::take(&mut tally.examples),
+                moves: moved.clone(),
             });
         }
         let source = &prepared.sources[signal.source];
@@ -631,14 +725,15 @@ pub async fn run_log_source<C: Timer>(
             tracing::error!("log source: a slot panicked; the log source stops");
             return;
         };
-        for ev in evaluations {
-            if tx.send(SourceEvent::Evaluation(ev)).await.is_err() {
+        // Evidence first: an incident its evaluation opens finds it.
+        for e in examples {
+            if tx.send(SourceEvent::Logs(e)).await.is_err() {
                 return;
             }
         }
-        if let Some(sink) = &options.examples {
-            for e in examples {
-                let _ = sink.try_send(e);
+        for ev in evaluations {
+            if tx.send(SourceEvent::Evaluation(ev)).await.is_err() {
+                return;
             }
         }
         if let Some(observer) = &options.observer {
@@ -833,5 +928,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("logs.json") && e.contains("version 9"), "{e}");
+    }
+
+    #[test]
+    fn evidence_names_the_lines_and_the_templates_that_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        let p = prepare_log_source(
+            vec![source(dir.path())],
+            vec![LogWatch {
+                levels: vec!["ERROR".into()],
+                ..watch("errors", LogCount::Lines)
+            }],
+            1000,
+            None,
+        )
+        .unwrap();
+        // A steady access log for a while: nothing moves.
+        let mut p = p;
+        for k in 0..20 {
+            append(&log, &"INFO GET / 200 in 3 ms\n".repeat(10));
+            let (next, _, ex) = slot(p, 1000 * (k + 1));
+            p = next;
+            if k >= 12 {
+                assert!(ex.is_empty(), "slot {k}: {ex:?}");
+            }
+        }
+        // Errors appear and access lines halve.
+        let mut text = "INFO GET / 200 in 3 ms\n".repeat(5);
+        for a in 0..8 {
+            text.push_str(&format!(
+                "ERROR connection to 10.0.0.7:5432 refused (attempt {a})\n"
+            ));
+        }
+        append(&log, &text);
+        let (_, _, ex) = slot(p, 21_000);
+        assert_eq!(ex.len(), 1);
+        let e = &ex[0];
+        assert_eq!(
+            (e.signal.as_str(), e.ts_ms, e.matched),
+            ("errors", 21_000, 8)
+        );
+        assert_eq!(e.lines.len(), EXAMPLES_PER_SLOT);
+        assert!(e.lines[0].contains("refused (attempt 0)"), "{e:?}");
+        assert_eq!(e.moves.len(), 2, "{e:?}");
+        assert!(e.moves[0].template.contains("refused"), "{e:?}");
+        assert_eq!((e.moves[0].before, e.moves[0].now), (0.0, 8.0));
+        assert!(e.moves[1].template.contains("GET"), "{e:?}");
+        assert!((e.moves[1].before - 10.0).abs() < 0.2, "{e:?}");
+        assert_eq!(e.moves[1].now, 5.0);
     }
 }

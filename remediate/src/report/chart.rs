@@ -563,6 +563,7 @@ mod tests {
                 points,
                 context: 10,
                 samples: 60,
+                logs: None,
             },
         )
         .unwrap();

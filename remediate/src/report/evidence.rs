@@ -78,6 +78,103 @@ pub struct Evidence {
     /// incident lasted long enough to be decimated.
     #[serde(default)]
     pub samples: u64,
+    /// For a signal read from logs: lines it counted and the templates whose
+    /// rates moved most, from shortly before the opening on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogEvidence>,
+}
+
+/// Lines an incident's log signal counted, and what changed in its log.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogEvidence {
+    /// Example lines, oldest first: at most [`LOG_LINES_KEPT`], each cut at
+    /// [`LOG_LINE_CHARS`] characters, as read (a report escapes them).
+    pub lines: Vec<LogLine>,
+    /// Lines the signal counted over the slots the examples come from
+    /// (more than `lines.len()` when some were left out).
+    pub counted: u64,
+    /// The templates of the source whose rate moved most, the largest
+    /// change first (at most [`TEMPLATE_MOVES_KEPT`]).
+    pub templates: Vec<TemplateMove>,
+}
+
+/// One example line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogLine {
+    /// The slot that counted it, ms since the epoch.
+    pub ts_ms: i64,
+    /// The line.
+    pub text: String,
+}
+
+/// A template whose rate changed: lines per slot before (the source's
+/// moving average when the change was first seen) and at its peak since.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateMove {
+    /// Its id (the `template_id` label of a `count: templates` signal).
+    pub template_id: String,
+    /// The template (`connection to <*> refused`), cut at
+    /// [`LOG_LINE_CHARS`] characters.
+    pub template: String,
+    /// Lines per slot before.
+    pub before: f64,
+    /// Lines per slot at the largest departure from `before`.
+    pub during: f64,
+}
+
+/// Example lines an incident keeps.
+pub const LOG_LINES_KEPT: usize = 20;
+/// Characters kept of one example line or template.
+pub const LOG_LINE_CHARS: usize = 1_000;
+/// Moved templates an incident keeps.
+pub const TEMPLATE_MOVES_KEPT: usize = 10;
+
+impl LogEvidence {
+    /// Adds one slot's lines (`counted` of them in all, some given as
+    /// examples) and its moved templates; bounded whatever the input.
+    pub fn add(&mut self, ts_ms: i64, counted: u64, lines: &[String], moves: &[TemplateMove]) {
+        self.counted += counted;
+        for line in lines {
+            if self.lines.len() >= LOG_LINES_KEPT {
+                break;
+            }
+            self.lines.push(LogLine {
+                ts_ms,
+                text: cut(line),
+            });
+        }
+        for m in moves {
+            let change = |m: &TemplateMove| (m.during - m.before).abs();
+            match self
+                .templates
+                .iter_mut()
+                .find(|t| t.template_id == m.template_id)
+            {
+                Some(t) => {
+                    // The first `before` stands; the largest departure wins.
+                    if (m.during - t.before).abs() > change(t) {
+                        t.during = m.during;
+                    }
+                }
+                None => self.templates.push(TemplateMove {
+                    template_id: cut(&m.template_id),
+                    template: cut(&m.template),
+                    before: m.before,
+                    during: m.during,
+                }),
+            }
+            self.templates
+                .sort_by(|a, b| change(b).total_cmp(&change(a)));
+            self.templates.truncate(TEMPLATE_MOVES_KEPT);
+        }
+    }
+}
+
+fn cut(text: &str) -> String {
+    text.chars().take(LOG_LINE_CHARS).collect()
 }
 
 /// Samples a series' ring holds.
@@ -219,6 +316,7 @@ impl EvidenceRecorder {
                 context: points.len(),
                 samples: points.len() as u64,
                 points,
+                logs: None,
             },
             cap: cap.max(2),
             stride: 1,
@@ -261,6 +359,20 @@ impl EvidenceRecorder {
         });
         self.evidence.points.extend(merged);
         self.stride *= 2;
+    }
+
+    /// Adds one slot of the series' log evidence (see [`LogEvidence::add`]).
+    pub fn push_logs(
+        &mut self,
+        ts_ms: i64,
+        counted: u64,
+        lines: &[String],
+        moves: &[TemplateMove],
+    ) {
+        self.evidence
+            .logs
+            .get_or_insert_with(LogEvidence::default)
+            .add(ts_ms, counted, lines, moves);
     }
 
     /// The evidence so far (a partly seen stride is not in it yet).
@@ -329,6 +441,7 @@ mod tests {
             points: vec![p, pt(2, 0.1)],
             context: 1,
             samples: 2,
+            logs: None,
         };
         let json = serde_json::to_string(&e).unwrap();
         assert!(json.contains(r#""value":0.1"#), "{json}");
@@ -409,5 +522,48 @@ mod tests {
             json.len()
         );
         assert!(json.len() < 200_000, "{}", json.len());
+    }
+
+    #[test]
+    fn log_evidence_is_bounded_and_keeps_the_largest_moves() {
+        let mut logs = LogEvidence::default();
+        let long = "x".repeat(5_000);
+        let lines: Vec<String> = (0..30).map(|i| format!("{i} {long}")).collect();
+        let moves: Vec<TemplateMove> = (0..30)
+            .map(|i| TemplateMove {
+                template_id: format!("{i:016x}"),
+                template: format!("t{i} <*>"),
+                before: 1.0,
+                during: 1.0 + f64::from(i),
+            })
+            .collect();
+        logs.add(1, 30, &lines, &moves);
+        logs.add(2, 5, &lines[..5], &moves[..5]);
+        assert_eq!(logs.counted, 35);
+        assert_eq!(logs.lines.len(), LOG_LINES_KEPT);
+        assert!(logs
+            .lines
+            .iter()
+            .all(|l| l.text.chars().count() == LOG_LINE_CHARS));
+        assert_eq!(logs.templates.len(), TEMPLATE_MOVES_KEPT);
+        assert_eq!(logs.templates[0].template, "t29 <*>");
+        // A later, larger departure of a kept template replaces its peak;
+        // its `before` stays the first one seen.
+        logs.add(
+            3,
+            0,
+            &[],
+            &[TemplateMove {
+                template_id: format!("{:016x}", 20),
+                template: "t20 <*>".into(),
+                before: 9.0,
+                during: 100.0,
+            }],
+        );
+        assert_eq!(logs.templates[0].template, "t20 <*>");
+        assert_eq!(
+            (logs.templates[0].before, logs.templates[0].during),
+            (1.0, 100.0)
+        );
     }
 }

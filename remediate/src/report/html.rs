@@ -14,7 +14,7 @@
 use std::fmt::Write as _;
 
 use super::chart::{self, decision_class, decision_colour, outcome_colour};
-use super::{escape, status, steps, timeline, title, Evidence, Steps};
+use super::{escape, offset, status, steps, timeline, title, Evidence, LogEvidence, Steps};
 use crate::engine::{series_selector, Incident, Outcome};
 use crate::time::{human, rfc3339};
 
@@ -234,10 +234,49 @@ pub fn html(incident: &Incident, evidence: Option<&Evidence>) -> String {
         Some(e) => out.push_str(&evidence_summary(inc, e)),
     }
     out.push_str("</section>\n");
+    if let Some(logs) = evidence.and_then(|e| e.logs.as_ref()) {
+        out.push_str(&log_html(inc, logs));
+    }
     let _ = writeln!(
         out,
         "<footer><p class=\"muted\">Written by heal from event time only; every value and band as the detector saw it.</p></footer>\n</body>\n</html>"
     );
+    out
+}
+
+/// The section of a log signal's evidence: the templates that moved, then
+/// the example lines, every byte of them escaped.
+fn log_html(inc: &Incident, logs: &LogEvidence) -> String {
+    let mut out = String::from("<section id=\"logs\">\n<h2>What the log said</h2>\n");
+    if !logs.templates.is_empty() {
+        out.push_str("<p>Templates of the source whose rate moved most (lines per evaluation):</p>\n<table>\n<tr><th>Template</th><th>Id</th><th>Before</th><th>During</th></tr>\n");
+        for t in &logs.templates {
+            let _ = writeln!(
+                out,
+                "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{:.2}</td><td>{:.2}</td></tr>",
+                escape(&t.template),
+                escape(&t.template_id),
+                t.before,
+                t.during
+            );
+        }
+        out.push_str("</table>\n");
+    }
+    let _ = writeln!(
+        out,
+        "<p>{} of the {} lines the signal counted{}:</p>\n<pre>",
+        logs.lines.len(),
+        logs.counted,
+        logs.lines
+            .first()
+            .map(|l| format!(" from {} on", escape(&offset(inc, l.ts_ms))))
+            .unwrap_or_default()
+    );
+    for l in &logs.lines {
+        out.push_str(&escape(&l.text));
+        out.push('\n');
+    }
+    out.push_str("</pre>\n</section>\n");
     out
 }
 

@@ -29,7 +29,8 @@ mod html;
 
 pub use atom::{atom, atom_linked};
 pub use evidence::{
-    Evidence, EvidencePoint, EvidenceRecorder, EvidenceRing, EVIDENCE_CAP, RING_LEN,
+    Evidence, EvidencePoint, EvidenceRecorder, EvidenceRing, LogEvidence, LogLine, TemplateMove,
+    EVIDENCE_CAP, LOG_LINES_KEPT, LOG_LINE_CHARS, RING_LEN, TEMPLATE_MOVES_KEPT,
 };
 pub use html::html;
 
@@ -349,6 +350,68 @@ fn cell(text: &str) -> String {
     stdx::text::markdown(text).into_owned()
 }
 
+/// A log line in an indented Markdown code block: every physical line of it
+/// indented (a multi-line event cannot end the block), control characters
+/// but tabs shown as U+FFFD, so nothing in it acts as markup.
+fn code_line(text: &str) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| match c {
+            '\t' | '\n' => c,
+            c if c.is_control() => '\u{fffd}',
+            c => c,
+        })
+        .collect();
+    format!("    {}", clean.replace('\n', "\n    "))
+}
+
+/// A rate in lines per slot, for the templates table.
+fn per_slot(v: f64) -> String {
+    if v >= 10.0 || v == v.trunc() {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The Markdown section of a log signal's evidence.
+fn log_markdown(out: &mut String, inc: &Incident, logs: &LogEvidence) {
+    let _ = writeln!(out, "\n## What the log said\n");
+    if !logs.templates.is_empty() {
+        let _ = writeln!(
+            out,
+            "Templates of the source whose rate moved most (lines per evaluation):\n"
+        );
+        let _ = writeln!(
+            out,
+            "| Template | Id | Before | During |\n|---|---|---|---|"
+        );
+        for t in &logs.templates {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                cell(&t.template),
+                cell(&t.template_id),
+                per_slot(t.before),
+                per_slot(t.during)
+            );
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "{} of the {} lines the signal counted from {} on:\n",
+        logs.lines.len(),
+        logs.counted,
+        logs.lines
+            .first()
+            .map_or_else(|| "the opening".to_owned(), |l| offset(inc, l.ts_ms))
+    );
+    for l in &logs.lines {
+        let _ = writeln!(out, "{}", code_line(&l.text));
+    }
+}
+
 /// `+2m` relative to the onset.
 fn offset(incident: &Incident, ms: i64) -> String {
     format!("+{}", human(ms - incident.onset_ms))
@@ -448,6 +511,10 @@ pub fn markdown_with(incident: &Incident, evidence: Option<&Evidence>) -> String
             offset(inc, t),
             cell(&what)
         );
+    }
+
+    if let Some(logs) = evidence.and_then(|e| e.logs.as_ref()) {
+        log_markdown(&mut out, inc, logs);
     }
 
     let _ = writeln!(out, "\n## Actions");

@@ -106,6 +106,9 @@ pub enum SourceEvent {
     },
     /// One signal evaluated at one slot.
     Evaluation(Evaluation),
+    /// A log signal's evidence at one slot (example lines, templates that
+    /// moved), sent just before its evaluation of that slot.
+    Logs(crate::sources::log_source::LogExamples),
     /// Slots that were not evaluated because the source fell behind (slow evaluations or a
     /// slow consumer).
     Skipped {

@@ -281,10 +281,10 @@ impl Pipeline {
     /// slot's evaluation): added to the incidents open on the signal's
     /// series, and held for one that opens in the next few slots.
     pub fn log_examples(&mut self, ex: LogExamples) {
-        if !self
+        if self
             .runbooks
             .signal(&ex.signal)
-            .is_some_and(|s| s.logs.is_some())
+            .is_none_or(|s| s.logs.is_none())
         {
             return;
         }

@@ -183,6 +183,21 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Failed reads of a log source's files (retried at the next slot), by source.",
     ),
+    (
+        "heal_log_kafka_lag",
+        Kind::Gauge,
+        "Messages of a Kafka log source's partition not yet read (high watermark minus the next offset), after each commit, by source, topic and partition.",
+    ),
+    (
+        "heal_log_kafka_errors_total",
+        Kind::Counter,
+        "Errors a Kafka log source's consumer reported (librdkafka reconnects by itself), by source.",
+    ),
+    (
+        "heal_log_kafka_commit_failures_total",
+        Kind::Counter,
+        "Offset commits of a Kafka log source that failed (retried with the next slot's), by source.",
+    ),
     // Learning from outcomes (`live::decide`, `Decider::apply_offset`).
     (
         "heal_signal_threshold_offset",

@@ -75,6 +75,7 @@ pub use series::{Labels, Sample, SeriesId, METRIC_NAME_LABEL};
 /// Docker Engine as a source (discovery, events as per-target signals).
 pub use sources::docker;
 pub use sources::file;
+pub use sources::kafka;
 pub use sources::log_source;
 pub use sources::probe::{
     is_safe_target_value, run_probe_source, run_probe_source_with_clock, ProbeObserver,

@@ -278,6 +278,22 @@ pub async fn run(
                 t.set("heal_log_truncations_total", &l, s.tail.truncations as f64);
                 t.set("heal_log_cut_lines_total", &l, s.tail.cut_lines as f64);
                 t.set("heal_log_read_errors_total", &l, s.tail.read_errors as f64);
+                if let Some(k) = &s.kafka {
+                    t.set("heal_log_kafka_errors_total", &l, k.errors as f64);
+                    t.set(
+                        "heal_log_kafka_commit_failures_total",
+                        &l,
+                        k.commit_failures as f64,
+                    );
+                    for (topic, partition, lag) in &k.lag {
+                        let p = partition.to_string();
+                        t.set(
+                            "heal_log_kafka_lag",
+                            &[("source", &s.source), ("topic", topic), ("partition", &p)],
+                            *lag as f64,
+                        );
+                    }
+                }
             }
         });
         observer(&prepared.stats());
@@ -490,18 +506,38 @@ fn prepare_logs(
         .log_sources()
         .iter()
         .map(|c| {
-            let mut tail = ingest::file::TailConfig::new(c.files.clone());
-            tail.read_from = match c.read_from {
+            let read_from = match c.read_from {
                 ReadFrom::Beginning => ingest::file::ReadFrom::Beginning,
                 ReadFrom::End => ingest::file::ReadFrom::End,
             };
-            tail.multiline_start = c
-                .multiline_start
-                .as_deref()
-                .and_then(|p| regex::Regex::new(p).ok());
+            let input = match &c.kafka {
+                Some(k) => {
+                    let mut config =
+                        ingest::kafka::KafkaConfig::new(k.brokers.clone(), k.topics.clone());
+                    config.group = k.group.clone();
+                    config.instance = k.instance.clone();
+                    config.assign = match k.assign {
+                        remediate::runbook::KafkaAssign::Group => ingest::kafka::Assign::Group,
+                        remediate::runbook::KafkaAssign::AllPartitions => {
+                            ingest::kafka::Assign::AllPartitions
+                        }
+                    };
+                    config.read_from = read_from;
+                    ingest::log_source::LogInput::Kafka(config)
+                }
+                None => {
+                    let mut tail = ingest::file::TailConfig::new(c.files.clone());
+                    tail.read_from = read_from;
+                    tail.multiline_start = c
+                        .multiline_start
+                        .as_deref()
+                        .and_then(|p| regex::Regex::new(p).ok());
+                    ingest::log_source::LogInput::Files(tail)
+                }
+            };
             LogSource {
                 name: c.name.clone(),
-                tail,
+                input,
                 format: c.format.clone(),
                 miner: logs::MinerConfig {
                     mask: c.mask.clone(),

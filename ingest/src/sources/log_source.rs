@@ -1,14 +1,16 @@
 //! Log sources as series: files tailed, lines read by their format, messages
 //! mined into templates, and the `logs:` signals counted per slot.
 //!
-//! At every slot (a multiple of the interval) each source's tailer is polled,
+//! At every slot (a multiple of the interval) each source's input is polled
+//! (its files' tailer, or its Kafka consumer: [`super::kafka`]),
 //! each new line (or multi-line event) is parsed ([`logs::LineFormat`]) and
 //! mined ([`logs::TemplateMiner`]), and every signal over the source counts
 //! what its selector keeps. The signals' evaluations go down the same channel
 //! as the Prometheus, probe and Docker sources': the decider cannot tell them
 //! apart. A line counts in the slot it was read in (its arrival).
 //!
-//! After a slot's evaluations are handed on, the sources' checkpoints (file
+//! After a slot's evaluations are handed on, Kafka inputs commit their
+//! offsets (with their line counts), then the sources' checkpoints (file
 //! offsets, the line counters, the miner's templates and ids) are written
 //! to the state file in one atomic write. A restart resumes from there: no
 //! line is lost, the counters match the offsets exactly, and template ids
@@ -25,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::file::{FileCheckpoint, TailConfig, TailStats, Tailer};
+use super::kafka::{KafkaConfig, KafkaInput, KafkaStats, PartitionStart};
 use super::prometheus::{Evaluation, SourceEvent, Timer};
 use crate::series::{Labels, METRIC_NAME_LABEL};
 
@@ -41,8 +44,8 @@ pub const EXAMPLES_PER_SLOT: usize = 3;
 pub struct LogSource {
     /// Its name (signals refer to it).
     pub name: String,
-    /// The files.
-    pub tail: TailConfig,
+    /// Where its lines come from.
+    pub input: LogInput,
     /// How a line reads.
     pub format: logs::FormatConfig,
     /// How messages become templates.
@@ -50,6 +53,22 @@ pub struct LogSource {
     /// Labels of every series of this source (`service`, `instance`
     /// default to the source's name).
     pub labels: Vec<(String, String)>,
+}
+
+/// Where a log source's lines come from.
+#[derive(Debug, Clone)]
+pub enum LogInput {
+    /// Files, tailed.
+    Files(TailConfig),
+    /// Kafka topics, as a member of a consumer group.
+    Kafka(KafkaConfig),
+}
+
+/// A running input.
+#[derive(Debug)]
+enum Input {
+    Files(Tailer),
+    Kafka(Box<KafkaInput>, usize),
 }
 
 /// What a `logs:` signal counts per slot.
@@ -115,8 +134,10 @@ pub struct LogSourceStats {
     pub template_bytes: usize,
     /// Templates evicted by the cap, over every run.
     pub evicted: u64,
-    /// The tailer's counters (this run).
+    /// The tailer's counters (this run; zero for a Kafka source).
     pub tail: TailStats,
+    /// The Kafka input's counters and lag, for a Kafka source.
+    pub kafka: Option<KafkaStats>,
     /// Files followed now.
     pub files: usize,
 }
@@ -199,6 +220,9 @@ struct StateFile {
 struct SourceStateFile {
     name: String,
     files: Vec<FileCheckpoint>,
+    /// A Kafka source's first offset per partition (its count's origin).
+    #[serde(default)]
+    kafka: Vec<PartitionStart>,
     lines: u64,
     unparsed: u64,
     #[serde(default)]
@@ -241,7 +265,7 @@ fn read_state(path: &std::path::Path) -> Result<Option<StateFile>, LogSourceErro
 #[derive(Debug)]
 struct Running {
     name: String,
-    tailer: Tailer,
+    input: Input,
     format: LineFormat,
     miner: TemplateMiner,
     labels: Labels,
@@ -347,8 +371,18 @@ impl Running {
             templates: self.miner.len(),
             template_bytes: self.miner.memory_bytes(),
             evicted: self.miner.stats().evicted,
-            tail: self.tailer.stats(),
-            files: self.tailer.files(),
+            tail: match &self.input {
+                Input::Files(t) => t.stats(),
+                Input::Kafka(..) => TailStats::default(),
+            },
+            kafka: match &self.input {
+                Input::Files(_) => None,
+                Input::Kafka(k, _) => Some(k.stats()),
+            },
+            files: match &self.input {
+                Input::Files(t) => t.files(),
+                Input::Kafka(..) => 0,
+            },
         }
     }
 }
@@ -372,7 +406,10 @@ fn poll_source(
     tallies: &mut [Tally],
 ) -> Vec<String> {
     let mut lines = Vec::new();
-    let problems = source.tailer.poll(&mut lines);
+    let problems = match &mut source.input {
+        Input::Files(t) => t.poll(&mut lines),
+        Input::Kafka(k, max) => k.poll(&mut lines, *max),
+    };
     let mine: Vec<usize> = signals
         .iter()
         .enumerate()
@@ -435,6 +472,11 @@ fn poll_source(
                 tally.examples.push(line.chars().take(1_000).collect());
             }
         }
+    }
+    // A Kafka source's count is made of offsets: a message read again
+    // after a crash is not counted twice.
+    if let Input::Kafka(k, _) = &source.input {
+        source.lines = k.lines();
     }
     problems
 }
@@ -526,9 +568,19 @@ fn state_text(sources: &mut [Running]) -> String {
             text.push(',');
         }
         text.push_str(&format!(
-            "{{\"name\":{},\"files\":{},\"lines\":{},\"unparsed\":{},\"miner\":{}}}",
+            "{{\"name\":{},\"files\":{},\"kafka\":{},\"lines\":{},\"unparsed\":{},\"miner\":{}}}",
             serde_json::Value::String(s.name.clone()),
-            serde_json::to_string(&s.tailer.checkpoints()).unwrap_or_else(|_| "[]".into()),
+            match &s.input {
+                Input::Files(t) =>
+                    serde_json::to_string(&t.checkpoints()).unwrap_or_else(|_| "[]".into()),
+                // Its offsets are in Kafka.
+                Input::Kafka(..) => "[]".into(),
+            },
+            match &s.input {
+                Input::Files(_) => "[]".into(),
+                Input::Kafka(k, _) =>
+                    serde_json::to_string(&k.starts()).unwrap_or_else(|_| "[]".into()),
+            },
             s.lines,
             s.unparsed,
             if s.miner_json.is_empty() {
@@ -614,12 +666,25 @@ pub fn prepare_log_source(
             let service = labels.get("service").unwrap_or(&source.name).to_owned();
             labels = labels.with("instance", service);
         }
-        let (files, lines, unparsed) = prior
-            .map(|p| (p.files, p.lines, p.unparsed))
+        let (files, starts, mut lines, unparsed) = prior
+            .map(|p| (p.files, p.kafka, p.lines, p.unparsed))
             .unwrap_or_default();
+        let input = match source.input {
+            LogInput::Files(tail) => Input::Files(Tailer::new(tail, files)),
+            LogInput::Kafka(config) => {
+                // The count is made of offsets (see `kafka`): it comes back
+                // as partitions are read again.
+                lines = 0;
+                let max = config.max_per_poll.max(1);
+                Input::Kafka(
+                    Box::new(KafkaInput::new(&config, &starts).map_err(|e| err(e.to_string()))?),
+                    max,
+                )
+            }
+        };
         let mut r = Running {
             name: source.name,
-            tailer: Tailer::new(source.tail, files),
+            input,
             format,
             miner,
             labels,
@@ -736,6 +801,28 @@ pub async fn run_log_source<C: Timer>(
                 return;
             }
         }
+        // The slot's evaluations are handed on: Kafka offsets may go.
+        if p.sources
+            .iter()
+            .any(|s| matches!(s.input, Input::Kafka(..)))
+        {
+            let Ok(back) = tokio::task::spawn_blocking(move || {
+                for s in &mut p.sources {
+                    if let Input::Kafka(k, _) = &mut s.input {
+                        if let Err(e) = k.commit() {
+                            tracing::warn!(source = %s.name, error = %e, "log source: offsets not committed; retried at the next slot (lines since are read again after a crash)");
+                        }
+                    }
+                }
+                p
+            })
+            .await
+            else {
+                tracing::error!("log source: a commit panicked; the log source stops");
+                return;
+            };
+            p = back;
+        }
         if let Some(observer) = &options.observer {
             observer(&p.stats());
         }
@@ -771,7 +858,7 @@ mod tests {
         tail.read_from = super::super::file::ReadFrom::Beginning;
         LogSource {
             name: "web".into(),
-            tail,
+            input: LogInput::Files(tail),
             format: logs::FormatConfig::LogFormat(logs::LoghubFormatConfig::new(
                 "<Level> <Content>",
             )),

@@ -3,6 +3,7 @@
 
 pub mod docker;
 pub mod file;
+pub mod kafka;
 pub mod log_source;
 pub(crate) mod probe;
 pub(crate) mod prometheus;

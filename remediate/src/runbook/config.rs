@@ -47,8 +47,15 @@ pub struct LogSourceConfig {
     pub name: String,
     /// Paths or globs (`*`, `?`, `[...]`): `/var/log/web/*.log`. A file
     /// is known by its inode and first bytes, so a glob that also matches
-    /// rotated files (`app.log*`) reads no line twice.
+    /// rotated files (`app.log*`) reads no line twice. Give `files` or
+    /// `kafka`, not both.
+    #[serde(default)]
     pub files: Vec<String>,
+    /// Kafka topics instead of files: `{brokers: ["kafka-1:9092"], topics:
+    /// [web-logs], group: heal}`. One message is one event; offsets are
+    /// committed only after the evaluations that counted them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaSourceConfig>,
     /// Where to begin in a file that exists when heal first starts (with no
     /// saved offsets): `end` (the default: only new lines count) or
     /// `beginning`. Files that appear later are read from their start.
@@ -80,6 +87,46 @@ pub struct LogSourceConfig {
     /// Most templates kept (the least recently seen are evicted, counted).
     #[serde(default = "default_max_templates")]
     pub max_templates: usize,
+}
+
+/// See [`LogSourceConfig::kafka`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// `host:port` of one or more brokers (the rest are discovered).
+    pub brokers: Vec<String>,
+    /// Topics to consume.
+    pub topics: Vec<String>,
+    /// Consumer group: heal processes with the same group share the
+    /// partitions (default `heal`).
+    #[serde(default = "default_group")]
+    pub group: String,
+    /// This heal's static member name in the group (`group.instance.id`):
+    /// restarted, it takes its partitions back at once instead of waiting
+    /// for the broker to expire its previous self. Unique per heal process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// `group` (the default): share the partitions with the group's other
+    /// members, rebalanced as they come and go. `all_partitions`: read every
+    /// partition of the topics here (one heal per group; a restart resumes
+    /// at once, with no rebalance to wait for).
+    #[serde(default)]
+    pub assign: KafkaAssign,
+}
+
+/// See [`KafkaSourceConfig::assign`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaAssign {
+    /// Consumer group membership.
+    #[default]
+    Group,
+    /// Every partition, to this heal.
+    AllPartitions,
+}
+
+fn default_group() -> String {
+    "heal".to_owned()
 }
 
 fn plain_format() -> logs::FormatConfig {

@@ -155,11 +155,79 @@ fn check_log_source(source: &LogSourceConfig, report: &mut impl FnMut(String, St
     if source.name.trim().is_empty() {
         report("name".into(), "empty name".into());
     }
-    if source.files.is_empty() {
-        report(
+    match (&source.kafka, source.files.is_empty()) {
+        (None, true) => report(
             "files".into(),
-            "no files: give paths or globs (`/var/log/web/*.log`)".into(),
-        );
+            "no files: give paths or globs (`/var/log/web/*.log`), or `kafka:`".into(),
+        ),
+        (Some(_), false) => report(
+            "kafka".into(),
+            "give `files` or `kafka`, not both (one source reads one kind of input)".into(),
+        ),
+        _ => {}
+    }
+    if let Some(k) = &source.kafka {
+        if k.brokers.is_empty() {
+            report(
+                "kafka.brokers".into(),
+                "no brokers: give `host:port`".into(),
+            );
+        }
+        for (i, b) in k.brokers.iter().enumerate() {
+            let ok = b.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty()
+                    && host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || ".-_[]:".contains(c))
+                    && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !ok {
+                report(
+                    format!("kafka.brokers[{i}]"),
+                    format!("{b:?} is not `host:port`"),
+                );
+            }
+        }
+        if k.topics.is_empty() {
+            report("kafka.topics".into(), "no topics".into());
+        }
+        // Kafka's own rule for topic names (and group ids, kept as strict).
+        let kafka_name = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 249
+                && n != "."
+                && n != ".."
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        };
+        for (i, t) in k.topics.iter().enumerate() {
+            if !kafka_name(t) {
+                report(
+                    format!("kafka.topics[{i}]"),
+                    format!("{t:?} is not a Kafka topic name (letters, digits, `.`, `_`, `-`; at most 249)"),
+                );
+            }
+        }
+        if !kafka_name(&k.group) {
+            report(
+                "kafka.group".into(),
+                format!("{:?}: letters, digits, `.`, `_`, `-`", k.group),
+            );
+        }
+        if let Some(instance) = &k.instance {
+            if !kafka_name(instance) {
+                report(
+                    "kafka.instance".into(),
+                    format!("{instance:?}: letters, digits, `.`, `_`, `-`"),
+                );
+            }
+        }
+        if source.multiline_start.is_some() {
+            report(
+                "multiline_start".into(),
+                "a Kafka message is already one event: leave multiline_start out".into(),
+            );
+        }
     }
     for (i, pattern) in source.files.iter().enumerate() {
         if let Err(e) = glob::Pattern::new(pattern) {
@@ -1028,6 +1096,41 @@ signals:
             "signals[1].logs.field: `field` is read with `count: field` only",
             "signals[2].logs.field: `count: field` needs the field",
             "signals[3].logs.count: unknown variant `rate`",
+        ] {
+            assert!(e.contains(want), "{want:?} not in:\n{e}");
+        }
+    }
+    #[test]
+    fn kafka_log_sources_are_checked() {
+        let good = "log_sources:
+  - name: k
+    kafka: {brokers: [\"kafka-1:9092\"], topics: [web-logs], group: heal, instance: heal-1, assign: all_partitions}
+signals:
+  - {name: e, logs: {source: k}}
+";
+        let set = RunbookSet::from_sources(&[("k.yaml".into(), good.into())]).unwrap();
+        let k = set.log_sources()[0].kafka.as_ref().unwrap();
+        assert_eq!(k.assign, crate::runbook::KafkaAssign::AllPartitions);
+        let bad = "log_sources:
+  - name: k
+    files: [/x.log]
+    multiline_start: '^x'
+    kafka: {brokers: [\"kafka-1:9092\", \"nope\"], topics: [\"a b\"], group: g, instance: 'x;y'}
+  - {name: k2, kafka: {brokers: [], topics: []}}
+  - {name: k3, kafka: {brokers: [\"h:1\"], topics: [t], assign: everything}}
+";
+        let e = RunbookSet::from_sources(&[("k.yaml".into(), bad.into())])
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "log_sources[0].kafka: give `files` or `kafka`, not both",
+            "log_sources[0].kafka.brokers[1]: \"nope\" is not `host:port`",
+            "log_sources[0].kafka.topics[0]: \"a b\" is not a Kafka topic name",
+            "log_sources[0].kafka.instance: \"x;y\"",
+            "log_sources[0].multiline_start: a Kafka message is already one event",
+            "log_sources[1].kafka.brokers: no brokers",
+            "log_sources[1].kafka.topics: no topics",
+            "log_sources[2].kafka.assign: unknown variant `everything`",
         ] {
             assert!(e.contains(want), "{want:?} not in:\n{e}");
         }

@@ -1,0 +1,340 @@
+//! Kafka as a log input (`ingest::kafka`): a member of a consumer group on
+//! one or more topics, through librdkafka (`rdkafka`).
+//!
+//! One message is one log event (a multi-line event stays one message). The
+//! log source polls the consumer once per slot, without blocking beyond a
+//! short first wait, and takes at most [`KafkaConfig::max_per_poll`]
+//! messages; the rest wait for the next slot in the broker, not in heal.
+//!
+//! **Offsets.** librdkafka never commits on its own here
+//! (`enable.auto.commit=false`): the log source calls [`KafkaInput::commit`]
+//! only after the evaluations that counted a slot's lines were handed on, so
+//! a crash re-reads (at least once) and never loses.
+//!
+//! **The count is made of offsets**, not of increments: per partition, the
+//! messages counted are the next offset to read minus the first offset heal
+//! ever read there (kept in the log state file). A slot read again after a
+//! crash moves neither, so `heal_log_lines_total` stays exact across a
+//! SIGKILL. This assumes dense offsets (a plain topic: no compaction, no
+//! transactions); and a partition's first offset reaches the state file
+//! with the first slot that read it, so a heal killed within that slot
+//! counts that partition from where it resumes.
+//!
+//! **Membership.** `group` mode subscribes: the members of the consumer
+//! group share the partitions, and rebalance when one comes or goes.
+//! `all_partitions` mode assigns every partition of the topics to this heal
+//! (offsets are still committed under the group): for one heal per group,
+//! and a restart that takes its partitions back at once, with no rebalance
+//! to wait for.
+//!
+//! **Lag** per held partition (the high watermark minus the next offset to
+//! read) is fetched after each commit for at most [`MAX_LAG_PARTITIONS`]
+//! partitions, each within a short timeout.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::file::ReadFrom;
+
+/// Most messages taken in one poll (one slot).
+pub const DEFAULT_MAX_PER_POLL: usize = 100_000;
+/// Longest message kept whole; longer ones are cut (and counted).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Partitions whose lag is fetched after each commit.
+pub const MAX_LAG_PARTITIONS: usize = 64;
+
+/// How a Kafka input gets its partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Assign {
+    /// Subscribe as a consumer group member (partitions shared, rebalanced).
+    #[default]
+    Group,
+    /// Every partition of the topics, to this heal alone.
+    AllPartitions,
+}
+
+/// A Kafka input's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// `host:port` of one or more brokers.
+    pub brokers: Vec<String>,
+    /// Topics to consume.
+    pub topics: Vec<String>,
+    /// Consumer group.
+    pub group: String,
+    /// Static membership (`group.instance.id`): a restarted heal with the
+    /// same instance takes its partitions back at once, where a new member
+    /// waits for the broker to expire the old one.
+    pub instance: Option<String>,
+    /// Where a partition with no committed offset starts.
+    pub read_from: ReadFrom,
+    /// How partitions are got.
+    pub assign: Assign,
+    /// Most messages per poll.
+    pub max_per_poll: usize,
+}
+
+impl KafkaConfig {
+    /// Settings with the defaults: group `heal`, new partitions read from
+    /// their end.
+    pub fn new(brokers: Vec<String>, topics: Vec<String>) -> Self {
+        KafkaConfig {
+            brokers,
+            topics,
+            group: "heal".to_owned(),
+            instance: None,
+            read_from: ReadFrom::End,
+            assign: Assign::Group,
+            max_per_poll: DEFAULT_MAX_PER_POLL,
+        }
+    }
+}
+
+/// A Kafka input's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KafkaStats {
+    /// Messages read (this run).
+    pub messages: u64,
+    /// Messages longer than [`MAX_MESSAGE_BYTES`], cut.
+    pub cut: u64,
+    /// Consumer errors seen (broker down, and the like; librdkafka
+    /// reconnects by itself).
+    pub errors: u64,
+    /// Commits that failed (retried with the next slot's).
+    pub commit_failures: u64,
+    /// Lag per held partition at the last commit: (topic, partition,
+    /// messages not yet read).
+    pub lag: Vec<(String, i32, i64)>,
+}
+
+/// Where heal began in one partition: what its count starts from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionStart {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The first offset heal read there.
+    pub first: i64,
+}
+
+/// Why a Kafka input could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("kafka: {0}")]
+pub struct KafkaError(String);
+
+/// A consumer group member, polled by the log source.
+pub struct KafkaInput {
+    consumer: BaseConsumer,
+    /// Next offset to commit per partition (the one after the last message
+    /// read), since the last commit.
+    pending: BTreeMap<(String, i32), i64>,
+    /// Per partition: the first offset heal read there, and the next to
+    /// read; the count is their difference.
+    first: BTreeMap<(String, i32), i64>,
+    next: BTreeMap<(String, i32), i64>,
+    stats: KafkaStats,
+}
+
+impl std::fmt::Debug for KafkaInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaInput")
+            .field("pending", &self.pending)
+            .field("first", &self.first)
+            .field("next", &self.next)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaInput {
+    /// Joins `config.group` on `config.topics` (in `group` mode the join
+    /// completes in the background: the first polls may return nothing),
+    /// counting from `starts` (the state file's).
+    ///
+    /// # Errors
+    ///
+    /// The settings are refused by librdkafka, the subscription fails, or
+    /// (`all_partitions`) the topics' partitions cannot be listed.
+    pub fn new(config: &KafkaConfig, starts: &[PartitionStart]) -> Result<Self, KafkaError> {
+        let mut client = ClientConfig::new();
+        // librdkafka's own debug contexts (`cgrp,fetch`), logged through
+        // `tracing` at target `librdkafka`: for a group that does not form.
+        if let Ok(debug) = std::env::var("HEAL_KAFKA_DEBUG") {
+            client.set("debug", debug);
+        }
+        if let Some(instance) = &config.instance {
+            client.set("group.instance.id", instance);
+        }
+        let consumer: BaseConsumer = client
+            .set("bootstrap.servers", config.brokers.join(","))
+            .set("group.id", &config.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set(
+                "auto.offset.reset",
+                match config.read_from {
+                    ReadFrom::Beginning => "earliest",
+                    ReadFrom::End => "latest",
+                },
+            )
+            .set("session.timeout.ms", "10000")
+            .set("client.id", "heal")
+            .create()
+            .map_err(|e| KafkaError(format!("consumer: {e}")))?;
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        if config.assign == Assign::AllPartitions {
+            let mut tpl = TopicPartitionList::new();
+            for t in &topics {
+                let md = consumer
+                    .fetch_metadata(Some(t), Duration::from_secs(10))
+                    .map_err(|e| KafkaError(format!("metadata of {t}: {e}")))?;
+                for mt in md.topics() {
+                    for p in mt.partitions() {
+                        tpl.add_partition_offset(t, p.id(), Offset::Stored)
+                            .map_err(|e| KafkaError(e.to_string()))?;
+                    }
+                }
+            }
+            consumer
+                .assign(&tpl)
+                .map_err(|e| KafkaError(format!("assign {topics:?}: {e}")))?;
+        } else {
+            consumer
+                .subscribe(&topics)
+                .map_err(|e| KafkaError(format!("subscribe to {topics:?}: {e}")))?;
+        }
+        Ok(KafkaInput {
+            consumer,
+            pending: BTreeMap::new(),
+            first: starts
+                .iter()
+                .map(|s| ((s.topic.clone(), s.partition), s.first))
+                .collect(),
+            next: BTreeMap::new(),
+            stats: KafkaStats::default(),
+        })
+    }
+
+    /// Reads what is there (at most `max` messages) into `out`, one event
+    /// each; returns problems to log (at most three, the rest counted).
+    pub fn poll(&mut self, out: &mut Vec<String>, max: usize) -> Vec<String> {
+        let mut problems = Vec::new();
+        // A short first wait serves the group's join and rebalance
+        // callbacks; then only what is already fetched.
+        let mut wait = Duration::from_millis(100);
+        for _ in 0..max {
+            let Some(next) = self.consumer.poll(wait) else {
+                break;
+            };
+            wait = Duration::ZERO;
+            let m = match next {
+                Ok(m) => m,
+                Err(e) => {
+                    self.stats.errors += 1;
+                    if problems.len() < 3 {
+                        problems.push(e.to_string());
+                    }
+                    continue;
+                }
+            };
+            let key = (m.topic().to_owned(), m.partition());
+            let offset = m.offset();
+            let mut payload = m.payload().unwrap_or_default();
+            if payload.len() > MAX_MESSAGE_BYTES {
+                payload = &payload[..MAX_MESSAGE_BYTES];
+                self.stats.cut += 1;
+            }
+            let text = String::from_utf8_lossy(payload);
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            out.push(text.strip_suffix('\r').unwrap_or(text).to_owned());
+            drop(m);
+            self.first.entry(key.clone()).or_insert(offset);
+            self.next.insert(key.clone(), offset + 1);
+            self.pending.insert(key, offset + 1);
+            self.stats.messages += 1;
+        }
+        problems
+    }
+
+    /// Messages counted: per partition read this run, the next offset
+    /// minus the first heal ever read there.
+    pub fn lines(&self) -> u64 {
+        self.next
+            .iter()
+            .map(|(k, next)| {
+                let first = self.first.get(k).copied().unwrap_or(*next);
+                (next - first).max(0) as u64
+            })
+            .sum()
+    }
+
+    /// Where heal began in each partition it has read (for the state file).
+    pub fn starts(&self) -> Vec<PartitionStart> {
+        self.first
+            .iter()
+            .map(|((topic, partition), first)| PartitionStart {
+                topic: topic.clone(),
+                partition: *partition,
+                first: *first,
+            })
+            .collect()
+    }
+
+    /// Commits the offsets after the messages read so far, then fetches the
+    /// lag. Call only once the slot's evaluations were handed on.
+    pub fn commit(&mut self) -> Result<(), KafkaError> {
+        if !self.pending.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, partition), next) in &self.pending {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
+                    .map_err(|e| KafkaError(e.to_string()))?;
+            }
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+                self.stats.commit_failures += 1;
+                return Err(KafkaError(format!("commit: {e}")));
+            }
+            self.pending.clear();
+        }
+        self.stats.lag = self.lag();
+        Ok(())
+    }
+
+    /// Lag of the held partitions (at most [`MAX_LAG_PARTITIONS`]).
+    fn lag(&self) -> Vec<(String, i32, i64)> {
+        let Ok(positions) = self.consumer.position() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for elem in positions.elements().into_iter().take(MAX_LAG_PARTITIONS) {
+            let Ok((_, high)) = self.consumer.fetch_watermarks(
+                elem.topic(),
+                elem.partition(),
+                Duration::from_millis(500),
+            ) else {
+                continue;
+            };
+            // Nothing read from it yet: its lag is not known.
+            let Offset::Offset(next) = elem.offset() else {
+                continue;
+            };
+            out.push((
+                elem.topic().to_owned(),
+                elem.partition(),
+                (high - next).max(0),
+            ));
+        }
+        out
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> KafkaStats {
+        self.stats.clone()
+    }
+}

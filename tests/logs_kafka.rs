@@ -1,0 +1,285 @@
+//! A Kafka log source under `heal watch`, against a real Kafka-protocol
+//! broker (`tansu`, started here on a free port with in-memory storage):
+//! heal joins a consumer group on a two-partition topic, counts every line
+//! produced, commits offsets only after a slot's evaluations, and after a
+//! SIGKILL (lines produced before and while it is down) counts each line
+//! exactly once: `heal_log_lines_total` equals the lines produced, and
+//! heal's lag gauge falls to 0.
+//!
+//! The broker: `TANSU_BIN`, else `tansu` on PATH, else
+//! `~/.cache/heal-tools/bin/tansu` (where `.ci/run` installs it:
+//! `cargo install tansu --locked --features dynostore`). Without one the
+//! test fails, never skips.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{free_port, wait_until, Guard};
+use lab::http::client;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+fn tansu_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TANSU_BIN") {
+        return p.into();
+    }
+    if let Some(p) = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("tansu"))
+            .find(|p| p.is_file())
+    }) {
+        return p;
+    }
+    let p = PathBuf::from(std::env::var("HOME").unwrap_or_default())
+        .join(".cache/heal-tools/bin/tansu");
+    assert!(
+        p.is_file(),
+        "this test needs the tansu broker: `cargo install tansu --locked --features dynostore` (.ci/run does), or set TANSU_BIN"
+    );
+    p
+}
+
+/// A tansu broker on a free port, and the topic `name` with `partitions`.
+fn start_broker(dir: &Path, topic: &str, partitions: u32) -> (Guard, String) {
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log = std::fs::File::create(dir.join("tansu.log")).unwrap();
+    let broker = Guard(
+        Command::new(tansu_bin())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting tansu"),
+    );
+    wait_until("the broker listening", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let out = Command::new(tansu_bin())
+        .args([
+            "topic",
+            "create",
+            topic,
+            "--partitions",
+            &partitions.to_string(),
+        ])
+        .args(["--broker", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (broker, format!("127.0.0.1:{port}"))
+}
+
+/// Produces lines `from..from + n` round-robin over the partitions, and
+/// waits until the broker has them all.
+fn produce(brokers: &str, topic: &str, from: usize, n: usize) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    for i in from..from + n {
+        let line = match i % 3 {
+            0 => format!("INFO request {i} served in {} ms", i % 97),
+            1 => format!("WARN cache miss for key user:{i}"),
+            _ => format!("ERROR connection to 10.0.0.{}:5432 refused", i % 250),
+        };
+        let key = i.to_string();
+        let partition = (i % 2) as i32;
+        loop {
+            let record = BaseRecord::to(topic)
+                .key(&key)
+                .payload(&line)
+                .partition(partition);
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, _)) => {
+                    // Queue full: let it drain.
+                    assert!(
+                        matches!(
+                            e,
+                            rdkafka::error::KafkaError::MessageProduction(
+                                rdkafka::types::RDKafkaErrorCode::QueueFull
+                            )
+                        ),
+                        "{e}"
+                    );
+                    producer.poll(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// The runbook of a Kafka source `app` on topic `app-logs` with `kafka`'s
+/// extra settings, and one signal.
+fn write_runbook(dir: &Path, brokers: &str, kafka: &str) {
+    std::fs::create_dir_all(dir.join("runbooks")).unwrap();
+    std::fs::write(
+        dir.join("runbooks/app.yaml"),
+        format!(
+            "log_sources:
+  - name: app
+    kafka: {{brokers: [\"{brokers}\"], topics: [app-logs], {kafka}}}
+    read_from: beginning
+    format: {{type: log_format, log_format: \"<Level> <Content>\"}}
+signals:
+  - name: app_errors
+    logs: {{source: app, level: [ERROR], match: refused}}
+    detector: {{direction: up, limit_above: 1000000}}
+"
+        ),
+    )
+    .unwrap();
+}
+
+fn start_heal(dir: &Path, port: u16, run: usize) -> Guard {
+    let err = std::fs::File::create(dir.join(format!("heal-{run}.err"))).unwrap();
+    Guard(
+        Command::new(env!("CARGO_BIN_EXE_heal"))
+            .args(["watch", "--prometheus"])
+            .arg(format!("http://127.0.0.1:{}", free_port()))
+            .arg("--runbooks")
+            .arg(dir.join("runbooks"))
+            .args(["--interval", "1s", "--backfill", "0s"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--log-state")
+            .arg(dir.join("logs.json"))
+            .env("HEAL_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("starting heal watch"),
+    )
+}
+
+fn metrics(heal: SocketAddr) -> Option<String> {
+    Some(
+        client::get(heal, "/metrics", Duration::from_secs(2))
+            .ok()?
+            .body_text(),
+    )
+}
+
+fn sample(text: &str, name: &str) -> Vec<f64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.rsplit(' ').next()?.parse().ok())
+        .collect()
+}
+
+fn stderr_of(dir: &Path) -> String {
+    (0..2)
+        .map(|r| std::fs::read_to_string(dir.join(format!("heal-{r}.err"))).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Waits until heal has counted exactly `want` lines and its lag is 0, then
+/// checks the count stays.
+fn counted(heal: SocketAddr, dir: &Path, want: usize, what: &str) {
+    let lines = r#"heal_log_lines_total{source="app"}"#;
+    let t0 = std::time::Instant::now();
+    let mut last = String::new();
+    let got = loop {
+        let m = metrics(heal).unwrap_or_default();
+        let n = sample(&m, lines);
+        assert!(
+            n.first().is_none_or(|v| *v <= want as f64),
+            "{what}: counted {n:?}, more than the {want} produced\n{}",
+            stderr_of(dir)
+        );
+        let lag = sample(&m, "heal_log_kafka_lag{");
+        if n == [want as f64] && lag.len() == 2 && lag.iter().all(|l| *l == 0.0) {
+            break m;
+        }
+        last = m;
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{what}: not {want} lines with no lag after 60 s:\n{}\n{}",
+            last.lines()
+                .filter(|l| l.starts_with("heal_log"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            stderr_of(dir)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = last;
+    std::thread::sleep(Duration::from_millis(2_500));
+    let again = metrics(heal).unwrap();
+    assert_eq!(
+        sample(&again, lines),
+        [want as f64],
+        "{what}: the count moved\n{got}"
+    );
+}
+
+#[test]
+fn a_kafka_source_counts_every_line_once_across_a_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_broker, brokers) = start_broker(d, "app-logs", 2);
+    write_runbook(d, &brokers, "group: heal-test, assign: all_partitions");
+    let port = free_port();
+    let heal = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut produced = 0;
+
+    // Lines produced before heal joins: read from the beginning.
+    produce(&brokers, "app-logs", produced, 2_000);
+    produced += 2_000;
+    let mut watch = start_heal(d, port, 0);
+    counted(heal, d, produced, "the first lines");
+
+    // More lines, and heal killed while it may not have committed them;
+    // more while it is down. The restarted member resumes from the
+    // committed offsets and the count committed with them.
+    produce(&brokers, "app-logs", produced, 1_000);
+    produced += 1_000;
+    std::thread::sleep(Duration::from_millis(700));
+    watch.0.kill().unwrap();
+    watch.0.wait().unwrap();
+    produce(&brokers, "app-logs", produced, 500);
+    produced += 500;
+    watch = start_heal(d, port, 1);
+    counted(heal, d, produced, "after a SIGKILL");
+    let m = metrics(heal).unwrap();
+    assert_eq!(
+        sample(&m, r#"heal_log_templates{source="app"}"#),
+        [3.0],
+        "{m}"
+    );
+    drop(watch);
+}
+
+/// `group` mode: heal subscribes as a member of a consumer group and gets
+/// the partitions by the group's assignment; every line is counted.
+#[test]
+fn a_kafka_source_in_group_mode_reads_every_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_broker, brokers) = start_broker(d, "app-logs", 2);
+    write_runbook(d, &brokers, "group: heal-group");
+    produce(&brokers, "app-logs", 0, 1_000);
+    let port = free_port();
+    let heal = SocketAddr::from(([127, 0, 0, 1], port));
+    let _watch = start_heal(d, port, 0);
+    counted(heal, d, 1_000, "as a group member");
+    produce(&brokers, "app-logs", 1_000, 300);
+    counted(heal, d, 1_300, "new lines as a group member");
+}

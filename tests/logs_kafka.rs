@@ -14,76 +14,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, wait_until, Guard};
+use common::{free_port, start_broker, Guard};
 use lab::http::client;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-
-fn tansu_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("TANSU_BIN") {
-        return p.into();
-    }
-    if let Some(p) = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join("tansu"))
-            .find(|p| p.is_file())
-    }) {
-        return p;
-    }
-    let p = PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/heal-tools/bin/tansu");
-    assert!(
-        p.is_file(),
-        "this test needs the tansu broker: `cargo install tansu --locked --features dynostore` (.ci/run does), or set TANSU_BIN"
-    );
-    p
-}
-
-/// A tansu broker on a free port, and the topic `name` with `partitions`.
-fn start_broker(dir: &Path, topic: &str, partitions: u32) -> (Guard, String) {
-    let port = free_port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let log = std::fs::File::create(dir.join("tansu.log")).unwrap();
-    let broker = Guard(
-        Command::new(tansu_bin())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting tansu"),
-    );
-    wait_until("the broker listening", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    let out = Command::new(tansu_bin())
-        .args([
-            "topic",
-            "create",
-            topic,
-            "--partitions",
-            &partitions.to_string(),
-        ])
-        .args(["--broker", &url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (broker, format!("127.0.0.1:{port}"))
-}
 
 /// Produces lines `from..from + n` round-robin over the partitions, and
 /// waits until the broker has them all.

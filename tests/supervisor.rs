@@ -26,6 +26,8 @@
 //! --supervisor` restarting a supervised service from a runbook (real
 //! Prometheus).
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -1248,4 +1250,125 @@ rules:
     );
     // The action came from the log signal's rule.
     assert!(heal_log().contains("dependency-refused"), "{}", heal_log());
+}
+
+/// The lab's log through Kafka: the service under `heal supervise` sends
+/// its log lines to a topic of a real broker (tansu); heal reads the topic
+/// (all partitions, offsets committed under its group), catches the
+/// dependency fault that only the log shows, and restarts the service. A
+/// SIGKILL of heal on the way; at the end heal has counted every message
+/// the topic holds, once.
+#[test]
+fn heal_watch_restarts_a_service_from_its_log_in_kafka() {
+    let lab = lab_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, brokers) = common::start_broker(dir.path(), "lab-logs", 2);
+    let port = free_ports(1);
+    let config_path = dir.path().join("supervise.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "services:\n  - name: web\n    release: {{version: v1, argv: [{}, service, --name, web, --port, \"{{port}}\", --kafka, \"{brokers}\", --kafka-topic, lab-logs]}}\n    ports: {port}\n    check: {{type: tcp, interval: 500ms}}\n",
+            lab.display(),
+        ),
+    )
+    .unwrap();
+    let sup = start_supervise(&config_path, &dir.path().join("state"), true);
+    let web = healthy(sup.api, "web", 1, "web healthy").remove(0);
+    let load = Guard(
+        Command::new(&lab)
+            .args(["load", "--target"])
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .args(["--rps", "50", "--duration-s", "300", "--timeout-ms", "1000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let runbooks = dir.path().join("runbooks");
+    std::fs::create_dir_all(&runbooks).unwrap();
+    std::fs::write(
+        runbooks.join("web.yaml"),
+        format!(
+            r#"log_sources:
+  - name: web
+    kafka: {{brokers: ["{brokers}"], topics: [lab-logs], group: heal-e2e, assign: all_partitions}}
+    read_from: beginning
+    format: {{type: log_format, log_format: "<Date> <Time> <Level> <Component>: <Content>"}}
+signals:
+  - name: db_refused
+    logs: {{source: web, level: [ERROR], match: "refused"}}
+    detector: {{direction: up, min_spread: 1, limit_above: 5}}
+rules:
+  - name: dependency-refused
+    when: {{signal: db_refused, direction: up, for: 1s}}
+    then:
+      - action: restart
+        target: "supervisor/{{{{service}}}}"
+        timeout: 10s
+    guards: {{cooldown: 30s, max_attempts: 3, window: 10m}}
+    verify: {{wait: 5s, recovered_when: {{value_below: 1}}}}
+"#
+        ),
+    )
+    .unwrap();
+    let heal_port = free_ports(1);
+    let heal = SocketAddr::from(([127, 0, 0, 1], heal_port));
+    let heal_log = || std::fs::read_to_string(dir.path().join("heal.err")).unwrap_or_default();
+    let mut watch = start_log_watch(dir.path(), sup.api, heal_port);
+    wait_until("heal counting the topic", Duration::from_secs(60), || {
+        lines_counted(heal).filter(|n| *n > 100)
+    });
+    watch.0.kill().unwrap();
+    watch.0.wait().unwrap();
+    std::mem::forget(watch);
+    std::thread::sleep(Duration::from_secs(1));
+    let _watch = start_log_watch(dir.path(), sup.api, heal_port);
+    wait_until("heal back", Duration::from_secs(60), || {
+        lines_counted(heal).filter(|n| *n > 0)
+    });
+
+    let web_addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let r = client::post(
+        web_addr,
+        "/fault/dependency?rate=0.5",
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let restarted = wait_until("heal to restart web", Duration::from_secs(60), || {
+        let r = service(sup.api, "web")["instances"][0].clone();
+        (r["starts"].as_u64() > web["starts"].as_u64() && r["phase"] == "healthy").then_some(r)
+    });
+    assert_ne!(pid(&restarted), pid(&web), "{}", heal_log());
+    assert!(heal_log().contains("dependency-refused"), "{}", heal_log());
+
+    // No more requests: what the topic holds, counted once.
+    drop(load);
+    std::thread::sleep(Duration::from_secs(2));
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let held: i64 = (0..2)
+        .map(|p| {
+            use rdkafka::consumer::Consumer;
+            let (low, high) = consumer
+                .fetch_watermarks("lab-logs", p, Duration::from_secs(10))
+                .unwrap();
+            high - low
+        })
+        .sum();
+    let mut last = None;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(30) && last != Some(held as u64) {
+        last = lines_counted(heal);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        last,
+        Some(held as u64),
+        "lines counted vs held by the topic\n{}",
+        heal_log()
+    );
 }

@@ -54,6 +54,13 @@ enum Command {
         /// dependency fault's errors); reopened when rotated away.
         #[arg(long, value_name = "DIR")]
         log_dir: Option<PathBuf>,
+        /// Also send each log line to Kafka brokers (`host:port,...`), topic
+        /// `--kafka-topic` (a build with the `kafka` feature).
+        #[arg(long, value_name = "BROKERS")]
+        kafka: Option<String>,
+        /// The topic of `--kafka`.
+        #[arg(long, default_value = "lab-logs")]
+        kafka_topic: String,
     },
     /// Send a fixed rate of GET requests to loopback targets, then print a
     /// summary: one `target URL ...` line each, then `total sent=.. ok=..
@@ -186,6 +193,8 @@ fn run(command: Command) -> Result<()> {
             extra_series,
             exit_on_stdin_eof,
             log_dir,
+            kafka,
+            kafka_topic,
         } => service::run(service::ServiceConfig {
             name,
             addr,
@@ -195,6 +204,7 @@ fn run(command: Command) -> Result<()> {
             extra_series,
             exit_on_stdin_eof,
             log_dir,
+            kafka: kafka.map(|b| (b, kafka_topic)),
         }),
         Command::Load {
             targets,

@@ -2,7 +2,9 @@
 //! that needs them says `mod common;`). Not every file uses every helper.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use lab::rng::SplitMix64;
 
@@ -78,4 +80,69 @@ pub fn wait_until<T>(
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     panic!("timed out after {deadline:?} waiting for {what}");
+}
+
+/// The tansu broker: `TANSU_BIN`, else `tansu` on PATH, else
+/// `~/.cache/heal-tools/bin/tansu` (where `.ci/run` installs it). Without
+/// one a test fails, never skips.
+pub fn tansu_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TANSU_BIN") {
+        return p.into();
+    }
+    if let Some(p) = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("tansu"))
+            .find(|p| p.is_file())
+    }) {
+        return p;
+    }
+    let p = PathBuf::from(std::env::var("HOME").unwrap_or_default())
+        .join(".cache/heal-tools/bin/tansu");
+    assert!(
+        p.is_file(),
+        "this test needs the tansu broker: `cargo install tansu --locked --features dynostore` (.ci/run does), or set TANSU_BIN"
+    );
+    p
+}
+
+/// A tansu broker on a free port, and the topic `name` with `partitions`.
+pub fn start_broker(dir: &Path, topic: &str, partitions: u32) -> (Guard, String) {
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log = std::fs::File::create(dir.join("tansu.log")).unwrap();
+    let broker = Guard(
+        Command::new(tansu_bin())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting tansu"),
+    );
+    wait_until("the broker listening", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let out = Command::new(tansu_bin())
+        .args([
+            "topic",
+            "create",
+            topic,
+            "--partitions",
+            &partitions.to_string(),
+        ])
+        .args(["--broker", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (broker, format!("127.0.0.1:{port}"))
 }

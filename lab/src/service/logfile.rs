@@ -61,10 +61,11 @@ impl LogFile {
     /// Writes one line (`level`, `component`, `message`) stamped now.
     /// Failures are ignored: a service does not stop for its log.
     pub fn line(&self, level: &str, component: &str, message: &str) {
-        let text = format!(
-            "{} {level} {component}: {message}\n",
-            timestamp(stdx::Clock::now_ms(&stdx::SystemClock))
-        );
+        self.write(&format_line(level, component, message));
+    }
+
+    /// Writes `text` (a whole line, newline included).
+    fn write(&self, text: &str) {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let stale = match &*open {
             None => true,
@@ -85,6 +86,70 @@ impl LogFile {
         }
         if let Some(o) = open.as_mut() {
             let _ = o.file.write_all(text.as_bytes());
+        }
+    }
+}
+
+/// One line of the log, stamped now, newline included.
+pub fn format_line(level: &str, component: &str, message: &str) -> String {
+    format!(
+        "{} {level} {component}: {message}\n",
+        timestamp(stdx::Clock::now_ms(&stdx::SystemClock))
+    )
+}
+
+/// The service's log: its file and its Kafka topic, each optional; a line
+/// goes to both.
+#[derive(Debug, Default)]
+pub struct Log {
+    file: Option<LogFile>,
+    #[cfg(feature = "kafka")]
+    kafka: Option<super::kafka_log::KafkaLog>,
+}
+
+impl Log {
+    /// The log of `file` and, with `kafka` = (brokers, topic), a producer.
+    ///
+    /// # Errors
+    ///
+    /// `kafka` is given to a build without the `kafka` feature, or the
+    /// producer cannot be made.
+    pub fn new(
+        file: Option<LogFile>,
+        kafka: Option<&(String, String)>,
+    ) -> crate::error::Result<Log> {
+        #[cfg(feature = "kafka")]
+        {
+            let kafka = kafka
+                .map(|(brokers, topic)| super::kafka_log::KafkaLog::new(brokers, topic))
+                .transpose()?;
+            Ok(Log { file, kafka })
+        }
+        #[cfg(not(feature = "kafka"))]
+        match kafka {
+            Some(_) => Err(crate::error::Error::usage(
+                "--kafka needs heal-lab built with the `kafka` feature",
+            )),
+            None => Ok(Log { file }),
+        }
+    }
+
+    /// One line to the file and the topic (nothing when neither is set).
+    pub fn line(&self, level: &str, component: &str, message: &str) {
+        #[cfg(feature = "kafka")]
+        let wanted = self.file.is_some() || self.kafka.is_some();
+        #[cfg(not(feature = "kafka"))]
+        let wanted = self.file.is_some();
+        if !wanted {
+            return;
+        }
+        let text = format_line(level, component, message);
+        if let Some(f) = &self.file {
+            f.write(&text);
+        }
+        #[cfg(feature = "kafka")]
+        if let Some(k) = &self.kafka {
+            k.send(text.trim_end_matches('\n'));
         }
     }
 }

@@ -21,6 +21,8 @@
 //! notices the closed connection) or when the fault is cleared.
 
 mod fault;
+#[cfg(feature = "kafka")]
+mod kafka_log;
 pub mod logfile;
 pub mod metrics;
 
@@ -67,6 +69,9 @@ pub struct ServiceConfig {
     /// Write `DIR/NAME.log`: a line per request to `/` (`INFO
     /// NAME.access`), and the dependency fault's `ERROR NAME.db` lines.
     pub log_dir: Option<std::path::PathBuf>,
+    /// Also send each log line to a Kafka topic: (brokers, topic). Needs
+    /// the `kafka` feature.
+    pub kafka: Option<(String, String)>,
 }
 
 /// Whether `name` is usable as a service name (and so as a label value, a
@@ -111,10 +116,13 @@ pub fn run(config: ServiceConfig) -> Result<()> {
         leaked_bytes: AtomicU64::new(0),
         sequence: AtomicU64::new(0),
         extra_series: config.extra_series,
-        log: config
-            .log_dir
-            .as_ref()
-            .map(|dir| logfile::LogFile::new(dir.join(format!("{}.log", config.name)))),
+        log: logfile::Log::new(
+            config
+                .log_dir
+                .as_ref()
+                .map(|dir| logfile::LogFile::new(dir.join(format!("{}.log", config.name)))),
+            config.kafka.as_ref(),
+        )?,
         attempts: AtomicU64::new(0),
     });
     if let Some(fault) = config.fault {
@@ -162,8 +170,8 @@ struct Service {
     sequence: AtomicU64,
     /// How many `lab_extra` series to export.
     extra_series: u32,
-    /// The log file, with `--log-dir`.
-    log: Option<logfile::LogFile>,
+    /// The log: its file (`--log-dir`) and its Kafka topic (`--kafka`).
+    log: logfile::Log,
     /// Connection attempts to the failing dependency (its log lines count
     /// them).
     attempts: AtomicU64,
@@ -240,28 +248,24 @@ impl Service {
                     // Refused, and served from the cache: 200 all the same,
                     // and only the log tells.
                     let n = self.attempts.fetch_add(1, Ordering::Relaxed) + 1;
-                    if let Some(log) = &self.log {
-                        log.line(
-                            "ERROR",
-                            &format!("{}.db", self.name),
-                            &format!(
-                                "connection to 10.0.0.7:5432 refused (attempt {n}); served from cache"
-                            ),
-                        );
-                    }
+                    self.log.line(
+                        "ERROR",
+                        &format!("{}.db", self.name),
+                        &format!(
+                            "connection to 10.0.0.7:5432 refused (attempt {n}); served from cache"
+                        ),
+                    );
                 }
                 200
             }
             _ => 200,
         };
         self.metrics.observe(code, started.elapsed());
-        if let Some(log) = &self.log {
-            log.line(
-                "INFO",
-                &format!("{}.access", self.name),
-                &format!("GET / {code} in {} ms", started.elapsed().as_millis()),
-            );
-        }
+        self.log.line(
+            "INFO",
+            &format!("{}.access", self.name),
+            &format!("GET / {code} in {} ms", started.elapsed().as_millis()),
+        );
         Some(match code {
             200 => Response::text(200, format!("hello from {}", self.name)),
             _ => Response::text(code, "internal error (fault errors)"),

@@ -15,10 +15,9 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, start_broker, Guard};
+use common::{free_port, log_heal_stderr, log_line, start_broker, start_log_heal};
 use lab::http::client;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -32,11 +31,7 @@ fn produce(brokers: &str, topic: &str, from: usize, n: usize) {
         .create()
         .unwrap();
     for i in from..from + n {
-        let line = match i % 3 {
-            0 => format!("INFO request {i} served in {} ms", i % 97),
-            1 => format!("WARN cache miss for key user:{i}"),
-            _ => format!("ERROR connection to 10.0.0.{}:5432 refused", i % 250),
-        };
+        let line = log_line(i);
         let key = i.to_string();
         let partition = (i % 2) as i32;
         loop {
@@ -87,26 +82,6 @@ signals:
     .unwrap();
 }
 
-fn start_heal(dir: &Path, port: u16, run: usize) -> Guard {
-    let err = std::fs::File::create(dir.join(format!("heal-{run}.err"))).unwrap();
-    Guard(
-        Command::new(env!("CARGO_BIN_EXE_heal"))
-            .args(["watch", "--prometheus"])
-            .arg(format!("http://127.0.0.1:{}", free_port()))
-            .arg("--runbooks")
-            .arg(dir.join("runbooks"))
-            .args(["--interval", "1s", "--backfill", "0s"])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--log-state")
-            .arg(dir.join("logs.json"))
-            .env("HEAL_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("starting heal watch"),
-    )
-}
-
 fn metrics(heal: SocketAddr) -> Option<String> {
     Some(
         client::get(heal, "/metrics", Duration::from_secs(2))
@@ -121,13 +96,6 @@ fn sample(text: &str, name: &str) -> Vec<f64> {
         .collect()
 }
 
-fn stderr_of(dir: &Path) -> String {
-    (0..2)
-        .map(|r| std::fs::read_to_string(dir.join(format!("heal-{r}.err"))).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// Waits until heal has counted exactly `want` lines and its lag is 0, then
 /// checks the count stays.
 fn counted(heal: SocketAddr, dir: &Path, want: usize, what: &str) {
@@ -140,7 +108,7 @@ fn counted(heal: SocketAddr, dir: &Path, want: usize, what: &str) {
         assert!(
             n.first().is_none_or(|v| *v <= want as f64),
             "{what}: counted {n:?}, more than the {want} produced\n{}",
-            stderr_of(dir)
+            log_heal_stderr(dir)
         );
         let lag = sample(&m, "heal_log_kafka_lag{");
         if n == [want as f64] && lag.len() == 2 && lag.iter().all(|l| *l == 0.0) {
@@ -154,7 +122,7 @@ fn counted(heal: SocketAddr, dir: &Path, want: usize, what: &str) {
                 .filter(|l| l.starts_with("heal_log"))
                 .collect::<Vec<_>>()
                 .join("\n"),
-            stderr_of(dir)
+            log_heal_stderr(dir)
         );
         std::thread::sleep(Duration::from_millis(200));
     };
@@ -181,7 +149,7 @@ fn a_kafka_source_counts_every_line_once_across_a_sigkill() {
     // Lines produced before heal joins: read from the beginning.
     produce(&brokers, "app-logs", produced, 2_000);
     produced += 2_000;
-    let mut watch = start_heal(d, port, 0);
+    let mut watch = start_log_heal(d, port, 0);
     counted(heal, d, produced, "the first lines");
 
     // More lines, and heal killed while it may not have committed them;
@@ -194,7 +162,7 @@ fn a_kafka_source_counts_every_line_once_across_a_sigkill() {
     watch.0.wait().unwrap();
     produce(&brokers, "app-logs", produced, 500);
     produced += 500;
-    watch = start_heal(d, port, 1);
+    watch = start_log_heal(d, port, 1);
     counted(heal, d, produced, "after a SIGKILL");
     let m = metrics(heal).unwrap();
     assert_eq!(
@@ -216,7 +184,7 @@ fn a_kafka_source_in_group_mode_reads_every_partition() {
     produce(&brokers, "app-logs", 0, 1_000);
     let port = free_port();
     let heal = SocketAddr::from(([127, 0, 0, 1], port));
-    let _watch = start_heal(d, port, 0);
+    let _watch = start_log_heal(d, port, 0);
     counted(heal, d, 1_000, "as a group member");
     produce(&brokers, "app-logs", 1_000, 300);
     counted(heal, d, 1_300, "new lines as a group member");

@@ -14,11 +14,10 @@ mod common;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
-use common::{free_port, wait_until, Guard};
+use common::{free_port, log_heal_stderr, log_line, start_log_heal, wait_until};
 use lab::http::client;
 
 /// Appends `n` numbered lines (`from`, `from + 1`, ...) to `path`.
@@ -30,37 +29,10 @@ fn write_lines(path: &Path, from: usize, n: usize) {
         .unwrap();
     let mut text = String::new();
     for i in from..from + n {
-        // Varied messages: the miner sees a handful of templates.
-        let text_of = match i % 3 {
-            0 => format!("INFO request {i} served in {} ms", i % 97),
-            1 => format!("WARN cache miss for key user:{i}"),
-            _ => format!("ERROR connection to 10.0.0.{}:5432 refused", i % 250),
-        };
-        text.push_str(&text_of);
+        text.push_str(&log_line(i));
         text.push('\n');
     }
     f.write_all(text.as_bytes()).unwrap();
-}
-
-/// heal watch with the log runbook in `dir`, its state in `dir/logs.json`.
-fn start_heal(dir: &Path, port: u16, run: usize) -> Guard {
-    let err = std::fs::File::create(dir.join(format!("heal-{run}.err"))).unwrap();
-    Guard(
-        Command::new(env!("CARGO_BIN_EXE_heal"))
-            .args(["watch", "--prometheus"])
-            .arg(format!("http://127.0.0.1:{}", free_port()))
-            .arg("--runbooks")
-            .arg(dir.join("runbooks"))
-            .args(["--interval", "1s", "--backfill", "0s"])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--log-state")
-            .arg(dir.join("logs.json"))
-            .env("HEAL_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("starting heal watch"),
-    )
 }
 
 /// The value of the sample `name{labels}` in heal's `/metrics`.
@@ -70,15 +42,6 @@ fn metric(heal: SocketAddr, sample: &str) -> Option<f64> {
         .body_text();
     m.lines()
         .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-}
-
-fn stderr_of(dir: &Path) -> String {
-    let mut all = String::new();
-    for run in 0..2 {
-        let p: PathBuf = dir.join(format!("heal-{run}.err"));
-        all.push_str(&std::fs::read_to_string(p).unwrap_or_default());
-    }
-    all
 }
 
 /// Waits until heal has counted exactly `want` lines, then checks the count
@@ -96,7 +59,7 @@ fn counted(heal: SocketAddr, dir: &Path, want: usize, what: &str) {
         assert!(
             last.is_none_or(|v| v <= want as f64),
             "{what}: counted {last:?} lines, more than the {want} written\n{}",
-            stderr_of(dir)
+            log_heal_stderr(dir)
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -104,7 +67,7 @@ fn counted(heal: SocketAddr, dir: &Path, want: usize, what: &str) {
         last,
         Some(want as f64),
         "{what}: lines counted after {deadline:?}\n{}",
-        stderr_of(dir)
+        log_heal_stderr(dir)
     );
     std::thread::sleep(Duration::from_millis(2_500));
     assert_eq!(
@@ -147,7 +110,7 @@ signals:
     // Lines written before heal starts are read from the beginning.
     write_lines(&log, written, 2_000);
     written += 2_000;
-    let mut watch = start_heal(d, port, 0);
+    let mut watch = start_log_heal(d, port, 0);
     counted(heal, d, written, "the first lines");
 
     // Rename-and-create: the last lines of the old file, written just before
@@ -175,7 +138,7 @@ signals:
     std::fs::rename(&log, d.join("app.log.2")).unwrap();
     write_lines(&log, written, 400);
     written += 400;
-    watch = start_heal(d, port, 1);
+    watch = start_log_heal(d, port, 1);
     counted(
         heal,
         d,

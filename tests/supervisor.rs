@@ -1031,6 +1031,123 @@ fn start_log_watch(dir: &Path, sup: SocketAddr, port: u16) -> Guard {
     )
 }
 
+/// A lab service `web` under `heal supervise` (its `service` arguments
+/// followed by `args`, YAML flow items), and 50 requests a second on it.
+struct LabWeb {
+    sup: Supervise,
+    port: u16,
+    /// Its instance when first healthy.
+    web: Value,
+    load: Guard,
+}
+
+fn lab_web_under_load(dir: &Path, args: &str) -> LabWeb {
+    let lab = lab_bin();
+    let port = free_ports(1);
+    let config_path = dir.join("supervise.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "services:\n  - name: web\n    release: {{version: v1, argv: [{}, service, --name, web, --port, \"{{port}}\", {args}]}}\n    ports: {port}\n    check: {{type: tcp, interval: 500ms}}\n",
+            lab.display(),
+        ),
+    )
+    .unwrap();
+    let sup = start_supervise(&config_path, &dir.join("state"), true);
+    let web = healthy(sup.api, "web", 1, "web healthy").remove(0);
+    let load = Guard(
+        Command::new(&lab)
+            .args(["load", "--target"])
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .args(["--rps", "50", "--duration-s", "300", "--timeout-ms", "1000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    LabWeb {
+        sup,
+        port,
+        web,
+        load,
+    }
+}
+
+/// `dir/runbooks/web.yaml`: log source `web` (its input given as `input`,
+/// a YAML mapping entry), the `ERROR ... refused` lines as a signal, and a
+/// rule restarting `supervisor/web` on them.
+fn write_dependency_runbook(dir: &Path, input: &str) {
+    let runbooks = dir.join("runbooks");
+    std::fs::create_dir_all(&runbooks).unwrap();
+    std::fs::write(
+        runbooks.join("web.yaml"),
+        format!(
+            r#"log_sources:
+  - name: web
+    {input}
+    read_from: beginning
+    format: {{type: log_format, log_format: "<Date> <Time> <Level> <Component>: <Content>"}}
+signals:
+  - name: db_refused
+    logs: {{source: web, level: [ERROR], match: "refused"}}
+    detector: {{direction: up, min_spread: 1, limit_above: 5}}
+rules:
+  - name: dependency-refused
+    when: {{signal: db_refused, direction: up, for: 1s}}
+    then:
+      - action: restart
+        target: "supervisor/{{{{service}}}}"
+        timeout: 10s
+    guards: {{cooldown: 30s, max_attempts: 3, window: 10m}}
+    verify: {{wait: 5s, recovered_when: {{value_below: 1}}}}
+"#
+        ),
+    )
+    .unwrap();
+}
+
+/// Half the requests to `web` find its database refusing (each still
+/// answered 200); heal must restart it through the supervisor, and the new
+/// process has no fault.
+fn dependency_fault_restarts(
+    sup: &Supervise,
+    port: u16,
+    web: &Value,
+    heal_log: &dyn Fn() -> String,
+) {
+    let web_addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let r = client::post(
+        web_addr,
+        "/fault/dependency?rate=0.5",
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(
+        client::get(web_addr, "/", Duration::from_secs(2))
+            .unwrap()
+            .status,
+        200
+    );
+    let restarted = wait_until("heal to restart web", Duration::from_secs(60), || {
+        let r = service(sup.api, "web")["instances"][0].clone();
+        (r["starts"].as_u64() > web["starts"].as_u64() && r["phase"] == "healthy").then_some(r)
+    });
+    assert_ne!(pid(&restarted), pid(web), "{}", heal_log());
+    assert!(
+        restarted["last_exit"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("restart requested")),
+        "{restarted}"
+    );
+    let fault = client::get(web_addr, "/fault", Duration::from_secs(2)).unwrap();
+    assert!(
+        !fault.body_text().contains("dependency"),
+        "{}",
+        fault.body_text()
+    );
+}
+
 /// heal's `heal_log_lines_total` for source `web`.
 fn lines_counted(heal: SocketAddr) -> Option<u64> {
     let m = client::get(heal, "/metrics", Duration::from_secs(2))
@@ -1053,62 +1170,16 @@ fn lines_counted(heal: SocketAddr) -> Option<u64> {
 /// files, was counted exactly once.
 #[test]
 fn heal_watch_restarts_a_service_whose_log_shows_a_failing_dependency() {
-    let lab = lab_bin();
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    let port = free_ports(1);
-    let config_path = dir.path().join("supervise.yaml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "services:\n  - name: web\n    release: {{version: v1, argv: [{}, service, --name, web, --port, \"{{port}}\", --log-dir, {}]}}\n    ports: {port}\n    check: {{type: tcp, interval: 500ms}}\n",
-            lab.display(),
-            logs.display()
-        ),
-    )
-    .unwrap();
-    let sup = start_supervise(&config_path, &dir.path().join("state"), true);
-    let web = healthy(sup.api, "web", 1, "web healthy").remove(0);
-    let load = Guard(
-        Command::new(&lab)
-            .args(["load", "--target"])
-            .arg(format!("http://127.0.0.1:{port}/"))
-            .args(["--rps", "50", "--duration-s", "300", "--timeout-ms", "1000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-
-    let runbooks = dir.path().join("runbooks");
-    std::fs::create_dir_all(&runbooks).unwrap();
-    std::fs::write(
-        runbooks.join("web.yaml"),
-        format!(
-            r#"log_sources:
-  - name: web
-    files: [{}/web.log]
-    read_from: beginning
-    format: {{type: log_format, log_format: "<Date> <Time> <Level> <Component>: <Content>"}}
-signals:
-  - name: db_refused
-    logs: {{source: web, level: [ERROR], match: "refused"}}
-    detector: {{direction: up, min_spread: 1, limit_above: 5}}
-rules:
-  - name: dependency-refused
-    when: {{signal: db_refused, direction: up, for: 1s}}
-    then:
-      - action: restart
-        target: "supervisor/{{{{service}}}}"
-        timeout: 10s
-    guards: {{cooldown: 30s, max_attempts: 3, window: 10m}}
-    verify: {{wait: 5s, recovered_when: {{value_below: 1}}}}
-"#,
-            logs.display()
-        ),
-    )
-    .unwrap();
+    let LabWeb {
+        sup,
+        port,
+        web,
+        load,
+    } = lab_web_under_load(dir.path(), &format!("--log-dir, {}", logs.display()));
+    write_dependency_runbook(dir.path(), &format!("files: [{}/web.log]", logs.display()));
     let heal_port = free_ports(1);
     let heal = SocketAddr::from(([127, 0, 0, 1], heal_port));
     let heal_log = || std::fs::read_to_string(dir.path().join("heal.err")).unwrap_or_default();
@@ -1140,37 +1211,7 @@ rules:
     });
 
     // Half the requests now find the database refusing: still 200 each.
-    let web_addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let r = client::post(
-        web_addr,
-        "/fault/dependency?rate=0.5",
-        Duration::from_secs(2),
-    )
-    .unwrap();
-    assert_eq!(r.status, 200, "{}", r.body_text());
-    assert_eq!(
-        client::get(web_addr, "/", Duration::from_secs(2))
-            .unwrap()
-            .status,
-        200
-    );
-    let restarted = wait_until("heal to restart web", Duration::from_secs(60), || {
-        let r = service(sup.api, "web")["instances"][0].clone();
-        (r["starts"].as_u64() > web["starts"].as_u64() && r["phase"] == "healthy").then_some(r)
-    });
-    assert_ne!(pid(&restarted), pid(&web), "{}", heal_log());
-    assert!(
-        restarted["last_exit"]
-            .as_str()
-            .is_some_and(|e| e.starts_with("restart requested")),
-        "{restarted}"
-    );
-    let fault = client::get(web_addr, "/fault", Duration::from_secs(2)).unwrap();
-    assert!(
-        !fault.body_text().contains("dependency"),
-        "{}",
-        fault.body_text()
-    );
+    dependency_fault_restarts(&sup, port, &web, &heal_log);
     wait_until("the action counted", Duration::from_secs(30), || {
         let m = client::get(heal, "/metrics", Duration::from_secs(2))
             .ok()?
@@ -1260,58 +1301,21 @@ rules:
 /// the topic holds, once.
 #[test]
 fn heal_watch_restarts_a_service_from_its_log_in_kafka() {
-    let lab = lab_bin();
     let dir = tempfile::tempdir().unwrap();
     let (_broker, brokers) = common::start_broker(dir.path(), "lab-logs", 2);
-    let port = free_ports(1);
-    let config_path = dir.path().join("supervise.yaml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "services:\n  - name: web\n    release: {{version: v1, argv: [{}, service, --name, web, --port, \"{{port}}\", --kafka, \"{brokers}\", --kafka-topic, lab-logs]}}\n    ports: {port}\n    check: {{type: tcp, interval: 500ms}}\n",
-            lab.display(),
-        ),
-    )
-    .unwrap();
-    let sup = start_supervise(&config_path, &dir.path().join("state"), true);
-    let web = healthy(sup.api, "web", 1, "web healthy").remove(0);
-    let load = Guard(
-        Command::new(&lab)
-            .args(["load", "--target"])
-            .arg(format!("http://127.0.0.1:{port}/"))
-            .args(["--rps", "50", "--duration-s", "300", "--timeout-ms", "1000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let LabWeb {
+        sup,
+        port,
+        web,
+        load,
+    } = lab_web_under_load(
+        dir.path(),
+        &format!("--kafka, \"{brokers}\", --kafka-topic, lab-logs"),
     );
-    let runbooks = dir.path().join("runbooks");
-    std::fs::create_dir_all(&runbooks).unwrap();
-    std::fs::write(
-        runbooks.join("web.yaml"),
-        format!(
-            r#"log_sources:
-  - name: web
-    kafka: {{brokers: ["{brokers}"], topics: [lab-logs], group: heal-e2e, assign: all_partitions}}
-    read_from: beginning
-    format: {{type: log_format, log_format: "<Date> <Time> <Level> <Component>: <Content>"}}
-signals:
-  - name: db_refused
-    logs: {{source: web, level: [ERROR], match: "refused"}}
-    detector: {{direction: up, min_spread: 1, limit_above: 5}}
-rules:
-  - name: dependency-refused
-    when: {{signal: db_refused, direction: up, for: 1s}}
-    then:
-      - action: restart
-        target: "supervisor/{{{{service}}}}"
-        timeout: 10s
-    guards: {{cooldown: 30s, max_attempts: 3, window: 10m}}
-    verify: {{wait: 5s, recovered_when: {{value_below: 1}}}}
-"#
-        ),
-    )
-    .unwrap();
+    write_dependency_runbook(
+        dir.path(),
+        &format!("kafka: {{brokers: [\"{brokers}\"], topics: [lab-logs], group: heal-e2e, assign: all_partitions}}"),
+    );
     let heal_port = free_ports(1);
     let heal = SocketAddr::from(([127, 0, 0, 1], heal_port));
     let heal_log = || std::fs::read_to_string(dir.path().join("heal.err")).unwrap_or_default();
@@ -1328,19 +1332,7 @@ rules:
         lines_counted(heal).filter(|n| *n > 0)
     });
 
-    let web_addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let r = client::post(
-        web_addr,
-        "/fault/dependency?rate=0.5",
-        Duration::from_secs(2),
-    )
-    .unwrap();
-    assert_eq!(r.status, 200, "{}", r.body_text());
-    let restarted = wait_until("heal to restart web", Duration::from_secs(60), || {
-        let r = service(sup.api, "web")["instances"][0].clone();
-        (r["starts"].as_u64() > web["starts"].as_u64() && r["phase"] == "healthy").then_some(r)
-    });
-    assert_ne!(pid(&restarted), pid(&web), "{}", heal_log());
+    dependency_fault_restarts(&sup, port, &web, &heal_log);
     assert!(heal_log().contains("dependency-refused"), "{}", heal_log());
 
     // No more requests: what the topic holds, counted once.

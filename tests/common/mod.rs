@@ -146,3 +146,45 @@ pub fn start_broker(dir: &Path, topic: &str, partitions: u32) -> (Guard, String)
     );
     (broker, format!("127.0.0.1:{port}"))
 }
+
+/// Line `i` of the log tests' streams: three statements, whatever their
+/// numbers and addresses (the miner sees three templates).
+pub fn log_line(i: usize) -> String {
+    match i % 3 {
+        0 => format!("INFO request {i} served in {} ms", i % 97),
+        1 => format!("WARN cache miss for key user:{i}"),
+        _ => format!("ERROR connection to 10.0.0.{}:5432 refused", i % 250),
+    }
+}
+
+/// `heal watch` (dry run) with the runbooks of `dir/runbooks` and its log
+/// state in `dir/logs.json`, listening on `port`; Prometheus is a port
+/// nobody listens on (the runbooks have log signals only). Its stderr goes
+/// to `dir/heal-RUN.err` ([`log_heal_stderr`]).
+pub fn start_log_heal(dir: &Path, port: u16, run: usize) -> Guard {
+    let err = std::fs::File::create(dir.join(format!("heal-{run}.err"))).unwrap();
+    Guard(
+        Command::new(env!("CARGO_BIN_EXE_heal"))
+            .args(["watch", "--prometheus"])
+            .arg(format!("http://127.0.0.1:{}", free_port()))
+            .arg("--runbooks")
+            .arg(dir.join("runbooks"))
+            .args(["--interval", "1s", "--backfill", "0s"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--log-state")
+            .arg(dir.join("logs.json"))
+            .env("HEAL_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("starting heal watch"),
+    )
+}
+
+/// The stderr of the first two [`start_log_heal`] runs in `dir`.
+pub fn log_heal_stderr(dir: &Path) -> String {
+    (0..2)
+        .map(|r| std::fs::read_to_string(dir.join(format!("heal-{r}.err"))).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -27,15 +27,22 @@
 //! and a restart that takes its partitions back at once, with no rebalance
 //! to wait for.
 //!
-//! **Lag** per held partition (the high watermark minus the next offset to
-//! read) is fetched after each commit for at most [`MAX_LAG_PARTITIONS`]
-//! partitions, each within a short timeout.
+//! **Lag** per held partition is librdkafka's own (`consumer_lag` of its
+//! statistics, every second, from the high watermarks its fetches bring
+//! back): no request of heal's, so a slow broker cannot make a lag query
+//! time out and cost the consumer its connection (a timed-out request makes
+//! librdkafka drop the connection). At most [`MAX_LAG_PARTITIONS`] are
+//! kept.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use std::sync::{Arc, Mutex};
+
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::statistics::Statistics;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
@@ -129,9 +136,36 @@ pub struct PartitionStart {
 #[error("kafka: {0}")]
 pub struct KafkaError(String);
 
+/// Keeps the lag librdkafka's statistics report (served by `poll`).
+#[derive(Clone, Default)]
+struct LagContext {
+    lag: Arc<Mutex<Vec<(String, i32, i64)>>>,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut lag = Vec::new();
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // -1 is librdkafka's internal partition; a negative lag is
+                // one not known yet (nothing fetched).
+                if *partition >= 0 && p.fetch_state == "active" && p.consumer_lag >= 0 {
+                    lag.push((topic.clone(), *partition, p.consumer_lag));
+                }
+            }
+        }
+        lag.sort();
+        lag.truncate(MAX_LAG_PARTITIONS);
+        *self.lag.lock().unwrap_or_else(|e| e.into_inner()) = lag;
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
 /// A consumer group member, polled by the log source.
 pub struct KafkaInput {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<LagContext>,
+    context: LagContext,
     /// Next offset to commit per partition (the one after the last message
     /// read), since the last commit.
     pending: BTreeMap<(String, i32), i64>,
@@ -172,7 +206,8 @@ impl KafkaInput {
         if let Some(instance) = &config.instance {
             client.set("group.instance.id", instance);
         }
-        let consumer: BaseConsumer = client
+        let context = LagContext::default();
+        let consumer: BaseConsumer<LagContext> = client
             .set("bootstrap.servers", config.brokers.join(","))
             .set("group.id", &config.group)
             .set("enable.auto.commit", "false")
@@ -186,7 +221,8 @@ impl KafkaInput {
             )
             .set("session.timeout.ms", "10000")
             .set("client.id", "heal")
-            .create()
+            .set("statistics.interval.ms", "1000")
+            .create_with_context(context.clone())
             .map_err(|e| KafkaError(format!("consumer: {e}")))?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         if config.assign == Assign::AllPartitions {
@@ -212,6 +248,7 @@ impl KafkaInput {
         }
         Ok(KafkaInput {
             consumer,
+            context,
             pending: BTreeMap::new(),
             first: starts
                 .iter()
@@ -306,31 +343,13 @@ impl KafkaInput {
         Ok(())
     }
 
-    /// Lag of the held partitions (at most [`MAX_LAG_PARTITIONS`]).
+    /// Lag of the held partitions, as librdkafka's last statistics gave it.
     fn lag(&self) -> Vec<(String, i32, i64)> {
-        let Ok(positions) = self.consumer.position() else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for elem in positions.elements().into_iter().take(MAX_LAG_PARTITIONS) {
-            let Ok((_, high)) = self.consumer.fetch_watermarks(
-                elem.topic(),
-                elem.partition(),
-                Duration::from_millis(500),
-            ) else {
-                continue;
-            };
-            // Nothing read from it yet: its lag is not known.
-            let Offset::Offset(next) = elem.offset() else {
-                continue;
-            };
-            out.push((
-                elem.topic().to_owned(),
-                elem.partition(),
-                (high - next).max(0),
-            ));
-        }
-        out
+        self.context
+            .lag
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The counters.

@@ -63,6 +63,15 @@ impl Drop for Guard {
     }
 }
 
+/// The tests that run real services with timing checks (health checks,
+/// start timeouts, load, restarts within a deadline) take turns: side by
+/// side on a 2-core machine they starve each other's processes, and a
+/// check that would pass alone misses its deadline.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn bin_dir() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_heal"))
         .parent()
@@ -285,6 +294,7 @@ fn assert_dependency_order(a: &Value, b: &Value, c: &Value) {
 
 #[test]
 fn supervise_runs_restarts_scales_deploys_and_rolls_back_real_services() {
+    let _one_at_a_time = one_at_a_time();
     let lab = lab_bin();
     let dir = tempfile::tempdir().unwrap();
     let (pa, pb, pc) = (free_ports(1), free_ports(1), free_ports(3));
@@ -552,6 +562,7 @@ fn supervise_runs_restarts_scales_deploys_and_rolls_back_real_services() {
 ///   program) never passes: killed `start_timeout: 1s` after its start.
 #[test]
 fn failing_http_and_tcp_checks_and_start_timeout_restart_real_replicas() {
+    let _one_at_a_time = one_at_a_time();
     let lab = lab_bin();
     let dir = tempfile::tempdir().unwrap();
     let (ph, pt, pn) = (free_ports(1), free_ports(1), free_ports(1));
@@ -728,6 +739,7 @@ fn traffic(frontend: u16, n: usize) -> std::collections::BTreeMap<String, usize>
 
 #[test]
 fn scaling_registers_and_removes_replicas_in_haproxy() {
+    let _one_at_a_time = one_at_a_time();
     let lab = lab_bin();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("admin.sock");
@@ -847,6 +859,7 @@ fn prometheus_bin() -> PathBuf {
 /// only have come from heal's runbook.
 #[test]
 fn heal_watch_restarts_a_supervised_service_from_a_runbook() {
+    let _one_at_a_time = one_at_a_time();
     let lab = lab_bin();
     let dir = tempfile::tempdir().unwrap();
     let port = free_ports(1);
@@ -1170,6 +1183,7 @@ fn lines_counted(heal: SocketAddr) -> Option<u64> {
 /// files, was counted exactly once.
 #[test]
 fn heal_watch_restarts_a_service_whose_log_shows_a_failing_dependency() {
+    let _one_at_a_time = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
@@ -1301,6 +1315,7 @@ fn heal_watch_restarts_a_service_whose_log_shows_a_failing_dependency() {
 /// the topic holds, once.
 #[test]
 fn heal_watch_restarts_a_service_from_its_log_in_kafka() {
+    let _one_at_a_time = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let (_broker, brokers) = common::start_broker(dir.path(), "lab-logs", 2);
     let LabWeb {

@@ -1161,6 +1161,19 @@ fn dependency_fault_restarts(
     );
 }
 
+/// Polls `read` (heal's count, and the truth) for up to 30 s until they
+/// agree; the last reading.
+fn settled(mut read: impl FnMut() -> (Option<u64>, u64)) -> (Option<u64>, u64) {
+    let t0 = Instant::now();
+    loop {
+        let (counted, truth) = read();
+        if counted == Some(truth) || t0.elapsed() > Duration::from_secs(30) {
+            return (counted, truth);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// heal's `heal_log_lines_total` for source `web`.
 fn lines_counted(heal: SocketAddr) -> Option<u64> {
     let m = client::get(heal, "/metrics", Duration::from_secs(2))
@@ -1275,24 +1288,22 @@ fn heal_watch_restarts_a_service_whose_log_shows_a_failing_dependency() {
     // No more requests: every line in the service's files, counted once.
     drop(load);
     std::thread::sleep(Duration::from_secs(1));
-    let written: u64 = ["web.log", "web.log.1"]
-        .iter()
-        .map(|f| {
-            std::fs::read_to_string(logs.join(f))
-                .unwrap()
-                .lines()
-                .count() as u64
-        })
-        .sum();
-    let mut last = None;
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(20) && last != Some(written) {
-        last = lines_counted(heal);
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // (Read again at each try: a request still in flight may add a line.)
+    let written = || -> u64 {
+        ["web.log", "web.log.1"]
+            .iter()
+            .map(|f| {
+                std::fs::read_to_string(logs.join(f))
+                    .unwrap()
+                    .lines()
+                    .count() as u64
+            })
+            .sum()
+    };
+    let (counted, held) = settled(|| (lines_counted(heal), written()));
     assert_eq!(
-        last,
-        Some(written),
+        counted,
+        Some(held),
         "lines counted vs written\n{}",
         heal_log()
     );
@@ -1357,24 +1368,22 @@ fn heal_watch_restarts_a_service_from_its_log_in_kafka() {
         .set("bootstrap.servers", &brokers)
         .create()
         .unwrap();
-    let held: i64 = (0..2)
-        .map(|p| {
-            use rdkafka::consumer::Consumer;
-            let (low, high) = consumer
-                .fetch_watermarks("lab-logs", p, Duration::from_secs(10))
-                .unwrap();
-            high - low
-        })
-        .sum();
-    let mut last = None;
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(30) && last != Some(held as u64) {
-        last = lines_counted(heal);
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // (Read again at each try: the producer may still deliver a line.)
+    let in_topic = || -> u64 {
+        (0..2)
+            .map(|p| {
+                use rdkafka::consumer::Consumer;
+                let (low, high) = consumer
+                    .fetch_watermarks("lab-logs", p, Duration::from_secs(10))
+                    .unwrap();
+                (high - low) as u64
+            })
+            .sum()
+    };
+    let (counted, held) = settled(|| (lines_counted(heal), in_topic()));
     assert_eq!(
-        last,
-        Some(held as u64),
+        counted,
+        Some(held),
         "lines counted vs held by the topic\n{}",
         heal_log()
     );

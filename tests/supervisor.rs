@@ -1174,6 +1174,22 @@ fn settled(mut read: impl FnMut() -> (Option<u64>, u64)) -> (Option<u64>, u64) {
     }
 }
 
+/// heal dies without a word (SIGKILL) and comes back on the same state;
+/// returns once the new one counts lines again.
+fn sigkill_and_restart(mut watch: Guard, dir: &Path, sup: SocketAddr, port: u16) -> Guard {
+    watch.0.kill().unwrap();
+    watch.0.wait().unwrap();
+    // Reaped already: the guard's SIGTERM must not reach a reused pid.
+    std::mem::forget(watch);
+    std::thread::sleep(Duration::from_secs(1));
+    let back = start_log_watch(dir, sup, port);
+    let heal = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until("heal back", Duration::from_secs(60), || {
+        lines_counted(heal).filter(|n| *n > 0)
+    });
+    back
+}
+
 /// heal's `heal_log_lines_total` for source `web`.
 fn lines_counted(heal: SocketAddr) -> Option<u64> {
     let m = client::get(heal, "/metrics", Duration::from_secs(2))
@@ -1210,7 +1226,7 @@ fn heal_watch_restarts_a_service_whose_log_shows_a_failing_dependency() {
     let heal_port = free_ports(1);
     let heal = SocketAddr::from(([127, 0, 0, 1], heal_port));
     let heal_log = || std::fs::read_to_string(dir.path().join("heal.err")).unwrap_or_default();
-    let mut watch = start_log_watch(dir.path(), sup.api, heal_port);
+    let watch = start_log_watch(dir.path(), sup.api, heal_port);
     wait_until(
         "heal counting the access log",
         Duration::from_secs(60),
@@ -1226,16 +1242,7 @@ fn heal_watch_restarts_a_service_whose_log_shows_a_failing_dependency() {
         || logs.join("web.log").exists().then_some(()),
     );
     std::thread::sleep(Duration::from_secs(2));
-    // heal dies without a word and comes back on the same state.
-    watch.0.kill().unwrap();
-    watch.0.wait().unwrap();
-    // Reaped already: the guard's SIGTERM must not reach a reused pid.
-    std::mem::forget(watch);
-    std::thread::sleep(Duration::from_secs(1));
-    let _watch = start_log_watch(dir.path(), sup.api, heal_port);
-    wait_until("heal back", Duration::from_secs(60), || {
-        lines_counted(heal).filter(|n| *n > 0)
-    });
+    let _watch = sigkill_and_restart(watch, dir.path(), sup.api, heal_port);
 
     // Half the requests now find the database refusing: still 200 each.
     dependency_fault_restarts(&sup, port, &web, &heal_log);
@@ -1345,18 +1352,11 @@ fn heal_watch_restarts_a_service_from_its_log_in_kafka() {
     let heal_port = free_ports(1);
     let heal = SocketAddr::from(([127, 0, 0, 1], heal_port));
     let heal_log = || std::fs::read_to_string(dir.path().join("heal.err")).unwrap_or_default();
-    let mut watch = start_log_watch(dir.path(), sup.api, heal_port);
+    let watch = start_log_watch(dir.path(), sup.api, heal_port);
     wait_until("heal counting the topic", Duration::from_secs(60), || {
         lines_counted(heal).filter(|n| *n > 100)
     });
-    watch.0.kill().unwrap();
-    watch.0.wait().unwrap();
-    std::mem::forget(watch);
-    std::thread::sleep(Duration::from_secs(1));
-    let _watch = start_log_watch(dir.path(), sup.api, heal_port);
-    wait_until("heal back", Duration::from_secs(60), || {
-        lines_counted(heal).filter(|n| *n > 0)
-    });
+    let _watch = sigkill_and_restart(watch, dir.path(), sup.api, heal_port);
 
     dependency_fault_restarts(&sup, port, &web, &heal_log);
     assert!(heal_log().contains("dependency-refused"), "{}", heal_log());

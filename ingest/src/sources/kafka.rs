@@ -166,20 +166,17 @@ impl ConsumerContext for LagContext {}
 pub struct KafkaInput {
     consumer: BaseConsumer<LagContext>,
     context: LagContext,
-    /// Next offset to commit per partition (the one after the last message
-    /// read), since the last commit.
-    pending: BTreeMap<(String, i32), i64>,
-    /// Per partition: the first offset heal read there, and the next to
-    /// read; the count is their difference.
+    /// Per partition: the first offset heal read there, the next to read
+    /// (the count is their difference), and the last one committed.
     first: BTreeMap<(String, i32), i64>,
     next: BTreeMap<(String, i32), i64>,
+    committed: BTreeMap<(String, i32), i64>,
     stats: KafkaStats,
 }
 
 impl std::fmt::Debug for KafkaInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaInput")
-            .field("pending", &self.pending)
             .field("first", &self.first)
             .field("next", &self.next)
             .field("stats", &self.stats)
@@ -249,12 +246,12 @@ impl KafkaInput {
         Ok(KafkaInput {
             consumer,
             context,
-            pending: BTreeMap::new(),
             first: starts
                 .iter()
                 .map(|s| ((s.topic.clone(), s.partition), s.first))
                 .collect(),
             next: BTreeMap::new(),
+            committed: BTreeMap::new(),
             stats: KafkaStats::default(),
         })
     }
@@ -292,9 +289,10 @@ impl KafkaInput {
             let text = text.strip_suffix('\n').unwrap_or(&text);
             out.push(text.strip_suffix('\r').unwrap_or(text).to_owned());
             drop(m);
-            self.first.entry(key.clone()).or_insert(offset);
-            self.next.insert(key.clone(), offset + 1);
-            self.pending.insert(key, offset + 1);
+            if !self.first.contains_key(&key) {
+                self.first.insert(key.clone(), offset);
+            }
+            self.next.insert(key, offset + 1);
             self.stats.messages += 1;
         }
         problems
@@ -324,20 +322,28 @@ impl KafkaInput {
             .collect()
     }
 
-    /// Commits the offsets after the messages read so far, then fetches the
-    /// lag. Call only once the slot's evaluations were handed on.
+    /// Commits the offsets after the messages read so far (the partitions
+    /// read since the last commit), then takes the lag librdkafka last
+    /// reported. Call only once the slot's evaluations were handed on.
     pub fn commit(&mut self) -> Result<(), KafkaError> {
-        if !self.pending.is_empty() {
+        let moved: Vec<(&(String, i32), &i64)> = self
+            .next
+            .iter()
+            .filter(|(k, next)| self.committed.get(*k) != Some(*next))
+            .collect();
+        if !moved.is_empty() {
             let mut tpl = TopicPartitionList::new();
-            for ((topic, partition), next) in &self.pending {
-                tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
+            for ((topic, partition), next) in &moved {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(**next))
                     .map_err(|e| KafkaError(e.to_string()))?;
             }
             if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
                 self.stats.commit_failures += 1;
                 return Err(KafkaError(format!("commit: {e}")));
             }
-            self.pending.clear();
+            let done: Vec<((String, i32), i64)> =
+                moved.into_iter().map(|(k, v)| (k.clone(), *v)).collect();
+            self.committed.extend(done);
         }
         self.stats.lag = self.lag();
         Ok(())

@@ -10,11 +10,11 @@
 //! apart. A line counts in the slot it was read in (its arrival).
 //!
 //! After a slot's evaluations are handed on, Kafka inputs commit their
-//! offsets (with their line counts), then the sources' checkpoints (file
-//! offsets, the line counters, the miner's templates and ids) are written
-//! to the state file in one atomic write. A restart resumes from there: no
-//! line is lost, the counters match the offsets exactly, and template ids
-//! stay the same. Lines read after the last write are read again after a
+//! offsets, then the sources' checkpoints (file offsets, the line counters,
+//! each Kafka partition's first offset, the miner's templates and ids) are
+//! written to the state file in one atomic write. A restart resumes from
+//! there: no line is lost, the counters match the offsets exactly, and
+//! template ids stay the same. Lines read after the last write are read again after a
 //! crash (at least once, never lost).
 
 use std::collections::{BTreeMap, HashMap};
@@ -364,6 +364,10 @@ impl Running {
     }
 
     fn stats(&self) -> LogSourceStats {
+        let (tail, kafka, files) = match &self.input {
+            Input::Files(t) => (t.stats(), None, t.files()),
+            Input::Kafka(k, _) => (TailStats::default(), Some(k.stats()), 0),
+        };
         LogSourceStats {
             source: self.name.clone(),
             lines: self.lines,
@@ -371,18 +375,9 @@ impl Running {
             templates: self.miner.len(),
             template_bytes: self.miner.memory_bytes(),
             evicted: self.miner.stats().evicted,
-            tail: match &self.input {
-                Input::Files(t) => t.stats(),
-                Input::Kafka(..) => TailStats::default(),
-            },
-            kafka: match &self.input {
-                Input::Files(_) => None,
-                Input::Kafka(k, _) => Some(k.stats()),
-            },
-            files: match &self.input {
-                Input::Files(t) => t.files(),
-                Input::Kafka(..) => 0,
-            },
+            tail,
+            kafka,
+            files,
         }
     }
 }

@@ -443,6 +443,12 @@ fn heal_keeps_the_lab_healthy() {
         let log_before = log.lock().unwrap().len();
         let t = inject(name, fault);
         let took = recovered(name, t);
+        // The lab's control counts the restart a moment after the new
+        // process is up: give it a few seconds, not none.
+        let t1 = Instant::now();
+        while restarts(control, name) <= before && t1.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
         assert!(
             restarts(control, name) > before,
             "{name}: served again without a restart?"

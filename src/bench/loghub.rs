@@ -205,6 +205,43 @@ pub fn run(dir: &Path, reps: usize) -> Result<Vec<SystemRow>> {
     Ok(rows)
 }
 
+/// Fills a miner to its template cap with distinct statements of about 100
+/// bytes, then sends as many distinct forms again as its cache holds, and
+/// prints its memory: what one log source costs at most.
+pub fn memory_at_cap(config: &MinerConfig) {
+    let word = |mut i: usize| {
+        let mut w = String::from("w");
+        loop {
+            w.push((b'a' + (i % 26) as u8) as char);
+            i /= 26;
+            if i == 0 {
+                return w;
+            }
+        }
+    };
+    let Ok(mut m) = logs::TemplateMiner::new(config.clone()) else {
+        return;
+    };
+    let n = config.max_templates + config.max_cached_forms;
+    for i in 0..n {
+        m.add(&format!(
+            "{} then {} happened to the widget {} while the queue held {i} items for {}",
+            word(i),
+            word(i + 7),
+            i % 97,
+            word(i % 13)
+        ));
+    }
+    let bytes = m.memory_bytes();
+    println!(
+        "memory at the caps ({} templates, {} cached forms, {n} distinct ~100-byte messages): {:.1} MiB, {:.0} bytes per template",
+        config.max_templates,
+        config.max_cached_forms,
+        bytes as f64 / (1 << 20) as f64,
+        bytes as f64 / m.len().max(1) as f64
+    );
+}
+
 // The honesty checks for "one configuration for all systems" (`--ablation`,
 // `--cv`): every rule and threshold of the miner is a knob; a configuration's
 // scores per system are cached, since the searches revisit them.

@@ -31,6 +31,10 @@ pub enum BenchCmd {
         /// PA per system.
         #[arg(long)]
         ablation: bool,
+        /// Also fill a miner to its caps and print its memory (what one log
+        /// source costs at most).
+        #[arg(long)]
+        memory: bool,
     },
     /// Time to recovery of lab services in containers on the real Docker
     /// Engine (crash, hang, errors, leak), heal against Docker's restart
@@ -178,8 +182,12 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             reps,
             cv,
             ablation,
+            memory,
         } => {
             heal::bench::loghub::run(&dir, reps)?;
+            if memory {
+                heal::bench::loghub::memory_at_cap(&logs::MinerConfig::default());
+            }
             heal::bench::loghub::checks(&dir, ablation, cv)?;
             Ok(())
         }

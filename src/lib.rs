@@ -31,6 +31,7 @@ pub mod evaluate;
 pub mod incidents;
 pub mod labrun;
 pub mod live;
+pub mod log_sources;
 pub mod marks;
 pub mod pipeline;
 pub mod record;

@@ -87,6 +87,185 @@ pub async fn run(args: RecordConfig, now_ms: i64) -> Result<()> {
     Ok(())
 }
 
+/// What log sources to record (`heal record --log-source`).
+#[derive(Debug, Clone)]
+pub struct LogRecordConfig {
+    /// Directory of YAML runbooks declaring the sources.
+    pub runbooks: PathBuf,
+    /// The sources to record, by name.
+    pub sources: Vec<String>,
+    /// Read files from their beginning and Kafka topics from their earliest
+    /// offset, rather than only what arrives from now on.
+    pub from_start: bool,
+    /// Stop after this long (ms).
+    pub duration_ms: Option<i64>,
+    /// Stop once no line arrived for this long (ms).
+    pub idle_ms: Option<i64>,
+    /// Stop at this many lines (and never hold more).
+    pub max_lines: usize,
+    /// Time between reads (ms).
+    pub poll_ms: i64,
+    /// The log dataset file to write (Parquet).
+    pub output: PathBuf,
+}
+
+/// Why a log recording stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// `--for` ran out.
+    Duration,
+    /// No line for `--idle`.
+    Idle,
+    /// `--lines` reached.
+    Lines,
+    /// Interrupted (SIGINT, SIGTERM): what was read is written.
+    Interrupted,
+}
+
+impl Stopped {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stopped::Duration => "its --for ran out",
+            Stopped::Idle => "no line arrived for --idle",
+            Stopped::Lines => "it reached --lines",
+            Stopped::Interrupted => "it was interrupted",
+        }
+    }
+}
+
+/// Records the runbooks' log sources named in `args` into a log dataset
+/// and writes it: each line with its event time (its own, when the
+/// source's format reads one, otherwise when it was read). Files are
+/// tailed and Kafka topics read from every partition by a consumer of its
+/// own that commits nothing, so a running `heal watch` is not disturbed.
+/// Stops at `--for`, `--idle` or `--lines`, or when `stop` is cancelled;
+/// what was read is written in every case.
+///
+/// # Errors
+///
+/// Bad runbooks, an unknown source, a source that cannot be opened, a file
+/// that cannot be written.
+pub async fn record_logs<C: ingest::Timer>(
+    args: LogRecordConfig,
+    clock: C,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<ingest::LogDataset> {
+    use ingest::log_source::{LogInput, LogRecorder};
+    let runbooks =
+        remediate::RunbookSet::load_dir(&args.runbooks).map_err(|e| Error::Usage(e.to_string()))?;
+    if args.sources.is_empty() {
+        return Err(Error::Usage(
+            "name a log source to record (--log-source NAME)".into(),
+        ));
+    }
+    let all = crate::log_sources::sources(&runbooks, crate::log_sources::Inputs::Live);
+    let mut chosen = Vec::new();
+    for name in &args.sources {
+        let Some(mut source) = all.iter().find(|s| &s.name == name).cloned() else {
+            let known: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+            return Err(Error::Usage(format!(
+                "--log-source {name:?}: the runbooks in {} declare no such log source (they declare: {})",
+                args.runbooks.display(),
+                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+            )));
+        };
+        let read_from = if args.from_start {
+            ingest::file::ReadFrom::Beginning
+        } else {
+            ingest::file::ReadFrom::End
+        };
+        match &mut source.input {
+            LogInput::Files(tail) => tail.read_from = read_from,
+            LogInput::Kafka(k) => {
+                // Every partition, under a group of its own with nothing
+                // committed: the running heal's group keeps its members
+                // and its offsets.
+                k.read_from = read_from;
+                k.assign = ingest::kafka::Assign::AllPartitions;
+                k.instance = None;
+                k.group = format!("{}-record-{}", k.group, std::process::id());
+            }
+            LogInput::Recorded => {}
+        }
+        chosen.push(source);
+    }
+    let mut recorder = LogRecorder::new(chosen).map_err(|e| Error::Usage(e.to_string()))?;
+    let mut dataset = ingest::LogDataset::default();
+    let start = clock.now_ms();
+    // The window a replay counts (quiet stretches included) is the
+    // recording's when it records what arrives. With --from-start the
+    // lines go back to whenever the sources began, and their own span is
+    // the window.
+    let window = !args.from_start;
+    if window {
+        dataset.start_ms = Some(start);
+    }
+    let mut last_line = start;
+    let poll_ms = args.poll_ms.max(1);
+    let mut next = start;
+    let stopped = loop {
+        let now = clock.now_ms();
+        let (back, data, read) = tokio::task::spawn_blocking(move || {
+            let mut data = dataset;
+            let read = recorder.poll(now, &mut data);
+            (recorder, data, read)
+        })
+        .await
+        .map_err(|e| Error::msg(format_args!("the log reader failed: {e}")))?;
+        recorder = back;
+        dataset = data;
+        for p in &read.problems {
+            tracing::warn!(stage = "ingest", problem = %p, "log recording: not read");
+        }
+        if read.lines > 0 {
+            last_line = now;
+        }
+        if dataset.lines.len() >= args.max_lines {
+            dataset.lines.truncate(args.max_lines);
+            break Stopped::Lines;
+        }
+        if args.duration_ms.is_some_and(|d| now - start >= d) {
+            break Stopped::Duration;
+        }
+        if args.idle_ms.is_some_and(|d| now - last_line >= d) {
+            break Stopped::Idle;
+        }
+        next += poll_ms;
+        tokio::select! {
+            () = stop.cancelled() => break Stopped::Interrupted,
+            () = clock.sleep_until(next) => {}
+        }
+    };
+    let end = clock.now_ms();
+    if window {
+        dataset.end_ms = Some(end);
+    }
+    dataset
+        .write(&args.output)
+        .with_context(|| format!("writing log dataset {}", args.output.display()))?;
+    let mut summary = format!(
+        "wrote {} log lines to {} ({} seconds recorded; stopped because {})",
+        dataset.lines.len(),
+        args.output.display(),
+        (end - start) / 1000,
+        stopped.as_str()
+    );
+    for (name, lines, stamped) in recorder.counts() {
+        summary.push_str(&format!(
+            "\n  {name}: {lines} lines read, {stamped} with their own event time"
+        ));
+    }
+    if let Some((first, last)) = dataset.window() {
+        summary.push_str(&format!(
+            "\n  from {} to {}",
+            format_ms(first),
+            format_ms(last)
+        ));
+    }
+    println!("{summary}");
+    Ok(dataset)
+}
+
 /// Errors that are the user's query or settings, not the server's state: exit code 64.
 fn is_usage(e: &PromError) -> bool {
     match e {

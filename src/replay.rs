@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::path::{Path, PathBuf};
 
 use crate::Context;
-use ingest::{Dataset, Sample};
+use ingest::log_source::PreparedLogSource;
+use ingest::{Dataset, Labels, LogDataset, Sample};
 use remediate::engine::EngineEvent;
 use remediate::report::Evidence;
 use remediate::{EngineOptions, Incident, RunbookSet};
@@ -24,8 +25,14 @@ use crate::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct ReplayConfig {
     /// A dataset: a Parquet file in heal's long form, with its optional
-    /// ground truth `<stem>.truth.json` beside it.
-    pub dataset: PathBuf,
+    /// ground truth `<stem>.truth.json` beside it (`None`: logs only).
+    pub dataset: Option<PathBuf>,
+    /// Log datasets (`heal record --log-source`), replayed with the series
+    /// in event time through the runbooks' `logs:` signals.
+    pub logs: Vec<PathBuf>,
+    /// The log signals' slot (as `heal watch --interval`): lines are
+    /// counted per slot of this length, by their event time.
+    pub interval_ms: i64,
     /// Directory of YAML runbooks.
     pub runbooks: PathBuf,
     /// Directory to write `incidents.jsonl`, one Markdown and one HTML
@@ -72,12 +79,35 @@ fn unrecorded_probes(runbooks: &RunbookSet, dataset: &Dataset) -> Vec<String> {
 /// be written.
 pub fn run(args: ReplayConfig) -> Result<()> {
     let runbooks = RunbookSet::load_dir(&args.runbooks).map_err(|e| Error::Usage(e.to_string()))?;
-    let dataset = Dataset::read(&args.dataset).map_err(|e| Error::Usage(e.to_string()))?;
+    if args.dataset.is_none() && args.logs.is_empty() {
+        return Err(Error::Usage(
+            "nothing to replay: give a DATASET, --logs FILE, or both".into(),
+        ));
+    }
+    if args.interval_ms <= 0 {
+        return Err(Error::Usage(format!(
+            "--interval must be positive, got {} ms",
+            args.interval_ms
+        )));
+    }
+    let dataset = match &args.dataset {
+        Some(path) => Dataset::read(path).map_err(|e| Error::Usage(e.to_string()))?,
+        None => Dataset::default(),
+    };
+    let logs = read_logs(&args.logs)?;
+    let shown = args.dataset.as_ref().map_or_else(
+        || "the log datasets".to_owned(),
+        |p| p.display().to_string(),
+    );
     for name in unrecorded_probes(&runbooks, &dataset) {
         eprintln!(
-            "note: signal {name:?} is a probe heal runs live; {} has no series named {name:?}, so it is not replayed",
-            args.dataset.display()
+            "note: signal {name:?} is a probe heal runs live; {shown} has no series named {name:?}, so it is not replayed",
         );
+    }
+    if let Some(logs) = &logs {
+        for note in log_notes(&runbooks, logs) {
+            eprintln!("note: {note}");
+        }
     }
     // Incident store (--db): opened before the replay so a bad path fails fast.
     let opened = args.db.as_deref().map(open_store).transpose()?;
@@ -89,14 +119,31 @@ pub fn run(args: ReplayConfig) -> Result<()> {
     let mut store = opened.map(|o| o.store);
     let tuning = Tuning::load(args.params.as_deref(), offsets)?;
     tuning.print(&runbooks);
-    let outcome = replay(&dataset, runbooks, !args.quiet, first_seq, &tuning);
+    let outcome = replay_with_logs(
+        &dataset,
+        logs.as_ref().map(|l| (l, args.interval_ms)),
+        runbooks,
+        !args.quiet,
+        first_seq,
+        &tuning,
+    );
     print_summary(&outcome.incidents);
     let s = &outcome.stats;
     println!();
+    if let Some(l) = &outcome.log_stats {
+        println!(
+            "replayed {} log lines of {} sources in {} slots of {} ({} lines of sources no signal reads)",
+            l.lines,
+            l.sources,
+            l.slots,
+            fmt_duration(args.interval_ms),
+            l.unread
+        );
+    }
     println!(
         "replayed {} samples of {} series ({} not watched by any signal); {} anomalies, {} incidents",
         s.samples,
-        dataset.series.len(),
+        dataset.series.len() + outcome.log_series,
         s.unwatched_series,
         s.anomalies,
         outcome.incidents.len()
@@ -105,9 +152,13 @@ pub fn run(args: ReplayConfig) -> Result<()> {
         let d: Vec<String> = s.dropped.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         println!("samples dropped by the sample policy: {}", d.join(", "));
     }
-    if !dataset.truth.is_empty() {
-        let truth: Vec<_> = dataset
-            .truth
+    let windows: Vec<&ingest::TruthWindow> = dataset
+        .truth
+        .iter()
+        .chain(logs.iter().flat_map(|l| &l.truth))
+        .collect();
+    if !windows.is_empty() {
+        let truth: Vec<_> = windows
             .iter()
             .map(|w| {
                 (
@@ -186,6 +237,164 @@ pub struct ReplayOutcome {
     pub end_ms: i64,
     /// Every engine event, in order.
     pub events: Vec<remediate::engine::EngineEvent>,
+    /// What the log replay did, when there were logs.
+    pub log_stats: Option<LogReplayStats>,
+    /// Series the log signals made.
+    pub log_series: usize,
+}
+
+/// Counters of a log replay.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogReplayStats {
+    /// Lines replayed.
+    pub lines: usize,
+    /// Sources they came from.
+    pub sources: usize,
+    /// Lines of sources that no `logs:` signal reads (not counted).
+    pub unread: usize,
+    /// Slots counted.
+    pub slots: usize,
+}
+
+/// Reads and merges the log datasets (`None` without any).
+fn read_logs(paths: &[PathBuf]) -> Result<Option<LogDataset>> {
+    let mut merged: Option<LogDataset> = None;
+    for path in paths {
+        let d = LogDataset::read(path).map_err(|e| Error::Usage(e.to_string()))?;
+        let Some(m) = merged.as_mut() else {
+            merged = Some(d);
+            continue;
+        };
+        let map: Vec<usize> = d
+            .streams
+            .iter()
+            .map(|s| m.stream(&s.source, &s.labels))
+            .collect();
+        m.lines.extend(d.lines.into_iter().map(|mut l| {
+            l.stream = map[l.stream];
+            l
+        }));
+        m.start_ms = match (m.start_ms, d.start_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        m.end_ms = match (m.end_ms, d.end_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        m.truth.extend(d.truth);
+    }
+    if let Some(m) = merged.as_mut() {
+        m.sort();
+    }
+    Ok(merged)
+}
+
+/// What a user should know before a log replay: recorded sources no
+/// signal reads, and log signals whose source was not recorded.
+fn log_notes(runbooks: &RunbookSet, logs: &LogDataset) -> Vec<String> {
+    let recorded = logs.lines_per_source();
+    let watches = crate::log_sources::watches(runbooks);
+    let mut notes = Vec::new();
+    for (source, n) in &recorded {
+        if !watches.iter().any(|w| w.source == *source) {
+            notes.push(format!(
+                "{n} recorded lines of log source {source:?} are not replayed: no `logs:` signal of the runbooks reads it"
+            ));
+        }
+    }
+    for w in &watches {
+        if !recorded.contains_key(w.source.as_str()) {
+            notes.push(format!(
+                "signal {:?} reads log source {:?}, which the log datasets do not hold: it counts nothing",
+                w.name, w.source
+            ));
+        }
+    }
+    notes
+}
+
+/// The end of the slot `ts_ms` counts in: slots end on multiples of the
+/// interval and hold `(end - interval, end]`, as live.
+fn slot_end(ts_ms: i64, interval_ms: i64) -> i64 {
+    if ts_ms.rem_euclid(interval_ms) == 0 {
+        ts_ms
+    } else {
+        (ts_ms.div_euclid(interval_ms) + 1) * interval_ms
+    }
+}
+
+/// A log dataset being replayed: the runbooks' log sources fed its lines
+/// slot by slot.
+struct LogReplay<'a> {
+    logs: &'a LogDataset,
+    prepared: PreparedLogSource,
+    interval_ms: i64,
+    next_line: usize,
+    /// The next slot, while there is one.
+    next_slot: Option<i64>,
+    last_slot: i64,
+    handles: std::collections::HashMap<Labels, Option<SeriesHandle>>,
+    stats: LogReplayStats,
+}
+
+impl<'a> LogReplay<'a> {
+    fn new(runbooks: &RunbookSet, logs: &'a LogDataset, interval_ms: i64) -> Option<Self> {
+        let watches = crate::log_sources::watches(runbooks);
+        if watches.is_empty() {
+            return None;
+        }
+        let sources = crate::log_sources::sources(runbooks, crate::log_sources::Inputs::Recorded);
+        // The runbooks were validated: their sources compile.
+        let prepared =
+            match ingest::log_source::prepare_log_source(sources, watches, interval_ms, None) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("note: the log datasets are not replayed: {e}");
+                    return None;
+                }
+            };
+        let (start, end) = logs.window()?;
+        Some(LogReplay {
+            logs,
+            prepared,
+            interval_ms,
+            next_line: 0,
+            next_slot: Some(slot_end(start, interval_ms)),
+            last_slot: slot_end(end, interval_ms),
+            handles: Default::default(),
+            stats: LogReplayStats {
+                sources: logs.lines_per_source().len(),
+                ..Default::default()
+            },
+        })
+    }
+
+    /// Counts the slot ending at `end`: its lines fed, its evaluations and
+    /// evidence made by the same code as live.
+    fn slot(
+        &mut self,
+        end: i64,
+    ) -> (
+        Vec<ingest::Evaluation>,
+        Vec<ingest::log_source::LogExamples>,
+    ) {
+        while let Some(l) = self.logs.lines.get(self.next_line) {
+            if l.ts_ms > end {
+                break;
+            }
+            let source = &self.logs.streams[l.stream].source;
+            if self.prepared.watches(source) && self.prepared.feed(source, l.line.clone()) {
+                self.stats.lines += 1;
+            } else {
+                self.stats.unread += 1;
+            }
+            self.next_line += 1;
+        }
+        self.stats.slots += 1;
+        self.next_slot = (end < self.last_slot).then_some(end + self.interval_ms);
+        self.prepared.end_slot(end)
+    }
 }
 
 /// `file://` URL of a path (made absolute; bytes outside the unreserved
@@ -214,6 +423,22 @@ pub fn replay(
     first_seq: u64,
     tuning: &Tuning,
 ) -> ReplayOutcome {
+    replay_with_logs(dataset, None, runbooks, progress, first_seq, tuning)
+}
+
+/// [`replay`], with a log dataset's lines counted slot by slot (slots of
+/// `interval_ms`, by event time) through the runbooks' `logs:` signals, in
+/// event time with the series: a log slot ending at `t` goes before the
+/// samples at `t`.
+pub fn replay_with_logs(
+    dataset: &Dataset,
+    logs: Option<(&LogDataset, i64)>,
+    runbooks: RunbookSet,
+    progress: bool,
+    first_seq: u64,
+    tuning: &Tuning,
+) -> ReplayOutcome {
+    let mut log_replay = logs.and_then(|(l, interval)| LogReplay::new(&runbooks, l, interval));
     let _span = tracing::info_span!("replay", series = dataset.series.len()).entered();
     let mut pipeline = Pipeline::new(
         runbooks,
@@ -270,7 +495,46 @@ pub fn replay(
     // sample gave; a sample alone at its timestamp gets no peer verdict.
     let mut slot: Vec<(usize, Sample)> = Vec::new();
     let mut batch: Vec<(SeriesHandle, f64)> = Vec::new();
-    while let Some(Reverse((ts, i, k))) = heap.pop() {
+    loop {
+        let next_metric = heap.peek().map(|r| r.0 .0);
+        if let Some(lr) = log_replay.as_mut() {
+            if let Some(end) = lr.next_slot.filter(|&e| next_metric.is_none_or(|m| e <= m)) {
+                let (evaluations, examples) = lr.slot(end);
+                // Evidence first, as live: an incident its evaluation opens
+                // finds it.
+                for ex in examples {
+                    pipeline.log_examples(ex);
+                }
+                for ev in evaluations {
+                    let Ok(series) = ev.outcome else { continue };
+                    batch.clear();
+                    for (labels, value) in &series {
+                        let handle = *lr
+                            .handles
+                            .entry(labels.clone())
+                            .or_insert_with(|| pipeline.register(labels));
+                        if let Some(h) = handle {
+                            batch.push((h, *value));
+                        }
+                    }
+                    for pushed in pipeline.push_slot(end, &batch) {
+                        if pushed
+                            .events
+                            .iter()
+                            .any(|e| matches!(e, EngineEvent::Resolved { .. }))
+                        {
+                            evidence.extend(pipeline.take_resolved_evidence());
+                        }
+                        events.extend(pushed.events);
+                    }
+                }
+                end_ms = end_ms.max(end);
+                continue;
+            }
+        }
+        let Some(Reverse((ts, i, k))) = heap.pop() else {
+            break;
+        };
         slot.clear();
         let mut next = Some((i, k));
         while let Some((i, k)) = next {
@@ -342,12 +606,17 @@ pub fn replay(
             }
         }
     }
+    let log_series = log_replay
+        .as_ref()
+        .map_or(0, |l| l.handles.values().filter(|h| h.is_some()).count());
     ReplayOutcome {
         incidents,
         stats: pipeline.stats().clone(),
         evidence,
         end_ms: end_ms.max(0),
         events,
+        log_stats: log_replay.map(|l| l.stats),
+        log_series,
     }
 }
 
@@ -452,6 +721,57 @@ mod tests {
             ..Dataset::default()
         };
         assert_eq!(unrecorded_probes(&runbooks, &dataset), ["probe_success"]);
+    }
+
+    #[test]
+    fn a_line_counts_in_the_slot_that_ends_at_or_after_it() {
+        assert_eq!(slot_end(15_000, 15_000), 15_000);
+        assert_eq!(slot_end(15_001, 15_000), 30_000);
+        assert_eq!(slot_end(1, 15_000), 15_000);
+        assert_eq!(slot_end(0, 15_000), 0);
+        assert_eq!(slot_end(-1, 15_000), 0);
+        assert_eq!(slot_end(-15_001, 15_000), -15_000);
+    }
+
+    #[test]
+    fn log_datasets_merge_and_notes_name_what_is_not_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, source: &str, ts: &[i64], window: (i64, i64)| {
+            let mut d = LogDataset {
+                start_ms: Some(window.0),
+                end_ms: Some(window.1),
+                ..LogDataset::default()
+            };
+            let s = d.stream(source, &Labels::from_pairs([("service", source)]));
+            for &t in ts {
+                d.lines.push(ingest::LogLine {
+                    ts_ms: t,
+                    stream: s,
+                    line: format!("{source} at {t}"),
+                });
+            }
+            let p = dir.path().join(name);
+            d.write(&p).unwrap();
+            p
+        };
+        let a = write("a.parquet", "api", &[5_000, 20_000], (0, 30_000));
+        let b = write("b.parquet", "db", &[1_000, 25_000], (1_000, 60_000));
+        let merged = read_logs(&[a, b]).unwrap().unwrap();
+        let order: Vec<&str> = merged.lines.iter().map(|l| l.line.as_str()).collect();
+        assert_eq!(
+            order,
+            ["db at 1000", "api at 5000", "api at 20000", "db at 25000"]
+        );
+        assert_eq!(merged.window(), Some((0, 60_000)));
+        let text = "log_sources:\n  - {name: api, files: [/x.log]}\n  - {name: web, files: [/y.log]}\nsignals:\n  - {name: web_lines, logs: {source: web}}\n";
+        let runbooks = RunbookSet::from_sources(&[("r.yaml".into(), text.into())]).unwrap();
+        let notes = log_notes(&runbooks, &merged);
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert!(notes[0].starts_with("2 recorded lines of log source \"api\" are not replayed"));
+        assert!(notes[1].starts_with("2 recorded lines of log source \"db\""));
+        assert!(notes[2].contains(
+            "signal \"web_lines\" reads log source \"web\", which the log datasets do not hold"
+        ));
     }
 
     #[test]

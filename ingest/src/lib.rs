@@ -61,8 +61,8 @@ mod time;
 mod window;
 
 pub use dataset::{
-    import_long_csv, import_nab_csv, nab_key, truth_path, Dataset, DatasetInfo, NabTruth,
-    SeriesData, SeriesInfo, TruthWindow,
+    import_long_csv, import_nab_csv, nab_key, truth_path, Dataset, DatasetInfo, LogDataset,
+    LogLine, LogStream, NabTruth, SeriesData, SeriesInfo, TruthWindow,
 };
 pub use error::{Error, PromError, Result};
 pub use nab::{

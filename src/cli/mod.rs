@@ -50,7 +50,7 @@ enum Command {
     Tune(tune::TuneArgs),
     /// Replay a recorded dataset through detection and runbooks, every action in dry-run.
     Replay(replay::ReplayArgs),
-    /// Record a period of a live Prometheus as a dataset, for replay and tuning.
+    /// Record a period of a live Prometheus, or log sources as they arrive, as a dataset for replay and tuning.
     Record(record::RecordArgs),
     /// Import, inspect and synthesise datasets.
     #[command(subcommand)]

@@ -1,4 +1,4 @@
-//! `heal replay DATASET --runbooks DIR [--report DIR]`: detection and rules
+//! `heal replay [DATASET] [--logs FILE] --runbooks DIR [--report DIR]`: detection and rules
 //! over a recorded dataset in event time, every action in dry-run
 //! (`heal::replay`).
 
@@ -6,11 +6,22 @@ use std::path::PathBuf;
 
 use heal::replay::ReplayConfig;
 
+use super::error::duration_arg;
+
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
     /// A dataset: a Parquet file in heal's long form, with its optional
-    /// ground truth `<stem>.truth.json` beside it.
-    dataset: PathBuf,
+    /// ground truth `<stem>.truth.json` beside it. Optional with --logs.
+    #[arg(required_unless_present = "logs")]
+    dataset: Option<PathBuf>,
+    /// A log dataset (`heal record --log-source`), replayed with the series
+    /// in event time through the runbooks' `logs:` signals; repeatable.
+    #[arg(long, value_name = "FILE")]
+    logs: Vec<PathBuf>,
+    /// Slot of the log signals, as `heal watch --interval`: lines count in
+    /// the slot their event time falls in.
+    #[arg(long, value_name = "DURATION", default_value = "15s")]
+    interval: String,
     /// Directory of YAML runbooks.
     #[arg(long)]
     runbooks: PathBuf,
@@ -36,8 +47,11 @@ pub struct ReplayArgs {
 }
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
+    let interval = duration_arg("interval", &args.interval)?;
     Ok(heal::replay::run(ReplayConfig {
         dataset: args.dataset,
+        logs: args.logs,
+        interval_ms: interval.as_millis() as i64,
         runbooks: args.runbooks,
         report: args.report,
         quiet: args.quiet,

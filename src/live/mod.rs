@@ -469,89 +469,11 @@ fn prepare_logs(
     interval: Duration,
     state: Option<&std::path::Path>,
 ) -> Result<Option<ingest::log_source::PreparedLogSource>> {
-    use ingest::log_source::{FieldAgg, LogCount, LogSource, LogWatch};
-    use remediate::runbook::{FieldAgg as Agg, LogCount as Count, ReadFrom};
-    let watches: Vec<LogWatch> = runbooks
-        .signals()
-        .iter()
-        .filter_map(|s| {
-            let l = s.logs.as_ref()?;
-            Some(LogWatch {
-                name: s.name.clone(),
-                source: l.source.clone(),
-                levels: l.level.clone(),
-                // Validated with the runbook.
-                pattern: l.pattern.as_deref().and_then(|p| regex::Regex::new(p).ok()),
-                template: l.template.clone(),
-                count: match l.count {
-                    Count::Lines => LogCount::Lines,
-                    Count::Templates => LogCount::Templates,
-                    Count::NewTemplates => LogCount::NewTemplates,
-                    Count::Field => LogCount::Field {
-                        name: l.field.clone().unwrap_or_default(),
-                        agg: match l.agg {
-                            None | Some(Agg::Mean) => FieldAgg::Mean,
-                            Some(Agg::Max) => FieldAgg::Max,
-                            Some(Agg::Sum) => FieldAgg::Sum,
-                        },
-                    },
-                },
-            })
-        })
-        .collect();
+    let watches = crate::log_sources::watches(runbooks);
     if watches.is_empty() {
         return Ok(None);
     }
-    let sources = runbooks
-        .log_sources()
-        .iter()
-        .map(|c| {
-            let read_from = match c.read_from {
-                ReadFrom::Beginning => ingest::file::ReadFrom::Beginning,
-                ReadFrom::End => ingest::file::ReadFrom::End,
-            };
-            let input = match &c.kafka {
-                Some(k) => {
-                    let mut config =
-                        ingest::kafka::KafkaConfig::new(k.brokers.clone(), k.topics.clone());
-                    config.group = k.group.clone();
-                    config.instance = k.instance.clone();
-                    config.assign = match k.assign {
-                        remediate::runbook::KafkaAssign::Group => ingest::kafka::Assign::Group,
-                        remediate::runbook::KafkaAssign::AllPartitions => {
-                            ingest::kafka::Assign::AllPartitions
-                        }
-                    };
-                    config.read_from = read_from;
-                    ingest::log_source::LogInput::Kafka(config)
-                }
-                None => {
-                    let mut tail = ingest::file::TailConfig::new(c.files.clone());
-                    tail.read_from = read_from;
-                    tail.multiline_start = c
-                        .multiline_start
-                        .as_deref()
-                        .and_then(|p| regex::Regex::new(p).ok());
-                    ingest::log_source::LogInput::Files(tail)
-                }
-            };
-            LogSource {
-                name: c.name.clone(),
-                input,
-                format: c.format.clone(),
-                miner: logs::MinerConfig {
-                    mask: c.mask.clone(),
-                    max_templates: c.max_templates,
-                    ..logs::MinerConfig::default()
-                },
-                labels: c
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            }
-        })
-        .collect();
+    let sources = crate::log_sources::sources(runbooks, crate::log_sources::Inputs::Live);
     if state.is_none() {
         eprintln!(
             "heal: log offsets are not kept (give --log-state FILE): a restart reads every log file from its end"

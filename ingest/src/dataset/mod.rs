@@ -32,6 +32,7 @@
 
 mod csv_import;
 mod info;
+mod logs;
 mod parquet;
 mod truth;
 
@@ -41,6 +42,7 @@ use std::path::Path;
 
 pub use csv_import::{import_long_csv, import_nab_csv, nab_key, NabTruth};
 pub use info::{DatasetInfo, SeriesInfo};
+pub use logs::{LogDataset, LogLine, LogStream};
 #[cfg(test)]
 pub(crate) use truth::read as truth_read;
 pub use truth::{truth_path, TruthWindow};

@@ -136,29 +136,45 @@ pub(crate) fn write(file: &mut File, series: &[SeriesData], path: &Path) -> Resu
         source,
     };
     let mut df = DataFrame::new(rows, columns).map_err(parquet_err)?;
-    // The hashes go in the file's key-value metadata, where other Parquet
-    // readers ignore them: the content hash, which `read` recomputes from
-    // what it decoded, and the file hash, written as 0s first and filled in
-    // once the bytes around it are final (same length, so nothing moves).
-    let hash = content_hash(series.iter());
+    let bytes = hashed_bytes(&mut df, content_hash(series.iter()), Vec::new(), path)?;
+    std::io::Write::write_all(file, &bytes).map_err(|e| Error::io("writing", path, e))?;
+    Ok(())
+}
+
+/// The Parquet bytes of `df` with its hashes (and `extra` key-value pairs) in
+/// the file's key-value metadata, where other Parquet readers ignore them:
+/// the content hash, which a reader recomputes from what it decoded, and the
+/// file hash, written as 0s first and filled in once the bytes around it are
+/// final (same length, so nothing moves).
+pub(crate) fn hashed_bytes(
+    df: &mut DataFrame,
+    content_hash: String,
+    extra: Vec<(String, String)>,
+    path: &Path,
+) -> Result<Vec<u8>> {
     let placeholder = format!(
         "{}{}",
         std::str::from_utf8(FILE_HASH_MARK).unwrap(),
         "0".repeat(64)
     );
+    let mut kv = vec![
+        (CONTENT_HASH_KEY.to_owned(), content_hash),
+        (FILE_HASH_KEY.to_owned(), placeholder),
+    ];
+    kv.extend(extra);
     let mut bytes = Vec::new();
     ParquetWriter::new(&mut bytes)
-        .with_key_value_metadata(Some(KeyValueMetadata::from_static(vec![
-            (CONTENT_HASH_KEY.to_owned(), hash),
-            (FILE_HASH_KEY.to_owned(), placeholder),
-        ])))
-        .finish(&mut df)
-        .map_err(parquet_err)?;
+        .with_key_value_metadata(Some(KeyValueMetadata::from_static(kv)))
+        .finish(df)
+        .map_err(|source| Error::Parquet {
+            action: "writing",
+            path: path.to_path_buf(),
+            source,
+        })?;
     let at = file_hash_at(&bytes).expect("the file hash placeholder was just written");
     let digits = file_hash(&bytes, at);
     bytes[at..at + 64].copy_from_slice(digits.as_bytes());
-    std::io::Write::write_all(file, &bytes).map_err(|e| Error::io("writing", path, e))?;
-    Ok(())
+    Ok(bytes)
 }
 
 /// What a dataset file says about its own integrity, read from its bytes
@@ -221,23 +237,66 @@ pub(crate) enum Accept {
 /// content hash is refused unless `accept` is [`Accept::ContentOnly`]: it
 /// cannot be told apart from one whose file hash was damaged.
 pub(crate) fn read(path: &Path, accept: Accept) -> Result<Vec<SeriesData>> {
+    let hint = match path.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("csv") => "it looks like a CSV file",
+        _ => "it is not a Parquet file",
+    };
+    let not_parquet = format!(
+        "not a heal dataset ({hint}): import it first with `heal dataset import {} -o DATASET.parquet --format nab` (or `--format long`), then use DATASET.parquet",
+        path.display()
+    );
+    let decoded = read_hashed(path, accept, &not_parquet)?;
+    let series = decode(path, &decoded.df)?;
+    match decoded.content_hash {
+        Some(expected) => check_content_hash(path, &expected, &content_hash(series.iter()))?,
+        None => warn_unhashed(path),
+    }
+    Ok(series)
+}
+
+/// A Parquet file heal wrote, decoded, with what its metadata says.
+pub(crate) struct Decoded {
+    /// The table.
+    pub df: DataFrame,
+    /// Its content hash, when it has one (to check against what was decoded).
+    pub content_hash: Option<String>,
+    /// Its other key-value metadata.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Says that a file without hashes was read unchecked.
+pub(crate) fn warn_unhashed(path: &Path) {
+    tracing::warn!(
+        path = %path.display(),
+        "dataset has no {CONTENT_HASH_KEY} (written by another tool or an older heal): \
+         read without a corruption check; `heal dataset rewrite` adds one"
+    );
+}
+
+/// Compares the content hash a file carries with the one of what it decoded to.
+pub(crate) fn check_content_hash(path: &Path, expected: &str, actual: &str) -> Result<()> {
+    if actual == expected {
+        return Ok(());
+    }
+    Err(Error::bad_file(
+        path,
+        format!(
+            "the data does not match the file's content hash ({CONTENT_HASH_KEY} in its \
+             metadata): the file is corrupt or was altered"
+        ),
+    ))
+}
+
+/// Reads a Parquet file: its bytes checked against its file hash before any
+/// decoder sees them, then decoded (a decoder panic is a corrupt file).
+/// `not_parquet` is the error for a file that is not Parquet at all.
+pub(crate) fn read_hashed(path: &Path, accept: Accept, not_parquet: &str) -> Result<Decoded> {
     let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
     // Parquet files start (and end) with `PAR1`. Anything else, most often
     // a CSV, gets a pointer to the import rather than the reader's "the
     // file must end with PAR1".
-    let is_parquet = bytes.starts_with(b"PAR1");
-    if !is_parquet {
-        let hint = match path.extension().and_then(|e| e.to_str()) {
-            Some(e) if e.eq_ignore_ascii_case("csv") => "it looks like a CSV file",
-            _ => "it is not a Parquet file",
-        };
-        return Err(Error::bad_file(
-            path,
-            format!(
-                "not a heal dataset ({hint}): import it first with `heal dataset import {} -o DATASET.parquet --format nab` (or `--format long`), then use DATASET.parquet",
-                path.display()
-            ),
-        ));
+    if !bytes.starts_with(b"PAR1") {
+        return Err(Error::bad_file(path, not_parquet));
     }
     match integrity(path, &bytes)? {
         Integrity::Verified | Integrity::Unhashed => {}
@@ -260,15 +319,19 @@ pub(crate) fn read(path: &Path, accept: Accept) -> Result<Vec<SeriesData>> {
     // threads, carried back here). A corrupt file is an error like any other.
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut reader = ParquetReader::new(file);
-        let hash = reader
+        let kv: Vec<(String, String)> = reader
             .get_metadata()?
             .key_value_metadata()
             .as_ref()
-            .and_then(|kv| kv.iter().find(|k| k.key == CONTENT_HASH_KEY))
-            .map(|k| k.value.clone().unwrap_or_default());
-        reader.finish().map(|df| (df, hash))
+            .map(|kv| {
+                kv.iter()
+                    .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        reader.finish().map(|df| (df, kv))
     }));
-    let (df, expected_hash) = match decoded {
+    let (df, kv) = match decoded {
         Ok(result) => result.map_err(|e| Error::parquet_reading(path, e))?,
         Err(panic) => {
             let what = panic
@@ -283,27 +346,35 @@ pub(crate) fn read(path: &Path, accept: Accept) -> Result<Vec<SeriesData>> {
             ));
         }
     };
-    let series = decode(path, &df)?;
-    match expected_hash {
-        Some(expected) => {
-            let actual = content_hash(series.iter());
-            if actual != expected {
-                return Err(Error::bad_file(
-                    path,
-                    format!(
-                        "the data does not match the file's content hash ({CONTENT_HASH_KEY} in its \
-                         metadata): the file is corrupt or was altered"
-                    ),
-                ));
-            }
-        }
-        None => tracing::warn!(
-            path = %path.display(),
-            "dataset has no {CONTENT_HASH_KEY} (written by another tool or an older heal): \
-             read without a corruption check; `heal dataset rewrite` adds one"
-        ),
+    let content_hash = kv
+        .iter()
+        .find(|(k, _)| k == CONTENT_HASH_KEY)
+        .map(|(_, v)| v.clone());
+    let metadata = kv
+        .into_iter()
+        .filter(|(k, _)| k != CONTENT_HASH_KEY && k != FILE_HASH_KEY)
+        .collect();
+    Ok(Decoded {
+        df,
+        content_hash,
+        metadata,
+    })
+}
+
+/// The timestamp column's units per millisecond (a datetime column).
+pub(crate) fn per_ms(path: &Path, column: &Column) -> Result<i64> {
+    match column.dtype() {
+        DataType::Datetime(TimeUnit::Milliseconds, _) => Ok(1),
+        DataType::Datetime(TimeUnit::Microseconds, _) => Ok(1_000),
+        DataType::Datetime(TimeUnit::Nanoseconds, _) => Ok(1_000_000),
+        other => Err(Error::bad_file(
+            path,
+            format!(
+                "column {:?} has type {other}, expected datetime[ms]",
+                column.name().as_str()
+            ),
+        )),
     }
-    Ok(series)
 }
 
 /// The series of a decoded long-form table.
@@ -315,16 +386,7 @@ fn decode(path: &Path, df: &DataFrame) -> Result<Vec<SeriesData>> {
     };
 
     let ts_col = column(TIMESTAMP)?;
-    let per_ms = match ts_col.dtype() {
-        DataType::Datetime(TimeUnit::Milliseconds, _) => 1,
-        DataType::Datetime(TimeUnit::Microseconds, _) => 1_000,
-        DataType::Datetime(TimeUnit::Nanoseconds, _) => 1_000_000,
-        other => {
-            return Err(bad(format!(
-                "column \"timestamp\" has type {other}, expected datetime[ms]"
-            )))
-        }
-    };
+    let per_ms = per_ms(path, ts_col)?;
     let value_col = column(VALUE)?;
     if value_col.dtype() != &DataType::Float64 {
         return Err(bad(format!(

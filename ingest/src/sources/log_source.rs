@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::file::{FileCheckpoint, TailConfig, TailStats, Tailer};
 use super::kafka::{KafkaConfig, KafkaInput, KafkaStats, PartitionStart};
 use super::prometheus::{Evaluation, SourceEvent, Timer};
+use crate::dataset::{LogDataset, LogLine};
 use crate::series::{Labels, METRIC_NAME_LABEL};
 
 /// Version of the state file this build writes and reads.
@@ -55,6 +56,22 @@ pub struct LogSource {
     pub labels: Vec<(String, String)>,
 }
 
+impl LogSource {
+    /// The labels of its series: its own, with `service` and `instance`
+    /// defaulting to its name.
+    pub fn series_labels(&self) -> Labels {
+        let mut labels = Labels::from_pairs(self.labels.iter().cloned());
+        if labels.get("service").is_none() {
+            labels = labels.with("service", self.name.clone());
+        }
+        if labels.get("instance").is_none() {
+            let service = labels.get("service").unwrap_or(&self.name).to_owned();
+            labels = labels.with("instance", service);
+        }
+        labels
+    }
+}
+
 /// Where a log source's lines come from.
 #[derive(Debug, Clone)]
 pub enum LogInput {
@@ -62,6 +79,9 @@ pub enum LogInput {
     Files(TailConfig),
     /// Kafka topics, as a member of a consumer group.
     Kafka(KafkaConfig),
+    /// Lines handed in by the caller ([`PreparedLogSource::feed`]): a
+    /// replay of a recording, through the same counting as live.
+    Recorded,
 }
 
 /// A running input.
@@ -69,6 +89,8 @@ pub enum LogInput {
 enum Input {
     Files(Tailer),
     Kafka(Box<KafkaInput>, usize),
+    /// Lines fed since the last slot.
+    Recorded(Vec<String>),
 }
 
 /// What a `logs:` signal counts per slot.
@@ -367,6 +389,7 @@ impl Running {
         let (tail, kafka, files) = match &self.input {
             Input::Files(t) => (t.stats(), None, t.files()),
             Input::Kafka(k, _) => (TailStats::default(), Some(k.stats()), 0),
+            Input::Recorded(_) => (TailStats::default(), None, 0),
         };
         LogSourceStats {
             source: self.name.clone(),
@@ -404,6 +427,10 @@ fn poll_source(
     let problems = match &mut source.input {
         Input::Files(t) => t.poll(&mut lines),
         Input::Kafka(k, max) => k.poll(&mut lines, *max),
+        Input::Recorded(fed) => {
+            lines = std::mem::take(fed);
+            Vec::new()
+        }
     };
     let mine: Vec<usize> = signals
         .iter()
@@ -569,10 +596,10 @@ fn state_text(sources: &mut [Running]) -> String {
                 Input::Files(t) =>
                     serde_json::to_string(&t.checkpoints()).unwrap_or_else(|_| "[]".into()),
                 // Its offsets are in Kafka.
-                Input::Kafka(..) => "[]".into(),
+                Input::Kafka(..) | Input::Recorded(_) => "[]".into(),
             },
             match &s.input {
-                Input::Files(_) => "[]".into(),
+                Input::Files(_) | Input::Recorded(_) => "[]".into(),
                 Input::Kafka(k, _) =>
                     serde_json::to_string(&k.starts()).unwrap_or_else(|_| "[]".into()),
             },
@@ -653,14 +680,7 @@ pub fn prepare_log_source(
             },
             None => TemplateMiner::new(source.miner.clone()).map_err(|e| err(e.to_string()))?,
         };
-        let mut labels = Labels::from_pairs(source.labels.iter().cloned());
-        if labels.get("service").is_none() {
-            labels = labels.with("service", source.name.clone());
-        }
-        if labels.get("instance").is_none() {
-            let service = labels.get("service").unwrap_or(&source.name).to_owned();
-            labels = labels.with("instance", service);
-        }
+        let labels = source.series_labels();
         let (files, starts, mut lines, unparsed) = prior
             .map(|p| (p.files, p.kafka, p.lines, p.unparsed))
             .unwrap_or_default();
@@ -676,6 +696,7 @@ pub fn prepare_log_source(
                     max,
                 )
             }
+            LogInput::Recorded => Input::Recorded(Vec::new()),
         };
         let mut r = Running {
             name: source.name,
@@ -727,6 +748,37 @@ impl PreparedLogSource {
     pub fn stats(&self) -> Vec<LogSourceStats> {
         self.sources.iter().map(Running::stats).collect()
     }
+
+    /// Hands a recorded line to `source` for the next [`Self::end_slot`]
+    /// (a replay). False when no source of that name reads recorded lines
+    /// (the runbooks do not declare it, or it was not prepared with
+    /// [`LogInput::Recorded`]); the line is then dropped.
+    pub fn feed(&mut self, source: &str, line: String) -> bool {
+        match self.sources.iter_mut().find(|s| s.name == source) {
+            Some(Running {
+                input: Input::Recorded(fed),
+                ..
+            }) => {
+                fed.push(line);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a `logs:` signal reads `source`.
+    pub fn watches(&self, source: &str) -> bool {
+        self.signals
+            .iter()
+            .any(|s| self.sources[s.source].name == source)
+    }
+
+    /// Ends the slot at `ts_ms`: every source's new lines (read, or fed)
+    /// parsed, mined and counted, and each signal's evaluation and evidence.
+    /// What the live loop runs at each slot, and a replay at each of its.
+    pub fn end_slot(&mut self, ts_ms: i64) -> (Vec<Evaluation>, Vec<LogExamples>) {
+        slot_counts(self, ts_ms)
+    }
 }
 
 /// One slot's work, on a blocking thread: poll, parse, mine, count.
@@ -734,6 +786,14 @@ fn slot(
     mut prepared: PreparedLogSource,
     ts_ms: i64,
 ) -> (PreparedLogSource, Vec<Evaluation>, Vec<LogExamples>) {
+    let (evaluations, examples) = slot_counts(&mut prepared, ts_ms);
+    (prepared, evaluations, examples)
+}
+
+fn slot_counts(
+    prepared: &mut PreparedLogSource,
+    ts_ms: i64,
+) -> (Vec<Evaluation>, Vec<LogExamples>) {
     let mut tallies: Vec<Tally> = prepared.signals.iter().map(|_| Tally::default()).collect();
     for (i, source) in prepared.sources.iter_mut().enumerate() {
         for problem in poll_source(i, source, &prepared.signals, &mut tallies) {
@@ -757,7 +817,123 @@ fn slot(
         let source = &prepared.sources[signal.source];
         evaluations.push(evaluate(signal, source, tally, ts_ms));
     }
-    (prepared, evaluations, examples)
+    (evaluations, examples)
+}
+
+/// Reads log sources to record them (`heal record --log-source`): each
+/// line with its event time (from the line when the source's format gives
+/// one, otherwise the time it was read) and its source's labels. Nothing
+/// is mined or counted, no state file is written and no Kafka offset is
+/// committed: a recording does not disturb a running heal.
+#[derive(Debug)]
+pub struct LogRecorder {
+    sources: Vec<Recording>,
+}
+
+#[derive(Debug)]
+struct Recording {
+    name: String,
+    input: Input,
+    format: LineFormat,
+    labels: Labels,
+    lines: u64,
+    stamped: u64,
+}
+
+/// What [`LogRecorder::poll`] read.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecordPoll {
+    /// Lines added to the dataset.
+    pub lines: usize,
+    /// Problems the inputs reported (a file that could not be read).
+    pub problems: Vec<String>,
+}
+
+impl LogRecorder {
+    /// Opens the sources' inputs (files from their configured position,
+    /// Kafka as configured: give it a group of its own).
+    ///
+    /// # Errors
+    ///
+    /// A format that does not compile, a Kafka client that cannot be made,
+    /// a source with [`LogInput::Recorded`].
+    pub fn new(sources: Vec<LogSource>) -> Result<Self, LogSourceError> {
+        let mut out = Vec::new();
+        for source in sources {
+            let err = |message: String| LogSourceError::Config {
+                source_name: source.name.clone(),
+                message,
+            };
+            let format = LineFormat::new(&source.format).map_err(|e| err(e.to_string()))?;
+            let labels = source.series_labels();
+            let input = match source.input {
+                LogInput::Files(tail) => Input::Files(Tailer::new(tail, Vec::new())),
+                LogInput::Kafka(config) => {
+                    let max = config.max_per_poll.max(1);
+                    Input::Kafka(
+                        Box::new(KafkaInput::new(&config, &[]).map_err(|e| err(e.to_string()))?),
+                        max,
+                    )
+                }
+                LogInput::Recorded => {
+                    return Err(err("a recorded source cannot be recorded".into()))
+                }
+            };
+            out.push(Recording {
+                name: source.name,
+                input,
+                format,
+                labels,
+                lines: 0,
+                stamped: 0,
+            });
+        }
+        Ok(LogRecorder { sources: out })
+    }
+
+    /// Reads what is new in every source into `into`, lines without an
+    /// event time of their own stamped `now_ms`.
+    pub fn poll(&mut self, now_ms: i64, into: &mut LogDataset) -> RecordPoll {
+        let mut out = RecordPoll::default();
+        let mut lines = Vec::new();
+        for r in &mut self.sources {
+            lines.clear();
+            let problems = match &mut r.input {
+                Input::Files(t) => t.poll(&mut lines),
+                Input::Kafka(k, max) => k.poll(&mut lines, *max),
+                Input::Recorded(_) => Vec::new(),
+            };
+            out.problems
+                .extend(problems.into_iter().map(|p| format!("{}: {p}", r.name)));
+            let stream = into.stream(&r.name, &r.labels);
+            for line in lines.drain(..) {
+                let ts_ms = match r.format.parse(&line).ok().and_then(|rec| rec.ts_ms) {
+                    Some(ts) => {
+                        r.stamped += 1;
+                        ts
+                    }
+                    None => now_ms,
+                };
+                r.lines += 1;
+                into.lines.push(LogLine {
+                    ts_ms,
+                    stream,
+                    line,
+                });
+                out.lines += 1;
+            }
+        }
+        out
+    }
+
+    /// Per source: its name, lines read, and how many of them carried their
+    /// own event time.
+    pub fn counts(&self) -> Vec<(String, u64, u64)> {
+        self.sources
+            .iter()
+            .map(|r| (r.name.clone(), r.lines, r.stamped))
+            .collect()
+    }
 }
 
 /// Runs the log source until `stop` is cancelled or `tx` closes: at every
@@ -1010,6 +1186,86 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("logs.json") && e.contains("version 9"), "{e}");
+    }
+
+    #[test]
+    fn recorded_lines_fed_in_count_as_the_same_lines_read_from_a_file() {
+        // The replay's path and the live one are one: the same lines in the
+        // same slots give the same evaluations and evidence.
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        let watches = || {
+            vec![
+                watch("lines", LogCount::Lines),
+                watch("t", LogCount::Templates),
+                watch("new", LogCount::NewTemplates),
+            ]
+        };
+        let slots: [&[&str]; 3] = [
+            &["ERROR request 17 failed", "INFO GET /a 200"],
+            &[],
+            &[
+                "ERROR request 23 failed",
+                "WARN disk 91% full",
+                "INFO GET /b 200",
+            ],
+        ];
+        let mut live = prepare_log_source(vec![source(dir.path())], watches(), 1000, None).unwrap();
+        let mut recorded = source(dir.path());
+        recorded.input = LogInput::Recorded;
+        let mut replay = prepare_log_source(vec![recorded], watches(), 1000, None).unwrap();
+        assert!(
+            !live.feed("web", "x".into()),
+            "a tailed source takes no fed lines"
+        );
+        assert!(!replay.feed("db", "x".into()));
+        for (i, lines) in slots.iter().enumerate() {
+            let ts = 1000 * (i as i64 + 1);
+            for l in *lines {
+                append(&log, &format!("{l}\n"));
+                assert!(replay.feed("web", (*l).to_owned()));
+            }
+            let (a, ax) = live.end_slot(ts);
+            let (b, bx) = replay.end_slot(ts);
+            let outcome = |evs: &[Evaluation]| -> Vec<(String, Vec<(Labels, f64)>)> {
+                evs.iter()
+                    .map(|e| (e.signal.clone(), e.outcome.clone().unwrap()))
+                    .collect()
+            };
+            assert_eq!(outcome(&a), outcome(&b), "slot {ts}");
+            assert_eq!(ax, bx, "slot {ts}");
+        }
+        assert_eq!(live.stats()[0].lines, 5);
+        assert_eq!(replay.stats()[0].lines, 5);
+    }
+
+    #[test]
+    fn a_recorder_stamps_lines_with_their_own_time_or_the_read_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        let mut s = source(dir.path());
+        s.format = logs::FormatConfig::LogFormat(logs::LoghubFormatConfig {
+            time: Some(logs::TimeField {
+                field: "Time".into(),
+                format: "unix_ms".into(),
+            }),
+            ..logs::LoghubFormatConfig::new("<Time> <Level> <Content>")
+        });
+        let mut recorder = LogRecorder::new(vec![s]).unwrap();
+        append(&log, "5000 ERROR boom\nnot a header line\n");
+        let mut d = LogDataset::default();
+        let read = recorder.poll(9_000, &mut d);
+        assert_eq!(read.lines, 2);
+        let got: Vec<(i64, &str)> = d.lines.iter().map(|l| (l.ts_ms, l.line.as_str())).collect();
+        assert_eq!(
+            got,
+            [(5_000, "5000 ERROR boom"), (9_000, "not a header line")]
+        );
+        assert_eq!(d.streams[0].labels.get("instance"), Some("web"));
+        assert_eq!(recorder.counts(), [("web".to_owned(), 2, 1)]);
+        let mut fed = source(dir.path());
+        fed.input = LogInput::Recorded;
+        assert!(LogRecorder::new(vec![fed]).is_err());
     }
 
     #[test]

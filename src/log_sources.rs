@@ -93,6 +93,7 @@ pub fn sources(runbooks: &RunbookSet, inputs: Inputs) -> Vec<LogSource> {
                     max_templates: c.max_templates,
                     ..logs::MinerConfig::default()
                 },
+                late_after_ms: c.late_after.as_millis_i64(),
                 labels: c
                     .labels
                     .iter()

@@ -139,6 +139,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         "Lines the source's format could not read (mined whole), over every run, by source.",
     ),
     (
+        "heal_log_late_lines_total",
+        Kind::Counter,
+        "Lines whose event time was older than the source's late_after before the slot they were read in: mined, counted in no signal (since heal started), by source.",
+    ),
+    (
         "heal_log_bytes_total",
         Kind::Counter,
         "Bytes read from a log source's files since heal started, by source.",

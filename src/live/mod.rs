@@ -269,6 +269,7 @@ pub async fn run(
                 let l = [("source", s.source.as_str())];
                 t.set("heal_log_lines_total", &l, s.lines as f64);
                 t.set("heal_log_lines_unparsed_total", &l, s.unparsed as f64);
+                t.set("heal_log_late_lines_total", &l, s.late as f64);
                 t.set("heal_log_bytes_total", &l, s.tail.bytes as f64);
                 t.set("heal_log_templates", &l, s.templates as f64);
                 t.set("heal_log_template_bytes", &l, s.template_bytes as f64);

@@ -54,6 +54,9 @@ pub struct LogSource {
     /// Labels of every series of this source (`service`, `instance`
     /// default to the source's name).
     pub labels: Vec<(String, String)>,
+    /// A line whose event time is older than this before the start of the
+    /// slot it is read in is late: mined, counted in no signal.
+    pub late_after_ms: i64,
 }
 
 impl LogSource {
@@ -154,6 +157,9 @@ pub struct LogSourceStats {
     pub templates: usize,
     /// Bytes of the templates now (estimate).
     pub template_bytes: usize,
+    /// Lines counted in no signal because their event time was too old
+    /// (this run).
+    pub late: u64,
     /// Templates evicted by the cap, over every run.
     pub evicted: u64,
     /// The tailer's counters (this run; zero for a Kafka source).
@@ -293,6 +299,11 @@ struct Running {
     labels: Labels,
     lines: u64,
     unparsed: u64,
+    /// See [`LogSource::late_after_ms`].
+    late_after_ms: i64,
+    /// Late lines, this run, and in the current slot.
+    late: u64,
+    late_in_slot: u64,
     /// The miner's state as last written, and the counters it was at.
     miner_json: String,
     miner_mark: (u64, u64, u64, u64),
@@ -397,6 +408,7 @@ impl Running {
             unparsed: self.unparsed,
             templates: self.miner.len(),
             template_bytes: self.miner.memory_bytes(),
+            late: self.late,
             evicted: self.miner.stats().evicted,
             tail,
             kafka,
@@ -417,11 +429,15 @@ fn level_matches(record: &logs::Record<'_>, levels: &[String]) -> bool {
 
 /// Polls one source and counts its new lines into `tallies` (indexed like
 /// `signals`; only this source's signals are touched).
+///
+/// A line whose event time is older than the slot's start by more than
+/// the source's `late_after_ms` is mined but counted nowhere (late).
 fn poll_source(
     index: usize,
     source: &mut Running,
     signals: &[Signal],
     tallies: &mut [Tally],
+    late_before_ms: i64,
 ) -> Vec<String> {
     let mut lines = Vec::new();
     let problems = match &mut source.input {
@@ -452,6 +468,11 @@ fn poll_source(
             }
         };
         let outcome = source.miner.add(&record.message);
+        if record.ts_ms.is_some_and(|t| t < late_before_ms) {
+            source.late += 1;
+            source.late_in_slot += 1;
+            continue;
+        }
         *source.slot_counts.entry(outcome.id).or_default() += 1.0;
         for &i in &mine {
             let w = &signals[i].watch;
@@ -706,6 +727,9 @@ pub fn prepare_log_source(
             labels,
             lines,
             unparsed,
+            late_after_ms: source.late_after_ms.max(0),
+            late: 0,
+            late_in_slot: 0,
             miner_json: String::new(),
             miner_mark: (0, 0, 0, 0),
             slot_counts: HashMap::new(),
@@ -732,6 +756,7 @@ pub fn prepare_log_source(
         sources: running,
         signals,
         state: state.map(std::path::Path::to_path_buf),
+        interval_ms,
     })
 }
 
@@ -741,6 +766,7 @@ pub struct PreparedLogSource {
     sources: Vec<Running>,
     signals: Vec<Signal>,
     state: Option<PathBuf>,
+    interval_ms: i64,
 }
 
 impl PreparedLogSource {
@@ -795,9 +821,25 @@ fn slot_counts(
     ts_ms: i64,
 ) -> (Vec<Evaluation>, Vec<LogExamples>) {
     let mut tallies: Vec<Tally> = prepared.signals.iter().map(|_| Tally::default()).collect();
+    let slot_start = ts_ms - prepared.interval_ms;
     for (i, source) in prepared.sources.iter_mut().enumerate() {
-        for problem in poll_source(i, source, &prepared.signals, &mut tallies) {
+        let was_late = source.late_in_slot > 0;
+        source.late_in_slot = 0;
+        let late_before = slot_start.saturating_sub(source.late_after_ms);
+        for problem in poll_source(i, source, &prepared.signals, &mut tallies, late_before) {
             tracing::warn!(source = %source.name, %problem, "log source: file not read");
+        }
+        match (was_late, source.late_in_slot > 0) {
+            (false, true) => tracing::warn!(
+                source = %source.name,
+                late = source.late_in_slot,
+                late_after_ms = source.late_after_ms,
+                "log source: lines with an old event time arrived (a backlog, or a clock behind): counted in no signal until they stop"
+            ),
+            (true, false) => {
+                tracing::info!(source = %source.name, "log source: late lines stopped")
+            }
+            _ => {}
         }
     }
     let moves: Vec<Vec<LogMove>> = prepared.sources.iter_mut().map(Running::moves).collect();
@@ -1035,6 +1077,7 @@ mod tests {
             )),
             miner: MinerConfig::default(),
             labels: vec![("service".into(), "web".into())],
+            late_after_ms: 60_000,
         }
     }
 
@@ -1237,6 +1280,44 @@ mod tests {
         }
         assert_eq!(live.stats()[0].lines, 5);
         assert_eq!(replay.stats()[0].lines, 5);
+    }
+
+    #[test]
+    fn a_backlog_of_old_lines_is_mined_but_counted_in_no_signal() {
+        // A consumer catching up delivers ten minutes of lines at once: by
+        // arrival they would be a burst in one slot.
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        let mut s = source(dir.path());
+        s.format = logs::FormatConfig::LogFormat(logs::LoghubFormatConfig {
+            time: Some(logs::TimeField {
+                field: "Time".into(),
+                format: "unix_ms".into(),
+            }),
+            ..logs::LoghubFormatConfig::new("<Time> <Level> <Content>")
+        });
+        let mut p =
+            prepare_log_source(vec![s], vec![watch("lines", LogCount::Lines)], 15_000, None)
+                .unwrap();
+        let slot_end = 3_600_000;
+        let mut text = String::new();
+        // Old: more than late_after (60 s) before the slot's start.
+        for t in (0..3_500_000).step_by(10_000) {
+            text.push_str(&format!("{t} INFO request served\n"));
+        }
+        // Within it, and in the slot itself, and a clock a little ahead.
+        for t in [3_530_000, 3_590_000, 3_600_500] {
+            text.push_str(&format!("{t} INFO request served\n"));
+        }
+        text.push_str("no time here\n");
+        append(&log, &text);
+        let (evs, _) = p.end_slot(slot_end);
+        assert_eq!(values(&evs, "lines"), [(String::new(), 4.0)]);
+        let stats = &p.stats()[0];
+        assert_eq!(stats.late, 350);
+        assert_eq!(stats.lines, 354);
+        // The late lines were mined: their template is known.
+        assert_eq!(stats.templates, 2);
     }
 
     #[test]

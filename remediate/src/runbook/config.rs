@@ -87,6 +87,17 @@ pub struct LogSourceConfig {
     /// Most templates kept (the least recently seen are evicted, counted).
     #[serde(default = "default_max_templates")]
     pub max_templates: usize,
+    /// With an event time (`format.time`): a line whose event time is
+    /// older than this before the slot it is read in is late. It is mined
+    /// but counted in no signal (`heal_log_late_lines_total`), so a backlog
+    /// delivered at once (a Kafka consumer catching up, a shipper
+    /// reconnecting) does not read as a burst.
+    #[serde(default = "default_late_after")]
+    pub late_after: Duration,
+}
+
+fn default_late_after() -> Duration {
+    Duration::from_secs(5 * 60)
 }
 
 /// See [`LogSourceConfig::kafka`].

@@ -247,8 +247,19 @@ fn check_log_source(source: &LogSourceConfig, report: &mut impl FnMut(String, St
             report("multiline_start".into(), format!("not a regex: {e}"));
         }
     }
+    if source.late_after.is_zero() {
+        report(
+            "late_after".into(),
+            "must be longer than 0s (give a long one, like 1d, to count every line)".into(),
+        );
+    }
     for (name, value) in &source.labels {
-        if !is_label_name(name) {
+        if ["line", "log_source", "timestamp"].contains(&name.as_str()) {
+            report(
+                format!("labels.{name}"),
+                format!("{name:?} is reserved: it is a column of a recorded log dataset"),
+            );
+        } else if !is_label_name(name) {
             report(
                 format!("labels.{name}"),
                 format!("invalid label name {name:?}: must match [a-zA-Z_][a-zA-Z0-9_]*"),
@@ -1075,6 +1086,7 @@ signals:
     multiline_start: '('
     labels: {service: 'a;b'}
   - {name: web, files: [/x.log]}
+  - {name: w2, files: [/y.log], late_after: 0s, labels: {line: x}}
 signals:
   - {name: a, logs: {source: nope}}
   - {name: b, logs: {source: web, match: '(', count: lines, field: ms}}
@@ -1091,7 +1103,9 @@ signals:
             "log_sources[0].multiline_start: not a regex",
             "log_sources[0].labels.service: label value \"a;b\"",
             "l.yaml:7:6: log_sources[1].name: duplicate log source name \"web\" (first defined at l.yaml:2)",
-            "l.yaml:9:22: signals[0].logs.source: undefined log source \"nope\" (defined: web)",
+            "l.yaml:10:22: signals[0].logs.source: undefined log source \"nope\" (defined: w2, web)",
+            "log_sources[2].late_after: must be longer than 0s",
+            "log_sources[2].labels.line: \"line\" is reserved: it is a column of a recorded log dataset",
             "signals[1].logs.match: not a regex",
             "signals[1].logs.field: `field` is read with `count: field` only",
             "signals[2].logs.field: `count: field` needs the field",

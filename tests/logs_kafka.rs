@@ -189,3 +189,87 @@ fn a_kafka_source_in_group_mode_reads_every_partition() {
     produce(&brokers, "app-logs", 1_000, 300);
     counted(heal, d, 1_300, "new lines as a group member");
 }
+
+/// The lines heal at `heal` has counted, when it answers.
+fn count_of(heal: SocketAddr) -> Option<f64> {
+    sample(&metrics(heal)?, r#"heal_log_lines_total{source="app"}"#)
+        .first()
+        .copied()
+}
+
+/// Two heal processes in one consumer group share a topic's partitions:
+/// the group hands the second one a partition when it joins and gives it
+/// back to the first when it leaves (SIGTERM), and between them every line
+/// is counted once (each resumes a partition from the offset the other
+/// committed).
+#[test]
+fn two_members_of_a_group_share_the_partitions_and_count_each_line_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_broker, brokers) = start_broker(d, "app-logs", 2);
+    write_runbook(d, &brokers, "group: heal-pair");
+    produce(&brokers, "app-logs", 0, 1_000);
+    let (pa, pb) = (free_port(), free_port());
+    let (a, b) = (
+        SocketAddr::from(([127, 0, 0, 1], pa)),
+        SocketAddr::from(([127, 0, 0, 1], pb)),
+    );
+    let _first = start_log_heal(d, pa, 0);
+    counted(a, d, 1_000, "the first member alone");
+
+    // The second member has a state file of its own.
+    let second_dir = d.join("second");
+    std::fs::create_dir_all(&second_dir).unwrap();
+    std::fs::create_dir_all(second_dir.join("runbooks")).unwrap();
+    std::fs::copy(
+        d.join("runbooks/app.yaml"),
+        second_dir.join("runbooks/app.yaml"),
+    )
+    .unwrap();
+    let mut second = start_log_heal(&second_dir, pb, 0);
+    let held = |heal: SocketAddr| {
+        metrics(heal).map(|m| {
+            m.lines()
+                .filter(|l| l.starts_with("heal_log_kafka_lag{"))
+                .count()
+        })
+    };
+    common::wait_until(
+        "the second member to be given a partition",
+        Duration::from_secs(90),
+        || held(b).filter(|n| *n >= 1),
+    );
+    // Lines on both partitions now: each member counts its own.
+    produce(&brokers, "app-logs", 1_000, 400);
+    let both = || Some(count_of(a)? + count_of(b)?);
+    common::wait_until(
+        "1,400 lines between the two",
+        Duration::from_secs(60),
+        || both().filter(|n| *n == 1_400.0),
+    );
+    let b_count = count_of(b).unwrap();
+    assert!(
+        b_count > 0.0 && b_count < 400.0,
+        "the second member counted {b_count} of the 400 new lines: it should hold one partition"
+    );
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(both(), Some(1_400.0), "a count moved");
+
+    // The second leaves; the first takes its partition back from where
+    // the second committed, and counts only what comes after.
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &second.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let _ = second.0.wait();
+    produce(&brokers, "app-logs", 1_400, 200);
+    let want = 1_600.0 - b_count;
+    common::wait_until(
+        "the first member to count the rest",
+        Duration::from_secs(90),
+        || count_of(a).filter(|n| *n == want),
+    );
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(count_of(a), Some(want), "the first member's count moved");
+}

@@ -170,6 +170,7 @@ const PLAN: &[(&str, Plan)] = &[
     ("heal dataset rewrite old.parquet -o old.parquet", Plan::Run),
     ("heal score nyc_taxi.csv -o scored.csv", Plan::Run),
     ("heal bench nab ../shared/datasets/nab-dev", Plan::Skip("needs the shared NAB corpus, outside the repository: tests/bench_nab.rs runs it on a generated corpus")),
+    ("heal diagnose ../shared/datasets/rca-dev/ob-003", Plan::Skip("needs the shared RCA cases, outside the repository: tests/rca_cli.rs runs `heal diagnose` and `heal bench rca` on generated cases")),
     ("heal incidents list --since -1d", Plan::Run),
     ("heal incidents show inc-000001 --db heal.db", Plan::Run),
     ("heal agent --config", Plan::Skip("a server: tests/agent.rs runs it")),

@@ -12,4 +12,5 @@ pub mod docker;
 pub mod lab;
 pub mod loghub;
 pub mod nab;
+pub mod rca;
 pub mod storm;

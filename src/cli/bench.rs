@@ -54,6 +54,10 @@ pub enum BenchCmd {
     /// feeds hostile label values; prints incidents, actions, duplicates,
     /// lost incidents, peak RSS and panics (the last three must be 0).
     Chaos(ChaosArgs),
+    /// Root-cause ranking on every fault-injection case of a directory laid
+    /// out as `shared/datasets/rca-dev`: AC@1, AC@3, AC@5 and Avg@5 overall,
+    /// per system and per fault type, and the time per case.
+    Rca(RcaArgs),
     /// Latency of a real `heal agent` on loopback: sequential signed
     /// requests that run `touch`, then as many refused for a bad signature;
     /// prints p50 and p99 of each.
@@ -71,6 +75,54 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 10)]
         rounds: usize,
     },
+}
+
+/// Settings shared by `heal bench rca` and `heal diagnose`.
+#[derive(Debug, clap::Args)]
+pub struct RcaSettingsArgs {
+    /// Where the onset comes from: `given` (the case's fault start, as the
+    /// papers report) or `detected` (heal finds it in the case's last ten
+    /// minutes, as in production).
+    #[arg(long, default_value = "given")]
+    pub onset: heal::bench::rca::OnsetMode,
+    /// Ignore the call graphs of `DIR/topology/`.
+    #[arg(long)]
+    pub no_topology: bool,
+    /// Override a ranking setting, `field=value` (`weights.host=0.5`,
+    /// `sides=harmful`, `onset.level_samples=8`); repeatable. For tuning:
+    /// report what it changes beside `--cv`.
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl RcaSettingsArgs {
+    pub fn settings(&self) -> anyhow::Result<heal::bench::rca::RcaSettings> {
+        let mut s = heal::bench::rca::RcaSettings::new();
+        s.topology = !self.no_topology;
+        for kv in &self.set {
+            s.set(kv)?;
+        }
+        Ok(s)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RcaArgs {
+    /// The cases' directory.
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub settings: RcaSettingsArgs,
+    /// Write `OUT/<case>.json` (`{"ranking": [...]}`) for
+    /// `shared/tools/rca_score.py`.
+    #[arg(long, value_name = "OUT")]
+    pub results: Option<PathBuf>,
+    /// Also leave one system out: a grid of settings chosen on one system,
+    /// scored on the other.
+    #[arg(long)]
+    pub cv: bool,
+    /// Also one line per case: its rank of the truth and the top three.
+    #[arg(long)]
+    pub per_case: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -177,6 +229,14 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             results: args.results,
         })?),
         BenchCmd::Lab(args) => super::bench_lab::run(args),
+        BenchCmd::Rca(args) => Ok(heal::bench::rca::run(&heal::bench::rca::RcaBenchConfig {
+            settings: args.settings.settings()?,
+            dir: args.dir,
+            onset: args.settings.onset,
+            results: args.results,
+            cv: args.cv,
+            per_case: args.per_case,
+        })?),
         BenchCmd::Loghub {
             dir,
             reps,

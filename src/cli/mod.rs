@@ -58,6 +58,9 @@ enum Command {
     /// Start the lab, a real Prometheus and `heal watch --execute`, break a
     /// service, and show heal healing it (about 1 to 3 minutes).
     Demo(demo::DemoArgs),
+    /// Rank the services of one fault-injection case (laid out as
+    /// `shared/datasets/rca-dev/<case>`) as its root cause, with the evidence.
+    Diagnose(DiagnoseArgs),
     /// Log lines into templates (`heal logs templates FILE --log-format FMT`).
     #[command(subcommand)]
     Logs(logs::LogsCmd),
@@ -116,5 +119,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Approve(a) => control::run_approve(a),
         Command::Agent(a) => agent::run(a),
         Command::Supervise(a) => supervise::run(a),
+        Command::Diagnose(a) => {
+            let settings = a.settings.settings()?;
+            print!(
+                "{}",
+                heal::bench::rca::diagnose_dir(&a.case, a.settings.onset, &settings)?
+            );
+            Ok(())
+        }
     }
+}
+
+/// `heal diagnose CASE_DIR`.
+#[derive(Debug, clap::Args)]
+struct DiagnoseArgs {
+    /// The case's directory (`metrics.csv`, `slo.csv`, `truth.json`; the
+    /// call graph in `../topology/`).
+    case: std::path::PathBuf,
+    #[command(flatten)]
+    settings: bench::RcaSettingsArgs,
 }

@@ -111,6 +111,7 @@ mod tests {
             actions: vec![],
             resolved_ms: None,
             unresolved_at_ms: None,
+            diagnosis: None,
         }
     }
 

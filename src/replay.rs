@@ -794,6 +794,7 @@ mod tests {
             actions: vec![],
             resolved_ms: Some(60_000),
             unresolved_at_ms: None,
+            diagnosis: None,
         };
         let table = summary_table(&[incident]);
         assert!(

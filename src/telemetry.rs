@@ -67,6 +67,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         "Incidents opened, by rule.",
     ),
     (
+        "heal_diagnoses_total",
+        Kind::Counter,
+        "Times an incident's group or its ranked root cause changed (runbooks with `diagnosis:`).",
+    ),
+    (
         "heal_actions_total",
         Kind::Counter,
         "Actions performed, by kind and outcome.",

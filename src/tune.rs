@@ -488,6 +488,7 @@ fn firing(labels: &BTreeMap<String, String>, ts_ms: i64) -> Incident {
         actions: Vec::new(),
         resolved_ms: None,
         unresolved_at_ms: None,
+        diagnosis: None,
     }
 }
 

@@ -51,6 +51,7 @@ fn incident(k: usize) -> Incident {
         actions: Vec::new(),
         resolved_ms: Some(T0 + 2_064 * 15_000),
         unresolved_at_ms: None,
+        diagnosis: None,
     }
 }
 

@@ -510,6 +510,7 @@ impl Decider {
                 | EngineEvent::Planned { incident, .. }
                 | EngineEvent::Redecided { incident, .. }
                 | EngineEvent::Verified { incident, .. }
+                | EngineEvent::Diagnosed { incident, .. }
                 | EngineEvent::Resolved { incident, .. } => incident.as_str(),
             };
             if !seen.contains(&id) {
@@ -581,6 +582,15 @@ impl Decider {
                 verification,
             } => {
                 tracing::info!(target: LOG_TARGET, stage = "remediate", %incident, step, outcome = verification.outcome.as_str(), "verified");
+            }
+            EngineEvent::Diagnosed {
+                incident,
+                group,
+                root_cause,
+                ..
+            } => {
+                telemetry.add("heal_diagnoses_total", &[], 1.0);
+                tracing::warn!(target: LOG_TARGET, stage = "diagnose", %incident, %group, %root_cause, "incident diagnosed: its group's root cause is {root_cause}");
             }
             EngineEvent::Resolved { .. } => {
                 tracing::info!(target: LOG_TARGET, stage = "remediate", ?event, "incident resolved");

@@ -106,6 +106,7 @@ fn incident(n: u64) -> Incident {
         actions,
         resolved_ms: Some(opened_ms + 5 * MIN),
         unresolved_at_ms: None,
+        diagnosis: None,
     }
 }
 

@@ -58,6 +58,7 @@ fn incident() -> Incident {
         }],
         resolved_ms: None,
         unresolved_at_ms: None,
+        diagnosis: None,
     }
 }
 

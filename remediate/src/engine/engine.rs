@@ -6,13 +6,14 @@ use detect::{Excursion, Scored};
 use serde::{Deserialize, Serialize};
 
 use super::guards::{incident_id, Attempt, DryRunSource, Guards, InFlight, Occasion, Step};
+use super::guards::{Diagnoses, Verdict};
 use super::incident::{
-    series_selector, Decision, EngineEvent, Incident, Outcome, PlannedAction, SuppressReason,
-    Verification,
+    series_selector, Decision, EngineEvent, Incident, IncidentDiagnosis, Outcome, PlannedAction,
+    SuppressReason, Verification,
 };
 use super::silence::{Matcher, Silence};
 use crate::action::RenderedAction;
-use crate::runbook::{Action, RecoveredWhen, Rule, RunbookSet, Severity, Signal};
+use crate::runbook::{Action, DiagnosisConfig, RecoveredWhen, Rule, RunbookSet, Severity, Signal};
 use crate::template::{render, render_url, Context, Template, UnsafeLabel};
 use crate::units::{format_score, format_value};
 
@@ -114,6 +115,31 @@ pub struct Engine {
     in_progress: BTreeSet<usize>,
     /// Incidents with a parked step, by id.
     parked: HashMap<String, usize>,
+    /// The runbooks' `diagnosis:`, when they ask for one.
+    diagnosis: Option<DiagnosisConfig>,
+}
+
+/// One group's ranking, as the pipeline computed it (see
+/// [`Engine::set_diagnosis`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupDiagnosis {
+    /// Its services (two or more).
+    pub services: Vec<String>,
+    /// Its onset.
+    pub onset_ms: i64,
+    /// The services, most likely cause first.
+    pub ranking: Vec<detect::diagnose::Suspect>,
+}
+
+/// An open incident's anomaly, for grouping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAnomaly {
+    /// Incident id.
+    pub incident: String,
+    /// Its service.
+    pub service: String,
+    /// When its excursion fired.
+    pub onset_ms: i64,
 }
 
 /// Every incident the engine still holds, indexed by position in opening
@@ -198,6 +224,19 @@ struct Held {
     approved_by: Option<String>,
     /// Its latest record in `incident.actions`.
     action: usize,
+    /// The detail of that decision: an inhibition is recorded again when
+    /// its detail changes (awaiting the group, then a symptom of which
+    /// cause), other reasons once.
+    detail: String,
+}
+
+impl Held {
+    /// Whether `decision` says nothing new over this hold.
+    fn same(&self, decision: &Decision) -> bool {
+        self.reason == decision.reason
+            && (decision.reason != Some(SuppressReason::InhibitedByRootCause)
+                || self.detail == decision.detail)
+    }
 }
 
 /// What the guards remember, to be persisted and restored across restarts
@@ -302,16 +341,22 @@ impl Engine {
                 .push(rules.len());
             rules.push((rule.clone(), signal.clone()));
         }
+        let mut guards = Guards::new(set.guardrails().clone());
+        guards.diagnosis = set.diagnosis().map(|d| Diagnoses {
+            group_wait_ms: d.group_wait.as_millis_i64(),
+            verdicts: HashMap::new(),
+        });
         Engine {
             options,
             rules,
             by_signal,
             incidents: Incidents::default(),
             active: HashMap::new(),
-            guards: Guards::new(set.guardrails().clone()),
+            guards,
             next_seq: 1,
             in_progress: BTreeSet::new(),
             parked: HashMap::new(),
+            diagnosis: set.diagnosis().cloned(),
         }
     }
 
@@ -445,6 +490,98 @@ impl Engine {
     /// `store::Store::next_incident_seq` (the guard state's
     /// number, through [`Engine::restore`], does the same; the higher
     /// wins). Call it before the first observation.
+    /// The runbooks' `diagnosis:`, when they ask for cross-service
+    /// diagnosis.
+    pub fn diagnosis(&self) -> Option<&DiagnosisConfig> {
+        self.diagnosis.as_ref()
+    }
+
+    /// Every open incident's anomaly: what the pipeline groups.
+    pub fn open_anomalies(&self) -> Vec<OpenAnomaly> {
+        self.incidents
+            .iter()
+            .filter(|s| s.incident.resolved_ms.is_none())
+            .map(|s| OpenAnomaly {
+                incident: s.incident.id.clone(),
+                service: s.incident.service.clone(),
+                onset_ms: s.incident.onset_ms,
+            })
+            .collect()
+    }
+
+    /// Takes the pipeline's latest diagnosis of every group of two or more
+    /// services. Each open incident of a grouped service records its
+    /// group's ranking; a `Diagnosed` event says when an incident's group
+    /// or root cause changed. The suppression chain holds back steps of
+    /// symptoms (`inhibited_by_root_cause`) until the diagnosis changes or
+    /// the group breaks up: a service in no group acts on its own.
+    pub fn set_diagnosis(&mut self, groups: &[GroupDiagnosis], ts_ms: i64) -> Vec<EngineEvent> {
+        let mut events = Vec::new();
+        let Some(d) = self.guards.diagnosis.as_mut() else {
+            return events;
+        };
+        d.verdicts.clear();
+        for g in groups {
+            let Some(root) = g.ranking.first() else {
+                continue;
+            };
+            // The group's id: its earliest open incident.
+            let Some(first) = self
+                .incidents
+                .iter()
+                .filter(|s| s.incident.resolved_ms.is_none())
+                .find(|s| g.services.contains(&s.incident.service))
+            else {
+                continue;
+            };
+            let verdict = Verdict {
+                group: first.incident.id.clone(),
+                services: g.services.clone(),
+                root_cause: root.service.clone(),
+            };
+            for s in &g.services {
+                d.verdicts.insert(s.clone(), verdict.clone());
+            }
+        }
+        for idx in 0..self.incidents.len() {
+            let state = &mut self.incidents[idx];
+            if state.incident.resolved_ms.is_some() {
+                continue;
+            }
+            let Some(v) = d.verdicts.get(&state.incident.service) else {
+                continue;
+            };
+            let Some(g) = groups.iter().find(|g| g.services == v.services) else {
+                continue;
+            };
+            let changed = state.incident.diagnosis.as_ref().is_none_or(|old| {
+                old.group != v.group || old.root_cause != v.root_cause || old.services != v.services
+            });
+            state.incident.diagnosis = Some(IncidentDiagnosis {
+                group: v.group.clone(),
+                services: v.services.clone(),
+                onset_ms: g.onset_ms,
+                root_cause: v.root_cause.clone(),
+                is_root_cause: v.root_cause == state.incident.service,
+                ranking: g.ranking.clone(),
+                ts_ms,
+            });
+            if changed {
+                tracing::info!(
+                    incident = %state.incident.id, group = %v.group, root_cause = %v.root_cause,
+                    "incident diagnosed"
+                );
+                events.push(EngineEvent::Diagnosed {
+                    incident: state.incident.id.clone(),
+                    group: v.group.clone(),
+                    root_cause: v.root_cause.clone(),
+                    ts_ms,
+                });
+            }
+        }
+        events
+    }
+
     pub fn continue_numbering_from(&mut self, next_seq: u64) {
         self.next_seq = self.next_seq.max(next_seq);
     }
@@ -673,6 +810,7 @@ impl Engine {
         );
         let peak = self.incidents[idx].incident.peak_score;
         let waits = decision.waits().then_some(decision.reason);
+        let detail = decision.detail.clone();
         self.record_step(idx, parked.clone(), decision, ts_ms, peak, &mut events);
         if let Some(reason) = waits {
             let state = &mut self.incidents[idx];
@@ -680,6 +818,7 @@ impl Engine {
                 reason,
                 approved_by: Some(by.to_owned()),
                 action: state.incident.actions.len() - 1,
+                detail,
             });
         }
         Ok(events)
@@ -709,11 +848,12 @@ impl Engine {
             obs.ts_ms,
             Some(record.planned_ms),
         );
-        if decision.waits() && decision.reason == held.reason {
+        if decision.waits() && held.same(&decision) {
             self.incidents[idx].held = Some(held);
             return;
         }
         let waits = decision.waits().then_some(decision.reason);
+        let detail = decision.detail.clone();
         let peak = self.incidents[idx].incident.peak_score;
         self.record_step(idx, record, decision, obs.ts_ms, peak, events);
         if let Some(reason) = waits {
@@ -722,6 +862,7 @@ impl Engine {
                 reason,
                 approved_by: Some(by),
                 action: state.incident.actions.len() - 1,
+                detail,
             });
         }
     }
@@ -893,6 +1034,7 @@ impl Engine {
             actions: Vec::new(),
             resolved_ms: None,
             unresolved_at_ms: None,
+            diagnosis: None,
         };
         tracing::info!(
             incident = %incident.id, rule = %incident.rule, series = %series_selector(obs.labels),
@@ -1281,18 +1423,17 @@ impl Engine {
                 // once per reason, not once per sample.
                 let state = &mut self.incidents[idx];
                 state.next_step = step;
-                let same = state
-                    .held
-                    .as_ref()
-                    .is_some_and(|h| h.reason == decision.reason);
+                let same = state.held.as_ref().is_some_and(|h| h.same(&decision));
                 if !same {
                     let reason = decision.reason;
+                    let detail = decision.detail.clone();
                     self.record_step(idx, planned, decision, obs.ts_ms, peak, events);
                     let state = &mut self.incidents[idx];
                     state.held = Some(Held {
                         reason,
                         approved_by: None,
                         action: state.incident.actions.len() - 1,
+                        detail,
                     });
                 }
                 return;

@@ -32,10 +32,11 @@ use crate::time::{human, rfc3339};
 pub type Stage = SuppressReason;
 
 /// The suppression chain, in order. ARCHITECTURE.md lists it in this order.
-pub const CHAIN: [Stage; 13] = [
+pub const CHAIN: [Stage; 14] = [
     SuppressReason::ApprovalExpired,
     SuppressReason::SymptomResolved,
     SuppressReason::InvalidLabelValue,
+    SuppressReason::InhibitedByRootCause,
     SuppressReason::Silenced,
     SuppressReason::Flapping,
     SuppressReason::TargetBusy,
@@ -169,6 +170,27 @@ pub(crate) struct Guards {
     pub(crate) instances: HashMap<String, BTreeSet<String>>,
     pub(crate) silences: Vec<Silence>,
     pub(crate) next_silence: u64,
+    /// With `diagnosis:`: how long a new incident waits for its group, and
+    /// each grouped service's verdict.
+    pub(crate) diagnosis: Option<Diagnoses>,
+}
+
+/// The latest cross-service diagnosis, per service.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Diagnoses {
+    /// `diagnosis.group_wait`.
+    pub(crate) group_wait_ms: i64,
+    /// Services in a group of two or more: the group's id, services and
+    /// ranked root cause.
+    pub(crate) verdicts: HashMap<String, Verdict>,
+}
+
+/// A grouped service's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    pub(crate) group: String,
+    pub(crate) services: Vec<String>,
+    pub(crate) root_cause: String,
 }
 
 impl Guards {
@@ -181,6 +203,7 @@ impl Guards {
             instances: HashMap::new(),
             silences: Vec::new(),
             next_silence: 1,
+            diagnosis: None,
         }
     }
 
@@ -255,6 +278,34 @@ impl Guards {
                 Ok(_) => None,
                 Err(why) => muted(why.to_owned()),
             },
+            R::InhibitedByRootCause => {
+                let d = self.diagnosis.as_ref()?;
+                let service = &step.incident.service;
+                let wait_until = step.incident.opened_ms.saturating_add(d.group_wait_ms);
+                if ts_ms < wait_until {
+                    return muted(format!(
+                        "awaiting the diagnosis of its group until {} (group_wait)",
+                        rfc3339(wait_until)
+                    ));
+                }
+                let symptoms_only = step.rule.when.root_cause == Some(false);
+                match d.verdicts.get(service) {
+                    Some(v) if &v.root_cause != service && !symptoms_only => muted(format!(
+                        "{service:?} is a symptom: group {} ({}) ranks {:?} as its root cause",
+                        v.group,
+                        v.services.join(", "),
+                        v.root_cause
+                    )),
+                    Some(v) if &v.root_cause == service && symptoms_only => muted(format!(
+                        "the rule acts on symptoms only (root_cause: false) and {service:?} is the root cause of group {}",
+                        v.group
+                    )),
+                    None if symptoms_only => muted(format!(
+                        "the rule acts on symptoms only (root_cause: false) and {service:?} is in no group"
+                    )),
+                    _ => None,
+                }
+            }
             R::Silenced => self
                 .silences
                 .iter()
@@ -554,6 +605,7 @@ mod tests {
             actions: Vec::new(),
             resolved_ms: None,
             unresolved_at_ms: None,
+            diagnosis: None,
         }
     }
 
@@ -599,6 +651,7 @@ mod tests {
                 "approval_expired",
                 "symptom_resolved",
                 "invalid_label_value",
+                "inhibited_by_root_cause",
                 "silenced",
                 "flapping",
                 "target_busy",

@@ -53,6 +53,30 @@ pub struct Incident {
     pub resolved_ms: Option<i64>,
     /// For an incident still open when the input ended: that end.
     pub unresolved_at_ms: Option<i64>,
+    /// With `diagnosis:`, the latest diagnosis of the group the incident
+    /// belongs to (none while its service is alone).
+    pub diagnosis: Option<IncidentDiagnosis>,
+}
+
+/// An incident's place in a cross-service diagnosis: its group and the
+/// group's ranking of root causes, with the evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentDiagnosis {
+    /// The group's id: the id of its earliest incident.
+    pub group: String,
+    /// The group's services, sorted.
+    pub services: Vec<String>,
+    /// The group's onset (its earliest anomaly), what was ranked from.
+    pub onset_ms: i64,
+    /// The ranked root cause.
+    pub root_cause: String,
+    /// Whether this incident's service is it.
+    pub is_root_cause: bool,
+    /// The services, most likely cause first, with their scores, the
+    /// metrics that moved and the call path.
+    pub ranking: Vec<detect::diagnose::Suspect>,
+    /// When this ranking was made (event time).
+    pub ts_ms: i64,
 }
 
 impl Incident {
@@ -148,6 +172,11 @@ pub enum SuppressReason {
     /// Re-checked on approval or just before acting: the symptom no longer
     /// holds.
     SymptomResolved,
+    /// With `diagnosis:`: the incident's group is still forming
+    /// (`group_wait`), or its service is a symptom of another service's
+    /// fault (the group's ranked root cause), or the rule acts on symptoms
+    /// only (`root_cause: false`) and this service is the cause.
+    InhibitedByRootCause,
 }
 
 impl SuppressReason {
@@ -167,6 +196,7 @@ impl SuppressReason {
             SuppressReason::AwaitingApproval => "awaiting_approval",
             SuppressReason::ApprovalExpired => "approval_expired",
             SuppressReason::SymptomResolved => "symptom_resolved",
+            SuppressReason::InhibitedByRootCause => "inhibited_by_root_cause",
         }
     }
 
@@ -190,6 +220,7 @@ impl SuppressReason {
                 | SuppressReason::RateLimit
                 | SuppressReason::MaxConcurrent
                 | SuppressReason::BlastRadius
+                | SuppressReason::InhibitedByRootCause
         )
     }
 }
@@ -348,6 +379,18 @@ pub enum EngineEvent {
         step: usize,
         /// The verdict.
         verification: Verification,
+    },
+    /// The incident's group was diagnosed anew: its root cause or its
+    /// services changed.
+    Diagnosed {
+        /// Incident id.
+        incident: String,
+        /// The group's id.
+        group: String,
+        /// The group's ranked root cause.
+        root_cause: String,
+        /// Event time.
+        ts_ms: i64,
     },
     /// The anomaly ended and nothing is pending: the incident is closed.
     Resolved {

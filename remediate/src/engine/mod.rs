@@ -9,13 +9,13 @@ mod incident;
 mod silence;
 
 pub use engine::{
-    ApproveError, Engine, EngineOptions, GuardState, Observation, Opens, SilenceError,
-    DEFAULT_STEP_TIMEOUT_MS,
+    ApproveError, Engine, EngineOptions, GroupDiagnosis, GuardState, Observation, OpenAnomaly,
+    Opens, SilenceError, DEFAULT_STEP_TIMEOUT_MS,
 };
 pub use guards::{Attempt, Stage, CHAIN};
 pub use incident::{
-    series_selector, Decision, EngineEvent, Incident, Outcome, PlannedAction, SuppressReason,
-    Verification,
+    series_selector, Decision, EngineEvent, Incident, IncidentDiagnosis, Outcome, PlannedAction,
+    SuppressReason, Verification,
 };
 pub use silence::{MatchOp, Matcher, Silence};
 

@@ -255,6 +255,7 @@ fn recovered_stops_the_chain_and_resolved_is_when_the_anomaly_ended() {
             EngineEvent::Planned { .. } => "planned",
             EngineEvent::Redecided { .. } => "redecided",
             EngineEvent::Verified { .. } => "verified",
+            EngineEvent::Diagnosed { .. } => "diagnosed",
             EngineEvent::Resolved { .. } => "resolved",
         })
         .collect();
@@ -742,4 +743,169 @@ fn live_verification_waits_for_the_action_to_finish() {
     );
     run(&mut engine, &s, 3, |_| Some((0, 0.9999)));
     assert!(!engine.action_finished("inc-000001", 1, T0 + 3 * MIN));
+}
+
+/// A ranking with `root` first, then `others`.
+fn ranking(root: &str, others: &[&str]) -> Vec<detect::diagnose::Suspect> {
+    std::iter::once(root)
+        .chain(others.iter().copied())
+        .enumerate()
+        .map(|(i, s)| detect::diagnose::Suspect {
+            service: s.to_owned(),
+            score: 10.0 - i as f64,
+            own: 10.0 - i as f64,
+            latency: 0.0,
+            explained: 0.0,
+            explained_by: None,
+            onset_ms: None,
+            evidence: Vec::new(),
+            path: vec![s.to_owned()],
+        })
+        .collect()
+}
+
+#[test]
+fn a_symptom_waits_for_its_group_then_is_inhibited_until_the_diagnosis_moves_to_it() {
+    let rules = "diagnosis:
+  group_wait: 2m
+  services: {web: {depends_on: [db]}}
+rules:
+  - name: restart-slow
+    when: {signal: http_latency_p99_seconds, direction: up}
+    then:
+      - action: restart
+        target: deployment/{{service}}
+    verify: {wait: 10m}
+  - name: page-on-symptom
+    when: {signal: http_latency_p99_seconds, direction: up, root_cause: false}
+    then:
+      - action: webhook
+        url: https://pager.example.com/{{service}}
+    verify: {wait: 10m}
+";
+    let set = set(rules);
+    let mut engine = Engine::new(&set, DRY);
+    let (web, db) = (Series::new("web", "web-0"), Series::new("db", "db-0"));
+    let both = ["db".to_owned(), "web".to_owned()];
+    let mut events = Vec::new();
+    for m in 0..8 {
+        let ex = Some((0, true, 0.9999));
+        events.extend(engine.observe(&db.at(m, 1.0, ex)));
+        events.extend(engine.observe(&web.at(m, 1.0, ex)));
+        if m == 1 {
+            // The pipeline ranked the group: db is the cause.
+            events.extend(engine.set_diagnosis(
+                &[GroupDiagnosis {
+                    services: both.to_vec(),
+                    onset_ms: T0,
+                    ranking: ranking("db", &["web"]),
+                }],
+                T0 + m * MIN,
+            ));
+        }
+        if m == 5 {
+            // A new ranking blames web.
+            events.extend(engine.set_diagnosis(
+                &[GroupDiagnosis {
+                    services: both.to_vec(),
+                    onset_ms: T0,
+                    ranking: ranking("web", &["db"]),
+                }],
+                T0 + m * MIN,
+            ));
+        }
+    }
+    let incidents = engine.finish(T0 + 8 * MIN);
+    let by = |service: &str, rule: &str| {
+        incidents
+            .iter()
+            .find(|i| i.service == service && i.rule == rule)
+            .unwrap_or_else(|| panic!("no {rule} incident on {service}: {incidents:#?}"))
+    };
+    let decisions = |i: &Incident| -> Vec<(i64, &'static str)> {
+        i.actions
+            .iter()
+            .map(|a| {
+                (
+                    (a.planned_ms - T0) / MIN,
+                    a.decision.reason.map_or("allowed", SuppressReason::as_str),
+                )
+            })
+            .collect()
+    };
+    // Minutes 0 and 1: every step waits for the group (group_wait 2m).
+    let db_restart = by("db", "restart-slow");
+    assert_eq!(
+        decisions(db_restart),
+        [(0, "inhibited_by_root_cause"), (2, "dry_run")],
+        "the cause acts once its group has had time to form"
+    );
+    assert!(db_restart.actions[0]
+        .decision
+        .detail
+        .contains("awaiting the diagnosis"));
+    let web_restart = by("web", "restart-slow");
+    let d = decisions(web_restart);
+    assert_eq!(d[0], (0, "inhibited_by_root_cause"));
+    // Inhibited as a symptom while db is the cause; released at minute 5.
+    assert!(
+        web_restart
+            .actions
+            .iter()
+            .any(|a| a.decision.detail.contains(
+                "\"web\" is a symptom: group inc-000001 (db, web) ranks \"db\" as its root cause"
+            )),
+        "{web_restart:#?}"
+    );
+    // (set after minute 5's samples: the next sample decides)
+    assert_eq!(d.last(), Some(&(6, "dry_run")), "{d:?}");
+    // The symptom rule pages about web once it is a symptom, and about db
+    // only once the new ranking makes db a symptom.
+    assert_eq!(
+        decisions(by("web", "page-on-symptom")).last(),
+        Some(&(2, "dry_run"))
+    );
+    assert_eq!(
+        decisions(by("db", "page-on-symptom")),
+        [
+            (0, "inhibited_by_root_cause"),
+            (2, "inhibited_by_root_cause"),
+            (6, "dry_run")
+        ]
+    );
+    // Each incident records its group's latest diagnosis.
+    let diag = web_restart.diagnosis.as_ref().unwrap();
+    assert_eq!(
+        (diag.root_cause.as_str(), diag.is_root_cause),
+        ("web", true)
+    );
+    assert_eq!(diag.services, both);
+    let diagnosed: Vec<(&str, &str)> = events
+        .iter()
+        .filter_map(|e| match e {
+            EngineEvent::Diagnosed {
+                incident,
+                root_cause,
+                ..
+            } => Some((incident.as_str(), root_cause.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        diagnosed.len(),
+        8,
+        "four incidents, diagnosed twice: {diagnosed:?}"
+    );
+}
+
+#[test]
+fn without_a_diagnosis_block_nothing_waits() {
+    let set = set(&chain_rule(""));
+    let mut engine = Engine::new(&set, DRY);
+    assert!(engine.diagnosis().is_none());
+    let s = Series::new("web", "web-0");
+    run(&mut engine, &s, 4, |_| Some((0, 0.9999)));
+    assert!(engine.set_diagnosis(&[], T0).is_empty());
+    let inc = &engine.finish(T0 + 4 * MIN)[0];
+    assert_eq!(inc.actions[0].decision.reason, Some(SuppressReason::DryRun));
 }

@@ -501,6 +501,7 @@ mod tests {
             actions: vec![],
             resolved_ms: Some(98_000),
             unresolved_at_ms: None,
+            diagnosis: None,
         };
         // 2 s from onset to the last point: 16 samples of context (more
         // than 3 x 2 s would give), not 97.
@@ -556,6 +557,7 @@ mod tests {
             ],
             resolved_ms: Some(59_000),
             unresolved_at_ms: None,
+            diagnosis: None,
         };
         let svg = svg(
             &inc,

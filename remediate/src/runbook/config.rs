@@ -34,6 +34,50 @@ pub struct RunbookFile {
     /// across the directory.
     #[serde(default)]
     pub log_sources: Vec<LogSourceConfig>,
+    /// Cross-service diagnosis: anomalies of services that overlap in time
+    /// (and are connected in the call graph, when one is given) form one
+    /// group with one ranked root cause, and steps planned for its symptoms
+    /// are held back. At most one file of a directory may set it; without
+    /// it, every incident acts on its own.
+    #[serde(default)]
+    pub diagnosis: Option<DiagnosisConfig>,
+}
+
+/// See [`RunbookFile::diagnosis`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiagnosisConfig {
+    /// The call graph: each service with the services it calls
+    /// (`web: {depends_on: [api]}`), as `heal supervise` has it. Services
+    /// are the values of the signals' `service_label`. Without one, time
+    /// alone groups anomalies.
+    pub services: BTreeMap<String, ServiceDeps>,
+    /// A new incident's steps wait this long for the anomalies of the
+    /// services around it to join its group (`awaiting_diagnosis`), so
+    /// that a caller whose latency fired first is not restarted before its
+    /// slow callee is seen (Alertmanager's `group_wait`).
+    pub group_wait: Duration,
+    /// Anomalies whose spans are at most this far apart overlap.
+    pub window: Duration,
+}
+
+impl Default for DiagnosisConfig {
+    fn default() -> Self {
+        DiagnosisConfig {
+            services: BTreeMap::new(),
+            group_wait: Duration::from_secs(30),
+            window: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The services one service calls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceDeps {
+    /// Services it calls.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
 }
 
 /// A log source: files tailed (rotation by rename or copytruncate is
@@ -448,6 +492,13 @@ pub struct When {
     /// Labels the series must have, with exactly these values.
     #[serde(rename = "match", default)]
     pub matchers: BTreeMap<String, String>,
+    /// With `diagnosis:`: `true` acts only while the incident's service is
+    /// the ranked root cause of its group (or alone), `false` only while it
+    /// is a symptom of another service's fault. Unset: acts as `true` does
+    /// (a symptom's steps are held back, `inhibited_by_root_cause`), so
+    /// that heal restarts the slow database, not the web tier waiting on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_cause: Option<bool>,
 }
 
 /// How bad an anomaly is.

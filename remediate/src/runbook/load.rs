@@ -7,8 +7,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::config::{
-    Agent, Docker, Exec, Guardrails, LogSourceConfig, Reroute, Restart, Rollback, Rule, Scale,
-    Signal, Webhook,
+    Agent, DiagnosisConfig, Docker, Exec, Guardrails, LogSourceConfig, Reroute, Restart, Rollback,
+    Rule, Scale, Signal, Webhook,
 };
 use super::validate;
 use super::yaml::{self, join, kind, Positions};
@@ -22,6 +22,7 @@ pub struct RunbookSet {
     rules: Vec<Rule>,
     guardrails: Guardrails,
     log_sources: Vec<LogSourceConfig>,
+    diagnosis: Option<DiagnosisConfig>,
 }
 
 /// A problem tagged with the index of its file, for sorting.
@@ -47,6 +48,8 @@ pub(crate) struct ParsedFile {
     pub guardrails: Option<Guardrails>,
     /// Log sources that deserialized, with their index in `log_sources:`.
     pub log_sources: Vec<(usize, LogSourceConfig)>,
+    /// The file's `diagnosis:`, when it has one and it deserialized.
+    pub diagnosis: Option<DiagnosisConfig>,
     /// Names of log sources that failed to deserialize.
     pub broken_log_source_names: Vec<String>,
 }
@@ -162,10 +165,14 @@ impl RunbookSet {
             rules: Vec::new(),
             guardrails: Guardrails::default(),
             log_sources: Vec::new(),
+            diagnosis: None,
         };
         for (_, file) in files {
             if let Some(g) = file.guardrails {
                 set.guardrails = g;
+            }
+            if let Some(d) = file.diagnosis {
+                set.diagnosis = Some(d);
             }
             set.files.push(file.path);
             set.signals.extend(file.signals.into_iter().map(|(_, s)| s));
@@ -199,6 +206,11 @@ impl RunbookSet {
     /// Every log source, in file order.
     pub fn log_sources(&self) -> &[LogSourceConfig] {
         &self.log_sources
+    }
+
+    /// The `diagnosis:` block, when a file sets one.
+    pub fn diagnosis(&self) -> Option<&DiagnosisConfig> {
+        self.diagnosis.as_ref()
     }
 
     /// The signal with this name.
@@ -270,6 +282,7 @@ fn parse_file(index: usize, path: &Path, text: &str, found: &mut Vec<Found>) -> 
         guardrails: None,
         log_sources: Vec::new(),
         broken_log_source_names: Vec::new(),
+        diagnosis: None,
     };
     let top = match value {
         Value::Object(map) => map,
@@ -313,6 +326,14 @@ fn parse_file(index: usize, path: &Path, text: &str, found: &mut Vec<Found>) -> 
                 file.log_sources = ok;
                 file.broken_log_source_names = broken;
             }
+            "diagnosis" => match serde_path_to_error::deserialize::<_, DiagnosisConfig>(&value) {
+                Ok(d) => file.diagnosis = Some(d),
+                Err(e) => {
+                    let (field, message) = path_and_message("diagnosis", e);
+                    let field = file.positions.unknown_field_path(field, &message);
+                    found.push((index, file.error(field, message)));
+                }
+            },
             "guardrails" => match serde_path_to_error::deserialize::<_, Guardrails>(&value) {
                 Ok(g) => file.guardrails = Some(g),
                 Err(e) => {
@@ -325,7 +346,7 @@ fn parse_file(index: usize, path: &Path, text: &str, found: &mut Vec<Found>) -> 
                 let e = file.error(
                     other,
                     format!(
-                        "unknown field `{other}`, expected `signals`, `rules`, `guardrails` or `log_sources`"
+                        "unknown field `{other}`, expected `signals`, `rules`, `guardrails`, `log_sources` or `diagnosis`"
                     ),
                 );
                 found.push((index, e));
@@ -524,7 +545,7 @@ mod tests {
         );
         assert_eq!(
             errors("signals: []\nrunbooks: []\nrules: 5\n"),
-            "r.yaml:2:1: runbooks: unknown field `runbooks`, expected `signals`, `rules`, `guardrails` or `log_sources`\n\
+            "r.yaml:2:1: runbooks: unknown field `runbooks`, expected `signals`, `rules`, `guardrails`, `log_sources` or `diagnosis`\n\
              r.yaml:3:1: rules: invalid type: number, expected a list"
         );
     }
@@ -558,7 +579,7 @@ rules:
             errors(text),
             "r.yaml:4:5: signals[0].critical_scor: unknown field `critical_scor`, expected one of `name`, `query`, `probe`, `docker`, `logs`, `service_label`, `instance_label`, `detector`, `peer`, `critical_score`\n\
              r.yaml:5:16: signals[0].detector.threshold: invalid type: string \"high\", expected f64\n\
-             r.yaml:8:23: rules[0].when.fro: unknown field `fro`, expected one of `signal`, `direction`, `for`, `severity`, `match`\n\
+             r.yaml:8:23: rules[0].when.fro: unknown field `fro`, expected one of `signal`, `direction`, `for`, `severity`, `match`, `root_cause`\n\
              r.yaml:10:38: rules[0].then[0].replica: unknown field `replica`, expected one of `target`, `timeout`, `dry_run`\n\
              r.yaml:11:57: rules[0].then[1].method: unknown variant `FETCH`, expected one of `GET`, `POST`, `PUT`, `PATCH`, `DELETE`\n\
              r.yaml:12:14: rules[0].verify.wait: invalid duration \"soon\": expected a number and a unit (ms, s, m, h or d), like \"90s\" or \"1h30m\"\n\

@@ -148,6 +148,68 @@ pub(crate) fn validate(files: &[(usize, ParsedFile)], found: &mut Vec<Found>) {
         }
         check_guardrails(g, &mut report);
     }
+
+    // Diagnosis: one file sets it for the whole directory; rules that ask
+    // for a root cause need it.
+    let mut diagnosis_at: Option<String> = None;
+    for (index, file) in files {
+        let Some(d) = &file.diagnosis else { continue };
+        let mut report = |field: String, message: String| {
+            let path = if field.is_empty() {
+                "diagnosis".to_owned()
+            } else {
+                join("diagnosis", &field)
+            };
+            found.push((*index, file.error(path, message)));
+        };
+        if let Some(first) = &diagnosis_at {
+            report(
+                String::new(),
+                format!("diagnosis is set twice (first at {first}); keep one"),
+            );
+        } else {
+            diagnosis_at = Some(location(file, "diagnosis"));
+        }
+        if d.window.is_zero() {
+            report("window".into(), "must be longer than 0s".into());
+        }
+        for (service, deps) in &d.services {
+            if service.is_empty() || !is_safe_label_value(service) {
+                report(
+                    format!("services.{service}"),
+                    format!("service {service:?}: not a label value heal puts in a target"),
+                );
+            }
+            for (i, callee) in deps.depends_on.iter().enumerate() {
+                if callee == service {
+                    report(
+                        format!("services.{service}.depends_on[{i}]"),
+                        format!("{service:?} depends on itself"),
+                    );
+                } else if callee.is_empty() || !is_safe_label_value(callee) {
+                    report(
+                        format!("services.{service}.depends_on[{i}]"),
+                        format!("service {callee:?}: not a label value heal puts in a target"),
+                    );
+                }
+            }
+        }
+    }
+    if diagnosis_at.is_none() {
+        for (index, file) in files {
+            for (i, rule) in &file.rules {
+                if rule.when.root_cause.is_some() {
+                    found.push((
+                        *index,
+                        file.error(
+                            format!("rules[{i}].when.root_cause"),
+                            "needs a `diagnosis:` block (in any file of the directory): without one no root cause is ranked".to_owned(),
+                        ),
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// A log source: files given, its format, start pattern and masks compile.

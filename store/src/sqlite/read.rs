@@ -94,7 +94,7 @@ impl Store {
             .prepare_cached(
                 "SELECT id, service, signal, rule, description, severity, above, series,
                      onset_ms, opened_ms, peak_score, chain_len, resolved_ms,
-                     unresolved_at_ms, status, outcome, peer_z, closed_reason
+                     unresolved_at_ms, status, outcome, peer_z, closed_reason, diagnosis
                  FROM incidents WHERE id = ?1",
             )
             .and_then(|mut s| {
@@ -114,7 +114,10 @@ impl Store {
                         (r.get::<_, Option<i64>>(12)?, r.get::<_, Option<i64>>(13)?),
                         (r.get::<_, String>(14)?, r.get::<_, String>(15)?),
                         r.get::<_, Option<f64>>(16)?,
-                        r.get::<_, Option<String>>(17)?,
+                        (
+                            r.get::<_, Option<String>>(17)?,
+                            r.get::<_, Option<String>>(18)?,
+                        ),
                     ))
                 })
                 .optional()
@@ -135,7 +138,7 @@ impl Store {
             (resolved_ms, unresolved_at_ms),
             (status, outcome),
             peer_z,
-            closed_reason,
+            (closed_reason, diagnosis),
         )) = row
         else {
             return Ok(None);
@@ -145,6 +148,7 @@ impl Store {
             .ok_or_else(|| corrupt(path, t, &id, format!("status: unknown {status:?}")))?;
         let outcome = IncidentOutcome::parse(&outcome)
             .ok_or_else(|| corrupt(path, t, &id, format!("outcome: unknown {outcome:?}")))?;
+        let id_for_diagnosis = id.clone();
         let incident = Incident {
             severity: decode_name(path, t, &id, "severity", severity)?,
             series: decode_json::<BTreeMap<String, String>>(path, t, &id, "series", &series)?,
@@ -162,6 +166,10 @@ impl Store {
             chain_len: chain_len.max(0) as usize,
             resolved_ms,
             unresolved_at_ms,
+            diagnosis: match diagnosis {
+                Some(text) => Some(decode_json(path, t, &id_for_diagnosis, "diagnosis", &text)?),
+                None => None,
+            },
         };
         let anomalies = self.anomalies(&incident.id)?;
         let executions = executions_where(c, path, "incident_id = ?1", [&incident.id])?;

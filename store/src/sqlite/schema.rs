@@ -11,7 +11,7 @@
 
 /// Every migration, oldest first; the schema version of a file is the
 /// number of these it has had.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The schema version this heal writes.
 pub(crate) fn current_version() -> i64 {
@@ -192,4 +192,11 @@ ALTER TABLE incidents ADD COLUMN closed_reason TEXT;
 ALTER TABLE executions ADD COLUMN pid INTEGER;
 ALTER TABLE executions ADD COLUMN pid_start INTEGER;
 ALTER TABLE executions ADD COLUMN settled TEXT;
+"#;
+
+/// Version 7: an incident of a group of services keeps its group's latest
+/// diagnosis (JSON: group, services, onset, root cause, ranking with
+/// evidence).
+const V7: &str = r#"
+ALTER TABLE incidents ADD COLUMN diagnosis TEXT;
 "#;

@@ -154,6 +154,7 @@ fn rich_incident(id: &str, service: &str, opened_ms: i64) -> Incident {
         ],
         resolved_ms: Some(opened_ms + 30 * MIN),
         unresolved_at_ms: None,
+        diagnosis: None,
     }
 }
 

@@ -234,9 +234,9 @@ pub(super) fn put_incident(c: &Connection, inc: &Incident) -> rusqlite::Result<(
     c.prepare_cached(
         "INSERT INTO incidents (id, seq, service, signal, rule, description, severity, above,
              series, selector, onset_ms, opened_ms, peak_score, chain_len, resolved_ms,
-             unresolved_at_ms, status, outcome, peer_z)
+             unresolved_at_ms, status, outcome, peer_z, diagnosis)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-             ?19)
+             ?19, ?20)
          ON CONFLICT (id) DO UPDATE SET
              seq = excluded.seq, service = excluded.service, signal = excluded.signal,
              rule = excluded.rule, description = excluded.description,
@@ -245,7 +245,8 @@ pub(super) fn put_incident(c: &Connection, inc: &Incident) -> rusqlite::Result<(
              opened_ms = excluded.opened_ms, peak_score = excluded.peak_score,
              chain_len = excluded.chain_len, resolved_ms = excluded.resolved_ms,
              unresolved_at_ms = excluded.unresolved_at_ms, status = excluded.status,
-             outcome = excluded.outcome, peer_z = excluded.peer_z",
+             outcome = excluded.outcome, peer_z = excluded.peer_z,
+             diagnosis = excluded.diagnosis",
     )?
     .execute(params![
         inc.id,
@@ -267,6 +268,7 @@ pub(super) fn put_incident(c: &Connection, inc: &Incident) -> rusqlite::Result<(
         status.as_str(),
         incident_outcome(inc).as_str(),
         inc.peer_z,
+        inc.diagnosis.as_ref().map(json),
     ])?;
 
     put_anomaly(
@@ -377,6 +379,9 @@ pub(super) fn put_event(c: &Connection, event: &EngineEvent) -> rusqlite::Result
             verification,
             ..
         } => (incident, "verified", verification.decided_ms),
+        EngineEvent::Diagnosed {
+            incident, ts_ms, ..
+        } => (incident, "diagnosed", *ts_ms),
         EngineEvent::Resolved { incident, ts_ms } => (incident, "resolved", *ts_ms),
     };
     c.prepare_cached(

@@ -217,6 +217,50 @@ pub struct Pipeline {
     /// The last [`LOG_SLOTS_HELD`] slots of each log signal's evidence, for
     /// an incident that opens on one of its series.
     recent_logs: HashMap<String, VecDeque<LogExamples>>,
+    /// Cross-service diagnosis, when the runbooks have `diagnosis:`.
+    diagnoser: Option<Diagnoser>,
+}
+
+/// Groups the open incidents' anomalies across services and ranks each
+/// group's services as its root cause ([`detect::diagnose`]), from the
+/// samples the series' evidence rings hold; the engine holds back the
+/// symptoms' steps ([`remediate::Engine::set_diagnosis`]).
+#[derive(Debug)]
+struct Diagnoser {
+    topology: Option<detect::diagnose::Topology>,
+    group: detect::diagnose::GroupConfig,
+    /// What was last diagnosed: the timestamp and the open incidents.
+    last: Option<(i64, Vec<remediate::engine::OpenAnomaly>)>,
+    /// `diagnosis.group_wait`: a group is ranked anew at each timestamp
+    /// while it is younger than this, then its ranking is kept.
+    group_wait_ms: i64,
+    /// Each current group (by its services) with when it formed and its
+    /// latest ranking.
+    ranked: HashMap<Vec<String>, (i64, remediate::engine::GroupDiagnosis)>,
+}
+
+/// Suspects an incident's diagnosis keeps.
+const SUSPECTS_KEPT: usize = 10;
+
+impl Diagnoser {
+    fn new(cfg: &remediate::runbook::DiagnosisConfig) -> Self {
+        let mut topology = detect::diagnose::Topology::new();
+        for (caller, deps) in &cfg.services {
+            for callee in &deps.depends_on {
+                // Validated with the runbook: no empty names.
+                let _ = topology.add_edge(caller, callee);
+            }
+        }
+        Diagnoser {
+            topology: (!topology.is_empty()).then_some(topology),
+            group: detect::diagnose::GroupConfig {
+                gap_secs: (cfg.window.as_millis_i64() / 1000).max(1) as u64,
+            },
+            last: None,
+            group_wait_ms: cfg.group_wait.as_millis_i64(),
+            ranked: HashMap::new(),
+        }
+    }
 }
 
 /// Slots of a log signal's evidence an incident's report starts with.
@@ -263,6 +307,7 @@ impl Pipeline {
     /// A pipeline for the signals and rules of `runbooks`.
     pub fn new(runbooks: RunbookSet, options: EngineOptions) -> Self {
         let engine = Engine::new(&runbooks, options);
+        let diagnoser = runbooks.diagnosis().map(Diagnoser::new);
         Pipeline {
             runbooks,
             series: SeriesSlab::default(),
@@ -274,7 +319,108 @@ impl Pipeline {
             learning: Learning::default(),
             peers: Peers::default(),
             recent_logs: HashMap::new(),
+            diagnoser,
         }
+    }
+
+    /// Diagnoses the groups of open incidents anew when the open incidents
+    /// changed or time moved on (at most once per timestamp); the engine's
+    /// events (`Diagnosed`) are returned.
+    fn diagnose(&mut self, ts_ms: i64) -> Vec<EngineEvent> {
+        let Some(d) = self.diagnoser.as_mut() else {
+            return Vec::new();
+        };
+        let open = self.engine.open_anomalies();
+        if d.last
+            .as_ref()
+            .is_some_and(|(t, o)| *t >= ts_ms && *o == open)
+        {
+            return Vec::new();
+        }
+        let _span = tracing::debug_span!("diagnose", open = open.len()).entered();
+        let anomalies: Vec<detect::diagnose::Anomaly<'_>> = open
+            .iter()
+            .map(|a| detect::diagnose::Anomaly {
+                service: &a.service,
+                onset_ms: a.onset_ms,
+                last_ms: ts_ms.max(a.onset_ms),
+            })
+            .collect();
+        let groups = detect::diagnose::group(&anomalies, d.topology.as_ref(), &d.group);
+        let current: Vec<&Vec<String>> = groups
+            .iter()
+            .filter(|g| g.services.len() >= 2)
+            .map(|g| &g.services)
+            .collect();
+        d.ranked.retain(|k, _| current.contains(&k));
+        let mut diagnosed = Vec::new();
+        for g in groups.iter().filter(|g| g.services.len() >= 2) {
+            // A group is ranked while it forms (its first `group_wait`,
+            // when the steps of its incidents wait for it), then kept: later
+            // the onset rolls out of the series' rings, and a ranking made
+            // from less would only be worse.
+            if let Some((formed, kept)) = d.ranked.get(&g.services) {
+                if ts_ms - formed >= d.group_wait_ms {
+                    diagnosed.push(kept.clone());
+                    continue;
+                }
+            }
+            // Every series of the group's services, from its ring.
+            let mut owned: Vec<(String, String, Vec<(i64, f64)>)> = Vec::new();
+            for state in self.series.slots.iter().flatten() {
+                let Some(signal) = self.runbooks.signal(&state.signal) else {
+                    continue;
+                };
+                let Some(service) = state.labels.get(&signal.service_label) else {
+                    continue;
+                };
+                if !g.services.contains(service) {
+                    continue;
+                }
+                let samples = state
+                    .ring
+                    .to_vec()
+                    .into_iter()
+                    .map(|p| (p.ts_ms, f64::from(p.value)))
+                    .collect();
+                owned.push((service.clone(), state.signal.clone(), samples));
+            }
+            let series: Vec<detect::diagnose::Series<'_>> = owned
+                .iter()
+                .map(|(s, m, v)| detect::diagnose::Series::new(s, m, v))
+                .collect();
+            // The rings hold the recent past: all of it is baseline, and
+            // the move is measured from the group's onset to now.
+            // With a call graph, a caller's latency is explained by a slow
+            // callee: a caller's server-side latency includes its callee's.
+            let cfg = detect::diagnose::DiagnoseConfig {
+                baseline_secs: 24 * 3600,
+                window_secs: ((ts_ms - g.onset_ms) / 1000 + 1).max(1) as u64,
+                explain_latency: d.topology.is_some(),
+                ..detect::diagnose::DiagnoseConfig::default()
+            };
+            match detect::diagnose::rank(&series, d.topology.as_ref(), g.onset_ms, &cfg) {
+                // No evidence against anyone: no verdict (nothing is held
+                // back on a guess).
+                Ok(diagnosis) if diagnosis.suspects.first().is_none_or(|s| s.score <= 0.0) => {
+                    d.ranked.remove(&g.services);
+                }
+                Ok(mut diagnosis) => {
+                    diagnosis.suspects.truncate(SUSPECTS_KEPT);
+                    let group = remediate::engine::GroupDiagnosis {
+                        services: g.services.clone(),
+                        onset_ms: g.onset_ms,
+                        ranking: diagnosis.suspects,
+                    };
+                    let formed = d.ranked.get(&g.services).map_or(ts_ms, |(f, _)| *f);
+                    d.ranked.insert(g.services.clone(), (formed, group.clone()));
+                    diagnosed.push(group);
+                }
+                Err(e) => tracing::warn!(stage = "diagnose", error = %e, "group not ranked"),
+            }
+        }
+        d.last = Some((ts_ms, open));
+        self.engine.set_diagnosis(&diagnosed, ts_ms)
     }
 
     /// A log signal's evidence for one slot (it comes just before the
@@ -449,7 +595,7 @@ impl Pipeline {
                 verdicts[k] = Some(score);
             }
         }
-        admitted
+        let mut pushed: Vec<Pushed> = admitted
             .into_iter()
             .zip(verdicts)
             .zip(samples)
@@ -457,7 +603,13 @@ impl Pipeline {
                 Ok(sample) => self.decide(h, sample, peer),
                 Err(dropped) => dropped,
             })
-            .collect()
+            .collect();
+        // The slot's diagnosis, reported with its last sample.
+        let diagnosed = self.diagnose(ts_ms);
+        if let Some(last) = pushed.last_mut() {
+            last.events.extend(diagnosed);
+        }
+        pushed
     }
 
     /// The sample policy of one sample: the accepted sample, or what its

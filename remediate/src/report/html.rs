@@ -234,6 +234,9 @@ pub fn html(incident: &Incident, evidence: Option<&Evidence>) -> String {
         Some(e) => out.push_str(&evidence_summary(inc, e)),
     }
     out.push_str("</section>\n");
+    if let Some(d) = &inc.diagnosis {
+        out.push_str(&diagnosis_html(inc, d));
+    }
     if let Some(logs) = evidence.and_then(|e| e.logs.as_ref()) {
         out.push_str(&log_html(inc, logs));
     }
@@ -241,6 +244,48 @@ pub fn html(incident: &Incident, evidence: Option<&Evidence>) -> String {
         out,
         "<footer><p class=\"muted\">Written by heal from event time only; every value and band as the detector saw it.</p></footer>\n</body>\n</html>"
     );
+    out
+}
+
+/// The section of an incident's group diagnosis: the group, the role of
+/// this incident's service, and the ranking with what moved.
+fn diagnosis_html(inc: &Incident, d: &crate::engine::IncidentDiagnosis) -> String {
+    let mut out = String::from("<section id=\"diagnosis\">\n<h2>Diagnosis</h2>\n");
+    let role = if d.is_root_cause {
+        "the ranked <strong>root cause</strong>".to_owned()
+    } else {
+        format!(
+            "a <strong>symptom</strong>; the ranked root cause is <code>{}</code>",
+            escape(&d.root_cause)
+        )
+    };
+    let _ = writeln!(
+        out,
+        "<p>This incident is one of group <code>{}</code> ({}), which began at {}; its service is {role} (ranked at {}).</p>",
+        escape(&d.group),
+        escape(&d.services.join(", ")),
+        rfc3339(d.onset_ms),
+        rfc3339(d.ts_ms)
+    );
+    out.push_str("<table>\n<tr><th>Rank</th><th>Service</th><th>Score</th><th>What moved</th><th>Path</th></tr>\n");
+    for (i, s) in d.ranking.iter().take(5).enumerate() {
+        let what: Vec<String> = s
+            .evidence
+            .iter()
+            .take(4)
+            .map(|e| escape(&super::moved(inc, e)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td><code>{}</code></td><td>{:.2}</td><td>{}</td><td>{}</td></tr>",
+            i + 1,
+            escape(&s.service),
+            s.score,
+            what.join("<br/>"),
+            escape(&s.path.join(" \u{2192} "))
+        );
+    }
+    out.push_str("</table>\n</section>\n");
     out
 }
 

@@ -86,6 +86,11 @@ impl Serialize for Incident {
             None => s.skip_field("waiting")?,
         }
         s.serialize_field("description", &self.description)?;
+        // Only for an incident of a group: other records stay as they were.
+        match &self.diagnosis {
+            Some(d) => s.serialize_field("diagnosis", d)?,
+            None => s.skip_field("diagnosis")?,
+        }
         s.serialize_field("actions", &self.actions)?;
         s.end()
     }
@@ -412,6 +417,79 @@ fn log_markdown(out: &mut String, inc: &Incident, logs: &LogEvidence) {
     }
 }
 
+/// Suspects a report lists, and metrics per suspect.
+const REPORT_SUSPECTS: usize = 5;
+const REPORT_EVIDENCE: usize = 4;
+
+/// One moved metric in words: `cpu up 25.7 -> 99.6 (z 14.2, from +1m)`.
+pub fn moved(inc: &Incident, e: &detect::diagnose::MetricEvidence) -> String {
+    let mut s = format!(
+        "{} {} {} -> {} (z {:.1}",
+        e.metric,
+        if e.above { "up" } else { "down" },
+        crate::units::format_value(e.baseline, &e.metric),
+        crate::units::format_value(e.value, &e.metric),
+        e.z
+    );
+    if let Some(t) = e.onset_ms {
+        let _ = write!(s, ", from {}", signed_offset(inc, t));
+    }
+    s.push(')');
+    s
+}
+
+/// `+2m` or `-30s` relative to the onset.
+fn signed_offset(incident: &Incident, ms: i64) -> String {
+    let d = ms - incident.onset_ms;
+    if d < 0 {
+        format!("-{}", human(-d))
+    } else {
+        format!("+{}", human(d))
+    }
+}
+
+/// The Markdown section of an incident's group diagnosis.
+fn diagnosis_markdown(out: &mut String, inc: &Incident, d: &crate::engine::IncidentDiagnosis) {
+    let _ = writeln!(out, "\n## Diagnosis\n");
+    let role = if d.is_root_cause {
+        "the ranked **root cause**".to_owned()
+    } else {
+        format!(
+            "a **symptom**; the ranked root cause is {}",
+            cell(&d.root_cause)
+        )
+    };
+    let _ = writeln!(
+        out,
+        "This incident is one of group {} ({}), which began at {}; its service is {role} (ranked at {}).\n",
+        cell(&d.group),
+        cell(&d.services.join(", ")),
+        rfc3339(d.onset_ms),
+        rfc3339(d.ts_ms)
+    );
+    let _ = writeln!(
+        out,
+        "| Rank | Service | Score | What moved | Path |\n|---|---|---|---|---|"
+    );
+    for (i, s) in d.ranking.iter().take(REPORT_SUSPECTS).enumerate() {
+        let what: Vec<String> = s
+            .evidence
+            .iter()
+            .take(REPORT_EVIDENCE)
+            .map(|e| moved(inc, e))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.2} | {} | {} |",
+            i + 1,
+            cell(&s.service),
+            s.score,
+            cell(&what.join("; ")),
+            cell(&s.path.join(" -> "))
+        );
+    }
+}
+
 /// `+2m` relative to the onset.
 fn offset(incident: &Incident, ms: i64) -> String {
     format!("+{}", human(ms - incident.onset_ms))
@@ -511,6 +589,10 @@ pub fn markdown_with(incident: &Incident, evidence: Option<&Evidence>) -> String
             offset(inc, t),
             cell(&what)
         );
+    }
+
+    if let Some(d) = &inc.diagnosis {
+        diagnosis_markdown(&mut out, inc, d);
     }
 
     if let Some(logs) = evidence.and_then(|e| e.logs.as_ref()) {

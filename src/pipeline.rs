@@ -237,6 +237,13 @@ struct Diagnoser {
     /// Each current group (by its services) with when it formed and its
     /// latest ranking.
     ranked: HashMap<Vec<String>, (i64, remediate::engine::GroupDiagnosis)>,
+    /// Groups whose root cause's incidents all resolved (the cause was
+    /// fixed), with when: for `window` after, what is left of such a group
+    /// stays its symptoms (they are expected to clear), rather than being
+    /// ranked anew among themselves and one of them restarted.
+    fixed: Vec<(i64, remediate::engine::GroupDiagnosis)>,
+    /// `diagnosis.window`.
+    window_ms: i64,
 }
 
 /// Suspects an incident's diagnosis keeps.
@@ -259,6 +266,8 @@ impl Diagnoser {
             last: None,
             group_wait_ms: cfg.group_wait.as_millis_i64(),
             ranked: HashMap::new(),
+            fixed: Vec::new(),
+            window_ms: cfg.window.as_millis_i64(),
         }
     }
 }
@@ -352,9 +361,38 @@ impl Pipeline {
             .filter(|g| g.services.len() >= 2)
             .map(|g| &g.services)
             .collect();
-        d.ranked.retain(|k, _| current.contains(&k));
+        // A group gone because its root cause's incidents resolved.
+        let open_services: Vec<&str> = open.iter().map(|a| a.service.as_str()).collect();
+        let gone: Vec<Vec<String>> = d
+            .ranked
+            .keys()
+            .filter(|k| !current.contains(k))
+            .cloned()
+            .collect();
+        for k in gone {
+            if let Some((_, g)) = d.ranked.remove(&k) {
+                let root = g.ranking.first().map(|s| s.service.as_str());
+                if root.is_some_and(|r| !open_services.contains(&r)) {
+                    d.fixed.push((ts_ms, g));
+                }
+            }
+        }
+        let window_ms = d.window_ms;
+        d.fixed.retain(|(t, _)| ts_ms - t < window_ms);
         let mut diagnosed = Vec::new();
-        for g in groups.iter().filter(|g| g.services.len() >= 2) {
+        for g in &groups {
+            // What is left of a fixed group, even one service alone.
+            if let Some((_, fixed)) = d
+                .fixed
+                .iter()
+                .find(|(_, f)| g.services.iter().all(|s| f.services.contains(s)))
+            {
+                diagnosed.push(fixed.clone());
+                continue;
+            }
+            if g.services.len() < 2 {
+                continue;
+            }
             // A group is ranked while it forms (its first `group_wait`,
             // when the steps of its incidents wait for it), then kept: later
             // the onset rolls out of the series' rings, and a ranking made
@@ -397,6 +435,7 @@ impl Pipeline {
                 baseline_secs: 24 * 3600,
                 window_secs: ((ts_ms - g.onset_ms) / 1000 + 1).max(1) as u64,
                 explain_latency: d.topology.is_some(),
+                explain_over_median: false,
                 ..detect::diagnose::DiagnoseConfig::default()
             };
             match detect::diagnose::rank(&series, d.topology.as_ref(), g.onset_ms, &cfg) {

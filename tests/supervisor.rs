@@ -1388,3 +1388,226 @@ fn heal_watch_restarts_a_service_from_its_log_in_kafka() {
         heal_log()
     );
 }
+
+/// Issue 13's end-to-end case: three lab services in a call chain
+/// (web -> api -> db, each calling the next on every request) under `heal
+/// supervise`, a real Prometheus scraping them every second, load on web,
+/// and `heal watch --execute` with a runbook that restarts any service
+/// whose latency is too high, with `diagnosis:` and the call graph. A
+/// latency fault in db slows all three; heal groups the three incidents,
+/// ranks db as the root cause, restarts db only, and records the steps it
+/// planned for web and api as `inhibited_by_root_cause`.
+#[test]
+fn a_slow_database_behind_two_callers_is_the_only_one_restarted() {
+    let _one_at_a_time = one_at_a_time();
+    let lab = lab_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (pd, pa, pw) = (free_ports(1), free_ports(1), free_ports(1));
+    let svc = |name: &str, port: u16, call: Option<(&str, u16)>, deps: &str| {
+        let call = call
+            .map(|(n, p)| format!(", --call, {n}=127.0.0.1:{p}"))
+            .unwrap_or_default();
+        format!(
+            "  - name: {name}
+    release: {{version: v1, argv: [{lab}, service, --name, {name}, --port, \"{{port}}\"{call}]}}
+    ports: {port}
+    depends_on: [{deps}]
+    check: {{type: tcp, interval: 500ms}}
+",
+            lab = lab.display()
+        )
+    };
+    let config = format!(
+        "services:\n{}{}{}",
+        svc("db", pd, None, ""),
+        svc("api", pa, Some(("db", pd)), "db"),
+        svc("web", pw, Some(("api", pa)), "api"),
+    );
+    let config_path = d.join("supervise.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let sup = start_supervise(&config_path, &d.join("state"), true);
+    let first: Vec<Value> = ["db", "api", "web"]
+        .iter()
+        .map(|s| healthy(sup.api, s, 1, &format!("{s} healthy")).remove(0))
+        .collect();
+
+    let prom_conf = d.join("prometheus.yml");
+    assert!(Command::new(&lab)
+        .arg("prometheus-config")
+        .args(["--target", &format!("db=127.0.0.1:{pd}")])
+        .args(["--target", &format!("api=127.0.0.1:{pa}")])
+        .args(["--target", &format!("web=127.0.0.1:{pw}")])
+        .args(["--scrape-interval", "1s", "-o"])
+        .arg(&prom_conf)
+        .status()
+        .unwrap()
+        .success());
+    let prom_port = free_ports(1);
+    let _prom = Guard(
+        Command::new(prometheus_bin())
+            .arg(format!("--config.file={}", prom_conf.display()))
+            .arg(format!("--storage.tsdb.path={}", d.join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting prometheus"),
+    );
+    let prom = SocketAddr::from(([127, 0, 0, 1], prom_port));
+    wait_until("prometheus ready", Duration::from_secs(30), || {
+        client::get(prom, "/-/ready", Duration::from_secs(1))
+            .is_ok_and(|r| r.status == 200)
+            .then_some(())
+    });
+    let _load = Guard(
+        Command::new(&lab)
+            .args(["load", "--target"])
+            .arg(format!("http://127.0.0.1:{pw}/"))
+            .args(["--rps", "30", "--duration-s", "300", "--timeout-ms", "3000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    let runbooks = d.join("runbooks");
+    std::fs::create_dir_all(&runbooks).unwrap();
+    std::fs::write(
+        runbooks.join("chain.yaml"),
+        r#"signals:
+  - name: latency_p90_seconds
+    query: |
+      histogram_quantile(0.9, sum by (service, le) (rate(http_request_duration_seconds_bucket{job="services"}[5s])))
+    detector: {direction: up, min_spread: 0.01, limit_above: 0.15}
+rules:
+  - name: restart-slow
+    when: {signal: latency_p90_seconds, direction: up, for: 1s}
+    then:
+      - action: restart
+        target: "supervisor/{{service}}"
+        timeout: 10s
+    guards: {cooldown: 60s, max_attempts: 2, window: 10m}
+    verify: {wait: 5s, recovered_when: {value_below: 0.1}}
+diagnosis:
+  group_wait: 5s
+  window: 30s
+  services:
+    web: {depends_on: [api]}
+    api: {depends_on: [db]}
+"#,
+    )
+    .unwrap();
+    let heal_port = free_ports(1);
+    let err = std::fs::File::create(d.join("heal.err")).unwrap();
+    let _watch = Guard(
+        Command::new(env!("CARGO_BIN_EXE_heal"))
+            .args(["watch", "--prometheus", &format!("http://{prom}")])
+            .arg("--runbooks")
+            .arg(&runbooks)
+            .args(["--interval", "1s", "--backfill", "0s", "--execute"])
+            .args(["--listen", &format!("127.0.0.1:{heal_port}")])
+            .args(["--supervisor", &format!("http://{}", sup.api)])
+            .args(["--supervisor-token-env", "SUP_TOKEN"])
+            .arg("--db")
+            .arg(d.join("heal.db"))
+            .env("SUP_TOKEN", TOKEN)
+            .env("HEAL_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap(),
+    );
+    let heal = SocketAddr::from(([127, 0, 0, 1], heal_port));
+    let heal_log = || std::fs::read_to_string(d.join("heal.err")).unwrap_or_default();
+    // Twenty seconds of normal latency first: the series' recent past.
+    wait_until("heal watch evaluating", Duration::from_secs(60), || {
+        let m = client::get(heal, "/metrics", Duration::from_secs(1)).ok()?;
+        m.body_text()
+            .contains("heal_samples_total{signal=\"latency_p90_seconds\"}")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(20));
+
+    let db_addr = SocketAddr::from(([127, 0, 0, 1], pd));
+    let r = client::post(db_addr, "/fault/latency?ms=400", Duration::from_secs(2)).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let restarted = wait_until("heal to restart db", Duration::from_secs(90), || {
+        let r = service(sup.api, "db")["instances"][0].clone();
+        (r["starts"].as_u64() > first[0]["starts"].as_u64() && r["phase"] == "healthy").then_some(r)
+    });
+    assert!(
+        restarted["last_exit"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("restart requested")),
+        "{restarted}\n{}",
+        heal_log()
+    );
+    // Time for anything else heal would do, then: web and api never
+    // restarted.
+    std::thread::sleep(Duration::from_secs(10));
+    for (i, name) in ["api", "web"].iter().enumerate() {
+        let now = service(sup.api, name)["instances"][0].clone();
+        assert_eq!(
+            now["starts"],
+            first[i + 1]["starts"],
+            "{name} was restarted: {now}\n{}",
+            heal_log()
+        );
+    }
+    // The incidents: one group, db its root cause; the callers' steps held.
+    let list: Value = serde_json::from_str(
+        &client::get(heal, "/api/incidents", Duration::from_secs(2))
+            .unwrap()
+            .body_text(),
+    )
+    .unwrap();
+    let mut held = Vec::new();
+    for summary in list["incidents"].as_array().unwrap() {
+        let id = summary["id"].as_str().unwrap();
+        let one: Value = serde_json::from_str(
+            &client::get(
+                heal,
+                &format!("/api/incidents/{id}"),
+                Duration::from_secs(2),
+            )
+            .unwrap()
+            .body_text(),
+        )
+        .unwrap();
+        let inc = &one["incident"];
+        let service = inc["service"].as_str().unwrap().to_owned();
+        assert_eq!(
+            inc["diagnosis"]["root_cause"],
+            "db",
+            "{inc}\n{}",
+            heal_log()
+        );
+        let reasons: Vec<&str> = inc["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["decision"]["reason"].as_str().unwrap_or("allowed"))
+            .collect();
+        if service == "db" {
+            assert!(reasons.contains(&"allowed"), "{inc}");
+        } else {
+            assert!(
+                !reasons.is_empty() && reasons.iter().all(|r| *r == "inhibited_by_root_cause"),
+                "{inc}"
+            );
+            held.push(service);
+        }
+    }
+    held.sort();
+    assert!(
+        !held.is_empty(),
+        "no caller incident: {list}\n{}",
+        heal_log()
+    );
+    assert!(
+        heal_log().contains("incident diagnosed: its group's root cause is db"),
+        "{}",
+        heal_log()
+    );
+}

@@ -61,6 +61,12 @@ enum Command {
         /// The topic of `--kafka`.
         #[arg(long, default_value = "lab-logs")]
         kafka_topic: String,
+        /// Call another lab service on every request to `/`: `NAME=ADDR:PORT`
+        /// (repeatable), so that its latency and errors show in this one's
+        /// (web -> api -> db). Counted in
+        /// `lab_dependency_requests_total{service,callee,code}`.
+        #[arg(long = "call", value_name = "NAME=ADDR:PORT", value_parser = parse_call)]
+        calls: Vec<(String, std::net::SocketAddr)>,
     },
     /// Send a fixed rate of GET requests to loopback targets, then print a
     /// summary: one `target URL ...` line each, then `total sent=.. ok=..
@@ -157,6 +163,20 @@ struct ControlArgs {
     name: String,
 }
 
+/// `NAME=ADDR:PORT` of `--call`.
+fn parse_call(v: &str) -> std::result::Result<(String, std::net::SocketAddr), String> {
+    let (name, addr) = v
+        .split_once('=')
+        .ok_or_else(|| format!("{v:?}: expected NAME=ADDR:PORT"))?;
+    if !service::valid_name(name) {
+        return Err(format!("{name:?}: not a service name"));
+    }
+    let addr = addr
+        .parse()
+        .map_err(|e| format!("{addr:?}: not ADDR:PORT ({e})"))?;
+    Ok((name.to_owned(), addr))
+}
+
 fn parse_fault(spec: &str) -> std::result::Result<service::Fault, String> {
     service::Fault::parse_spec(spec).map_err(|e| e.to_string())
 }
@@ -195,6 +215,7 @@ fn run(command: Command) -> Result<()> {
             log_dir,
             kafka,
             kafka_topic,
+            calls,
         } => service::run(service::ServiceConfig {
             name,
             addr,
@@ -205,6 +226,7 @@ fn run(command: Command) -> Result<()> {
             exit_on_stdin_eof,
             log_dir,
             kafka: kafka.map(|b| (b, kafka_topic)),
+            calls,
         }),
         Command::Load {
             targets,

@@ -149,6 +149,12 @@ pub struct DiagnoseConfig {
     /// set (a caller's own fault, a code defect, also shows as its
     /// latency; see the research log).
     pub explain_latency: bool,
+    /// With `explain_latency`, a callee explains only what it has beyond
+    /// the median service's score (every service of a whole system carries
+    /// some surprise). Off when the services ranked are already known to be
+    /// anomalous (a live incident group), where that median is one of
+    /// them.
+    pub explain_over_median: bool,
     /// With a topology, weight of a callee's fall in traffic (its
     /// throughput, bytes and syscalls served) as evidence against its
     /// callers, divided among them: a caller that fails or stops calling
@@ -181,6 +187,7 @@ impl Default for DiagnoseConfig {
             null_series: 16,
             weights: RoleWeights::default(),
             explain_latency: false,
+            explain_over_median: true,
             callee_traffic: 0.0,
             share_host: true,
             evidence_per_suspect: 8,
@@ -441,16 +448,19 @@ pub fn rank(
         a.members.push(i);
     }
 
-    // Topology: a callee's score explains its callers' latency. Callees are
-    // scored first, so a chain web -> api -> db passes db's score up.
-    let mut score: Vec<f64> = acc.iter().map(|a| a.own + a.latency).collect();
+    // Topology: a callee's anomaly explains its callers' latency. A
+    // caller's latency includes its callees' own, so in a chain web -> api
+    // -> db the api's slowness explains web's even once db's explained the
+    // api's: the callee's whole score explains, not what is left of it.
+    let raw: Vec<f64> = acc.iter().map(|a| a.own + a.latency).collect();
+    let mut score = raw.clone();
     let mut explained: Vec<Option<(f64, usize)>> = vec![None; names.len()];
     if let Some(t) = topology.filter(|t| cfg.explain_latency && !t.is_empty()) {
         // A callee explains only what it has beyond the typical service's
         // score: every service carries some surprise (many series, each a
         // little unusual), and that common level explains nothing.
-        let mut all = score.clone();
-        let floor = if all.is_empty() {
+        let mut all = raw.clone();
+        let floor = if all.is_empty() || !cfg.explain_over_median {
             0.0
         } else {
             median(&mut all)
@@ -459,7 +469,7 @@ pub fn rank(
             let Some(&i) = at.get(svc) else { continue };
             let best = t
                 .callees(svc)
-                .filter_map(|c| at.get(c).map(|&j| (c, j, score[j])))
+                .filter_map(|c| at.get(c).map(|&j| (c, j, raw[j])))
                 .max_by(|x, y| x.2.total_cmp(&y.2).then(y.0.cmp(x.0)));
             if let Some((_, j, v)) = best {
                 let ex = acc[i].latency.min((v - floor).max(0.0));

@@ -52,6 +52,8 @@ struct Inner {
     buckets: [u64; BUCKETS.len() + 1],
     sum: f64,
     count: u64,
+    /// Calls to dependencies by (callee, status; 0 when no answer came).
+    calls: BTreeMap<(String, u16), u64>,
 }
 
 /// The process figures a scrape reports next to the request metrics.
@@ -89,6 +91,12 @@ impl Metrics {
     pub fn in_flight(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(&self.in_flight)
+    }
+
+    /// Records one call to a dependency (`status` 0: no answer).
+    pub fn call(&self, callee: &str, status: u16) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *inner.calls.entry((callee.to_owned(), status)).or_default() += 1;
     }
 
     /// Records one answered request to `/`.
@@ -149,6 +157,21 @@ impl Metrics {
             "http_request_duration_seconds_count{{service=\"{service}\"}} {}",
             inner.count
         );
+        if !inner.calls.is_empty() {
+            family(
+                &mut out,
+                "lab_dependency_requests_total",
+                "counter",
+                "Calls to other lab services by callee and status (0: no answer).",
+            );
+            for ((callee, code), n) in &inner.calls {
+                let _ = writeln!(
+                    out,
+                    "lab_dependency_requests_total{{service=\"{service}\",callee=\"{}\",code=\"{code}\"}} {n}",
+                    escape_label(callee)
+                );
+            }
+        }
         drop(inner);
         family(
             &mut out,

@@ -72,7 +72,12 @@ pub struct ServiceConfig {
     /// Also send each log line to a Kafka topic: (brokers, topic). Needs
     /// the `kafka` feature.
     pub kafka: Option<(String, String)>,
+    /// Services called on every request to `/`, in order: (name, address).
+    pub calls: Vec<(String, SocketAddr)>,
 }
+
+/// How long a call to a dependency may take before it counts as failed.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether `name` is usable as a service name (and so as a label value, a
 /// file name and a URL path segment without escaping).
@@ -124,6 +129,7 @@ pub fn run(config: ServiceConfig) -> Result<()> {
             config.kafka.as_ref(),
         )?,
         attempts: AtomicU64::new(0),
+        calls: config.calls.clone(),
     });
     if let Some(fault) = config.fault {
         service.set_fault(Some(fault));
@@ -175,6 +181,8 @@ struct Service {
     /// Connection attempts to the failing dependency (its log lines count
     /// them).
     attempts: AtomicU64,
+    /// Services called on every request to `/`.
+    calls: Vec<(String, SocketAddr)>,
 }
 
 impl Service {
@@ -260,6 +268,19 @@ impl Service {
             }
             _ => 200,
         };
+        // The dependencies, in order: their latency adds to this request's,
+        // and a failed call fails it (502).
+        let mut code = code;
+        for (callee, addr) in &self.calls {
+            let status = match http::client::get(*addr, "/", CALL_TIMEOUT) {
+                Ok(r) => r.status,
+                Err(_) => 0,
+            };
+            self.metrics.call(callee, status);
+            if status != 200 && code == 200 {
+                code = 502;
+            }
+        }
         self.metrics.observe(code, started.elapsed());
         self.log.line(
             "INFO",
@@ -268,6 +289,7 @@ impl Service {
         );
         Some(match code {
             200 => Response::text(200, format!("hello from {}", self.name)),
+            502 => Response::text(502, "a dependency failed"),
             _ => Response::text(code, "internal error (fault errors)"),
         })
     }

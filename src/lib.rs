@@ -39,6 +39,7 @@ pub mod replay;
 pub mod score;
 pub mod telemetry;
 pub mod text;
+pub mod topology;
 pub mod tune;
 pub mod tuning;
 

@@ -227,6 +227,9 @@ pub struct Pipeline {
 /// symptoms' steps ([`remediate::Engine::set_diagnosis`]).
 #[derive(Debug)]
 struct Diagnoser {
+    /// The runbooks' call graph.
+    runbook_edges: Vec<(String, String)>,
+    /// It, with the edges the queries found.
     topology: Option<detect::diagnose::Topology>,
     group: detect::diagnose::GroupConfig,
     /// What was last diagnosed: the timestamp and the open incidents.
@@ -250,16 +253,21 @@ struct Diagnoser {
 const SUSPECTS_KEPT: usize = 10;
 
 impl Diagnoser {
-    fn new(cfg: &remediate::runbook::DiagnosisConfig) -> Self {
-        let mut topology = detect::diagnose::Topology::new();
-        for (caller, deps) in &cfg.services {
-            for callee in &deps.depends_on {
-                // Validated with the runbook: no empty names.
-                let _ = topology.add_edge(caller, callee);
-            }
+    /// The call graph of `a` and `b` (`None` when empty).
+    fn graph(a: &[(String, String)], b: &[(String, String)]) -> Option<detect::diagnose::Topology> {
+        let mut t = detect::diagnose::Topology::new();
+        for (caller, callee) in a.iter().chain(b) {
+            // Names were checked (runbook validation, `edges_from`).
+            let _ = t.add_edge(caller, callee);
         }
+        (!t.is_empty()).then_some(t)
+    }
+
+    fn new(cfg: &remediate::runbook::DiagnosisConfig) -> Self {
+        let runbook_edges = crate::topology::static_edges(cfg);
         Diagnoser {
-            topology: (!topology.is_empty()).then_some(topology),
+            topology: Self::graph(&runbook_edges, &[]),
+            runbook_edges,
             group: detect::diagnose::GroupConfig {
                 gap_secs: (cfg.window.as_millis_i64() / 1000).max(1) as u64,
             },
@@ -329,6 +337,16 @@ impl Pipeline {
             peers: Peers::default(),
             recent_logs: HashMap::new(),
             diagnoser,
+        }
+    }
+
+    /// The call graph's edges found by the runbooks' edge queries: the
+    /// diagnosis uses them with the runbooks' own from now on.
+    pub fn set_discovered_edges(&mut self, edges: &[(String, String)]) {
+        if let Some(d) = self.diagnoser.as_mut() {
+            d.topology = Diagnoser::graph(&d.runbook_edges, edges);
+            // Groups are formed anew with it.
+            d.last = None;
         }
     }
 
@@ -404,7 +422,9 @@ impl Pipeline {
                 }
             }
             // Every series of the group's services, from its ring.
-            let mut owned: Vec<(String, String, Vec<(i64, f64)>)> = Vec::new();
+            // (service, metric, samples)
+            type Owned = (String, String, Vec<(i64, f64)>);
+            let mut owned: Vec<Owned> = Vec::new();
             for state in self.series.slots.iter().flatten() {
                 let Some(signal) = self.runbooks.signal(&state.signal) else {
                     continue;

@@ -1393,7 +1393,9 @@ fn heal_watch_restarts_a_service_from_its_log_in_kafka() {
 /// (web -> api -> db, each calling the next on every request) under `heal
 /// supervise`, a real Prometheus scraping them every second, load on web,
 /// and `heal watch --execute` with a runbook that restarts any service
-/// whose latency is too high, with `diagnosis:` and the call graph. A
+/// whose latency is too high, with `diagnosis:` and the call graph read
+/// from Prometheus (the services' own call counters; `heal topology` shows
+/// it). A
 /// latency fault in db slows all three; heal groups the three incidents,
 /// ranks db as the root cause, restarts db only, and records the steps it
 /// planned for web and api as `inhibited_by_root_cause`.
@@ -1492,9 +1494,11 @@ rules:
 diagnosis:
   group_wait: 5s
   window: 30s
-  services:
-    web: {depends_on: [api]}
-    api: {depends_on: [db]}
+  refresh: 5s
+  edges:
+    - query: sum by (service, callee) (rate(lab_dependency_requests_total{code="200"}[10s])) > 0
+      caller: service
+      callee: callee
 "#,
     )
     .unwrap();
@@ -1528,6 +1532,33 @@ diagnosis:
             .then_some(())
     });
     std::thread::sleep(Duration::from_secs(20));
+    // The call graph, as heal reads it from Prometheus.
+    let o = Command::new(env!("CARGO_BIN_EXE_heal"))
+        .args(["topology", "--runbooks"])
+        .arg(&runbooks)
+        .args(["--prometheus", &format!("http://{prom}")])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{shown}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        shown.contains(
+            "from the edge queries: 2 edges (2 not in the runbooks)\n  api -> db\n  web -> api\n"
+        ),
+        "{shown}"
+    );
+    assert!(shown.contains("services: api, db, web"), "{shown}");
+    assert!(
+        heal_log()
+            .lines()
+            .any(|l| l.contains("call graph refreshed from Prometheus") && l.ends_with("edges=2")),
+        "{}",
+        heal_log()
+    );
 
     let db_addr = SocketAddr::from(([127, 0, 0, 1], pd));
     let r = client::post(db_addr, "/fault/latency?ms=400", Duration::from_secs(2)).unwrap();

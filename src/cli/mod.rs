@@ -61,6 +61,9 @@ enum Command {
     /// Rank the services of one fault-injection case (laid out as
     /// `shared/datasets/rca-dev/<case>`) as its root cause, with the evidence.
     Diagnose(DiagnoseArgs),
+    /// The call graph of the runbooks' `diagnosis:` block: its services and,
+    /// with `--prometheus`, the edges its queries find now.
+    Topology(TopologyArgs),
     /// Log lines into templates (`heal logs templates FILE --log-format FMT`).
     #[command(subcommand)]
     Logs(logs::LogsCmd),
@@ -119,6 +122,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Approve(a) => control::run_approve(a),
         Command::Agent(a) => agent::run(a),
         Command::Supervise(a) => supervise::run(a),
+        Command::Topology(a) => topology(a),
         Command::Diagnose(a) => {
             let settings = a.settings.settings()?;
             print!(
@@ -128,6 +132,44 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `heal topology`.
+#[derive(Debug, clap::Args)]
+struct TopologyArgs {
+    /// Directory of YAML runbooks.
+    #[arg(long)]
+    runbooks: std::path::PathBuf,
+    /// Also run the `edges:` queries against this Prometheus now.
+    #[arg(long, value_name = "URL")]
+    prometheus: Option<String>,
+}
+
+fn topology(a: TopologyArgs) -> anyhow::Result<()> {
+    let runbooks =
+        remediate::RunbookSet::load_dir(&a.runbooks).map_err(|e| UsageError(e.to_string()))?;
+    let Some(cfg) = runbooks.diagnosis() else {
+        return Err(UsageError(format!(
+            "the runbooks in {} have no `diagnosis:` block: no call graph",
+            a.runbooks.display()
+        ))
+        .into());
+    };
+    let discovered = match &a.prometheus {
+        Some(url) => {
+            let client = ingest::PrometheusClient::new(ingest::PrometheusConfig::new(url))
+                .map_err(|e| UsageError(e.to_string()))?;
+            let now = stdx::Clock::now_ms(&stdx::SystemClock);
+            let rt = error::runtime()?;
+            let edges = rt
+                .block_on(heal::topology::query_edges(&client, &cfg.edges, now))
+                .map_err(|(i, e)| anyhow::anyhow!("edge query {} failed: {e}", i + 1))?;
+            Some(edges)
+        }
+        None => None,
+    };
+    print!("{}", heal::topology::describe(cfg, discovered.as_deref()));
+    Ok(())
 }
 
 /// `heal diagnose CASE_DIR`.

@@ -229,6 +229,7 @@ impl Decider {
             }
             SourceEvent::Evaluation(ev) => self.on_evaluation(ev).await,
             SourceEvent::Logs(ex) => self.pipeline.log_examples(ex),
+            SourceEvent::Topology(edges) => self.pipeline.set_discovered_edges(&edges),
         }
     }
 

@@ -310,6 +310,21 @@ pub async fn run(
             ingest::SystemClock,
         ))
     });
+    // The call graph's edge queries, refreshed into the same channel.
+    let edges_task = config
+        .runbooks
+        .diagnosis()
+        .filter(|d| !d.edges.is_empty())
+        .map(|d| {
+            tokio::spawn(crate::topology::run_edges(
+                client.clone(),
+                d.edges.clone(),
+                d.refresh.as_millis_i64(),
+                eval_tx.clone(),
+                stop.clone(),
+                ingest::SystemClock,
+            ))
+        });
     let source = tokio::spawn(run_source(
         client,
         signals,
@@ -409,6 +424,9 @@ pub async fn run(
     }
     if let Some(docker_source) = docker_source {
         let _ = docker_source.await;
+    }
+    if let Some(edges_task) = edges_task {
+        let _ = edges_task.await;
     }
     if let Some(log_task) = log_task {
         let _ = log_task.await;

@@ -59,6 +59,27 @@ pub struct DiagnosisConfig {
     pub group_wait: Duration,
     /// Anomalies whose spans are at most this far apart overlap.
     pub window: Duration,
+    /// Call-graph edges from Prometheus: each query's series are edges from
+    /// the value of its `caller` label to that of its `callee` label (a
+    /// service mesh's `sum by (source_workload, destination_workload)
+    /// (rate(istio_requests_total[5m])) > 0`). Added to `services`;
+    /// queried by `heal watch` every `refresh` (the last answer is kept
+    /// while Prometheus is down) and by `heal topology --prometheus`.
+    pub edges: Vec<EdgeQuery>,
+    /// How often `edges` are queried.
+    pub refresh: Duration,
+}
+
+/// See [`DiagnosisConfig::edges`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeQuery {
+    /// PromQL whose series are edges.
+    pub query: String,
+    /// The label naming the calling service.
+    pub caller: String,
+    /// The label naming the called service.
+    pub callee: String,
 }
 
 impl Default for DiagnosisConfig {
@@ -67,6 +88,8 @@ impl Default for DiagnosisConfig {
             services: BTreeMap::new(),
             group_wait: Duration::from_secs(30),
             window: Duration::from_secs(120),
+            edges: Vec::new(),
+            refresh: Duration::from_secs(60),
         }
     }
 }

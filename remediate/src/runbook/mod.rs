@@ -10,8 +10,8 @@ mod validate;
 pub mod yaml;
 
 pub use config::{
-    Action, ActionKind, DiagnosisConfig, Docker, DockerMetric, DockerOp, DockerSignal, FieldAgg,
-    Guardrails, Guards, HttpMethod, KafkaAssign, KafkaSourceConfig, LogCount, LogSignal,
+    Action, ActionKind, DiagnosisConfig, Docker, DockerMetric, DockerOp, DockerSignal, EdgeQuery,
+    FieldAgg, Guardrails, Guards, HttpMethod, KafkaAssign, KafkaSourceConfig, LogCount, LogSignal,
     LogSourceConfig, Probe, ReadFrom, RecoveredWhen, Rule, RunbookFile, ServerState, ServiceDeps,
     Severity, Signal, UrlPiece, Verify, When,
 };

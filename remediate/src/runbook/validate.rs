@@ -173,6 +173,28 @@ pub(crate) fn validate(files: &[(usize, ParsedFile)], found: &mut Vec<Found>) {
         if d.window.is_zero() {
             report("window".into(), "must be longer than 0s".into());
         }
+        if d.refresh.is_zero() {
+            report("refresh".into(), "must be longer than 0s".into());
+        }
+        for (i, e) in d.edges.iter().enumerate() {
+            if e.query.trim().is_empty() {
+                report(format!("edges[{i}].query"), "empty query".into());
+            }
+            for (field, name) in [("caller", &e.caller), ("callee", &e.callee)] {
+                if !is_label_name(name) {
+                    report(
+                        format!("edges[{i}].{field}"),
+                        format!("invalid label name {name:?}: must match [a-zA-Z_][a-zA-Z0-9_]*"),
+                    );
+                }
+            }
+            if e.caller == e.callee {
+                report(
+                    format!("edges[{i}].callee"),
+                    "the same label as `caller`: every edge would be a loop".into(),
+                );
+            }
+        }
         for (service, deps) in &d.services {
             if service.is_empty() || !is_safe_label_value(service) {
                 report(
@@ -1176,6 +1198,65 @@ signals:
             assert!(e.contains(want), "{want:?} not in:\n{e}");
         }
     }
+    #[test]
+    fn diagnosis_is_checked_with_every_problem_at_once() {
+        let good = "signals:
+  - {name: lat, query: lat}
+rules:
+  - name: r
+    when: {signal: lat, root_cause: true}
+    then: [{action: exec, argv: [/bin/true]}]
+diagnosis:
+  group_wait: 10s
+  services: {web: {depends_on: [api]}}
+  edges: [{query: 'sum by (a, b) (x)', caller: a, callee: b}]
+";
+        let set = RunbookSet::from_sources(&[("d.yaml".into(), good.into())]).unwrap();
+        let d = set.diagnosis().unwrap();
+        assert_eq!(d.services["web"].depends_on, ["api"]);
+        assert_eq!(d.edges[0].caller, "a");
+        assert_eq!(set.rules()[0].when.root_cause, Some(true));
+
+        let bad = "diagnosis:
+  window: 0s
+  refresh: 0s
+  services: {web: {depends_on: [web, 'a b']}}
+  edges: [{query: '', caller: 'x-y', callee: 'x-y'}]
+";
+        let e = RunbookSet::from_sources(&[
+            ("d.yaml".into(), bad.into()),
+            ("e.yaml".into(), "diagnosis: {window: 1m}\n".into()),
+        ])
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "diagnosis.window: must be longer than 0s",
+            "diagnosis.refresh: must be longer than 0s",
+            "diagnosis.services.web.depends_on[0]: \"web\" depends on itself",
+            "diagnosis.services.web.depends_on[1]: service \"a b\"",
+            "diagnosis.edges[0].query: empty query",
+            "diagnosis.edges[0].caller: invalid label name \"x-y\"",
+            "diagnosis.edges[0].callee: the same label as `caller`",
+            "e.yaml:1:1: diagnosis: diagnosis is set twice (first at d.yaml:1); keep one",
+        ] {
+            assert!(e.contains(want), "{want:?} not in:\n{e}");
+        }
+        let no_block = "signals:
+  - {name: lat, query: lat}
+rules:
+  - name: r
+    when: {signal: lat, root_cause: false}
+    then: [{action: exec, argv: [/bin/true]}]
+";
+        let e = RunbookSet::from_sources(&[("r.yaml".into(), no_block.into())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rules[0].when.root_cause: needs a `diagnosis:` block"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn kafka_log_sources_are_checked() {
         let good = "log_sources:

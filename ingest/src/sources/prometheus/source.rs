@@ -109,6 +109,9 @@ pub enum SourceEvent {
     /// A log signal's evidence at one slot (example lines, templates that
     /// moved), sent just before its evaluation of that slot.
     Logs(crate::sources::log_source::LogExamples),
+    /// The call graph's edges found by the `diagnosis.edges` queries
+    /// (caller, callee), sent at each refresh that succeeded.
+    Topology(Vec<(String, String)>),
     /// Slots that were not evaluated because the source fell behind (slow evaluations or a
     /// slow consumer).
     Skipped {

@@ -12,13 +12,17 @@
 //! a crash re-reads (at least once) and never loses.
 //!
 //! **The count is made of offsets**, not of increments: per partition, the
-//! messages counted are the next offset to read minus the first offset heal
-//! ever read there (kept in the log state file). A slot read again after a
-//! crash moves neither, so `heal_log_lines_total` stays exact across a
-//! SIGKILL. This assumes dense offsets (a plain topic: no compaction, no
-//! transactions); and a partition's first offset reaches the state file
-//! with the first slot that read it, so a heal killed within that slot
-//! counts that partition from where it resumes.
+//! messages counted are the next offset to read minus the first offset of
+//! the range heal is reading, plus what earlier ranges counted (both kept
+//! in the log state file). A slot read again after a crash moves neither,
+//! so `heal_log_lines_total` stays exact across a SIGKILL. A message
+//! beyond the next offset expected (another member of the group read the
+//! partition meanwhile, and heal got it back after a rebalance) closes the
+//! range and starts a new one there: what the other member read is its
+//! count, not heal's. This assumes dense offsets (a plain topic: no
+//! compaction, no transactions); and a partition's range reaches the
+//! state file with the first slot that read it, so a heal killed within
+//! that slot counts that partition from where it resumes.
 //!
 //! **Membership.** `group` mode subscribes: the members of the consumer
 //! group share the partitions, and rebalance when one comes or goes.
@@ -127,8 +131,14 @@ pub struct PartitionStart {
     pub topic: String,
     /// Partition.
     pub partition: i32,
-    /// The first offset heal read there.
+    /// The first offset of the range heal is reading there (state files
+    /// of earlier versions: the first it ever read).
     pub first: i64,
+    /// Messages counted in earlier ranges, before `first` (absent in
+    /// state files of earlier versions, whose `first` is then not exact:
+    /// no gap is looked for until the partition is read again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_before: Option<u64>,
 }
 
 /// Why a Kafka input could not start.
@@ -162,14 +172,96 @@ impl ClientContext for LagContext {
 
 impl ConsumerContext for LagContext {}
 
+/// The count of a Kafka input, made of offsets (see the module docs): per
+/// partition, the range being read (its first offset and the next to
+/// read), what earlier ranges counted, and whether the first offset is the
+/// exact next one expected.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Ranges {
+    first: BTreeMap<(String, i32), i64>,
+    next: BTreeMap<(String, i32), i64>,
+    done: BTreeMap<(String, i32), u64>,
+    exact: std::collections::BTreeSet<(String, i32)>,
+}
+
+impl Ranges {
+    /// Resumes from the state file's starts.
+    fn new(starts: &[PartitionStart]) -> Self {
+        let key = |s: &PartitionStart| (s.topic.clone(), s.partition);
+        Ranges {
+            first: starts.iter().map(|s| (key(s), s.first)).collect(),
+            next: BTreeMap::new(),
+            done: starts
+                .iter()
+                .map(|s| (key(s), s.counted_before.unwrap_or(0)))
+                .collect(),
+            exact: starts
+                .iter()
+                .filter(|s| s.counted_before.is_some())
+                .map(key)
+                .collect(),
+        }
+    }
+
+    /// Counts a message at `offset` of partition `key`: a range goes on,
+    /// or a message beyond the next expected (read by another member
+    /// meanwhile) closes it and starts another.
+    fn advance(&mut self, key: (String, i32), offset: i64) {
+        let expected = self.next.get(&key).copied().or_else(|| {
+            self.exact
+                .contains(&key)
+                .then(|| self.first.get(&key).copied())
+                .flatten()
+        });
+        if expected.is_some_and(|e| offset > e) {
+            *self.done.entry(key.clone()).or_default() += self.range(&key);
+            self.first.insert(key.clone(), offset);
+        }
+        self.first.entry(key.clone()).or_insert(offset);
+        self.exact.insert(key.clone());
+        self.next.insert(key, offset + 1);
+    }
+
+    /// What the current range of `key` counted.
+    fn range(&self, key: &(String, i32)) -> u64 {
+        match (self.first.get(key), self.next.get(key)) {
+            (Some(first), Some(next)) => (next - first).max(0) as u64,
+            _ => 0,
+        }
+    }
+
+    /// Messages counted: per partition, the current range and the earlier
+    /// ones.
+    fn lines(&self) -> u64 {
+        self.first
+            .keys()
+            .map(|k| self.done.get(k).copied().unwrap_or(0) + self.range(k))
+            .sum()
+    }
+
+    /// Per partition: where its count resumes and what it counted before
+    /// (for the state file). A range read this run is closed at its next
+    /// offset.
+    fn starts(&self) -> Vec<PartitionStart> {
+        self.first
+            .iter()
+            .map(|(k, first)| PartitionStart {
+                topic: k.0.clone(),
+                partition: k.1,
+                first: self.next.get(k).copied().unwrap_or(*first),
+                counted_before: Some(self.done.get(k).copied().unwrap_or(0) + self.range(k)),
+            })
+            .collect()
+    }
+}
+
 /// A consumer group member, polled by the log source.
 pub struct KafkaInput {
     consumer: BaseConsumer<LagContext>,
     context: LagContext,
-    /// Per partition: the first offset heal read there, the next to read
-    /// (the count is their difference), and the last one committed.
-    first: BTreeMap<(String, i32), i64>,
-    next: BTreeMap<(String, i32), i64>,
+    /// What was read of each partition: the count.
+    ranges: Ranges,
+    /// The last offset committed per partition.
     committed: BTreeMap<(String, i32), i64>,
     stats: KafkaStats,
 }
@@ -177,8 +269,7 @@ pub struct KafkaInput {
 impl std::fmt::Debug for KafkaInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaInput")
-            .field("first", &self.first)
-            .field("next", &self.next)
+            .field("ranges", &self.ranges)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -246,11 +337,7 @@ impl KafkaInput {
         Ok(KafkaInput {
             consumer,
             context,
-            first: starts
-                .iter()
-                .map(|s| ((s.topic.clone(), s.partition), s.first))
-                .collect(),
-            next: BTreeMap::new(),
+            ranges: Ranges::new(starts),
             committed: BTreeMap::new(),
             stats: KafkaStats::default(),
         })
@@ -289,37 +376,22 @@ impl KafkaInput {
             let text = text.strip_suffix('\n').unwrap_or(&text);
             out.push(text.strip_suffix('\r').unwrap_or(text).to_owned());
             drop(m);
-            if !self.first.contains_key(&key) {
-                self.first.insert(key.clone(), offset);
-            }
-            self.next.insert(key, offset + 1);
+            self.ranges.advance(key, offset);
             self.stats.messages += 1;
         }
         problems
     }
 
-    /// Messages counted: per partition read this run, the next offset
-    /// minus the first heal ever read there.
+    /// Messages counted: per partition, the current range and the earlier
+    /// ones.
     pub fn lines(&self) -> u64 {
-        self.next
-            .iter()
-            .map(|(k, next)| {
-                let first = self.first.get(k).copied().unwrap_or(*next);
-                (next - first).max(0) as u64
-            })
-            .sum()
+        self.ranges.lines()
     }
 
-    /// Where heal began in each partition it has read (for the state file).
+    /// Per partition: where its count resumes and what it counted before
+    /// (for the state file).
     pub fn starts(&self) -> Vec<PartitionStart> {
-        self.first
-            .iter()
-            .map(|((topic, partition), first)| PartitionStart {
-                topic: topic.clone(),
-                partition: *partition,
-                first: *first,
-            })
-            .collect()
+        self.ranges.starts()
     }
 
     /// Commits the offsets after the messages read so far (the partitions
@@ -327,6 +399,7 @@ impl KafkaInput {
     /// reported. Call only once the slot's evaluations were handed on.
     pub fn commit(&mut self) -> Result<(), KafkaError> {
         let moved: Vec<(&(String, i32), &i64)> = self
+            .ranges
             .next
             .iter()
             .filter(|(k, next)| self.committed.get(*k) != Some(*next))
@@ -361,5 +434,71 @@ impl KafkaInput {
     /// The counters.
     pub fn stats(&self) -> KafkaStats {
         self.stats.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(p: i32) -> (String, i32) {
+        ("t".to_owned(), p)
+    }
+
+    #[test]
+    fn a_range_read_again_counts_nothing_twice_and_a_gap_is_someone_elses() {
+        let mut r = Ranges::new(&[]);
+        for o in 0..100 {
+            r.advance(key(0), o);
+        }
+        assert_eq!(r.lines(), 100);
+        // Read again (a crash before the commit): nothing more.
+        for o in 90..100 {
+            r.advance(key(0), o);
+        }
+        assert_eq!(r.lines(), 100);
+        // Another member read 100..150; this one gets it back at 150.
+        for o in 150..160 {
+            r.advance(key(0), o);
+        }
+        assert_eq!(r.lines(), 110);
+        // Saved and resumed: the count comes back at once, and a gap right
+        // after the restart is still someone else's.
+        let starts = r.starts();
+        assert_eq!(
+            starts,
+            [PartitionStart {
+                topic: "t".into(),
+                partition: 0,
+                first: 160,
+                counted_before: Some(110)
+            }]
+        );
+        let mut again = Ranges::new(&starts);
+        assert_eq!(again.lines(), 110);
+        again.advance(key(0), 160);
+        assert_eq!(again.lines(), 111);
+        let mut jumped = Ranges::new(&starts);
+        jumped.advance(key(0), 200);
+        assert_eq!(jumped.lines(), 111);
+    }
+
+    #[test]
+    fn an_earlier_state_file_counts_from_its_first_offset() {
+        // `first` was the first offset ever read, with no count before it:
+        // the first message after a restart is no gap.
+        let old = PartitionStart {
+            topic: "t".into(),
+            partition: 1,
+            first: 10,
+            counted_before: None,
+        };
+        let mut r = Ranges::new(&[old]);
+        assert_eq!(r.lines(), 0);
+        r.advance(key(1), 50);
+        assert_eq!(r.lines(), 41);
+        let text = r#"{"topic":"t","partition":1,"first":10}"#;
+        let parsed: PartitionStart = serde_json::from_str(text).unwrap();
+        assert_eq!(parsed.counted_before, None);
     }
 }

@@ -709,7 +709,7 @@ pub fn prepare_log_source(
             LogInput::Files(tail) => Input::Files(Tailer::new(tail, files)),
             LogInput::Kafka(config) => {
                 // The count is made of offsets (see `kafka`): it comes back
-                // as partitions are read again.
+                // from the partitions' ranges at the first slot.
                 lines = 0;
                 let max = config.max_per_poll.max(1);
                 Input::Kafka(

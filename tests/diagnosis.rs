@@ -123,36 +123,30 @@ fn a_slow_database_is_diagnosed_as_the_root_cause_and_only_it_is_restarted() {
     let d = dir.path();
     let dataset = write_dataset(d);
 
+    let replay = |diagnosis: bool, report: &Path| {
+        let o = heal(&[
+            "replay",
+            dataset.to_str().unwrap(),
+            "--runbooks",
+            write_runbooks(d, diagnosis).to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+            "--quiet",
+        ]);
+        let out = stdout(&o);
+        assert!(o.status.success(), "{out}{}", stderr(&o));
+        out
+    };
     // Without diagnosis: every slow service gets its restart.
     let report = d.join("plain");
-    let o = heal(&[
-        "replay",
-        dataset.to_str().unwrap(),
-        "--runbooks",
-        write_runbooks(d, false).to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    let plain = incidents(&report);
-    let s = steps(&plain);
-    assert_eq!(s.len(), 3, "{}", stdout(&o));
+    let out = replay(false, &report);
+    let s = steps(&incidents(&report));
+    assert_eq!(s.len(), 3, "{out}");
     assert!(s.iter().all(|(_, r)| r == &["dry_run"]), "{s:?}");
 
     // With it: one group, db its root cause, the callers held back.
     let report = d.join("diagnosed");
-    let o = heal(&[
-        "replay",
-        dataset.to_str().unwrap(),
-        "--runbooks",
-        write_runbooks(d, true).to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-        "--quiet",
-    ]);
-    let out = stdout(&o);
-    assert!(o.status.success(), "{out}{}", stderr(&o));
+    let out = replay(true, &report);
     let incs = incidents(&report);
     assert_eq!(incs.len(), 3, "{out}");
     for i in &incs {

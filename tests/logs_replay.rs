@@ -137,6 +137,33 @@ fn incidents(report: &Path) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// `heal replay [DATASET] --logs LOGS` into `report`, which must succeed:
+/// its output and stdout.
+fn replay(
+    dataset: Option<&Path>,
+    logs: &Path,
+    runbooks: &Path,
+    report: &Path,
+) -> (std::process::Output, String) {
+    let mut args = vec!["replay"];
+    if let Some(d) = dataset {
+        args.push(path(d));
+    }
+    args.extend([
+        "--logs",
+        path(logs),
+        "--runbooks",
+        path(runbooks),
+        "--report",
+        path(report),
+        "--quiet",
+    ]);
+    let o = heal(&args);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    (o, out)
+}
+
 #[test]
 fn a_recorded_log_replays_in_event_time_alone_and_with_series() {
     let dir = tempfile::tempdir().unwrap();
@@ -191,18 +218,7 @@ fn a_recorded_log_replays_in_event_time_alone_and_with_series() {
     // file was read within a second: arrival time would put every line in
     // one slot), with the lines in its report.
     let report = d.join("logs-only");
-    let o = heal(&[
-        "replay",
-        "--logs",
-        path(&rec),
-        "--runbooks",
-        path(&runbooks),
-        "--report",
-        path(&report),
-        "--quiet",
-    ]);
-    let out = stdout(&o);
-    assert!(o.status.success(), "{out}{}", stderr(&o));
+    let (o, out) = replay(None, &rec, &runbooks, &report);
     assert!(
         out.contains(&format!(
             "replayed {written} log lines of 1 sources in 481 slots of 15s"
@@ -241,19 +257,7 @@ fn a_recorded_log_replays_in_event_time_alone_and_with_series() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let report = d.join("both");
-    let o = heal(&[
-        "replay",
-        path(&series),
-        "--logs",
-        path(&rec),
-        "--runbooks",
-        path(&runbooks),
-        "--report",
-        path(&report),
-        "--quiet",
-    ]);
-    let out = stdout(&o);
-    assert!(o.status.success(), "{out}{}", stderr(&o));
+    let (_, out) = replay(Some(&series), &rec, &runbooks, &report);
     let found = incidents(&report);
     assert_eq!(found.len(), 2, "{out}");
     assert_eq!(found[0].0, "app_latency", "{out}");

@@ -851,6 +851,45 @@ fn prometheus_bin() -> PathBuf {
     p
 }
 
+/// A real Prometheus scraping `targets` (name, port on 127.0.0.1) every
+/// second (configured by `heal-lab prometheus-config`, data in `dir`),
+/// once it is ready: its guard and its address.
+fn start_prometheus(dir: &Path, targets: &[(&str, u16)]) -> (Guard, SocketAddr) {
+    let conf = dir.join("prometheus.yml");
+    let mut cmd = Command::new(lab_bin());
+    cmd.arg("prometheus-config");
+    for (name, port) in targets {
+        cmd.args(["--target", &format!("{name}=127.0.0.1:{port}")]);
+    }
+    assert!(cmd
+        .args(["--scrape-interval", "1s", "-o"])
+        .arg(&conf)
+        .status()
+        .unwrap()
+        .success());
+    let port = free_ports(1);
+    let guard = Guard(
+        Command::new(prometheus_bin())
+            .arg(format!("--config.file={}", conf.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting prometheus"),
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until("prometheus ready", Duration::from_secs(30), || {
+        client::get(addr, "/-/ready", Duration::from_secs(1))
+            .is_ok_and(|r| r.status == 200)
+            .then_some(())
+    });
+    (guard, addr)
+}
+
 /// The runbook actions end to end: a real Prometheus scrapes a service run
 /// by `heal supervise`; `heal watch --supervisor` sees its error ratio
 /// climb past the hard limit and restarts it with `restart
@@ -876,35 +915,7 @@ fn heal_watch_restarts_a_supervised_service_from_a_runbook() {
     let web = healthy(sup.api, "web", 1, "web healthy").remove(0);
 
     // Prometheus scraping web every second, and steady load on it.
-    let prom_conf = dir.path().join("prometheus.yml");
-    assert!(Command::new(&lab)
-        .args(["prometheus-config", "--target"])
-        .arg(format!("web=127.0.0.1:{port}"))
-        .args(["--scrape-interval", "1s", "-o"])
-        .arg(&prom_conf)
-        .status()
-        .unwrap()
-        .success());
-    let prom_port = free_ports(1);
-    let _prom = Guard(
-        Command::new(prometheus_bin())
-            .arg(format!("--config.file={}", prom_conf.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting prometheus"),
-    );
-    let prom = SocketAddr::from(([127, 0, 0, 1], prom_port));
-    wait_until("prometheus ready", Duration::from_secs(30), || {
-        client::get(prom, "/-/ready", Duration::from_secs(1))
-            .is_ok_and(|r| r.status == 200)
-            .then_some(())
-    });
+    let (_prom, prom) = start_prometheus(dir.path(), &[("web", port)]);
     let _load = Guard(
         Command::new(&lab)
             .args(["load", "--target"])
@@ -1434,34 +1445,7 @@ fn a_slow_database_behind_two_callers_is_the_only_one_restarted() {
         .map(|s| healthy(sup.api, s, 1, &format!("{s} healthy")).remove(0))
         .collect();
 
-    let prom_conf = d.join("prometheus.yml");
-    assert!(Command::new(&lab)
-        .arg("prometheus-config")
-        .args(["--target", &format!("db=127.0.0.1:{pd}")])
-        .args(["--target", &format!("api=127.0.0.1:{pa}")])
-        .args(["--target", &format!("web=127.0.0.1:{pw}")])
-        .args(["--scrape-interval", "1s", "-o"])
-        .arg(&prom_conf)
-        .status()
-        .unwrap()
-        .success());
-    let prom_port = free_ports(1);
-    let _prom = Guard(
-        Command::new(prometheus_bin())
-            .arg(format!("--config.file={}", prom_conf.display()))
-            .arg(format!("--storage.tsdb.path={}", d.join("tsdb").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting prometheus"),
-    );
-    let prom = SocketAddr::from(([127, 0, 0, 1], prom_port));
-    wait_until("prometheus ready", Duration::from_secs(30), || {
-        client::get(prom, "/-/ready", Duration::from_secs(1))
-            .is_ok_and(|r| r.status == 200)
-            .then_some(())
-    });
+    let (_prom, prom) = start_prometheus(d, &[("db", pd), ("api", pa), ("web", pw)]);
     let _load = Guard(
         Command::new(&lab)
             .args(["load", "--target"])

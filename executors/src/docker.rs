@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{
     InspectServiceOptions, KillContainerOptions, ListContainersOptions, ListTasksOptions,
-    RestartContainerOptions, StopContainerOptions, UpdateServiceOptions,
+    RestartContainerOptions, StopContainerOptions, UpdateNodeOptions, UpdateServiceOptions,
 };
 use bollard::{ClientVersion, Docker};
 use remediate::action::{
@@ -114,6 +114,23 @@ impl ServiceState {
     fn running(&self) -> usize {
         self.tasks.get("running").copied().unwrap_or(0)
     }
+}
+
+/// A Swarm node's state, as recorded before and after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeState {
+    /// Its id.
+    pub id: String,
+    /// Its hostname.
+    pub hostname: String,
+    /// `active`, `pause` or `drain`.
+    pub availability: String,
+    /// `ready`, `down`, ...
+    pub state: String,
+    /// The spec's version index (every update raises it).
+    pub version: u64,
+    /// Tasks placed on it that are meant to run, by their actual state.
+    pub tasks: BTreeMap<String, usize>,
 }
 
 /// Why a call to the engine failed, and whether a retry could help.
@@ -230,6 +247,7 @@ impl DockerClient {
         let work = async {
             match &parsed {
                 DockerTarget::Service(name) => self.on_service(op, name, replicas, deadline).await,
+                DockerTarget::Node(name) => self.on_node(op, name, deadline).await,
                 _ => self.on_containers(op, &parsed, signal, deadline).await,
             }
         };
@@ -265,7 +283,9 @@ impl DockerClient {
         let names = match target {
             DockerTarget::Container(name) => vec![name.clone()],
             DockerTarget::Label { key, value } => self.select(key, value).await?,
-            DockerTarget::Service(_) => unreachable!("services are handled by on_service"),
+            DockerTarget::Service(_) | DockerTarget::Node(_) => {
+                unreachable!("services and nodes are handled by on_service and on_node")
+            }
         };
         let mut records = Vec::new();
         let mut lines = Vec::new();
@@ -303,7 +323,11 @@ impl DockerClient {
                     };
                     self.docker.kill_container(name, Some(o)).await
                 }
-                DockerOp::Scale | DockerOp::Redeploy | DockerOp::Rollback => {
+                DockerOp::Scale
+                | DockerOp::Redeploy
+                | DockerOp::Rollback
+                | DockerOp::Drain
+                | DockerOp::Activate => {
                     unreachable!("checked: container targets take container operations")
                 }
             };
@@ -485,6 +509,125 @@ impl DockerClient {
         Ok((state, s))
     }
 
+    /// A node's state, its tasks counted.
+    ///
+    /// # Errors
+    ///
+    /// The engine's answer (404 for no such node, 503 outside a swarm) or
+    /// no answer.
+    pub async fn node(&self, name: &str) -> Result<NodeState, Failure> {
+        Ok(self.node_full(name).await?.0)
+    }
+
+    async fn node_full(&self, name: &str) -> Result<(NodeState, bollard::models::Node), Failure> {
+        let n = self
+            .docker
+            .inspect_node(name)
+            .await
+            .map_err(|e| engine_failure(&format!("node {name}"), e))?;
+        let id = n.id.clone().unwrap_or_default();
+        let filters = HashMap::from([
+            ("node".to_owned(), vec![id.clone()]),
+            ("desired-state".to_owned(), vec!["running".to_owned()]),
+        ]);
+        let tasks = self
+            .docker
+            .list_tasks(Some(ListTasksOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(|e| engine_failure(&format!("tasks of node {name}"), e))?;
+        let mut counts = BTreeMap::new();
+        for t in tasks {
+            let state = t
+                .status
+                .and_then(|s| s.state)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "unknown".to_owned());
+            *counts.entry(state).or_insert(0) += 1;
+        }
+        let state = NodeState {
+            id,
+            hostname: n
+                .description
+                .as_ref()
+                .and_then(|d| d.hostname.clone())
+                .unwrap_or_default(),
+            availability: n
+                .spec
+                .as_ref()
+                .and_then(|s| s.availability)
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            state: n
+                .status
+                .as_ref()
+                .and_then(|s| s.state)
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            version: n.version.as_ref().and_then(|v| v.index).unwrap_or(0),
+            tasks: counts,
+        };
+        Ok((state, n))
+    }
+
+    /// Drains a node (and waits until none of its tasks runs: the engine
+    /// moved them to the other nodes, or, with none to take them, left
+    /// them pending) or makes it active again.
+    async fn on_node(&self, op: DockerOp, name: &str, deadline: Instant) -> Result<Done, Failure> {
+        use bollard::models::NodeSpecAvailabilityEnum as A;
+        let (before, node) = self.node_full(name).await?;
+        let mut spec = node.spec.clone().unwrap_or_default();
+        spec.availability = Some(match op {
+            DockerOp::Drain => A::DRAIN,
+            _ => A::ACTIVE,
+        });
+        let options = UpdateNodeOptions {
+            version: i64::try_from(before.version).unwrap_or(i64::MAX),
+        };
+        self.docker
+            .update_node(&before.id, spec, options)
+            .await
+            .map_err(|e| engine_failure(&format!("updating node {name}"), e))?;
+        let done = |s: &NodeState| match op {
+            DockerOp::Drain => s.availability == "drain" && !s.tasks.contains_key("running"),
+            _ => s.availability == "active",
+        };
+        let mut after = self.node(name).await?;
+        while !done(&after) && Instant::now() + POLL < deadline {
+            tokio::time::sleep(POLL).await;
+            after = self.node(name).await?;
+        }
+        let ok = done(&after);
+        let brief = |s: &NodeState| {
+            let tasks: Vec<String> = s.tasks.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            format!(
+                "{} {} ({})",
+                s.availability,
+                s.state,
+                if tasks.is_empty() {
+                    "no tasks".to_owned()
+                } else {
+                    tasks.join(", ")
+                }
+            )
+        };
+        Ok(Done {
+            ok,
+            summary: format!(
+                "{} -> {}{}",
+                brief(&before),
+                brief(&after),
+                if ok {
+                    ""
+                } else {
+                    " (not converged within the step's timeout)"
+                }
+            ),
+            output: serde_json::json!({"node": name, "before": before, "after": after}).to_string(),
+        })
+    }
+
     async fn on_service(
         &self,
         op: DockerOp,
@@ -517,7 +660,12 @@ impl DockerClient {
                 template.force_update = Some(template.force_update.unwrap_or(0) + 1);
             }
             DockerOp::Rollback => options.rollback = Some("previous".to_owned()),
-            DockerOp::Restart | DockerOp::Stop | DockerOp::Start | DockerOp::Kill => {
+            DockerOp::Restart
+            | DockerOp::Stop
+            | DockerOp::Start
+            | DockerOp::Kill
+            | DockerOp::Drain
+            | DockerOp::Activate => {
                 unreachable!("checked: service targets take service operations")
             }
         }

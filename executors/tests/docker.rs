@@ -570,7 +570,7 @@ impl Drop for SwarmGuard {
 /// down, and forces a redeploy. Each result records the spec version,
 /// replicas, image, arguments and task states before and after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bad_swarm_deploy_is_rolled_back_and_the_service_scales() {
+async fn a_bad_swarm_deploy_is_rolled_back_the_service_scales_and_its_node_drains() {
     let client = engine().await;
     let ex = executors(&client);
     let image = lab_image();
@@ -742,6 +742,82 @@ async fn a_bad_swarm_deploy_is_rolled_back_and_the_service_scales() {
         out["after"]["version"].as_u64() > out["before"]["version"].as_u64(),
         "{out}"
     );
+
+    // Drain the node: its task stops there (with no other node to take
+    // it, it waits pending); activate it and the task runs again.
+    let node = run(&["docker", "info", "--format", "{{.Swarm.NodeID}}"]);
+    let node = node.trim().to_owned();
+    let _active = ActivateOnDrop(node.clone());
+    let r = ex
+        .perform(
+            &docker_step(DockerOp::Drain, &format!("node/{node}")),
+            Duration::from_secs(90),
+            false,
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+    let out = output(&r);
+    assert_eq!(out["before"]["availability"], "active", "{out}");
+    assert_eq!(out["after"]["availability"], "drain", "{out}");
+    assert!(
+        out["before"]["tasks"]["running"].as_u64() >= Some(1),
+        "{out}"
+    );
+    assert!(out["after"]["tasks"].get("running").is_none(), "{out}");
+    let s = client.service(&name).await.unwrap();
+    assert!(!s.tasks.contains_key("running"), "{s:?}");
+    let r = ex
+        .perform(
+            &docker_step(DockerOp::Activate, &format!("node/{node}")),
+            Duration::from_secs(30),
+            false,
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(output(&r)["after"]["availability"], "active");
+    let c = client.clone();
+    until("the task runs again", Duration::from_secs(60), || {
+        let c = c.clone();
+        let name = name.clone();
+        async move {
+            c.service(&name)
+                .await
+                .is_ok_and(|s| s.tasks.get("running") == Some(&1))
+        }
+    })
+    .await;
+    // A node target is checked like the others, and fits node operations
+    // only.
+    let r = ex
+        .perform(
+            &docker_step(DockerOp::Drain, "node/x/../../v1.41/nodes/y"),
+            Duration::from_secs(5),
+            false,
+        )
+        .await;
+    assert!(!r.ok && !r.retryable, "{r:?}");
+    let r = ex
+        .perform(
+            &docker_step(DockerOp::Drain, &target),
+            Duration::from_secs(5),
+            false,
+        )
+        .await;
+    assert!(
+        !r.ok && r.summary.contains("drain takes node/NAME"),
+        "{r:?}"
+    );
+}
+
+/// Makes a drained node active again whatever happened.
+struct ActivateOnDrop(String);
+
+impl Drop for ActivateOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["node", "update", "--availability", "active", &self.0])
+            .output();
+    }
 }
 
 /// Docker as a source: discovery finds the labelled container with its

@@ -234,6 +234,8 @@ pub enum DockerTarget {
     },
     /// One Swarm service, by name or id.
     Service(String),
+    /// One Swarm node, by hostname or id.
+    Node(String),
 }
 
 impl DockerTarget {
@@ -249,6 +251,8 @@ impl DockerTarget {
             DockerTarget::Container(docker_name(target, name)?)
         } else if let Some(name) = target.strip_prefix("service/") {
             DockerTarget::Service(docker_name(target, name)?)
+        } else if let Some(name) = target.strip_prefix("node/") {
+            DockerTarget::Node(docker_name(target, name)?)
         } else if let Some(sel) = target.strip_prefix("label/") {
             let Some((key, value)) = sel.split_once('=') else {
                 return Err(format!(
@@ -274,15 +278,26 @@ impl DockerTarget {
             }
         } else {
             return Err(format!(
-                "docker target {target:?}: expected container/NAME, label/KEY=VALUE or service/NAME"
+                "docker target {target:?}: expected container/NAME, label/KEY=VALUE, service/NAME or node/NAME"
             ));
         };
-        let is_service = matches!(parsed, DockerTarget::Service(_));
-        if is_service != op.on_service() {
-            let wants = if op.on_service() {
-                "service/NAME"
-            } else {
-                "container/NAME or label/KEY=VALUE"
+        let kind = match parsed {
+            DockerTarget::Service(_) => 1,
+            DockerTarget::Node(_) => 2,
+            _ => 0,
+        };
+        let wanted = if op.on_service() {
+            1
+        } else if op.on_node() {
+            2
+        } else {
+            0
+        };
+        if kind != wanted {
+            let wants = match wanted {
+                1 => "service/NAME",
+                2 => "node/NAME",
+                _ => "container/NAME or label/KEY=VALUE",
             };
             return Err(format!(
                 "docker target {target:?}: {} takes {wants}",

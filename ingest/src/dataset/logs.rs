@@ -342,14 +342,7 @@ fn decode(path: &Path, df: &DataFrame) -> Result<LogDataset> {
             .map(|v| v.map(str::to_owned))
             .collect())
     };
-    let ts_col = column(TIMESTAMP)?;
-    let per_ms = pq::per_ms(path, ts_col)?;
-    let ts: Vec<Option<i64>> = ts_col
-        .datetime()
-        .map_err(|e| bad(e.to_string()))?
-        .physical()
-        .iter()
-        .collect();
+    let (ts, per_ms) = pq::timestamps(path, column(TIMESTAMP)?)?;
     let lines = strings(LINE, column(LINE)?)?;
     let sources = strings(SOURCE, column(SOURCE)?)?;
     let mut labels: Vec<(&str, Vec<Option<String>>)> = Vec::new();

@@ -361,8 +361,21 @@ pub(crate) fn read_hashed(path: &Path, accept: Accept, not_parquet: &str) -> Res
     })
 }
 
+/// A datetime column's raw values and its units per millisecond.
+pub(crate) fn timestamps(path: &Path, column: &Column) -> Result<(Vec<Option<i64>>, i64)> {
+    let per_ms = per_ms(path, column)?;
+    // The dtype check makes this cast infallible.
+    let raw = column
+        .datetime()
+        .map_err(|e| Error::bad_file(path, e.to_string()))?
+        .physical()
+        .iter()
+        .collect();
+    Ok((raw, per_ms))
+}
+
 /// The timestamp column's units per millisecond (a datetime column).
-pub(crate) fn per_ms(path: &Path, column: &Column) -> Result<i64> {
+fn per_ms(path: &Path, column: &Column) -> Result<i64> {
     match column.dtype() {
         DataType::Datetime(TimeUnit::Milliseconds, _) => Ok(1),
         DataType::Datetime(TimeUnit::Microseconds, _) => Ok(1_000),
@@ -385,8 +398,7 @@ fn decode(path: &Path, df: &DataFrame) -> Result<Vec<SeriesData>> {
             .map_err(|_| bad(format!("missing column {name:?}")))
     };
 
-    let ts_col = column(TIMESTAMP)?;
-    let per_ms = per_ms(path, ts_col)?;
+    let (ts, per_ms) = timestamps(path, column(TIMESTAMP)?)?;
     let value_col = column(VALUE)?;
     if value_col.dtype() != &DataType::Float64 {
         return Err(bad(format!(
@@ -394,13 +406,7 @@ fn decode(path: &Path, df: &DataFrame) -> Result<Vec<SeriesData>> {
             value_col.dtype()
         )));
     }
-    // The dtype checks above make these casts infallible.
-    let ts: Vec<Option<i64>> = ts_col
-        .datetime()
-        .map_err(|e| bad(e.to_string()))?
-        .physical()
-        .iter()
-        .collect();
+    // The dtype check above makes this cast infallible.
     let values: Vec<Option<f64>> = value_col
         .f64()
         .map_err(|e| bad(e.to_string()))?

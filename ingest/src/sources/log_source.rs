@@ -9,10 +9,11 @@
 //! as the Prometheus, probe and Docker sources': the decider cannot tell them
 //! apart. A line counts in the slot it was read in (its arrival).
 //!
-//! After a slot's evaluations are handed on, Kafka inputs commit their
-//! offsets, then the sources' checkpoints (file offsets, the line counters,
-//! each Kafka partition's first offset, the miner's templates and ids) are
-//! written to the state file in one atomic write. A restart resumes from
+//! After a slot's evaluations are handed on, the sources' checkpoints (file
+//! offsets, the line counters, each Kafka partition's count, the miner's
+//! templates and ids) are written to the state file in one atomic write,
+//! then Kafka inputs commit their offsets (only once the checkpoint is
+//! written: a committed offset is never ahead of it). A restart resumes from
 //! there: no line is lost, the counters match the offsets exactly, and
 //! template ids stay the same. Lines read after the last write are read again after a
 //! crash (at least once, never lost).
@@ -1014,10 +1015,32 @@ pub async fn run_log_source<C: Timer>(
                 return;
             }
         }
-        // The slot's evaluations are handed on: Kafka offsets may go.
-        if p.sources
-            .iter()
-            .any(|s| matches!(s.input, Input::Kafka(..)))
+        // The slot's evaluations are handed on: the checkpoint first, then
+        // the Kafka offsets. In that order a crash between the two re-reads
+        // lines the checkpoint already counted (the count knows them: no
+        // double count), and an offset beyond the checkpoint's can only be
+        // another consumer's (the count does not take it). A checkpoint not
+        // written holds the commit back: lines are read again after a
+        // crash, never lost nor counted twice.
+        let mut checkpointed = true;
+        if let Some(path) = p.state.clone() {
+            let text = state_text(&mut p.sources);
+            let written =
+                tokio::task::spawn_blocking(move || stdx::write_atomically(&path, text.as_bytes()))
+                    .await;
+            checkpointed = matches!(written, Ok(Ok(())));
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "log source: checkpoint not written (nor Kafka offsets committed); retried at the next slot");
+                }
+                Err(e) => tracing::warn!(error = %e, "log source: checkpoint write panicked"),
+            }
+        }
+        if checkpointed
+            && p.sources
+                .iter()
+                .any(|s| matches!(s.input, Input::Kafka(..)))
         {
             let Ok(back) = tokio::task::spawn_blocking(move || {
                 for s in &mut p.sources {
@@ -1038,19 +1061,6 @@ pub async fn run_log_source<C: Timer>(
         }
         if let Some(observer) = &options.observer {
             observer(&p.stats());
-        }
-        if let Some(path) = p.state.clone() {
-            let text = state_text(&mut p.sources);
-            let written =
-                tokio::task::spawn_blocking(move || stdx::write_atomically(&path, text.as_bytes()))
-                    .await;
-            match written {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "log source: checkpoint not written; retried at the next slot");
-                }
-                Err(e) => tracing::warn!(error = %e, "log source: checkpoint write panicked"),
-            }
         }
         prepared = Some(p);
         next += interval_ms;
@@ -1079,6 +1089,19 @@ mod tests {
             labels: vec![("service".into(), "web".into())],
             late_after_ms: 60_000,
         }
+    }
+
+    /// [`source`] whose lines begin with their event time in ms.
+    fn timed_source(dir: &std::path::Path) -> LogSource {
+        let mut s = source(dir);
+        s.format = logs::FormatConfig::LogFormat(logs::LoghubFormatConfig {
+            time: Some(logs::TimeField {
+                field: "Time".into(),
+                format: "unix_ms".into(),
+            }),
+            ..logs::LoghubFormatConfig::new("<Time> <Level> <Content>")
+        });
+        s
     }
 
     fn watch(name: &str, count: LogCount) -> LogWatch {
@@ -1288,14 +1311,7 @@ mod tests {
         // arrival they would be a burst in one slot.
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("app.log");
-        let mut s = source(dir.path());
-        s.format = logs::FormatConfig::LogFormat(logs::LoghubFormatConfig {
-            time: Some(logs::TimeField {
-                field: "Time".into(),
-                format: "unix_ms".into(),
-            }),
-            ..logs::LoghubFormatConfig::new("<Time> <Level> <Content>")
-        });
+        let s = timed_source(dir.path());
         let mut p =
             prepare_log_source(vec![s], vec![watch("lines", LogCount::Lines)], 15_000, None)
                 .unwrap();
@@ -1324,14 +1340,7 @@ mod tests {
     fn a_recorder_stamps_lines_with_their_own_time_or_the_read_time() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("app.log");
-        let mut s = source(dir.path());
-        s.format = logs::FormatConfig::LogFormat(logs::LoghubFormatConfig {
-            time: Some(logs::TimeField {
-                field: "Time".into(),
-                format: "unix_ms".into(),
-            }),
-            ..logs::LoghubFormatConfig::new("<Time> <Level> <Content>")
-        });
+        let s = timed_source(dir.path());
         let mut recorder = LogRecorder::new(vec![s]).unwrap();
         append(&log, "5000 ERROR boom\nnot a header line\n");
         let mut d = LogDataset::default();

@@ -268,13 +268,9 @@ fn diagnosis_html(inc: &Incident, d: &crate::engine::IncidentDiagnosis) -> Strin
         rfc3339(d.ts_ms)
     );
     out.push_str("<table>\n<tr><th>Rank</th><th>Service</th><th>Score</th><th>What moved</th><th>Path</th></tr>\n");
-    for (i, s) in d.ranking.iter().take(5).enumerate() {
-        let what: Vec<String> = s
-            .evidence
-            .iter()
-            .take(4)
-            .map(|e| escape(&super::moved(inc, e)))
-            .collect();
+    for (i, row) in super::rank_rows(inc, d).iter().enumerate() {
+        let s = row.suspect;
+        let what: Vec<String> = row.moved.iter().map(|m| escape(m)).collect();
         let _ = writeln!(
             out,
             "<tr><td>{}</td><td><code>{}</code></td><td>{:.2}</td><td>{}</td><td>{}</td></tr>",

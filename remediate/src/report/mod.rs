@@ -421,6 +421,30 @@ fn log_markdown(out: &mut String, inc: &Incident, logs: &LogEvidence) {
 const REPORT_SUSPECTS: usize = 5;
 const REPORT_EVIDENCE: usize = 4;
 
+/// One row of a report's ranking: the suspect, and what moved in words.
+struct RankRow<'a> {
+    suspect: &'a detect::diagnose::Suspect,
+    moved: Vec<String>,
+}
+
+/// The rows of a report's ranking, as the Markdown and HTML reports show
+/// them.
+fn rank_rows<'a>(inc: &Incident, d: &'a crate::engine::IncidentDiagnosis) -> Vec<RankRow<'a>> {
+    d.ranking
+        .iter()
+        .take(REPORT_SUSPECTS)
+        .map(|suspect| RankRow {
+            suspect,
+            moved: suspect
+                .evidence
+                .iter()
+                .take(REPORT_EVIDENCE)
+                .map(|e| moved(inc, e))
+                .collect(),
+        })
+        .collect()
+}
+
 /// One moved metric in words: `cpu up 25.7 -> 99.6 (z 14.2, from +1m)`.
 pub fn moved(inc: &Incident, e: &detect::diagnose::MetricEvidence) -> String {
     let mut s = format!(
@@ -471,20 +495,15 @@ fn diagnosis_markdown(out: &mut String, inc: &Incident, d: &crate::engine::Incid
         out,
         "| Rank | Service | Score | What moved | Path |\n|---|---|---|---|---|"
     );
-    for (i, s) in d.ranking.iter().take(REPORT_SUSPECTS).enumerate() {
-        let what: Vec<String> = s
-            .evidence
-            .iter()
-            .take(REPORT_EVIDENCE)
-            .map(|e| moved(inc, e))
-            .collect();
+    for (i, row) in rank_rows(inc, d).iter().enumerate() {
+        let s = row.suspect;
         let _ = writeln!(
             out,
             "| {} | {} | {:.2} | {} | {} |",
             i + 1,
             cell(&s.service),
             s.score,
-            cell(&what.join("; ")),
+            cell(&row.moved.join("; ")),
             cell(&s.path.join(" -> "))
         );
     }

@@ -775,11 +775,13 @@ pub enum DockerMetric {
 pub struct Docker {
     /// What to do: `restart`, `stop`, `start` or `kill` a container;
     /// `scale`, `redeploy` (force a new deployment of the same spec) or
-    /// `rollback` (to the previous spec) a Swarm service.
+    /// `rollback` (to the previous spec) a Swarm service; `drain` a Swarm
+    /// node (its tasks move to the others) or `activate` it again.
     pub op: DockerOp,
     /// `container/NAME`, `label/KEY=VALUE` (every container carrying that
-    /// label, for container operations) or `service/NAME` (Swarm service
-    /// operations), e.g. `container/{{instance}}`.
+    /// label, for container operations), `service/NAME` (Swarm service
+    /// operations) or `node/NAME` (a Swarm node, by hostname or id), e.g.
+    /// `container/{{instance}}`.
     pub target: Template,
     /// With `op: kill`: the signal, e.g. `SIGTERM` (`SIGKILL` when left
     /// out). Only with `kill`.
@@ -816,6 +818,10 @@ pub enum DockerOp {
     Redeploy,
     /// Roll a Swarm service back to its previous spec.
     Rollback,
+    /// Drain a Swarm node: the engine moves its tasks to the other nodes.
+    Drain,
+    /// Make a drained Swarm node active again.
+    Activate,
 }
 
 impl DockerOp {
@@ -829,7 +835,14 @@ impl DockerOp {
             DockerOp::Scale => "scale",
             DockerOp::Redeploy => "redeploy",
             DockerOp::Rollback => "rollback",
+            DockerOp::Drain => "drain",
+            DockerOp::Activate => "activate",
         }
+    }
+
+    /// Whether the operation acts on Swarm nodes.
+    pub fn on_node(self) -> bool {
+        matches!(self, DockerOp::Drain | DockerOp::Activate)
     }
 
     /// Whether the operation acts on Swarm services (else on containers).

@@ -874,6 +874,8 @@ fn check_docker(d: &Docker, at: &str, report: &mut impl FnMut(String, String)) {
     let text = &d.target.0;
     let prefixes: &[&str] = if d.op.on_service() {
         &["service/"]
+    } else if d.op.on_node() {
+        &["node/"]
     } else {
         &["container/", "label/"]
     };
@@ -1340,9 +1342,30 @@ h.yaml:16:9: rules[0].then[2].target: docker target "container/a;b": refusing na
         op: kill
         target: label/com.docker.compose.service={{service}}
         signal: SIGTERM
+      - action: docker
+        op: drain
+        target: node/{{label.node}}
 "#,
         );
         assert!(ok.is_ok(), "{:?}", ok.err());
+        let e = load(
+            r#"      - action: docker
+        op: drain
+        target: service/{{service}}
+      - action: docker
+        op: activate
+        target: node/a;b
+"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("rules[0].then[0].target: drain takes a target starting with node/"),
+            "{e}"
+        );
+        assert!(
+            e.contains("rules[0].then[1].target: docker target \"node/a;b\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -222,8 +222,32 @@ impl DockerClient {
         timeout: Duration,
         dry_run: bool,
     ) -> ActionResult {
+        self.run_with(
+            op,
+            target,
+            signal,
+            replicas,
+            UpdateTo::default(),
+            timeout,
+            dry_run,
+        )
+        .await
+    }
+
+    /// [`Self::run`], with an `update`'s image and rollout.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run_with(
+        &self,
+        op: DockerOp,
+        target: &str,
+        signal: Option<&str>,
+        replicas: Option<u32>,
+        update: UpdateTo<'_>,
+        timeout: Duration,
+        dry_run: bool,
+    ) -> ActionResult {
         let started = Instant::now();
-        let what = describe(op, target, signal, replicas);
+        let what = describe(op, target, signal, replicas, update.image);
         let result = |ok, retryable, summary: String, output: String| ActionResult {
             ok,
             retryable,
@@ -231,7 +255,7 @@ impl DockerClient {
             output,
             duration: started.elapsed(),
         };
-        let parsed = match check(op, target, signal, replicas) {
+        let parsed = match check(op, target, signal, replicas, update) {
             Ok(t) => t,
             Err(e) => return result(false, false, e, String::new()),
         };
@@ -246,7 +270,9 @@ impl DockerClient {
         let deadline = started + timeout;
         let work = async {
             match &parsed {
-                DockerTarget::Service(name) => self.on_service(op, name, replicas, deadline).await,
+                DockerTarget::Service(name) => {
+                    self.on_service(op, name, replicas, update, deadline).await
+                }
                 DockerTarget::Node(name) => self.on_node(op, name, deadline).await,
                 _ => self.on_containers(op, &parsed, signal, deadline).await,
             }
@@ -326,6 +352,7 @@ impl DockerClient {
                 DockerOp::Scale
                 | DockerOp::Redeploy
                 | DockerOp::Rollback
+                | DockerOp::Update
                 | DockerOp::Drain
                 | DockerOp::Activate => {
                     unreachable!("checked: container targets take container operations")
@@ -633,6 +660,7 @@ impl DockerClient {
         op: DockerOp,
         name: &str,
         replicas: Option<u32>,
+        update: UpdateTo<'_>,
         deadline: Instant,
     ) -> Result<Done, Failure> {
         let (before, service) = self.service_full(name).await?;
@@ -660,6 +688,27 @@ impl DockerClient {
                 template.force_update = Some(template.force_update.unwrap_or(0) + 1);
             }
             DockerOp::Rollback => options.rollback = Some("previous".to_owned()),
+            DockerOp::Update => {
+                use bollard::models::ServiceSpecUpdateConfigFailureActionEnum as F;
+                use remediate::runbook::FailureAction;
+                let template = spec.task_template.get_or_insert_with(Default::default);
+                let container = template.container_spec.get_or_insert_with(Default::default);
+                container.image = update.image.map(str::to_owned);
+                let r = update.rollout.cloned().unwrap_or_default();
+                let ns = |d: remediate::Duration| d.as_millis_i64().saturating_mul(1_000_000);
+                spec.update_config = Some(bollard::models::ServiceSpecUpdateConfig {
+                    parallelism: Some(i64::from(r.parallelism)),
+                    delay: Some(ns(r.delay)),
+                    monitor: Some(ns(r.monitor)),
+                    failure_action: Some(match r.failure_action {
+                        FailureAction::Rollback => F::ROLLBACK,
+                        FailureAction::Pause => F::PAUSE,
+                        FailureAction::Continue => F::CONTINUE,
+                    }),
+                    max_failure_ratio: Some(r.max_failure_ratio),
+                    ..spec.update_config.clone().unwrap_or_default()
+                });
+            }
             DockerOp::Restart
             | DockerOp::Stop
             | DockerOp::Start
@@ -688,6 +737,12 @@ impl DockerClient {
                 DockerOp::Rollback => {
                     (s.update == "rollback_completed" && running_ok, update_stuck)
                 }
+                // The engine's own rollback of a failed update is the end
+                // of it, and a failure.
+                DockerOp::Update => (
+                    s.update == "completed" && running_ok && s.version > before.version,
+                    update_stuck || s.update == "rollback_completed",
+                ),
                 _ => (
                     update_done && running_ok && s.version > before.version,
                     update_stuck,
@@ -762,9 +817,25 @@ fn brief_service(s: &ServiceState) -> String {
     )
 }
 
+/// The image and rollout of an `update` step (none for the others).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UpdateTo<'a> {
+    /// The image the tasks move to.
+    pub image: Option<&'a str>,
+    /// How the rolling update proceeds (Swarm's defaults for the rest).
+    pub rollout: Option<&'a remediate::runbook::Rollout>,
+}
+
 /// One line naming the operation, for summaries.
-pub fn describe(op: DockerOp, target: &str, signal: Option<&str>, replicas: Option<u32>) -> String {
+pub fn describe(
+    op: DockerOp,
+    target: &str,
+    signal: Option<&str>,
+    replicas: Option<u32>,
+    image: Option<&str>,
+) -> String {
     match op {
+        DockerOp::Update => format!("update {target} to {}", image.unwrap_or("?")),
         DockerOp::Kill => format!("kill {target} with {}", signal.unwrap_or(DEFAULT_SIGNAL)),
         DockerOp::Scale => match replicas {
             Some(n) => format!("scale {target} to {n}"),
@@ -781,8 +852,26 @@ fn check(
     target: &str,
     signal: Option<&str>,
     replicas: Option<u32>,
+    update: UpdateTo<'_>,
 ) -> Result<DockerTarget, String> {
     let parsed = DockerTarget::parse(target, op)?;
+    match (op, update.image) {
+        (DockerOp::Update, Some(image)) => remediate::action::image_ref(image)?,
+        (DockerOp::Update, None) => return Err("update needs an image".to_owned()),
+        (_, Some(_)) => return Err(format!("{} takes no image", op.as_str())),
+        (_, None) => {}
+    }
+    if let Some(r) = update.rollout {
+        if op != DockerOp::Update {
+            return Err(format!("{} takes no rollout", op.as_str()));
+        }
+        if r.parallelism == 0 || !(0.0..=1.0).contains(&r.max_failure_ratio) {
+            return Err(format!(
+                "refusing rollout: parallelism {} (at least 1), max_failure_ratio {} (within [0, 1])",
+                r.parallelism, r.max_failure_ratio
+            ));
+        }
+    }
     if let Some(sig) = signal {
         if op != DockerOp::Kill {
             return Err(format!("{} takes no signal", op.as_str()));
@@ -812,20 +901,72 @@ fn check(
 mod tests {
     use super::*;
 
+    fn check_plain(
+        op: DockerOp,
+        target: &str,
+        signal: Option<&str>,
+        replicas: Option<u32>,
+    ) -> Result<DockerTarget, String> {
+        check(op, target, signal, replicas, UpdateTo::default())
+    }
+
+    #[test]
+    fn an_update_takes_a_checked_image_and_only_an_update_does() {
+        let to = |image| UpdateTo {
+            image: Some(image),
+            rollout: None,
+        };
+        assert!(check(
+            DockerOp::Update,
+            "service/api",
+            None,
+            None,
+            to("reg.example:5000/api:v2")
+        )
+        .is_ok());
+        assert!(check(
+            DockerOp::Update,
+            "service/api",
+            None,
+            None,
+            to("api:v2; rm -rf /")
+        )
+        .is_err());
+        assert!(check(DockerOp::Update, "service/api", None, None, to("../../etc")).is_err());
+        assert!(check(
+            DockerOp::Update,
+            "service/api",
+            None,
+            None,
+            UpdateTo::default()
+        )
+        .is_err());
+        assert!(check(DockerOp::Restart, "container/api", None, None, to("api:v2")).is_err());
+        let bad = remediate::runbook::Rollout {
+            parallelism: 0,
+            ..Default::default()
+        };
+        let with = UpdateTo {
+            image: Some("api:v2"),
+            rollout: Some(&bad),
+        };
+        assert!(check(DockerOp::Update, "service/api", None, None, with).is_err());
+    }
+
     #[test]
     fn hostile_targets_and_arguments_are_refused_before_the_engine() {
-        assert!(check(DockerOp::Restart, "container/web", None, None).is_ok());
+        assert!(check_plain(DockerOp::Restart, "container/web", None, None).is_ok());
         assert_eq!(
-            check(DockerOp::Restart, "container/web/../../v1.41/containers/x/kill", None, None).unwrap_err(),
+            check_plain(DockerOp::Restart, "container/web/../../v1.41/containers/x/kill", None, None).unwrap_err(),
             "docker target \"container/web/../../v1.41/containers/x/kill\": refusing name \"web/../../v1.41/containers/x/kill\": allowed are 1 to 128 of [A-Za-z0-9_.-], starting with a letter or digit"
         );
-        assert!(check(DockerOp::Kill, "container/web", Some("SIGKILL; rm"), None).is_err());
-        assert!(check(DockerOp::Stop, "container/web", Some("SIGTERM"), None).is_err());
-        assert!(check(DockerOp::Scale, "service/api", None, Some(0)).is_err());
-        assert!(check(DockerOp::Scale, "service/api", None, Some(101)).is_err());
-        assert!(check(DockerOp::Scale, "service/api", None, None).is_err());
-        assert!(check(DockerOp::Restart, "container/web", None, Some(2)).is_err());
-        assert!(check(DockerOp::Restart, "label/app=web&all=1", None, None).is_err());
+        assert!(check_plain(DockerOp::Kill, "container/web", Some("SIGKILL; rm"), None).is_err());
+        assert!(check_plain(DockerOp::Stop, "container/web", Some("SIGTERM"), None).is_err());
+        assert!(check_plain(DockerOp::Scale, "service/api", None, Some(0)).is_err());
+        assert!(check_plain(DockerOp::Scale, "service/api", None, Some(101)).is_err());
+        assert!(check_plain(DockerOp::Scale, "service/api", None, None).is_err());
+        assert!(check_plain(DockerOp::Restart, "container/web", None, Some(2)).is_err());
+        assert!(check_plain(DockerOp::Restart, "label/app=web&all=1", None, None).is_err());
     }
 
     #[tokio::test]

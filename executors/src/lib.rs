@@ -177,10 +177,28 @@ impl Executors {
                 target,
                 signal,
                 replicas,
-            } => {
-                self.dock(*op, target, signal.as_deref(), *replicas, timeout, dry_run)
-                    .await
-            }
+                image,
+                rollout,
+            } => match &self.docker {
+                Some(client) => {
+                    let update = docker::UpdateTo {
+                        image: image.as_deref(),
+                        rollout: rollout.as_ref(),
+                    };
+                    client
+                        .run_with(
+                            *op,
+                            target,
+                            signal.as_deref(),
+                            *replicas,
+                            update,
+                            timeout,
+                            dry_run,
+                        )
+                        .await
+                }
+                None => self.dock(*op, target, None, None, timeout, dry_run).await,
+            },
             RenderedAction::Restart { target } if target.starts_with(DOCKER_PREFIX) => {
                 let op = if target.starts_with("docker/service/") {
                     DockerOp::Redeploy

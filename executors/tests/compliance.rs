@@ -441,6 +441,8 @@ async fn docker_complies() {
         target: format!("container/{name}"),
         signal: None,
         replicas: None,
+        image: None,
+        rollout: None,
     };
     // Dry-run: ok, and the engine was not asked (a real run would be a
     // 404 for this container, which does not exist).
@@ -455,6 +457,8 @@ async fn docker_complies() {
         target: "container/a/../../b".into(),
         signal: None,
         replicas: None,
+        image: None,
+        rollout: None,
     };
     let (r, _) = perform(&ex, &hostile, SHORT, false).await;
     assert_final(&r);

@@ -271,6 +271,8 @@ fn docker_step(op: DockerOp, target: &str) -> RenderedAction {
         target: target.to_owned(),
         signal: None,
         replicas: None,
+        image: None,
+        rollout: None,
     }
 }
 
@@ -479,6 +481,8 @@ async fn a_crashed_hung_or_leaking_container_is_restarted_and_serves_again() {
         target: target.clone(),
         signal: Some(signal.into()),
         replicas: None,
+        image: None,
+        rollout: None,
     };
     let r = ex
         .perform(&kill("SIGTERM"), Duration::from_secs(3), false)
@@ -692,6 +696,8 @@ async fn a_bad_swarm_deploy_is_rolled_back_the_service_scales_and_its_node_drain
         target: target.clone(),
         signal: None,
         replicas: Some(3),
+        image: None,
+        rollout: None,
     };
     let r = ex.perform(&up, Duration::from_secs(90), false).await;
     assert!(r.ok, "{r:?}");
@@ -708,6 +714,8 @@ async fn a_bad_swarm_deploy_is_rolled_back_the_service_scales_and_its_node_drain
         target: target.clone(),
         signal: None,
         replicas: Some(1000),
+        image: None,
+        rollout: None,
     };
     let r = ex.perform(&too_many, Duration::from_secs(10), false).await;
     assert!(
@@ -743,11 +751,66 @@ async fn a_bad_swarm_deploy_is_rolled_back_the_service_scales_and_its_node_drain
         "{out}"
     );
 
+    // A rolling update to a new image, health-gated batch by batch: it
+    // completes. Then one to an image the engine cannot run: the engine
+    // rolls the service back, and the step says so.
+    let v2 = format!("heal-lab-test:v2-{}", std::process::id());
+    run(&["docker", "tag", image, &v2]);
+    let _untag = Untag(v2.clone());
+    let rollout = remediate::runbook::Rollout {
+        parallelism: 1,
+        monitor: remediate::Duration::from_secs(3),
+        ..Default::default()
+    };
+    let update = |image: &str| RenderedAction::Docker {
+        op: DockerOp::Update,
+        target: target.clone(),
+        signal: None,
+        replicas: None,
+        image: Some(image.to_owned()),
+        rollout: Some(rollout.clone()),
+    };
+    let r = ex
+        .perform(&update(&v2), Duration::from_secs(90), false)
+        .await;
+    assert!(r.ok, "{r:?}");
+    let out = output(&r);
+    assert_eq!(out["after"]["image"], v2.as_str(), "{out}");
+    assert_eq!(out["after"]["update"], "completed", "{out}");
+    assert!(
+        r.summary.starts_with(&format!("update {target} to {v2}")),
+        "{r:?}"
+    );
+    let missing = format!("heal-lab-test:missing-{}", std::process::id());
+    let r = ex
+        .perform(&update(&missing), Duration::from_secs(120), false)
+        .await;
+    assert!(!r.ok && !r.retryable, "{r:?}");
+    assert!(r.summary.contains("rollback_completed"), "{r:?}");
+    let s = client.service(&name).await.unwrap();
+    assert_eq!(s.image, v2, "rolled back to the previous image: {s:?}");
+
     // Drain the node: its task stops there (with no other node to take
     // it, it waits pending); activate it and the task runs again.
     let node = run(&["docker", "info", "--format", "{{.Swarm.NodeID}}"]);
     let node = node.trim().to_owned();
     let _active = ActivateOnDrop(node.clone());
+    let c = client.clone();
+    let n = node.clone();
+    until(
+        "the node to run the service's task",
+        Duration::from_secs(60),
+        || {
+            let c = c.clone();
+            let n = n.clone();
+            async move {
+                c.node(&n)
+                    .await
+                    .is_ok_and(|s| s.tasks.contains_key("running"))
+            }
+        },
+    )
+    .await;
     let r = ex
         .perform(
             &docker_step(DockerOp::Drain, &format!("node/{node}")),
@@ -807,6 +870,17 @@ async fn a_bad_swarm_deploy_is_rolled_back_the_service_scales_and_its_node_drain
         !r.ok && r.summary.contains("drain takes node/NAME"),
         "{r:?}"
     );
+}
+
+/// Removes an image tag when dropped.
+struct Untag(String);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", &self.0])
+            .output();
+    }
 }
 
 /// Makes a drained node active again whatever happened.

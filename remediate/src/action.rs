@@ -117,7 +117,37 @@ pub enum RenderedAction {
         /// `scale`'s replica count.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         replicas: Option<u32>,
+        /// `update`'s image, rendered and checked ([`image_ref`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image: Option<String>,
+        /// `update`'s rollout.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rollout: Option<crate::runbook::Rollout>,
     },
+}
+
+/// Whether `image` is an image reference heal passes to the engine:
+/// `[registry[:port]/]name[:tag][@digest]`, of `[A-Za-z0-9._/:@-]`, at
+/// most 255 characters, starting with a letter or digit, and no `..`.
+///
+/// # Errors
+///
+/// A message naming the image and the rule.
+pub fn image_ref(image: &str) -> Result<(), String> {
+    let ok = !image.is_empty()
+        && image.len() <= 255
+        && image.as_bytes()[0].is_ascii_alphanumeric()
+        && !image.contains("..")
+        && image
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._/:@-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "refusing image {image:?}: allowed are 1 to 255 of [A-Za-z0-9._/:@-], starting with a letter or digit, without `..`"
+        ))
+    }
 }
 
 impl RenderedAction {
@@ -192,12 +222,17 @@ impl RenderedAction {
                 target,
                 signal,
                 replicas,
+                image,
+                ..
             } => {
                 let extra = match (op, signal, replicas) {
                     (DockerOp::Kill, s, _) => {
                         format!(" with {}", s.as_deref().unwrap_or(DEFAULT_SIGNAL))
                     }
                     (DockerOp::Scale, _, Some(n)) => format!(" to {n} replicas"),
+                    (DockerOp::Update, _, _) => {
+                        format!(" to {}", image.as_deref().unwrap_or("?"))
+                    }
                     _ => String::new(),
                 };
                 format!("docker {} {target}{extra}", op.as_str())

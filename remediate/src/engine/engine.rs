@@ -1512,6 +1512,8 @@ fn render_action(action: &Action, ctx: &Context<'_>) -> Result<RenderedAction, U
             target: r(&a.target)?,
             signal: a.signal.clone(),
             replicas: a.replicas,
+            image: a.image.as_ref().map(r).transpose()?,
+            rollout: a.rollout.clone(),
         },
     })
 }

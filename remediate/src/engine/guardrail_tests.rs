@@ -611,6 +611,8 @@ guardrails:
             target: "container/web-0".into(),
             signal: None,
             replicas: None,
+            image: None,
+            rollout: None,
         })
     );
     assert_eq!(inc[0].actions[0].summary, "docker restart container/web-0");

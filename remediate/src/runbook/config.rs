@@ -791,6 +791,14 @@ pub struct Docker {
     /// `scale`.
     #[serde(default)]
     pub replicas: Option<u32>,
+    /// With `op: update`: the image the service's tasks move to, e.g.
+    /// `registry.example.com/web:{{label.version}}`. Only with `update`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Template>,
+    /// With `op: update`: how the rolling update proceeds (Swarm's own
+    /// update config, health-gated). Only with `update`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
     /// Give up on the step (waiting for the change to converge included)
     /// after this long.
     #[serde(default)]
@@ -798,6 +806,62 @@ pub struct Docker {
     /// Only plan and record this step, never perform it.
     #[serde(default)]
     pub dry_run: bool,
+}
+
+/// How a Swarm rolling update (`op: update`) proceeds: the engine updates
+/// `parallelism` tasks at a time, waits until each batch's tasks have run
+/// healthy for `monitor` (their health check passing) and `delay` more,
+/// and on a failure does `failure_action`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rollout {
+    /// Tasks updated at once, at least 1.
+    pub parallelism: u32,
+    /// Wait between batches.
+    pub delay: Duration,
+    /// How long a batch's tasks must run without failing before the next.
+    pub monitor: Duration,
+    /// `rollback` (the default: the engine goes back to the previous spec),
+    /// `pause` (stops where it is) or `continue`.
+    pub failure_action: FailureAction,
+    /// Share of tasks that may fail during the update, within [0, 1].
+    pub max_failure_ratio: f64,
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Rollout {
+            parallelism: 1,
+            delay: Duration::from_secs(0),
+            monitor: Duration::from_secs(10),
+            failure_action: FailureAction::Rollback,
+            max_failure_ratio: 0.0,
+        }
+    }
+}
+
+/// What the engine does when a rolling update's task fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureAction {
+    /// Go back to the previous spec.
+    #[default]
+    Rollback,
+    /// Stop the update where it is.
+    Pause,
+    /// Go on.
+    Continue,
+}
+
+impl FailureAction {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureAction::Rollback => "rollback",
+            FailureAction::Pause => "pause",
+            FailureAction::Continue => "continue",
+        }
+    }
 }
 
 /// What a `docker` step does.
@@ -818,6 +882,9 @@ pub enum DockerOp {
     Redeploy,
     /// Roll a Swarm service back to its previous spec.
     Rollback,
+    /// Roll a Swarm service's tasks to a new image, batch by batch, each
+    /// batch gated on its tasks' health (`rollout`).
+    Update,
     /// Drain a Swarm node: the engine moves its tasks to the other nodes.
     Drain,
     /// Make a drained Swarm node active again.
@@ -835,6 +902,7 @@ impl DockerOp {
             DockerOp::Scale => "scale",
             DockerOp::Redeploy => "redeploy",
             DockerOp::Rollback => "rollback",
+            DockerOp::Update => "update",
             DockerOp::Drain => "drain",
             DockerOp::Activate => "activate",
         }
@@ -849,7 +917,7 @@ impl DockerOp {
     pub fn on_service(self) -> bool {
         matches!(
             self,
-            DockerOp::Scale | DockerOp::Redeploy | DockerOp::Rollback
+            DockerOp::Scale | DockerOp::Redeploy | DockerOp::Rollback | DockerOp::Update
         )
     }
 }

@@ -11,9 +11,9 @@ pub mod yaml;
 
 pub use config::{
     Action, ActionKind, DiagnosisConfig, Docker, DockerMetric, DockerOp, DockerSignal, EdgeQuery,
-    FieldAgg, Guardrails, Guards, HttpMethod, KafkaAssign, KafkaSourceConfig, LogCount, LogSignal,
-    LogSourceConfig, Probe, ReadFrom, RecoveredWhen, Rule, RunbookFile, ServerState, ServiceDeps,
-    Severity, Signal, UrlPiece, Verify, When,
+    FailureAction, FieldAgg, Guardrails, Guards, HttpMethod, KafkaAssign, KafkaSourceConfig,
+    LogCount, LogSignal, LogSourceConfig, Probe, ReadFrom, RecoveredWhen, Rollout, Rule,
+    RunbookFile, ServerState, ServiceDeps, Severity, Signal, UrlPiece, Verify, When,
 };
 pub use load::RunbookSet;
 pub use params::{detector_params_from_source, load_detector_params};

@@ -871,6 +871,43 @@ fn check_docker(d: &Docker, at: &str, report: &mut impl FnMut(String, String)) {
             format!("only `op: kill` takes `signal`, this step is `op: {op}`"),
         ),
     }
+    match (d.op, &d.image) {
+        (DockerOp::Update, None) => {
+            report(format!("{at}.image"), "update needs `image`".into());
+        }
+        (DockerOp::Update, Some(image)) => {
+            if !image.0.contains("{{") {
+                if let Err(e) = crate::action::image_ref(&image.0) {
+                    report(format!("{at}.image"), e);
+                }
+            }
+        }
+        (_, Some(_)) => report(
+            format!("{at}.image"),
+            format!("only `op: update` takes `image`, this step is `op: {op}`"),
+        ),
+        (_, None) => {}
+    }
+    if let Some(r) = &d.rollout {
+        if d.op != DockerOp::Update {
+            report(
+                format!("{at}.rollout"),
+                format!("only `op: update` takes `rollout`, this step is `op: {op}`"),
+            );
+        }
+        if r.parallelism == 0 {
+            report(
+                format!("{at}.rollout.parallelism"),
+                "must be at least 1".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&r.max_failure_ratio) {
+            report(
+                format!("{at}.rollout.max_failure_ratio"),
+                format!("must be within [0, 1], got {}", r.max_failure_ratio),
+            );
+        }
+    }
     let text = &d.target.0;
     let prefixes: &[&str] = if d.op.on_service() {
         &["service/"]
@@ -1331,7 +1368,7 @@ h.yaml:16:9: rules[0].then[2].target: docker target "container/a;b": refusing na
         .unwrap_err();
         assert_eq!(
             e,
-            "h.yaml:9:9: rules[0].then[0].socket: unknown field `socket`, expected one of `op`, `target`, `signal`, `replicas`, `timeout`, `dry_run`"
+            "h.yaml:9:9: rules[0].then[0].socket: unknown field `socket`, expected one of `op`, `target`, `signal`, `replicas`, `image`, `rollout`, `timeout`, `dry_run`"
         );
         let ok = load(
             r#"      - action: docker
@@ -1345,9 +1382,39 @@ h.yaml:16:9: rules[0].then[2].target: docker target "container/a;b": refusing na
       - action: docker
         op: drain
         target: node/{{label.node}}
+      - action: docker
+        op: update
+        target: service/{{service}}
+        image: registry.example.com/web:v2
+        rollout: {parallelism: 2, delay: 5s, monitor: 20s, failure_action: pause}
 "#,
         );
         assert!(ok.is_ok(), "{:?}", ok.err());
+        let e = load(
+            r#"      - action: docker
+        op: update
+        target: service/web
+      - action: docker
+        op: update
+        target: service/web
+        image: "web:v2; rm -rf /"
+        rollout: {parallelism: 0, max_failure_ratio: 2}
+      - action: docker
+        op: restart
+        target: container/web
+        image: web:v2
+"#,
+        )
+        .unwrap_err();
+        for want in [
+            "rules[0].then[0].image: update needs `image`",
+            "rules[0].then[1].image: refusing image \"web:v2; rm -rf /\"",
+            "rules[0].then[1].rollout.parallelism: must be at least 1",
+            "rules[0].then[1].rollout.max_failure_ratio: must be within [0, 1], got 2",
+            "rules[0].then[2].image: only `op: update` takes `image`, this step is `op: restart`",
+        ] {
+            assert!(e.contains(want), "{want:?} not in:\n{e}");
+        }
         let e = load(
             r#"      - action: docker
         op: drain

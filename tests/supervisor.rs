@@ -851,6 +851,22 @@ fn prometheus_bin() -> PathBuf {
     p
 }
 
+/// `heal-lab load` on `http://127.0.0.1:PORT/` at `rps` for five minutes,
+/// each request given `timeout_ms`.
+fn start_load(port: u16, rps: u32, timeout_ms: u32) -> Guard {
+    Guard(
+        Command::new(lab_bin())
+            .args(["load", "--target"])
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .args(["--rps", &rps.to_string(), "--duration-s", "300"])
+            .args(["--timeout-ms", &timeout_ms.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// A real Prometheus scraping `targets` (name, port on 127.0.0.1) every
 /// second (configured by `heal-lab prometheus-config`, data in `dir`),
 /// once it is ready: its guard and its address.
@@ -916,16 +932,7 @@ fn heal_watch_restarts_a_supervised_service_from_a_runbook() {
 
     // Prometheus scraping web every second, and steady load on it.
     let (_prom, prom) = start_prometheus(dir.path(), &[("web", port)]);
-    let _load = Guard(
-        Command::new(&lab)
-            .args(["load", "--target"])
-            .arg(format!("http://127.0.0.1:{port}/"))
-            .args(["--rps", "50", "--duration-s", "300", "--timeout-ms", "1000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _load = start_load(port, 50, 1000);
 
     // heal watch with a runbook whose one action is the supervisor's restart.
     let runbooks = dir.path().join("runbooks");
@@ -1079,16 +1086,7 @@ fn lab_web_under_load(dir: &Path, args: &str) -> LabWeb {
     .unwrap();
     let sup = start_supervise(&config_path, &dir.join("state"), true);
     let web = healthy(sup.api, "web", 1, "web healthy").remove(0);
-    let load = Guard(
-        Command::new(&lab)
-            .args(["load", "--target"])
-            .arg(format!("http://127.0.0.1:{port}/"))
-            .args(["--rps", "50", "--duration-s", "300", "--timeout-ms", "1000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let load = start_load(port, 50, 1000);
     LabWeb {
         sup,
         port,
@@ -1446,16 +1444,7 @@ fn a_slow_database_behind_two_callers_is_the_only_one_restarted() {
         .collect();
 
     let (_prom, prom) = start_prometheus(d, &[("db", pd), ("api", pa), ("web", pw)]);
-    let _load = Guard(
-        Command::new(&lab)
-            .args(["load", "--target"])
-            .arg(format!("http://127.0.0.1:{pw}/"))
-            .args(["--rps", "30", "--duration-s", "300", "--timeout-ms", "3000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _load = start_load(pw, 30, 3000);
 
     let runbooks = d.join("runbooks");
     std::fs::create_dir_all(&runbooks).unwrap();

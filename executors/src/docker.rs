@@ -489,26 +489,7 @@ impl DockerClient {
             .inspect_service(name, None::<InspectServiceOptions>)
             .await
             .map_err(|e| engine_failure(&format!("service {name}"), e))?;
-        let filters = HashMap::from([
-            ("service".to_owned(), vec![name.to_owned()]),
-            ("desired-state".to_owned(), vec!["running".to_owned()]),
-        ]);
-        let tasks = self
-            .docker
-            .list_tasks(Some(ListTasksOptions {
-                filters: Some(filters),
-            }))
-            .await
-            .map_err(|e| engine_failure(&format!("tasks of service {name}"), e))?;
-        let mut counts = BTreeMap::new();
-        for t in tasks {
-            let state = t
-                .status
-                .and_then(|s| s.state)
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "unknown".to_owned());
-            *counts.entry(state).or_insert(0) += 1;
-        }
+        let counts = self.task_states("service", name).await?;
         let spec = s.spec.clone().unwrap_or_default();
         let container = spec
             .task_template
@@ -536,6 +517,32 @@ impl DockerClient {
         Ok((state, s))
     }
 
+    /// The tasks meant to run (desired state `running`) of a service or a
+    /// node (`by`: `service` or `node`), counted by their actual state.
+    async fn task_states(&self, by: &str, name: &str) -> Result<BTreeMap<String, usize>, Failure> {
+        let filters = HashMap::from([
+            (by.to_owned(), vec![name.to_owned()]),
+            ("desired-state".to_owned(), vec!["running".to_owned()]),
+        ]);
+        let tasks = self
+            .docker
+            .list_tasks(Some(ListTasksOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(|e| engine_failure(&format!("tasks of {by} {name}"), e))?;
+        let mut counts = BTreeMap::new();
+        for t in tasks {
+            let state = t
+                .status
+                .and_then(|s| s.state)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "unknown".to_owned());
+            *counts.entry(state).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
     /// A node's state, its tasks counted.
     ///
     /// # Errors
@@ -553,26 +560,7 @@ impl DockerClient {
             .await
             .map_err(|e| engine_failure(&format!("node {name}"), e))?;
         let id = n.id.clone().unwrap_or_default();
-        let filters = HashMap::from([
-            ("node".to_owned(), vec![id.clone()]),
-            ("desired-state".to_owned(), vec!["running".to_owned()]),
-        ]);
-        let tasks = self
-            .docker
-            .list_tasks(Some(ListTasksOptions {
-                filters: Some(filters),
-            }))
-            .await
-            .map_err(|e| engine_failure(&format!("tasks of node {name}"), e))?;
-        let mut counts = BTreeMap::new();
-        for t in tasks {
-            let state = t
-                .status
-                .and_then(|s| s.state)
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "unknown".to_owned());
-            *counts.entry(state).or_insert(0) += 1;
-        }
+        let counts = self.task_states("node", &id).await?;
         let state = NodeState {
             id,
             hostname: n

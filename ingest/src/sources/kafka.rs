@@ -248,7 +248,9 @@ impl Ranges {
             .map(|(k, first)| PartitionStart {
                 topic: k.0.clone(),
                 partition: k.1,
-                first: self.next.get(k).copied().unwrap_or(*first),
+                // Reading again below the range's start (after a crash)
+                // does not move it back: what lies before it is counted.
+                first: self.next.get(k).map_or(*first, |n| (*n).max(*first)),
                 counted_before: Some(self.done.get(k).copied().unwrap_or(0) + self.range(k)),
             })
             .collect()
@@ -481,6 +483,20 @@ mod tests {
         let mut jumped = Ranges::new(&starts);
         jumped.advance(key(0), 200);
         assert_eq!(jumped.lines(), 111);
+        // Killed before the commit: the restart reads again from 150, and a
+        // checkpoint written halfway through that keeps the range's start.
+        let mut reread = Ranges::new(&starts);
+        for o in 150..155 {
+            reread.advance(key(0), o);
+        }
+        assert_eq!(reread.lines(), 110);
+        let mid = reread.starts();
+        assert_eq!((mid[0].first, mid[0].counted_before), (160, Some(110)));
+        let mut resumed = Ranges::new(&mid);
+        for o in 155..170 {
+            resumed.advance(key(0), o);
+        }
+        assert_eq!(resumed.lines(), 120, "150..160 counted once");
     }
 
     #[test]

@@ -1034,24 +1034,32 @@ rules:
 /// `heal watch` with `--execute`, the supervisor as its restart target, and
 /// `runbooks` and `--log-state` from `dir`; stderr appended to `dir/heal.err`.
 fn start_log_watch(dir: &Path, sup: SocketAddr, port: u16) -> Guard {
+    // No query signal: Prometheus is never asked.
+    start_watch(dir, sup, port, "http://127.0.0.1:9", true)
+}
+
+/// `heal watch --execute` against `prometheus`, the supervisor as its
+/// restart target, `dir/runbooks`, the store `dir/heal.db` and (with
+/// `log_state`) `dir/logs.json`; stderr appended to `dir/heal.err`.
+fn start_watch(dir: &Path, sup: SocketAddr, port: u16, prometheus: &str, log_state: bool) -> Guard {
     let err = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("heal.err"))
         .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_heal"));
+    cmd.args(["watch", "--prometheus", prometheus])
+        .arg("--runbooks")
+        .arg(dir.join("runbooks"))
+        .args(["--interval", "1s", "--backfill", "0s", "--execute"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--supervisor", &format!("http://{sup}")])
+        .args(["--supervisor-token-env", "SUP_TOKEN"]);
+    if log_state {
+        cmd.arg("--log-state").arg(dir.join("logs.json"));
+    }
     Guard(
-        Command::new(env!("CARGO_BIN_EXE_heal"))
-            // No query signal: Prometheus is never asked.
-            .args(["watch", "--prometheus", "http://127.0.0.1:9"])
-            .arg("--runbooks")
-            .arg(dir.join("runbooks"))
-            .args(["--interval", "1s", "--backfill", "0s", "--execute"])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--supervisor", &format!("http://{sup}")])
-            .args(["--supervisor-token-env", "SUP_TOKEN"])
-            .arg("--log-state")
-            .arg(dir.join("logs.json"))
-            .arg("--db")
+        cmd.arg("--db")
             .arg(dir.join("heal.db"))
             .env("SUP_TOKEN", TOKEN)
             .env("HEAL_LOG", "info")
@@ -1476,25 +1484,7 @@ diagnosis:
     )
     .unwrap();
     let heal_port = free_ports(1);
-    let err = std::fs::File::create(d.join("heal.err")).unwrap();
-    let _watch = Guard(
-        Command::new(env!("CARGO_BIN_EXE_heal"))
-            .args(["watch", "--prometheus", &format!("http://{prom}")])
-            .arg("--runbooks")
-            .arg(&runbooks)
-            .args(["--interval", "1s", "--backfill", "0s", "--execute"])
-            .args(["--listen", &format!("127.0.0.1:{heal_port}")])
-            .args(["--supervisor", &format!("http://{}", sup.api)])
-            .args(["--supervisor-token-env", "SUP_TOKEN"])
-            .arg("--db")
-            .arg(d.join("heal.db"))
-            .env("SUP_TOKEN", TOKEN)
-            .env("HEAL_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .unwrap(),
-    );
+    let _watch = start_watch(d, sup.api, heal_port, &format!("http://{prom}"), false);
     let heal = SocketAddr::from(([127, 0, 0, 1], heal_port));
     let heal_log = || std::fs::read_to_string(d.join("heal.err")).unwrap_or_default();
     // Twenty seconds of normal latency first: the series' recent past.

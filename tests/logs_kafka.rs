@@ -279,3 +279,42 @@ fn two_members_of_a_group_share_the_partitions_and_count_each_line_once() {
     std::thread::sleep(Duration::from_millis(2_500));
     assert_eq!(count_of(a), Some(want), "the first member's count moved");
 }
+
+/// `heal record` of a Kafka source: every line of every partition, under a
+/// consumer group of its own that commits nothing, so the heal that then
+/// watches the topic with the runbook's group still finds every line to
+/// count.
+#[test]
+fn a_kafka_source_is_recorded_without_disturbing_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_broker, brokers) = start_broker(d, "app-logs", 2);
+    write_runbook(d, &brokers, "group: heal-rec, assign: all_partitions");
+    produce(&brokers, "app-logs", 0, 500);
+    let rec = d.join("rec.logs.parquet");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_heal"))
+        .args(["record", "--runbooks"])
+        .arg(d.join("runbooks"))
+        .args(["--log-source", "app", "--from-start", "--idle", "3s", "-o"])
+        .arg(&rec)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("wrote 500 log lines"), "{out}");
+    let recorded = ingest::LogDataset::read(&rec).unwrap();
+    let mut lines: Vec<&str> = recorded.lines.iter().map(|l| l.line.as_str()).collect();
+    lines.sort_unstable();
+    let mut want: Vec<String> = (0..500).map(log_line).collect();
+    want.sort_unstable();
+    assert_eq!(lines, want);
+    // The runbook's group committed nothing: its heal counts all 500.
+    let port = free_port();
+    let heal = SocketAddr::from(([127, 0, 0, 1], port));
+    let _watch = start_log_heal(d, port, 0);
+    counted(heal, d, 500, "after the recording");
+}

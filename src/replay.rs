@@ -335,6 +335,9 @@ struct LogReplay<'a> {
     next_slot: Option<i64>,
     last_slot: i64,
     handles: std::collections::HashMap<Labels, Option<SeriesHandle>>,
+    /// Per stream of the dataset: whether a `logs:` signal reads its
+    /// source (decided once, not per line).
+    read: Vec<bool>,
     stats: LogReplayStats,
 }
 
@@ -355,7 +358,13 @@ impl<'a> LogReplay<'a> {
                 }
             };
         let (start, end) = logs.window()?;
+        let read = logs
+            .streams
+            .iter()
+            .map(|s| prepared.watches(&s.source))
+            .collect();
         Some(LogReplay {
+            read,
             logs,
             prepared,
             interval_ms,
@@ -384,7 +393,7 @@ impl<'a> LogReplay<'a> {
                 break;
             }
             let source = &self.logs.streams[l.stream].source;
-            if self.prepared.watches(source) && self.prepared.feed(source, l.line.clone()) {
+            if self.read[l.stream] && self.prepared.feed(source, l.line.clone()) {
                 self.stats.lines += 1;
             } else {
                 self.stats.unread += 1;

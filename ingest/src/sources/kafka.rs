@@ -217,8 +217,14 @@ impl Ranges {
             *self.done.entry(key.clone()).or_default() += self.range(&key);
             self.first.insert(key.clone(), offset);
         }
-        self.first.entry(key.clone()).or_insert(offset);
-        self.exact.insert(key.clone());
+        // Keys are cloned only for a partition seen the first time: this
+        // runs once per message.
+        if !self.first.contains_key(&key) {
+            self.first.insert(key.clone(), offset);
+        }
+        if !self.exact.contains(&key) {
+            self.exact.insert(key.clone());
+        }
         self.next.insert(key, offset + 1);
     }
 

@@ -1381,22 +1381,8 @@ fn heal_watch_restarts_a_service_from_its_log_in_kafka() {
     // No more requests: what the topic holds, counted once.
     drop(load);
     std::thread::sleep(Duration::from_secs(2));
-    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::config::ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
     // (Read again at each try: the producer may still deliver a line.)
-    let in_topic = || -> u64 {
-        (0..2)
-            .map(|p| {
-                use rdkafka::consumer::Consumer;
-                let (low, high) = consumer
-                    .fetch_watermarks("lab-logs", p, Duration::from_secs(10))
-                    .unwrap();
-                (high - low) as u64
-            })
-            .sum()
-    };
+    let in_topic = || common::topic_messages(&brokers, "lab-logs", 2);
     let (counted, held) = settled(|| (lines_counted(heal), in_topic()));
     assert_eq!(
         counted,

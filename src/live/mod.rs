@@ -505,7 +505,7 @@ fn prepare_logs(
 
 /// The runbooks' `docker:` signals, for the Docker source.
 fn docker_signals(runbooks: &RunbookSet) -> Vec<ingest::docker::DockerWatch> {
-    use remediate::runbook::DockerMetric;
+    use remediate::runbook::{DockerMetric, DockerPer};
     runbooks
         .signals()
         .iter()
@@ -519,8 +519,15 @@ fn docker_signals(runbooks: &RunbookSet) -> Vec<ingest::docker::DockerWatch> {
                     DockerMetric::Memory => ingest::docker::DockerMetric::Memory,
                     DockerMetric::Cpu => ingest::docker::DockerMetric::Cpu,
                     DockerMetric::Restarts => ingest::docker::DockerMetric::Restarts,
+                    DockerMetric::Replicas => ingest::docker::DockerMetric::Replicas,
+                    DockerMetric::SpareReplicas => ingest::docker::DockerMetric::SpareReplicas,
                 },
                 label: d.label.clone(),
+                per: match d.per {
+                    DockerPer::Container => ingest::docker::DockerPer::Container,
+                    DockerPer::Service => ingest::docker::DockerPer::Service,
+                },
+                cpu_per_replica: d.cpu_per_replica,
             })
         })
         .collect()

@@ -263,14 +263,41 @@ pub enum DockerMetric {
     /// The engine's restart count (restarts by the restart policy; a
     /// restart asked through the API, heal's included, is not counted).
     Restarts,
+    /// Per service only: the replicas a Swarm service is set to run (its
+    /// spec, read from the engine at each slot).
+    Replicas,
+    /// Per service only: running containers less the replicas needed to
+    /// keep each under `cpu_per_replica` cores (at least one), as
+    /// Kubernetes' HPA computes them: negative when short, positive when
+    /// some are spare. A series only once every running container's CPU is
+    /// known.
+    SpareReplicas,
 }
 
 impl DockerMetric {
     /// Whether its value is read from the engine at each slot (stats or
     /// inspect) rather than kept from the events.
     fn polled(self) -> bool {
-        matches!(self, Self::Memory | Self::Cpu | Self::Restarts)
+        matches!(
+            self,
+            Self::Memory | Self::Cpu | Self::Restarts | Self::SpareReplicas
+        )
     }
+
+    /// Whether it needs the containers' stats (memory and CPU).
+    fn needs_stats(self) -> bool {
+        matches!(self, Self::Memory | Self::Cpu | Self::SpareReplicas)
+    }
+}
+
+/// What one series of a Docker signal stands for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DockerPer {
+    /// A container.
+    #[default]
+    Container,
+    /// A Swarm or Compose service: its containers together.
+    Service,
 }
 
 /// Most containers whose usage is read per slot (a bound on the calls to
@@ -371,9 +398,7 @@ async fn refresh_usage(
     at_ms: i64,
     budget: Duration,
 ) {
-    let stats = signals
-        .iter()
-        .any(|s| matches!(s.metric, DockerMetric::Memory | DockerMetric::Cpu));
+    let stats = signals.iter().any(|s| s.metric.needs_stats());
     let restarts = signals.iter().any(|s| s.metric == DockerMetric::Restarts);
     let mut wanted: Vec<(String, bool)> = tracked
         .iter_mut()
@@ -431,7 +456,7 @@ fn selects(signal: &DockerWatch, t: &Tracked) -> bool {
 }
 
 /// A runbook signal read from the engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DockerWatch {
     /// The signal's name (`__name__` of its series).
     pub name: String,
@@ -439,6 +464,11 @@ pub struct DockerWatch {
     pub metric: DockerMetric,
     /// Only containers with this engine label, `KEY=VALUE`.
     pub label: Option<String>,
+    /// A series per container or per service.
+    pub per: DockerPer,
+    /// With [`DockerMetric::SpareReplicas`]: the cores one replica should
+    /// use at most.
+    pub cpu_per_replica: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -539,7 +569,15 @@ fn apply(tracked: &mut HashMap<String, Tracked>, message: &bollard::models::Even
 /// The evaluation of `signal` at slot `ts_ms` from the tracked state:
 /// series sorted by labels, each with `__name__`, `instance` (the
 /// container) and `service` (its Compose or Swarm service, else its name).
-fn evaluate(signal: &DockerWatch, tracked: &HashMap<String, Tracked>, ts_ms: i64) -> Evaluation {
+fn evaluate(
+    signal: &DockerWatch,
+    tracked: &HashMap<String, Tracked>,
+    services: &HashMap<String, u64>,
+    ts_ms: i64,
+) -> Evaluation {
+    if signal.per == DockerPer::Service {
+        return evaluate_services(signal, tracked, services, ts_ms);
+    }
     let mut series: Vec<(Labels, f64)> = tracked
         .values()
         .filter(|t| selects(signal, t))
@@ -550,6 +588,8 @@ fn evaluate(signal: &DockerWatch, tracked: &HashMap<String, Tracked>, ts_ms: i64
                 DockerMetric::Memory => t.usage.memory_bytes,
                 DockerMetric::Cpu => t.usage.cpu_cores,
                 DockerMetric::Restarts => t.usage.restarts,
+                // Refused for containers by the runbook's validation.
+                DockerMetric::Replicas | DockerMetric::SpareReplicas => None,
             }?;
             let container = t.labels["container"].clone();
             let service = t
@@ -575,6 +615,130 @@ fn evaluate(signal: &DockerWatch, tracked: &HashMap<String, Tracked>, ts_ms: i64
         truncated: 0,
         duplicates: 0,
     }
+}
+
+/// The service a container belongs to, with the labels its service series
+/// carries: its Swarm service, else its Compose project and service.
+fn service_of(t: &Tracked) -> Option<(String, Vec<(&'static str, String)>)> {
+    if let Some(s) = t.labels.get("swarm_service") {
+        return Some((s.clone(), vec![("swarm_service", s.clone())]));
+    }
+    let service = t.labels.get("compose_service")?;
+    let mut carried = vec![("compose_service", service.clone())];
+    if let Some(p) = t.labels.get("compose_project") {
+        carried.push(("compose_project", p.clone()));
+    }
+    Some((service.clone(), carried))
+}
+
+/// `spare_replicas`: running containers less the replicas needed for
+/// `total_cores` at `per_replica` cores each (at least one).
+fn spare_replicas(running: usize, total_cores: f64, per_replica: f64) -> f64 {
+    let needed = (total_cores / per_replica).ceil().max(1.0);
+    running as f64 - needed
+}
+
+/// The evaluation of a `per: service` signal: one series per Swarm or
+/// Compose service over its selected containers (see [`DockerPer`]),
+/// labelled `service`, `instance` (both the service's name) and its
+/// Swarm or Compose labels. Containers of no service have none.
+fn evaluate_services(
+    signal: &DockerWatch,
+    tracked: &HashMap<String, Tracked>,
+    services: &HashMap<String, u64>,
+    ts_ms: i64,
+) -> Evaluation {
+    struct Group<'a> {
+        carried: Vec<(&'static str, String)>,
+        members: Vec<&'a Tracked>,
+    }
+    let mut groups: BTreeMap<String, Group<'_>> = BTreeMap::new();
+    for t in tracked.values().filter(|t| selects(signal, t)) {
+        let Some((name, carried)) = service_of(t) else {
+            continue;
+        };
+        groups
+            .entry(name)
+            .or_insert_with(|| Group {
+                carried,
+                members: Vec::new(),
+            })
+            .members
+            .push(t);
+    }
+    let mean = |values: Vec<f64>| {
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    };
+    let mut series = Vec::new();
+    for (name, g) in groups {
+        let running: Vec<&Tracked> = g.members.iter().copied().filter(|t| t.up).collect();
+        let value = match signal.metric {
+            DockerMetric::Up => Some(running.len() as f64),
+            DockerMetric::Healthy => {
+                let known: Vec<bool> = running.iter().filter_map(|t| t.healthy).collect();
+                (!known.is_empty())
+                    .then(|| known.iter().filter(|h| **h).count() as f64 / known.len() as f64)
+            }
+            DockerMetric::Memory => mean(
+                running
+                    .iter()
+                    .filter_map(|t| t.usage.memory_bytes)
+                    .collect(),
+            ),
+            DockerMetric::Cpu => mean(running.iter().filter_map(|t| t.usage.cpu_cores).collect()),
+            DockerMetric::Restarts => {
+                let counts: Vec<f64> = g.members.iter().filter_map(|t| t.usage.restarts).collect();
+                (!counts.is_empty()).then(|| counts.iter().sum())
+            }
+            DockerMetric::Replicas => g
+                .carried
+                .iter()
+                .find(|(k, _)| *k == "swarm_service")
+                .and_then(|(_, s)| services.get(s))
+                .map(|n| *n as f64),
+            DockerMetric::SpareReplicas => {
+                let cores: Option<Vec<f64>> = running.iter().map(|t| t.usage.cpu_cores).collect();
+                match (cores, signal.cpu_per_replica) {
+                    (Some(c), Some(per)) if !running.is_empty() && per > 0.0 => {
+                        Some(spare_replicas(running.len(), c.iter().sum(), per))
+                    }
+                    _ => None,
+                }
+            }
+        };
+        let Some(value) = value else { continue };
+        let labels = Labels::from_pairs(g.carried.into_iter().map(|(k, v)| (k.to_owned(), v)))
+            .with("instance", name.clone())
+            .with("service", name)
+            .with(crate::METRIC_NAME_LABEL, signal.name.clone());
+        series.push((labels, value));
+    }
+    series.sort_by(|a, b| a.0.cmp(&b.0));
+    Evaluation {
+        signal: signal.name.clone(),
+        ts_ms,
+        outcome: Ok(series),
+        duration_ms: 0,
+        attempts: 1,
+        truncated: 0,
+        duplicates: 0,
+    }
+}
+
+/// The replicas each replicated Swarm service is set to run, by name
+/// (empty when the engine is no Swarm manager or does not answer within
+/// `timeout`).
+async fn swarm_replicas(docker: &Docker, timeout: Duration) -> HashMap<String, u64> {
+    let Ok(Ok(list)) = tokio::time::timeout(timeout, docker.list_services(None)).await else {
+        return HashMap::new();
+    };
+    list.into_iter()
+        .filter_map(|s| {
+            let spec = s.spec?;
+            let replicas = spec.mode?.replicated?.replicas?;
+            Some((cut(&spec.name?), u64::try_from(replicas).ok()?))
+        })
+        .collect()
 }
 
 /// Runs the Docker source until `stop` is cancelled or `tx` closes: the
@@ -609,6 +773,8 @@ pub async fn run_docker_source<C: Timer>(
         ),
     ]);
     let polled = signals.iter().any(|s| s.metric.polled());
+    let replicas = signals.iter().any(|s| s.metric == DockerMetric::Replicas);
+    let mut services: HashMap<String, u64> = HashMap::new();
     let mut tracked: HashMap<String, Tracked> = HashMap::new();
     let mut connected = false;
     let mut next = (clock.now_ms() / interval_ms + 1) * interval_ms;
@@ -644,8 +810,12 @@ pub async fn run_docker_source<C: Timer>(
                     let budget = Duration::from_millis(u64::try_from(interval_ms / 2).unwrap_or(0));
                     refresh_usage(&docker, &mut tracked, &signals, next, budget).await;
                 }
+                if replicas {
+                    let budget = Duration::from_millis(u64::try_from(interval_ms / 4).unwrap_or(0));
+                    services = swarm_replicas(&docker, budget).await;
+                }
                 for signal in &signals {
-                    let ev = SourceEvent::Evaluation(evaluate(signal, &tracked, next));
+                    let ev = SourceEvent::Evaluation(evaluate(signal, &tracked, &services, next));
                     if tx.send(ev).await.is_err() {
                         return Ok(());
                     }
@@ -734,8 +904,11 @@ mod tests {
             name: "c_up".into(),
             metric: DockerMetric::Up,
             label: None,
+            per: DockerPer::Container,
+            cpu_per_replica: None,
         };
-        let e = evaluate(&up, &tracked, 5000);
+        let none = HashMap::new();
+        let e = evaluate(&up, &tracked, &none, 5000);
         let got: Vec<String> = e
             .outcome
             .unwrap()
@@ -753,8 +926,10 @@ mod tests {
             name: "c_healthy".into(),
             metric: DockerMetric::Healthy,
             label: Some("com.docker.compose.service=web".into()),
+            per: DockerPer::Container,
+            cpu_per_replica: None,
         };
-        let e = evaluate(&healthy, &tracked, 5000);
+        let e = evaluate(&healthy, &tracked, &none, 5000);
         assert_eq!(
             e.outcome
                 .unwrap()
@@ -764,7 +939,10 @@ mod tests {
             [0.0]
         );
         apply(&mut tracked, &event("destroy", &[("name", "db-1")]));
-        assert_eq!(evaluate(&up, &tracked, 6000).outcome.unwrap().len(), 1);
+        assert_eq!(
+            evaluate(&up, &tracked, &none, 6000).outcome.unwrap().len(),
+            1
+        );
     }
 
     #[test]
@@ -825,9 +1003,11 @@ mod tests {
             name: "m".into(),
             metric,
             label: None,
+            per: DockerPer::Container,
+            cpu_per_replica: None,
         };
         let values = |tracked: &HashMap<String, Tracked>, metric| {
-            evaluate(&watch(metric), tracked, 1000)
+            evaluate(&watch(metric), tracked, &HashMap::new(), 1000)
                 .outcome
                 .unwrap()
                 .iter()
@@ -847,6 +1027,96 @@ mod tests {
         assert!(values(&tracked, DockerMetric::Cpu).is_empty());
         assert_eq!(values(&tracked, DockerMetric::Restarts), ["web-1=3"]);
         assert!(DockerMetric::Restarts.polled() && !DockerMetric::Up.polled());
+    }
+
+    #[test]
+    fn a_service_series_sums_up_its_containers() {
+        let mut tracked = HashMap::new();
+        let task = |n: &str| {
+            [
+                ("name", n.to_owned()),
+                ("image", "lab".to_owned()),
+                ("com.docker.swarm.service.name", "web".to_owned()),
+            ]
+        };
+        for n in ["web.1", "web.2", "web.3"] {
+            let attrs = task(n);
+            let attrs: Vec<(&str, &str)> = attrs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            apply(&mut tracked, &event("start", &attrs));
+        }
+        // A Compose container, and one of no service (no service series).
+        apply(
+            &mut tracked,
+            &event(
+                "start",
+                &[
+                    ("name", "shop-db-1"),
+                    ("com.docker.compose.project", "shop"),
+                    ("com.docker.compose.service", "db"),
+                ],
+            ),
+        );
+        apply(&mut tracked, &event("start", &[("name", "lone")]));
+        apply(
+            &mut tracked,
+            &event("health_status: healthy", &[("name", "web.1")]),
+        );
+        apply(
+            &mut tracked,
+            &event("health_status: unhealthy", &[("name", "web.2")]),
+        );
+        apply(&mut tracked, &event("die", &[("name", "web.3")]));
+        let services = HashMap::from([("web".to_owned(), 4)]);
+        let watch = |metric, cpu_per_replica| DockerWatch {
+            name: "s".into(),
+            metric,
+            label: None,
+            per: DockerPer::Service,
+            cpu_per_replica,
+        };
+        let values = |tracked: &HashMap<String, Tracked>, metric, cpu| {
+            evaluate(&watch(metric, cpu), tracked, &services, 1000)
+                .outcome
+                .unwrap()
+                .iter()
+                .map(|(l, v)| format!("{l} {v}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            values(&tracked, DockerMetric::Up, None),
+            [
+                r#"s{compose_project="shop",compose_service="db",instance="db",service="db"} 1"#,
+                r#"s{instance="web",service="web",swarm_service="web"} 2"#,
+            ]
+        );
+        // Of the two running, one passes its check (the dead one's last
+        // health does not count).
+        assert_eq!(
+            values(&tracked, DockerMetric::Healthy, None),
+            [r#"s{instance="web",service="web",swarm_service="web"} 0.5"#]
+        );
+        assert_eq!(
+            values(&tracked, DockerMetric::Replicas, None),
+            [r#"s{instance="web",service="web",swarm_service="web"} 4"#]
+        );
+        // No series until every running container's CPU is known.
+        assert!(values(&tracked, DockerMetric::SpareReplicas, Some(0.5)).is_empty());
+        tracked.get_mut("web.1").unwrap().usage.cpu_cores = Some(0.9);
+        assert!(values(&tracked, DockerMetric::SpareReplicas, Some(0.5)).is_empty());
+        tracked.get_mut("web.2").unwrap().usage.cpu_cores = Some(0.3);
+        // 1.2 cores at 0.5 a replica need 3; 2 run: one short.
+        assert_eq!(
+            values(&tracked, DockerMetric::SpareReplicas, Some(0.5)),
+            [r#"s{instance="web",service="web",swarm_service="web"} -1"#]
+        );
+        assert_eq!(
+            values(&tracked, DockerMetric::Cpu, None),
+            [r#"s{instance="web",service="web",swarm_service="web"} 0.6"#]
+        );
+        // Idle: one replica is always needed.
+        assert_eq!(spare_replicas(3, 0.0, 0.5), 2.0);
+        assert_eq!(spare_replicas(1, 0.0, 0.5), 0.0);
+        assert_eq!(spare_replicas(3, 1.0, 0.5), 1.0);
     }
 
     #[test]

@@ -751,6 +751,29 @@ pub struct DockerSignal {
     /// Only containers carrying this label, `KEY=VALUE`.
     #[serde(default)]
     pub label: Option<String>,
+    /// `container` (the default): one series per container. `service`:
+    /// one series per Swarm or Compose service, over its containers: `up`
+    /// counts the running ones, `healthy` is the fraction of running ones
+    /// with a known health that pass, `memory` and `cpu` are means per
+    /// running container, `restarts` a sum; and the service-only metrics
+    /// `replicas` and `spare_replicas` (Swarm services).
+    #[serde(default)]
+    pub per: DockerPer,
+    /// With `metric: spare_replicas`: the CPU cores one replica should use
+    /// at most (Kubernetes' HPA target, in cores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_per_replica: Option<f64>,
+}
+
+/// What one series of a Docker signal stands for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DockerPer {
+    /// A container.
+    #[default]
+    Container,
+    /// A Swarm or Compose service (its containers together).
+    Service,
 }
 
 /// What a Docker signal measures.
@@ -767,6 +790,13 @@ pub enum DockerMetric {
     Cpu,
     /// Restarts by the engine's restart policy.
     Restarts,
+    /// `per: service` only: the replicas a Swarm service is set to run.
+    Replicas,
+    /// `per: service` only: the running replicas of a Swarm service less
+    /// those it needs to keep each under `cpu_per_replica` cores (at least
+    /// one): negative when short of replicas, positive when some are spare.
+    #[serde(rename = "spare_replicas")]
+    SpareReplicas,
 }
 
 /// `action: docker`

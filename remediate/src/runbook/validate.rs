@@ -7,8 +7,8 @@ use std::collections::{BTreeSet, HashMap};
 use detect::Direction;
 
 use super::config::{
-    Action, Agent, Docker, DockerOp, Exec, Guardrails, LogCount, LogSignal, LogSourceConfig, Probe,
-    Reroute, Rule, Scale, Signal, Webhook,
+    Action, Agent, Docker, DockerOp, DockerSignal, Exec, Guardrails, LogCount, LogSignal,
+    LogSourceConfig, Probe, Reroute, Rule, Scale, Signal, Webhook,
 };
 use super::load::{Found, ParsedFile};
 use super::yaml::join;
@@ -437,6 +437,38 @@ fn is_metric_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
+/// A `docker:` signal: service-only metrics per service, and a CPU target
+/// with (and only with) `spare_replicas`.
+fn check_docker_signal(docker: &DockerSignal, report: &mut impl FnMut(String, String)) {
+    use crate::runbook::{DockerMetric, DockerPer};
+    let service_only = matches!(
+        docker.metric,
+        DockerMetric::Replicas | DockerMetric::SpareReplicas
+    );
+    if service_only && docker.per != DockerPer::Service {
+        report(
+            "docker.per".into(),
+            "`replicas` and `spare_replicas` are a Swarm service's: give `per: service`".into(),
+        );
+    }
+    match (docker.metric, docker.cpu_per_replica) {
+        (DockerMetric::SpareReplicas, None) => report(
+            "docker.cpu_per_replica".into(),
+            "`spare_replicas` needs `cpu_per_replica`, the cores one replica should use at most"
+                .into(),
+        ),
+        (DockerMetric::SpareReplicas, Some(c)) if !(c.is_finite() && c > 0.0) => report(
+            "docker.cpu_per_replica".into(),
+            format!("must be a positive number of cores, got {c}"),
+        ),
+        (DockerMetric::SpareReplicas, Some(_)) | (_, None) => {}
+        (_, Some(_)) => report(
+            "docker.cpu_per_replica".into(),
+            "only `metric: spare_replicas` takes `cpu_per_replica`".into(),
+        ),
+    }
+}
+
 fn check_signal(signal: &Signal, report: &mut impl FnMut(String, String)) {
     if !is_metric_name(&signal.name) {
         report(
@@ -484,6 +516,7 @@ fn check_signal(signal: &Signal, report: &mut impl FnMut(String, String)) {
         check_probe(probe, report);
     }
     if let Some(docker) = &signal.docker {
+        check_docker_signal(docker, report);
         if let Some(label) = &docker.label {
             let ok = label.split_once('=').is_some_and(|(k, v)| {
                 DockerTarget::parse(&format!("label/{k}={v}"), crate::runbook::DockerOp::Restart)
@@ -1173,7 +1206,41 @@ mod reroute_tests {
             e,
             "d.yaml:4:38: signals[2].docker.label: expected KEY=VALUE with Docker's name rules, got \"a=b&c\"
 d.yaml:5:29: signals[3].docker: give one of `query` (PromQL), `probe` (an HTTP probe heal runs), `docker` (the Docker Engine) or `logs` (a log source), not several
-d.yaml:6:27: signals[4].docker.metric: unknown variant `alive`, expected one of `up`, `healthy`, `memory`, `cpu`, `restarts`"
+d.yaml:6:27: signals[4].docker.metric: unknown variant `alive`, expected one of `up`, `healthy`, `memory`, `cpu`, `restarts`, `replicas`, `spare_replicas`"
+        );
+    }
+
+    #[test]
+    fn service_metrics_need_per_service_and_spare_replicas_a_cpu_target() {
+        let good = "signals:
+  - {name: reps, docker: {metric: replicas, per: service}}
+  - {name: spare, docker: {metric: spare_replicas, per: service, cpu_per_replica: 0.5}}
+  - {name: cpu_svc, docker: {metric: cpu, per: service, label: com.docker.swarm.service.name=web}}
+";
+        RunbookSet::from_sources(&[("d.yaml".into(), good.into())]).unwrap();
+        let bad = "signals:
+  - {name: reps, docker: {metric: replicas}}
+  - {name: spare, docker: {metric: spare_replicas, per: service}}
+  - {name: zero, docker: {metric: spare_replicas, per: service, cpu_per_replica: 0}}
+  - {name: cpu, docker: {metric: cpu, cpu_per_replica: 0.5}}
+";
+        let e = RunbookSet::from_sources(&[("d.yaml".into(), bad.into())])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "d.yaml:2:18: signals[0].docker.per: `replicas` and `spare_replicas` are a Swarm service's: give `per: service`
+d.yaml:3:19: signals[1].docker.cpu_per_replica: `spare_replicas` needs `cpu_per_replica`, the cores one replica should use at most
+d.yaml:4:65: signals[2].docker.cpu_per_replica: must be a positive number of cores, got 0
+d.yaml:5:39: signals[3].docker.cpu_per_replica: only `metric: spare_replicas` takes `cpu_per_replica`"
+        );
+        let node = "signals: [{name: per, docker: {metric: up, per: node}}]";
+        let e = RunbookSet::from_sources(&[("d.yaml".into(), node.into())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("docker.per: unknown variant `node`, expected `container` or `service`"),
+            "{e}"
         );
     }
 

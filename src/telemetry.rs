@@ -126,6 +126,22 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Gauge,
         "Incidents the engine holds in memory (open, or resolved within the last hour).",
     ),
+    // Remote write in (`POST /api/v1/write`).
+    (
+        "heal_remote_write_requests_total",
+        Kind::Counter,
+        "Remote-write requests received, by the status answered (204 taken; 400, 413 refused bodies; 401, 403 the token; 404 no remote_write signal).",
+    ),
+    (
+        "heal_remote_write_samples_total",
+        Kind::Counter,
+        "Samples received by remote write: matched (taken by a remote_write signal) or unmatched (no signal's, or late for their slot).",
+    ),
+    (
+        "heal_remote_write_series_refused_total",
+        Kind::Counter,
+        "Pushed series a remote_write signal refused: over 64 labels, a bad label name, or the signal at its 10,000 series.",
+    ),
     (
         "heal_probes_total",
         Kind::Counter,

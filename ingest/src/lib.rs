@@ -86,5 +86,6 @@ pub use sources::prometheus::{
     PrometheusClient, PrometheusConfig, RecordQuery, RetryConfig, SignalQuery, SourceEvent,
     SourceStats, SystemClock, Timer, MAX_POINTS_PER_SERIES,
 };
+pub use sources::remote_write;
 pub use synth::{synth, SYNTH_SERVICES, SYNTH_SIGNALS, SYNTH_START_MS, SYNTH_STEPS, SYNTH_STEP_MS};
 pub use window::Window;

@@ -7,6 +7,8 @@
 //! - `control.rs`: silences, maintenance windows and approvals;
 //! - `marks.rs`: learning from outcomes (`POST /api/incidents/ID/false-alarm`,
 //!   `POST /api/missed`);
+//! - `remote_write.rs`: Prometheus remote write in (`POST /api/v1/write`),
+//!   into the runbooks' `remote_write:` signals;
 //! - `feed.rs`: the incident store read-only (`/api/incidents`,
 //!   `/incidents/ID`, `/feed.atom`);
 //! - `client.rs`: the command-line side (`heal silence`, `heal approve`).
@@ -22,6 +24,7 @@ mod feed;
 mod marks;
 #[cfg(test)]
 mod properties;
+mod remote_write;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -58,6 +61,9 @@ pub(crate) struct ApiState {
     /// The evaluation interval (`/healthz` allows three).
     pub(crate) interval: Duration,
     pub(crate) clock: Arc<dyn Clock>,
+    /// The runbooks' remote-write signals (`POST /api/v1/write` fills
+    /// them); `None` without any.
+    pub(crate) push: Option<ingest::remote_write::SharedPush>,
 }
 
 /// Serves the API on `listener` until `stop` is cancelled.
@@ -110,6 +116,7 @@ pub(crate) async fn serve(
         .route("/healthz", get(healthz))
         .merge(control::routes(state.clone()))
         .merge(marks::routes(state.clone()))
+        .merge(remote_write::routes(state.clone()))
         .merge(feed::routes(state.db.clone(), state.clock.clone()));
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())

@@ -209,6 +209,13 @@ pub async fn run(
         config.interval,
         if config.execute { "performed" } else { "in dry-run" }
     );
+    // Remote-write signals: the API fills them, a slot task reads them.
+    let push_watches = remote_write_signals(&config.runbooks);
+    let push = (!push_watches.is_empty()).then(|| {
+        Arc::new(std::sync::Mutex::new(
+            ingest::remote_write::PushSignals::new(push_watches),
+        ))
+    });
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(16);
     let server = tokio::spawn(crate::api::serve(
         listener,
@@ -220,6 +227,7 @@ pub async fn run(
             last_processed: last_processed.clone(),
             interval: config.interval,
             clock: config.clock.clone(),
+            push: push.clone(),
         },
         stop.clone(),
     ));
@@ -255,6 +263,15 @@ pub async fn run(
         tokio::spawn(ingest::docker::run_docker_source(
             api,
             docker_signals,
+            config.interval.as_millis() as i64,
+            eval_tx.clone(),
+            stop.clone(),
+            ingest::SystemClock,
+        ))
+    });
+    let push_source = push.map(|push| {
+        tokio::spawn(ingest::remote_write::run_push_source(
+            push,
             config.interval.as_millis() as i64,
             eval_tx.clone(),
             stop.clone(),
@@ -422,6 +439,9 @@ pub async fn run(
     if let Some(probe_source) = probe_source {
         let _ = probe_source.await;
     }
+    if let Some(push_source) = push_source {
+        let _ = push_source.await;
+    }
     if let Some(docker_source) = docker_source {
         let _ = docker_source.await;
     }
@@ -501,6 +521,23 @@ fn prepare_logs(
     ingest::log_source::prepare_log_source(sources, watches, interval.as_millis() as i64, state)
         .map(Some)
         .map_err(|e| Error::Usage(e.to_string()))
+}
+
+/// The runbooks' `remote_write:` signals, for the push source.
+fn remote_write_signals(runbooks: &RunbookSet) -> Vec<ingest::remote_write::PushWatch> {
+    runbooks
+        .signals()
+        .iter()
+        .filter_map(|s| {
+            let rw = s.remote_write.as_ref()?;
+            Some(ingest::remote_write::PushWatch {
+                name: s.name.clone(),
+                metric: rw.metric.clone(),
+                matchers: rw.matchers.clone(),
+                rate: rw.rate,
+            })
+        })
+        .collect()
 }
 
 /// The runbooks' `docker:` signals, for the Docker source.

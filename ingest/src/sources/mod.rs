@@ -7,3 +7,4 @@ pub mod kafka;
 pub mod log_source;
 pub(crate) mod probe;
 pub(crate) mod prometheus;
+pub mod remote_write;

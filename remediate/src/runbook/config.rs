@@ -359,6 +359,14 @@ pub struct Signal {
     /// Give one of `query`, `probe`, `docker` or `logs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<LogSignal>,
+    /// Pushed to heal by Prometheus remote write (`POST /api/v1/write` on
+    /// `heal watch --listen`, with the API token): the series of `metric`
+    /// carrying every `match` pair, one value per evaluation (the latest
+    /// sample of the interval, or with `rate: true` a counter's increase
+    /// per second). Give one of `query`, `probe`, `docker`, `logs` or
+    /// `remote_write`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_write: Option<RemoteWriteSignal>,
     /// Label whose value names the service (`{{service}}` in templates).
     #[serde(default = "default_service_label")]
     pub service_label: String,
@@ -734,6 +742,21 @@ pub struct Agent {
     /// Only plan and record this step, never perform it.
     #[serde(default)]
     pub dry_run: bool,
+}
+
+/// A signal pushed by Prometheus remote write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteWriteSignal {
+    /// The metric name taken (`__name__` of the pushed series).
+    pub metric: String,
+    /// Labels the pushed series must carry, with exactly these values.
+    #[serde(rename = "match", default)]
+    pub matchers: BTreeMap<String, String>,
+    /// A counter: its increase per second between evaluations, as
+    /// Prometheus' `rate` (a decrease is a restart from zero).
+    #[serde(default)]
+    pub rate: bool,
 }
 
 /// A signal read from the Docker Engine.

@@ -577,7 +577,7 @@ rules:
 ";
         assert_eq!(
             errors(text),
-            "r.yaml:4:5: signals[0].critical_scor: unknown field `critical_scor`, expected one of `name`, `query`, `probe`, `docker`, `logs`, `service_label`, `instance_label`, `detector`, `peer`, `critical_score`\n\
+            "r.yaml:4:5: signals[0].critical_scor: unknown field `critical_scor`, expected one of `name`, `query`, `probe`, `docker`, `logs`, `remote_write`, `service_label`, `instance_label`, `detector`, `peer`, `critical_score`\n\
              r.yaml:5:16: signals[0].detector.threshold: invalid type: string \"high\", expected f64\n\
              r.yaml:8:23: rules[0].when.fro: unknown field `fro`, expected one of `signal`, `direction`, `for`, `severity`, `match`, `root_cause`\n\
              r.yaml:10:38: rules[0].then[0].replica: unknown field `replica`, expected one of `target`, `timeout`, `dry_run`\n\

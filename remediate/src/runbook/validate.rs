@@ -484,12 +484,15 @@ fn check_signal(signal: &Signal, report: &mut impl FnMut(String, String)) {
         signal.probe.is_some(),
         signal.docker.is_some(),
         signal.logs.is_some(),
+        signal.remote_write.is_some(),
     ]
     .iter()
     .filter(|g| **g)
     .count();
     if given > 1 {
-        let field = if signal.logs.is_some() {
+        let field = if signal.remote_write.is_some() {
+            "remote_write"
+        } else if signal.logs.is_some() {
             "logs"
         } else if signal.docker.is_some() {
             "docker"
@@ -498,7 +501,7 @@ fn check_signal(signal: &Signal, report: &mut impl FnMut(String, String)) {
         };
         report(
             field.into(),
-            "give one of `query` (PromQL), `probe` (an HTTP probe heal runs), `docker` (the Docker Engine) or `logs` (a log source), not several".into(),
+            "give one of `query` (PromQL), `probe` (an HTTP probe heal runs), `docker` (the Docker Engine), `logs` (a log source) or `remote_write` (pushed by Prometheus), not several".into(),
         );
     }
     if let Some(logs) = &signal.logs {
@@ -514,6 +517,22 @@ fn check_signal(signal: &Signal, report: &mut impl FnMut(String, String)) {
     }
     if let Some(probe) = &signal.probe {
         check_probe(probe, report);
+    }
+    if let Some(rw) = &signal.remote_write {
+        if !is_metric_name(&rw.metric) {
+            report(
+                "remote_write.metric".into(),
+                format!("invalid metric name {:?}", rw.metric),
+            );
+        }
+        for name in rw.matchers.keys() {
+            if !is_label_name(name) || name == "__name__" {
+                report(
+                    format!("remote_write.match.{name}"),
+                    "not a label name to match (the metric is `metric`)".into(),
+                );
+            }
+        }
     }
     if let Some(docker) = &signal.docker {
         check_docker_signal(docker, report);
@@ -533,7 +552,7 @@ fn check_signal(signal: &Signal, report: &mut impl FnMut(String, String)) {
     if given == 0 {
         report(
             "name".into(),
-            "signal has none of `query`, `probe`, `docker` or `logs`: give the PromQL that yields it, a probe, a docker source or a log source"
+            "signal has none of `query`, `probe`, `docker`, `logs` or `remote_write`: give the PromQL that yields it, a probe, a docker source, a log source or a remote-write metric"
                 .into(),
         );
     }
@@ -1037,8 +1056,8 @@ rules: []
         let err = RunbookSet::from_sources(&[("p.yaml".into(), text.into())]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            r#"p.yaml:4:5: signals[0].probe: give one of `query` (PromQL), `probe` (an HTTP probe heal runs), `docker` (the Docker Engine) or `logs` (a log source), not several
-p.yaml:5:5: signals[1].name: signal has none of `query`, `probe`, `docker` or `logs`: give the PromQL that yields it, a probe, a docker source or a log source
+            r#"p.yaml:4:5: signals[0].probe: give one of `query` (PromQL), `probe` (an HTTP probe heal runs), `docker` (the Docker Engine), `logs` (a log source) or `remote_write` (pushed by Prometheus), not several
+p.yaml:5:5: signals[1].name: signal has none of `query`, `probe`, `docker`, `logs` or `remote_write`: give the PromQL that yields it, a probe, a docker source, a log source or a remote-write metric
 p.yaml:8:7: signals[2].probe.targets: empty query: give the PromQL whose series are the targets
 p.yaml:9:7: signals[2].probe.url: unknown template variable "nope" (known: service, instance, signal, rule, label.NAME)
 p.yaml:10:7: signals[2].probe.timeout: must be longer than 0s"#
@@ -1205,7 +1224,7 @@ mod reroute_tests {
         assert_eq!(
             e,
             "d.yaml:4:38: signals[2].docker.label: expected KEY=VALUE with Docker's name rules, got \"a=b&c\"
-d.yaml:5:29: signals[3].docker: give one of `query` (PromQL), `probe` (an HTTP probe heal runs), `docker` (the Docker Engine) or `logs` (a log source), not several
+d.yaml:5:29: signals[3].docker: give one of `query` (PromQL), `probe` (an HTTP probe heal runs), `docker` (the Docker Engine), `logs` (a log source) or `remote_write` (pushed by Prometheus), not several
 d.yaml:6:27: signals[4].docker.metric: unknown variant `alive`, expected one of `up`, `healthy`, `memory`, `cpu`, `restarts`, `replicas`, `spare_replicas`"
         );
     }

@@ -1,0 +1,243 @@
+//! Prometheus remote write into `heal watch`, on real parts: a lab service
+//! (`heal-lab service`) scraped every second by a real Prometheus whose
+//! `remote_write` sends to heal's `POST /api/v1/write` with the API token.
+//! heal's runbook reads the pushed series (`remote_write:` signals: a gauge
+//! and a counter's rate); the service starts leaking memory and heal opens
+//! the incident from the pushed samples alone (its `--prometheus` is never
+//! queried: no signal has a query). Garbage and a missing token are refused
+//! with the statuses a sender expects, and the loop goes on.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use lab::http::client;
+
+mod common;
+use common::{free_port, wait_until, Guard};
+
+fn heal_lab() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_heal"))
+        .parent()
+        .unwrap()
+        .join("heal-lab");
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo test --workspace builds it",
+        bin.display()
+    );
+    bin
+}
+
+fn prometheus_bin() -> PathBuf {
+    let p = std::env::var_os("PROMETHEUS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or("/usr/bin/prometheus".into());
+    assert!(
+        p.exists(),
+        "this test needs Prometheus at {}: `apt-get install prometheus` (CI does), or set PROMETHEUS_BIN",
+        p.display()
+    );
+    p
+}
+
+fn metrics(heal: SocketAddr) -> String {
+    client::get(heal, "/metrics", Duration::from_secs(2))
+        .map(|r| r.body_text())
+        .unwrap_or_default()
+}
+
+/// The value of the line of heal's metrics that starts with `prefix`.
+fn metric(heal: SocketAddr, prefix: &str) -> Option<f64> {
+    metrics(heal)
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+}
+
+fn post_raw(heal: SocketAddr, token: Option<&str>, body: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(heal).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "POST /api/v1/write HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_real_prometheus_remote_writes_to_heal_and_heal_acts_on_the_pushed_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "rw-test-token";
+
+    // The lab service.
+    let lab_port = free_port();
+    let _lab = Guard(
+        Command::new(heal_lab())
+            .args(["service", "--name", "api", "--port", &lab_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let lab = SocketAddr::from(([127, 0, 0, 1], lab_port));
+    wait_until("the lab service", Duration::from_secs(20), || {
+        client::get(lab, "/healthz", Duration::from_secs(1))
+            .is_ok_and(|r| r.status == 200)
+            .then_some(())
+    });
+
+    // heal, with remote-write signals only.
+    let runbooks = dir.path().join("runbooks");
+    std::fs::create_dir(&runbooks).unwrap();
+    std::fs::write(
+        runbooks.join("pushed.yaml"),
+        "signals:
+  - name: api_memory_bytes
+    remote_write: {metric: process_resident_memory_bytes, match: {job: lab}}
+    detector: {direction: up, limit_above: 67108864}
+  - name: api_requests_per_second
+    remote_write: {metric: http_requests_total, match: {job: lab, code: \"200\"}, rate: true}
+rules:
+  - name: api-leaking
+    when: {signal: api_memory_bytes, direction: up, for: 0s}
+    then:
+      - {action: exec, argv: [heal-lab, restart, api]}
+    verify: {wait: 5s, recovered_when: {value_below: 67108864}}
+",
+    )
+    .unwrap();
+    let prom_port = free_port();
+    let heal_port = free_port();
+    let heal = SocketAddr::from(([127, 0, 0, 1], heal_port));
+    let log = dir.path().join("heal.err");
+    let _heal = Guard(
+        Command::new(env!("CARGO_BIN_EXE_heal"))
+            .args(["watch", "--prometheus"])
+            .arg(format!("http://127.0.0.1:{prom_port}"))
+            .arg("--runbooks")
+            .arg(&runbooks)
+            .args(["--interval", "1s", "--backfill", "0s"])
+            .args(["--listen", &heal.to_string()])
+            .args(["--api-token-env", "HEAL_RW_TOKEN"])
+            .env("HEAL_RW_TOKEN", token)
+            .env("HEAL_LOG", "heal::live=info,warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let heal_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let start = std::time::Instant::now();
+    while client::get(heal, "/metrics", Duration::from_secs(1)).map_or(true, |r| r.status != 200) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "heal's API never answered:\n{}",
+            heal_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Refused before Prometheus sends anything: no token, a wrong one,
+    // and a body that is not remote write; heal goes on.
+    assert_eq!(post_raw(heal, None, b"x"), 401);
+    assert_eq!(post_raw(heal, Some("wrong"), b"x"), 401);
+    assert_eq!(post_raw(heal, Some(token), b"this is not snappy"), 400);
+
+    // The real Prometheus: scrapes the lab every second, remote-writes to heal.
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: lab
+    static_configs:
+      - targets: ['127.0.0.1:{lab_port}']
+remote_write:
+  - url: http://{heal}/api/v1/write
+    authorization: {{credentials: {token}}}
+    queue_config: {{batch_send_deadline: 1s, min_backoff: 100ms, max_backoff: 1s}}
+"
+        ),
+    )
+    .unwrap();
+    let _prometheus = Guard(
+        Command::new(prometheus_bin())
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("prometheus.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    // Requests to the lab, so that its counter moves.
+    let load = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let loader = {
+        let load = load.clone();
+        std::thread::spawn(move || {
+            while load.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = client::get(lab, "/", Duration::from_secs(1));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+
+    // Both signals get their series from the pushed samples.
+    wait_until(
+        "pushed series in both signals",
+        Duration::from_secs(60),
+        || {
+            let m = metrics(heal);
+            (m.contains("heal_series_live{signal=\"api_memory_bytes\"} 1")
+                && m.contains("heal_series_live{signal=\"api_requests_per_second\"} 1"))
+            .then_some(())
+        },
+    );
+    let matched = metric(heal, "heal_remote_write_samples_total{outcome=\"matched\"}").unwrap();
+    assert!(matched > 0.0, "{}", metrics(heal));
+    assert!(
+        metric(heal, "heal_remote_write_requests_total{code=\"204\"}").unwrap_or(0.0) > 0.0,
+        "{}",
+        metrics(heal)
+    );
+    assert!(!heal_log().contains("incident opened"), "{}", heal_log());
+
+    // The leak: 16 MiB/s; heal sees it in the pushed gauge past 64 MiB.
+    let r = client::post(lab, "/fault/leak?mb_per_s=16", Duration::from_secs(2)).unwrap();
+    assert_eq!(r.status, 200);
+    wait_until("the leak's incident", Duration::from_secs(60), || {
+        heal_log().contains("rule=api-leaking").then_some(())
+    });
+    let log_text = heal_log();
+    assert!(
+        log_text.contains("series=api_memory_bytes{") && log_text.contains("job=\"lab\""),
+        "{log_text}"
+    );
+    // Refused bodies counted, and the loop still evaluating.
+    assert_eq!(
+        metric(heal, "heal_remote_write_requests_total{code=\"400\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(heal, "heal_remote_write_requests_total{code=\"401\"}"),
+        Some(2.0)
+    );
+    assert!(client::get(heal, "/healthz", Duration::from_secs(2)).is_ok_and(|r| r.status == 200));
+    load.store(false, std::sync::atomic::Ordering::Relaxed);
+    loader.join().unwrap();
+}

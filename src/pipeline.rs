@@ -314,6 +314,9 @@ pub struct NotHelped {
 pub struct Pushed {
     /// The detector's verdict, when the sample was accepted.
     pub scored: Option<Scored>,
+    /// The normal band (`level ± 3 sigma`) the sample was judged against,
+    /// when it was accepted: what `--remote-write` sends beside the score.
+    pub band: Option<(f64, f64)>,
     /// Why the sample was dropped, when it was.
     pub dropped: Option<DropReason>,
     /// What the engine did because of it.
@@ -715,6 +718,7 @@ impl Pipeline {
             }
             return Pushed {
                 scored: Some(scored),
+                band: Some(band),
                 ..Pushed::default()
             };
         }
@@ -745,6 +749,7 @@ impl Pipeline {
         self.record_evidence(series.0, &events);
         Pushed {
             scored: Some(scored),
+            band: Some(band),
             dropped: None,
             events,
         }

@@ -138,6 +138,16 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         "Samples received by remote write: matched (taken by a remote_write signal) or unmatched (no signal's, or late for their slot).",
     ),
     (
+        "heal_remote_write_out_samples_total",
+        Kind::Counter,
+        "Score and band samples for --remote-write: sent, dropped_queue_full (the sender fell behind) or dropped_failed (a 4xx, or every retry failed).",
+    ),
+    (
+        "heal_remote_write_out_failed_requests_total",
+        Kind::Counter,
+        "Tries of --remote-write requests that failed (each retry counted).",
+    ),
+    (
         "heal_remote_write_series_refused_total",
         Kind::Counter,
         "Pushed series a remote_write signal refused: over 64 labels, a bad label name, or the signal at its 10,000 series.",

@@ -526,6 +526,7 @@ fn watch_in_process(prometheus: u16, runbooks: &Path, db: &Path, execute: bool) 
         params: None,
         api_token: None,
         series: Default::default(),
+        remote_write: None,
         executors: executors::Executors::new(
             Arc::new(move |name: &str| (name == "PATH").then(|| path.clone()).flatten()),
             clock.clone(),

@@ -41,6 +41,7 @@ fn config(dir: &Path) -> LiveConfig {
         api_token: Some(TOKEN.into()),
         executors: Executors::new(Arc::new(|_: &str| None), clock.clone()),
         series: Default::default(),
+        remote_write: None,
         clock,
     }
 }

@@ -198,16 +198,26 @@ remote_write:
     };
 
     // Both signals get their series from the pushed samples.
-    wait_until(
-        "pushed series in both signals",
-        Duration::from_secs(60),
-        || {
-            let m = metrics(heal);
-            (m.contains("heal_series_live{signal=\"api_memory_bytes\"} 1")
-                && m.contains("heal_series_live{signal=\"api_requests_per_second\"} 1"))
-            .then_some(())
-        },
-    );
+    let start = std::time::Instant::now();
+    loop {
+        let m = metrics(heal);
+        if m.contains("heal_series_live{signal=\"api_memory_bytes\"} 1")
+            && m.contains("heal_series_live{signal=\"api_requests_per_second\"} 1")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "pushed series missing:\n{}\n{}\n{}",
+            m.lines()
+                .filter(|l| l.starts_with("heal_remote") || l.starts_with("heal_series_live"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            heal_log(),
+            std::fs::read_to_string(dir.path().join("prometheus.err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let matched = metric(heal, "heal_remote_write_samples_total{outcome=\"matched\"}").unwrap();
     assert!(matched > 0.0, "{}", metrics(heal));
     assert!(
@@ -240,4 +250,171 @@ remote_write:
     assert!(client::get(heal, "/healthz", Duration::from_secs(2)).is_ok_and(|r| r.status == 200));
     load.store(false, std::sync::atomic::Ordering::Relaxed);
     loader.join().unwrap();
+}
+
+/// Prometheus' `/api/v1/query` answer for `query`: (labels, value) per
+/// series.
+fn query(prometheus: SocketAddr, q: &str) -> Vec<(serde_json::Value, f64)> {
+    let path = format!(
+        "/api/v1/query?query={}",
+        q.bytes()
+            .map(|b| if b.is_ascii_alphanumeric() || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            })
+            .collect::<String>()
+    );
+    let Ok(r) = client::get(prometheus, &path, Duration::from_secs(2)) else {
+        return Vec::new();
+    };
+    let v: serde_json::Value = serde_json::from_str(&r.body_text()).unwrap_or_default();
+    v["data"]["result"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    (
+                        s["metric"].clone(),
+                        s["value"][1]
+                            .as_str()
+                            .unwrap_or("NaN")
+                            .parse()
+                            .unwrap_or(f64::NAN),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Scores out: `heal watch --remote-write` sends each watched series'
+/// anomaly score and band to a real Prometheus (its remote-write
+/// receiver on), where they are queried back with the series' labels.
+#[test]
+fn heal_watch_remote_writes_scores_and_bands_that_prometheus_serves_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab_port = free_port();
+    let _lab = Guard(
+        Command::new(heal_lab())
+            .args(["service", "--name", "api", "--port", &lab_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let prom_port = free_port();
+    let prometheus = SocketAddr::from(([127, 0, 0, 1], prom_port));
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: lab
+    static_configs:
+      - targets: ['127.0.0.1:{lab_port}']
+"
+        ),
+    )
+    .unwrap();
+    let _prometheus = Guard(
+        Command::new(prometheus_bin())
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={prometheus}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("prometheus.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("prometheus ready", Duration::from_secs(60), || {
+        client::get(prometheus, "/-/ready", Duration::from_secs(1))
+            .is_ok_and(|r| r.status == 200)
+            .then_some(())
+    });
+    let runbooks = dir.path().join("runbooks");
+    std::fs::create_dir(&runbooks).unwrap();
+    std::fs::write(
+        runbooks.join("lab.yaml"),
+        "signals:
+  - name: lab_memory_bytes
+    query: process_resident_memory_bytes{job=\"lab\"}
+    detector: {warmup: 3}
+",
+    )
+    .unwrap();
+    let heal = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let log = dir.path().join("heal.err");
+    let _heal = Guard(
+        Command::new(env!("CARGO_BIN_EXE_heal"))
+            .args(["watch", "--prometheus", &format!("http://{prometheus}")])
+            .arg("--runbooks")
+            .arg(&runbooks)
+            .args(["--interval", "1s", "--backfill", "0s"])
+            .args(["--listen", &heal.to_string()])
+            .args([
+                "--remote-write",
+                &format!("http://{prometheus}/api/v1/write"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let heal_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    // The three series, back from Prometheus with the watched series'
+    // labels and the signal.
+    let start = std::time::Instant::now();
+    let (score, lower, upper) = loop {
+        let get = |m: &str| query(prometheus, &format!("{m}{{signal=\"lab_memory_bytes\"}}"));
+        let (s, l, u) = (
+            get("heal_anomaly_score"),
+            get("heal_band_lower"),
+            get("heal_band_upper"),
+        );
+        if !s.is_empty() && !l.is_empty() && !u.is_empty() {
+            break (s, l, u);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no scores in Prometheus: {s:?} {l:?} {u:?}\n{}\n{}",
+            heal_log(),
+            metrics(heal)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let (labels, s) = &score[0];
+    assert_eq!(labels["job"], "lab", "{labels}");
+    assert_eq!(
+        labels["instance"],
+        format!("127.0.0.1:{lab_port}"),
+        "{labels}"
+    );
+    assert!((0.0..=1.0).contains(s), "{s}");
+    let memory = query(prometheus, "process_resident_memory_bytes{job=\"lab\"}");
+    assert!(!memory.is_empty());
+    assert!(lower[0].1 <= upper[0].1, "{lower:?} {upper:?}");
+    // (heal's counters are set at each evaluation: they follow the sends.)
+    wait_until("sent samples counted", Duration::from_secs(10), || {
+        (metric(
+            heal,
+            "heal_remote_write_out_samples_total{outcome=\"sent\"}",
+        )
+        .unwrap_or(0.0)
+            >= 3.0)
+            .then_some(())
+    });
+    assert_eq!(
+        metric(
+            heal,
+            "heal_remote_write_out_samples_total{outcome=\"dropped_failed\"}"
+        ),
+        Some(0.0)
+    );
 }

@@ -55,6 +55,7 @@ mod policy;
 #[cfg(test)]
 mod properties;
 mod series;
+pub mod sinks;
 mod sources;
 mod synth;
 mod time;

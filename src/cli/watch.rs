@@ -80,6 +80,17 @@ pub struct WatchArgs {
     /// they are disabled.
     #[arg(long)]
     api_token_env: Option<String>,
+    /// Send each watched series' anomaly score and normal band to this
+    /// Prometheus remote-write receiver (`heal_anomaly_score`,
+    /// `heal_band_lower`, `heal_band_upper`, with the series' labels and
+    /// `signal`), e.g. `http://prometheus:9090/api/v1/write` (Prometheus
+    /// takes it with `--web.enable-remote-write-receiver`).
+    #[arg(long, value_name = "URL")]
+    remote_write: Option<String>,
+    /// Name of an environment variable holding a bearer token for
+    /// `--remote-write`.
+    #[arg(long, value_name = "VAR", requires = "remote_write")]
+    remote_write_token_env: Option<String>,
     /// Record every incident, engine event and action (begun, finished) in
     /// this incident store (SQLite, created if missing; read it with `heal
     /// incidents`). Off unless given.
@@ -179,7 +190,37 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let remote_write = match &args.remote_write {
+        Some(url) => {
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| UsageError(format!("--remote-write {url:?}: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(UsageError(format!(
+                    "--remote-write {url:?}: give an http:// or https:// URL"
+                ))
+                .into());
+            }
+            let token = match &args.remote_write_token_env {
+                Some(var) => Some(
+                    std::env::var(var)
+                        .ok()
+                        .filter(|t| !t.is_empty())
+                        .ok_or_else(|| {
+                            UsageError(format!("--remote-write-token-env: {var} is not set"))
+                        })?,
+                ),
+                None => None,
+            };
+            Some(ingest::sinks::remote_write::SinkConfig {
+                url: url.clone(),
+                token,
+                timeout: std::time::Duration::from_secs(5),
+            })
+        }
+        None => None,
+    };
     let config = LiveConfig {
+        remote_write,
         runbooks,
         prometheus,
         interval,

@@ -47,6 +47,11 @@ pub(crate) struct Decider {
     pub(crate) clock: Arc<dyn Clock>,
     /// Event time of the last evaluation.
     pub(crate) last_ts_ms: i64,
+    /// `--remote-write`: each slot's scores and bands go here.
+    pub(crate) scores: Option<(
+        ingest::sinks::remote_write::ScoreSender,
+        Arc<ingest::sinks::remote_write::SinkStats>,
+    )>,
 }
 
 /// A series the decider knows.
@@ -282,6 +287,23 @@ impl Decider {
             );
         }
         let pushed_all = self.pipeline.push_slot(ev.ts_ms, &slot);
+        if let Some((sender, stats)) = &self.scores {
+            sender.offer(
+                slot_labels
+                    .iter()
+                    .zip(&pushed_all)
+                    .filter_map(|(labels, p)| {
+                        Some(ingest::sinks::remote_write::ScorePoint {
+                            labels: (*labels).clone(),
+                            ts_ms: ev.ts_ms,
+                            score: p.scored?.score,
+                            band: p.band?,
+                        })
+                    })
+                    .collect(),
+            );
+            report_sink(&telemetry, stats);
+        }
         for (labels, pushed) in slot_labels.into_iter().zip(pushed_all) {
             if let Some(reason) = pushed.dropped {
                 telemetry.add(
@@ -649,4 +671,26 @@ fn not_performed(telemetry: &Telemetry, incident: &str, action: &remediate::engi
     let reason = action.decision.label();
     telemetry.add("heal_actions_suppressed_total", &[("reason", reason)], 1.0);
     tracing::info!(target: LOG_TARGET, stage = "remediate", %incident, step = action.step, %reason, detail = %action.decision.detail, "action not performed");
+}
+
+/// The remote-write sender's counters, into heal's own metrics.
+fn report_sink(telemetry: &Telemetry, stats: &ingest::sinks::remote_write::SinkStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let out = "heal_remote_write_out_samples_total";
+    telemetry.set(out, &[("outcome", "sent")], stats.sent.load(Relaxed) as f64);
+    telemetry.set(
+        out,
+        &[("outcome", "dropped_queue_full")],
+        stats.dropped_queue_full.load(Relaxed) as f64,
+    );
+    telemetry.set(
+        out,
+        &[("outcome", "dropped_failed")],
+        stats.dropped_failed.load(Relaxed) as f64,
+    );
+    telemetry.set(
+        "heal_remote_write_out_failed_requests_total",
+        &[],
+        stats.failed_requests.load(Relaxed) as f64,
+    );
 }

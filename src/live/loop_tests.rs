@@ -100,6 +100,7 @@ fn start(dir: &Path) -> Loop {
         store: Some(store.clone()),
         clock: Arc::new(ManualClock::at(T0 + 3_600_000)),
         last_ts_ms: 0,
+        scores: None,
     };
     Loop {
         evals,
@@ -275,6 +276,7 @@ fn bare_decider(dir: &Path, series: super::SeriesPolicy) -> (Decider, mpsc::Rece
         store: None,
         clock: Arc::new(ManualClock::at(T0)),
         last_ts_ms: 0,
+        scores: None,
     };
     (decider, jobs)
 }

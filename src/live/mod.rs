@@ -131,6 +131,8 @@ pub struct LiveConfig {
     /// Bearer token the API's changing endpoints require; they are
     /// disabled without one.
     pub api_token: Option<String>,
+    /// `--remote-write`: where each watched series' score and band go.
+    pub remote_write: Option<ingest::sinks::remote_write::SinkConfig>,
     /// What performs allowed actions.
     pub executors: Executors,
     /// Series eviction and the limit of live series per signal.
@@ -273,6 +275,7 @@ pub async fn run(
         tokio::spawn(ingest::remote_write::run_push_source(
             push,
             config.interval.as_millis() as i64,
+            ingest::remote_write::PUSH_LAG_MS,
             eval_tx.clone(),
             stop.clone(),
             ingest::SystemClock,
@@ -401,6 +404,15 @@ pub async fn run(
             *offset,
         );
     }
+    // Scores out: the decider offers each slot's scores, never waiting.
+    let (scores, sink_task) = match config.remote_write.clone() {
+        Some(sink) => {
+            let (sender, stats, task) =
+                ingest::sinks::remote_write::remote_write_sink(sink, stop.clone());
+            (Some((sender, stats)), Some(tokio::spawn(task)))
+        }
+        None => (None, None),
+    };
     let decider = decide::Decider {
         pipeline,
         handles: Default::default(),
@@ -413,6 +425,7 @@ pub async fn run(
         store: store.clone(),
         clock: config.clock.clone(),
         last_ts_ms: 0,
+        scores,
     };
     let decide = tokio::spawn(decider.run(eval_rx, cmd_rx));
     let act = tokio::spawn(act::act(
@@ -452,6 +465,9 @@ pub async fn run(
         let _ = log_task.await;
     }
     let _ = decide.await;
+    if let Some(sink_task) = sink_task {
+        let _ = sink_task.await;
+    }
     let _ = act.await;
     let _ = server.await;
     if let Some(thread) = store_thread {

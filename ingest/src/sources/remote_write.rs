@@ -8,6 +8,11 @@
 //! the body to [`decode`] and the request to [`PushSignals::accept`]; this
 //! module knows nothing of HTTP.
 //!
+//! **When.** A sender batches, so a sample arrives seconds after its
+//! timestamp: a slot is evaluated [`PUSH_LAG_MS`] after it ended, and its
+//! evaluation carries the slot's time (the remote-write signals' incidents
+//! open that much later than a pulled signal's would).
+//!
 //! **Which samples count.** A runbook signal with `remote_write: {metric,
 //! match, rate}` takes the series of that metric name whose labels carry
 //! every `match` pair. At each slot (the same aligned grid as the other
@@ -49,6 +54,11 @@ pub const MAX_VALUE_BYTES: usize = 1024;
 pub const MAX_SERIES_PER_SIGNAL: usize = 10_000;
 /// Slots without a sample after which a series is forgotten.
 pub const STALE_SLOTS: i64 = 10;
+/// How long after its end a slot is evaluated: a sender batches (for
+/// Prometheus, `queue_config.batch_send_deadline`, 5 s by default), so a
+/// sample arrives some seconds after its timestamp; one later than this is
+/// late and not taken (`heal_remote_write_samples_total{outcome="unmatched"}`).
+pub const PUSH_LAG_MS: i64 = 6_000;
 
 /// remote-write 1.0's `prometheus.WriteRequest` (fields heal reads; the
 /// rest, metadata and histograms, are skipped by the decoder).
@@ -166,10 +176,14 @@ pub struct Accepted {
     pub refused_series: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+/// Most samples a series holds for slots not yet evaluated (the oldest
+/// go first): a sender ahead of the lag cannot grow memory.
+pub const MAX_PENDING: usize = 256;
+
+#[derive(Debug, Clone, Default)]
 struct PushSeries {
-    /// The newest sample received, at or before the slot being filled.
-    latest: Option<(i64, f64)>,
+    /// Samples received for slots not evaluated yet, oldest first.
+    pending: std::collections::VecDeque<(i64, f64)>,
     /// The newest sample of an earlier slot (`rate`'s other end).
     before: Option<(i64, f64)>,
     /// The slot that last had a sample.
@@ -254,17 +268,15 @@ impl PushSignals {
                 out.refused_series += 1;
                 continue;
             }
-            let newest = ts
+            let fresh: Vec<(i64, f64)> = ts
                 .samples
                 .iter()
                 .filter(|s| s.timestamp > self.evaluated)
-                .max_by_key(|s| s.timestamp);
-            let Some(newest) = newest else { continue };
-            let taken = ts
-                .samples
-                .iter()
-                .filter(|s| s.timestamp > self.evaluated)
-                .count() as u64;
+                .map(|s| (s.timestamp, s.value))
+                .collect();
+            if fresh.is_empty() {
+                continue;
+            }
             for i in wanted {
                 let labels = Labels::from_pairs(
                     ts.labels
@@ -279,10 +291,16 @@ impl PushSignals {
                     continue;
                 }
                 let s = map.entry(labels).or_default();
-                if s.latest.is_none_or(|(t, _)| newest.timestamp >= t) {
-                    s.latest = Some((newest.timestamp, newest.value));
+                for &(t, v) in &fresh {
+                    // In order almost always; a sample out of order goes
+                    // to its place.
+                    let at = s.pending.partition_point(|(pt, _)| *pt <= t);
+                    s.pending.insert(at, (t, v));
                 }
-                out.matched += taken;
+                while s.pending.len() > MAX_PENDING {
+                    s.pending.pop_front();
+                }
+                out.matched += fresh.len() as u64;
             }
         }
         out
@@ -297,13 +315,21 @@ impl PushSignals {
         for (w, map) in self.watches.iter().zip(self.series.iter_mut()) {
             let mut series = Vec::new();
             map.retain(|_, s| {
-                s.latest.is_some() || ts_ms - s.last_slot <= STALE_SLOTS * interval_ms
+                !s.pending.is_empty() || ts_ms - s.last_slot <= STALE_SLOTS * interval_ms
             });
             for (labels, s) in map.iter_mut() {
-                // A sample newer than the slot waits for its own slot.
-                let Some((t, v)) = s.latest.filter(|(t, _)| *t > from && *t <= ts_ms) else {
-                    continue;
-                };
+                // This slot's newest sample; everything up to the slot's
+                // end is then done with (older ones were late).
+                let taken = s
+                    .pending
+                    .iter()
+                    .rev()
+                    .find(|(t, _)| *t > from && *t <= ts_ms)
+                    .copied();
+                while s.pending.front().is_some_and(|(t, _)| *t <= ts_ms) {
+                    s.pending.pop_front();
+                }
+                let Some((t, v)) = taken else { continue };
                 let value = if w.rate {
                     match s.before {
                         Some((t0, v0)) if t > t0 => {
@@ -316,16 +342,9 @@ impl PushSignals {
                     Some(v)
                 };
                 s.before = Some((t, v));
-                s.latest = None;
                 s.last_slot = ts_ms;
                 if let Some(value) = value {
                     series.push((labels.clone(), value));
-                }
-            }
-            // A sample older than the slot (late) is dropped with it.
-            for s in map.values_mut() {
-                if s.latest.is_some_and(|(t, _)| t <= from) {
-                    s.latest = None;
                 }
             }
             series.sort_by(|a, b| a.0.cmp(&b.0));
@@ -353,21 +372,24 @@ impl PushSignals {
 pub type SharedPush = Arc<Mutex<PushSignals>>;
 
 /// Runs the remote-write source until `stop` is cancelled or `tx` closes:
-/// at every slot (multiples of `interval_ms` on `clock`) one
-/// [`SourceEvent::Evaluation`] per remote-write signal.
+/// for every slot (multiples of `interval_ms` on `clock`), `lag_ms` after
+/// it ended ([`PUSH_LAG_MS`] live), one [`SourceEvent::Evaluation`] per
+/// remote-write signal, stamped with the slot's time.
 pub async fn run_push_source<C: Timer>(
     push: SharedPush,
     interval_ms: i64,
+    lag_ms: i64,
     tx: mpsc::Sender<SourceEvent>,
     stop: CancellationToken,
     clock: C,
 ) {
     let interval_ms = interval_ms.max(1);
-    let mut next = (clock.now_ms() / interval_ms + 1) * interval_ms;
+    let lag_ms = lag_ms.max(0);
+    let mut next = ((clock.now_ms() - lag_ms) / interval_ms + 1) * interval_ms;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            () = clock.sleep_until(next) => {}
+            () = clock.sleep_until(next + lag_ms) => {}
         }
         let evaluations = push
             .lock()
@@ -379,7 +401,7 @@ pub async fn run_push_source<C: Timer>(
             }
         }
         next += interval_ms;
-        let now = clock.now_ms();
+        let now = clock.now_ms() - lag_ms;
         if next <= now {
             next = (now / interval_ms + 1) * interval_ms;
         }
@@ -523,6 +545,27 @@ mod tests {
         });
         assert_eq!(late.matched, 0);
         assert!(values(&push.evaluate(13_000, 1_000)).is_empty());
+    }
+
+    #[test]
+    fn samples_ahead_of_the_slot_evaluated_wait_for_their_own() {
+        // Evaluated with a lag: three slots' samples are there at once.
+        let mut push = PushSignals::new(vec![PushWatch {
+            name: "g".into(),
+            metric: "m".into(),
+            matchers: BTreeMap::new(),
+            rate: false,
+        }]);
+        push.accept(&WriteRequest {
+            timeseries: vec![series(
+                &[("__name__", "m")],
+                &[(500, 1.0), (1_500, 2.0), (2_200, 3.0), (2_900, 4.0)],
+            )],
+        });
+        assert_eq!(values(&push.evaluate(1_000, 1_000)), ["g 1"]);
+        assert_eq!(values(&push.evaluate(2_000, 1_000)), ["g 2"]);
+        assert_eq!(values(&push.evaluate(3_000, 1_000)), ["g 4"]);
+        assert!(values(&push.evaluate(4_000, 1_000)).is_empty());
     }
 
     #[test]

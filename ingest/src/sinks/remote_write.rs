@@ -297,7 +297,7 @@ mod tests {
             score: 0.25,
             band: (0.1, 0.3),
         };
-        let m = by_metric(&[p.clone()]);
+        let m = by_metric(std::slice::from_ref(&p));
         assert_eq!(
             m["heal_anomaly_score"],
             [("instance=a:1,signal=api_latency".to_owned(), 0.25)]

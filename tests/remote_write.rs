@@ -400,6 +400,53 @@ scrape_configs:
     let memory = query(prometheus, "process_resident_memory_bytes{job=\"lab\"}");
     assert!(!memory.is_empty());
     assert!(lower[0].1 <= upper[0].1, "{lower:?} {upper:?}");
+    // The dashboard's queries: every one is PromQL this Prometheus takes,
+    // naming metrics heal exports or writes; the score panels show data.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/heal.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let exported = metrics(heal);
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            let concrete = expr
+                .replace("$__rate_interval", "1m")
+                .replace("$signal", "lab_memory_bytes");
+            let r = client::get(
+                prometheus,
+                &format!(
+                    "/api/v1/query?query={}",
+                    concrete
+                        .bytes()
+                        .map(|b| if b.is_ascii_alphanumeric() || b == b'_' {
+                            (b as char).to_string()
+                        } else {
+                            format!("%{b:02X}")
+                        })
+                        .collect::<String>()
+                ),
+                Duration::from_secs(2),
+            )
+            .unwrap();
+            assert_eq!(r.status, 200, "{expr}: {}", r.body_text());
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("heal_") {
+                    let written = ["heal_anomaly_score", "heal_band_lower", "heal_band_upper"];
+                    assert!(
+                        written.contains(&word) || exported.contains(&format!("# TYPE {word} ")),
+                        "the dashboard names {word}, which heal does not export"
+                    );
+                }
+            }
+            if expr.starts_with("heal_anomaly_score") || expr.starts_with("heal_band") {
+                assert!(!query(prometheus, &concrete).is_empty(), "{expr}: no data");
+            }
+        }
+    }
     // (heal's counters are set at each evaluation: they follow the sends.)
     wait_until("sent samples counted", Duration::from_secs(10), || {
         (metric(

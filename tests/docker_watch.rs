@@ -82,8 +82,11 @@ fn lab_image(tag: &str) {
     let _ = std::fs::remove_file(&tar);
 }
 
+/// Removes, when dropped (test failed or not): heal, the container or the
+/// Swarm service (waiting for its tasks' containers to go), then the image.
 struct Cleanup {
-    container: String,
+    container: Option<String>,
+    service: Option<String>,
     image: String,
     heal: Option<std::process::Child>,
 }
@@ -94,9 +97,29 @@ impl Drop for Cleanup {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = Command::new("docker")
-            .args(["rm", "-f", &self.container])
-            .output();
+        if let Some(container) = &self.container {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", container])
+                .output();
+        }
+        if let Some(service) = &self.service {
+            let _ = Command::new("docker")
+                .args(["service", "rm", service])
+                .output();
+            // The tasks' containers go with the service, a moment later.
+            for _ in 0..50 {
+                let gone = Command::new("docker")
+                    .args(["ps", "-aq", "--filter"])
+                    .arg(format!("label=com.docker.swarm.service.name={service}"))
+                    .output()
+                    .map(|o| o.stdout.is_empty())
+                    .unwrap_or(true);
+                if gone {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
         let _ = Command::new("docker").args(["rmi", &self.image]).output();
     }
 }
@@ -195,7 +218,8 @@ fn heal_watch_restarts_a_crashed_container_from_the_engines_events() {
     let image = format!("heal-watch-test:{pid}");
     let name = format!("heal-w-web-{pid}");
     let mut cleanup = Cleanup {
-        container: name.clone(),
+        container: Some(name.clone()),
+        service: None,
         image: image.clone(),
         heal: None,
     };
@@ -455,42 +479,6 @@ impl Drop for SwarmGuard {
     }
 }
 
-/// Removes the service, its image and heal when dropped.
-struct ServiceCleanup {
-    service: String,
-    image: String,
-    heal: Option<std::process::Child>,
-}
-
-impl Drop for ServiceCleanup {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.heal.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = Command::new("docker")
-            .args(["service", "rm", &self.service])
-            .output();
-        // The tasks' containers go with the service, a moment later.
-        for _ in 0..50 {
-            let left = Command::new("docker")
-                .args(["ps", "-aq", "--filter"])
-                .arg(format!(
-                    "label=com.docker.swarm.service.name={}",
-                    self.service
-                ))
-                .output()
-                .map(|o| o.stdout.is_empty())
-                .unwrap_or(true);
-            if left {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let _ = Command::new("docker").args(["rmi", &self.image]).output();
-    }
-}
-
 /// The lab service's arguments in the Swarm service, with a fault from
 /// its start when given.
 fn swarm_args(fault: Option<&str>) -> Vec<String> {
@@ -605,8 +593,9 @@ fn heal_watch_rolls_back_a_bad_swarm_deploy_and_scales_the_service_out_and_in() 
     let service = format!("heal-w-svc-{pid}");
     lab_image(&image);
     let _swarm = SwarmGuard::ensure();
-    let mut cleanup = ServiceCleanup {
-        service: service.clone(),
+    let mut cleanup = Cleanup {
+        container: None,
+        service: Some(service.clone()),
         image: image.clone(),
         heal: None,
     };

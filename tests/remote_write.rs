@@ -15,7 +15,7 @@ use std::time::Duration;
 use lab::http::client;
 
 mod common;
-use common::{free_port, wait_until, Guard};
+use common::{free_port, prometheus_bin, url_encode, wait_until, Guard};
 
 fn heal_lab() -> PathBuf {
     let bin = Path::new(env!("CARGO_BIN_EXE_heal"))
@@ -30,16 +30,22 @@ fn heal_lab() -> PathBuf {
     bin
 }
 
-fn prometheus_bin() -> PathBuf {
-    let p = std::env::var_os("PROMETHEUS_BIN")
-        .map(PathBuf::from)
-        .unwrap_or("/usr/bin/prometheus".into());
-    assert!(
-        p.exists(),
-        "this test needs Prometheus at {}: `apt-get install prometheus` (CI does), or set PROMETHEUS_BIN",
-        p.display()
-    );
-    p
+/// A real Prometheus on `port` with `config`, its data and stderr in `dir`.
+fn start_prometheus(dir: &Path, config: &Path, port: u16, extra: &[&str]) -> Guard {
+    Guard(
+        Command::new(prometheus_bin())
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn metrics(heal: SocketAddr) -> String {
@@ -172,19 +178,7 @@ remote_write:
         ),
     )
     .unwrap();
-    let _prometheus = Guard(
-        Command::new(prometheus_bin())
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("prometheus.err")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _prometheus = start_prometheus(dir.path(), &config, prom_port, &[]);
     // Requests to the lab, so that its counter moves.
     let load = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let loader = {
@@ -255,16 +249,7 @@ remote_write:
 /// Prometheus' `/api/v1/query` answer for `query`: (labels, value) per
 /// series.
 fn query(prometheus: SocketAddr, q: &str) -> Vec<(serde_json::Value, f64)> {
-    let path = format!(
-        "/api/v1/query?query={}",
-        q.bytes()
-            .map(|b| if b.is_ascii_alphanumeric() || b == b'_' {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            })
-            .collect::<String>()
-    );
+    let path = format!("/api/v1/query?query={}", url_encode(q));
     let Ok(r) = client::get(prometheus, &path, Duration::from_secs(2)) else {
         return Vec::new();
     };
@@ -319,19 +304,11 @@ scrape_configs:
         ),
     )
     .unwrap();
-    let _prometheus = Guard(
-        Command::new(prometheus_bin())
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address={prometheus}"))
-            .arg("--web.enable-remote-write-receiver")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("prometheus.err")).unwrap())
-            .spawn()
-            .unwrap(),
+    let _prometheus = start_prometheus(
+        dir.path(),
+        &config,
+        prom_port,
+        &["--web.enable-remote-write-receiver"],
     );
     wait_until("prometheus ready", Duration::from_secs(60), || {
         client::get(prometheus, "/-/ready", Duration::from_secs(1))
@@ -418,17 +395,7 @@ scrape_configs:
                 .replace("$signal", "lab_memory_bytes");
             let r = client::get(
                 prometheus,
-                &format!(
-                    "/api/v1/query?query={}",
-                    concrete
-                        .bytes()
-                        .map(|b| if b.is_ascii_alphanumeric() || b == b'_' {
-                            (b as char).to_string()
-                        } else {
-                            format!("%{b:02X}")
-                        })
-                        .collect::<String>()
-                ),
+                &format!("/api/v1/query?query={}", url_encode(&concrete)),
                 Duration::from_secs(2),
             )
             .unwrap();

@@ -839,18 +839,6 @@ fn scaling_registers_and_removes_replicas_in_haproxy() {
     assert_eq!(servers().unwrap(), Vec::<String>::new());
 }
 
-fn prometheus_bin() -> PathBuf {
-    let p = std::env::var_os("PROMETHEUS_BIN")
-        .map(PathBuf::from)
-        .unwrap_or("/usr/bin/prometheus".into());
-    assert!(
-        p.exists(),
-        "this test needs Prometheus at {}: `apt-get install prometheus` (CI does), or set PROMETHEUS_BIN",
-        p.display()
-    );
-    p
-}
-
 /// `heal-lab load` on `http://127.0.0.1:PORT/` at `rps` for five minutes,
 /// each request given `timeout_ms`.
 fn start_load(port: u16, rps: u32, timeout_ms: u32) -> Guard {
@@ -885,7 +873,7 @@ fn start_prometheus(dir: &Path, targets: &[(&str, u16)]) -> (Guard, SocketAddr) 
         .success());
     let port = free_ports(1);
     let guard = Guard(
-        Command::new(prometheus_bin())
+        Command::new(common::prometheus_bin())
             .arg(format!("--config.file={}", conf.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",

@@ -82,6 +82,36 @@ pub fn wait_until<T>(
     panic!("timed out after {deadline:?} waiting for {what}");
 }
 
+/// The Prometheus server: `PROMETHEUS_BIN`, else `/usr/bin/prometheus`
+/// (Debian's, which `.ci/run` installs). Without one a test fails, never
+/// skips.
+#[allow(dead_code)]
+pub fn prometheus_bin() -> PathBuf {
+    let p = std::env::var_os("PROMETHEUS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or("/usr/bin/prometheus".into());
+    assert!(
+        p.exists(),
+        "this test needs Prometheus at {}: `apt-get install prometheus` (CI does), or set PROMETHEUS_BIN",
+        p.display()
+    );
+    p
+}
+
+/// Percent-encodes a PromQL expression for a query string.
+#[allow(dead_code)]
+pub fn url_encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// The tansu broker: `TANSU_BIN`, else `tansu` on PATH, else
 /// `~/.cache/heal-tools/bin/tansu` (where `.ci/run` installs it). Without
 /// one a test fails, never skips.

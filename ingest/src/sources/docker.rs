@@ -606,15 +606,7 @@ fn evaluate(
         })
         .collect();
     series.sort_by(|a, b| a.0.cmp(&b.0));
-    Evaluation {
-        signal: signal.name.clone(),
-        ts_ms,
-        outcome: Ok(series),
-        duration_ms: 0,
-        attempts: 1,
-        truncated: 0,
-        duplicates: 0,
-    }
+    Evaluation::of(signal.name.clone(), ts_ms, series)
 }
 
 /// The service a container belongs to, with the labels its service series
@@ -714,15 +706,7 @@ fn evaluate_services(
         series.push((labels, value));
     }
     series.sort_by(|a, b| a.0.cmp(&b.0));
-    Evaluation {
-        signal: signal.name.clone(),
-        ts_ms,
-        outcome: Ok(series),
-        duration_ms: 0,
-        attempts: 1,
-        truncated: 0,
-        duplicates: 0,
-    }
+    Evaluation::of(signal.name.clone(), ts_ms, series)
 }
 
 /// The replicas each replicated Swarm service is set to run, by name

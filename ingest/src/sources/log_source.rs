@@ -587,15 +587,7 @@ fn evaluate(signal: &mut Signal, source: &Running, tally: Tally, ts_ms: i64) -> 
             series
         }
     };
-    Evaluation {
-        signal: signal.watch.name.clone(),
-        ts_ms,
-        outcome: Ok(series),
-        duration_ms: 0,
-        attempts: 1,
-        truncated: 0,
-        duplicates: 0,
-    }
+    Evaluation::of(signal.watch.name.clone(), ts_ms, series)
 }
 
 /// The state file's text for `sources` (the miners' parts re-serialised

@@ -348,15 +348,7 @@ impl PushSignals {
                 }
             }
             series.sort_by(|a, b| a.0.cmp(&b.0));
-            out.push(Evaluation {
-                signal: w.name.clone(),
-                ts_ms,
-                outcome: Ok(series),
-                duration_ms: 0,
-                attempts: 1,
-                truncated: 0,
-                duplicates: 0,
-            });
+            out.push(Evaluation::of(w.name.clone(), ts_ms, series));
         }
         self.evaluated = self.evaluated.max(ts_ms);
         out

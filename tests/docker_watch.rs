@@ -206,14 +206,35 @@ fn wait_log(log: &Path, want: &str, limit: Duration) -> String {
     }
 }
 
-#[test]
-fn heal_watch_restarts_a_crashed_container_from_the_engines_events() {
-    let _one = one_at_a_time();
+/// Fails (never skips) without an engine.
+fn assert_engine() {
     let info = Command::new("docker").args(["info"]).output();
     assert!(
         info.is_ok_and(|o| o.status.success()),
         "Docker Engine is not reachable: this test needs it and never skips"
     );
+}
+
+/// `heal watch --execute --docker` with the runbooks of `dir`, its API on
+/// `port`, its log in `log`.
+fn watch(dir: &Path, port: u16, log: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_heal"))
+        .args(["watch", "--prometheus", "http://127.0.0.1:9", "--runbooks"])
+        .arg(dir)
+        .args(["--interval", "1s", "--backfill", "0s", "--execute"])
+        .args(["--docker", "/var/run/docker.sock"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("HEAL_LOG", "heal::live=info,warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn heal_watch_restarts_a_crashed_container_from_the_engines_events() {
+    let _one = one_at_a_time();
+    assert_engine();
     let pid = std::process::id();
     let image = format!("heal-watch-test:{pid}");
     let name = format!("heal-w-web-{pid}");
@@ -319,18 +340,7 @@ rules:
         .unwrap()
         .port();
     let log = dir.path().join("heal.log");
-    let heal = Command::new(env!("CARGO_BIN_EXE_heal"))
-        .args(["watch", "--prometheus", "http://127.0.0.1:9", "--runbooks"])
-        .arg(dir.path())
-        .args(["--interval", "1s", "--backfill", "0s", "--execute"])
-        .args(["--docker", "/var/run/docker.sock"])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("HEAL_LOG", "heal::live=info,warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    cleanup.heal = Some(heal);
+    cleanup.heal = Some(watch(dir.path(), port, &log));
     // A few healthy slots first.
     std::thread::sleep(Duration::from_secs(4));
     fault_and_restart(&name, "/fault/crash", Duration::from_secs(45), &log);
@@ -583,11 +593,7 @@ fn running_tasks(service: &str) -> usize {
 #[test]
 fn heal_watch_rolls_back_a_bad_swarm_deploy_and_scales_the_service_out_and_in() {
     let _one = one_at_a_time();
-    let info = Command::new("docker").args(["info"]).output();
-    assert!(
-        info.is_ok_and(|o| o.status.success()),
-        "Docker Engine is not reachable: this test needs it and never skips"
-    );
+    assert_engine();
     let pid = std::process::id();
     let image = format!("heal-watch-test:{pid}-svc");
     let service = format!("heal-w-svc-{pid}");
@@ -671,19 +677,7 @@ rules:
         .unwrap()
         .port();
     let log = dir.path().join("heal.log");
-    cleanup.heal = Some(
-        Command::new(env!("CARGO_BIN_EXE_heal"))
-            .args(["watch", "--prometheus", "http://127.0.0.1:9", "--runbooks"])
-            .arg(dir.path())
-            .args(["--interval", "1s", "--backfill", "0s", "--execute"])
-            .args(["--docker", "/var/run/docker.sock"])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("HEAL_LOG", "heal::live=info,warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    cleanup.heal = Some(watch(dir.path(), port, &log));
     // The service's replica count is a series of its own.
     let metrics = || {
         use std::io::{Read, Write};

@@ -11,12 +11,14 @@
 //! once the store shows the action begun.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use lab::http::client;
 use store::{ExecutionState, IncidentFilter, IncidentStatus, Store};
+
+mod common;
 
 /// Whether process `pid` runs (a zombie, dead but not yet reaped by its
 /// new parent, does not).
@@ -47,19 +49,6 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
-
-fn prometheus_bin() -> PathBuf {
-    let p = std::env::var_os("PROMETHEUS_BIN")
-        .map(PathBuf::from)
-        .unwrap_or("/usr/bin/prometheus".into());
-    assert!(
-        p.exists(),
-        "this test needs Prometheus at {}: `apt-get install prometheus` (CI does), or set PROMETHEUS_BIN",
-        p.display()
-    );
-    p
-}
-
 fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let t0 = Instant::now();
     while t0.elapsed() < deadline {
@@ -91,7 +80,7 @@ fn start_prometheus_with(dir: &Path, port: u16, scrape_configs: &str) -> Guard {
         ),
     )
     .unwrap();
-    let child = Command::new(prometheus_bin())
+    let child = Command::new(common::prometheus_bin())
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(
             "--storage.tsdb.path={}",

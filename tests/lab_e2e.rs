@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 use lab::http::client;
 use store::{IncidentFilter, Store};
 
+mod common;
+
 const SERVICES: [&str; 5] = ["clean", "hang", "errors", "crash", "leak"];
 
 /// A child process killed when the guard drops.
@@ -58,19 +60,6 @@ fn bin_dir() -> PathBuf {
         .unwrap()
         .to_path_buf()
 }
-
-fn prometheus_bin() -> PathBuf {
-    let p = std::env::var_os("PROMETHEUS_BIN")
-        .map(PathBuf::from)
-        .unwrap_or("/usr/bin/prometheus".into());
-    assert!(
-        p.exists(),
-        "this test needs Prometheus at {}: `apt-get install prometheus` (CI does), or set PROMETHEUS_BIN",
-        p.display()
-    );
-    p
-}
-
 fn wait_until(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) -> Duration {
     let t0 = Instant::now();
     while t0.elapsed() < deadline {
@@ -83,7 +72,7 @@ fn wait_until(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) -> Du
 }
 
 fn start_prometheus(config: &Path, storage: &Path, port: u16) -> Guard {
-    let child = Command::new(prometheus_bin())
+    let child = Command::new(common::prometheus_bin())
         .arg(format!("--config.file={}", config.display()))
         .arg(format!("--storage.tsdb.path={}", storage.display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -204,7 +193,7 @@ fn restarts(control: u16, name: &str) -> u64 {
 
 #[test]
 fn heal_keeps_the_lab_healthy() {
-    let prometheus = prometheus_bin();
+    let prometheus = common::prometheus_bin();
     let dir = tempfile::tempdir().unwrap();
     let bins = bin_dir();
     let lab_bin = bins.join("heal-lab");

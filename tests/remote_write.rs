@@ -30,6 +30,18 @@ fn heal_lab() -> PathBuf {
     bin
 }
 
+/// A lab service `api` on `port`.
+fn start_lab(port: u16) -> Guard {
+    Guard(
+        Command::new(heal_lab())
+            .args(["service", "--name", "api", "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// A real Prometheus on `port` with `config`, its data and stderr in `dir`.
 fn start_prometheus(dir: &Path, config: &Path, port: u16, extra: &[&str]) -> Guard {
     Guard(
@@ -87,14 +99,7 @@ fn a_real_prometheus_remote_writes_to_heal_and_heal_acts_on_the_pushed_series() 
 
     // The lab service.
     let lab_port = free_port();
-    let _lab = Guard(
-        Command::new(heal_lab())
-            .args(["service", "--name", "api", "--port", &lab_port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _lab = start_lab(lab_port);
     let lab = SocketAddr::from(([127, 0, 0, 1], lab_port));
     wait_until("the lab service", Duration::from_secs(20), || {
         client::get(lab, "/healthz", Duration::from_secs(1))
@@ -280,14 +285,7 @@ fn query(prometheus: SocketAddr, q: &str) -> Vec<(serde_json::Value, f64)> {
 fn heal_watch_remote_writes_scores_and_bands_that_prometheus_serves_back() {
     let dir = tempfile::tempdir().unwrap();
     let lab_port = free_port();
-    let _lab = Guard(
-        Command::new(heal_lab())
-            .args(["service", "--name", "api", "--port", &lab_port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _lab = start_lab(lab_port);
     let prom_port = free_port();
     let prometheus = SocketAddr::from(([127, 0, 0, 1], prom_port));
     let config = dir.path().join("prometheus.yml");

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use lab::http::client;
 use store::{ExecutionState, IncidentFilter, Store};
 
+mod common;
+
 /// A child process killed when the guard drops.
 struct Guard(Child);
 
@@ -34,19 +36,6 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
-
-fn prometheus_bin() -> PathBuf {
-    let p = std::env::var_os("PROMETHEUS_BIN")
-        .map(PathBuf::from)
-        .unwrap_or("/usr/bin/prometheus".into());
-    assert!(
-        p.exists(),
-        "this test needs Prometheus at {}: `apt-get install prometheus` (CI does), or set PROMETHEUS_BIN",
-        p.display()
-    );
-    p
-}
-
 fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let t0 = Instant::now();
     while t0.elapsed() < deadline {
@@ -74,7 +63,7 @@ fn start_prometheus_on(dir: &Path, target: u16) -> (Guard, u16) {
         ),
     )
     .unwrap();
-    let child = Command::new(prometheus_bin())
+    let child = Command::new(common::prometheus_bin())
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(
             "--storage.tsdb.path={}",

@@ -85,7 +85,6 @@ pub fn wait_until<T>(
 /// The Prometheus server: `PROMETHEUS_BIN`, else `/usr/bin/prometheus`
 /// (Debian's, which `.ci/run` installs). Without one a test fails, never
 /// skips.
-#[allow(dead_code)]
 pub fn prometheus_bin() -> PathBuf {
     let p = std::env::var_os("PROMETHEUS_BIN")
         .map(PathBuf::from)
@@ -99,7 +98,6 @@ pub fn prometheus_bin() -> PathBuf {
 }
 
 /// Percent-encodes a PromQL expression for a query string.
-#[allow(dead_code)]
 pub fn url_encode(q: &str) -> String {
     q.bytes()
         .map(|b| {
@@ -185,7 +183,6 @@ pub fn start_broker(dir: &Path, topic: &str, partitions: u32) -> (Guard, String)
 /// the base offset of the last batch plus one (dynostore `list_offsets`),
 /// short by the batch's other records, so watermarks undercount a topic
 /// whose last batch held more than one message.
-#[allow(dead_code)]
 pub fn topic_messages(brokers: &str, topic: &str, partitions: i32) -> u64 {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::topic_partition_list::{Offset, TopicPartitionList};

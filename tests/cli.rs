@@ -587,3 +587,83 @@ fn a_corrupted_dataset_is_refused_by_name_and_rewrite_adds_the_hash() {
         "the rewrite did not restore the file"
     );
 }
+
+/// `heal completions`: bash really loads the script (`complete -p heal`
+/// then names heal's function) and it completes subcommands and options;
+/// zsh's and fish's scripts are theirs; an unknown shell is refused.
+#[test]
+fn shell_completions_load_in_bash_and_name_every_subcommand() {
+    let bash = heal(&["completions", "bash"]);
+    assert!(bash.status.success(), "{}", stderr(&bash));
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("heal.bash");
+    std::fs::write(&script, stdout(&bash)).unwrap();
+    // Source it, then ask for the words after `heal w` and `heal watch --rem`.
+    let probe = format!(
+        "source {}\ncomplete -p heal\nCOMP_WORDS=(heal w); COMP_CWORD=1; COMP_LINE='heal w'; COMP_POINT=6; _heal heal w heal; echo \"sub: ${{COMPREPLY[*]}}\"\nCOMP_WORDS=(heal watch --rem); COMP_CWORD=2; COMP_LINE='heal watch --rem'; COMP_POINT=16; _heal heal --rem watch; echo \"opt: ${{COMPREPLY[*]}}\"\n",
+        script.display()
+    );
+    let out = std::process::Command::new("bash")
+        .args(["--norc", "-c", &probe])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("-F _heal heal"), "{text}");
+    assert!(text.contains("sub: watch"), "{text}");
+    assert!(
+        text.contains("--remote-write") && text.contains("--remote-write-token-env"),
+        "{text}"
+    );
+    let zsh = stdout(&heal(&["completions", "zsh"]));
+    assert!(zsh.starts_with("#compdef heal"), "{zsh}");
+    let fish = stdout(&heal(&["completions", "fish"]));
+    assert!(fish.contains("complete -c heal"), "{fish}");
+    for sub in [
+        "watch",
+        "replay",
+        "supervise",
+        "incidents",
+        "completions",
+        "man",
+    ] {
+        assert!(zsh.contains(&format!("'{sub}:")), "zsh lacks {sub}");
+        assert!(fish.contains(&format!("-a \"{sub}\"")), "fish lacks {sub}");
+    }
+    let bad = heal(&["completions", "tcsh"]);
+    // clap's own usage error (as for every bad argument), naming the shells.
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("possible values: bash"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+/// `heal man`: a roff page with a section per subcommand (nested ones
+/// too) and their options, as `--help` gives them.
+#[test]
+fn the_man_page_has_every_subcommand_and_its_options() {
+    let out = heal(&["man"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = stdout(&out);
+    assert!(page.contains(".TH heal 1"));
+    for section in [
+        "HEAL WATCH",
+        "HEAL REPLAY",
+        "HEAL BENCH NAB",
+        "HEAL INCIDENTS LIST",
+        "HEAL RUNBOOKS CHECK",
+        "HEAL COMPLETIONS",
+    ] {
+        assert!(
+            page.contains(&format!(".SH \"{section}\"")),
+            "no {section} section"
+        );
+    }
+    assert!(page.contains("remote\\-write"), "watch's options are in it");
+}

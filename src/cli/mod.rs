@@ -86,6 +86,16 @@ enum Command {
     /// Run and watch services (dependency order, restarts with backoff,
     /// scale, deploy, rollback) and serve their control API.
     Supervise(supervise::SuperviseArgs),
+    /// Print a shell completion script: `heal completions bash >
+    /// /etc/bash_completion.d/heal` (zsh: into a `$fpath` directory as
+    /// `_heal`; fish: `~/.config/fish/completions/heal.fish`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print heal's man page (roff): `heal man > heal.1; man ./heal.1`.
+    /// Every subcommand is in it, as `heal COMMAND --help` gives it.
+    Man,
 }
 
 /// Exit code for an error: 64 for bad usage or configuration, 69 for a
@@ -123,6 +133,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agent(a) => agent::run(a),
         Command::Supervise(a) => supervise::run(a),
         Command::Topology(a) => topology(a),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "heal", &mut script);
+            print_bytes(&script)
+        }
+        Command::Man => print_bytes(&man_page()?),
         Command::Diagnose(a) => {
             let settings = a.settings.settings()?;
             print!(
@@ -132,6 +149,39 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Writes `bytes` to stdout; a reader that stopped early (`| head`) is
+/// not an error.
+fn print_bytes(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// heal's man page: the top command's, then a section per subcommand
+/// (nested ones too), each with its options, from the CLI definition.
+fn man_page() -> anyhow::Result<Vec<u8>> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
+    fn sub(out: &mut Vec<u8>, cmd: &clap::Command, path: &str) -> anyhow::Result<()> {
+        for c in cmd.get_subcommands().filter(|c| c.get_name() != "help") {
+            let name = format!("{path} {}", c.get_name());
+            out.extend_from_slice(format!(".SH \"{}\"\n", name.to_uppercase()).as_bytes());
+            let man = clap_mangen::Man::new(c.clone());
+            man.render_description_section(out)?;
+            man.render_options_section(out)?;
+            sub(out, c, &name)?;
+        }
+        Ok(())
+    }
+    sub(&mut out, &cmd, "heal")?;
+    Ok(out)
 }
 
 /// `heal topology`.

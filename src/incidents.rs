@@ -33,6 +33,10 @@ pub fn open(db: &Path) -> Result<Store> {
 pub struct ListQuery {
     /// Only this service.
     pub service: Option<String>,
+    /// Only this signal.
+    pub signal: Option<String>,
+    /// Only this rule.
+    pub rule: Option<String>,
     /// Opened at or after (RFC 3339, `now`, `-1h`).
     pub since: Option<String>,
     /// Opened before.
@@ -62,6 +66,8 @@ impl ListQuery {
         };
         Ok(IncidentFilter {
             service: self.service.clone(),
+            signal: self.signal.clone(),
+            rule: self.rule.clone(),
             since_ms: time("--since", &self.since)?,
             until_ms: time("--until", &self.until)?,
             status: self

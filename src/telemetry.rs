@@ -126,6 +126,17 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Gauge,
         "Incidents the engine holds in memory (open, or resolved within the last hour).",
     ),
+    // Alertmanager in (`POST /api/v1/alerts`).
+    (
+        "heal_alertmanager_requests_total",
+        Kind::Counter,
+        "Alertmanager webhook requests received, by the status answered (200 taken; 400, 413 refused bodies; 401, 403 the token; 404 no alertmanager signal).",
+    ),
+    (
+        "heal_alerts_received_total",
+        Kind::Counter,
+        "Alerts received from Alertmanager: taken, or refused (bad labels, or 10,000 alerts held).",
+    ),
     // Remote write in (`POST /api/v1/write`).
     (
         "heal_remote_write_requests_total",

@@ -74,6 +74,7 @@ pub use policy::{
 };
 pub use series::{Labels, Sample, SeriesId, METRIC_NAME_LABEL};
 /// Docker Engine as a source (discovery, events as per-target signals).
+pub use sources::alerts;
 pub use sources::docker;
 pub use sources::file;
 pub use sources::kafka;

@@ -31,15 +31,17 @@ struct Feed {
 /// Query string of `GET /api/incidents`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
-    service: Option<String>,
+pub(crate) struct ListQuery {
+    pub(crate) service: Option<String>,
+    pub(crate) signal: Option<String>,
+    pub(crate) rule: Option<String>,
     /// RFC 3339 or ms since the epoch.
-    since: Option<String>,
-    until: Option<String>,
-    status: Option<String>,
-    outcome: Option<String>,
-    limit: Option<usize>,
-    cursor: Option<String>,
+    pub(crate) since: Option<String>,
+    pub(crate) until: Option<String>,
+    pub(crate) status: Option<String>,
+    pub(crate) outcome: Option<String>,
+    pub(crate) limit: Option<usize>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// The feed's routes; without a store they answer 404 saying how to get one.
@@ -61,10 +63,12 @@ fn time(field: &str, v: &str, now_ms: i64) -> Result<i64, String> {
 }
 
 /// The filter a query asks for, or every problem with it.
-fn filter(q: ListQuery, now_ms: i64) -> Result<IncidentFilter, String> {
+pub(crate) fn filter(q: ListQuery, now_ms: i64) -> Result<IncidentFilter, String> {
     let mut problems = Vec::new();
     let mut f = IncidentFilter {
         service: q.service,
+        signal: q.signal,
+        rule: q.rule,
         limit: q.limit.unwrap_or(0),
         cursor: q.cursor,
         ..IncidentFilter::default()
@@ -102,11 +106,11 @@ fn filter(q: ListQuery, now_ms: i64) -> Result<IncidentFilter, String> {
 }
 
 /// Runs `read` on the store in a blocking thread.
-async fn with_store<T: Send + 'static>(
-    feed: &Feed,
+pub(crate) async fn with_store<T: Send + 'static>(
+    db: Option<PathBuf>,
     read: impl FnOnce(&Store) -> Result<T, String> + Send + 'static,
 ) -> Result<T, Response> {
-    let Some(db) = feed.db.clone() else {
+    let Some(db) = db else {
         return Err(error(
             StatusCode::NOT_FOUND,
             "no incident store: start heal watch with --db FILE",
@@ -133,7 +137,11 @@ async fn list(
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match with_store(&feed, move |s| s.list(&f).map_err(|e| e.to_string())).await {
+    match with_store(feed.db.clone(), move |s| {
+        s.list(&f).map_err(|e| e.to_string())
+    })
+    .await
+    {
         Ok(page) => Json(page).into_response(),
         Err(r) => r,
     }
@@ -141,7 +149,7 @@ async fn list(
 
 async fn show(State(feed): State<Feed>, Path(id): Path<String>) -> Response {
     let wanted = id.clone();
-    let found = with_store(&feed, move |s| {
+    let found = with_store(feed.db.clone(), move |s| {
         let Some(record) = s.incident(&wanted).map_err(|e| e.to_string())? else {
             return Ok(None);
         };
@@ -197,7 +205,7 @@ const FEED_ENTRIES: usize = 50;
 
 async fn page(State(feed): State<Feed>, Path(id): Path<String>) -> Response {
     let wanted = id.clone();
-    let found = with_store(&feed, move |s| {
+    let found = with_store(feed.db.clone(), move |s| {
         let Some(record) = s.incident(&wanted).map_err(|e| e.to_string())? else {
             return Ok(None);
         };
@@ -230,7 +238,7 @@ async fn feed_atom(State(feed): State<Feed>, headers: axum::http::HeaderMap) -> 
         })
         .unwrap_or("127.0.0.1")
         .to_owned();
-    let found = with_store(&feed, move |s| {
+    let found = with_store(feed.db.clone(), move |s| {
         let page = s
             .list(&IncidentFilter {
                 status: Some(IncidentStatus::Resolved),
@@ -277,6 +285,8 @@ mod tests {
         let f = filter(
             ListQuery {
                 service: Some("web".into()),
+                signal: None,
+                rule: Some("latency-high".into()),
                 since: Some("2026-03-01T00:00:00Z".into()),
                 until: Some("1772323260000".into()),
                 status: Some("resolved".into()),
@@ -287,6 +297,7 @@ mod tests {
             0,
         )
         .unwrap();
+        assert_eq!(f.rule.as_deref(), Some("latency-high"));
         assert_eq!(f.since_ms, Some(1_772_323_200_000));
         assert_eq!(f.until_ms, Some(1_772_323_260_000));
         assert_eq!(f.status, Some(IncidentStatus::Resolved));

@@ -7,10 +7,14 @@
 //! - `control.rs`: silences, maintenance windows and approvals;
 //! - `marks.rs`: learning from outcomes (`POST /api/incidents/ID/false-alarm`,
 //!   `POST /api/missed`);
+//! - `alerts.rs`: Alertmanager's webhook in (`POST /api/v1/alerts`), into
+//!   the runbooks' `alertmanager:` signals;
 //! - `remote_write.rs`: Prometheus remote write in (`POST /api/v1/write`),
 //!   into the runbooks' `remote_write:` signals;
 //! - `feed.rs`: the incident store read-only (`/api/incidents`,
 //!   `/incidents/ID`, `/feed.atom`);
+//! - `web.rs`: the pages for people (`/`, `/silences`, `/approvals`),
+//!   with forms behind the token;
 //! - `client.rs`: the command-line side (`heal silence`, `heal approve`).
 //!
 //! The decider owns the engine: changing endpoints send it a
@@ -18,6 +22,7 @@
 //! to loopback by default); changing ones need the bearer token, and
 //! without one configured they are refused.
 
+mod alerts;
 mod client;
 mod control;
 mod feed;
@@ -25,6 +30,7 @@ mod marks;
 #[cfg(test)]
 mod properties;
 mod remote_write;
+mod web;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -49,8 +55,8 @@ use crate::telemetry::Telemetry;
 /// What the API's handlers share.
 #[derive(Clone)]
 pub(crate) struct ApiState {
-    /// The decider's queue.
-    pub(crate) commands: mpsc::Sender<Command>,
+    /// The decider's queue; `None` under `heal serve` (no engine runs).
+    pub(crate) commands: Option<mpsc::Sender<Command>>,
     /// The bearer token of changing requests; `None` disables them.
     pub(crate) token: Option<String>,
     /// The incident store, read per request.
@@ -64,6 +70,9 @@ pub(crate) struct ApiState {
     /// The runbooks' remote-write signals (`POST /api/v1/write` fills
     /// them); `None` without any.
     pub(crate) push: Option<ingest::remote_write::SharedPush>,
+    /// The runbooks' Alertmanager signals (`POST /api/v1/alerts` fills
+    /// them); `None` without any.
+    pub(crate) alerts: Option<ingest::alerts::SharedAlerts>,
 }
 
 /// Serves the API on `listener` until `stop` is cancelled.
@@ -80,15 +89,22 @@ pub(crate) async fn serve(
         }
     };
     let healthz = {
-        let (last_processed, interval, clock) = (
+        let (last_processed, interval, clock, watching) = (
             state.last_processed.clone(),
             state.interval,
             state.clock.clone(),
+            state.commands.is_some(),
         );
         move || {
             let last = last_processed.load(Ordering::Relaxed);
             let age = clock.now_ms() - last;
             async move {
+                if !watching {
+                    return (
+                        StatusCode::OK,
+                        "ok: serving the incident store\n".to_owned(),
+                    );
+                }
                 // Healthy once the loop has processed an evaluation
                 // recently (three intervals, at least 10 s).
                 let limit = (3 * interval.as_millis() as i64).max(10_000);
@@ -117,10 +133,47 @@ pub(crate) async fn serve(
         .merge(control::routes(state.clone()))
         .merge(marks::routes(state.clone()))
         .merge(remote_write::routes(state.clone()))
+        .merge(alerts::routes(state.clone()))
+        .merge(web::routes(state.clone()))
         .merge(feed::routes(state.db.clone(), state.clock.clone()));
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await;
+}
+
+/// `heal serve`: the incident store's feed, pages and JSON API with no
+/// watch running, on `listener` until `stop` resolves. Reads only: a
+/// change (approve, silence) answers that it needs the `heal watch` that
+/// writes the store. `token` still guards those endpoints, so that a
+/// refusal is the same with or without a watch.
+pub async fn serve_store(
+    listener: tokio::net::TcpListener,
+    db: PathBuf,
+    token: Option<String>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let cancel = CancellationToken::new();
+    let on_stop = cancel.clone();
+    tokio::spawn(async move {
+        stop.await;
+        on_stop.cancel();
+    });
+    serve(
+        listener,
+        ApiState {
+            commands: None,
+            token,
+            db: Some(db),
+            telemetry: Arc::new(Telemetry::default()),
+            last_processed: Arc::new(AtomicI64::new(0)),
+            interval: Duration::from_secs(1),
+            clock: Arc::new(stdx::SystemClock),
+            push: None,
+            alerts: None,
+        },
+        cancel,
+    )
+    .await;
 }
 
 /// A JSON error answer.
@@ -147,14 +200,20 @@ fn authorize(api: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
+/// Why a change is refused under `heal serve`.
+const NO_WATCH: &str = "This is heal serve: no heal watch runs here, so nothing is approved, silenced or expired from this page. Do it on the heal watch that writes this store.";
+
 /// Sends a command and waits for the decider's answer.
 #[allow(clippy::result_large_err)]
 async fn ask<T>(
     api: &ApiState,
     make: impl FnOnce(oneshot::Sender<T>) -> Command,
 ) -> Result<T, Response> {
+    let Some(commands) = &api.commands else {
+        return Err(error(StatusCode::SERVICE_UNAVAILABLE, NO_WATCH));
+    };
     let (tx, rx) = oneshot::channel();
-    api.commands
+    commands
         .send(make(tx))
         .await
         .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "heal is shutting down"))?;

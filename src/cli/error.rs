@@ -40,6 +40,19 @@ pub fn duration_arg(name: &str, v: &str) -> anyhow::Result<Duration> {
         .map_err(|e| UsageError(format!("--{name} {v:?}: {e}")).into())
 }
 
+/// The API token from the environment variable `--api-token-env` names;
+/// `None` without the flag, a usage error when the variable is unset or
+/// empty.
+pub fn api_token(var: Option<&str>) -> Result<Option<String>, UsageError> {
+    var.map(|var| {
+        std::env::var(var)
+            .ok()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| UsageError(format!("--api-token-env: {var} is not set")))
+    })
+    .transpose()
+}
+
 /// The async runtime of a long-running command: two worker threads (the
 /// machine heal is sized for has two cores).
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

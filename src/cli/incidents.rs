@@ -42,6 +42,12 @@ pub struct ListArgs {
     /// Only this service.
     #[arg(long)]
     service: Option<String>,
+    /// Only this signal.
+    #[arg(long)]
+    signal: Option<String>,
+    /// Only this rule.
+    #[arg(long)]
+    rule: Option<String>,
     /// Only incidents opened at or after this time: RFC 3339, `now`, or a
     /// time before now such as `-1h`.
     #[arg(long, allow_hyphen_values = true)]
@@ -125,6 +131,8 @@ pub fn run(cmd: IncidentsCmd) -> anyhow::Result<()> {
         IncidentsCmd::List(args) => {
             let query = ListQuery {
                 service: args.service,
+                signal: args.signal,
+                rule: args.rule,
                 since: args.since,
                 until: args.until,
                 status: args.status,
@@ -174,4 +182,41 @@ pub fn run(cmd: IncidentsCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `heal serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The incident store (written by `heal watch --db` or `heal replay --db`).
+    #[arg(long, default_value = "heal.db")]
+    db: PathBuf,
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    listen: std::net::SocketAddr,
+    /// Name of an environment variable holding the API token. The pages'
+    /// forms ask for it; `heal serve` itself changes nothing (approving and
+    /// silencing need the `heal watch` that writes the store).
+    #[arg(long)]
+    api_token_env: Option<String>,
+}
+
+/// Serves the store until SIGINT or SIGTERM.
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    use super::error::{runtime, shutdown_signal, UsageError};
+    // A missing or foreign file is said now, not at the first page.
+    store::Store::open_read_only(&args.db)
+        .map_err(|e| UsageError(format!("--db {}: {e}", args.db.display())))?;
+    let token = super::error::api_token(args.api_token_env.as_deref())?;
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| UsageError(format!("listening on {}: {e}", args.listen)))?;
+        eprintln!(
+            "serving {} on http://{}/",
+            args.db.display(),
+            listener.local_addr().unwrap_or(args.listen)
+        );
+        heal::api::serve_store(listener, args.db.clone(), token, shutdown_signal()).await;
+        Ok(())
+    })
 }

@@ -75,6 +75,10 @@ enum Command {
     /// `sensitivity`).
     #[command(subcommand)]
     Incidents(incidents::IncidentsCmd),
+    /// Serve an incident store's pages (`/`: incidents with filters, each
+    /// one's report; `/silences`; `/approvals`), its JSON API and Atom feed,
+    /// with no watch running: `heal serve --db heal.db`.
+    Serve(incidents::ServeArgs),
     /// Silences and maintenance windows of a running `heal watch`.
     #[command(subcommand)]
     Silence(control::SilenceCmd),
@@ -128,6 +132,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(c) => logs::run(c),
         Command::Demo(a) => demo::run(a),
         Command::Incidents(c) => incidents::run(c),
+        Command::Serve(a) => incidents::serve(a),
         Command::Silence(c) => control::run_silence(c),
         Command::Approve(a) => control::run_approve(a),
         Command::Agent(a) => agent::run(a),

@@ -181,15 +181,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut prometheus = PrometheusConfig::new(args.prometheus.clone());
     prometheus.timeout_ms = timeout.as_millis() as u64;
     prometheus.auth = auth;
-    let api_token = match &args.api_token_env {
-        Some(var) => Some(
-            std::env::var(var)
-                .ok()
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| UsageError(format!("--api-token-env: {var} is not set")))?,
-        ),
-        None => None,
-    };
+    let api_token = super::error::api_token(args.api_token_env.as_deref())?;
     let remote_write = match &args.remote_write {
         Some(url) => {
             let parsed = reqwest::Url::parse(url)

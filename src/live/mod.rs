@@ -218,11 +218,18 @@ pub async fn run(
             ingest::remote_write::PushSignals::new(push_watches),
         ))
     });
+    // Alertmanager signals: the webhook fills them, a slot task reads them.
+    let alert_watches = alert_signals(&config.runbooks);
+    let alerts = (!alert_watches.is_empty()).then(|| {
+        Arc::new(std::sync::Mutex::new(ingest::alerts::AlertSignals::new(
+            alert_watches,
+        )))
+    });
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(16);
     let server = tokio::spawn(crate::api::serve(
         listener,
         crate::api::ApiState {
-            commands: cmd_tx.clone(),
+            commands: Some(cmd_tx.clone()),
             token: config.api_token.clone(),
             db: config.db.clone(),
             telemetry: telemetry.clone(),
@@ -230,6 +237,7 @@ pub async fn run(
             interval: config.interval,
             clock: config.clock.clone(),
             push: push.clone(),
+            alerts: alerts.clone(),
         },
         stop.clone(),
     ));
@@ -276,6 +284,15 @@ pub async fn run(
             push,
             config.interval.as_millis() as i64,
             ingest::remote_write::PUSH_LAG_MS,
+            eval_tx.clone(),
+            stop.clone(),
+            ingest::SystemClock,
+        ))
+    });
+    let alert_source = alerts.map(|alerts| {
+        tokio::spawn(ingest::alerts::run_alert_source(
+            alerts,
+            config.interval.as_millis() as i64,
             eval_tx.clone(),
             stop.clone(),
             ingest::SystemClock,
@@ -455,6 +472,9 @@ pub async fn run(
     if let Some(push_source) = push_source {
         let _ = push_source.await;
     }
+    if let Some(alert_source) = alert_source {
+        let _ = alert_source.await;
+    }
     if let Some(docker_source) = docker_source {
         let _ = docker_source.await;
     }
@@ -537,6 +557,20 @@ fn prepare_logs(
     ingest::log_source::prepare_log_source(sources, watches, interval.as_millis() as i64, state)
         .map(Some)
         .map_err(|e| Error::Usage(e.to_string()))
+}
+
+/// The runbooks' `alertmanager:` signals, for the alerts source.
+fn alert_signals(runbooks: &RunbookSet) -> Vec<ingest::alerts::AlertWatch> {
+    runbooks
+        .signals()
+        .iter()
+        .filter_map(|s| {
+            Some(ingest::alerts::AlertWatch {
+                name: s.name.clone(),
+                matchers: s.alertmanager.as_ref()?.matchers.clone(),
+            })
+        })
+        .collect()
 }
 
 /// The runbooks' `remote_write:` signals, for the push source.

@@ -89,7 +89,10 @@ use remediate::action::ActionResult;
 use serde::Serialize;
 
 pub use error::StoreError;
-pub use query::{IncidentFilter, IncidentPage, IncidentRecord, IncidentSummary, DEFAULT_LIMIT};
+pub use query::{
+    Facets, IncidentFilter, IncidentPage, IncidentRecord, IncidentSummary, DEFAULT_LIMIT,
+    MAX_FACET_VALUES,
+};
 pub use sensitivity::{
     step_offset, Adjustment, Mark, Marked, Reason as SensitivityReason, OFFSET_MAX, OFFSET_MIN,
 };

@@ -20,6 +20,10 @@ pub(crate) const MAX_LIMIT: usize = 1000;
 pub struct IncidentFilter {
     /// Only this service (exact match).
     pub service: Option<String>,
+    /// Only this signal (exact match).
+    pub signal: Option<String>,
+    /// Only this rule (exact match).
+    pub rule: Option<String>,
     /// Only incidents opened at or after this time (ms).
     pub since_ms: Option<i64>,
     /// Only incidents opened before this time (ms).
@@ -43,6 +47,22 @@ pub struct IncidentPage {
     /// `None` on the last page.
     pub next_cursor: Option<String>,
 }
+
+/// The values the incidents carry, for a filter's choices: every
+/// service, signal and rule named by an incident (at most
+/// [`MAX_FACET_VALUES`] of each, in order).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Facets {
+    /// Services (the empty service left out).
+    pub services: Vec<String>,
+    /// Signals.
+    pub signals: Vec<String>,
+    /// Rules.
+    pub rules: Vec<String>,
+}
+
+/// Most values of one facet listed.
+pub const MAX_FACET_VALUES: usize = 500;
 
 /// One incident in a list: what a table row or a feed entry shows.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -18,7 +18,8 @@ use super::{escape, offset, status, steps, timeline, title, Evidence, LogEvidenc
 use crate::engine::{series_selector, Incident, Outcome};
 use crate::time::{human, rfc3339};
 
-const STYLE: &str = "
+/// The reports' style sheet; heal's web pages (`GET /`) share it.
+pub const STYLE: &str = "
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; color: #1f2328; max-width: 62rem; margin: 1.5rem auto; padding: 0 1rem; line-height: 1.45; }
 h1 { font-size: 1.45rem; margin-bottom: 0.4rem; }
 h2 { font-size: 1.15rem; border-bottom: 1px solid #d0d7de; padding-bottom: 0.2rem; margin-top: 1.8rem; }

@@ -32,7 +32,7 @@ pub use evidence::{
     Evidence, EvidencePoint, EvidenceRecorder, EvidenceRing, LogEvidence, LogLine, TemplateMove,
     EVIDENCE_CAP, LOG_LINES_KEPT, LOG_LINE_CHARS, RING_LEN, TEMPLATE_MOVES_KEPT,
 };
-pub use html::html;
+pub use html::{html, STYLE};
 
 /// An optional timestamp as RFC 3339.
 fn opt_time(ms: Option<i64>) -> Option<String> {
@@ -330,7 +330,7 @@ fn timeline(inc: &Incident) -> Vec<(i64, String)> {
 /// attribute values alike. Characters XML 1.0 forbids (most C0 controls)
 /// become U+FFFD, so that a label value can never make a report or the feed
 /// ill-formed.
-fn escape(text: &str) -> String {
+pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

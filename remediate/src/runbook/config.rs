@@ -367,6 +367,13 @@ pub struct Signal {
     /// `remote_write`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_write: Option<RemoteWriteSignal>,
+    /// Alerts Alertmanager sends to heal (`POST /api/v1/alerts`, its
+    /// webhook, with the API token): one series per alert carrying the
+    /// `match` labels, 1 while it fires, 0 once resolved. Rules pick
+    /// alerts with `when: {signal: NAME, alert: ALERTNAME}`. Without a
+    /// `detector:` it fires on a firing alert and nothing else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alertmanager: Option<AlertmanagerSignal>,
     /// Label whose value names the service (`{{service}}` in templates).
     #[serde(default = "default_service_label")]
     pub service_label: String,
@@ -530,6 +537,10 @@ pub struct When {
     /// that heal restarts the slow database, not the web tier waiting on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_cause: Option<bool>,
+    /// With an `alertmanager:` signal: only the alert of this `alertname`
+    /// (the same as `match: {alertname: NAME}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
 }
 
 /// How bad an anomaly is.
@@ -742,6 +753,15 @@ pub struct Agent {
     /// Only plan and record this step, never perform it.
     #[serde(default)]
     pub dry_run: bool,
+}
+
+/// A signal fed by Alertmanager's webhook.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerSignal {
+    /// Labels the alerts must carry, with exactly these values.
+    #[serde(rename = "match", default)]
+    pub matchers: BTreeMap<String, String>,
 }
 
 /// A signal pushed by Prometheus remote write.

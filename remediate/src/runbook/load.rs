@@ -175,8 +175,27 @@ impl RunbookSet {
                 set.diagnosis = Some(d);
             }
             set.files.push(file.path);
-            set.signals.extend(file.signals.into_iter().map(|(_, s)| s));
-            set.rules.extend(file.rules.into_iter().map(|(_, r)| r));
+            set.signals
+                .extend(file.signals.into_iter().map(|(_, mut s)| {
+                    // An alert signal without a detector: a firing alert fires,
+                    // from its first sample, and nothing else does.
+                    if s.alertmanager.is_some() && s.detector.is_none() {
+                        s.detector = Some(detect::DetectorConfig {
+                            direction: detect::Direction::Up,
+                            limit_above: Some(0.5),
+                            warmup: u32::MAX,
+                            ..Default::default()
+                        });
+                    }
+                    s
+                }));
+            set.rules.extend(file.rules.into_iter().map(|(_, mut r)| {
+                // `alert: NAME` is `match: {alertname: NAME}`.
+                if let Some(alert) = r.when.alert.clone() {
+                    r.when.matchers.insert("alertname".into(), alert);
+                }
+                r
+            }));
             set.log_sources
                 .extend(file.log_sources.into_iter().map(|(_, l)| l));
         }
@@ -577,9 +596,9 @@ rules:
 ";
         assert_eq!(
             errors(text),
-            "r.yaml:4:5: signals[0].critical_scor: unknown field `critical_scor`, expected one of `name`, `query`, `probe`, `docker`, `logs`, `remote_write`, `service_label`, `instance_label`, `detector`, `peer`, `critical_score`\n\
+            "r.yaml:4:5: signals[0].critical_scor: unknown field `critical_scor`, expected one of `name`, `query`, `probe`, `docker`, `logs`, `remote_write`, `alertmanager`, `service_label`, `instance_label`, `detector`, `peer`, `critical_score`\n\
              r.yaml:5:16: signals[0].detector.threshold: invalid type: string \"high\", expected f64\n\
-             r.yaml:8:23: rules[0].when.fro: unknown field `fro`, expected one of `signal`, `direction`, `for`, `severity`, `match`, `root_cause`\n\
+             r.yaml:8:23: rules[0].when.fro: unknown field `fro`, expected one of `signal`, `direction`, `for`, `severity`, `match`, `root_cause`, `alert`\n\
              r.yaml:10:38: rules[0].then[0].replica: unknown field `replica`, expected one of `target`, `timeout`, `dry_run`\n\
              r.yaml:11:57: rules[0].then[1].method: unknown variant `FETCH`, expected one of `GET`, `POST`, `PUT`, `PATCH`, `DELETE`\n\
              r.yaml:12:14: rules[0].verify.wait: invalid duration \"soon\": expected a number and a unit (ms, s, m, h or d), like \"90s\" or \"1h30m\"\n\

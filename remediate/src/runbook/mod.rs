@@ -10,10 +10,11 @@ mod validate;
 pub mod yaml;
 
 pub use config::{
-    Action, ActionKind, DiagnosisConfig, Docker, DockerMetric, DockerOp, DockerPer, DockerSignal,
-    EdgeQuery, FailureAction, FieldAgg, Guardrails, Guards, HttpMethod, KafkaAssign,
-    KafkaSourceConfig, LogCount, LogSignal, LogSourceConfig, Probe, ReadFrom, RecoveredWhen,
-    Rollout, Rule, RunbookFile, ServerState, ServiceDeps, Severity, Signal, UrlPiece, Verify, When,
+    Action, ActionKind, AlertmanagerSignal, DiagnosisConfig, Docker, DockerMetric, DockerOp,
+    DockerPer, DockerSignal, EdgeQuery, FailureAction, FieldAgg, Guardrails, Guards, HttpMethod,
+    KafkaAssign, KafkaSourceConfig, LogCount, LogSignal, LogSourceConfig, Probe, ReadFrom,
+    RecoveredWhen, Rollout, Rule, RunbookFile, ServerState, ServiceDeps, Severity, Signal,
+    UrlPiece, Verify, When,
 };
 pub use load::RunbookSet;
 pub use params::{detector_params_from_source, load_detector_params};

@@ -122,6 +122,24 @@ pub(crate) fn validate(files: &[(usize, ParsedFile)], found: &mut Vec<Found>) {
                     format!("undefined signal {:?} ({list})", rule.when.signal),
                 );
             }
+            if let Some(alert) = &rule.when.alert {
+                if signal.is_some_and(|s| s.alertmanager.is_none()) {
+                    report(
+                        "when.alert".into(),
+                        format!(
+                            "signal {:?} is not fed by Alertmanager: `alert` needs an `alertmanager:` signal",
+                            rule.when.signal
+                        ),
+                    );
+                }
+                if alert.is_empty() || rule.when.matchers.contains_key("alertname") {
+                    report(
+                        "when.alert".into(),
+                        "give the alert's name once (`alert: NAME`, or `match: {alertname: NAME}`)"
+                            .into(),
+                    );
+                }
+            }
             check_rule(rule, signal, &mut report);
         }
     }
@@ -485,12 +503,15 @@ fn check_signal(signal: &Signal, report: &mut impl FnMut(String, String)) {
         signal.docker.is_some(),
         signal.logs.is_some(),
         signal.remote_write.is_some(),
+        signal.alertmanager.is_some(),
     ]
     .iter()
     .filter(|g| **g)
     .count();
     if given > 1 {
-        let field = if signal.remote_write.is_some() {
+        let field = if signal.alertmanager.is_some() {
+            "alertmanager"
+        } else if signal.remote_write.is_some() {
             "remote_write"
         } else if signal.logs.is_some() {
             "logs"
@@ -501,7 +522,7 @@ fn check_signal(signal: &Signal, report: &mut impl FnMut(String, String)) {
         };
         report(
             field.into(),
-            "give one of `query` (PromQL), `probe` (an HTTP probe heal runs), `docker` (the Docker Engine), `logs` (a log source) or `remote_write` (pushed by Prometheus), not several".into(),
+            "give one of `query` (PromQL), `probe` (an HTTP probe heal runs), `docker` (the Docker Engine), `logs` (a log source), `remote_write` (pushed by Prometheus) or `alertmanager` (its webhook), not several".into(),
         );
     }
     if let Some(logs) = &signal.logs {
@@ -517,6 +538,16 @@ fn check_signal(signal: &Signal, report: &mut impl FnMut(String, String)) {
     }
     if let Some(probe) = &signal.probe {
         check_probe(probe, report);
+    }
+    if let Some(am) = &signal.alertmanager {
+        for name in am.matchers.keys() {
+            if !is_label_name(name) || name == "__name__" {
+                report(
+                    format!("alertmanager.match.{name}"),
+                    "not a label name to match".into(),
+                );
+            }
+        }
     }
     if let Some(rw) = &signal.remote_write {
         if !is_metric_name(&rw.metric) {
@@ -552,7 +583,7 @@ fn check_signal(signal: &Signal, report: &mut impl FnMut(String, String)) {
     if given == 0 {
         report(
             "name".into(),
-            "signal has none of `query`, `probe`, `docker`, `logs` or `remote_write`: give the PromQL that yields it, a probe, a docker source, a log source or a remote-write metric"
+            "signal has none of `query`, `probe`, `docker`, `logs`, `remote_write` or `alertmanager`: give the PromQL that yields it, a probe, a docker source, a log source, a remote-write metric or Alertmanager's alerts"
                 .into(),
         );
     }
@@ -1056,8 +1087,8 @@ rules: []
         let err = RunbookSet::from_sources(&[("p.yaml".into(), text.into())]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            r#"p.yaml:4:5: signals[0].probe: give one of `query` (PromQL), `probe` (an HTTP probe heal runs), `docker` (the Docker Engine), `logs` (a log source) or `remote_write` (pushed by Prometheus), not several
-p.yaml:5:5: signals[1].name: signal has none of `query`, `probe`, `docker`, `logs` or `remote_write`: give the PromQL that yields it, a probe, a docker source, a log source or a remote-write metric
+            r#"p.yaml:4:5: signals[0].probe: give one of `query` (PromQL), `probe` (an HTTP probe heal runs), `docker` (the Docker Engine), `logs` (a log source), `remote_write` (pushed by Prometheus) or `alertmanager` (its webhook), not several
+p.yaml:5:5: signals[1].name: signal has none of `query`, `probe`, `docker`, `logs`, `remote_write` or `alertmanager`: give the PromQL that yields it, a probe, a docker source, a log source, a remote-write metric or Alertmanager's alerts
 p.yaml:8:7: signals[2].probe.targets: empty query: give the PromQL whose series are the targets
 p.yaml:9:7: signals[2].probe.url: unknown template variable "nope" (known: service, instance, signal, rule, label.NAME)
 p.yaml:10:7: signals[2].probe.timeout: must be longer than 0s"#
@@ -1224,7 +1255,7 @@ mod reroute_tests {
         assert_eq!(
             e,
             "d.yaml:4:38: signals[2].docker.label: expected KEY=VALUE with Docker's name rules, got \"a=b&c\"
-d.yaml:5:29: signals[3].docker: give one of `query` (PromQL), `probe` (an HTTP probe heal runs), `docker` (the Docker Engine), `logs` (a log source) or `remote_write` (pushed by Prometheus), not several
+d.yaml:5:29: signals[3].docker: give one of `query` (PromQL), `probe` (an HTTP probe heal runs), `docker` (the Docker Engine), `logs` (a log source), `remote_write` (pushed by Prometheus) or `alertmanager` (its webhook), not several
 d.yaml:6:27: signals[4].docker.metric: unknown variant `alive`, expected one of `up`, `healthy`, `memory`, `cpu`, `restarts`, `replicas`, `spare_replicas`"
         );
     }

@@ -306,6 +306,27 @@ impl Store {
             .collect()
     }
 
+    /// The services, signals and rules incidents name (for a filter's
+    /// choices), each sorted, at most [`crate::MAX_FACET_VALUES`].
+    pub fn facets(&self) -> Result<crate::Facets, StoreError> {
+        let path = &self.path;
+        let column = |name: &str| -> Result<Vec<String>, StoreError> {
+            let q = format!(
+                "SELECT DISTINCT {name} FROM incidents WHERE {name} <> '' ORDER BY {name} LIMIT {}",
+                crate::MAX_FACET_VALUES
+            );
+            self.conn
+                .prepare(&q)
+                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+                .map_err(sql(path, "listing facets"))
+        };
+        Ok(crate::Facets {
+            services: column("service")?,
+            signals: column("signal")?,
+            rules: column("rule")?,
+        })
+    }
+
     /// A page of incidents matching `filter`, newest first.
     pub fn list(&self, filter: &IncidentFilter) -> Result<IncidentPage, StoreError> {
         let mut clauses: Vec<&str> = Vec::new();
@@ -317,6 +338,12 @@ impl Store {
         // Placeholders are numbered in the order values are pushed.
         if let Some(service) = &filter.service {
             bind("i.service = ?", Value::Text(service.clone()), &mut clauses);
+        }
+        if let Some(signal) = &filter.signal {
+            bind("i.signal = ?", Value::Text(signal.clone()), &mut clauses);
+        }
+        if let Some(rule) = &filter.rule {
+            bind("i.rule = ?", Value::Text(rule.clone()), &mut clauses);
         }
         if let Some(t) = filter.since_ms {
             bind("i.opened_ms >= ?", Value::Integer(t), &mut clauses);

@@ -660,6 +660,34 @@ fn list_is_newest_first_filtered_and_paginated() {
         ["inc-000009", "inc-000005", "inc-000001"]
     );
 
+    // Signal and rule narrow by exact name; the facets name each once.
+    let by = |signal: Option<&str>, rule: Option<&str>| {
+        store
+            .list(&IncidentFilter {
+                signal: signal.map(str::to_owned),
+                rule: rule.map(str::to_owned),
+                ..IncidentFilter::default()
+            })
+            .unwrap()
+            .incidents
+            .len()
+    };
+    assert_eq!(by(Some("http_latency_p99_seconds"), None), 10);
+    assert_eq!(
+        by(Some("http_latency_p99_seconds"), Some("latency-high")),
+        10
+    );
+    assert_eq!(by(None, Some("latency")), 0);
+    assert_eq!(by(Some("http_latency"), None), 0);
+    assert_eq!(
+        store.facets().unwrap(),
+        crate::Facets {
+            services: vec!["api".into(), "db".into(), "web".into()],
+            signals: vec!["http_latency_p99_seconds".into()],
+            rules: vec!["latency-high".into()],
+        }
+    );
+
     // Pages of 3 walk the whole list once, in order, with no repeat.
     let mut seen = Vec::new();
     let mut cursor = None;

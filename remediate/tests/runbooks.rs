@@ -21,7 +21,7 @@ fn unknown_field_is_named_at_its_own_line() {
     assert_eq!(
         errors_of("unknown_field.yaml"),
         "tests/fixtures/bad/unknown_field.yaml:10:7: rules[0].when.sevrity: unknown field `sevrity`, \
-         expected one of `signal`, `direction`, `for`, `severity`, `match`, `root_cause`\n\
+         expected one of `signal`, `direction`, `for`, `severity`, `match`, `root_cause`, `alert`\n\
          tests/fixtures/bad/unknown_field.yaml:18:9: rules[1].then[0]: missing field `replicas`\n\
          tests/fixtures/bad/unknown_field.yaml:20:9: rules[1].then[0].replica: unknown field `replica`, \
          expected one of `target`, `replicas`, `timeout`, `dry_run`"

@@ -9,27 +9,14 @@
 //! statuses a sender expects.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use lab::http::client;
 
 mod common;
-use common::{free_port, prometheus_bin, wait_until, Guard};
-
-fn heal_lab() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_heal"))
-        .parent()
-        .unwrap()
-        .join("heal-lab");
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo test --workspace builds it",
-        bin.display()
-    );
-    bin
-}
+use common::{free_port, heal_lab, metric, metrics, prometheus_bin, wait_until, Guard};
 
 /// Debian's `prometheus-alertmanager` (its binary has the package's name).
 fn alertmanager_bin() -> PathBuf {
@@ -40,19 +27,6 @@ fn alertmanager_bin() -> PathBuf {
     found.unwrap_or_else(|| {
         panic!("Alertmanager is missing: apt-get install prometheus-alertmanager (.ci/run does)")
     })
-}
-
-fn metrics(heal: SocketAddr) -> String {
-    client::get(heal, "/metrics", Duration::from_secs(2))
-        .map(|r| r.body_text())
-        .unwrap_or_default()
-}
-
-/// The value of the line of heal's metrics that starts with `prefix`.
-fn metric(heal: SocketAddr, prefix: &str) -> Option<f64> {
-    metrics(heal)
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
 }
 
 fn post_alerts(heal: SocketAddr, token: Option<&str>, body: &str) -> u16 {

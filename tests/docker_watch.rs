@@ -14,9 +14,12 @@
 //!
 //! Fails, never skips, without an engine (CI checks `docker info` first).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::heal_lab;
 
 fn run(argv: &[&str]) -> String {
     let out = Command::new(argv[0])
@@ -30,19 +33,6 @@ fn run(argv: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn heal_lab() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_heal"))
-        .parent()
-        .unwrap()
-        .join("heal-lab");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p lab` (cargo test --workspace builds it)",
-        bin.display()
-    );
-    bin
 }
 
 /// `/heal-lab` and what it links, imported once per run.

@@ -8,27 +8,14 @@
 //! with the statuses a sender expects, and the loop goes on.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use lab::http::client;
 
 mod common;
-use common::{free_port, prometheus_bin, url_encode, wait_until, Guard};
-
-fn heal_lab() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_heal"))
-        .parent()
-        .unwrap()
-        .join("heal-lab");
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo test --workspace builds it",
-        bin.display()
-    );
-    bin
-}
+use common::{free_port, heal_lab, metric, metrics, prometheus_bin, url_encode, wait_until, Guard};
 
 /// A lab service `api` on `port`.
 fn start_lab(port: u16) -> Guard {
@@ -58,19 +45,6 @@ fn start_prometheus(dir: &Path, config: &Path, port: u16, extra: &[&str]) -> Gua
             .spawn()
             .unwrap(),
     )
-}
-
-fn metrics(heal: SocketAddr) -> String {
-    client::get(heal, "/metrics", Duration::from_secs(2))
-        .map(|r| r.body_text())
-        .unwrap_or_default()
-}
-
-/// The value of the line of heal's metrics that starts with `prefix`.
-fn metric(heal: SocketAddr, prefix: &str) -> Option<f64> {
-    metrics(heal)
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
 }
 
 fn post_raw(heal: SocketAddr, token: Option<&str>, body: &[u8]) -> u16 {

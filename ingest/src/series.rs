@@ -123,7 +123,7 @@ fn is_metric_name(s: &str) -> bool {
 }
 
 /// `[a-zA-Z_][a-zA-Z0-9_]*`, Prometheus' legacy label name syntax.
-fn is_label_name(s: &str) -> bool {
+pub(crate) fn is_label_name(s: &str) -> bool {
     let mut bytes = s.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')

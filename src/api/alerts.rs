@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use ingest::alerts::{self, AlertsError, MAX_BODY_BYTES};
 
-use super::{authorize, error, ApiState};
+use super::{error, push_gate, ApiState};
 
 /// The webhook route.
 pub(crate) fn routes(api: ApiState) -> axum::Router {
@@ -29,20 +29,15 @@ async fn receive(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let outcome = |code: &str| {
-        api.telemetry
-            .add("heal_alertmanager_requests_total", &[("code", code)], 1.0);
-    };
-    if let Err(r) = authorize(&api, &headers) {
-        outcome(r.status().as_str());
-        return r;
-    }
-    let Some(held) = &api.alerts else {
-        outcome("404");
-        return error(
-            StatusCode::NOT_FOUND,
-            "no runbook signal takes Alertmanager's alerts (`alertmanager:`)",
-        );
+    let (held, outcome) = match push_gate(
+        &api,
+        &headers,
+        &api.alerts,
+        "heal_alertmanager_requests_total",
+        "no runbook signal takes Alertmanager's alerts (`alertmanager:`)",
+    ) {
+        Ok(g) => g,
+        Err(r) => return r,
     };
     let payload = match alerts::parse(&body) {
         Ok(p) => p,

@@ -203,6 +203,32 @@ fn authorize(api: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
 /// Why a change is refused under `heal serve`.
 const NO_WATCH: &str = "This is heal serve: no heal watch runs here, so nothing is approved, silenced or expired from this page. Do it on the heal watch that writes this store.";
 
+/// The gate of a push endpoint (remote write, Alertmanager): the token,
+/// then the runbook signals it feeds (`missing` says which when there are
+/// none). Every answer is counted in `counter` by status code, through the
+/// returned `outcome`.
+#[allow(clippy::result_large_err)]
+fn push_gate<'a, T>(
+    api: &'a ApiState,
+    headers: &HeaderMap,
+    held: &'a Option<T>,
+    counter: &'static str,
+    missing: &str,
+) -> Result<(&'a T, impl Fn(&str) + 'a), Response> {
+    let outcome = move |code: &str| api.telemetry.add(counter, &[("code", code)], 1.0);
+    if let Err(r) = authorize(api, headers) {
+        outcome(r.status().as_str());
+        return Err(r);
+    }
+    match held {
+        Some(h) => Ok((h, outcome)),
+        None => {
+            outcome("404");
+            Err(error(StatusCode::NOT_FOUND, missing.to_owned()))
+        }
+    }
+}
+
 /// Sends a command and waits for the decider's answer.
 #[allow(clippy::result_large_err)]
 async fn ask<T>(

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use ingest::remote_write::{self, RemoteWriteError, MAX_BODY_BYTES};
 
-use super::{authorize, error, ApiState};
+use super::{error, push_gate, ApiState};
 
 /// The remote-write route.
 pub(crate) fn routes(api: ApiState) -> axum::Router {
@@ -32,20 +32,15 @@ async fn write(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let outcome = |code: &str| {
-        api.telemetry
-            .add("heal_remote_write_requests_total", &[("code", code)], 1.0);
-    };
-    if let Err(r) = authorize(&api, &headers) {
-        outcome(r.status().as_str());
-        return r;
-    }
-    let Some(push) = &api.push else {
-        outcome("404");
-        return error(
-            StatusCode::NOT_FOUND,
-            "no runbook signal is fed by remote write (`remote_write:`)",
-        );
+    let (push, outcome) = match push_gate(
+        &api,
+        &headers,
+        &api.push,
+        "heal_remote_write_requests_total",
+        "no runbook signal is fed by remote write (`remote_write:`)",
+    ) {
+        Ok(g) => g,
+        Err(r) => return r,
     };
     let request = match remote_write::decode(&body) {
         Ok(r) => r,

@@ -155,13 +155,7 @@ fn query_string(pairs: &[(&str, &str)]) -> String {
         out.push(if out.is_empty() { '?' } else { '&' });
         out.push_str(k);
         out.push('=');
-        for b in v.bytes() {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                out.push(b as char);
-            } else {
-                let _ = write!(out, "%{b:02X}");
-            }
-        }
+        out.push_str(&query_path(v));
     }
     out
 }
@@ -330,8 +324,8 @@ fn incidents_body(q: &PageQuery, facets: &Facets, found: Result<&IncidentPage, &
     b
 }
 
-/// An incident id as a URL path segment (ids are `inc-NNNNNN`, but a
-/// store is data: anything else is percent-encoded).
+/// A value percent-encoded for a URL path segment or query (an incident
+/// id is `inc-NNNNNN`, but a store is data: anything else is encoded).
 fn query_path(id: &str) -> String {
     let mut out = String::new();
     for b in id.bytes() {
@@ -435,10 +429,12 @@ struct TokenForm {
 fn authorized(
     api: &ApiState,
     headers: &HeaderMap,
-    form: &TokenForm,
+    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
     here: &str,
     back: &str,
-) -> Result<(), Response> {
+) -> Result<TokenForm, Response> {
+    // A body that is no form has no token: refused like a missing one.
+    let form = form.map(|Form(f)| f).unwrap_or_default();
     let refuse = |status, text: &str| Err(notice(status, "Refused", here, "error", text, back));
     let Some(expected) = &api.token else {
         return refuse(
@@ -450,7 +446,7 @@ fn authorized(
     if daemons::bearer_matches(headers, expected)
         || (!given.is_empty() && daemons::constant_time_eq(given.as_bytes(), expected.as_bytes()))
     {
-        Ok(())
+        Ok(form)
     } else {
         refuse(
             StatusCode::UNAUTHORIZED,
@@ -585,11 +581,10 @@ async fn add_silence(
     headers: HeaderMap,
     form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    // A body that is no form has no token: refused like a missing one.
-    let form = form.map(|Form(f)| f).unwrap_or_default();
-    if let Err(r) = authorized(&api, &headers, &form, "Silences", "/silences") {
-        return r;
-    }
+    let form = match authorized(&api, &headers, form, "Silences", "/silences") {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let body = super::NewSilence {
         matchers: form
             .matchers
@@ -634,17 +629,25 @@ async fn add_silence(
             &format!("{} added: {}", s.id, s.describe()),
             "/silences",
         ),
-        Ok(Err(e)) => change_refused(e, "Silences", "/silences"),
+        Ok(Err(e)) => change_refused(e, StatusCode::CONFLICT, "Not done", "Silences", "/silences"),
         Err(r) => r,
     }
 }
 
-fn change_refused<E: std::error::Error>(e: ChangeError<E>, here: &str, back: &str) -> Response {
+/// The page of a change the decider did not make: `refused` when the
+/// engine said no, 500 when it could not persist it.
+fn change_refused<E: std::error::Error>(
+    e: ChangeError<E>,
+    refused: StatusCode,
+    title: &str,
+    here: &str,
+    back: &str,
+) -> Response {
     let status = match e {
         ChangeError::NotPersisted(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        ChangeError::Refused(_) => StatusCode::CONFLICT,
+        ChangeError::Refused(_) => refused,
     };
-    notice(status, "Not done", here, "error", &e.to_string(), back)
+    notice(status, title, here, "error", &e.to_string(), back)
 }
 
 async fn expire_silence(
@@ -653,9 +656,7 @@ async fn expire_silence(
     Path(id): Path<String>,
     form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    // A body that is no form has no token: refused like a missing one.
-    let form = form.map(|Form(f)| f).unwrap_or_default();
-    if let Err(r) = authorized(&api, &headers, &form, "Silences", "/silences") {
+    if let Err(r) = authorized(&api, &headers, form, "Silences", "/silences") {
         return r;
     }
     match ask_page(&api, "Silences", "/silences", |reply| {
@@ -671,7 +672,7 @@ async fn expire_silence(
             &format!("{} expired: {}", s.id, s.describe()),
             "/silences",
         ),
-        Ok(Err(e)) => change_refused(e, "Silences", "/silences"),
+        Ok(Err(e)) => change_refused(e, StatusCode::CONFLICT, "Not done", "Silences", "/silences"),
         Err(r) => r,
     }
 }
@@ -747,11 +748,10 @@ async fn approve(
     Path(incident): Path<String>,
     form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    // A body that is no form has no token: refused like a missing one.
-    let form = form.map(|Form(f)| f).unwrap_or_default();
-    if let Err(r) = authorized(&api, &headers, &form, "Approvals", "/approvals") {
-        return r;
-    }
+    let form = match authorized(&api, &headers, form, "Approvals", "/approvals") {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let by = form.by.trim().to_owned();
     if by.is_empty() {
         return notice(
@@ -793,20 +793,13 @@ async fn approve(
                 "/approvals",
             )
         }
-        Ok(Err(e)) => {
-            let status = match e {
-                ChangeError::NotPersisted(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                ChangeError::Refused(_) => StatusCode::NOT_FOUND,
-            };
-            notice(
-                status,
-                "Not approved",
-                "Approvals",
-                "error",
-                &e.to_string(),
-                "/approvals",
-            )
-        }
+        Ok(Err(e)) => change_refused(
+            e,
+            StatusCode::NOT_FOUND,
+            "Not approved",
+            "Approvals",
+            "/approvals",
+        ),
         Err(r) => r,
     }
 }

@@ -290,9 +290,10 @@ pub async fn run(
         ))
     });
     let alert_source = alerts.map(|alerts| {
-        tokio::spawn(ingest::alerts::run_alert_source(
+        tokio::spawn(ingest::remote_write::run_push_source(
             alerts,
             config.interval.as_millis() as i64,
+            0,
             eval_tx.clone(),
             stop.clone(),
             ingest::SystemClock,

@@ -258,3 +258,31 @@ pub fn log_heal_stderr(dir: &Path) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// The lab's binary, built beside heal's by `cargo test --workspace`.
+pub fn heal_lab() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_heal"))
+        .parent()
+        .unwrap()
+        .join("heal-lab");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p lab` (cargo test --workspace builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// heal's own `/metrics` text, empty when it does not answer.
+pub fn metrics(heal: std::net::SocketAddr) -> String {
+    lab::http::client::get(heal, "/metrics", Duration::from_secs(2))
+        .map(|r| r.body_text())
+        .unwrap_or_default()
+}
+
+/// The value of the line of heal's metrics that starts with `prefix`.
+pub fn metric(heal: std::net::SocketAddr, prefix: &str) -> Option<f64> {
+    metrics(heal)
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+}

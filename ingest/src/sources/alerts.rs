@@ -16,15 +16,14 @@
 //!
 //! **Bounded.** At most [`MAX_ALERTS`] alerts are held (more are counted,
 //! not kept), an alert keeps at most 64 labels with Prometheus label names
-//! and values cut at 1 KiB; a body is at most [`MAX_BODY_BYTES`].
+//! and values cut at 1 KiB (as remote write's); a body is at most [`MAX_BODY_BYTES`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-
-use crate::sources::prometheus::{Evaluation, SourceEvent, Timer};
+use crate::series::is_label_name;
+use crate::sources::prometheus::Evaluation;
+use crate::sources::remote_write::cut;
 use crate::{Labels, METRIC_NAME_LABEL};
 
 /// Largest webhook body taken.
@@ -36,7 +35,6 @@ pub const RESOLVED_SLOTS: i64 = 3;
 /// How long a resolved alert keeps its series (value 0).
 pub const RESOLVED_KEEP_MS: i64 = 10 * 60 * 1000;
 const MAX_LABELS: usize = 64;
-const MAX_VALUE_BYTES: usize = 1024;
 
 /// Alertmanager's webhook payload (the fields heal reads).
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -125,22 +123,6 @@ pub struct AlertSignals {
 
 /// The shared handle: the API edge accepts into it, the slot task reads it.
 pub type SharedAlerts = Arc<Mutex<AlertSignals>>;
-
-fn is_label_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn cut(value: &str) -> &str {
-    let mut end = value.len().min(MAX_VALUE_BYTES);
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    &value[..end]
-}
 
 /// `endsAt` in ms; `None` for Alertmanager's zero time or garbage.
 fn ends_at_ms(s: &str) -> Option<i64> {
@@ -231,42 +213,16 @@ impl AlertSignals {
     }
 }
 
-/// Runs the alerts source until `stop` is cancelled or `tx` closes: at
-/// every slot one [`SourceEvent::Evaluation`] per alert signal.
-pub async fn run_alert_source<C: Timer>(
-    alerts: SharedAlerts,
-    interval_ms: i64,
-    tx: mpsc::Sender<SourceEvent>,
-    stop: CancellationToken,
-    clock: C,
-) {
-    let interval_ms = interval_ms.max(1);
-    let mut next = (clock.now_ms() / interval_ms + 1) * interval_ms;
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = clock.sleep_until(next) => {}
-        }
-        let evaluations = alerts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .evaluate(next, interval_ms);
-        for ev in evaluations {
-            if tx.send(SourceEvent::Evaluation(ev)).await.is_err() {
-                return;
-            }
-        }
-        next += interval_ms;
-        let now = clock.now_ms();
-        if next <= now {
-            next = (now / interval_ms + 1) * interval_ms;
-        }
+impl crate::remote_write::SlotSignals for AlertSignals {
+    fn evaluate(&mut self, ts_ms: i64, interval_ms: i64) -> Vec<Evaluation> {
+        AlertSignals::evaluate(self, ts_ms, interval_ms)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::remote_write::MAX_VALUE_BYTES;
 
     const PAYLOAD: &str = r#"{
       "receiver": "heal", "status": "firing", "version": "4",

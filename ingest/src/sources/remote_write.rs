@@ -200,15 +200,11 @@ pub struct PushSignals {
     evaluated: i64,
 }
 
-fn is_label_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
+use crate::series::is_label_name;
 
-fn cut(value: &str) -> &str {
+/// A label value cut at [`MAX_VALUE_BYTES`] on a character boundary (a
+/// pushed value, or an alert's, is bounded like a scraped one).
+pub(crate) fn cut(value: &str) -> &str {
     let mut end = value.len().min(MAX_VALUE_BYTES);
     while !value.is_char_boundary(end) {
         end -= 1;
@@ -363,12 +359,25 @@ impl PushSignals {
 /// The shared handle: the API edge accepts into it, the slot task reads it.
 pub type SharedPush = Arc<Mutex<PushSignals>>;
 
-/// Runs the remote-write source until `stop` is cancelled or `tx` closes:
-/// for every slot (multiples of `interval_ms` on `clock`), `lag_ms` after
-/// it ended ([`PUSH_LAG_MS`] live), one [`SourceEvent::Evaluation`] per
-/// remote-write signal, stamped with the slot's time.
-pub async fn run_push_source<C: Timer>(
-    push: SharedPush,
+/// Signals filled from outside between slots (remote write's samples,
+/// Alertmanager's alerts) and read once per slot.
+pub trait SlotSignals: Send + 'static {
+    /// The evaluations of slot `ts_ms`, one per signal.
+    fn evaluate(&mut self, ts_ms: i64, interval_ms: i64) -> Vec<Evaluation>;
+}
+
+impl SlotSignals for PushSignals {
+    fn evaluate(&mut self, ts_ms: i64, interval_ms: i64) -> Vec<Evaluation> {
+        PushSignals::evaluate(self, ts_ms, interval_ms)
+    }
+}
+
+/// Runs a pushed source until `stop` is cancelled or `tx` closes: for
+/// every slot (multiples of `interval_ms` on `clock`), `lag_ms` after it
+/// ended ([`PUSH_LAG_MS`] for remote write, 0 for alerts), one
+/// [`SourceEvent::Evaluation`] per signal, stamped with the slot's time.
+pub async fn run_push_source<S: SlotSignals, C: Timer>(
+    push: Arc<Mutex<S>>,
     interval_ms: i64,
     lag_ms: i64,
     tx: mpsc::Sender<SourceEvent>,

@@ -143,6 +143,22 @@ fn bench_rca_ranks_every_case_and_writes_what_the_reference_scorer_reads() {
         out.contains("truth: db (cpu_contention), ranked 1"),
         "{out}"
     );
+    // The same as one JSON document, for notebooks and scripts.
+    let o = heal(&["diagnose", d.join("c-001").to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["truth"], "api", "{v}");
+    assert_eq!(v["rank_of_truth"], 1, "{v}");
+    let top = &v["diagnosis"]["suspects"][0];
+    assert_eq!(top["service"], "api", "{v}");
+    assert!(
+        top["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["metric"] == "cpu_usage_percent"),
+        "{v}"
+    );
 }
 
 #[test]

@@ -79,6 +79,7 @@ input, select, button, textarea { font: inherit; font-size: 0.9rem; }
 .done { background: #dafbe1; border: 1px solid #4ac26b; border-radius: 6px; padding: 0.5rem 0.8rem; }
 .pager { margin: 1rem 0; display: flex; gap: 1.5rem; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table#incidents th, table#incidents td.nowrap { overflow-wrap: normal; white-space: nowrap; }
 ";
 
 async fn script() -> Response {
@@ -286,7 +287,7 @@ fn incidents_body(q: &PageQuery, facets: &Facets, found: Result<&IncidentPage, &
             let id = escape(&i.id);
             let _ = write!(
                 b,
-                "<tr><td><a href=\"/incidents/{}\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                "<tr><td class=\"nowrap\"><a href=\"/incidents/{}\">{id}</a></td><td class=\"nowrap\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
                  <td>{}</td><td>{}</td><td>{}</td><td class=\"num\" title=\"performed / planned\">{} / {}</td><td class=\"num\">{:.2}</td></tr>",
                 query_path(&i.id),
                 rfc3339(i.opened_ms),

@@ -1,10 +1,3 @@
-//! WORK IN PROGRESS, not compiled (cargo does not build tests/wip/): the
-//! browser test of the web pages. It drives chromium through chromedriver
-//! and passes up to the approvals: the web-down step is not parked for
-//! approval in dry-run mode (it goes straight to verification), so the
-//! approval part fails. Move it back to tests/web.rs once that is settled
-//! (and add chromium + chromium-driver to .ci/run).
-
 //! The incident feed's web pages in a real browser: Debian's `chromium`,
 //! headless, driven through `chromedriver` over the W3C WebDriver protocol
 //! (a small client below: JSON over HTTP). The test asserts what a person
@@ -328,6 +321,9 @@ rules:
             .args(["--interval", "1s", "--backfill", "0s"])
             .args(["--listen", &heal.to_string()])
             .args(["--api-token-env", "HEAL_WEB_TOKEN"])
+            // Acting for real (the steps run `true`): a dry run needs
+            // nobody's approval, so only a live engine parks a step.
+            .arg("--execute")
             .env("HEAL_WEB_TOKEN", TOKEN)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(d("heal.err")).unwrap())
@@ -488,7 +484,12 @@ rules:
         "{}",
         b.text("body")
     );
-    assert!(heal_log().contains("approved"), "{}", heal_log());
+    // The incident's page says who approved the step, and that it ran.
+    b.wait_for("the approved step in the report", |b| {
+        b.goto(&format!("{base}/incidents/{id}"));
+        b.text("body").contains("approved by alice")
+    });
+    assert!(heal_log().contains("action performed"), "{}", heal_log());
 
     // Silences: add one through the form (the token typed before is
     // remembered by the page's script for this tab), then expire it.

@@ -13,4 +13,5 @@ pub mod lab;
 pub mod loghub;
 pub mod nab;
 pub mod rca;
+pub mod remote_write;
 pub mod storm;

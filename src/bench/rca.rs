@@ -602,15 +602,34 @@ pub fn run(cfg: &RcaBenchConfig) -> Result<()> {
     Ok(())
 }
 
-/// `heal diagnose CASE_DIR`: the ranking with its evidence, as text.
+/// `heal diagnose CASE_DIR [--json]`: the ranking with its evidence, as
+/// text, or as one JSON document (the case's truth beside the
+/// [`Diagnosis`], for notebooks and scripts).
 ///
 /// # Errors
 ///
 /// See [`load_case`] and [`diagnose_case`].
-pub fn diagnose_dir(case: &Path, mode: OnsetMode, settings: &RcaSettings) -> Result<String> {
+pub fn diagnose_dir(
+    case: &Path,
+    mode: OnsetMode,
+    settings: &RcaSettings,
+    json: bool,
+) -> Result<String> {
     let c = load_case(case, settings.topology)?;
     let d = diagnose_case(&c, mode, settings)?;
-    Ok(explain(&c, &d))
+    if !json {
+        return Ok(explain(&c, &d));
+    }
+    let doc = serde_json::json!({
+        "case": c.name,
+        "system": c.system,
+        "fault": c.fault,
+        "truth": c.truth,
+        "fault_start_ms": c.fault_start,
+        "rank_of_truth": d.ranking().iter().position(|s| *s == c.truth).map(|p| p + 1),
+        "diagnosis": d,
+    });
+    Ok(format!("{doc:#}\n"))
 }
 
 /// A diagnosis as a person reads it: the onset, the ranking with scores,

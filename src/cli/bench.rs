@@ -58,6 +58,11 @@ pub enum BenchCmd {
     /// out as `shared/datasets/rca-dev`: AC@1, AC@3, AC@5 and Avg@5 overall,
     /// per system and per fault type, and the time per case.
     Rca(RcaArgs),
+    /// Scores out (`heal watch --remote-write`) into a real Prometheus: the
+    /// sink's scores and samples a second end to end at `--series` watched
+    /// series, what encoding alone costs, drops (must be 0), and every
+    /// series and sample queried back.
+    RemoteWrite(RemoteWriteArgs),
     /// Latency of a real `heal agent` on loopback: sequential signed
     /// requests that run `touch`, then as many refused for a bad signature;
     /// prints p50 and p99 of each.
@@ -161,6 +166,23 @@ pub struct ChaosArgs {
     /// Series the chaos exporter renames every 10 s.
     #[arg(long, default_value_t = 200)]
     churn: u32,
+    /// The Prometheus executable.
+    #[arg(long, default_value = "/usr/bin/prometheus")]
+    prometheus_bin: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RemoteWriteArgs {
+    /// Watched series: each slot carries one score (three samples) each.
+    #[arg(long, default_value_t = 1_000)]
+    series: usize,
+    /// Slots (evaluations) sent.
+    #[arg(long, default_value_t = 600)]
+    slots: usize,
+    /// A remote-write receiver of one's own; by default the bench starts a
+    /// Prometheus with its receiver on and queries the scores back.
+    #[arg(long)]
+    url: Option<String>,
     /// The Prometheus executable.
     #[arg(long, default_value = "/usr/bin/prometheus")]
     prometheus_bin: PathBuf,
@@ -278,6 +300,14 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             series_stale: args.series_stale,
             max_series: args.max_series,
         })?),
+        BenchCmd::RemoteWrite(args) => Ok(heal::bench::remote_write::run(
+            &heal::bench::remote_write::RemoteWriteConfig {
+                series: args.series,
+                slots: args.slots,
+                url: args.url,
+                prometheus_bin: args.prometheus_bin,
+            },
+        )?),
         BenchCmd::Agent { requests } => Ok(heal::bench::daemons::agent(requests)?),
         BenchCmd::Supervise { rounds } => Ok(heal::bench::daemons::supervise(rounds)?),
     }

@@ -149,7 +149,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = a.settings.settings()?;
             print!(
                 "{}",
-                heal::bench::rca::diagnose_dir(&a.case, a.settings.onset, &settings)?
+                heal::bench::rca::diagnose_dir(&a.case, a.settings.onset, &settings, a.json)?
             );
             Ok(())
         }
@@ -235,4 +235,8 @@ struct DiagnoseArgs {
     case: std::path::PathBuf,
     #[command(flatten)]
     settings: bench::RcaSettingsArgs,
+    /// One JSON document (the case's truth and the diagnosis: onset,
+    /// suspects with scores, evidence and call paths) instead of text.
+    #[arg(long)]
+    json: bool,
 }

@@ -17,6 +17,8 @@
 //! - [`http`]: the hand-written HTTP/1.1 server and client under all of them.
 //! - [`orchestrate`]: a whole lab from a program (manager, Prometheus, load,
 //!   monit), for `heal demo` and `heal bench lab`.
+//! - [`postgres`]: a real PostgreSQL cluster of its own (Debian's package) for
+//!   the shared store's tests.
 //! - [`procfs`]: resident memory, CPU time, process liveness from `/proc`.
 
 /// Writes a line to stderr and ignores failure: a lab process must not die
@@ -42,6 +44,7 @@ pub mod http;
 pub mod load;
 pub mod manager;
 pub mod orchestrate;
+pub mod postgres;
 pub mod procfs;
 pub mod promconfig;
 pub mod rng;

@@ -89,6 +89,59 @@ pub enum StoreError {
         /// What is wrong, lowercase.
         message: String,
     },
+    /// PostgreSQL refused an operation or could not be reached.
+    #[error("incident store {url}: {doing}: {source}")]
+    Postgres {
+        /// The connection URL, its password replaced by `***`.
+        url: String,
+        /// What the store was doing, lowercase.
+        doing: &'static str,
+        /// The client's error.
+        source: postgres::Error,
+    },
+    /// The PostgreSQL database was migrated by a newer heal.
+    #[error(
+        "incident store {url}: schema version {found} is newer than this heal supports ({supported}); upgrade heal or use another --db"
+    )]
+    PostgresTooNew {
+        /// The connection URL, its password replaced by `***`.
+        url: String,
+        /// `heal_schema.version`.
+        found: i64,
+        /// The newest version this heal knows.
+        supported: i64,
+    },
+    /// A PostgreSQL row holds something this heal cannot decode.
+    #[error("incident store {url}: {table} row {row}: {message}")]
+    PostgresCorrupt {
+        /// The connection URL, its password replaced by `***`.
+        url: String,
+        /// Table of the row.
+        table: &'static str,
+        /// Key of the row.
+        row: String,
+        /// What is wrong, lowercase.
+        message: String,
+    },
+    /// `begin_action` with a stale fence: another member has claimed the
+    /// group key since this one did, so this one must not act on it.
+    #[error(
+        "action {key}: fenced: group {group_key:?} was claimed again (epoch {}, by {}) after this member's claim (epoch {epoch}); not running it",
+        current.map_or_else(|| "none".to_owned(), |c| c.to_string()),
+        owner.as_deref().unwrap_or("nobody")
+    )]
+    Fenced {
+        /// The idempotency key.
+        key: ActionKey,
+        /// The group key the fence is for.
+        group_key: String,
+        /// The fence's epoch.
+        epoch: i64,
+        /// The key's epoch now (`None`: never claimed).
+        current: Option<i64>,
+        /// Who claimed it last.
+        owner: Option<String>,
+    },
     /// A list cursor that no list returned.
     #[error("bad cursor {0:?}: expected the next_cursor of a previous page")]
     BadCursor(String),

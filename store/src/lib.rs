@@ -81,6 +81,7 @@ mod error;
 mod query;
 // Learning from outcomes: threshold offsets per signal and their history.
 mod sensitivity;
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
@@ -97,6 +98,7 @@ pub use sensitivity::{
     step_offset, Adjustment, Mark, Marked, Reason as SensitivityReason, OFFSET_MAX, OFFSET_MIN,
 };
 pub use sqlite::{ClosedIncident, Opened, Store, StoreWriter, WriterThread, CLOSED_AT_RESTART};
+pub use postgres::{Fence, PgStore};
 
 /// Identity of one execution of one planned step: the idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]

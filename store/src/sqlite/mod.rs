@@ -29,7 +29,7 @@
 
 mod marks;
 mod read;
-mod schema;
+pub(crate) mod schema;
 mod write;
 mod writer;
 

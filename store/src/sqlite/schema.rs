@@ -11,7 +11,7 @@
 
 /// Every migration, oldest first; the schema version of a file is the
 /// number of these it has had.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// The schema version this heal writes.
 pub(crate) fn current_version() -> i64 {
@@ -199,4 +199,18 @@ ALTER TABLE executions ADD COLUMN settled TEXT;
 /// evidence).
 const V7: &str = r#"
 ALTER TABLE incidents ADD COLUMN diagnosis TEXT;
+"#;
+
+/// Version 8: who owns a group key and since which epoch. One heal with
+/// SQLite owns every key and never reads it; with PostgreSQL, remediate
+/// members claim keys and a stale claim is fenced
+/// (`crate::postgres::PgStore::claim`). Kept in both dialects so the
+/// schemas stay one.
+const V8: &str = r#"
+CREATE TABLE owners (
+    group_key  TEXT    PRIMARY KEY,
+    epoch      INTEGER NOT NULL,
+    owner      TEXT    NOT NULL,
+    claimed_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 "#;

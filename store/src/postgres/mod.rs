@@ -1,0 +1,479 @@
+//! The incident store on PostgreSQL, for when one heal is not enough: the
+//! same schema as the SQLite store (`schema.rs`), shared by several
+//! remediate members.
+//!
+//! What is here so far is the part that makes sharing safe: the schema
+//! and its migrations, the two-phase action journal, and ownership
+//! fencing.
+//!
+//! - **A begin happens once.** [`PgStore::begin_action`] inserts the
+//!   execution's key; the table's primary key decides, inside PostgreSQL,
+//!   which of any number of members asking at once wins. The others get
+//!   [`StoreError::DuplicateAction`] with the state the winner recorded,
+//!   as with SQLite, and must not run the action.
+//! - **A zombie is fenced.** A member that takes over a group key (after a
+//!   rebalance gave it the key's partition) [`claims`](PgStore::claim) it,
+//!   which raises the key's epoch. A begin carries the member's
+//!   [`Fence`] (the group key and the epoch its claim returned) and is
+//!   recorded only while that epoch is still the key's: a member cut off
+//!   from the network that still believes it owns the key gets
+//!   [`StoreError::Fenced`] and begins nothing. The check and the insert
+//!   are one statement; the owner row is read `FOR SHARE`, so a claim and
+//!   a begin of the same key are ordered by PostgreSQL's row lock, never
+//!   interleaved.
+//!
+//! Not here yet (the SQLite store has them): incidents, events, evidence,
+//! guard state and sensitivity reads and writes, and `heal watch --db
+//! postgres://`. The tables exist; the code that fills them is SQLite's.
+//!
+//! The client is `postgres` (synchronous, like the SQLite store: both run
+//! on the store's own thread, never on the async loop). A connection that
+//! fails returns [`StoreError::Postgres`]; reconnecting (with backoff) is
+//! the caller's choice, and is safe: a begin whose answer was lost is
+//! found again as [`StoreError::DuplicateAction`] with state `started`.
+
+mod schema;
+
+use std::time::Duration;
+
+use postgres::{Client, NoTls, Row};
+use remediate::action::ActionResult;
+
+use crate::{ActionKey, ActionRecord, ChildProcess, ExecutionState, StoreError};
+
+pub(crate) use schema::MIGRATIONS;
+
+/// A member's claim on a group key: present it with each begin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The group key (a service, or a diagnosis group).
+    pub group_key: String,
+    /// The epoch [`PgStore::claim`] returned.
+    pub epoch: i64,
+}
+
+/// The store on one PostgreSQL connection.
+pub struct PgStore {
+    client: Client,
+    /// The URL without its password, for messages.
+    url: String,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").field("url", &self.url).finish()
+    }
+}
+
+/// `url` with any password replaced by `***`: in the authority
+/// (`user:password@`) and as a `password=` parameter (of a URL's query or
+/// of a `key=value` connection string).
+pub fn redact(url: &str) -> String {
+    let mut out = match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((auth, host)) => match auth.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => url.to_owned(),
+            },
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    };
+    let mut from = 0;
+    while let Some(i) = out[from..].find("password=").map(|i| from + i) {
+        let start = i + "password=".len();
+        let end = out[start..]
+            .find(['&', ' '])
+            .map_or(out.len(), |e| start + e);
+        out.replace_range(start..end, "***");
+        from = start + 3;
+    }
+    out
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user[:password]@host[:port]/db`),
+    /// applies the missing migrations, and returns the store.
+    ///
+    /// # Errors
+    ///
+    /// The connection failed, a migration failed, or the database was
+    /// migrated by a newer heal ([`StoreError::PostgresTooNew`]).
+    pub fn open(url: &str) -> Result<PgStore, StoreError> {
+        let shown = redact(url);
+        let mut config: postgres::Config = url.parse().map_err(|source| StoreError::Postgres {
+            url: shown.clone(),
+            doing: "reading the connection URL",
+            source,
+        })?;
+        config
+            .application_name("heal")
+            .connect_timeout(Duration::from_secs(10));
+        let client = config.connect(NoTls).map_err(|source| StoreError::Postgres {
+            url: shown.clone(),
+            doing: "connecting",
+            source,
+        })?;
+        let mut store = PgStore {
+            client,
+            url: shown,
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn err(&self, doing: &'static str) -> impl FnOnce(postgres::Error) -> StoreError + '_ {
+        move |source| StoreError::Postgres {
+            url: self.url.clone(),
+            doing,
+            source,
+        }
+    }
+
+    /// Applies the missing migrations, each in its own transaction under
+    /// the migration lock, re-reading the version under it (another
+    /// member may have migrated meanwhile).
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let url = self.url.clone();
+        let pg = |doing: &'static str| {
+            let url = url.clone();
+            move |source| StoreError::Postgres {
+                url,
+                doing,
+                source,
+            }
+        };
+        let supported = MIGRATIONS.len() as i64;
+        {
+            let mut tx = self.client.transaction().map_err(pg("migrating"))?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&schema::MIGRATION_LOCK])
+                .map_err(pg("taking the migration lock"))?;
+            tx.batch_execute(schema::VERSION_TABLE)
+                .map_err(pg("creating the version table"))?;
+            tx.commit().map_err(pg("creating the version table"))?;
+        }
+        loop {
+            let mut tx = self.client.transaction().map_err(pg("migrating"))?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&schema::MIGRATION_LOCK])
+                .map_err(pg("taking the migration lock"))?;
+            let found: i64 = tx
+                .query_one("SELECT version FROM heal_schema WHERE id = 1", &[])
+                .map_err(pg("reading the schema version"))?
+                .get(0);
+            if found > supported {
+                return Err(StoreError::PostgresTooNew {
+                    url: url.clone(),
+                    found,
+                    supported,
+                });
+            }
+            if found == supported {
+                return tx.commit().map_err(pg("migrating"));
+            }
+            tx.batch_execute(MIGRATIONS[found as usize])
+                .map_err(pg("applying a migration"))?;
+            tx.execute("UPDATE heal_schema SET version = $1 WHERE id = 1", &[&(found + 1)])
+                .map_err(pg("recording the schema version"))?;
+            tx.commit().map_err(pg("applying a migration"))?;
+            tracing::info!(stage = "store", version = found + 1, "incident store: PostgreSQL schema migrated");
+        }
+    }
+
+    /// The schema version of the database.
+    ///
+    /// # Errors
+    ///
+    /// The query failed.
+    pub fn version(&mut self) -> Result<i64, StoreError> {
+        let row = self
+            .client
+            .query_one("SELECT version FROM heal_schema WHERE id = 1", &[])
+            .map_err(|source| StoreError::Postgres {
+                url: self.url.clone(),
+                doing: "reading the schema version",
+                source,
+            })?;
+        Ok(row.get(0))
+    }
+
+    /// Takes `group_key` over for `owner` at `now_ms`: the key's epoch goes
+    /// up by one (to 1 for a key never claimed), and every fence of an
+    /// earlier epoch stops working. Returns the new fence.
+    ///
+    /// # Errors
+    ///
+    /// The statement failed.
+    pub fn claim(&mut self, group_key: &str, owner: &str, now_ms: i64) -> Result<Fence, StoreError> {
+        let url = self.url.clone();
+        let row = self
+            .client
+            .query_one(
+                "INSERT INTO owners (group_key, epoch, owner, claimed_ms) VALUES ($1, 1, $2, $3)
+                 ON CONFLICT (group_key) DO UPDATE
+                   SET epoch = owners.epoch + 1, owner = EXCLUDED.owner, claimed_ms = EXCLUDED.claimed_ms
+                 RETURNING epoch",
+                &[&group_key, &owner, &now_ms],
+            )
+            .map_err(|source| StoreError::Postgres {
+                url,
+                doing: "claiming a group key",
+                source,
+            })?;
+        Ok(Fence {
+            group_key: group_key.to_owned(),
+            epoch: row.get(0),
+        })
+    }
+
+    /// Records that the action `key` begins, once: see the module's docs.
+    /// With a `fence`, only while the fence's epoch is still its group
+    /// key's.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::DuplicateAction`] when the key was begun before (by
+    /// anyone), [`StoreError::Fenced`] when the fence is stale, or the
+    /// statement failed.
+    pub fn begin_action(
+        &mut self,
+        key: &ActionKey,
+        summary: &str,
+        started_ms: i64,
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError> {
+        let k = key.to_string();
+        let step = key.step as i64;
+        let attempt = i64::from(key.attempt);
+        let inserted = match fence {
+            None => self.client.execute(
+                "INSERT INTO executions (key, incident_id, step, attempt, summary, state, started_ms)
+                 VALUES ($1, $2, $3, $4, $5, 'started', $6)
+                 ON CONFLICT (key) DO NOTHING",
+                &[&k, &key.incident, &step, &attempt, &summary, &started_ms],
+            ),
+            Some(f) => self.client.execute(
+                "WITH owner AS (
+                     SELECT 1 FROM owners WHERE group_key = $7 AND epoch = $8 FOR SHARE
+                 )
+                 INSERT INTO executions (key, incident_id, step, attempt, summary, state, started_ms)
+                 SELECT $1, $2, $3, $4, $5, 'started', $6 WHERE EXISTS (SELECT 1 FROM owner)
+                 ON CONFLICT (key) DO NOTHING",
+                &[&k, &key.incident, &step, &attempt, &summary, &started_ms, &f.group_key, &f.epoch],
+            ),
+        }
+        .map_err(self.err("recording an action begin"))?;
+        if inserted == 1 {
+            return Ok(());
+        }
+        if let Some(state) = self.state_of(key)? {
+            return Err(StoreError::DuplicateAction {
+                key: key.clone(),
+                state,
+            });
+        }
+        // Not recorded, and not begun by anyone: only a stale fence says no.
+        let f = fence.expect("an unfenced insert either inserts or conflicts");
+        let current = self
+            .client
+            .query_opt(
+                "SELECT epoch, owner FROM owners WHERE group_key = $1",
+                &[&f.group_key],
+            )
+            .map_err(self.err("reading a group key's owner"))?;
+        Err(StoreError::Fenced {
+            key: key.clone(),
+            group_key: f.group_key.clone(),
+            epoch: f.epoch,
+            current: current.as_ref().map(|r| r.get(0)),
+            owner: current.map(|r| r.get(1)),
+        })
+    }
+
+    fn state_of(&mut self, key: &ActionKey) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .client
+            .query_opt("SELECT state FROM executions WHERE key = $1", &[&key.to_string()])
+            .map_err(self.err("reading an action"))?
+            .map(|r| r.get(0)))
+    }
+
+    /// Records the result of the action `key`, which must be `started`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotInFlight`] when it was never begun or is already
+    /// finished (or settled), or the statement failed.
+    pub fn finish_action(
+        &mut self,
+        key: &ActionKey,
+        result: &ActionResult,
+        finished_ms: i64,
+    ) -> Result<(), StoreError> {
+        let duration_us = i64::try_from(result.duration.as_micros()).unwrap_or(i64::MAX);
+        let updated = self
+            .client
+            .execute(
+                "UPDATE executions SET state = 'finished', finished_ms = $2, ok = $3,
+                     retryable = $4, result = $5, output = $6, duration_us = $7
+                 WHERE key = $1 AND state = 'started'",
+                &[
+                    &key.to_string(),
+                    &finished_ms,
+                    &result.ok,
+                    &result.retryable,
+                    &result.summary,
+                    &result.output,
+                    &duration_us,
+                ],
+            )
+            .map_err(self.err("recording an action result"))?;
+        if updated == 1 {
+            return Ok(());
+        }
+        let why = match self.state_of(key)? {
+            None => "it was never begun".to_owned(),
+            Some(state) => format!("it is already {state}"),
+        };
+        Err(StoreError::NotInFlight {
+            key: key.clone(),
+            why,
+        })
+    }
+
+    /// The execution recorded for `key`, if any.
+    ///
+    /// # Errors
+    ///
+    /// The query failed, or the row does not decode.
+    pub fn action(&mut self, key: &ActionKey) -> Result<Option<ActionRecord>, StoreError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT key, incident_id, step, attempt, summary, state, started_ms, finished_ms,
+                        ok, retryable, result, output, duration_us, pid, pid_start, settled
+                 FROM executions WHERE key = $1",
+                &[&key.to_string()],
+            )
+            .map_err(self.err("reading an action"))?;
+        row.map(|r| self.record(&r)).transpose()
+    }
+
+    /// Every execution of `incident`, by step and attempt.
+    ///
+    /// # Errors
+    ///
+    /// As [`PgStore::action`].
+    pub fn actions_of(&mut self, incident: &str) -> Result<Vec<ActionRecord>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT key, incident_id, step, attempt, summary, state, started_ms, finished_ms,
+                        ok, retryable, result, output, duration_us, pid, pid_start, settled
+                 FROM executions WHERE incident_id = $1 ORDER BY step, attempt",
+                &[&incident],
+            )
+            .map_err(self.err("reading actions"))?;
+        rows.iter().map(|r| self.record(r)).collect()
+    }
+
+    fn record(&self, r: &Row) -> Result<ActionRecord, StoreError> {
+        let key: String = r.get(0);
+        let corrupt = |message: String| StoreError::PostgresCorrupt {
+            url: self.url.clone(),
+            table: "executions",
+            row: key.clone(),
+            message,
+        };
+        let state: String = r.get(5);
+        let state = ExecutionState::parse(&state)
+            .ok_or_else(|| corrupt(format!("unknown state {state:?}")))?;
+        let step: i64 = r.get(2);
+        let attempt: i64 = r.get(3);
+        let result = match (r.get::<_, Option<bool>>(8), r.get::<_, Option<String>>(10)) {
+            (Some(ok), Some(summary)) => Some(ActionResult {
+                ok,
+                retryable: r.get::<_, Option<bool>>(9).unwrap_or(false),
+                summary,
+                output: r.get::<_, Option<String>>(11).unwrap_or_default(),
+                duration: Duration::from_micros(
+                    u64::try_from(r.get::<_, Option<i64>>(12).unwrap_or(0)).unwrap_or(0),
+                ),
+            }),
+            _ => None,
+        };
+        let process = r.get::<_, Option<i64>>(13).map(|pid| ChildProcess {
+            pid: u32::try_from(pid).unwrap_or(0),
+            start_ticks: r.get::<_, Option<i64>>(14).and_then(|t| u64::try_from(t).ok()),
+        });
+        Ok(ActionRecord {
+            key: ActionKey {
+                incident: r.get(1),
+                step: usize::try_from(step).map_err(|_| corrupt(format!("bad step {step}")))?,
+                attempt: u32::try_from(attempt)
+                    .map_err(|_| corrupt(format!("bad attempt {attempt}")))?,
+            },
+            summary: r.get(4),
+            state,
+            started_ms: r.get(6),
+            finished_ms: r.get(7),
+            result,
+            process,
+            settled: r.get(15),
+        })
+    }
+
+    /// The tables and their columns in order, as the catalogue says
+    /// (`heal_schema` left out): what `tests/postgres.rs` compares with
+    /// the SQLite store's.
+    ///
+    /// # Errors
+    ///
+    /// The query failed.
+    pub fn columns(&mut self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT table_name::text, column_name::text FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name <> 'heal_schema'
+                 ORDER BY table_name, ordinal_position",
+                &[],
+            )
+            .map_err(self.err("reading the catalogue"))?;
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for r in rows {
+            let (t, c): (String, String) = (r.get(0), r.get(1));
+            match out.last_mut() {
+                Some((last, cols)) if *last == t => cols.push(c),
+                _ => out.push((t, vec![c])),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_a_message() {
+        assert_eq!(
+            redact("postgres://heal:s3cret@db:5432/heal"),
+            "postgres://heal:***@db:5432/heal"
+        );
+        assert_eq!(redact("postgres://heal@db/heal"), "postgres://heal@db/heal");
+        assert_eq!(redact("host=db user=heal"), "host=db user=heal");
+        // An @ in the password: the host is after the last one.
+        assert_eq!(redact("postgres://u:p@ss@h/d"), "postgres://u:***@h/d");
+        assert_eq!(
+            redact("postgres://h/d?user=u&password=x&sslmode=disable"),
+            "postgres://h/d?user=u&password=***&sslmode=disable"
+        );
+        assert_eq!(redact("host=h password=x user=u"), "host=h password=*** user=u");
+    }
+
+    #[test]
+    fn both_dialects_have_every_migration() {
+        assert_eq!(MIGRATIONS.len(), crate::sqlite::schema::MIGRATIONS.len());
+    }
+}

@@ -443,6 +443,13 @@ impl Prometheus {
         let yml = crate::promconfig::render(&targets, scrape_interval, scrape_interval)?;
         let config = dir.join("prometheus.yml");
         crate::promconfig::write_atomically(&config, &yml)?;
+        Prometheus::launch(bin, &config, dir, &[])
+    }
+
+    /// Starts `bin` with `config` (written by the caller), its storage in
+    /// `DIR/tsdb`, on a free port, with `extra` arguments (such as
+    /// `--web.enable-remote-write-receiver`), and waits until it is ready.
+    pub fn launch(bin: &Path, config: &Path, dir: &Path, extra: &[&str]) -> Result<Prometheus> {
         let addr = loopback(free_port()?);
         let child = Command::new(bin)
             .arg(format!("--config.file={}", config.display()))
@@ -451,6 +458,7 @@ impl Prometheus {
                 dir.join("tsdb").display()
             ))
             .arg(format!("--web.listen-address={addr}"))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -95,7 +95,10 @@ impl PgServer {
                     .status()
                     .map_err(|e| Error::io("running chown", e))?;
                 if !status.success() {
-                    return Err(Error::failed(format!("chown postgres {} failed", p.display())));
+                    return Err(Error::failed(format!(
+                        "chown postgres {} failed",
+                        p.display()
+                    )));
                 }
             }
         }
@@ -103,7 +106,16 @@ impl PgServer {
         initdb
             .arg("-D")
             .arg(&data)
-            .args(["-A", "trust", "-U", USER, "--no-sync", "-E", "UTF8", "--locale=C"])
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                USER,
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
             .stdin(Stdio::null());
         let out = initdb
             .output()

@@ -23,7 +23,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -33,7 +32,7 @@ use ingest::sinks::remote_write::{
 };
 use ingest::Labels;
 use lab::http::client;
-use lab::orchestrate::{self, ChildGuard, TempDir};
+use lab::orchestrate::{Prometheus, TempDir};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Context;
@@ -124,37 +123,17 @@ fn query_number(prom: SocketAddr, q: &str) -> Result<f64> {
 }
 
 /// A Prometheus that takes remote write, in `dir`, ready.
-fn start_prometheus(
-    bin: &std::path::Path,
-    dir: &std::path::Path,
-) -> Result<(SocketAddr, ChildGuard)> {
+fn start_prometheus(bin: &std::path::Path, dir: &std::path::Path) -> Result<Prometheus> {
     labrun::check_prometheus(bin)?;
     let config = dir.join("prometheus.yml");
     std::fs::write(&config, "global:\n  scrape_interval: 1m\n")
         .context("writing prometheus.yml")?;
-    let addr = orchestrate::loopback(orchestrate::free_port()?);
-    let child = Command::new(bin)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address={addr}"))
-        .arg("--web.enable-remote-write-receiver")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting prometheus")?;
-    let guard = ChildGuard::new(child);
-    let ready =
-        orchestrate::wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
-            client::get(addr, "/-/ready", Duration::from_secs(1)).is_ok_and(|r| r.status == 200)
-        });
-    if ready.is_none() {
-        return Err(Error::msg("prometheus did not become ready"));
-    }
-    Ok((addr, guard))
+    Ok(Prometheus::launch(
+        bin,
+        &config,
+        dir,
+        &["--web.enable-remote-write-receiver"],
+    )?)
 }
 
 /// Runs the bench and prints its figures.
@@ -174,8 +153,8 @@ pub fn run(cfg: &RemoteWriteConfig) -> Result<()> {
     let (url, prom) = match &cfg.url {
         Some(u) => (u.clone(), None),
         None => {
-            let (addr, guard) = start_prometheus(&cfg.prometheus_bin, dir.path())?;
-            (format!("http://{addr}/api/v1/write"), Some((addr, guard)))
+            let prom = start_prometheus(&cfg.prometheus_bin, dir.path())?;
+            (format!("{}/api/v1/write", prom.url()), Some(prom))
         }
     };
     let labels = series_labels(cfg.series);
@@ -273,7 +252,8 @@ pub fn run(cfg: &RemoteWriteConfig) -> Result<()> {
             cfg.series * cfg.slots * 3
         )));
     }
-    if let Some((addr, _guard)) = prom {
+    if let Some(prom) = prom {
+        let addr = prom.addr();
         let window = format!("{}s", cfg.slots + 600);
         let series = query_number(addr, "count(heal_anomaly_score)")?;
         let samples = query_number(

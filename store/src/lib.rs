@@ -80,8 +80,8 @@
 mod error;
 mod query;
 // Learning from outcomes: threshold offsets per signal and their history.
-mod sensitivity;
 pub mod postgres;
+mod sensitivity;
 pub mod sqlite;
 
 use std::fmt;
@@ -90,6 +90,7 @@ use remediate::action::ActionResult;
 use serde::Serialize;
 
 pub use error::StoreError;
+pub use postgres::{Fence, PgStore};
 pub use query::{
     Facets, IncidentFilter, IncidentPage, IncidentRecord, IncidentSummary, DEFAULT_LIMIT,
     MAX_FACET_VALUES,
@@ -98,7 +99,6 @@ pub use sensitivity::{
     step_offset, Adjustment, Mark, Marked, Reason as SensitivityReason, OFFSET_MAX, OFFSET_MIN,
 };
 pub use sqlite::{ClosedIncident, Opened, Store, StoreWriter, WriterThread, CLOSED_AT_RESTART};
-pub use postgres::{Fence, PgStore};
 
 /// Identity of one execution of one planned step: the idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]

@@ -67,7 +67,9 @@ fn members_migrating_at_once_migrate_once_to_the_sqlite_schema() {
         .into_iter()
         .map(|t| {
             let cols = c
-                .prepare(&format!("SELECT name FROM pragma_table_info('{t}') ORDER BY cid"))
+                .prepare(&format!(
+                    "SELECT name FROM pragma_table_info('{t}') ORDER BY cid"
+                ))
                 .unwrap()
                 .query_map([], |r| r.get(0))
                 .unwrap()
@@ -125,10 +127,7 @@ fn a_begin_happens_once_however_many_members_ask_at_once() {
         for k in begun {
             winners[k] += 1;
         }
-        assert!(
-            r.keys().all(|s| s == "started" || s == "finished"),
-            "{r:?}"
-        );
+        assert!(r.keys().all(|s| s == "started" || s == "finished"), "{r:?}");
         refused += r.values().sum::<usize>();
     }
     assert!(
@@ -166,8 +165,13 @@ fn a_member_whose_claim_is_stale_is_fenced() {
     let mut b = PgStore::open(&url).unwrap();
     let fa = a.claim("web", "member-a", 1_000).unwrap();
     assert_eq!(fa.epoch, 1);
-    a.begin_action(&ActionKey::new("inc-000001", 1, 1), "restart web", 1_000, Some(&fa))
-        .unwrap();
+    a.begin_action(
+        &ActionKey::new("inc-000001", 1, 1),
+        "restart web",
+        1_000,
+        Some(&fa),
+    )
+    .unwrap();
     // A rebalance gives web to b; a, cut off, still thinks it owns it.
     let fb = b.claim("web", "member-b", 2_000).unwrap();
     assert_eq!(fb.epoch, 2);
@@ -182,17 +186,26 @@ fn a_member_whose_claim_is_stale_is_fenced() {
             owner,
             ..
         } => {
-            assert_eq!((*epoch, *current, owner.as_deref()), (1, Some(2), Some("member-b")));
+            assert_eq!(
+                (*epoch, *current, owner.as_deref()),
+                (1, Some(2), Some("member-b"))
+            );
         }
         e => panic!("{e}"),
     }
     assert!(err.to_string().contains("fenced"), "{err}");
     assert!(a.action(&key).unwrap().is_none(), "a fenced begin recorded");
-    b.begin_action(&key, "restart web", 2_600, Some(&fb)).unwrap();
+    b.begin_action(&key, "restart web", 2_600, Some(&fb))
+        .unwrap();
     // Other keys are not touched by a claim of web.
     let fa_api = a.claim("api", "member-a", 3_000).unwrap();
-    a.begin_action(&ActionKey::new("inc-000003", 1, 1), "restart api", 3_000, Some(&fa_api))
-        .unwrap();
+    a.begin_action(
+        &ActionKey::new("inc-000003", 1, 1),
+        "restart api",
+        3_000,
+        Some(&fa_api),
+    )
+    .unwrap();
 
     // Under contention: a begins as fast as it can while b claims; no
     // begin a issues after b's claim has returned may succeed.
@@ -224,7 +237,10 @@ fn a_member_whose_claim_is_stale_is_fenced() {
     claimed.store(true, Ordering::SeqCst);
     let (before, after_ok, fenced) = zombie.join().unwrap();
     eprintln!("zombie: {before} begun before the claim, {after_ok} after it, {fenced} fenced");
-    assert_eq!(after_ok, 0, "a begin issued after the claim returned succeeded");
+    assert_eq!(
+        after_ok, 0,
+        "a begin issued after the claim returned succeeded"
+    );
     assert!(fenced > 0 && before > 0, "{before} {fenced}");
 }
 
@@ -234,8 +250,13 @@ fn a_killed_server_keeps_what_it_acknowledged_and_errors_are_clear() {
     let url = pg.url();
     let mut s = PgStore::open(&url).unwrap();
     for i in 0..100 {
-        s.begin_action(&ActionKey::new(format!("inc-{i:06}"), 1, 1), "exec true", 1, None)
-            .unwrap();
+        s.begin_action(
+            &ActionKey::new(format!("inc-{i:06}"), 1, 1),
+            "exec true",
+            1,
+            None,
+        )
+        .unwrap();
     }
     pg.kill();
     // The connection is gone: an error naming the store, no panic.
@@ -256,7 +277,10 @@ fn a_killed_server_keeps_what_it_acknowledged_and_errors_are_clear() {
     let mut s = PgStore::open(&url).unwrap();
     for i in 0..100 {
         let key = ActionKey::new(format!("inc-{i:06}"), 1, 1);
-        let rec = s.action(&key).unwrap().unwrap_or_else(|| panic!("{key} lost"));
+        let rec = s
+            .action(&key)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{key} lost"));
         assert_eq!(rec.state, ExecutionState::Started);
         assert!(matches!(
             s.begin_action(&key, "exec true", 2, None),

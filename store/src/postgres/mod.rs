@@ -43,6 +43,10 @@ use crate::{ActionKey, ActionRecord, ChildProcess, ExecutionState, StoreError};
 
 pub(crate) use schema::MIGRATIONS;
 
+/// An execution's columns in the order [`PgStore::record`] reads them.
+const EXECUTION_COLUMNS: &str = "SELECT key, incident_id, step, attempt, summary, state, started_ms,
+    finished_ms, ok, retryable, result, output, duration_us, pid, pid_start, settled FROM executions";
+
 /// A member's claim on a group key: present it with each begin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
@@ -109,15 +113,14 @@ impl PgStore {
         config
             .application_name("heal")
             .connect_timeout(Duration::from_secs(10));
-        let client = config.connect(NoTls).map_err(|source| StoreError::Postgres {
-            url: shown.clone(),
-            doing: "connecting",
-            source,
-        })?;
-        let mut store = PgStore {
-            client,
-            url: shown,
-        };
+        let client = config
+            .connect(NoTls)
+            .map_err(|source| StoreError::Postgres {
+                url: shown.clone(),
+                doing: "connecting",
+                source,
+            })?;
+        let mut store = PgStore { client, url: shown };
         store.migrate()?;
         Ok(store)
     }
@@ -137,25 +140,27 @@ impl PgStore {
         let url = self.url.clone();
         let pg = |doing: &'static str| {
             let url = url.clone();
-            move |source| StoreError::Postgres {
-                url,
-                doing,
-                source,
-            }
+            move |source| StoreError::Postgres { url, doing, source }
         };
         let supported = MIGRATIONS.len() as i64;
         {
             let mut tx = self.client.transaction().map_err(pg("migrating"))?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&schema::MIGRATION_LOCK])
-                .map_err(pg("taking the migration lock"))?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&schema::MIGRATION_LOCK],
+            )
+            .map_err(pg("taking the migration lock"))?;
             tx.batch_execute(schema::VERSION_TABLE)
                 .map_err(pg("creating the version table"))?;
             tx.commit().map_err(pg("creating the version table"))?;
         }
         loop {
             let mut tx = self.client.transaction().map_err(pg("migrating"))?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&schema::MIGRATION_LOCK])
-                .map_err(pg("taking the migration lock"))?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&schema::MIGRATION_LOCK],
+            )
+            .map_err(pg("taking the migration lock"))?;
             let found: i64 = tx
                 .query_one("SELECT version FROM heal_schema WHERE id = 1", &[])
                 .map_err(pg("reading the schema version"))?
@@ -172,10 +177,17 @@ impl PgStore {
             }
             tx.batch_execute(MIGRATIONS[found as usize])
                 .map_err(pg("applying a migration"))?;
-            tx.execute("UPDATE heal_schema SET version = $1 WHERE id = 1", &[&(found + 1)])
-                .map_err(pg("recording the schema version"))?;
+            tx.execute(
+                "UPDATE heal_schema SET version = $1 WHERE id = 1",
+                &[&(found + 1)],
+            )
+            .map_err(pg("recording the schema version"))?;
             tx.commit().map_err(pg("applying a migration"))?;
-            tracing::info!(stage = "store", version = found + 1, "incident store: PostgreSQL schema migrated");
+            tracing::info!(
+                stage = "store",
+                version = found + 1,
+                "incident store: PostgreSQL schema migrated"
+            );
         }
     }
 
@@ -203,7 +215,12 @@ impl PgStore {
     /// # Errors
     ///
     /// The statement failed.
-    pub fn claim(&mut self, group_key: &str, owner: &str, now_ms: i64) -> Result<Fence, StoreError> {
+    pub fn claim(
+        &mut self,
+        group_key: &str,
+        owner: &str,
+        now_ms: i64,
+    ) -> Result<Fence, StoreError> {
         let url = self.url.clone();
         let row = self
             .client
@@ -292,7 +309,10 @@ impl PgStore {
     fn state_of(&mut self, key: &ActionKey) -> Result<Option<String>, StoreError> {
         Ok(self
             .client
-            .query_opt("SELECT state FROM executions WHERE key = $1", &[&key.to_string()])
+            .query_opt(
+                "SELECT state FROM executions WHERE key = $1",
+                &[&key.to_string()],
+            )
             .map_err(self.err("reading an action"))?
             .map(|r| r.get(0)))
     }
@@ -349,9 +369,7 @@ impl PgStore {
         let row = self
             .client
             .query_opt(
-                "SELECT key, incident_id, step, attempt, summary, state, started_ms, finished_ms,
-                        ok, retryable, result, output, duration_us, pid, pid_start, settled
-                 FROM executions WHERE key = $1",
+                &format!("{EXECUTION_COLUMNS} WHERE key = $1"),
                 &[&key.to_string()],
             )
             .map_err(self.err("reading an action"))?;
@@ -367,9 +385,7 @@ impl PgStore {
         let rows = self
             .client
             .query(
-                "SELECT key, incident_id, step, attempt, summary, state, started_ms, finished_ms,
-                        ok, retryable, result, output, duration_us, pid, pid_start, settled
-                 FROM executions WHERE incident_id = $1 ORDER BY step, attempt",
+                &format!("{EXECUTION_COLUMNS} WHERE incident_id = $1 ORDER BY step, attempt"),
                 &[&incident],
             )
             .map_err(self.err("reading actions"))?;
@@ -403,7 +419,9 @@ impl PgStore {
         };
         let process = r.get::<_, Option<i64>>(13).map(|pid| ChildProcess {
             pid: u32::try_from(pid).unwrap_or(0),
-            start_ticks: r.get::<_, Option<i64>>(14).and_then(|t| u64::try_from(t).ok()),
+            start_ticks: r
+                .get::<_, Option<i64>>(14)
+                .and_then(|t| u64::try_from(t).ok()),
         });
         Ok(ActionRecord {
             key: ActionKey {
@@ -469,7 +487,10 @@ mod tests {
             redact("postgres://h/d?user=u&password=x&sslmode=disable"),
             "postgres://h/d?user=u&password=***&sslmode=disable"
         );
-        assert_eq!(redact("host=h password=x user=u"), "host=h password=*** user=u");
+        assert_eq!(
+            redact("host=h password=x user=u"),
+            "host=h password=*** user=u"
+        );
     }
 
     #[test]

@@ -233,16 +233,30 @@ impl PgServer {
         }
     }
 
-    /// Kills the server as a crash would (SIGKILL of the postmaster; its
-    /// backends exit when they find it gone) and reaps it.
+    /// Kills the server as a crash would: SIGKILL of the postmaster and of
+    /// every process it started (its backends and helpers, which would
+    /// otherwise linger on their shared memory and make a restart refuse
+    /// to start), then waits until all of them are gone.
     pub fn kill(&mut self) {
+        let postmaster = self.postmaster_pid();
+        let children: Vec<String> = postmaster.as_deref().map(children_of).unwrap_or_default();
         self.signal("-KILL");
+        for pid in &children {
+            let _ = Command::new("kill")
+                .args(["-KILL", pid])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         if let Some(mut child) = self.child.take() {
             terminate(&mut child, Duration::from_secs(5));
         }
-        // The backends notice the postmaster's death within moments; a
-        // restart before they have gone is refused, so wait for the pid
-        // file's lock to be released by waiting for the port to close.
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            postmaster
+                .iter()
+                .chain(&children)
+                .all(|p| !p.parse().is_ok_and(crate::procfs::is_running))
+        });
         let addr = loopback(self.port);
         wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
             TcpStream::connect(addr).is_err()
@@ -263,6 +277,24 @@ impl PgServer {
         // pid and takes over once it is gone.
         self.launch()
     }
+}
+
+/// The pids whose parent is `pid` (from `/proc/*/stat`).
+fn children_of(pid: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.bytes().all(|b| b.is_ascii_digit()).then_some(())?;
+            let stat = std::fs::read_to_string(format!("/proc/{name}/stat")).ok()?;
+            // `pid (comm) state ppid ...`: comm may hold spaces, so read
+            // after its closing parenthesis.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+            (ppid == pid).then_some(name)
+        })
+        .collect()
 }
 
 impl Drop for PgServer {

@@ -44,11 +44,11 @@ fn members_migrating_at_once_migrate_once_to_the_sqlite_schema() {
         .collect();
     for h in handles {
         let version = h.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(version, 8);
+        assert_eq!(version, 9);
     }
     // Opening again changes nothing.
     let mut pgs = PgStore::open(&url).unwrap();
-    assert_eq!(pgs.version().unwrap(), 8);
+    assert_eq!(pgs.version().unwrap(), 9);
 
     // The same tables with the same columns in the same order as SQLite.
     let dir = tempfile::tempdir().unwrap();
@@ -259,7 +259,9 @@ fn a_killed_server_keeps_what_it_acknowledged_and_errors_are_clear() {
         .unwrap();
     }
     pg.kill();
-    // The connection is gone: an error naming the store, no panic.
+    // The connection is gone and the store may not wait: an error naming
+    // the store, no panic.
+    s.set_retry_for(Duration::ZERO);
     let err = s
         .begin_action(&ActionKey::new("inc-000100", 1, 1), "exec true", 1, None)
         .unwrap_err();
@@ -287,4 +289,54 @@ fn a_killed_server_keeps_what_it_acknowledged_and_errors_are_clear() {
             Err(StoreError::DuplicateAction { .. })
         ));
     }
+}
+
+#[test]
+fn begins_ride_through_a_server_restart_each_recorded_once() {
+    let mut pg = server();
+    let url = pg.url();
+    let mut s = PgStore::open_as(&url, "member-a").unwrap();
+    // The server is killed and started again while begins and finishes
+    // go on: each call waits it out, and every key is recorded once.
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        pg.kill();
+        std::thread::sleep(Duration::from_millis(700));
+        pg.restart().unwrap_or_else(|e| panic!("{e}"));
+        pg
+    });
+    let keys: Vec<ActionKey> = (0..150)
+        .map(|i| ActionKey::new(format!("inc-{i:06}"), 1, 1))
+        .collect();
+    for (i, key) in keys.iter().enumerate() {
+        s.begin_action(key, "exec true", i as i64, None)
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        s.finish_action(key, &done("exit status 0"), i as i64 + 1)
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _pg = killer.join().unwrap();
+    assert!(
+        s.reconnects() >= 1,
+        "the restart did not happen during the begins"
+    );
+    let mut check = PgStore::open(&url).unwrap();
+    for key in &keys {
+        let rec = check
+            .action(key)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{key} lost"));
+        assert_eq!(rec.state, ExecutionState::Finished, "{key}");
+    }
+    // Another member asking for the same keys is refused every time.
+    for key in &keys {
+        assert!(matches!(
+            check.begin_action(key, "exec true", 0, None),
+            Err(StoreError::DuplicateAction { .. })
+        ));
+    }
+    eprintln!(
+        "150 begins and finishes through a server kill and restart: {} reconnect(s), each key once",
+        s.reconnects()
+    );
 }

@@ -56,11 +56,25 @@ pub struct Fence {
     pub epoch: i64,
 }
 
+/// How long a begin or finish keeps trying through a lost connection by
+/// default ([`PgStore::set_retry_for`]).
+pub const RETRY_FOR: Duration = Duration::from_secs(30);
+
 /// The store on one PostgreSQL connection.
 pub struct PgStore {
     client: Client,
+    /// How to connect again after the connection is lost.
+    config: postgres::Config,
     /// The URL without its password, for messages.
     url: String,
+    /// What tells this store's begins apart from every other's, its own
+    /// earlier lives included (a restarted member may get the same pid,
+    /// pid 1 in a container): `member/pid/nanoseconds at open`.
+    instance: String,
+    /// Begins made through this store.
+    begins: u64,
+    retry_for: Duration,
+    reconnects: u64,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -104,6 +118,16 @@ impl PgStore {
     /// The connection failed, a migration failed, or the database was
     /// migrated by a newer heal ([`StoreError::PostgresTooNew`]).
     pub fn open(url: &str) -> Result<PgStore, StoreError> {
+        PgStore::open_as(url, &format!("heal-{}", std::process::id()))
+    }
+
+    /// [`PgStore::open`] for the member called `member` (its begins are
+    /// recorded as `member/pid/nanoseconds-at-open/n`).
+    ///
+    /// # Errors
+    ///
+    /// As [`PgStore::open`].
+    pub fn open_as(url: &str, member: &str) -> Result<PgStore, StoreError> {
         let shown = redact(url);
         let mut config: postgres::Config = url.parse().map_err(|source| StoreError::Postgres {
             url: shown.clone(),
@@ -120,9 +144,70 @@ impl PgStore {
                 doing: "connecting",
                 source,
             })?;
-        let mut store = PgStore { client, url: shown };
+        let mut store = PgStore {
+            client,
+            config,
+            url: shown,
+            instance: format!(
+                "{member}/{}/{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            ),
+            begins: 0,
+            retry_for: RETRY_FOR,
+            reconnects: 0,
+        };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// How long [`PgStore::begin_action`] and [`PgStore::finish_action`]
+    /// keep trying through a lost connection (reconnecting with backoff,
+    /// 100 ms doubling to 2 s) before they return the error; zero: never.
+    pub fn set_retry_for(&mut self, retry_for: Duration) {
+        self.retry_for = retry_for;
+    }
+
+    /// How many times this store has connected again after losing its
+    /// connection.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
+    }
+
+    /// Runs `op` and, while it fails because the connection is gone and
+    /// `retry_for` has not passed, connects again (with backoff) and runs
+    /// it again; `op` learns whether it is a retry.
+    fn retrying<T>(
+        &mut self,
+        mut op: impl FnMut(&mut PgStore, bool) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let deadline = std::time::Instant::now() + self.retry_for;
+        let mut backoff = Duration::from_millis(100);
+        let mut retry = false;
+        loop {
+            match op(self, retry) {
+                Err(StoreError::Postgres { .. })
+                    if self.client.is_closed() && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    retry = true;
+                    match self.config.connect(NoTls) {
+                        Ok(client) => {
+                            self.client = client;
+                            self.reconnects += 1;
+                            tracing::warn!(stage = "store", url = %self.url, "incident store: connected again to PostgreSQL");
+                        }
+                        Err(e) => {
+                            tracing::warn!(stage = "store", url = %self.url, error = %e, "incident store: PostgreSQL still unreachable; retrying");
+                        }
+                    }
+                }
+                other => return other,
+            }
+        }
     }
 
     fn err(&self, doing: &'static str) -> impl FnOnce(postgres::Error) -> StoreError + '_ {
@@ -258,34 +343,70 @@ impl PgStore {
         started_ms: i64,
         fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
+        self.begins += 1;
+        let token = format!("{}/{}", self.instance, self.begins);
+        self.retrying(|s, _| s.try_begin(key, summary, started_ms, fence, &token))
+    }
+
+    /// One try of a begin recorded as `token`. A key already recorded with
+    /// this very token is this begin, whose answer a lost connection ate:
+    /// it succeeded.
+    fn try_begin(
+        &mut self,
+        key: &ActionKey,
+        summary: &str,
+        started_ms: i64,
+        fence: Option<&Fence>,
+        token: &str,
+    ) -> Result<(), StoreError> {
         let k = key.to_string();
         let step = key.step as i64;
         let attempt = i64::from(key.attempt);
         let inserted = match fence {
             None => self.client.execute(
-                "INSERT INTO executions (key, incident_id, step, attempt, summary, state, started_ms)
-                 VALUES ($1, $2, $3, $4, $5, 'started', $6)
+                "INSERT INTO executions (key, incident_id, step, attempt, summary, state, started_ms, begun_by)
+                 VALUES ($1, $2, $3, $4, $5, 'started', $6, $7)
                  ON CONFLICT (key) DO NOTHING",
-                &[&k, &key.incident, &step, &attempt, &summary, &started_ms],
+                &[&k, &key.incident, &step, &attempt, &summary, &started_ms, &token],
             ),
             Some(f) => self.client.execute(
                 "WITH owner AS (
-                     SELECT 1 FROM owners WHERE group_key = $7 AND epoch = $8 FOR SHARE
+                     SELECT 1 FROM owners WHERE group_key = $8 AND epoch = $9 FOR SHARE
                  )
-                 INSERT INTO executions (key, incident_id, step, attempt, summary, state, started_ms)
-                 SELECT $1, $2, $3, $4, $5, 'started', $6 WHERE EXISTS (SELECT 1 FROM owner)
+                 INSERT INTO executions (key, incident_id, step, attempt, summary, state, started_ms, begun_by)
+                 SELECT $1, $2, $3, $4, $5, 'started', $6, $7 WHERE EXISTS (SELECT 1 FROM owner)
                  ON CONFLICT (key) DO NOTHING",
-                &[&k, &key.incident, &step, &attempt, &summary, &started_ms, &f.group_key, &f.epoch],
+                &[
+                    &k,
+                    &key.incident,
+                    &step,
+                    &attempt,
+                    &summary,
+                    &started_ms,
+                    &token,
+                    &f.group_key,
+                    &f.epoch,
+                ],
             ),
         }
         .map_err(self.err("recording an action begin"))?;
         if inserted == 1 {
             return Ok(());
         }
-        if let Some(state) = self.state_of(key)? {
+        let recorded = self
+            .client
+            .query_opt(
+                "SELECT state, begun_by FROM executions WHERE key = $1",
+                &[&k],
+            )
+            .map_err(self.err("reading an action"))?;
+        if let Some(row) = recorded {
+            if row.get::<_, Option<String>>(1).as_deref() == Some(token) {
+                return Ok(());
+            }
             return Err(StoreError::DuplicateAction {
                 key: key.clone(),
-                state,
+                state: row.get(0),
             });
         }
         // Not recorded, and not begun by anyone: only a stale fence says no.
@@ -306,17 +427,6 @@ impl PgStore {
         })
     }
 
-    fn state_of(&mut self, key: &ActionKey) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .client
-            .query_opt(
-                "SELECT state FROM executions WHERE key = $1",
-                &[&key.to_string()],
-            )
-            .map_err(self.err("reading an action"))?
-            .map(|r| r.get(0)))
-    }
-
     /// Records the result of the action `key`, which must be `started`.
     ///
     /// # Errors
@@ -328,6 +438,18 @@ impl PgStore {
         key: &ActionKey,
         result: &ActionResult,
         finished_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.retrying(|s, retry| s.try_finish(key, result, finished_ms, retry))
+    }
+
+    /// One try of a finish. On a retry, a row already finished with this
+    /// very result is this finish, whose answer a lost connection ate.
+    fn try_finish(
+        &mut self,
+        key: &ActionKey,
+        result: &ActionResult,
+        finished_ms: i64,
+        retry: bool,
     ) -> Result<(), StoreError> {
         let duration_us = i64::try_from(result.duration.as_micros()).unwrap_or(i64::MAX);
         let updated = self
@@ -350,9 +472,17 @@ impl PgStore {
         if updated == 1 {
             return Ok(());
         }
-        let why = match self.state_of(key)? {
+        let why = match self.action(key)? {
             None => "it was never begun".to_owned(),
-            Some(state) => format!("it is already {state}"),
+            Some(rec)
+                if retry
+                    && rec.state == ExecutionState::Finished
+                    && rec.finished_ms == Some(finished_ms)
+                    && rec.result.as_ref() == Some(result) =>
+            {
+                return Ok(());
+            }
+            Some(rec) => format!("it is already {}", rec.state.as_str()),
         };
         Err(StoreError::NotInFlight {
             key: key.clone(),

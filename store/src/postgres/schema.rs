@@ -16,7 +16,7 @@
 //! shipped; append one, to both lists.
 
 /// Every migration, oldest first.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// Key of the advisory lock the migrations take (`heal` in ASCII).
 pub(crate) const MIGRATION_LOCK: i64 = 0x6865_616c;
@@ -180,4 +180,12 @@ CREATE TABLE owners (
     owner      TEXT   NOT NULL,
     claimed_ms BIGINT NOT NULL
 );
+"#;
+
+/// Version 9 (both dialects): who recorded a begin (`member/pid/n`), so a
+/// member that lost its connection after the begin committed, and tries
+/// again, knows the begin for its own rather than a duplicate. (SQLite's
+/// single writer never needs it and leaves it empty.)
+const V9: &str = r#"
+ALTER TABLE executions ADD COLUMN begun_by TEXT;
 "#;

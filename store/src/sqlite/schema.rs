@@ -11,7 +11,7 @@
 
 /// Every migration, oldest first; the schema version of a file is the
 /// number of these it has had.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// The schema version this heal writes.
 pub(crate) fn current_version() -> i64 {
@@ -213,4 +213,12 @@ CREATE TABLE owners (
     owner      TEXT    NOT NULL,
     claimed_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
+"#;
+
+/// Version 9 (both dialects): who recorded a begin (`member/pid/n`), so a
+/// member that lost its connection after the begin committed, and tries
+/// again, knows the begin for its own rather than a duplicate. (SQLite's
+/// single writer never needs it and leaves it empty.)
+const V9: &str = r#"
+ALTER TABLE executions ADD COLUMN begun_by TEXT;
 "#;

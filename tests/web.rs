@@ -123,6 +123,12 @@ impl Browser {
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.call_raw(method, path, body);
+        assert_eq!(status, 200, "{method} {path}: {v}");
+        v["value"].clone()
+    }
+
+    fn call_raw(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let (status, text) = http(
             self.driver,
             method,
@@ -130,8 +136,7 @@ impl Browser {
             body.map(|b| b.to_string()).as_deref(),
         );
         let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}"));
-        assert_eq!(status, 200, "{method} {path}: {v}");
-        v["value"].clone()
+        (status, v)
     }
 
     fn goto(&self, url: &str) {
@@ -171,11 +176,16 @@ impl Browser {
         found[0].clone()
     }
 
+    /// The element's visible text; empty when the element is gone (the
+    /// page navigated between finding it and reading it, which a wait's
+    /// poll can meet: it then polls again).
     fn text_of(&self, el: &str) -> String {
-        self.call("GET", &format!("/element/{el}/text"), None)
-            .as_str()
-            .unwrap()
-            .to_owned()
+        let (status, v) = self.call_raw("GET", &format!("/element/{el}/text"), None);
+        if status == 404 && v["value"]["error"] == "stale element reference" {
+            return String::new();
+        }
+        assert_eq!(status, 200, "GET /element/{el}/text: {v}");
+        v["value"].as_str().unwrap().to_owned()
     }
 
     /// The visible text of the first `css`.
@@ -433,6 +443,35 @@ rules:
         b.text("body")
     );
     assert!(!b.all("form.filters").is_empty());
+
+    // Paging: two a page, the next page holds the oldest, and the first
+    // page link comes back.
+    b.goto(&format!("{base}/?limit=2"));
+    assert_eq!(b.rows("incidents").len(), 2);
+    assert!(
+        b.text("#count").contains("more on the next page"),
+        "{}",
+        b.text("#count")
+    );
+    let newest = b.rows("incidents");
+    b.click(&b.one("a#next"));
+    b.wait_for("the next page", |b| b.url().contains("cursor="));
+    let older = b.rows("incidents");
+    assert_eq!(older.len(), 1, "{older:?}");
+    assert!(older[0].contains("inc-000001"), "{older:?}");
+    assert!(
+        newest.iter().all(|r| !r.contains("inc-000001")),
+        "{newest:?}"
+    );
+    assert!(b.all("a#next").is_empty(), "a next link on the last page");
+    let first = b
+        .all(".pager a")
+        .into_iter()
+        .find(|a| b.text_of(a) == "First page")
+        .expect("a first page link");
+    b.click(&first);
+    b.wait_for("the first page again", |b| !b.url().contains("cursor="));
+    assert_eq!(b.rows("incidents"), newest);
 
     // A link opens the incident's report.
     b.goto(&format!("{base}/?rule=web-down"));

@@ -9,6 +9,7 @@ pub mod chaos;
 pub mod churn;
 pub mod daemons;
 pub mod docker;
+pub mod journal;
 pub mod lab;
 pub mod loghub;
 pub mod nab;

@@ -58,6 +58,17 @@ pub enum BenchCmd {
     /// out as `shared/datasets/rca-dev`: AC@1, AC@3, AC@5 and Avg@5 overall,
     /// per system and per fault type, and the time per case.
     Rca(RcaArgs),
+    /// The shared action journal on a real PostgreSQL (started by the
+    /// bench): members racing to begin the same actions; attempts a
+    /// second, begin latency, and keys begun more than once (must be 0).
+    Journal {
+        /// Member counts, one round each.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        members: Vec<usize>,
+        /// Keys a round.
+        #[arg(long, default_value_t = 2_000)]
+        keys: usize,
+    },
     /// Scores out (`heal watch --remote-write`) into a real Prometheus: the
     /// sink's scores and samples a second end to end at `--series` watched
     /// series, what encoding alone costs, drops (must be 0), and every
@@ -307,6 +318,9 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 url: args.url,
                 prometheus_bin: args.prometheus_bin,
             },
+        )?),
+        BenchCmd::Journal { members, keys } => Ok(heal::bench::journal::run(
+            &heal::bench::journal::JournalConfig { members, keys },
         )?),
         BenchCmd::Agent { requests } => Ok(heal::bench::daemons::agent(requests)?),
         BenchCmd::Supervise { rounds } => Ok(heal::bench::daemons::supervise(rounds)?),

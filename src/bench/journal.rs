@@ -95,7 +95,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 /// PostgreSQL could not be started or a member failed, or a key was
 /// begun other than once.
 pub fn run(cfg: &JournalConfig) -> Result<()> {
-    if cfg.keys == 0 || cfg.members.iter().any(|&m| m == 0) {
+    if cfg.keys == 0 || cfg.members.contains(&0) {
         return Err(Error::Usage(
             "--keys and each --members must be at least 1".into(),
         ));

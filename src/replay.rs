@@ -410,15 +410,10 @@ impl<'a> LogReplay<'a> {
 /// set and `/` percent-encoded), for the feed's id.
 fn file_url(path: &Path) -> String {
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-    let mut url = String::from("file://");
-    for b in abs.to_string_lossy().bytes() {
-        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
-            url.push(b as char);
-        } else {
-            url.push_str(&format!("%{b:02X}"));
-        }
-    }
-    url
+    format!(
+        "file://{}",
+        stdx::text::percent_encode(&abs.to_string_lossy(), b"/")
+    )
 }
 
 /// Feeds every sample of `dataset` through one pipeline in event-time order

@@ -30,21 +30,13 @@ fn alertmanager_bin() -> PathBuf {
 }
 
 fn post_alerts(heal: SocketAddr, token: Option<&str>, body: &str) -> u16 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(heal).unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "POST /api/v1/alerts HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+    common::post_status(
+        heal,
+        "/api/v1/alerts",
+        token,
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
     )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]

@@ -101,16 +101,7 @@ fn metric(text: &str, line_prefix: &str) -> f64 {
 
 /// The value of a Prometheus instant query's single result, if any.
 fn prom_query(port: u16, query: &str) -> Option<f64> {
-    let enc: String = query
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
+    let enc = common::url_encode(query);
     let r = client::get(
         addr(port),
         &format!("/api/v1/query?query={enc}"),

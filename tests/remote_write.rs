@@ -48,22 +48,16 @@ fn start_prometheus(dir: &Path, config: &Path, port: u16, extra: &[&str]) -> Gua
 }
 
 fn post_raw(heal: SocketAddr, token: Option<&str>, body: &[u8]) -> u16 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(heal).unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "POST /api/v1/write HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\nContent-Length: {}\r\n\r\n",
-        body.len()
+    common::post_status(
+        heal,
+        "/api/v1/write",
+        token,
+        &[
+            ("Content-Type", "application/x-protobuf"),
+            ("Content-Encoding", "snappy"),
+        ],
+        body,
     )
-    .unwrap();
-    s.write_all(body).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]

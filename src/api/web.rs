@@ -328,15 +328,7 @@ fn incidents_body(q: &PageQuery, facets: &Facets, found: Result<&IncidentPage, &
 /// A value percent-encoded for a URL path segment or query (an incident
 /// id is `inc-NNNNNN`, but a store is data: anything else is encoded).
 fn query_path(id: &str) -> String {
-    let mut out = String::new();
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    stdx::text::percent_encode(id, b"")
 }
 
 async fn incidents(

@@ -72,11 +72,6 @@ fn start(mut cmd: Command, marker: &'static str) -> Result<(Stopped, String)> {
     Ok((child, rest))
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -154,13 +149,13 @@ pub fn agent(requests: usize) -> Result<()> {
     );
     println!(
         "accepted (HMAC, two audit lines, runs touch): p50 {:.1} ms, p99 {:.1} ms",
-        percentile(&ok, 0.5),
-        percentile(&ok, 0.99)
+        super::percentile_ms(&ok, 0.5),
+        super::percentile_ms(&ok, 0.99)
     );
     println!(
         "refused (bad signature):                      p50 {:.1} ms, p99 {:.1} ms",
-        percentile(&refused, 0.5),
-        percentile(&refused, 0.99)
+        super::percentile_ms(&refused, 0.5),
+        super::percentile_ms(&refused, 0.99)
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
@@ -319,12 +314,12 @@ pub fn supervise(rounds: usize) -> Result<()> {
     );
     println!(
         "kill -9 of a's child to a serving again:      median {:.2} s, max {:.2} s",
-        percentile(&single, 0.5) / 1000.0,
+        super::percentile_ms(&single, 0.5) / 1000.0,
         single[single.len() - 1].as_secs_f64()
     );
     println!(
         "power cut (all three killed) to c serving:   median {:.2} s, max {:.2} s",
-        percentile(&cut, 0.5) / 1000.0,
+        super::percentile_ms(&cut, 0.5) / 1000.0,
         cut[cut.len() - 1].as_secs_f64()
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -80,14 +80,6 @@ fn member_round(
     Ok(run)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e3
-}
-
 /// Runs the bench and prints its table.
 ///
 /// # Errors
@@ -152,8 +144,8 @@ pub fn run(cfg: &JournalConfig) -> Result<()> {
         println!(
             "{members:>7} {:>12.0} {:>8.2}ms {:>8.2}ms {:>8} {:>9} {:>12}",
             (members * cfg.keys) as f64 / elapsed,
-            percentile(&latencies, 0.5),
-            percentile(&latencies, 0.99),
+            super::percentile_ms(&latencies, 0.5),
+            super::percentile_ms(&latencies, 0.99),
             once,
             refused,
             twice

@@ -93,24 +93,12 @@ fn series_labels(n: usize) -> Vec<Labels> {
         .collect()
 }
 
-/// Percent-encodes a query parameter's value.
-fn query_param(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// The one number an instant query answers (`scalar` or a one-element
 /// vector), or an error saying what came back.
 fn query_number(prom: SocketAddr, q: &str) -> Result<f64> {
     let r = client::get(
         prom,
-        &format!("/api/v1/query?query={}", query_param(q)),
+        &format!("/api/v1/query?query={}", stdx::text::percent_encode(q, b"")),
         Duration::from_secs(30),
     )
     .context("querying prometheus")?;
@@ -160,7 +148,7 @@ pub fn run(cfg: &RemoteWriteConfig) -> Result<()> {
     let labels = series_labels(cfg.series);
     // Timestamps one second apart ending now: within what Prometheus'
     // head takes.
-    let now_ms = remote_write_now_ms();
+    let now_ms = stdx::Clock::now_ms(&stdx::SystemClock);
     let first_ms = now_ms - cfg.slots as i64 * 1000;
 
     // Encoding alone, for comparison: the same requests, no network.
@@ -272,14 +260,6 @@ pub fn run(cfg: &RemoteWriteConfig) -> Result<()> {
     Ok(())
 }
 
-/// Wall-clock now in ms (the bench stamps its samples near it so the
-/// receiver takes them).
-fn remote_write_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,10 +273,5 @@ mod tests {
         let s = slot(&labels, 5, 3);
         assert_eq!(s.len(), 1000);
         assert!(s.iter().all(|p| p.ts_ms == 5 && p.band.0 < p.band.1));
-    }
-
-    #[test]
-    fn query_values_are_percent_encoded() {
-        assert_eq!(query_param("count(a[5s])"), "count%28a%5B5s%5D%29");
     }
 }

@@ -90,9 +90,34 @@ pub fn pad_left(text: &str, width: usize) -> String {
     out
 }
 
+/// `text` percent-encoded for a URL: every byte outside RFC 3986's
+/// unreserved set (`A-Z a-z 0-9 - _ . ~`) and outside `keep` becomes
+/// `%XX`. With no `keep` it fits a query value or a path segment; a path
+/// keeps `/`.
+pub fn percent_encode(text: &str, keep: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || keep.contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_encoding_keeps_unreserved_bytes_and_what_is_asked() {
+        assert_eq!(percent_encode("count(a[5s])", b""), "count%28a%5B5s%5D%29");
+        assert_eq!(percent_encode("a-b_c.d~e", b""), "a-b_c.d~e");
+        assert_eq!(percent_encode("/tmp/a b", b"/"), "/tmp/a%20b");
+        assert_eq!(percent_encode("é&=", b""), "%C3%A9%26%3D");
+    }
 
     #[test]
     fn terminal_escapes_controls_and_bidi_only() {

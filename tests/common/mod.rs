@@ -99,15 +99,7 @@ pub fn prometheus_bin() -> PathBuf {
 
 /// Percent-encodes a PromQL expression for a query string.
 pub fn url_encode(q: &str) -> String {
-    q.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b == b'_' {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    stdx::text::percent_encode(q, b"")
 }
 
 /// The tansu broker: `TANSU_BIN`, else `tansu` on PATH, else
@@ -285,4 +277,22 @@ pub fn metric(heal: std::net::SocketAddr, prefix: &str) -> Option<f64> {
     metrics(heal)
         .lines()
         .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+}
+
+/// `POST path` to heal with `body`, a bearer `token` when given, and
+/// `headers`; the answer's status (0 when none came).
+pub fn post_status(
+    heal: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> u16 {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut all: Vec<(&str, &str)> = headers.to_vec();
+    if let Some(b) = &bearer {
+        all.push(("Authorization", b));
+    }
+    lab::http::client::request_with(heal, "POST", path, &all, body, Duration::from_secs(30))
+        .map_or(0, |r| r.status)
 }

@@ -222,7 +222,7 @@ impl crate::remote_write::SlotSignals for AlertSignals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::remote_write::MAX_VALUE_BYTES;
+    use crate::sources::remote_write::{values, MAX_VALUE_BYTES};
 
     const PAYLOAD: &str = r#"{
       "receiver": "heal", "status": "firing", "version": "4",
@@ -235,13 +235,6 @@ mod tests {
          "startsAt": "2026-12-06T07:00:00Z", "endsAt": "2026-12-06T07:10:00Z"}
       ]
     }"#;
-
-    fn values(e: &[Evaluation]) -> Vec<String> {
-        e.iter()
-            .flat_map(|e| e.outcome.as_ref().unwrap().iter())
-            .map(|(l, v)| format!("{l} {v}"))
-            .collect()
-    }
 
     #[test]
     fn alerts_fire_resolve_and_end() {

@@ -409,6 +409,16 @@ pub async fn run_push_source<S: SlotSignals, C: Timer>(
     }
 }
 
+/// A slot's evaluations as `labels value` lines, for the tests of every
+/// [`SlotSignals`].
+#[cfg(test)]
+pub(crate) fn values(e: &[Evaluation]) -> Vec<String> {
+    e.iter()
+        .flat_map(|e| e.outcome.as_ref().unwrap().iter())
+        .map(|(l, v)| format!("{l} {v}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,13 +440,6 @@ mod tests {
                 })
                 .collect(),
         }
-    }
-
-    fn values(e: &[Evaluation]) -> Vec<String> {
-        e.iter()
-            .flat_map(|e| e.outcome.as_ref().unwrap().iter())
-            .map(|(l, v)| format!("{l} {v}"))
-            .collect()
     }
 
     #[test]

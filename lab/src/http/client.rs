@@ -62,12 +62,30 @@ pub fn request(
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<Response> {
+    request_with(addr, method, path, &[], body, timeout)
+}
+
+/// [`request`] with extra header lines (`("Authorization", "Bearer x")`,
+/// `("Content-Type", ...)`), written as given: the caller's, never a
+/// peer's, so not checked.
+pub fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<Response> {
     let deadline = Instant::now() + timeout;
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     let _ = stream.set_nodelay(true);
     stream.set_write_timeout(Some(remaining(deadline)?))?;
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: heal-lab\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: heal-lab\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes())?;

@@ -362,19 +362,20 @@ impl PgStore {
         let k = key.to_string();
         let step = key.step as i64;
         let attempt = i64::from(key.attempt);
-        let inserted = match fence {
-            None => self.client.execute(
-                "INSERT INTO executions (key, incident_id, step, attempt, summary, state, started_ms, begun_by)
-                 VALUES ($1, $2, $3, $4, $5, 'started', $6, $7)
-                 ON CONFLICT (key) DO NOTHING",
-                &[&k, &key.incident, &step, &attempt, &summary, &started_ms, &token],
-            ),
-            Some(f) => self.client.execute(
+        // One statement with or without a fence: without one, the owner
+        // check is skipped (`$8` is NULL).
+        let (group, epoch) = fence.map_or((None, None), |f| {
+            (Some(f.group_key.as_str()), Some(f.epoch))
+        });
+        let inserted = self
+            .client
+            .execute(
                 "WITH owner AS (
                      SELECT 1 FROM owners WHERE group_key = $8 AND epoch = $9 FOR SHARE
                  )
                  INSERT INTO executions (key, incident_id, step, attempt, summary, state, started_ms, begun_by)
-                 SELECT $1, $2, $3, $4, $5, 'started', $6, $7 WHERE EXISTS (SELECT 1 FROM owner)
+                 SELECT $1, $2, $3, $4, $5, 'started', $6, $7
+                 WHERE $8::text IS NULL OR EXISTS (SELECT 1 FROM owner)
                  ON CONFLICT (key) DO NOTHING",
                 &[
                     &k,
@@ -384,11 +385,10 @@ impl PgStore {
                     &summary,
                     &started_ms,
                     &token,
-                    &f.group_key,
-                    &f.epoch,
+                    &group,
+                    &epoch,
                 ],
-            ),
-        }
+            )
         .map_err(self.err("recording an action begin"))?;
         if inserted == 1 {
             return Ok(());

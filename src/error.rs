@@ -44,6 +44,9 @@ pub enum Error {
     /// The lab failed.
     #[error(transparent)]
     Lab(#[from] lab::Error),
+    /// A scale-out role (Kafka) failed.
+    #[error(transparent)]
+    Scale(#[from] crate::scale::ScaleError),
     /// A file or socket operation failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),

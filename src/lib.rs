@@ -20,6 +20,8 @@
 //! - [`tune`], [`score`], [`record`], [`bench`], [`demo`] (with
 //!   [`labrun`], running heal against the lab): the other commands.
 //! - [`text`]: times and durations as people write and read them.
+//! - [`scale`]: the roles over Kafka (`heal ingest`, `heal detect`) for
+//!   when one process is not enough.
 //!
 //! [`Error`] is the application's error; the binary maps it to exit codes.
 
@@ -36,6 +38,7 @@ pub mod marks;
 pub mod pipeline;
 pub mod record;
 pub mod replay;
+pub mod scale;
 pub mod score;
 pub mod telemetry;
 pub mod text;

@@ -32,6 +32,22 @@ pub struct SeriesHandle(usize);
 struct SeriesState {
     signal: String,
     labels: BTreeMap<String, String>,
+    scorer: SeriesScorer,
+    /// Evidence: the series' recent samples with their bands (1 KiB, see
+    /// `EvidenceRing`), and the evidence of its open incidents.
+    ring: EvidenceRing,
+    recording: Vec<(String, EvidenceRecorder)>,
+    /// For a signal with `peer:`, the series' place among its siblings.
+    peer: Option<PeerSlot>,
+}
+
+/// What scoring one series needs: its sample policy, its grace after a gap
+/// and its detector. The pipeline keeps one per registered series; a
+/// scale-out detect worker (`crate::scale`) keeps one per series of the
+/// partitions it owns, and writes it to its changelog (hence serde), so
+/// that both score through this one path.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SeriesScorer {
     sanitizer: Sanitizer,
     detector: Detector,
     /// Samples left in the grace period after a gap.
@@ -40,12 +56,78 @@ struct SeriesState {
     /// signal read directly from its source (`docker:`), which has no
     /// window to straddle the gap.
     gap_grace: u32,
-    /// Evidence: the series' recent samples with their bands (1 KiB, see
-    /// `EvidenceRing`), and the evidence of its open incidents.
-    ring: EvidenceRing,
-    recording: Vec<(String, EvidenceRecorder)>,
-    /// For a signal with `peer:`, the series' place among its siblings.
-    peer: Option<PeerSlot>,
+}
+
+/// One accepted sample, scored.
+#[derive(Debug, Clone, Copy)]
+pub struct Judged {
+    /// The detector's verdict.
+    pub scored: Scored,
+    /// The detector's band before the sample ([`EVIDENCE_BAND_SIGMAS`]).
+    pub band: (f64, f64),
+    /// In the grace period after a gap: scored (the detector learns) but
+    /// not to be acted on.
+    pub in_grace: bool,
+}
+
+impl SeriesScorer {
+    /// A series scored by `detector`; `docker` signals (read directly from
+    /// their source) have no grace after a gap.
+    pub fn new(detector: Detector, docker: bool) -> Self {
+        SeriesScorer {
+            sanitizer: Sanitizer::default(),
+            detector,
+            grace_left: 0,
+            gap_grace: if docker { 0 } else { GAP_GRACE_SAMPLES },
+        }
+    }
+
+    /// A series of `signal` with the runbook's detector settings (no tuned
+    /// default, no learned offset: what a detect worker runs).
+    pub fn for_signal(signal: &remediate::runbook::Signal) -> Self {
+        let cfg = signal.detector.clone().unwrap_or_default();
+        SeriesScorer::new(Detector::new(cfg), signal.docker.is_some())
+    }
+
+    /// The sample policy of one raw sample; a gap before it starts the
+    /// grace period.
+    pub fn admit(&mut self, ts_ms: i64, value: f64) -> Result<Sample, DropReason> {
+        match self.sanitizer.admit(ts_ms, value) {
+            Admit::Accept {
+                sample,
+                gap_before_ms,
+            } => {
+                if gap_before_ms.is_some() {
+                    self.grace_left = self.gap_grace;
+                }
+                Ok(sample)
+            }
+            Admit::Drop(reason) => Err(reason),
+        }
+    }
+
+    /// Scores one accepted sample, with its peer verdict when it has one.
+    pub fn score(&mut self, sample: Sample, peer: Option<PeerScore>) -> Judged {
+        let band = self.detector.band(EVIDENCE_BAND_SIGMAS);
+        let scored = self.detector.update_with(sample.ts_ms, sample.value, peer);
+        let in_grace = self.grace_left > 0;
+        if in_grace {
+            self.grace_left -= 1;
+            if self.grace_left == 0 {
+                self.detector.end_excursion();
+            }
+        }
+        Judged {
+            scored,
+            band,
+            in_grace,
+        }
+    }
+
+    /// The series' detector.
+    pub fn detector(&self) -> &Detector {
+        &self.detector
+    }
 }
 
 /// Where a series sits in the peer comparison of its signal.
@@ -534,14 +616,7 @@ impl Pipeline {
                 .iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
-            sanitizer: Sanitizer::default(),
-            detector: self.learning.detector(signal),
-            grace_left: 0,
-            gap_grace: if signal.docker.is_some() {
-                0
-            } else {
-                GAP_GRACE_SAMPLES
-            },
+            scorer: SeriesScorer::new(self.learning.detector(signal), signal.docker.is_some()),
             ring: EvidenceRing::new(),
             recording: Vec::new(),
             peer,
@@ -679,17 +754,9 @@ impl Pipeline {
     fn admit(&mut self, series: SeriesHandle, ts_ms: i64, value: f64) -> Result<Sample, Pushed> {
         self.stats.samples += 1;
         let state = &mut self.series[series.0];
-        let sample = match state.sanitizer.admit(ts_ms, value) {
-            Admit::Accept {
-                sample,
-                gap_before_ms,
-            } => {
-                if gap_before_ms.is_some() {
-                    state.grace_left = state.gap_grace;
-                }
-                sample
-            }
-            Admit::Drop(reason) => {
+        let sample = match state.scorer.admit(ts_ms, value) {
+            Ok(sample) => sample,
+            Err(reason) => {
                 *self.stats.dropped.entry(reason.as_str()).or_default() += 1;
                 return Err(Pushed {
                     dropped: Some(reason),
@@ -704,18 +771,17 @@ impl Pipeline {
     /// verdict when it has one.
     fn decide(&mut self, series: SeriesHandle, sample: Sample, peer: Option<PeerScore>) -> Pushed {
         let state = &mut self.series[series.0];
-        let band = state.detector.band(EVIDENCE_BAND_SIGMAS);
-        let scored = state.detector.update_with(sample.ts_ms, sample.value, peer);
+        let Judged {
+            scored,
+            band,
+            in_grace,
+        } = state.scorer.score(sample, peer);
         let point = EvidencePoint::new(sample.ts_ms, sample.value, band);
         state.ring.push(point);
         for (_, recorder) in &mut state.recording {
             recorder.push(point);
         }
-        if state.grace_left > 0 {
-            state.grace_left -= 1;
-            if state.grace_left == 0 {
-                state.detector.end_excursion();
-            }
+        if in_grace {
             return Pushed {
                 scored: Some(scored),
                 band: Some(band),
@@ -740,7 +806,7 @@ impl Pipeline {
         if events.iter().any(|e| {
             matches!(e, EngineEvent::Verified { verification, .. }
                 if verification.outcome == Outcome::Recovered)
-        }) && state.detector.forget_excursion()
+        }) && state.scorer.detector.forget_excursion()
         {
             self.stats.forgotten += 1;
         }
@@ -762,11 +828,11 @@ impl Pipeline {
     /// detector has no history to warm, only streaks of a few timestamps).
     pub fn warm(&mut self, series: SeriesHandle, ts_ms: i64, value: f64) -> Option<Scored> {
         let state = &mut self.series[series.0];
-        match state.sanitizer.admit(ts_ms, value) {
+        match state.scorer.sanitizer.admit(ts_ms, value) {
             Admit::Accept { sample, .. } => {
                 // History is context for the first incident's chart too.
-                let band = state.detector.band(EVIDENCE_BAND_SIGMAS);
-                let scored = state.detector.update(sample.ts_ms, sample.value);
+                let band = state.scorer.detector.band(EVIDENCE_BAND_SIGMAS);
+                let scored = state.scorer.detector.update(sample.ts_ms, sample.value);
                 let point = EvidencePoint::new(sample.ts_ms, sample.value, band);
                 state.ring.push(point);
                 Some(scored)
@@ -835,7 +901,7 @@ impl Pipeline {
     /// Ends the back-fill of a series: an excursion still open from history
     /// is forgotten (see `Detector::end_excursion`).
     pub fn end_warm(&mut self, series: SeriesHandle) {
-        self.series[series.0].detector.end_excursion();
+        self.series[series.0].scorer.detector.end_excursion();
     }
 
     /// Uses `cfg` (a `heal tune` parameter file) for every signal whose
@@ -856,7 +922,7 @@ impl Pipeline {
         let (t, r) = self.learning.thresholds(sig);
         let mut changed = 0;
         for state in self.series.iter_mut().filter(|s| s.signal == signal) {
-            state.detector.set_threshold(t, r);
+            state.scorer.detector.set_threshold(t, r);
             changed += 1;
         }
         changed
@@ -1123,7 +1189,7 @@ rules:
         let queue = p
             .register(&"queue_depth{service=\"a\"}".parse().unwrap())
             .unwrap();
-        let cfg = |p: &Pipeline, h: SeriesHandle| p.series[h.0].detector.config().clone();
+        let cfg = |p: &Pipeline, h: SeriesHandle| p.series[h.0].scorer.detector.config().clone();
         // The tuned file for the signal without `detector:`, the runbook's own otherwise.
         assert_eq!(cfg(&p, lat).threshold, 0.3);
         assert_eq!(cfg(&p, queue).threshold, 0.4);

@@ -118,7 +118,7 @@ impl Admit {
 }
 
 /// Number of dropped samples per reason.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DropCounts {
     /// Plain NaN values.
     pub nan: u64,
@@ -162,7 +162,7 @@ impl DropCounts {
 }
 
 /// How a [`Sanitizer`] judges gaps.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq)]
 pub struct SanitizerConfig {
     /// The expected time between samples, in ms; learned from the data when `None`.
     pub step_ms: Option<i64>,
@@ -185,7 +185,7 @@ impl Default for SanitizerConfig {
 }
 
 /// Applies the sample policy (see the [module docs](self)) to one series.
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub struct Sanitizer {
     config: SanitizerConfig,
     step_ms: Option<i64>,

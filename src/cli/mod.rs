@@ -15,6 +15,7 @@ mod logs;
 mod record;
 mod replay;
 mod runbooks;
+mod scale;
 mod score;
 mod supervise;
 mod tune;
@@ -87,6 +88,15 @@ enum Command {
     /// Run allowlisted local actions for a remote heal: signed requests
     /// only (HMAC-SHA256, replay window), every request audited.
     Agent(agent::AgentArgs),
+    /// Scale-out: produce samples to a Kafka topic, keyed by (signal,
+    /// service), for `heal detect` workers: a recorded dataset or
+    /// synthetic load.
+    Ingest(scale::IngestArgs),
+    /// Scale-out: a detect worker, one member of a Kafka consumer group on
+    /// the samples topic; scores every sample of its partitions into the
+    /// scores topic, checkpoints its detectors to a changelog topic and
+    /// restores them when it takes a partition over.
+    Detect(scale::DetectArgs),
     /// Run and watch services (dependency order, restarts with backoff,
     /// scale, deploy, rollback) and serve their control API.
     Supervise(supervise::SuperviseArgs),
@@ -137,6 +147,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Approve(a) => control::run_approve(a),
         Command::Agent(a) => agent::run(a),
         Command::Supervise(a) => supervise::run(a),
+        Command::Ingest(a) => scale::run_ingest(a),
+        Command::Detect(a) => scale::run_detect(a),
         Command::Topology(a) => topology(a),
         Command::Completions { shell } => {
             use clap::CommandFactory;

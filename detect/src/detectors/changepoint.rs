@@ -79,7 +79,7 @@ const OLD_FLOOR: f64 = 1e-30;
 /// The constants of the Student-t predictive of run length `r`, which
 /// depend on `r` alone (the pseudo-counts `kappa` and `alpha` grow by 1 and
 /// 1/2 a sample).
-#[derive(Debug, Clone, Copy)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy)]
 struct RunConst {
     /// `ln Γ(α + ½) − ln Γ(α) − ½ ln(2π (κ + 1) / κ)`.
     c: f64,
@@ -112,7 +112,7 @@ fn run_consts() -> &'static [RunConst; RUNS] {
 /// Bayesian online changepoint detection over bounded run lengths (see the
 /// module docs). This is the model; [`Detector`](crate::Detector) adds the
 /// warm-up, hard limits and excursions.
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub(crate) struct Changepoint {
     hazard: f64,
     within: usize,

@@ -72,7 +72,7 @@ pub(crate) fn combine(members: &[(f64, f64)]) -> f64 {
 }
 
 /// The ensemble's members (see the module docs).
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub(crate) struct Ensemble {
     adaptive: AdaptiveDetector,
     changepoint: Changepoint,

@@ -15,7 +15,7 @@ pub(crate) const BAND_SIGMAS: f64 = 3.0;
 
 /// The excursion state of one series: the open excursion, the run of quiet
 /// samples that will end it, and the band it must come back to.
-#[derive(Debug, Clone, Copy)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy)]
 pub(crate) struct Excursions {
     excursion: Option<Excursion>,
     quiet_run: u32,

@@ -26,6 +26,33 @@ mod seasonal;
 
 pub use excursion::fire_once;
 
+/// Serde for arrays longer than serde's own impls (32): a sequence, checked
+/// for its length when read back. A detector's state is serializable so
+/// that a worker taking a partition over restores it (heal's `scale`
+/// changelog) instead of re-warming from nothing.
+pub(crate) mod serde_array {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(crate) fn serialize<S: Serializer, T: Serialize, const N: usize>(
+        a: &[T; N],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(a.iter())
+    }
+
+    pub(crate) fn deserialize<'de, D, T, const N: usize>(d: D) -> Result<[T; N], D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        let v = Vec::<T>::deserialize(d)?;
+        let len = v.len();
+        v.try_into()
+            .map_err(|_| D::Error::invalid_length(len, &format!("{N} elements").as_str()))
+    }
+}
+
 use crate::{AdaptiveDetector, DetectorConfig, DetectorKind, PeerScore, Scored};
 use changepoint::Changepoint;
 use ensemble::Ensemble;
@@ -86,7 +113,7 @@ impl Model for Changepoint {
 /// score and learn in one call), so forgetting an excursion keeps what its
 /// first sample taught; the adaptive detector, which scores before it
 /// learns, forgets that sample too.
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub(crate) struct Online<M> {
     cfg: DetectorConfig,
     model: M,
@@ -185,13 +212,13 @@ impl<M: Model> Online<M> {
 /// kind. The adaptive kind is held inline (its 1.1 KiB is the whole
 /// cost of a default series); the others are boxed, so that choosing one
 /// for a few signals does not grow every series.
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub struct Detector(Inner);
 
 // The size difference is the point: the default kind inline, the others
 // boxed (see `Detector`).
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 enum Inner {
     Adaptive(AdaptiveDetector),
     Changepoint(Box<Online<Changepoint>>),
@@ -411,6 +438,45 @@ mod tests {
     /// A steady sine with a little deterministic jitter.
     fn wave(i: usize) -> f64 {
         100.0 + 5.0 * (i as f64 * 0.3).sin() + ((i * 7919) % 17) as f64 / 17.0
+    }
+
+    /// A detector's state survives serialization exactly: one detector
+    /// stopped half way, written out, read back and run on gives the very
+    /// scores of one that ran through (what a scale-out worker taking a
+    /// partition over relies on). CBOR, as heal's changelog writes it:
+    /// infinities and NaN survive, which JSON's would not.
+    #[test]
+    fn a_restored_detector_scores_exactly_as_one_that_never_stopped() {
+        for kind in [
+            DetectorKind::Adaptive,
+            DetectorKind::Changepoint,
+            DetectorKind::Seasonal,
+            DetectorKind::Ensemble,
+            DetectorKind::Novelty,
+        ] {
+            let mut cfg = of(kind);
+            cfg.seasonal.refit_every = 64;
+            let x = |i: usize| if (700..760).contains(&i) { wave(i) + 40.0 } else { wave(i) };
+            let ts = |i: usize| 1_700_000_000_000 + i as i64 * 60_000;
+            let mut through = Detector::new(cfg.clone());
+            let mut first = Detector::new(cfg.clone());
+            for i in 0..650 {
+                through.update(ts(i), x(i));
+                first.update(ts(i), x(i));
+            }
+            let mut bytes = Vec::new();
+            ciborium::into_writer(&first, &mut bytes).unwrap();
+            let mut restored: Detector = ciborium::from_reader(bytes.as_slice()).unwrap();
+            let mut fired = 0;
+            for i in 650..900 {
+                let a = through.update(ts(i), x(i));
+                let b = restored.update(ts(i), x(i));
+                assert_eq!(a.score.to_bits(), b.score.to_bits(), "{kind:?} at {i}");
+                assert_eq!(a.excursion, b.excursion, "{kind:?} at {i}");
+                fired += usize::from(a.excursion.is_some_and(|e| e.first));
+            }
+            assert!(fired >= 1, "{kind:?}: the fault after the restore fires");
+        }
     }
 
     #[test]

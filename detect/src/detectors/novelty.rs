@@ -222,7 +222,7 @@ fn surprise(dev: f64, sigma: f64) -> f64 {
 }
 
 /// A level with a winsorised spread and a slow, unclipped floor spread.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, Default)]
 struct Level {
     level: f64,
     spread: f64,
@@ -273,7 +273,7 @@ impl Level {
 /// daily peak is no more news than a proportional one at night. Measured
 /// on continuous NAB series the learnt slope cost 6 cross-validated points
 /// (issue 11 round 3), so they keep the plain spread.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, Default)]
 struct Scale {
     /// Means of `ln m` and `ln |e|`, variance of `ln m`, covariance.
     mv: f64,
@@ -330,7 +330,7 @@ impl Scale {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy)]
 struct Rates {
     level: f64,
     spread: f64,
@@ -338,7 +338,7 @@ struct Rates {
 }
 
 /// One hour-of-day bucket.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, Default)]
 struct Bucket {
     /// Mean of the bucket's samples (the daily profile).
     mean: f32,
@@ -353,14 +353,14 @@ struct Bucket {
 
 /// One two-hour bucket of the week: the mean of its samples and their mean
 /// absolute deviation from it (its sample count is kept apart, in a byte).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, Default)]
 struct WeekBucket {
     mean: f32,
     mad: f32,
 }
 
 /// The tail fits, one per statistic.
-#[derive(Debug, Clone, Copy)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy)]
 struct Fits {
     residual: Calibrator,
     residual_lin: Calibrator,
@@ -374,7 +374,7 @@ struct Fits {
 
 /// The novelty model (see the module docs); [`Online`](super::Online) adds
 /// warm-up, direction, hard limits and excursions.
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub(crate) struct Novelty {
     direction: crate::Direction,
     min_spread: f64,
@@ -404,11 +404,14 @@ pub(crate) struct Novelty {
     /// was computed at.
     profile_a: f32,
     profile_a_at: u64,
+    #[serde(with = "super::serde_array")]
     buckets: [Bucket; MAX_BUCKETS],
     /// Smoothing factor of the weekly buckets (recomputed with
     /// `profile_a`), the buckets and their sample counts (saturating).
     week_a: f32,
+    #[serde(with = "super::serde_array")]
     week: [WeekBucket; WEEK_BUCKETS],
+    #[serde(with = "super::serde_array")]
     week_n: [u8; WEEK_BUCKETS],
     /// Upper and lower CUSUM of the residual, in spreads.
     cusum: (f64, f64),

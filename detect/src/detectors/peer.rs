@@ -99,7 +99,7 @@ pub struct PeerScore {
 }
 
 /// The peer detector of one service group (see the module docs).
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub struct PeerGroup {
     cfg: PeerConfig,
     /// Streaks of the instances present at the previous timestamp.

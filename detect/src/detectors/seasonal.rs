@@ -77,14 +77,14 @@ const U_MIN: f64 = 1.098_612_288_668_109_8;
 /// One seasonal component: its period and its last fitted cycle, stored so
 /// that `cycle[phase % period]` is the component at `phase` samples after
 /// the fit.
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 struct Component {
     cycle: Vec<f32>,
 }
 
 /// The seasonal model (see the module docs). [`Detector`](crate::Detector)
 /// adds warm-up, limits and excursions.
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub(crate) struct Seasonal {
     history: VecDeque<f64>,
     capacity: usize,

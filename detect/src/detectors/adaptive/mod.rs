@@ -119,7 +119,7 @@ fn surprise(dev: f64, sigma: f64) -> f64 {
 }
 
 /// One bucket of the daily profile.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, Default)]
 struct Bucket {
     /// Exponentially weighted mean of the bucket's samples.
     mean: f32,
@@ -195,7 +195,7 @@ struct Bucket {
 /// `f32` pairs and a count; six tail fits of 64 bytes), no allocation, and
 /// a few dozen floating-point operations per sample (over 10 million
 /// samples per second on one core).
-#[derive(Debug, Clone)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub struct AdaptiveDetector {
     cfg: DetectorConfig,
     /// Smoothing factors of the level, fast spread and floor spread.
@@ -218,6 +218,7 @@ pub struct AdaptiveDetector {
     /// Running means of the two surprises (bursts).
     burst: [f64; 2],
     burst_a: f64,
+    #[serde(with = "super::serde_array")]
     profile: [Bucket; MAX_BUCKETS],
     /// Cached smoothing factor of the daily profile and the sample count it
     /// was computed at.
@@ -584,7 +585,7 @@ impl AdaptiveDetector {
 /// this crate (changepoint, seasonal, ensemble) so that every score is
 /// calibrated the same way: a surprise statistic in, a tail probability
 /// out (see the `tail` module for the model).
-#[derive(Debug, Clone, Copy)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy)]
 pub(crate) struct Calibrator(TailFit);
 
 impl Calibrator {

@@ -58,7 +58,7 @@ const LIGHT_AFTER: u32 = 1000;
 const BETA_FLOOR: f64 = 0.05;
 
 /// Running tail fit of one surprise statistic (64 bytes).
-#[derive(Debug, Clone, Copy)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy)]
 pub(super) struct TailFit {
     /// Running mean and variance of the statistic.
     mean: f64,

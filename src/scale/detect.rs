@@ -1,0 +1,559 @@
+//! A detect worker (`heal detect`): one member of a consumer group on the
+//! samples topic. For each partition it owns it keeps a [`SeriesScorer`] per
+//! series, scores every sample into the scores topic, and checkpoints the
+//! scorers that moved to the changelog topic before it commits its offsets
+//! (the order that makes the guarantee in [`super`] hold).
+//!
+//! **Taking a partition over.** The first message of a partition the
+//! worker does not hold makes it restore the partition's series from the
+//! changelog (the Kafka Streams pattern): it writes a barrier message of its
+//! own to the changelog partition, reads the partition from its start up to
+//! that barrier (reading to a barrier needs no high watermark, which tansu
+//! 0.6 under-reports), and keeps, per series, the state with the highest
+//! input offset (a zombie's late checkpoint cannot roll a series back).
+//! Without a changelog topic the detectors start from nothing and re-warm.
+//!
+//! **Giving one up.** On a rebalance librdkafka calls back before revoking:
+//! the worker checkpoints and commits the revoked partitions there, so the
+//! next owner restores exactly where it stopped.
+//!
+//! Threads: the consumer is polled on the caller's thread (the rebalance
+//! callbacks run inside that poll); librdkafka's producer delivers on its
+//! own. Time is read only to pace checkpoints and to time restores.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use remediate::RunbookSet;
+use serde::Serialize;
+
+use super::wire::{Checkpoint, SampleRecord, ScoreRecord, BARRIER_KEY};
+use super::{client_config, ScaleError};
+use crate::pipeline::SeriesScorer;
+
+/// How long a flush (scores or checkpoints acknowledged) may take.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a restore may wait for its barrier.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A detect worker's settings.
+#[derive(Debug, Clone)]
+pub struct DetectOptions {
+    /// `host:port,...` of the brokers.
+    pub brokers: String,
+    /// The consumer group the workers share.
+    pub group: String,
+    /// Topic the samples come from (keyed by `wire::sample_key`).
+    pub samples: String,
+    /// Topic the scores go to: as many partitions as `samples`.
+    pub scores: String,
+    /// The changelog topic (as many partitions as `samples`; compacted in a
+    /// real Kafka); `None` to re-warm from nothing on a takeover.
+    pub changelog: Option<String>,
+    /// This worker's name in its scores and logs.
+    pub member: String,
+    /// Longest time between checkpoints (and commits).
+    pub checkpoint_every: Duration,
+    /// The group session: a worker silent this long loses its partitions.
+    pub session_timeout: Duration,
+}
+
+/// What a worker did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DetectStats {
+    /// Samples scored (a score produced).
+    pub scored: u64,
+    /// Samples the sample policy dropped (a record saying so produced).
+    pub dropped: u64,
+    /// Samples of a signal no runbook watches, or not decodable (a record
+    /// saying so produced).
+    pub unwatched: u64,
+    pub undecodable: u64,
+    /// Samples already in a restored state (scored by the previous owner).
+    pub skipped: u64,
+    /// Checkpoints written and committed.
+    pub checkpoints: u64,
+    /// Series states written to the changelog.
+    pub states_written: u64,
+    /// The partitions taken over.
+    pub restores: Vec<Restored>,
+}
+
+/// One partition taken over.
+#[derive(Debug, Clone, Serialize)]
+pub struct Restored {
+    pub partition: i32,
+    /// Series whose state was restored.
+    pub series: usize,
+    /// Changelog messages read.
+    pub records: u64,
+    /// How long the restore took.
+    pub ms: f64,
+}
+
+/// What a worker reports as it goes (the CLI prints them as JSON lines).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum WorkerEvent {
+    /// The group gave this worker these partitions.
+    Assigned { partitions: Vec<i32> },
+    /// The group took these away (after they were checkpointed).
+    Revoked { partitions: Vec<i32> },
+    /// A partition's state was restored; scoring it starts now.
+    Restored(Restored),
+    /// A checkpoint: states written, offsets committed.
+    Checkpoint { states: u64, offsets: BTreeMap<i32, i64> },
+}
+
+/// Counts the messages the broker refused after librdkafka's retries.
+struct Acks {
+    failed: AtomicU64,
+}
+
+impl ClientContext for Acks {}
+
+impl ProducerContext for Acks {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "a message was not acknowledged");
+        }
+    }
+}
+
+struct SeriesEntry {
+    scorer: SeriesScorer,
+    /// Highest input offset in `scorer`.
+    offset: i64,
+    /// Moved since the last checkpoint.
+    dirty: bool,
+}
+
+#[derive(Default)]
+struct PartitionState {
+    series: HashMap<String, SeriesEntry>,
+    /// The offset to commit: one past the last message read.
+    next_offset: Option<i64>,
+}
+
+struct Shared {
+    owned: BTreeMap<i32, PartitionState>,
+    stats: DetectStats,
+}
+
+type OnEvent = Box<dyn Fn(&WorkerEvent) + Send + Sync>;
+
+/// The worker: reached from the loop and from librdkafka's rebalance
+/// callback (which runs inside the loop's poll, on the same thread).
+struct Worker {
+    opts: DetectOptions,
+    runbooks: RunbookSet,
+    producer: ThreadedProducer<Acks>,
+    shared: Mutex<Shared>,
+    on_event: OnEvent,
+    /// A fatal error met inside a callback, for the loop to return.
+    failed: Mutex<Option<ScaleError>>,
+}
+
+struct Ctx(Arc<Worker>);
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            let _span = tracing::info_span!("revoke", partitions = ?parts).entered();
+            if let Err(e) = self.0.checkpoint(consumer, Some(&parts)) {
+                tracing::error!(error = %e, "checkpoint before revoke failed");
+                self.0.failed.lock().unwrap().get_or_insert(e);
+            }
+            let mut shared = self.0.shared.lock().unwrap();
+            for p in &parts {
+                shared.owned.remove(p);
+            }
+            drop(shared);
+            (self.0.on_event)(&WorkerEvent::Revoked { partitions: parts });
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let partitions = tpl.elements().iter().map(|e| e.partition()).collect();
+            (self.0.on_event)(&WorkerEvent::Assigned { partitions });
+        }
+    }
+}
+
+/// Runs a detect worker until `shutdown` is set (then checkpoints and
+/// leaves the group) or a fatal error.
+pub fn run(
+    opts: DetectOptions,
+    runbooks: RunbookSet,
+    shutdown: &AtomicBool,
+    on_event: impl Fn(&WorkerEvent) + Send + Sync + 'static,
+) -> Result<DetectStats, ScaleError> {
+    let brokers = opts.brokers.clone();
+    let producer: ThreadedProducer<Acks> = client_config(&brokers)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("client.id", format!("heal-detect-{}", opts.member))
+        .create_with_context(Acks {
+            failed: AtomicU64::new(0),
+        })
+        .map_err(|e| ScaleError::kafka("creating the producer", &brokers, e))?;
+    let worker = Arc::new(Worker {
+        opts,
+        runbooks,
+        producer,
+        shared: Mutex::new(Shared {
+            owned: BTreeMap::new(),
+            stats: DetectStats::default(),
+        }),
+        on_event: Box::new(on_event),
+        failed: Mutex::new(None),
+    });
+    let o = &worker.opts;
+    let consumer: BaseConsumer<Ctx> = client_config(&brokers)
+        .set("group.id", &o.group)
+        .set("client.id", format!("heal-detect-{}", o.member))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", o.session_timeout.as_millis().to_string())
+        .set(
+            "heartbeat.interval.ms",
+            (o.session_timeout.as_millis() / 4).max(100).to_string(),
+        )
+        .create_with_context(Ctx(worker.clone()))
+        .map_err(|e| ScaleError::kafka("creating the consumer", &brokers, e))?;
+    consumer
+        .subscribe(&[o.samples.as_str()])
+        .map_err(|e| ScaleError::kafka(format!("subscribing to {}", o.samples), &brokers, e))?;
+    let mut last_checkpoint = Instant::now();
+    loop {
+        if let Some(e) = worker.failed.lock().unwrap().take() {
+            return Err(e);
+        }
+        if shutdown.load(Ordering::Relaxed) {
+            worker.checkpoint(&consumer, None)?;
+            // Leaving the group revokes (and checkpoints, again: nothing
+            // moved) at once, rather than after the session times out.
+            consumer.unsubscribe();
+            let _ = consumer.poll(Duration::from_millis(100));
+            break;
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => worker.handle(&m)?,
+            Some(Err(e)) => tracing::warn!(error = %e, "consumer"),
+            None => {}
+        }
+        if last_checkpoint.elapsed() >= o.checkpoint_every {
+            worker.checkpoint(&consumer, None)?;
+            last_checkpoint = Instant::now();
+        }
+    }
+    let stats = worker.shared.lock().unwrap().stats.clone();
+    Ok(stats)
+}
+
+impl Worker {
+    /// Scores one sample of the samples topic.
+    fn handle(&self, m: &BorrowedMessage<'_>) -> Result<(), ScaleError> {
+        let (p, o) = (m.partition(), m.offset());
+        let held = self.shared.lock().unwrap().owned.contains_key(&p);
+        if !held {
+            let (series, restored) = self.restore(p)?;
+            let mut shared = self.shared.lock().unwrap();
+            shared.stats.restores.push(restored.clone());
+            shared.owned.insert(
+                p,
+                PartitionState {
+                    series,
+                    next_offset: None,
+                },
+            );
+            drop(shared);
+            (self.on_event)(&WorkerEvent::Restored(restored));
+        }
+        let mut shared = self.shared.lock().unwrap();
+        let Shared { owned, stats } = &mut *shared;
+        let part = owned.get_mut(&p).expect("restored above");
+        part.next_offset = Some(o + 1);
+        let mut out = ScoreRecord {
+            partition: p,
+            offset: o,
+            series: String::new(),
+            ts_ms: 0,
+            value: f64::NAN,
+            score: 0.0,
+            anomalous: false,
+            first: false,
+            in_grace: false,
+            dropped: None,
+            member: self.opts.member.clone(),
+        };
+        let sample = m
+            .payload()
+            .ok_or_else(|| "no payload".to_owned())
+            .and_then(|b| serde_json::from_slice::<SampleRecord>(b).map_err(|e| e.to_string()));
+        match sample {
+            Err(why) => {
+                stats.undecodable += 1;
+                out.dropped = Some(format!("undecodable: {why}"));
+            }
+            Ok(sample) => {
+                let labels = sample.labels();
+                out.series = labels.to_string();
+                out.ts_ms = sample.ts_ms;
+                out.value = sample.value;
+                match labels.name().and_then(|n| self.runbooks.signal(n)) {
+                    None => {
+                        stats.unwatched += 1;
+                        out.dropped = Some("unwatched".to_owned());
+                    }
+                    Some(signal) => {
+                        let entry =
+                            part.series
+                                .entry(out.series.clone())
+                                .or_insert_with(|| SeriesEntry {
+                                    scorer: SeriesScorer::for_signal(signal),
+                                    offset: -1,
+                                    dirty: false,
+                                });
+                        if o <= entry.offset {
+                            // In the restored state already: scored, and
+                            // acknowledged, by the previous owner.
+                            stats.skipped += 1;
+                            return Ok(());
+                        }
+                        match entry.scorer.admit(sample.ts_ms, sample.value) {
+                            Ok(s) => {
+                                let j = entry.scorer.score(s, None);
+                                stats.scored += 1;
+                                out.score = j.scored.score;
+                                out.anomalous = j.scored.excursion.is_some();
+                                out.first = j.scored.excursion.is_some_and(|e| e.first);
+                                out.in_grace = j.in_grace;
+                            }
+                            Err(reason) => {
+                                stats.dropped += 1;
+                                out.dropped = Some(reason.as_str().to_owned());
+                            }
+                        }
+                        entry.offset = o;
+                        entry.dirty = true;
+                    }
+                }
+            }
+        }
+        drop(shared);
+        let payload = serde_json::to_vec(&out).expect("a score serializes");
+        self.send(
+            BaseRecord::to(&self.opts.scores)
+                .partition(p)
+                .key(out.series.as_bytes())
+                .payload(&payload),
+        );
+        Ok(())
+    }
+
+    /// Hands a message to the producer, waiting while its queue is full.
+    fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) {
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, "a message could not be queued");
+                    self.producer.context().failed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn flush(&self, what: &str) -> Result<(), ScaleError> {
+        self.producer
+            .flush(FLUSH_TIMEOUT)
+            .map_err(|e| ScaleError::kafka(format!("waiting for {what}"), &self.opts.brokers, e))?;
+        let failed = self.producer.context().failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            return Err(ScaleError::NotAcknowledged(failed, self.opts.brokers.clone()));
+        }
+        Ok(())
+    }
+
+    /// Scores acknowledged, then the states that moved written and
+    /// acknowledged, then the offsets committed: for `parts`, or every
+    /// partition held.
+    fn checkpoint(&self, consumer: &BaseConsumer<Ctx>, parts: Option<&[i32]>) -> Result<(), ScaleError> {
+        let _span = tracing::debug_span!("checkpoint").entered();
+        self.flush("the scores")?;
+        let mut states = 0;
+        let mut offsets = BTreeMap::new();
+        {
+            let mut shared = self.shared.lock().unwrap();
+            for (&p, part) in shared.owned.iter_mut() {
+                if parts.is_some_and(|ps| !ps.contains(&p)) {
+                    continue;
+                }
+                if let Some(next) = part.next_offset {
+                    offsets.insert(p, next);
+                }
+                let Some(changelog) = &self.opts.changelog else {
+                    continue;
+                };
+                for (key, entry) in part.series.iter_mut().filter(|(_, e)| e.dirty) {
+                    let value = Checkpoint {
+                        offset: entry.offset,
+                        scorer: entry.scorer.clone(),
+                    }
+                    .encode();
+                    self.send(
+                        BaseRecord::to(changelog)
+                            .partition(p)
+                            .key(key.as_bytes())
+                            .payload(&value),
+                    );
+                    entry.dirty = false;
+                    states += 1;
+                }
+            }
+            shared.stats.states_written += states;
+        }
+        if states > 0 {
+            self.flush("the changelog")?;
+        }
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (&p, &next) in &offsets {
+            tpl.add_partition_offset(&self.opts.samples, p, Offset::Offset(next))
+                .expect("a valid offset");
+        }
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => {
+                self.shared.lock().unwrap().stats.checkpoints += 1;
+                (self.on_event)(&WorkerEvent::Checkpoint { states, offsets });
+            }
+            // The group moved on (a rebalance): the next owner starts from
+            // the last commit and skips what the states just written hold.
+            Err(e) => tracing::warn!(error = %e, "commit refused"),
+        }
+        Ok(())
+    }
+
+    /// The series of partition `p` as the changelog has them.
+    fn restore(&self, p: i32) -> Result<(HashMap<String, SeriesEntry>, Restored), ScaleError> {
+        let _span = tracing::info_span!("restore", partition = p).entered();
+        let started = Instant::now();
+        let mut series = HashMap::new();
+        let Some(changelog) = &self.opts.changelog else {
+            return Ok((
+                series,
+                Restored {
+                    partition: p,
+                    series: 0,
+                    records: 0,
+                    ms: 0.0,
+                },
+            ));
+        };
+        let brokers = &self.opts.brokers;
+        let nonce = format!(
+            "{}/{}/{:?}",
+            self.opts.member,
+            std::process::id(),
+            started
+        );
+        self.send(
+            BaseRecord::to(changelog)
+                .partition(p)
+                .key(BARRIER_KEY)
+                .payload(nonce.as_bytes()),
+        );
+        self.flush("the restore barrier")?;
+        let reader: BaseConsumer = client_config(brokers)
+            .set("group.id", format!("{}-restore", self.opts.group))
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| ScaleError::kafka("creating the restore consumer", brokers, e))?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(changelog, p, Offset::Beginning)
+            .expect("a valid offset");
+        reader
+            .assign(&tpl)
+            .map_err(|e| ScaleError::kafka(format!("reading {changelog}/{p}"), brokers, e))?;
+        let mut records = 0u64;
+        loop {
+            if started.elapsed() > RESTORE_TIMEOUT {
+                return Err(ScaleError::kafka(
+                    format!("restoring {changelog}/{p}: its barrier never came back"),
+                    brokers,
+                    KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut),
+                ));
+            }
+            let m = match reader.poll(Duration::from_millis(100)) {
+                None => continue,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "restore read");
+                    continue;
+                }
+                Some(Ok(m)) => m,
+            };
+            records += 1;
+            let (Some(key), Some(value)) = (m.key(), m.payload()) else {
+                continue;
+            };
+            if key == BARRIER_KEY {
+                if value == nonce.as_bytes() {
+                    break;
+                }
+                continue;
+            }
+            match Checkpoint::decode(value) {
+                Ok(c) => {
+                    let key = String::from_utf8_lossy(key).into_owned();
+                    let newer = series
+                        .get(&key)
+                        .is_none_or(|e: &SeriesEntry| e.offset <= c.offset);
+                    if newer {
+                        series.insert(
+                            key,
+                            SeriesEntry {
+                                scorer: c.scorer,
+                                offset: c.offset,
+                                dirty: false,
+                            },
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    offset = m.offset(),
+                    error = %e,
+                    "a changelog message is not a checkpoint; skipped"
+                ),
+            }
+        }
+        let restored = Restored {
+            partition: p,
+            series: series.len(),
+            records,
+            ms: started.elapsed().as_secs_f64() * 1e3,
+        };
+        Ok((series, restored))
+    }
+}

@@ -1,0 +1,88 @@
+//! Scale-out: heal's roles as members of Kafka consumer groups, for when one
+//! process is not enough (`heal ingest`, `heal detect`). The embedded
+//! default (one `heal watch`, in-process channels, SQLite) does not use any
+//! of this.
+//!
+//! ```text
+//!  sources ──► heal ingest ──► [samples] ──► heal detect × N ──► [scores]
+//!                  keyed by (signal, service)     │  ▲
+//!                                                 ▼  │ restore on takeover
+//!                                            [changelog] (one key per series)
+//! ```
+//!
+//! - [`wire`]: the records and the keying rule.
+//! - [`ingest`]: samples into the samples topic, keyed.
+//! - [`detect`]: a detect worker. Members of one consumer group share the
+//!   samples topic's partitions; each runs the sample policy and the
+//!   detectors of its partitions' series (the very [`SeriesScorer`] the
+//!   embedded pipeline runs) and produces one score per sample.
+//!
+//! # What is guaranteed
+//!
+//! **Every sample produced is scored, and after de-duplication by the
+//! sample's (partition, offset), exactly once, with the score an
+//! uninterrupted run would give.** A worker checkpoints at most every
+//! `checkpoint_every`: it waits for its scores to be acknowledged, writes
+//! the state of every series that moved to the changelog, waits for that,
+//! and only then commits its input offsets. A worker killed between two
+//! checkpoints leaves scores the next owner produces again (from the same
+//! restored state, so the same scores: duplicates, which the key removes);
+//! one killed after writing the changelog but before committing leaves a
+//! state newer than the committed offset, and the next owner skips the
+//! samples that state already holds (their scores were acknowledged before
+//! it was written). Nothing is acknowledged before it is written, so a
+//! restarted broker loses nothing a worker counted on.
+//!
+//! **Not guaranteed:** scores arrive at least once (readers de-duplicate;
+//! [`ScoreRecord`](wire::ScoreRecord) carries the key); a worker cut off
+//! from the broker goes on scoring what it has fetched until its session
+//! ends (its scores are duplicates of its successor's, same key, same
+//! values); and peers are not compared in a worker yet (samples are scored
+//! one at a time).
+//!
+//! [`SeriesScorer`]: crate::pipeline::SeriesScorer
+
+pub mod detect;
+pub mod ingest;
+pub mod wire;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+
+/// What a scale-out role can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ScaleError {
+    /// The broker refused or could not be reached, for longer than the
+    /// client retries.
+    #[error("{doing} on {brokers}: {source}")]
+    Kafka {
+        doing: String,
+        brokers: String,
+        #[source]
+        source: KafkaError,
+    },
+    /// A score or checkpoint was not acknowledged: the worker stops without
+    /// committing, so that its successor scores those samples again.
+    #[error("{0} messages not acknowledged by {1}; offsets not committed")]
+    NotAcknowledged(u64, String),
+}
+
+impl ScaleError {
+    pub(crate) fn kafka(doing: impl Into<String>, brokers: &str, source: KafkaError) -> Self {
+        ScaleError::Kafka {
+            doing: doing.into(),
+            brokers: brokers.to_owned(),
+            source,
+        }
+    }
+}
+
+/// The settings every client of heal's shares: brokers, and acknowledgement
+/// by every in-sync replica for what it produces.
+pub(crate) fn client_config(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("acks", "all")
+        .set("log_level", "4");
+    c
+}

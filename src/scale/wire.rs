@@ -1,0 +1,205 @@
+//! What travels through the broker between the roles, and how it is keyed.
+//!
+//! - **samples** (ingest → detect): one message per raw sample, JSON
+//!   `{"labels":{...},"ts_ms":...,"value":...}` (a value that is not finite,
+//!   a stale marker's NaN included, is written as Prometheus writes it in
+//!   JSON: `"NaN"`, `"+Inf"`, `"-Inf"`). Keyed by [`sample_key`].
+//! - **scores** (detect → remediate and readers): one message per sample
+//!   read, [`ScoreRecord`] as JSON, in the partition of the sample it
+//!   scores, carrying that sample's (partition, offset): the de-duplication
+//!   key (see [`super`]).
+//! - **changelog** (detect → detect): the detectors' state, one message per
+//!   series per checkpoint, CBOR [`Checkpoint`] keyed by the series, in the
+//!   partition of the samples it came from.
+//!
+//! **The keying rule.** A sample's key is its signal and the value of the
+//! signal's service label (`signal \x1f service`), nothing finer: the
+//! broker's partitioner sends one key to one partition, so the samples of a
+//! series stay in order (the detectors and the sample policy need the
+//! order), and the replicas of one service land together, where a peer
+//! comparison (which instance differs from its siblings at one timestamp)
+//! can see them all. The price: one very large service is one partition's
+//! work, however many workers there are.
+
+use std::collections::BTreeMap;
+
+use ingest::Labels;
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::SeriesScorer;
+
+/// The unit separator between a key's parts (never in a metric name).
+const SEP: char = '\u{1f}';
+
+/// The key of a sample of `labels` watched by `signal`: the signal and the
+/// value of its service label (empty when the series has none).
+pub fn sample_key(signal: &remediate::runbook::Signal, labels: &Labels) -> String {
+    let service = labels.get(&signal.service_label).unwrap_or("");
+    format!("{}{SEP}{service}", signal.name)
+}
+
+/// One raw sample on the samples topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampleRecord {
+    /// The series' labels, `__name__` (the signal) included.
+    pub labels: BTreeMap<String, String>,
+    /// Event time, ms since the epoch.
+    pub ts_ms: i64,
+    /// The value.
+    #[serde(with = "prom_float")]
+    pub value: f64,
+}
+
+impl SampleRecord {
+    /// The sample of `labels` at `ts_ms`.
+    pub fn new(labels: &Labels, ts_ms: i64, value: f64) -> Self {
+        SampleRecord {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            ts_ms,
+            value,
+        }
+    }
+
+    /// Its labels as heal's type.
+    pub fn labels(&self) -> Labels {
+        Labels::from_pairs(self.labels.iter())
+    }
+}
+
+/// One scored (or dropped) sample on the scores topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreRecord {
+    /// The sample's place in the samples topic: partition and offset.
+    /// Unique per sample produced: the de-duplication key.
+    pub partition: i32,
+    pub offset: i64,
+    /// The series (its labels as Prometheus writes them).
+    pub series: String,
+    pub ts_ms: i64,
+    #[serde(with = "prom_float")]
+    pub value: f64,
+    /// The detector's score (0 when dropped).
+    pub score: f64,
+    /// Inside an anomalous excursion.
+    pub anomalous: bool,
+    /// The sample that opened the excursion.
+    pub first: bool,
+    /// In the grace period after a gap (scored, not to be acted on).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_grace: bool,
+    /// Why the sample policy dropped it, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<String>,
+    /// The worker that scored it.
+    pub member: String,
+}
+
+/// A series' detector state at a point of its partition: everything up to
+/// and including input `offset` is in `scorer`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub offset: i64,
+    pub scorer: SeriesScorer,
+}
+
+impl Checkpoint {
+    /// CBOR: exact floats, infinities and NaN included (JSON has none).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1024);
+        ciborium::into_writer(self, &mut out).expect("writing to a Vec cannot fail");
+        out
+    }
+
+    /// Decodes a changelog message.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        ciborium::from_reader(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// The changelog key of the restore barrier (see `detect::restore`): no
+/// series' key starts with NUL.
+pub const BARRIER_KEY: &[u8] = b"\0barrier";
+
+/// Floats as Prometheus writes them in JSON: finite values as numbers,
+/// the others as `"NaN"`, `"+Inf"`, `"-Inf"`.
+mod prom_float {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else if v.is_nan() {
+            s.serialize_str("NaN")
+        } else if *v > 0.0 {
+            s.serialize_str("+Inf")
+        } else {
+            s.serialize_str("-Inf")
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Num<'a> {
+        F(f64),
+        S(&'a str),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        match Num::deserialize(d)? {
+            Num::F(v) => Ok(v),
+            Num::S(s) => s.parse::<f64>().map_err(|_| {
+                D::Error::custom(format!("`{s}` is not a number (NaN, +Inf, -Inf or a float)"))
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signal(yaml_service_label: &str) -> remediate::runbook::Signal {
+        let mut s: remediate::runbook::Signal = serde_json::from_value(serde_json::json!({
+            "name": "latency", "query": "x"
+        }))
+        .unwrap();
+        s.service_label = yaml_service_label.to_owned();
+        s
+    }
+
+    #[test]
+    fn replicas_of_a_service_share_a_key_other_services_do_not() {
+        let sig = signal("service");
+        let a = Labels::metric("latency").with("service", "db").with("instance", "a");
+        let b = Labels::metric("latency").with("service", "db").with("instance", "b");
+        let c = Labels::metric("latency").with("service", "web").with("instance", "a");
+        assert_eq!(sample_key(&sig, &a), sample_key(&sig, &b));
+        assert_ne!(sample_key(&sig, &a), sample_key(&sig, &c));
+        // The signal's own service label decides.
+        let by_job = signal("job");
+        assert_eq!(sample_key(&by_job, &a), sample_key(&by_job, &c));
+    }
+
+    #[test]
+    fn samples_round_trip_with_stale_markers_and_infinities() {
+        let labels = Labels::metric("latency").with("service", "<b>db</b>");
+        for v in [1.5, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0] {
+            let r = SampleRecord::new(&labels, 7, v);
+            let json = serde_json::to_string(&r).unwrap();
+            let back: SampleRecord = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.value.to_bits(), v.to_bits(), "{json}");
+            assert_eq!(back.labels(), labels);
+        }
+        let bad = r#"{"labels":{},"ts_ms":1,"value":"many"}"#;
+        let err = serde_json::from_str::<SampleRecord>(bad).unwrap_err().to_string();
+        assert!(err.contains("`many` is not a number"), "{err}");
+        let unknown = r#"{"labels":{},"ts_ms":1,"value":1,"extra":2}"#;
+        assert!(serde_json::from_str::<SampleRecord>(unknown).is_err());
+    }
+}

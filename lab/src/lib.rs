@@ -48,6 +48,7 @@ pub mod postgres;
 pub mod procfs;
 pub mod promconfig;
 pub mod rng;
+pub mod tansu;
 pub mod service;
 
 pub use error::{Error, ErrorKind, Result};

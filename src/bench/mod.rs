@@ -16,6 +16,7 @@ pub mod loghub;
 pub mod nab;
 pub mod rca;
 pub mod remote_write;
+pub mod scale;
 pub mod storm;
 
 /// The `p` quantile (0 to 1, nearest rank) of `sorted` durations, in

@@ -69,6 +69,32 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 2_000)]
         keys: usize,
     },
+    /// Scale-out through a real broker (tansu, started by the bench):
+    /// `--series` x `--steps` synthetic samples to 1, 2 and 4 `heal detect`
+    /// workers; samples a second end to end, each worker's share and CPU
+    /// time per sample, consumer lag, the takeover time after a SIGKILL
+    /// (`--kill`), duplicates and lost samples (must be 0).
+    Scale {
+        /// Worker counts, one round each.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        workers: Vec<usize>,
+        #[arg(long, default_value_t = 100_000)]
+        series: usize,
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Partitions of each topic.
+        #[arg(long, default_value_t = 8)]
+        partitions: u32,
+        /// The workers' `--checkpoint-every`.
+        #[arg(long, default_value = "5s")]
+        checkpoint_every: String,
+        /// Kill one worker half way through each round of two or more.
+        #[arg(long)]
+        kill: bool,
+        /// Workers keep no changelog (a takeover re-warms from nothing).
+        #[arg(long)]
+        no_changelog: bool,
+    },
     /// Scores out (`heal watch --remote-write`) into a real Prometheus: the
     /// sink's scores and samples a second end to end at `--series` watched
     /// series, what encoding alone costs, drops (must be 0), and every
@@ -322,6 +348,28 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Journal { members, keys } => Ok(heal::bench::journal::run(
             &heal::bench::journal::JournalConfig { members, keys },
         )?),
+        BenchCmd::Scale {
+            workers,
+            series,
+            steps,
+            partitions,
+            checkpoint_every,
+            kill,
+            no_changelog,
+        } => {
+            let table = heal::bench::scale::run(&heal::bench::scale::ScaleConfig {
+            heal: std::env::current_exe()?,
+            series,
+            steps,
+            workers,
+            partitions,
+            checkpoint_every,
+            kill,
+            no_changelog,
+        })?;
+            print!("{table}");
+            Ok(())
+        }
         BenchCmd::Agent { requests } => Ok(heal::bench::daemons::agent(requests)?),
         BenchCmd::Supervise { rounds } => Ok(heal::bench::daemons::supervise(rounds)?),
     }

@@ -127,6 +127,12 @@ pub fn tansu_bin() -> PathBuf {
 
 /// A tansu broker on a free port, and the topic `name` with `partitions`.
 pub fn start_broker(dir: &Path, topic: &str, partitions: u32) -> (Guard, String) {
+    create_tansu_broker(dir, &[(topic, partitions)])
+}
+
+/// A tansu broker on a free port (its log in `dir/tansu.log`), with
+/// `topics` (name, partitions); and its `host:port`.
+pub fn create_tansu_broker(dir: &Path, topics: &[(&str, u32)]) -> (Guard, String) {
     let port = free_port();
     let url = format!("tcp://127.0.0.1:{port}");
     let log = std::fs::File::create(dir.join("tansu.log")).unwrap();
@@ -148,6 +154,16 @@ pub fn start_broker(dir: &Path, topic: &str, partitions: u32) -> (Guard, String)
     wait_until("the broker listening", Duration::from_secs(30), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()
     });
+    let brokers = format!("127.0.0.1:{port}");
+    for (topic, partitions) in topics {
+        create_topic(&brokers, topic, *partitions);
+    }
+    (broker, brokers)
+}
+
+/// Creates `topic` with `partitions` on the tansu broker at `brokers`
+/// (`host:port`).
+pub fn create_topic(brokers: &str, topic: &str, partitions: u32) {
     let out = Command::new(tansu_bin())
         .args([
             "topic",
@@ -156,7 +172,7 @@ pub fn start_broker(dir: &Path, topic: &str, partitions: u32) -> (Guard, String)
             "--partitions",
             &partitions.to_string(),
         ])
-        .args(["--broker", &url])
+        .args(["--broker", &format!("tcp://{brokers}")])
         .output()
         .unwrap();
     assert!(
@@ -164,7 +180,6 @@ pub fn start_broker(dir: &Path, topic: &str, partitions: u32) -> (Guard, String)
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    (broker, format!("127.0.0.1:{port}"))
 }
 
 /// How many messages the topic's partitions `0..partitions` hold, read
@@ -176,7 +191,20 @@ pub fn start_broker(dir: &Path, topic: &str, partitions: u32) -> (Guard, String)
 /// short by the batch's other records, so watermarks undercount a topic
 /// whose last batch held more than one message.
 pub fn topic_messages(brokers: &str, topic: &str, partitions: i32) -> u64 {
+    read_topic(brokers, topic, partitions, Duration::from_secs(2)).len() as u64
+}
+
+/// Every message of the topic's partitions `0..partitions` as (partition,
+/// offset, payload), read from the start by a consumer of its own until
+/// nothing more comes for `idle`.
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    idle: Duration,
+) -> Vec<(i32, i64, Vec<u8>)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
     use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
     let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -193,20 +221,22 @@ pub fn topic_messages(brokers: &str, topic: &str, partitions: i32) -> u64 {
             .unwrap();
     }
     consumer.assign(&tpl).unwrap();
-    let mut seen = std::collections::BTreeSet::new();
-    let mut idle = std::time::Instant::now();
-    while idle.elapsed() < std::time::Duration::from_secs(2) {
-        match consumer.poll(std::time::Duration::from_millis(100)) {
+    let mut seen = std::collections::BTreeMap::new();
+    let mut last = std::time::Instant::now();
+    while last.elapsed() < idle {
+        match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                use rdkafka::message::Message;
-                seen.insert((m.partition(), m.offset()));
-                idle = std::time::Instant::now();
+                seen.insert(
+                    (m.partition(), m.offset()),
+                    m.payload().unwrap_or_default().to_vec(),
+                );
+                last = std::time::Instant::now();
             }
             Some(Err(e)) => panic!("reading {topic}: {e}"),
             None => {}
         }
     }
-    seen.len() as u64
+    seen.into_iter().map(|((p, o), v)| (p, o, v)).collect()
 }
 
 /// Line `i` of the log tests' streams: three statements, whatever their

@@ -1,0 +1,116 @@
+//! A real Kafka-protocol broker of its own, for tests and benches: tansu
+//! (`cargo install tansu --features dynostore`; `.ci/run` installs it in
+//! `~/.cache/heal-tools/bin`), on a free loopback port, its messages in
+//! memory (`memory://`: a restarted broker starts empty).
+//!
+//! [`Tansu::start`] waits until it listens; [`Tansu::create_topic`] makes a
+//! topic with its partitions; dropping it stops it.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::orchestrate::{free_port, loopback, terminate, wait_until, TempDir};
+
+/// The broker's program: `TANSU_BIN`, else `tansu` on the PATH, else
+/// `~/.cache/heal-tools/bin/tansu`.
+pub fn bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("TANSU_BIN") {
+        return Ok(p.into());
+    }
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("tansu"))
+            .find(|p| p.is_file())
+    });
+    if let Some(p) = on_path {
+        return Ok(p);
+    }
+    let p = PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/heal-tools/bin/tansu");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(Error::unavailable(
+            "no tansu broker (TANSU_BIN, PATH, ~/.cache/heal-tools/bin): `cargo install tansu --version 0.6.0 --locked --features dynostore` (.ci/run does)",
+        ))
+    }
+}
+
+/// A running tansu broker.
+#[derive(Debug)]
+pub struct Tansu {
+    bin: PathBuf,
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Tansu {
+    /// Starts a broker and waits until it listens.
+    ///
+    /// # Errors
+    /// Unavailable without tansu; failed when it does not start.
+    pub fn start() -> Result<Tansu> {
+        let bin = bin()?;
+        let dir = TempDir::new("heal-tansu")?;
+        let port = free_port()?;
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.path().join("tansu.log"))
+            .map_err(|e| Error::failed(format!("creating the broker's log: {e}")))?;
+        let child = Command::new(&bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| Error::failed(e.to_string()))?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| Error::failed(format!("starting {}: {e}", bin.display())))?;
+        let broker = Tansu {
+            bin,
+            child,
+            port,
+            _dir: dir,
+        };
+        if wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
+            TcpStream::connect_timeout(&loopback(port), Duration::from_millis(200)).is_ok()
+        })
+        .is_none()
+        {
+            return Err(Error::failed(format!("tansu did not listen on port {port} in 30 s")));
+        }
+        Ok(broker)
+    }
+
+    /// `host:port`, as clients take it.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Creates `topic` with `partitions`.
+    ///
+    /// # Errors
+    /// Failed when tansu refuses.
+    pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<()> {
+        let out = Command::new(&self.bin)
+            .args(["topic", "create", topic, "--partitions", &partitions.to_string()])
+            .args(["--broker", &format!("tcp://{}", self.brokers())])
+            .output()
+            .map_err(|e| Error::failed(format!("running tansu topic create: {e}")))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(Error::failed(format!(
+                "creating topic {topic}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        terminate(&mut self.child, Duration::from_secs(5));
+    }
+}

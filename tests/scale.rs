@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{create_tansu_broker, read_topic, wait_until, Guard};
+use common::{create_tansu_broker, read_topic, Guard};
 use heal::pipeline::SeriesScorer;
 use heal::scale::ingest::Synthetic;
 use heal::scale::wire::ScoreRecord;
@@ -38,14 +38,15 @@ fn synthetic() -> Synthetic {
     }
 }
 
-fn worker(dir: &Path, brokers: &str, member: &str, changelog: bool) -> Guard {
+fn worker(dir: &Path, brokers: &str, leases: &str, member: &str, changelog: bool) -> Guard {
     let out = std::fs::File::create(dir.join(format!("{member}.out"))).unwrap();
     let err = std::fs::File::create(dir.join(format!("{member}.err"))).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_heal"));
     cmd.args(["detect", "--brokers", brokers, "--member", member])
         .arg("--runbooks")
         .arg(dir.join("runbooks"))
-        .args(["--checkpoint-every", "300ms", "--session-timeout", "6s"]);
+        .args(["--checkpoint-every", "300ms", "--session-timeout", "6s"])
+        .args(["--leases", leases]);
     if !changelog {
         cmd.arg("--no-changelog");
     }
@@ -56,6 +57,31 @@ fn worker(dir: &Path, brokers: &str, member: &str, changelog: bool) -> Guard {
             .spawn()
             .expect("starting heal detect"),
     )
+}
+
+/// `common::wait_until`, printing every worker's events and log when it
+/// times out.
+fn wait_until<T>(dir: &Path, what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if let Some(v) = f() {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    dump(dir);
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+/// Prints every worker's events (checkpoints aside) and the end of its log.
+fn dump(dir: &Path) {
+    for m in ["w1", "w2", "w3"] {
+        let out = std::fs::read_to_string(dir.join(format!("{m}.out"))).unwrap_or_default();
+        let err = std::fs::read_to_string(dir.join(format!("{m}.err"))).unwrap_or_default();
+        let events: Vec<&str> = out.lines().filter(|l| !l.contains("checkpoint")).collect();
+        let tail: Vec<&str> = err.lines().rev().take(10).collect();
+        eprintln!("== {m}\n{}\n-- stderr (last lines, newest first)\n{}", events.join("\n"), tail.join("\n"));
+    }
 }
 
 /// The events a worker printed so far.
@@ -88,6 +114,22 @@ fn held(dir: &Path, member: &str) -> BTreeSet<i64> {
     held
 }
 
+/// Samples committed so far: the highest offset any worker's checkpoint
+/// committed, summed over the partitions.
+fn committed(dir: &Path, members: &[&str]) -> u64 {
+    let mut at: BTreeMap<String, u64> = BTreeMap::new();
+    for e in members.iter().flat_map(|m| events(dir, m)) {
+        if e["event"] == "checkpoint" {
+            for (p, o) in e["offsets"].as_object().into_iter().flatten() {
+                let o = o.as_u64().unwrap_or(0);
+                let c = at.entry(p.clone()).or_default();
+                *c = (*c).max(o);
+            }
+        }
+    }
+    at.values().sum()
+}
+
 fn scores(brokers: &str) -> Vec<ScoreRecord> {
     read_topic(brokers, "heal-scores", PARTITIONS as i32, Duration::from_secs(2))
         .into_iter()
@@ -106,16 +148,29 @@ fn a_killed_detect_worker_loses_no_sample_and_its_successors_score_as_it_would_h
         ("heal-scores", PARTITIONS),
         ("heal-detect-changelog", PARTITIONS),
     ]);
+    // The partitions are leased in PostgreSQL: tansu 0.6's group
+    // coordinator does not reassign a dead member's partitions.
+    let pg = lab::postgres::PgServer::start().expect("a PostgreSQL server");
     let members = ["w1", "w2", "w3"];
-    let mut workers: BTreeMap<&str, Guard> = members
-        .iter()
-        .map(|&m| (m, worker(dir, &brokers, m, true)))
-        .collect();
-    // The group settles: every partition held by someone.
-    wait_until("the group to share the partitions", Duration::from_secs(60), || {
-        let all: BTreeSet<i64> = members.iter().flat_map(|m| held(dir, m)).collect();
-        (all.len() == PARTITIONS as usize).then_some(())
-    });
+    // Members join one at a time, each once the group has settled: every
+    // partition held by exactly one member, for a second.
+    let mut workers: BTreeMap<&str, Guard> = BTreeMap::new();
+    for (k, &m) in members.iter().enumerate() {
+        workers.insert(m, worker(dir, &brokers, &pg.url(), m, true));
+        let mut since: Option<Instant> = None;
+        wait_until(dir, "the group to share the partitions", Duration::from_secs(60), || {
+            let held: Vec<BTreeSet<i64>> = members[..=k].iter().map(|m| held(dir, m)).collect();
+            let all: BTreeSet<i64> = held.iter().flatten().copied().collect();
+            let settled = all.len() == PARTITIONS as usize
+                && held.iter().map(|h| h.len()).sum::<usize>() == all.len()
+                && held.iter().all(|h| !h.is_empty());
+            if !settled {
+                since = None;
+                return None;
+            }
+            (since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(1)).then_some(())
+        });
+    }
 
     // Samples arrive at 2,000 a second for six seconds.
     let synth = synthetic();
@@ -133,8 +188,8 @@ fn a_killed_detect_worker_loses_no_sample_and_its_successors_score_as_it_would_h
         .unwrap();
 
     // Mid-stream, the worker holding the most partitions dies.
-    wait_until("a third of the samples scored", Duration::from_secs(60), || {
-        (scores(&brokers).len() as u64 > total / 3).then_some(())
+    wait_until(dir, "a third of the samples scored", Duration::from_secs(60), || {
+        (committed(dir, &members) > total / 3).then_some(())
     });
     let victim = *members
         .iter()
@@ -149,7 +204,7 @@ fn a_killed_detect_worker_loses_no_sample_and_its_successors_score_as_it_would_h
 
     // The survivors take its partitions over, restoring their state.
     let survivors: Vec<&str> = members.iter().copied().filter(|m| *m != victim).collect();
-    let takeover = wait_until("the survivors to restore the lost partitions", Duration::from_secs(60), || {
+    let takeover = wait_until(dir, "the survivors to restore the lost partitions", Duration::from_secs(60), || {
         let restored: BTreeSet<i64> = survivors
             .iter()
             .flat_map(|m| events(dir, m))
@@ -165,7 +220,7 @@ fn a_killed_detect_worker_loses_no_sample_and_its_successors_score_as_it_would_h
     assert_eq!(published["produced"].as_u64(), Some(total), "{published}");
 
     // Every sample scored; duplicates are the same score.
-    let all = wait_until("every sample scored", Duration::from_secs(90), || {
+    let all = wait_until(dir, "every sample scored", Duration::from_secs(90), || {
         let all = scores(&brokers);
         let keys: BTreeSet<(i32, i64)> = all.iter().map(|s| (s.partition, s.offset)).collect();
         (keys.len() as u64 >= total).then_some(all)
@@ -206,17 +261,23 @@ fn a_killed_detect_worker_loses_no_sample_and_its_successors_score_as_it_would_h
     }
     let mut by_member: BTreeMap<&str, u64> = BTreeMap::new();
     let mut fired = 0;
+    let mut differ = Vec::new();
     for s in unique.values() {
         assert_eq!(s.dropped, None, "{s:?}");
-        assert_eq!(
-            reference.get(&(s.series.clone(), s.ts_ms)),
-            Some(&s.score.to_bits()),
-            "{} at {} scored as no uninterrupted run would: {s:?}",
-            s.series,
-            s.ts_ms
-        );
+        if reference.get(&(s.series.clone(), s.ts_ms)) != Some(&s.score.to_bits()) {
+            differ.push(s);
+        }
         *by_member.entry(s.member.as_str()).or_default() += 1;
         fired += usize::from(s.first);
+    }
+    if !differ.is_empty() {
+        dump(dir);
+        let first: Vec<String> = differ.iter().take(5).map(|s| format!("{s:?}")).collect();
+        panic!(
+            "{} of {total} samples scored as no uninterrupted run would, the first:\n{}",
+            differ.len(),
+            first.join("\n")
+        );
     }
     assert!(fired > 0, "the synthetic faults fire");
     for (m, n) in &by_member {

@@ -81,6 +81,12 @@ pub struct DetectArgs {
     /// The group session: a worker silent this long loses its partitions.
     #[arg(long, default_value = "10s")]
     session_timeout: String,
+    /// Share the partitions by leases in this PostgreSQL database
+    /// (`postgres://...`) instead of the broker's consumer group: for a
+    /// broker whose group coordinator does not reassign a dead member's
+    /// partitions (tansu 0.6). The lease lasts `--session-timeout`.
+    #[arg(long, value_name = "URL")]
+    leases: Option<String>,
 }
 
 fn load_runbooks(dir: &PathBuf) -> anyhow::Result<remediate::RunbookSet> {
@@ -146,6 +152,10 @@ pub fn run_detect(a: DetectArgs) -> anyhow::Result<()> {
         member,
         checkpoint_every: duration_arg("checkpoint-every", &a.checkpoint_every)?,
         session_timeout: duration_arg("session-timeout", &a.session_timeout)?,
+        membership: match &a.leases {
+            Some(url) => detect::Membership::Leases { url: url.clone() },
+            None => detect::Membership::Group,
+        },
     };
     let shutdown = Arc::new(AtomicBool::new(false));
     let flag = shutdown.clone();

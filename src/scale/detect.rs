@@ -21,7 +21,7 @@
 //! callbacks run inside that poll); librdkafka's producer delivers on its
 //! own. Time is read only to pace checkpoints and to time restores.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -64,6 +64,25 @@ pub struct DetectOptions {
     pub checkpoint_every: Duration,
     /// The group session: a worker silent this long loses its partitions.
     pub session_timeout: Duration,
+    /// Who owns which partition: the broker's consumer group, or leases
+    /// in PostgreSQL.
+    pub membership: Membership,
+}
+
+/// How the workers share the samples topic's partitions.
+#[derive(Debug, Clone)]
+pub enum Membership {
+    /// A Kafka consumer group (cooperative-sticky): the broker's group
+    /// coordinator decides.
+    Group,
+    /// Leases in PostgreSQL (`store::PgStore::lease_*`), one per partition,
+    /// `session_timeout` long, renewed every third of it: partition `p`
+    /// goes to the live member `p mod n` in name order, and a dead
+    /// member's partitions are taken over once its leases expire. A member
+    /// that cannot renew for two thirds of a lease stops scoring. For
+    /// brokers whose group coordinator cannot be trusted to reassign a
+    /// dead member's partitions (tansu 0.6; see [`super`]).
+    Leases { url: String },
 }
 
 /// What a worker did.
@@ -162,6 +181,9 @@ struct Worker {
     on_event: OnEvent,
     /// A fatal error met inside a callback, for the loop to return.
     failed: Mutex<Option<ScaleError>>,
+    /// With leases, the partitions this worker may score (a message of any
+    /// other is left alone); `None` with a consumer group.
+    leased: Mutex<Option<BTreeSet<i32>>>,
 }
 
 struct Ctx(Arc<Worker>);
@@ -188,8 +210,16 @@ impl ConsumerContext for Ctx {
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            let partitions = tpl.elements().iter().map(|e| e.partition()).collect();
-            (self.0.on_event)(&WorkerEvent::Assigned { partitions });
+            let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            (self.0.on_event)(&WorkerEvent::Assigned {
+                partitions: partitions.clone(),
+            });
+            for p in partitions {
+                if let Err(e) = self.0.take(p) {
+                    tracing::error!(error = %e, partition = p, "restore failed");
+                    self.0.failed.lock().unwrap().get_or_insert(e);
+                }
+            }
         }
     }
 }
@@ -221,6 +251,7 @@ pub fn run(
         }),
         on_event: Box::new(on_event),
         failed: Mutex::new(None),
+        leased: Mutex::new(None),
     });
     let o = &worker.opts;
     let consumer: BaseConsumer<Ctx> = client_config(&brokers)
@@ -228,6 +259,15 @@ pub fn run(
         .set("client.id", format!("heal-detect-{}", o.member))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
+        // Incremental, sticky rebalancing: a partition moves only when it
+        // must (its state is restored only then), and the others keep
+        // scoring through a rebalance. Also what works on tansu 0.6: with
+        // the eager assignors, a member evicted for a missed session left
+        // its partitions unowned (the coordinator re-forms the group
+        // without bumping the generation, so the members that did not
+        // rejoin never hear of the rebalance); cooperative metadata
+        // carries the owned partitions, which bumps it.
+        .set("partition.assignment.strategy", "cooperative-sticky")
         .set("session.timeout.ms", o.session_timeout.as_millis().to_string())
         .set(
             "heartbeat.interval.ms",
@@ -235,16 +275,33 @@ pub fn run(
         )
         .create_with_context(Ctx(worker.clone()))
         .map_err(|e| ScaleError::kafka("creating the consumer", &brokers, e))?;
-    consumer
-        .subscribe(&[o.samples.as_str()])
-        .map_err(|e| ScaleError::kafka(format!("subscribing to {}", o.samples), &brokers, e))?;
+    let mut leases = match &o.membership {
+        Membership::Group => {
+            consumer.subscribe(&[o.samples.as_str()]).map_err(|e| {
+                ScaleError::kafka(format!("subscribing to {}", o.samples), &brokers, e)
+            })?;
+            None
+        }
+        Membership::Leases { url } => {
+            *worker.leased.lock().unwrap() = Some(BTreeSet::new());
+            Some(Leases::open(url, o, &consumer)?)
+        }
+    };
     let mut last_checkpoint = Instant::now();
     loop {
         if let Some(e) = worker.failed.lock().unwrap().take() {
             return Err(e);
         }
+        if let Some(l) = &mut leases {
+            if l.due() {
+                l.round(&worker, &consumer)?;
+            }
+        }
         if shutdown.load(Ordering::Relaxed) {
             worker.checkpoint(&consumer, None)?;
+            if let Some(l) = &mut leases {
+                l.release_all(&worker, &consumer);
+            }
             // Leaving the group revokes (and checkpoints, again: nothing
             // moved) at once, rather than after the session times out.
             consumer.unsubscribe();
@@ -269,21 +326,14 @@ impl Worker {
     /// Scores one sample of the samples topic.
     fn handle(&self, m: &BorrowedMessage<'_>) -> Result<(), ScaleError> {
         let (p, o) = (m.partition(), m.offset());
-        let held = self.shared.lock().unwrap().owned.contains_key(&p);
-        if !held {
-            let (series, restored) = self.restore(p)?;
-            let mut shared = self.shared.lock().unwrap();
-            shared.stats.restores.push(restored.clone());
-            shared.owned.insert(
-                p,
-                PartitionState {
-                    series,
-                    next_offset: None,
-                },
-            );
-            drop(shared);
-            (self.on_event)(&WorkerEvent::Restored(restored));
+        if let Some(leased) = &*self.leased.lock().unwrap() {
+            if !leased.contains(&p) {
+                return Ok(());
+            }
         }
+        // Restored when assigned; a message of a partition not restored
+        // yet (assigned by a rebalance whose callback failed) restores here.
+        self.take(p)?;
         let mut shared = self.shared.lock().unwrap();
         let Shared { owned, stats } = &mut *shared;
         let part = owned.get_mut(&p).expect("restored above");
@@ -364,6 +414,40 @@ impl Worker {
                 .payload(&payload),
         );
         Ok(())
+    }
+
+    /// Restores partition `p` and starts scoring it, unless held already.
+    fn take(&self, p: i32) -> Result<(), ScaleError> {
+        if self.shared.lock().unwrap().owned.contains_key(&p) {
+            return Ok(());
+        }
+        let (series, restored) = self.restore(p)?;
+        let mut shared = self.shared.lock().unwrap();
+        shared.stats.restores.push(restored.clone());
+        shared.owned.insert(
+            p,
+            PartitionState {
+                series,
+                next_offset: None,
+            },
+        );
+        drop(shared);
+        (self.on_event)(&WorkerEvent::Restored(restored));
+        Ok(())
+    }
+
+    /// Stops scoring partitions `parts` (their state is dropped: saved by a
+    /// checkpoint before, or no longer this worker's to save).
+    fn forget(&self, parts: &[i32]) {
+        let mut shared = self.shared.lock().unwrap();
+        for p in parts {
+            shared.owned.remove(p);
+        }
+        if let Some(leased) = &mut *self.leased.lock().unwrap() {
+            for p in parts {
+                leased.remove(p);
+            }
+        }
     }
 
     /// Hands a message to the producer, waiting while its queue is full.
@@ -489,6 +573,9 @@ impl Worker {
         let reader: BaseConsumer = client_config(brokers)
             .set("group.id", format!("{}-restore", self.opts.group))
             .set("enable.auto.commit", "false")
+            // Do not wait for more than is there: a restore reads to its
+            // barrier and stops.
+            .set("fetch.wait.max.ms", "10")
             .create()
             .map_err(|e| ScaleError::kafka("creating the restore consumer", brokers, e))?;
         let mut tpl = TopicPartitionList::new();
@@ -555,5 +642,164 @@ impl Worker {
             ms: started.elapsed().as_secs_f64() * 1e3,
         };
         Ok((series, restored))
+    }
+}
+
+/// Partition ownership by leases (see [`Membership::Leases`]).
+struct Leases {
+    store: store::PgStore,
+    /// This worker's name in the leases: member, pid and start time (a
+    /// restarted worker is a new member).
+    instance: String,
+    group: String,
+    topic: String,
+    partitions: i32,
+    ttl: Duration,
+    held: BTreeSet<i32>,
+    /// The last round that reached the database.
+    renewed_at: Instant,
+    next_round: Instant,
+}
+
+impl Leases {
+    fn open(url: &str, o: &DetectOptions, consumer: &BaseConsumer<Ctx>) -> Result<Leases, ScaleError> {
+        let store = store::PgStore::open_as(url, &o.member)?;
+        let metadata = consumer
+            .fetch_metadata(Some(&o.samples), Duration::from_secs(30))
+            .map_err(|e| ScaleError::kafka(format!("reading {}'s partitions", o.samples), &o.brokers, e))?;
+        let partitions = metadata
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len()) as i32;
+        if partitions == 0 {
+            return Err(ScaleError::kafka(
+                format!("topic {} has no partitions", o.samples),
+                &o.brokers,
+                KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
+            ));
+        }
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        Ok(Leases {
+            store,
+            instance: format!("{}/{}/{started}", o.member, std::process::id()),
+            group: o.group.clone(),
+            topic: o.samples.clone(),
+            partitions,
+            ttl: o.session_timeout,
+            held: BTreeSet::new(),
+            renewed_at: Instant::now(),
+            next_round: Instant::now(),
+        })
+    }
+
+    fn key(&self, p: i32) -> String {
+        format!("partition/{}/{}/{p}", self.group, self.topic)
+    }
+
+    fn due(&self) -> bool {
+        Instant::now() >= self.next_round
+    }
+
+    /// Renews, gives up and takes partitions; assigns the consumer what is
+    /// held.
+    fn round(&mut self, worker: &Worker, consumer: &BaseConsumer<Ctx>) -> Result<(), ScaleError> {
+        let _span = tracing::debug_span!("leases").entered();
+        self.next_round = Instant::now() + self.ttl / 3;
+        let before = self.held.clone();
+        match self.try_round(worker, consumer) {
+            Ok(()) => self.renewed_at = Instant::now(),
+            Err(ScaleError::Store(e)) => {
+                tracing::warn!(error = %e, "leases: the database did not answer");
+                // Another member may hold them by now: stop scoring them.
+                if self.renewed_at.elapsed() > self.ttl * 2 / 3 && !self.held.is_empty() {
+                    tracing::warn!("leases: not renewed for two thirds of a lease; giving every partition up");
+                    let all: Vec<i32> = self.held.iter().copied().collect();
+                    worker.forget(&all);
+                    self.held.clear();
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        if self.held != before {
+            let gone: Vec<i32> = before.difference(&self.held).copied().collect();
+            let new: Vec<i32> = self.held.difference(&before).copied().collect();
+            self.assign(worker, consumer)?;
+            if !gone.is_empty() {
+                (worker.on_event)(&WorkerEvent::Revoked { partitions: gone });
+            }
+            if !new.is_empty() {
+                (worker.on_event)(&WorkerEvent::Assigned {
+                    partitions: new.clone(),
+                });
+                // Restored before the first message is scored (the
+                // Kafka Streams order): the takeover is done when this is.
+                for p in new {
+                    worker.take(p)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn try_round(&mut self, worker: &Worker, consumer: &BaseConsumer<Ctx>) -> Result<(), ScaleError> {
+        let ttl_ms = self.ttl.as_millis() as i64;
+        let members = self.store.lease_members(&self.group, &self.instance, ttl_ms)?;
+        let n = members.len().max(1);
+        let me = members.iter().position(|m| *m == self.instance).unwrap_or(0);
+        let desired: BTreeSet<i32> = (0..self.partitions).filter(|p| *p as usize % n == me).collect();
+        // Renew what is held; a lease not renewed was taken over (this
+        // worker was cut off for longer than a lease): drop it unsaved.
+        let keys: Vec<String> = self.held.iter().map(|&p| self.key(p)).collect();
+        let kept = self.store.lease_renew(&keys, &self.instance, ttl_ms)?;
+        let lost: Vec<i32> = self.held.iter().copied().filter(|&p| !kept.contains(&self.key(p))).collect();
+        if !lost.is_empty() {
+            tracing::warn!(partitions = ?lost, "leases: taken over by another member");
+            worker.forget(&lost);
+            for p in &lost {
+                self.held.remove(p);
+            }
+        }
+        // Hand over what is another member's now (one joined): saved and
+        // committed first, so that it restores exactly here.
+        let extra: Vec<i32> = self.held.difference(&desired).copied().collect();
+        for p in extra {
+            worker.checkpoint(consumer, Some(&[p]))?;
+            worker.forget(&[p]);
+            self.held.remove(&p);
+            self.store.lease_release(&self.key(p), &self.instance)?;
+        }
+        // Take what is this worker's and free (or expired).
+        for p in desired.difference(&self.held.clone()) {
+            if self.store.lease_acquire(&self.key(*p), &self.instance, ttl_ms)?.is_some() {
+                self.held.insert(*p);
+            }
+        }
+        Ok(())
+    }
+
+    /// Points the consumer at the held partitions, each from its committed
+    /// offset.
+    fn assign(&self, worker: &Worker, consumer: &BaseConsumer<Ctx>) -> Result<(), ScaleError> {
+        *worker.leased.lock().unwrap() = Some(self.held.clone());
+        let mut tpl = TopicPartitionList::new();
+        for &p in &self.held {
+            tpl.add_partition_offset(&self.topic, p, Offset::Stored)
+                .expect("a valid offset");
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(|e| ScaleError::kafka(format!("assigning {}", self.topic), &worker.opts.brokers, e))
+    }
+
+    /// On shutdown (after the final checkpoint): every lease given up, so
+    /// the others take the partitions at once rather than at expiry.
+    fn release_all(&mut self, worker: &Worker, consumer: &BaseConsumer<Ctx>) {
+        for p in std::mem::take(&mut self.held) {
+            let _ = self.store.lease_release(&self.key(p), &self.instance);
+        }
+        let _ = self.assign(worker, consumer);
     }
 }

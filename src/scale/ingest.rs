@@ -121,8 +121,8 @@ pub fn publish(
 /// Synthetic load: `series` series of `signal` (`instance` i, `service`
 /// i / `replicas`), `steps` timestamps `step_ms` apart, timestamp-major
 /// (every series' sample at a time, then the next time), as a scrape
-/// gives them. Values are a daily-ish wave with seeded noise; every 97th
-/// series steps up by 8 spreads in its last fifth (a fault to find).
+/// gives them. Values are a slow wave (amplitude 5) with seeded noise;
+/// every 17th series steps up by 80 in its last fifth (a fault to find).
 #[derive(Debug, Clone)]
 pub struct Synthetic {
     pub signal: String,
@@ -140,8 +140,8 @@ impl Synthetic {
         let h = splitmix(self.seed ^ splitmix(i as u64 ^ splitmix(t as u64).rotate_left(17)));
         let noise = (h >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
         let base = 100.0 + (i % 13) as f64 + 5.0 * (t as f64 * 0.05 + i as f64).sin() + noise;
-        if i % 97 == 0 && t >= self.steps * 4 / 5 {
-            base + 8.0
+        if i % 17 == 0 && t >= self.steps * 4 / 5 {
+            base + 80.0
         } else {
             base
         }

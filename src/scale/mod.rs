@@ -61,6 +61,9 @@ pub enum ScaleError {
         #[source]
         source: KafkaError,
     },
+    /// The lease store (PostgreSQL) failed.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
     /// A score or checkpoint was not acknowledged: the worker stops without
     /// committing, so that its successor scores those samples again.
     #[error("{0} messages not acknowledged by {1}; offsets not committed")]
@@ -77,12 +80,10 @@ impl ScaleError {
     }
 }
 
-/// The settings every client of heal's shares: brokers, and acknowledgement
-/// by every in-sync replica for what it produces.
+/// The settings every client of heal's shares (the producers add
+/// `acks=all`: acknowledged by every in-sync replica).
 pub(crate) fn client_config(brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers)
-        .set("acks", "all")
-        .set("log_level", "4");
+    c.set("bootstrap.servers", brokers).set("log_level", "4");
     c
 }

@@ -22,6 +22,10 @@
 //!   a begin of the same key are ordered by PostgreSQL's row lock, never
 //!   interleaved.
 //!
+//! - **Leases** (`lease.rs`): a key held until a time by the database's
+//!   clock, renewed while its member lives, taken over (epoch raised) once
+//!   it expires: the scale-out detect workers' partitions.
+//!
 //! Not here yet (the SQLite store has them): incidents, events, evidence,
 //! guard state and sensitivity reads and writes, and `heal watch --db
 //! postgres://`. The tables exist; the code that fills them is SQLite's.
@@ -32,6 +36,7 @@
 //! the caller's choice, and is safe: a begin whose answer was lost is
 //! found again as [`StoreError::DuplicateAction`] with state `started`.
 
+mod lease;
 mod schema;
 
 use std::time::Duration;

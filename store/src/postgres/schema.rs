@@ -16,7 +16,7 @@
 //! shipped; append one, to both lists.
 
 /// Every migration, oldest first.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// Key of the advisory lock the migrations take (`heal` in ASCII).
 pub(crate) const MIGRATION_LOCK: i64 = 0x6865_616c;
@@ -188,4 +188,16 @@ CREATE TABLE owners (
 /// single writer never needs it and leaves it empty.)
 const V9: &str = r#"
 ALTER TABLE executions ADD COLUMN begun_by TEXT;
+"#;
+
+/// Version 10 (both dialects): leases (see `super::lease`): who holds a
+/// key (a member's liveness, a partition of the samples topic) until when,
+/// by the database's clock, and since which epoch.
+const V10: &str = r#"
+CREATE TABLE leases (
+    lease_key  TEXT   PRIMARY KEY,
+    owner      TEXT   NOT NULL,
+    epoch      BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL
+);
 "#;

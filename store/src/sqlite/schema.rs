@@ -11,7 +11,7 @@
 
 /// Every migration, oldest first; the schema version of a file is the
 /// number of these it has had.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// The schema version this heal writes.
 pub(crate) fn current_version() -> i64 {
@@ -221,4 +221,16 @@ CREATE TABLE owners (
 /// single writer never needs it and leaves it empty.)
 const V9: &str = r#"
 ALTER TABLE executions ADD COLUMN begun_by TEXT;
+"#;
+
+/// Version 10 (both dialects): leases. Only PostgreSQL's members hold any
+/// (the scale-out detect workers' partitions); kept here so the schemas
+/// stay one.
+const V10: &str = r#"
+CREATE TABLE leases (
+    lease_key  TEXT    PRIMARY KEY,
+    owner      TEXT    NOT NULL,
+    epoch      INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 "#;

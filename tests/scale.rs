@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{create_tansu_broker, read_topic, Guard};
+use common::{read_topic, Guard};
 use heal::pipeline::SeriesScorer;
 use heal::scale::ingest::Synthetic;
 use heal::scale::wire::ScoreRecord;
@@ -137,97 +137,107 @@ fn scores(brokers: &str) -> Vec<ScoreRecord> {
         .collect()
 }
 
-#[test]
-fn a_killed_detect_worker_loses_no_sample_and_its_successors_score_as_it_would_have() {
-    let dir = tempfile::tempdir().unwrap();
-    let dir = dir.path();
-    std::fs::create_dir(dir.join("runbooks")).unwrap();
-    std::fs::write(dir.join("runbooks/queue.yaml"), RUNBOOK).unwrap();
-    let (_broker, brokers) = create_tansu_broker(dir, &[
-        ("heal-samples", PARTITIONS),
-        ("heal-scores", PARTITIONS),
-        ("heal-detect-changelog", PARTITIONS),
-    ]);
-    // The partitions are leased in PostgreSQL: tansu 0.6's group
-    // coordinator does not reassign a dead member's partitions.
-    let pg = lab::postgres::PgServer::start().expect("a PostgreSQL server");
-    let members = ["w1", "w2", "w3"];
-    // Members join one at a time, each once the group has settled: every
-    // partition held by exactly one member, for a second.
-    let mut workers: BTreeMap<&str, Guard> = BTreeMap::new();
-    for (k, &m) in members.iter().enumerate() {
-        workers.insert(m, worker(dir, &brokers, &pg.url(), m, true));
-        let mut since: Option<Instant> = None;
-        wait_until(dir, "the group to share the partitions", Duration::from_secs(60), || {
-            let held: Vec<BTreeSet<i64>> = members[..=k].iter().map(|m| held(dir, m)).collect();
-            let all: BTreeSet<i64> = held.iter().flatten().copied().collect();
-            let settled = all.len() == PARTITIONS as usize
-                && held.iter().map(|h| h.len()).sum::<usize>() == all.len()
-                && held.iter().all(|h| !h.is_empty());
-            if !settled {
-                since = None;
-                return None;
-            }
-            (since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(1)).then_some(())
-        });
+/// A test's world: its directory with the runbook, a broker with the three
+/// topics, and PostgreSQL for the leases (tansu 0.6's group coordinator
+/// does not reassign a dead member's partitions).
+struct World {
+    dir: tempfile::TempDir,
+    broker: lab::tansu::Tansu,
+    pg: lab::postgres::PgServer,
+}
+
+impl World {
+    fn new(durable: bool) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("runbooks")).unwrap();
+        std::fs::write(dir.path().join("runbooks/queue.yaml"), RUNBOOK).unwrap();
+        let broker = if durable {
+            lab::tansu::Tansu::start_durable()
+        } else {
+            lab::tansu::Tansu::start()
+        }
+        .expect("a tansu broker");
+        for topic in ["heal-samples", "heal-scores", "heal-detect-changelog"] {
+            broker.create_topic(topic, PARTITIONS).unwrap();
+        }
+        let pg = lab::postgres::PgServer::start().expect("a PostgreSQL server");
+        World { dir, broker, pg }
     }
 
-    // Samples arrive at 2,000 a second for six seconds.
-    let synth = synthetic();
-    let total = (synth.series * synth.steps) as u64;
-    let ingest = Command::new(env!("CARGO_BIN_EXE_heal"))
-        .args(["ingest", "--brokers", &brokers, "--rate", "2000"])
-        .arg("--runbooks")
-        .arg(dir.join("runbooks"))
-        .args(["--synth-series", &synth.series.to_string()])
-        .args(["--synth-steps", &synth.steps.to_string()])
-        .args(["--synth-replicas", &synth.replicas.to_string()])
-        .args(["--seed", &synth.seed.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
 
-    // Mid-stream, the worker holding the most partitions dies.
-    wait_until(dir, "a third of the samples scored", Duration::from_secs(60), || {
-        (committed(dir, &members) > total / 3).then_some(())
+    /// Starts `members` one at a time, each once the group has settled:
+    /// every partition held by exactly one member, for a second.
+    fn workers<'a>(&self, members: &[&'a str]) -> BTreeMap<&'a str, Guard> {
+        let (dir, brokers) = (self.dir(), self.broker.brokers());
+        let mut workers = BTreeMap::new();
+        for (k, &m) in members.iter().enumerate() {
+            workers.insert(m, worker(dir, &brokers, &self.pg.url(), m, true));
+            let mut since: Option<Instant> = None;
+            wait_until(dir, "the group to share the partitions", Duration::from_secs(60), || {
+                let held: Vec<BTreeSet<i64>> = members[..=k].iter().map(|m| held(dir, m)).collect();
+                let all: BTreeSet<i64> = held.iter().flatten().copied().collect();
+                let settled = all.len() == PARTITIONS as usize
+                    && held.iter().map(|h| h.len()).sum::<usize>() == all.len()
+                    && held.iter().all(|h| !h.is_empty());
+                if !settled {
+                    since = None;
+                    return None;
+                }
+                (since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(1)).then_some(())
+            });
+        }
+        workers
+    }
+
+    /// `heal ingest` of the synthetic samples at 2,000 a second.
+    fn ingest(&self, synth: &Synthetic) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_heal"))
+            .args(["ingest", "--brokers", &self.broker.brokers(), "--rate", "2000"])
+            .arg("--runbooks")
+            .arg(self.dir().join("runbooks"))
+            .args(["--synth-series", &synth.series.to_string()])
+            .args(["--synth-steps", &synth.steps.to_string()])
+            .args(["--synth-replicas", &synth.replicas.to_string()])
+            .args(["--seed", &synth.seed.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// The score an uninterrupted run of each series' detector gives each
+/// sample, by (series, timestamp).
+fn reference(synth: &Synthetic) -> BTreeMap<(String, i64), u64> {
+    let signal: remediate::runbook::Signal =
+        serde_json::from_value(serde_json::json!({"name": "queue_depth", "query": "q"})).unwrap();
+    let mut reference = BTreeMap::new();
+    for i in 0..synth.series {
+        let labels = synth.labels(i).to_string();
+        let mut scorer = SeriesScorer::for_signal(&signal);
+        for t in 0..synth.steps {
+            let ts = synth.start_ms + t as i64 * synth.step_ms;
+            let sample = scorer.admit(ts, synth.value(i, t)).unwrap();
+            reference.insert((labels.clone(), ts), scorer.score(sample, None).scored.score.to_bits());
+        }
+    }
+    reference
+}
+
+/// Waits until the scores cover `keys` (partition, offset), and returns
+/// them de-duplicated, with the number of duplicates; a duplicate must be
+/// the same score.
+fn scored_once(dir: &Path, brokers: &str, keys: &BTreeSet<(i32, i64)>) -> (BTreeMap<(i32, i64), ScoreRecord>, usize) {
+    let all = wait_until(dir, "every sample scored", Duration::from_secs(120), || {
+        let all = scores(brokers);
+        let got: BTreeSet<(i32, i64)> = all.iter().map(|s| (s.partition, s.offset)).collect();
+        keys.is_subset(&got).then_some(all)
     });
-    let victim = *members
-        .iter()
-        .max_by_key(|m| held(dir, m).len())
-        .unwrap();
-    let lost = held(dir, victim);
-    assert!(!lost.is_empty());
-    let mut dead = workers.remove(victim).unwrap();
-    let killed_at = Instant::now();
-    dead.0.kill().unwrap();
-    dead.0.wait().unwrap();
-
-    // The survivors take its partitions over, restoring their state.
-    let survivors: Vec<&str> = members.iter().copied().filter(|m| *m != victim).collect();
-    let takeover = wait_until(dir, "the survivors to restore the lost partitions", Duration::from_secs(60), || {
-        let restored: BTreeSet<i64> = survivors
-            .iter()
-            .flat_map(|m| events(dir, m))
-            .filter(|e| e["event"] == "restored" && e["series"].as_u64() > Some(0))
-            .filter_map(|e| e["partition"].as_i64())
-            .collect();
-        lost.is_subset(&restored).then(|| killed_at.elapsed())
-    });
-
-    let published = ingest.wait_with_output().unwrap();
-    assert!(published.status.success());
-    let published: serde_json::Value = serde_json::from_slice(&published.stdout).unwrap();
-    assert_eq!(published["produced"].as_u64(), Some(total), "{published}");
-
-    // Every sample scored; duplicates are the same score.
-    let all = wait_until(dir, "every sample scored", Duration::from_secs(90), || {
-        let all = scores(&brokers);
-        let keys: BTreeSet<(i32, i64)> = all.iter().map(|s| (s.partition, s.offset)).collect();
-        (keys.len() as u64 >= total).then_some(all)
-    });
-    let mut unique: BTreeMap<(i32, i64), &ScoreRecord> = BTreeMap::new();
+    let mut unique: BTreeMap<(i32, i64), ScoreRecord> = BTreeMap::new();
     let mut duplicates = 0;
-    for s in &all {
+    for s in all {
         match unique.get(&(s.partition, s.offset)) {
             Some(first) => {
                 duplicates += 1;
@@ -239,26 +249,71 @@ fn a_killed_detect_worker_loses_no_sample_and_its_successors_score_as_it_would_h
             }
         }
     }
-    assert_eq!(unique.len() as u64, total, "scored once each after de-duplication");
-    // Offsets are dense per partition: none skipped, none invented.
-    for p in 0..PARTITIONS as i32 {
-        let offsets: Vec<i64> = unique.keys().filter(|k| k.0 == p).map(|k| k.1).collect();
-        assert_eq!(offsets, (0..offsets.len() as i64).collect::<Vec<_>>(), "partition {p}");
-    }
+    (unique, duplicates)
+}
 
-    // The score an uninterrupted run of each series' detector gives.
-    let mut reference: BTreeMap<(String, i64), u64> = BTreeMap::new();
-    let signal: remediate::runbook::Signal =
-        serde_json::from_value(serde_json::json!({"name": "queue_depth", "query": "q"})).unwrap();
-    for i in 0..synth.series {
-        let labels = synth.labels(i).to_string();
-        let mut scorer = SeriesScorer::for_signal(&signal);
-        for t in 0..synth.steps {
-            let ts = synth.start_ms + t as i64 * synth.step_ms;
-            let sample = scorer.admit(ts, synth.value(i, t)).unwrap();
-            reference.insert((labels.clone(), ts), scorer.score(sample, None).scored.score.to_bits());
-        }
-    }
+#[test]
+fn a_killed_detect_worker_loses_no_sample_and_its_successors_score_as_it_would_have() {
+    let world = World::new(false);
+    let (dir, brokers) = (world.dir(), world.broker.brokers());
+    let members = ["w1", "w2", "w3"];
+    let mut workers = world.workers(&members);
+
+    // Samples arrive at 2,000 a second for six seconds.
+    let synth = synthetic();
+    let total = (synth.series * synth.steps) as u64;
+    let ingest = world.ingest(&synth);
+
+    // Mid-stream, the worker holding the most partitions dies.
+    wait_until(dir, "a third of the samples scored", Duration::from_secs(60), || {
+        (committed(dir, &members) > total / 3).then_some(())
+    });
+    let victim = *members
+        .iter()
+        .max_by_key(|m| held(dir, m).len())
+        .unwrap();
+    let lost = held(dir, victim);
+    assert!(!lost.is_empty());
+    let seen: BTreeMap<&str, usize> = members.iter().map(|m| (*m, events(dir, m).len())).collect();
+    let mut dead = workers.remove(victim).unwrap();
+    let killed_at = Instant::now();
+    dead.0.kill().unwrap();
+    dead.0.wait().unwrap();
+
+    // The survivors take its partitions over, restoring their state.
+    let survivors: Vec<&str> = members.iter().copied().filter(|m| *m != victim).collect();
+    let takeover = wait_until(dir, "the survivors to restore the lost partitions", Duration::from_secs(60), || {
+        let restored: BTreeSet<i64> = survivors
+            .iter()
+            .flat_map(|m| events(dir, m).into_iter().skip(seen[m]))
+            .filter(|e| e["event"] == "restored" && e["series"].as_u64() > Some(0))
+            .filter_map(|e| e["partition"].as_i64())
+            .collect();
+        lost.is_subset(&restored).then(|| killed_at.elapsed())
+    });
+
+    let published = ingest.wait_with_output().unwrap();
+    assert!(published.status.success());
+    let published: serde_json::Value = serde_json::from_slice(&published.stdout).unwrap();
+    assert_eq!(published["produced"].as_u64(), Some(total), "{published}");
+
+    // Every sample scored (offsets are dense per partition: the samples
+    // are offsets 0..n of each); duplicates are the same score.
+    let keys: BTreeSet<(i32, i64)> = published["partitions"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(p, n)| {
+            let p: i32 = p.parse().unwrap();
+            (0..n.as_i64().unwrap()).map(move |o| (p, o))
+        })
+        .collect();
+    assert_eq!(keys.len() as u64, total);
+    let (unique, duplicates) = scored_once(dir, &brokers, &keys);
+    assert_eq!(unique.len() as u64, total, "scored once each after de-duplication");
+
+    // Each the score an uninterrupted run of its series' detector gives.
+    let reference = reference(&synth);
     let mut by_member: BTreeMap<&str, u64> = BTreeMap::new();
     let mut fired = 0;
     let mut differ = Vec::new();
@@ -285,9 +340,78 @@ fn a_killed_detect_worker_loses_no_sample_and_its_successors_score_as_it_would_h
     }
     println!(
         "produced {total}, score messages {}, duplicates {duplicates}, lost 0; takeover {:.1} s after the kill",
-        all.len(),
+        unique.len() + duplicates,
         takeover.as_secs_f64()
     );
     assert!(takeover < Duration::from_secs(30), "takeover took {takeover:?}");
+    drop(workers);
+}
+
+/// The broker SIGKILLed mid-stream and started again (its messages in a
+/// SQLite file): every sample the producer was told was written is in the
+/// samples topic and scored; a sample the producer sent again because the
+/// broker died before answering (should idempotence not hold it back) is
+/// in the topic twice, and the second is dropped by the sample policy (a
+/// duplicate or out-of-order timestamp).
+#[test]
+fn a_restarted_broker_loses_nothing_it_acknowledged() {
+    let mut world = World::new(true);
+    let (brokers, dir) = (world.broker.brokers(), world.dir.path().to_owned());
+    let members = ["w1", "w2"];
+    let workers = world.workers(&members);
+    let synth = synthetic();
+    let total = (synth.series * synth.steps) as u64;
+    let ingest = world.ingest(&synth);
+    wait_until(&dir, "a quarter of the samples scored", Duration::from_secs(60), || {
+        (committed(&dir, &members) > total / 4).then_some(())
+    });
+    world.broker.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    world.broker.restart().expect("the broker starts again");
+
+    let published = ingest.wait_with_output().unwrap();
+    assert!(published.status.success(), "{}", String::from_utf8_lossy(&published.stderr));
+    let published: serde_json::Value = serde_json::from_slice(&published.stdout).unwrap();
+    assert_eq!(published["produced"].as_u64(), Some(total), "every sample acknowledged: {published}");
+
+    // Every sample the producer was told was written is there.
+    let topic = read_topic(&brokers, "heal-samples", PARTITIONS as i32, Duration::from_secs(3));
+    let mut present: BTreeMap<(String, i64), usize> = BTreeMap::new();
+    for (_, _, v) in &topic {
+        let s: heal::scale::wire::SampleRecord = serde_json::from_slice(v).unwrap();
+        *present.entry((s.labels().to_string(), s.ts_ms)).or_default() += 1;
+    }
+    let reference = reference(&synth);
+    let missing = reference.keys().filter(|k| !present.contains_key(k)).count();
+    assert_eq!(missing, 0, "acknowledged samples lost by the restart");
+    let resent: usize = present.values().map(|n| n - 1).sum();
+
+    // Every message of the topic scored: the first of each sample as an
+    // uninterrupted run would, a resent one dropped as a duplicate.
+    let keys: BTreeSet<(i32, i64)> = topic.iter().map(|(p, o, _)| (*p, *o)).collect();
+    let (unique, duplicates) = scored_once(&dir, &brokers, &keys);
+    let mut scored = 0;
+    let mut dropped = 0;
+    for s in unique.values() {
+        match &s.dropped {
+            None => {
+                scored += 1;
+                assert_eq!(reference.get(&(s.series.clone(), s.ts_ms)), Some(&s.score.to_bits()), "{s:?}");
+            }
+            Some(why) => {
+                dropped += 1;
+                // Resent after newer samples of its series, or right after
+                // its first copy.
+                assert!(why == "duplicate" || why == "out_of_order", "{s:?}");
+            }
+        }
+    }
+    assert_eq!(scored, total, "each sample scored once");
+    assert_eq!(dropped, resent);
+    println!(
+        "produced {total}, topic messages {} ({resent} resent after the restart), scored {scored}, dropped as duplicates {dropped}, score messages {}, lost 0",
+        topic.len(),
+        unique.len() + duplicates
+    );
     drop(workers);
 }

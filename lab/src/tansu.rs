@@ -1,10 +1,12 @@
 //! A real Kafka-protocol broker of its own, for tests and benches: tansu
-//! (`cargo install tansu --features dynostore`; `.ci/run` installs it in
-//! `~/.cache/heal-tools/bin`), on a free loopback port, its messages in
-//! memory (`memory://`: a restarted broker starts empty).
+//! (`cargo install tansu --features dynostore,libsql`; `.ci/run` installs it
+//! in `~/.cache/heal-tools/bin`), on a free loopback port, its messages in
+//! memory ([`Tansu::start`]: a restarted broker starts empty) or in a SQLite
+//! file of its own ([`Tansu::start_durable`]: [`Tansu::kill`] and
+//! [`Tansu::restart`] keep what it acknowledged).
 //!
-//! [`Tansu::start`] waits until it listens; [`Tansu::create_topic`] makes a
-//! topic with its partitions; dropping it stops it.
+//! Both wait until it listens; [`Tansu::create_topic`] makes a topic with
+//! its partitions; dropping it stops it.
 
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -42,9 +44,10 @@ pub fn bin() -> Result<PathBuf> {
 #[derive(Debug)]
 pub struct Tansu {
     bin: PathBuf,
-    child: Child,
+    child: Option<Child>,
     port: u16,
-    _dir: TempDir,
+    storage: &'static str,
+    dir: TempDir,
 }
 
 impl Tansu {
@@ -53,34 +56,85 @@ impl Tansu {
     /// # Errors
     /// Unavailable without tansu; failed when it does not start.
     pub fn start() -> Result<Tansu> {
-        let bin = bin()?;
-        let dir = TempDir::new("heal-tansu")?;
-        let port = free_port()?;
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.path().join("tansu.log"))
-            .map_err(|e| Error::failed(format!("creating the broker's log: {e}")))?;
-        let child = Command::new(&bin)
+        Tansu::launch("memory://tansu/")
+    }
+
+    /// Starts a broker that keeps its messages in `tansu.db` in a
+    /// directory of its own (tansu's libsql engine, which needs the
+    /// `libsql` feature), and waits until it listens.
+    ///
+    /// # Errors
+    /// As [`Tansu::start`].
+    pub fn start_durable() -> Result<Tansu> {
+        Tansu::launch("sqlite://tansu.db")
+    }
+
+    fn launch(storage: &'static str) -> Result<Tansu> {
+        let mut broker = Tansu {
+            bin: bin()?,
+            child: None,
+            port: free_port()?,
+            storage,
+            dir: TempDir::new("heal-tansu")?,
+        };
+        broker.run()?;
+        Ok(broker)
+    }
+
+    fn run(&mut self) -> Result<()> {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("tansu.log"))
+            .map_err(|e| Error::failed(format!("opening the broker's log: {e}")))?;
+        let child = Command::new(&self.bin)
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", self.storage])
+            // A `sqlite://` file is relative to the working directory.
+            .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| Error::failed(e.to_string()))?)
             .stderr(log)
             .spawn()
-            .map_err(|e| Error::failed(format!("starting {}: {e}", bin.display())))?;
-        let broker = Tansu {
-            bin,
-            child,
-            port,
-            _dir: dir,
-        };
+            .map_err(|e| Error::failed(format!("starting {}: {e}", self.bin.display())))?;
+        self.child = Some(child);
+        let port = self.port;
         if wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
             TcpStream::connect_timeout(&loopback(port), Duration::from_millis(200)).is_ok()
         })
         .is_none()
         {
-            return Err(Error::failed(format!("tansu did not listen on port {port} in 30 s")));
+            return Err(Error::failed(format!(
+                "tansu did not listen on port {port} in 30 s: {}",
+                self.log_tail()
+            )));
         }
-        Ok(broker)
+        Ok(())
+    }
+
+    /// SIGKILL, as a crashed host would stop it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port (and, when durable, the same file).
+    ///
+    /// # Errors
+    /// As [`Tansu::start`].
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.run()
+    }
+
+    /// The end of the broker's log, for an error message.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().rev().take(5).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
     /// `host:port`, as clients take it.
@@ -111,6 +165,8 @@ impl Tansu {
 
 impl Drop for Tansu {
     fn drop(&mut self) {
-        terminate(&mut self.child, Duration::from_secs(5));
+        if let Some(child) = &mut self.child {
+            terminate(child, Duration::from_secs(5));
+        }
     }
 }

@@ -67,6 +67,8 @@ pub struct Round {
     pub lag_at_ingest_end: u64,
     pub takeover_s: Option<f64>,
     pub restored_series: u64,
+    /// The longest restore of a partition taken over after the kill, ms.
+    pub restore_ms: Option<f64>,
     pub states_written: u64,
     pub score_messages: u64,
     pub duplicates: u64,
@@ -140,7 +142,7 @@ fn failed(doing: &str, e: impl std::fmt::Display) -> Error {
     Error::Usage(format!("bench scale: {doing}: {e}"))
 }
 
-fn round(cfg: &ScaleConfig, n: usize) -> Result<Round> {
+fn round(cfg: &ScaleConfig, n: usize, leases: &str) -> Result<Round> {
     let _span = tracing::info_span!("bench_scale", workers = n).entered();
     let dir = TempDir::new("heal-bench-scale")?;
     let runbooks = dir.path().join("runbooks");
@@ -161,7 +163,9 @@ fn round(cfg: &ScaleConfig, n: usize) -> Result<Round> {
             .arg("--runbooks")
             .arg(&runbooks)
             .args(["--checkpoint-every", &cfg.checkpoint_every])
-            .args(["--session-timeout", "6s"]);
+            .args(["--session-timeout", "6s"])
+            .args(["--group", &format!("heal-bench-{n}")])
+            .args(["--leases", leases]);
         if cfg.no_changelog {
             cmd.arg("--no-changelog");
         }
@@ -203,7 +207,9 @@ fn round(cfg: &ScaleConfig, n: usize) -> Result<Round> {
     };
     let mut lag_at_ingest_end = None;
     let mut producer = Some(producer);
-    let mut killed: Option<(usize, BTreeSet<i64>, Instant)> = None;
+    // The victim, its partitions, when, and how many events each worker
+    // had printed by then (a takeover is a restore printed after).
+    let mut killed: Option<(BTreeSet<i64>, Instant, Vec<usize>)> = None;
     let mut takeover = None;
     loop {
         std::thread::sleep(Duration::from_millis(200));
@@ -216,17 +222,19 @@ fn round(cfg: &ScaleConfig, n: usize) -> Result<Round> {
             lag_at_ingest_end = Some(total.saturating_sub(done));
         }
         if cfg.kill && n >= 2 && killed.is_none() && done >= total / 2 {
+            let seen: Vec<usize> = workers.iter().map(|w| w.events().len()).collect();
             let victim = &mut workers[0];
             let lost = victim.held();
             victim.cpu_at_kill = Some(victim.cpu_s());
             victim.child.kill().map_err(|e| failed("killing a worker", e))?;
             let _ = victim.child.wait();
-            killed = Some((0, lost, Instant::now()));
+            killed = Some((lost, Instant::now(), seen));
         }
-        if let (Some((_, lost, at)), None) = (&killed, takeover) {
+        if let (Some((lost, at, seen)), None) = (&killed, takeover) {
             let restored: BTreeSet<i64> = workers[1..]
                 .iter()
-                .flat_map(|w| w.events())
+                .zip(&seen[1..])
+                .flat_map(|(w, &seen)| w.events().into_iter().skip(seen))
                 .filter(|e| e["event"] == "restored")
                 .filter_map(|e| e["partition"].as_i64())
                 .collect();
@@ -244,6 +252,7 @@ fn round(cfg: &ScaleConfig, n: usize) -> Result<Round> {
     let wall = started.elapsed().as_secs_f64();
     let mut per_worker = Vec::new();
     let mut restored_series = 0;
+    let mut restore_ms: Option<f64> = None;
     let mut states_written = 0;
     for w in &mut workers {
         let cpu = w.cpu_at_kill.unwrap_or_else(|| w.cpu_s());
@@ -274,8 +283,10 @@ fn round(cfg: &ScaleConfig, n: usize) -> Result<Round> {
             last.iter().map(|(p, o)| o - first[p]).sum()
         });
         for e in &events {
-            if e["event"] == "restored" {
+            if e["event"] == "restored" && e["series"].as_u64() > Some(0) {
                 restored_series += e["series"].as_u64().unwrap_or(0);
+                let ms = e["ms"].as_f64().unwrap_or(0.0);
+                restore_ms = Some(restore_ms.map_or(ms, |m: f64| m.max(ms)));
             }
             if e["event"] == "stopped" {
                 states_written += e["stats"]["states_written"].as_u64().unwrap_or(0);
@@ -298,6 +309,7 @@ fn round(cfg: &ScaleConfig, n: usize) -> Result<Round> {
         lag_at_ingest_end: lag_at_ingest_end.unwrap_or(0),
         takeover_s: takeover,
         restored_series,
+        restore_ms,
         states_written,
         score_messages: messages,
         duplicates: messages - distinct,
@@ -346,9 +358,12 @@ fn read_scores(brokers: &str, partitions: u32) -> Result<(u64, u64)> {
 
 /// Runs every round; the table, and the rounds as JSON lines after it.
 pub fn run(cfg: &ScaleConfig) -> Result<String> {
+    // Partitions are leased in PostgreSQL (tansu's group coordinator does
+    // not reassign a dead member's partitions; see `crate::scale`).
+    let pg = lab::postgres::PgServer::start()?;
     let mut rounds = Vec::new();
     for &n in &cfg.workers {
-        rounds.push(round(cfg, n)?);
+        rounds.push(round(cfg, n, &pg.url())?);
     }
     let mut out = format!(
         "heal bench scale: {} series x {} steps = {} samples through tansu, {} partitions, checkpoint every {}{}\n\n",
@@ -360,25 +375,27 @@ pub fn run(cfg: &ScaleConfig) -> Result<String> {
         if cfg.no_changelog { ", no changelog" } else { "" }
     );
     out.push_str(
-        "workers  samples/s  wall s  lag@ingest-end  takeover s  restored series  duplicates  lost   worker: share  cpu s  cpu us/sample\n",
+        "workers  samples/s  wall s  lag@ingest-end  takeover s  restore ms  restored series  duplicates  lost   worker: share  cpu s  cpu us/sample\n",
     );
     for r in &rounds {
         let takeover = r.takeover_s.map_or("-".to_owned(), |t| format!("{t:.1}"));
+        let restore = r.restore_ms.map_or("-".to_owned(), |t| format!("{t:.0}"));
         for (i, w) in r.per_worker.iter().enumerate() {
             let head = if i == 0 {
                 format!(
-                    "{:>7}  {:>9.0}  {:>6.1}  {:>14}  {:>10}  {:>15}  {:>10}  {:>4}",
+                    "{:>7}  {:>9.0}  {:>6.1}  {:>14}  {:>10}  {:>10}  {:>15}  {:>10}  {:>4}",
                     r.workers,
                     r.samples_per_s,
                     r.wall_s,
                     r.lag_at_ingest_end,
                     takeover,
+                    restore,
                     r.restored_series,
                     r.duplicates,
                     r.lost
                 )
             } else {
-                " ".repeat(91)
+                " ".repeat(103)
             };
             out.push_str(&format!(
                 "{head}   {:>4}{}: {:>5.3}  {:>5.1}  {:>13.1}\n",

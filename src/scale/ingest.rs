@@ -63,6 +63,9 @@ pub fn publish(
     let _span = tracing::info_span!("ingest", topic).entered();
     let producer: ThreadedProducer<Acks> = client_config(brokers)
         .set("acks", "all")
+        // Retried batches neither reorder nor repeat a series' samples
+        // (the sample policy would drop a reordered one).
+        .set("enable.idempotence", "true")
         .set("linger.ms", "20")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "1000000")

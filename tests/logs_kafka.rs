@@ -140,7 +140,7 @@ fn counted(heal: SocketAddr, dir: &Path, want: usize, what: &str) {
 fn a_kafka_source_counts_every_line_once_across_a_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (_broker, brokers) = start_broker(d, "app-logs", 2);
+    let (_broker, brokers) = start_broker("app-logs", 2);
     write_runbook(d, &brokers, "group: heal-test, assign: all_partitions");
     let port = free_port();
     let heal = SocketAddr::from(([127, 0, 0, 1], port));
@@ -179,7 +179,7 @@ fn a_kafka_source_counts_every_line_once_across_a_sigkill() {
 fn a_kafka_source_in_group_mode_reads_every_partition() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (_broker, brokers) = start_broker(d, "app-logs", 2);
+    let (_broker, brokers) = start_broker("app-logs", 2);
     write_runbook(d, &brokers, "group: heal-group");
     produce(&brokers, "app-logs", 0, 1_000);
     let port = free_port();
@@ -206,7 +206,7 @@ fn count_of(heal: SocketAddr) -> Option<f64> {
 fn two_members_of_a_group_share_the_partitions_and_count_each_line_once() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (_broker, brokers) = start_broker(d, "app-logs", 2);
+    let (_broker, brokers) = start_broker("app-logs", 2);
     write_runbook(d, &brokers, "group: heal-pair");
     produce(&brokers, "app-logs", 0, 1_000);
     let (pa, pb) = (free_port(), free_port());
@@ -288,7 +288,7 @@ fn two_members_of_a_group_share_the_partitions_and_count_each_line_once() {
 fn a_kafka_source_is_recorded_without_disturbing_its_group() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (_broker, brokers) = start_broker(d, "app-logs", 2);
+    let (_broker, brokers) = start_broker("app-logs", 2);
     write_runbook(d, &brokers, "group: heal-rec, assign: all_partitions");
     produce(&brokers, "app-logs", 0, 500);
     let rec = d.join("rec.logs.parquet");

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{read_topic, Guard};
 use heal::pipeline::SeriesScorer;
+use heal::scale::detect::events as detect_events;
 use heal::scale::ingest::Synthetic;
 use heal::scale::wire::ScoreRecord;
 
@@ -86,48 +87,19 @@ fn dump(dir: &Path) {
 
 /// The events a worker printed so far.
 fn events(dir: &Path, member: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join(format!("{member}.out")))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+    detect_events::parse(&std::fs::read_to_string(dir.join(format!("{member}.out"))).unwrap_or_default())
 }
 
 /// The partitions a worker holds now, by its assigned and revoked events.
 fn held(dir: &Path, member: &str) -> BTreeSet<i64> {
-    let mut held = BTreeSet::new();
-    for e in events(dir, member) {
-        let parts = || {
-            e["partitions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p.as_i64())
-                .collect::<Vec<_>>()
-        };
-        match e["event"].as_str() {
-            Some("assigned") => held.extend(parts()),
-            Some("revoked") => held.retain(|p| !parts().contains(p)),
-            _ => {}
-        }
-    }
-    held
+    detect_events::held(&events(dir, member))
 }
 
 /// Samples committed so far: the highest offset any worker's checkpoint
 /// committed, summed over the partitions.
 fn committed(dir: &Path, members: &[&str]) -> u64 {
-    let mut at: BTreeMap<String, u64> = BTreeMap::new();
-    for e in members.iter().flat_map(|m| events(dir, m)) {
-        if e["event"] == "checkpoint" {
-            for (p, o) in e["offsets"].as_object().into_iter().flatten() {
-                let o = o.as_u64().unwrap_or(0);
-                let c = at.entry(p.clone()).or_default();
-                *c = (*c).max(o);
-            }
-        }
-    }
-    at.values().sum()
+    let all: Vec<serde_json::Value> = members.iter().flat_map(|m| events(dir, m)).collect();
+    detect_events::committed(&all).values().sum()
 }
 
 fn scores(brokers: &str) -> Vec<ScoreRecord> {

@@ -1340,7 +1340,7 @@ fn heal_watch_restarts_a_service_whose_log_shows_a_failing_dependency() {
 fn heal_watch_restarts_a_service_from_its_log_in_kafka() {
     let _one_at_a_time = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let (_broker, brokers) = common::start_broker(dir.path(), "lab-logs", 2);
+    let (_broker, brokers) = common::start_broker("lab-logs", 2);
     let LabWeb {
         sup,
         port,

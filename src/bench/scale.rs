@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use lab::orchestrate::TempDir;
 use lab::tansu::Tansu;
 
+use crate::scale::detect::events;
 use crate::scale::ingest::{publish, Synthetic};
 use crate::{Error, Result};
 
@@ -47,6 +48,16 @@ pub struct ScaleConfig {
     pub no_changelog: bool,
 }
 
+impl Round {
+    fn label(&self) -> String {
+        match self.kill.as_str() {
+            "No" => self.workers.to_string(),
+            "WithChangelog" => format!("{} kill", self.workers),
+            _ => format!("{} kill-nc", self.workers),
+        }
+    }
+}
+
 /// One worker's part of a round.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct WorkerFigures {
@@ -60,6 +71,9 @@ pub struct WorkerFigures {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Round {
     pub workers: usize,
+    /// `No`, or a worker killed a quarter of the way (`WithChangelog`,
+    /// `WithoutChangelog`).
+    pub kill: String,
     pub samples: u64,
     pub wall_s: f64,
     pub samples_per_s: f64,
@@ -89,29 +103,11 @@ struct Worker {
 
 impl Worker {
     fn events(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        events::parse(&std::fs::read_to_string(&self.out).unwrap_or_default())
     }
 
     fn held(&self) -> BTreeSet<i64> {
-        let mut held = BTreeSet::new();
-        for e in self.events() {
-            let parts: Vec<i64> = e["partitions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p.as_i64())
-                .collect();
-            match e["event"].as_str() {
-                Some("assigned") => held.extend(parts),
-                Some("revoked") => held.retain(|p| !parts.contains(p)),
-                _ => {}
-            }
-        }
-        held
+        events::held(&self.events())
     }
 
     fn cpu_s(&self) -> f64 {
@@ -122,27 +118,24 @@ impl Worker {
 
 /// The highest committed offset per partition any worker reported.
 fn committed(workers: &[Worker]) -> BTreeMap<i64, u64> {
-    let mut out: BTreeMap<i64, u64> = BTreeMap::new();
-    for w in workers {
-        for e in w.events() {
-            if e["event"] == "checkpoint" {
-                for (p, o) in e["offsets"].as_object().into_iter().flatten() {
-                    if let (Ok(p), Some(o)) = (p.parse::<i64>(), o.as_u64()) {
-                        let c = out.entry(p).or_default();
-                        *c = (*c).max(o);
-                    }
-                }
-            }
-        }
-    }
-    out
+    let all: Vec<serde_json::Value> = workers.iter().flat_map(|w| w.events()).collect();
+    events::committed(&all)
 }
 
 fn failed(doing: &str, e: impl std::fmt::Display) -> Error {
     Error::Usage(format!("bench scale: {doing}: {e}"))
 }
 
-fn round(cfg: &ScaleConfig, n: usize, leases: &str) -> Result<Round> {
+/// What a round does besides scoring: nothing, or kill one worker a
+/// quarter of the way (with or without the changelog).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kill {
+    No,
+    WithChangelog,
+    WithoutChangelog,
+}
+
+fn round(cfg: &ScaleConfig, n: usize, leases: &str, kill: Kill) -> Result<Round> {
     let _span = tracing::info_span!("bench_scale", workers = n).entered();
     let dir = TempDir::new("heal-bench-scale")?;
     let runbooks = dir.path().join("runbooks");
@@ -164,9 +157,9 @@ fn round(cfg: &ScaleConfig, n: usize, leases: &str) -> Result<Round> {
             .arg(&runbooks)
             .args(["--checkpoint-every", &cfg.checkpoint_every])
             .args(["--session-timeout", "6s"])
-            .args(["--group", &format!("heal-bench-{n}")])
+            .args(["--group", &format!("heal-bench-{n}-{kill:?}")])
             .args(["--leases", leases]);
-        if cfg.no_changelog {
+        if cfg.no_changelog || kill == Kill::WithoutChangelog {
             cmd.arg("--no-changelog");
         }
         let child = cmd
@@ -221,7 +214,7 @@ fn round(cfg: &ScaleConfig, n: usize, leases: &str) -> Result<Round> {
             }
             lag_at_ingest_end = Some(total.saturating_sub(done));
         }
-        if cfg.kill && n >= 2 && killed.is_none() && done >= total / 2 {
+        if kill != Kill::No && killed.is_none() && done >= total / 4 {
             let seen: Vec<usize> = workers.iter().map(|w| w.events().len()).collect();
             let victim = &mut workers[0];
             let lost = victim.held();
@@ -242,7 +235,8 @@ fn round(cfg: &ScaleConfig, n: usize, leases: &str) -> Result<Round> {
                 takeover = Some(at.elapsed().as_secs_f64());
             }
         }
-        if done >= total && producer.is_none() {
+        let taken_over = killed.is_none() || takeover.is_some();
+        if done >= total && producer.is_none() && taken_over {
             break;
         }
         if started.elapsed() > Duration::from_secs(1800) {
@@ -267,21 +261,7 @@ fn round(cfg: &ScaleConfig, n: usize, leases: &str) -> Result<Round> {
             .and_then(|e| e["stats"]["scored"].as_u64());
         // A killed worker printed no totals: its checkpoints say what it
         // committed (what it scored after its last one was scored again).
-        let scored = scored.unwrap_or_else(|| {
-            let mut last: BTreeMap<i64, u64> = BTreeMap::new();
-            let mut first: BTreeMap<i64, u64> = BTreeMap::new();
-            for e in &events {
-                if e["event"] == "checkpoint" {
-                    for (p, o) in e["offsets"].as_object().into_iter().flatten() {
-                        if let (Ok(p), Some(o)) = (p.parse::<i64>(), o.as_u64()) {
-                            first.entry(p).or_insert(0);
-                            last.insert(p, o);
-                        }
-                    }
-                }
-            }
-            last.iter().map(|(p, o)| o - first[p]).sum()
-        });
+        let scored = scored.unwrap_or_else(|| events::committed(&events).values().sum());
         for e in &events {
             if e["event"] == "restored" && e["series"].as_u64() > Some(0) {
                 restored_series += e["series"].as_u64().unwrap_or(0);
@@ -302,6 +282,7 @@ fn round(cfg: &ScaleConfig, n: usize, leases: &str) -> Result<Round> {
     let (messages, distinct) = read_scores(&brokers, cfg.partitions)?;
     Ok(Round {
         workers: n,
+        kill: format!("{kill:?}"),
         samples: total,
         wall_s: wall,
         samples_per_s: total as f64 / wall,
@@ -363,7 +344,14 @@ pub fn run(cfg: &ScaleConfig) -> Result<String> {
     let pg = lab::postgres::PgServer::start()?;
     let mut rounds = Vec::new();
     for &n in &cfg.workers {
-        rounds.push(round(cfg, n, &pg.url())?);
+        rounds.push(round(cfg, n, &pg.url(), Kill::No)?);
+    }
+    // The takeover, apart (its wait is not throughput): two workers, one
+    // killed a quarter of the way; with the changelog the survivor restores
+    // the dead one's detectors, without it they start cold.
+    if cfg.kill {
+        rounds.push(round(cfg, 2, &pg.url(), Kill::WithChangelog)?);
+        rounds.push(round(cfg, 2, &pg.url(), Kill::WithoutChangelog)?);
     }
     let mut out = format!(
         "heal bench scale: {} series x {} steps = {} samples through tansu, {} partitions, checkpoint every {}{}\n\n",
@@ -384,7 +372,7 @@ pub fn run(cfg: &ScaleConfig) -> Result<String> {
             let head = if i == 0 {
                 format!(
                     "{:>7}  {:>9.0}  {:>6.1}  {:>14}  {:>10}  {:>10}  {:>15}  {:>10}  {:>4}",
-                    r.workers,
+                    r.label(),
                     r.samples_per_s,
                     r.wall_s,
                     r.lag_at_ingest_end,
@@ -407,7 +395,9 @@ pub fn run(cfg: &ScaleConfig) -> Result<String> {
             ));
         }
     }
-    out.push_str("\n(† killed half way; its share is what it committed.)\n");
+    out.push_str(
+        "\n(kill: one of two workers SIGKILLed a quarter of the way, † (its share is what it committed); kill-nc: the same without the changelog, the survivor's detectors of the dead one's series start cold. restore ms: the longest restore of a partition taken over.)\n",
+    );
     for r in &rounds {
         out.push_str(&serde_json::to_string(r)?);
         out.push('\n');

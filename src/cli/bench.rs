@@ -86,9 +86,10 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 8)]
         partitions: u32,
         /// The workers' `--checkpoint-every`.
-        #[arg(long, default_value = "5s")]
+        #[arg(long, default_value = "1s")]
         checkpoint_every: String,
-        /// Kill one worker half way through each round of two or more.
+        /// Two more rounds of two workers, one SIGKILLed a quarter of the
+        /// way: with the changelog, and without it.
         #[arg(long)]
         kill: bool,
         /// Workers keep no changelog (a takeover re-warms from nothing).

@@ -646,6 +646,13 @@ impl Worker {
 }
 
 /// Partition ownership by leases (see [`Membership::Leases`]).
+///
+/// Two connections: a renewer thread keeps the worker's membership and its
+/// partitions' leases alive every third of a lease, whatever the loop is
+/// doing (a checkpoint of many series can take longer than a lease), and
+/// reports leases it found taken over; the loop's rounds take and give up
+/// partitions (which needs the loop: a partition is checkpointed before it
+/// is given up and restored when taken).
 struct Leases {
     store: store::PgStore,
     /// This worker's name in the leases: member, pid and start time (a
@@ -656,14 +663,63 @@ struct Leases {
     partitions: i32,
     ttl: Duration,
     held: BTreeSet<i32>,
-    /// The last round that reached the database.
-    renewed_at: Instant,
+    renewer: Arc<Renewer>,
     next_round: Instant,
+}
+
+/// What the renewer thread shares with the loop.
+struct Renewer {
+    /// The lease keys to renew.
+    keys: Mutex<BTreeSet<String>>,
+    /// Keys found taken over, for the loop to drop.
+    lost: Mutex<Vec<String>>,
+    /// The group's live members at the last renewal.
+    members: Mutex<Vec<String>>,
+    /// When a renewal last reached the database.
+    renewed_at: Mutex<Instant>,
+    stop: AtomicBool,
+}
+
+impl Renewer {
+    fn run(&self, mut store: store::PgStore, group: &str, instance: &str, ttl: Duration) {
+        let ttl_ms = ttl.as_millis() as i64;
+        while !self.stop.load(Ordering::Relaxed) {
+            let keys: Vec<String> = self.keys.lock().unwrap().iter().cloned().collect();
+            let renewed = store
+                .lease_members(group, instance, ttl_ms)
+                .and_then(|members| Ok((members, store.lease_renew(&keys, instance, ttl_ms)?)));
+            match renewed {
+                Ok((members, kept)) => {
+                    *self.renewed_at.lock().unwrap() = Instant::now();
+                    *self.members.lock().unwrap() = members;
+                    let mut held = self.keys.lock().unwrap();
+                    let lost: Vec<String> = keys.into_iter().filter(|k| !kept.contains(k)).collect();
+                    for k in &lost {
+                        held.remove(k);
+                    }
+                    self.lost.lock().unwrap().extend(lost);
+                }
+                Err(e) => tracing::warn!(error = %e, "leases: the database did not answer"),
+            }
+            // A third of a lease, in small steps so that a stop is quick.
+            let until = Instant::now() + ttl / 3;
+            while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+impl Drop for Leases {
+    fn drop(&mut self) {
+        self.renewer.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Leases {
     fn open(url: &str, o: &DetectOptions, consumer: &BaseConsumer<Ctx>) -> Result<Leases, ScaleError> {
         let store = store::PgStore::open_as(url, &o.member)?;
+        let renewing = store::PgStore::open_as(url, &o.member)?;
         let metadata = consumer
             .fetch_metadata(Some(&o.samples), Duration::from_secs(30))
             .map_err(|e| ScaleError::kafka(format!("reading {}'s partitions", o.samples), &o.brokers, e))?;
@@ -682,15 +738,30 @@ impl Leases {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos();
+        let instance = format!("{}/{}/{started}", o.member, std::process::id());
+        let renewer = Arc::new(Renewer {
+            keys: Mutex::new(BTreeSet::new()),
+            lost: Mutex::new(Vec::new()),
+            members: Mutex::new(Vec::new()),
+            renewed_at: Mutex::new(Instant::now()),
+            stop: AtomicBool::new(false),
+        });
+        {
+            let (r, group, instance, ttl) = (renewer.clone(), o.group.clone(), instance.clone(), o.session_timeout);
+            std::thread::Builder::new()
+                .name("lease-renewer".into())
+                .spawn(move || r.run(renewing, &group, &instance, ttl))
+                .map_err(|e| ScaleError::kafka(format!("starting the lease renewer: {e}"), &o.brokers, KafkaError::Canceled))?;
+        }
         Ok(Leases {
             store,
-            instance: format!("{}/{}/{started}", o.member, std::process::id()),
+            instance,
             group: o.group.clone(),
             topic: o.samples.clone(),
             partitions,
             ttl: o.session_timeout,
             held: BTreeSet::new(),
-            renewed_at: Instant::now(),
+            renewer,
             next_round: Instant::now(),
         })
     }
@@ -703,33 +774,41 @@ impl Leases {
         Instant::now() >= self.next_round
     }
 
-    /// Renews, gives up and takes partitions; assigns the consumer what is
-    /// held.
+    /// Drops what was taken over, gives up and takes partitions, and
+    /// assigns the consumer what is held.
     fn round(&mut self, worker: &Worker, consumer: &BaseConsumer<Ctx>) -> Result<(), ScaleError> {
         let _span = tracing::debug_span!("leases").entered();
-        self.next_round = Instant::now() + self.ttl / 3;
+        self.next_round = Instant::now() + self.ttl / 6;
         let before = self.held.clone();
-        match self.try_round(worker, consumer) {
-            Ok(()) => self.renewed_at = Instant::now(),
-            Err(ScaleError::Store(e)) => {
-                tracing::warn!(error = %e, "leases: the database did not answer");
-                // Another member may hold them by now: stop scoring them.
-                if self.renewed_at.elapsed() > self.ttl * 2 / 3 && !self.held.is_empty() {
-                    tracing::warn!("leases: not renewed for two thirds of a lease; giving every partition up");
-                    let all: Vec<i32> = self.held.iter().copied().collect();
-                    worker.forget(&all);
-                    self.held.clear();
-                }
+        // Taken over (this worker was cut off for longer than a lease):
+        // dropped unsaved, the new owner's now.
+        let lost: Vec<String> = std::mem::take(&mut *self.renewer.lost.lock().unwrap());
+        let mut forgot: Vec<i32> = self.held.iter().copied().filter(|&p| lost.contains(&self.key(p))).collect();
+        // Not renewed for two thirds of a lease: another member may hold
+        // them by now, so stop scoring them.
+        if self.renewer.renewed_at.lock().unwrap().elapsed() > self.ttl * 2 / 3 && !self.held.is_empty() {
+            tracing::warn!("leases: not renewed for two thirds of a lease; giving every partition up");
+            forgot = self.held.iter().copied().collect();
+        }
+        if !forgot.is_empty() {
+            tracing::warn!(partitions = ?forgot, "leases: no longer held");
+            worker.forget(&forgot);
+            for p in &forgot {
+                self.held.remove(p);
             }
+            self.publish_keys();
+        }
+        match self.try_round(worker, consumer) {
+            Ok(()) | Err(ScaleError::Store(_)) => {}
             Err(e) => return Err(e),
         }
-        if self.held != before {
+        if self.held != before || !forgot.is_empty() {
             let gone: Vec<i32> = before.difference(&self.held).copied().collect();
-            let new: Vec<i32> = self.held.difference(&before).copied().collect();
             self.assign(worker, consumer)?;
             if !gone.is_empty() {
                 (worker.on_event)(&WorkerEvent::Revoked { partitions: gone });
             }
+            let new: Vec<i32> = self.held.iter().copied().filter(|p| !before.contains(p) || forgot.contains(p)).collect();
             if !new.is_empty() {
                 (worker.on_event)(&WorkerEvent::Assigned {
                     partitions: new.clone(),
@@ -746,22 +825,13 @@ impl Leases {
 
     fn try_round(&mut self, worker: &Worker, consumer: &BaseConsumer<Ctx>) -> Result<(), ScaleError> {
         let ttl_ms = self.ttl.as_millis() as i64;
-        let members = self.store.lease_members(&self.group, &self.instance, ttl_ms)?;
-        let n = members.len().max(1);
-        let me = members.iter().position(|m| *m == self.instance).unwrap_or(0);
+        let members = self.renewer.members.lock().unwrap().clone();
+        let Some(me) = members.iter().position(|m| *m == self.instance) else {
+            // Not renewed yet: not a member as far as the others know.
+            return Ok(());
+        };
+        let n = members.len();
         let desired: BTreeSet<i32> = (0..self.partitions).filter(|p| *p as usize % n == me).collect();
-        // Renew what is held; a lease not renewed was taken over (this
-        // worker was cut off for longer than a lease): drop it unsaved.
-        let keys: Vec<String> = self.held.iter().map(|&p| self.key(p)).collect();
-        let kept = self.store.lease_renew(&keys, &self.instance, ttl_ms)?;
-        let lost: Vec<i32> = self.held.iter().copied().filter(|&p| !kept.contains(&self.key(p))).collect();
-        if !lost.is_empty() {
-            tracing::warn!(partitions = ?lost, "leases: taken over by another member");
-            worker.forget(&lost);
-            for p in &lost {
-                self.held.remove(p);
-            }
-        }
         // Hand over what is another member's now (one joined): saved and
         // committed first, so that it restores exactly here.
         let extra: Vec<i32> = self.held.difference(&desired).copied().collect();
@@ -769,15 +839,22 @@ impl Leases {
             worker.checkpoint(consumer, Some(&[p]))?;
             worker.forget(&[p]);
             self.held.remove(&p);
+            self.publish_keys();
             self.store.lease_release(&self.key(p), &self.instance)?;
         }
         // Take what is this worker's and free (or expired).
         for p in desired.difference(&self.held.clone()) {
             if self.store.lease_acquire(&self.key(*p), &self.instance, ttl_ms)?.is_some() {
                 self.held.insert(*p);
+                self.publish_keys();
             }
         }
         Ok(())
+    }
+
+    /// Tells the renewer which leases to renew.
+    fn publish_keys(&self) {
+        *self.renewer.keys.lock().unwrap() = self.held.iter().map(|&p| self.key(p)).collect();
     }
 
     /// Points the consumer at the held partitions, each from its committed
@@ -797,9 +874,75 @@ impl Leases {
     /// On shutdown (after the final checkpoint): every lease given up, so
     /// the others take the partitions at once rather than at expiry.
     fn release_all(&mut self, worker: &Worker, consumer: &BaseConsumer<Ctx>) {
+        self.renewer.stop.store(true, Ordering::Relaxed);
         for p in std::mem::take(&mut self.held) {
             let _ = self.store.lease_release(&self.key(p), &self.instance);
         }
         let _ = self.assign(worker, consumer);
+    }
+}
+
+/// A worker's event lines read back (`heal bench scale` and the tests
+/// follow their workers through them).
+pub mod events {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use serde_json::Value;
+
+    /// The events among `text`'s lines (other lines are skipped).
+    pub fn parse(text: &str) -> Vec<Value> {
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// The partitions held after `events` (assigned minus revoked).
+    pub fn held(events: &[Value]) -> BTreeSet<i64> {
+        let mut held = BTreeSet::new();
+        for e in events {
+            let parts: Vec<i64> = e["partitions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_i64)
+                .collect();
+            match e["event"].as_str() {
+                Some("assigned") => held.extend(parts),
+                Some("revoked") => held.retain(|p| !parts.contains(p)),
+                _ => {}
+            }
+        }
+        held
+    }
+
+    /// The highest offset committed per partition by `events`' checkpoints.
+    pub fn committed<'a>(events: impl IntoIterator<Item = &'a Value>) -> BTreeMap<i64, u64> {
+        let mut out: BTreeMap<i64, u64> = BTreeMap::new();
+        for e in events.into_iter().filter(|e| e["event"] == "checkpoint") {
+            for (p, o) in e["offsets"].as_object().into_iter().flatten() {
+                if let (Ok(p), Some(o)) = (p.parse::<i64>(), o.as_u64()) {
+                    let c = out.entry(p).or_default();
+                    *c = (*c).max(o);
+                }
+            }
+        }
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn held_and_committed_follow_the_events() {
+            let log = r#"{"event":"assigned","partitions":[0,1,2]}
+not json
+{"event":"checkpoint","states":3,"offsets":{"0":5,"1":7}}
+{"event":"revoked","partitions":[1]}
+{"event":"assigned","partitions":[3]}
+{"event":"checkpoint","states":1,"offsets":{"0":9,"1":6}}"#;
+            let events = parse(log);
+            assert_eq!(events.len(), 5);
+            assert_eq!(held(&events), BTreeSet::from([0, 2, 3]));
+            assert_eq!(committed(&events), BTreeMap::from([(0, 9), (1, 7)]));
+        }
     }
 }

@@ -102,84 +102,14 @@ pub fn url_encode(q: &str) -> String {
     stdx::text::percent_encode(q, b"")
 }
 
-/// The tansu broker: `TANSU_BIN`, else `tansu` on PATH, else
-/// `~/.cache/heal-tools/bin/tansu` (where `.ci/run` installs it). Without
-/// one a test fails, never skips.
-pub fn tansu_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("TANSU_BIN") {
-        return p.into();
-    }
-    if let Some(p) = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join("tansu"))
-            .find(|p| p.is_file())
-    }) {
-        return p;
-    }
-    let p = PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/heal-tools/bin/tansu");
-    assert!(
-        p.is_file(),
-        "this test needs the tansu broker: `cargo install tansu --locked --features dynostore` (.ci/run does), or set TANSU_BIN"
-    );
-    p
-}
-
-/// A tansu broker on a free port, and the topic `name` with `partitions`.
-pub fn start_broker(dir: &Path, topic: &str, partitions: u32) -> (Guard, String) {
-    create_tansu_broker(dir, &[(topic, partitions)])
-}
-
-/// A tansu broker on a free port (its log in `dir/tansu.log`), with
-/// `topics` (name, partitions); and its `host:port`.
-pub fn create_tansu_broker(dir: &Path, topics: &[(&str, u32)]) -> (Guard, String) {
-    let port = free_port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let log = std::fs::File::create(dir.join("tansu.log")).unwrap();
-    let broker = Guard(
-        Command::new(tansu_bin())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting tansu"),
-    );
-    wait_until("the broker listening", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    let brokers = format!("127.0.0.1:{port}");
-    for (topic, partitions) in topics {
-        create_topic(&brokers, topic, *partitions);
-    }
+/// A tansu broker (`lab::tansu`: `TANSU_BIN`, PATH or
+/// `~/.cache/heal-tools/bin`; without one a test fails, never skips) on a
+/// free port with the topic `topic` of `partitions`, and its `host:port`.
+pub fn start_broker(topic: &str, partitions: u32) -> (lab::tansu::Tansu, String) {
+    let broker = lab::tansu::Tansu::start().expect("a tansu broker");
+    broker.create_topic(topic, partitions).expect("creating the topic");
+    let brokers = broker.brokers();
     (broker, brokers)
-}
-
-/// Creates `topic` with `partitions` on the tansu broker at `brokers`
-/// (`host:port`).
-pub fn create_topic(brokers: &str, topic: &str, partitions: u32) {
-    let out = Command::new(tansu_bin())
-        .args([
-            "topic",
-            "create",
-            topic,
-            "--partitions",
-            &partitions.to_string(),
-        ])
-        .args(["--broker", &format!("tcp://{brokers}")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// How many messages the topic's partitions `0..partitions` hold, read

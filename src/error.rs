@@ -44,9 +44,9 @@ pub enum Error {
     /// The lab failed.
     #[error(transparent)]
     Lab(#[from] lab::Error),
-    /// A scale-out role (Kafka) failed.
+    /// A scale-out role (Kafka) failed (boxed: librdkafka's error is large).
     #[error(transparent)]
-    Scale(#[from] crate::scale::ScaleError),
+    Scale(Box<crate::scale::ScaleError>),
     /// A file or socket operation failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -152,6 +152,12 @@ impl<T> Context<T> for Option<T> {
 
     fn with_context(self, doing: impl FnOnce() -> String) -> Result<T> {
         self.ok_or_else(|| Error::Message(doing()))
+    }
+}
+
+impl From<crate::scale::ScaleError> for Error {
+    fn from(e: crate::scale::ScaleError) -> Self {
+        Error::Scale(Box::new(e))
     }
 }
 

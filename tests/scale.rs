@@ -81,13 +81,19 @@ fn dump(dir: &Path) {
         let err = std::fs::read_to_string(dir.join(format!("{m}.err"))).unwrap_or_default();
         let events: Vec<&str> = out.lines().filter(|l| !l.contains("checkpoint")).collect();
         let tail: Vec<&str> = err.lines().rev().take(10).collect();
-        eprintln!("== {m}\n{}\n-- stderr (last lines, newest first)\n{}", events.join("\n"), tail.join("\n"));
+        eprintln!(
+            "== {m}\n{}\n-- stderr (last lines, newest first)\n{}",
+            events.join("\n"),
+            tail.join("\n")
+        );
     }
 }
 
 /// The events a worker printed so far.
 fn events(dir: &Path, member: &str) -> Vec<serde_json::Value> {
-    detect_events::parse(&std::fs::read_to_string(dir.join(format!("{member}.out"))).unwrap_or_default())
+    detect_events::parse(
+        &std::fs::read_to_string(dir.join(format!("{member}.out"))).unwrap_or_default(),
+    )
 }
 
 /// The partitions a worker holds now, by its assigned and revoked events.
@@ -103,10 +109,15 @@ fn committed(dir: &Path, members: &[&str]) -> u64 {
 }
 
 fn scores(brokers: &str) -> Vec<ScoreRecord> {
-    read_topic(brokers, "heal-scores", PARTITIONS as i32, Duration::from_secs(2))
-        .into_iter()
-        .map(|(_, _, v)| serde_json::from_slice(&v).expect("a score record"))
-        .collect()
+    read_topic(
+        brokers,
+        "heal-scores",
+        PARTITIONS as i32,
+        Duration::from_secs(2),
+    )
+    .into_iter()
+    .map(|(_, _, v)| serde_json::from_slice(&v).expect("a score record"))
+    .collect()
 }
 
 /// A test's world: its directory with the runbook, a broker with the three
@@ -119,16 +130,15 @@ struct World {
 }
 
 impl World {
-    fn new(durable: bool) -> World {
+    fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("runbooks")).unwrap();
         std::fs::write(dir.path().join("runbooks/queue.yaml"), RUNBOOK).unwrap();
-        let broker = if durable {
-            lab::tansu::Tansu::start_durable()
-        } else {
-            lab::tansu::Tansu::start()
-        }
-        .expect("a tansu broker");
+        // The durable (libsql) engine: the memory one skips the rest of a
+        // batch when a fetch starts inside it (measured: a worker taking a
+        // partition over at offset 1 was handed 6,353 first), which no
+        // worker can make up for.
+        let broker = lab::tansu::Tansu::start_durable().expect("a tansu broker");
         for topic in ["heal-samples", "heal-scores", "heal-detect-changelog"] {
             broker.create_topic(topic, PARTITIONS).unwrap();
         }
@@ -148,18 +158,25 @@ impl World {
         for (k, &m) in members.iter().enumerate() {
             workers.insert(m, worker(dir, &brokers, &self.pg.url(), m, true));
             let mut since: Option<Instant> = None;
-            wait_until(dir, "the group to share the partitions", Duration::from_secs(60), || {
-                let held: Vec<BTreeSet<i64>> = members[..=k].iter().map(|m| held(dir, m)).collect();
-                let all: BTreeSet<i64> = held.iter().flatten().copied().collect();
-                let settled = all.len() == PARTITIONS as usize
-                    && held.iter().map(|h| h.len()).sum::<usize>() == all.len()
-                    && held.iter().all(|h| !h.is_empty());
-                if !settled {
-                    since = None;
-                    return None;
-                }
-                (since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(1)).then_some(())
-            });
+            wait_until(
+                dir,
+                "the group to share the partitions",
+                Duration::from_secs(60),
+                || {
+                    let held: Vec<BTreeSet<i64>> =
+                        members[..=k].iter().map(|m| held(dir, m)).collect();
+                    let all: BTreeSet<i64> = held.iter().flatten().copied().collect();
+                    let settled = all.len() == PARTITIONS as usize
+                        && held.iter().map(|h| h.len()).sum::<usize>() == all.len()
+                        && held.iter().all(|h| !h.is_empty());
+                    if !settled {
+                        since = None;
+                        return None;
+                    }
+                    (since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(1))
+                        .then_some(())
+                },
+            );
         }
         workers
     }
@@ -167,7 +184,13 @@ impl World {
     /// `heal ingest` of the synthetic samples at 2,000 a second.
     fn ingest(&self, synth: &Synthetic) -> std::process::Child {
         Command::new(env!("CARGO_BIN_EXE_heal"))
-            .args(["ingest", "--brokers", &self.broker.brokers(), "--rate", "2000"])
+            .args([
+                "ingest",
+                "--brokers",
+                &self.broker.brokers(),
+                "--rate",
+                "2000",
+            ])
             .arg("--runbooks")
             .arg(self.dir().join("runbooks"))
             .args(["--synth-series", &synth.series.to_string()])
@@ -192,7 +215,10 @@ fn reference(synth: &Synthetic) -> BTreeMap<(String, i64), u64> {
         for t in 0..synth.steps {
             let ts = synth.start_ms + t as i64 * synth.step_ms;
             let sample = scorer.admit(ts, synth.value(i, t)).unwrap();
-            reference.insert((labels.clone(), ts), scorer.score(sample, None).scored.score.to_bits());
+            reference.insert(
+                (labels.clone(), ts),
+                scorer.score(sample, None).scored.score.to_bits(),
+            );
         }
     }
     reference
@@ -201,7 +227,11 @@ fn reference(synth: &Synthetic) -> BTreeMap<(String, i64), u64> {
 /// Waits until the scores cover `keys` (partition, offset), and returns
 /// them de-duplicated, with the number of duplicates; a duplicate must be
 /// the same score.
-fn scored_once(dir: &Path, brokers: &str, keys: &BTreeSet<(i32, i64)>) -> (BTreeMap<(i32, i64), ScoreRecord>, usize) {
+fn scored_once(
+    dir: &Path,
+    brokers: &str,
+    keys: &BTreeSet<(i32, i64)>,
+) -> (BTreeMap<(i32, i64), ScoreRecord>, usize) {
     let all = wait_until(dir, "every sample scored", Duration::from_secs(120), || {
         let all = scores(brokers);
         let got: BTreeSet<(i32, i64)> = all.iter().map(|s| (s.partition, s.offset)).collect();
@@ -213,7 +243,11 @@ fn scored_once(dir: &Path, brokers: &str, keys: &BTreeSet<(i32, i64)>) -> (BTree
         match unique.get(&(s.partition, s.offset)) {
             Some(first) => {
                 duplicates += 1;
-                assert_eq!(first.score.to_bits(), s.score.to_bits(), "a duplicate scored differently: {first:?} {s:?}");
+                assert_eq!(
+                    first.score.to_bits(),
+                    s.score.to_bits(),
+                    "a duplicate scored differently: {first:?} {s:?}"
+                );
                 assert_eq!((first.anomalous, first.first), (s.anomalous, s.first));
             }
             None => {
@@ -226,7 +260,7 @@ fn scored_once(dir: &Path, brokers: &str, keys: &BTreeSet<(i32, i64)>) -> (BTree
 
 #[test]
 fn a_killed_detect_worker_loses_no_sample_and_its_successors_score_as_it_would_have() {
-    let world = World::new(false);
+    let world = World::new();
     let (dir, brokers) = (world.dir(), world.broker.brokers());
     let members = ["w1", "w2", "w3"];
     let mut workers = world.workers(&members);
@@ -237,13 +271,13 @@ fn a_killed_detect_worker_loses_no_sample_and_its_successors_score_as_it_would_h
     let ingest = world.ingest(&synth);
 
     // Mid-stream, the worker holding the most partitions dies.
-    wait_until(dir, "a third of the samples scored", Duration::from_secs(60), || {
-        (committed(dir, &members) > total / 3).then_some(())
-    });
-    let victim = *members
-        .iter()
-        .max_by_key(|m| held(dir, m).len())
-        .unwrap();
+    wait_until(
+        dir,
+        "a third of the samples scored",
+        Duration::from_secs(60),
+        || (committed(dir, &members) > total / 3).then_some(()),
+    );
+    let victim = *members.iter().max_by_key(|m| held(dir, m).len()).unwrap();
     let lost = held(dir, victim);
     assert!(!lost.is_empty());
     let seen: BTreeMap<&str, usize> = members.iter().map(|m| (*m, events(dir, m).len())).collect();
@@ -254,15 +288,20 @@ fn a_killed_detect_worker_loses_no_sample_and_its_successors_score_as_it_would_h
 
     // The survivors take its partitions over, restoring their state.
     let survivors: Vec<&str> = members.iter().copied().filter(|m| *m != victim).collect();
-    let takeover = wait_until(dir, "the survivors to restore the lost partitions", Duration::from_secs(60), || {
-        let restored: BTreeSet<i64> = survivors
-            .iter()
-            .flat_map(|m| events(dir, m).into_iter().skip(seen[m]))
-            .filter(|e| e["event"] == "restored" && e["series"].as_u64() > Some(0))
-            .filter_map(|e| e["partition"].as_i64())
-            .collect();
-        lost.is_subset(&restored).then(|| killed_at.elapsed())
-    });
+    let takeover = wait_until(
+        dir,
+        "the survivors to restore the lost partitions",
+        Duration::from_secs(60),
+        || {
+            let restored: BTreeSet<i64> = survivors
+                .iter()
+                .flat_map(|m| events(dir, m).into_iter().skip(seen[m]))
+                .filter(|e| e["event"] == "restored" && e["series"].as_u64() > Some(0))
+                .filter_map(|e| e["partition"].as_i64())
+                .collect();
+            lost.is_subset(&restored).then(|| killed_at.elapsed())
+        },
+    );
 
     let published = ingest.wait_with_output().unwrap();
     assert!(published.status.success());
@@ -282,7 +321,11 @@ fn a_killed_detect_worker_loses_no_sample_and_its_successors_score_as_it_would_h
         .collect();
     assert_eq!(keys.len() as u64, total);
     let (unique, duplicates) = scored_once(dir, &brokers, &keys);
-    assert_eq!(unique.len() as u64, total, "scored once each after de-duplication");
+    assert_eq!(
+        unique.len() as u64,
+        total,
+        "scored once each after de-duplication"
+    );
 
     // Each the score an uninterrupted run of its series' detector gives.
     let reference = reference(&synth);
@@ -315,7 +358,10 @@ fn a_killed_detect_worker_loses_no_sample_and_its_successors_score_as_it_would_h
         unique.len() + duplicates,
         takeover.as_secs_f64()
     );
-    assert!(takeover < Duration::from_secs(30), "takeover took {takeover:?}");
+    assert!(
+        takeover < Duration::from_secs(30),
+        "takeover took {takeover:?}"
+    );
     drop(workers);
 }
 
@@ -327,34 +373,55 @@ fn a_killed_detect_worker_loses_no_sample_and_its_successors_score_as_it_would_h
 /// duplicate or out-of-order timestamp).
 #[test]
 fn a_restarted_broker_loses_nothing_it_acknowledged() {
-    let mut world = World::new(true);
+    let mut world = World::new();
     let (brokers, dir) = (world.broker.brokers(), world.dir.path().to_owned());
     let members = ["w1", "w2"];
     let workers = world.workers(&members);
     let synth = synthetic();
     let total = (synth.series * synth.steps) as u64;
     let ingest = world.ingest(&synth);
-    wait_until(&dir, "a quarter of the samples scored", Duration::from_secs(60), || {
-        (committed(&dir, &members) > total / 4).then_some(())
-    });
+    wait_until(
+        &dir,
+        "a quarter of the samples scored",
+        Duration::from_secs(60),
+        || (committed(&dir, &members) > total / 4).then_some(()),
+    );
     world.broker.kill();
     std::thread::sleep(Duration::from_secs(2));
     world.broker.restart().expect("the broker starts again");
 
     let published = ingest.wait_with_output().unwrap();
-    assert!(published.status.success(), "{}", String::from_utf8_lossy(&published.stderr));
+    assert!(
+        published.status.success(),
+        "{}",
+        String::from_utf8_lossy(&published.stderr)
+    );
     let published: serde_json::Value = serde_json::from_slice(&published.stdout).unwrap();
-    assert_eq!(published["produced"].as_u64(), Some(total), "every sample acknowledged: {published}");
+    assert_eq!(
+        published["produced"].as_u64(),
+        Some(total),
+        "every sample acknowledged: {published}"
+    );
 
     // Every sample the producer was told was written is there.
-    let topic = read_topic(&brokers, "heal-samples", PARTITIONS as i32, Duration::from_secs(3));
+    let topic = read_topic(
+        &brokers,
+        "heal-samples",
+        PARTITIONS as i32,
+        Duration::from_secs(3),
+    );
     let mut present: BTreeMap<(String, i64), usize> = BTreeMap::new();
     for (_, _, v) in &topic {
         let s: heal::scale::wire::SampleRecord = serde_json::from_slice(v).unwrap();
-        *present.entry((s.labels().to_string(), s.ts_ms)).or_default() += 1;
+        *present
+            .entry((s.labels().to_string(), s.ts_ms))
+            .or_default() += 1;
     }
     let reference = reference(&synth);
-    let missing = reference.keys().filter(|k| !present.contains_key(k)).count();
+    let missing = reference
+        .keys()
+        .filter(|k| !present.contains_key(k))
+        .count();
     assert_eq!(missing, 0, "acknowledged samples lost by the restart");
     let resent: usize = present.values().map(|n| n - 1).sum();
 
@@ -368,7 +435,11 @@ fn a_restarted_broker_loses_nothing_it_acknowledged() {
         match &s.dropped {
             None => {
                 scored += 1;
-                assert_eq!(reference.get(&(s.series.clone(), s.ts_ms)), Some(&s.score.to_bits()), "{s:?}");
+                assert_eq!(
+                    reference.get(&(s.series.clone(), s.ts_ms)),
+                    Some(&s.score.to_bits()),
+                    "{s:?}"
+                );
             }
             Some(why) => {
                 dropped += 1;

@@ -48,7 +48,7 @@ pub mod postgres;
 pub mod procfs;
 pub mod promconfig;
 pub mod rng;
-pub mod tansu;
 pub mod service;
+pub mod tansu;
 
 pub use error::{Error, ErrorKind, Result};

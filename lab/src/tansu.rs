@@ -30,7 +30,8 @@ pub fn bin() -> Result<PathBuf> {
     if let Some(p) = on_path {
         return Ok(p);
     }
-    let p = PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/heal-tools/bin/tansu");
+    let p = PathBuf::from(std::env::var("HOME").unwrap_or_default())
+        .join(".cache/heal-tools/bin/tansu");
     if p.is_file() {
         Ok(p)
     } else {
@@ -89,7 +90,13 @@ impl Tansu {
             .open(self.dir.path().join("tansu.log"))
             .map_err(|e| Error::failed(format!("opening the broker's log: {e}")))?;
         let child = Command::new(&self.bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", self.storage])
             // A `sqlite://` file is relative to the working directory.
             .current_dir(self.dir.path())
@@ -148,7 +155,13 @@ impl Tansu {
     /// Failed when tansu refuses.
     pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<()> {
         let out = Command::new(&self.bin)
-            .args(["topic", "create", topic, "--partitions", &partitions.to_string()])
+            .args([
+                "topic",
+                "create",
+                topic,
+                "--partitions",
+                &partitions.to_string(),
+            ])
             .args(["--broker", &format!("tcp://{}", self.brokers())])
             .output()
             .map_err(|e| Error::failed(format!("running tansu topic create: {e}")))?;

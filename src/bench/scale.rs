@@ -142,7 +142,9 @@ fn round(cfg: &ScaleConfig, n: usize, leases: &str, kill: Kill) -> Result<Round>
     std::fs::create_dir(&runbooks)?;
     std::fs::write(runbooks.join("queue.yaml"), RUNBOOK)?;
     let set = remediate::RunbookSet::load_dir(&runbooks)?;
-    let broker = Tansu::start()?;
+    // Durable (libsql): the memory engine skips the rest of a batch when a
+    // fetch starts inside it (see `crate::scale`).
+    let broker = Tansu::start_durable()?;
     let brokers = broker.brokers();
     for t in ["heal-samples", "heal-scores", "heal-detect-changelog"] {
         broker.create_topic(t, cfg.partitions)?;
@@ -166,7 +168,9 @@ fn round(cfg: &ScaleConfig, n: usize, leases: &str, kill: Kill) -> Result<Round>
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out)?)
-            .stderr(std::fs::File::create(dir.path().join(format!("{member}.err")))?)
+            .stderr(std::fs::File::create(
+                dir.path().join(format!("{member}.err")),
+            )?)
             .spawn()
             .map_err(|e| failed("starting a worker", e))?;
         workers.push(Worker {
@@ -176,11 +180,20 @@ fn round(cfg: &ScaleConfig, n: usize, leases: &str, kill: Kill) -> Result<Round>
             cpu_at_kill: None,
         });
     }
-    let all_held = lab::orchestrate::wait_until(Duration::from_secs(90), Duration::from_millis(100), || {
-        workers.iter().flat_map(|w| w.held()).collect::<BTreeSet<_>>().len() == cfg.partitions as usize
-    });
+    let all_held =
+        lab::orchestrate::wait_until(Duration::from_secs(90), Duration::from_millis(100), || {
+            workers
+                .iter()
+                .flat_map(|w| w.held())
+                .collect::<BTreeSet<_>>()
+                .len()
+                == cfg.partitions as usize
+        });
     if all_held.is_none() {
-        return Err(failed("the group", "the workers did not share the partitions in 90 s"));
+        return Err(failed(
+            "the group",
+            "the workers did not share the partitions in 90 s",
+        ));
     }
 
     let synth = Synthetic {
@@ -208,9 +221,16 @@ fn round(cfg: &ScaleConfig, n: usize, leases: &str, kill: Kill) -> Result<Round>
         std::thread::sleep(Duration::from_millis(200));
         let done: u64 = committed(&workers).values().sum();
         if producer.as_ref().is_some_and(|p| p.is_finished()) {
-            let published = producer.take().unwrap().join().expect("the producer thread")?;
+            let published = producer
+                .take()
+                .unwrap()
+                .join()
+                .expect("the producer thread")?;
             if published.produced != total {
-                return Err(failed("ingest", format!("{} of {total} acknowledged", published.produced)));
+                return Err(failed(
+                    "ingest",
+                    format!("{} of {total} acknowledged", published.produced),
+                ));
             }
             lag_at_ingest_end = Some(total.saturating_sub(done));
         }
@@ -219,7 +239,10 @@ fn round(cfg: &ScaleConfig, n: usize, leases: &str, kill: Kill) -> Result<Round>
             let victim = &mut workers[0];
             let lost = victim.held();
             victim.cpu_at_kill = Some(victim.cpu_s());
-            victim.child.kill().map_err(|e| failed("killing a worker", e))?;
+            victim
+                .child
+                .kill()
+                .map_err(|e| failed("killing a worker", e))?;
             let _ = victim.child.wait();
             killed = Some((lost, Instant::now(), seen));
         }
@@ -240,7 +263,10 @@ fn round(cfg: &ScaleConfig, n: usize, leases: &str, kill: Kill) -> Result<Round>
             break;
         }
         if started.elapsed() > Duration::from_secs(1800) {
-            return Err(failed("the round", format!("{done} of {total} committed after 30 min")));
+            return Err(failed(
+                "the round",
+                format!("{done} of {total} committed after 30 min"),
+            ));
         }
     }
     let wall = started.elapsed().as_secs_f64();
@@ -279,7 +305,30 @@ fn round(cfg: &ScaleConfig, n: usize, leases: &str, kill: Kill) -> Result<Round>
             killed: w.cpu_at_kill.is_some(),
         });
     }
-    let (messages, distinct) = read_scores(&brokers, cfg.partitions)?;
+    let (messages, keys) = read_scores(&brokers, cfg.partitions)?;
+    let distinct = keys.len() as u64;
+    if distinct < total {
+        // Which (partition, offset) ranges have no score, the first few.
+        let mut missing: Vec<(i32, i64, i64)> = Vec::new();
+        for p in 0..cfg.partitions as i32 {
+            let offsets: Vec<i64> = keys.range((p, 0)..(p + 1, 0)).map(|k| k.1).collect();
+            let mut expect = 0;
+            for o in offsets {
+                if o > expect {
+                    missing.push((p, expect, o - 1));
+                }
+                expect = o + 1;
+            }
+        }
+        tracing::error!(missing = ?&missing[..missing.len().min(20)], "samples without a score (partition, first, last)");
+        // Kept for a look: the workers' events and logs.
+        let keep = std::env::temp_dir().join(format!("heal-bench-scale-lost-{n}-{kill:?}"));
+        let _ = std::fs::create_dir_all(&keep);
+        for e in std::fs::read_dir(dir.path())?.flatten() {
+            let _ = std::fs::copy(e.path(), keep.join(e.file_name()));
+        }
+        tracing::error!(dir = %keep.display(), "samples lost; the workers' logs are kept");
+    }
     Ok(Round {
         workers: n,
         kill: format!("{kill:?}"),
@@ -299,7 +348,7 @@ fn round(cfg: &ScaleConfig, n: usize, leases: &str, kill: Kill) -> Result<Round>
 }
 
 /// Messages on the scores topic, and distinct (partition, offset) keys.
-fn read_scores(brokers: &str, partitions: u32) -> Result<(u64, u64)> {
+fn read_scores(brokers: &str, partitions: u32) -> Result<(u64, BTreeSet<(i32, i64)>)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
     let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
@@ -313,7 +362,9 @@ fn read_scores(brokers: &str, partitions: u32) -> Result<(u64, u64)> {
         tpl.add_partition_offset("heal-scores", p, Offset::Beginning)
             .map_err(|e| failed("reading the scores", e))?;
     }
-    consumer.assign(&tpl).map_err(|e| failed("reading the scores", e))?;
+    consumer
+        .assign(&tpl)
+        .map_err(|e| failed("reading the scores", e))?;
     let mut keys: BTreeSet<(i32, i64)> = BTreeSet::new();
     let mut messages = 0u64;
     let mut last = Instant::now();
@@ -334,7 +385,7 @@ fn read_scores(brokers: &str, partitions: u32) -> Result<(u64, u64)> {
             None => {}
         }
     }
-    Ok((messages, keys.len() as u64))
+    Ok((messages, keys))
 }
 
 /// Runs every round; the table, and the rounds as JSON lines after it.
@@ -391,7 +442,11 @@ pub fn run(cfg: &ScaleConfig) -> Result<String> {
                 if w.killed { "†" } else { " " },
                 w.scored as f64 / r.samples as f64,
                 w.cpu_s,
-                if w.scored > 0 { w.cpu_s * 1e6 / w.scored as f64 } else { 0.0 }
+                if w.scored > 0 {
+                    w.cpu_s * 1e6 / w.scored as f64
+                } else {
+                    0.0
+                }
             ));
         }
     }
@@ -403,7 +458,10 @@ pub fn run(cfg: &ScaleConfig) -> Result<String> {
         out.push('\n');
     }
     if let Some(r) = rounds.iter().find(|r| r.lost > 0) {
-        return Err(failed("lost samples", format!("{} with {} workers\n{out}", r.lost, r.workers)));
+        return Err(failed(
+            "lost samples",
+            format!("{} with {} workers\n{out}", r.lost, r.workers),
+        ));
     }
     Ok(out)
 }

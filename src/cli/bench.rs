@@ -359,15 +359,15 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             no_changelog,
         } => {
             let table = heal::bench::scale::run(&heal::bench::scale::ScaleConfig {
-            heal: std::env::current_exe()?,
-            series,
-            steps,
-            workers,
-            partitions,
-            checkpoint_every,
-            kill,
-            no_changelog,
-        })?;
+                heal: std::env::current_exe()?,
+                series,
+                steps,
+                workers,
+                partitions,
+                checkpoint_every,
+                kill,
+                no_changelog,
+            })?;
             print!("{table}");
             Ok(())
         }

@@ -102,16 +102,27 @@ pub fn run_ingest(a: IngestArgs) -> anyhow::Result<()> {
             let mut samples: Vec<(ingest::Labels, i64, f64)> = ds
                 .series
                 .iter()
-                .flat_map(|s| s.samples.iter().map(|x| (s.labels.clone(), x.ts_ms, x.value)))
+                .flat_map(|s| {
+                    s.samples
+                        .iter()
+                        .map(|x| (s.labels.clone(), x.ts_ms, x.value))
+                })
                 .collect();
             // Event time; a series' samples stay in order (stable sort).
             samples.sort_by_key(|s| s.1);
             ingest_samples(&a, &runbooks, samples)?
         }
         (None, Some(series)) => {
-            let signal = runbooks.signals().first().map(|s| s.name.clone()).ok_or_else(|| {
-                UsageError(format!("the runbooks in {} watch no signal", a.runbooks.display()))
-            })?;
+            let signal = runbooks
+                .signals()
+                .first()
+                .map(|s| s.name.clone())
+                .ok_or_else(|| {
+                    UsageError(format!(
+                        "the runbooks in {} watch no signal",
+                        a.runbooks.display()
+                    ))
+                })?;
             let synth = publish::Synthetic {
                 signal,
                 series,
@@ -134,7 +145,9 @@ fn ingest_samples(
     runbooks: &remediate::RunbookSet,
     samples: impl IntoIterator<Item = (ingest::Labels, i64, f64)>,
 ) -> anyhow::Result<publish::Published> {
-    Ok(publish::publish(&a.brokers, &a.topic, runbooks, samples, a.rate)?)
+    Ok(publish::publish(
+        &a.brokers, &a.topic, runbooks, samples, a.rate,
+    )?)
 }
 
 pub fn run_detect(a: DetectArgs) -> anyhow::Result<()> {
@@ -173,6 +186,9 @@ pub fn run_detect(a: DetectArgs) -> anyhow::Result<()> {
             println!("{line}");
         }
     })?;
-    println!("{}", serde_json::json!({ "event": "stopped", "stats": stats }));
+    println!(
+        "{}",
+        serde_json::json!({ "event": "stopped", "stats": stats })
+    );
     Ok(())
 }

@@ -98,6 +98,8 @@ pub struct DetectStats {
     pub undecodable: u64,
     /// Samples already in a restored state (scored by the previous owner).
     pub skipped: u64,
+    /// Offsets the broker never delivered (see `handle`): not scored.
+    pub broker_gaps: u64,
     /// Checkpoints written and committed.
     pub checkpoints: u64,
     /// Series states written to the changelog.
@@ -129,7 +131,10 @@ pub enum WorkerEvent {
     /// A partition's state was restored; scoring it starts now.
     Restored(Restored),
     /// A checkpoint: states written, offsets committed.
-    Checkpoint { states: u64, offsets: BTreeMap<i32, i64> },
+    Checkpoint {
+        states: u64,
+        offsets: BTreeMap<i32, i64>,
+    },
 }
 
 /// Counts the messages the broker refused after librdkafka's retries.
@@ -268,7 +273,10 @@ pub fn run(
         // rejoin never hear of the rebalance); cooperative metadata
         // carries the owned partitions, which bumps it.
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("session.timeout.ms", o.session_timeout.as_millis().to_string())
+        .set(
+            "session.timeout.ms",
+            o.session_timeout.as_millis().to_string(),
+        )
         .set(
             "heartbeat.interval.ms",
             (o.session_timeout.as_millis() / 4).max(100).to_string(),
@@ -337,6 +345,26 @@ impl Worker {
         let mut shared = self.shared.lock().unwrap();
         let Shared { owned, stats } = &mut *shared;
         let part = owned.get_mut(&p).expect("restored above");
+        match part.next_offset {
+            // Re-delivered (a re-assignment starts again from the commit):
+            // what the states hold is skipped below.
+            Some(next) if o < next => {
+                tracing::debug!(partition = p, offset = o, expected = next, "re-delivered")
+            }
+            // Offsets never delivered: a broker bug (tansu 0.6's memory
+            // engine starts a fetch at the next batch when asked for an
+            // offset inside one). Those samples are not scored: said loudly.
+            Some(next) if o > next => {
+                stats.broker_gaps += (o - next) as u64;
+                tracing::error!(
+                    partition = p,
+                    from = next,
+                    to = o - 1,
+                    "the broker skipped these offsets: their samples are not scored"
+                );
+            }
+            _ => {}
+        }
         part.next_offset = Some(o + 1);
         let mut out = ScoreRecord {
             partition: p,
@@ -461,7 +489,10 @@ impl Worker {
                 }
                 Err((e, _)) => {
                     tracing::warn!(error = %e, "a message could not be queued");
-                    self.producer.context().failed.fetch_add(1, Ordering::Relaxed);
+                    self.producer
+                        .context()
+                        .failed
+                        .fetch_add(1, Ordering::Relaxed);
                     return;
                 }
             }
@@ -474,7 +505,10 @@ impl Worker {
             .map_err(|e| ScaleError::kafka(format!("waiting for {what}"), &self.opts.brokers, e))?;
         let failed = self.producer.context().failed.load(Ordering::Relaxed);
         if failed > 0 {
-            return Err(ScaleError::NotAcknowledged(failed, self.opts.brokers.clone()));
+            return Err(ScaleError::NotAcknowledged(
+                failed,
+                self.opts.brokers.clone(),
+            ));
         }
         Ok(())
     }
@@ -482,7 +516,11 @@ impl Worker {
     /// Scores acknowledged, then the states that moved written and
     /// acknowledged, then the offsets committed: for `parts`, or every
     /// partition held.
-    fn checkpoint(&self, consumer: &BaseConsumer<Ctx>, parts: Option<&[i32]>) -> Result<(), ScaleError> {
+    fn checkpoint(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        parts: Option<&[i32]>,
+    ) -> Result<(), ScaleError> {
         let _span = tracing::debug_span!("checkpoint").entered();
         self.flush("the scores")?;
         let mut states = 0;
@@ -557,12 +595,7 @@ impl Worker {
             ));
         };
         let brokers = &self.opts.brokers;
-        let nonce = format!(
-            "{}/{}/{:?}",
-            self.opts.member,
-            std::process::id(),
-            started
-        );
+        let nonce = format!("{}/{}/{:?}", self.opts.member, std::process::id(), started);
         self.send(
             BaseRecord::to(changelog)
                 .partition(p)
@@ -693,7 +726,8 @@ impl Renewer {
                     *self.renewed_at.lock().unwrap() = Instant::now();
                     *self.members.lock().unwrap() = members;
                     let mut held = self.keys.lock().unwrap();
-                    let lost: Vec<String> = keys.into_iter().filter(|k| !kept.contains(k)).collect();
+                    let lost: Vec<String> =
+                        keys.into_iter().filter(|k| !kept.contains(k)).collect();
                     for k in &lost {
                         held.remove(k);
                     }
@@ -717,12 +751,18 @@ impl Drop for Leases {
 }
 
 impl Leases {
-    fn open(url: &str, o: &DetectOptions, consumer: &BaseConsumer<Ctx>) -> Result<Leases, ScaleError> {
+    fn open(
+        url: &str,
+        o: &DetectOptions,
+        consumer: &BaseConsumer<Ctx>,
+    ) -> Result<Leases, ScaleError> {
         let store = store::PgStore::open_as(url, &o.member)?;
         let renewing = store::PgStore::open_as(url, &o.member)?;
         let metadata = consumer
             .fetch_metadata(Some(&o.samples), Duration::from_secs(30))
-            .map_err(|e| ScaleError::kafka(format!("reading {}'s partitions", o.samples), &o.brokers, e))?;
+            .map_err(|e| {
+                ScaleError::kafka(format!("reading {}'s partitions", o.samples), &o.brokers, e)
+            })?;
         let partitions = metadata
             .topics()
             .first()
@@ -747,11 +787,22 @@ impl Leases {
             stop: AtomicBool::new(false),
         });
         {
-            let (r, group, instance, ttl) = (renewer.clone(), o.group.clone(), instance.clone(), o.session_timeout);
+            let (r, group, instance, ttl) = (
+                renewer.clone(),
+                o.group.clone(),
+                instance.clone(),
+                o.session_timeout,
+            );
             std::thread::Builder::new()
                 .name("lease-renewer".into())
                 .spawn(move || r.run(renewing, &group, &instance, ttl))
-                .map_err(|e| ScaleError::kafka(format!("starting the lease renewer: {e}"), &o.brokers, KafkaError::Canceled))?;
+                .map_err(|e| {
+                    ScaleError::kafka(
+                        format!("starting the lease renewer: {e}"),
+                        &o.brokers,
+                        KafkaError::Canceled,
+                    )
+                })?;
         }
         Ok(Leases {
             store,
@@ -783,11 +834,20 @@ impl Leases {
         // Taken over (this worker was cut off for longer than a lease):
         // dropped unsaved, the new owner's now.
         let lost: Vec<String> = std::mem::take(&mut *self.renewer.lost.lock().unwrap());
-        let mut forgot: Vec<i32> = self.held.iter().copied().filter(|&p| lost.contains(&self.key(p))).collect();
+        let mut forgot: Vec<i32> = self
+            .held
+            .iter()
+            .copied()
+            .filter(|&p| lost.contains(&self.key(p)))
+            .collect();
         // Not renewed for two thirds of a lease: another member may hold
         // them by now, so stop scoring them.
-        if self.renewer.renewed_at.lock().unwrap().elapsed() > self.ttl * 2 / 3 && !self.held.is_empty() {
-            tracing::warn!("leases: not renewed for two thirds of a lease; giving every partition up");
+        if self.renewer.renewed_at.lock().unwrap().elapsed() > self.ttl * 2 / 3
+            && !self.held.is_empty()
+        {
+            tracing::warn!(
+                "leases: not renewed for two thirds of a lease; giving every partition up"
+            );
             forgot = self.held.iter().copied().collect();
         }
         if !forgot.is_empty() {
@@ -808,7 +868,12 @@ impl Leases {
             if !gone.is_empty() {
                 (worker.on_event)(&WorkerEvent::Revoked { partitions: gone });
             }
-            let new: Vec<i32> = self.held.iter().copied().filter(|p| !before.contains(p) || forgot.contains(p)).collect();
+            let new: Vec<i32> = self
+                .held
+                .iter()
+                .copied()
+                .filter(|p| !before.contains(p) || forgot.contains(p))
+                .collect();
             if !new.is_empty() {
                 (worker.on_event)(&WorkerEvent::Assigned {
                     partitions: new.clone(),
@@ -823,7 +888,11 @@ impl Leases {
         Ok(())
     }
 
-    fn try_round(&mut self, worker: &Worker, consumer: &BaseConsumer<Ctx>) -> Result<(), ScaleError> {
+    fn try_round(
+        &mut self,
+        worker: &Worker,
+        consumer: &BaseConsumer<Ctx>,
+    ) -> Result<(), ScaleError> {
         let ttl_ms = self.ttl.as_millis() as i64;
         let members = self.renewer.members.lock().unwrap().clone();
         let Some(me) = members.iter().position(|m| *m == self.instance) else {
@@ -831,7 +900,9 @@ impl Leases {
             return Ok(());
         };
         let n = members.len();
-        let desired: BTreeSet<i32> = (0..self.partitions).filter(|p| *p as usize % n == me).collect();
+        let desired: BTreeSet<i32> = (0..self.partitions)
+            .filter(|p| *p as usize % n == me)
+            .collect();
         // Hand over what is another member's now (one joined): saved and
         // committed first, so that it restores exactly here.
         let extra: Vec<i32> = self.held.difference(&desired).copied().collect();
@@ -844,7 +915,11 @@ impl Leases {
         }
         // Take what is this worker's and free (or expired).
         for p in desired.difference(&self.held.clone()) {
-            if self.store.lease_acquire(&self.key(*p), &self.instance, ttl_ms)?.is_some() {
+            if self
+                .store
+                .lease_acquire(&self.key(*p), &self.instance, ttl_ms)?
+                .is_some()
+            {
                 self.held.insert(*p);
                 self.publish_keys();
             }
@@ -866,9 +941,9 @@ impl Leases {
             tpl.add_partition_offset(&self.topic, p, Offset::Stored)
                 .expect("a valid offset");
         }
-        consumer
-            .assign(&tpl)
-            .map_err(|e| ScaleError::kafka(format!("assigning {}", self.topic), &worker.opts.brokers, e))
+        consumer.assign(&tpl).map_err(|e| {
+            ScaleError::kafka(format!("assigning {}", self.topic), &worker.opts.brokers, e)
+        })
     }
 
     /// On shutdown (after the final checkpoint): every lease given up, so
@@ -891,7 +966,9 @@ pub mod events {
 
     /// The events among `text`'s lines (other lines are skipped).
     pub fn parse(text: &str) -> Vec<Value> {
-        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// The partitions held after `events` (assigned minus revoked).

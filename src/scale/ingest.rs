@@ -41,7 +41,14 @@ impl ProducerContext for Acks {
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         use rdkafka::message::Message;
         match result {
-            Ok(m) => *self.partitions.lock().unwrap().entry(m.partition()).or_default() += 1,
+            Ok(m) => {
+                *self
+                    .partitions
+                    .lock()
+                    .unwrap()
+                    .entry(m.partition())
+                    .or_default() += 1
+            }
             Err((e, _)) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "a sample was not acknowledged");
@@ -96,7 +103,11 @@ pub fn publish(
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Err((e, _)) => {
-                    return Err(ScaleError::kafka(format!("producing to {topic}"), brokers, e))
+                    return Err(ScaleError::kafka(
+                        format!("producing to {topic}"),
+                        brokers,
+                        e,
+                    ))
                 }
             }
         }

@@ -154,7 +154,9 @@ mod prom_float {
         match Num::deserialize(d)? {
             Num::F(v) => Ok(v),
             Num::S(s) => s.parse::<f64>().map_err(|_| {
-                D::Error::custom(format!("`{s}` is not a number (NaN, +Inf, -Inf or a float)"))
+                D::Error::custom(format!(
+                    "`{s}` is not a number (NaN, +Inf, -Inf or a float)"
+                ))
             }),
         }
     }
@@ -176,9 +178,15 @@ mod tests {
     #[test]
     fn replicas_of_a_service_share_a_key_other_services_do_not() {
         let sig = signal("service");
-        let a = Labels::metric("latency").with("service", "db").with("instance", "a");
-        let b = Labels::metric("latency").with("service", "db").with("instance", "b");
-        let c = Labels::metric("latency").with("service", "web").with("instance", "a");
+        let a = Labels::metric("latency")
+            .with("service", "db")
+            .with("instance", "a");
+        let b = Labels::metric("latency")
+            .with("service", "db")
+            .with("instance", "b");
+        let c = Labels::metric("latency")
+            .with("service", "web")
+            .with("instance", "a");
         assert_eq!(sample_key(&sig, &a), sample_key(&sig, &b));
         assert_ne!(sample_key(&sig, &a), sample_key(&sig, &c));
         // The signal's own service label decides.
@@ -205,7 +213,9 @@ mod tests {
             assert_eq!(back.value.to_bits(), v.to_bits(), "{json}");
         }
         let bad = r#"{"labels":{},"ts_ms":1,"value":"many"}"#;
-        let err = serde_json::from_str::<SampleRecord>(bad).unwrap_err().to_string();
+        let err = serde_json::from_str::<SampleRecord>(bad)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`many` is not a number"), "{err}");
         let unknown = r#"{"labels":{},"ts_ms":1,"value":1,"extra":2}"#;
         assert!(serde_json::from_str::<SampleRecord>(unknown).is_err());
@@ -232,7 +242,8 @@ mod checkpoint_tests {
             seed: 7,
         };
         let signal: remediate::runbook::Signal =
-            serde_json::from_value(serde_json::json!({"name": "queue_depth", "query": "q"})).unwrap();
+            serde_json::from_value(serde_json::json!({"name": "queue_depth", "query": "q"}))
+                .unwrap();
         let i = 17;
         let run = |from: Option<(usize, &SeriesScorer)>| {
             let (start, mut s) = match from {
@@ -254,10 +265,20 @@ mod checkpoint_tests {
         );
         let mut s = SeriesScorer::for_signal(&signal);
         for cut in 0..synth.steps {
-            let restored = Checkpoint::decode(&Checkpoint { offset: 0, scorer: s.clone() }.encode())
-                .unwrap()
-                .scorer;
-            assert_eq!(run(Some((cut, &restored))), through[cut..], "restored after {cut} samples");
+            let restored = Checkpoint::decode(
+                &Checkpoint {
+                    offset: 0,
+                    scorer: s.clone(),
+                }
+                .encode(),
+            )
+            .unwrap()
+            .scorer;
+            assert_eq!(
+                run(Some((cut, &restored))),
+                through[cut..],
+                "restored after {cut} samples"
+            );
             let ts = synth.start_ms + cut as i64 * synth.step_ms;
             let sample = s.admit(ts, synth.value(i, cut)).unwrap();
             s.score(sample, None);

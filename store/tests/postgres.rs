@@ -352,15 +352,35 @@ fn a_lease_has_one_holder_and_passes_on_only_when_it_expires() {
     let mut b = PgStore::open_as(&pg.url(), "b").unwrap();
     let key = "partition/g/samples/3".to_owned();
     assert_eq!(a.lease_acquire(&key, "a", 600).unwrap(), Some(1));
-    assert_eq!(a.lease_acquire(&key, "a", 600).unwrap(), Some(1), "its own: same epoch");
+    assert_eq!(
+        a.lease_acquire(&key, "a", 600).unwrap(),
+        Some(1),
+        "its own: same epoch"
+    );
     assert_eq!(b.lease_acquire(&key, "b", 600).unwrap(), None, "held by a");
-    assert_eq!(a.lease_renew(std::slice::from_ref(&key), "a", 600).unwrap(), vec![key.clone()]);
+    assert_eq!(
+        a.lease_renew(std::slice::from_ref(&key), "a", 600).unwrap(),
+        vec![key.clone()]
+    );
     std::thread::sleep(std::time::Duration::from_millis(700));
-    assert_eq!(b.lease_acquire(&key, "b", 60_000).unwrap(), Some(2), "expired: b takes it over");
-    assert!(a.lease_renew(std::slice::from_ref(&key), "a", 600).unwrap().is_empty(), "a lost it");
+    assert_eq!(
+        b.lease_acquire(&key, "b", 60_000).unwrap(),
+        Some(2),
+        "expired: b takes it over"
+    );
+    assert!(
+        a.lease_renew(std::slice::from_ref(&key), "a", 600)
+            .unwrap()
+            .is_empty(),
+        "a lost it"
+    );
     assert_eq!(a.lease_acquire(&key, "a", 600).unwrap(), None);
     b.lease_release(&key, "b").unwrap();
-    assert_eq!(a.lease_acquire(&key, "a", 600).unwrap(), Some(3), "released: free at once");
+    assert_eq!(
+        a.lease_acquire(&key, "a", 600).unwrap(),
+        Some(3),
+        "released: free at once"
+    );
 
     assert_eq!(a.lease_members("g", "a", 600).unwrap(), vec!["a"]);
     assert_eq!(b.lease_members("g", "b", 60_000).unwrap(), vec!["a", "b"]);
@@ -368,5 +388,9 @@ fn a_lease_has_one_holder_and_passes_on_only_when_it_expires() {
     // wildcards in its name.
     assert_eq!(b.lease_members("g_x%", "c", 60_000).unwrap(), vec!["c"]);
     std::thread::sleep(std::time::Duration::from_millis(700));
-    assert_eq!(b.lease_members("g", "b", 60_000).unwrap(), vec!["b"], "a's membership expired");
+    assert_eq!(
+        b.lease_members("g", "b", 60_000).unwrap(),
+        vec!["b"],
+        "a's membership expired"
+    );
 }

@@ -107,7 +107,9 @@ pub fn url_encode(q: &str) -> String {
 /// free port with the topic `topic` of `partitions`, and its `host:port`.
 pub fn start_broker(topic: &str, partitions: u32) -> (lab::tansu::Tansu, String) {
     let broker = lab::tansu::Tansu::start().expect("a tansu broker");
-    broker.create_topic(topic, partitions).expect("creating the topic");
+    broker
+        .create_topic(topic, partitions)
+        .expect("creating the topic");
     let brokers = broker.brokers();
     (broker, brokers)
 }

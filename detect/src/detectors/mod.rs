@@ -456,7 +456,13 @@ mod tests {
         ] {
             let mut cfg = of(kind);
             cfg.seasonal.refit_every = 64;
-            let x = |i: usize| if (700..760).contains(&i) { wave(i) + 40.0 } else { wave(i) };
+            let x = |i: usize| {
+                if (700..760).contains(&i) {
+                    wave(i) + 40.0
+                } else {
+                    wave(i)
+                }
+            };
             let ts = |i: usize| 1_700_000_000_000 + i as i64 * 60_000;
             let mut through = Detector::new(cfg.clone());
             let mut first = Detector::new(cfg.clone());

@@ -43,7 +43,12 @@ impl PgStore {
     ///
     /// # Errors
     /// [`StoreError::Postgres`] when the database cannot be reached.
-    pub fn lease_members(&mut self, group: &str, member: &str, ttl_ms: i64) -> Result<Vec<String>, StoreError> {
+    pub fn lease_members(
+        &mut self,
+        group: &str,
+        member: &str,
+        ttl_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
         self.reconnect_if_closed();
         let key = format!("member/{group}/{member}");
         let upsert = format!(
@@ -70,7 +75,12 @@ impl PgStore {
     ///
     /// # Errors
     /// [`StoreError::Postgres`] when the database cannot be reached.
-    pub fn lease_acquire(&mut self, key: &str, member: &str, ttl_ms: i64) -> Result<Option<i64>, StoreError> {
+    pub fn lease_acquire(
+        &mut self,
+        key: &str,
+        member: &str,
+        ttl_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
         self.reconnect_if_closed();
         let sql = format!(
             "INSERT INTO leases (lease_key, owner, epoch, expires_ms) VALUES ($1, $2, 1, {NOW_MS} + $3)
@@ -95,7 +105,12 @@ impl PgStore {
     ///
     /// # Errors
     /// [`StoreError::Postgres`] when the database cannot be reached.
-    pub fn lease_renew(&mut self, keys: &[String], member: &str, ttl_ms: i64) -> Result<Vec<String>, StoreError> {
+    pub fn lease_renew(
+        &mut self,
+        keys: &[String],
+        member: &str,
+        ttl_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
         self.reconnect_if_closed();
         let sql = format!(
             "UPDATE leases SET expires_ms = {NOW_MS} + $3
@@ -127,5 +142,7 @@ impl PgStore {
 
 /// `s` with LIKE's wildcards escaped (`\` is the default escape).
 fn like_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }

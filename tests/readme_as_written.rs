@@ -183,6 +183,8 @@ const PLAN: &[(&str, Plan)] = &[
     ("heal silence list", Plan::Skip("needs a running heal watch: tests/watch_api.rs")),
     ("heal silence expire sil-000001", Plan::Skip("needs a running heal watch: tests/watch_api.rs")),
     ("heal approve inc-000042", Plan::Skip("needs a running heal watch with a parked step: tests/live_api.rs")),
+    ("heal detect --brokers", Plan::Skip("needs a Kafka-protocol broker and PostgreSQL: tests/scale.rs runs three `heal detect` workers (one SIGKILLed) against tansu and a PostgreSQL of its own")),
+    ("heal ingest --brokers", Plan::Skip("needs a Kafka-protocol broker: tests/scale.rs runs `heal ingest` into tansu")),
 ];
 
 fn plan(line: &str) -> Option<&'static Plan> {

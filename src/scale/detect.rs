@@ -479,23 +479,13 @@ impl Worker {
     }
 
     /// Hands a message to the producer, waiting while its queue is full.
-    fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) {
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => {
-                    tracing::warn!(error = %e, "a message could not be queued");
-                    self.producer
-                        .context()
-                        .failed
-                        .fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            }
+    fn send(&self, record: BaseRecord<'_, [u8], [u8]>) {
+        if let Err(e) = super::send_waiting(&self.producer, record) {
+            tracing::warn!(error = %e, "a message could not be queued");
+            self.producer
+                .context()
+                .failed
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ingest::Labels;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use remediate::RunbookSet;
@@ -94,23 +93,11 @@ pub fn publish(
         let key = sample_key(signal, &labels);
         let payload = serde_json::to_vec(&SampleRecord::new(&labels, ts_ms, value))
             .expect("a sample serializes");
-        let mut record = BaseRecord::to(topic).key(key.as_bytes()).payload(&payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => {
-                    return Err(ScaleError::kafka(
-                        format!("producing to {topic}"),
-                        brokers,
-                        e,
-                    ))
-                }
-            }
-        }
+        let record = BaseRecord::to(topic)
+            .key(key.as_bytes())
+            .payload(payload.as_slice());
+        super::send_waiting(&producer, record)
+            .map_err(|e| ScaleError::kafka(format!("producing to {topic}"), brokers, e))?;
         sent += 1;
         if let Some(rate) = rate.filter(|r| *r > 0.0) {
             let due = Duration::from_secs_f64(sent as f64 / rate);

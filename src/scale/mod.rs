@@ -99,6 +99,25 @@ impl ScaleError {
     }
 }
 
+/// Hands `record` to `producer`, waiting while librdkafka's queue is full
+/// (a broker slower than heal is back-pressure, not a loss).
+pub(crate) fn send_waiting<C: rdkafka::producer::ProducerContext<DeliveryOpaque = ()> + 'static>(
+    producer: &rdkafka::producer::ThreadedProducer<C>,
+    mut record: rdkafka::producer::BaseRecord<'_, [u8], [u8]>,
+) -> Result<(), KafkaError> {
+    use rdkafka::types::RDKafkaErrorCode;
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
 /// The settings every client of heal's shares (the producers add
 /// `acks=all`: acknowledged by every in-sync replica).
 pub(crate) fn client_config(brokers: &str) -> ClientConfig {

@@ -458,3 +458,91 @@ fn a_restarted_broker_loses_nothing_it_acknowledged() {
     );
     drop(workers);
 }
+
+/// A worker paused (SIGSTOP, as a long GC pause or a network cut would
+/// freeze it) past its lease: the others take its partitions over; when it
+/// wakes (SIGCONT) it finds its leases gone and stops scoring them, before
+/// reading another message. Every sample is still scored once after
+/// de-duplication, as an uninterrupted run would.
+#[test]
+fn a_paused_worker_wakes_up_fenced() {
+    let world = World::new();
+    let (dir, brokers) = (world.dir(), world.broker.brokers());
+    let members = ["w1", "w2"];
+    let workers = world.workers(&members);
+    let synth = synthetic();
+    let total = (synth.series * synth.steps) as u64;
+    let ingest = world.ingest(&synth);
+    wait_until(
+        dir,
+        "a quarter of the samples scored",
+        Duration::from_secs(60),
+        || (committed(dir, &members) > total / 4).then_some(()),
+    );
+    let pid = workers["w1"].0.id().to_string();
+    let lost = held(dir, "w1");
+    let seen = events(dir, "w2").len();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_until(
+        dir,
+        "w2 to take the paused worker's partitions",
+        Duration::from_secs(60),
+        || {
+            let restored: BTreeSet<i64> = events(dir, "w2")
+                .into_iter()
+                .skip(seen)
+                .filter(|e| e["event"] == "restored")
+                .filter_map(|e| e["partition"].as_i64())
+                .collect();
+            lost.is_subset(&restored).then_some(())
+        },
+    );
+    let woke = events(dir, "w1").len();
+    assert!(Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_until(
+        dir,
+        "w1 to give up what it no longer holds",
+        Duration::from_secs(30),
+        || {
+            let after: Vec<serde_json::Value> = events(dir, "w1").into_iter().skip(woke).collect();
+            after.iter().any(|e| e["event"] == "revoked").then_some(())
+        },
+    );
+    assert!(
+        held(dir, "w1").is_disjoint(&lost),
+        "the woken worker still claims {:?}",
+        held(dir, "w1")
+    );
+
+    let published = ingest.wait_with_output().unwrap();
+    assert!(published.status.success());
+    let published: serde_json::Value = serde_json::from_slice(&published.stdout).unwrap();
+    assert_eq!(published["produced"].as_u64(), Some(total), "{published}");
+    let keys: BTreeSet<(i32, i64)> = published["partitions"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(p, n)| {
+            let p: i32 = p.parse().unwrap();
+            (0..n.as_i64().unwrap()).map(move |o| (p, o))
+        })
+        .collect();
+    let (unique, duplicates) = scored_once(dir, &brokers, &keys);
+    assert_eq!(unique.len() as u64, total);
+    let reference = reference(&synth);
+    let differ = unique
+        .values()
+        .filter(|s| reference.get(&(s.series.clone(), s.ts_ms)) != Some(&s.score.to_bits()))
+        .count();
+    assert_eq!(differ, 0, "scores unlike an uninterrupted run's");
+    println!("paused past its lease: {total} scored once each, {duplicates} duplicates, 0 lost");
+    drop(workers);
+}

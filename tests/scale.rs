@@ -461,9 +461,10 @@ fn a_restarted_broker_loses_nothing_it_acknowledged() {
 
 /// A worker paused (SIGSTOP, as a long GC pause or a network cut would
 /// freeze it) past its lease: the others take its partitions over; when it
-/// wakes (SIGCONT) it finds its leases gone and stops scoring them, before
-/// reading another message. Every sample is still scored once after
-/// de-duplication, as an uninterrupted run would.
+/// wakes (SIGCONT) it finds its leases stale and gives them up at its next
+/// round. Every sample is still scored once after de-duplication, as an
+/// uninterrupted run would (what a zombie scored in between is a
+/// duplicate with the same score).
 #[test]
 fn a_paused_worker_wakes_up_fenced() {
     let world = World::new();

@@ -853,7 +853,13 @@ impl Leases {
             Err(e) => return Err(e),
         }
         if self.held != before || !forgot.is_empty() {
-            let gone: Vec<i32> = before.difference(&self.held).copied().collect();
+            // Forgotten partitions are revoked even when taken back in the
+            // same round (their state was dropped and is restored again).
+            let gone: Vec<i32> = before
+                .iter()
+                .copied()
+                .filter(|p| !self.held.contains(p) || forgot.contains(p))
+                .collect();
             self.assign(worker, consumer)?;
             if !gone.is_empty() {
                 (worker.on_event)(&WorkerEvent::Revoked { partitions: gone });

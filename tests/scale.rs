@@ -101,6 +101,26 @@ fn held(dir: &Path, member: &str) -> BTreeSet<i64> {
     detect_events::held(&events(dir, member))
 }
 
+/// The partitions named by `member`'s `event` events after its first
+/// `skip` events (`restored` names one, `assigned` and `revoked` several).
+fn partitions_since(dir: &Path, member: &str, skip: usize, event: &str) -> BTreeSet<i64> {
+    events(dir, member)
+        .into_iter()
+        .skip(skip)
+        .filter(|e| e["event"] == event)
+        .flat_map(|e| {
+            let mut ps: Vec<i64> = e["partitions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_i64())
+                .collect();
+            ps.extend(e["partition"].as_i64());
+            ps
+        })
+        .collect()
+}
+
 /// Samples committed so far: the highest offset any worker's checkpoint
 /// committed, summed over the partitions.
 fn committed(dir: &Path, members: &[&str]) -> u64 {
@@ -203,6 +223,31 @@ impl World {
     }
 }
 
+/// Waits for `heal ingest`, which must have had all `total` samples
+/// acknowledged, and returns their places: offsets are dense per
+/// partition, so the samples are offsets 0..n of each partition.
+fn produced(ingest: std::process::Child, total: u64) -> BTreeSet<(i32, i64)> {
+    let published = ingest.wait_with_output().unwrap();
+    assert!(
+        published.status.success(),
+        "{}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    let published: serde_json::Value = serde_json::from_slice(&published.stdout).unwrap();
+    assert_eq!(published["produced"].as_u64(), Some(total), "{published}");
+    let keys: BTreeSet<(i32, i64)> = published["partitions"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(p, n)| {
+            let p: i32 = p.parse().unwrap();
+            (0..n.as_i64().unwrap()).map(move |o| (p, o))
+        })
+        .collect();
+    assert_eq!(keys.len() as u64, total);
+    keys
+}
+
 /// The score an uninterrupted run of each series' detector gives each
 /// sample, by (series, timestamp).
 fn reference(synth: &Synthetic) -> BTreeMap<(String, i64), u64> {
@@ -303,23 +348,8 @@ fn a_killed_detect_worker_loses_no_sample_and_its_successors_score_as_it_would_h
         },
     );
 
-    let published = ingest.wait_with_output().unwrap();
-    assert!(published.status.success());
-    let published: serde_json::Value = serde_json::from_slice(&published.stdout).unwrap();
-    assert_eq!(published["produced"].as_u64(), Some(total), "{published}");
-
-    // Every sample scored (offsets are dense per partition: the samples
-    // are offsets 0..n of each); duplicates are the same score.
-    let keys: BTreeSet<(i32, i64)> = published["partitions"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .flat_map(|(p, n)| {
-            let p: i32 = p.parse().unwrap();
-            (0..n.as_i64().unwrap()).map(move |o| (p, o))
-        })
-        .collect();
-    assert_eq!(keys.len() as u64, total);
+    // Every sample scored; duplicates are the same score.
+    let keys = produced(ingest, total);
     let (unique, duplicates) = scored_once(dir, &brokers, &keys);
     assert_eq!(
         unique.len() as u64,
@@ -493,13 +523,8 @@ fn a_paused_worker_wakes_up_fenced() {
         "w2 to take the paused worker's partitions",
         Duration::from_secs(60),
         || {
-            let restored: BTreeSet<i64> = events(dir, "w2")
-                .into_iter()
-                .skip(seen)
-                .filter(|e| e["event"] == "restored")
-                .filter_map(|e| e["partition"].as_i64())
-                .collect();
-            lost.is_subset(&restored).then_some(())
+            lost.is_subset(&partitions_since(dir, "w2", seen, "restored"))
+                .then_some(())
         },
     );
     let woke = events(dir, "w1").len();
@@ -515,30 +540,12 @@ fn a_paused_worker_wakes_up_fenced() {
         "w1 to give up what it no longer holds",
         Duration::from_secs(30),
         || {
-            let revoked: BTreeSet<i64> = events(dir, "w1")
-                .into_iter()
-                .skip(woke)
-                .filter(|e| e["event"] == "revoked")
-                .flat_map(|e| e["partitions"].as_array().cloned().unwrap_or_default())
-                .filter_map(|p| p.as_i64())
-                .collect();
-            lost.is_subset(&revoked).then_some(())
+            lost.is_subset(&partitions_since(dir, "w1", woke, "revoked"))
+                .then_some(())
         },
     );
 
-    let published = ingest.wait_with_output().unwrap();
-    assert!(published.status.success());
-    let published: serde_json::Value = serde_json::from_slice(&published.stdout).unwrap();
-    assert_eq!(published["produced"].as_u64(), Some(total), "{published}");
-    let keys: BTreeSet<(i32, i64)> = published["partitions"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .flat_map(|(p, n)| {
-            let p: i32 = p.parse().unwrap();
-            (0..n.as_i64().unwrap()).map(move |o| (p, o))
-        })
-        .collect();
+    let keys = produced(ingest, total);
     let (unique, duplicates) = scored_once(dir, &brokers, &keys);
     assert_eq!(unique.len() as u64, total);
     let reference = reference(&synth);

@@ -528,11 +528,7 @@ impl Worker {
                     continue;
                 };
                 for (key, entry) in part.series.iter_mut().filter(|(_, e)| e.dirty) {
-                    let value = Checkpoint {
-                        offset: entry.offset,
-                        scorer: entry.scorer.clone(),
-                    }
-                    .encode();
+                    let value = Checkpoint::encode_ref(entry.offset, &entry.scorer);
                     self.send(
                         BaseRecord::to(changelog)
                             .partition(p)

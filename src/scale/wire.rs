@@ -107,11 +107,25 @@ pub struct Checkpoint {
     pub scorer: SeriesScorer,
 }
 
+/// A [`Checkpoint`] written from borrowed state (the same encoding): a
+/// checkpoint encodes every moved series without cloning it first.
+#[derive(Serialize)]
+struct CheckpointRef<'a> {
+    offset: i64,
+    scorer: &'a SeriesScorer,
+}
+
 impl Checkpoint {
     /// CBOR: exact floats, infinities and NaN included (JSON has none).
     pub fn encode(&self) -> Vec<u8> {
+        Checkpoint::encode_ref(self.offset, &self.scorer)
+    }
+
+    /// [`Checkpoint::encode`] of `scorer` at `offset`, without a copy.
+    pub fn encode_ref(offset: i64, scorer: &SeriesScorer) -> Vec<u8> {
         let mut out = Vec::with_capacity(1024);
-        ciborium::into_writer(self, &mut out).expect("writing to a Vec cannot fail");
+        ciborium::into_writer(&CheckpointRef { offset, scorer }, &mut out)
+            .expect("writing to a Vec cannot fail");
         out
     }
 

@@ -144,6 +144,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         "Remote-write requests received, by the status answered (204 taken; 400, 413 refused bodies; 401, 403 the token; 404 no remote_write signal).",
     ),
     (
+        "heal_ingest_samples_total",
+        Kind::Counter,
+        "Samples heal ingest produced to the samples topic, by outcome: acknowledged by the broker, failed (not acknowledged after librdkafka's retries) or refused (by the client).",
+    ),
+    (
         "heal_remote_write_samples_total",
         Kind::Counter,
         "Samples received by remote write: matched (taken by a remote_write signal) or unmatched (no signal's, or late for their slot).",

@@ -557,3 +557,244 @@ fn a_paused_worker_wakes_up_fenced() {
     println!("paused past its lease: {total} scored once each, {duplicates} duplicates, 0 lost");
     drop(workers);
 }
+
+/// `heal ingest` from live sources, on real parts: three lab services
+/// (two replicas of `api`, one `db`) scraped every second by a real
+/// Prometheus, which also remote-writes to `heal ingest`'s
+/// `POST /api/v1/write`. heal ingest evaluates one `query:` signal against
+/// that Prometheus and takes one `remote_write:` signal from the pushes,
+/// and produces both to the samples topic; one `heal detect` worker scores
+/// them.
+///
+/// What must hold: the keying rule (each series in one partition, a
+/// service's replicas in the same one, a series' samples in time order);
+/// garbage and a missing token refused with a sender's statuses and
+/// nothing produced for them; every sample acknowledged is in the topic
+/// and scored.
+#[test]
+fn live_sources_and_remote_write_feed_heal_ingest_keyed_and_a_worker_scores_them() {
+    use common::{free_port, heal_lab, metric, metrics, prometheus_bin};
+    use std::net::SocketAddr;
+    let world = World::new();
+    let (brokers, dir) = (world.broker.brokers(), world.dir.path().to_owned());
+    std::fs::remove_file(dir.join("runbooks/queue.yaml")).unwrap();
+    std::fs::write(
+        dir.join("runbooks/lab.yaml"),
+        "signals:
+  - name: lab_up
+    query: up{job=\"lab\"}
+  - name: lab_memory_bytes
+    remote_write: {metric: process_resident_memory_bytes, match: {job: lab}}
+",
+    )
+    .unwrap();
+    let token = "ingest-test-token";
+
+    // The lab: api twice, db once.
+    let labs: Vec<(u16, &str)> = vec![
+        (free_port(), "api"),
+        (free_port(), "api"),
+        (free_port(), "db"),
+    ];
+    let _labs: Vec<Guard> = labs
+        .iter()
+        .map(|(port, name)| {
+            Guard(
+                Command::new(heal_lab())
+                    .args(["service", "--name", name, "--port", &port.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+
+    // heal ingest, live, with its API.
+    let prom_port = free_port();
+    let heal = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let ingest_err = dir.join("ingest.err");
+    let ingest = Command::new(env!("CARGO_BIN_EXE_heal"))
+        .args(["ingest", "--brokers", &brokers])
+        .arg("--runbooks")
+        .arg(dir.join("runbooks"))
+        .arg("--prometheus")
+        .arg(format!("http://127.0.0.1:{prom_port}"))
+        .args(["--listen", &heal.to_string(), "--interval", "1s"])
+        .args(["--api-token-env", "HEAL_RW_TOKEN"])
+        .env("HEAL_RW_TOKEN", token)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&ingest_err).unwrap())
+        .spawn()
+        .unwrap();
+    let ingest = Guard(ingest);
+    let ingest_log = || std::fs::read_to_string(&ingest_err).unwrap_or_default();
+    wait_until(&dir, "heal ingest's API", Duration::from_secs(20), || {
+        metrics(heal)
+            .contains("heal_ingest_samples_total")
+            .then_some(())
+    });
+    let post = |token: Option<&str>, body: &[u8]| {
+        common::post_status(
+            heal,
+            "/api/v1/write",
+            token,
+            &[
+                ("Content-Type", "application/x-protobuf"),
+                ("Content-Encoding", "snappy"),
+            ],
+            body,
+        )
+    };
+    assert_eq!(post(None, b"x"), 401);
+    assert_eq!(post(Some("wrong"), b"x"), 401);
+    assert_eq!(post(Some(token), b"this is not snappy"), 400);
+
+    // The real Prometheus: scrapes the lab, remote-writes to heal ingest.
+    let targets = |name: &str| {
+        labs.iter()
+            .filter(|(_, n)| *n == name)
+            .map(|(p, _)| format!("'127.0.0.1:{p}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: lab
+    static_configs:
+      - targets: [{}]
+        labels: {{service: api}}
+      - targets: [{}]
+        labels: {{service: db}}
+remote_write:
+  - url: http://{heal}/api/v1/write
+    authorization: {{credentials: {token}}}
+    queue_config: {{batch_send_deadline: 1s, min_backoff: 100ms, max_backoff: 1s}}
+",
+            targets("api"),
+            targets("db")
+        ),
+    )
+    .unwrap();
+    let _prometheus = Guard(
+        Command::new(prometheus_bin())
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+
+    // Both signals' three series reach the topic, several samples each.
+    let topic_samples = || {
+        read_topic(
+            &brokers,
+            "heal-samples",
+            PARTITIONS as i32,
+            Duration::from_secs(1),
+        )
+        .into_iter()
+        .map(|(p, o, v)| {
+            let s: heal::scale::wire::SampleRecord = serde_json::from_slice(&v).unwrap();
+            (p, o, s)
+        })
+        .collect::<Vec<_>>()
+    };
+    wait_until(
+        &dir,
+        "both signals' series in the topic",
+        Duration::from_secs(90),
+        || {
+            let mut per: BTreeMap<String, usize> = BTreeMap::new();
+            for (_, _, s) in topic_samples() {
+                *per.entry(s.labels().to_string()).or_default() += 1;
+            }
+            (per.len() == 6 && per.values().all(|n| *n >= 5)).then_some(())
+        },
+    );
+    assert!(
+        metric(heal, "heal_remote_write_samples_total{outcome=\"matched\"}").unwrap_or(0.0) > 0.0,
+        "{}\n{}",
+        metrics(heal),
+        ingest_log()
+    );
+
+    // One worker scores what was produced.
+    let _workers = world.workers(&["w1"]);
+
+    // Stop ingest (SIGTERM): it flushes and reports what was acknowledged.
+    let mut ingest = ingest;
+    assert!(Command::new("kill")
+        .args(["-TERM", &ingest.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut ingest.0.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(ingest.0.wait().unwrap().success(), "{}", ingest_log());
+    let stats: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let produced = stats["published"]["produced"].as_u64().unwrap();
+    assert_eq!(Some(produced), stats["sent"].as_u64(), "{stats}");
+
+    // Every acknowledged sample is in the topic, keyed by the rule.
+    let topic = topic_samples();
+    assert_eq!(topic.len() as u64, produced, "{stats}");
+    let mut partition_of: BTreeMap<(String, String), BTreeSet<i32>> = BTreeMap::new();
+    let mut series_partition: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
+    let mut last_ts: BTreeMap<String, i64> = BTreeMap::new();
+    let mut ordered = topic.iter().collect::<Vec<_>>();
+    ordered.sort_by_key(|(p, o, _)| (*p, *o));
+    for (p, _, s) in ordered {
+        let labels = s.labels();
+        let series = labels.to_string();
+        let signal = labels.name().unwrap().to_owned();
+        let service = labels.get("service").unwrap().to_owned();
+        partition_of
+            .entry((signal, service))
+            .or_default()
+            .insert(*p);
+        series_partition
+            .entry(series.clone())
+            .or_default()
+            .insert(*p);
+        if let Some(before) = last_ts.insert(series.clone(), s.ts_ms) {
+            assert!(s.ts_ms > before, "{series}: {} after {before}", s.ts_ms);
+        }
+    }
+    assert_eq!(series_partition.len(), 6, "{series_partition:?}");
+    assert!(
+        series_partition.values().all(|ps| ps.len() == 1),
+        "{series_partition:?}"
+    );
+    assert_eq!(partition_of.len(), 4, "{partition_of:?}");
+    assert!(
+        partition_of.values().all(|ps| ps.len() == 1),
+        "a service's replicas share a partition: {partition_of:?}"
+    );
+
+    // And every one is scored.
+    let keys: BTreeSet<(i32, i64)> = topic.iter().map(|(p, o, _)| (*p, *o)).collect();
+    let (unique, duplicates) = scored_once(&dir, &brokers, &keys);
+    let scored = unique.values().filter(|s| s.dropped.is_none()).count();
+    assert!(scored > 0);
+    println!(
+        "live ingest: {} evaluations ({} without data), {produced} samples produced and acknowledged, {} in the topic, {} scored ({scored} scored, {} dropped by the sample policy), {duplicates} duplicate scores",
+        stats["evaluations"],
+        stats["failed_evaluations"],
+        topic.len(),
+        unique.len(),
+        unique.len() - scored
+    );
+}

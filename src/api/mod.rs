@@ -75,12 +75,19 @@ pub(crate) struct ApiState {
     pub(crate) alerts: Option<ingest::alerts::SharedAlerts>,
 }
 
-/// Serves the API on `listener` until `stop` is cancelled.
-pub(crate) async fn serve(
-    listener: tokio::net::TcpListener,
-    state: ApiState,
-    stop: CancellationToken,
-) {
+/// What `/healthz` reports on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// `heal watch`: healthy while evaluations are processed.
+    Watch,
+    /// `heal ingest`: healthy while evaluations are produced.
+    Ingest,
+    /// `heal serve`: always healthy (no loop runs).
+    Store,
+}
+
+/// `/metrics` and `/healthz`.
+fn health_routes(state: &ApiState, role: Role) -> axum::Router {
     let metrics = {
         let t = state.telemetry.clone();
         move || {
@@ -89,53 +96,113 @@ pub(crate) async fn serve(
         }
     };
     let healthz = {
-        let (last_processed, interval, clock, watching) = (
+        let (last_processed, interval, clock) = (
             state.last_processed.clone(),
             state.interval,
             state.clock.clone(),
-            state.commands.is_some(),
         );
+        let done = if role == Role::Ingest {
+            "produced"
+        } else {
+            "processed"
+        };
         move || {
             let last = last_processed.load(Ordering::Relaxed);
             let age = clock.now_ms() - last;
             async move {
-                if !watching {
+                if role == Role::Store {
                     return (
                         StatusCode::OK,
                         "ok: serving the incident store\n".to_owned(),
                     );
                 }
-                // Healthy once the loop has processed an evaluation
-                // recently (three intervals, at least 10 s).
+                // Healthy once the loop has processed (or produced) an
+                // evaluation recently (three intervals, at least 10 s).
                 let limit = (3 * interval.as_millis() as i64).max(10_000);
                 if last > 0 && age <= limit {
                     (
                         StatusCode::OK,
-                        format!("ok: last evaluation processed {age} ms ago\n"),
+                        format!("ok: last evaluation {done} {age} ms ago\n"),
                     )
                 } else if last == 0 {
                     (
                         StatusCode::SERVICE_UNAVAILABLE,
-                        "starting: no evaluation processed yet\n".to_owned(),
+                        format!("starting: no evaluation {done} yet\n"),
                     )
                 } else {
                     (
                         StatusCode::SERVICE_UNAVAILABLE,
-                        format!("stalled: last evaluation processed {age} ms ago\n"),
+                        format!("stalled: last evaluation {done} {age} ms ago\n"),
                     )
                 }
             }
         }
     };
-    let app = axum::Router::new()
+    axum::Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+}
+
+/// Serves the API on `listener` until `stop` is cancelled.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    stop: CancellationToken,
+) {
+    let role = if state.commands.is_some() {
+        Role::Watch
+    } else {
+        Role::Store
+    };
+    let app = health_routes(&state, role)
         .merge(control::routes(state.clone()))
         .merge(marks::routes(state.clone()))
         .merge(remote_write::routes(state.clone()))
         .merge(alerts::routes(state.clone()))
         .merge(web::routes(state.clone()))
         .merge(feed::routes(state.db.clone(), state.clock.clone()));
+    let _ = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await;
+}
+
+/// What `heal ingest` serves: the signals pushed to it and its own health.
+pub(crate) struct IngestApi {
+    /// The bearer token pushes must carry; `None` refuses them.
+    pub(crate) token: Option<String>,
+    pub(crate) telemetry: Arc<Telemetry>,
+    /// Wall time of the last evaluation produced to the topic.
+    pub(crate) last_produced: Arc<AtomicI64>,
+    pub(crate) interval: Duration,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) push: Option<ingest::remote_write::SharedPush>,
+    pub(crate) alerts: Option<ingest::alerts::SharedAlerts>,
+}
+
+/// `heal ingest`'s API on `listener` until `stop` is cancelled: `/metrics`,
+/// `/healthz`, remote write in (`POST /api/v1/write`) and Alertmanager's
+/// webhook (`POST /api/v1/alerts`), the same handlers as under `heal watch`
+/// (the same token, answers and limits). Nothing here reads or changes
+/// incidents: no engine runs in this role.
+pub(crate) async fn serve_ingest(
+    listener: tokio::net::TcpListener,
+    api: IngestApi,
+    stop: CancellationToken,
+) {
+    let state = ApiState {
+        commands: None,
+        token: api.token,
+        db: None,
+        telemetry: api.telemetry,
+        last_processed: api.last_produced,
+        interval: api.interval,
+        clock: api.clock,
+        push: api.push,
+        alerts: api.alerts,
+    };
+    let app = health_routes(&state, Role::Ingest)
+        .merge(remote_write::routes(state.clone()))
+        .merge(alerts::routes(state.clone()));
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await;
@@ -187,7 +254,7 @@ fn authorize(api: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
     let Some(expected) = &api.token else {
         return Err(error(
             StatusCode::FORBIDDEN,
-            "changes through the API are disabled: start heal watch with --api-token-env VAR",
+            "changes through the API are disabled: start heal (watch or ingest) with --api-token-env VAR",
         ));
     };
     if daemons::bearer_matches(headers, expected) {

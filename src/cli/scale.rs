@@ -44,6 +44,43 @@ pub struct IngestArgs {
     /// broker takes them).
     #[arg(long)]
     rate: Option<f64>,
+    /// Live: Prometheus base URL, for the runbooks' `query:` and `probe:`
+    /// signals. Without --dataset or --synth-series, heal ingest runs the
+    /// live sources (the ones heal watch runs) until SIGINT/SIGTERM.
+    #[arg(long, conflicts_with_all = ["dataset", "synth_series"])]
+    prometheus: Option<String>,
+    /// Live: address of heal ingest's `/metrics`, `/healthz`, remote write
+    /// in (`POST /api/v1/write`) and Alertmanager's webhook.
+    #[arg(long, conflicts_with_all = ["dataset", "synth_series"])]
+    listen: Option<std::net::SocketAddr>,
+    /// Live: evaluation interval; evaluations happen at multiples of it.
+    #[arg(long, default_value = "15s")]
+    interval: String,
+    /// Live: how far back to back-fill the `query:` signals at start
+    /// (produced to the topic first).
+    #[arg(long, default_value = "0s")]
+    backfill: String,
+    /// Live: timeout of one Prometheus query.
+    #[arg(long, default_value = "5s")]
+    query_timeout: String,
+    /// Live: name of an environment variable holding a bearer token for
+    /// Prometheus.
+    #[arg(long)]
+    bearer_token_env: Option<String>,
+    /// Live: basic auth for Prometheus (the password from
+    /// `HEAL_PROMETHEUS_PASSWORD`).
+    #[arg(long)]
+    basic_auth_user: Option<String>,
+    /// Live: file where the log sources keep their offsets.
+    #[arg(long, value_name = "FILE")]
+    log_state: Option<PathBuf>,
+    /// Live: name of an environment variable holding the bearer token that
+    /// remote write and Alertmanager must send.
+    #[arg(long)]
+    api_token_env: Option<String>,
+    /// Live: stop after this long (for demos and tests).
+    #[arg(long)]
+    run_for: Option<String>,
 }
 
 /// `heal detect`.
@@ -134,9 +171,79 @@ pub fn run_ingest(a: IngestArgs) -> anyhow::Result<()> {
             };
             ingest_samples(&a, &runbooks, synth.samples())?
         }
-        _ => return Err(UsageError("give --dataset FILE or --synth-series N".into()).into()),
+        (None, None) => return run_live(a, runbooks),
+        (Some(_), Some(_)) => unreachable!("clap refuses --dataset with --synth-series"),
     };
     println!("{}", serde_json::to_string(&published)?);
+    Ok(())
+}
+
+/// `heal ingest` from the live sources until SIGINT/SIGTERM (or
+/// `--run-for`).
+fn run_live(a: IngestArgs, runbooks: remediate::RunbookSet) -> anyhow::Result<()> {
+    let interval = duration_arg("interval", &a.interval)?;
+    if interval.is_zero() {
+        return Err(UsageError("--interval must be more than 0s".into()).into());
+    }
+    let prometheus = a
+        .prometheus
+        .as_deref()
+        .map(|url| {
+            super::watch::prometheus_config(
+                url,
+                duration_arg("query-timeout", &a.query_timeout)?,
+                a.bearer_token_env.as_deref(),
+                a.basic_auth_user.as_deref(),
+            )
+        })
+        .transpose()?;
+    let run_for = a
+        .run_for
+        .as_deref()
+        .map(|v| duration_arg("run-for", v))
+        .transpose()?;
+    let cfg = publish::LiveIngest {
+        brokers: a.brokers.clone(),
+        topic: a.topic.clone(),
+        runbooks,
+        prometheus,
+        interval,
+        backfill: duration_arg("backfill", &a.backfill)?,
+        log_state: a.log_state.clone(),
+        api_token: super::error::api_token(a.api_token_env.as_deref())?,
+        clock: Arc::new(stdx::SystemClock),
+    };
+    let stats = super::error::runtime()?.block_on(async {
+        let listener = match a.listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| UsageError(format!("listening on {addr}: {e}")))?,
+            ),
+            None => None,
+        };
+        if let Some(l) = &listener {
+            eprintln!(
+                "heal ingest: producing to {} on {}; metrics and remote write on http://{}",
+                a.topic,
+                a.brokers,
+                l.local_addr()?
+            );
+        }
+        let stop = async move {
+            match run_for {
+                Some(d) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = shutdown_signal() => {}
+                    }
+                }
+                None => shutdown_signal().await,
+            }
+        };
+        anyhow::Ok(publish::run_live(cfg, listener, stop).await?)
+    })?;
+    println!("{}", serde_json::to_string(&stats)?);
     Ok(())
 }
 

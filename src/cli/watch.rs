@@ -134,22 +134,6 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
     if interval.is_zero() {
         return Err(UsageError("--interval must be more than 0s".into()).into());
     }
-    let auth = match (&args.bearer_token_env, &args.basic_auth_user) {
-        (Some(var), None) => Some(Auth::Bearer {
-            token: std::env::var(var)
-                .map_err(|_| UsageError(format!("--bearer-token-env: {var} is not set")))?,
-        }),
-        (None, Some(user)) => Some(Auth::Basic {
-            username: user.clone(),
-            password: std::env::var("HEAL_PROMETHEUS_PASSWORD").unwrap_or_default(),
-        }),
-        (None, None) => None,
-        (Some(_), Some(_)) => {
-            return Err(
-                UsageError("use either --bearer-token-env or --basic-auth-user".into()).into(),
-            )
-        }
-    };
     let supervisor = match &args.supervisor {
         Some(url) => {
             let token = match &args.supervisor_token_env {
@@ -178,9 +162,12 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
             .map_err(|e| UsageError(format!("--docker: {e}")))?;
         executors = executors.with_docker(client);
     }
-    let mut prometheus = PrometheusConfig::new(args.prometheus.clone());
-    prometheus.timeout_ms = timeout.as_millis() as u64;
-    prometheus.auth = auth;
+    let prometheus = prometheus_config(
+        &args.prometheus,
+        timeout,
+        args.bearer_token_env.as_deref(),
+        args.basic_auth_user.as_deref(),
+    )?;
     let api_token = super::error::api_token(args.api_token_env.as_deref())?;
     let remote_write = match &args.remote_write {
         Some(url) => {
@@ -247,4 +234,35 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
         };
         Ok(heal::live::run(config, listener, stop).await?)
     })
+}
+
+/// Prometheus at `url`, asked with `timeout` per query, authenticated by
+/// a bearer token from the environment variable `bearer_token_env` or as
+/// `basic_auth_user` (its password from `HEAL_PROMETHEUS_PASSWORD`).
+pub(super) fn prometheus_config(
+    url: &str,
+    timeout: std::time::Duration,
+    bearer_token_env: Option<&str>,
+    basic_auth_user: Option<&str>,
+) -> anyhow::Result<PrometheusConfig> {
+    let auth = match (bearer_token_env, basic_auth_user) {
+        (Some(var), None) => Some(Auth::Bearer {
+            token: std::env::var(var)
+                .map_err(|_| UsageError(format!("--bearer-token-env: {var} is not set")))?,
+        }),
+        (None, Some(user)) => Some(Auth::Basic {
+            username: user.to_owned(),
+            password: std::env::var("HEAL_PROMETHEUS_PASSWORD").unwrap_or_default(),
+        }),
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err(
+                UsageError("use either --bearer-token-env or --basic-auth-user".into()).into(),
+            )
+        }
+    };
+    let mut prometheus = PrometheusConfig::new(url.to_owned());
+    prometheus.timeout_ms = timeout.as_millis() as u64;
+    prometheus.auth = auth;
+    Ok(prometheus)
 }

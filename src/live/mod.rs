@@ -34,6 +34,7 @@ mod command;
 mod decide;
 #[cfg(test)]
 mod loop_tests;
+pub(crate) mod sources;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -42,11 +43,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use executors::Executors;
-use ingest::{
-    run_probe_source, run_source, ProbeOptions, ProbeSignal, PrometheusClient, PrometheusConfig,
-    SignalQuery, SourceEvent, UrlPart, UrlTemplate,
-};
-use remediate::runbook::UrlPiece;
+use ingest::{PrometheusConfig, SourceEvent};
 use remediate::{EngineOptions, RunbookSet};
 use stdx::Clock;
 use tokio::sync::mpsc;
@@ -58,7 +55,7 @@ pub use command::{ChangeError, Command};
 use crate::pipeline::Pipeline;
 use crate::telemetry::Telemetry;
 use crate::tuning::{load_guard_state, open_store, Tuning};
-use crate::{Error, Result};
+use crate::Result;
 
 /// The target of the live loop's log events (incident opened, action
 /// performed, verified, ...), fixed so that readers of heal's log (the demo,
@@ -155,36 +152,15 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    check_probe_timeouts(&config.runbooks, config.interval)?;
-    let docker_signals = docker_signals(&config.runbooks);
-    let docker_api = match (docker_signals.is_empty(), config.executors.docker()) {
-        (true, _) => None,
-        (false, Some(client)) => Some(client.api().clone()),
-        (false, None) => {
-            let names: Vec<&str> = docker_signals.iter().map(|s| s.name.as_str()).collect();
-            return Err(Error::Usage(format!(
-                "signals {} read the Docker Engine: start heal watch with --docker SOCKET",
-                names.join(", ")
-            )));
-        }
-    };
-    let log_source = prepare_logs(
-        &config.runbooks,
-        config.interval,
-        config.log_state.as_deref(),
-    )?;
-    let problems: Vec<String> = config
-        .prometheus
-        .problems()
-        .into_iter()
-        .map(|(f, m)| format!("{f}: {m}"))
-        .collect();
-    if !problems.is_empty() {
-        return Err(Error::Usage(format!(
-            "prometheus configuration: {}",
-            problems.join("; ")
-        )));
-    }
+    let sources = sources::prepare(sources::SourceSettings {
+        runbooks: &config.runbooks,
+        interval: config.interval,
+        backfill: config.backfill,
+        log_state: config.log_state.as_deref(),
+        prometheus: Some(&config.prometheus),
+        docker: config.executors.docker().map(|c| c.api().clone()),
+        command: "heal watch",
+    })?;
     let file_state = match &config.state {
         Some(path) => load_guard_state(path)?,
         None => None,
@@ -211,20 +187,6 @@ pub async fn run(
         config.interval,
         if config.execute { "performed" } else { "in dry-run" }
     );
-    // Remote-write signals: the API fills them, a slot task reads them.
-    let push_watches = remote_write_signals(&config.runbooks);
-    let push = (!push_watches.is_empty()).then(|| {
-        Arc::new(std::sync::Mutex::new(
-            ingest::remote_write::PushSignals::new(push_watches),
-        ))
-    });
-    // Alertmanager signals: the webhook fills them, a slot task reads them.
-    let alert_watches = alert_signals(&config.runbooks);
-    let alerts = (!alert_watches.is_empty()).then(|| {
-        Arc::new(std::sync::Mutex::new(ingest::alerts::AlertSignals::new(
-            alert_watches,
-        )))
-    });
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(16);
     let server = tokio::spawn(crate::api::serve(
         listener,
@@ -236,141 +198,17 @@ pub async fn run(
             last_processed: last_processed.clone(),
             interval: config.interval,
             clock: config.clock.clone(),
-            push: push.clone(),
-            alerts: alerts.clone(),
+            // Remote-write and Alertmanager signals: the API fills them,
+            // a slot task of the sources reads them.
+            push: sources.push(),
+            alerts: sources.alerts(),
         },
         stop.clone(),
     ));
 
-    let (signals, probes) = split_signals(&config.runbooks);
-    let client = PrometheusClient::new(config.prometheus.clone())
-        .map_err(|e| Error::Usage(e.to_string()))?;
     let (eval_tx, eval_rx) = mpsc::channel::<SourceEvent>(64);
     let (act_tx, act_rx) = mpsc::channel::<ActionJob>(64);
-    let probe_source = (!probes.is_empty()).then(|| {
-        let mut options = ProbeOptions::new(config.interval.as_millis() as i64);
-        let t = telemetry.clone();
-        options.observer = Some(Arc::new(
-            move |signal: &str, result: ingest::ProbeResult| {
-                t.add(
-                    "heal_probes_total",
-                    &[("signal", signal), ("result", result.as_str())],
-                    1.0,
-                )
-            },
-        ));
-        tokio::spawn(run_probe_source(
-            client.clone(),
-            probes,
-            options,
-            eval_tx.clone(),
-            stop.clone(),
-        ))
-    });
-    // Docker signals: discovery and the engine's events, on the same slot
-    // grid, into the same channel.
-    let docker_source = docker_api.map(|api| {
-        tokio::spawn(ingest::docker::run_docker_source(
-            api,
-            docker_signals,
-            config.interval.as_millis() as i64,
-            eval_tx.clone(),
-            stop.clone(),
-            ingest::SystemClock,
-        ))
-    });
-    let push_source = push.map(|push| {
-        tokio::spawn(ingest::remote_write::run_push_source(
-            push,
-            config.interval.as_millis() as i64,
-            ingest::remote_write::PUSH_LAG_MS,
-            eval_tx.clone(),
-            stop.clone(),
-            ingest::SystemClock,
-        ))
-    });
-    let alert_source = alerts.map(|alerts| {
-        tokio::spawn(ingest::remote_write::run_push_source(
-            alerts,
-            config.interval.as_millis() as i64,
-            0,
-            eval_tx.clone(),
-            stop.clone(),
-            ingest::SystemClock,
-        ))
-    });
-    // Log signals: files tailed and counted on the same slot grid.
-    let log_task = log_source.map(|prepared| {
-        let t = telemetry.clone();
-        let observer: ingest::log_source::LogObserver = Arc::new(move |stats| {
-            for s in stats {
-                let l = [("source", s.source.as_str())];
-                t.set("heal_log_lines_total", &l, s.lines as f64);
-                t.set("heal_log_lines_unparsed_total", &l, s.unparsed as f64);
-                t.set("heal_log_late_lines_total", &l, s.late as f64);
-                t.set("heal_log_bytes_total", &l, s.tail.bytes as f64);
-                t.set("heal_log_templates", &l, s.templates as f64);
-                t.set("heal_log_template_bytes", &l, s.template_bytes as f64);
-                t.set("heal_log_templates_evicted_total", &l, s.evicted as f64);
-                t.set("heal_log_files", &l, s.files as f64);
-                t.set("heal_log_rotations_total", &l, s.tail.rotations as f64);
-                t.set("heal_log_truncations_total", &l, s.tail.truncations as f64);
-                t.set("heal_log_cut_lines_total", &l, s.tail.cut_lines as f64);
-                t.set("heal_log_read_errors_total", &l, s.tail.read_errors as f64);
-                if let Some(k) = &s.kafka {
-                    t.set("heal_log_kafka_errors_total", &l, k.errors as f64);
-                    t.set(
-                        "heal_log_kafka_commit_failures_total",
-                        &l,
-                        k.commit_failures as f64,
-                    );
-                    for (topic, partition, lag) in &k.lag {
-                        let p = partition.to_string();
-                        t.set(
-                            "heal_log_kafka_lag",
-                            &[("source", &s.source), ("topic", topic), ("partition", &p)],
-                            *lag as f64,
-                        );
-                    }
-                }
-            }
-        });
-        observer(&prepared.stats());
-        tokio::spawn(ingest::log_source::run_log_source(
-            prepared,
-            ingest::log_source::LogSourceOptions {
-                interval_ms: config.interval.as_millis() as i64,
-                state: config.log_state.clone(),
-                observer: Some(observer),
-            },
-            eval_tx.clone(),
-            stop.clone(),
-            ingest::SystemClock,
-        ))
-    });
-    // The call graph's edge queries, refreshed into the same channel.
-    let edges_task = config
-        .runbooks
-        .diagnosis()
-        .filter(|d| !d.edges.is_empty())
-        .map(|d| {
-            tokio::spawn(crate::topology::run_edges(
-                client.clone(),
-                d.edges.clone(),
-                d.refresh.as_millis_i64(),
-                eval_tx.clone(),
-                stop.clone(),
-                ingest::SystemClock,
-            ))
-        });
-    let source = tokio::spawn(run_source(
-        client,
-        signals,
-        config.interval.as_millis() as i64,
-        (!config.backfill.is_zero()).then_some(config.backfill.as_millis() as i64),
-        eval_tx,
-        stop.clone(),
-    ));
+    let source_tasks = sources.start(&telemetry, eval_tx, &stop);
 
     let max_in_flight = config.runbooks.guardrails().max_concurrent as usize;
     let mut pipeline = Pipeline::new(
@@ -466,24 +304,8 @@ pub async fn run(
     // drains the channel and drops the action sender; `act` finishes the
     // actions in flight (each bounded by its timeout) and begins no other: a step
     // allowed but not begun is reported as abandoned at the next start.
-    let _ = source.await;
-    if let Some(probe_source) = probe_source {
-        let _ = probe_source.await;
-    }
-    if let Some(push_source) = push_source {
-        let _ = push_source.await;
-    }
-    if let Some(alert_source) = alert_source {
-        let _ = alert_source.await;
-    }
-    if let Some(docker_source) = docker_source {
-        let _ = docker_source.await;
-    }
-    if let Some(edges_task) = edges_task {
-        let _ = edges_task.await;
-    }
-    if let Some(log_task) = log_task {
-        let _ = log_task.await;
+    for task in source_tasks {
+        let _ = task.await;
     }
     let _ = decide.await;
     if let Some(sink_task) = sink_task {
@@ -517,173 +339,5 @@ fn restore(pipeline: &mut Pipeline, state: Option<remediate::engine::GuardState>
             "guard state restored"
         );
         pipeline.engine_mut().restore(state);
-    }
-}
-
-/// A probe for a slot starts `timeout` before it: a timeout as long as the
-/// interval would overlap the previous slot's probe. Every offending signal
-/// is named.
-fn check_probe_timeouts(runbooks: &RunbookSet, interval: Duration) -> Result<()> {
-    let too_slow: Vec<String> = runbooks
-        .signals()
-        .iter()
-        .filter_map(|s| Some((&s.name, s.probe.as_ref()?.timeout)))
-        .filter(|(_, t)| u128::from(t.as_millis()) >= interval.as_millis())
-        .map(|(name, t)| format!("signal {name:?}: probe timeout {t} is not below --interval"))
-        .collect();
-    if too_slow.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Usage(too_slow.join("; ")))
-    }
-}
-
-/// The runbooks' log sources and `logs:` signals, compiled, with the
-/// offsets, counters and templates of `state` (`None` without log signals).
-fn prepare_logs(
-    runbooks: &RunbookSet,
-    interval: Duration,
-    state: Option<&std::path::Path>,
-) -> Result<Option<ingest::log_source::PreparedLogSource>> {
-    let watches = crate::log_sources::watches(runbooks);
-    if watches.is_empty() {
-        return Ok(None);
-    }
-    let sources = crate::log_sources::sources(runbooks, crate::log_sources::Inputs::Live);
-    if state.is_none() {
-        eprintln!(
-            "heal: log offsets are not kept (give --log-state FILE): a restart reads every log file from its end"
-        );
-    }
-    ingest::log_source::prepare_log_source(sources, watches, interval.as_millis() as i64, state)
-        .map(Some)
-        .map_err(|e| Error::Usage(e.to_string()))
-}
-
-/// The runbooks' `alertmanager:` signals, for the alerts source.
-fn alert_signals(runbooks: &RunbookSet) -> Vec<ingest::alerts::AlertWatch> {
-    runbooks
-        .signals()
-        .iter()
-        .filter_map(|s| {
-            Some(ingest::alerts::AlertWatch {
-                name: s.name.clone(),
-                matchers: s.alertmanager.as_ref()?.matchers.clone(),
-            })
-        })
-        .collect()
-}
-
-/// The runbooks' `remote_write:` signals, for the push source.
-fn remote_write_signals(runbooks: &RunbookSet) -> Vec<ingest::remote_write::PushWatch> {
-    runbooks
-        .signals()
-        .iter()
-        .filter_map(|s| {
-            let rw = s.remote_write.as_ref()?;
-            Some(ingest::remote_write::PushWatch {
-                name: s.name.clone(),
-                metric: rw.metric.clone(),
-                matchers: rw.matchers.clone(),
-                rate: rw.rate,
-            })
-        })
-        .collect()
-}
-
-/// The runbooks' `docker:` signals, for the Docker source.
-fn docker_signals(runbooks: &RunbookSet) -> Vec<ingest::docker::DockerWatch> {
-    use remediate::runbook::{DockerMetric, DockerPer};
-    runbooks
-        .signals()
-        .iter()
-        .filter_map(|s| {
-            let d = s.docker.as_ref()?;
-            Some(ingest::docker::DockerWatch {
-                name: s.name.clone(),
-                metric: match d.metric {
-                    DockerMetric::Up => ingest::docker::DockerMetric::Up,
-                    DockerMetric::Healthy => ingest::docker::DockerMetric::Healthy,
-                    DockerMetric::Memory => ingest::docker::DockerMetric::Memory,
-                    DockerMetric::Cpu => ingest::docker::DockerMetric::Cpu,
-                    DockerMetric::Restarts => ingest::docker::DockerMetric::Restarts,
-                    DockerMetric::Replicas => ingest::docker::DockerMetric::Replicas,
-                    DockerMetric::SpareReplicas => ingest::docker::DockerMetric::SpareReplicas,
-                },
-                label: d.label.clone(),
-                per: match d.per {
-                    DockerPer::Container => ingest::docker::DockerPer::Container,
-                    DockerPer::Service => ingest::docker::DockerPer::Service,
-                },
-                cpu_per_replica: d.cpu_per_replica,
-            })
-        })
-        .collect()
-}
-
-/// The runbooks' signals for the two sources: the `query:` ones for the
-/// Prometheus source, the `probe:` ones (URL template resolved to label
-/// names) for the probe source.
-fn split_signals(runbooks: &RunbookSet) -> (Vec<SignalQuery>, Vec<ProbeSignal>) {
-    let mut queries = Vec::new();
-    let mut probes = Vec::new();
-    for s in runbooks.signals() {
-        if let Some(query) = &s.query {
-            queries.push(SignalQuery::new(s.name.clone(), query.clone()));
-        } else if let (Some(probe), Some(url)) = (&s.probe, s.probe_url()) {
-            let parts = url
-                .into_iter()
-                .map(|piece| match piece {
-                    UrlPiece::Text(text) => UrlPart::Literal(text),
-                    UrlPiece::Label(name) => UrlPart::Label(name),
-                })
-                .collect();
-            probes.push(ProbeSignal {
-                name: s.name.clone(),
-                targets: probe.targets.clone(),
-                url: UrlTemplate::new(parts),
-                timeout_ms: probe.timeout.as_millis(),
-            });
-        }
-    }
-    (queries, probes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signals_split_into_queries_and_probes() {
-        let text = r#"signals:
-  - {name: lab_up, query: up}
-  - name: probe_success
-    probe: {targets: 'up{job="lab"}', url: "http://{{label.address}}/healthz", timeout: 400ms}
-  - name: slow_probe
-    probe: {targets: up, url: "http://{{instance}}/", timeout: 1s}
-"#;
-        let runbooks = RunbookSet::from_sources(&[("r.yaml".into(), text.into())]).unwrap();
-        let (queries, probes) = split_signals(&runbooks);
-        assert_eq!(queries, [SignalQuery::new("lab_up", "up")]);
-        assert_eq!(probes.len(), 2);
-        assert_eq!(probes[0].name, "probe_success");
-        assert_eq!(probes[0].targets, r#"up{job="lab"}"#);
-        assert_eq!(probes[0].timeout_ms, 400);
-        assert_eq!(
-            probes[0].url.parts(),
-            [
-                UrlPart::Literal("http://".into()),
-                UrlPart::Label("address".into()),
-                UrlPart::Literal("/healthz".into()),
-            ]
-        );
-        assert_eq!(probes[1].url.parts()[1], UrlPart::Label("instance".into()));
-        assert_eq!(
-            check_probe_timeouts(&runbooks, Duration::from_secs(1))
-                .unwrap_err()
-                .to_string(),
-            r#"signal "slow_probe": probe timeout 1s is not below --interval"#
-        );
-        assert!(check_probe_timeouts(&runbooks, Duration::from_millis(1001)).is_ok());
     }
 }

@@ -32,7 +32,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bollard::query_parameters::{EventsOptions, ListContainersOptions, StatsOptions};
-use bollard::{ClientVersion, Docker};
+use bollard::ClientVersion;
+/// The Docker Engine API client the source reads (bollard's), named here so
+/// that callers need not depend on bollard.
+pub use bollard::Docker;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

@@ -76,7 +76,7 @@ fn wait_until<T>(dir: &Path, what: &str, limit: Duration, mut f: impl FnMut() ->
 
 /// Prints every worker's events (checkpoints aside) and the end of its log.
 fn dump(dir: &Path) {
-    for m in ["w1", "w2", "w3"] {
+    for m in ["w1", "w2", "w3", "r1", "r2"] {
         let out = std::fs::read_to_string(dir.join(format!("{m}.out"))).unwrap_or_default();
         let err = std::fs::read_to_string(dir.join(format!("{m}.err"))).unwrap_or_default();
         let events: Vec<&str> = out.lines().filter(|l| !l.contains("checkpoint")).collect();
@@ -140,6 +140,39 @@ fn scores(brokers: &str) -> Vec<ScoreRecord> {
     .collect()
 }
 
+/// Starts `members` one at a time with `start`, each once the group has
+/// settled: every partition held by exactly one member, for a second.
+fn settle<'a>(
+    dir: &Path,
+    members: &[&'a str],
+    mut start: impl FnMut(&str) -> Guard,
+) -> BTreeMap<&'a str, Guard> {
+    let mut started = BTreeMap::new();
+    for (k, &m) in members.iter().enumerate() {
+        started.insert(m, start(m));
+        let mut since: Option<Instant> = None;
+        wait_until(
+            dir,
+            "the group to share the partitions",
+            Duration::from_secs(60),
+            || {
+                let held: Vec<BTreeSet<i64>> = members[..=k].iter().map(|m| held(dir, m)).collect();
+                let all: BTreeSet<i64> = held.iter().flatten().copied().collect();
+                let settled = all.len() == PARTITIONS as usize
+                    && held.iter().map(|h| h.len()).sum::<usize>() == all.len()
+                    && held.iter().all(|h| !h.is_empty());
+                if !settled {
+                    since = None;
+                    return None;
+                }
+                (since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(1))
+                    .then_some(())
+            },
+        );
+    }
+    started
+}
+
 /// A test's world: its directory with the runbook, a broker with the three
 /// topics, and PostgreSQL for the leases (tansu 0.6's group coordinator
 /// does not reassign a dead member's partitions).
@@ -173,32 +206,8 @@ impl World {
     /// Starts `members` one at a time, each once the group has settled:
     /// every partition held by exactly one member, for a second.
     fn workers<'a>(&self, members: &[&'a str]) -> BTreeMap<&'a str, Guard> {
-        let (dir, brokers) = (self.dir(), self.broker.brokers());
-        let mut workers = BTreeMap::new();
-        for (k, &m) in members.iter().enumerate() {
-            workers.insert(m, worker(dir, &brokers, &self.pg.url(), m, true));
-            let mut since: Option<Instant> = None;
-            wait_until(
-                dir,
-                "the group to share the partitions",
-                Duration::from_secs(60),
-                || {
-                    let held: Vec<BTreeSet<i64>> =
-                        members[..=k].iter().map(|m| held(dir, m)).collect();
-                    let all: BTreeSet<i64> = held.iter().flatten().copied().collect();
-                    let settled = all.len() == PARTITIONS as usize
-                        && held.iter().map(|h| h.len()).sum::<usize>() == all.len()
-                        && held.iter().all(|h| !h.is_empty());
-                    if !settled {
-                        since = None;
-                        return None;
-                    }
-                    (since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(1))
-                        .then_some(())
-                },
-            );
-        }
-        workers
+        let (dir, brokers, pg) = (self.dir(), self.broker.brokers(), self.pg.url());
+        settle(dir, members, |m| worker(dir, &brokers, &pg, m, true))
     }
 
     /// `heal ingest` of the synthetic samples at 2,000 a second.
@@ -580,14 +589,38 @@ fn live_sources_and_remote_write_feed_heal_ingest_keyed_and_a_worker_scores_them
     std::fs::remove_file(dir.join("runbooks/queue.yaml")).unwrap();
     std::fs::write(
         dir.join("runbooks/lab.yaml"),
-        "signals:
+        format!(
+            "log_sources:
+  - name: app
+    files: [{}]
+    read_from: beginning
+    format: {{type: log_format, log_format: \"<Level> <Content>\"}}
+signals:
   - name: lab_up
-    query: up{job=\"lab\"}
+    query: up{{job=\"lab\"}}
   - name: lab_memory_bytes
-    remote_write: {metric: process_resident_memory_bytes, match: {job: lab}}
+    remote_write: {{metric: process_resident_memory_bytes, match: {{job: lab}}}}
+  - name: app_lines
+    logs: {{source: app}}
 ",
+            dir.join("app.log").display()
+        ),
     )
     .unwrap();
+    // A log written to while the test runs (the log signal counts its lines).
+    std::fs::write(dir.join("app.log"), "").unwrap();
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let (writing, path) = (writing.clone(), dir.join("app.log"));
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                writeln!(f, "INFO request served").unwrap();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
     let token = "ingest-test-token";
 
     // The lab: api twice, db once.
@@ -720,7 +753,11 @@ remote_write:
             for (_, _, s) in topic_samples() {
                 *per.entry(s.labels().to_string()).or_default() += 1;
             }
-            (per.len() == 6 && per.values().all(|n| *n >= 5)).then_some(())
+            let signals: BTreeSet<String> = per
+                .keys()
+                .map(|k| k.split('{').next().unwrap().to_owned())
+                .collect();
+            (per.len() >= 7 && signals.len() == 3 && per.values().all(|n| *n >= 5)).then_some(())
         },
     );
     assert!(
@@ -760,7 +797,7 @@ remote_write:
         let labels = s.labels();
         let series = labels.to_string();
         let signal = labels.name().unwrap().to_owned();
-        let service = labels.get("service").unwrap().to_owned();
+        let service = labels.get("service").unwrap_or_default().to_owned();
         partition_of
             .entry((signal, service))
             .or_default()
@@ -773,12 +810,22 @@ remote_write:
             assert!(s.ts_ms > before, "{series}: {} after {before}", s.ts_ms);
         }
     }
-    assert_eq!(series_partition.len(), 6, "{series_partition:?}");
+    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let of_signal = |signal: &str| {
+        series_partition
+            .keys()
+            .filter(|s| s.split('{').next() == Some(signal))
+            .count()
+    };
+    assert_eq!(of_signal("lab_up"), 3, "{series_partition:?}");
+    assert_eq!(of_signal("lab_memory_bytes"), 3, "{series_partition:?}");
+    assert!(of_signal("app_lines") >= 1, "{series_partition:?}");
     assert!(
         series_partition.values().all(|ps| ps.len() == 1),
         "{series_partition:?}"
     );
-    assert_eq!(partition_of.len(), 4, "{partition_of:?}");
+    assert!(partition_of.len() >= 5, "{partition_of:?}");
     assert!(
         partition_of.values().all(|ps| ps.len() == 1),
         "a service's replicas share a partition: {partition_of:?}"
@@ -796,5 +843,199 @@ remote_write:
         topic.len(),
         unique.len(),
         unique.len() - scored
+    );
+}
+
+/// A `heal remediate` member: the world's runbook, its PostgreSQL for the
+/// leases and the journal, actions performed, offsets committed only once
+/// an hour (so that a member killed mid-stream has committed nothing, and
+/// its successor replays every score it had).
+fn remediate_member(dir: &Path, brokers: &str, db: &str, member: &str) -> Guard {
+    let out = std::fs::File::create(dir.join(format!("{member}.out"))).unwrap();
+    let err = std::fs::File::create(dir.join(format!("{member}.err"))).unwrap();
+    Guard(
+        Command::new(env!("CARGO_BIN_EXE_heal"))
+            .args([
+                "remediate",
+                "--brokers",
+                brokers,
+                "--member",
+                member,
+                "--db",
+                db,
+            ])
+            .arg("--runbooks")
+            .arg(dir.join("runbooks"))
+            .args([
+                "--session-timeout",
+                "6s",
+                "--commit-every",
+                "1h",
+                "--execute",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("starting heal remediate"),
+    )
+}
+
+/// The steps a member reported, by outcome: (key, outcome) in order.
+fn steps(dir: &Path, member: &str) -> Vec<(String, String)> {
+    events(dir, member)
+        .into_iter()
+        .filter(|e| e["event"] == "step")
+        .map(|e| {
+            (
+                e["key"].as_str().unwrap().to_owned(),
+                e["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Two remediate members share the scores; the one that has performed
+/// actions is SIGKILLed before it committed anything (a forced
+/// rebalance): the survivor takes its partitions over, replays every score
+/// they held with an engine of its own, opens the same incidents, and
+/// begins none of their steps again: the journal in PostgreSQL refuses
+/// the same key. Every action is performed once: one file per action
+/// (`mktemp`, a real process each), one finished journal row per key.
+#[test]
+fn a_killed_remediate_member_begins_no_action_twice() {
+    let world = World::new();
+    let (brokers, dir, db) = (
+        world.broker.brokers(),
+        world.dir.path().to_owned(),
+        world.pg.url(),
+    );
+    let actions = dir.join("actions");
+    std::fs::create_dir(&actions).unwrap();
+    std::fs::write(
+        dir.join("runbooks/queue.yaml"),
+        format!(
+            "{RUNBOOK}rules:
+  - name: queue-backed-up
+    when: {{signal: queue_depth, direction: up, for: 0s}}
+    then:
+      - {{action: exec, argv: [mktemp, \"{}/{{{{service}}}}.XXXXXX\"]}}
+",
+            actions.display()
+        ),
+    )
+    .unwrap();
+    let _detect = world.workers(&["w1"]);
+    let mut members = settle(&dir, &["r1", "r2"], |m| {
+        remediate_member(&dir, &brokers, &db, m)
+    });
+
+    let synth = synthetic();
+    let total = (synth.series * synth.steps) as u64;
+    let keys = produced(world.ingest(&synth), total);
+    // Every sample scored, so every score is on the scores topic.
+    let _ = scored_once(&dir, &brokers, &keys);
+    let performed = |m: &str| -> BTreeSet<String> {
+        steps(&dir, m)
+            .into_iter()
+            .filter(|(_, o)| o == "performed")
+            .map(|(k, _)| k)
+            .collect()
+    };
+    // Both members done with what they hold: the action files stop
+    // growing for three seconds.
+    let mut last = (usize::MAX, Instant::now());
+    wait_until(&dir, "the members to act", Duration::from_secs(60), || {
+        let n = std::fs::read_dir(&actions).unwrap().count();
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+        (n > 0 && last.1.elapsed() > Duration::from_secs(3)).then_some(())
+    });
+    // The faulty services (every 17th series steps up) were acted on.
+    let files: Vec<String> = std::fs::read_dir(&actions)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for i in (0..synth.series).step_by(17) {
+        let service = format!("svc-{}.", i / synth.replicas);
+        assert!(
+            files.iter().any(|f| f.starts_with(&service)),
+            "{service} not acted on: {files:?}"
+        );
+    }
+    let (r1, r2) = (performed("r1"), performed("r2"));
+    assert!(
+        r1.is_disjoint(&r2),
+        "both performed {:?}",
+        r1.intersection(&r2)
+    );
+    assert_eq!(files.len(), r1.len() + r2.len(), "{files:?}");
+
+    // Kill the member that acted (r1 when both did).
+    let (dead, survivor, dead_keys) = if r1.is_empty() {
+        ("r2", "r1", r2)
+    } else {
+        ("r1", "r2", r1)
+    };
+    members.get_mut(dead).unwrap().0.kill().unwrap();
+    let killed = Instant::now();
+    let before = steps(&dir, survivor).len();
+    // The survivor replays the dead member's scores: every one of its
+    // keys comes back, begun elsewhere, none performed.
+    let replayed = wait_until(
+        &dir,
+        "the survivor to replay",
+        Duration::from_secs(60),
+        || {
+            let after: Vec<(String, String)> =
+                steps(&dir, survivor).into_iter().skip(before).collect();
+            let seen: BTreeSet<String> = after.iter().map(|(k, _)| k.clone()).collect();
+            dead_keys.is_subset(&seen).then_some(after)
+        },
+    );
+    let takeover = killed.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    for (key, outcome) in &replayed {
+        if dead_keys.contains(key) {
+            assert_eq!(outcome, "begun_elsewhere", "{key} performed again");
+        }
+    }
+    let files_after = std::fs::read_dir(&actions).unwrap().count();
+    assert_eq!(files_after, files.len(), "an action ran twice");
+
+    // The journal: one finished row per action key.
+    let mut journal = store::PgStore::open(&db).unwrap();
+    let all_keys: BTreeSet<String> = performed("r1").union(&performed("r2")).cloned().collect();
+    for k in &all_keys {
+        let mut parts = k.rsplitn(3, '/');
+        let attempt: u32 = parts
+            .next()
+            .unwrap()
+            .trim_start_matches("attempt-")
+            .parse()
+            .unwrap();
+        let step: usize = parts
+            .next()
+            .unwrap()
+            .trim_start_matches("step-")
+            .parse()
+            .unwrap();
+        let incident = parts.next().unwrap();
+        let record = journal
+            .action(&store::ActionKey::new(incident, step, attempt))
+            .unwrap()
+            .unwrap_or_else(|| panic!("{k} not in the journal"));
+        assert_eq!(record.state, store::ExecutionState::Finished, "{k}");
+    }
+    println!(
+        "remediate: {} actions performed ({dead}: {}, {survivor}: {}), {dead} SIGKILLed uncommitted; {survivor} replayed its partitions in {:.1} s: {} of its steps begun elsewhere, 0 run again; {} files, {} journal rows",
+        all_keys.len(),
+        dead_keys.len(),
+        all_keys.len() - dead_keys.len(),
+        takeover.as_secs_f64(),
+        replayed.iter().filter(|(k, o)| dead_keys.contains(k) && o == "begun_elsewhere").count(),
+        files_after,
+        all_keys.len()
     );
 }

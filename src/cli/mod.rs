@@ -89,14 +89,20 @@ enum Command {
     /// only (HMAC-SHA256, replay window), every request audited.
     Agent(agent::AgentArgs),
     /// Scale-out: produce samples to a Kafka topic, keyed by (signal,
-    /// service), for `heal detect` workers: a recorded dataset or
-    /// synthetic load.
+    /// service), for `heal detect` workers: the live sources (Prometheus,
+    /// probes, logs, remote write and Alertmanager pushed to it), a
+    /// recorded dataset or synthetic load.
     Ingest(scale::IngestArgs),
     /// Scale-out: a detect worker, one member of a Kafka consumer group on
     /// the samples topic; scores every sample of its partitions into the
     /// scores topic, checkpoints its detectors to a changelog topic and
     /// restores them when it takes a partition over.
     Detect(scale::DetectArgs),
+    /// Scale-out: a remediate member: consumes the scores topic (keyed by
+    /// group of services), runs the rules and guards, and begins each step
+    /// through the action journal in PostgreSQL (once, fenced) before it
+    /// runs.
+    Remediate(scale::RemediateArgs),
     /// Run and watch services (dependency order, restarts with backoff,
     /// scale, deploy, rollback) and serve their control API.
     Supervise(supervise::SuperviseArgs),
@@ -149,6 +155,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Supervise(a) => supervise::run(a),
         Command::Ingest(a) => scale::run_ingest(a),
         Command::Detect(a) => scale::run_detect(a),
+        Command::Remediate(a) => scale::run_remediate(a),
         Command::Topology(a) => topology(a),
         Command::Completions { shell } => {
             use clap::CommandFactory;

@@ -126,6 +126,92 @@ pub struct DetectArgs {
     leases: Option<String>,
 }
 
+/// `heal remediate`.
+#[derive(Debug, clap::Args)]
+pub struct RemediateArgs {
+    /// Brokers, `host:port[,host:port...]`.
+    #[arg(long)]
+    brokers: String,
+    /// Directory of YAML runbooks: the rules and their guards.
+    #[arg(long)]
+    runbooks: PathBuf,
+    /// PostgreSQL (`postgres://...`): the leases, the fences and the
+    /// action journal the members share.
+    #[arg(long, value_name = "URL")]
+    db: String,
+    /// The group the members share.
+    #[arg(long, default_value = "heal-remediate")]
+    group: String,
+    /// The scores topic.
+    #[arg(long, default_value = "heal-scores")]
+    scores: String,
+    /// This member's name (default: host name and process id).
+    #[arg(long)]
+    member: Option<String>,
+    /// A member silent this long loses its partitions (its leases).
+    #[arg(long, default_value = "10s")]
+    session_timeout: String,
+    /// Longest time between commits of the offsets read.
+    #[arg(long, default_value = "1s")]
+    commit_every: String,
+    /// Perform the steps the guards allow. Without it every step is
+    /// planned in dry-run and nothing begins.
+    #[arg(long)]
+    execute: bool,
+}
+
+fn member_name(member: &Option<String>) -> String {
+    member.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    })
+}
+
+/// A flag set by SIGINT/SIGTERM, for the roles' synchronous loops.
+fn shutdown_flag() -> Arc<AtomicBool> {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let flag = shutdown.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a signal runtime");
+        rt.block_on(shutdown_signal());
+        flag.store(true, Ordering::Relaxed);
+    });
+    shutdown
+}
+
+pub fn run_remediate(a: RemediateArgs) -> anyhow::Result<()> {
+    let runbooks = load_runbooks(&a.runbooks)?;
+    let opts = heal::scale::remediate::RemediateOptions {
+        brokers: a.brokers.clone(),
+        group: a.group.clone(),
+        scores: a.scores.clone(),
+        member: member_name(&a.member),
+        db: a.db.clone(),
+        session_timeout: duration_arg("session-timeout", &a.session_timeout)?,
+        commit_every: duration_arg("commit-every", &a.commit_every)?,
+        execute: a.execute,
+    };
+    let clock: Arc<dyn stdx::Clock> = Arc::new(stdx::SystemClock);
+    // Webhook secrets and the programs' PATH come from heal's environment.
+    let env: executors::EnvLookup = Arc::new(|name: &str| std::env::var(name).ok());
+    let executors = executors::Executors::new(env, clock.clone());
+    let shutdown = shutdown_flag();
+    let stats =
+        heal::scale::remediate::run(opts, runbooks, executors, clock, &shutdown, |event| {
+            if let Ok(line) = serde_json::to_string(event) {
+                println!("{line}");
+            }
+        })?;
+    println!(
+        "{}",
+        serde_json::json!({ "event": "stopped", "stats": stats })
+    );
+    Ok(())
+}
+
 fn load_runbooks(dir: &PathBuf) -> anyhow::Result<remediate::RunbookSet> {
     remediate::RunbookSet::load_dir(dir).map_err(|e| UsageError(e.to_string()).into())
 }
@@ -259,10 +345,7 @@ fn ingest_samples(
 
 pub fn run_detect(a: DetectArgs) -> anyhow::Result<()> {
     let runbooks = load_runbooks(&a.runbooks)?;
-    let member = a.member.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        format!("{}-{}", host.trim(), std::process::id())
-    });
+    let member = member_name(&a.member);
     let opts = detect::DetectOptions {
         brokers: a.brokers.clone(),
         group: a.group.clone(),
@@ -277,16 +360,7 @@ pub fn run_detect(a: DetectArgs) -> anyhow::Result<()> {
             None => detect::Membership::Group,
         },
     };
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let flag = shutdown.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a signal runtime");
-        rt.block_on(shutdown_signal());
-        flag.store(true, Ordering::Relaxed);
-    });
+    let shutdown = shutdown_flag();
     let stats = detect::run(opts, runbooks, &shutdown, |event| {
         // One JSON line per event, for people and for the tests.
         if let Ok(line) = serde_json::to_string(event) {

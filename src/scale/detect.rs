@@ -35,7 +35,8 @@ use rdkafka::ClientContext;
 use remediate::RunbookSet;
 use serde::Serialize;
 
-use super::wire::{Checkpoint, SampleRecord, ScoreRecord, BARRIER_KEY};
+use super::leases::{Holder, LeaseOptions, Leases};
+use super::wire::{Checkpoint, GroupKeys, SampleRecord, ScoreRecord, BARRIER_KEY};
 use super::{client_config, ScaleError};
 use crate::pipeline::SeriesScorer;
 
@@ -181,6 +182,8 @@ type OnEvent = Box<dyn Fn(&WorkerEvent) + Send + Sync>;
 struct Worker {
     opts: DetectOptions,
     runbooks: RunbookSet,
+    /// The scores' keys (`wire::GroupKeys`).
+    groups: GroupKeys,
     producer: ThreadedProducer<Acks>,
     shared: Mutex<Shared>,
     on_event: OnEvent,
@@ -189,6 +192,10 @@ struct Worker {
     /// With leases, the partitions this worker may score (a message of any
     /// other is left alone); `None` with a consumer group.
     leased: Mutex<Option<BTreeSet<i32>>>,
+    /// The changelog's reader, made at the first restore and kept: a new
+    /// client costs about half a second before its first fetch answers,
+    /// once per partition taken over.
+    restorer: Mutex<Option<BaseConsumer>>,
 }
 
 struct Ctx(Arc<Worker>);
@@ -248,6 +255,7 @@ pub fn run(
         .map_err(|e| ScaleError::kafka("creating the producer", &brokers, e))?;
     let worker = Arc::new(Worker {
         opts,
+        groups: GroupKeys::new(&runbooks),
         runbooks,
         producer,
         shared: Mutex::new(Shared {
@@ -257,6 +265,7 @@ pub fn run(
         on_event: Box::new(on_event),
         failed: Mutex::new(None),
         leased: Mutex::new(None),
+        restorer: Mutex::new(None),
     });
     let o = &worker.opts;
     let consumer: BaseConsumer<Ctx> = client_config(&brokers)
@@ -292,7 +301,17 @@ pub fn run(
         }
         Membership::Leases { url } => {
             *worker.leased.lock().unwrap() = Some(BTreeSet::new());
-            Some(Leases::open(url, o, &consumer)?)
+            Some(Leases::open(
+                url,
+                &LeaseOptions {
+                    member: &o.member,
+                    group: &o.group,
+                    topic: &o.samples,
+                    brokers: &o.brokers,
+                    ttl: o.session_timeout,
+                },
+                &consumer,
+            )?)
         }
     };
     let mut last_checkpoint = Instant::now();
@@ -302,13 +321,13 @@ pub fn run(
         }
         if let Some(l) = &mut leases {
             if l.due() {
-                l.round(&worker, &consumer)?;
+                l.round(&*worker, &consumer)?;
             }
         }
         if shutdown.load(Ordering::Relaxed) {
             worker.checkpoint(&consumer, None)?;
             if let Some(l) = &mut leases {
-                l.release_all(&worker, &consumer);
+                l.release_all(&*worker, &consumer);
             }
             // Leaving the group revokes (and checkpoints, again: nothing
             // moved) at once, rather than after the session times out.
@@ -328,6 +347,34 @@ pub fn run(
     }
     let stats = worker.shared.lock().unwrap().stats.clone();
     Ok(stats)
+}
+
+impl Holder for Worker {
+    type Context = Ctx;
+
+    fn brokers(&self) -> &str {
+        &self.opts.brokers
+    }
+
+    fn hand_over(&self, consumer: &BaseConsumer<Ctx>, p: i32) -> Result<(), ScaleError> {
+        self.checkpoint(consumer, Some(&[p]))
+    }
+
+    fn forget(&self, parts: &[i32]) {
+        Worker::forget(self, parts)
+    }
+
+    fn take(&self, p: i32) -> Result<(), ScaleError> {
+        Worker::take(self, p)
+    }
+
+    fn set_leased(&self, held: &BTreeSet<i32>) {
+        *self.leased.lock().unwrap() = Some(held.clone());
+    }
+
+    fn event(&self, e: &WorkerEvent) {
+        (self.on_event)(e)
+    }
 }
 
 impl Worker {
@@ -377,8 +424,12 @@ impl Worker {
             first: false,
             in_grace: false,
             dropped: None,
+            excursion: None,
             member: self.opts.member.clone(),
         };
+        // The score's key: its series' group (empty for a sample that
+        // does not decode or that no signal watches).
+        let mut group = String::new();
         let sample = m
             .payload()
             .ok_or_else(|| "no payload".to_owned())
@@ -399,6 +450,7 @@ impl Worker {
                         out.dropped = Some("unwatched".to_owned());
                     }
                     Some(signal) => {
+                        group = self.groups.key(signal, &labels);
                         let entry =
                             part.series
                                 .entry(out.series.clone())
@@ -420,6 +472,7 @@ impl Worker {
                                 out.score = j.scored.score;
                                 out.anomalous = j.scored.excursion.is_some();
                                 out.first = j.scored.excursion.is_some_and(|e| e.first);
+                                out.excursion = j.scored.excursion;
                                 out.in_grace = j.in_grace;
                             }
                             Err(reason) => {
@@ -437,8 +490,7 @@ impl Worker {
         let payload = serde_json::to_vec(&out).expect("a score serializes");
         self.send(
             BaseRecord::to(&self.opts.scores)
-                .partition(p)
-                .key(out.series.as_bytes())
+                .key(group.as_bytes())
                 .payload(&payload),
         );
         Ok(())
@@ -589,14 +641,21 @@ impl Worker {
                 .payload(nonce.as_bytes()),
         );
         self.flush("the restore barrier")?;
-        let reader: BaseConsumer = client_config(brokers)
-            .set("group.id", format!("{}-restore", self.opts.group))
-            .set("enable.auto.commit", "false")
-            // Do not wait for more than is there: a restore reads to its
-            // barrier and stops.
-            .set("fetch.wait.max.ms", "10")
-            .create()
-            .map_err(|e| ScaleError::kafka("creating the restore consumer", brokers, e))?;
+        let mut restorer = self.restorer.lock().unwrap();
+        let reader = match &mut *restorer {
+            Some(reader) => reader,
+            None => restorer.insert(
+                client_config(brokers)
+                    .set("group.id", format!("{}-restore", self.opts.group))
+                    .set("enable.auto.commit", "false")
+                    // Do not wait for more than is there: a restore reads to
+                    // its barrier and stops.
+                    .set("fetch.wait.max.ms", "10")
+                    .create()
+                    .map_err(|e| ScaleError::kafka("creating the restore consumer", brokers, e))?,
+            ),
+        };
+        // The assignment replaces the last restore's: read from the start.
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(changelog, p, Offset::Beginning)
             .expect("a valid offset");
@@ -618,7 +677,10 @@ impl Worker {
                     tracing::warn!(error = %e, "restore read");
                     continue;
                 }
-                Some(Ok(m)) => m,
+                // Only this partition's messages count (one left from an
+                // earlier restore of another would be that one's).
+                Some(Ok(m)) if m.partition() == p => m,
+                Some(Ok(_)) => continue,
             };
             records += 1;
             let (Some(key), Some(value)) = (m.key(), m.payload()) else {
@@ -654,6 +716,8 @@ impl Worker {
                 ),
             }
         }
+        // Nothing fetched for a partition no longer read.
+        let _ = reader.unassign();
         let restored = Restored {
             partition: p,
             series: series.len(),
@@ -661,291 +725,6 @@ impl Worker {
             ms: started.elapsed().as_secs_f64() * 1e3,
         };
         Ok((series, restored))
-    }
-}
-
-/// Partition ownership by leases (see [`Membership::Leases`]).
-///
-/// Two connections: a renewer thread keeps the worker's membership and its
-/// partitions' leases alive every third of a lease, whatever the loop is
-/// doing (a checkpoint of many series can take longer than a lease), and
-/// reports leases it found taken over; the loop's rounds take and give up
-/// partitions (which needs the loop: a partition is checkpointed before it
-/// is given up and restored when taken).
-struct Leases {
-    store: store::PgStore,
-    /// This worker's name in the leases: member, pid and start time (a
-    /// restarted worker is a new member).
-    instance: String,
-    group: String,
-    topic: String,
-    partitions: i32,
-    ttl: Duration,
-    held: BTreeSet<i32>,
-    renewer: Arc<Renewer>,
-    next_round: Instant,
-}
-
-/// What the renewer thread shares with the loop.
-struct Renewer {
-    /// The lease keys to renew.
-    keys: Mutex<BTreeSet<String>>,
-    /// Keys found taken over, for the loop to drop.
-    lost: Mutex<Vec<String>>,
-    /// The group's live members at the last renewal.
-    members: Mutex<Vec<String>>,
-    /// When a renewal last reached the database.
-    renewed_at: Mutex<Instant>,
-    stop: AtomicBool,
-}
-
-impl Renewer {
-    fn run(&self, mut store: store::PgStore, group: &str, instance: &str, ttl: Duration) {
-        let ttl_ms = ttl.as_millis() as i64;
-        while !self.stop.load(Ordering::Relaxed) {
-            let keys: Vec<String> = self.keys.lock().unwrap().iter().cloned().collect();
-            let renewed = store
-                .lease_members(group, instance, ttl_ms)
-                .and_then(|members| Ok((members, store.lease_renew(&keys, instance, ttl_ms)?)));
-            match renewed {
-                Ok((members, kept)) => {
-                    *self.renewed_at.lock().unwrap() = Instant::now();
-                    *self.members.lock().unwrap() = members;
-                    let mut held = self.keys.lock().unwrap();
-                    let lost: Vec<String> =
-                        keys.into_iter().filter(|k| !kept.contains(k)).collect();
-                    for k in &lost {
-                        held.remove(k);
-                    }
-                    self.lost.lock().unwrap().extend(lost);
-                }
-                Err(e) => tracing::warn!(error = %e, "leases: the database did not answer"),
-            }
-            // A third of a lease, in small steps so that a stop is quick.
-            let until = Instant::now() + ttl / 3;
-            while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-}
-
-impl Drop for Leases {
-    fn drop(&mut self) {
-        self.renewer.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-impl Leases {
-    fn open(
-        url: &str,
-        o: &DetectOptions,
-        consumer: &BaseConsumer<Ctx>,
-    ) -> Result<Leases, ScaleError> {
-        let store = store::PgStore::open_as(url, &o.member)?;
-        let renewing = store::PgStore::open_as(url, &o.member)?;
-        let metadata = consumer
-            .fetch_metadata(Some(&o.samples), Duration::from_secs(30))
-            .map_err(|e| {
-                ScaleError::kafka(format!("reading {}'s partitions", o.samples), &o.brokers, e)
-            })?;
-        let partitions = metadata
-            .topics()
-            .first()
-            .map_or(0, |t| t.partitions().len()) as i32;
-        if partitions == 0 {
-            return Err(ScaleError::kafka(
-                format!("topic {} has no partitions", o.samples),
-                &o.brokers,
-                KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
-            ));
-        }
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let instance = format!("{}/{}/{started}", o.member, std::process::id());
-        let renewer = Arc::new(Renewer {
-            keys: Mutex::new(BTreeSet::new()),
-            lost: Mutex::new(Vec::new()),
-            members: Mutex::new(Vec::new()),
-            renewed_at: Mutex::new(Instant::now()),
-            stop: AtomicBool::new(false),
-        });
-        {
-            let (r, group, instance, ttl) = (
-                renewer.clone(),
-                o.group.clone(),
-                instance.clone(),
-                o.session_timeout,
-            );
-            std::thread::Builder::new()
-                .name("lease-renewer".into())
-                .spawn(move || r.run(renewing, &group, &instance, ttl))
-                .map_err(|e| {
-                    ScaleError::kafka(
-                        format!("starting the lease renewer: {e}"),
-                        &o.brokers,
-                        KafkaError::Canceled,
-                    )
-                })?;
-        }
-        Ok(Leases {
-            store,
-            instance,
-            group: o.group.clone(),
-            topic: o.samples.clone(),
-            partitions,
-            ttl: o.session_timeout,
-            held: BTreeSet::new(),
-            renewer,
-            next_round: Instant::now(),
-        })
-    }
-
-    fn key(&self, p: i32) -> String {
-        format!("partition/{}/{}/{p}", self.group, self.topic)
-    }
-
-    fn due(&self) -> bool {
-        Instant::now() >= self.next_round
-    }
-
-    /// Drops what was taken over, gives up and takes partitions, and
-    /// assigns the consumer what is held.
-    fn round(&mut self, worker: &Worker, consumer: &BaseConsumer<Ctx>) -> Result<(), ScaleError> {
-        let _span = tracing::debug_span!("leases").entered();
-        self.next_round = Instant::now() + self.ttl / 6;
-        let before = self.held.clone();
-        // Taken over (this worker was cut off for longer than a lease):
-        // dropped unsaved, the new owner's now.
-        let lost: Vec<String> = std::mem::take(&mut *self.renewer.lost.lock().unwrap());
-        let mut forgot: Vec<i32> = self
-            .held
-            .iter()
-            .copied()
-            .filter(|&p| lost.contains(&self.key(p)))
-            .collect();
-        // Not renewed for two thirds of a lease: another member may hold
-        // them by now, so stop scoring them.
-        if self.renewer.renewed_at.lock().unwrap().elapsed() > self.ttl * 2 / 3
-            && !self.held.is_empty()
-        {
-            tracing::warn!(
-                "leases: not renewed for two thirds of a lease; giving every partition up"
-            );
-            forgot = self.held.iter().copied().collect();
-        }
-        if !forgot.is_empty() {
-            tracing::warn!(partitions = ?forgot, "leases: no longer held");
-            worker.forget(&forgot);
-            for p in &forgot {
-                self.held.remove(p);
-            }
-            self.publish_keys();
-        }
-        match self.try_round(worker, consumer) {
-            Ok(()) | Err(ScaleError::Store(_)) => {}
-            Err(e) => return Err(e),
-        }
-        if self.held != before || !forgot.is_empty() {
-            // Forgotten partitions are revoked even when taken back in the
-            // same round (their state was dropped and is restored again).
-            let gone: Vec<i32> = before
-                .iter()
-                .copied()
-                .filter(|p| !self.held.contains(p) || forgot.contains(p))
-                .collect();
-            self.assign(worker, consumer)?;
-            if !gone.is_empty() {
-                (worker.on_event)(&WorkerEvent::Revoked { partitions: gone });
-            }
-            let new: Vec<i32> = self
-                .held
-                .iter()
-                .copied()
-                .filter(|p| !before.contains(p) || forgot.contains(p))
-                .collect();
-            if !new.is_empty() {
-                (worker.on_event)(&WorkerEvent::Assigned {
-                    partitions: new.clone(),
-                });
-                // Restored before the first message is scored (the
-                // Kafka Streams order): the takeover is done when this is.
-                for p in new {
-                    worker.take(p)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn try_round(
-        &mut self,
-        worker: &Worker,
-        consumer: &BaseConsumer<Ctx>,
-    ) -> Result<(), ScaleError> {
-        let ttl_ms = self.ttl.as_millis() as i64;
-        let members = self.renewer.members.lock().unwrap().clone();
-        let Some(me) = members.iter().position(|m| *m == self.instance) else {
-            // Not renewed yet: not a member as far as the others know.
-            return Ok(());
-        };
-        let n = members.len();
-        let desired: BTreeSet<i32> = (0..self.partitions)
-            .filter(|p| *p as usize % n == me)
-            .collect();
-        // Hand over what is another member's now (one joined): saved and
-        // committed first, so that it restores exactly here.
-        let extra: Vec<i32> = self.held.difference(&desired).copied().collect();
-        for p in extra {
-            worker.checkpoint(consumer, Some(&[p]))?;
-            worker.forget(&[p]);
-            self.held.remove(&p);
-            self.publish_keys();
-            self.store.lease_release(&self.key(p), &self.instance)?;
-        }
-        // Take what is this worker's and free (or expired).
-        for p in desired.difference(&self.held.clone()) {
-            if self
-                .store
-                .lease_acquire(&self.key(*p), &self.instance, ttl_ms)?
-                .is_some()
-            {
-                self.held.insert(*p);
-                self.publish_keys();
-            }
-        }
-        Ok(())
-    }
-
-    /// Tells the renewer which leases to renew.
-    fn publish_keys(&self) {
-        *self.renewer.keys.lock().unwrap() = self.held.iter().map(|&p| self.key(p)).collect();
-    }
-
-    /// Points the consumer at the held partitions, each from its committed
-    /// offset.
-    fn assign(&self, worker: &Worker, consumer: &BaseConsumer<Ctx>) -> Result<(), ScaleError> {
-        *worker.leased.lock().unwrap() = Some(self.held.clone());
-        let mut tpl = TopicPartitionList::new();
-        for &p in &self.held {
-            tpl.add_partition_offset(&self.topic, p, Offset::Stored)
-                .expect("a valid offset");
-        }
-        consumer.assign(&tpl).map_err(|e| {
-            ScaleError::kafka(format!("assigning {}", self.topic), &worker.opts.brokers, e)
-        })
-    }
-
-    /// On shutdown (after the final checkpoint): every lease given up, so
-    /// the others take the partitions at once rather than at expiry.
-    fn release_all(&mut self, worker: &Worker, consumer: &BaseConsumer<Ctx>) {
-        self.renewer.stop.store(true, Ordering::Relaxed);
-        for p in std::mem::take(&mut self.held) {
-            let _ = self.store.lease_release(&self.key(p), &self.instance);
-        }
-        let _ = self.assign(worker, consumer);
     }
 }
 

@@ -51,6 +51,8 @@
 
 pub mod detect;
 pub mod ingest;
+mod leases;
+pub mod remediate;
 pub mod wire;
 
 use rdkafka::config::ClientConfig;

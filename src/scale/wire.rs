@@ -5,9 +5,9 @@
 //!   a stale marker's NaN included, is written as Prometheus writes it in
 //!   JSON: `"NaN"`, `"+Inf"`, `"-Inf"`). Keyed by [`sample_key`].
 //! - **scores** (detect → remediate and readers): one message per sample
-//!   read, [`ScoreRecord`] as JSON, in the partition of the sample it
-//!   scores, carrying that sample's (partition, offset): the de-duplication
-//!   key (see [`super`]).
+//!   read, [`ScoreRecord`] as JSON, keyed by its series' group
+//!   ([`GroupKeys`]), carrying the sample's (partition, offset): the
+//!   de-duplication key (see [`super`]).
 //! - **changelog** (detect → detect): the detectors' state, one message per
 //!   series per checkpoint, CBOR [`Checkpoint`] keyed by the series, in the
 //!   partition of the samples it came from.
@@ -20,6 +20,14 @@
 //! comparison (which instance differs from its siblings at one timestamp)
 //! can see them all. The price: one very large service is one partition's
 //! work, however many workers there are.
+//!
+//! **Scores are keyed by group**, coarser still: the services that call
+//! each other (the connected components of the runbooks' declared
+//! `diagnosis.services` graph; a service outside it is its own group). A
+//! remediate member then sees every anomaly of a group in one partition, in
+//! order, which is what correlating them into one diagnosis needs; and a
+//! group key is owned by one member at a time. Edges discovered at run time
+//! (`diagnosis.edges`) are not known here: only declared ones group.
 
 use std::collections::BTreeMap;
 
@@ -36,6 +44,65 @@ const SEP: char = '\u{1f}';
 pub fn sample_key(signal: &remediate::runbook::Signal, labels: &Labels) -> String {
     let service = labels.get(&signal.service_label).unwrap_or("");
     format!("{}{SEP}{service}", signal.name)
+}
+
+/// The group of each service (see the module's keying rule): the
+/// smallest service name of its connected component in the runbooks'
+/// declared call graph.
+#[derive(Debug, Clone, Default)]
+pub struct GroupKeys {
+    group_of: BTreeMap<String, String>,
+}
+
+impl GroupKeys {
+    /// The groups of `runbooks`' declared call graph.
+    pub fn new(runbooks: &remediate::RunbookSet) -> Self {
+        let mut parent: BTreeMap<String, String> = BTreeMap::new();
+        fn root(parent: &mut BTreeMap<String, String>, s: &str) -> String {
+            let mut r = s.to_owned();
+            while let Some(p) = parent.get(&r).filter(|p| **p != r) {
+                r = p.clone();
+            }
+            r
+        }
+        if let Some(d) = runbooks.diagnosis() {
+            for (service, deps) in &d.services {
+                parent
+                    .entry(service.clone())
+                    .or_insert_with(|| service.clone());
+                for callee in &deps.depends_on {
+                    parent
+                        .entry(callee.clone())
+                        .or_insert_with(|| callee.clone());
+                    let (a, b) = (root(&mut parent, service), root(&mut parent, callee));
+                    // The smaller name becomes the root: the same groups,
+                    // named the same, on every member.
+                    let (keep, join) = if a <= b { (a, b) } else { (b, a) };
+                    parent.insert(join, keep);
+                }
+            }
+        }
+        let services: Vec<String> = parent.keys().cloned().collect();
+        let group_of = services
+            .into_iter()
+            .map(|s| {
+                let r = root(&mut parent, &s);
+                (s, r)
+            })
+            .collect();
+        GroupKeys { group_of }
+    }
+
+    /// The group key of a series of `signal` with `labels`: its service's
+    /// group (its service when the graph does not name it; empty without
+    /// a service label).
+    pub fn key(&self, signal: &remediate::runbook::Signal, labels: &Labels) -> String {
+        let service = labels.get(&signal.service_label).unwrap_or("");
+        self.group_of
+            .get(service)
+            .cloned()
+            .unwrap_or_else(|| service.to_owned())
+    }
 }
 
 /// One raw sample on the samples topic.
@@ -95,6 +162,10 @@ pub struct ScoreRecord {
     /// Why the sample policy dropped it, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropped: Option<String>,
+    /// The excursion it belongs to, when anomalous (what the remediate
+    /// role's engine needs: onset, direction, peak).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excursion: Option<detect::Excursion>,
     /// The worker that scored it.
     pub member: String,
 }
@@ -187,6 +258,44 @@ mod tests {
         .unwrap();
         s.service_label = yaml_service_label.to_owned();
         s
+    }
+
+    #[test]
+    fn services_that_call_each_other_share_a_group_key() {
+        let text = "signals:
+  - {name: latency, query: x}
+diagnosis:
+  services:
+    web: {depends_on: [api]}
+    api: {depends_on: [db]}
+    shop: {depends_on: [payments]}
+";
+        let runbooks =
+            remediate::RunbookSet::from_sources(&[("r.yaml".into(), text.into())]).unwrap();
+        let keys = GroupKeys::new(&runbooks);
+        let sig = signal("service");
+        let of =
+            |service: &str| keys.key(&sig, &Labels::metric("latency").with("service", service));
+        // web -> api -> db: one group, named by its smallest name.
+        assert_eq!(of("web"), "api");
+        assert_eq!(of("db"), "api");
+        assert_eq!(of("api"), "api");
+        assert_eq!(of("shop"), "payments");
+        assert_eq!(of("payments"), "payments");
+        // Outside the graph: its own group.
+        assert_eq!(of("batch"), "batch");
+        assert_eq!(keys.key(&sig, &Labels::metric("latency")), "");
+        // Without a graph, every service is its own group.
+        let plain = remediate::RunbookSet::from_sources(&[(
+            "r.yaml".into(),
+            "signals:\n  - {name: latency, query: x}\n".into(),
+        )])
+        .unwrap();
+        let keys = GroupKeys::new(&plain);
+        assert_eq!(
+            keys.key(&sig, &Labels::metric("latency").with("service", "web")),
+            "web"
+        );
     }
 
     #[test]

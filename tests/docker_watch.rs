@@ -35,41 +35,14 @@ fn run(argv: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// `/heal-lab` and what it links, imported once per run.
+/// `/heal-lab` and what it links (`lab::image`), imported once per run.
 fn lab_image(tag: &str) {
-    let lab = heal_lab();
-    let root = tempfile::tempdir().unwrap();
-    std::fs::copy(&lab, root.path().join("heal-lab")).unwrap();
-    let ldd = run(&["ldd", lab.to_str().unwrap()]);
-    for lib in ldd
-        .split_whitespace()
-        .filter(|w| w.starts_with('/'))
-        .map(Path::new)
-    {
-        let to = root.path().join(lib.strip_prefix("/").unwrap());
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(lib, &to).unwrap();
-    }
-    let tar = root.path().with_extension("tar");
-    run(&[
-        "tar",
-        "-C",
-        root.path().to_str().unwrap(),
-        "-cf",
-        tar.to_str().unwrap(),
-        ".",
-    ]);
-    run(&[
-        "docker",
-        "import",
-        "--change",
-        r#"ENTRYPOINT ["/heal-lab"]"#,
-        "--change",
-        r#"HEALTHCHECK --interval=1s --timeout=2s --retries=2 CMD ["/heal-lab", "probe", "--addr", "127.0.0.1:8080", "--timeout-ms", "500"]"#,
-        tar.to_str().unwrap(),
+    lab::image::import(
+        &heal_lab(),
         tag,
-    ]);
-    let _ = std::fs::remove_file(&tar);
+        &[r#"HEALTHCHECK --interval=1s --timeout=2s --retries=2 CMD ["/heal-lab", "probe", "--addr", "127.0.0.1:8080", "--timeout-ms", "500"]"#],
+    )
+    .expect("the lab image");
 }
 
 /// Removes, when dropped (test failed or not): heal, the container or the

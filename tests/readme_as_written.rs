@@ -185,6 +185,7 @@ const PLAN: &[(&str, Plan)] = &[
     ("heal approve inc-000042", Plan::Skip("needs a running heal watch with a parked step: tests/live_api.rs")),
     ("heal detect --brokers", Plan::Skip("needs a Kafka-protocol broker and PostgreSQL: tests/scale.rs runs three `heal detect` workers (one SIGKILLed) against tansu and a PostgreSQL of its own")),
     ("heal ingest --brokers", Plan::Skip("needs a Kafka-protocol broker: tests/scale.rs runs `heal ingest` into tansu")),
+    ("heal remediate --brokers", Plan::Skip("needs a Kafka-protocol broker and PostgreSQL: tests/scale.rs runs two `heal remediate` members (one SIGKILLed) against tansu and a PostgreSQL of its own")),
 ];
 
 fn plan(line: &str) -> Option<&'static Plan> {

@@ -142,11 +142,11 @@ fn scores(brokers: &str) -> Vec<ScoreRecord> {
 
 /// Starts `members` one at a time with `start`, each once the group has
 /// settled: every partition held by exactly one member, for a second.
-fn settle<'a>(
+fn settle<'a, T>(
     dir: &Path,
     members: &[&'a str],
-    mut start: impl FnMut(&str) -> Guard,
-) -> BTreeMap<&'a str, Guard> {
+    mut start: impl FnMut(&str) -> T,
+) -> BTreeMap<&'a str, T> {
     let mut started = BTreeMap::new();
     for (k, &m) in members.iter().enumerate() {
         started.insert(m, start(m));
@@ -180,9 +180,162 @@ struct World {
     dir: tempfile::TempDir,
     broker: lab::tansu::Tansu,
     pg: lab::postgres::PgServer,
+    /// The Docker networks the containers of [`World::on_networks`] join:
+    /// the broker's, then the database's.
+    nets: Vec<Net>,
+}
+
+/// A private Docker network of this test process (removed on drop, after
+/// the containers on it: they are dropped first).
+struct Net {
+    name: String,
+    /// The host's address on it: a server for the containers listens there.
+    gateway: String,
+}
+
+impl Net {
+    fn create(role: &str) -> Net {
+        // Unique per test too: the tests of this file run at once.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("heal-scale-{role}-{}-{n}", std::process::id());
+        let _ = Command::new("docker")
+            .args(["network", "rm", &name])
+            .output();
+        let out = Command::new("docker")
+            .args(["network", "create", &name])
+            .output()
+            .expect("docker");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new("docker")
+            .args([
+                "network",
+                "inspect",
+                "-f",
+                "{{(index .IPAM.Config 0).Gateway}}",
+                &name,
+            ])
+            .output()
+            .unwrap();
+        let gateway = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert!(
+            gateway.parse::<std::net::IpAddr>().is_ok(),
+            "gateway {gateway:?}"
+        );
+        Net { name, gateway }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.name])
+            .output();
+    }
+}
+
+/// A container of heal's image on the world's networks, running `args`;
+/// its output in `dir/MEMBER.out` and `.err` (the attached `docker start`
+/// client is a child of the test); removed on drop.
+struct Container {
+    name: String,
+    client: std::process::Child,
+}
+
+impl Container {
+    /// Cuts it off network `net` (`connect: false`) or joins it again.
+    fn network(&self, net: &Net, connect: bool) {
+        let verb = if connect { "connect" } else { "disconnect" };
+        let out = Command::new("docker")
+            .args(["network", verb, &net.name, &self.name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.name])
+            .output();
+        let _ = self.client.kill();
+        let _ = self.client.wait();
+    }
+}
+
+fn docker(args: &[&str]) {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl World {
+    /// The broker on one Docker network's gateway and PostgreSQL on
+    /// another's, for members that run as containers on both (and so can
+    /// be cut off from either, or both).
+    fn on_networks() -> World {
+        let nets = vec![Net::create("data"), Net::create("db")];
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("runbooks")).unwrap();
+        std::fs::write(dir.path().join("runbooks/queue.yaml"), RUNBOOK).unwrap();
+        let broker = lab::tansu::Tansu::start_durable_on(&nets[0].gateway).expect("a tansu broker");
+        for topic in ["heal-samples", "heal-scores", "heal-detect-changelog"] {
+            broker.create_topic(topic, PARTITIONS).unwrap();
+        }
+        let pg = lab::postgres::PgServer::start_on(&nets[1].gateway).expect("a PostgreSQL server");
+        World {
+            dir,
+            broker,
+            pg,
+            nets,
+        }
+    }
+
+    /// Runs heal `args` as container `member` on both networks, the
+    /// runbooks mounted at `/runbooks`, actions written to `/actions`.
+    fn container(&self, image: &str, member: &str, args: &[&str]) -> Container {
+        let name = format!("heal-{member}-{}", self.nets[0].name);
+        let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+        let dir = self.dir();
+        std::fs::create_dir_all(dir.join("actions")).unwrap();
+        let mut create = vec!["create", "--name", &name, "--network", &self.nets[0].name];
+        let (runbooks, actions) = (
+            format!("{}:/runbooks:ro", dir.join("runbooks").display()),
+            format!("{}:/actions", dir.join("actions").display()),
+        );
+        create.extend([
+            "-v",
+            &runbooks,
+            "-v",
+            &actions,
+            "-e",
+            "RUST_LOG=warn",
+            image,
+        ]);
+        create.extend(args);
+        docker(&create);
+        docker(&["network", "connect", &self.nets[1].name, &name]);
+        let client = Command::new("docker")
+            .args(["start", "-a", &name])
+            .stdout(std::fs::File::create(dir.join(format!("{member}.out"))).unwrap())
+            .stderr(std::fs::File::create(dir.join(format!("{member}.err"))).unwrap())
+            .spawn()
+            .expect("docker start");
+        Container { name, client }
+    }
+
     fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("runbooks")).unwrap();
@@ -196,7 +349,12 @@ impl World {
             broker.create_topic(topic, PARTITIONS).unwrap();
         }
         let pg = lab::postgres::PgServer::start().expect("a PostgreSQL server");
-        World { dir, broker, pg }
+        World {
+            dir,
+            broker,
+            pg,
+            nets: Vec::new(),
+        }
     }
 
     fn dir(&self) -> &Path {
@@ -1054,5 +1212,221 @@ fn a_killed_remediate_member_begins_no_action_twice() {
         replayed.iter().filter(|(k, o)| dead_keys.contains(k) && o == "begun_elsewhere").count(),
         files_after,
         all_keys.len()
+    );
+}
+
+/// Two detect workers as containers on a private Docker network, as on
+/// separate hosts; one is cut off the network mid-stream (`docker network
+/// disconnect`: its broker and database connections go silent, the process
+/// lives on). The other takes its partitions over once its leases expire;
+/// every sample is still scored once after de-duplication, each as an
+/// uninterrupted run would, 0 lost.
+#[test]
+fn a_detect_worker_cut_off_the_network_loses_no_sample() {
+    let world = World::on_networks();
+    let image = heal_image();
+    let (brokers, dir, pg) = (
+        world.broker.brokers(),
+        world.dir.path().to_owned(),
+        world.pg.url(),
+    );
+    let members = ["w1", "w2"];
+    let containers = settle(&dir, &members, |m| {
+        world.container(
+            &image,
+            m,
+            &[
+                "detect",
+                "--brokers",
+                &brokers,
+                "--member",
+                m,
+                "--runbooks",
+                "/runbooks",
+                "--checkpoint-every",
+                "300ms",
+                "--session-timeout",
+                "6s",
+                "--leases",
+                &pg,
+            ],
+        )
+    });
+    let synth = synthetic();
+    let total = (synth.series * synth.steps) as u64;
+    let ingest = world.ingest(&synth);
+    wait_until(
+        &dir,
+        "a quarter of the samples scored",
+        Duration::from_secs(60),
+        || (committed(&dir, &members) > total / 4).then_some(()),
+    );
+    let cut_off = held(&dir, "w1");
+    let before = events(&dir, "w2").len();
+    for net in &world.nets {
+        containers["w1"].network(net, false);
+    }
+    let cut = Instant::now();
+    wait_until(
+        &dir,
+        "w2 to restore w1's partitions",
+        Duration::from_secs(60),
+        || {
+            cut_off
+                .is_subset(&partitions_since(&dir, "w2", before, "restored"))
+                .then_some(())
+        },
+    );
+    let takeover = cut.elapsed();
+
+    let keys = produced(ingest, total);
+    let (unique, duplicates) = scored_once(&dir, &brokers, &keys);
+    let reference = reference(&synth);
+    for s in unique.values() {
+        assert_eq!(s.dropped, None, "{s:?}");
+        assert_eq!(
+            reference.get(&(s.series.clone(), s.ts_ms)),
+            Some(&s.score.to_bits()),
+            "{s:?}"
+        );
+    }
+    assert_eq!(unique.len() as u64, total);
+    println!(
+        "cut off the network: {total} produced, {} scored once after de-duplication ({duplicates} duplicates), 0 lost; w1's partitions {cut_off:?} restored on w2 {:.1} s after the cut",
+        unique.len(),
+        takeover.as_secs_f64()
+    );
+    drop(containers);
+}
+
+/// heal's image, with `mktemp` for the runbook's action.
+fn heal_image() -> String {
+    lab::image::of_binary(
+        Path::new(env!("CARGO_BIN_EXE_heal")),
+        &[Path::new("/usr/bin/mktemp")],
+        "heal-scale-test",
+    )
+    .expect("heal's image")
+}
+
+/// Two remediate members as containers on the broker's network and the
+/// database's. One is cut off from PostgreSQL only, as a partial network
+/// failure would: it still reads the scores (the broker is reachable) and
+/// still believes, for two thirds of a lease, that it holds its
+/// partitions, but it can neither renew its leases nor record a begin, and
+/// a step whose begin is not recorded does not run. The other takes its
+/// partitions over once the leases expire, replays their scores and acts.
+/// The cut-off member joins the database's network again: whatever it
+/// tries then is refused (begun elsewhere, or fenced). One file per
+/// action, every fired service acted on once.
+#[test]
+fn a_remediate_member_cut_off_from_the_database_begins_nothing_twice() {
+    let world = World::on_networks();
+    let (brokers, dir, db) = (
+        world.broker.brokers(),
+        world.dir.path().to_owned(),
+        world.pg.url(),
+    );
+    std::fs::write(
+        dir.join("runbooks/queue.yaml"),
+        format!(
+            "{RUNBOOK}rules:
+  - name: queue-backed-up
+    when: {{signal: queue_depth, direction: up, for: 0s}}
+    then:
+      - {{action: exec, argv: [/usr/bin/mktemp, \"/actions/{{{{service}}}}.XXXXXX\"]}}
+"
+        ),
+    )
+    .unwrap();
+    let image = heal_image();
+    let _detect = world.workers(&["w1"]);
+    let members = settle(&dir, &["r1", "r2"], |m| {
+        world.container(
+            &image,
+            m,
+            &[
+                "remediate",
+                "--brokers",
+                &brokers,
+                "--member",
+                m,
+                "--db",
+                &db,
+                "--runbooks",
+                "/runbooks",
+                "--session-timeout",
+                "30s",
+                "--commit-every",
+                "1h",
+                "--execute",
+            ],
+        )
+    });
+    let cut_off = held(&dir, "r1");
+    members["r1"].network(&world.nets[1], false);
+    let cut = Instant::now();
+
+    let synth = Synthetic {
+        series: 96,
+        ..synthetic()
+    };
+    let total = (synth.series * synth.steps) as u64;
+    let keys = produced(world.ingest(&synth), total);
+    let (scored, _) = scored_once(&dir, &brokers, &keys);
+    let fired: BTreeSet<String> = scored
+        .values()
+        .filter(|s| s.first && s.excursion.is_some_and(|e| e.above))
+        .map(|s| {
+            let labels: ingest::Labels = s.series.parse().unwrap();
+            labels.get("service").unwrap().to_owned()
+        })
+        .collect();
+    assert!(!fired.is_empty(), "no anomaly to act on");
+    // r2 holds every partition and has acted on every fired service.
+    let actions = dir.join("actions");
+    let acted = || -> BTreeSet<String> {
+        std::fs::read_dir(&actions)
+            .unwrap()
+            .map(|e| {
+                let f = e.unwrap().file_name().to_string_lossy().into_owned();
+                f.split('.').next().unwrap().to_owned()
+            })
+            .collect()
+    };
+    wait_until(
+        &dir,
+        "r2 to take over and act",
+        Duration::from_secs(90),
+        || (held(&dir, "r2").len() == PARTITIONS as usize && acted() == fired).then_some(()),
+    );
+    let takeover = partitions_since(&dir, "r2", 0, "assigned");
+    assert!(cut_off.is_subset(&takeover), "{cut_off:?} {takeover:?}");
+    let acted_after = cut.elapsed();
+
+    // r1 back on the database's network: it may now reach PostgreSQL
+    // with what it was trying, or find its leases gone.
+    members["r1"].network(&world.nets[1], true);
+    std::thread::sleep(Duration::from_secs(8));
+    let files = std::fs::read_dir(&actions).unwrap().count();
+    let performed = |m: &str| -> Vec<String> {
+        steps(&dir, m)
+            .into_iter()
+            .filter(|(_, o)| o == "performed" || o == "failed")
+            .map(|(k, _)| k)
+            .collect()
+    };
+    let (r1, r2) = (performed("r1"), performed("r2"));
+    assert!(r1.is_empty(), "the cut-off member ran {r1:?}");
+    let unique: BTreeSet<&String> = r2.iter().collect();
+    assert_eq!(unique.len(), r2.len(), "a step ran twice: {r2:?}");
+    assert_eq!(files, r2.len(), "one file per action");
+    assert_eq!(acted(), fired);
+    let r1_steps = steps(&dir, "r1");
+    println!(
+        "remediate, one member cut off from PostgreSQL: {} actions, all by the other ({:.1} s after the cut), {files} files; the cut-off member's own steps: {:?}",
+        r2.len(),
+        acted_after.as_secs_f64(),
+        r1_steps.iter().map(|(_, o)| o.as_str()).collect::<Vec<_>>()
     );
 }

@@ -15,7 +15,7 @@
 //! was inactive and left again at the end, so the engine is left as found.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -81,69 +81,14 @@ fn heal_lab() -> PathBuf {
     bin
 }
 
-/// The lab image: `/heal-lab` and what it links, tagged with a hash of
-/// the binary; imported when no image of that binary exists yet (older
-/// `heal-lab-test` images are removed then, so runs do not pile them up).
+/// The lab image: `/heal-lab` and what it links (`lab::image`), tagged
+/// with a hash of the binary; imported when no image of that binary exists
+/// yet (older `heal-lab-test` images are removed then, so runs do not pile
+/// them up).
 fn lab_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        let lab = heal_lab();
-        // FNV-1a of the binary.
-        let hash = std::fs::read(&lab)
-            .unwrap()
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-            });
-        let tag = format!("heal-lab-test:{hash:016x}");
-        let present = Command::new("docker")
-            .args(["image", "inspect", &tag])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if present {
-            return tag;
-        }
-        let old = run(&[
-            "docker",
-            "images",
-            "--format",
-            "{{.Repository}}:{{.Tag}}",
-            "heal-lab-test",
-        ]);
-        for image in old.lines() {
-            let _ = Command::new("docker").args(["rmi", image]).output();
-        }
-        let root = tempfile::tempdir().unwrap();
-        std::fs::copy(&lab, root.path().join("heal-lab")).unwrap();
-        let ldd = run(&["ldd", lab.to_str().unwrap()]);
-        for lib in ldd
-            .split_whitespace()
-            .filter(|w| w.starts_with('/'))
-            .map(Path::new)
-        {
-            let to = root.path().join(lib.strip_prefix("/").unwrap());
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::copy(lib, &to).unwrap();
-        }
-        let tar = root.path().with_extension("tar");
-        run(&[
-            "tar",
-            "-C",
-            root.path().to_str().unwrap(),
-            "-cf",
-            tar.to_str().unwrap(),
-            ".",
-        ]);
-        run(&[
-            "docker",
-            "import",
-            "--change",
-            r#"ENTRYPOINT ["/heal-lab"]"#,
-            tar.to_str().unwrap(),
-            &tag,
-        ]);
-        let _ = std::fs::remove_file(&tar);
-        tag
+        lab::image::of_binary(&heal_lab(), &[], "heal-lab-test").expect("the lab image")
     })
 }
 

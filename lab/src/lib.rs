@@ -41,6 +41,7 @@ macro_rules! say {
 
 mod error;
 pub mod http;
+pub mod image;
 pub mod load;
 pub mod manager;
 pub mod orchestrate;

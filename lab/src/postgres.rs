@@ -9,7 +9,9 @@
 //! caller.
 //!
 //! The server trusts loopback connections (`-A trust`): it holds nothing
-//! but test data and listens on 127.0.0.1 only. `fsync` is off: a test
+//! but test data and listens on 127.0.0.1 only ([`PgServer::start_on`]
+//! listens on another address of this machine, a Docker network's
+//! gateway, and trusts every client there). `fsync` is off: a test
 //! that kills the server does so to test heal, not PostgreSQL's disk.
 //!
 //! [`PgServer::kill`] stops it the hard way (SIGKILL of the postmaster,
@@ -23,7 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::orchestrate::{free_port, loopback, terminate, wait_until, TempDir};
+use crate::orchestrate::{free_port, terminate, wait_until, TempDir};
 
 /// The role the tests connect as (created by `initdb -U`).
 pub const USER: &str = "heal";
@@ -69,6 +71,8 @@ pub struct PgServer {
     bin: PathBuf,
     /// Holds `data/` (the cluster) and the server's log; removed on drop.
     dir: TempDir,
+    /// The address it listens on (loopback unless [`PgServer::start_on`]).
+    host: String,
     port: u16,
     as_postgres: bool,
     child: Option<Child>,
@@ -82,6 +86,19 @@ impl PgServer {
     /// PostgreSQL is not installed, `initdb` failed, or the server did not
     /// accept connections within 30 s (the error carries its log's end).
     pub fn start() -> Result<PgServer> {
+        PgServer::start_on("127.0.0.1")
+    }
+
+    /// [`PgServer::start`], listening on `host`, an address of this
+    /// machine (a Docker network's gateway, so that containers on that
+    /// network reach it), trusting every client (test data only).
+    ///
+    /// # Errors
+    ///
+    /// As [`PgServer::start`].
+    pub fn start_on(host: &str) -> Result<PgServer> {
+        host.parse::<std::net::IpAddr>()
+            .map_err(|e| Error::failed(format!("listen address {host}: {e}")))?;
         let bin = bin_dir()?;
         let dir = TempDir::new("heal-postgres")?;
         let as_postgres = is_root();
@@ -127,9 +144,17 @@ impl PgServer {
                 String::from_utf8_lossy(&out.stderr)
             )));
         }
+        if host != "127.0.0.1" {
+            let hba = data.join("pg_hba.conf");
+            let mut text =
+                std::fs::read_to_string(&hba).map_err(|e| Error::io("reading pg_hba.conf", e))?;
+            text.push_str("host all all 0.0.0.0/0 trust\n");
+            std::fs::write(&hba, text).map_err(|e| Error::io("writing pg_hba.conf", e))?;
+        }
         let mut server = PgServer {
             bin,
             dir,
+            host: host.to_owned(),
             port: free_port()?,
             as_postgres,
             child: None,
@@ -164,7 +189,7 @@ impl PgServer {
             .arg("-D")
             .arg(&data)
             .args(["-p", &self.port.to_string()])
-            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", &format!("listen_addresses={}", self.host)])
             .args(["-c", &format!("unix_socket_directories={}", data.display())])
             .args(["-c", "fsync=off", "-c", "max_connections=100"])
             .stdin(Stdio::null())
@@ -173,14 +198,14 @@ impl PgServer {
             .spawn()
             .map_err(|e| Error::io("starting postgres", e))?;
         self.child = Some(child);
-        let addr = loopback(self.port);
+        let addr = self.addr();
         let ready = wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
             // The port answers once the postmaster listens; pg_isready
             // then says whether it takes connections (not still starting
             // up or recovering).
             TcpStream::connect(addr).is_ok()
                 && Command::new(self.bin.join("pg_isready"))
-                    .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
+                    .args(["-h", &self.host, "-p", &self.port.to_string(), "-U", USER])
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .status()
@@ -206,14 +231,22 @@ impl PgServer {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
-    /// The server's port on 127.0.0.1.
+    /// Where it listens.
+    fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(
+            self.host.parse().expect("an address checked at start"),
+            self.port,
+        )
+    }
+
+    /// The server's port.
     pub fn port(&self) -> u16 {
         self.port
     }
 
     /// A connection URL for database `postgres` as [`USER`].
     pub fn url(&self) -> String {
-        format!("postgres://{USER}@127.0.0.1:{}/postgres", self.port)
+        format!("postgres://{USER}@{}:{}/postgres", self.host, self.port)
     }
 
     /// The postmaster's pid (from `postmaster.pid`), while it runs.
@@ -257,7 +290,7 @@ impl PgServer {
                 .chain(&children)
                 .all(|p| !p.parse().is_ok_and(crate::procfs::is_running))
         });
-        let addr = loopback(self.port);
+        let addr = self.addr();
         wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
             TcpStream::connect(addr).is_err()
         });

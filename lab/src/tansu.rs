@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::orchestrate::{free_port, loopback, terminate, wait_until, TempDir};
+use crate::orchestrate::{free_port, terminate, wait_until, TempDir};
 
 /// The broker's program: `TANSU_BIN`, else `tansu` on the PATH, else
 /// `~/.cache/heal-tools/bin/tansu`.
@@ -46,6 +46,9 @@ pub fn bin() -> Result<PathBuf> {
 pub struct Tansu {
     bin: PathBuf,
     child: Option<Child>,
+    /// The address it listens on and advertises (loopback unless
+    /// [`Tansu::start_durable_on`]).
+    host: String,
     port: u16,
     storage: &'static str,
     dir: TempDir,
@@ -57,7 +60,7 @@ impl Tansu {
     /// # Errors
     /// Unavailable without tansu; failed when it does not start.
     pub fn start() -> Result<Tansu> {
-        Tansu::launch("memory://tansu/")
+        Tansu::launch("memory://tansu/", "127.0.0.1")
     }
 
     /// Starts a broker that keeps its messages in `tansu.db` in a
@@ -67,13 +70,24 @@ impl Tansu {
     /// # Errors
     /// As [`Tansu::start`].
     pub fn start_durable() -> Result<Tansu> {
-        Tansu::launch("sqlite://tansu.db")
+        Tansu::launch("sqlite://tansu.db", "127.0.0.1")
     }
 
-    fn launch(storage: &'static str) -> Result<Tansu> {
+    /// [`Tansu::start_durable`], listening on (and advertising) `host`, an
+    /// address of this machine: a Docker network's gateway, so that
+    /// containers on that network reach it (as does this machine).
+    ///
+    /// # Errors
+    /// As [`Tansu::start`].
+    pub fn start_durable_on(host: &str) -> Result<Tansu> {
+        Tansu::launch("sqlite://tansu.db", host)
+    }
+
+    fn launch(storage: &'static str, host: &str) -> Result<Tansu> {
         let mut broker = Tansu {
             bin: bin()?,
             child: None,
+            host: host.to_owned(),
             port: free_port()?,
             storage,
             dir: TempDir::new("heal-tansu")?,
@@ -83,7 +97,7 @@ impl Tansu {
     }
 
     fn run(&mut self) -> Result<()> {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let url = format!("tcp://{}", self.brokers());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -107,8 +121,12 @@ impl Tansu {
             .map_err(|e| Error::failed(format!("starting {}: {e}", self.bin.display())))?;
         self.child = Some(child);
         let port = self.port;
+        let addr = self
+            .brokers()
+            .parse()
+            .map_err(|e| Error::failed(format!("listener address {}: {e}", self.brokers())))?;
         if wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
-            TcpStream::connect_timeout(&loopback(port), Duration::from_millis(200)).is_ok()
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
         })
         .is_none()
         {
@@ -146,7 +164,7 @@ impl Tansu {
 
     /// `host:port`, as clients take it.
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     /// Creates `topic` with `partitions`.

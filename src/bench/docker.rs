@@ -100,48 +100,15 @@ fn docker_quiet(args: &[&str]) {
     let _ = Command::new("docker").args(args).output();
 }
 
-/// Imports `heal-lab` and the libraries `ldd` lists as image `tag`, with
-/// the health check every side shares.
+/// Imports `heal-lab` and the libraries `ldd` lists as image `tag`
+/// (`lab::image`), with the health check every side shares.
 fn import_lab_image(lab_bin: &Path, tag: &str) -> Result<()> {
-    let root = TempDir::new("heal-bench-docker-root")?;
-    std::fs::copy(lab_bin, root.path().join("heal-lab")).context("copying heal-lab")?;
-    let ldd = Command::new("ldd")
-        .arg(lab_bin)
-        .output()
-        .context("running ldd")?;
-    for lib in String::from_utf8_lossy(&ldd.stdout)
-        .split_whitespace()
-        .filter(|w| w.starts_with('/'))
-        .map(Path::new)
-    {
-        let to = root.path().join(lib.strip_prefix("/").unwrap_or(lib));
-        if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent).context("making the image's directories")?;
-        }
-        std::fs::copy(lib, &to).with_context(|| format!("copying {}", lib.display()))?;
-    }
-    let tar = root.path().join("rootfs.tar");
-    let status = Command::new("tar")
-        .arg("-C")
-        .arg(root.path())
-        .args(["--exclude", "rootfs.tar", "-cf"])
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .context("running tar")?;
-    if !status.success() {
-        return Err(Error::msg("tar of the image's root failed"));
-    }
-    docker(&[
-        "import",
-        "--change",
-        r#"ENTRYPOINT ["/heal-lab"]"#,
-        "--change",
-        r#"HEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD ["/heal-lab", "probe", "--addr", "127.0.0.1:8080", "--timeout-ms", "800"]"#,
-        tar.to_str().context("temporary path is not UTF-8")?,
+    lab::image::import(
+        lab_bin,
         tag,
-    ])?;
-    Ok(())
+        &[r#"HEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD ["/heal-lab", "probe", "--addr", "127.0.0.1:8080", "--timeout-ms", "800"]"#],
+    )
+    .map_err(|e| Error::msg(e.to_string()))
 }
 
 /// The service command of a lab container for fault kind `kind`.

@@ -98,7 +98,7 @@ pub struct DetectArgs {
     /// The samples topic.
     #[arg(long, default_value = "heal-samples")]
     samples: String,
-    /// The scores topic (as many partitions as the samples topic).
+    /// The scores topic (keyed by group of services, for `heal remediate`).
     #[arg(long, default_value = "heal-scores")]
     scores: String,
     /// The changelog topic (as many partitions as the samples topic).

@@ -54,7 +54,7 @@ pub struct DetectOptions {
     pub group: String,
     /// Topic the samples come from (keyed by `wire::sample_key`).
     pub samples: String,
-    /// Topic the scores go to: as many partitions as `samples`.
+    /// Topic the scores go to (keyed by group: `wire::GroupKeys`).
     pub scores: String,
     /// The changelog topic (as many partitions as `samples`; compacted in a
     /// real Kafka); `None` to re-warm from nothing on a takeover.

@@ -1,21 +1,27 @@
-//! Scale-out: heal's roles as members of Kafka consumer groups, for when one
-//! process is not enough (`heal ingest`, `heal detect`). The embedded
-//! default (one `heal watch`, in-process channels, SQLite) does not use any
-//! of this.
+//! Scale-out: heal's roles as members of groups sharing Kafka topics, for
+//! when one process is not enough (`heal ingest`, `heal detect`, `heal
+//! remediate`). The embedded default (one `heal watch`, in-process
+//! channels, SQLite) does not use any of this.
 //!
 //! ```text
-//!  sources ──► heal ingest ──► [samples] ──► heal detect × N ──► [scores]
-//!                  keyed by (signal, service)     │  ▲
-//!                                                 ▼  │ restore on takeover
-//!                                            [changelog] (one key per series)
+//!  sources ──► heal ingest ──► [samples] ──► heal detect × N ──► [scores] ──► heal remediate × M
+//!                  keyed by (signal, service)     │  ▲        keyed by group     │ begin once, fenced
+//!                                                 ▼  │ restore on takeover       ▼
+//!                                            [changelog] (one key per series)  PostgreSQL journal
 //! ```
 //!
-//! - [`wire`]: the records and the keying rule.
-//! - [`ingest`]: samples into the samples topic, keyed.
-//! - [`detect`]: a detect worker. Members of one consumer group share the
+//! - [`wire`]: the records and the keying rules.
+//! - [`ingest`]: samples into the samples topic, keyed: from the live
+//!   sources, a dataset or synthetic load.
+//! - [`detect`]: a detect worker. Members of one group share the
 //!   samples topic's partitions; each runs the sample policy and the
 //!   detectors of its partitions' series (the very [`SeriesScorer`] the
 //!   embedded pipeline runs) and produces one score per sample.
+//! - [`remediate`]: a remediate member. Members share the scores topic's
+//!   partitions; each runs the engine and begins each allowed step through
+//!   the action journal in PostgreSQL, at most once per step whatever the
+//!   members believe.
+//! - `leases`: who holds which partition, for both.
 //!
 //! # What is guaranteed
 //!
@@ -44,8 +50,9 @@
 //! [`ScoreRecord`](wire::ScoreRecord) carries the key); a worker cut off
 //! from the broker goes on scoring what it has fetched until its session
 //! ends (its scores are duplicates of its successor's, same key, same
-//! values); and peers are not compared in a worker yet (samples are scored
-//! one at a time).
+//! values); peers are not compared in a worker yet (samples are scored
+//! one at a time); remediate members do not share their guards' memory
+//! (cooldowns, rate limits), silences or approvals (see [`remediate`]).
 //!
 //! [`SeriesScorer`]: crate::pipeline::SeriesScorer
 

@@ -139,9 +139,18 @@ impl PgStore {
             doing: "reading the connection URL",
             source,
         })?;
+        // A connection whose peer went silent (a cut network: no reset
+        // ever comes) fails within seconds instead of hanging a member's
+        // loop until the kernel gives up (about 15 minutes): unacknowledged
+        // data for 10 s, or an idle link that stops answering keepalives.
         config
             .application_name("heal")
-            .connect_timeout(Duration::from_secs(10));
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_user_timeout(Duration::from_secs(10))
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
+            .keepalives_interval(Duration::from_secs(2))
+            .keepalives_retries(3);
         let client = config
             .connect(NoTls)
             .map_err(|source| StoreError::Postgres {

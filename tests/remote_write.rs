@@ -15,7 +15,10 @@ use std::time::Duration;
 use lab::http::client;
 
 mod common;
-use common::{free_port, heal_lab, metric, metrics, prometheus_bin, url_encode, wait_until, Guard};
+use common::{
+    free_port, heal_lab, metric, metrics, post_remote_write, start_prometheus, url_encode,
+    wait_until, Guard,
+};
 
 /// A lab service `api` on `port`.
 fn start_lab(port: u16) -> Guard {
@@ -26,37 +29,6 @@ fn start_lab(port: u16) -> Guard {
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
-    )
-}
-
-/// A real Prometheus on `port` with `config`, its data and stderr in `dir`.
-fn start_prometheus(dir: &Path, config: &Path, port: u16, extra: &[&str]) -> Guard {
-    Guard(
-        Command::new(prometheus_bin())
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("prometheus.err")).unwrap())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn post_raw(heal: SocketAddr, token: Option<&str>, body: &[u8]) -> u16 {
-    common::post_status(
-        heal,
-        "/api/v1/write",
-        token,
-        &[
-            ("Content-Type", "application/x-protobuf"),
-            ("Content-Encoding", "snappy"),
-        ],
-        body,
     )
 }
 
@@ -128,9 +100,12 @@ rules:
 
     // Refused before Prometheus sends anything: no token, a wrong one,
     // and a body that is not remote write; heal goes on.
-    assert_eq!(post_raw(heal, None, b"x"), 401);
-    assert_eq!(post_raw(heal, Some("wrong"), b"x"), 401);
-    assert_eq!(post_raw(heal, Some(token), b"this is not snappy"), 400);
+    assert_eq!(post_remote_write(heal, None, b"x"), 401);
+    assert_eq!(post_remote_write(heal, Some("wrong"), b"x"), 401);
+    assert_eq!(
+        post_remote_write(heal, Some(token), b"this is not snappy"),
+        400
+    );
 
     // The real Prometheus: scrapes the lab every second, remote-writes to heal.
     let config = dir.path().join("prometheus.yml");

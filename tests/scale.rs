@@ -440,6 +440,22 @@ impl World {
         settle(dir, members, |m| worker(dir, &brokers, &pg, m, true))
     }
 
+    /// `heal ingest` of [`synthetic`] samples, returned once `members`
+    /// have committed a quarter of them (mid-stream: the moment to break
+    /// something), with their total.
+    fn ingest_a_quarter(&self, members: &[&str]) -> (Synthetic, u64, std::process::Child) {
+        let synth = synthetic();
+        let total = (synth.series * synth.steps) as u64;
+        let ingest = self.ingest(&synth);
+        wait_until(
+            self.dir(),
+            "a quarter of the samples scored",
+            Duration::from_secs(60),
+            || (committed(self.dir(), members) > total / 4).then_some(()),
+        );
+        (synth, total, ingest)
+    }
+
     /// `heal ingest` of the synthetic samples at 2,000 a second.
     fn ingest(&self, synth: &Synthetic) -> std::process::Child {
         Command::new(env!("CARGO_BIN_EXE_heal"))
@@ -646,15 +662,7 @@ fn a_restarted_broker_loses_nothing_it_acknowledged() {
     let (brokers, dir) = (world.broker.brokers(), world.dir.path().to_owned());
     let members = ["w1", "w2"];
     let workers = world.workers(&members);
-    let synth = synthetic();
-    let total = (synth.series * synth.steps) as u64;
-    let ingest = world.ingest(&synth);
-    wait_until(
-        &dir,
-        "a quarter of the samples scored",
-        Duration::from_secs(60),
-        || (committed(&dir, &members) > total / 4).then_some(()),
-    );
+    let (synth, total, ingest) = world.ingest_a_quarter(&members);
     world.broker.kill();
     std::thread::sleep(Duration::from_secs(2));
     world.broker.restart().expect("the broker starts again");
@@ -740,15 +748,7 @@ fn a_paused_worker_wakes_up_fenced() {
     let (dir, brokers) = (world.dir(), world.broker.brokers());
     let members = ["w1", "w2"];
     let workers = world.workers(&members);
-    let synth = synthetic();
-    let total = (synth.series * synth.steps) as u64;
-    let ingest = world.ingest(&synth);
-    wait_until(
-        dir,
-        "a quarter of the samples scored",
-        Duration::from_secs(60),
-        || (committed(dir, &members) > total / 4).then_some(()),
-    );
+    let (synth, total, ingest) = world.ingest_a_quarter(&members);
     let pid = workers["w1"].0.id().to_string();
     let lost = held(dir, "w1");
     let seen = events(dir, "w2").len();
@@ -812,7 +812,7 @@ fn a_paused_worker_wakes_up_fenced() {
 /// and scored.
 #[test]
 fn live_sources_and_remote_write_feed_heal_ingest_keyed_and_a_worker_scores_them() {
-    use common::{free_port, heal_lab, metric, metrics, prometheus_bin};
+    use common::{free_port, heal_lab, metric, metrics};
     use std::net::SocketAddr;
     let world = World::new();
     let (brokers, dir) = (world.broker.brokers(), world.dir.path().to_owned());
@@ -898,18 +898,7 @@ signals:
             .contains("heal_ingest_samples_total")
             .then_some(())
     });
-    let post = |token: Option<&str>, body: &[u8]| {
-        common::post_status(
-            heal,
-            "/api/v1/write",
-            token,
-            &[
-                ("Content-Type", "application/x-protobuf"),
-                ("Content-Encoding", "snappy"),
-            ],
-            body,
-        )
-    };
+    let post = |token: Option<&str>, body: &[u8]| common::post_remote_write(heal, token, body);
     assert_eq!(post(None, b"x"), 401);
     assert_eq!(post(Some("wrong"), b"x"), 401);
     assert_eq!(post(Some(token), b"this is not snappy"), 400);
@@ -945,19 +934,7 @@ remote_write:
         ),
     )
     .unwrap();
-    let _prometheus = Guard(
-        Command::new(prometheus_bin())
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("prometheus.err")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _prometheus = common::start_prometheus(&dir, &config, prom_port, &[]);
 
     // Both signals' three series reach the topic, several samples each.
     let topic_samples = || {
@@ -1111,6 +1088,31 @@ fn remediate_member(dir: &Path, brokers: &str, db: &str, member: &str) -> Guard 
     )
 }
 
+/// Ingests twice the series of the other tests (more faulty services,
+/// spread over the members), waits until every sample is scored (so every
+/// score is on the scores topic), and returns the services whose series
+/// fired upwards (the rules' direction): the faulty ones, as far as the
+/// detector saw them.
+fn faulty_services(world: &World) -> BTreeSet<String> {
+    let synth = Synthetic {
+        series: 96,
+        ..synthetic()
+    };
+    let total = (synth.series * synth.steps) as u64;
+    let keys = produced(world.ingest(&synth), total);
+    let (scored, _) = scored_once(world.dir(), &world.broker.brokers(), &keys);
+    let fired: BTreeSet<String> = scored
+        .values()
+        .filter(|s| s.first && s.excursion.is_some_and(|e| e.above))
+        .map(|s| {
+            let labels: ingest::Labels = s.series.parse().unwrap();
+            labels.get("service").unwrap().to_owned()
+        })
+        .collect();
+    assert!(!fired.is_empty(), "no anomaly to act on");
+    fired
+}
+
 /// The steps a member reported, by outcome: (key, outcome) in order.
 fn steps(dir: &Path, member: &str) -> Vec<(String, String)> {
     events(dir, member)
@@ -1160,27 +1162,7 @@ fn a_killed_remediate_member_begins_no_action_twice() {
         remediate_member(&dir, &brokers, &db, m)
     });
 
-    // Twice the series of the other tests: more faulty services, spread
-    // over both members.
-    let synth = Synthetic {
-        series: 96,
-        ..synthetic()
-    };
-    let total = (synth.series * synth.steps) as u64;
-    let keys = produced(world.ingest(&synth), total);
-    // Every sample scored, so every score is on the scores topic.
-    let (scored, _) = scored_once(&dir, &brokers, &keys);
-    // The services whose series fired upwards (the rule's direction): the
-    // faulty ones, as far as the detector saw them.
-    let fired: BTreeSet<String> = scored
-        .values()
-        .filter(|s| s.first && s.excursion.is_some_and(|e| e.above))
-        .map(|s| {
-            let labels: ingest::Labels = s.series.parse().unwrap();
-            labels.get("service").unwrap().to_owned()
-        })
-        .collect();
-    assert!(!fired.is_empty(), "no anomaly to act on");
+    let fired = faulty_services(&world);
     let performed = |m: &str| -> BTreeSet<String> {
         steps(&dir, m)
             .into_iter()
@@ -1324,15 +1306,7 @@ fn a_detect_worker_cut_off_the_network_loses_no_sample() {
             ],
         )
     });
-    let synth = synthetic();
-    let total = (synth.series * synth.steps) as u64;
-    let ingest = world.ingest(&synth);
-    wait_until(
-        &dir,
-        "a quarter of the samples scored",
-        Duration::from_secs(60),
-        || (committed(&dir, &members) > total / 4).then_some(()),
-    );
+    let (synth, total, ingest) = world.ingest_a_quarter(&members);
     let cut_off = held(&dir, "w1");
     let before = events(&dir, "w2").len();
     for net in &world.nets {
@@ -1440,22 +1414,7 @@ fn a_remediate_member_cut_off_from_the_database_begins_nothing_twice() {
     let partition = Partition::new(&members["r1"].ips(), world.pg.port());
     let cut = Instant::now();
 
-    let synth = Synthetic {
-        series: 96,
-        ..synthetic()
-    };
-    let total = (synth.series * synth.steps) as u64;
-    let keys = produced(world.ingest(&synth), total);
-    let (scored, _) = scored_once(&dir, &brokers, &keys);
-    let fired: BTreeSet<String> = scored
-        .values()
-        .filter(|s| s.first && s.excursion.is_some_and(|e| e.above))
-        .map(|s| {
-            let labels: ingest::Labels = s.series.parse().unwrap();
-            labels.get("service").unwrap().to_owned()
-        })
-        .collect();
-    assert!(!fired.is_empty(), "no anomaly to act on");
+    let fired = faulty_services(&world);
     // r2 holds every partition and has acted on every fired service.
     let actions = dir.join("actions");
     let acted = || -> BTreeSet<String> {

@@ -63,6 +63,20 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// Resolves on SIGINT or SIGTERM, or once `run_for` has passed when
+/// given (`--run-for`, for demos and tests): a daemon's end either way.
+pub async fn shutdown_or_after(run_for: Option<std::time::Duration>) {
+    match run_for {
+        Some(d) => {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = shutdown_signal() => {}
+            }
+        }
+        None => shutdown_signal().await,
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM: the end of a daemon, passed to the
 /// library as its shutdown.
 pub async fn shutdown_signal() {

@@ -167,6 +167,13 @@ fn member_name(member: &Option<String>) -> String {
     })
 }
 
+/// One JSON line per event, for people and for the tests.
+fn print_event(event: &impl serde::Serialize) {
+    if let Ok(line) = serde_json::to_string(event) {
+        println!("{line}");
+    }
+}
+
 /// A flag set by SIGINT/SIGTERM, for the roles' synchronous loops.
 fn shutdown_flag() -> Arc<AtomicBool> {
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -200,15 +207,8 @@ pub fn run_remediate(a: RemediateArgs) -> anyhow::Result<()> {
     let executors = executors::Executors::new(env, clock.clone());
     let shutdown = shutdown_flag();
     let stats =
-        heal::scale::remediate::run(opts, runbooks, executors, clock, &shutdown, |event| {
-            if let Ok(line) = serde_json::to_string(event) {
-                println!("{line}");
-            }
-        })?;
-    println!(
-        "{}",
-        serde_json::json!({ "event": "stopped", "stats": stats })
-    );
+        heal::scale::remediate::run(opts, runbooks, executors, clock, &shutdown, print_event)?;
+    print_event(&serde_json::json!({ "event": "stopped", "stats": stats }));
     Ok(())
 }
 
@@ -316,17 +316,7 @@ fn run_live(a: IngestArgs, runbooks: remediate::RunbookSet) -> anyhow::Result<()
                 l.local_addr()?
             );
         }
-        let stop = async move {
-            match run_for {
-                Some(d) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(d) => {}
-                        _ = shutdown_signal() => {}
-                    }
-                }
-                None => shutdown_signal().await,
-            }
-        };
+        let stop = super::error::shutdown_or_after(run_for);
         anyhow::Ok(publish::run_live(cfg, listener, stop).await?)
     })?;
     println!("{}", serde_json::to_string(&stats)?);
@@ -361,15 +351,7 @@ pub fn run_detect(a: DetectArgs) -> anyhow::Result<()> {
         },
     };
     let shutdown = shutdown_flag();
-    let stats = detect::run(opts, runbooks, &shutdown, |event| {
-        // One JSON line per event, for people and for the tests.
-        if let Ok(line) = serde_json::to_string(event) {
-            println!("{line}");
-        }
-    })?;
-    println!(
-        "{}",
-        serde_json::json!({ "event": "stopped", "stats": stats })
-    );
+    let stats = detect::run(opts, runbooks, &shutdown, print_event)?;
+    print_event(&serde_json::json!({ "event": "stopped", "stats": stats }));
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use daemons::supervisor::{Supervisor, SupervisorConfig};
 
-use super::error::{duration_arg, shutdown_signal, UsageError};
+use super::error::{duration_arg, UsageError};
 
 #[derive(Debug, clap::Args)]
 pub struct SuperviseArgs {
@@ -80,19 +80,9 @@ pub fn run(args: SuperviseArgs) -> anyhow::Result<()> {
                 " (read-only: no --token-env)"
             }
         );
-        let stop = async move {
-            // SIGINT and SIGTERM stop the children and exit 0, with or
-            // without --run-for.
-            match run_for {
-                Some(d) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(d) => {}
-                        _ = shutdown_signal() => {}
-                    }
-                }
-                None => shutdown_signal().await,
-            }
-        };
+        // SIGINT and SIGTERM stop the children and exit 0, with or
+        // without --run-for.
+        let stop = super::error::shutdown_or_after(run_for);
         daemons::supervisor::serve(supervisor, token, listener, stop)
             .await
             .context("serving the control API")

@@ -13,7 +13,7 @@ use heal::live::LiveConfig;
 use ingest::{Auth, PrometheusConfig};
 use remediate::RunbookSet;
 
-use super::error::{duration_arg, runtime, shutdown_signal, UsageError};
+use super::error::{duration_arg, runtime, UsageError};
 
 #[derive(Debug, clap::Args)]
 pub struct WatchArgs {
@@ -221,17 +221,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
         // SIGINT and SIGTERM end the watch gracefully whether or not
         // --run-for is given (a supervisor stopping a demo must not lose
         // the store's tail).
-        let stop = async move {
-            match run_for {
-                Some(d) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(d) => {}
-                        _ = shutdown_signal() => {}
-                    }
-                }
-                None => shutdown_signal().await,
-            }
-        };
+        let stop = super::error::shutdown_or_after(run_for);
         Ok(heal::live::run(config, listener, stop).await?)
     })
 }

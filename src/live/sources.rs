@@ -212,20 +212,17 @@ impl Prepared {
                         )
                     },
                 ));
-                let f = run_probe_source(
+                spawn(detached(run_probe_source(
                     client.clone(),
                     self.probes,
                     options,
                     tx.clone(),
                     stop.clone(),
-                );
-                spawn(Box::pin(async move {
-                    let _ = f.await;
-                }));
+                )));
             }
             // The call graph's edge queries, refreshed into the same channel.
             if let Some(d) = self.edges {
-                spawn(Box::pin(crate::topology::run_edges(
+                spawn(detached(crate::topology::run_edges(
                     client.clone(),
                     d.edges.clone(),
                     d.refresh.as_millis_i64(),
@@ -237,49 +234,40 @@ impl Prepared {
         }
         // Docker signals: discovery and the engine's events.
         if let Some((api, watches)) = self.docker {
-            let f = ingest::docker::run_docker_source(
+            spawn(detached(ingest::docker::run_docker_source(
                 api,
                 watches,
                 interval_ms,
                 tx.clone(),
                 stop.clone(),
                 ingest::SystemClock,
-            );
-            spawn(Box::pin(async move {
-                let _ = f.await;
-            }));
+            )));
         }
         if let Some(push) = self.push {
-            let f = ingest::remote_write::run_push_source(
+            spawn(detached(ingest::remote_write::run_push_source(
                 push,
                 interval_ms,
                 ingest::remote_write::PUSH_LAG_MS,
                 tx.clone(),
                 stop.clone(),
                 ingest::SystemClock,
-            );
-            spawn(Box::pin(async move {
-                let _ = f.await;
-            }));
+            )));
         }
         if let Some(alerts) = self.alerts {
-            let f = ingest::remote_write::run_push_source(
+            spawn(detached(ingest::remote_write::run_push_source(
                 alerts,
                 interval_ms,
                 0,
                 tx.clone(),
                 stop.clone(),
                 ingest::SystemClock,
-            );
-            spawn(Box::pin(async move {
-                let _ = f.await;
-            }));
+            )));
         }
         // Log signals: files tailed and counted on the same slot grid.
         if let Some(prepared) = self.logs {
             let observer = log_observer(telemetry.clone());
             observer(&prepared.stats());
-            let f = ingest::log_source::run_log_source(
+            spawn(detached(ingest::log_source::run_log_source(
                 prepared,
                 ingest::log_source::LogSourceOptions {
                     interval_ms,
@@ -289,28 +277,33 @@ impl Prepared {
                 tx.clone(),
                 stop.clone(),
                 ingest::SystemClock,
-            );
-            spawn(Box::pin(async move {
-                let _ = f.await;
-            }));
+            )));
         }
         // The query signals last: the Prometheus source holds the last
         // sender.
         if let Some(client) = self.prometheus {
-            let f = run_source(
+            spawn(detached(run_source(
                 client,
                 self.queries,
                 interval_ms,
                 self.backfill_ms,
                 tx,
                 stop.clone(),
-            );
-            spawn(Box::pin(async move {
-                let _ = f.await;
-            }));
+            )));
         }
         tasks
     }
+}
+
+/// `f` as a task body whose result is dropped (each source logs its own
+/// failures).
+fn detached<F>(f: F) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+where
+    F: std::future::Future + Send + 'static,
+{
+    Box::pin(async move {
+        let _ = f.await;
+    })
 }
 
 /// The log sources' statistics, as heal's own metrics.

@@ -258,3 +258,41 @@ pub fn post_status(
     lab::http::client::request_with(heal, "POST", path, &all, body, Duration::from_secs(30))
         .map_or(0, |r| r.status)
 }
+
+/// A remote-write `POST /api/v1/write` of `body` (protobuf in snappy, or
+/// garbage) to heal with `token`; the answer's status.
+pub fn post_remote_write(heal: std::net::SocketAddr, token: Option<&str>, body: &[u8]) -> u16 {
+    post_status(
+        heal,
+        "/api/v1/write",
+        token,
+        &[
+            ("Content-Type", "application/x-protobuf"),
+            ("Content-Encoding", "snappy"),
+        ],
+        body,
+    )
+}
+
+/// A real Prometheus on `port` with `config`, its data and stderr in `dir`.
+pub fn start_prometheus(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    port: u16,
+    extra: &[&str],
+) -> Guard {
+    Guard(
+        std::process::Command::new(prometheus_bin())
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.err")).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}

@@ -140,8 +140,14 @@ pub enum RemediateEvent {
 struct PartitionState {
     engine: Engine,
     fence: Fence,
-    /// Per series, the newest sample observed (event time).
+    /// Per series, the newest sample observed (event time); a series
+    /// silent for [`KEEP_RESOLVED_MS`] is forgotten (memory stays bounded
+    /// under series churn).
     last_ts: HashMap<String, i64>,
+    /// The newest sample observed in the partition, and when the series
+    /// map was last swept.
+    newest_ts: i64,
+    swept_ts: i64,
     next_offset: Option<i64>,
 }
 
@@ -209,6 +215,8 @@ impl Holder for Member {
                 ),
                 fence,
                 last_ts: HashMap::new(),
+                newest_ts: i64::MIN,
+                swept_ts: i64::MIN,
                 next_offset: None,
             },
         );
@@ -402,8 +410,15 @@ impl Member {
                 _ => {}
             }
         }
-        // Memory stays bounded: resolved incidents go after an hour.
+        // Memory stays bounded: resolved incidents go after an hour, and
+        // so do series silent for that long (swept once a minute).
         part.engine.forget_resolved(record.ts_ms - KEEP_RESOLVED_MS);
+        part.newest_ts = part.newest_ts.max(record.ts_ms);
+        if part.newest_ts.saturating_sub(part.swept_ts) >= 60_000 {
+            let horizon = part.newest_ts - KEEP_RESOLVED_MS;
+            part.last_ts.retain(|_, ts| *ts >= horizon);
+            part.swept_ts = part.newest_ts;
+        }
         Ok(())
     }
 

@@ -190,7 +190,9 @@ pub fn show(db: &Path, id: &str) -> Result<String> {
     let record = store
         .incident(id)
         .with_context(|| format!("reading {id}"))?
-        .ok_or_else(|| Error::Usage(format!("no incident {id:?} in {}", db.display())))?;
+        .ok_or_else(|| {
+            Error::Usage(format!("no incident {id:?} in {}", store::Location::of(db)))
+        })?;
     // The evidence tells the kind of anomaly; a report without it still reads.
     let evidence = store.evidence(id).ok().flatten();
     let mut out = remediate::report::markdown_with(&record.incident, evidence.as_ref());

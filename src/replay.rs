@@ -218,7 +218,7 @@ pub fn run(args: ReplayConfig) -> Result<()> {
             "stored {} incidents and {} engine events in {}",
             outcome.incidents.len(),
             outcome.events.len(),
-            db.display()
+            store::Location::of(db)
         );
     }
     Ok(())

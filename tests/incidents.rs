@@ -1,5 +1,7 @@
-//! `heal replay --db` into a real SQLite file, then `heal incidents list`
-//! and `heal incidents show` on it.
+//! `heal replay --db` into a real store, then `heal incidents list` and
+//! `heal incidents show` on it, and the feed `heal watch --db` serves from
+//! it: each on a SQLite file and on a PostgreSQL database (Debian's
+//! `postgresql`, a server of the test's own through `lab::postgres`).
 
 use std::path::Path;
 use std::process::Command;
@@ -32,19 +34,34 @@ fn ids(list: &str) -> Vec<&str> {
         .collect()
 }
 
+/// A PostgreSQL server of the test's own; its URL is the `--db`.
+fn postgres() -> lab::postgres::PgServer {
+    lab::postgres::PgServer::start().unwrap_or_else(|e| panic!("starting PostgreSQL: {e}"))
+}
+
 #[test]
 fn replays_into_a_store_then_list_and_show() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("heal.db");
+    replays_then_list_and_show(&dir.path().join("heal.db"), dir.path());
+}
+
+#[test]
+fn replays_into_postgres_then_list_and_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = postgres();
+    replays_then_list_and_show(Path::new(&pg.url()), dir.path());
+}
+
+fn replays_then_list_and_show(db: &Path, dir: &Path) {
     let dbs = db.to_str().unwrap();
 
-    let first = replay_into(&db, &dir.path().join("r1"));
+    let first = replay_into(db, &dir.join("r1"));
     assert!(
         first.contains(&format!("stored 5 incidents and 30 engine events in {dbs}")),
         "{first}"
     );
     // A second run numbers on from the store: no id is reused.
-    let second = replay_into(&db, &dir.path().join("r2"));
+    let second = replay_into(db, &dir.join("r2"));
     assert!(second.contains("inc-000006  checkout"), "{second}");
 
     let o = heal(&["incidents", "list", "--db", dbs]);
@@ -128,7 +145,7 @@ fn replays_into_a_store_then_list_and_show() {
     let o = heal(&["incidents", "show", "inc-000004", "--db", dbs]);
     assert!(o.status.success(), "{}", stderr(&o));
     let shown = stdout(&o);
-    let report = std::fs::read_to_string(dir.path().join("r1/inc-000004.md")).unwrap();
+    let report = std::fs::read_to_string(dir.join("r1/inc-000004.md")).unwrap();
     assert!(shown.starts_with(&report), "{shown}");
     assert!(
         shown.ends_with("## Executions\n\nStatus resolved, outcome not_recovered.\n\nNo action was performed.\n"),
@@ -201,8 +218,18 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
 #[test]
 fn the_report_feed_over_http() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("heal.db");
-    replay_into(&db, &dir.path().join("r1"));
+    report_feed_over_http(&dir.path().join("heal.db"), dir.path());
+}
+
+#[test]
+fn the_report_feed_over_http_from_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = postgres();
+    report_feed_over_http(Path::new(&pg.url()), dir.path());
+}
+
+fn report_feed_over_http(db: &Path, dir: &Path) {
+    replay_into(db, &dir.join("r1"));
     // heal watch serving the store; no Prometheus needed for the feed.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -215,7 +242,7 @@ fn the_report_feed_over_http() {
         .args(["--runbooks", "runbooks", "--backfill", "0s"])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--db")
-        .arg(&db)
+        .arg(db)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

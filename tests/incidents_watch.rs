@@ -176,6 +176,21 @@ fn runs(path: &Path) -> Vec<String> {
 #[test]
 fn sigkill_of_heal_mid_action_then_restart_with_execute_runs_it_at_most_once() {
     let dir = tempfile::tempdir().unwrap();
+    at_most_once_across_a_sigkill(&dir, &dir.path().join("heal.db"));
+}
+
+/// The same on a PostgreSQL store (`--db postgres://...`, a server of the
+/// test's own): the journal that keeps the action from running twice is
+/// PostgreSQL's.
+#[test]
+fn sigkill_mid_action_then_restart_runs_it_at_most_once_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg =
+        lab::postgres::PgServer::start().unwrap_or_else(|e| panic!("starting PostgreSQL: {e}"));
+    at_most_once_across_a_sigkill(&dir, Path::new(&pg.url()));
+}
+
+fn at_most_once_across_a_sigkill(dir: &tempfile::TempDir, db: &Path) {
     let prometheus = free_port();
     let (late, late_up) = switchable_target();
     let _prom = start_prometheus_with(
@@ -224,17 +239,16 @@ rules:
         ),
     )
     .unwrap();
-    let db = dir.path().join("heal.db");
 
     // Run 1: acts on `dead`, and is killed while its action runs.
-    let heal = watch(prometheus, &runbooks, &db, &["--execute"])
+    let heal = watch(prometheus, &runbooks, db, &["--execute"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut heal = Guard(heal);
     let incident = wait_until("heal to begin the action", Duration::from_secs(120), || {
-        let store = Store::open_read_only(&db).ok()?;
+        let store = Store::open_read_only(db).ok()?;
         let page = store.list(&IncidentFilter::default()).ok()?;
         let id = page.incidents.last()?.id.clone();
         let record = store.incident(&id).ok()??;
@@ -251,7 +265,7 @@ rules:
     assert_eq!(incident.incident.actions.len(), 1);
     assert!(incident.incident.actions[0].decision.allowed);
     assert_eq!(runs(&runs_file), ["dead"]);
-    let old_ids: Vec<String> = Store::open_read_only(&db)
+    let old_ids: Vec<String> = Store::open_read_only(db)
         .unwrap()
         .list(&IncidentFilter::default())
         .unwrap()
@@ -264,7 +278,7 @@ rules:
     // once, and `late` goes down: run 2 has something new to act on.
     std::fs::write(&release, "").unwrap();
     late_up.store(false, std::sync::atomic::Ordering::SeqCst);
-    let heal = watch(prometheus, &runbooks, &db, &["--execute"])
+    let heal = watch(prometheus, &runbooks, db, &["--execute"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -274,7 +288,7 @@ rules:
         "run 2 to act on the target that went down",
         Duration::from_secs(120),
         || {
-            let store = Store::open_read_only(&db).ok()?;
+            let store = Store::open_read_only(db).ok()?;
             let page = store.list(&IncidentFilter::default()).ok()?;
             page.incidents.iter().find_map(|s| {
                 let r = store.incident(&s.id).ok()??;
@@ -297,7 +311,7 @@ rules:
         heal.0.try_wait().unwrap()
     });
 
-    let store = Store::open_read_only(&db).unwrap();
+    let store = Store::open_read_only(db).unwrap();
     let after = store.incident("inc-000001").unwrap().unwrap();
     // The interrupted action: one execution record, settled by the
     // restart, same key, and it did not run again.

@@ -36,7 +36,7 @@ pub enum IncidentsCmd {
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
-    /// The incident store.
+    /// The incident store: a SQLite file, or `postgres://user@host/db`.
     #[arg(long, default_value = "heal.db")]
     db: PathBuf,
     /// Only this service.
@@ -78,7 +78,7 @@ pub struct ListArgs {
 pub struct ShowArgs {
     /// Incident id, such as `inc-000042`.
     id: String,
-    /// The incident store.
+    /// The incident store: a SQLite file, or `postgres://user@host/db`.
     #[arg(long, default_value = "heal.db")]
     db: PathBuf,
 }
@@ -93,7 +93,7 @@ pub struct MarkArgs {
     /// Why, for the history.
     #[arg(long)]
     note: Option<String>,
-    /// The incident store.
+    /// The incident store: a SQLite file, or `postgres://user@host/db`.
     #[arg(long, default_value = "heal.db")]
     db: PathBuf,
 }
@@ -110,14 +110,14 @@ pub struct MissedArgs {
     /// What was missed, for the history.
     #[arg(long)]
     note: Option<String>,
-    /// The incident store.
+    /// The incident store: a SQLite file, or `postgres://user@host/db`.
     #[arg(long, default_value = "heal.db")]
     db: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct SensitivityArgs {
-    /// The incident store.
+    /// The incident store: a SQLite file, or `postgres://user@host/db`.
     #[arg(long, default_value = "heal.db")]
     db: PathBuf,
     /// One JSON object (`offsets`, `history`) instead of tables.
@@ -161,7 +161,7 @@ pub fn run(cmd: IncidentsCmd) -> anyhow::Result<()> {
             .map_err(heal::Error::from)?;
             println!("{}", marks::describe(&marked));
             if matches!(marked, Marked::Adjusted(_)) {
-                println!("applies from the next start of heal watch or heal replay with --db {} (or mark through a running watch's API to apply it at once)", args.db.display());
+                println!("applies from the next start of heal watch or heal replay with --db {} (or mark through a running watch's API to apply it at once)", store::Location::of(&args.db));
             }
         }
         IncidentsCmd::Missed(args) => {
@@ -187,7 +187,8 @@ pub fn run(cmd: IncidentsCmd) -> anyhow::Result<()> {
 /// `heal serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// The incident store (written by `heal watch --db` or `heal replay --db`).
+    /// The incident store (written by `heal watch --db` or `heal replay
+    /// --db`): a SQLite file, or `postgres://user@host/db`.
     #[arg(long, default_value = "heal.db")]
     db: PathBuf,
     /// Address to serve on.
@@ -205,7 +206,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     use super::error::{runtime, shutdown_signal, UsageError};
     // A missing or foreign file is said now, not at the first page.
     store::Store::open_read_only(&args.db)
-        .map_err(|e| UsageError(format!("--db {}: {e}", args.db.display())))?;
+        .map_err(|e| UsageError(format!("--db {}: {e}", store::Location::of(&args.db))))?;
     let token = super::error::api_token(args.api_token_env.as_deref())?;
     runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -213,7 +214,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .map_err(|e| UsageError(format!("listening on {}: {e}", args.listen)))?;
         eprintln!(
             "serving {} on http://{}/",
-            args.db.display(),
+            store::Location::of(&args.db),
             listener.local_addr().unwrap_or(args.listen)
         );
         heal::api::serve_store(listener, args.db.clone(), token, shutdown_signal()).await;

@@ -34,8 +34,9 @@ pub struct ReplayArgs {
     #[arg(long, short)]
     quiet: bool,
     /// Also write every incident and engine event to this incident store
-    /// (SQLite, created if missing; read it with `heal incidents`). Incident
-    /// ids go on from the store's highest, so they stay unique.
+    /// (a SQLite file, created if missing, or `postgres://user@host/db`;
+    /// read it with `heal incidents`). Incident ids go on from the store's
+    /// highest, so they stay unique.
     #[arg(long)]
     db: Option<PathBuf>,
     /// Detector settings from a parameter file (as `heal tune -o` writes):

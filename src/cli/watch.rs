@@ -92,8 +92,9 @@ pub struct WatchArgs {
     #[arg(long, value_name = "VAR", requires = "remote_write")]
     remote_write_token_env: Option<String>,
     /// Record every incident, engine event and action (begun, finished) in
-    /// this incident store (SQLite, created if missing; read it with `heal
-    /// incidents`). Off unless given.
+    /// this incident store: a SQLite file (created if missing) or a
+    /// PostgreSQL database (`postgres://user@host/db`, migrated if needed);
+    /// read it with `heal incidents`. Off unless given.
     #[arg(long)]
     db: Option<PathBuf>,
     /// Detector settings from a parameter file (as `heal tune -o` writes):

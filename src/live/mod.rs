@@ -55,7 +55,7 @@ pub use command::{ChangeError, Command};
 use crate::pipeline::Pipeline;
 use crate::telemetry::Telemetry;
 use crate::tuning::{load_guard_state, open_store, Tuning};
-use crate::Result;
+use crate::{Error, Result};
 
 /// The target of the live loop's log events (incident opened, action
 /// performed, verified, ...), fixed so that readers of heal's log (the demo,
@@ -167,7 +167,15 @@ pub async fn run(
     };
     // The one way to open the store (replay does the same): interrupted
     // actions reported, numbering, learned offsets and guard state read.
-    let opened = config.db.as_deref().map(open_store).transpose()?;
+    // (Off the async threads: a PostgreSQL store's client blocks.)
+    let opened = match config.db.clone() {
+        Some(db) => Some(
+            tokio::task::spawn_blocking(move || open_store(&db))
+                .await
+                .map_err(|e| Error::Unavailable(format!("opening the incident store: {e}")))??,
+        ),
+        None => None,
+    };
     let offsets = opened
         .as_ref()
         .map(|o| o.offsets.clone())
@@ -316,13 +324,15 @@ pub async fn run(
     if let Some(thread) = store_thread {
         // Every writer handle went with `decide` and `act`: the thread
         // writes what is queued and ends.
-        if let Ok(store) = tokio::task::spawn_blocking(move || thread.join()).await {
+        let _ = tokio::task::spawn_blocking(move || {
+            let store = thread.join();
             // Everything back in the main file: a stopped heal leaves one
             // self-contained database, not most of it in the WAL.
             if let Err(e) = store.checkpoint() {
                 tracing::warn!(stage = "store", error = %e, "checkpoint at shutdown failed");
             }
-        }
+        })
+        .await;
     }
     eprintln!("heal: stopped");
     Ok(())

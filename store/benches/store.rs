@@ -257,7 +257,7 @@ fn size_per_incident(tmp: &str) {
         }
     }
     store.checkpoint().unwrap();
-    let bytes = store.size_on_disk();
+    let bytes = store.size_on_disk().expect("a SQLite file");
     let actions: usize = incidents.iter().map(|i| i.actions.len()).sum();
     println!(
         "store size: {N} incidents, {actions} planned actions, {executions} executions, {} events: {bytes} bytes on disk (file + WAL after checkpoint), {} bytes per incident",

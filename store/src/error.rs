@@ -142,6 +142,14 @@ pub enum StoreError {
         /// Who claimed it last.
         owner: Option<String>,
     },
+    /// A value could not be written as JSON.
+    #[error("incident store: cannot encode {what} as JSON: {message}")]
+    Encode {
+        /// What was written.
+        what: &'static str,
+        /// serde_json's error.
+        message: String,
+    },
     /// A list cursor that no list returned.
     #[error("bad cursor {0:?}: expected the next_cursor of a previous page")]
     BadCursor(String),

@@ -1,13 +1,15 @@
 //! The incident store: incidents, anomalies, actions and their outcomes,
 //! durable across restarts and crashes of heal.
 //!
-//! SQLite is the one backend today ([`sqlite`]; [`Store`] is its store).
-//! The crate is shaped for a second one (PostgreSQL, say) beside it: what a
-//! caller handles is backend-neutral and lives at this level (the
-//! idempotency [`ActionKey`], [`ActionRecord`], [`IncidentFilter`] and
-//! [`IncidentPage`], the learning-from-outcomes [`Mark`]s, [`StoreError`]),
-//! and the engine never sees the store at all: it lives in `remediate`,
-//! below this crate, and the application writes what the engine did.
+//! Two backends hold the same schema and run the same statements: a SQLite
+//! file (the embedded default, [`sqlite`]) and a PostgreSQL database (when
+//! one heal is not enough, [`postgres`]); `--db postgres://...` picks the
+//! second ([`Location`]). What a caller handles is backend-neutral and lives
+//! at this level ([`Store`], the idempotency [`ActionKey`], [`ActionRecord`],
+//! [`IncidentFilter`] and [`IncidentPage`], the learning-from-outcomes
+//! [`Mark`]s, [`StoreError`]), and the engine never sees the store at all:
+//! it lives in `remediate`, below this crate, and the application writes
+//! what the engine did.
 //!
 //! # Why SQLite, and how it is opened
 //!
@@ -19,19 +21,25 @@
 //! corrupts the file. The one write that must survive a power cut too, the
 //! begin of an action ([`Store::begin_action`]), is committed with
 //! `synchronous=FULL`. A busy timeout lets `heal incidents list` read while
-//! `heal watch` writes.
+//! `heal watch` writes. PostgreSQL's commits survive a power cut of the
+//! server by default.
 //!
 //! # Layout
 //!
-//! - `schema.rs`: the migrations, applied in order at open (`PRAGMA
-//!   user_version` is the count applied). A file from a newer heal is
-//!   refused ([`StoreError::TooNew`]).
+//! - `db.rs`: [`Db`](db), one connection to either database: the values,
+//!   rows, transactions and placeholders both dialects share.
+//! - `backend.rs`: [`Store`] on either backend, opening it, and what an
+//!   open settles (an earlier run's unfinished actions, per writer).
 //! - `write.rs`: incidents as the engine holds them (upserted whole, so the
 //!   last snapshot wins), the event log, and the two-phase action journal.
 //! - `read.rs`: an incident read back, and the paginated list with filters.
+//! - `marks.rs`: learning from outcomes, the offsets and their history.
 //! - `writer.rs`: [`StoreWriter`], a thread that owns the store and takes
 //!   writes from async code over a bounded channel, batching what queued up
 //!   into one transaction.
+//! - `sqlite/`: opening a file (integrity, WAL, migrations); `postgres/`:
+//!   connecting, migrations, and what only a shared database needs (the
+//!   fenced journal of [`PgStore`], leases).
 //!
 //! # Idempotent actions
 //!
@@ -77,18 +85,27 @@
 //! assert!(store.list(&IncidentFilter::default()).unwrap().incidents.is_empty());
 //! ```
 
+mod backend;
+mod db;
 mod error;
-mod query;
-// Learning from outcomes: threshold offsets per signal and their history.
+mod marks;
 pub mod postgres;
+mod query;
+mod read;
+// Learning from outcomes: threshold offsets per signal and their history.
 mod sensitivity;
 pub mod sqlite;
+#[cfg(test)]
+mod tests;
+mod write;
+mod writer;
 
 use std::fmt;
 
 use remediate::action::ActionResult;
 use serde::Serialize;
 
+pub use backend::{ClosedIncident, Location, Opened, Store, CLOSED_AT_RESTART, DEFAULT_WRITER};
 pub use error::StoreError;
 pub use postgres::{Fence, PgStore};
 pub use query::{
@@ -98,7 +115,7 @@ pub use query::{
 pub use sensitivity::{
     step_offset, Adjustment, Mark, Marked, Reason as SensitivityReason, OFFSET_MAX, OFFSET_MIN,
 };
-pub use sqlite::{ClosedIncident, Opened, Store, StoreWriter, WriterThread, CLOSED_AT_RESTART};
+pub use writer::{StoreWriter, WriterThread};
 
 /// Identity of one execution of one planned step: the idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]

@@ -44,11 +44,11 @@ fn members_migrating_at_once_migrate_once_to_the_sqlite_schema() {
         .collect();
     for h in handles {
         let version = h.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(version, 10);
+        assert_eq!(version, 11);
     }
     // Opening again changes nothing.
     let mut pgs = PgStore::open(&url).unwrap();
-    assert_eq!(pgs.version().unwrap(), 10);
+    assert_eq!(pgs.version().unwrap(), 11);
 
     // The same tables with the same columns in the same order as SQLite.
     let dir = tempfile::tempdir().unwrap();

@@ -36,6 +36,7 @@
 //! the caller's choice, and is safe: a begin whose answer was lost is
 //! found again as [`StoreError::DuplicateAction`] with state `started`.
 
+mod db;
 mod lease;
 mod schema;
 
@@ -46,6 +47,7 @@ use remediate::action::ActionResult;
 
 use crate::{ActionKey, ActionRecord, ChildProcess, ExecutionState, StoreError};
 
+pub(crate) use db::Pg;
 pub(crate) use schema::MIGRATIONS;
 
 /// An execution's columns in the order [`PgStore::record`] reads them.
@@ -114,6 +116,96 @@ pub fn redact(url: &str) -> String {
     out
 }
 
+/// Connects to `url` (`postgres://user[:password]@host[:port]/db`); returns
+/// the client, its configuration (to connect again) and the URL without
+/// its password.
+pub(crate) fn connect(url: &str) -> Result<(Client, postgres::Config, String), StoreError> {
+    let shown = redact(url);
+    let mut config: postgres::Config = url.parse().map_err(|source| StoreError::Postgres {
+        url: shown.clone(),
+        doing: "reading the connection URL",
+        source,
+    })?;
+    // A connection whose peer went silent (a cut network: no reset
+    // ever comes) fails within seconds instead of hanging a member's
+    // loop until the kernel gives up (about 15 minutes): unacknowledged
+    // data for 10 s, or an idle link that stops answering keepalives.
+    config
+        .application_name("heal")
+        .connect_timeout(Duration::from_secs(10))
+        .tcp_user_timeout(Duration::from_secs(10))
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(5))
+        .keepalives_interval(Duration::from_secs(2))
+        .keepalives_retries(3);
+    let client = config
+        .connect(NoTls)
+        .map_err(|source| StoreError::Postgres {
+            url: shown.clone(),
+            doing: "connecting",
+            source,
+        })?;
+    Ok((client, config, shown))
+}
+
+/// Applies the missing migrations, each in its own transaction under
+/// the migration lock, re-reading the version under it (another
+/// member may have migrated meanwhile).
+pub(crate) fn migrate(client: &mut Client, url: &str) -> Result<(), StoreError> {
+    let url = url.to_owned();
+    let pg = |doing: &'static str| {
+        let url = url.clone();
+        move |source| StoreError::Postgres { url, doing, source }
+    };
+    let supported = MIGRATIONS.len() as i64;
+    {
+        let mut tx = client.transaction().map_err(pg("migrating"))?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&schema::MIGRATION_LOCK],
+        )
+        .map_err(pg("taking the migration lock"))?;
+        tx.batch_execute(schema::VERSION_TABLE)
+            .map_err(pg("creating the version table"))?;
+        tx.commit().map_err(pg("creating the version table"))?;
+    }
+    loop {
+        let mut tx = client.transaction().map_err(pg("migrating"))?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&schema::MIGRATION_LOCK],
+        )
+        .map_err(pg("taking the migration lock"))?;
+        let found: i64 = tx
+            .query_one("SELECT version FROM heal_schema WHERE id = 1", &[])
+            .map_err(pg("reading the schema version"))?
+            .get(0);
+        if found > supported {
+            return Err(StoreError::PostgresTooNew {
+                url: url.clone(),
+                found,
+                supported,
+            });
+        }
+        if found == supported {
+            return tx.commit().map_err(pg("migrating"));
+        }
+        tx.batch_execute(MIGRATIONS[found as usize])
+            .map_err(pg("applying a migration"))?;
+        tx.execute(
+            "UPDATE heal_schema SET version = $1 WHERE id = 1",
+            &[&(found + 1)],
+        )
+        .map_err(pg("recording the schema version"))?;
+        tx.commit().map_err(pg("applying a migration"))?;
+        tracing::info!(
+            stage = "store",
+            version = found + 1,
+            "incident store: PostgreSQL schema migrated"
+        );
+    }
+}
+
 impl PgStore {
     /// Connects to `url` (`postgres://user[:password]@host[:port]/db`),
     /// applies the missing migrations, and returns the store.
@@ -133,35 +225,12 @@ impl PgStore {
     ///
     /// As [`PgStore::open`].
     pub fn open_as(url: &str, member: &str) -> Result<PgStore, StoreError> {
-        let shown = redact(url);
-        let mut config: postgres::Config = url.parse().map_err(|source| StoreError::Postgres {
-            url: shown.clone(),
-            doing: "reading the connection URL",
-            source,
-        })?;
-        // A connection whose peer went silent (a cut network: no reset
-        // ever comes) fails within seconds instead of hanging a member's
-        // loop until the kernel gives up (about 15 minutes): unacknowledged
-        // data for 10 s, or an idle link that stops answering keepalives.
-        config
-            .application_name("heal")
-            .connect_timeout(Duration::from_secs(10))
-            .tcp_user_timeout(Duration::from_secs(10))
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(5))
-            .keepalives_interval(Duration::from_secs(2))
-            .keepalives_retries(3);
-        let client = config
-            .connect(NoTls)
-            .map_err(|source| StoreError::Postgres {
-                url: shown.clone(),
-                doing: "connecting",
-                source,
-            })?;
-        let mut store = PgStore {
+        let (mut client, config, url) = connect(url)?;
+        migrate(&mut client, &url)?;
+        Ok(PgStore {
             client,
             config,
-            url: shown,
+            url,
             instance: format!(
                 "{member}/{}/{}",
                 std::process::id(),
@@ -172,9 +241,7 @@ impl PgStore {
             begins: 0,
             retry_for: RETRY_FOR,
             reconnects: 0,
-        };
-        store.migrate()?;
-        Ok(store)
+        })
     }
 
     /// How long [`PgStore::begin_action`] and [`PgStore::finish_action`]
@@ -229,64 +296,6 @@ impl PgStore {
             url: self.url.clone(),
             doing,
             source,
-        }
-    }
-
-    /// Applies the missing migrations, each in its own transaction under
-    /// the migration lock, re-reading the version under it (another
-    /// member may have migrated meanwhile).
-    fn migrate(&mut self) -> Result<(), StoreError> {
-        let url = self.url.clone();
-        let pg = |doing: &'static str| {
-            let url = url.clone();
-            move |source| StoreError::Postgres { url, doing, source }
-        };
-        let supported = MIGRATIONS.len() as i64;
-        {
-            let mut tx = self.client.transaction().map_err(pg("migrating"))?;
-            tx.execute(
-                "SELECT pg_advisory_xact_lock($1)",
-                &[&schema::MIGRATION_LOCK],
-            )
-            .map_err(pg("taking the migration lock"))?;
-            tx.batch_execute(schema::VERSION_TABLE)
-                .map_err(pg("creating the version table"))?;
-            tx.commit().map_err(pg("creating the version table"))?;
-        }
-        loop {
-            let mut tx = self.client.transaction().map_err(pg("migrating"))?;
-            tx.execute(
-                "SELECT pg_advisory_xact_lock($1)",
-                &[&schema::MIGRATION_LOCK],
-            )
-            .map_err(pg("taking the migration lock"))?;
-            let found: i64 = tx
-                .query_one("SELECT version FROM heal_schema WHERE id = 1", &[])
-                .map_err(pg("reading the schema version"))?
-                .get(0);
-            if found > supported {
-                return Err(StoreError::PostgresTooNew {
-                    url: url.clone(),
-                    found,
-                    supported,
-                });
-            }
-            if found == supported {
-                return tx.commit().map_err(pg("migrating"));
-            }
-            tx.batch_execute(MIGRATIONS[found as usize])
-                .map_err(pg("applying a migration"))?;
-            tx.execute(
-                "UPDATE heal_schema SET version = $1 WHERE id = 1",
-                &[&(found + 1)],
-            )
-            .map_err(pg("recording the schema version"))?;
-            tx.commit().map_err(pg("applying a migration"))?;
-            tracing::info!(
-                stage = "store",
-                version = found + 1,
-                "incident store: PostgreSQL schema migrated"
-            );
         }
     }
 

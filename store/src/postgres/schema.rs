@@ -16,7 +16,7 @@
 //! shipped; append one, to both lists.
 
 /// Every migration, oldest first.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
 
 /// Key of the advisory lock the migrations take (`heal` in ASCII).
 pub(crate) const MIGRATION_LOCK: i64 = 0x6865_616c;
@@ -200,4 +200,12 @@ CREATE TABLE leases (
     epoch      BIGINT NOT NULL,
     expires_ms BIGINT NOT NULL
 );
+"#;
+
+/// Version 11 (both dialects): which writer wrote an incident (see
+/// `crate::backend`): a writer that opens the store settles only its own
+/// incidents and begins, so a shared PostgreSQL database can hold several.
+/// SQLite's one writer leaves it empty.
+const V11: &str = r#"
+ALTER TABLE incidents ADD COLUMN writer TEXT;
 "#;

@@ -10,7 +10,7 @@
 //! `synchronous=NORMAL`: a commit survives heal being killed (SIGKILL, OOM,
 //! panic), and a power cut loses at most the last commits but never
 //! corrupts the file. The one write that must survive a power cut too, the
-//! begin of an action ([`Store::begin_action`]), is committed with
+//! begin of an action ([`crate::Store::begin_action`]), is committed with
 //! `synchronous=FULL`. A busy timeout lets `heal incidents list` read while
 //! `heal watch` writes.
 //!
@@ -19,96 +19,43 @@
 //! - `schema.rs`: the migrations, applied in order at open (`PRAGMA
 //!   user_version` is the count applied). A file from a newer heal is
 //!   refused ([`StoreError::TooNew`]).
-//! - `write.rs`: incidents as the engine holds them (upserted whole, so the
-//!   last snapshot wins), the event log, and the two-phase action journal.
-//! - `read.rs`: an incident read back, and the paginated list with filters.
-//! - `marks.rs`: learning from outcomes, the offsets and their history.
-//! - `writer.rs`: [`StoreWriter`], a thread that owns the store and takes
-//!   writes from async code over a bounded channel, batching what queued up
-//!   into one transaction.
+//! - this file: opening (integrity check, WAL mode, migrations) and the
+//!   [`Db`] that runs the store's statements (`crate::write`, `read`,
+//!   `marks`: one copy for both backends) on a connection, each prepared
+//!   once and cached by its text.
 
-mod marks;
-mod read;
 pub(crate) mod schema;
-mod write;
-mod writer;
-
-#[cfg(test)]
-mod tests;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
-use crate::{ActionKey, ActionRecord, ExecutionState, StoreError};
-
-pub use writer::{StoreWriter, WriterThread};
+use crate::db::{Db, Row, Val};
+use crate::StoreError;
 
 /// How long a connection waits for another one's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The durable record of what heal saw and did. See the module docs.
+/// A SQLite file, open.
 #[derive(Debug)]
-pub struct Store {
+pub(crate) struct Sqlite {
     conn: Connection,
     path: PathBuf,
 }
 
-/// An incident an earlier run left open, closed at this open.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClosedIncident {
-    /// Its id.
-    pub id: String,
-    /// Its rule.
-    pub rule: String,
-    /// Its series, as a selector.
-    pub selector: String,
-}
-
-/// The reason recorded on an incident closed at open (status `closed`).
-pub const CLOSED_AT_RESTART: &str = "closed at restart: the heal run that opened it stopped (killed or shut down) before its anomaly ended; not resumed, a fault still present opens a new incident";
-
-/// A store opened for writing, with what the last run left unfinished.
-#[derive(Debug)]
-pub struct Opened {
-    /// The store.
-    pub store: Store,
-    /// Actions an earlier run left unfinished, which the caller reports:
-    /// begun but never finished (killed between begin and finish), now
-    /// [`ExecutionState::Interrupted`]: they may or may not have run; and
-    /// allowed but never begun (killed between deciding and acting), now
-    /// [`ExecutionState::Abandoned`]: they did not run.
-    pub interrupted: Vec<ActionRecord>,
-    /// Incidents an earlier run left `open`, now `closed` with
-    /// [`CLOSED_AT_RESTART`] as their reason: never left open beside a new
-    /// incident of the same series and rule.
-    pub closed: Vec<ClosedIncident>,
-}
-
-impl Store {
-    /// Opens (creating it if missing) the store at `path` for writing:
-    /// checks its integrity (a damaged file is refused before anything is
-    /// written to it, [`StoreError::Damaged`]), applies missing migrations,
-    /// then marks every action an earlier run began but never finished as
-    /// interrupted and returns those, and closes the incidents it left open.
-    ///
-    /// One writer per file: two heal processes writing the same store would
-    /// each take the other's running actions for interrupted ones.
-    pub fn open(path: impl AsRef<Path>) -> Result<Opened, StoreError> {
-        let path = path.as_ref().to_path_buf();
+impl Sqlite {
+    /// Opens (creating it if missing) the file at `path` for writing:
+    /// checks its integrity, switches it to WAL mode and applies the missing
+    /// migrations.
+    pub(crate) fn open(path: PathBuf) -> Result<Sqlite, StoreError> {
         let conn = Connection::open(&path).map_err(sql(&path, "opening"))?;
-        let mut store = Store { conn, path };
+        let mut store = Sqlite { conn, path };
         store.check_integrity()?;
         store.configure()?;
         store.migrate()?;
-        let interrupted = store.recover()?;
-        let closed = store.close_left_open()?;
-        Ok(Opened {
-            store,
-            interrupted,
-            closed,
-        })
+        Ok(store)
     }
 
     /// `PRAGMA integrity_check` before the first write (even the switch to
@@ -156,63 +103,9 @@ impl Store {
         }
     }
 
-    /// Closes every incident an earlier run left `open` (status `closed`,
-    /// reason [`CLOSED_AT_RESTART`]) and returns them. This run's engine
-    /// starts without them, so left open they would stay open for ever,
-    /// beside the new incident a fault still present opens.
-    fn close_left_open(&mut self) -> Result<Vec<ClosedIncident>, StoreError> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(sql(&path, "starting to close incidents left open"))?;
-        let closed: Vec<ClosedIncident> = tx
-            .prepare("SELECT id, rule, selector FROM incidents WHERE status = 'open' ORDER BY pk")
-            .and_then(|mut s| {
-                s.query_map([], |r| {
-                    Ok(ClosedIncident {
-                        id: r.get(0)?,
-                        rule: r.get(1)?,
-                        selector: r.get(2)?,
-                    })
-                })?
-                .collect()
-            })
-            .map_err(sql(&path, "finding incidents left open"))?;
-        tx.execute(
-            "UPDATE incidents SET status = 'closed', closed_reason = ?1 WHERE status = 'open'",
-            [CLOSED_AT_RESTART],
-        )
-        .map_err(sql(&path, "closing incidents left open"))?;
-        tx.commit()
-            .map_err(sql(&path, "committing the incidents closed"))?;
-        for c in &closed {
-            tracing::warn!(incident = %c.id, rule = %c.rule, series = %c.selector, "incident left open by an earlier run: closed");
-        }
-        Ok(closed)
-    }
-
-    /// Opens an existing store for marks (`heal incidents mark|missed`, and
-    /// watch's API): applies missing migrations but, unlike
-    /// [`Store::open`], marks nothing interrupted, so it is safe while a
-    /// `heal watch` writes the same file (SQLite's locks order the writes).
-    pub fn open_for_marks(path: impl AsRef<Path>) -> Result<Store, StoreError> {
-        let path = path.as_ref().to_path_buf();
-        if !path.exists() {
-            return Err(StoreError::Missing(path));
-        }
-        let conn = Connection::open(&path).map_err(sql(&path, "opening"))?;
-        let mut store = Store { conn, path };
-        store.check_integrity()?;
-        store.configure()?;
-        store.migrate()?;
-        Ok(store)
-    }
-
-    /// Opens an existing store for reading only (the report feed): no
+    /// Opens an existing file for reading only (the report feed): no
     /// migration, no recovery, so it is safe while a `heal watch` writes it.
-    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Store, StoreError> {
-        let path = path.as_ref().to_path_buf();
+    pub(crate) fn open_read_only(path: PathBuf) -> Result<Sqlite, StoreError> {
         if !path.exists() {
             return Err(StoreError::Missing(path));
         }
@@ -223,7 +116,7 @@ impl Store {
         .map_err(sql(&path, "opening read-only"))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(sql(&path, "setting the busy timeout"))?;
-        let store = Store { conn, path };
+        let store = Sqlite { conn, path };
         let found = store.version()?;
         let supported = schema::current_version();
         if found > supported {
@@ -243,42 +136,35 @@ impl Store {
         Ok(store)
     }
 
+    /// The connection, for tests that look under the store.
+    #[cfg(test)]
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     /// The database file.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The schema version of the file (`PRAGMA user_version`).
-    pub fn version(&self) -> Result<i64, StoreError> {
+    pub(crate) fn version(&self) -> Result<i64, StoreError> {
         self.conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(sql(&self.path, "reading the schema version"))
     }
 
-    /// The number the next incident should get so that ids stay unique
-    /// across restarts: one more than the highest `inc-NNNNNN` stored (1 for
-    /// an empty store). Give it to `Engine::continue_numbering_from`.
-    pub fn next_incident_seq(&self) -> Result<u64, StoreError> {
-        let max: i64 = self
-            .conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM incidents", [], |r| {
-                r.get(0)
-            })
-            .map_err(sql(&self.path, "reading the highest incident number"))?;
-        Ok(max.max(0) as u64 + 1)
-    }
-
     /// Writes everything back into the WAL-mode main file and truncates the
     /// WAL (done by SQLite on its own every 1,000 pages; useful before
     /// measuring the file or copying it).
-    pub fn checkpoint(&self) -> Result<(), StoreError> {
+    pub(crate) fn checkpoint(&self) -> Result<(), StoreError> {
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(sql(&self.path, "checkpointing"))
     }
 
     /// Size on disk: the database file plus its WAL, bytes.
-    pub fn size_on_disk(&self) -> u64 {
+    pub(crate) fn size_on_disk(&self) -> u64 {
         let wal = {
             let mut p = self.path.clone().into_os_string();
             p.push("-wal");
@@ -338,72 +224,6 @@ impl Store {
         }
         Ok(())
     }
-
-    /// Marks every `started` execution `interrupted` and records every
-    /// allowed step with no execution as `abandoned`; returns them all.
-    fn recover(&mut self) -> Result<Vec<ActionRecord>, StoreError> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(sql(&path, "starting recovery"))?;
-        let mut found = read::executions_where(&tx, &path, "state = 'started'", [])?;
-        tx.execute(
-            "UPDATE executions SET state = 'interrupted' WHERE state = 'started'",
-            [],
-        )
-        .map_err(sql(&path, "marking interrupted actions"))?;
-        for record in &mut found {
-            record.state = ExecutionState::Interrupted;
-            tracing::warn!(
-                key = %record.key, action = %record.summary, started_ms = record.started_ms,
-                "action begun by an earlier run never finished: marked interrupted, not re-run"
-            );
-        }
-        // Allowed steps with no execution at all. The key is attempt 1's
-        // (`ActionKey`'s Display): the attempt that never began is the one
-        // that must not begin late.
-        const NEVER_BEGUN: &str = "FROM actions a WHERE a.allowed AND NOT EXISTS (
-                SELECT 1 FROM executions e WHERE e.incident_id = a.incident_id AND e.step = a.step)";
-        let abandoned: Vec<(String, i64, String, i64)> = tx
-            .prepare(&format!(
-                "SELECT a.incident_id, a.step, a.summary, a.planned_ms {NEVER_BEGUN}
-                 ORDER BY a.incident_id, a.step"
-            ))
-            .and_then(|mut s| {
-                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                    .collect()
-            })
-            .map_err(sql(&path, "finding abandoned actions"))?;
-        tx.execute(
-            &format!(
-                "INSERT INTO executions (key, incident_id, step, attempt, summary, state, started_ms)
-                 SELECT a.incident_id || '/step-' || a.step || '/attempt-1', a.incident_id,
-                     a.step, 1, a.summary, 'abandoned', a.planned_ms {NEVER_BEGUN}"
-            ),
-            [],
-        )
-        .map_err(sql(&path, "marking abandoned actions"))?;
-        for (incident, step, summary, planned_ms) in abandoned {
-            let record = ActionRecord {
-                key: ActionKey::new(incident, step.max(0) as usize, 1),
-                summary,
-                state: ExecutionState::Abandoned,
-                started_ms: planned_ms,
-                finished_ms: None,
-                result: None,
-                process: None,
-                settled: None,
-            };
-            tracing::warn!(
-                key = %record.key, action = %record.summary,
-                "action allowed by an earlier run was never begun: marked abandoned, not run"
-            );
-            found.push(record);
-        }
-        tx.commit().map_err(sql(&path, "committing recovery"))?;
-        Ok(found)
-    }
 }
 
 /// Maps a SQLite error to a [`StoreError`] naming the file and the step.
@@ -412,5 +232,84 @@ fn sql<'a>(path: &'a Path, doing: &'static str) -> impl Fn(rusqlite::Error) -> S
         path: path.to_path_buf(),
         doing,
         source,
+    }
+}
+
+impl rusqlite::ToSql for Val {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Val::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Val::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            Val::Real(x) => ToSqlOutput::Borrowed(ValueRef::Real(*x)),
+            Val::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Val::Bool(b) => ToSqlOutput::Borrowed(ValueRef::Integer(i64::from(*b))),
+        })
+    }
+}
+
+fn val(v: ValueRef<'_>) -> Val {
+    match v {
+        ValueRef::Null => Val::Null,
+        ValueRef::Integer(i) => Val::Int(i),
+        ValueRef::Real(x) => Val::Real(x),
+        ValueRef::Text(t) | ValueRef::Blob(t) => Val::Text(String::from_utf8_lossy(t).into_owned()),
+    }
+}
+
+/// Statements are prepared once per connection and cached by their text.
+impl Db for Sqlite {
+    fn exec(&self, doing: &'static str, sql_text: &str, params: &[Val]) -> Result<u64, StoreError> {
+        self.conn
+            .prepare_cached(sql_text)
+            .and_then(|mut s| s.execute(rusqlite::params_from_iter(params)))
+            .map(|n| n as u64)
+            .map_err(sql(&self.path, doing))
+    }
+
+    fn rows(
+        &self,
+        doing: &'static str,
+        sql_text: &str,
+        params: &[Val],
+    ) -> Result<Vec<Row>, StoreError> {
+        self.conn
+            .prepare_cached(sql_text)
+            .and_then(|mut s| {
+                let n = s.column_count();
+                s.query_map(rusqlite::params_from_iter(params), |r| {
+                    (0..n)
+                        .map(|i| r.get_ref(i).map(val))
+                        .collect::<rusqlite::Result<Vec<Val>>>()
+                        .map(Row)
+                })?
+                .collect()
+            })
+            .map_err(sql(&self.path, doing))
+    }
+
+    fn batch(&self, doing: &'static str, sql_text: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch(sql_text)
+            .map_err(sql(&self.path, doing))
+    }
+
+    fn corrupt(&self, table: &'static str, row: &str, message: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            table,
+            row: row.to_owned(),
+            message,
+        }
+    }
+
+    fn power_cut_durable(&self, on: bool) -> Result<(), StoreError> {
+        let (value, doing) = if on {
+            ("FULL", "setting synchronous=FULL")
+        } else {
+            ("NORMAL", "setting synchronous=NORMAL")
+        };
+        self.conn
+            .pragma_update(None, "synchronous", value)
+            .map_err(sql(&self.path, doing))
     }
 }

@@ -11,7 +11,7 @@
 
 /// Every migration, oldest first; the schema version of a file is the
 /// number of these it has had.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
 
 /// The schema version this heal writes.
 pub(crate) fn current_version() -> i64 {
@@ -233,4 +233,12 @@ CREATE TABLE leases (
     epoch      INTEGER NOT NULL,
     expires_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
+"#;
+
+/// Version 11 (both dialects): which writer wrote an incident (see
+/// `crate::backend`): a writer that opens the store settles only its own
+/// incidents and begins, so a shared PostgreSQL database can hold several.
+/// SQLite's one writer leaves it empty.
+const V11: &str = r#"
+ALTER TABLE incidents ADD COLUMN writer TEXT;
 "#;

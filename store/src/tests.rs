@@ -1,12 +1,14 @@
-//! Tests of the incident store against real SQLite files in temporary
-//! directories.
+//! Tests of the incident store against real databases: SQLite files in
+//! temporary directories and PostgreSQL servers of their own (Debian's
+//! `postgresql`, started by `lab::postgres`). What both backends must do
+//! alike runs on both ([`on_both!`]); what only a file has (integrity
+//! checks, WAL, `user_version`) runs on SQLite.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use detect::{Excursion, Scored};
 
-use super::*;
 use crate::*;
 use remediate::action::{ActionResult, RenderedAction};
 use remediate::engine::{
@@ -14,6 +16,86 @@ use remediate::engine::{
 };
 use remediate::runbook::{ActionKind, HttpMethod, ServerState, Severity};
 use remediate::{Engine, EngineOptions, Observation, RunbookSet};
+
+/// Where a test's store is: a new SQLite file, or a new PostgreSQL
+/// server's database.
+enum At {
+    File(tempfile::TempDir),
+    Postgres(lab::postgres::PgServer),
+}
+
+impl At {
+    fn sqlite() -> At {
+        At::File(tempfile::tempdir().unwrap())
+    }
+
+    fn postgres() -> At {
+        At::Postgres(
+            lab::postgres::PgServer::start().unwrap_or_else(|e| panic!("starting PostgreSQL: {e}")),
+        )
+    }
+
+    /// The `--db` of the store: a file path or a `postgres://` URL.
+    fn db(&self) -> std::path::PathBuf {
+        match self {
+            At::File(dir) => dir.path().join("heal.db"),
+            At::Postgres(server) => server.url().into(),
+        }
+    }
+}
+
+/// `on_both!(check, ...)`: a test `check::sqlite` and a test
+/// `check::postgres` for each `fn check(at: &At)`.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(&super::At::sqlite());
+            }
+            #[test]
+            fn postgres() {
+                super::$name(&super::At::postgres());
+            }
+        }
+    )*};
+}
+
+on_both!(
+    an_incident_read_back_is_the_incident_written,
+    a_later_snapshot_replaces_the_earlier_one,
+    incidents_the_engine_made_round_trip_and_numbering_goes_on,
+    an_action_is_begun_once_and_finished_once,
+    reopening_marks_what_was_begun_and_not_finished_interrupted,
+    an_allowed_step_never_begun_is_marked_abandoned_once,
+    list_is_newest_first_filtered_and_paginated,
+    same_opening_time_pages_by_insertion_order,
+    the_writer_keeps_order_and_commits_before_answering,
+    sensitivity_marks_are_recorded_stepped_and_kept_across_opens,
+    sensitivity_offset_stops_at_its_bound_and_says_so,
+    the_writer_records_marks_in_order_and_answers_with_the_adjustment,
+    incidents_left_open_are_closed_at_the_next_open_with_a_reason,
+    a_begun_actions_process_is_recorded_and_an_interrupted_one_settled_once,
+);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The one integer `sql` selects, through the store's own connection.
+fn count(store: &Store, sql: &str) -> i64 {
+    store
+        .db()
+        .row("counting", sql, &[])
+        .unwrap()
+        .unwrap()
+        .i64(0)
+        .unwrap()
+}
 
 const MIN: i64 = 60_000;
 /// 2026-03-01T00:00:00Z.
@@ -158,16 +240,22 @@ fn rich_incident(id: &str, service: &str, opened_ms: i64) -> Incident {
     }
 }
 
-fn open(dir: &tempfile::TempDir) -> Store {
-    let opened = Store::open(dir.path().join("heal.db")).unwrap();
+fn open(at: &At) -> Store {
+    open_db(at.db())
+}
+
+fn open_file(dir: &tempfile::TempDir) -> Store {
+    open_db(dir.path().join("heal.db"))
+}
+
+fn open_db(db: std::path::PathBuf) -> Store {
+    let opened = Store::open(db).unwrap();
     assert!(opened.interrupted.is_empty());
     opened.store
 }
 
-#[test]
-fn an_incident_read_back_is_the_incident_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = open(&dir);
+fn an_incident_read_back_is_the_incident_written(at: &At) {
+    let mut store = open(at);
     let written = rich_incident("inc-000007", "checkout", T0);
     store.record_incident(&written).unwrap();
     let mut open_one = rich_incident("inc-000008", "cart", T0 + MIN);
@@ -182,7 +270,7 @@ fn an_incident_read_back_is_the_incident_written() {
     drop(store);
 
     // Read back through a fresh read-only connection: what is on disk.
-    let store = Store::open_read_only(dir.path().join("heal.db")).unwrap();
+    let store = Store::open_read_only(at.db()).unwrap();
     let record = store.incident("inc-000007").unwrap().unwrap();
     assert_eq!(record.incident, written);
     assert_eq!(record.status, IncidentStatus::Resolved);
@@ -202,10 +290,8 @@ fn an_incident_read_back_is_the_incident_written() {
     assert!(store.incident("inc-000009").unwrap().is_none());
 }
 
-#[test]
-fn a_later_snapshot_replaces_the_earlier_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = open(&dir);
+fn a_later_snapshot_replaces_the_earlier_one(at: &At) {
+    let mut store = open(at);
     let full = rich_incident("inc-000001", "checkout", T0);
     let mut early = full.clone();
     early.actions.truncate(2);
@@ -225,8 +311,7 @@ fn a_later_snapshot_replaces_the_earlier_one() {
     );
 }
 
-#[test]
-fn incidents_the_engine_made_round_trip_and_numbering_goes_on() {
+fn incidents_the_engine_made_round_trip_and_numbering_goes_on(at: &At) {
     let set = RunbookSet::from_sources(&[(
         "r.yaml".into(),
         "signals:
@@ -246,8 +331,7 @@ rules:
     )])
     .unwrap();
     let series = labels(&[("__name__", "up"), ("service", "web"), ("instance", "a")]);
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = open(&dir);
+    let mut store = open(at);
     assert_eq!(store.next_incident_seq().unwrap(), 1);
 
     // Two runs of heal: the second numbers on from the store.
@@ -312,13 +396,16 @@ rules:
     }
     // Every event went to the log, in order.
     let kinds: Vec<String> = store
-        .conn
-        .prepare("SELECT kind FROM events WHERE incident_id = 'inc-000002' ORDER BY pk")
+        .db()
+        .rows(
+            "reading events",
+            "SELECT kind FROM events WHERE incident_id = 'inc-000002' ORDER BY pk",
+            &[],
+        )
         .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+        .iter()
+        .map(|r| r.text(0).unwrap())
+        .collect();
     assert_eq!(
         kinds,
         ["opened", "planned", "verified", "planned", "verified", "resolved"]
@@ -335,10 +422,8 @@ fn result(ok: bool) -> ActionResult {
     }
 }
 
-#[test]
-fn an_action_is_begun_once_and_finished_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = open(&dir);
+fn an_action_is_begun_once_and_finished_once(at: &At) {
+    let mut store = open(at);
     let key = ActionKey::new("inc-000001", 1, 1);
     store
         .begin_action(&key, "exec heal-lab restart web", T0)
@@ -409,11 +494,9 @@ fn an_action_is_begun_once_and_finished_once() {
     );
 }
 
-#[test]
-fn reopening_marks_what_was_begun_and_not_finished_interrupted() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("heal.db");
-    let mut store = open(&dir);
+fn reopening_marks_what_was_begun_and_not_finished_interrupted(at: &At) {
+    let path = at.db();
+    let mut store = open(at);
     let done = ActionKey::new("inc-000001", 1, 1);
     let cut = ActionKey::new("inc-000002", 1, 1);
     store.begin_action(&done, "restart a", T0).unwrap();
@@ -448,11 +531,9 @@ fn reopening_marks_what_was_begun_and_not_finished_interrupted() {
     assert!(Store::open(&path).unwrap().interrupted.is_empty());
 }
 
-#[test]
-fn an_allowed_step_never_begun_is_marked_abandoned_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("heal.db");
-    let mut store = open(&dir);
+fn an_allowed_step_never_begun_is_marked_abandoned_once(at: &At) {
+    let path = at.db();
+    let mut store = open(at);
     // Steps 1 and 7 are allowed; the others suppressed or dry-run.
     let incident = rich_incident("inc-000001", "web", T0);
     store.record_incident(&incident).unwrap();
@@ -496,23 +577,28 @@ fn an_allowed_step_never_begun_is_marked_abandoned_once() {
 fn schema_is_versioned_and_a_newer_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("heal.db");
-    let store = open(&dir);
-    assert_eq!(store.version().unwrap(), schema::current_version());
-    let mode: String = store
-        .conn
+    let store = open_file(&dir);
+    assert_eq!(
+        store.version().unwrap(),
+        crate::sqlite::schema::current_version()
+    );
+    let mode: String = conn(&store)
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
-    store
-        .conn
-        .pragma_update(None, "user_version", schema::current_version() + 1)
+    conn(&store)
+        .pragma_update(
+            None,
+            "user_version",
+            crate::sqlite::schema::current_version() + 1,
+        )
         .unwrap();
     drop(store);
     let expected = format!(
         "incident store {}: schema version {} is newer than this heal supports ({}); upgrade heal or use another --db",
         path.display(),
-        schema::current_version() + 1,
-        schema::current_version()
+        crate::sqlite::schema::current_version() + 1,
+        crate::sqlite::schema::current_version()
     );
     assert_eq!(Store::open(&path).unwrap_err().to_string(), expected);
     assert_eq!(
@@ -536,11 +622,14 @@ fn migrations_apply_to_an_old_file_and_readers_do_not_migrate() {
         format!(
             "incident store {}: schema version 0 is older than this heal's ({}); open it once with `heal watch --db` or `heal replay --db` to migrate it",
             path.display(),
-            schema::current_version()
+            crate::sqlite::schema::current_version()
         )
     );
     let store = Store::open(&path).unwrap().store;
-    assert_eq!(store.version().unwrap(), schema::current_version());
+    assert_eq!(
+        store.version().unwrap(),
+        crate::sqlite::schema::current_version()
+    );
     drop(store);
     Store::open_read_only(&path).unwrap();
     assert_eq!(
@@ -557,12 +646,11 @@ fn migrations_apply_to_an_old_file_and_readers_do_not_migrate() {
 #[test]
 fn a_row_that_does_not_decode_is_reported_with_table_and_row() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = open(&dir);
+    let mut store = open_file(&dir);
     store
         .record_incident(&rich_incident("inc-000001", "web", T0))
         .unwrap();
-    store
-        .conn
+    conn(&store)
         .execute(
             "UPDATE actions SET reason = 'moon_phase' WHERE step = 3",
             [],
@@ -602,10 +690,8 @@ fn ids(page: &IncidentPage) -> Vec<&str> {
     page.incidents.iter().map(|s| s.id.as_str()).collect()
 }
 
-#[test]
-fn list_is_newest_first_filtered_and_paginated() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = open(&dir);
+fn list_is_newest_first_filtered_and_paginated(at: &At) {
+    let mut store = open(at);
     fill(&mut store);
 
     let all = store.list(&IncidentFilter::default()).unwrap();
@@ -721,10 +807,8 @@ fn list_is_newest_first_filtered_and_paginated() {
     );
 }
 
-#[test]
-fn same_opening_time_pages_by_insertion_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = open(&dir);
+fn same_opening_time_pages_by_insertion_order(at: &At) {
+    let mut store = open(at);
     for i in 1..=5 {
         store
             .record_incident(&rich_incident(&format!("inc-{i:06}"), "web", T0))
@@ -747,59 +831,56 @@ fn same_opening_time_pages_by_insertion_order() {
     assert_eq!(ids(&page), ["inc-000003", "inc-000002"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_writer_keeps_order_and_commits_before_answering() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("heal.db");
-    let store = open(&dir);
+fn the_writer_keeps_order_and_commits_before_answering(at: &At) {
+    let store = open(at);
+    // Another connection, to see what is committed. (PostgreSQL's client
+    // blocks: it is used off the async threads, as heal does.)
+    let reader = Store::open_read_only(at.db()).unwrap();
     let (writer, thread) = StoreWriter::spawn(store, 8).unwrap();
     let incidents: Vec<Incident> = (1..=50)
         .map(|i| rich_incident(&format!("inc-{i:06}"), "web", T0 + i * MIN))
         .collect();
-    for inc in &incidents {
-        writer.incident(inc.clone()).await.unwrap();
+    let key = ActionKey::new("inc-000050", 7, 1);
+    runtime().block_on(async {
+        for inc in &incidents {
+            writer.incident(inc.clone()).await.unwrap();
+            writer
+                .event(EngineEvent::Resolved {
+                    incident: inc.id.clone(),
+                    ts_ms: inc.resolved_ms.unwrap(),
+                })
+                .await
+                .unwrap();
+        }
         writer
-            .event(EngineEvent::Resolved {
-                incident: inc.id.clone(),
-                ts_ms: inc.resolved_ms.unwrap(),
-            })
+            .begin_action(key.clone(), "exec heal-lab restart web".into(), T0)
             .await
             .unwrap();
-    }
-    let key = ActionKey::new("inc-000050", 7, 1);
-    writer
-        .begin_action(key.clone(), "exec heal-lab restart web".into(), T0)
-        .await
-        .unwrap();
-    // Committed: another connection sees the incident sent before, and the
-    // begin itself.
-    let reader = Store::open_read_only(&path).unwrap();
-    let record = reader.incident("inc-000050").unwrap().unwrap();
-    assert_eq!(record.incident, incidents[49]);
-    assert_eq!(record.executions[0].state, ExecutionState::Started);
-    // A duplicate is refused through the writer too, and the writer goes on.
-    assert!(matches!(
+        // Committed: the other connection sees the incident sent before,
+        // and the begin itself.
+        let record =
+            tokio::task::block_in_place(|| reader.incident("inc-000050").unwrap().unwrap());
+        assert_eq!(record.incident, incidents[49]);
+        assert_eq!(record.executions[0].state, ExecutionState::Started);
+        // A duplicate is refused through the writer too, and the writer goes on.
+        assert!(matches!(
+            writer
+                .begin_action(key.clone(), "again".into(), T0 + 1)
+                .await,
+            Err(StoreError::DuplicateAction { .. })
+        ));
         writer
-            .begin_action(key.clone(), "again".into(), T0 + 1)
-            .await,
-        Err(StoreError::DuplicateAction { .. })
-    ));
-    writer
-        .finish_action(key.clone(), result(false), T0 + 2)
-        .await
-        .unwrap();
-    writer.flush().await.unwrap();
-    let record = reader.incident("inc-000050").unwrap().unwrap();
-    assert_eq!(record.executions[0].result, Some(result(false)));
-    drop(writer);
-    let store = tokio::task::spawn_blocking(move || thread.join())
-        .await
-        .unwrap();
-    let events: i64 = store
-        .conn
-        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(events, 50);
+            .finish_action(key.clone(), result(false), T0 + 2)
+            .await
+            .unwrap();
+        writer.flush().await.unwrap();
+        let record =
+            tokio::task::block_in_place(|| reader.incident("inc-000050").unwrap().unwrap());
+        assert_eq!(record.executions[0].result, Some(result(false)));
+        drop(writer);
+    });
+    let store = thread.join();
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM events"), 50);
     assert_eq!(store.next_incident_seq().unwrap(), 51);
 }
 
@@ -814,11 +895,9 @@ fn mark(signal: &str, reason: SensitivityReason, incident: Option<&str>, at_ms: 
     }
 }
 
-#[test]
-fn sensitivity_marks_are_recorded_stepped_and_kept_across_opens() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("heal.db");
-    let mut store = open(&dir);
+fn sensitivity_marks_are_recorded_stepped_and_kept_across_opens(at: &At) {
+    let path = at.db();
+    let mut store = open(at);
     assert!(store.sensitivity_offsets().unwrap().is_empty());
     let first = store
         .mark_sensitivity(&mark(
@@ -923,10 +1002,8 @@ fn sensitivity_marks_are_recorded_stepped_and_kept_across_opens() {
     assert_eq!(history[2].at_ms, T0 + 3);
 }
 
-#[test]
-fn sensitivity_offset_stops_at_its_bound_and_says_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = open(&dir);
+fn sensitivity_offset_stops_at_its_bound_and_says_so(at: &At) {
+    let mut store = open(at);
     let mut last = None;
     for i in 0..12 {
         let m = mark(
@@ -953,7 +1030,7 @@ fn open_for_marks_needs_an_existing_file_and_recovers_nothing() {
         Store::open_for_marks(&path).unwrap_err().to_string(),
         format!("incident store {}: no such file", path.display())
     );
-    let mut store = open(&dir);
+    let mut store = open_file(&dir);
     let key = ActionKey::new("inc-000001", 1, 1);
     store.begin_action(&key, "restart a", T0).unwrap();
     // A mark while the action runs must not take it for interrupted.
@@ -977,45 +1054,41 @@ fn open_for_marks_needs_an_existing_file_and_recovers_nothing() {
     store.finish_action(&key, &result, T0 + 1).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_writer_records_marks_in_order_and_answers_with_the_adjustment() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+fn the_writer_records_marks_in_order_and_answers_with_the_adjustment(at: &At) {
+    let store = open(at);
     let (writer, thread) = StoreWriter::spawn(store, 8).unwrap();
-    let first = writer
-        .mark(mark(
-            "latency",
-            SensitivityReason::FalseAlarm,
-            Some("inc-000001"),
-            T0,
-        ))
-        .await
-        .unwrap();
-    assert!(
-        matches!(first, Marked::Adjusted(ref a) if a.new == 0.02),
-        "{first:?}"
-    );
-    let second = writer
-        .mark(mark("latency", SensitivityReason::Missed, None, T0 + 1))
-        .await
-        .unwrap();
-    assert!(
-        matches!(second, Marked::Adjusted(ref a) if a.old == 0.02 && a.new == 0.0),
-        "{second:?}"
-    );
-    drop(writer);
-    let store = tokio::task::spawn_blocking(move || thread.join())
-        .await
-        .unwrap();
+    runtime().block_on(async {
+        let first = writer
+            .mark(mark(
+                "latency",
+                SensitivityReason::FalseAlarm,
+                Some("inc-000001"),
+                T0,
+            ))
+            .await
+            .unwrap();
+        assert!(
+            matches!(first, Marked::Adjusted(ref a) if a.new == 0.02),
+            "{first:?}"
+        );
+        let second = writer
+            .mark(mark("latency", SensitivityReason::Missed, None, T0 + 1))
+            .await
+            .unwrap();
+        assert!(
+            matches!(second, Marked::Adjusted(ref a) if a.old == 0.02 && a.new == 0.0),
+            "{second:?}"
+        );
+        drop(writer);
+    });
+    let store = thread.join();
     assert_eq!(store.sensitivity_history().unwrap().len(), 2);
     assert_eq!(store.sensitivity_offsets().unwrap()["latency"], 0.0);
 }
 
-#[test]
-fn incidents_left_open_are_closed_at_the_next_open_with_a_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("heal.db");
-    let mut store = open(&dir);
+fn incidents_left_open_are_closed_at_the_next_open_with_a_reason(at: &At) {
+    let path = at.db();
+    let mut store = open(at);
     let incidents = fill(&mut store);
     let left_open: Vec<&str> = incidents
         .iter()
@@ -1053,11 +1126,9 @@ fn incidents_left_open_are_closed_at_the_next_open_with_a_reason() {
     assert!(Store::open(&path).unwrap().closed.is_empty());
 }
 
-#[test]
-fn a_begun_actions_process_is_recorded_and_an_interrupted_one_settled_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("heal.db");
-    let mut store = open(&dir);
+fn a_begun_actions_process_is_recorded_and_an_interrupted_one_settled_once(at: &At) {
+    let path = at.db();
+    let mut store = open(at);
     let key = ActionKey::new("inc-000001", 1, 1);
     let process = ChildProcess {
         pid: 4242,
@@ -1082,9 +1153,10 @@ fn a_begun_actions_process_is_recorded_and_an_interrupted_one_settled_once() {
         .settle_interrupted(&key, "process group 4242 killed")
         .unwrap());
     assert!(!store.settle_interrupted(&key, "again").unwrap(), "once");
-    let record = read::executions_where(&store.conn, &path, "key = ?1", [key.to_string()])
-        .unwrap()
-        .remove(0);
+    let record =
+        crate::read::executions_where(store.db(), "key = ?1", crate::db::vals![key.to_string()])
+            .unwrap()
+            .remove(0);
     assert_eq!(record.settled.as_deref(), Some("process group 4242 killed"));
 }
 
@@ -1218,4 +1290,135 @@ fn a_damaged_store_is_refused_naming_the_file_and_never_written_into() {
 
 fn incident_seq_of(id: &str) -> usize {
     id.trim_start_matches("inc-").parse().unwrap()
+}
+
+/// The SQLite connection under a store opened on a file.
+fn conn(store: &Store) -> &rusqlite::Connection {
+    match &store.backend {
+        crate::backend::Backend::Sqlite(s) => s.conn(),
+        crate::backend::Backend::Postgres(_) => unreachable!("these tests open files"),
+    }
+}
+
+/// A PostgreSQL database shared by several writers (a `heal watch` per
+/// team, remediate members' journal): a writer that opens it settles
+/// only what it began itself.
+#[test]
+fn on_a_shared_database_each_writer_settles_only_its_own() {
+    let at = At::postgres();
+    let db = at.db();
+    let mut a = Store::open_as(&db, "watch-a").unwrap().store;
+    let mut left_open = rich_incident("inc-000001", "web", T0);
+    left_open.resolved_ms = None;
+    a.record_incident(&left_open).unwrap();
+    let running = ActionKey::new("inc-000001", 1, 1);
+    a.begin_action(&running, "restart web", T0).unwrap();
+    // A remediate member's begin in the same journal.
+    let mut member = PgStore::open_as(&db.to_string_lossy(), "remediate-1").unwrap();
+    let theirs = ActionKey::new("latency-high/x/1", 1, 1);
+    member
+        .begin_action(&theirs, "exec heal-lab restart api", T0, None)
+        .unwrap();
+
+    // Another writer opens the database: nothing there is its to settle.
+    let b = Store::open_as(&db, "watch-b").unwrap();
+    assert!(b.interrupted.is_empty(), "{:?}", b.interrupted);
+    assert!(b.closed.is_empty(), "{:?}", b.closed);
+    let record = b.store.incident("inc-000001").unwrap().unwrap();
+    assert_eq!(record.status, IncidentStatus::Open);
+    assert_eq!(record.executions[0].state, ExecutionState::Started);
+    // Writer a is still running: it finishes its own action.
+    a.finish_action(&running, &result(true), T0 + 1).unwrap();
+    let cut = ActionKey::new("inc-000001", 1, 2);
+    a.begin_action(&cut, "restart web again", T0 + 2).unwrap();
+    drop(a);
+
+    // Writer a restarts: its unfinished attempt is interrupted, its
+    // allowed step 7 (never begun) abandoned, its incident closed; the
+    // member's action is left running, and the member finishes it.
+    let again = Store::open_as(&db, "watch-a").unwrap();
+    let settled: Vec<(String, ExecutionState)> = again
+        .interrupted
+        .iter()
+        .map(|r| (r.key.to_string(), r.state))
+        .collect();
+    assert_eq!(
+        settled,
+        [
+            (cut.to_string(), ExecutionState::Interrupted),
+            (
+                "inc-000001/step-7/attempt-1".to_owned(),
+                ExecutionState::Abandoned
+            ),
+        ]
+    );
+    let closed: Vec<&str> = again.closed.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(closed, ["inc-000001"]);
+    member
+        .finish_action(&theirs, &result(true), T0 + 3)
+        .unwrap();
+    assert_eq!(
+        member.action(&theirs).unwrap().unwrap().state,
+        ExecutionState::Finished
+    );
+}
+
+/// The writer on PostgreSQL rides through a server restart: what was
+/// sent while the server was down is written once it is back, in order,
+/// nothing lost, and a begin sent meanwhile is answered only once it is
+/// committed.
+#[test]
+fn the_writer_waits_out_a_server_restart_and_loses_nothing() {
+    let at = At::postgres();
+    let db = at.db();
+    let At::Postgres(mut server) = at else {
+        unreachable!()
+    };
+    let store = open_db(db.clone());
+    let (writer, thread) = StoreWriter::spawn(store, 16).unwrap();
+    let key = ActionKey::new("inc-000040", 1, 1);
+    let restarter = runtime().block_on(async {
+        for i in 1..=20 {
+            writer
+                .incident(rich_incident(&format!("inc-{i:06}"), "web", T0 + i * MIN))
+                .await
+                .unwrap();
+        }
+        writer.flush().await.unwrap();
+        tokio::task::block_in_place(|| server.kill());
+        let restarter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(2));
+            server.restart().unwrap_or_else(|e| panic!("{e}"));
+            server
+        });
+        for i in 21..=40 {
+            writer
+                .incident(rich_incident(&format!("inc-{i:06}"), "web", T0 + i * MIN))
+                .await
+                .unwrap();
+        }
+        writer
+            .begin_action(key.clone(), "exec heal-lab restart web".into(), T0)
+            .await
+            .unwrap();
+        writer.flush().await.unwrap();
+        drop(writer);
+        restarter
+    });
+    let _server = restarter.join().unwrap();
+    let store = thread.join();
+    assert!(
+        store.reconnects() >= 1,
+        "the server was not restarted under the writer"
+    );
+    let page = store
+        .list(&IncidentFilter {
+            limit: 100,
+            ..IncidentFilter::default()
+        })
+        .unwrap();
+    assert_eq!(page.incidents.len(), 40);
+    let record = store.incident("inc-000040").unwrap().unwrap();
+    assert_eq!(record.executions.len(), 1);
+    assert_eq!(record.executions[0].state, ExecutionState::Started);
 }

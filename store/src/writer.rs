@@ -7,18 +7,29 @@
 //! queued up while a commit ran is written in the next single transaction,
 //! so a burst of incidents costs one commit, not one each. Why bounded: if
 //! the disk stalls, senders wait (back-pressure) instead of heal growing a
-//! queue without limit; nothing is dropped.
+//! queue without limit; nothing is dropped. Why retries: a PostgreSQL
+//! server that restarts or is cut off for a while (a SQLite file has no
+//! such failure) costs a wait, not the batch: it is written again, whole,
+//! once the server answers (up to [`RETRY_FOR`]).
 
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::write::{put_begin, put_event, put_finish, put_incident, with_full_sync};
+use crate::db::{in_transaction, Db};
+use crate::write::{
+    power_cut_durable, put_begin, put_event, put_evidence, put_finish, put_guard_state,
+    put_incident, put_process,
+};
 use remediate::action::ActionResult;
 use remediate::engine::{EngineEvent, Incident};
 
-use super::{sql, Store};
-use crate::{ActionKey, Mark, Marked, StoreError};
+use crate::{ActionKey, Mark, Marked, Store, StoreError};
+
+/// How long a batch is tried again while the database's connection is
+/// lost before its writes are given up (and their senders told).
+pub const RETRY_FOR: Duration = Duration::from_secs(30);
 
 /// Most writes in one transaction.
 const MAX_BATCH: usize = 512;
@@ -210,122 +221,141 @@ fn run(mut store: Store, mut rx: mpsc::Receiver<Op>) -> Store {
     store
 }
 
+/// What one write did, answered once its batch is committed.
+enum Done {
+    Write(Result<(), StoreError>),
+    Mark(Result<Marked, StoreError>),
+}
+
 /// Writes `batch` in one transaction, each write in its own savepoint so
 /// one refused write (a duplicate begin) leaves the others in; then answers
-/// the waiting senders.
+/// the waiting senders. While the connection is lost (PostgreSQL), the
+/// whole batch is tried again with backoff.
 fn write_batch(store: &mut Store, batch: Vec<Op>) {
-    let path = store.path.clone();
     let has_begin = batch.iter().any(|op| matches!(op, Op::Begin { .. }));
-    let mut replies: Vec<(Reply, Result<(), StoreError>)> = Vec::new();
-    type MarkReply = oneshot::Sender<Result<Marked, StoreError>>;
-    let mut marks: Vec<(MarkReply, Result<Marked, StoreError>)> = Vec::new();
-    let write = |conn: &rusqlite::Connection| -> Result<(), StoreError> {
-        let mut tx = conn
-            .unchecked_transaction()
-            .map_err(sql(&path, "starting a write"))?;
-        for op in batch {
-            let sp = tx.savepoint().map_err(sql(&path, "starting a savepoint"))?;
-            let (result, reply) = match op {
-                Op::Incident(inc) => (
-                    put_incident(&sp, &inc).map_err(sql(&path, "writing an incident")),
-                    None,
-                ),
-                Op::GuardState(state) => (
-                    super::write::put_guard_state(&sp, &state)
-                        .map_err(sql(&path, "writing the guard state")),
-                    None,
-                ),
-                Op::Evidence(id, ev) => (
-                    super::write::put_evidence(&sp, &id, &ev)
-                        .map_err(sql(&path, "writing an incident's evidence")),
-                    None,
-                ),
-                Op::Event(ev) => (
-                    put_event(&sp, &ev).map_err(sql(&path, "writing an engine event")),
-                    None,
-                ),
-                Op::Begin {
-                    key,
-                    summary,
-                    started_ms,
-                    reply,
-                } => (
-                    put_begin(&sp, &path, &key, &summary, started_ms),
-                    Some(reply),
-                ),
-                Op::Finish {
-                    key,
-                    result,
-                    finished_ms,
-                    reply,
-                } => (
-                    put_finish(&sp, &path, &key, &result, finished_ms),
-                    Some(reply),
-                ),
-                Op::Process {
-                    key,
-                    process,
-                    reply,
-                } => (
-                    super::write::put_process(&sp, &path, &key, process),
-                    Some(reply),
-                ),
-                Op::Flush(reply) => (Ok(()), Some(reply)),
-                Op::Mark { mark, reply } => {
-                    let marked = super::marks::put_mark(&sp, &path, &mark);
-                    let result = match &marked {
-                        Ok(_) => Ok(()),
-                        Err(e) => Err(StoreError::Writer(e.to_string())),
-                    };
-                    marks.push((reply, marked));
-                    (result, None)
-                }
-            };
-            match &result {
-                Ok(()) => sp.commit().map_err(sql(&path, "releasing a savepoint"))?,
-                Err(e) => {
-                    if reply.is_none() {
-                        tracing::error!(error = %e, "incident store write failed");
-                    }
-                    // Drop behaviour is rollback: undoes this write only.
-                    sp.finish()
-                        .map_err(sql(&path, "rolling back a savepoint"))?;
-                }
+    let writer = store.writer.clone();
+    let deadline = Instant::now() + RETRY_FOR;
+    let mut backoff = Duration::from_millis(100);
+    let committed = loop {
+        let db = store.db();
+        let write = |db: &dyn Db| {
+            in_transaction(db, "writing a batch", |db| {
+                batch
+                    .iter()
+                    .map(|op| in_savepoint(db, op, writer.as_deref()))
+                    .collect::<Result<Vec<Done>, StoreError>>()
+            })
+        };
+        let result = if has_begin {
+            power_cut_durable(db, write)
+        } else {
+            write(db)
+        };
+        match result {
+            Err(e) if db.lost() && Instant::now() < deadline => {
+                tracing::warn!(stage = "store", error = %e, retry_in_ms = backoff.as_millis() as u64, "incident store: connection lost; writing the batch again");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
             }
-            if let Some(reply) = reply {
-                replies.push((reply, result));
-            }
+            other => break other,
         }
-        tx.commit().map_err(sql(&path, "committing a batch"))
-    };
-    let committed = if has_begin {
-        with_full_sync(&store.conn, &path, write)
-    } else {
-        write(&store.conn)
     };
     match committed {
-        Ok(()) => {
-            for (reply, result) in replies {
-                let _ = reply.send(result);
-            }
-            for (reply, result) in marks {
-                let _ = reply.send(result);
+        Ok(done) => {
+            for (op, done) in batch.into_iter().zip(done) {
+                answer(op, done);
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "incident store batch failed");
             let message = e.to_string();
-            let rolled_back = || {
-                StoreError::Writer(format!(
+            for op in batch {
+                let rolled_back = StoreError::Writer(format!(
                     "the batch holding this write was rolled back: {message}"
-                ))
-            };
-            for (reply, _) in replies {
-                let _ = reply.send(Err(rolled_back()));
-            }
-            for (reply, _) in marks {
-                let _ = reply.send(Err(rolled_back()));
+                ));
+                let done = match op {
+                    Op::Mark { .. } => Done::Mark(Err(rolled_back)),
+                    _ => Done::Write(Err(rolled_back)),
+                };
+                answer(op, done);
             }
         }
+    }
+}
+
+/// One write in its own savepoint: a refused write is undone alone and
+/// answered with its error; only a failure of the savepoint itself (the
+/// connection) fails the batch.
+fn in_savepoint(db: &dyn Db, op: &Op, writer: Option<&str>) -> Result<Done, StoreError> {
+    db.batch("starting a savepoint", "SAVEPOINT op")?;
+    let done = match op {
+        Op::Incident(inc) => Done::Write(put_incident(db, inc, writer)),
+        Op::GuardState(state) => Done::Write(put_guard_state(db, state)),
+        Op::Evidence(id, ev) => Done::Write(put_evidence(db, id, ev)),
+        Op::Event(ev) => Done::Write(put_event(db, ev)),
+        Op::Begin {
+            key,
+            summary,
+            started_ms,
+            ..
+        } => Done::Write(put_begin(db, key, summary, *started_ms, writer)),
+        Op::Finish {
+            key,
+            result,
+            finished_ms,
+            ..
+        } => Done::Write(put_finish(db, key, result, *finished_ms)),
+        Op::Process { key, process, .. } => Done::Write(put_process(db, key, *process)),
+        Op::Flush(_) => Done::Write(Ok(())),
+        Op::Mark { mark, .. } => Done::Mark(crate::marks::put_mark(db, mark)),
+    };
+    let failed = match &done {
+        Done::Write(r) => r.as_ref().err(),
+        Done::Mark(r) => r.as_ref().err(),
+    };
+    match failed {
+        None => db.batch("releasing a savepoint", "RELEASE SAVEPOINT op")?,
+        Some(e) => {
+            if db.lost() {
+                // Not this write's fault: the batch is tried again whole.
+                return Err(StoreError::Writer(e.to_string()));
+            }
+            if !matches!(
+                op,
+                Op::Begin { .. }
+                    | Op::Finish { .. }
+                    | Op::Process { .. }
+                    | Op::Flush(_)
+                    | Op::Mark { .. }
+            ) {
+                tracing::error!(error = %e, "incident store write failed");
+            }
+            db.batch(
+                "rolling back a savepoint",
+                "ROLLBACK TO SAVEPOINT op; RELEASE SAVEPOINT op",
+            )?;
+        }
+    }
+    Ok(done)
+}
+
+/// Sends a write's result to whoever waits for it.
+fn answer(op: Op, done: Done) {
+    match (op, done) {
+        (
+            Op::Begin { reply, .. }
+            | Op::Finish { reply, .. }
+            | Op::Process { reply, .. }
+            | Op::Flush(reply),
+            Done::Write(result),
+        ) => {
+            let _ = reply.send(result);
+        }
+        (Op::Mark { reply, .. }, Done::Mark(result)) => {
+            let _ = reply.send(result);
+        }
+        // Incidents, events, evidence and guard state have no one waiting:
+        // a failure was logged where it happened.
+        _ => {}
     }
 }

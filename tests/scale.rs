@@ -440,6 +440,34 @@ impl World {
         settle(dir, members, |m| worker(dir, &brokers, &pg, m, true))
     }
 
+    /// Detect workers as containers on the world's networks (heal's
+    /// image), started one by one until they share the partitions.
+    fn worker_containers<'a>(&self, members: &[&'a str]) -> BTreeMap<&'a str, Container> {
+        let image = heal_image();
+        let (brokers, pg) = (self.broker.brokers(), self.pg.url());
+        settle(self.dir(), members, |m| {
+            self.container(
+                &image,
+                m,
+                &[
+                    "detect",
+                    "--brokers",
+                    &brokers,
+                    "--member",
+                    m,
+                    "--runbooks",
+                    "/runbooks",
+                    "--checkpoint-every",
+                    "300ms",
+                    "--session-timeout",
+                    "6s",
+                    "--leases",
+                    &pg,
+                ],
+            )
+        })
+    }
+
     /// `heal ingest` of [`synthetic`] samples, returned once `members`
     /// have committed a quarter of them (mid-stream: the moment to break
     /// something), with their total.
@@ -658,10 +686,29 @@ fn a_killed_detect_worker_loses_no_sample_and_its_successors_score_as_it_would_h
 /// duplicate or out-of-order timestamp).
 #[test]
 fn a_restarted_broker_loses_nothing_it_acknowledged() {
-    let mut world = World::new();
+    broker_restart(false);
+}
+
+/// The same with the workers as containers on a private network, as on
+/// separate hosts, and the broker on its gateway.
+#[test]
+fn a_restarted_broker_loses_nothing_the_worker_containers_were_sent() {
+    broker_restart(true);
+}
+
+fn broker_restart(containers: bool) {
+    let mut world = if containers {
+        World::on_networks()
+    } else {
+        World::new()
+    };
     let (brokers, dir) = (world.broker.brokers(), world.dir.path().to_owned());
     let members = ["w1", "w2"];
-    let workers = world.workers(&members);
+    let (processes, containers) = if containers {
+        (None, Some(world.worker_containers(&members)))
+    } else {
+        (Some(world.workers(&members)), None)
+    };
     let (synth, total, ingest) = world.ingest_a_quarter(&members);
     world.broker.kill();
     std::thread::sleep(Duration::from_secs(2));
@@ -729,11 +776,12 @@ fn a_restarted_broker_loses_nothing_it_acknowledged() {
     assert_eq!(scored, total, "each sample scored once");
     assert_eq!(dropped, resent);
     println!(
-        "produced {total}, topic messages {} ({resent} resent after the restart), scored {scored}, dropped as duplicates {dropped}, score messages {}, lost 0",
+        "{}produced {total}, topic messages {} ({resent} resent after the restart), scored {scored}, dropped as duplicates {dropped}, score messages {}, lost 0",
+        if containers.is_some() { "worker containers: " } else { "" },
         topic.len(),
         unique.len() + duplicates
     );
-    drop(workers);
+    drop((processes, containers));
 }
 
 /// A worker paused (SIGSTOP, as a long GC pause or a network cut would
@@ -1058,6 +1106,18 @@ remote_write:
 /// an hour (so that a member killed mid-stream has committed nothing, and
 /// its successor replays every score it had).
 fn remediate_member(dir: &Path, brokers: &str, db: &str, member: &str) -> Guard {
+    remediate_member_committing(dir, brokers, db, member, "1h")
+}
+
+/// A remediate member committing its offsets (and saving its guards'
+/// memory) every `commit_every`.
+fn remediate_member_committing(
+    dir: &Path,
+    brokers: &str,
+    db: &str,
+    member: &str,
+    commit_every: &str,
+) -> Guard {
     let out = std::fs::File::create(dir.join(format!("{member}.out"))).unwrap();
     let err = std::fs::File::create(dir.join(format!("{member}.err"))).unwrap();
     Guard(
@@ -1077,7 +1137,7 @@ fn remediate_member(dir: &Path, brokers: &str, db: &str, member: &str) -> Guard 
                 "--session-timeout",
                 "6s",
                 "--commit-every",
-                "1h",
+                commit_every,
                 "--execute",
             ])
             .env("RUST_LOG", "warn")
@@ -1127,6 +1187,50 @@ fn steps(dir: &Path, member: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The runbook of the remediate tests: a queue backing up is acted on by
+/// `mktemp` (the program at `mktemp`) making a file named after the
+/// service in `actions` (a path as the member sees it).
+fn action_runbook(dir: &Path, mktemp: &str, actions: &str) {
+    std::fs::write(
+        dir.join("runbooks/queue.yaml"),
+        format!(
+            "{RUNBOOK}rules:
+  - name: queue-backed-up
+    when: {{signal: queue_depth, direction: up, for: 0s}}
+    then:
+      - {{action: exec, argv: [{mktemp}, \"{actions}/{{{{service}}}}.XXXXXX\"]}}
+"
+        ),
+    )
+    .unwrap();
+}
+
+/// Waits until the action files in `actions` stop growing for three
+/// seconds (every member done with what it holds); returns their names.
+fn settled_actions(dir: &Path, actions: &Path) -> Vec<String> {
+    let mut last = (usize::MAX, Instant::now());
+    wait_until(dir, "the members to act", Duration::from_secs(60), || {
+        let n = std::fs::read_dir(actions).unwrap().count();
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+        (n > 0 && last.1.elapsed() > Duration::from_secs(3)).then_some(())
+    });
+    std::fs::read_dir(actions)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The keys a member performed.
+fn performed(dir: &Path, member: &str) -> BTreeSet<String> {
+    steps(dir, member)
+        .into_iter()
+        .filter(|(_, o)| o == "performed")
+        .map(|(k, _)| k)
+        .collect()
+}
+
 /// Two remediate members share the scores; the one that has performed
 /// actions is SIGKILLed before it committed anything (a forced
 /// rebalance): the survivor takes its partitions over, replays every score
@@ -1144,47 +1248,16 @@ fn a_killed_remediate_member_begins_no_action_twice() {
     );
     let actions = dir.join("actions");
     std::fs::create_dir(&actions).unwrap();
-    std::fs::write(
-        dir.join("runbooks/queue.yaml"),
-        format!(
-            "{RUNBOOK}rules:
-  - name: queue-backed-up
-    when: {{signal: queue_depth, direction: up, for: 0s}}
-    then:
-      - {{action: exec, argv: [mktemp, \"{}/{{{{service}}}}.XXXXXX\"]}}
-",
-            actions.display()
-        ),
-    )
-    .unwrap();
+    action_runbook(&dir, "mktemp", &actions.display().to_string());
     let _detect = world.workers(&["w1"]);
     let mut members = settle(&dir, &["r1", "r2"], |m| {
         remediate_member(&dir, &brokers, &db, m)
     });
 
     let fired = faulty_services(&world);
-    let performed = |m: &str| -> BTreeSet<String> {
-        steps(&dir, m)
-            .into_iter()
-            .filter(|(_, o)| o == "performed")
-            .map(|(k, _)| k)
-            .collect()
-    };
-    // Both members done with what they hold: the action files stop
-    // growing for three seconds.
-    let mut last = (usize::MAX, Instant::now());
-    wait_until(&dir, "the members to act", Duration::from_secs(60), || {
-        let n = std::fs::read_dir(&actions).unwrap().count();
-        if n != last.0 {
-            last = (n, Instant::now());
-        }
-        (n > 0 && last.1.elapsed() > Duration::from_secs(3)).then_some(())
-    });
+    let performed = |m: &str| performed(&dir, m);
     // Every service that fired was acted on, and no other.
-    let files: Vec<String> = std::fs::read_dir(&actions)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let files = settled_actions(&dir, &actions);
     let acted: BTreeSet<String> = files
         .iter()
         .map(|f| f.split('.').next().unwrap().to_owned())
@@ -1257,15 +1330,168 @@ fn a_killed_remediate_member_begins_no_action_twice() {
             .unwrap_or_else(|| panic!("{k} not in the journal"));
         assert_eq!(record.state, store::ExecutionState::Finished, "{k}");
     }
+    // The incidents, stored by the members in the same database under the
+    // journal's ids, whichever member opened them first: every journaled
+    // action's incident is there, and each stored incident has one
+    // finished execution per step the guards allowed (none run twice).
+    let incidents = store::Store::open_read_only(&db).unwrap();
+    let page = incidents
+        .list(&store::IncidentFilter {
+            limit: 1000,
+            ..store::IncidentFilter::default()
+        })
+        .unwrap();
+    let stored: BTreeSet<String> = page.incidents.iter().map(|s| s.id.clone()).collect();
+    let journaled: BTreeSet<String> = all_keys
+        .iter()
+        .map(|k| k.rsplitn(3, '/').nth(2).unwrap().to_owned())
+        .collect();
+    assert!(
+        journaled.is_subset(&stored),
+        "journaled {journaled:?}, stored {stored:?}"
+    );
+    for id in &stored {
+        let record = incidents.incident(id).unwrap().unwrap();
+        assert_eq!(record.incident.rule, "queue-backed-up");
+        let allowed = record
+            .incident
+            .actions
+            .iter()
+            .filter(|a| a.decision.allowed)
+            .count();
+        let finished = record
+            .executions
+            .iter()
+            .filter(|e| e.state == store::ExecutionState::Finished)
+            .count();
+        assert_eq!(
+            (finished, record.executions.len()),
+            (allowed, allowed),
+            "{id}: {record:?}"
+        );
+    }
+    // And `heal incidents list` reads them from PostgreSQL.
+    let listed = Command::new(env!("CARGO_BIN_EXE_heal"))
+        .args(["incidents", "list", "--limit", "1000", "--db", &db])
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    for id in &stored {
+        assert!(listed.contains(id.as_str()), "{id} not listed:\n{listed}");
+    }
     println!(
-        "remediate: {} actions performed ({dead}: {}, {survivor}: {}), {dead} SIGKILLed uncommitted; {survivor} replayed its partitions in {:.1} s: {} of its steps begun elsewhere, 0 run again; {} files, {} journal rows",
+        "remediate: {} actions performed ({dead}: {}, {survivor}: {}), {dead} SIGKILLed uncommitted; {survivor} replayed its partitions in {:.1} s: {} of its steps begun elsewhere, 0 run again; {} files, {} journal rows, {} incidents stored",
         all_keys.len(),
         dead_keys.len(),
         all_keys.len() - dead_keys.len(),
         takeover.as_secs_f64(),
         replayed.iter().filter(|(k, o)| dead_keys.contains(k) && o == "begun_elsewhere").count(),
         files_after,
-        all_keys.len()
+        all_keys.len(),
+        stored.len()
+    );
+}
+
+/// The guards' memory passes with a partition: two members commit every
+/// second, each partition's guard state saved in PostgreSQL (under its
+/// fence) before its offsets; the one that acted is SIGKILLed after its
+/// last commit. The survivor takes its partitions over with the attempts
+/// the dead one saved (a cooldown it began still holds there), has nothing
+/// of them to replay, and runs nothing again.
+#[test]
+fn a_partitions_guard_memory_passes_to_its_next_holder() {
+    let world = World::new();
+    let (brokers, dir, db) = (
+        world.broker.brokers(),
+        world.dir.path().to_owned(),
+        world.pg.url(),
+    );
+    let actions = dir.join("actions");
+    std::fs::create_dir(&actions).unwrap();
+    action_runbook(&dir, "mktemp", &actions.display().to_string());
+    let _detect = world.workers(&["w1"]);
+    let mut members = settle(&dir, &["r1", "r2"], |m| {
+        remediate_member_committing(&dir, &brokers, &db, m, "1s")
+    });
+    faulty_services(&world);
+    let files = settled_actions(&dir, &actions);
+    let (r1, r2) = (performed(&dir, "r1"), performed(&dir, "r2"));
+    let (dead, survivor, dead_keys) = if r1.is_empty() {
+        ("r2", "r1", r2)
+    } else {
+        ("r1", "r2", r1)
+    };
+    // Killed once it committed after its last step (its state saved).
+    wait_until(
+        &dir,
+        "a commit after the last step",
+        Duration::from_secs(30),
+        || {
+            let ev = events(&dir, dead);
+            let last_step = ev.iter().rposition(|e| e["event"] == "step")?;
+            let last_commit = ev.iter().rposition(|e| e["event"] == "commit")?;
+            (last_commit > last_step).then_some(())
+        },
+    );
+    let dead_held = held(&dir, dead);
+    let before = events(&dir, survivor).len();
+    members.get_mut(dead).unwrap().0.kill().unwrap();
+    let killed = Instant::now();
+    let restored = |ev: &[serde_json::Value]| -> BTreeMap<i64, u64> {
+        ev.iter()
+            .filter(|e| e["event"] == "guards_restored")
+            .map(|e| {
+                (
+                    e["partition"].as_i64().unwrap(),
+                    e["attempts"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let got = wait_until(
+        &dir,
+        "the survivor to restore the dead member's guards",
+        Duration::from_secs(60),
+        || {
+            let ev: Vec<serde_json::Value> =
+                events(&dir, survivor).into_iter().skip(before).collect();
+            let got = restored(&ev);
+            (got.values().sum::<u64>() >= dead_keys.len() as u64).then_some(got)
+        },
+    );
+    let takeover = killed.elapsed();
+    let partitions: BTreeSet<i64> = got.keys().copied().collect();
+    assert!(
+        partitions.is_subset(&dead_held),
+        "restored {partitions:?}, the dead member held {dead_held:?}"
+    );
+    assert_eq!(
+        got.values().sum::<u64>(),
+        dead_keys.len() as u64,
+        "attempts restored vs steps the dead member performed"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        std::fs::read_dir(&actions).unwrap().count(),
+        files.len(),
+        "an action ran again"
+    );
+    let again: Vec<(String, String)> = steps(&dir, survivor)
+        .into_iter()
+        .filter(|(k, o)| dead_keys.contains(k) && o == "performed")
+        .collect();
+    assert!(again.is_empty(), "{again:?}");
+    println!(
+        "guards' memory: {dead} performed {} steps, committed, was SIGKILLed; {survivor} took partitions {partitions:?} over {:.1} s later with {} attempts restored, ran nothing again ({} files)",
+        dead_keys.len(),
+        takeover.as_secs_f64(),
+        got.values().sum::<u64>(),
+        files.len()
     );
 }
 
@@ -1277,40 +1503,39 @@ fn a_killed_remediate_member_begins_no_action_twice() {
 /// uninterrupted run would, 0 lost.
 #[test]
 fn a_detect_worker_cut_off_the_network_loses_no_sample() {
+    a_detect_worker_container_fails(Fault::Disconnect);
+}
+
+/// The same with the container killed (`docker kill`: the host dies).
+#[test]
+fn a_killed_detect_worker_container_loses_no_sample() {
+    a_detect_worker_container_fails(Fault::Kill);
+}
+
+/// What happens to a container in a test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    /// `docker network disconnect` from every network: it lives on, cut off.
+    Disconnect,
+    /// `docker kill`.
+    Kill,
+}
+
+fn a_detect_worker_container_fails(fault: Fault) {
     let world = World::on_networks();
-    let image = heal_image();
-    let (brokers, dir, pg) = (
-        world.broker.brokers(),
-        world.dir.path().to_owned(),
-        world.pg.url(),
-    );
+    let (brokers, dir) = (world.broker.brokers(), world.dir.path().to_owned());
     let members = ["w1", "w2"];
-    let containers = settle(&dir, &members, |m| {
-        world.container(
-            &image,
-            m,
-            &[
-                "detect",
-                "--brokers",
-                &brokers,
-                "--member",
-                m,
-                "--runbooks",
-                "/runbooks",
-                "--checkpoint-every",
-                "300ms",
-                "--session-timeout",
-                "6s",
-                "--leases",
-                &pg,
-            ],
-        )
-    });
+    let containers = world.worker_containers(&members);
     let (synth, total, ingest) = world.ingest_a_quarter(&members);
     let cut_off = held(&dir, "w1");
     let before = events(&dir, "w2").len();
-    for net in &world.nets {
-        containers["w1"].network(net, false);
+    match fault {
+        Fault::Disconnect => {
+            for net in &world.nets {
+                containers["w1"].network(net, false);
+            }
+        }
+        Fault::Kill => docker(&["kill", &containers["w1"].name]),
     }
     let cut = Instant::now();
     wait_until(
@@ -1338,7 +1563,7 @@ fn a_detect_worker_cut_off_the_network_loses_no_sample() {
     }
     assert_eq!(unique.len() as u64, total);
     println!(
-        "cut off the network: {total} produced, {} scored once after de-duplication ({duplicates} duplicates), 0 lost; w1's partitions {cut_off:?} restored on w2 {:.1} s after the cut",
+        "{fault:?}: {total} produced, {} scored once after de-duplication ({duplicates} duplicates), 0 lost; w1's partitions {cut_off:?} restored on w2 {:.1} s after it",
         unique.len(),
         takeover.as_secs_f64()
     );
@@ -1374,18 +1599,7 @@ fn a_remediate_member_cut_off_from_the_database_begins_nothing_twice() {
         world.dir.path().to_owned(),
         world.pg.url(),
     );
-    std::fs::write(
-        dir.join("runbooks/queue.yaml"),
-        format!(
-            "{RUNBOOK}rules:
-  - name: queue-backed-up
-    when: {{signal: queue_depth, direction: up, for: 0s}}
-    then:
-      - {{action: exec, argv: [/usr/bin/mktemp, \"/actions/{{{{service}}}}.XXXXXX\"]}}
-"
-        ),
-    )
-    .unwrap();
+    action_runbook(&dir, "/usr/bin/mktemp", "/actions");
     let image = heal_image();
     let _detect = world.workers(&["w1"]);
     let members = settle(&dir, &["r1", "r2"], |m| {

@@ -77,29 +77,13 @@ pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
 pub(crate) type FxHashMap<K, V> = HashMap<K, V, FxBuild>;
 pub(crate) type FxHashSet<K> = HashSet<K, FxBuild>;
 
-/// FNV-1a, 64 bit (Fowler, Noll, Vo; IETF draft-eastlake-fnv): stable across
-/// platforms and releases, used for template ids.
-pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+/// FNV-1a, 64 bit: the one implementation is `stdx`'s.
+pub(crate) use stdx::fnv1a64;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::hash::Hash;
-
-    #[test]
-    fn fnv_matches_the_published_test_vectors() {
-        // Test vectors of the FNV reference (isthe.com/chongo/tech/comp/fnv).
-        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
-    }
 
     #[test]
     fn fx_distinguishes_strings_that_differ_past_the_first_word() {

@@ -528,14 +528,7 @@ impl Decider {
         };
         let mut seen: Vec<&str> = Vec::new();
         for event in events {
-            let id = match event {
-                EngineEvent::Opened { incident, .. }
-                | EngineEvent::Planned { incident, .. }
-                | EngineEvent::Redecided { incident, .. }
-                | EngineEvent::Verified { incident, .. }
-                | EngineEvent::Diagnosed { incident, .. }
-                | EngineEvent::Resolved { incident, .. } => incident.as_str(),
-            };
+            let id = event.incident();
             if !seen.contains(&id) {
                 seen.push(id);
             }

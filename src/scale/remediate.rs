@@ -27,9 +27,28 @@
 //! - A begin that cannot be recorded (the database is down) runs nothing:
 //!   the journal comes first.
 //!
-//! **Not shared between members** (yet): the guards' memory (cooldowns,
-//! rate limits, `max_concurrent` count per member), silences and
-//! approvals. Actions run on the member's loop, one at a time, each within
+//! **Incidents are stored** in the same database (`store::Store` on
+//! PostgreSQL, written as the member), so `heal incidents --db
+//! postgres://...` and `heal serve` show what every member opened, planned,
+//! performed and verified. An incident's id is the same on every member
+//! (`r-` and a hash of its journal key's rule, series and onset), so a
+//! takeover updates the incident the dead member stored instead of adding
+//! another, and its executions are the journal's rows under that id. The
+//! engine's event log is not written by members; a write that fails is
+//! logged and counted, and acting goes on (the journal is what must not
+//! fail).
+//!
+//! **The guards' memory passes with a partition.** At each commit a member
+//! saves each partition's guard state (attempts, cooldowns, rate windows,
+//! flap counts) in PostgreSQL under the partition's fence, before the
+//! offsets (a partition whose state was not saved, fenced or the database
+//! down, is not committed: its successor replays instead); the member that
+//! takes the partition over restores it before the first score, so a
+//! cooldown begun by a member that died still holds.
+//!
+//! **Not shared between members** (yet): guards that span partitions
+//! (a rate limit or `max_concurrent` counts per member and partition),
+//! silences and approvals. Actions run on the member's loop, one at a time, each within
 //! its timeout; the leases are renewed on a thread of their own meanwhile.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -45,7 +64,7 @@ use remediate::engine::{EngineEvent, Observation, PlannedAction};
 use remediate::{Engine, EngineOptions, RunbookSet};
 use serde::Serialize;
 use stdx::Clock;
-use store::{ActionKey, Fence, PgStore, StoreError};
+use store::{ActionKey, Fence, PgStore, Store, StoreError};
 
 use super::detect::WorkerEvent;
 use super::leases::{Holder, LeaseOptions, Leases};
@@ -101,11 +120,17 @@ pub struct RemediateStats {
     pub fenced: u64,
     /// Steps not run because the journal could not record their begin.
     pub not_recorded: u64,
+    /// Incident snapshots written to the store.
+    pub stored: u64,
+    /// Incident snapshots the store did not take (logged; acting goes on).
+    pub not_stored: u64,
     /// Steps planned in dry-run (without `--execute`) or held back by a
     /// guard.
     pub not_allowed: u64,
     /// Commits of the offsets read.
     pub commits: u64,
+    /// Partitions taken with a predecessor's guard memory.
+    pub guards_restored: u64,
 }
 
 /// What a member reports as it goes (the CLI prints them as JSON lines).
@@ -134,6 +159,9 @@ pub enum RemediateEvent {
     },
     /// Offsets committed.
     Commit { offsets: BTreeMap<i32, i64> },
+    /// A partition taken with the guard memory its previous holder saved:
+    /// how many attempts it remembers.
+    GuardsRestored { partition: i32, attempts: usize },
 }
 
 /// One partition held.
@@ -161,6 +189,8 @@ struct Member {
     /// The journal and the fences (the leases have connections of their
     /// own).
     journal: Mutex<PgStore>,
+    /// The incidents, in the same database.
+    incidents: Mutex<Store>,
     /// Who this member is in the fences: member, pid, start time.
     instance: String,
     owned: Mutex<BTreeMap<i32, PartitionState>>,
@@ -196,23 +226,43 @@ impl Holder for Member {
         }
         // Fenced from here on: a begin by the previous holder (a zombie)
         // is refused by the database.
-        let key = format!("remediate/{}/{}/{p}", self.opts.group, self.opts.scores);
+        let key = self.partition_key(p);
         let fence =
             self.journal
                 .lock()
                 .unwrap()
                 .claim(&key, &self.instance, self.clock.now_ms())?;
         tracing::info!(partition = p, epoch = fence.epoch, "partition fenced");
+        let mut engine = Engine::new(
+            &self.runbooks,
+            EngineOptions {
+                dry_run: !self.opts.execute,
+                await_actions: self.opts.execute,
+            },
+        );
+        // The guards' memory its previous holder saved (read after the
+        // claim: that holder saves nothing more).
+        let saved = self.journal.lock().unwrap().load_state(&key)?;
+        if let Some(text) = saved {
+            match serde_json::from_str::<remediate::engine::GuardState>(&text) {
+                Ok(state) => {
+                    let attempts = state.attempts.len();
+                    engine.restore(state);
+                    self.stats.lock().unwrap().guards_restored += 1;
+                    (self.on_event)(&RemediateEvent::GuardsRestored {
+                        partition: p,
+                        attempts,
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(partition = p, error = %e, "saved guard state does not decode: the partition starts with none");
+                }
+            }
+        }
         self.owned.lock().unwrap().insert(
             p,
             PartitionState {
-                engine: Engine::new(
-                    &self.runbooks,
-                    EngineOptions {
-                        dry_run: !self.opts.execute,
-                        await_actions: self.opts.execute,
-                    },
-                ),
+                engine,
                 fence,
                 last_ts: HashMap::new(),
                 newest_ts: i64::MIN,
@@ -262,6 +312,7 @@ pub fn run(
         .as_nanos();
     let instance = format!("{}/{}/{started}", opts.member, std::process::id());
     let journal = PgStore::open_as(&opts.db, &opts.member)?;
+    let incidents = Store::open_shared(&opts.db, &opts.member)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -279,6 +330,7 @@ pub fn run(
         rt,
         clock,
         journal: Mutex::new(journal),
+        incidents: Mutex::new(incidents),
         instance,
         owned: Mutex::new(BTreeMap::new()),
         leased: Mutex::new(BTreeSet::new()),
@@ -383,7 +435,9 @@ impl Member {
             },
         });
         drop(stats);
+        let mut touched: BTreeSet<String> = BTreeSet::new();
         for event in events {
+            touched.insert(event.incident().to_owned());
             match event {
                 EngineEvent::Opened {
                     incident,
@@ -392,13 +446,13 @@ impl Member {
                     ..
                 } => {
                     self.stats.lock().unwrap().opened += 1;
-                    let onset_ms = part
+                    let (onset_ms, stored) = part
                         .engine
                         .incident(&incident)
-                        .map_or(record.ts_ms, |i| i.onset_ms);
+                        .map_or((record.ts_ms, incident), |i| (i.onset_ms, stored_id(i)));
                     (self.on_event)(&RemediateEvent::Opened {
                         partition: p,
-                        incident,
+                        incident: stored,
                         rule,
                         series,
                         onset_ms,
@@ -409,6 +463,9 @@ impl Member {
                 }
                 _ => {}
             }
+        }
+        for id in &touched {
+            self.store_incident(part, id);
         }
         // Memory stays bounded: resolved incidents go after an hour, and
         // so do series silent for that long (swept once a minute).
@@ -435,16 +492,7 @@ impl Member {
             return;
         };
         // The same excursion gives the same key on every member.
-        let key = ActionKey::new(
-            format!(
-                "{}/{}/{}",
-                inc.rule,
-                remediate::engine::series_selector(&inc.series),
-                inc.onset_ms
-            ),
-            action.step,
-            1,
-        );
+        let key = ActionKey::new(stored_id(inc), action.step, 1);
         let report = |outcome: &'static str| {
             (self.on_event)(&RemediateEvent::Step {
                 partition: p,
@@ -518,9 +566,65 @@ impl Member {
         part.engine.action_finished(incident, action.step, ts_ms);
     }
 
-    /// Commits the offsets read: of partition `only`, or of every one held.
-    /// A refused commit is logged: the next holder replays a little more
-    /// (the journal refuses what was begun).
+    /// Writes the engine's incident `id` as it is now, under its stored id.
+    fn store_incident(&self, part: &PartitionState, id: &str) {
+        let Some(inc) = part.engine.incident(id) else {
+            return;
+        };
+        let mut stored = inc.clone();
+        stored.id = stored_id(inc);
+        let written = self.incidents.lock().unwrap().record_incident(&stored);
+        let mut stats = self.stats.lock().unwrap();
+        match written {
+            Ok(()) => stats.stored += 1,
+            Err(e) => {
+                stats.not_stored += 1;
+                tracing::warn!(stage = "store", incident = %stored.id, error = %e, "incident not stored; acting goes on");
+            }
+        }
+    }
+
+    /// The group key of partition `p`: its fence, its saved state.
+    fn partition_key(&self, p: i32) -> String {
+        format!("remediate/{}/{}/{p}", self.opts.group, self.opts.scores)
+    }
+
+    /// Saves partition `p`'s guard memory under its fence; whether it was
+    /// saved.
+    fn save_guards(&self, p: i32, part: &PartitionState) -> bool {
+        let state = part.engine.guard_state(part.newest_ts.max(0));
+        let text = match serde_json::to_string(&state) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(partition = p, error = %e, "guard state does not encode");
+                return false;
+            }
+        };
+        match self
+            .journal
+            .lock()
+            .unwrap()
+            .save_state(&part.fence, &text, self.clock.now_ms())
+        {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::warn!(
+                    partition = p,
+                    "fenced: guard state not saved, offsets not committed"
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "guard state not saved, offsets not committed");
+                false
+            }
+        }
+    }
+
+    /// Commits the offsets read: of partition `only`, or of every one held,
+    /// each after its guard memory was saved (one not saved is not
+    /// committed). A refused commit is logged: the next holder replays a
+    /// little more (the journal refuses what was begun).
     fn commit(&self, consumer: &BaseConsumer, only: Option<i32>) {
         let offsets: BTreeMap<i32, i64> = self
             .owned
@@ -528,7 +632,9 @@ impl Member {
             .unwrap()
             .iter()
             .filter(|(p, _)| only.is_none_or(|o| o == **p))
-            .filter_map(|(p, s)| Some((*p, s.next_offset?)))
+            .filter_map(|(p, s)| Some((*p, s.next_offset?, s)))
+            .filter(|(p, _, s)| self.save_guards(*p, s))
+            .map(|(p, next, _)| (p, next))
             .collect();
         if offsets.is_empty() {
             return;
@@ -546,4 +652,17 @@ impl Member {
             Err(e) => tracing::warn!(error = %e, "commit refused"),
         }
     }
+}
+
+/// An incident's id in the store and the journal, the same on every member:
+/// `r-` and the FNV-1a hash of its rule, series and excursion onset (what
+/// a member that replays the scores sees again).
+pub(crate) fn stored_id(inc: &remediate::engine::Incident) -> String {
+    let identity = format!(
+        "{}/{}/{}",
+        inc.rule,
+        remediate::engine::series_selector(&inc.series),
+        inc.onset_ms
+    );
+    format!("r-{:016x}", stdx::fnv1a64(identity.as_bytes()))
 }

@@ -11,6 +11,7 @@
 //!   retry and restart.
 //! - [`text`]: the escape of each output format (terminal, Markdown) for
 //!   text from outside, and table padding that takes any width.
+//! - [`fnv1a64`]: a stable hash, for ids that are stored or shared.
 //! - [`fuzz`]: the seeded generator and mutators of the property tests.
 //! - [`url_shape`]: the check that a value substituted into a URL template
 //!   stays inside the component (host, port, path segment...) it stands in.
@@ -22,9 +23,11 @@ mod backoff;
 mod clock;
 mod fs;
 pub mod fuzz;
+mod hash;
 pub mod text;
 pub mod url_shape;
 
 pub use backoff::Backoff;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use fs::{write_atomically, write_atomically_with, AtomicWriteError, Staged};
+pub use hash::fnv1a64;

@@ -68,7 +68,7 @@ impl std::fmt::Display for Location {
 #[derive(Debug)]
 pub(crate) enum Backend {
     Sqlite(Sqlite),
-    Postgres(Pg),
+    Postgres(Box<Pg>),
 }
 
 /// The durable record of what heal saw and did. See the crate's docs.
@@ -115,7 +115,7 @@ impl Store {
     pub(crate) fn db(&self) -> &dyn Db {
         match &self.backend {
             Backend::Sqlite(s) => s,
-            Backend::Postgres(p) => p,
+            Backend::Postgres(p) => p.as_ref(),
         }
     }
 
@@ -145,6 +145,13 @@ impl Store {
         })
     }
 
+    /// Opens the store for writing incidents as `writer` without settling
+    /// anything: a remediate member's, whose steps the fenced journal
+    /// ([`crate::PgStore`]) and its partitions' next holder settle.
+    pub fn open_shared(db: impl AsRef<Path>, writer: &str) -> Result<Store, StoreError> {
+        Store::open_writable(db.as_ref(), writer, true)
+    }
+
     /// Opens an existing store for marks (`heal incidents mark|missed`, and
     /// watch's API): applies missing migrations but, unlike
     /// [`Store::open`], marks nothing interrupted, so it is safe while a
@@ -165,7 +172,7 @@ impl Store {
                 }
             }
             Location::Postgres(url) => Store {
-                backend: Backend::Postgres(Pg::open(&url)?),
+                backend: Backend::Postgres(Box::new(Pg::open(&url)?)),
                 writer: Some(writer.to_owned()),
             },
         })
@@ -177,7 +184,7 @@ impl Store {
         Ok(Store {
             backend: match Location::of(db) {
                 Location::File(path) => Backend::Sqlite(Sqlite::open_read_only(path)?),
-                Location::Postgres(url) => Backend::Postgres(Pg::open_read_only(&url)?),
+                Location::Postgres(url) => Backend::Postgres(Box::new(Pg::open_read_only(&url)?)),
             },
             writer: None,
         })
@@ -315,11 +322,9 @@ impl Store {
             // Allowed steps with no execution at all. The key is attempt 1's
             // (`ActionKey`'s Display): the attempt that never began is the one
             // that must not begin late.
-            let never_begun = format!(
-                "FROM actions a JOIN incidents i ON i.id = a.incident_id
+            let never_begun = "FROM actions a JOIN incidents i ON i.id = a.incident_id
                  WHERE a.allowed AND (i.writer IS NULL OR i.writer = ?1) AND NOT EXISTS (
-                    SELECT 1 FROM executions e WHERE e.incident_id = a.incident_id AND e.step = a.step)"
-            );
+                    SELECT 1 FROM executions e WHERE e.incident_id = a.incident_id AND e.step = a.step)";
             let abandoned = crate::db::decoded(
                 db,
                 "finding abandoned actions",

@@ -44,11 +44,11 @@ fn members_migrating_at_once_migrate_once_to_the_sqlite_schema() {
         .collect();
     for h in handles {
         let version = h.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(version, 11);
+        assert_eq!(version, 12);
     }
     // Opening again changes nothing.
     let mut pgs = PgStore::open(&url).unwrap();
-    assert_eq!(pgs.version().unwrap(), 11);
+    assert_eq!(pgs.version().unwrap(), 12);
 
     // The same tables with the same columns in the same order as SQLite.
     let dir = tempfile::tempdir().unwrap();
@@ -392,5 +392,31 @@ fn a_lease_has_one_holder_and_passes_on_only_when_it_expires() {
         b.lease_members("g", "b", 60_000).unwrap(),
         vec!["b"],
         "a's membership expired"
+    );
+}
+
+/// A member's memory of a group key (its guards') is saved under its
+/// fence: the next holder reads it; a holder whose claim was superseded
+/// saves nothing over it.
+#[test]
+fn a_members_state_passes_to_the_next_holder_and_a_stale_one_saves_nothing() {
+    let pg = server();
+    let url = pg.url();
+    let mut a = PgStore::open_as(&url, "a").unwrap();
+    let mut b = PgStore::open_as(&url, "b").unwrap();
+    assert_eq!(a.load_state("remediate/p0").unwrap(), None);
+    let fa = a.claim("remediate/p0", "a", 1).unwrap();
+    assert!(a.save_state(&fa, "{\"attempts\":1}", 2).unwrap());
+    let fb = b.claim("remediate/p0", "b", 3).unwrap();
+    assert_eq!(
+        b.load_state("remediate/p0").unwrap().as_deref(),
+        Some("{\"attempts\":1}")
+    );
+    assert!(b.save_state(&fb, "{\"attempts\":2}", 4).unwrap());
+    // The zombie's save is refused; the holder's stays.
+    assert!(!a.save_state(&fa, "{\"attempts\":9}", 5).unwrap());
+    assert_eq!(
+        a.load_state("remediate/p0").unwrap().as_deref(),
+        Some("{\"attempts\":2}")
     );
 }

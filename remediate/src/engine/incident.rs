@@ -400,3 +400,17 @@ pub enum EngineEvent {
         ts_ms: i64,
     },
 }
+
+impl EngineEvent {
+    /// The incident the event is about.
+    pub fn incident(&self) -> &str {
+        match self {
+            EngineEvent::Opened { incident, .. }
+            | EngineEvent::Planned { incident, .. }
+            | EngineEvent::Redecided { incident, .. }
+            | EngineEvent::Verified { incident, .. }
+            | EngineEvent::Diagnosed { incident, .. }
+            | EngineEvent::Resolved { incident, .. } => incident,
+        }
+    }
+}

@@ -513,6 +513,51 @@ impl PgStore {
         })
     }
 
+    /// Saves `state`, what the holder of the fence's group key remembers of
+    /// it, for its next holder; only while the fence is current (as a
+    /// begin). Returns whether it was saved (`false`: fenced).
+    ///
+    /// # Errors
+    ///
+    /// The statement failed.
+    pub fn save_state(
+        &mut self,
+        fence: &Fence,
+        state: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let saved = self
+            .client
+            .execute(
+                "WITH owner AS (
+                     SELECT 1 FROM owners WHERE group_key = $1 AND epoch = $3 FOR SHARE
+                 )
+                 INSERT INTO member_state (state_key, state, epoch, saved_ms)
+                 SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM owner)
+                 ON CONFLICT (state_key) DO UPDATE
+                   SET state = EXCLUDED.state, epoch = EXCLUDED.epoch, saved_ms = EXCLUDED.saved_ms",
+                &[&fence.group_key, &state, &fence.epoch, &now_ms],
+            )
+            .map_err(self.err("saving a member's state"))?;
+        Ok(saved == 1)
+    }
+
+    /// The state last saved for `group_key` ([`PgStore::save_state`]).
+    ///
+    /// # Errors
+    ///
+    /// The query failed.
+    pub fn load_state(&mut self, group_key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT state FROM member_state WHERE state_key = $1",
+                &[&group_key],
+            )
+            .map_err(self.err("reading a member's state"))?
+            .map(|r| r.get(0)))
+    }
+
     /// The execution recorded for `key`, if any.
     ///
     /// # Errors

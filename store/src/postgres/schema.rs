@@ -16,7 +16,7 @@
 //! shipped; append one, to both lists.
 
 /// Every migration, oldest first.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12];
 
 /// Key of the advisory lock the migrations take (`heal` in ASCII).
 pub(crate) const MIGRATION_LOCK: i64 = 0x6865_616c;
@@ -208,4 +208,18 @@ CREATE TABLE leases (
 /// SQLite's one writer leaves it empty.
 const V11: &str = r#"
 ALTER TABLE incidents ADD COLUMN writer TEXT;
+"#;
+
+/// Version 12 (both dialects): what a remediate member remembers of a
+/// partition it holds (its guards' memory: attempts, cooldowns, rate
+/// limits), saved under the partition's fence so its next holder goes on
+/// from it; a holder whose fence is stale saves nothing. Only PostgreSQL's
+/// members write it.
+const V12: &str = r#"
+CREATE TABLE member_state (
+    state_key TEXT    PRIMARY KEY,
+    state     TEXT    NOT NULL,
+    epoch     BIGINT NOT NULL,
+    saved_ms  BIGINT NOT NULL
+);
 "#;

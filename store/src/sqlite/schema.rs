@@ -11,7 +11,7 @@
 
 /// Every migration, oldest first; the schema version of a file is the
 /// number of these it has had.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12];
 
 /// The schema version this heal writes.
 pub(crate) fn current_version() -> i64 {
@@ -241,4 +241,18 @@ CREATE TABLE leases (
 /// SQLite's one writer leaves it empty.
 const V11: &str = r#"
 ALTER TABLE incidents ADD COLUMN writer TEXT;
+"#;
+
+/// Version 12 (both dialects): what a remediate member remembers of a
+/// partition it holds (its guards' memory: attempts, cooldowns, rate
+/// limits), saved under the partition's fence so its next holder goes on
+/// from it; a holder whose fence is stale saves nothing. Only PostgreSQL's
+/// members write it.
+const V12: &str = r#"
+CREATE TABLE member_state (
+    state_key TEXT    PRIMARY KEY,
+    state     TEXT    NOT NULL,
+    epoch     INTEGER NOT NULL,
+    saved_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
 "#;

@@ -1102,15 +1102,10 @@ remote_write:
 }
 
 /// A `heal remediate` member: the world's runbook, its PostgreSQL for the
-/// leases and the journal, actions performed, offsets committed only once
-/// an hour (so that a member killed mid-stream has committed nothing, and
-/// its successor replays every score it had).
-fn remediate_member(dir: &Path, brokers: &str, db: &str, member: &str) -> Guard {
-    remediate_member_committing(dir, brokers, db, member, "1h")
-}
-
-/// A remediate member committing its offsets (and saving its guards'
-/// memory) every `commit_every`.
+/// leases, the journal and the incidents, actions performed, offsets
+/// committed (and the guards' memory saved) every `commit_every` (`1h`: a
+/// member killed mid-stream has committed nothing, and its successor
+/// replays every score it had).
 fn remediate_member_committing(
     dir: &Path,
     brokers: &str,
@@ -1231,6 +1226,44 @@ fn performed(dir: &Path, member: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Two remediate members (`r1`, `r2`, committing every `commit_every`) on
+/// the scores of one detect worker (`w1`), acting by `action_runbook`'s
+/// `mktemp` into `actions`.
+struct Remediation {
+    world: World,
+    dir: std::path::PathBuf,
+    db: String,
+    actions: std::path::PathBuf,
+    _detect: BTreeMap<&'static str, Guard>,
+    members: BTreeMap<&'static str, Guard>,
+}
+
+impl Remediation {
+    fn start(commit_every: &str) -> Remediation {
+        let world = World::new();
+        let (brokers, dir, db) = (
+            world.broker.brokers(),
+            world.dir.path().to_owned(),
+            world.pg.url(),
+        );
+        let actions = dir.join("actions");
+        std::fs::create_dir(&actions).unwrap();
+        action_runbook(&dir, "mktemp", &actions.display().to_string());
+        let _detect = world.workers(&["w1"]);
+        let members = settle(&dir, &["r1", "r2"], |m| {
+            remediate_member_committing(&dir, &brokers, &db, m, commit_every)
+        });
+        Remediation {
+            world,
+            dir,
+            db,
+            actions,
+            _detect,
+            members,
+        }
+    }
+}
+
 /// Two remediate members share the scores; the one that has performed
 /// actions is SIGKILLed before it committed anything (a forced
 /// rebalance): the survivor takes its partitions over, replays every score
@@ -1240,19 +1273,14 @@ fn performed(dir: &Path, member: &str) -> BTreeSet<String> {
 /// (`mktemp`, a real process each), one finished journal row per key.
 #[test]
 fn a_killed_remediate_member_begins_no_action_twice() {
-    let world = World::new();
-    let (brokers, dir, db) = (
-        world.broker.brokers(),
-        world.dir.path().to_owned(),
-        world.pg.url(),
-    );
-    let actions = dir.join("actions");
-    std::fs::create_dir(&actions).unwrap();
-    action_runbook(&dir, "mktemp", &actions.display().to_string());
-    let _detect = world.workers(&["w1"]);
-    let mut members = settle(&dir, &["r1", "r2"], |m| {
-        remediate_member(&dir, &brokers, &db, m)
-    });
+    let Remediation {
+        world,
+        dir,
+        db,
+        actions,
+        _detect,
+        mut members,
+    } = Remediation::start("1h");
 
     let fired = faulty_services(&world);
     let performed = |m: &str| performed(&dir, m);
@@ -1405,19 +1433,14 @@ fn a_killed_remediate_member_begins_no_action_twice() {
 /// of them to replay, and runs nothing again.
 #[test]
 fn a_partitions_guard_memory_passes_to_its_next_holder() {
-    let world = World::new();
-    let (brokers, dir, db) = (
-        world.broker.brokers(),
-        world.dir.path().to_owned(),
-        world.pg.url(),
-    );
-    let actions = dir.join("actions");
-    std::fs::create_dir(&actions).unwrap();
-    action_runbook(&dir, "mktemp", &actions.display().to_string());
-    let _detect = world.workers(&["w1"]);
-    let mut members = settle(&dir, &["r1", "r2"], |m| {
-        remediate_member_committing(&dir, &brokers, &db, m, "1s")
-    });
+    let Remediation {
+        world,
+        dir,
+        actions,
+        _detect,
+        mut members,
+        ..
+    } = Remediation::start("1s");
     faulty_services(&world);
     let files = settled_actions(&dir, &actions);
     let (r1, r2) = (performed(&dir, "r1"), performed(&dir, "r2"));

@@ -335,6 +335,14 @@ fn ingest_samples(
 
 pub fn run_detect(a: DetectArgs) -> anyhow::Result<()> {
     let runbooks = load_runbooks(&a.runbooks)?;
+    // Said at start rather than found out: a worker scores each sample as
+    // it comes, so a signal's replicas are not compared with each other.
+    for s in runbooks.signals().iter().filter(|s| s.peer.is_some()) {
+        eprintln!(
+            "heal detect: signal {:?} has `peer:`, which the scale-out workers do not do yet: its series are scored each on its own (heal watch compares them)",
+            s.name
+        );
+    }
     let member = member_name(&a.member);
     let opts = detect::DetectOptions {
         brokers: a.brokers.clone(),

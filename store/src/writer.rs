@@ -10,7 +10,12 @@
 //! queue without limit; nothing is dropped. Why retries: a PostgreSQL
 //! server that restarts or is cut off for a while (a SQLite file has no
 //! such failure) costs a wait, not the batch: it is written again, whole,
-//! once the server answers (up to [`RETRY_FOR`]).
+//! once the server answers (up to [`RETRY_FOR`]). A batch whose `COMMIT`
+//! was sent but whose answer the lost connection ate may have been
+//! committed already: written again, its incidents come out the same
+//! (snapshots are upserts), an event of it may be logged twice, and a begin
+//! of it is answered as a duplicate, so its action does not run (at most
+//! once) and is reported interrupted at the next open.
 
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};

@@ -1,8 +1,10 @@
 //! Write throughput of the incident store, and its size on disk per incident.
 //!
-//! `cargo bench -p store --bench store`. The store is a real SQLite file
-//! on the disk `target/` is on (not a tmpfs: fsync must cost what it
-//! costs). Incidents come from a seeded generator: 500 services, one to
+//! `cargo bench -p store --bench store`. Each benchmark runs on both
+//! backends: a real SQLite file on the disk `target/` is on (not a tmpfs:
+//! fsync must cost what it costs), and a real PostgreSQL server of the
+//! bench's own (`lab::postgres`, Debian's `postgresql`, a new cluster for
+//! each store, on loopback, default settings: every commit flushed). Incidents come from a seeded generator: 500 services, one to
 //! three planned steps each (about half performed, with a verification),
 //! four labels, an output of about 200 bytes per execution.
 //!
@@ -22,7 +24,6 @@
 //! checkpoint, divided by 10,000.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -150,11 +151,30 @@ fn result() -> ActionResult {
     }
 }
 
-fn open(dir: &Path) -> Store {
-    Store::open(dir.join("heal.db"))
-        .expect("opening the store")
-        .store
+/// Where a benchmark's store is; kept alive as long as the store.
+enum At {
+    File(tempfile::TempDir),
+    Postgres(lab::postgres::PgServer),
 }
+
+impl At {
+    fn new(backend: &str, tmp: &str) -> At {
+        match backend {
+            "sqlite" => At::File(tempfile::tempdir_in(tmp).unwrap()),
+            _ => At::Postgres(lab::postgres::PgServer::start().expect("starting PostgreSQL")),
+        }
+    }
+
+    fn open(&self) -> Store {
+        let db = match self {
+            At::File(dir) => dir.path().join("heal.db"),
+            At::Postgres(server) => server.url().into(),
+        };
+        Store::open(db).expect("opening the store").store
+    }
+}
+
+const BACKENDS: [&str; 2] = ["sqlite", "postgres"];
 
 fn bench(c: &mut Criterion) {
     let tmp = env!("CARGO_TARGET_TMPDIR");
@@ -166,52 +186,59 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("incidents");
     group.sample_size(10);
-    for n in [100u64, 1000] {
-        let batch: Vec<Incident> = (1..=n).map(incident).collect();
-        // Elements are incidents (each written with its steps and events):
-        // criterion's elements/s is the README's "incidents per second".
-        group.throughput(Throughput::Elements(n));
+    for backend in BACKENDS {
+        for n in [100u64, 1000] {
+            let batch: Vec<Incident> = (1..=n).map(incident).collect();
+            // Elements are incidents (each written with its steps and
+            // events): criterion's elements/s is the README's "incidents
+            // per second".
+            group.throughput(Throughput::Elements(n));
 
-        let dir = tempfile::tempdir_in(tmp).unwrap();
-        let (writer, thread) = StoreWriter::spawn(open(dir.path()), 1024).unwrap();
-        let mut next = 0u64;
-        group.bench_with_input(BenchmarkId::new("writer", n), &batch, |b, batch| {
-            b.iter(|| {
-                runtime.block_on(async {
-                    for inc in batch {
-                        // A new id each time: inserts, as in real life.
-                        next += 1;
-                        let mut inc = inc.clone();
-                        inc.id = format!("inc-{next:08}");
-                        for e in events(&inc) {
-                            writer.event(e).await.unwrap();
+            let at = At::new(backend, tmp);
+            let (writer, thread) = StoreWriter::spawn(at.open(), 1024).unwrap();
+            let mut next = 0u64;
+            group.bench_with_input(
+                BenchmarkId::new(format!("writer/{backend}"), n),
+                &batch,
+                |b, batch| {
+                    b.iter(|| {
+                        runtime.block_on(async {
+                            for inc in batch {
+                                // A new id each time: inserts, as in real life.
+                                next += 1;
+                                let mut inc = inc.clone();
+                                inc.id = format!("inc-{next:08}");
+                                for e in events(&inc) {
+                                    writer.event(e).await.unwrap();
+                                }
+                                writer.incident(inc).await.unwrap();
+                            }
+                            writer.flush().await.unwrap();
+                        })
+                    })
+                },
+            );
+            drop(writer);
+            thread.join();
+
+            let at = At::new(backend, tmp);
+            let mut store = at.open();
+            let mut next = 0u64;
+            group.bench_with_input(
+                BenchmarkId::new(format!("one_transaction_each/{backend}"), n),
+                &batch,
+                |b, batch| {
+                    b.iter(|| {
+                        for inc in batch {
+                            next += 1;
+                            let mut inc = inc.clone();
+                            inc.id = format!("inc-{next:08}");
+                            store.record_incident(&inc).unwrap();
                         }
-                        writer.incident(inc).await.unwrap();
-                    }
-                    writer.flush().await.unwrap();
-                })
-            })
-        });
-        drop(writer);
-        thread.join();
-
-        let dir = tempfile::tempdir_in(tmp).unwrap();
-        let mut store = open(dir.path());
-        let mut next = 0u64;
-        group.bench_with_input(
-            BenchmarkId::new("one_transaction_each", n),
-            &batch,
-            |b, batch| {
-                b.iter(|| {
-                    for inc in batch {
-                        next += 1;
-                        let mut inc = inc.clone();
-                        inc.id = format!("inc-{next:08}");
-                        store.record_incident(&inc).unwrap();
-                    }
-                })
-            },
-        );
+                    })
+                },
+            );
+        }
     }
     group.finish();
 
@@ -219,21 +246,26 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     let n = 100u64;
     group.throughput(Throughput::Elements(n));
-    let dir = tempfile::tempdir_in(tmp).unwrap();
-    let mut store = open(dir.path());
-    let mut next = 0u64;
-    group.bench_function(BenchmarkId::new("begin_finish", n), |b| {
-        b.iter(|| {
-            for _ in 0..n {
-                next += 1;
-                let key = ActionKey::new(format!("inc-{next:08}"), 1, 1);
-                store
-                    .begin_action(&key, "exec heal-lab restart svc-001", T0)
-                    .unwrap();
-                store.finish_action(&key, &result(), T0 + 180).unwrap();
-            }
-        })
-    });
+    for backend in BACKENDS {
+        let at = At::new(backend, tmp);
+        let mut store = at.open();
+        let mut next = 0u64;
+        group.bench_function(
+            BenchmarkId::new(format!("begin_finish/{backend}"), n),
+            |b| {
+                b.iter(|| {
+                    for _ in 0..n {
+                        next += 1;
+                        let key = ActionKey::new(format!("inc-{next:08}"), 1, 1);
+                        store
+                            .begin_action(&key, "exec heal-lab restart svc-001", T0)
+                            .unwrap();
+                        store.finish_action(&key, &result(), T0 + 180).unwrap();
+                    }
+                })
+            },
+        );
+    }
     group.finish();
 
     size_per_incident(tmp);
@@ -242,8 +274,8 @@ fn bench(c: &mut Criterion) {
 /// Bytes on disk per incident with everything heal writes about it.
 fn size_per_incident(tmp: &str) {
     const N: u64 = 10_000;
-    let dir = tempfile::tempdir_in(tmp).unwrap();
-    let mut store = open(dir.path());
+    let at = At::new("sqlite", tmp);
+    let mut store = at.open();
     let incidents: Vec<Incident> = (1..=N).map(incident).collect();
     let events: Vec<EngineEvent> = incidents.iter().flat_map(events).collect();
     store.record_batch(&incidents, &events).unwrap();

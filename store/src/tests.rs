@@ -76,6 +76,7 @@ on_both!(
     the_writer_records_marks_in_order_and_answers_with_the_adjustment,
     incidents_left_open_are_closed_at_the_next_open_with_a_reason,
     a_begun_actions_process_is_recorded_and_an_interrupted_one_settled_once,
+    a_write_that_fails_is_undone_alone,
 );
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -1421,4 +1422,36 @@ fn the_writer_waits_out_a_server_restart_and_loses_nothing() {
     let record = store.incident("inc-000040").unwrap().unwrap();
     assert_eq!(record.executions.len(), 1);
     assert_eq!(record.executions[0].state, ExecutionState::Started);
+}
+
+/// A write the database refuses for real (evidence of an incident that
+/// does not exist: a foreign key) fails alone: what was sent with it is
+/// written, and the begin sent after it is answered and committed.
+fn a_write_that_fails_is_undone_alone(at: &At) {
+    let store = open(at);
+    let (writer, thread) = StoreWriter::spawn(store, 64).unwrap();
+    let key = ActionKey::new("inc-000001", 1, 1);
+    runtime().block_on(async {
+        let evidence = remediate::report::Evidence {
+            points: vec![remediate::report::EvidencePoint::new(T0, 1.0, (0.0, 2.0))],
+            context: 1,
+            ..Default::default()
+        };
+        // Queued without waiting, so they travel together.
+        let (a, b, c) = tokio::join!(
+            writer.evidence("inc-999999".into(), evidence),
+            writer.incident(rich_incident("inc-000001", "web", T0)),
+            writer.begin_action(key.clone(), "restart web".into(), T0),
+        );
+        a.unwrap();
+        b.unwrap();
+        c.unwrap();
+        writer.flush().await.unwrap();
+        drop(writer);
+    });
+    let store = thread.join();
+    let record = store.incident("inc-000001").unwrap().unwrap();
+    assert_eq!(record.executions.len(), 1);
+    assert_eq!(record.executions[0].state, ExecutionState::Started);
+    assert!(store.evidence("inc-999999").unwrap().is_none());
 }

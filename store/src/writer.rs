@@ -241,13 +241,29 @@ fn write_batch(store: &mut Store, batch: Vec<Op>) {
     let writer = store.writer.clone();
     let deadline = Instant::now() + RETRY_FOR;
     let mut backoff = Duration::from_millis(100);
+    // First every write straight in the batch's transaction; only if one
+    // fails (not merely refused: a refusal writes nothing) is the batch
+    // written again with each write in a savepoint of its own, so the
+    // failure is undone alone. (A savepoint is two more round trips per
+    // write to PostgreSQL: most batches never need them.)
+    let mut careful = false;
     let committed = loop {
         let db = store.db();
         let write = |db: &dyn Db| {
             in_transaction(db, "writing a batch", |db| {
                 batch
                     .iter()
-                    .map(|op| in_savepoint(db, op, writer.as_deref()))
+                    .map(|op| {
+                        if careful {
+                            in_savepoint(db, op, writer.as_deref())
+                        } else {
+                            let done = apply(db, op, writer.as_deref());
+                            match done.failure() {
+                                Some(e) => Err(StoreError::Writer(e.to_string())),
+                                None => Ok(done),
+                            }
+                        }
+                    })
                     .collect::<Result<Vec<Done>, StoreError>>()
             })
         };
@@ -262,6 +278,7 @@ fn write_batch(store: &mut Store, batch: Vec<Op>) {
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
+            Err(_) if !careful => careful = true,
             other => break other,
         }
     };
@@ -288,12 +305,26 @@ fn write_batch(store: &mut Store, batch: Vec<Op>) {
     }
 }
 
-/// One write in its own savepoint: a refused write is undone alone and
-/// answered with its error; only a failure of the savepoint itself (the
-/// connection) fails the batch.
-fn in_savepoint(db: &dyn Db, op: &Op, writer: Option<&str>) -> Result<Done, StoreError> {
-    db.batch("starting a savepoint", "SAVEPOINT op")?;
-    let done = match op {
+impl Done {
+    /// The error of a write that failed, as opposed to one refused
+    /// (a duplicate begin, a finish of what is not in flight: nothing
+    /// written, answered to its sender).
+    fn failure(&self) -> Option<&StoreError> {
+        let e = match self {
+            Done::Write(r) => r.as_ref().err(),
+            Done::Mark(r) => r.as_ref().err(),
+        }?;
+        (!matches!(
+            e,
+            StoreError::DuplicateAction { .. } | StoreError::NotInFlight { .. }
+        ))
+        .then_some(e)
+    }
+}
+
+/// One write, straight.
+fn apply(db: &dyn Db, op: &Op, writer: Option<&str>) -> Done {
+    match op {
         Op::Incident(inc) => Done::Write(put_incident(db, inc, writer)),
         Op::GuardState(state) => Done::Write(put_guard_state(db, state)),
         Op::Evidence(id, ev) => Done::Write(put_evidence(db, id, ev)),
@@ -313,7 +344,15 @@ fn in_savepoint(db: &dyn Db, op: &Op, writer: Option<&str>) -> Result<Done, Stor
         Op::Process { key, process, .. } => Done::Write(put_process(db, key, *process)),
         Op::Flush(_) => Done::Write(Ok(())),
         Op::Mark { mark, .. } => Done::Mark(crate::marks::put_mark(db, mark)),
-    };
+    }
+}
+
+/// One write in its own savepoint: a write that fails or is refused is
+/// undone alone and answered with its error; only a failure of the
+/// savepoint itself (the connection) fails the batch.
+fn in_savepoint(db: &dyn Db, op: &Op, writer: Option<&str>) -> Result<Done, StoreError> {
+    db.batch("starting a savepoint", "SAVEPOINT op")?;
+    let done = apply(db, op, writer);
     let failed = match &done {
         Done::Write(r) => r.as_ref().err(),
         Done::Mark(r) => r.as_ref().err(),

@@ -28,7 +28,7 @@
 //!   the journal comes first.
 //!
 //! **Incidents are stored** in the same database (`store::Store` on
-//! PostgreSQL, written as the member), so `heal incidents --db
+//! PostgreSQL, written as the group: every member is the same writer), so `heal incidents --db
 //! postgres://...` and `heal serve` show what every member opened, planned,
 //! performed and verified. An incident's id is the same on every member
 //! (`r-` and a hash of its journal key's rule, series and onset), so a
@@ -312,7 +312,9 @@ pub fn run(
         .as_nanos();
     let instance = format!("{}/{}/{started}", opts.member, std::process::id());
     let journal = PgStore::open_as(&opts.db, &opts.member)?;
-    let incidents = Store::open_shared(&opts.db, &opts.member)?;
+    // Every member of the group writes as the group: an incident is the
+    // group's, updated by whichever member holds its partition.
+    let incidents = Store::open_shared(&opts.db, &opts.group)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

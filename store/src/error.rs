@@ -142,6 +142,19 @@ pub enum StoreError {
         /// Who claimed it last.
         owner: Option<String>,
     },
+    /// An incident snapshot whose id another writer's incident has (two
+    /// writers numbering incidents on one shared database): not written,
+    /// the other's kept.
+    #[error(
+        "incident {id}: another writer's incident has this id; not overwritten (writer {})",
+        writer.as_deref().unwrap_or("of the file")
+    )]
+    IncidentOfAnotherWriter {
+        /// The incident id.
+        id: String,
+        /// The writer that tried.
+        writer: Option<String>,
+    },
     /// A value could not be written as JSON.
     #[error("incident store: cannot encode {what} as JSON: {message}")]
     Encode {

@@ -1328,6 +1328,17 @@ fn on_a_shared_database_each_writer_settles_only_its_own() {
     let record = b.store.incident("inc-000001").unwrap().unwrap();
     assert_eq!(record.status, IncidentStatus::Open);
     assert_eq!(record.executions[0].state, ExecutionState::Started);
+    // Writer b numbers its incidents from the same highest id: its
+    // incident of a taken id is refused, a's kept as it was.
+    let mut b = b.store;
+    let mut clash = rich_incident("inc-000001", "db", T0 + MIN);
+    clash.rule = "other-rule".into();
+    assert!(matches!(
+        b.record_incident(&clash),
+        Err(StoreError::IncidentOfAnotherWriter { ref id, .. }) if id == "inc-000001"
+    ));
+    let kept = b.incident("inc-000001").unwrap().unwrap();
+    assert_eq!(kept.incident, left_open);
     // Writer a is still running: it finishes its own action.
     a.finish_action(&running, &result(true), T0 + 1).unwrap();
     let cut = ActionKey::new("inc-000001", 1, 2);

@@ -227,7 +227,10 @@ pub(crate) fn put_incident(
         IncidentStatus::Open
     };
     let selector = series_selector(&inc.series);
-    db.exec(
+    // Another writer's incident of the same id (two `heal watch` numbering
+    // on one database) is never overwritten: the upsert updates only this
+    // writer's row, and nothing else of the snapshot is written.
+    let written = db.exec(
         doing,
         "INSERT INTO incidents (id, seq, service, signal, rule, description, severity, above,
              series, selector, onset_ms, opened_ms, peak_score, chain_len, resolved_ms,
@@ -243,7 +246,8 @@ pub(crate) fn put_incident(
              chain_len = excluded.chain_len, resolved_ms = excluded.resolved_ms,
              unresolved_at_ms = excluded.unresolved_at_ms, status = excluded.status,
              outcome = excluded.outcome, peer_z = excluded.peer_z,
-             diagnosis = excluded.diagnosis, writer = excluded.writer",
+             diagnosis = excluded.diagnosis, writer = excluded.writer
+         WHERE incidents.writer IS NOT DISTINCT FROM excluded.writer",
         vals![
             &inc.id,
             incident_seq(&inc.id),
@@ -268,6 +272,12 @@ pub(crate) fn put_incident(
             writer,
         ],
     )?;
+    if written == 0 {
+        return Err(StoreError::IncidentOfAnotherWriter {
+            id: inc.id.clone(),
+            writer: writer.map(str::to_owned),
+        });
+    }
 
     put_anomaly(
         db,

@@ -90,7 +90,7 @@ pub enum StoreError {
         message: String,
     },
     /// PostgreSQL refused an operation or could not be reached.
-    #[error("incident store {url}: {doing}: {source}")]
+    #[error("incident store {url}: {doing}: {}", postgres_reason(.source))]
     Postgres {
         /// The connection URL, its password replaced by `***`.
         url: String,
@@ -172,4 +172,21 @@ pub enum StoreError {
     /// The background writer could not start or lost a batch.
     #[error("incident store writer: {0}")]
     Writer(String),
+}
+
+/// What PostgreSQL said, in full: the client's own `Display` of a server
+/// error is only "db error", which tells an operator nothing.
+fn postgres_reason(e: &postgres::Error) -> String {
+    use std::error::Error as _;
+    if let Some(db) = e.as_db_error() {
+        let mut out = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+        if let Some(detail) = db.detail() {
+            out.push_str(&format!(" ({detail})"));
+        }
+        return out;
+    }
+    match e.source() {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
 }

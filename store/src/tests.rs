@@ -1435,6 +1435,113 @@ fn the_writer_waits_out_a_server_restart_and_loses_nothing() {
     assert_eq!(record.executions[0].state, ExecutionState::Started);
 }
 
+/// Runs `call` while another session holds `table` locked, and ends the
+/// session that waits for the lock as a server going down ends it (an
+/// operator's `pg_terminate_backend`, a backend whose postmaster died):
+/// the backend answers the statement in flight with FATAL 57P01 and only
+/// then closes its socket, so the client returns a server's error, not a
+/// closed connection. Lets the lock go and returns what `call` returned.
+fn end_the_session_waiting_for<T: Send>(
+    url: &str,
+    table: &str,
+    call: impl FnOnce() -> T + Send,
+) -> T {
+    let connect = || ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+    let (mut holder, mut admin) = (connect(), connect());
+    let mut lock = holder.transaction().unwrap();
+    lock.batch_execute(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        .unwrap();
+    std::thread::scope(|scope| {
+        let waiting = scope.spawn(call);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let ended: i64 = admin
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                     WHERE wait_event_type = 'Lock' AND backend_type = 'client backend'",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            if ended > 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no session waited for {table}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        lock.rollback().unwrap();
+        waiting.join().unwrap()
+    })
+}
+
+/// The writer takes a session the server ended under a statement for the
+/// lost connection it is: it connects again and writes the batch (its
+/// begin included) rather than failing it as if the statement had been
+/// refused.
+#[test]
+fn the_writer_connects_again_when_the_server_ends_its_session() {
+    let at = At::postgres();
+    let db = at.db();
+    let url = db.to_str().unwrap().to_owned();
+    let (writer, thread) = StoreWriter::spawn(open_db(db.clone()), 16).unwrap();
+    let rt = runtime();
+    for round in 0..3_i64 {
+        let id = format!("inc-{:06}", round + 1);
+        let key = ActionKey::new(id.clone(), 1, 1);
+        let w = writer.clone();
+        let begun = end_the_session_waiting_for(&url, "incidents", || {
+            rt.block_on(async move {
+                w.incident(rich_incident(&id, "web", T0 + round * MIN))
+                    .await?;
+                w.begin_action(key, "exec heal-lab restart web".into(), T0)
+                    .await
+            })
+        });
+        begun.unwrap_or_else(|e| panic!("round {round}: {e}"));
+    }
+    drop(writer);
+    let store = thread.join();
+    assert_eq!(store.reconnects(), 3);
+    let page = store
+        .list(&IncidentFilter {
+            limit: 100,
+            ..IncidentFilter::default()
+        })
+        .unwrap();
+    assert_eq!(page.incidents.len(), 3);
+    for i in 1..=3 {
+        let record = store.incident(&format!("inc-{i:06}")).unwrap().unwrap();
+        assert_eq!(record.executions.len(), 1);
+    }
+    drop(at);
+}
+
+/// The same for a remediate member's begin ([`crate::PgStore`]): it
+/// connects again and the begin is recorded once.
+#[test]
+fn a_begin_connects_again_when_the_server_ends_its_session() {
+    let at = At::postgres();
+    let url = at.db().to_str().unwrap().to_owned();
+    let mut member = crate::PgStore::open_as(&url, "member-a").unwrap();
+    for i in 0..3_i64 {
+        let key = ActionKey::new(format!("inc-{i:06}"), 1, 1);
+        let begun = end_the_session_waiting_for(&url, "executions", || {
+            member.begin_action(&key, "exec true", i, None)
+        });
+        begun.unwrap_or_else(|e| panic!("{key}: {e}"));
+        let mut other = crate::PgStore::open_as(&url, "member-b").unwrap();
+        assert!(matches!(
+            other.begin_action(&key, "exec true", i, None),
+            Err(StoreError::DuplicateAction { .. })
+        ));
+    }
+    assert_eq!(member.reconnects(), 3);
+    drop(at);
+}
+
 /// A write the database refuses for real (evidence of an incident that
 /// does not exist: a foreign key) fails alone: what was sent with it is
 /// written, and the begin sent after it is answered and committed.

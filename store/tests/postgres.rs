@@ -345,6 +345,24 @@ fn begins_ride_through_a_server_restart_each_recorded_once() {
 /// it only once it expired (by the database's clock), with the epoch
 /// raised; the old holder's renewal then does not return it; a release
 /// frees it at once; members are listed while their own lease lives.
+/// What PostgreSQL refuses is named with its SQLSTATE and message, not
+/// just the client's "db error".
+#[test]
+fn a_refusal_names_its_sqlstate_and_message() {
+    let pg = server();
+    let url = pg.url();
+    let err = PgStore::open(&format!(
+        "{}/no_such_database",
+        url.rsplit_once('/').unwrap().0
+    ))
+    .unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        shown.contains("FATAL 3D000") && shown.contains("\"no_such_database\" does not exist"),
+        "{shown}"
+    );
+}
+
 #[test]
 fn a_lease_has_one_holder_and_passes_on_only_when_it_expires() {
     let pg = server();

@@ -28,6 +28,9 @@ pub(crate) struct Pg {
     /// Prepared statements by their SQLite-dialect text.
     prepared: RefCell<HashMap<String, Statement>>,
     reconnects: Cell<u64>,
+    /// A statement failed in a way that means the connection is gone
+    /// before the client noticed ([`super::means_gone`]).
+    broken: Cell<bool>,
 }
 
 impl std::fmt::Debug for Pg {
@@ -88,6 +91,7 @@ impl Pg {
             url,
             prepared: RefCell::new(HashMap::new()),
             reconnects: Cell::new(0),
+            broken: Cell::new(false),
         }
     }
 
@@ -123,22 +127,28 @@ impl Pg {
     }
 
     fn err(&self, doing: &'static str) -> impl FnOnce(postgres::Error) -> StoreError + '_ {
-        move |source| StoreError::Postgres {
-            url: self.url.clone(),
-            doing,
-            source,
+        move |source| {
+            if super::means_gone(&source) {
+                self.broken.set(true);
+            }
+            StoreError::Postgres {
+                url: self.url.clone(),
+                doing,
+                source,
+            }
         }
     }
 
     /// Connects again if the connection was lost (one try: the error, if
     /// any, is the statement's).
     fn reconnect_if_lost(&self) {
-        if !self.client().is_closed() {
+        if !self.lost() {
             return;
         }
         match self.config.connect(postgres::NoTls) {
             Ok(client) => {
                 *self.client() = client;
+                self.broken.set(false);
                 self.prepared.borrow_mut().clear();
                 self.reconnects.set(self.reconnects.get() + 1);
                 tracing::warn!(stage = "store", url = %self.url, "incident store: connected again to PostgreSQL");
@@ -201,7 +211,7 @@ impl Db for Pg {
     }
 
     fn lost(&self) -> bool {
-        self.client().is_closed()
+        self.broken.get() || self.client().is_closed()
     }
 }
 

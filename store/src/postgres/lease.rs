@@ -22,15 +22,19 @@ impl PgStore {
     /// Reconnects once when the connection was lost (a lease call must be
     /// quick; the caller calls again at its next renewal).
     fn reconnect_if_closed(&mut self) {
-        if self.client.is_closed() {
+        if self.client.is_closed() || self.broken.get() {
             if let Ok(client) = self.config.connect(postgres::NoTls) {
                 self.client = client;
+                self.broken.set(false);
                 self.reconnects += 1;
             }
         }
     }
 
     fn lease_error(&self, doing: &'static str, source: postgres::Error) -> StoreError {
+        if super::means_gone(&source) {
+            self.broken.set(true);
+        }
         StoreError::Postgres {
             url: self.url.clone(),
             doing,

@@ -26,9 +26,9 @@
 //!   clock, renewed while its member lives, taken over (epoch raised) once
 //!   it expires: the scale-out detect workers' partitions.
 //!
-//! Not here yet (the SQLite store has them): incidents, events, evidence,
-//! guard state and sensitivity reads and writes, and `heal watch --db
-//! postgres://`. The tables exist; the code that fills them is SQLite's.
+//! Incidents, events, evidence, guard state and sensitivity are the
+//! store's own statements, run here by [`Pg`] (`db.rs`), the same copy
+//! SQLite runs.
 //!
 //! The client is `postgres` (synchronous, like the SQLite store: both run
 //! on the store's own thread, never on the async loop). A connection that
@@ -48,6 +48,34 @@ use remediate::action::ActionResult;
 use crate::{ActionKey, ActionRecord, ChildProcess, ExecutionState, StoreError};
 
 pub(crate) use db::Pg;
+
+/// Whether `e` means the connection is gone, even when the client has not
+/// noticed yet. A server going down tells its clients first: a backend
+/// whose postmaster died, or that is told to shut down, sends a FATAL
+/// error (SQLSTATE class 57P, or 08 for connection trouble) and only then
+/// closes the socket, and the client returns that error before it reads
+/// the end of the stream. Such an error is a lost connection, to connect
+/// again and retry, not an answer to the statement.
+pub(crate) fn connection_gone(client: &Client, e: &postgres::Error) -> bool {
+    client.is_closed() || means_gone(e)
+}
+
+/// [`connection_gone`] from the error alone.
+pub(crate) fn means_gone(e: &postgres::Error) -> bool {
+    use std::error::Error as _;
+    if e.is_closed() {
+        return true;
+    }
+    match e.as_db_error() {
+        Some(db) => {
+            let code = db.code().code();
+            matches!(db.severity(), "FATAL" | "PANIC")
+                || code.starts_with("57P")
+                || code.starts_with("08")
+        }
+        None => e.source().is_some_and(|s| s.is::<std::io::Error>()),
+    }
+}
 pub(crate) use schema::MIGRATIONS;
 
 /// An execution's columns in the order [`PgStore::record`] reads them.
@@ -82,6 +110,9 @@ pub struct PgStore {
     begins: u64,
     retry_for: Duration,
     reconnects: u64,
+    /// A statement failed in a way that means the connection is gone
+    /// before the client noticed ([`means_gone`]): connect again first.
+    broken: std::cell::Cell<bool>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -241,6 +272,7 @@ impl PgStore {
             begins: 0,
             retry_for: RETRY_FOR,
             reconnects: 0,
+            broken: std::cell::Cell::new(false),
         })
     }
 
@@ -269,8 +301,9 @@ impl PgStore {
         let mut retry = false;
         loop {
             match op(self, retry) {
-                Err(StoreError::Postgres { .. })
-                    if self.client.is_closed() && std::time::Instant::now() < deadline =>
+                Err(StoreError::Postgres { ref source, .. })
+                    if connection_gone(&self.client, source)
+                        && std::time::Instant::now() < deadline =>
                 {
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -278,6 +311,7 @@ impl PgStore {
                     match self.config.connect(NoTls) {
                         Ok(client) => {
                             self.client = client;
+                            self.broken.set(false);
                             self.reconnects += 1;
                             tracing::warn!(stage = "store", url = %self.url, "incident store: connected again to PostgreSQL");
                         }
@@ -292,10 +326,15 @@ impl PgStore {
     }
 
     fn err(&self, doing: &'static str) -> impl FnOnce(postgres::Error) -> StoreError + '_ {
-        move |source| StoreError::Postgres {
-            url: self.url.clone(),
-            doing,
-            source,
+        move |source| {
+            if means_gone(&source) {
+                self.broken.set(true);
+            }
+            StoreError::Postgres {
+                url: self.url.clone(),
+                doing,
+                source,
+            }
         }
     }
 

@@ -127,16 +127,7 @@ impl Pg {
     }
 
     fn err(&self, doing: &'static str) -> impl FnOnce(postgres::Error) -> StoreError + '_ {
-        move |source| {
-            if super::means_gone(&source) {
-                self.broken.set(true);
-            }
-            StoreError::Postgres {
-                url: self.url.clone(),
-                doing,
-                source,
-            }
-        }
+        move |source| super::failed(&self.url, &self.broken, doing, source)
     }
 
     /// Connects again if the connection was lost (one try: the error, if

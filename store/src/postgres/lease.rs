@@ -31,17 +31,6 @@ impl PgStore {
         }
     }
 
-    fn lease_error(&self, doing: &'static str, source: postgres::Error) -> StoreError {
-        if super::means_gone(&source) {
-            self.broken.set(true);
-        }
-        StoreError::Postgres {
-            url: self.url.clone(),
-            doing,
-            source,
-        }
-    }
-
     /// Renews `member`'s liveness in `group` for `ttl_ms` and returns the
     /// group's live members, sorted (every member computes the same list).
     ///
@@ -61,7 +50,7 @@ impl PgStore {
         );
         self.client
             .execute(&upsert, &[&key, &member, &ttl_ms])
-            .map_err(|e| self.lease_error("renewing a member's lease", e))?;
+            .map_err(self.err("renewing a member's lease"))?;
         let live = format!(
             "SELECT owner FROM leases WHERE lease_key LIKE $1 AND expires_ms > {NOW_MS} ORDER BY owner"
         );
@@ -69,7 +58,7 @@ impl PgStore {
         let rows = self
             .client
             .query(&live, &[&prefix])
-            .map_err(|e| self.lease_error("listing a group's members", e))?;
+            .map_err(self.err("listing a group's members"))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
@@ -99,7 +88,7 @@ impl PgStore {
             // Two members inserting the same new key at once: the loser
             // simply does not hold it.
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(None),
-            Err(e) => Err(self.lease_error("taking a lease", e)),
+            Err(e) => Err(self.err("taking a lease")(e)),
         }
     }
 
@@ -124,7 +113,7 @@ impl PgStore {
         let rows = self
             .client
             .query(&sql, &[&keys, &member, &ttl_ms])
-            .map_err(|e| self.lease_error("renewing leases", e))?;
+            .map_err(self.err("renewing leases"))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
@@ -139,7 +128,7 @@ impl PgStore {
                 "UPDATE leases SET expires_ms = 0 WHERE lease_key = $1 AND owner = $2",
                 &[&key, &member],
             )
-            .map_err(|e| self.lease_error("releasing a lease", e))?;
+            .map_err(self.err("releasing a lease"))?;
         Ok(())
     }
 }

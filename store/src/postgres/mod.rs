@@ -60,6 +60,24 @@ pub(crate) fn connection_gone(client: &Client, e: &postgres::Error) -> bool {
     client.is_closed() || means_gone(e)
 }
 
+/// The store's error for `source`, which sets `broken` when it means the
+/// connection is gone, so that the next statement connects again first.
+pub(crate) fn failed(
+    url: &str,
+    broken: &std::cell::Cell<bool>,
+    doing: &'static str,
+    source: postgres::Error,
+) -> StoreError {
+    if means_gone(&source) {
+        broken.set(true);
+    }
+    StoreError::Postgres {
+        url: url.to_owned(),
+        doing,
+        source,
+    }
+}
+
 /// [`connection_gone`] from the error alone.
 pub(crate) fn means_gone(e: &postgres::Error) -> bool {
     use std::error::Error as _;
@@ -326,16 +344,7 @@ impl PgStore {
     }
 
     fn err(&self, doing: &'static str) -> impl FnOnce(postgres::Error) -> StoreError + '_ {
-        move |source| {
-            if means_gone(&source) {
-                self.broken.set(true);
-            }
-            StoreError::Postgres {
-                url: self.url.clone(),
-                doing,
-                source,
-            }
-        }
+        move |source| failed(&self.url, &self.broken, doing, source)
     }
 
     /// The schema version of the database.

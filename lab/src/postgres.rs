@@ -282,6 +282,15 @@ impl PgServer {
                 .status();
         }
         if let Some(mut child) = self.child.take() {
+            // As root the child is `runuser`, the postmaster's parent: let
+            // it see its child die and reap it before it is stopped. Stopped
+            // first (its SIGTERM handler does not wait for the child), it
+            // leaves the postmaster a zombie for pid 1 to reap, which some
+            // pid 1s never do, and a zombie's pid in `postmaster.pid` makes
+            // the restarted server refuse the cluster as still in use.
+            wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+                child.try_wait().ok().flatten().is_some()
+            });
             terminate(&mut child, Duration::from_secs(5));
         }
         wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
@@ -307,7 +316,14 @@ impl PgServer {
             self.kill();
         }
         // A killed postmaster leaves its pid file; postgres checks that
-        // pid and takes over once it is gone.
+        // pid and takes over once it is gone. A zombie still counts for
+        // postgres (its pid answers `kill 0`) but runs nothing: the file
+        // goes.
+        if let Some(pid) = self.postmaster_pid() {
+            if !pid.parse().is_ok_and(crate::procfs::is_running) {
+                let _ = std::fs::remove_file(self.dir.path().join("data/postmaster.pid"));
+            }
+        }
         self.launch()
     }
 }

@@ -178,10 +178,18 @@ impl Browser {
 
     /// The element's visible text; empty when the element is gone (the
     /// page navigated between finding it and reading it, which a wait's
-    /// poll can meet: it then polls again).
+    /// poll can meet: it then polls again). ChromeDriver says so with
+    /// "stale element reference" or, when the navigation lands between
+    /// its own steps, with an "unknown error" that the node "does not
+    /// belong to the document".
     fn text_of(&self, el: &str) -> String {
         let (status, v) = self.call_raw("GET", &format!("/element/{el}/text"), None);
-        if status == 404 && v["value"]["error"] == "stale element reference" {
+        let stale = (status == 404 && v["value"]["error"] == "stale element reference")
+            || (status == 500
+                && v["value"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("does not belong to the document")));
+        if stale {
             return String::new();
         }
         assert_eq!(status, 200, "GET /element/{el}/text: {v}");

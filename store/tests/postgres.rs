@@ -341,10 +341,6 @@ fn begins_ride_through_a_server_restart_each_recorded_once() {
     );
 }
 
-/// Leases: one holder at a time; a renewal keeps it; another member takes
-/// it only once it expired (by the database's clock), with the epoch
-/// raised; the old holder's renewal then does not return it; a release
-/// frees it at once; members are listed while their own lease lives.
 /// What PostgreSQL refuses is named with its SQLSTATE and message, not
 /// just the client's "db error".
 #[test]
@@ -363,6 +359,10 @@ fn a_refusal_names_its_sqlstate_and_message() {
     );
 }
 
+/// Leases: one holder at a time; a renewal keeps it; another member takes
+/// it only once it expired (by the database's clock), with the epoch
+/// raised; the old holder's renewal then does not return it; a release
+/// frees it at once; members are listed while their own lease lives.
 #[test]
 fn a_lease_has_one_holder_and_passes_on_only_when_it_expires() {
     let pg = server();

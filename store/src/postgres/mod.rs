@@ -48,17 +48,7 @@ use remediate::action::ActionResult;
 use crate::{ActionKey, ActionRecord, ChildProcess, ExecutionState, StoreError};
 
 pub(crate) use db::Pg;
-
-/// Whether `e` means the connection is gone, even when the client has not
-/// noticed yet. A server going down tells its clients first: a backend
-/// whose postmaster died, or that is told to shut down, sends a FATAL
-/// error (SQLSTATE class 57P, or 08 for connection trouble) and only then
-/// closes the socket, and the client returns that error before it reads
-/// the end of the stream. Such an error is a lost connection, to connect
-/// again and retry, not an answer to the statement.
-pub(crate) fn connection_gone(client: &Client, e: &postgres::Error) -> bool {
-    client.is_closed() || means_gone(e)
-}
+pub(crate) use schema::MIGRATIONS;
 
 /// The store's error for `source`, which sets `broken` when it means the
 /// connection is gone, so that the next statement connects again first.
@@ -78,7 +68,13 @@ pub(crate) fn failed(
     }
 }
 
-/// [`connection_gone`] from the error alone.
+/// Whether `e` means the connection is gone, even when the client has not
+/// noticed yet. A server going down tells its clients first: a backend
+/// whose postmaster died, or that is told to shut down, sends a FATAL
+/// error (SQLSTATE class 57P, or 08 for connection trouble) and only then
+/// closes the socket, and the client returns that error before it reads
+/// the end of the stream. Such an error is a lost connection, to connect
+/// again and retry, not an answer to the statement.
 pub(crate) fn means_gone(e: &postgres::Error) -> bool {
     use std::error::Error as _;
     if e.is_closed() {
@@ -94,7 +90,6 @@ pub(crate) fn means_gone(e: &postgres::Error) -> bool {
         None => e.source().is_some_and(|s| s.is::<std::io::Error>()),
     }
 }
-pub(crate) use schema::MIGRATIONS;
 
 /// An execution's columns in the order [`PgStore::record`] reads them.
 const EXECUTION_COLUMNS: &str = "SELECT key, incident_id, step, attempt, summary, state, started_ms,
@@ -320,7 +315,7 @@ impl PgStore {
         loop {
             match op(self, retry) {
                 Err(StoreError::Postgres { ref source, .. })
-                    if connection_gone(&self.client, source)
+                    if (self.client.is_closed() || means_gone(source))
                         && std::time::Instant::now() < deadline =>
                 {
                     std::thread::sleep(backoff);
@@ -356,11 +351,7 @@ impl PgStore {
         let row = self
             .client
             .query_one("SELECT version FROM heal_schema WHERE id = 1", &[])
-            .map_err(|source| StoreError::Postgres {
-                url: self.url.clone(),
-                doing: "reading the schema version",
-                source,
-            })?;
+            .map_err(self.err("reading the schema version"))?;
         Ok(row.get(0))
     }
 
@@ -377,7 +368,6 @@ impl PgStore {
         owner: &str,
         now_ms: i64,
     ) -> Result<Fence, StoreError> {
-        let url = self.url.clone();
         let row = self
             .client
             .query_one(
@@ -387,11 +377,7 @@ impl PgStore {
                  RETURNING epoch",
                 &[&group_key, &owner, &now_ms],
             )
-            .map_err(|source| StoreError::Postgres {
-                url,
-                doing: "claiming a group key",
-                source,
-            })?;
+            .map_err(self.err("claiming a group key"))?;
         Ok(Fence {
             group_key: group_key.to_owned(),
             epoch: row.get(0),
